@@ -1,0 +1,90 @@
+//! The closed, documented set of error codes a response can carry.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Machine-readable error code of a failed request (`error.code` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request line exceeded [`crate::MAX_LINE_BYTES`].
+    RequestTooLarge,
+    /// The request line was not valid UTF-8.
+    InvalidUtf8,
+    /// The request line was not valid JSON.
+    InvalidJson,
+    /// The request was JSON but not an object, or `cmd` was not a string.
+    InvalidRequest,
+    /// The request object had no `cmd`.
+    MissingCommand,
+    /// `cmd` named no known command.
+    UnknownCommand,
+    /// The command's arguments were missing, unknown or of the wrong type.
+    InvalidArguments,
+    /// A schedule spec did not follow `path;HH:MM;name`.
+    MalformedSchedule,
+    /// No schedule at the given index (or with the given name).
+    ScheduleNotFound,
+    /// The backups directory does not exist.
+    BackupsDirMissing,
+    /// The daemon could not read or write its files.
+    Io,
+    /// The daemon is shutting down and takes no new work.
+    ShuttingDown,
+    /// Anything else that went wrong inside the daemon.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestTooLarge => "request_too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidRequest => "invalid_request",
+            Self::MissingCommand => "missing_command",
+            Self::UnknownCommand => "unknown_command",
+            Self::InvalidArguments => "invalid_arguments",
+            Self::MalformedSchedule => "malformed_schedule",
+            Self::ScheduleNotFound => "schedule_not_found",
+            Self::BackupsDirMissing => "backups_dir_missing",
+            Self::Io => "io",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in [
+            ErrorCode::RequestTooLarge,
+            ErrorCode::InvalidUtf8,
+            ErrorCode::InvalidJson,
+            ErrorCode::InvalidRequest,
+            ErrorCode::MissingCommand,
+            ErrorCode::UnknownCommand,
+            ErrorCode::InvalidArguments,
+            ErrorCode::MalformedSchedule,
+            ErrorCode::ScheduleNotFound,
+            ErrorCode::BackupsDirMissing,
+            ErrorCode::Io,
+            ErrorCode::ShuttingDown,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The contract between `backupd` and `backupctl`: the JSON-lines wire protocol, its framing,
+//! the closed set of error codes, and the parsing rules both sides must agree on (schedule
+//! specs, home and socket resolution). Depends on nothing else of ours.
+
+pub mod codec;
+pub mod error;
+pub mod paths;
+pub mod request;
+pub mod response;
+pub mod schedule_spec;
+
+pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
+pub use error::ErrorCode;
+pub use request::{Command, Request, RequestError};
+pub use response::{ErrorBody, Response};
+pub use schedule_spec::{ScheduleSpec, SpecError};
+
+/// Version of the wire protocol; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;

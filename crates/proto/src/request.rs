@@ -1,0 +1,224 @@
+//! Requests: one JSON object per line, `{"id": <optional, echoed>, "cmd": "<name>", …args}`.
+
+use crate::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A command and its arguments; the variant name is the `cmd` on the wire. Commands without
+/// arguments are empty struct variants so that unknown fields are rejected for them too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Daemon and protocol versions.
+    Hello {},
+    /// Add a seed schedule `path;HH:MM;name` (the path absolute).
+    Create { spec: String },
+    /// The schedules, in index order.
+    List {},
+    /// Remove the schedule at `index` (from 0).
+    Delete { index: usize },
+    /// Shut the daemon down gracefully.
+    Stop {},
+    /// The archive files in the home's `backups/`.
+    Backups {},
+}
+
+impl Command {
+    /// Every `cmd` the daemon knows, to tell an unknown command from bad arguments.
+    pub const NAMES: &'static [&'static str] =
+        &["hello", "create", "list", "delete", "stop", "backups"];
+}
+
+/// A request: an optional `id` the response echoes, and the command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Request {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// A request line that could not be turned into a [`Request`]; carries the `id` when one was
+/// readable so that the error response can still echo it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    pub id: Option<Value>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    fn new(id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl Request {
+    pub fn new(command: Command) -> Self {
+        Self { id: None, command }
+    }
+
+    /// Parses one request line (without its newline), naming precisely what is wrong: invalid
+    /// UTF-8, invalid JSON, not an object, no `cmd`, an unknown `cmd`, or bad arguments.
+    pub fn parse(line: &[u8]) -> Result<Self, RequestError> {
+        let text = std::str::from_utf8(line).map_err(|e| {
+            RequestError::new(
+                None,
+                ErrorCode::InvalidUtf8,
+                format!("request is not valid UTF-8: {e}"),
+            )
+        })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            RequestError::new(
+                None,
+                ErrorCode::InvalidJson,
+                format!("request is not valid JSON: {e}"),
+            )
+        })?;
+        let Value::Object(mut object) = value else {
+            return Err(RequestError::new(
+                None,
+                ErrorCode::InvalidRequest,
+                "request must be a JSON object like {\"cmd\":\"list\"}",
+            ));
+        };
+        let id = object.remove("id").filter(|id| !id.is_null());
+        let command = Self::parse_command(object).map_err(|(code, message)| RequestError {
+            id: id.clone(),
+            code,
+            message,
+        })?;
+        Ok(Self { id, command })
+    }
+
+    fn parse_command(object: Map<String, Value>) -> Result<Command, (ErrorCode, String)> {
+        let name = match object.get("cmd") {
+            None => {
+                return Err((
+                    ErrorCode::MissingCommand,
+                    "request has no \"cmd\"".to_owned(),
+                ));
+            }
+            Some(Value::String(name)) => name.clone(),
+            Some(other) => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    format!("\"cmd\" must be a string, not {other}"),
+                ));
+            }
+        };
+        if !Command::NAMES.contains(&name.as_str()) {
+            return Err((
+                ErrorCode::UnknownCommand,
+                format!(
+                    "unknown command {name:?}; known commands: {}",
+                    Command::NAMES.join(", ")
+                ),
+            ));
+        }
+        serde_json::from_value(Value::Object(object)).map_err(|e| {
+            (
+                ErrorCode::InvalidArguments,
+                format!("invalid arguments for {name:?}: {e}"),
+            )
+        })
+    }
+
+    /// The request as one line of JSON, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("a request always serializes");
+        line.push('\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(text: &str) -> Result<Request, RequestError> {
+        Request::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn parses_commands_and_echoes_ids() {
+        let request = parse(r#"{"id":7,"cmd":"create","spec":"/a;01:02;n"}"#).unwrap();
+        assert_eq!(request.id, Some(json!(7)));
+        assert_eq!(
+            request.command,
+            Command::Create {
+                spec: "/a;01:02;n".into()
+            }
+        );
+        assert_eq!(
+            parse(r#"{"cmd":"list"}"#).unwrap().command,
+            Command::List {}
+        );
+        assert_eq!(
+            parse(r#"{"cmd":"delete","index":3,"id":"x"}"#)
+                .unwrap()
+                .command,
+            Command::Delete { index: 3 }
+        );
+    }
+
+    #[test]
+    fn every_command_round_trips_and_is_named() {
+        let commands = [
+            Command::Hello {},
+            Command::Create { spec: "s".into() },
+            Command::List {},
+            Command::Delete { index: 1 },
+            Command::Stop {},
+            Command::Backups {},
+        ];
+        assert_eq!(commands.len(), Command::NAMES.len());
+        for command in commands {
+            let line = Request::new(command.clone()).to_line();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let parsed = parse(line.trim_end()).unwrap();
+            assert_eq!(parsed.command, command);
+            let value: Value = serde_json::from_str(&line).unwrap();
+            let name = value["cmd"].as_str().unwrap();
+            assert!(Command::NAMES.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn each_kind_of_bad_request_has_its_own_code() {
+        let code = |text: &[u8]| Request::parse(text).unwrap_err().code;
+        assert_eq!(code(b"\xff\xfe{}"), ErrorCode::InvalidUtf8);
+        assert_eq!(code(b"{\"cmd\":"), ErrorCode::InvalidJson);
+        assert_eq!(code(b""), ErrorCode::InvalidJson);
+        assert_eq!(code(b"[1,2]"), ErrorCode::InvalidRequest);
+        assert_eq!(code(b"{\"cmd\":5}"), ErrorCode::InvalidRequest);
+        assert_eq!(code(b"{\"id\":1}"), ErrorCode::MissingCommand);
+        assert_eq!(code(b"{\"cmd\":\"explode\"}"), ErrorCode::UnknownCommand);
+        assert_eq!(code(b"{\"cmd\":\"delete\"}"), ErrorCode::InvalidArguments);
+        assert_eq!(
+            code(b"{\"cmd\":\"delete\",\"index\":\"3\"}"),
+            ErrorCode::InvalidArguments
+        );
+        assert_eq!(
+            code(b"{\"cmd\":\"delete\",\"index\":-1}"),
+            ErrorCode::InvalidArguments
+        );
+        assert_eq!(
+            code(b"{\"cmd\":\"list\",\"bogus\":1}"),
+            ErrorCode::InvalidArguments
+        );
+    }
+
+    #[test]
+    fn errors_after_the_object_is_read_still_carry_the_id() {
+        let err = parse(r#"{"id":"abc","cmd":"nope"}"#).unwrap_err();
+        assert_eq!(err.id, Some(json!("abc")));
+        assert!(err.message.contains("nope"));
+    }
+}

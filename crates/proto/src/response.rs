@@ -1,0 +1,138 @@
+//! Responses, `{"id": …, "ok": true, "data": …}` or `{"id": …, "ok": false, "error": {"code",
+//! "message"}}`, and the typed payloads that travel in `data`.
+
+use crate::error::ErrorCode;
+use crate::schedule_spec::ScheduleSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The final answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's `id`, or `null` when it had none or could not be read.
+    #[serde(default)]
+    pub id: Option<Value>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// What went wrong: a stable code for scripts and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Response {
+    /// A success carrying `data` (anything serializable; `()` becomes `null`).
+    pub fn success(id: Option<Value>, data: impl Serialize) -> Self {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        Self {
+            id,
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    pub fn failure(id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            ok: false,
+            data: None,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+
+    /// The response as one line of JSON, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).expect("a response always serializes");
+        line.push('\n');
+        line
+    }
+
+    /// `data` on success, the error otherwise (a failure without a body is `internal`).
+    pub fn into_result(self) -> Result<Value, ErrorBody> {
+        if self.ok {
+            Ok(self.data.unwrap_or(Value::Null))
+        } else {
+            Err(self.error.unwrap_or_else(|| ErrorBody {
+                code: ErrorCode::Internal,
+                message: "the daemon reported a failure without a reason".to_owned(),
+            }))
+        }
+    }
+}
+
+/// `data` of `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub daemon_version: String,
+    pub protocol_version: u32,
+}
+
+/// One stored schedule, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// Position in the list, from 0; what `delete` takes.
+    pub index: usize,
+    /// Stable identifier: unlike the index, it never changes while the schedule exists.
+    pub id: u64,
+    /// The seed's one-line form, `path;HH:MM;name`.
+    pub display: String,
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+}
+
+/// `data` of `list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleInfo>,
+}
+
+/// `data` of `create` and `delete`: the schedule that was added or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleChanged {
+    pub schedule: ScheduleInfo,
+}
+
+/// `data` of `backups`: archive file names in the backups directory, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupList {
+    pub directory: String,
+    pub backups: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn success_and_failure_have_the_documented_shape() {
+        let ok = Response::success(Some(json!(1)), json!({"a": 1}));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"id": 1, "ok": true, "data": {"a": 1}})
+        );
+        let err = Response::failure(None, ErrorCode::UnknownCommand, "nope");
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"id": null, "ok": false, "error": {"code": "unknown_command", "message": "nope"}})
+        );
+        let line = err.to_line();
+        assert_eq!(line.matches('\n').count(), 1);
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            back.into_result().unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
+    }
+}

@@ -1,1 +1,10 @@
-//! backupd library
+//! The backupd daemon as a library: the binary in `main.rs` only parses arguments, sets up the
+//! runtime and signals, and calls into these modules.
+
+pub mod handlers;
+pub mod home;
+pub mod log;
+pub mod schedules;
+pub mod server;
+pub mod socket;
+pub mod state;

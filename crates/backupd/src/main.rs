@@ -1,1 +1,107 @@
-fn main() {}
+//! `backupd`: runs in the foreground until `backupctl stop`, SIGTERM or SIGINT.
+
+use anyhow::Context;
+use backupd::home::Home;
+use backupd::schedules::ScheduleStore;
+use backupd::socket::{self, Previous};
+use backupd::state::Daemon;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The backupd daemon: schedules, writes, rotates and verifies backups.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Home directory (default: $BACKUPD_HOME, else $XDG_STATE_HOME/backupd, else
+    /// ~/.local/state/backupd).
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Socket path (default: $BACKUPD_SOCKET, else <home>/backupd.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Log verbosity: error, warn, info, debug, trace, or target=level,… (default: $RUST_LOG,
+    /// else info).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Start a new session, detached from the terminal (used by `backupctl start`).
+    #[arg(long, hide = true)]
+    detach: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Logged when logging is up; printed in any case for whoever started us.
+            tracing::error!("{err:#}");
+            eprintln!("backupd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.detach {
+        rustix::process::setsid().context("can't start a new session")?;
+    }
+    let env = proto::paths::Env::from_process();
+    let home = Home::new(proto::paths::resolve_home(args.home.as_deref(), &env)?);
+    let socket_path = proto::paths::resolve_socket(args.socket.as_deref(), &env, home.root())?;
+    home.create_dirs()?;
+    backupd::log::init(&home.logs_dir(), args.log_level.as_deref())?;
+
+    let (listener, previous) = socket::claim(&socket_path)?;
+    if previous == Previous::RemovedStale {
+        tracing::info!("Removed stale socket {}", socket_path.display());
+    }
+    let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
+        // The socket is ours but we will not serve: leave nothing behind.
+        let _ = std::fs::remove_file(&socket_path);
+    })?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("backupd")
+        .build()
+        .context("can't start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .context("can't register the socket with the runtime")?;
+        let daemon = Arc::new(Daemon::new(home, schedules));
+        spawn_signal_handlers(&daemon)?;
+        tracing::info!("backupd started");
+        tracing::debug!("listening on {}", socket_path.display());
+        backupd::server::serve(listener, Arc::clone(&daemon)).await;
+        anyhow::Ok(())
+    });
+    // Remove the socket before saying we stopped, so that a client waiting for the stop can
+    // start a new daemon at once.
+    if let Err(e) = std::fs::remove_file(&socket_path) {
+        tracing::warn!("can't remove socket {}: {e}", socket_path.display());
+    }
+    outcome?;
+    tracing::info!("backupd stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT shut down exactly as `stop` does.
+fn spawn_signal_handlers(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+    for (kind, name) in [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+    ] {
+        let mut stream = signal(kind).with_context(|| format!("can't handle {name}"))?;
+        let shutdown = daemon.shutdown.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                tracing::debug!("{name} received; shutting down");
+                shutdown.cancel();
+            }
+        });
+    }
+    Ok(())
+}

@@ -25,10 +25,14 @@ pub enum ErrorCode {
     MalformedSchedule,
     /// No schedule at the given index (or with the given name).
     ScheduleNotFound,
+    /// A source directory does not exist or is not a directory.
+    SourceNotFound,
     /// The backups directory does not exist.
     BackupsDirMissing,
     /// The daemon could not read or write its files.
     Io,
+    /// The connecting user is not the daemon's user (nor root).
+    PermissionDenied,
     /// The daemon is shutting down and takes no new work.
     ShuttingDown,
     /// Anything else that went wrong inside the daemon.
@@ -48,8 +52,10 @@ impl ErrorCode {
             Self::InvalidArguments => "invalid_arguments",
             Self::MalformedSchedule => "malformed_schedule",
             Self::ScheduleNotFound => "schedule_not_found",
+            Self::SourceNotFound => "source_not_found",
             Self::BackupsDirMissing => "backups_dir_missing",
             Self::Io => "io",
+            Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
         }
@@ -78,8 +84,10 @@ mod tests {
             ErrorCode::InvalidArguments,
             ErrorCode::MalformedSchedule,
             ErrorCode::ScheduleNotFound,
+            ErrorCode::SourceNotFound,
             ErrorCode::BackupsDirMissing,
             ErrorCode::Io,
+            ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,
         ] {

@@ -15,5 +15,8 @@ pub use request::{Command, Request, RequestError};
 pub use response::{ErrorBody, Response};
 pub use schedule_spec::{ScheduleSpec, SpecError};
 
+/// `chrono` format of the timestamp that starts every log line: the seed's `[dd/mm/yyyy hh:mm]`.
+pub const LOG_TIME_FORMAT: &str = "%d/%m/%Y %H:%M";
+
 /// Version of the wire protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

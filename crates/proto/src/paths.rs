@@ -9,6 +9,10 @@ pub const HOME_ENV: &str = "BACKUPD_HOME";
 pub const SOCKET_ENV: &str = "BACKUPD_SOCKET";
 /// File name of the socket inside the home, when no other path is given.
 pub const SOCKET_FILE: &str = "backupd.sock";
+/// Folder of the home that holds the archives.
+pub const BACKUPS_DIR: &str = "backups";
+/// Folder of the home that holds the logs.
+pub const LOGS_DIR: &str = "logs";
 /// The kernel's `sun_path` holds 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 

@@ -1,0 +1,82 @@
+//! A connection to the daemon: send a request line, read the response line.
+
+use proto::{Request, Response};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// Why talking to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers at the socket: the daemon is not running (or elsewhere).
+    #[error("can't reach backupd at {}: {source}", socket.display())]
+    Unreachable { socket: PathBuf, source: io::Error },
+    /// The daemon answered, then the exchange broke.
+    #[error("lost the connection to backupd: {0}")]
+    Broken(io::Error),
+    #[error("backupd closed the connection without answering")]
+    NoAnswer,
+    #[error("backupd sent an unreadable answer ({error}): {line}")]
+    BadAnswer {
+        line: String,
+        error: serde_json::Error,
+    },
+}
+
+/// A response and the exact line it came in, for `--json`.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response,
+    pub line: String,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Connection {
+    pub fn open(socket: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+        let writer = stream.try_clone().map_err(ClientError::Broken)?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn request(&mut self, request: &Request) -> Result<Answer, ClientError> {
+        self.writer
+            .write_all(request.to_line().as_bytes())
+            .map_err(ClientError::Broken)?;
+        let mut line = String::new();
+        let read = self
+            .reader
+            .read_line(&mut line)
+            .map_err(ClientError::Broken)?;
+        if read == 0 {
+            return Err(ClientError::NoAnswer);
+        }
+        let line = line.trim_end().to_owned();
+        match serde_json::from_str(&line) {
+            Ok(response) => Ok(Answer { response, line }),
+            Err(error) => Err(ClientError::BadAnswer { line, error }),
+        }
+    }
+
+    /// Waits until the daemon closes this connection (it does so as it shuts down).
+    pub fn wait_closed(&mut self) -> io::Result<()> {
+        let mut sink = Vec::new();
+        io::copy(&mut self.reader, &mut sink).map(drop)
+    }
+}
+
+/// One request on a fresh connection.
+pub fn call(socket: &Path, request: &Request) -> Result<Answer, ClientError> {
+    Connection::open(socket)?.request(request)
+}

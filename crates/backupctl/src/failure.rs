@@ -1,0 +1,39 @@
+//! How a `backupctl` invocation can fail, and the exit code of each kind.
+
+use proto::ErrorBody;
+use std::process::ExitCode;
+
+/// A failed invocation.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad command line or configuration: exit 2.
+    Usage(String),
+    /// The daemon answered with an error (and logged it itself): exit 1.
+    Refused(ErrorBody),
+    /// Something failed on this side (start-up of the daemon, a broken answer): exit 1.
+    Local(String),
+    /// No daemon answers at the socket: exit 3.
+    Unreachable(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::Refused(_) | Self::Local(_) => 1,
+            Self::Usage(_) => 2,
+            Self::Unreachable(_) => 3,
+        })
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Refused(body) => &body.message,
+            Self::Usage(m) | Self::Local(m) | Self::Unreachable(m) => m,
+        }
+    }
+
+    /// Whether only this side knows of the failure (the daemon logs what it refuses).
+    pub fn is_client_side(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+}

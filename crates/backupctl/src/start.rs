@@ -1,0 +1,94 @@
+//! `backupctl start`: launches `backupd` detached in its own session and waits until it
+//! answers, or reports why it did not.
+
+use crate::client::{self, Answer};
+use crate::failure::Failure;
+use proto::{Command, Request};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a starting daemon may take to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+pub fn start(home: &Path, socket: &Path) -> Result<Answer, Failure> {
+    if hello(socket).is_some() {
+        return Err(Failure::Local("backupd already running".to_owned()));
+    }
+    let binary = daemon_binary();
+    let mut child = std::process::Command::new(&binary)
+        .arg("--home")
+        .arg(home)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--detach")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Failure::Local(format!(
+                "can't run {}: {e}; install backupd next to backupctl or on PATH",
+                binary.display()
+            ))
+        })?;
+    // Drain stderr so a chatty start-up never blocks on a full pipe; kept to explain a failure.
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(answer) = hello(socket) {
+            return Ok(answer);
+        }
+        if let Some(status) = exited(&mut child) {
+            let output = stderr
+                .and_then(|reader| reader.join().ok())
+                .unwrap_or_default();
+            let reason = output.trim();
+            return Err(Failure::Local(if reason.is_empty() {
+                format!("backupd exited during start-up ({status})")
+            } else {
+                format!("backupd exited during start-up ({status}): {reason}")
+            }));
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Local(format!(
+                "backupd did not answer on {} within {}s; see {}",
+                socket.display(),
+                READY_TIMEOUT.as_secs(),
+                home.join("logs/backupd.log").display()
+            )));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn hello(socket: &Path) -> Option<Answer> {
+    client::call(socket, &Request::new(Command::Hello {}))
+        .ok()
+        .filter(|answer| answer.response.ok)
+}
+
+fn exited(child: &mut Child) -> Option<String> {
+    match child.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        Ok(None) => None,
+        Err(e) => Some(format!("can't watch it: {e}")),
+    }
+}
+
+/// `backupd` next to this executable (an install or a cargo build), else from PATH.
+fn daemon_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("backupd")))
+        .filter(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("backupd"))
+}

@@ -1,0 +1,76 @@
+//! One handler per request, each in its own file; this module routes a parsed [`Command`] to
+//! its handler and turns the outcome into a [`Response`]. Every failure is logged here, once.
+
+mod backups;
+mod create;
+mod delete;
+mod hello;
+mod list;
+mod stop;
+
+use crate::schedules::StoreError;
+use crate::state::Daemon;
+use proto::{Command, ErrorCode, Request, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+/// A request that failed: the code and the sentence the client shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(err: StoreError) -> Self {
+        Self::new(ErrorCode::Io, err.to_string())
+    }
+}
+
+type HandlerResult<T> = Result<T, HandlerError>;
+
+/// Parses and answers one request line.
+pub async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
+    match Request::parse(line) {
+        Ok(request) => handle(daemon, request).await,
+        Err(err) => {
+            tracing::error!("bad request: {}", err.message);
+            Response::failure(err.id, err.code, err.message)
+        }
+    }
+}
+
+/// Answers one parsed request.
+pub async fn handle(daemon: &Daemon, request: Request) -> Response {
+    let outcome = match request.command {
+        Command::Hello {} => to_data(hello::handle()),
+        Command::Create { spec } => to_data(create::handle(daemon, &spec).await),
+        Command::List {} => to_data(list::handle(daemon).await),
+        Command::Delete { index } => to_data(delete::handle(daemon, index).await),
+        Command::Stop {} => to_data(stop::handle(daemon)),
+        Command::Backups {} => to_data(backups::handle(daemon).await),
+    };
+    match outcome {
+        Ok(data) => Response::success(request.id, data),
+        Err(err) => {
+            tracing::error!("{}", err.message);
+            Response::failure(request.id, err.code, err.message)
+        }
+    }
+}
+
+fn to_data<T: Serialize>(result: HandlerResult<T>) -> HandlerResult<Value> {
+    result.and_then(|data| {
+        serde_json::to_value(data)
+            .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("can't encode reply: {e}")))
+    })
+}

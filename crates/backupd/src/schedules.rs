@@ -1,0 +1,226 @@
+//! The schedule file, `<home>/schedules.json`: loaded at start, and rewritten atomically on
+//! every change so that a crash or a full disk never loses or corrupts it. The in-memory copy
+//! only changes once the new file is safely on disk.
+
+use proto::ScheduleSpec;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::Mutex;
+
+/// Version of the schedule file's layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One stored schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Stable identifier, never reused within one file.
+    pub id: u64,
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+}
+
+/// The schedule file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleFile {
+    pub version: u32,
+    pub next_id: u64,
+    pub schedules: Vec<Schedule>,
+}
+
+impl Default for ScheduleFile {
+    fn default() -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            next_id: 1,
+            schedules: Vec::new(),
+        }
+    }
+}
+
+impl ScheduleFile {
+    /// Appends a schedule with a fresh id and returns its index.
+    pub fn add(&mut self, spec: ScheduleSpec) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.schedules.push(Schedule { id, spec });
+        self.schedules.len() - 1
+    }
+}
+
+/// Why the schedule file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("can't read schedule file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "schedule file {path} is corrupt ({source}); fix or move it away — backupd will not overwrite it"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "schedule file {path} has version {found}, this backupd reads version {FORMAT_VERSION}"
+    )]
+    UnknownVersion { path: PathBuf, found: u32 },
+    #[error("can't save schedule file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The schedules, guarded so that changes are applied and saved one at a time.
+#[derive(Debug)]
+pub struct ScheduleStore {
+    path: PathBuf,
+    file: Mutex<ScheduleFile>,
+}
+
+impl ScheduleStore {
+    /// Loads the file; a missing file is an empty list, an unreadable one an error.
+    pub fn load(path: PathBuf) -> Result<Self, StoreError> {
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ScheduleFile::default(),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A copy of the current schedules.
+    pub async fn snapshot(&self) -> ScheduleFile {
+        self.file.lock().await.clone()
+    }
+
+    /// Applies `change` to a copy, saves the copy atomically, and only then makes it current.
+    /// If `change` fails or the save fails, nothing changes.
+    pub async fn update<T, E>(
+        &self,
+        change: impl FnOnce(&mut ScheduleFile) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut current = self.file.lock().await;
+        let mut next = current.clone();
+        let outcome = change(&mut next)?;
+        let bytes = serde_json::to_vec_pretty(&next).expect("schedules always serialize");
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|join| io::Error::other(join.to_string()))
+            .and_then(|written| written)
+            .map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        *current = next;
+        Ok(outcome)
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, StoreError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let corrupt = |source| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    };
+    let VersionOnly { version } = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if version != FORMAT_VERSION {
+        return Err(StoreError::UnknownVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix:
+/// write a temporary file in the same folder, fsync it, rename it over, fsync the folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".schedules")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> ScheduleSpec {
+        ScheduleSpec::parse(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn changes_are_saved_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let store = ScheduleStore::load(path.clone()).unwrap();
+        store
+            .update(|f| Ok::<_, StoreError>(f.add(spec("/a;01:00;a"))))
+            .await
+            .unwrap();
+        store
+            .update(|f| Ok::<_, StoreError>(f.add(spec("/b;02:00;b"))))
+            .await
+            .unwrap();
+        let reloaded = ScheduleStore::load(path).unwrap().snapshot().await;
+        assert_eq!(reloaded, store.snapshot().await);
+        let ids: Vec<u64> = reloaded.schedules.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2]);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["schedules.json"], "no temporary file is left");
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // The schedule file's folder vanishes: the save must fail and memory stay as it was.
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let store = ScheduleStore::load(home.join("schedules.json")).unwrap();
+        std::fs::remove_dir(&home).unwrap();
+        let result = store
+            .update(|f| Ok::<_, StoreError>(f.add(spec("/a;01:00;a"))))
+            .await;
+        assert!(matches!(result, Err(StoreError::Write { .. })));
+        assert!(store.snapshot().await.schedules.is_empty());
+        assert_eq!(store.snapshot().await.next_id, 1);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        let err = ScheduleStore::load(path.clone()).unwrap_err();
+        assert!(err.to_string().contains(&path.display().to_string()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"{not json");
+        std::fs::write(&path, br#"{"version":99}"#).unwrap();
+        assert!(matches!(
+            ScheduleStore::load(path),
+            Err(StoreError::UnknownVersion { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,121 @@
+//! The accept loop and the connections: each connection carries any number of request lines,
+//! answered in order; connections are served concurrently up to a limit; shutdown stops
+//! accepting, lets requests in progress finish, and waits (bounded) for the connections.
+
+use crate::handlers;
+use crate::state::Daemon;
+use futures_util::StreamExt;
+use proto::{ErrorCode, Frame, LineCodec, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::FramedRead;
+use tokio_util::task::TaskTracker;
+
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long shutdown waits for open connections to finish their current request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Serves until `daemon.shutdown` is cancelled, then drains the connections.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+    let connections = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = daemon.shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = daemon.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let daemon = Arc::clone(&daemon);
+                connections.spawn(async move {
+                    serve_connection(stream, &daemon).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::error!("can't accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connection(s) still open after {SHUTDOWN_GRACE:?}; closing them",
+            connections.len()
+        );
+    }
+}
+
+async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
+    if let Err(refusal) = check_peer(&stream) {
+        tracing::error!(
+            "{}",
+            refusal.error.as_ref().map_or("", |e| e.message.as_str())
+        );
+        let (_, mut write) = stream.into_split();
+        let _ = write.write_all(refusal.to_line().as_bytes()).await;
+        return;
+    }
+    let (read, mut write) = stream.into_split();
+    let mut frames = FramedRead::new(read, LineCodec::new());
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            () = daemon.shutdown.cancelled() => break,
+        };
+        let response = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!("connection read failed: {e}");
+                break;
+            }
+            Some(Ok(Frame::TooLong)) => {
+                let message = format!(
+                    "request line longer than {} bytes; the rest of it is skipped",
+                    proto::MAX_LINE_BYTES
+                );
+                tracing::error!("bad request: {message}");
+                Response::failure(None, ErrorCode::RequestTooLarge, message)
+            }
+            Some(Ok(Frame::Line(line))) => handlers::handle_line(daemon, &line).await,
+        };
+        if let Err(e) = write.write_all(response.to_line().as_bytes()).await {
+            tracing::debug!("client went away before its answer: {e}");
+            break;
+        }
+    }
+}
+
+/// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.
+fn check_peer(stream: &UnixStream) -> Result<(), Response> {
+    let own = rustix::process::geteuid().as_raw();
+    let peer = stream.peer_cred().map(|cred| cred.uid()).map_err(|e| {
+        Response::failure(
+            None,
+            ErrorCode::PermissionDenied,
+            format!("can't identify the connecting process: {e}"),
+        )
+    })?;
+    if peer == own || peer == 0 {
+        Ok(())
+    } else {
+        Err(Response::failure(
+            None,
+            ErrorCode::PermissionDenied,
+            format!("refused connection from uid {peer}: backupd runs as uid {own}"),
+        ))
+    }
+}

@@ -44,18 +44,3 @@ pub enum CliCommand {
     /// List the archive files in the backups directory.
     Backups,
 }
-
-impl CliCommand {
-    /// The subcommand's name, for log lines.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Create { .. } => "create",
-            Self::List => "list",
-            Self::Delete { .. } => "delete",
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Status => "status",
-            Self::Backups => "backups",
-        }
-    }
-}

@@ -58,15 +58,29 @@ pub enum LogInitError {
     },
 }
 
+/// Parses `info` or `target=level,…`. Stricter than `Targets`, which would read a misspelt
+/// level as a target name and silently log nothing.
+fn parse_filter(directive: &str) -> Result<Targets, LogInitError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |word: &str| LEVELS.contains(&word.to_ascii_lowercase().as_str());
+    let valid = directive.split(',').all(|part| match part.split_once('=') {
+        Some((target, level)) => !target.is_empty() && is_level(level),
+        None => is_level(part),
+    });
+    let invalid = || LogInitError::Level(directive.to_owned());
+    if !valid {
+        return Err(invalid());
+    }
+    directive.parse().map_err(|_| invalid())
+}
+
 /// Installs the global subscriber. `level` is `--log-level`, else `RUST_LOG`, else `info`.
 pub fn init(logs_dir: &Path, level: Option<&str>) -> Result<(), LogInitError> {
     let directive = level
         .map(str::to_owned)
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "info".to_owned());
-    let filter: Targets = directive
-        .parse()
-        .map_err(|_| LogInitError::Level(directive.clone()))?;
+    let filter = parse_filter(&directive)?;
     let path = logs_dir.join(LOG_FILE);
     // O_APPEND and one write per event keep lines whole even with several writers.
     let file: Arc<File> = Arc::new(
@@ -97,4 +111,25 @@ pub fn init(logs_dir: &Path, level: Option<&str>) -> Result<(), LogInitError> {
         .with(to_stderr)
         .init();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_target_directives_parse_and_typos_do_not() {
+        for good in [
+            "info",
+            "ERROR",
+            "backupd=debug",
+            "warn,backupd=trace",
+            "off",
+        ] {
+            assert!(parse_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["loud", "", "info,", "=info", "backupd=loud", "backupd"] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,0 +1,107 @@
+//! `backupctl` as a script sees it: exit codes, error messages, `--json`, and its own log.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{TestHome, log_messages};
+
+#[test]
+fn an_unknown_command_is_a_usage_error_and_is_logged() {
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home().join("logs")).unwrap();
+    let out = t.ctl(&["explode"]);
+    assert_eq!(out.code(), 2);
+    assert!(out.stderr().contains("explode"), "{}", out.stderr());
+    assert_eq!(
+        log_messages(&t.client_log()),
+        ["Error: bad usage: unrecognized subcommand 'explode'"]
+    );
+    let bad_index = t.ctl(&["delete", "minus-one"]);
+    assert_eq!(bad_index.code(), 2);
+    assert_eq!(t.ctl(&["--help"]).code(), 0);
+}
+
+#[test]
+fn an_unreachable_daemon_is_exit_three_and_names_the_socket() {
+    let t = TestHome::new();
+    let out = t.ctl(&["list"]);
+    assert_eq!(out.code(), 3);
+    let stderr = out.stderr();
+    assert!(
+        stderr.contains(&t.socket().display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("backupctl start"), "{stderr}");
+    // No home exists yet, so there is nowhere to log and nothing is created.
+    assert!(!t.home().exists());
+
+    std::fs::create_dir_all(t.home().join("logs")).unwrap();
+    assert_eq!(t.ctl(&["backups"]).code(), 3);
+    let logged = log_messages(&t.client_log());
+    assert_eq!(logged.len(), 1);
+    assert!(logged[0].starts_with("Error: can't reach backupd at "));
+}
+
+#[test]
+fn json_prints_the_raw_response_line_for_success_and_failure() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let ok = t.ctl(&["--json", "list"]);
+    assert_eq!(ok.code(), 0);
+    let value: serde_json::Value = serde_json::from_str(&ok.stdout()).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"id": null, "ok": true, "data": {"schedules": []}})
+    );
+
+    let failed = t.ctl(&["--json", "delete", "3"]);
+    assert_eq!(failed.code(), 1);
+    let value: serde_json::Value = serde_json::from_str(&failed.stdout()).unwrap();
+    assert_eq!(value["error"]["code"], "schedule_not_found");
+    assert_eq!(value["error"]["message"], "can't find schedule at index 3");
+}
+
+#[test]
+fn status_reports_the_running_daemon() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&["status"]).ok();
+    assert!(out.starts_with(&format!("backupd {} running", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn a_socket_path_over_the_kernel_limit_is_a_clear_error_on_both_sides() {
+    let t = TestHome::new();
+    let long = t.work().join("s".repeat(120));
+    let long_text = long.display().to_string();
+    let out = t.ctl(&["--socket", &long_text, "list"]);
+    assert_eq!(out.code(), 2);
+    assert!(out.stderr().contains(&long_text), "{}", out.stderr());
+    assert!(out.stderr().contains("--socket"), "{}", out.stderr());
+
+    let mut daemon = t.spawn_daemon(&["--socket", &long_text]);
+    assert!(!daemon.wait().success());
+    assert!(
+        t.daemon_stderr().contains(&long_text),
+        "{}",
+        t.daemon_stderr()
+    );
+}
+
+#[test]
+fn the_socket_flag_and_variable_are_honoured() {
+    let t = TestHome::new();
+    let socket = t.work().join("alt.sock");
+    let socket_text = socket.display().to_string();
+    let _daemon = t.spawn_daemon(&["--socket", &socket_text]);
+    common::wait_until_answering(&socket);
+    assert!(!t.socket().exists());
+    t.ctl(&["--socket", &socket_text, "list"]).ok();
+    let out = t
+        .ctl_command(&["list"])
+        .env("BACKUPD_SOCKET", &socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

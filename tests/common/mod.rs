@@ -1,0 +1,305 @@
+//! Shared harness: builds the real binaries, gives each test its own home in a temporary
+//! directory, starts `backupd` there and drives it through `backupctl` or the raw socket.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should take milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The directory holding freshly built `backupd` and `backupctl`. Built once per test binary
+/// so that a test never runs against stale executables.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "-p", "backupd", "-p", "backupctl"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        // This test runs from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in <target>/<profile>/deps")
+            .to_path_buf()
+    })
+}
+
+pub fn backupd_bin() -> PathBuf {
+    bin_dir().join("backupd")
+}
+
+pub fn backupctl_bin() -> PathBuf {
+    bin_dir().join("backupctl")
+}
+
+/// A temporary home: `<tmp>/home` is the daemon's home, `<tmp>` the user's working directory.
+pub struct TestHome {
+    dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("bkd")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// The working directory tests run `backupctl` in.
+    pub fn work(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home().join("backupd.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home().join("logs/backupd.log")).unwrap_or_default()
+    }
+
+    pub fn client_log(&self) -> String {
+        std::fs::read_to_string(self.home().join("logs/backupctl.log")).unwrap_or_default()
+    }
+
+    /// A `backupctl` command set up for this home, run from [`Self::work`].
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(backupctl_bin());
+        command
+            .args(args)
+            .current_dir(self.work())
+            .env("BACKUPD_HOME", self.home())
+            .env_remove("BACKUPD_SOCKET")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Ctl {
+        Ctl(self.ctl_command(args).output().expect("run backupctl"))
+    }
+
+    /// Starts `backupd` in the foreground as a child of the test, and waits until it answers.
+    pub fn start_daemon(&self) -> Daemon {
+        let daemon = self.spawn_daemon(&[]);
+        wait_until_answering(&self.socket());
+        daemon
+    }
+
+    /// Spawns `backupd` with extra arguments, without waiting for it.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        let stderr =
+            std::fs::File::create(self.work().join("daemon.stderr")).expect("create daemon.stderr");
+        let child = Command::new(backupd_bin())
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn backupd");
+        Daemon { child }
+    }
+
+    pub fn daemon_stderr(&self) -> String {
+        std::fs::read_to_string(self.work().join("daemon.stderr")).unwrap_or_default()
+    }
+}
+
+/// Stops a daemon started by `backupctl start` when the test ends, even if it panics.
+pub struct StopOnDrop<'a>(pub &'a TestHome);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.0.socket().exists() {
+            let _ = self.0.ctl_command(&["stop"]).output();
+        }
+    }
+}
+
+/// The output of one `backupctl` run.
+#[derive(Debug)]
+pub struct Ctl(pub Output);
+
+impl Ctl {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().expect("exited normally")
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.code(),
+            0,
+            "backupctl failed: stdout {:?} stderr {:?}",
+            self.stdout(),
+            self.stderr()
+        );
+        self.stdout()
+    }
+}
+
+/// A `backupd` child process.
+pub struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, within [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "backupd did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls with `hello` until the daemon answers.
+#[track_caller]
+pub fn wait_until_answering(socket: &Path) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(mut client) = Client::connect(socket)
+            && client.request(r#"{"cmd":"hello"}"#)["ok"] == Value::Bool(true)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backupd never answered on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw protocol client over the socket.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    pub fn connect(socket: &Path) -> std::io::Result<Self> {
+        let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        Ok(Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to daemon");
+    }
+
+    /// Reads one response line as JSON.
+    pub fn read_response(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read from daemon");
+        assert!(n > 0, "daemon closed the connection");
+        assert!(line.ends_with('\n'), "response is one whole line: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+    }
+
+    /// Sends one request line (newline added) and reads its response.
+    pub fn request(&mut self, line: &str) -> Value {
+        self.send_bytes(format!("{line}\n").as_bytes());
+        self.read_response()
+    }
+
+    /// A second handle on the connection, for writing from another thread.
+    pub fn writer_clone(&self) -> UnixStream {
+        self.writer.try_clone().expect("clone socket")
+    }
+
+    /// Reads until the daemon closes the connection.
+    pub fn read_to_end(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = self.reader.read_to_string(&mut rest);
+        rest
+    }
+}
+
+/// Log lines without their `[dd/mm/yyyy hh:mm] ` prefix, after checking that every line has it.
+#[track_caller]
+pub fn log_messages(log: &str) -> Vec<String> {
+    log.lines()
+        .map(|line| {
+            let bytes = line.as_bytes();
+            let stamped = bytes.len() > 19
+                && bytes[0] == b'['
+                && bytes[3] == b'/'
+                && bytes[6] == b'/'
+                && bytes[11] == b' '
+                && bytes[14] == b':'
+                && bytes[17] == b']'
+                && bytes[18] == b' '
+                && [1, 2, 4, 5, 7, 8, 9, 10, 12, 13, 15, 16]
+                    .iter()
+                    .all(|&i| bytes[i].is_ascii_digit());
+            assert!(stamped, "log line without [dd/mm/yyyy hh:mm]: {line:?}");
+            line[19..].to_owned()
+        })
+        .collect()
+}

@@ -1,0 +1,139 @@
+//! The daemon's life: its home, its socket, one daemon per socket, stale sockets, a corrupt
+//! schedule file, and graceful shutdown by `stop`, SIGTERM and SIGINT.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{Client, TestHome, log_messages};
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn the_daemon_creates_its_home_and_a_private_socket() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    for dir in ["backups", "logs"] {
+        assert!(t.home().join(dir).is_dir(), "{dir} created");
+    }
+    let mode = std::fs::metadata(t.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let t = TestHome::new();
+    let mut first = t.start_daemon();
+    let mut second = t.spawn_daemon(&[]);
+    let status = second.wait();
+    assert!(!status.success());
+    let expected = format!("backupd already running (socket {})", t.socket().display());
+    assert!(
+        t.daemon_stderr().contains(&expected),
+        "{}",
+        t.daemon_stderr()
+    );
+    assert!(first.is_running());
+    common::wait_until_answering(&t.socket());
+}
+
+#[test]
+fn a_stale_socket_is_removed_and_replaced() {
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(t.socket()).unwrap());
+    assert!(t.socket().exists(), "a dead socket file is left behind");
+    let _daemon = t.start_daemon();
+    let messages = log_messages(&t.log());
+    assert!(
+        messages.contains(&format!("Removed stale socket {}", t.socket().display())),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn a_corrupt_schedule_file_stops_the_start_and_is_left_untouched() {
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home()).unwrap();
+    let file = t.home().join("schedules.json");
+    std::fs::write(&file, b"{\"version\":1,\"schedules\":[").unwrap();
+    let mut daemon = t.spawn_daemon(&[]);
+    assert!(!daemon.wait().success());
+    assert!(
+        t.daemon_stderr().contains(&file.display().to_string()),
+        "the error names the file: {}",
+        t.daemon_stderr()
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"{\"version\":1,\"schedules\":["
+    );
+    assert!(!t.socket().exists(), "no socket left behind");
+    // `backupctl start` reports the reason too.
+    let out = t.ctl(&["start"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("corrupt"), "{}", out.stderr());
+}
+
+fn shuts_down_gracefully_on(signal: &str) {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let mut daemon = t.start_daemon();
+    t.ctl(&["create", "src;05:00;kept"]).ok();
+    // An idle client connection must not hold the shutdown up.
+    let mut idle = Client::connect(&t.socket()).unwrap();
+    daemon.signal(signal);
+    assert!(daemon.wait().success(), "exit 0 after {signal}");
+    assert_eq!(idle.read_to_end(), "", "the idle connection is closed");
+    assert!(!t.socket().exists());
+    assert_eq!(log_messages(&t.log()).last().unwrap(), "backupd stopped");
+    let _again = t.start_daemon();
+    assert!(t.ctl(&["list"]).ok().contains("kept"));
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    shuts_down_gracefully_on("TERM");
+}
+
+#[test]
+fn sigint_shuts_down_gracefully() {
+    shuts_down_gracefully_on("INT");
+}
+
+#[test]
+fn stop_answers_then_exits() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let answer = client.request(r#"{"id":"bye","cmd":"stop"}"#);
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["id"], "bye");
+    assert!(daemon.wait().success());
+    assert!(!t.socket().exists());
+}
+
+#[test]
+fn log_level_controls_what_is_logged_and_events_also_go_to_stderr() {
+    let t = TestHome::new();
+    let mut quiet = t.spawn_daemon(&["--log-level", "error"]);
+    common::wait_until_answering(&t.socket());
+    t.ctl(&["list"]).ok();
+    assert_eq!(t.ctl(&["delete", "4"]).code(), 1);
+    quiet.signal("TERM");
+    assert!(quiet.wait().success());
+    assert_eq!(
+        log_messages(&t.log()),
+        ["Error: can't find schedule at index 4"],
+        "info lines are filtered out at level error"
+    );
+    assert!(
+        t.daemon_stderr()
+            .contains("] Error: can't find schedule at index 4\n"),
+        "{}",
+        t.daemon_stderr()
+    );
+
+    let mut bad = t.spawn_daemon(&["--log-level", "loud"]);
+    assert!(!bad.wait().success());
+    assert!(t.daemon_stderr().contains("invalid log level"));
+}

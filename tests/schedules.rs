@@ -1,0 +1,177 @@
+//! The seed's schedule-manager scenario through the real `backupctl` and a detached daemon.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{StopOnDrop, TestHome, log_messages};
+
+#[test]
+fn the_seed_schedule_scenario_works_end_to_end() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    for dir in ["test", "test1", "test2"] {
+        std::fs::create_dir(t.work().join(dir)).unwrap();
+    }
+    let work = t.work().canonicalize().unwrap();
+    let abs = |dir: &str| work.join(dir).display().to_string();
+
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let again = t.ctl(&["start"]);
+    assert_eq!(again.code(), 1);
+    assert_eq!(again.stderr(), "Error: backupd already running\n");
+
+    assert_eq!(t.ctl(&["create", "test;16:07;backup_test"]).ok(), "");
+    assert_eq!(t.ctl(&["create", "test1;16:07;personal_data"]).ok(), "");
+    assert_eq!(t.ctl(&["create", "test2;16:07;office_docs"]).ok(), "");
+    let malformed = t.ctl(&["create", "test;"]);
+    assert_eq!(malformed.code(), 1);
+    assert_eq!(malformed.stderr(), "Error: malformed schedule: test;\n");
+
+    assert_eq!(
+        t.ctl(&["list"]).ok(),
+        format!(
+            "0: {};16:07;backup_test\n1: {};16:07;personal_data\n2: {};16:07;office_docs\n",
+            abs("test"),
+            abs("test1"),
+            abs("test2")
+        )
+    );
+    assert_eq!(t.ctl(&["delete", "1"]).ok(), "");
+    let missing = t.ctl(&["delete", "7"]);
+    assert_eq!(missing.code(), 1);
+    assert_eq!(missing.stderr(), "Error: can't find schedule at index 7\n");
+    assert_eq!(
+        t.ctl(&["list"]).ok(),
+        format!(
+            "0: {};16:07;backup_test\n1: {};16:07;office_docs\n",
+            abs("test"),
+            abs("test2")
+        )
+    );
+    // No archive exists yet: schedules fire in a later step.
+    assert_eq!(t.ctl(&["backups"]).ok(), "");
+
+    assert_eq!(t.ctl(&["stop"]).ok(), "");
+    assert!(!t.socket().exists(), "stop removes the socket");
+    let stopped = t.ctl(&["stop"]);
+    assert_ne!(stopped.code(), 0);
+    assert!(
+        stopped
+            .stderr()
+            .starts_with("Error: can't stop backupd: not running"),
+        "{}",
+        stopped.stderr()
+    );
+
+    assert_eq!(
+        log_messages(&t.log()),
+        [
+            "backupd started".to_owned(),
+            format!("New schedule added: {};16:07;backup_test", abs("test")),
+            format!("New schedule added: {};16:07;personal_data", abs("test1")),
+            format!("New schedule added: {};16:07;office_docs", abs("test2")),
+            "Error: malformed schedule: test;".to_owned(),
+            "Show schedules list".to_owned(),
+            "Schedule at index 1 deleted".to_owned(),
+            "Error: can't find schedule at index 7".to_owned(),
+            "Show schedules list".to_owned(),
+            "Show backups list".to_owned(),
+            "backupd stopped".to_owned(),
+        ]
+    );
+    let client_log = log_messages(&t.client_log());
+    assert_eq!(client_log.len(), 2, "{client_log:?}");
+    assert_eq!(client_log[0], "Error: backupd already running");
+    assert!(client_log[1].starts_with("Error: can't stop backupd: not running"));
+
+    // The schedules outlive the daemon.
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    assert_eq!(t.ctl(&["list"]).ok().lines().count(), 2);
+    t.ctl(&["stop"]).ok();
+}
+
+#[test]
+fn the_schedule_file_is_versioned_json_with_stable_ids() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let _daemon = t.start_daemon();
+    t.ctl(&["create", "src;01:00;a"]).ok();
+    t.ctl(&["create", "src;02:00;b"]).ok();
+    t.ctl(&["delete", "0"]).ok();
+    t.ctl(&["create", "src;03:00;c"]).ok();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.home().join("schedules.json")).unwrap()).unwrap();
+    assert_eq!(file["version"], 1);
+    let ids: Vec<u64> = file["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [2, 3], "ids are never reused");
+    let listed: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    assert_eq!(listed["data"]["schedules"][1]["id"], 3);
+    assert_eq!(listed["data"]["schedules"][1]["name"], "c");
+    assert_eq!(listed["data"]["schedules"][1]["time"], "03:00");
+}
+
+#[test]
+fn a_schedule_for_a_missing_directory_is_refused() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&["create", "nowhere;01:00;x"]);
+    assert_eq!(out.code(), 1);
+    let expected = format!(
+        "Error: can't find source directory: {}\n",
+        t.work().join("nowhere").display()
+    );
+    assert_eq!(out.stderr(), expected);
+    assert_eq!(t.ctl(&["list"]).ok(), "");
+}
+
+#[test]
+fn a_relative_path_sent_raw_is_malformed() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let mut client = common::Client::connect(&t.socket()).unwrap();
+    let answer = client.request(r#"{"cmd":"create","spec":"rel;01:00;x"}"#);
+    assert_eq!(answer["ok"], false);
+    assert_eq!(answer["error"]["code"], "malformed_schedule");
+    assert_eq!(
+        answer["error"]["message"],
+        "malformed schedule: rel;01:00;x: the path must be absolute"
+    );
+}
+
+#[test]
+fn backups_without_a_backups_directory_is_an_error() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    std::fs::remove_dir(t.home().join("backups")).unwrap();
+    let out = t.ctl(&["backups"]);
+    assert_eq!(out.code(), 1);
+    assert_eq!(out.stderr(), "Error: can't find backups directory\n");
+    assert!(log_messages(&t.log()).contains(&"Error: can't find backups directory".to_owned()));
+}
+
+#[test]
+fn backups_lists_only_archives_sorted() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    for name in [
+        "b_20260101_000000.tar.gz",
+        "a_20260101_000000.tar.zst",
+        "c.tar",
+        "a_20260101_000000.json",
+        "x.tar.gz.partial",
+        "notes.txt",
+    ] {
+        std::fs::write(backups.join(name), b"x").unwrap();
+    }
+    assert_eq!(
+        t.ctl(&["backups"]).ok(),
+        "a_20260101_000000.tar.zst\nb_20260101_000000.tar.gz\nc.tar\n"
+    );
+}

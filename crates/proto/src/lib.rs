@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod event;
 pub mod paths;
 pub mod request;
 pub mod response;
@@ -11,6 +12,7 @@ pub mod schedule_spec;
 
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;
+pub use event::{Event, EventLine, Incoming};
 pub use request::{Command, Request, RequestError};
 pub use response::{ErrorBody, Response};
 pub use schedule_spec::{ScheduleSpec, SpecError};

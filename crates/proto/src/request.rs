@@ -21,12 +21,44 @@ pub enum Command {
     Stop {},
     /// The archive files in the home's `backups/`.
     Backups {},
+    /// Back up sources now.
+    Run(RunArgs),
+}
+
+/// Arguments of `run`: what to back up, where, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunArgs {
+    /// Absolute paths of the source directories.
+    pub sources: Vec<String>,
+    /// Name of the archives (default: each source folder's name); only with one source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute path of the destination folder (default: `<home>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Compression level (gzip 0–9, default 6; zstd 1–22, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    /// Glob patterns of entries to leave out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Report what would be written, and write nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Send event lines (progress) before the response.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub events: bool,
 }
 
 impl Command {
     /// Every `cmd` the daemon knows, to tell an unknown command from bad arguments.
-    pub const NAMES: &'static [&'static str] =
-        &["hello", "create", "list", "delete", "stop", "backups"];
+    pub const NAMES: &'static [&'static str] = &[
+        "hello", "create", "list", "delete", "stop", "backups", "run",
+    ];
 }
 
 /// A request: an optional `id` the response echoes, and the command.
@@ -177,6 +209,12 @@ mod tests {
             Command::Delete { index: 1 },
             Command::Stop {},
             Command::Backups {},
+            Command::Run(RunArgs {
+                sources: vec!["/a".into()],
+                level: Some(3),
+                dry_run: true,
+                ..RunArgs::default()
+            }),
         ];
         assert_eq!(commands.len(), Command::NAMES.len());
         for command in commands {
@@ -211,6 +249,11 @@ mod tests {
         );
         assert_eq!(
             code(b"{\"cmd\":\"list\",\"bogus\":1}"),
+            ErrorCode::InvalidArguments
+        );
+        assert_eq!(code(b"{\"cmd\":\"run\"}"), ErrorCode::InvalidArguments);
+        assert_eq!(
+            code(b"{\"cmd\":\"run\",\"sources\":[\"/a\"],\"levl\":1}"),
             ErrorCode::InvalidArguments
         );
     }

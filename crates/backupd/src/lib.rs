@@ -1,1 +1,3 @@
 //! backupd library
+
+pub mod engine;

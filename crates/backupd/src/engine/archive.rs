@@ -151,8 +151,11 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
 
     fn append_dir(&mut self, name: &Path, meta: &Metadata) -> Result<(), EngineError> {
         let mut header = header_for(meta, EntryType::Directory, 0);
+        // A trailing slash, as GNU tar writes directory names.
+        let mut name = name.as_os_str().to_owned();
+        name.push("/");
         self.builder
-            .append_data(&mut header, name, io::empty())
+            .append_data(&mut header, &name, io::empty())
             .map_err(|e| self.write_error(e))?;
         self.stats.dirs += 1;
         self.meter.progress.dirs += 1;

@@ -1,0 +1,56 @@
+//! The engine's typed errors.
+//!
+//! Only failures that abort a backup live here; per-file trouble met during the walk
+//! (vanished, unreadable, changed while read) is a warning in the manifest instead.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a backup (or its preparation) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("source {path} does not exist")]
+    SourceNotFound { path: PathBuf },
+
+    #[error("source {path} is not a directory")]
+    SourceNotDirectory { path: PathBuf },
+
+    #[error("cannot read source {path}: {source}")]
+    SourceUnreadable { path: PathBuf, source: io::Error },
+
+    #[error("invalid {compression} level {level}: must be between {min} and {max}")]
+    InvalidLevel {
+        compression: &'static str,
+        level: i32,
+        min: i32,
+        max: i32,
+    },
+
+    #[error("unknown compression {0:?}: expected gzip, zstd or none")]
+    UnknownCompression(String),
+
+    #[error("invalid exclude pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        pattern: String,
+        reason: &'static str,
+    },
+
+    #[error("invalid backup name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    /// Two runs in the same second: the older archive is kept, never overwritten.
+    #[error("archive {path} already exists")]
+    ArchiveExists { path: PathBuf },
+
+    #[error("cannot create archive in {path}: {source}")]
+    Destination { path: PathBuf, source: io::Error },
+
+    #[error("cannot write archive {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+
+    #[error("cannot write manifest {path}: {source}")]
+    Manifest { path: PathBuf, source: io::Error },
+
+    #[error("backup cancelled")]
+    Cancelled,
+}

@@ -1,0 +1,110 @@
+//! The JSON manifest written next to each archive.
+//!
+//! It records what was archived and the archive's SHA-256 and size, so later steps (list,
+//! verify, restore) can trust an archive without re-walking the source.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backupd_version: String,
+    pub name: String,
+    /// Absolute path of the archive.
+    pub backup_file: PathBuf,
+    /// Absolute path of the source folder.
+    pub source: PathBuf,
+    /// `YYYYMMDD_HHMMSS`, the timestamp in the file names.
+    pub created: String,
+    pub compression: String,
+    /// `None` for uncompressed archives.
+    pub level: Option<i32>,
+    pub size_bytes: u64,
+    pub size_human: String,
+    pub checksum_sha256: String,
+    /// Regular files, including hard-link entries.
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    #[serde(default)]
+    pub hardlinks: u64,
+    /// Source content bytes read.
+    pub bytes_in: u64,
+    pub duration_ms: u64,
+    pub warnings: Vec<String>,
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut out = serde_json::to_vec_pretty(self)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// `15.32 MB`: divides by 1024 while at least 1024, two decimals, B to TB.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    #[allow(clippy::cast_precision_loss)] // display only
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.2} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes_match_the_python_seed() {
+        assert_eq!(human_size(0), "0.00 B");
+        assert_eq!(human_size(1023), "1023.00 B");
+        assert_eq!(human_size(1024), "1.00 KB");
+        assert_eq!(human_size(1536), "1.50 KB");
+        assert_eq!(human_size(16_064_184), "15.32 MB");
+        assert_eq!(human_size(1 << 30), "1.00 GB");
+        assert_eq!(human_size(5 << 40), "5.00 TB");
+        assert_eq!(human_size(2048 << 40), "2048.00 TB");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            backupd_version: "0.1.0".into(),
+            name: "docs".into(),
+            backup_file: "/b/docs_20250101_120000.tar.gz".into(),
+            source: "/home/u/docs".into(),
+            created: "20250101_120000".into(),
+            compression: "gzip".into(),
+            level: Some(6),
+            size_bytes: 10,
+            size_human: human_size(10),
+            checksum_sha256: "00".repeat(32),
+            files: 1,
+            dirs: 2,
+            symlinks: 3,
+            hardlinks: 0,
+            bytes_in: 4,
+            duration_ms: 5,
+            warnings: vec!["x: gone".into()],
+        };
+        let json = m.to_json().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["size_human"], "10.00 B");
+        assert_eq!(v["checksum_sha256"], "00".repeat(32));
+        assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+}

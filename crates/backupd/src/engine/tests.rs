@@ -1,0 +1,528 @@
+//! End-to-end tests of `run_backup` on a real file system, checked with GNU tar.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use chrono::NaiveDate;
+
+use super::*;
+
+fn timestamp() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2025, 1, 2)
+        .unwrap()
+        .and_hms_opt(3, 4, 5)
+        .unwrap()
+}
+
+fn job(
+    source: &Path,
+    destination: &Path,
+    compression: Compression,
+    excludes: &[&str],
+) -> BackupJob {
+    BackupJob {
+        source: source.to_owned(),
+        name: "docs".into(),
+        destination: destination.to_owned(),
+        compression,
+        excludes: ExcludeSet::new(excludes).unwrap(),
+        timestamp: timestamp(),
+    }
+}
+
+fn run(job: &BackupJob) -> Result<BackupOutcome, EngineError> {
+    run_backup(job, &mut |_| {}, &AtomicBool::new(false))
+}
+
+fn long_dir() -> PathBuf {
+    PathBuf::from("l".repeat(60)).join("m".repeat(60))
+}
+
+fn long_name() -> String {
+    format!("{}.txt", "n".repeat(200))
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A tree with every kind of entry the engine must handle; returns the source folder.
+fn build_tree(base: &Path) -> PathBuf {
+    let src = base.join("docs");
+    fs::create_dir_all(src.join("nested/deep")).unwrap();
+    fs::create_dir(src.join("empty")).unwrap();
+    fs::write(src.join("a.txt"), "hello\n").unwrap();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(src.join("nested/deep/data.bin"), &data).unwrap();
+    fs::create_dir_all(src.join(long_dir())).unwrap();
+    fs::write(src.join(long_dir()).join("file.txt"), "long path").unwrap();
+    fs::write(src.join(long_name()), "long name").unwrap();
+    fs::create_dir(src.join("café")).unwrap();
+    fs::write(src.join("café/日本.txt"), "こんにちは").unwrap();
+    fs::write(base.join("outside.txt"), "outside").unwrap();
+    symlink("a.txt", src.join("link_rel")).unwrap();
+    symlink("../outside.txt", src.join("link_out")).unwrap();
+    symlink("/nonexistent/dangling", src.join("link_abs")).unwrap();
+    fs::write(src.join("hard1"), "linked").unwrap();
+    fs::hard_link(src.join("hard1"), src.join("nested/hard2")).unwrap();
+    fs::write(src.join("exec.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("exec.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(src.join("secret"), "s").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(src.join("old.txt"), "old").unwrap();
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(978_307_200); // 2001-01-01
+    File::options()
+        .write(true)
+        .open(src.join("old.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let status = Command::new("mkfifo")
+        .arg(src.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    src
+}
+
+fn extract(archive: &Path, compression: Compression, into: &Path) {
+    let flag = match compression {
+        Compression::None => "-xf",
+        Compression::Gzip { .. } => "-xzf",
+        Compression::Zstd { .. } => "--zstd",
+    };
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C").arg(into);
+    if let Compression::Zstd { .. } = compression {
+        cmd.arg(flag).arg("-xf");
+    } else {
+        cmd.arg(flag);
+    }
+    let out = cmd.arg(archive).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compares two trees entry by entry: kind, content, mode, mtime, link targets.
+fn assert_same_tree(src: &Path, out: &Path) {
+    let mut src_names: Vec<_> = fs::read_dir(src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    src_names.retain(|n| n != "pipe");
+    src_names.sort();
+    let mut out_names: Vec<_> = fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    out_names.sort();
+    assert_eq!(src_names, out_names, "entries of {}", out.display());
+    for name in src_names {
+        let (s, o) = (src.join(&name), out.join(&name));
+        let (sm, om) = (
+            fs::symlink_metadata(&s).unwrap(),
+            fs::symlink_metadata(&o).unwrap(),
+        );
+        assert_eq!(sm.file_type(), om.file_type(), "{}", o.display());
+        if sm.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&s).unwrap(), fs::read_link(&o).unwrap());
+            continue;
+        }
+        assert_eq!(
+            sm.mode() & 0o7777,
+            om.mode() & 0o7777,
+            "mode of {}",
+            o.display()
+        );
+        assert_eq!(sm.mtime(), om.mtime(), "mtime of {}", o.display());
+        if sm.is_dir() {
+            assert_same_tree(&s, &o);
+        } else {
+            assert_eq!(
+                fs::read(&s).unwrap(),
+                fs::read(&o).unwrap(),
+                "{}",
+                o.display()
+            );
+        }
+    }
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn round_trip(compression: Compression, extension: &str) {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+
+    let outcome = run(&job(&src, &dest, compression, &[])).unwrap();
+    let stem = "docs_20250102_030405";
+    assert_eq!(outcome.archive, dest.join(format!("{stem}{extension}")));
+    assert_eq!(outcome.manifest_path, dest.join(format!("{stem}.json")));
+    assert_eq!(
+        dir_names(&dest),
+        [format!("{stem}.json"), format!("{stem}{extension}")]
+    );
+
+    let m = &outcome.manifest;
+    assert_eq!(m.checksum_sha256, sha256sum(&outcome.archive));
+    assert_eq!(m.size_bytes, fs::metadata(&outcome.archive).unwrap().len());
+    assert_eq!(m.size_human, human_size(m.size_bytes));
+    assert_eq!(m.compression, compression.name());
+    assert_eq!(m.level, compression.level());
+    assert_eq!(m.created, "20250102_030405");
+    assert_eq!(m.source, src);
+    assert!(m.backup_file.is_absolute());
+    // a.txt, data.bin, file.txt, long name, 日本.txt, hard1, hard2, exec.sh, secret, old.txt
+    assert_eq!(m.files, 10);
+    assert_eq!(m.hardlinks, 1);
+    assert_eq!(m.symlinks, 3);
+    // docs, nested, deep, empty, l…, m…, café
+    assert_eq!(m.dirs, 7);
+    assert_eq!(m.bytes_in, 300_000 + 6 + 9 + 9 + 15 + 6 + 10 + 1 + 3);
+    // hard2 is a link entry: its bytes are not read again.
+    assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+    assert!(m.warnings[0].contains("pipe") && m.warnings[0].contains("FIFO"));
+    let on_disk = Manifest::from_json(&fs::read(&outcome.manifest_path).unwrap()).unwrap();
+    assert_eq!(&on_disk, m);
+
+    let out = base.path().join("out");
+    fs::create_dir(&out).unwrap();
+    extract(&outcome.archive, compression, &out);
+    assert_eq!(
+        dir_names(&out),
+        ["docs"],
+        "everything under one top-level folder"
+    );
+    assert_same_tree(&src, &out.join("docs"));
+    let h1 = fs::metadata(out.join("docs/hard1")).unwrap();
+    let h2 = fs::metadata(out.join("docs/nested/hard2")).unwrap();
+    assert_eq!(h1.ino(), h2.ino(), "hard link restored as a link");
+    assert!(out.join("docs/empty").is_dir());
+    assert!(!out.join("docs/pipe").exists());
+}
+
+#[test]
+fn round_trip_gzip() {
+    round_trip(Compression::default(), ".tar.gz");
+}
+
+#[test]
+fn round_trip_zstd() {
+    round_trip(Compression::zstd(None).unwrap(), ".tar.zst");
+}
+
+#[test]
+fn round_trip_uncompressed() {
+    round_trip(Compression::None, ".tar");
+}
+
+#[test]
+fn same_tree_gives_same_archive() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let (d1, d2) = (base.path().join("d1"), base.path().join("d2"));
+    fs::create_dir(&d1).unwrap();
+    fs::create_dir(&d2).unwrap();
+    let a = run(&job(&src, &d1, Compression::None, &[])).unwrap();
+    let b = run(&job(&src, &d2, Compression::None, &[])).unwrap();
+    assert_eq!(a.manifest.checksum_sha256, b.manifest.checksum_sha256);
+}
+
+#[test]
+fn excludes_skip_matching_entries_and_their_contents() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("proj");
+    for dir in [
+        "node_modules/pkg",
+        "web/node_modules",
+        ".cache",
+        "sub/deeper",
+        "a/b",
+    ] {
+        fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    for file in [
+        "keep.txt",
+        "x.tmp",
+        "a/b/y.tmp",
+        "node_modules/pkg/index.js",
+        "web/node_modules/m.js",
+        "web/app.js",
+        ".cache/blob",
+        "sub/a.log",
+        "sub/deeper/b.log",
+        "top.log",
+        "x",
+        "a/b/x",
+        "a/xy",
+    ] {
+        fs::write(src.join(file), file).unwrap();
+    }
+    fs::write(src.join("node_modules_file"), "not a dir").unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let excludes = ["*.tmp", "node_modules/", ".cache/", "sub/*.log", "**/x"];
+    let outcome = run(&job(&src, &dest, Compression::default(), &excludes)).unwrap();
+
+    let out = Command::new("tar")
+        .arg("-tzf")
+        .arg(&outcome.archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let mut entries: Vec<&str> = listing.lines().map(|l| l.trim_end_matches('/')).collect();
+    entries.sort_unstable();
+    assert_eq!(
+        entries,
+        [
+            "proj",
+            "proj/a",
+            "proj/a/b",
+            "proj/a/xy",
+            "proj/keep.txt",
+            "proj/node_modules_file",
+            "proj/sub",
+            "proj/sub/deeper",
+            "proj/sub/deeper/b.log",
+            "proj/top.log",
+            "proj/web",
+            "proj/web/app.js",
+        ]
+    );
+}
+
+#[test]
+fn invalid_exclude_pattern_is_a_typed_error() {
+    assert!(matches!(
+        ExcludeSet::new(&["ok", "[unclosed"]),
+        Err(EngineError::InvalidPattern { pattern, .. }) if pattern == "[unclosed"
+    ));
+}
+
+#[test]
+fn missing_destination_leaves_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("missing");
+    let err = run(&job(&src, &dest, Compression::default(), &[])).unwrap_err();
+    assert!(matches!(err, EngineError::Destination { .. }), "{err}");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn read_only_destination_leaves_nothing() {
+    if is_root() {
+        // root writes through permission bits; nothing to prove here.
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("ro");
+    fs::create_dir(&dest).unwrap();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o555)).unwrap();
+    let err = run(&job(&src, &dest, Compression::default(), &[])).unwrap_err();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(matches!(err, EngineError::Destination { .. }), "{err}");
+    assert!(dir_names(&dest).is_empty());
+}
+
+#[test]
+fn existing_archive_is_never_overwritten() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let j = job(&src, &dest, Compression::default(), &[]);
+    let names = j.planned_names().unwrap();
+    fs::write(&names.archive, "earlier run").unwrap();
+    let err = run(&j).unwrap_err();
+    assert!(matches!(err, EngineError::ArchiveExists { .. }), "{err}");
+    assert_eq!(fs::read(&names.archive).unwrap(), b"earlier run");
+    assert_eq!(dir_names(&dest), ["docs_20250102_030405.tar.gz"]);
+}
+
+#[test]
+fn cancel_from_progress_callback_removes_partial() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("big");
+    fs::create_dir(&src).unwrap();
+    // Sparse: costs no disk, but takes seconds to read and compress.
+    File::create(src.join("zeros"))
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut reports = Vec::new();
+    let mut on_progress = |p: &Progress| {
+        reports.push(*p);
+        cancel.store(true, Ordering::Relaxed);
+    };
+    let j = job(&src, &dest, Compression::gzip(Some(1)).unwrap(), &[]);
+    let err = run_backup(&j, &mut on_progress, &cancel).unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled), "{err}");
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].bytes_in > 0 && reports[0].bytes_in < 8 << 30);
+    assert!(
+        dir_names(&dest).is_empty(),
+        "no partial, no archive, no manifest"
+    );
+}
+
+#[test]
+fn cancel_before_start_is_cancelled() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let j = job(&src, &dest, Compression::default(), &[]);
+    let err = run_backup(&j, &mut |_| {}, &AtomicBool::new(true)).unwrap_err();
+    assert!(matches!(err, EngineError::Cancelled));
+    assert!(dir_names(&dest).is_empty());
+}
+
+#[test]
+fn final_progress_report_matches_manifest() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let mut last = None;
+    let j = job(&src, &dest, Compression::default(), &[]);
+    let outcome = run_backup(&j, &mut |p| last = Some(*p), &AtomicBool::new(false)).unwrap();
+    let last = last.unwrap();
+    let m = outcome.manifest;
+    assert_eq!(last.bytes_out, m.size_bytes);
+    assert_eq!(last.bytes_in, m.bytes_in);
+    assert_eq!(last.files, m.files + m.symlinks);
+    assert_eq!(last.dirs, m.dirs);
+}
+
+#[test]
+fn missing_source_and_file_source_are_typed_errors() {
+    let base = tempfile::tempdir().unwrap();
+    let dest = base.path();
+    let missing = base.path().join("nope");
+    let err = run(&job(&missing, dest, Compression::default(), &[])).unwrap_err();
+    assert!(matches!(&err, EngineError::SourceNotFound { path } if *path == missing));
+    assert!(err.to_string().contains("nope"));
+
+    let file = base.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let err = run(&job(&file, dest, Compression::default(), &[])).unwrap_err();
+    assert!(matches!(&err, EngineError::SourceNotDirectory { path } if *path == file));
+    assert_eq!(dir_names(dest), ["file"]);
+}
+
+#[test]
+fn unreadable_entries_inside_are_warnings() {
+    if is_root() {
+        return; // root can read anything
+    }
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("docs");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::write(src.join("locked/inner"), "x").unwrap();
+    fs::write(src.join("private"), "x").unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o000)).unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let result = run(&job(&src, &dest, Compression::default(), &[]));
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+    let warnings = result.unwrap().manifest.warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("locked")));
+    assert!(warnings.iter().any(|w| w.contains("private")));
+}
+
+#[test]
+fn archive_inside_source_does_not_include_itself() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("docs");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.txt"), "a").unwrap();
+    let outcome = run(&job(&src, &src, Compression::None, &[])).unwrap();
+    let out = Command::new("tar")
+        .arg("-tf")
+        .arg(&outcome.archive)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listing.lines().collect::<Vec<_>>(), ["docs/", "docs/a.txt"]);
+}
+
+#[test]
+fn planned_names_follow_the_convention_and_write_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let j = job(
+        base.path(),
+        base.path(),
+        Compression::zstd(Some(19)).unwrap(),
+        &[],
+    );
+    let names = j.planned_names().unwrap();
+    assert_eq!(
+        names.archive,
+        base.path().join("docs_20250102_030405.tar.zst")
+    );
+    assert_eq!(
+        names.manifest,
+        base.path().join("docs_20250102_030405.json")
+    );
+    assert_eq!(names.created, "20250102_030405");
+    assert!(dir_names(base.path()).is_empty());
+
+    for bad in ["", "a/b", "..", "."] {
+        let j = BackupJob {
+            name: bad.into(),
+            ..j.clone()
+        };
+        assert!(matches!(
+            j.planned_names(),
+            Err(EngineError::InvalidName { .. })
+        ));
+        assert!(matches!(run(&j), Err(EngineError::InvalidName { .. })));
+    }
+}
+
+#[test]
+fn invalid_level_is_rejected_before_anything_is_written() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let err = run(&job(&src, &dest, Compression::Gzip { level: 11 }, &[])).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidLevel { level: 11, .. }));
+    assert!(dir_names(&dest).is_empty());
+}

@@ -43,4 +43,49 @@ pub enum CliCommand {
     Status,
     /// List the archive files in the backups directory.
     Backups,
+    /// Back up sources now. Defaults come from the environment and from ./.env
+    /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them.
+    Run(RunCli),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionCli {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl CompressionCli {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunCli {
+    /// Source directories (default: $BACKUP_SOURCES, comma-separated).
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub sources: Vec<PathBuf>,
+    /// Archive name (default: the source folder's name); with one source only.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Destination folder (default: $BACKUP_DESTINATION, else <home>/backups).
+    #[arg(long, value_name = "DIR")]
+    pub destination: Option<PathBuf>,
+    /// Compression (default: gzip).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionCli>,
+    /// Compression level: gzip 0-9 (default 6), zstd 1-22 (default 3).
+    #[arg(long, allow_negative_numbers = true)]
+    pub level: Option<i32>,
+    /// Leave out entries matching a glob (`*.tmp`, `node_modules/`, `sub/*.log`); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Show what would be created; write and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

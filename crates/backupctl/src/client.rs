@@ -1,6 +1,6 @@
 //! A connection to the daemon: send a request line, read the response line.
 
-use proto::{Request, Response};
+use proto::{EventLine, Incoming, Request, Response};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -51,21 +51,33 @@ impl Connection {
 
     /// Sends one request and waits for its response.
     pub fn request(&mut self, request: &Request) -> Result<Answer, ClientError> {
+        self.request_with_events(request, |_| {})
+    }
+
+    /// Sends one request, hands each event line to `on_event`, and returns the response.
+    pub fn request_with_events(
+        &mut self,
+        request: &Request,
+        mut on_event: impl FnMut(EventLine),
+    ) -> Result<Answer, ClientError> {
         self.writer
             .write_all(request.to_line().as_bytes())
             .map_err(ClientError::Broken)?;
-        let mut line = String::new();
-        let read = self
-            .reader
-            .read_line(&mut line)
-            .map_err(ClientError::Broken)?;
-        if read == 0 {
-            return Err(ClientError::NoAnswer);
-        }
-        let line = line.trim_end().to_owned();
-        match serde_json::from_str(&line) {
-            Ok(response) => Ok(Answer { response, line }),
-            Err(error) => Err(ClientError::BadAnswer { line, error }),
+        loop {
+            let mut line = String::new();
+            let read = self
+                .reader
+                .read_line(&mut line)
+                .map_err(ClientError::Broken)?;
+            if read == 0 {
+                return Err(ClientError::NoAnswer);
+            }
+            let line = line.trim_end().to_owned();
+            match Incoming::parse(&line) {
+                Ok(Incoming::Event(event)) => on_event(event),
+                Ok(Incoming::Response(response)) => return Ok(Answer { response, line }),
+                Err(error) => return Err(ClientError::BadAnswer { line, error }),
+            }
         }
     }
 

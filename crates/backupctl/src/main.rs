@@ -7,6 +7,8 @@ mod client;
 mod client_log;
 mod failure;
 mod render;
+mod run;
+mod settings;
 mod start;
 
 use crate::cli::{Cli, CliCommand};
@@ -60,8 +62,10 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
     let command = match &cli.command {
+        CliCommand::Run(run_cli) => return run_now(cli, run_cli, socket),
         CliCommand::Start => {
-            let answer = start::start(home, socket)?;
+            let log_level = load_settings()?.get(settings::LOG_LEVEL);
+            let answer = start::start(home, socket, log_level.as_deref())?;
             return print(cli, &answer, |_| Ok(vec!["backupd started".to_owned()]));
         }
         CliCommand::Stop => return stop(cli, socket),
@@ -80,6 +84,32 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
         CliCommand::Status => render::status(data, socket),
         _ => Ok(Vec::new()),
     })
+}
+
+fn load_settings() -> Result<settings::Settings, Failure> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
+    settings::Settings::load(&cwd).map_err(Failure::Usage)
+}
+
+fn run_now(cli: &Cli, run_cli: &cli::RunCli, socket: &Path) -> Result<(), Failure> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
+    let settings = settings::Settings::load(&cwd).map_err(Failure::Usage)?;
+    let args = run::request_args(run_cli, &settings, &cwd)?;
+    let answer = run::run(socket, args)?;
+    if cli.json {
+        println!("{}", answer.line);
+    } else if let Some(report) = run::report(&answer) {
+        for line in render::run_report(&report) {
+            println!("{line}");
+        }
+    }
+    answer
+        .response
+        .into_result()
+        .map(drop)
+        .map_err(Failure::Refused)
 }
 
 /// Prints an answer: the raw line with `--json`, else the rendered text; an error answer
@@ -134,7 +164,7 @@ fn stop(cli: &Cli, socket: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn reach_failure(err: &ClientError) -> Failure {
+pub(crate) fn reach_failure(err: &ClientError) -> Failure {
     match err {
         ClientError::Unreachable { .. } => Failure::Unreachable(format!(
             "{err}; is it running? Start it with `backupctl start`"

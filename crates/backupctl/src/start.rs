@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-pub fn start(home: &Path, socket: &Path) -> Result<Answer, Failure> {
+/// `log_level` is the seed's `LOG_LEVEL`, handed to the daemon as `--log-level`.
+pub fn start(home: &Path, socket: &Path, log_level: Option<&str>) -> Result<Answer, Failure> {
     if hello(socket).is_some() {
         return Err(Failure::Local("backupd already running".to_owned()));
     }
     let binary = daemon_binary();
-    let mut child = std::process::Command::new(&binary)
+    let mut command = std::process::Command::new(&binary);
+    if let Some(level) = log_level {
+        command.arg("--log-level").arg(level.to_ascii_lowercase());
+    }
+    let mut child = command
         .arg("--home")
         .arg(home)
         .arg("--socket")

@@ -2,9 +2,11 @@
 //! runtime and signals, and calls into these modules.
 
 pub mod engine;
+pub mod events;
 pub mod handlers;
 pub mod home;
 pub mod log;
+pub mod runner;
 pub mod schedules;
 pub mod server;
 pub mod socket;

@@ -26,6 +26,9 @@ struct Args {
     /// else info).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Backups written at once, across requests and schedules (default: number of cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    max_jobs: Option<u16>,
     /// Start a new session, detached from the terminal (used by `backupctl start`).
     #[arg(long, hide = true)]
     detach: bool,
@@ -58,6 +61,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if previous == Previous::RemovedStale {
         tracing::info!("Removed stale socket {}", socket_path.display());
     }
+    remove_stale_partials(&home.backups_dir());
     let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
         // The socket is ours but we will not serve: leave nothing behind.
         let _ = std::fs::remove_file(&socket_path);
@@ -71,7 +75,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .context("can't register the socket with the runtime")?;
-        let daemon = Arc::new(Daemon::new(home, schedules));
+        let max_jobs = args.max_jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
+        let daemon = Arc::new(Daemon::new(home, schedules, max_jobs));
         spawn_signal_handlers(&daemon)?;
         tracing::info!("backupd started");
         tracing::debug!("listening on {}", socket_path.display());
@@ -86,6 +94,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     outcome?;
     tracing::info!("backupd stopped");
     Ok(())
+}
+
+/// A daemon killed while writing leaves `<archive>.partial`; it is never a valid archive.
+fn remove_stale_partials(dir: &std::path::Path) {
+    match backupd::engine::remove_stale_partials(dir) {
+        Ok(removed) => {
+            for path in removed {
+                tracing::info!("Removed stale partial archive {}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("can't clean partial archives in {}: {e}", dir.display()),
+    }
 }
 
 /// SIGTERM and SIGINT shut down exactly as `stop` does.

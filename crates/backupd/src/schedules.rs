@@ -2,9 +2,10 @@
 //! every change so that a crash or a full disk never loses or corrupts it. The in-memory copy
 //! only changes once the new file is safely on disk.
 
+use crate::engine::write_atomically;
 use proto::ScheduleSpec;
 use serde::{Deserialize, Serialize};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 
@@ -142,23 +143,6 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, StoreError> {
         });
     }
     serde_json::from_slice(bytes).map_err(corrupt)
-}
-
-/// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix:
-/// write a temporary file in the same folder, fsync it, rename it over, fsync the folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".schedules")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! answered in order; connections are served concurrently up to a limit; shutdown stops
 //! accepting, lets requests in progress finish, and waits (bounded) for the connections.
 
+use crate::events::EVENT_BUFFER;
 use crate::handlers;
 use crate::state::Daemon;
 use futures_util::StreamExt;
@@ -9,8 +10,9 @@ use proto::{ErrorCode, Frame, LineCodec, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::task::TaskTracker;
 
@@ -90,13 +92,49 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
                 tracing::error!("bad request: {message}");
                 Response::failure(None, ErrorCode::RequestTooLarge, message)
             }
-            Some(Ok(Frame::Line(line))) => handlers::handle_line(daemon, &line).await,
+            Some(Ok(Frame::Line(line))) => {
+                match answer_with_events(daemon, &line, &mut write).await {
+                    Some(response) => response,
+                    None => break,
+                }
+            }
         };
         if let Err(e) = write.write_all(response.to_line().as_bytes()).await {
             tracing::debug!("client went away before its answer: {e}");
             break;
         }
     }
+}
+
+/// Runs the request's handler while writing the event lines it sends. If the client goes
+/// away, the handler still runs to the end (a backup is not abandoned), and `None` says the
+/// answer has nobody to go to.
+async fn answer_with_events(
+    daemon: &Daemon,
+    line: &[u8],
+    write: &mut OwnedWriteHalf,
+) -> Option<Response> {
+    let (events, mut pending) = mpsc::channel(EVENT_BUFFER);
+    let handler = handlers::handle_line(daemon, line, events);
+    tokio::pin!(handler);
+    let mut client_gone = false;
+    let response = loop {
+        tokio::select! {
+            response = &mut handler => break response,
+            Some(event) = pending.recv() => {
+                if !client_gone && write.write_all(event.as_bytes()).await.is_err() {
+                    client_gone = true;
+                }
+            }
+        }
+    };
+    // Events queued just before the handler returned still precede the response.
+    while let Ok(event) = pending.try_recv() {
+        if !client_gone && write.write_all(event.as_bytes()).await.is_err() {
+            client_gone = true;
+        }
+    }
+    (!client_gone).then_some(response)
 }
 
 /// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.

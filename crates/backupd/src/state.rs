@@ -2,6 +2,7 @@
 
 use crate::home::Home;
 use crate::schedules::ScheduleStore;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -10,14 +11,17 @@ pub struct Daemon {
     pub schedules: ScheduleStore,
     /// Cancelled once to shut down: by `stop`, SIGTERM or SIGINT.
     pub shutdown: CancellationToken,
+    /// Backups that may write at once, across all requests and schedules.
+    pub job_slots: Semaphore,
 }
 
 impl Daemon {
-    pub fn new(home: Home, schedules: ScheduleStore) -> Self {
+    pub fn new(home: Home, schedules: ScheduleStore, max_jobs: usize) -> Self {
         Self {
             home,
             schedules,
             shutdown: CancellationToken::new(),
+            job_slots: Semaphore::new(max_jobs.max(1)),
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     SourceNotFound,
     /// The backups directory does not exist.
     BackupsDirMissing,
+    /// The destination folder cannot be created or written; nothing was written.
+    DestinationNotWritable,
+    /// At least one source of a run failed; `data` holds the full report.
+    BackupFailed,
     /// The daemon could not read or write its files.
     Io,
     /// The connecting user is not the daemon's user (nor root).
@@ -54,6 +58,8 @@ impl ErrorCode {
             Self::ScheduleNotFound => "schedule_not_found",
             Self::SourceNotFound => "source_not_found",
             Self::BackupsDirMissing => "backups_dir_missing",
+            Self::DestinationNotWritable => "destination_not_writable",
+            Self::BackupFailed => "backup_failed",
             Self::Io => "io",
             Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
@@ -86,6 +92,8 @@ mod tests {
             ErrorCode::ScheduleNotFound,
             ErrorCode::SourceNotFound,
             ErrorCode::BackupsDirMissing,
+            ErrorCode::DestinationNotWritable,
+            ErrorCode::BackupFailed,
             ErrorCode::Io,
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,

@@ -51,6 +51,20 @@ impl Response {
         }
     }
 
+    /// A failure that still carries a result, such as the report of a run in which some
+    /// sources failed.
+    pub fn failure_with_data(
+        id: Option<Value>,
+        code: ErrorCode,
+        message: impl Into<String>,
+        data: impl Serialize,
+    ) -> Self {
+        Self {
+            data: serde_json::to_value(data).ok(),
+            ..Self::failure(id, code, message)
+        }
+    }
+
     /// The response as one line of JSON, newline included.
     pub fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self).expect("a response always serializes");
@@ -108,6 +122,48 @@ pub struct ScheduleChanged {
 pub struct BackupList {
     pub directory: String,
     pub backups: Vec<String>,
+}
+
+/// `data` of `run`: one entry per source, then the seed's summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub dry_run: bool,
+    pub destination: String,
+    pub sources: Vec<SourceReport>,
+    pub total: usize,
+    pub successful: usize,
+    pub failed: usize,
+    /// Bytes of the archives created (0 in a dry run).
+    pub total_size_bytes: u64,
+    pub total_size_human: String,
+}
+
+/// The outcome of one source in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceReport {
+    pub source: String,
+    pub name: String,
+    pub ok: bool,
+    /// The archive written (or, in a dry run, that would be written).
+    pub archive: String,
+    pub manifest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub size_human: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Files that changed, vanished or could not be read; the backup still succeeded.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

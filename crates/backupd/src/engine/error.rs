@@ -9,13 +9,13 @@ use std::path::PathBuf;
 /// Why a backup (or its preparation) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("source {path} does not exist")]
+    #[error("Backup source does not exist: {path}")]
     SourceNotFound { path: PathBuf },
 
-    #[error("source {path} is not a directory")]
+    #[error("Backup source is not a directory: {path}")]
     SourceNotDirectory { path: PathBuf },
 
-    #[error("cannot read source {path}: {source}")]
+    #[error("Backup source not readable: {path}: {source}")]
     SourceUnreadable { path: PathBuf, source: io::Error },
 
     #[error("invalid {compression} level {level}: must be between {min} and {max}")]

@@ -84,6 +84,50 @@ pub struct ArchiveNames {
     pub created: String,
 }
 
+impl ArchiveNames {
+    /// Whether any backup of this name and second exists or is being written, whatever its
+    /// compression: they would share the manifest name.
+    pub fn is_taken(&self) -> bool {
+        let stem = self.manifest.with_extension("");
+        let mut candidates = vec![self.manifest.clone()];
+        for compression in [
+            Compression::None,
+            Compression::Gzip {
+                level: Compression::GZIP_DEFAULT,
+            },
+            Compression::Zstd {
+                level: Compression::ZSTD_DEFAULT,
+            },
+        ] {
+            let archive = PathBuf::from(format!("{}{}", stem.display(), compression.extension()));
+            candidates.push(atomic::partial_path(&archive));
+            candidates.push(archive);
+        }
+        candidates
+            .iter()
+            .any(|path| fs::symlink_metadata(path).is_ok())
+    }
+}
+
+/// The first timestamp from `timestamp` on (stepping by a second) whose file names are all
+/// free, so that two runs within one second never collide.
+pub fn free_timestamp(
+    destination: &Path,
+    name: &str,
+    compression: Compression,
+    timestamp: NaiveDateTime,
+) -> NaiveDateTime {
+    let mut candidate = timestamp;
+    // Bounded: a destination cannot hold a backup for every second of an hour.
+    for _ in 0..3600 {
+        if !archive_names(destination, name, compression, candidate).is_taken() {
+            break;
+        }
+        candidate += chrono::TimeDelta::seconds(1);
+    }
+    candidate
+}
+
 /// Computes the archive and manifest paths without touching the disk.
 pub fn archive_names(
     destination: &Path,
@@ -131,7 +175,7 @@ pub fn run_backup(
             source,
         })?;
     let names = archive_names(&destination, &job.name, compression, job.timestamp);
-    if fs::symlink_metadata(&names.archive).is_ok() {
+    if names.is_taken() {
         return Err(EngineError::ArchiveExists {
             path: names.archive,
         });
@@ -203,10 +247,16 @@ pub fn run_backup(
     let written = manifest
         .to_json()
         .map_err(io::Error::from)
-        .and_then(|json| write_atomically(&names.manifest, &json));
+        .and_then(|json| atomic::write_new_atomically(&names.manifest, &json));
     if let Err(source) = written {
         // An archive without its manifest cannot be verified: take it back.
         let _ = fs::remove_file(&archive);
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            // A run of another compression, in the same second, got there first.
+            return Err(EngineError::ArchiveExists {
+                path: names.manifest,
+            });
+        }
         return Err(EngineError::Manifest {
             path: names.manifest,
             source,
@@ -237,7 +287,9 @@ fn validate_name(name: &str) -> Result<(), EngineError> {
 }
 
 /// Returns the source as an absolute path once it is known to be a readable folder.
-fn check_source(source: &Path) -> Result<PathBuf, EngineError> {
+/// Checks that a source is a readable directory and returns its absolute path; a dry run
+/// uses it to report what a real run would refuse.
+pub fn check_source(source: &Path) -> Result<PathBuf, EngineError> {
     let unreadable = |e| EngineError::SourceUnreadable {
         path: source.to_owned(),
         source: e,

@@ -6,13 +6,16 @@ mod create;
 mod delete;
 mod hello;
 mod list;
+mod run;
 mod stop;
 
+use crate::events::EventSink;
 use crate::schedules::StoreError;
 use crate::state::Daemon;
 use proto::{Command, ErrorCode, Request, Response};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 /// A request that failed: the code and the sentence the client shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +41,11 @@ impl From<StoreError> for HandlerError {
 
 type HandlerResult<T> = Result<T, HandlerError>;
 
-/// Parses and answers one request line.
-pub async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
+/// Parses and answers one request line; event lines, if the request asks for them, go to
+/// `events`.
+pub async fn handle_line(daemon: &Daemon, line: &[u8], events: mpsc::Sender<String>) -> Response {
     match Request::parse(line) {
-        Ok(request) => handle(daemon, request).await,
+        Ok(request) => handle(daemon, request, events).await,
         Err(err) => {
             tracing::error!("bad request: {}", err.message);
             Response::failure(err.id, err.code, err.message)
@@ -50,7 +54,7 @@ pub async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
 }
 
 /// Answers one parsed request.
-pub async fn handle(daemon: &Daemon, request: Request) -> Response {
+pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<String>) -> Response {
     let outcome = match request.command {
         Command::Hello {} => to_data(hello::handle()),
         Command::Create { spec } => to_data(create::handle(daemon, &spec).await),
@@ -58,6 +62,26 @@ pub async fn handle(daemon: &Daemon, request: Request) -> Response {
         Command::Delete { index } => to_data(delete::handle(daemon, index).await),
         Command::Stop {} => to_data(stop::handle(daemon)),
         Command::Backups {} => to_data(backups::handle(daemon).await),
+        Command::Run(args) => {
+            let sink = if args.events {
+                EventSink::new(request.id.clone(), events)
+            } else {
+                EventSink::disabled()
+            };
+            match run::handle(daemon, args, &sink).await {
+                // Each failed source was logged as it failed.
+                Ok(report) if report.failed > 0 => {
+                    let message = format!("{} of {} sources failed", report.failed, report.total);
+                    return Response::failure_with_data(
+                        request.id,
+                        ErrorCode::BackupFailed,
+                        message,
+                        report,
+                    );
+                }
+                other => to_data(other),
+            }
+        }
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),

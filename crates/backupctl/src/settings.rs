@@ -1,0 +1,96 @@
+//! The seed's configuration variables (`BACKUP_SOURCES`, `BACKUP_DESTINATION`, `LOG_LEVEL`, …),
+//! read from the environment and from a `.env` file in the working directory. A variable set
+//! in the environment wins over `.env`, as with python-dotenv; command-line flags win over both.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub const SOURCES: &str = "BACKUP_SOURCES";
+pub const DESTINATION: &str = "BACKUP_DESTINATION";
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+
+#[derive(Debug, Default)]
+pub struct Settings {
+    dotenv: HashMap<String, String>,
+}
+
+impl Settings {
+    /// Reads `<dir>/.env` if there is one.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(".env");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Self {
+                dotenv: parse_dotenv(&text),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("can't read {}: {e}", path.display())),
+        }
+    }
+
+    /// The variable's value: the environment first, then `.env`; empty counts as unset.
+    pub fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .or_else(|| self.dotenv.get(key).cloned())
+            .filter(|value| !value.trim().is_empty())
+    }
+
+    /// `BACKUP_SOURCES` as absolute paths (relative ones taken from `cwd`).
+    pub fn sources(&self, cwd: &Path) -> Vec<PathBuf> {
+        split_sources(self.get(SOURCES).as_deref().unwrap_or_default(), cwd)
+    }
+}
+
+fn split_sources(list: &str, cwd: &Path) -> Vec<PathBuf> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| cwd.join(s))
+        .collect()
+}
+
+/// `KEY=VALUE` lines; blank lines and `#` comments skipped, an `export ` prefix and matching
+/// quotes around the value removed.
+fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            let unquoted = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .unwrap_or(value);
+            Some((key.trim().to_owned(), unquoted.to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_lines_are_read_like_python_dotenv() {
+        let vars = parse_dotenv(
+            "# comment\n\nBACKUP_SOURCES=/a,/b\nexport BACKUP_DESTINATION=\"/d e\"\nRETENTION_DAYS = 7 \nJUNK\nQ='x'\n",
+        );
+        assert_eq!(vars["BACKUP_SOURCES"], "/a,/b");
+        assert_eq!(vars["BACKUP_DESTINATION"], "/d e");
+        assert_eq!(vars["RETENTION_DAYS"], "7");
+        assert_eq!(vars["Q"], "x");
+        assert!(!vars.contains_key("JUNK"));
+    }
+
+    #[test]
+    fn sources_are_split_trimmed_and_made_absolute() {
+        assert_eq!(
+            split_sources(" docs , /srv/data,,", Path::new("/home/me")),
+            [PathBuf::from("/home/me/docs"), PathBuf::from("/srv/data")]
+        );
+        assert!(split_sources("", Path::new("/")).is_empty());
+    }
+}

@@ -1,0 +1,666 @@
+//! `backupctl run`: archives that GNU tar reads back exactly, manifests that match
+//! `sha256sum`, the seed's log lines and summary, partial failure, dry run, `.env` defaults,
+//! events, and crash safety.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{Client, TestHome, log_messages};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A tree with the cases the archive must keep.
+fn make_tree(root: &Path) {
+    let dir = |p: &str| std::fs::create_dir_all(root.join(p)).unwrap();
+    let file = |p: &str, content: &[u8]| std::fs::write(root.join(p), content).unwrap();
+    dir("docs/nested/deeper");
+    dir("empty");
+    dir("café");
+    file("docs/readme.txt", b"hello\n");
+    file(
+        "docs/nested/deeper/data.bin",
+        &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>(),
+    );
+    file("café/日本.txt", "unicode ✓\n".as_bytes());
+    let long_dir = format!("long/{}", "d".repeat(60));
+    dir(&long_dir);
+    file(
+        &format!("{long_dir}/{}.txt", "n".repeat(120)),
+        b"long path\n",
+    );
+    file("run.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(root.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+    file("secret", b"s");
+    std::fs::set_permissions(root.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    file("old.txt", b"old\n");
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("old.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    std::os::unix::fs::symlink("docs/readme.txt", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("outside")).unwrap();
+    std::fs::hard_link(root.join("docs/readme.txt"), root.join("hard")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+}
+
+/// What an entry is, for comparing trees: kind, content or link target, mode, mtime.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Dir {
+        mode: u32,
+    },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    Link {
+        target: PathBuf,
+    },
+}
+
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mode = meta.mode() & 0o7777;
+            let kind = if meta.file_type().is_symlink() {
+                Entry::Link {
+                    target: std::fs::read_link(&path).unwrap(),
+                }
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Entry::Dir { mode }
+            } else if meta.is_file() {
+                Entry::File {
+                    content: std::fs::read(&path).unwrap(),
+                    mode,
+                    mtime: meta.mtime(),
+                }
+            } else {
+                continue; // FIFOs are not archived
+            };
+            entries.insert(rel, kind);
+        }
+    }
+    entries
+}
+
+fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON {:?} ({e}); stderr {:?}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    (out.code(), value)
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+fn round_trip(compression: &str, tar_flags: &[&str]) {
+    let t = TestHome::new();
+    let source = t.work().join("tree");
+    make_tree(&source);
+    let _daemon = t.start_daemon();
+    let (code, answer) = run_json(&t, &["--sources", "tree", "--compression", compression]);
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    let archive = PathBuf::from(report["archive"].as_str().unwrap());
+    assert!(archive.starts_with(t.home().join("backups")));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(report["manifest"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(manifest["checksum_sha256"], sha256sum(&archive));
+    assert_eq!(
+        manifest["size_bytes"],
+        std::fs::metadata(&archive).unwrap().len()
+    );
+    assert_eq!(manifest["compression"], compression);
+    let warnings = manifest["warnings"].as_array().unwrap();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "the FIFO is skipped with a warning: {warnings:?}"
+    );
+    assert!(warnings[0].as_str().unwrap().contains("pipe"));
+
+    let out = t.work().join("extracted");
+    std::fs::create_dir(&out).unwrap();
+    let status = Command::new("tar")
+        .args(tar_flags)
+        .arg(&archive)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "GNU tar reads the archive");
+    let top: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        top,
+        ["tree"],
+        "everything sits under the source folder's name"
+    );
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&source));
+    let extracted = out.join("tree");
+    assert_eq!(
+        std::fs::metadata(extracted.join("hard")).unwrap().ino(),
+        std::fs::metadata(extracted.join("docs/readme.txt"))
+            .unwrap()
+            .ino(),
+        "the hard link is restored as a hard link"
+    );
+}
+
+#[test]
+fn gzip_archives_round_trip_through_gnu_tar() {
+    round_trip("gzip", &["-xzf"]);
+}
+
+#[test]
+fn zstd_archives_round_trip_through_gnu_tar() {
+    round_trip("zstd", &["--zstd", "-xf"]);
+}
+
+#[test]
+fn uncompressed_archives_round_trip_through_gnu_tar() {
+    round_trip("none", &["-xf"]);
+}
+
+#[test]
+fn a_run_writes_the_manifest_and_logs_the_seed_lines() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("projects")).unwrap();
+    std::fs::write(t.work().join("projects/a.txt"), b"some text\n").unwrap();
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&["run", "--sources", "projects", "--level", "9"]);
+    let stdout = out.ok();
+    let backups = t.home().join("backups");
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let stem = names[0].strip_suffix(".json").unwrap();
+    assert_eq!(names[1], format!("{stem}.tar.gz"));
+    let timestamp = stem.strip_prefix("projects_").unwrap();
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(timestamp, "%Y%m%d_%H%M%S").is_ok(),
+        "{stem}"
+    );
+    let archive = backups.join(&names[1]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(backups.join(&names[0])).unwrap()).unwrap();
+    for field in [
+        "backup_file",
+        "source",
+        "created",
+        "size_bytes",
+        "size_human",
+        "checksum_sha256",
+        "name",
+        "compression",
+        "level",
+        "files",
+        "dirs",
+        "symlinks",
+        "bytes_in",
+        "duration_ms",
+        "warnings",
+        "backupd_version",
+        "format_version",
+    ] {
+        assert!(
+            manifest.get(field).is_some(),
+            "manifest has {field}: {manifest}"
+        );
+    }
+    assert_eq!(manifest["backup_file"], archive.display().to_string());
+    assert_eq!(
+        manifest["source"],
+        t.work().join("projects").display().to_string()
+    );
+    assert_eq!(manifest["created"], timestamp);
+    assert_eq!(manifest["level"], 9);
+    assert_eq!(manifest["files"], 1);
+    assert_eq!(manifest["bytes_in"], 10);
+    let checksum = sha256sum(&archive);
+    assert_eq!(manifest["checksum_sha256"], checksum);
+
+    let size_human = manifest["size_human"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("Backup created {}", archive.display())),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with(&format!(
+        "=== Backup Summary ===\nTotal sources: 1\nSuccessful: 1\nFailed: 0\nTotal backup size: {size_human}\n"
+    )), "{stdout}");
+    let log = log_messages(&t.log());
+    let source = t.work().join("projects").display().to_string();
+    let expected = [
+        format!("Compressing {source}"),
+        format!("Backup created {}", archive.display()),
+        format!("Archive size: {size_human}"),
+        format!("Checksum: {checksum}"),
+        format!("Manifest created: {stem}.json"),
+        format!("Backup done for {source} in backups/{stem}.tar.gz"),
+        "=== Backup Summary ===".to_owned(),
+        "Total sources: 1".to_owned(),
+        "Successful: 1".to_owned(),
+        "Failed: 0".to_owned(),
+        format!("Total backup size: {size_human}"),
+    ];
+    let start = log
+        .iter()
+        .position(|l| l.starts_with("Compressing"))
+        .unwrap();
+    assert_eq!(log[start..], expected);
+}
+
+#[test]
+fn one_missing_source_among_three_fails_alone() {
+    let t = TestHome::new();
+    for dir in ["a", "b"] {
+        std::fs::create_dir(t.work().join(dir)).unwrap();
+        std::fs::write(t.work().join(dir).join("f"), dir).unwrap();
+    }
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&["run", "--sources", "a", "missing", "b"]);
+    assert_eq!(out.code(), 1);
+    assert_eq!(out.stderr(), "Error: 1 of 3 sources failed\n");
+    let stdout = out.stdout();
+    let missing = t.work().join("missing").display().to_string();
+    assert!(
+        stdout.contains(&format!("Backup source does not exist: {missing}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Total sources: 3\nSuccessful: 2\nFailed: 1\n"),
+        "{stdout}"
+    );
+    let archives: Vec<String> = std::fs::read_dir(t.home().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l.starts_with("Error: Backup failed for ") && l.contains(&missing))
+    );
+
+    let (code, answer) = run_json(&t, &["--sources", "a", "missing"]);
+    assert_eq!(code, 1);
+    assert_eq!(answer["ok"], false);
+    assert_eq!(answer["error"]["code"], "backup_failed");
+    assert_eq!(answer["data"]["failed"], 1);
+    assert_eq!(answer["data"]["successful"], 1);
+}
+
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = snapshot(dir).into_keys().collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_names_what_it_would_create() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"x").unwrap();
+    let _daemon = t.start_daemon();
+    let before = listing(&t.home().join("backups"));
+    let out = t.ctl(&["run", "--sources", "src", "--dry-run"]);
+    let stdout = out.ok();
+    assert_eq!(listing(&t.home().join("backups")), before);
+    assert!(before.is_empty());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "[DRY-RUN MODE] No files will be created or deleted"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "[DRY-RUN] Would compress {}",
+            t.work().join("src").display()
+        )
+    );
+    let prefix = format!(
+        "[DRY-RUN] Would create: {}/src_",
+        t.home().join("backups").display()
+    );
+    assert!(
+        lines[2].starts_with(&prefix) && lines[2].ends_with(".tar.gz"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].starts_with("[DRY-RUN] Would create manifest: src_"));
+    assert_eq!(
+        lines[4..],
+        [
+            "=== [DRY-RUN] Backup Summary ===",
+            "Total sources: 1",
+            "Would create: 1 backups"
+        ]
+    );
+    // A destination that does not exist yet is not created by a dry run.
+    let elsewhere = t.work().join("new/dest");
+    t.ctl(&[
+        "run",
+        "--sources",
+        "src",
+        "--dry-run",
+        "--destination",
+        elsewhere.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(!t.work().join("new").exists());
+}
+
+#[test]
+fn an_unwritable_destination_fails_the_whole_run_before_anything_is_written() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("blocker"), b"a file, not a folder").unwrap();
+    let _daemon = t.start_daemon();
+    let destination = t.work().join("blocker/backups");
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        "src",
+        "--destination",
+        destination.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr().starts_with(&format!(
+            "Error: Backup destination not writable: {}",
+            destination.display()
+        )),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        !log_messages(&t.log())
+            .iter()
+            .any(|l| l.starts_with("Compressing"))
+    );
+}
+
+#[test]
+fn sources_and_destination_come_from_dotenv_and_flags_override_them() {
+    let t = TestHome::new();
+    for dir in ["one", "two"] {
+        std::fs::create_dir(t.work().join(dir)).unwrap();
+    }
+    let _daemon = t.start_daemon();
+    let missing = t.ctl(&["run"]);
+    assert_eq!(missing.code(), 2);
+    assert_eq!(
+        missing.stderr(),
+        "Error: Missing required environment variables: BACKUP_SOURCES\n"
+    );
+
+    std::fs::write(
+        t.work().join(".env"),
+        "# seed settings\nBACKUP_SOURCES=one,two\nBACKUP_DESTINATION=out\nRETENTION_DAYS=7\n",
+    )
+    .unwrap();
+    t.ctl(&["run"]).ok();
+    let archives = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| n.ends_with(".tar.gz"))
+                    .map(|n| n.split('_').next().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(archives(&t.work().join("out")), ["one", "two"]);
+
+    let flag_dest = t.work().join("flagged");
+    t.ctl(&[
+        "run",
+        "--sources",
+        "two",
+        "--destination",
+        flag_dest.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(archives(&flag_dest), ["two"]);
+
+    // The environment wins over .env.
+    let env_dest = t.work().join("from_env");
+    let out = t
+        .ctl_command(&["run"])
+        .env("BACKUP_SOURCES", "one")
+        .env("BACKUP_DESTINATION", &env_dest)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(archives(&env_dest), ["one"]);
+}
+
+#[test]
+fn excludes_leave_matching_entries_out() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    for dir in ["node_modules/pkg", "keep", ".cache"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    for file in [
+        "keep/a.txt",
+        "keep/b.tmp",
+        "node_modules/pkg/index.js",
+        ".cache/x",
+        "top.tmp",
+    ] {
+        std::fs::write(src.join(file), b"x").unwrap();
+    }
+    let _daemon = t.start_daemon();
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "src",
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            "node_modules/",
+            "--exclude",
+            ".cache/",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let out = Command::new("tar")
+        .args(["-tzf", archive])
+        .output()
+        .unwrap();
+    let mut entries: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["src/", "src/keep/", "src/keep/a.txt"]);
+
+    let bad = t.ctl(&["run", "--sources", "src", "--exclude", "[oops"]);
+    assert_eq!(bad.code(), 1);
+    assert!(bad.stderr().contains("[oops"), "{}", bad.stderr());
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_is_written() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("a")).unwrap();
+    std::fs::create_dir_all(t.work().join("x/a")).unwrap();
+    let _daemon = t.start_daemon();
+    for (args, needle) in [
+        (vec!["--sources", "a", "--level", "12"], "level"),
+        (
+            vec!["--sources", "a", "--compression", "zstd", "--level", "0"],
+            "level",
+        ),
+        (vec!["--sources", "a", "x/a"], "--name"),
+        (vec!["--sources", "a", "x", "--name", "same"], "one source"),
+        (
+            vec!["--sources", "a", "--name", "../up"],
+            "invalid backup name",
+        ),
+    ] {
+        let mut full = vec!["run"];
+        full.extend(args.iter().copied());
+        let out = t.ctl(&full);
+        assert_eq!(out.code(), 1, "{args:?}: {}", out.stderr());
+        assert!(out.stderr().contains(needle), "{args:?}: {}", out.stderr());
+    }
+    assert!(listing(&t.home().join("backups")).is_empty());
+}
+
+#[test]
+fn events_stream_before_the_response_with_the_request_id() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), vec![7u8; 100_000]).unwrap();
+    let _daemon = t.start_daemon();
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({
+        "id": "ev", "cmd": "run", "sources": [t.work().join("src")], "events": true
+    });
+    client.send_bytes(format!("{request}\n").as_bytes());
+    let mut kinds = Vec::new();
+    let response = loop {
+        let line = client.read_response();
+        assert_eq!(line["id"], "ev");
+        match line.get("event") {
+            Some(kind) => kinds.push((kind.as_str().unwrap().to_owned(), line)),
+            None => break line,
+        }
+    };
+    assert_eq!(response["ok"], true);
+    assert_eq!(kinds.first().unwrap().0, "source_started");
+    assert_eq!(kinds.last().unwrap().0, "source_finished");
+    assert_eq!(kinds.last().unwrap().1["ok"], true);
+    let last_progress = kinds.iter().rev().find(|(k, _)| k == "progress").unwrap();
+    assert_eq!(last_progress.1["bytes_in"], 100_000);
+    assert_eq!(last_progress.1["files"], 1);
+
+    // Without "events" there is exactly one line.
+    let plain = serde_json::json!({"cmd": "run", "sources": [t.work().join("src")]});
+    let answer = client.request(&plain.to_string());
+    assert_eq!(answer["ok"], true);
+    assert!(answer.get("event").is_none());
+}
+
+/// A source that takes long to archive: a large sparse file reads as zeros.
+fn big_source(t: &TestHome) -> PathBuf {
+    let src = t.work().join("big");
+    std::fs::create_dir(&src).unwrap();
+    let file = std::fs::File::create(src.join("sparse")).unwrap();
+    file.set_len(64 << 30).unwrap();
+    src
+}
+
+fn wait_for_partial(dir: &Path) -> PathBuf {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        if let Some(partial) = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "partial"))
+        {
+            return partial;
+        }
+        assert!(Instant::now() < deadline, "no partial archive appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn final_named_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_none_or(|e| e != "partial"))
+        .collect()
+}
+
+#[test]
+fn kill_9_mid_backup_leaves_no_final_archive_and_the_next_start_removes_the_partial() {
+    let t = TestHome::new();
+    let src = big_source(&t);
+    let mut daemon = t.start_daemon();
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({"cmd": "run", "sources": [src]});
+    client.send_bytes(format!("{request}\n").as_bytes());
+    let backups = t.home().join("backups");
+    let partial = wait_for_partial(&backups);
+    daemon.signal("KILL");
+    assert!(!daemon.wait().success());
+    assert!(partial.exists());
+    assert_eq!(final_named_files(&backups), Vec::<PathBuf>::new());
+
+    let _restarted = t.start_daemon();
+    assert!(!partial.exists(), "the stale partial is removed at start");
+    assert!(log_messages(&t.log()).contains(&format!(
+        "Removed stale partial archive {}",
+        partial.display()
+    )));
+    assert_eq!(t.ctl(&["backups"]).ok(), "");
+}
+
+#[test]
+fn stop_during_a_backup_cancels_it_cleanly() {
+    let t = TestHome::new();
+    let src = big_source(&t);
+    let mut daemon = t.start_daemon();
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({"id": 1, "cmd": "run", "sources": [src]});
+    client.send_bytes(format!("{request}\n").as_bytes());
+    let backups = t.home().join("backups");
+    wait_for_partial(&backups);
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    let answer = client.read_response();
+    assert_eq!(answer["error"]["code"], "backup_failed");
+    let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+    assert!(error.contains("cancelled"), "{error}");
+    assert!(
+        std::fs::read_dir(&backups).unwrap().next().is_none(),
+        "nothing left behind"
+    );
+    assert_eq!(log_messages(&t.log()).last().unwrap(), "backupd stopped");
+}

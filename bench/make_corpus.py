@@ -39,7 +39,7 @@ COMPONENTS = ["scheduler", "engine", "socket", "runner", "rotate", "verify", "ht
 MESSAGES = [
     "request served in {a} ms status={b} bytes={c}",
     "archive written path=/var/backups/job{a}.tar.gz size={c} files={b}",
-    "connection from 10.{a}.{b}.{d} closed after {c} bytes",
+    "connection from 10.{d}.{b}.{d} closed after {c} bytes",
     "cache miss key=user:{c} shard={d} retry={b}",
     "job {a} progress {b}% ({c} bytes, {d} files)",
     "slow query took {a} ms rows={c} table=events_{d}",

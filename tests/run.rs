@@ -664,3 +664,36 @@ fn stop_during_a_backup_cancels_it_cleanly() {
     );
     assert_eq!(log_messages(&t.log()).last().unwrap(), "backupd stopped");
 }
+
+#[test]
+fn progress_is_drawn_when_stdout_is_a_terminal() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), vec![1u8; 50_000]).unwrap();
+    let _daemon = t.start_daemon();
+    let ctl = common::backupctl_bin();
+    // `script` gives backupctl a pseudo-terminal as stdout.
+    let command = format!("{} run --sources src", ctl.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(t.work())
+        .env("BACKUPD_HOME", t.home())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let source = t.work().join("src").display().to_string();
+    assert!(
+        text.contains(&format!("{source}: 1 files, 48.83 KB read")),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\r\x1b[2K"),
+        "the line is redrawn in place: {text:?}"
+    );
+    assert!(text.contains("=== Backup Summary ==="), "{text:?}");
+
+    // Piped, there is no progress at all.
+    let piped = t.ctl(&["run", "--sources", "src"]).ok();
+    assert!(!piped.contains("files,"), "{piped:?}");
+}

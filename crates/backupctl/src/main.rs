@@ -15,6 +15,7 @@ use crate::cli::{Cli, CliCommand};
 use crate::client::{Answer, ClientError};
 use crate::failure::Failure;
 use clap::Parser;
+use proto::request::CreateArgs;
 use proto::{Command, Request, ScheduleSpec};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,11 +70,12 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
             return print(cli, &answer, |_| Ok(vec!["backupd started".to_owned()]));
         }
         CliCommand::Stop => return stop(cli, socket),
-        CliCommand::Create { spec } => Command::Create {
-            spec: absolutize_spec(spec)?,
-        },
+        CliCommand::Create(create) => Command::Create(create_args(create)?),
         CliCommand::List => Command::List {},
-        CliCommand::Delete { index } => Command::Delete { index: *index },
+        CliCommand::Delete { index, name } => Command::Delete {
+            index: *index,
+            name: name.clone(),
+        },
         CliCommand::Status => Command::Hello {},
         CliCommand::Backups => Command::Backups {},
     };
@@ -171,6 +173,35 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
         )),
         other => Failure::Local(other.to_string()),
     }
+}
+
+fn create_args(create: &cli::CreateCli) -> Result<CreateArgs, Failure> {
+    if let Some(spec) = &create.spec {
+        return Ok(CreateArgs::spec(absolutize_spec(spec)?));
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
+    let absolute = |path: &Path| run::path_text(&cwd.join(path));
+    Ok(CreateArgs {
+        spec: None,
+        name: create.name.clone(),
+        sources: create
+            .sources
+            .iter()
+            .map(|s| absolute(s))
+            .collect::<Result<_, _>>()?,
+        daily: create.daily.clone(),
+        cron: create.cron.clone(),
+        destination: create
+            .job
+            .destination
+            .as_deref()
+            .map(absolute)
+            .transpose()?,
+        compression: create.job.compression.map(|c| c.as_str().to_owned()),
+        level: create.job.level,
+        exclude: create.job.exclude.clone(),
+    })
 }
 
 /// Makes the spec's path absolute against this directory: the daemon has no idea where the

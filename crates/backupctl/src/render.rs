@@ -1,18 +1,39 @@
 //! Human-readable text for each answer; `--json` bypasses this module.
 
 use proto::Event;
-use proto::response::{BackupList, Hello, RunReport, ScheduleList};
+use proto::response::{BackupList, Hello, RunReport, ScheduleInfo, ScheduleList};
+use proto::schedule::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Lines to print for a successful `list`: `0: path;HH:MM;name`.
+/// Lines to print for a successful `list`: the seed's `0: path;HH:MM;name` for a one-shot;
+/// a recurring schedule adds its next run and how the last one went.
 pub fn schedules(data: Value) -> Result<Vec<String>, String> {
     let list: ScheduleList = decode(data)?;
-    Ok(list
-        .schedules
-        .iter()
-        .map(|s| format!("{}: {}", s.index, s.display))
-        .collect())
+    Ok(list.schedules.iter().map(schedule_line).collect())
+}
+
+fn schedule_line(info: &ScheduleInfo) -> String {
+    let line = format!("{}: {}", info.index, info.display);
+    if info.schedule.is_once() {
+        return line;
+    }
+    let when = |t: &Timestamp| t.format(proto::LOG_TIME_FORMAT).to_string();
+    let next = info
+        .next_run
+        .as_ref()
+        .map_or_else(|| "never".to_owned(), when);
+    let last = info.schedule.last_run.as_ref().map_or_else(
+        || "never".to_owned(),
+        |run| {
+            format!(
+                "{} {}",
+                if run.ok { "ok" } else { "failed" },
+                when(&run.started)
+            )
+        },
+    );
+    format!("{line} (next {next}; last {last})")
 }
 
 /// Lines to print for a successful `backups`: one file name each.

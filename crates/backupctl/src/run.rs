@@ -14,6 +14,23 @@ use std::path::{Path, PathBuf};
 
 /// Turns the command line and the settings into the daemon's `run` arguments.
 pub fn request_args(cli: &RunCli, settings: &Settings, cwd: &Path) -> Result<RunArgs, Failure> {
+    if let (Some(name), true) = (&cli.name, cli.sources.is_empty()) {
+        if cli.job.destination.is_some()
+            || cli.job.compression.is_some()
+            || cli.job.level.is_some()
+            || !cli.job.exclude.is_empty()
+        {
+            return Err(Failure::Usage(
+                "a stored schedule runs with its own settings; pass --sources for an ad-hoc run"
+                    .to_owned(),
+            ));
+        }
+        return Ok(RunArgs {
+            schedule: Some(name.clone()),
+            dry_run: cli.dry_run,
+            ..RunArgs::default()
+        });
+    }
     let sources = if cli.sources.is_empty() {
         settings.sources(cwd)
     } else {
@@ -26,6 +43,7 @@ pub fn request_args(cli: &RunCli, settings: &Settings, cwd: &Path) -> Result<Run
         )));
     }
     let destination = cli
+        .job
         .destination
         .clone()
         .or_else(|| settings.get(settings::DESTINATION).map(PathBuf::from))
@@ -36,11 +54,12 @@ pub fn request_args(cli: &RunCli, settings: &Settings, cwd: &Path) -> Result<Run
             .iter()
             .map(|s| path_text(s))
             .collect::<Result<_, _>>()?,
+        schedule: None,
         name: cli.name.clone(),
         destination,
-        compression: cli.compression.map(|c| c.as_str().to_owned()),
-        level: cli.level,
-        exclude: cli.exclude.clone(),
+        compression: cli.job.compression.map(|c| c.as_str().to_owned()),
+        level: cli.job.level,
+        exclude: cli.job.exclude.clone(),
         dry_run: cli.dry_run,
         events: false,
     })
@@ -77,7 +96,8 @@ pub fn report(answer: &Answer) -> Option<RunReport> {
         .and_then(|data| serde_json::from_value(data).ok())
 }
 
-fn path_text(path: &Path) -> Result<String, Failure> {
+/// A path as the daemon takes it: absolute, and UTF-8 to travel in JSON.
+pub fn path_text(path: &Path) -> Result<String, Failure> {
     let absolute = std::path::absolute(path)
         .map_err(|e| Failure::Usage(format!("can't resolve {}: {e}", path.display())))?;
     absolute

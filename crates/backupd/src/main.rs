@@ -29,9 +29,19 @@ struct Args {
     /// Backups written at once, across requests and schedules (default: number of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_jobs: Option<u16>,
+    /// How old a missed run may be and still be caught up at start: 90s, 30m, 24h, 2d.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_grace)]
+    catch_up_grace: chrono::TimeDelta,
     /// Start a new session, detached from the terminal (used by `backupctl start`).
     #[arg(long, hide = true)]
     detach: bool,
+}
+
+/// How long shutdown waits for cancelled scheduled runs to remove their partial files.
+const JOBS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn parse_grace(text: &str) -> Result<chrono::TimeDelta, String> {
+    backupd::timing::parse_duration(text)
 }
 
 fn main() -> ExitCode {
@@ -79,11 +89,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         );
-        let daemon = Arc::new(Daemon::new(home, schedules, max_jobs));
+        let daemon = Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace));
         spawn_signal_handlers(&daemon)?;
         tracing::info!("backupd started");
         tracing::debug!("listening on {}", socket_path.display());
+        let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
         backupd::server::serve(listener, Arc::clone(&daemon)).await;
+        let _ = scheduler.await;
+        // Scheduled runs were told to stop with the shutdown signal; let them clean up.
+        daemon.jobs.close();
+        if tokio::time::timeout(JOBS_GRACE, daemon.jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("scheduled runs still going after {JOBS_GRACE:?}; stopping anyway");
+        }
         anyhow::Ok(())
     });
     // Remove the socket before saying we stopped, so that a client waiting for the stop can

@@ -3,23 +3,14 @@
 //! only changes once the new file is safely on disk.
 
 use crate::engine::write_atomically;
-use proto::ScheduleSpec;
+use proto::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 /// Version of the schedule file's layout.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// One stored schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// Stable identifier, never reused within one file.
-    pub id: u64,
-    #[serde(flatten)]
-    pub spec: ScheduleSpec,
-}
 
 /// The schedule file's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +31,24 @@ impl Default for ScheduleFile {
 }
 
 impl ScheduleFile {
-    /// Appends a schedule with a fresh id and returns its index.
-    pub fn add(&mut self, spec: ScheduleSpec) -> usize {
-        let id = self.next_id;
+    /// Appends a schedule under a fresh id (whatever id it had) and returns its index.
+    pub fn add(&mut self, mut schedule: Schedule) -> usize {
+        schedule.id = self.next_id;
         self.next_id += 1;
-        self.schedules.push(Schedule { id, spec });
+        self.schedules.push(schedule);
         self.schedules.len() - 1
+    }
+
+    pub fn position_of_id(&self, id: u64) -> Option<usize> {
+        self.schedules.iter().position(|s| s.id == id)
+    }
+
+    pub fn position_of_name(&self, name: &str) -> Option<usize> {
+        self.schedules.iter().position(|s| s.name == name)
+    }
+
+    pub fn by_id_mut(&mut self, id: u64) -> Option<&mut Schedule> {
+        self.schedules.iter_mut().find(|s| s.id == id)
     }
 }
 
@@ -74,6 +77,8 @@ pub enum StoreError {
 pub struct ScheduleStore {
     path: PathBuf,
     file: Mutex<ScheduleFile>,
+    /// Woken after every saved change, so the scheduler looks again.
+    changed: Notify,
 }
 
 impl ScheduleStore {
@@ -87,6 +92,7 @@ impl ScheduleStore {
         Ok(Self {
             path,
             file: Mutex::new(file),
+            changed: Notify::new(),
         })
     }
 
@@ -122,7 +128,13 @@ impl ScheduleStore {
                 source,
             })?;
         *current = next;
+        self.changed.notify_one();
         Ok(outcome)
+    }
+
+    /// Resolves after the next saved change (or at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 }
 
@@ -149,8 +161,19 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, StoreError> {
 mod tests {
     use super::*;
 
-    fn spec(text: &str) -> ScheduleSpec {
-        ScheduleSpec::parse(text).unwrap()
+    fn schedule(name: &str) -> Schedule {
+        Schedule {
+            id: 0,
+            name: name.to_owned(),
+            sources: vec![format!("/{name}")],
+            timing: proto::schedule::Timing::Daily {
+                time: "01:00".parse().unwrap(),
+            },
+            options: proto::schedule::JobOptions::default(),
+            created: chrono::DateTime::parse_from_rfc3339("2026-11-24T16:00:00+01:00").unwrap(),
+            last_due: None,
+            last_run: None,
+        }
     }
 
     #[tokio::test]
@@ -159,11 +182,11 @@ mod tests {
         let path = dir.path().join("schedules.json");
         let store = ScheduleStore::load(path.clone()).unwrap();
         store
-            .update(|f| Ok::<_, StoreError>(f.add(spec("/a;01:00;a"))))
+            .update(|f| Ok::<_, StoreError>(f.add(schedule("a"))))
             .await
             .unwrap();
         store
-            .update(|f| Ok::<_, StoreError>(f.add(spec("/b;02:00;b"))))
+            .update(|f| Ok::<_, StoreError>(f.add(schedule("b"))))
             .await
             .unwrap();
         let reloaded = ScheduleStore::load(path).unwrap().snapshot().await;
@@ -186,7 +209,7 @@ mod tests {
         let store = ScheduleStore::load(home.join("schedules.json")).unwrap();
         std::fs::remove_dir(&home).unwrap();
         let result = store
-            .update(|f| Ok::<_, StoreError>(f.add(spec("/a;01:00;a"))))
+            .update(|f| Ok::<_, StoreError>(f.add(schedule("a"))))
             .await;
         assert!(matches!(result, Err(StoreError::Write { .. })));
         assert!(store.snapshot().await.schedules.is_empty());

@@ -1,9 +1,14 @@
-//! What every request handler shares: the home, the schedules and the shutdown signal.
+//! What every request handler and the scheduler share: the home, the schedules, the job
+//! limits, which schedules are running, and the shutdown signal.
 
 use crate::home::Home;
 use crate::schedules::ScheduleStore;
+use chrono::TimeDelta;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug)]
 pub struct Daemon {
@@ -13,15 +18,64 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Backups that may write at once, across all requests and schedules.
     pub job_slots: Semaphore,
+    /// Scheduled runs in progress, so that shutdown can wait for them.
+    pub jobs: TaskTracker,
+    /// How old a missed occurrence may be and still be caught up at start.
+    pub catch_up_grace: TimeDelta,
+    running: Arc<Mutex<HashSet<u64>>>,
 }
 
 impl Daemon {
-    pub fn new(home: Home, schedules: ScheduleStore, max_jobs: usize) -> Self {
+    pub fn new(
+        home: Home,
+        schedules: ScheduleStore,
+        max_jobs: usize,
+        catch_up_grace: TimeDelta,
+    ) -> Self {
         Self {
             home,
             schedules,
             shutdown: CancellationToken::new(),
             job_slots: Semaphore::new(max_jobs.max(1)),
+            jobs: TaskTracker::new(),
+            catch_up_grace,
+            running: Arc::default(),
         }
+    }
+
+    pub fn is_running(&self, schedule_id: u64) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&schedule_id)
+    }
+
+    /// Marks a schedule as running until the guard is dropped; `None` if it already runs.
+    pub fn try_mark_running(&self, schedule_id: u64) -> Option<RunningGuard> {
+        let inserted = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(schedule_id);
+        inserted.then(|| RunningGuard {
+            running: Arc::clone(&self.running),
+            schedule_id,
+        })
+    }
+}
+
+/// A schedule's run in progress; dropping it ends the run.
+#[derive(Debug)]
+pub struct RunningGuard {
+    running: Arc<Mutex<HashSet<u64>>>,
+    schedule_id: u64,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.schedule_id);
     }
 }

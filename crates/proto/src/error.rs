@@ -25,6 +25,10 @@ pub enum ErrorCode {
     MalformedSchedule,
     /// No schedule at the given index (or with the given name).
     ScheduleNotFound,
+    /// A schedule with that name exists already.
+    ScheduleExists,
+    /// The schedule is running now; it is not started twice.
+    ScheduleBusy,
     /// A source directory does not exist or is not a directory.
     SourceNotFound,
     /// The backups directory does not exist.
@@ -56,6 +60,8 @@ impl ErrorCode {
             Self::InvalidArguments => "invalid_arguments",
             Self::MalformedSchedule => "malformed_schedule",
             Self::ScheduleNotFound => "schedule_not_found",
+            Self::ScheduleExists => "schedule_exists",
+            Self::ScheduleBusy => "schedule_busy",
             Self::SourceNotFound => "source_not_found",
             Self::BackupsDirMissing => "backups_dir_missing",
             Self::DestinationNotWritable => "destination_not_writable",
@@ -90,6 +96,8 @@ mod tests {
             ErrorCode::InvalidArguments,
             ErrorCode::MalformedSchedule,
             ErrorCode::ScheduleNotFound,
+            ErrorCode::ScheduleExists,
+            ErrorCode::ScheduleBusy,
             ErrorCode::SourceNotFound,
             ErrorCode::BackupsDirMissing,
             ErrorCode::DestinationNotWritable,

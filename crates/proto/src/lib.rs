@@ -8,6 +8,7 @@ pub mod event;
 pub mod paths;
 pub mod request;
 pub mod response;
+pub mod schedule;
 pub mod schedule_spec;
 
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};

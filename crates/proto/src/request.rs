@@ -11,12 +11,17 @@ use serde_json::{Map, Value};
 pub enum Command {
     /// Daemon and protocol versions.
     Hello {},
-    /// Add a seed schedule `path;HH:MM;name` (the path absolute).
-    Create { spec: String },
+    /// Add a schedule: a seed spec, or a recurring one.
+    Create(CreateArgs),
     /// The schedules, in index order.
     List {},
-    /// Remove the schedule at `index` (from 0).
-    Delete { index: usize },
+    /// Remove a schedule, by `index` (from 0) or by `name`.
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// Shut the daemon down gracefully.
     Stop {},
     /// The archive files in the home's `backups/`.
@@ -25,12 +30,54 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Arguments of `run`: what to back up, where, and how.
+/// Arguments of `create`: either `spec` (the seed's `/abs/path;HH:MM;name`, run once), or
+/// `name`, `sources` and one of `daily` / `cron` with optional job options.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// `HH:MM`, every day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<String>,
+    /// A cron expression: 5 fields, or 6 with seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl CreateArgs {
+    /// The seed's form.
+    pub fn spec(spec: impl Into<String>) -> Self {
+        Self {
+            spec: Some(spec.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Arguments of `run`: what to back up, where, and how; or `schedule`, the name of a stored
+/// schedule to run now with its own settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunArgs {
     /// Absolute paths of the source directories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// Run this stored schedule instead of `sources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// Name of the archives (default: each source folder's name); only with one source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -184,9 +231,7 @@ mod tests {
         assert_eq!(request.id, Some(json!(7)));
         assert_eq!(
             request.command,
-            Command::Create {
-                spec: "/a;01:02;n".into()
-            }
+            Command::Create(CreateArgs::spec("/a;01:02;n"))
         );
         assert_eq!(
             parse(r#"{"cmd":"list"}"#).unwrap().command,
@@ -196,7 +241,10 @@ mod tests {
             parse(r#"{"cmd":"delete","index":3,"id":"x"}"#)
                 .unwrap()
                 .command,
-            Command::Delete { index: 3 }
+            Command::Delete {
+                index: Some(3),
+                name: None
+            }
         );
     }
 
@@ -204,9 +252,18 @@ mod tests {
     fn every_command_round_trips_and_is_named() {
         let commands = [
             Command::Hello {},
-            Command::Create { spec: "s".into() },
+            Command::Create(CreateArgs::spec("s")),
+            Command::Create(CreateArgs {
+                name: Some("n".into()),
+                sources: vec!["/a".into()],
+                cron: Some("0 2 * * *".into()),
+                ..CreateArgs::default()
+            }),
             Command::List {},
-            Command::Delete { index: 1 },
+            Command::Delete {
+                index: Some(1),
+                name: None,
+            },
             Command::Stop {},
             Command::Backups {},
             Command::Run(RunArgs {
@@ -216,7 +273,7 @@ mod tests {
                 ..RunArgs::default()
             }),
         ];
-        assert_eq!(commands.len(), Command::NAMES.len());
+        assert_eq!(commands.len(), Command::NAMES.len() + 1);
         for command in commands {
             let line = Request::new(command.clone()).to_line();
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
@@ -238,7 +295,6 @@ mod tests {
         assert_eq!(code(b"{\"cmd\":5}"), ErrorCode::InvalidRequest);
         assert_eq!(code(b"{\"id\":1}"), ErrorCode::MissingCommand);
         assert_eq!(code(b"{\"cmd\":\"explode\"}"), ErrorCode::UnknownCommand);
-        assert_eq!(code(b"{\"cmd\":\"delete\"}"), ErrorCode::InvalidArguments);
         assert_eq!(
             code(b"{\"cmd\":\"delete\",\"index\":\"3\"}"),
             ErrorCode::InvalidArguments
@@ -251,7 +307,6 @@ mod tests {
             code(b"{\"cmd\":\"list\",\"bogus\":1}"),
             ErrorCode::InvalidArguments
         );
-        assert_eq!(code(b"{\"cmd\":\"run\"}"), ErrorCode::InvalidArguments);
         assert_eq!(
             code(b"{\"cmd\":\"run\",\"sources\":[\"/a\"],\"levl\":1}"),
             ErrorCode::InvalidArguments

@@ -2,7 +2,7 @@
 //! "message"}}`, and the typed payloads that travel in `data`.
 
 use crate::error::ErrorCode;
-use crate::schedule_spec::ScheduleSpec;
+use crate::schedule::{Schedule, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -97,12 +97,13 @@ pub struct Hello {
 pub struct ScheduleInfo {
     /// Position in the list, from 0; what `delete` takes.
     pub index: usize,
-    /// Stable identifier: unlike the index, it never changes while the schedule exists.
-    pub id: u64,
-    /// The seed's one-line form, `path;HH:MM;name`.
+    /// The one-line form: the seed's `path;HH:MM;name` for a one-shot.
     pub display: String,
+    /// When it fires next, if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Timestamp>,
     #[serde(flatten)]
-    pub spec: ScheduleSpec,
+    pub schedule: Schedule,
 }
 
 /// `data` of `list`.

@@ -1,36 +1,147 @@
-//! `create`: adds a seed schedule `path;HH:MM;name`.
+//! `create`: adds a schedule — the seed's one-shot `path;HH:MM;name`, or a recurring one
+//! (`daily` or `cron`) with its job options.
 
+use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
+use crate::plan;
 use crate::state::Daemon;
-use proto::response::{ScheduleChanged, ScheduleInfo};
+use crate::timing;
+use chrono::Local;
+use proto::request::CreateArgs;
+use proto::response::ScheduleChanged;
+use proto::schedule::{JobOptions, Schedule, Timing};
+use proto::schedule_spec::{TimeOfDay, validate_name};
 use proto::{ErrorCode, ScheduleSpec};
 
-pub async fn handle(daemon: &Daemon, text: &str) -> HandlerResult<ScheduleChanged> {
-    let spec = ScheduleSpec::parse_absolute(text)
-        .map_err(|e| HandlerError::new(ErrorCode::MalformedSchedule, e.to_string()))?;
-    let is_dir = tokio::fs::metadata(&spec.path)
-        .await
-        .is_ok_and(|meta| meta.is_dir());
-    if !is_dir {
-        return Err(HandlerError::new(
-            ErrorCode::SourceNotFound,
-            format!("can't find source directory: {}", spec.path),
-        ));
+pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<ScheduleChanged> {
+    let now = Local::now();
+    let schedule = match args.spec.clone() {
+        Some(spec) if is_seed_only(&args) => one_shot(&spec, &now)?,
+        Some(_) => {
+            return Err(invalid(
+                "give either a spec \"path;HH:MM;name\" or a name, sources and a timing, not both",
+            ));
+        }
+        None => recurring(args, &now)?,
+    };
+    for source in &schedule.sources {
+        let is_dir = tokio::fs::metadata(source)
+            .await
+            .is_ok_and(|meta| meta.is_dir());
+        if !is_dir {
+            return Err(HandlerError::new(
+                ErrorCode::SourceNotFound,
+                format!("can't find source directory: {source}"),
+            ));
+        }
     }
     let (index, schedule) = daemon
         .schedules
         .update(|file| {
-            let index = file.add(spec);
-            Ok::<_, HandlerError>((index, file.schedules[index].clone()))
+            if file.position_of_name(&schedule.name).is_some() {
+                return Err(HandlerError::new(
+                    ErrorCode::ScheduleExists,
+                    format!("a schedule named {} already exists", schedule.name),
+                ));
+            }
+            let index = file.add(schedule);
+            Ok((index, file.schedules[index].clone()))
         })
         .await?;
-    tracing::info!("New schedule added: {}", schedule.spec);
+    tracing::info!("New schedule added: {}", schedule.display());
     Ok(ScheduleChanged {
-        schedule: ScheduleInfo {
-            index,
-            id: schedule.id,
-            display: schedule.spec.to_string(),
-            spec: schedule.spec,
+        schedule: schedule_info(index, schedule, &now),
+    })
+}
+
+fn invalid(message: impl Into<String>) -> HandlerError {
+    HandlerError::new(ErrorCode::InvalidArguments, message)
+}
+
+fn is_seed_only(args: &CreateArgs) -> bool {
+    let CreateArgs {
+        spec: _,
+        name,
+        sources,
+        daily,
+        cron,
+        destination,
+        compression,
+        level,
+        exclude,
+    } = args;
+    name.is_none()
+        && sources.is_empty()
+        && daily.is_none()
+        && cron.is_none()
+        && destination.is_none()
+        && compression.is_none()
+        && level.is_none()
+        && exclude.is_empty()
+}
+
+fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule> {
+    let spec = ScheduleSpec::parse_absolute(text)
+        .map_err(|e| HandlerError::new(ErrorCode::MalformedSchedule, e.to_string()))?;
+    let due = timing::first_once_due(spec.time, now);
+    Ok(Schedule {
+        id: 0,
+        name: spec.name,
+        sources: vec![spec.path],
+        timing: Timing::Once {
+            time: spec.time,
+            due: due.fixed_offset(),
         },
+        options: JobOptions::default(),
+        created: now.fixed_offset(),
+        last_due: None,
+        last_run: None,
+    })
+}
+
+fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule> {
+    let name = args
+        .name
+        .ok_or_else(|| invalid("create needs a spec \"path;HH:MM;name\", or a name"))?;
+    validate_name(&name).map_err(|e| invalid(e.to_string()))?;
+    if args.sources.is_empty() {
+        return Err(invalid("a recurring schedule needs at least one source"));
+    }
+    for source in &args.sources {
+        plan::absolute(source, "source")?;
+    }
+    let timing = match (args.daily, args.cron) {
+        (Some(time), None) => Timing::Daily {
+            time: time
+                .parse::<TimeOfDay>()
+                .map_err(|e| invalid(e.to_string()))?,
+        },
+        (None, Some(cron)) => {
+            timing::parse_cron(&cron)
+                .map_err(|reason| invalid(format!("invalid cron expression {cron:?}: {reason}")))?;
+            Timing::Cron { cron }
+        }
+        _ => {
+            return Err(invalid(
+                "a recurring schedule needs exactly one of daily or cron",
+            ));
+        }
+    };
+    let options = JobOptions {
+        destination: args.destination,
+        compression: args.compression,
+        level: args.level,
+        exclude: args.exclude,
+    };
+    plan::check_options(&options)?;
+    Ok(Schedule {
+        id: 0,
+        name,
+        sources: args.sources,
+        timing,
+        options,
+        created: now.fixed_offset(),
+        last_due: None,
+        last_run: None,
     })
 }

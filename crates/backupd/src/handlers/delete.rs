@@ -1,31 +1,45 @@
-//! `delete`: removes the schedule at an index.
+//! `delete`: removes a schedule, by index (the seed's way) or by name.
 
+use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
 use crate::state::Daemon;
 use proto::ErrorCode;
-use proto::response::{ScheduleChanged, ScheduleInfo};
+use proto::response::ScheduleChanged;
 
-pub async fn handle(daemon: &Daemon, index: usize) -> HandlerResult<ScheduleChanged> {
-    let removed = daemon
+pub async fn handle(
+    daemon: &Daemon,
+    index: Option<usize>,
+    name: Option<String>,
+) -> HandlerResult<ScheduleChanged> {
+    let (index, removed) = daemon
         .schedules
         .update(|file| {
-            if index < file.schedules.len() {
-                Ok(file.schedules.remove(index))
-            } else {
-                Err(HandlerError::new(
-                    ErrorCode::ScheduleNotFound,
-                    format!("can't find schedule at index {index}"),
-                ))
-            }
+            let found =
+                match (index, &name) {
+                    (Some(index), None) => (index < file.schedules.len())
+                        .then_some(index)
+                        .ok_or_else(|| {
+                            HandlerError::new(
+                                ErrorCode::ScheduleNotFound,
+                                format!("can't find schedule at index {index}"),
+                            )
+                        }),
+                    (None, Some(name)) => file.position_of_name(name).ok_or_else(|| {
+                        HandlerError::new(
+                            ErrorCode::ScheduleNotFound,
+                            format!("can't find schedule named {name}"),
+                        )
+                    }),
+                    _ => Err(HandlerError::new(
+                        ErrorCode::InvalidArguments,
+                        "delete takes an index or a name",
+                    )),
+                }?;
+            Ok::<_, HandlerError>((found, file.schedules.remove(found)))
         })
         .await?;
     tracing::info!("Schedule at index {index} deleted");
     Ok(ScheduleChanged {
-        schedule: ScheduleInfo {
-            index,
-            id: removed.id,
-            display: removed.spec.to_string(),
-            spec: removed.spec,
-        },
+        schedule: schedule_info(index, removed, &chrono::Local::now()),
     })
 }

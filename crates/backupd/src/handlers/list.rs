@@ -1,22 +1,31 @@
-//! `list`: the schedules in index order.
+//! `list`: the schedules in index order, with when each runs next.
 
 use super::HandlerResult;
 use crate::state::Daemon;
+use crate::timing;
+use chrono::{DateTime, Local};
 use proto::response::{ScheduleInfo, ScheduleList};
+use proto::schedule::Schedule;
 
 pub async fn handle(daemon: &Daemon) -> HandlerResult<ScheduleList> {
     let file = daemon.schedules.snapshot().await;
     tracing::info!("Show schedules list");
+    let now = Local::now();
     let schedules = file
         .schedules
         .into_iter()
         .enumerate()
-        .map(|(index, schedule)| ScheduleInfo {
-            index,
-            id: schedule.id,
-            display: schedule.spec.to_string(),
-            spec: schedule.spec,
-        })
+        .map(|(index, schedule)| schedule_info(index, schedule, &now))
         .collect();
     Ok(ScheduleList { schedules })
+}
+
+/// A schedule as clients see it.
+pub fn schedule_info(index: usize, schedule: Schedule, now: &DateTime<Local>) -> ScheduleInfo {
+    ScheduleInfo {
+        index,
+        display: schedule.display(),
+        next_run: timing::pending_due(&schedule, &now.timezone()).map(|due| due.fixed_offset()),
+        schedule,
+    }
 }

@@ -33,6 +33,18 @@ impl HandlerError {
     }
 }
 
+impl From<crate::plan::PlanError> for HandlerError {
+    fn from(err: crate::plan::PlanError) -> Self {
+        let code = match err {
+            crate::plan::PlanError::Invalid(_) => ErrorCode::InvalidArguments,
+            crate::plan::PlanError::DestinationNotWritable { .. } => {
+                ErrorCode::DestinationNotWritable
+            }
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
 impl From<StoreError> for HandlerError {
     fn from(err: StoreError) -> Self {
         Self::new(ErrorCode::Io, err.to_string())
@@ -57,9 +69,9 @@ pub async fn handle_line(daemon: &Daemon, line: &[u8], events: mpsc::Sender<Stri
 pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<String>) -> Response {
     let outcome = match request.command {
         Command::Hello {} => to_data(hello::handle()),
-        Command::Create { spec } => to_data(create::handle(daemon, &spec).await),
+        Command::Create(args) => to_data(create::handle(daemon, args).await),
         Command::List {} => to_data(list::handle(daemon).await),
-        Command::Delete { index } => to_data(delete::handle(daemon, index).await),
+        Command::Delete { index, name } => to_data(delete::handle(daemon, index, name).await),
         Command::Stop {} => to_data(stop::handle(daemon)),
         Command::Backups {} => to_data(backups::handle(daemon).await),
         Command::Run(args) => {

@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# Benchmark: backupd (gzip -6, zstd -3) against GNU tar -czf and tar | zstd -3 -T0,
+# on one deterministic corpus. See bench/README.md.
+#
+#   bash bench/run.sh                                   # ~300 MiB corpus, 3 repeats
+#   BENCH_SCALE_MB=20 BENCH_REPEAT=1 bash bench/run.sh  # quick smoke test
+#
+# Environment:
+#   BENCH_SCALE_MB    corpus size in MiB (default 300)
+#   BENCH_REPEAT      runs per method; the median is reported (default 3)
+#   BENCH_SEED        corpus PRNG seed (default 20240601)
+#   BENCH_OUT         output dir (default bench/out, git-ignored)
+#   BENCH_CORPUS      corpus dir (default $BENCH_OUT/corpus)
+#   BENCH_SKIP_BUILD  1 = use the existing target/release binaries, don't run cargo
+set -euo pipefail
+export LC_ALL=C   # "." as the decimal separator in $EPOCHREALTIME, plain tool output
+# Compressor settings from the caller's environment would skew the baselines.
+unset GZIP ZSTD_CLEVEL ZSTD_NBTHREADS BACKUPD_HOME BACKUPD_SOCKET
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+SCALE_MB="${BENCH_SCALE_MB:-300}"
+REPEAT="${BENCH_REPEAT:-3}"
+SEED="${BENCH_SEED:-20240601}"
+OUT="${BENCH_OUT:-$BENCH_DIR/out}"
+CORPUS="${BENCH_CORPUS:-$OUT/corpus}"
+SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
+GZIP_LEVEL=6
+ZSTD_LEVEL=3
+
+die() { echo "bench: error: $*" >&2; exit 1; }
+log() { echo "bench: $*" >&2; }
+
+for v in SCALE_MB REPEAT SEED; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
+done
+((SCALE_MB >= 1)) || die "BENCH_SCALE_MB must be >= 1"
+((REPEAT >= 1)) || die "BENCH_REPEAT must be >= 1"
+for cmd in python3 tar gzip zstd awk find; do
+    command -v "$cmd" >/dev/null || die "'$cmd' not found in PATH"
+done
+HAVE_TIME=0
+if command -v /usr/bin/time >/dev/null 2>&1; then HAVE_TIME=1; fi
+
+# ---------------------------------------------------------------- build
+if [[ "$SKIP_BUILD" != 1 ]]; then
+    command -v cargo >/dev/null || die "'cargo' not found in PATH"
+    log "building release binaries (cargo build --release -p backupd -p backupctl)"
+    (cd "$REPO_ROOT" && cargo build --release -p backupd -p backupctl)
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$REPO_ROOT/$TARGET_DIR"
+BACKUPD="$TARGET_DIR/release/backupd"
+BACKUPCTL="$TARGET_DIR/release/backupctl"
+[[ -x "$BACKUPD" && -x "$BACKUPCTL" ]] || die "missing $BACKUPD or $BACKUPCTL"
+
+# ---------------------------------------------------------------- corpus
+mkdir -p "$OUT" "$(dirname "$CORPUS")"
+log "corpus: $CORPUS ($SCALE_MB MiB, seed $SEED)"
+python3 "$BENCH_DIR/make_corpus.py" --out "$CORPUS" --scale-mb "$SCALE_MB" --seed "$SEED" >&2
+CORPUS="$(cd "$CORPUS" && pwd)"
+CORPUS_PARENT="$(dirname "$CORPUS")"
+CORPUS_NAME="$(basename "$CORPUS")"
+read -r CORPUS_FILES CORPUS_BYTES < <(find "$CORPUS" -type f -printf '%s\n' |
+    awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }')
+
+# ---------------------------------------------------------------- scratch space + cleanup
+OUT="$(cd "$OUT" && pwd)"
+# Archives go next to the corpus (same file system for every method). Daemon homes go under
+# /tmp so the socket path stays well below the 108-byte sun_path limit.
+WORK="$(mktemp -d "$OUT/run.XXXXXX")"
+HOMES="$(mktemp -d "${TMPDIR:-/tmp}/backupd-bench.XXXXXX")"
+RAW="$WORK/raw.tsv"
+declare -A DAEMON_PID=()
+declare -A DAEMON_HOME=()
+
+stop_daemon() {
+    local tag=$1 pid=${DAEMON_PID[$1]:-}
+    [[ -n "$pid" ]] || return 0
+    unset "DAEMON_PID[$tag]"
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 300; i++)); do            # up to 30 s for a graceful stop
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "backupd ($tag, pid $pid) ignored SIGTERM for 30 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local tag
+    for tag in "${!DAEMON_PID[@]}"; do stop_daemon "$tag"; done
+    if ((rc != 0)); then
+        for f in "$WORK"/backupd-*.log; do
+            [[ -s "$f" ]] && { log "--- $f (tail)"; tail -n 20 "$f" >&2; }
+        done
+    fi
+    rm -rf "$WORK" "$HOMES"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ctl() {  # ctl TAG ARGS... : backupctl against the daemon TAG, from a neutral cwd (no .env)
+    local tag=$1; shift
+    (cd "$WORK" && "$BACKUPCTL" --home "${DAEMON_HOME[$tag]}" \
+        --socket "${DAEMON_HOME[$tag]}/backupd.sock" "$@")
+}
+
+start_daemon() {  # one fresh daemon per compression, so each VmHWM is attributable
+    local tag=$1 home="$HOMES/$1"
+    mkdir -p "$home"
+    DAEMON_HOME[$tag]="$home"
+    "$BACKUPD" --home "$home" --socket "$home/backupd.sock" >"$WORK/backupd-$tag.log" 2>&1 &
+    DAEMON_PID[$tag]=$!
+    local i
+    for ((i = 0; i < 200; i++)); do
+        if ctl "$tag" status >/dev/null 2>&1; then
+            log "backupd ($tag) ready, pid ${DAEMON_PID[$tag]}"
+            return 0
+        fi
+        kill -0 "${DAEMON_PID[$tag]}" 2>/dev/null || die "backupd ($tag) exited during startup"
+        sleep 0.1
+    done
+    die "backupd ($tag) did not answer within 20 s"
+}
+
+vm_kb() {  # vm_kb PID FIELD -> kB value of FIELD (VmHWM, VmRSS) in /proc/PID/status
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+file_size() { stat -c %s "$1"; }
+
+record() {  # record METHOD REP SECONDS BYTES RSS_KB DAEMON_MS
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RAW"
+    log "  [$2/$REPEAT] $(printf '%-22s' "$1") $3 s  $4 bytes"
+}
+
+M_BGZ="backupd gzip -$GZIP_LEVEL"
+M_TGZ="tar -czf (gzip -6)"
+M_BZS="backupd zstd -$ZSTD_LEVEL"
+M_TZS="tar | zstd -$ZSTD_LEVEL -T0"
+
+bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP
+    local tag=$1 method=$2 comp=$3 level=$4 rep=$5
+    local dest="$WORK/dest-$tag" json="$WORK/run-$tag.json" t0 t1 rc=0
+    rm -rf "$dest"; mkdir -p "$dest"
+    t0=$(now)
+    ctl "$tag" --json run --sources "$CORPUS" --destination "$dest" \
+        --compression "$comp" --level "$level" >"$json" || rc=$?
+    t1=$(now)
+    if ((rc != 0)); then
+        cat "$json" >&2
+        die "backupctl run ($method, repeat $rep) exited with status $rc"
+    fi
+    # Cross-check the report: every source ok, the archive exists with the reported size.
+    local info size ms
+    info=$(python3 - "$json" <<'EOF'
+import json, os, sys
+line = open(sys.argv[1]).read().strip().splitlines()[-1]
+r = json.loads(line)
+d = r.get("data") or {}
+srcs = d.get("sources") or []
+bad = [s for s in srcs if not s.get("ok")]
+if not r.get("ok") or d.get("failed") or not srcs or bad:
+    sys.exit("backupd reported a failure: %s" % line)
+for s in srcs:
+    if os.path.getsize(s["archive"]) != s["size_bytes"]:
+        sys.exit("archive %s: size on disk != size_bytes" % s["archive"])
+print(sum(s["size_bytes"] for s in srcs), sum(s.get("duration_ms", 0) for s in srcs))
+EOF
+    ) || die "backupctl run ($method, repeat $rep): bad report"
+    read -r size ms <<<"$info"
+    record "$method" "$rep" "$(elapsed "$t0" "$t1")" "$size" "" "$ms"
+    rm -rf "$dest"
+}
+
+bench_tar_gzip() {  # bench_tar_gzip REP
+    local rep=$1 out="$WORK/tar.tar.gz" t0 t1 rss=""
+    rm -f "$out"
+    t0=$(now)
+    if ((HAVE_TIME)); then
+        /usr/bin/time -f %M -o "$WORK/rss.tar" tar -czf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
+    else
+        tar -czf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
+    fi
+    t1=$(now)
+    # tar's own peak; its gzip child is folded in as a max (wait4 semantics), not a sum.
+    if ((HAVE_TIME)); then rss=$(tail -n 1 "$WORK/rss.tar"); fi
+    record "$M_TGZ" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "$rss" ""
+    rm -f "$out"
+}
+
+bench_tar_zstd() {  # bench_tar_zstd REP
+    local rep=$1 out="$WORK/tar.tar.zst" t0 t1 rss=""
+    rm -f "$out"
+    t0=$(now)
+    if ((HAVE_TIME)); then
+        /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" |
+            /usr/bin/time -f %M -o "$WORK/rss.zstd" zstd "-$ZSTD_LEVEL" -T0 -q -o "$out"
+    else
+        tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" | zstd "-$ZSTD_LEVEL" -T0 -q -o "$out"
+    fi
+    t1=$(now)
+    # Both processes run at once, so the pipeline's peak is the sum.
+    if ((HAVE_TIME)); then
+        rss=$(($(tail -n 1 "$WORK/rss.tar") + $(tail -n 1 "$WORK/rss.zstd")))
+    fi
+    record "$M_TZS" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "$rss" ""
+    rm -f "$out"
+}
+
+# ---------------------------------------------------------------- machine info
+CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+[[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(uname -m) (no model name in /proc/cpuinfo)"
+MACHINE="machine: nproc=$(nproc), cpu=$CPU_MODEL, kernel $(uname -r), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
+TOOLS="tools: $("$BACKUPD" --version | head -n 1), $(tar --version | head -n 1), $(gzip --version | head -n 1), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n 1)"
+
+# ---------------------------------------------------------------- measurements
+start_daemon gzip
+start_daemon zstd
+log "warm-up: reading the corpus once (tar piped to wc; tar skips reading when writing to /dev/null)"
+WARM_BYTES=$(tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" | wc -c)
+log "  tar stream: $WARM_BYTES bytes"
+
+: >"$RAW"
+for ((rep = 1; rep <= REPEAT; rep++)); do
+    # Interleaved, so drift (thermal, background load) hits every method alike.
+    bench_backupd gzip "$M_BGZ" gzip "$GZIP_LEVEL" "$rep"
+    bench_tar_gzip "$rep"
+    bench_backupd zstd "$M_BZS" zstd "$ZSTD_LEVEL" "$rep"
+    bench_tar_zstd "$rep"
+done
+
+HWM_GZ=$(vm_kb "${DAEMON_PID[gzip]}" VmHWM)
+HWM_ZS=$(vm_kb "${DAEMON_PID[zstd]}" VmHWM)
+stop_daemon gzip
+stop_daemon zstd
+
+# ---------------------------------------------------------------- report
+RESULTS="$OUT/results.txt"
+python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
+    >"$WORK/table.txt" <<'EOF'
+import statistics, sys
+raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:]
+corpus_bytes = int(corpus_bytes)
+rows = {}
+for line in open(raw):
+    method, rep, secs, size, rss, ms = line.rstrip("\n").split("\t")
+    rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
+order = [(m_bgz, m_tgz, hwm_gz), (m_tgz, m_tgz, None), (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None)]
+med = {m: statistics.median(r[0] for r in rows[m]) for m in rows}
+mib = 1024 * 1024
+head = ("method", "median s", "MiB/s", "archive MiB", "% of corpus", "time vs tool", "peak RSS MiB")
+out = []
+for method, base, hwm in order:
+    runs = rows[method]
+    s = med[method]
+    size = statistics.median(r[1] for r in runs)
+    if hwm is not None:
+        rss = "%.1f (daemon)" % (int(hwm) / 1024)
+    else:
+        vals = [int(r[2]) for r in runs if r[2]]
+        rss = "%.1f" % (max(vals) / 1024) if vals else "-"
+    ratio = "%.2fx" % (s / med[base]) if med[base] > 0 else "-"
+    out.append((method, "%.3f" % s, "%.1f" % (corpus_bytes / mib / s if s > 0 else 0),
+                "%.1f" % (size / mib), "%.1f%%" % (100.0 * size / corpus_bytes), ratio, rss))
+widths = [max(len(str(r[i])) for r in [head] + out) for i in range(len(head))]
+fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                          for i, (c, w) in enumerate(zip(r, widths)))
+print(fmt(head))
+print("  ".join("-" * w for w in widths))
+for r in out:
+    print(fmt(r))
+print()
+print("per run (s): " + "; ".join(
+    "%s: %s" % (m, " ".join("%.3f" % r[0] for r in rows[m])) for m, _, _ in order))
+ms = {m: [r[3] for r in rows[m]] for m in (m_bgz, m_bzs)}
+print("daemon-reported duration_ms: " + "; ".join("%s: %s" % (m, " ".join(v)) for m, v in ms.items()))
+EOF
+
+{
+    echo "backupd benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "$MACHINE"
+    echo "$TOOLS"
+    echo "corpus: $CORPUS, $CORPUS_FILES files, $CORPUS_BYTES bytes ($SCALE_MB MiB, seed $SEED); repeats: $REPEAT (median shown)"
+    echo "time vs tool: median time / median time of the GNU tool with the same codec (tar -czf for gzip, tar | zstd for zstd)"
+    if ((HAVE_TIME)); then
+        echo "peak RSS: backupd = VmHWM of a fresh daemon per codec after all its runs; tar -czf = /usr/bin/time %M (max of tar, gzip); tar | zstd = tar + zstd"
+    else
+        echo "peak RSS: backupd = VmHWM of a fresh daemon per codec; /usr/bin/time not found, tool RSS skipped"
+    fi
+    echo
+    cat "$WORK/table.txt"
+} >"$RESULTS"
+cp "$RAW" "$OUT/results.tsv"
+echo
+cat "$RESULTS"
+log "written: $RESULTS (raw per-run rows: $OUT/results.tsv)"

@@ -1,0 +1,273 @@
+//! Turns a `run` request or a stored schedule into a validated [`RunPlan`]. Everything that
+//! can be wrong with the configuration is found here, before a single byte is written.
+
+use crate::engine::{BackupJob, Compression, ExcludeSet};
+use crate::runner::RunPlan;
+use proto::schedule::{JobOptions, Schedule};
+use proto::schedule_spec::{MAX_NAME_LEN, validate_name};
+use std::collections::HashSet;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+/// Why a run cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Backup destination not writable: {path} ({reason})")]
+    DestinationNotWritable { path: String, reason: String },
+}
+
+/// How the archives of a run are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// After each source's folder (`/home/me/docs` → `docs`).
+    ByFolder,
+    /// One name for the one source.
+    Fixed(String),
+    /// `<prefix>-<folder>` for each source: a schedule with several sources.
+    Prefixed(String),
+}
+
+/// A run of `sources` (absolute paths) with `options`.
+pub fn plan(
+    default_destination: &Path,
+    sources: &[String],
+    naming: &Naming,
+    options: &JobOptions,
+    dry_run: bool,
+) -> Result<RunPlan, PlanError> {
+    if sources.is_empty() {
+        return Err(PlanError::Invalid("run needs at least one source".into()));
+    }
+    if matches!(naming, Naming::Fixed(_)) && sources.len() > 1 {
+        return Err(PlanError::Invalid(
+            "a name applies to one source only; run the sources separately to name each".into(),
+        ));
+    }
+    let (compression, excludes, destination) = check_options(options)?;
+    let destination = destination.unwrap_or_else(|| default_destination.to_path_buf());
+    ensure_writable(&destination, dry_run)?;
+
+    let timestamp = chrono::Local::now().naive_local();
+    let mut names = HashSet::new();
+    let mut jobs = Vec::with_capacity(sources.len());
+    for source in sources {
+        let source = absolute(source, "source")?;
+        let name = match naming {
+            Naming::Fixed(name) => {
+                validate_name(name).map_err(|e| PlanError::Invalid(e.to_string()))?;
+                name.clone()
+            }
+            Naming::ByFolder => folder_name(&source),
+            Naming::Prefixed(prefix) => {
+                let mut name = format!("{prefix}-{}", folder_name(&source));
+                name.truncate(MAX_NAME_LEN);
+                name
+            }
+        };
+        if !names.insert(name.clone()) {
+            return Err(PlanError::Invalid(format!(
+                "two sources would both write archives named {name:?}; run them separately with --name"
+            )));
+        }
+        jobs.push(BackupJob {
+            source,
+            name,
+            destination: destination.clone(),
+            compression,
+            excludes: excludes.clone(),
+            timestamp,
+        });
+    }
+    Ok(RunPlan {
+        jobs,
+        destination,
+        dry_run,
+    })
+}
+
+/// The run of a stored schedule: its single source under the schedule's name, or each of its
+/// sources as `<name>-<folder>`.
+pub fn for_schedule(
+    default_destination: &Path,
+    schedule: &Schedule,
+    dry_run: bool,
+) -> Result<RunPlan, PlanError> {
+    let naming = if schedule.sources.len() == 1 {
+        Naming::Fixed(schedule.name.clone())
+    } else {
+        Naming::Prefixed(schedule.name.clone())
+    };
+    plan(
+        default_destination,
+        &schedule.sources,
+        &naming,
+        &schedule.options,
+        dry_run,
+    )
+}
+
+type CheckedOptions = (Compression, ExcludeSet, Option<PathBuf>);
+
+/// Checks job options without touching the disk, as `create` does for a schedule.
+pub fn check_options(options: &JobOptions) -> Result<CheckedOptions, PlanError> {
+    let invalid = |e: &dyn std::fmt::Display| PlanError::Invalid(e.to_string());
+    let compression = Compression::parse(
+        options.compression.as_deref().unwrap_or("gzip"),
+        options.level,
+    )
+    .map_err(|e| invalid(&e))?;
+    let excludes = ExcludeSet::new(&options.exclude).map_err(|e| invalid(&e))?;
+    let destination = options
+        .destination
+        .as_deref()
+        .map(|d| absolute(d, "destination"))
+        .transpose()?;
+    Ok((compression, excludes, destination))
+}
+
+pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
+    if path.starts_with('/') {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(PlanError::Invalid(format!(
+            "{what} must be an absolute path: {path}"
+        )))
+    }
+}
+
+/// The archive name for a source: its folder name, with characters a name may not hold
+/// replaced by `_` (`my docs` → `my_docs`).
+pub fn folder_name(source: &Path) -> String {
+    let folder = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cleaned: String = folder
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed: String = cleaned
+        .trim_start_matches('.')
+        .chars()
+        .take(MAX_NAME_LEN)
+        .collect();
+    if trimmed.is_empty() {
+        "backup".to_owned()
+    } else {
+        trimmed
+    }
+}
+
+/// Fails fast when the destination cannot take archives. A real run creates it when missing
+/// (the seed does); a dry run only checks.
+fn ensure_writable(destination: &Path, dry_run: bool) -> Result<(), PlanError> {
+    let refuse = |reason: String| PlanError::DestinationNotWritable {
+        path: destination.display().to_string(),
+        reason,
+    };
+    let existing = if dry_run {
+        destination
+            .ancestors()
+            .find(|dir| dir.exists())
+            .unwrap_or(Path::new("/"))
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(destination)
+            .map_err(|e| refuse(e.to_string()))?;
+        destination
+    };
+    if !existing.is_dir() {
+        return Err(refuse(format!("{} is not a directory", existing.display())));
+    }
+    let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+    rustix::fs::access(existing, access).map_err(|e| refuse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_valid_file_names() {
+        assert_eq!(folder_name(Path::new("/home/me/projects")), "projects");
+        assert_eq!(folder_name(Path::new("/home/me/my docs")), "my_docs");
+        assert_eq!(folder_name(Path::new("/home/me/.config")), "config");
+        assert_eq!(folder_name(Path::new("/")), "backup");
+        let long = format!("/{}", "x".repeat(100));
+        assert_eq!(folder_name(Path::new(&long)).len(), MAX_NAME_LEN);
+        for path in ["/a/é", "/a/...", "/srv/data"] {
+            let name = folder_name(Path::new(path));
+            assert!(validate_name(&name).is_ok(), "{path} -> {name}");
+        }
+    }
+
+    #[test]
+    fn a_dry_run_checks_the_destination_without_creating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("a/b");
+        assert!(ensure_writable(&missing, true).is_ok());
+        assert!(!missing.exists());
+        assert!(ensure_writable(&missing, false).is_ok());
+        assert!(missing.is_dir());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let under_file = file.join("dest");
+        let err = ensure_writable(&under_file, false).unwrap_err();
+        assert!(matches!(err, PlanError::DestinationNotWritable { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("Backup destination not writable: ")
+        );
+        assert!(ensure_writable(&under_file, true).is_err());
+    }
+
+    #[test]
+    fn schedules_with_several_sources_prefix_each_archive_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = vec!["/srv/a".to_owned(), "/home/b".to_owned()];
+        let plan = plan(
+            dir.path(),
+            &sources,
+            &Naming::Prefixed("nightly".into()),
+            &JobOptions::default(),
+            true,
+        )
+        .unwrap();
+        let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["nightly-a", "nightly-b"]);
+    }
+
+    #[test]
+    fn bad_options_are_found_before_any_write() {
+        let bad = |options: JobOptions| check_options(&options).unwrap_err();
+        assert!(matches!(
+            bad(JobOptions {
+                compression: Some("lz4".into()),
+                ..JobOptions::default()
+            }),
+            PlanError::Invalid(_)
+        ));
+        bad(JobOptions {
+            level: Some(10),
+            ..JobOptions::default()
+        });
+        bad(JobOptions {
+            exclude: vec!["[x".into()],
+            ..JobOptions::default()
+        });
+        bad(JobOptions {
+            destination: Some("relative".into()),
+            ..JobOptions::default()
+        });
+    }
+}

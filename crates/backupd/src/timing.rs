@@ -1,0 +1,365 @@
+//! When schedules are due, as pure functions of an injected `now`: the next occurrence of a
+//! daily or cron timing, and what the scheduler should do with a schedule at a given instant.
+//! Daily and cron timings both go through `croner`, whose DST rules are documented: a time in
+//! a spring-forward gap runs right after the gap; a time repeated in a fall-back hour runs once.
+
+use chrono::{DateTime, TimeDelta, TimeZone, Timelike};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use proto::schedule::{Schedule, Timing};
+use proto::schedule_spec::TimeOfDay;
+
+/// Parses a cron expression: 5 fields, or 6 with seconds first.
+pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(expression)
+        .map_err(|e| e.to_string())
+}
+
+fn daily_cron(time: TimeOfDay) -> Cron {
+    parse_cron(&format!("{} {} * * *", time.minute(), time.hour()))
+        .expect("a valid time of day is a valid cron expression")
+}
+
+/// The cron expression a recurring timing follows; `None` for a one-shot.
+fn cron_of(timing: &Timing) -> Option<Cron> {
+    match timing {
+        Timing::Once { .. } => None,
+        Timing::Daily { time } => Some(daily_cron(*time)),
+        // Validated at creation; a file edited by hand to hold a bad one never fires.
+        Timing::Cron { cron } => parse_cron(cron).ok(),
+    }
+}
+
+/// The seed's one-shot: the next `time`, today if that minute has not passed yet (the
+/// current minute counts, as in the seed's service), else tomorrow.
+pub fn first_once_due<Tz: TimeZone>(time: TimeOfDay, now: &DateTime<Tz>) -> DateTime<Tz> {
+    let minute_start = now.clone()
+        - TimeDelta::seconds(i64::from(now.second()))
+        - TimeDelta::nanoseconds(i64::from(now.nanosecond()));
+    daily_cron(time)
+        .find_next_occurrence(&minute_start, true)
+        .expect("a daily time always occurs again")
+}
+
+/// The occurrence a schedule waits for: its `due` for a one-shot; for a recurring one, the
+/// first occurrence after the last one dealt with (or after its creation).
+pub fn pending_due<Tz: TimeZone>(schedule: &Schedule, tz: &Tz) -> Option<DateTime<Tz>> {
+    match &schedule.timing {
+        Timing::Once { due, .. } => Some(due.with_timezone(tz)),
+        timing => {
+            let after = schedule.last_due.unwrap_or(schedule.created);
+            cron_of(timing)?
+                .find_next_occurrence(&after.with_timezone(tz), false)
+                .ok()
+        }
+    }
+}
+
+/// The newest occurrence at or before `now` (for a one-shot, its `due`).
+fn latest_due<Tz: TimeZone>(schedule: &Schedule, now: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+    match &schedule.timing {
+        Timing::Once { due, .. } => Some(due.with_timezone(&now.timezone())),
+        timing => cron_of(timing)?.find_previous_occurrence(now, true).ok(),
+    }
+}
+
+/// How late a run may start and still count as on time rather than as catching up.
+pub const ON_TIME: TimeDelta = TimeDelta::seconds(60);
+
+/// What to do with a schedule now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<Tz: TimeZone> {
+    /// Nothing will ever be due (a cron expression with no future occurrence).
+    Idle,
+    /// Nothing due before `until`.
+    Wait { until: DateTime<Tz> },
+    /// Run now, once, for every occurrence up to `latest`. `catch_up` when it is more than
+    /// [`ON_TIME`] late: the daemon was down, or the machine asleep.
+    Run {
+        latest: DateTime<Tz>,
+        catch_up: bool,
+    },
+    /// The newest missed occurrence is older than the grace period: skip up to `latest`.
+    Missed { latest: DateTime<Tz> },
+    /// Due while its previous run still goes on: skip up to `latest` rather than run twice.
+    Overlap { latest: DateTime<Tz> },
+}
+
+pub fn decide<Tz: TimeZone>(
+    schedule: &Schedule,
+    now: &DateTime<Tz>,
+    grace: TimeDelta,
+    running: bool,
+) -> Decision<Tz> {
+    let Some(due) = pending_due(schedule, &now.timezone()) else {
+        return Decision::Idle;
+    };
+    if due > *now {
+        return Decision::Wait { until: due };
+    }
+    let latest = latest_due(schedule, now).unwrap_or_else(|| due.clone());
+    let late_by = now.clone() - latest.clone();
+    if running {
+        Decision::Overlap { latest }
+    } else if late_by > grace {
+        Decision::Missed { latest }
+    } else {
+        Decision::Run {
+            latest,
+            catch_up: now.clone() - due > ON_TIME,
+        }
+    }
+}
+
+/// Parses `90s`, `30m`, `24h` or `2d`.
+pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
+    let invalid =
+        || format!("invalid duration {text:?}: use a number with s, m, h or d (e.g. 24h)");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    number
+        .checked_mul(seconds)
+        .and_then(TimeDelta::try_seconds)
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::FixedOffset;
+    use proto::schedule::JobOptions;
+
+    fn at(text: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(text).unwrap()
+    }
+
+    fn schedule(timing: Timing, created: &str, last_due: Option<&str>) -> Schedule {
+        Schedule {
+            id: 1,
+            name: "n".into(),
+            sources: vec!["/s".into()],
+            timing,
+            options: JobOptions::default(),
+            created: at(created),
+            last_due: last_due.map(at),
+            last_run: None,
+        }
+    }
+
+    fn daily(time: &str) -> Timing {
+        Timing::Daily {
+            time: time.parse().unwrap(),
+        }
+    }
+
+    const DAY: TimeDelta = TimeDelta::hours(24);
+
+    #[test]
+    fn a_one_shot_is_due_today_if_its_minute_has_not_passed_else_tomorrow() {
+        let now = at("2026-11-24T16:07:45+01:00");
+        let time = |t: &str| t.parse().unwrap();
+        assert_eq!(
+            first_once_due(time("16:07"), &now),
+            at("2026-11-24T16:07:00+01:00")
+        );
+        assert_eq!(
+            first_once_due(time("16:08"), &now),
+            at("2026-11-24T16:08:00+01:00")
+        );
+        assert_eq!(
+            first_once_due(time("16:06"), &now),
+            at("2026-11-25T16:06:00+01:00")
+        );
+        assert_eq!(
+            first_once_due(time("00:00"), &now),
+            at("2026-11-25T00:00:00+01:00")
+        );
+    }
+
+    #[test]
+    fn a_recurring_schedule_waits_for_its_next_occurrence() {
+        let s = schedule(daily("02:00"), "2026-11-24T16:00:00+01:00", None);
+        let now = at("2026-11-24T16:00:01+01:00");
+        assert_eq!(
+            decide(&s, &now, DAY, false),
+            Decision::Wait {
+                until: at("2026-11-25T02:00:00+01:00")
+            }
+        );
+        let cron = schedule(
+            Timing::Cron {
+                cron: "30 3 * * 1".into(), // Mondays 03:30; 2026-11-24 is a Tuesday
+            },
+            "2026-11-24T16:00:00+01:00",
+            None,
+        );
+        assert_eq!(
+            decide(&cron, &now, DAY, false),
+            Decision::Wait {
+                until: at("2026-11-30T03:30:00+01:00")
+            }
+        );
+    }
+
+    #[test]
+    fn a_due_schedule_runs_on_time_within_the_minute() {
+        let s = schedule(daily("02:00"), "2026-11-24T16:00:00+01:00", None);
+        let now = at("2026-11-25T02:00:00.400+01:00");
+        assert_eq!(
+            decide(&s, &now, DAY, false),
+            Decision::Run {
+                latest: at("2026-11-25T02:00:00+01:00"),
+                catch_up: false
+            }
+        );
+    }
+
+    #[test]
+    fn many_missed_occurrences_run_once_and_old_misses_are_skipped() {
+        // Down for three days: one catch-up run covering all of them.
+        let s = schedule(
+            daily("02:00"),
+            "2026-11-01T00:00:00+01:00",
+            Some("2026-11-21T02:00:00+01:00"),
+        );
+        let now = at("2026-11-24T09:00:00+01:00");
+        assert_eq!(
+            decide(&s, &now, DAY, false),
+            Decision::Run {
+                latest: at("2026-11-24T02:00:00+01:00"),
+                catch_up: true
+            }
+        );
+        // The newest miss is 7 h old: with a 6 h grace it is skipped.
+        assert_eq!(
+            decide(&s, &now, TimeDelta::hours(6), false),
+            Decision::Missed {
+                latest: at("2026-11-24T02:00:00+01:00")
+            }
+        );
+        // Once dealt with, it waits for tomorrow.
+        let done = schedule(
+            daily("02:00"),
+            "2026-11-01T00:00:00+01:00",
+            Some("2026-11-24T02:00:00+01:00"),
+        );
+        assert_eq!(
+            decide(&done, &now, DAY, false),
+            Decision::Wait {
+                until: at("2026-11-25T02:00:00+01:00")
+            }
+        );
+    }
+
+    #[test]
+    fn a_missed_one_shot_follows_the_same_grace_rule() {
+        let once = schedule(
+            Timing::Once {
+                time: "16:07".parse().unwrap(),
+                due: at("2026-11-24T16:07:00+01:00"),
+            },
+            "2026-11-24T16:00:00+01:00",
+            None,
+        );
+        assert_eq!(
+            decide(&once, &at("2026-11-24T20:00:00+01:00"), DAY, false),
+            Decision::Run {
+                latest: at("2026-11-24T16:07:00+01:00"),
+                catch_up: true
+            }
+        );
+        assert_eq!(
+            decide(&once, &at("2026-11-26T20:00:00+01:00"), DAY, false),
+            Decision::Missed {
+                latest: at("2026-11-24T16:07:00+01:00")
+            }
+        );
+        assert_eq!(
+            decide(&once, &at("2026-11-24T16:06:59+01:00"), DAY, false),
+            Decision::Wait {
+                until: at("2026-11-24T16:07:00+01:00")
+            }
+        );
+    }
+
+    #[test]
+    fn an_occurrence_during_a_running_job_is_skipped() {
+        let s = schedule(
+            Timing::Cron {
+                cron: "*/5 * * * *".into(),
+            },
+            "2026-11-24T16:00:00+01:00",
+            Some("2026-11-24T16:00:00+01:00"),
+        );
+        let now = at("2026-11-24T16:05:00.2+01:00");
+        assert_eq!(
+            decide(&s, &now, DAY, true),
+            Decision::Overlap {
+                latest: at("2026-11-24T16:05:00+01:00")
+            }
+        );
+    }
+
+    #[test]
+    fn a_clock_jump_is_seen_at_the_next_check() {
+        // Planned at 16:00 for 02:00; the wall clock then jumps (NTP step, resume from
+        // suspend) to 03:10: the next check finds the occurrence due and catches up.
+        let s = schedule(daily("02:00"), "2026-11-24T16:00:00+01:00", None);
+        let before = at("2026-11-24T16:00:00+01:00");
+        assert!(matches!(
+            decide(&s, &before, DAY, false),
+            Decision::Wait { .. }
+        ));
+        let after_jump = at("2026-11-25T03:10:00+01:00");
+        assert_eq!(
+            decide(&s, &after_jump, DAY, false),
+            Decision::Run {
+                latest: at("2026-11-25T02:00:00+01:00"),
+                catch_up: true
+            }
+        );
+        // A jump backwards leaves it waiting for the same occurrence.
+        let back = at("2026-11-24T12:00:00+01:00");
+        assert_eq!(
+            decide(&s, &back, DAY, false),
+            Decision::Wait {
+                until: at("2026-11-25T02:00:00+01:00")
+            }
+        );
+    }
+
+    #[test]
+    fn grace_durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(TimeDelta::seconds(90)));
+        assert_eq!(parse_duration("30m"), Ok(TimeDelta::minutes(30)));
+        assert_eq!(parse_duration("24h"), Ok(TimeDelta::hours(24)));
+        assert_eq!(parse_duration("2d"), Ok(TimeDelta::days(2)));
+        for bad in ["", "h", "24", "1w", "-1h", "1.5h", "99999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cron_accepts_five_fields_or_six_with_seconds_and_explains_errors() {
+        assert!(parse_cron("0 2 * * *").is_ok());
+        assert!(parse_cron("30 0 2 * * *").is_ok());
+        assert!(parse_cron("*/15 * * * MON-FRI").is_ok());
+        let err = parse_cron("61 * * * *").unwrap_err();
+        assert!(!err.is_empty());
+        assert!(parse_cron("not cron").is_err());
+        assert!(parse_cron("* * *").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Schedules as the daemon stores them and `list` shows them: what to back up, when, how, and
+//! how the last run went. One type for the file and the wire, so `list --json` carries the
+//! whole schedule.
+
+use crate::schedule_spec::TimeOfDay;
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+/// A wall-clock instant with the UTC offset it was observed in.
+pub type Timestamp = DateTime<FixedOffset>;
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Timing {
+    /// The seed's one-shot: runs once at `due` (the first `time` from its creation on), then
+    /// is removed.
+    Once { time: TimeOfDay, due: Timestamp },
+    /// Every day at `time`, local time.
+    Daily { time: TimeOfDay },
+    /// A cron expression (5 fields, or 6 with seconds first), local time.
+    Cron { cron: String },
+}
+
+/// How a schedule's backups are written; unset fields take the daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+/// The outcome of a schedule's most recent run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub ok: bool,
+    /// Archives written by the run.
+    #[serde(default)]
+    pub archives: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One stored schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Stable identifier, never reused; unlike the index it survives deletions of others.
+    pub id: u64,
+    /// Unique among schedules; names the archives.
+    pub name: String,
+    /// Absolute paths of the source directories.
+    pub sources: Vec<String>,
+    #[serde(flatten)]
+    pub timing: Timing,
+    #[serde(flatten)]
+    pub options: JobOptions,
+    pub created: Timestamp,
+    /// The last occurrence dealt with (run, skipped or missed); the next is due after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_due: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+}
+
+impl Schedule {
+    /// One line: the seed's `path;HH:MM;name` for a one-shot, else
+    /// `name: daily HH:MM /src,…` or `name: cron "expr" /src,…`.
+    pub fn display(&self) -> String {
+        let sources = self.sources.join(",");
+        match &self.timing {
+            Timing::Once { time, .. } => format!("{sources};{time};{}", self.name),
+            Timing::Daily { time } => format!("{}: daily {time} {sources}", self.name),
+            Timing::Cron { cron } => format!("{}: cron \"{cron}\" {sources}", self.name),
+        }
+    }
+
+    pub fn is_once(&self) -> bool {
+        matches!(self.timing, Timing::Once { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> Timestamp {
+        DateTime::parse_from_rfc3339(text).unwrap()
+    }
+
+    fn schedule(timing: Timing) -> Schedule {
+        Schedule {
+            id: 4,
+            name: "docs".into(),
+            sources: vec!["/home/me/docs".into(), "/srv".into()],
+            timing,
+            options: JobOptions {
+                compression: Some("zstd".into()),
+                ..JobOptions::default()
+            },
+            created: at("2026-11-24T16:00:00+01:00"),
+            last_due: None,
+            last_run: None,
+        }
+    }
+
+    #[test]
+    fn schedules_print_on_one_line() {
+        let once = Schedule {
+            sources: vec!["/t".into()],
+            ..schedule(Timing::Once {
+                time: "16:07".parse().unwrap(),
+                due: at("2026-11-24T16:07:00+01:00"),
+            })
+        };
+        assert_eq!(once.display(), "/t;16:07;docs");
+        let daily = schedule(Timing::Daily {
+            time: "02:00".parse().unwrap(),
+        });
+        assert_eq!(daily.display(), "docs: daily 02:00 /home/me/docs,/srv");
+        let cron = schedule(Timing::Cron {
+            cron: "0 3 * * 1".into(),
+        });
+        assert_eq!(
+            cron.display(),
+            "docs: cron \"0 3 * * 1\" /home/me/docs,/srv"
+        );
+    }
+
+    #[test]
+    fn the_stored_form_is_flat_and_round_trips() {
+        let daily = schedule(Timing::Daily {
+            time: "02:00".parse().unwrap(),
+        });
+        let value = serde_json::to_value(&daily).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "id": 4, "name": "docs", "sources": ["/home/me/docs", "/srv"],
+                "kind": "daily", "time": "02:00", "compression": "zstd",
+                "created": "2026-11-24T16:00:00+01:00"
+            })
+        );
+        let back: Schedule = serde_json::from_value(value).unwrap();
+        assert_eq!(back, daily);
+    }
+}

@@ -78,7 +78,8 @@ fn shuts_down_gracefully_on(signal: &str) {
     let t = TestHome::new();
     std::fs::create_dir(t.work().join("src")).unwrap();
     let mut daemon = t.start_daemon();
-    t.ctl(&["create", "src;05:00;kept"]).ok();
+    t.ctl(&["create", &format!("src;{};kept", common::far_time())])
+        .ok();
     // An idle client connection must not hold the shutdown up.
     let mut idle = Client::connect(&t.socket()).unwrap();
     daemon.signal(signal);

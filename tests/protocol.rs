@@ -108,13 +108,15 @@ fn fifty_clients_at_once_are_all_served() {
     std::fs::create_dir(t.work().join("src")).unwrap();
     let _daemon = t.start_daemon();
     let source = t.work().join("src").display().to_string();
+    let hhmm = common::far_time();
     let clients: Vec<_> = (0..50)
         .map(|i| {
             let socket = t.socket();
             let source = source.clone();
+            let hhmm = hhmm.clone();
             std::thread::spawn(move || {
                 let mut client = Client::connect(&socket).unwrap();
-                let spec = format!("{source};01:00;job{i}");
+                let spec = format!("{source};{hhmm};job{i}");
                 let create = serde_json::json!({"id": i, "cmd": "create", "spec": spec});
                 let answer = client.request(&create.to_string());
                 assert_eq!(answer["ok"], true, "{answer}");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{StopOnDrop, TestHome, log_messages};
+use common::{StopOnDrop, TestHome, far_time, log_messages};
 
 #[test]
 fn the_seed_schedule_scenario_works_end_to_end() {
@@ -15,15 +15,18 @@ fn the_seed_schedule_scenario_works_end_to_end() {
     }
     let work = t.work().canonicalize().unwrap();
     let abs = |dir: &str| work.join(dir).display().to_string();
+    // The seed's 16:07, moved to where it will not fire while this test runs.
+    let hhmm = far_time();
+    let spec = |dir: &str, name: &str| format!("{dir};{hhmm};{name}");
 
     assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
     let again = t.ctl(&["start"]);
     assert_eq!(again.code(), 1);
     assert_eq!(again.stderr(), "Error: backupd already running\n");
 
-    assert_eq!(t.ctl(&["create", "test;16:07;backup_test"]).ok(), "");
-    assert_eq!(t.ctl(&["create", "test1;16:07;personal_data"]).ok(), "");
-    assert_eq!(t.ctl(&["create", "test2;16:07;office_docs"]).ok(), "");
+    assert_eq!(t.ctl(&["create", &spec("test", "backup_test")]).ok(), "");
+    assert_eq!(t.ctl(&["create", &spec("test1", "personal_data")]).ok(), "");
+    assert_eq!(t.ctl(&["create", &spec("test2", "office_docs")]).ok(), "");
     let malformed = t.ctl(&["create", "test;"]);
     assert_eq!(malformed.code(), 1);
     assert_eq!(malformed.stderr(), "Error: malformed schedule: test;\n");
@@ -31,10 +34,10 @@ fn the_seed_schedule_scenario_works_end_to_end() {
     assert_eq!(
         t.ctl(&["list"]).ok(),
         format!(
-            "0: {};16:07;backup_test\n1: {};16:07;personal_data\n2: {};16:07;office_docs\n",
-            abs("test"),
-            abs("test1"),
-            abs("test2")
+            "0: {}\n1: {}\n2: {}\n",
+            spec(&abs("test"), "backup_test"),
+            spec(&abs("test1"), "personal_data"),
+            spec(&abs("test2"), "office_docs")
         )
     );
     assert_eq!(t.ctl(&["delete", "1"]).ok(), "");
@@ -44,9 +47,9 @@ fn the_seed_schedule_scenario_works_end_to_end() {
     assert_eq!(
         t.ctl(&["list"]).ok(),
         format!(
-            "0: {};16:07;backup_test\n1: {};16:07;office_docs\n",
-            abs("test"),
-            abs("test2")
+            "0: {}\n1: {}\n",
+            spec(&abs("test"), "backup_test"),
+            spec(&abs("test2"), "office_docs")
         )
     );
     // No archive exists yet: schedules fire in a later step.
@@ -68,9 +71,12 @@ fn the_seed_schedule_scenario_works_end_to_end() {
         log_messages(&t.log()),
         [
             "backupd started".to_owned(),
-            format!("New schedule added: {};16:07;backup_test", abs("test")),
-            format!("New schedule added: {};16:07;personal_data", abs("test1")),
-            format!("New schedule added: {};16:07;office_docs", abs("test2")),
+            format!("New schedule added: {}", spec(&abs("test"), "backup_test")),
+            format!(
+                "New schedule added: {}",
+                spec(&abs("test1"), "personal_data")
+            ),
+            format!("New schedule added: {}", spec(&abs("test2"), "office_docs")),
             "Error: malformed schedule: test;".to_owned(),
             "Show schedules list".to_owned(),
             "Schedule at index 1 deleted".to_owned(),
@@ -96,10 +102,11 @@ fn the_schedule_file_is_versioned_json_with_stable_ids() {
     let t = TestHome::new();
     std::fs::create_dir(t.work().join("src")).unwrap();
     let _daemon = t.start_daemon();
-    t.ctl(&["create", "src;01:00;a"]).ok();
-    t.ctl(&["create", "src;02:00;b"]).ok();
+    let hhmm = far_time();
+    t.ctl(&["create", &format!("src;{hhmm};a")]).ok();
+    t.ctl(&["create", &format!("src;{hhmm};b")]).ok();
     t.ctl(&["delete", "0"]).ok();
-    t.ctl(&["create", "src;03:00;c"]).ok();
+    t.ctl(&["create", &format!("src;{hhmm};c")]).ok();
     let file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(t.home().join("schedules.json")).unwrap()).unwrap();
     assert_eq!(file["version"], 1);
@@ -113,14 +120,15 @@ fn the_schedule_file_is_versioned_json_with_stable_ids() {
     let listed: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
     assert_eq!(listed["data"]["schedules"][1]["id"], 3);
     assert_eq!(listed["data"]["schedules"][1]["name"], "c");
-    assert_eq!(listed["data"]["schedules"][1]["time"], "03:00");
+    assert_eq!(listed["data"]["schedules"][1]["time"], hhmm);
+    assert_eq!(listed["data"]["schedules"][1]["kind"], "once");
 }
 
 #[test]
 fn a_schedule_for_a_missing_directory_is_refused() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
-    let out = t.ctl(&["create", "nowhere;01:00;x"]);
+    let out = t.ctl(&["create", &format!("nowhere;{};x", far_time())]);
     assert_eq!(out.code(), 1);
     let expected = format!(
         "Error: can't find source directory: {}\n",

@@ -281,6 +281,13 @@ impl Client {
     }
 }
 
+/// `HH:MM` twelve hours from now: a one-shot schedule at that time does not fire during a test.
+pub fn far_time() -> String {
+    (chrono::Local::now() + chrono::TimeDelta::hours(12))
+        .format("%H:%M")
+        .to_string()
+}
+
 /// Log lines without their `[dd/mm/yyyy hh:mm] ` prefix, after checking that every line has it.
 #[track_caller]
 pub fn log_messages(log: &str) -> Vec<String> {

@@ -1,0 +1,377 @@
+//! Schedules firing: the seed's one-shot scenario on the real clock, recurring daily and cron
+//! schedules, running a schedule now, catching up missed runs at start, and never running a
+//! schedule twice at once.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use chrono::{Local, TimeDelta, Timelike};
+use common::{StopOnDrop, TestHome, far_time, log_messages};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+#[track_caller]
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn archives(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".tar.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn list_json(t: &TestHome) -> Vec<Value> {
+    let value: Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    value["data"]["schedules"].as_array().unwrap().clone()
+}
+
+#[test]
+fn the_seed_scenario_backs_up_at_the_next_minute_and_removes_the_schedules() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    for dir in ["test", "test1", "test2"] {
+        std::fs::create_dir(t.work().join(dir)).unwrap();
+    }
+    std::fs::write(t.work().join("test/a"), b"hi\n").unwrap();
+    let work = t.work().canonicalize().unwrap();
+
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let next_minute = (Local::now() + TimeDelta::minutes(1))
+        .format("%H:%M")
+        .to_string();
+    for (dir, name) in [
+        ("test", "backup_test"),
+        ("test1", "personal_data"),
+        ("test2", "office_docs"),
+    ] {
+        t.ctl(&["create", &format!("{dir};{next_minute};{name}")])
+            .ok();
+    }
+    let malformed = t.ctl(&["create", "test;"]);
+    assert_eq!(malformed.code(), 1);
+    assert_eq!(malformed.stderr(), "Error: malformed schedule: test;\n");
+    let listed = t.ctl(&["list"]).ok();
+    assert!(
+        listed.starts_with(&format!(
+            "0: {};{next_minute};backup_test\n",
+            work.join("test").display()
+        )),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 3);
+
+    // The minute passes; three archives appear and the one-shot schedules are gone.
+    let backups = t.home().join("backups");
+    let made = wait_for(Duration::from_secs(150), "three archives", || {
+        let made = archives(&backups);
+        (made.len() == 3).then_some(made)
+    });
+    for (archive, name) in made
+        .iter()
+        .zip(["backup_test", "office_docs", "personal_data"])
+    {
+        assert!(archive.starts_with(&format!("{name}_")), "{made:?}");
+    }
+    wait_for(common::PATIENCE, "the schedules to be removed", || {
+        t.ctl(&["list"]).ok().is_empty().then_some(())
+    });
+    let listed_backups = t.ctl(&["backups"]).ok();
+    assert_eq!(listed_backups.lines().collect::<Vec<_>>(), made);
+    t.ctl(&["stop"]).ok();
+
+    let log = log_messages(&t.log());
+    for (dir, name) in [
+        ("test", "backup_test"),
+        ("test1", "personal_data"),
+        ("test2", "office_docs"),
+    ] {
+        let prefix = format!(
+            "Backup done for {} in backups/{name}_",
+            work.join(dir).display()
+        );
+        assert!(
+            log.iter().any(|l| l.starts_with(&prefix)),
+            "{prefix} in {log:#?}"
+        );
+    }
+    assert!(log.contains(&"Error: malformed schedule: test;".to_owned()));
+}
+
+#[test]
+fn recurring_schedules_show_their_next_run_and_bad_ones_are_refused() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let _daemon = t.start_daemon();
+    let src = t.work().join("src").display().to_string();
+
+    t.ctl(&[
+        "create", "--source", "src", "--name", "nightly", "--daily", "02:00",
+    ])
+    .ok();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "weekly",
+        "--cron",
+        "30 3 * * 1",
+        "--compression",
+        "zstd",
+        "--exclude",
+        "*.tmp",
+    ])
+    .ok();
+    let listed = t.ctl(&["list"]).ok();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("0: nightly: daily 02:00 {src} (next ")),
+        "{listed}"
+    );
+    assert!(lines[0].ends_with(" 02:00; last never)"), "{listed}");
+    assert!(lines[1].starts_with(&format!("1: weekly: cron \"30 3 * * 1\" {src} (next ")));
+
+    let schedules = list_json(&t);
+    let weekly = &schedules[1];
+    assert_eq!(weekly["kind"], "cron");
+    assert_eq!(weekly["cron"], "30 3 * * 1");
+    assert_eq!(weekly["compression"], "zstd");
+    assert_eq!(weekly["exclude"][0], "*.tmp");
+    assert_eq!(weekly["sources"][0], src);
+    let next = chrono::DateTime::parse_from_rfc3339(weekly["next_run"].as_str().unwrap()).unwrap();
+    assert_eq!(chrono::Datelike::weekday(&next), chrono::Weekday::Mon);
+    assert_eq!((next.hour(), next.minute()), (3, 30));
+    assert!(next > Local::now());
+
+    let refusals: [(&[&str], &str); 5] = [
+        (
+            &["--name", "bad", "--source", "src", "--cron", "61 * * * *"],
+            "invalid cron expression",
+        ),
+        (
+            &["--name", "bad", "--source", "src", "--daily", "25:00"],
+            "invalid time",
+        ),
+        (
+            &["--name", "nightly", "--source", "src", "--daily", "03:00"],
+            "already exists",
+        ),
+        (
+            &["--name", "bad", "--source", "nowhere", "--daily", "03:00"],
+            "can't find source directory",
+        ),
+        (
+            &[
+                "--name", "bad", "--source", "src", "--daily", "03:00", "--level", "42",
+            ],
+            "level",
+        ),
+    ];
+    for (args, needle) in refusals {
+        let mut full = vec!["create"];
+        full.extend_from_slice(args);
+        let out = t.ctl(&full);
+        assert_eq!(out.code(), 1, "{args:?}");
+        assert!(out.stderr().contains(needle), "{args:?}: {}", out.stderr());
+    }
+    assert_eq!(
+        t.ctl(&["create", "--name", "x", "--source", "src"]).code(),
+        2
+    );
+
+    t.ctl(&["delete", "--name", "weekly"]).ok();
+    assert_eq!(t.ctl(&["list"]).ok().lines().count(), 1);
+    let missing = t.ctl(&["delete", "--name", "weekly"]);
+    assert_eq!(missing.code(), 1);
+    assert_eq!(
+        missing.stderr(),
+        "Error: can't find schedule named weekly\n"
+    );
+}
+
+#[test]
+fn run_name_runs_a_stored_schedule_now_and_records_the_outcome() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"data").unwrap();
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "docs",
+        "--daily",
+        &far_time(),
+    ])
+    .ok();
+    let out = t.ctl(&["run", "--name", "docs"]).ok();
+    assert!(out.contains("Successful: 1"), "{out}");
+    let made = archives(&t.home().join("backups"));
+    assert_eq!(made.len(), 1);
+    assert!(made[0].starts_with("docs_"));
+    let schedules = list_json(&t);
+    let last = &schedules[0]["last_run"];
+    assert_eq!(last["ok"], true);
+    assert!(last["archives"][0].as_str().unwrap().ends_with(&made[0]));
+    assert!(t.ctl(&["list"]).ok().contains("; last ok "));
+    // A stored schedule stays after a run outside its timetable.
+    assert_eq!(schedules.len(), 1);
+
+    let missing = t.ctl(&["run", "--name", "nope"]);
+    assert_eq!(missing.code(), 1);
+    assert_eq!(missing.stderr(), "Error: can't find schedule named nope\n");
+}
+
+/// A schedule file as a daemon that was down for days left it.
+fn write_stale_schedules(t: &TestHome) {
+    let now = Local::now()
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let latest = now - TimeDelta::hours(2);
+    let src = t.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let file = serde_json::json!({
+        "version": 1,
+        "next_id": 3,
+        "schedules": [
+            {
+                "id": 1, "name": "daily_job", "sources": [src],
+                "kind": "daily", "time": latest.format("%H:%M").to_string(),
+                "created": (latest - TimeDelta::days(10)).to_rfc3339(),
+                "last_due": (latest - TimeDelta::days(4)).to_rfc3339()
+            },
+            {
+                "id": 2, "name": "old_once", "sources": [src],
+                "kind": "once", "time": "04:00",
+                "due": (now - TimeDelta::days(3)).to_rfc3339(),
+                "created": (now - TimeDelta::days(4)).to_rfc3339()
+            }
+        ]
+    });
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(t.home().join("schedules.json"), file.to_string()).unwrap();
+}
+
+#[test]
+fn missed_runs_within_the_grace_period_are_caught_up_once_at_start() {
+    let t = TestHome::new();
+    write_stale_schedules(&t);
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    // Four daily occurrences were missed: one catch-up run.
+    wait_for(common::PATIENCE, "the catch-up run to be recorded", || {
+        list_json(&t)
+            .iter()
+            .any(|s| s["name"] == "daily_job" && s["last_run"]["ok"] == true)
+            .then_some(())
+    });
+    let made = archives(&backups);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].starts_with("daily_job_"));
+    let log = log_messages(&t.log());
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("Catching up missed run of daily_job"))
+            .count(),
+        1,
+        "{log:#?}"
+    );
+    // The one-shot missed three days ago is past the 24 h grace: skipped and removed.
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("Warning: Missed run of old_once"))
+    );
+    let names: Vec<Value> = list_json(&t).iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names, ["daily_job"]);
+}
+
+#[test]
+fn missed_runs_older_than_the_grace_period_are_skipped() {
+    let t = TestHome::new();
+    write_stale_schedules(&t);
+    let _daemon = t.spawn_daemon(&["--catch-up-grace", "1h"]);
+    common::wait_until_answering(&t.socket());
+    let schedules = wait_for(common::PATIENCE, "the missed runs to be handled", || {
+        let schedules = list_json(&t);
+        (schedules.len() == 1 && schedules[0]["last_due"] != Value::Null).then_some(schedules)
+    });
+    let last_due =
+        chrono::DateTime::parse_from_rfc3339(schedules[0]["last_due"].as_str().unwrap()).unwrap();
+    assert!(Local::now().fixed_offset() - last_due < TimeDelta::hours(3));
+    assert!(schedules[0]["last_run"].is_null(), "nothing ran");
+    assert!(archives(&t.home().join("backups")).is_empty());
+    let log = log_messages(&t.log());
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("Warning: Missed run of daily_job")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn an_occurrence_while_the_previous_run_goes_on_is_skipped() {
+    let t = TestHome::new();
+    let src = t.work().join("hog");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::File::create(src.join("sparse"))
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut daemon = t.start_daemon();
+    // Every second, while one run takes far longer than a second.
+    t.ctl(&[
+        "create",
+        "--source",
+        "hog",
+        "--name",
+        "hog",
+        "--cron",
+        "* * * * * *",
+    ])
+    .ok();
+    wait_for(common::PATIENCE, "a skipped occurrence", || {
+        log_messages(&t.log())
+            .iter()
+            .any(|l| {
+                l.starts_with("Warning: Skipped run of hog")
+                    && l.ends_with("its previous run is still going")
+            })
+            .then_some(())
+    });
+    let partials: Vec<_> = std::fs::read_dir(t.home().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(partials.len(), 1, "one run at a time: {partials:?}");
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    assert!(
+        std::fs::read_dir(t.home().join("backups"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the cancelled run left nothing"
+    );
+}

@@ -697,3 +697,71 @@ fn progress_is_drawn_when_stdout_is_a_terminal() {
     let piped = t.ctl(&["run", "--sources", "src"]).ok();
     assert!(!piped.contains("files,"), "{piped:?}");
 }
+
+#[test]
+fn unreadable_entries_become_warnings_and_the_backup_still_succeeds() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir_all(src.join("locked_dir")).unwrap();
+    std::fs::write(src.join("ok.txt"), b"fine").unwrap();
+    std::fs::write(src.join("locked.txt"), b"secret").unwrap();
+    std::fs::write(src.join("locked_dir/inner.txt"), b"secret").unwrap();
+    for locked in ["locked.txt", "locked_dir"] {
+        std::fs::set_permissions(src.join(locked), PermissionsExt::from_mode(0o000)).unwrap();
+    }
+    // Root reads everything, so as root the daemon runs as `nobody`, for whom the locked
+    // entries are unreadable like for any user.
+    let is_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let _daemon = if is_root {
+        let nobody = 65534;
+        std::fs::set_permissions(t.work(), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(t.home()).unwrap();
+        std::os::unix::fs::chown(t.home(), Some(nobody), Some(nobody)).unwrap();
+        let daemon = t.spawn_daemon_via(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ],
+            &[],
+        );
+        common::wait_until_answering(&t.socket());
+        daemon
+    } else {
+        t.start_daemon()
+    };
+    let (code, answer) = run_json(&t, &["--sources", "src"]);
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("locked.txt")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("locked_dir")),
+        "{warnings:?}"
+    );
+    let out = Command::new("tar")
+        .args(["-tzf", report["archive"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("src/ok.txt"), "{listing}");
+    assert!(!listing.contains("locked.txt"), "{listing}");
+    let log = log_messages(&t.log());
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("Warning: ") && l.contains("locked.txt")),
+        "{log:#?}"
+    );
+    // Let the temporary directory be removed.
+    std::fs::set_permissions(src.join("locked_dir"), PermissionsExt::from_mode(0o755)).unwrap();
+}

@@ -107,9 +107,22 @@ impl TestHome {
 
     /// Spawns `backupd` with extra arguments, without waiting for it.
     pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        self.spawn_daemon_via(&[], args)
+    }
+
+    /// Spawns `backupd` through a wrapper command (such as `setpriv` to drop privileges).
+    pub fn spawn_daemon_via(&self, wrapper: &[&str], args: &[&str]) -> Daemon {
         let stderr =
             std::fs::File::create(self.work().join("daemon.stderr")).expect("create daemon.stderr");
-        let child = Command::new(backupd_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(backupd_bin());
+                command
+            }
+            None => Command::new(backupd_bin()),
+        };
+        let child = command
             .arg("--home")
             .arg(self.home())
             .args(args)

@@ -11,3 +11,4 @@ pub mod schedules;
 pub mod server;
 pub mod socket;
 pub mod state;
+pub mod store;

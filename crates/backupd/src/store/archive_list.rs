@@ -171,7 +171,11 @@ mod tests {
         let d = dir.path();
         touch(d, "x_20261399_000000.tar.gz", b"x");
         let manifest = fake_manifest("x", "20260101_120000", b"x");
-        fs::write(d.join("x_20261399_000000.json"), manifest.to_json().unwrap()).unwrap();
+        fs::write(
+            d.join("x_20261399_000000.json"),
+            manifest.to_json().unwrap(),
+        )
+        .unwrap();
         let list = scan(d).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].timestamp, stamp("20260101_120000"));

@@ -9,6 +9,7 @@ mod archive_list;
 mod checksum;
 mod error;
 mod naming;
+mod rotation;
 
 #[cfg(test)]
 mod test_support;
@@ -17,3 +18,4 @@ pub use archive_list::{ArchiveInfo, group_by_name, read_manifest, scan};
 pub use checksum::{Integrity, check_integrity, sha256_file};
 pub use error::StoreError;
 pub use naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
+pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};

@@ -9,12 +9,18 @@ use crate::engine::Compression;
 
 /// Extensions the engine writes, longest first so `.tar` never shadows `.tar.gz`.
 const EXTENSIONS: [(&str, Compression); 3] = [
-    (".tar.gz", Compression::Gzip {
-        level: Compression::GZIP_DEFAULT,
-    }),
-    (".tar.zst", Compression::Zstd {
-        level: Compression::ZSTD_DEFAULT,
-    }),
+    (
+        ".tar.gz",
+        Compression::Gzip {
+            level: Compression::GZIP_DEFAULT,
+        },
+    ),
+    (
+        ".tar.zst",
+        Compression::Zstd {
+            level: Compression::ZSTD_DEFAULT,
+        },
+    ),
     (".tar", Compression::None),
 ];
 
@@ -65,11 +71,9 @@ pub fn compression_from_name(archive: &Path) -> Option<Compression> {
 }
 
 fn split_extension(file_name: &str) -> Option<(&str, Compression)> {
-    EXTENSIONS.iter().find_map(|(ext, compression)| {
-        file_name
-            .strip_suffix(ext)
-            .map(|stem| (stem, *compression))
-    })
+    EXTENSIONS
+        .iter()
+        .find_map(|(ext, compression)| file_name.strip_suffix(ext).map(|stem| (stem, *compression)))
 }
 
 fn is_stamp_shaped(stamp: &str) -> bool {

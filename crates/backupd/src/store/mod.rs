@@ -7,9 +7,11 @@
 
 mod archive_list;
 mod checksum;
+mod decode;
 mod error;
 mod naming;
 mod rotation;
+mod verify;
 
 #[cfg(test)]
 mod test_support;
@@ -19,3 +21,4 @@ pub use checksum::{Integrity, check_integrity, sha256_file};
 pub use error::StoreError;
 pub use naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
+pub use verify::{VerifyReport, VerifyStatus, verify};

@@ -10,6 +10,7 @@ mod checksum;
 mod decode;
 mod error;
 mod naming;
+mod restore;
 mod rotation;
 mod verify;
 
@@ -20,5 +21,6 @@ pub use archive_list::{ArchiveInfo, group_by_name, read_manifest, scan};
 pub use checksum::{Integrity, check_integrity, sha256_file};
 pub use error::StoreError;
 pub use naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
+pub use restore::{RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyReport, VerifyStatus, verify};

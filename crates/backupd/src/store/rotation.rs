@@ -110,16 +110,10 @@ fn kept_indices(
     if let Some(n) = policy.keep_last {
         kept.extend(0..(n as usize).min(group.len()));
     }
-    let day = |t: NaiveDateTime| Bucket::Day(t.date());
-    let week = |t: NaiveDateTime| {
-        let w = t.iso_week();
-        Bucket::Week(w.year(), w.week())
-    };
-    let month = |t: NaiveDateTime| Bucket::Month(t.year(), t.month());
-    let rules: [(Option<u32>, &dyn Fn(NaiveDateTime) -> Bucket); 3] = [
-        (policy.keep_daily, &day),
-        (policy.keep_weekly, &week),
-        (policy.keep_monthly, &month),
+    let rules: [(Option<u32>, BucketOf); 3] = [
+        (policy.keep_daily, Bucket::day),
+        (policy.keep_weekly, Bucket::week),
+        (policy.keep_monthly, Bucket::month),
     ];
     for (limit, bucket_of) in rules {
         if let Some(n) = limit {
@@ -138,13 +132,27 @@ enum Bucket {
     Month(i32, u32),
 }
 
+/// Which period an archive falls in, for one GFS rule.
+type BucketOf = fn(NaiveDateTime) -> Bucket;
+
+impl Bucket {
+    fn day(t: NaiveDateTime) -> Self {
+        Bucket::Day(t.date())
+    }
+
+    fn week(t: NaiveDateTime) -> Self {
+        let week = t.iso_week();
+        Bucket::Week(week.year(), week.week())
+    }
+
+    fn month(t: NaiveDateTime) -> Self {
+        Bucket::Month(t.year(), t.month())
+    }
+}
+
 /// The newest archive of each of the `n` most recent periods that have archives; periods
 /// without archives do not use up the count (restic's semantics).
-fn newest_per_bucket(
-    group: &[ArchiveInfo],
-    n: u32,
-    bucket_of: &dyn Fn(NaiveDateTime) -> Bucket,
-) -> Vec<usize> {
+fn newest_per_bucket(group: &[ArchiveInfo], n: u32, bucket_of: BucketOf) -> Vec<usize> {
     let mut seen = HashSet::new();
     let mut picked = Vec::new();
     // `group` is newest first, so the first archive met in a period is its newest.
@@ -324,7 +332,12 @@ mod tests {
         let mut archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
         let new = archive("docs", now());
         archives.push(new.clone());
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[new.path.clone()]);
+        let plan = plan_rotation(
+            &archives,
+            &seed_policy(),
+            now(),
+            std::slice::from_ref(&new.path),
+        );
         assert_eq!(plan.delete.len(), 7);
         assert_eq!(plan.keep.len(), 4, "3 old + 1 new");
         assert!(plan.keep.contains(&new));
@@ -334,7 +347,12 @@ mod tests {
     fn protected_archives_are_never_deleted_even_when_old() {
         let archives = aged("docs", &[30, 31, 32, 33]);
         let oldest = archives[3].path.clone();
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[oldest.clone()]);
+        let plan = plan_rotation(
+            &archives,
+            &seed_policy(),
+            now(),
+            std::slice::from_ref(&oldest),
+        );
         assert!(plan.keep.iter().any(|a| a.path == oldest));
         assert_eq!(plan.delete.len(), 0, "the 3 others are the newest 3");
     }
@@ -558,7 +576,7 @@ mod tests {
             keep: Vec::new(),
         };
         let outcome = apply_rotation(&plan);
-        assert_eq!(outcome.deleted, [fine.path.clone()]);
+        assert_eq!(outcome.deleted, std::slice::from_ref(&fine.path));
         assert_eq!(outcome.failed.len(), 1);
         assert_eq!(outcome.failed[0].0, stuck.path);
         assert!(stuck.manifest_path.exists());

@@ -705,4 +705,28 @@ mod tests {
         assert_eq!(mode, 0o555);
         assert_eq!(fs::read_to_string(out.join("ro/locked/f")).unwrap(), "x");
     }
+
+    #[test]
+    fn ownership_is_restored_only_as_root() {
+        let base = tempfile::tempdir().unwrap();
+        let src = base.path().join("owned");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), "x").unwrap();
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(src.join("f"), Some(4321), Some(4322)).unwrap();
+        }
+        let dest = base.path().join("b");
+        fs::create_dir(&dest).unwrap();
+        let archive = backup(&src, &dest, "owned", Compression::None, "20250102_030405").archive;
+        let out = base.path().join("out");
+        restore(&archive, &out, &[]).unwrap();
+        let meta = fs::metadata(out.join("owned/f")).unwrap();
+        if root {
+            assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+        } else {
+            // Not root: whatever the archive says, the restorer owns the files.
+            assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+        }
+    }
 }

@@ -13,4 +13,5 @@ pub mod schedules;
 pub mod server;
 pub mod socket;
 pub mod state;
+pub mod store;
 pub mod timing;

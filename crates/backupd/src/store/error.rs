@@ -1,0 +1,46 @@
+//! The store's typed errors.
+//!
+//! Each names the path it is about, so the daemon can pass the message to the user as is.
+//! Findings about an archive's health (bad checksum, truncation) are not errors but a
+//! [`super::VerifyStatus`]; only restore turns them into refusals.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read backup folder {path}: {source}")]
+    ReadDir { path: PathBuf, source: io::Error },
+
+    #[error("cannot read archive {path}: {source}")]
+    ReadArchive { path: PathBuf, source: io::Error },
+
+    #[error("manifest missing for {archive}: expected {manifest}")]
+    ManifestMissing { archive: PathBuf, manifest: PathBuf },
+
+    #[error("manifest {path} is unreadable: {reason}")]
+    ManifestInvalid { path: PathBuf, reason: String },
+
+    #[error("archive {path} does not match its manifest: {reason}")]
+    ChecksumMismatch { path: PathBuf, reason: String },
+
+    #[error("restore target {path} is not empty")]
+    TargetNotEmpty { path: PathBuf },
+
+    #[error("restore target {path} is not a directory")]
+    TargetNotDirectory { path: PathBuf },
+
+    #[error("cannot prepare restore target {path}: {source}")]
+    Target { path: PathBuf, source: io::Error },
+
+    #[error("no entry in {archive} matches path {path:?}")]
+    PathNotInArchive { archive: PathBuf, path: String },
+
+    #[error("cannot restore {entry} from {archive}: {source}")]
+    Extract {
+        archive: PathBuf,
+        entry: String,
+        source: io::Error,
+    },
+}

@@ -1,0 +1,585 @@
+//! Retention: which archives to keep and which to delete, then deleting them.
+//!
+//! Planning is a pure function of the listing, the policy and an injected `now`, so every
+//! rule is unit-tested without a clock or a disk; [`apply_rotation`] only executes a plan.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
+
+use super::archive_list::{ArchiveInfo, group_by_name};
+use crate::engine::sync_dir;
+
+/// How many archives of each backup name to keep.
+///
+/// An archive is kept if it is younger than `retention_days`, or among the newest
+/// `min_keep`, or selected by any of the `keep_*` rules (restic's `forget` semantics);
+/// everything else is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub retention_days: u32,
+    /// Never fewer than this many, however old (the seed's "minimum backups").
+    pub min_keep: u32,
+    /// The newest N.
+    pub keep_last: Option<u32>,
+    /// The newest archive of each of the last N days that have archives.
+    pub keep_daily: Option<u32>,
+    /// The newest archive of each of the last N ISO weeks that have archives.
+    pub keep_weekly: Option<u32>,
+    /// The newest archive of each of the last N months that have archives.
+    pub keep_monthly: Option<u32>,
+}
+
+impl Default for RetentionPolicy {
+    /// The seed's defaults: 7 days, at least 3 backups.
+    fn default() -> Self {
+        RetentionPolicy {
+            retention_days: 7,
+            min_keep: 3,
+            keep_last: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+        }
+    }
+}
+
+/// What a rotation would do. Both lists are sorted by name, then oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotationPlan {
+    pub delete: Vec<ArchiveInfo>,
+    pub keep: Vec<ArchiveInfo>,
+}
+
+/// Plans a rotation of `archives` (any mix of backup names) as of `now`.
+///
+/// Each backup name is planned on its own. Archives in `protect` (typically the one a run
+/// just wrote) are always kept and are left out before planning, so a rotation after a run
+/// judges the archives that existed before it: the new archive neither counts towards
+/// `min_keep` nor takes a daily/weekly/monthly slot.
+pub fn plan_rotation(
+    archives: &[ArchiveInfo],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+    protect: &[PathBuf],
+) -> RotationPlan {
+    let (protected, candidates): (Vec<_>, Vec<_>) = archives
+        .iter()
+        .cloned()
+        .partition(|a| protect.contains(&a.path));
+    let mut plan = RotationPlan {
+        delete: Vec::new(),
+        keep: protected,
+    };
+    let max_age = TimeDelta::days(i64::from(policy.retention_days));
+    for group in group_by_name(&candidates).into_values() {
+        let kept = kept_indices(&group, policy, now, max_age);
+        for (i, archive) in group.into_iter().enumerate() {
+            if kept.contains(&i) {
+                plan.keep.push(archive);
+            } else {
+                plan.delete.push(archive);
+            }
+        }
+    }
+    let order = |a: &ArchiveInfo, b: &ArchiveInfo| {
+        (&a.name, a.timestamp, &a.path).cmp(&(&b.name, b.timestamp, &b.path))
+    };
+    plan.delete.sort_by(order);
+    plan.keep.sort_by(order);
+    plan
+}
+
+/// Indices (into `group`, newest first) of the archives to keep.
+fn kept_indices(
+    group: &[ArchiveInfo],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+    max_age: TimeDelta,
+) -> HashSet<usize> {
+    let mut kept: HashSet<usize> = group
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| now - a.timestamp <= max_age)
+        .map(|(i, _)| i)
+        .collect();
+    kept.extend(0..(policy.min_keep as usize).min(group.len()));
+    if let Some(n) = policy.keep_last {
+        kept.extend(0..(n as usize).min(group.len()));
+    }
+    let rules: [(Option<u32>, BucketOf); 3] = [
+        (policy.keep_daily, Bucket::day),
+        (policy.keep_weekly, Bucket::week),
+        (policy.keep_monthly, Bucket::month),
+    ];
+    for (limit, bucket_of) in rules {
+        if let Some(n) = limit {
+            kept.extend(newest_per_bucket(group, n, bucket_of));
+        }
+    }
+    kept
+}
+
+/// A calendar period a GFS rule keeps one archive of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Bucket {
+    Day(NaiveDate),
+    /// ISO year and week: the last days of December may belong to week 1 of the next year.
+    Week(i32, u32),
+    Month(i32, u32),
+}
+
+/// Which period an archive falls in, for one GFS rule.
+type BucketOf = fn(NaiveDateTime) -> Bucket;
+
+impl Bucket {
+    fn day(t: NaiveDateTime) -> Self {
+        Bucket::Day(t.date())
+    }
+
+    fn week(t: NaiveDateTime) -> Self {
+        let week = t.iso_week();
+        Bucket::Week(week.year(), week.week())
+    }
+
+    fn month(t: NaiveDateTime) -> Self {
+        Bucket::Month(t.year(), t.month())
+    }
+}
+
+/// The newest archive of each of the `n` most recent periods that have archives; periods
+/// without archives do not use up the count (restic's semantics).
+fn newest_per_bucket(group: &[ArchiveInfo], n: u32, bucket_of: BucketOf) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut picked = Vec::new();
+    // `group` is newest first, so the first archive met in a period is its newest.
+    for (i, archive) in group.iter().enumerate() {
+        if seen.len() >= n as usize {
+            break;
+        }
+        if seen.insert(bucket_of(archive.timestamp)) {
+            picked.push(i);
+        }
+    }
+    picked
+}
+
+/// What [`apply_rotation`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationOutcome {
+    /// Archives deleted, in plan order; the daemon logs `Deleting old backup: <file name>`
+    /// for each.
+    pub deleted: Vec<PathBuf>,
+    /// Files that could not be deleted, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Deletes every archive in `plan.delete` and its manifest, carrying on after failures.
+///
+/// An archive already gone counts as deleted (another rotation got there first); a missing
+/// manifest is not an error. When an archive cannot be deleted its manifest is left, so
+/// what remains can still be verified.
+pub fn apply_rotation(plan: &RotationPlan) -> RotationOutcome {
+    let mut outcome = RotationOutcome::default();
+    let mut dirs: Vec<&Path> = Vec::new();
+    for archive in &plan.delete {
+        if let Err(e) = remove_if_present(&archive.path) {
+            outcome.failed.push((archive.path.clone(), e.to_string()));
+            continue;
+        }
+        outcome.deleted.push(archive.path.clone());
+        if let Err(e) = remove_if_present(&archive.manifest_path) {
+            outcome
+                .failed
+                .push((archive.manifest_path.clone(), e.to_string()));
+        }
+        if let Some(dir) = archive.path.parent()
+            && !dirs.contains(&dir)
+        {
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs {
+        // Durability of the deletions is best effort: they already happened.
+        let _ = sync_dir(dir);
+    }
+    outcome
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::scan;
+    use crate::store::test_support::stamp;
+
+    fn archive(name: &str, when: NaiveDateTime) -> ArchiveInfo {
+        let stem = format!("{name}_{}", when.format(crate::engine::TIMESTAMP_FORMAT));
+        ArchiveInfo {
+            path: PathBuf::from(format!("/b/{stem}.tar.gz")),
+            name: name.into(),
+            timestamp: when,
+            compression: "gzip",
+            size_bytes: 0,
+            manifest_path: PathBuf::from(format!("/b/{stem}.json")),
+            manifest: None,
+        }
+    }
+
+    fn now() -> NaiveDateTime {
+        stamp("20250615_120000")
+    }
+
+    /// `ages` in days before `now`, one archive each.
+    fn aged(name: &str, ages: &[i64]) -> Vec<ArchiveInfo> {
+        ages.iter()
+            .map(|d| archive(name, now() - TimeDelta::days(*d)))
+            .collect()
+    }
+
+    fn at(name: &str, stamps: &[&str]) -> Vec<ArchiveInfo> {
+        stamps.iter().map(|s| archive(name, stamp(s))).collect()
+    }
+
+    fn seed_policy() -> RetentionPolicy {
+        RetentionPolicy::default()
+    }
+
+    fn gfs_only() -> RetentionPolicy {
+        // No age-based keeping, no minimum: only the GFS rule under test keeps anything.
+        RetentionPolicy {
+            retention_days: 0,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        }
+    }
+
+    fn kept_stamps(plan: &RotationPlan) -> Vec<String> {
+        plan.keep
+            .iter()
+            .map(|a| a.timestamp.format("%Y%m%d_%H%M%S").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let p = RetentionPolicy::default();
+        assert_eq!((p.retention_days, p.min_keep), (7, 3));
+        assert_eq!(p.keep_last, None);
+    }
+
+    #[test]
+    fn eight_old_of_ten_deletes_seven() {
+        // Ages 1, 2 are recent; 8..=15 are old. Newest 3 = the 2 recent + the newest old one.
+        let archives = aged("docs", &[1, 2, 8, 9, 10, 11, 12, 13, 14, 15]);
+        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        assert_eq!(plan.delete.len(), 7);
+        assert_eq!(plan.keep.len(), 3);
+        assert!(
+            plan.keep
+                .iter()
+                .all(|a| now() - a.timestamp <= TimeDelta::days(8))
+        );
+    }
+
+    #[test]
+    fn two_old_of_ten_deletes_both() {
+        let archives = aged("docs", &[0, 1, 2, 3, 4, 5, 6, 7, 20, 30]);
+        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let deleted: Vec<_> = plan.delete.iter().map(|a| a.timestamp).collect();
+        assert_eq!(
+            deleted,
+            [now() - TimeDelta::days(30), now() - TimeDelta::days(20)]
+        );
+        assert_eq!(plan.keep.len(), 8);
+    }
+
+    #[test]
+    fn exactly_retention_days_old_is_not_old() {
+        let archives = aged("docs", &[7, 8, 9, 10, 11]);
+        let policy = RetentionPolicy {
+            min_keep: 0,
+            ..seed_policy()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        assert_eq!(plan.keep.len(), 1);
+        assert_eq!(plan.keep[0].timestamp, now() - TimeDelta::days(7));
+    }
+
+    #[test]
+    fn all_ten_old_keeps_the_newest_three() {
+        let archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
+        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        assert_eq!(plan.delete.len(), 7);
+        let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
+        assert_eq!(
+            kept,
+            [32, 31, 30].map(|d| now() - TimeDelta::days(d)).to_vec()
+        );
+    }
+
+    #[test]
+    fn ten_old_plus_a_new_run_leaves_four() {
+        let mut archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
+        let new = archive("docs", now());
+        archives.push(new.clone());
+        let plan = plan_rotation(
+            &archives,
+            &seed_policy(),
+            now(),
+            std::slice::from_ref(&new.path),
+        );
+        assert_eq!(plan.delete.len(), 7);
+        assert_eq!(plan.keep.len(), 4, "3 old + 1 new");
+        assert!(plan.keep.contains(&new));
+    }
+
+    #[test]
+    fn protected_archives_are_never_deleted_even_when_old() {
+        let archives = aged("docs", &[30, 31, 32, 33]);
+        let oldest = archives[3].path.clone();
+        let plan = plan_rotation(
+            &archives,
+            &seed_policy(),
+            now(),
+            std::slice::from_ref(&oldest),
+        );
+        assert!(plan.keep.iter().any(|a| a.path == oldest));
+        assert_eq!(plan.delete.len(), 0, "the 3 others are the newest 3");
+    }
+
+    #[test]
+    fn names_do_not_push_each_other_out() {
+        let mut archives = aged("docs", &[30, 31, 32, 33, 34]);
+        archives.extend(aged("docs_old", &[40, 41]));
+        archives.extend(aged("photos", &[1, 2, 3, 4, 5, 6]));
+        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let count =
+            |list: &[ArchiveInfo], name: &str| list.iter().filter(|a| a.name == name).count();
+        assert_eq!(count(&plan.keep, "docs"), 3);
+        assert_eq!(count(&plan.delete, "docs"), 2);
+        assert_eq!(count(&plan.keep, "docs_old"), 2, "fewer than min_keep");
+        assert_eq!(count(&plan.keep, "photos"), 6);
+        assert_eq!(count(&plan.delete, "photos"), 0);
+    }
+
+    #[test]
+    fn keep_daily_keeps_the_newest_of_each_day() {
+        let archives = at(
+            "docs",
+            &[
+                "20250610_080000",
+                "20250610_200000",
+                "20250611_090000",
+                "20250611_100000",
+                "20250611_230000",
+                // No archive on the 12th: that day does not use up a slot.
+                "20250613_010000",
+                "20250613_020000",
+            ],
+        );
+        let policy = RetentionPolicy {
+            keep_daily: Some(3),
+            ..gfs_only()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        assert_eq!(
+            kept_stamps(&plan),
+            ["20250610_200000", "20250611_230000", "20250613_020000"]
+        );
+        assert_eq!(plan.delete.len(), 4);
+    }
+
+    #[test]
+    fn keep_weekly_uses_iso_weeks_across_a_year_boundary() {
+        // 2024-12-30 (Mon) .. 2025-01-05 (Sun) are all ISO week 2025-W01.
+        let archives = at(
+            "docs",
+            &[
+                "20241223_120000", // 2024-W52
+                "20241229_120000", // 2024-W52 (Sunday), newest of that week
+                "20241230_120000", // 2025-W01
+                "20241231_120000", // 2025-W01
+                "20250101_120000", // 2025-W01
+                "20250105_120000", // 2025-W01, newest of that week
+                "20250106_120000", // 2025-W02
+            ],
+        );
+        let policy = RetentionPolicy {
+            keep_weekly: Some(3),
+            ..gfs_only()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        assert_eq!(
+            kept_stamps(&plan),
+            ["20241229_120000", "20250105_120000", "20250106_120000"]
+        );
+        let two = RetentionPolicy {
+            keep_weekly: Some(2),
+            ..gfs_only()
+        };
+        let plan = plan_rotation(&archives, &two, now(), &[]);
+        assert_eq!(kept_stamps(&plan), ["20250105_120000", "20250106_120000"]);
+    }
+
+    #[test]
+    fn keep_monthly_keeps_the_newest_of_each_month() {
+        let archives = at(
+            "docs",
+            &[
+                "20241130_120000",
+                "20241201_120000",
+                "20241231_235959",
+                "20250101_000000",
+                "20250131_120000",
+                "20250301_120000",
+            ],
+        );
+        let policy = RetentionPolicy {
+            keep_monthly: Some(3),
+            ..gfs_only()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        assert_eq!(
+            kept_stamps(&plan),
+            ["20241231_235959", "20250131_120000", "20250301_120000"]
+        );
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest_n() {
+        let archives = aged("docs", &[20, 21, 22, 23, 24]);
+        let policy = RetentionPolicy {
+            keep_last: Some(2),
+            ..gfs_only()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
+        assert_eq!(kept, [21, 20].map(|d| now() - TimeDelta::days(d)).to_vec());
+    }
+
+    #[test]
+    fn rules_are_a_union_with_min_keep_and_age() {
+        // Two recent; then one archive per month going back a year.
+        let mut archives = aged("docs", &[0, 1]);
+        archives.extend(aged("docs", &[40, 70, 100, 130, 160, 190, 220, 250]));
+        let policy = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 3,
+            keep_monthly: Some(5),
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        // Monthly: the 5 newest months are those of ages 0/1 (June), 40, 70, 100, 130.
+        // min_keep adds age 40 (already in). Age keeps 0 and 1.
+        let mut kept: Vec<i64> = plan
+            .keep
+            .iter()
+            .map(|a| (now() - a.timestamp).num_days())
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [0, 1, 40, 70, 100, 130]);
+        assert_eq!(plan.delete.len(), 4);
+    }
+
+    #[test]
+    fn apply_deletes_archive_and_manifest_and_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for stem in [
+            "docs_20250101_000000",
+            "docs_20250102_000000",
+            "docs_20250103_000000",
+            "docs_20250104_000000",
+            "docs_20250105_000000",
+        ] {
+            fs::write(d.join(format!("{stem}.tar.gz")), b"a").unwrap();
+            fs::write(d.join(format!("{stem}.json")), b"{}").unwrap();
+        }
+        // No manifest: not an error.
+        fs::remove_file(d.join("docs_20250102_000000.json")).unwrap();
+        // A manifest that cannot be removed with remove_file (a folder), even as root.
+        fs::remove_file(d.join("docs_20250101_000000.json")).unwrap();
+        fs::create_dir(d.join("docs_20250101_000000.json")).unwrap();
+        fs::write(d.join("unrelated.txt"), b"keep me").unwrap();
+
+        let policy = RetentionPolicy {
+            retention_days: 0,
+            min_keep: 2,
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation(&scan(d).unwrap(), &policy, stamp("20250201_000000"), &[]);
+        assert_eq!(plan.delete.len(), 3);
+        // One archive disappears before the rotation runs: already gone counts as deleted.
+        fs::remove_file(d.join("docs_20250103_000000.tar.gz")).unwrap();
+
+        let outcome = apply_rotation(&plan);
+        assert_eq!(
+            outcome.deleted,
+            [
+                d.join("docs_20250101_000000.tar.gz"),
+                d.join("docs_20250102_000000.tar.gz"),
+                d.join("docs_20250103_000000.tar.gz"),
+            ]
+        );
+        assert_eq!(outcome.failed.len(), 1);
+        assert_eq!(outcome.failed[0].0, d.join("docs_20250101_000000.json"));
+
+        let mut left: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "docs_20250101_000000.json",
+                "docs_20250104_000000.json",
+                "docs_20250104_000000.tar.gz",
+                "docs_20250105_000000.json",
+                "docs_20250105_000000.tar.gz",
+                "unrelated.txt",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_archive_deletion_keeps_its_manifest_and_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A folder where the archive should be: remove_file fails even as root.
+        let stuck = archive("docs", stamp("20250101_000000"));
+        let stuck = ArchiveInfo {
+            path: d.join("docs_20250101_000000.tar.gz"),
+            manifest_path: d.join("docs_20250101_000000.json"),
+            ..stuck
+        };
+        fs::create_dir(&stuck.path).unwrap();
+        fs::write(&stuck.manifest_path, b"{}").unwrap();
+        let fine = ArchiveInfo {
+            path: d.join("docs_20250102_000000.tar.gz"),
+            manifest_path: d.join("docs_20250102_000000.json"),
+            ..archive("docs", stamp("20250102_000000"))
+        };
+        fs::write(&fine.path, b"a").unwrap();
+        let plan = RotationPlan {
+            delete: vec![stuck.clone(), fine.clone()],
+            keep: Vec::new(),
+        };
+        let outcome = apply_rotation(&plan);
+        assert_eq!(outcome.deleted, std::slice::from_ref(&fine.path));
+        assert_eq!(outcome.failed.len(), 1);
+        assert_eq!(outcome.failed[0].0, stuck.path);
+        assert!(stuck.manifest_path.exists());
+        assert!(!fine.path.exists());
+    }
+}

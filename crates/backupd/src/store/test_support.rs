@@ -1,0 +1,108 @@
+//! Helpers shared by the store's unit tests: real archives made by the engine, and
+//! manifests for hand-made (hostile or broken) archives.
+//!
+//! Test-only; compiled under `cfg(test)`.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use chrono::NaiveDateTime;
+
+use super::checksum::sha256_file;
+use super::naming::manifest_path_for;
+use crate::engine::{
+    self, BackupJob, BackupOutcome, Compression, ExcludeSet, FORMAT_VERSION, Manifest,
+    TIMESTAMP_FORMAT, human_size,
+};
+
+pub fn stamp(text: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT).unwrap()
+}
+
+/// A manifest for `bytes`, as if the engine had written them.
+pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
+    use sha2::{Digest, Sha256};
+    let checksum = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Manifest {
+        format_version: FORMAT_VERSION,
+        backupd_version: "0.1.0".into(),
+        name: name.into(),
+        backup_file: PathBuf::from("/unused"),
+        source: PathBuf::from("/unused"),
+        created: created.into(),
+        compression: "none".into(),
+        level: None,
+        size_bytes: bytes.len() as u64,
+        size_human: human_size(bytes.len() as u64),
+        checksum_sha256: checksum,
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        hardlinks: 0,
+        bytes_in: 0,
+        duration_ms: 0,
+        warnings: Vec::new(),
+    }
+}
+
+/// Writes (or rewrites) the manifest beside `archive` so that it matches the archive's
+/// current bytes: for archives built or damaged by a test.
+pub fn write_matching_manifest(archive: &Path) -> PathBuf {
+    let (checksum, size) = sha256_file(archive).unwrap();
+    let manifest_path = manifest_path_for(archive);
+    let mut manifest = match fs::read(&manifest_path) {
+        Ok(bytes) => Manifest::from_json(&bytes).unwrap(),
+        Err(_) => fake_manifest("hostile", "20250102_030405", b""),
+    };
+    manifest.backup_file = archive.to_owned();
+    manifest.checksum_sha256 = checksum;
+    manifest.size_bytes = size;
+    manifest.size_human = human_size(size);
+    engine::write_atomically(&manifest_path, &manifest.to_json().unwrap()).unwrap();
+    manifest_path
+}
+
+/// A small source tree: files, modes, nested folders, symlinks, a hard link.
+pub fn build_tree(base: &Path) -> PathBuf {
+    let src = base.join("tree");
+    fs::create_dir_all(src.join("docs/deep")).unwrap();
+    fs::create_dir(src.join("empty")).unwrap();
+    fs::write(src.join("top.txt"), "top\n").unwrap();
+    fs::write(src.join("docs/a.txt"), "alpha\n").unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(src.join("docs/deep/data.bin"), &data).unwrap();
+    fs::write(src.join("run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(src.join("docs/secret"), "s").unwrap();
+    fs::set_permissions(src.join("docs/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("a.txt", src.join("docs/link_rel")).unwrap();
+    symlink("/nonexistent/dangling", src.join("link_abs")).unwrap();
+    fs::write(src.join("docs/hard1"), "linked").unwrap();
+    fs::hard_link(src.join("docs/hard1"), src.join("docs/deep/hard2")).unwrap();
+    fs::set_permissions(src.join("docs/deep"), fs::Permissions::from_mode(0o750)).unwrap();
+    src
+}
+
+/// Backs `source` up into `dest` with the engine, named `name` at `when`.
+pub fn backup(
+    source: &Path,
+    dest: &Path,
+    name: &str,
+    compression: Compression,
+    when: &str,
+) -> BackupOutcome {
+    let job = BackupJob {
+        source: source.to_owned(),
+        name: name.into(),
+        destination: dest.to_owned(),
+        compression,
+        excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
+        timestamp: stamp(when),
+    };
+    engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
+}

@@ -260,7 +260,7 @@ fn a_run_writes_the_manifest_and_logs_the_seed_lines() {
         "{stdout}"
     );
     assert!(stdout.ends_with(&format!(
-        "=== Backup Summary ===\nTotal sources: 1\nSuccessful: 1\nFailed: 0\nTotal backup size: {size_human}\n"
+        "=== Backup Summary ===\nTotal sources: 1\nSuccessful: 1\nFailed: 0\nOld backups deleted: 0\nTotal backup size: {size_human}\n"
     )), "{stdout}");
     let log = log_messages(&t.log());
     let source = t.work().join("projects").display().to_string();
@@ -275,6 +275,7 @@ fn a_run_writes_the_manifest_and_logs_the_seed_lines() {
         "Total sources: 1".to_owned(),
         "Successful: 1".to_owned(),
         "Failed: 0".to_owned(),
+        "Old backups deleted: 0".to_owned(),
         format!("Total backup size: {size_human}"),
     ];
     let start = log
@@ -302,7 +303,7 @@ fn one_missing_source_among_three_fails_alone() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("Total sources: 3\nSuccessful: 2\nFailed: 1\n"),
+        stdout.contains("Total sources: 3\nSuccessful: 2\nFailed: 1\nOld backups deleted: 0\n"),
         "{stdout}"
     );
     let archives: Vec<String> = std::fs::read_dir(t.home().join("backups"))
@@ -369,7 +370,8 @@ fn a_dry_run_writes_nothing_and_names_what_it_would_create() {
         [
             "=== [DRY-RUN] Backup Summary ===",
             "Total sources: 1",
-            "Would create: 1 backups"
+            "Would create: 1 backups",
+            "Would delete: 0 old backups"
         ]
     );
     // A destination that does not exist yet is not created by a dry run.

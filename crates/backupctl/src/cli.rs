@@ -46,7 +46,18 @@ pub enum CliCommand {
     /// Show whether the daemon runs, and its version.
     Status,
     /// List the archive files in the backups directory.
-    Backups,
+    Backups {
+        /// Group by backup name, newest first, with size, compression, files and last verify.
+        #[arg(long)]
+        long: bool,
+    },
+    /// Delete old archives by the retention policy now (defaults: $RETENTION_DAYS or 7,
+    /// $MIN_BACKUPS_TO_KEEP or 3).
+    Prune(PruneCli),
+    /// Check archives against their manifests and read them to the end.
+    Verify(VerifyCli),
+    /// Extract an archive into an empty or new directory.
+    Restore(RestoreCli),
     /// Back up sources now. Defaults come from the environment and from ./.env
     /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them.
     Run(RunCli),
@@ -88,6 +99,80 @@ pub struct JobCli {
     /// Leave out entries matching a glob (`*.tmp`, `node_modules/`, `sub/*.log`); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Verify each archive right after writing it.
+    #[arg(long)]
+    pub verify_after: bool,
+    #[command(flatten)]
+    pub retention: RetentionCli,
+}
+
+/// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger
+/// than --retention-days, the newest --min-keep, and the newest of each of the last N days,
+/// weeks or months (--keep-daily/--keep-weekly/--keep-monthly) and the --keep-last newest.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RetentionCli {
+    /// Archives older than N days are deleted (default: $RETENTION_DAYS, else 7).
+    #[arg(long, value_name = "N")]
+    pub retention_days: Option<u32>,
+    /// Never fewer than M archives of a name remain (default: $MIN_BACKUPS_TO_KEEP, else 3).
+    #[arg(long, value_name = "M")]
+    pub min_keep: Option<u32>,
+    /// Keep the N newest archives.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest archive of each of the last N days that have archives.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest archive of each of the last N weeks that have archives.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest archive of each of the last N months that have archives.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneCli {
+    /// Only archives of this backup name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The folder to prune (default: $BACKUP_DESTINATION, else <home>/backups).
+    #[arg(long, value_name = "DIR")]
+    pub destination: Option<PathBuf>,
+    #[command(flatten)]
+    pub retention: RetentionCli,
+    /// Show what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyCli {
+    /// An archive: a path, or a file name in the backups directory.
+    #[arg(value_name = "ARCHIVE", required_unless_present_any = ["name", "all"], conflicts_with_all = ["name", "all"])]
+    pub archive: Option<String>,
+    /// Every archive of this backup name.
+    #[arg(long, conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Every archive.
+    #[arg(long)]
+    pub all: bool,
+    /// The folder holding the archives (default: <home>/backups).
+    #[arg(long, value_name = "DIR")]
+    pub destination: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreCli {
+    /// The archive: a path, or a file name in the backups directory.
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: String,
+    /// Where to extract: an empty or missing directory.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Restore only this subpath of the source folder (repeatable), e.g. `docs/report.txt`.
+    #[arg(long = "path", value_name = "SUBPATH")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,6 +7,7 @@ mod client;
 mod client_log;
 mod failure;
 mod render;
+mod requests;
 mod run;
 mod settings;
 mod start;
@@ -14,9 +15,9 @@ mod start;
 use crate::cli::{Cli, CliCommand};
 use crate::client::{Answer, ClientError};
 use crate::failure::Failure;
+use crate::requests::Context;
 use clap::Parser;
-use proto::request::CreateArgs;
-use proto::{Command, Request, ScheduleSpec};
+use proto::{Command, Request};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -62,60 +63,35 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
-    let command = match &cli.command {
-        CliCommand::Run(run_cli) => return run_now(cli, run_cli, socket),
+    match &cli.command {
         CliCommand::Start => {
-            let log_level = load_settings()?.get(settings::LOG_LEVEL);
+            let log_level = Context::load()?.settings.get(settings::LOG_LEVEL);
             let answer = start::start(home, socket, log_level.as_deref())?;
             return print(cli, &answer, |_| Ok(vec!["backupd started".to_owned()]));
         }
         CliCommand::Stop => return stop(cli, socket),
-        CliCommand::Create(create) => Command::Create(create_args(create)?),
-        CliCommand::List => Command::List {},
-        CliCommand::Delete { index, name } => Command::Delete {
-            index: *index,
-            name: name.clone(),
-        },
-        CliCommand::Status => Command::Hello {},
-        CliCommand::Backups => Command::Backups {},
+        _ => {}
+    }
+    let command = requests::build(&cli.command, &Context::load()?)?;
+    let answer = match command {
+        Command::Run(args) => run::run(socket, args)?,
+        command => client::call(socket, &Request::new(command)).map_err(|e| reach_failure(&e))?,
     };
-    let answer = client::call(socket, &Request::new(command)).map_err(|e| reach_failure(&e))?;
     print(cli, &answer, |data| match &cli.command {
         CliCommand::List => render::schedules(data),
-        CliCommand::Backups => render::backups(data),
+        CliCommand::Backups { long } => render::backups(data, *long),
         CliCommand::Status => render::status(data, socket),
+        CliCommand::Run(_) => render::run_report(data),
+        CliCommand::Prune(_) => render::prune(data),
+        CliCommand::Verify(_) => render::verify(data),
+        CliCommand::Restore(_) => render::restore(data),
         _ => Ok(Vec::new()),
     })
 }
 
-fn load_settings() -> Result<settings::Settings, Failure> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
-    settings::Settings::load(&cwd).map_err(Failure::Usage)
-}
-
-fn run_now(cli: &Cli, run_cli: &cli::RunCli, socket: &Path) -> Result<(), Failure> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
-    let settings = settings::Settings::load(&cwd).map_err(Failure::Usage)?;
-    let args = run::request_args(run_cli, &settings, &cwd)?;
-    let answer = run::run(socket, args)?;
-    if cli.json {
-        println!("{}", answer.line);
-    } else if let Some(report) = run::report(&answer) {
-        for line in render::run_report(&report) {
-            println!("{line}");
-        }
-    }
-    answer
-        .response
-        .into_result()
-        .map(drop)
-        .map_err(Failure::Refused)
-}
-
-/// Prints an answer: the raw line with `--json`, else the rendered text; an error answer
-/// becomes a [`Failure::Refused`] either way.
+/// Prints an answer: the raw line with `--json`, else its data rendered as text (a failure
+/// may carry data too, such as the report of a partly failed run). An error answer becomes a
+/// [`Failure::Refused`] either way.
 fn print(
     cli: &Cli,
     answer: &Answer,
@@ -123,18 +99,17 @@ fn print(
 ) -> Result<(), Failure> {
     if cli.json {
         println!("{}", answer.line);
-    }
-    let data = answer
-        .response
-        .clone()
-        .into_result()
-        .map_err(Failure::Refused)?;
-    if !cli.json {
+    } else if let Some(data) = answer.response.data.clone() {
         for line in render(data).map_err(Failure::Local)? {
             println!("{line}");
         }
     }
-    Ok(())
+    answer
+        .response
+        .clone()
+        .into_result()
+        .map(drop)
+        .map_err(Failure::Refused)
 }
 
 /// Sends `stop`, then waits until the daemon has closed and removed its socket, so that a
@@ -173,50 +148,6 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
         )),
         other => Failure::Local(other.to_string()),
     }
-}
-
-fn create_args(create: &cli::CreateCli) -> Result<CreateArgs, Failure> {
-    if let Some(spec) = &create.spec {
-        return Ok(CreateArgs::spec(absolutize_spec(spec)?));
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
-    let absolute = |path: &Path| run::path_text(&cwd.join(path));
-    Ok(CreateArgs {
-        spec: None,
-        name: create.name.clone(),
-        sources: create
-            .sources
-            .iter()
-            .map(|s| absolute(s))
-            .collect::<Result<_, _>>()?,
-        daily: create.daily.clone(),
-        cron: create.cron.clone(),
-        destination: create
-            .job
-            .destination
-            .as_deref()
-            .map(absolute)
-            .transpose()?,
-        compression: create.job.compression.map(|c| c.as_str().to_owned()),
-        level: create.job.level,
-        exclude: create.job.exclude.clone(),
-    })
-}
-
-/// Makes the spec's path absolute against this directory: the daemon has no idea where the
-/// user stands. A malformed spec goes to the daemon as typed, which rejects and logs it.
-fn absolutize_spec(text: &str) -> Result<String, Failure> {
-    let Ok(mut spec) = ScheduleSpec::parse(text) else {
-        return Ok(text.to_owned());
-    };
-    let absolute = std::path::absolute(&spec.path)
-        .map_err(|e| Failure::Usage(format!("can't resolve path {}: {e}", spec.path)))?;
-    spec.path = absolute
-        .into_os_string()
-        .into_string()
-        .map_err(|p| Failure::Usage(format!("path {} is not valid UTF-8", p.display())))?;
-    Ok(spec.to_string())
 }
 
 /// The home for logging a usage error, which clap rejected before `--home` could be read.

@@ -1,7 +1,10 @@
 //! Human-readable text for each answer; `--json` bypasses this module.
 
 use proto::Event;
-use proto::response::{BackupList, Hello, RunReport, ScheduleInfo, ScheduleList};
+use proto::response::{
+    BackupList, Hello, PruneReport, RestoreSummary, RunReport, ScheduleInfo, ScheduleList,
+    VerifyList,
+};
 use proto::schedule::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -36,10 +39,113 @@ fn schedule_line(info: &ScheduleInfo) -> String {
     format!("{line} (next {next}; last {last})")
 }
 
-/// Lines to print for a successful `backups`: one file name each.
-pub fn backups(data: Value) -> Result<Vec<String>, String> {
+/// Lines to print for `backups`: one file name each; with `long`, per backup name its
+/// archives, newest first, with created time, size, compression, files and last verify.
+pub fn backups(data: Value, long: bool) -> Result<Vec<String>, String> {
     let list: BackupList = decode(data)?;
-    Ok(list.backups)
+    let Some(groups) = list.groups.filter(|_| long) else {
+        return Ok(list.backups);
+    };
+    let mut lines = Vec::new();
+    for group in groups {
+        lines.push(format!("{}:", group.name));
+        for archive in group.archives {
+            let created = chrono::NaiveDateTime::parse_from_str(&archive.created, "%Y%m%d_%H%M%S")
+                .map_or(archive.created.clone(), |t| {
+                    t.format("%d/%m/%Y %H:%M:%S").to_string()
+                });
+            let files = archive
+                .files
+                .map_or_else(|| "? files".to_owned(), |n| format!("{n} files"));
+            let verify = archive.verify.map_or_else(
+                || "not verified".to_owned(),
+                |mark| {
+                    format!(
+                        "verified {} {}",
+                        mark.status.replace('_', " "),
+                        mark.checked.format(proto::LOG_TIME_FORMAT)
+                    )
+                },
+            );
+            lines.push(format!(
+                "  {}  {created}  {}  {}  {files}  {verify}",
+                archive.file, archive.size_human, archive.compression
+            ));
+        }
+    }
+    Ok(lines)
+}
+
+/// Lines for `prune`, in the seed's words.
+pub fn prune(data: Value) -> Result<Vec<String>, String> {
+    let report: PruneReport = decode(data)?;
+    let mut lines = Vec::new();
+    if report.dry_run {
+        lines.extend(dry_run_deletions(&report.deleted));
+        lines.push(format!(
+            "Would delete: {} old backups",
+            report.deleted.len()
+        ));
+    } else {
+        lines.extend(
+            report
+                .deleted
+                .iter()
+                .map(|f| format!("Deleting old backup: {f}")),
+        );
+        lines.extend(
+            report
+                .failed
+                .iter()
+                .map(|f| format!("Failed to delete: {f}")),
+        );
+        lines.push(format!("Old backups deleted: {}", report.deleted.len()));
+    }
+    Ok(lines)
+}
+
+fn dry_run_deletions(files: &[String]) -> Vec<String> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "[DRY-RUN] Found {} old backups that would be deleted:",
+        files.len()
+    )];
+    lines.extend(files.iter().map(|f| format!("[DRY-RUN]   - {f}")));
+    lines
+}
+
+/// Lines for `verify`: `<file>: OK` or `<file>: <what is wrong>`.
+pub fn verify(data: Value) -> Result<Vec<String>, String> {
+    let list: VerifyList = decode(data)?;
+    Ok(list
+        .archives
+        .iter()
+        .map(|check| {
+            let file = file_name(&check.archive);
+            match (check.status.as_str(), &check.detail) {
+                ("ok", _) => format!("{file}: OK"),
+                (_, Some(detail)) => format!("{file}: {detail}"),
+                (status, None) => format!("{file}: {}", status.replace('_', " ")),
+            }
+        })
+        .collect())
+}
+
+/// Lines for `restore`: what was restored, then each refused entry.
+pub fn restore(data: Value) -> Result<Vec<String>, String> {
+    let summary: RestoreSummary = decode(data)?;
+    let mut lines = vec![format!(
+        "Restored {} files, {} dirs, {} symlinks ({}) to {}",
+        summary.files,
+        summary.dirs,
+        summary.symlinks,
+        human_bytes(summary.bytes),
+        summary.to
+    )];
+    lines.extend(summary.refused.iter().map(|r| format!("Refused: {r}")));
+    Ok(lines)
 }
 
 pub fn status(data: Value, socket: &std::path::Path) -> Result<Vec<String>, String> {
@@ -57,7 +163,8 @@ fn decode<T: DeserializeOwned>(data: Value) -> Result<T, String> {
 }
 
 /// Lines for a run's report, in the seed's words.
-pub fn run_report(report: &RunReport) -> Vec<String> {
+pub fn run_report(data: Value) -> Result<Vec<String>, String> {
+    let report: RunReport = decode(data)?;
     let mut lines = Vec::new();
     if report.dry_run {
         lines.push("[DRY-RUN MODE] No files will be created or deleted".to_owned());
@@ -72,6 +179,7 @@ pub fn run_report(report: &RunReport) -> Vec<String> {
                     "[DRY-RUN] Would create manifest: {}",
                     file_name(&source.manifest)
                 ));
+                lines.extend(dry_run_deletions(&source.deleted));
             }
             (None, false) => {
                 lines.push(format!(
@@ -81,6 +189,15 @@ pub fn run_report(report: &RunReport) -> Vec<String> {
                     source.checksum_sha256.as_deref().unwrap_or("?")
                 ));
                 lines.extend(source.warnings.iter().map(|w| format!("  warning: {w}")));
+                if source.verified == Some(true) {
+                    lines.push(format!("Verify OK: {}", file_name(&source.archive)));
+                }
+                lines.extend(
+                    source
+                        .deleted
+                        .iter()
+                        .map(|f| format!("Deleting old backup: {f}")),
+                );
             }
         }
     }
@@ -88,14 +205,22 @@ pub fn run_report(report: &RunReport) -> Vec<String> {
         lines.push("=== [DRY-RUN] Backup Summary ===".to_owned());
         lines.push(format!("Total sources: {}", report.total));
         lines.push(format!("Would create: {} backups", report.successful));
+        lines.push(format!(
+            "Would delete: {} old backups",
+            report.old_backups_deleted
+        ));
     } else {
         lines.push("=== Backup Summary ===".to_owned());
         lines.push(format!("Total sources: {}", report.total));
         lines.push(format!("Successful: {}", report.successful));
         lines.push(format!("Failed: {}", report.failed));
+        lines.push(format!(
+            "Old backups deleted: {}",
+            report.old_backups_deleted
+        ));
         lines.push(format!("Total backup size: {}", report.total_size_human));
     }
-    lines
+    Ok(lines)
 }
 
 /// A one-line progress display, redrawn in place on a terminal.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub const SOURCES: &str = "BACKUP_SOURCES";
 pub const DESTINATION: &str = "BACKUP_DESTINATION";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
+pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
+pub const MIN_BACKUPS_TO_KEEP: &str = "MIN_BACKUPS_TO_KEEP";
 
 #[derive(Debug, Default)]
 pub struct Settings {
@@ -34,6 +36,18 @@ impl Settings {
             .ok()
             .or_else(|| self.dotenv.get(key).cloned())
             .filter(|value| !value.trim().is_empty())
+    }
+
+    /// A whole-number variable, such as `RETENTION_DAYS`.
+    pub fn number(&self, key: &str) -> Result<Option<u32>, String> {
+        self.get(key)
+            .map(|value| {
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{key} must be a whole number, not {value:?}"))
+            })
+            .transpose()
     }
 
     /// `BACKUP_SOURCES` as absolute paths (relative ones taken from `cwd`).

@@ -2,6 +2,7 @@
 //! can be wrong with the configuration is found here, before a single byte is written.
 
 use crate::engine::{BackupJob, Compression, ExcludeSet};
+use crate::retention;
 use crate::runner::RunPlan;
 use proto::schedule::{JobOptions, Schedule};
 use proto::schedule_spec::{MAX_NAME_LEN, validate_name};
@@ -84,6 +85,8 @@ pub fn plan(
         jobs,
         destination,
         dry_run,
+        retention: retention::policy(options.retention.as_ref()),
+        verify_after: options.verify_after,
     })
 }
 

@@ -4,19 +4,26 @@
 
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
+use crate::retention;
 use crate::state::Daemon;
+use crate::store::{self, RetentionPolicy, VerifyStatus};
+use crate::verify_ledger;
 use proto::Event;
 use proto::response::{RunReport, SourceReport};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What to run: validated jobs sharing one destination.
+/// What to run: validated jobs sharing one destination, and what to do after each.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub jobs: Vec<BackupJob>,
     pub destination: PathBuf,
     pub dry_run: bool,
+    /// Applied to each source's archives after it succeeds.
+    pub retention: RetentionPolicy,
+    /// Verify each archive right after writing it.
+    pub verify_after: bool,
 }
 
 /// Runs every job of the plan and reports; never fails as a whole, each source succeeds or
@@ -26,11 +33,16 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
     }
+    let after = AfterWrite {
+        retention: plan.retention,
+        verify: plan.verify_after,
+    };
+    let after = &after;
     let runs = plan.jobs.into_iter().map(|job| async move {
         if dry_run {
-            plan_one(job)
+            plan_one(job, &after.retention).await
         } else {
-            back_up_one(daemon, job, events).await
+            back_up_one(daemon, job, after, events).await
         }
     });
     let sources = futures_util::future::join_all(runs).await;
@@ -39,8 +51,16 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     report
 }
 
+/// What follows a successful write.
+#[derive(Debug)]
+struct AfterWrite {
+    retention: RetentionPolicy,
+    verify: bool,
+}
+
 fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> RunReport {
     let successful = sources.iter().filter(|s| s.ok).count();
+    let old_backups_deleted = sources.iter().map(|s| s.deleted.len()).sum();
     let total_size_bytes = sources.iter().filter(|s| s.ok).map(|s| s.size_bytes).sum();
     RunReport {
         dry_run,
@@ -48,6 +68,7 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
         total: sources.len(),
         successful,
         failed: sources.len() - successful,
+        old_backups_deleted,
         total_size_bytes,
         total_size_human: engine::human_size(total_size_bytes),
         sources,
@@ -59,6 +80,7 @@ fn log_summary(report: &RunReport) {
         tracing::info!("=== [DRY-RUN] Backup Summary ===");
         tracing::info!("Total sources: {}", report.total);
         tracing::info!("Would create: {} backups", report.successful);
+        tracing::info!("Would delete: {} old backups", report.old_backups_deleted);
         if report.failed > 0 {
             tracing::info!("Would fail: {}", report.failed);
         }
@@ -67,6 +89,7 @@ fn log_summary(report: &RunReport) {
         tracing::info!("Total sources: {}", report.total);
         tracing::info!("Successful: {}", report.successful);
         tracing::info!("Failed: {}", report.failed);
+        tracing::info!("Old backups deleted: {}", report.old_backups_deleted);
         tracing::info!("Total backup size: {}", report.total_size_human);
     }
 }
@@ -78,8 +101,9 @@ fn claim_free_names(job: &mut BackupJob) -> engine::ArchiveNames {
     engine::archive_names(&job.destination, &job.name, job.compression, job.timestamp)
 }
 
-/// A dry run of one source: checks it and names the files, writes nothing.
-fn plan_one(mut job: BackupJob) -> SourceReport {
+/// A dry run of one source: checks it, names the files and what rotation would delete;
+/// writes and deletes nothing.
+async fn plan_one(mut job: BackupJob, retention: &RetentionPolicy) -> SourceReport {
     let names = claim_free_names(&mut job);
     let mut report = empty_report(&job, &names.archive, &names.manifest);
     if let Err(e) = engine::check_source(&job.source) {
@@ -94,13 +118,66 @@ fn plan_one(mut job: BackupJob) -> SourceReport {
         file_name(&names.manifest)
     );
     report.ok = true;
+    report.deleted = rotate(&job, retention, None, true).await;
     report
+}
+
+/// Rotates the archives of the job's name after it wrote `made`, which is never deleted;
+/// returns the file names deleted (or that would be).
+async fn rotate(
+    job: &BackupJob,
+    policy: &RetentionPolicy,
+    made: Option<PathBuf>,
+    dry_run: bool,
+) -> Vec<String> {
+    let destination = job.destination.clone();
+    let name = job.name.clone();
+    let policy = *policy;
+    let rotated = tokio::task::spawn_blocking(move || {
+        let protect: Vec<PathBuf> = made.into_iter().collect();
+        retention::rotate(&destination, Some(&name), &policy, &protect, dry_run)
+    })
+    .await;
+    match rotated {
+        Ok(Ok(rotated)) => rotated.deleted,
+        Ok(Err(e)) => {
+            tracing::error!("can't rotate backups of {}: {e}", job.name);
+            Vec::new()
+        }
+        Err(panic) => {
+            tracing::error!("can't rotate backups of {}: {panic}", job.name);
+            Vec::new()
+        }
+    }
+}
+
+/// Verifies a new archive; `Err` says why it failed.
+async fn verify_new(daemon: &Daemon, archive: &Path) -> Result<(), String> {
+    let path = archive.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || store::verify(&path)).await;
+    let report = match checked {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(panic) => return Err(panic.to_string()),
+    };
+    daemon.verify_ledger.record(archive, &report.status).await;
+    if report.status == VerifyStatus::Ok {
+        tracing::info!("Verify OK: {}", file_name(archive));
+        Ok(())
+    } else {
+        Err(verify_ledger::describe(&report.status))
+    }
 }
 
 /// Attempts at finding free names when concurrent runs keep taking them.
 const NAME_ATTEMPTS: usize = 5;
 
-async fn back_up_one(daemon: &Daemon, mut job: BackupJob, events: &EventSink) -> SourceReport {
+async fn back_up_one(
+    daemon: &Daemon,
+    mut job: BackupJob,
+    after: &AfterWrite,
+    events: &EventSink,
+) -> SourceReport {
     let _slot = daemon
         .job_slots
         .acquire()
@@ -127,6 +204,7 @@ async fn back_up_one(daemon: &Daemon, mut job: BackupJob, events: &EventSink) ->
             cancel.store(true, Ordering::Relaxed);
         }
     });
+    let job_for_rotation = job.clone();
     let mut attempts = 1;
     let outcome = loop {
         match write_archive(job, events, &source, Arc::clone(&cancel)).await {
@@ -146,6 +224,26 @@ async fn back_up_one(daemon: &Daemon, mut job: BackupJob, events: &EventSink) ->
         Ok(Ok(outcome)) => {
             log_success(daemon, &source, &outcome);
             fill_success(&mut report, &outcome);
+            if after.verify {
+                let verified = verify_new(daemon, &outcome.archive).await;
+                report.verified = Some(verified.is_ok());
+                if let Err(reason) = verified {
+                    let message =
+                        format!("Verify failed for {}: {reason}", outcome.archive.display());
+                    tracing::error!("{message}");
+                    report.ok = false;
+                    report.error = Some(message);
+                }
+            }
+            if report.ok {
+                report.deleted = rotate(
+                    &job_for_rotation,
+                    &after.retention,
+                    Some(outcome.archive),
+                    false,
+                )
+                .await;
+            }
         }
         Ok(Err(EngineError::Cancelled)) => {
             let message = format!("Backup cancelled for {source}: backupd is stopping");
@@ -232,6 +330,8 @@ fn empty_report(job: &BackupJob, archive: &Path, manifest: &Path) -> SourceRepor
         bytes_in: 0,
         duration_ms: 0,
         warnings: Vec::new(),
+        deleted: Vec::new(),
+        verified: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::home::Home;
 use crate::schedules::ScheduleStore;
+use crate::verify_ledger::VerifyLedger;
 use chrono::TimeDelta;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +23,8 @@ pub struct Daemon {
     pub jobs: TaskTracker,
     /// How old a missed occurrence may be and still be caught up at start.
     pub catch_up_grace: TimeDelta,
+    /// The last verification of each archive.
+    pub verify_ledger: VerifyLedger,
     running: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -33,12 +36,13 @@ impl Daemon {
         catch_up_grace: TimeDelta,
     ) -> Self {
         Self {
-            home,
             schedules,
             shutdown: CancellationToken::new(),
             job_slots: Semaphore::new(max_jobs.max(1)),
             jobs: TaskTracker::new(),
             catch_up_grace,
+            verify_ledger: VerifyLedger::load(home.root().join(crate::verify_ledger::LEDGER_FILE)),
+            home,
             running: Arc::default(),
         }
     }

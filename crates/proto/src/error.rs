@@ -37,6 +37,16 @@ pub enum ErrorCode {
     DestinationNotWritable,
     /// At least one source of a run failed; `data` holds the full report.
     BackupFailed,
+    /// No archive at the given path or name.
+    ArchiveNotFound,
+    /// At least one archive failed verification; `data` holds the full report.
+    VerifyFailed,
+    /// A restore target exists and is not empty; nothing was written.
+    TargetNotEmpty,
+    /// The archive does not match its manifest, or has none; nothing was restored.
+    ArchiveInvalid,
+    /// Some entries of the archive were refused (unsafe paths); `data` holds the report.
+    RestoreRefused,
     /// The daemon could not read or write its files.
     Io,
     /// The connecting user is not the daemon's user (nor root).
@@ -66,6 +76,11 @@ impl ErrorCode {
             Self::BackupsDirMissing => "backups_dir_missing",
             Self::DestinationNotWritable => "destination_not_writable",
             Self::BackupFailed => "backup_failed",
+            Self::ArchiveNotFound => "archive_not_found",
+            Self::VerifyFailed => "verify_failed",
+            Self::TargetNotEmpty => "target_not_empty",
+            Self::ArchiveInvalid => "archive_invalid",
+            Self::RestoreRefused => "restore_refused",
             Self::Io => "io",
             Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
@@ -102,6 +117,11 @@ mod tests {
             ErrorCode::BackupsDirMissing,
             ErrorCode::DestinationNotWritable,
             ErrorCode::BackupFailed,
+            ErrorCode::ArchiveNotFound,
+            ErrorCode::VerifyFailed,
+            ErrorCode::TargetNotEmpty,
+            ErrorCode::ArchiveInvalid,
+            ErrorCode::RestoreRefused,
             ErrorCode::Io,
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,

@@ -1,6 +1,7 @@
 //! Requests: one JSON object per line, `{"id": <optional, echoed>, "cmd": "<name>", …args}`.
 
 use crate::error::ErrorCode;
+use crate::schedule::Retention;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -24,8 +25,17 @@ pub enum Command {
     },
     /// Shut the daemon down gracefully.
     Stop {},
-    /// The archive files in the home's `backups/`.
-    Backups {},
+    /// The archive files in the home's `backups/`; with `long`, grouped with their details.
+    Backups {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        long: bool,
+    },
+    /// Apply a retention policy to a destination now.
+    Prune(PruneArgs),
+    /// Check archives against their manifests and read them to the end.
+    Verify(VerifyArgs),
+    /// Extract an archive into an empty directory.
+    Restore(RestoreArgs),
     /// Back up sources now.
     Run(RunArgs),
 }
@@ -55,6 +65,11 @@ pub struct CreateArgs {
     pub level: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Verify each archive right after writing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_after: bool,
 }
 
 impl CreateArgs {
@@ -93,6 +108,12 @@ pub struct RunArgs {
     /// Glob patterns of entries to leave out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Which older archives to delete after the run; unset: 7 days, keep 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Verify each archive right after writing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_after: bool,
     /// Report what would be written, and write nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -104,8 +125,53 @@ pub struct RunArgs {
 impl Command {
     /// Every `cmd` the daemon knows, to tell an unknown command from bad arguments.
     pub const NAMES: &'static [&'static str] = &[
-        "hello", "create", "list", "delete", "stop", "backups", "run",
+        "hello", "create", "list", "delete", "stop", "backups", "run", "prune", "verify", "restore",
     ];
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneArgs {
+    /// Only this backup name (default: every name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute path of the folder to prune (default: `<home>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Arguments of `verify`: one `archive` (absolute path, or a file name in the folder), every
+/// archive of `name`, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// Absolute path of the folder (default: `<home>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreArgs {
+    /// Absolute path, or a file name in `<home>/backups`.
+    pub archive: String,
+    /// Absolute path of an empty or missing directory.
+    pub to: String,
+    /// Restore only these subpaths (relative to the source folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// A request: an optional `id` the response echoes, and the command.
@@ -265,7 +331,23 @@ mod tests {
                 name: None,
             },
             Command::Stop {},
-            Command::Backups {},
+            Command::Backups { long: true },
+            Command::Prune(PruneArgs {
+                retention: Some(Retention {
+                    days: Some(7),
+                    ..Retention::default()
+                }),
+                ..PruneArgs::default()
+            }),
+            Command::Verify(VerifyArgs {
+                all: true,
+                ..VerifyArgs::default()
+            }),
+            Command::Restore(RestoreArgs {
+                archive: "a.tar.gz".into(),
+                to: "/r".into(),
+                paths: vec!["docs".into()],
+            }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],
                 level: Some(3),

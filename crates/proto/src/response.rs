@@ -118,11 +118,91 @@ pub struct ScheduleChanged {
     pub schedule: ScheduleInfo,
 }
 
-/// `data` of `backups`: archive file names in the backups directory, sorted.
+/// `data` of `backups`: archive file names in the backups directory, sorted; with `long`,
+/// also grouped by backup name, newest first, with details.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupList {
     pub directory: String,
     pub backups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<BackupGroup>>,
+}
+
+/// The archives of one backup name, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupGroup {
+    pub name: String,
+    pub archives: Vec<BackupEntry>,
+}
+
+/// One archive, as `backups --long` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupEntry {
+    pub file: String,
+    /// `YYYYMMDD_HHMMSS`, from the file name.
+    pub created: String,
+    pub size_bytes: u64,
+    pub size_human: String,
+    pub compression: String,
+    /// From the manifest; absent when it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// The last verification, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyMark>,
+}
+
+/// The outcome of an archive's last verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyMark {
+    /// `ok`, `checksum_mismatch`, `truncated`, `unreadable`, `manifest_missing` or
+    /// `manifest_invalid`.
+    pub status: String,
+    pub checked: Timestamp,
+}
+
+/// `data` of `prune`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub destination: String,
+    /// Archive file names deleted (or, in a dry run, that would be).
+    pub deleted: Vec<String>,
+    /// Deletions that failed, with the reason.
+    pub failed: Vec<String>,
+    pub kept: usize,
+}
+
+/// `data` of `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyList {
+    pub archives: Vec<ArchiveCheck>,
+    pub ok: usize,
+    pub failed: usize,
+}
+
+/// One archive's verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveCheck {
+    pub archive: String,
+    /// As in [`VerifyMark::status`].
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub entries: u64,
+}
+
+/// `data` of `restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSummary {
+    pub archive: String,
+    pub to: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// `<entry>: <reason>` for each entry not restored because it was unsafe.
+    pub refused: Vec<String>,
 }
 
 /// `data` of `run`: one entry per source, then the seed's summary.
@@ -134,6 +214,9 @@ pub struct RunReport {
     pub total: usize,
     pub successful: usize,
     pub failed: usize,
+    /// Older archives deleted by rotation (or, in a dry run, that would be).
+    #[serde(default)]
+    pub old_backups_deleted: usize,
     /// Bytes of the archives created (0 in a dry run).
     pub total_size_bytes: u64,
     pub total_size_human: String,
@@ -165,6 +248,12 @@ pub struct SourceReport {
     /// Files that changed, vanished or could not be read; the backup still succeeded.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Older archives of this name deleted by rotation (in a dry run: that would be).
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    /// Whether the archive verified, when the job asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
 }
 
 #[cfg(test)]

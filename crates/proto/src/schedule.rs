@@ -33,6 +33,32 @@ pub struct JobOptions {
     pub level: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Which older archives of the same name to delete after a run; unset: 7 days, keep 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Verify each archive right after writing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_after: bool,
+}
+
+/// A retention policy; unset fields take the defaults (the seed's 7 days and 3 archives).
+/// Kept: archives younger than `days`, the newest `min_keep`, and those the `keep_*` rules
+/// keep (the newest of each of the last N days, ISO weeks, months); the rest is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_keep: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
 }
 
 /// The outcome of a schedule's most recent run.

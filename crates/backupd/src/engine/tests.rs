@@ -46,7 +46,6 @@ fn long_name() -> String {
     format!("{}.txt", "n".repeat(200))
 }
 
-
 /// A tree with every kind of entry the engine must handle; returns the source folder.
 fn build_tree(base: &Path) -> PathBuf {
     let src = base.join("docs");

@@ -69,6 +69,8 @@ fn is_seed_only(args: &CreateArgs) -> bool {
         compression,
         level,
         exclude,
+        retention,
+        verify_after,
     } = args;
     name.is_none()
         && sources.is_empty()
@@ -78,6 +80,8 @@ fn is_seed_only(args: &CreateArgs) -> bool {
         && compression.is_none()
         && level.is_none()
         && exclude.is_empty()
+        && retention.is_none()
+        && !verify_after
 }
 
 fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule> {
@@ -132,6 +136,8 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         compression: args.compression,
         level: args.level,
         exclude: args.exclude,
+        retention: args.retention,
+        verify_after: args.verify_after,
     };
     plan::check_options(&options)?;
     Ok(Schedule {

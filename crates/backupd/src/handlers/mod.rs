@@ -6,8 +6,11 @@ mod create;
 mod delete;
 mod hello;
 mod list;
+mod prune;
+mod restore;
 mod run;
 mod stop;
+mod verify;
 
 use crate::events::EventSink;
 use crate::schedules::StoreError;
@@ -73,7 +76,37 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
         Command::List {} => to_data(list::handle(daemon).await),
         Command::Delete { index, name } => to_data(delete::handle(daemon, index, name).await),
         Command::Stop {} => to_data(stop::handle(daemon)),
-        Command::Backups {} => to_data(backups::handle(daemon).await),
+        Command::Backups { long } => to_data(backups::handle(daemon, long).await),
+        Command::Prune(args) => to_data(prune::handle(daemon, args).await),
+        Command::Verify(args) => match verify::handle(daemon, args).await {
+            // Each failed archive was logged as it failed.
+            Ok(list) if list.failed > 0 => {
+                let message = format!(
+                    "{} of {} archives failed verification",
+                    list.failed,
+                    list.failed + list.ok
+                );
+                return Response::failure_with_data(
+                    request.id,
+                    ErrorCode::VerifyFailed,
+                    message,
+                    list,
+                );
+            }
+            other => to_data(other),
+        },
+        Command::Restore(args) => match restore::handle(daemon, args).await {
+            Ok(summary) if !summary.refused.is_empty() => {
+                let message = format!("{} entries refused", summary.refused.len());
+                return Response::failure_with_data(
+                    request.id,
+                    ErrorCode::RestoreRefused,
+                    message,
+                    summary,
+                );
+            }
+            other => to_data(other),
+        },
         Command::Run(args) => {
             let sink = if args.events {
                 EventSink::new(request.id.clone(), events)
@@ -101,6 +134,37 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             tracing::error!("{}", err.message);
             Response::failure(request.id, err.code, err.message)
         }
+    }
+}
+
+/// Runs filesystem work on a blocking thread; a panic there becomes an `internal` error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> HandlerResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("internal error: {e}")))
+}
+
+/// An archive named by a client: an absolute path, or a file name inside `folder`.
+fn resolve_archive(folder: &std::path::Path, text: &str) -> HandlerResult<std::path::PathBuf> {
+    let path = if text.starts_with('/') {
+        std::path::PathBuf::from(text)
+    } else if !text.is_empty() && !text.contains('/') {
+        folder.join(text)
+    } else {
+        return Err(HandlerError::new(
+            ErrorCode::InvalidArguments,
+            format!("name an archive by absolute path or by file name: {text}"),
+        ));
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HandlerError::new(
+            ErrorCode::ArchiveNotFound,
+            format!("can't find archive: {}", path.display()),
+        ))
     }
 }
 

@@ -32,6 +32,8 @@ pub async fn handle(
         compression: args.compression,
         level: args.level,
         exclude: args.exclude,
+        retention: args.retention,
+        verify_after: args.verify_after,
     };
     let plan = plan::plan(
         &daemon.home.backups_dir(),

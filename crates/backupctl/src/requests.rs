@@ -1,0 +1,236 @@
+//! Turns the command line, the environment and `.env` into the daemon's requests: paths made
+//! absolute against the working directory, the seed's variables applied where flags are absent.
+
+use crate::cli::{
+    CliCommand, CreateCli, JobCli, PruneCli, RestoreCli, RetentionCli, RunCli, VerifyCli,
+};
+use crate::failure::Failure;
+use crate::settings::{self, Settings};
+use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, VerifyArgs};
+use proto::schedule::Retention;
+use proto::{Command, ScheduleSpec};
+use std::path::{Path, PathBuf};
+
+/// Where the client stands: its working directory and its settings.
+#[derive(Debug)]
+pub struct Context {
+    pub cwd: PathBuf,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn load() -> Result<Self, Failure> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
+        let settings = Settings::load(&cwd).map_err(Failure::Usage)?;
+        Ok(Self { cwd, settings })
+    }
+
+    /// A path as the daemon takes it: absolute, and UTF-8 to travel in JSON.
+    fn absolute(&self, path: &Path) -> Result<String, Failure> {
+        let absolute = std::path::absolute(self.cwd.join(path))
+            .map_err(|e| Failure::Usage(format!("can't resolve {}: {e}", path.display())))?;
+        absolute
+            .into_os_string()
+            .into_string()
+            .map_err(|p| Failure::Usage(format!("path {} is not valid UTF-8", p.display())))
+    }
+}
+
+/// The request for a command that is one request (all but `start` and `stop`).
+pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
+    Ok(match command {
+        CliCommand::Create(create) => Command::Create(create_args(create, ctx)?),
+        CliCommand::List => Command::List {},
+        CliCommand::Delete { index, name } => Command::Delete {
+            index: *index,
+            name: name.clone(),
+        },
+        CliCommand::Status | CliCommand::Start | CliCommand::Stop => Command::Hello {},
+        CliCommand::Backups { long } => Command::Backups { long: *long },
+        CliCommand::Run(run) => Command::Run(run_args(run, ctx)?),
+        CliCommand::Prune(prune) => Command::Prune(prune_args(prune, ctx)?),
+        CliCommand::Verify(verify) => Command::Verify(verify_args(verify, ctx)?),
+        CliCommand::Restore(restore) => Command::Restore(restore_args(restore, ctx)?),
+    })
+}
+
+fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
+    if let (Some(name), true) = (&cli.name, cli.sources.is_empty()) {
+        if has_job_options(&cli.job) {
+            return Err(Failure::Usage(
+                "a stored schedule runs with its own settings; pass --sources for an ad-hoc run"
+                    .to_owned(),
+            ));
+        }
+        return Ok(RunArgs {
+            schedule: Some(name.clone()),
+            dry_run: cli.dry_run,
+            ..RunArgs::default()
+        });
+    }
+    let sources = if cli.sources.is_empty() {
+        ctx.settings.sources(&ctx.cwd)
+    } else {
+        cli.sources.clone()
+    };
+    if sources.is_empty() {
+        return Err(Failure::Usage(format!(
+            "Missing required environment variables: {}",
+            settings::SOURCES
+        )));
+    }
+    let destination = cli
+        .job
+        .destination
+        .clone()
+        .or_else(|| ctx.settings.get(settings::DESTINATION).map(PathBuf::from));
+    Ok(RunArgs {
+        sources: sources
+            .iter()
+            .map(|s| ctx.absolute(s))
+            .collect::<Result<_, _>>()?,
+        schedule: None,
+        name: cli.name.clone(),
+        destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
+        compression: cli.job.compression.map(|c| c.as_str().to_owned()),
+        level: cli.job.level,
+        exclude: cli.job.exclude.clone(),
+        retention: retention(&cli.job.retention, Some(&ctx.settings))?,
+        verify_after: cli.job.verify_after,
+        dry_run: cli.dry_run,
+        events: false,
+    })
+}
+
+fn has_job_options(job: &JobCli) -> bool {
+    let r = &job.retention;
+    job.destination.is_some()
+        || job.compression.is_some()
+        || job.level.is_some()
+        || !job.exclude.is_empty()
+        || job.verify_after
+        || r.retention_days.is_some()
+        || r.min_keep.is_some()
+        || r.keep_last.is_some()
+        || r.keep_daily.is_some()
+        || r.keep_weekly.is_some()
+        || r.keep_monthly.is_some()
+}
+
+fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure> {
+    if let Some(spec) = &create.spec {
+        return Ok(CreateArgs::spec(absolutize_spec(spec, ctx)?));
+    }
+    Ok(CreateArgs {
+        spec: None,
+        name: create.name.clone(),
+        sources: create
+            .sources
+            .iter()
+            .map(|s| ctx.absolute(s))
+            .collect::<Result<_, _>>()?,
+        daily: create.daily.clone(),
+        cron: create.cron.clone(),
+        destination: create
+            .job
+            .destination
+            .as_deref()
+            .map(|d| ctx.absolute(d))
+            .transpose()?,
+        compression: create.job.compression.map(|c| c.as_str().to_owned()),
+        level: create.job.level,
+        exclude: create.job.exclude.clone(),
+        // A schedule keeps what its flags say; the daemon's defaults fill the rest at run time.
+        retention: retention(&create.job.retention, None)?,
+        verify_after: create.job.verify_after,
+    })
+}
+
+/// Makes the spec's path absolute against the working directory: the daemon has no idea where
+/// the user stands. A malformed spec goes to the daemon as typed, which rejects and logs it.
+fn absolutize_spec(text: &str, ctx: &Context) -> Result<String, Failure> {
+    let Ok(mut spec) = ScheduleSpec::parse(text) else {
+        return Ok(text.to_owned());
+    };
+    spec.path = ctx.absolute(Path::new(&spec.path))?;
+    Ok(spec.to_string())
+}
+
+fn prune_args(cli: &PruneCli, ctx: &Context) -> Result<PruneArgs, Failure> {
+    let destination = cli
+        .destination
+        .clone()
+        .or_else(|| ctx.settings.get(settings::DESTINATION).map(PathBuf::from));
+    Ok(PruneArgs {
+        name: cli.name.clone(),
+        destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
+        retention: retention(&cli.retention, Some(&ctx.settings))?,
+        dry_run: cli.dry_run,
+    })
+}
+
+fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
+    Ok(VerifyArgs {
+        archive: cli
+            .archive
+            .as_deref()
+            .map(|a| archive_arg(a, ctx))
+            .transpose()?,
+        name: cli.name.clone(),
+        all: cli.all,
+        destination: cli
+            .destination
+            .as_deref()
+            .map(|d| ctx.absolute(d))
+            .transpose()?,
+    })
+}
+
+fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure> {
+    Ok(RestoreArgs {
+        archive: archive_arg(&cli.archive, ctx)?,
+        to: ctx.absolute(&cli.to)?,
+        paths: cli.paths.clone(),
+    })
+}
+
+/// An archive argument: a path that exists here is sent absolute; a bare file name that does
+/// not is sent as is, for the daemon to find in its backups directory.
+fn archive_arg(text: &str, ctx: &Context) -> Result<String, Failure> {
+    let here = ctx.cwd.join(text);
+    if text.contains('/') || here.exists() {
+        ctx.absolute(Path::new(text))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// The retention flags, with `RETENTION_DAYS` and `MIN_BACKUPS_TO_KEEP` from `settings` where
+/// flags are absent; `None` when nothing is set, leaving the daemon's defaults.
+fn retention(
+    cli: &RetentionCli,
+    settings: Option<&Settings>,
+) -> Result<Option<Retention>, Failure> {
+    let from_settings = |key| {
+        settings
+            .map(|s| s.number(key))
+            .transpose()
+            .map(Option::flatten)
+            .map_err(Failure::Usage)
+    };
+    let retention = Retention {
+        days: cli
+            .retention_days
+            .map_or_else(|| from_settings(settings::RETENTION_DAYS), |d| Ok(Some(d)))?,
+        min_keep: cli.min_keep.map_or_else(
+            || from_settings(settings::MIN_BACKUPS_TO_KEEP),
+            |m| Ok(Some(m)),
+        )?,
+        keep_last: cli.keep_last,
+        keep_daily: cli.keep_daily,
+        keep_weekly: cli.keep_weekly,
+        keep_monthly: cli.keep_monthly,
+    };
+    Ok((retention != Retention::default()).then_some(retention))
+}

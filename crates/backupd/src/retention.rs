@@ -1,0 +1,102 @@
+//! Rotation as the daemon runs it: resolves a retention policy with the seed's defaults,
+//! plans it for a destination with the store, deletes (or, in a dry run, lists) and logs the
+//! seed's lines. Blocking: call it on a blocking thread.
+
+use crate::store::{self, RetentionPolicy, StoreError};
+use proto::schedule::Retention;
+use std::path::{Path, PathBuf};
+
+/// A policy from request or schedule settings; unset fields take the seed's defaults.
+pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
+    let defaults = RetentionPolicy::default();
+    let Some(r) = retention else {
+        return defaults;
+    };
+    RetentionPolicy {
+        retention_days: r.days.unwrap_or(defaults.retention_days),
+        min_keep: r.min_keep.unwrap_or(defaults.min_keep),
+        keep_last: r.keep_last,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+    }
+}
+
+/// What a rotation did (or would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotated {
+    /// File names of the archives deleted (or that would be).
+    pub deleted: Vec<String>,
+    /// `<file>: <reason>` for deletions that failed.
+    pub failed: Vec<String>,
+    pub kept: usize,
+}
+
+/// Rotates the archives in `destination` (of one `name`, or all), never touching `protect`.
+pub fn rotate(
+    destination: &Path,
+    name: Option<&str>,
+    policy: &RetentionPolicy,
+    protect: &[PathBuf],
+    dry_run: bool,
+) -> Result<Rotated, StoreError> {
+    let archives: Vec<_> = store::scan(destination)?
+        .into_iter()
+        .filter(|a| name.is_none_or(|n| a.name == n))
+        .collect();
+    let now = chrono::Local::now().naive_local();
+    let plan = store::plan_rotation(&archives, policy, now, protect);
+    let mut rotated = Rotated {
+        kept: plan.keep.len(),
+        ..Rotated::default()
+    };
+    if dry_run {
+        rotated.deleted = plan.delete.iter().map(|a| a.file_name()).collect();
+        if !rotated.deleted.is_empty() {
+            tracing::info!(
+                "[DRY-RUN] Found {} old backups that would be deleted:",
+                rotated.deleted.len()
+            );
+            for file in &rotated.deleted {
+                tracing::info!("[DRY-RUN]   - {file}");
+            }
+        }
+        return Ok(rotated);
+    }
+    for archive in &plan.delete {
+        tracing::info!("Deleting old backup: {}", archive.file_name());
+    }
+    let outcome = store::apply_rotation(&plan);
+    rotated.deleted = outcome.deleted.iter().map(|p| file_name(p)).collect();
+    for (path, reason) in outcome.failed {
+        let line = format!("{}: {reason}", file_name(&path));
+        tracing::error!("can't delete old backup {line}");
+        rotated.failed.push(line);
+    }
+    Ok(rotated)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_fields_take_the_seed_defaults() {
+        assert_eq!(policy(None), RetentionPolicy::default());
+        let custom = policy(Some(&Retention {
+            days: Some(14),
+            keep_daily: Some(7),
+            ..Retention::default()
+        }));
+        assert_eq!(custom.retention_days, 14);
+        assert_eq!(custom.min_keep, 3);
+        assert_eq!(custom.keep_daily, Some(7));
+    }
+}

@@ -6,6 +6,7 @@ use proto::response::{
     VerifyList,
 };
 use proto::schedule::Timestamp;
+use proto::size::human_size;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -141,7 +142,7 @@ pub fn restore(data: Value) -> Result<Vec<String>, String> {
         summary.files,
         summary.dirs,
         summary.symlinks,
-        human_bytes(summary.bytes),
+        human_size(summary.bytes),
         summary.to
     )];
     lines.extend(summary.refused.iter().map(|r| format!("Refused: {r}")));
@@ -233,25 +234,12 @@ pub fn progress(event: &Event) -> Option<String> {
             bytes_out,
         } => Some(format!(
             "{source}: {files} files, {} read, {} written",
-            human_bytes(*bytes_in),
-            human_bytes(*bytes_out)
+            human_size(*bytes_in),
+            human_size(*bytes_out)
         )),
         Event::SourceStarted { source, .. } => Some(format!("{source}: starting")),
         Event::SourceFinished { .. } => None,
     }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    // Lossy above 2^53 bytes, which no progress line needs.
-    #[allow(clippy::cast_precision_loss)]
-    let mut size = bytes as f64;
-    let mut unit = 0;
-    while size >= 1024.0 && unit < UNITS.len() - 1 {
-        size /= 1024.0;
-        unit += 1;
-    }
-    format!("{size:.2} {}", UNITS[unit])
 }
 
 fn file_name(path: &str) -> &str {

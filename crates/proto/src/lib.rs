@@ -10,6 +10,7 @@ pub mod request;
 pub mod response;
 pub mod schedule;
 pub mod schedule_spec;
+pub mod size;
 
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;

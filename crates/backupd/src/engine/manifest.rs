@@ -50,34 +50,12 @@ impl Manifest {
     }
 }
 
-/// `15.32 MB`: divides by 1024 while at least 1024, two decimals, B to TB.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut size = bytes as f64;
-    let mut unit = 0;
-    while size >= 1024.0 && unit < UNITS.len() - 1 {
-        size /= 1024.0;
-        unit += 1;
-    }
-    format!("{size:.2} {}", UNITS[unit])
-}
+/// The seed's size format, shared with the client.
+pub use proto::size::human_size;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_sizes_match_the_python_seed() {
-        assert_eq!(human_size(0), "0.00 B");
-        assert_eq!(human_size(1023), "1023.00 B");
-        assert_eq!(human_size(1024), "1.00 KB");
-        assert_eq!(human_size(1536), "1.50 KB");
-        assert_eq!(human_size(16_064_184), "15.32 MB");
-        assert_eq!(human_size(1 << 30), "1.00 GB");
-        assert_eq!(human_size(5 << 40), "5.00 TB");
-        assert_eq!(human_size(2048 << 40), "2048.00 TB");
-    }
 
     #[test]
     fn json_round_trip() {

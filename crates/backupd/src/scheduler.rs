@@ -92,14 +92,17 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
     daemon.jobs.spawn(async move {
         let daemon = daemon_for_job;
         let started = Local::now();
-        let report = match plan::for_schedule(&daemon.home.backups_dir(), &schedule, false) {
-            Ok(plan) => Ok(runner::execute(&daemon, plan, &EventSink::disabled()).await),
-            Err(e) => {
-                tracing::error!("Schedule {} can't run: {e}", schedule.name);
-                Err(e.to_string())
+        match plan::for_schedule(&daemon.home.backups_dir(), &schedule, false) {
+            Ok(plan) => {
+                let report = runner::execute(&daemon, plan, &EventSink::disabled()).await;
+                record_run(&daemon, &schedule, started, Ok(&report), true).await;
             }
-        };
-        record_run(&daemon, &schedule, started, &report, true).await;
+            Err(e) => {
+                let message = format!("Schedule {} can't run: {e}", schedule.name);
+                tracing::error!("{message}");
+                record_run(&daemon, &schedule, started, Err(&message), true).await;
+            }
+        }
         drop(guard);
     });
 }
@@ -110,10 +113,10 @@ pub async fn record_run(
     daemon: &Daemon,
     schedule: &Schedule,
     started: DateTime<Local>,
-    report: &Result<RunReport, String>,
+    outcome: Result<&RunReport, &str>,
     timetabled: bool,
 ) {
-    let record = run_record(started, report);
+    let record = run_record(started, outcome);
     let remove_once = timetabled && schedule.is_once();
     let saved = daemon
         .schedules
@@ -133,9 +136,9 @@ pub async fn record_run(
     }
 }
 
-fn run_record(started: DateTime<Local>, report: &Result<RunReport, String>) -> RunRecord {
+fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -> RunRecord {
     let finished = Local::now().fixed_offset();
-    match report {
+    match outcome {
         Ok(report) => RunRecord {
             started: started.fixed_offset(),
             finished,
@@ -160,7 +163,7 @@ fn run_record(started: DateTime<Local>, report: &Result<RunReport, String>) -> R
             finished,
             ok: false,
             archives: Vec::new(),
-            error: Some(error.clone()),
+            error: Some(error.to_owned()),
         },
     }
 }

@@ -76,7 +76,6 @@ async fn run_schedule(
     })?;
     let started = chrono::Local::now();
     let report = runner::execute(daemon, plan, events).await;
-    let outcome = Ok(report);
-    crate::scheduler::record_run(daemon, &schedule, started, &outcome, false).await;
-    outcome.map_err(|e: String| HandlerError::new(ErrorCode::Internal, e))
+    crate::scheduler::record_run(daemon, &schedule, started, Ok(&report), false).await;
+    Ok(report)
 }

@@ -125,10 +125,11 @@ pub fn verify(data: Value) -> Result<Vec<String>, String> {
         .iter()
         .map(|check| {
             let file = file_name(&check.archive);
+            let words = check.status.replace('_', " ");
             match (check.status.as_str(), &check.detail) {
                 ("ok", _) => format!("{file}: OK"),
-                (_, Some(detail)) => format!("{file}: {detail}"),
-                (status, None) => format!("{file}: {}", status.replace('_', " ")),
+                (_, Some(detail)) => format!("{file}: {words} ({detail})"),
+                (_, None) => format!("{file}: {words}"),
             }
         })
         .collect())

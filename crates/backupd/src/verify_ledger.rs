@@ -73,16 +73,49 @@ pub fn status_name(status: &VerifyStatus) -> &'static str {
     }
 }
 
-/// A sentence for a failed verification: `checksum mismatch (expected …, got …)`.
-pub fn describe(status: &VerifyStatus) -> String {
+/// Why a verification failed, beyond its status: the two checksums, or the reader's error.
+pub fn reason(status: &VerifyStatus) -> Option<String> {
     match status {
-        VerifyStatus::Ok => "OK".to_owned(),
+        VerifyStatus::Ok | VerifyStatus::ManifestMissing => None,
         VerifyStatus::ChecksumMismatch { expected, actual } => {
-            format!("checksum mismatch (manifest {expected}, file {actual})")
+            Some(format!("manifest {expected}, file {actual}"))
         }
-        VerifyStatus::Truncated(reason) => format!("truncated ({reason})"),
-        VerifyStatus::Unreadable(reason) => format!("unreadable ({reason})"),
-        VerifyStatus::ManifestMissing => "manifest missing".to_owned(),
-        VerifyStatus::ManifestInvalid(reason) => format!("manifest invalid ({reason})"),
+        VerifyStatus::Truncated(reason)
+        | VerifyStatus::Unreadable(reason)
+        | VerifyStatus::ManifestInvalid(reason) => Some(reason.clone()),
+    }
+}
+
+/// A sentence for a verification: `OK`, or `checksum mismatch (manifest …, file …)`.
+pub fn describe(status: &VerifyStatus) -> String {
+    if *status == VerifyStatus::Ok {
+        return "OK".to_owned();
+    }
+    let words = status_name(status).replace('_', " ");
+    match reason(status) {
+        Some(reason) => format!("{words} ({reason})"),
+        None => words,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_start_with_the_status_words() {
+        assert_eq!(describe(&VerifyStatus::Ok), "OK");
+        assert_eq!(describe(&VerifyStatus::ManifestMissing), "manifest missing");
+        assert_eq!(
+            describe(&VerifyStatus::ChecksumMismatch {
+                expected: "aa".into(),
+                actual: "bb".into()
+            }),
+            "checksum mismatch (manifest aa, file bb)"
+        );
+        assert_eq!(
+            describe(&VerifyStatus::Truncated("unexpected end".into())),
+            "truncated (unexpected end)"
+        );
     }
 }

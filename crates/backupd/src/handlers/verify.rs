@@ -5,7 +5,7 @@ use super::{HandlerError, HandlerResult, blocking, resolve_archive};
 use crate::plan;
 use crate::state::Daemon;
 use crate::store::{self, VerifyStatus};
-use crate::verify_ledger::{describe, status_name};
+use crate::verify_ledger::{describe, reason, status_name};
 use proto::ErrorCode;
 use proto::request::VerifyArgs;
 use proto::response::{ArchiveCheck, VerifyList};
@@ -38,9 +38,9 @@ pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyLi
             list.failed += 1;
             tracing::error!("Verify failed for {file}: {}", describe(&report.status));
         }
-        let detail = match &report.status {
-            VerifyStatus::Ok | VerifyStatus::ManifestMissing => report.detail.clone(),
-            failed => Some(describe(failed)),
+        let detail = match (reason(&report.status), report.detail.clone()) {
+            (Some(reason), Some(more)) => Some(format!("{reason}; {more}")),
+            (reason, more) => reason.or(more),
         };
         list.archives.push(ArchiveCheck {
             archive: archive.display().to_string(),

@@ -261,7 +261,7 @@ impl Extractor<'_> {
             if kind == EntryType::Directory {
                 fs::create_dir_all(&destination).map_err(|e| self.error(&shown, e))?;
                 self.report.dirs += 1;
-                folders.push((shown, entry));
+                folders.push((shown, destination, entry));
                 continue;
             }
             let unpacked = entry
@@ -280,10 +280,17 @@ impl Extractor<'_> {
                 }
             }
         }
-        for (shown, mut entry) in folders.into_iter().rev() {
+        for (shown, destination, mut entry) in folders.into_iter().rev() {
             entry
                 .unpack_in(self.root)
                 .map_err(|e| self.error(&shown, e))?;
+            // The tar reader sets a folder's mode but not its mtime.
+            if let Ok(mtime) = entry.header().mtime() {
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+                fs::File::open(&destination)
+                    .and_then(|dir| dir.set_modified(when))
+                    .map_err(|e| self.error(&shown, e))?;
+            }
         }
         Ok(self.report)
     }

@@ -1,0 +1,602 @@
+//! Retention: `backupctl prune` and the rotation after `backupctl run` keep what is young, the
+//! newest `min-keep` and the GFS keeps of each backup name, delete the rest with their
+//! manifests, and never touch another name's archives or files that are not archives.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use chrono::{Datelike, Local, NaiveDateTime, TimeDelta};
+use common::{Ctl, TestHome, log_messages};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// `backupctl` without retention settings inherited from the test runner's environment.
+fn ctl(t: &TestHome, args: &[&str]) -> Ctl {
+    Ctl(t
+        .ctl_command(args)
+        .env_remove("RETENTION_DAYS")
+        .env_remove("MIN_BACKUPS_TO_KEEP")
+        .output()
+        .unwrap())
+}
+
+fn stamp(at: NaiveDateTime) -> String {
+    at.format("%Y%m%d_%H%M%S").to_string()
+}
+
+/// Writes `<name>_<stamp>.<ext>` (and its manifest unless `manifest` is false); returns the
+/// archive's file name.
+fn fabricate(dir: &Path, name: &str, at: NaiveDateTime, ext: &str, manifest: bool) -> String {
+    let stem = format!("{name}_{}", stamp(at));
+    let file = format!("{stem}.{ext}");
+    std::fs::write(dir.join(&file), b"not really an archive").unwrap();
+    if manifest {
+        std::fs::write(dir.join(format!("{stem}.json")), b"{}").unwrap();
+    }
+    file
+}
+
+/// One fabricated archive and whether it is older than 7 days.
+struct Fake {
+    file: String,
+    old: bool,
+}
+
+/// Ten archives of `name`, newest first: `10 - old` of the last hours, then `old` about a
+/// month old. Extensions cycle through the three compressions.
+fn seed_ten(dir: &Path, name: &str, old: usize) -> Vec<Fake> {
+    let now = Local::now().naive_local();
+    let exts = ["tar.gz", "tar.zst", "tar"];
+    (0..10)
+        .map(|i| {
+            let is_old = i >= 10 - old;
+            let at = if is_old {
+                now - TimeDelta::days(30) - TimeDelta::hours(i as i64)
+            } else {
+                now - TimeDelta::hours(i as i64 + 1)
+            };
+            Fake {
+                file: fabricate(dir, name, at, exts[i % 3], true),
+                old: is_old,
+            }
+        })
+        .collect()
+}
+
+/// What a policy of `min_keep` (and 7 days) deletes from `fakes` (newest first).
+fn expected_deleted(fakes: &[Fake], min_keep: usize) -> BTreeSet<String> {
+    fakes
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| *i >= min_keep && f.old)
+        .map(|(_, f)| f.file.clone())
+        .collect()
+}
+
+fn manifest_of(file: &str) -> String {
+    let stem = file
+        .strip_suffix(".tar.gz")
+        .or_else(|| file.strip_suffix(".tar.zst"))
+        .or_else(|| file.strip_suffix(".tar"))
+        .unwrap();
+    format!("{stem}.json")
+}
+
+fn dir_names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// Every archive of `fakes` with its manifest, minus `deleted`.
+fn remaining(fakes: &[Fake], deleted: &BTreeSet<String>) -> BTreeSet<String> {
+    fakes
+        .iter()
+        .filter(|f| !deleted.contains(&f.file))
+        .flat_map(|f| [f.file.clone(), manifest_of(&f.file)])
+        .collect()
+}
+
+/// `prune` output: one `Deleting old backup: <file>` per deletion, then the count.
+#[track_caller]
+fn assert_pruned(stdout: &str, deleted: &BTreeSet<String>) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let (last, deletions) = lines.split_last().expect("prune prints something");
+    assert_eq!(
+        *last,
+        format!("Old backups deleted: {}", deleted.len()),
+        "{stdout}"
+    );
+    let named: BTreeSet<String> = deletions
+        .iter()
+        .map(|l| {
+            l.strip_prefix("Deleting old backup: ")
+                .unwrap_or_else(|| panic!("unexpected line {l:?} in {stdout}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(named.len(), deletions.len(), "each deletion once: {stdout}");
+    assert_eq!(&named, deleted, "{stdout}");
+}
+
+/// The dry-run block: `[DRY-RUN] Found N old backups that would be deleted:`, one
+/// `[DRY-RUN]   - <file>` line each, and `Would delete: N old backups` as the last line.
+#[track_caller]
+fn assert_dry_block(stdout: &str, deleted: &BTreeSet<String>) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = format!(
+        "[DRY-RUN] Found {} old backups that would be deleted:",
+        deleted.len()
+    );
+    let start = lines
+        .iter()
+        .position(|l| *l == header)
+        .unwrap_or_else(|| panic!("no {header:?} in {stdout}"));
+    let listed: BTreeSet<String> = lines[start + 1..]
+        .iter()
+        .take(deleted.len())
+        .map(|l| {
+            l.strip_prefix("[DRY-RUN]   - ")
+                .unwrap_or_else(|| panic!("unexpected line {l:?} in {stdout}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(&listed, deleted, "{stdout}");
+    assert_eq!(
+        *lines.last().unwrap(),
+        format!("Would delete: {} old backups", deleted.len()),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Deleting old backup"),
+        "a dry run deletes nothing: {stdout}"
+    );
+}
+
+fn seed_scenario_through_prune(old: usize, deleted_count: usize) {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let fakes = seed_ten(&backups, "proj", old);
+    let deleted = expected_deleted(&fakes, 3);
+    assert_eq!(deleted.len(), deleted_count);
+    let before = dir_names(&backups);
+    assert_eq!(before.len(), 20);
+
+    let dry = ctl(
+        &t,
+        &[
+            "prune",
+            "--retention-days",
+            "7",
+            "--min-keep",
+            "3",
+            "--dry-run",
+        ],
+    )
+    .ok();
+    assert_dry_block(&dry, &deleted);
+    assert_eq!(dir_names(&backups), before, "a dry run deletes nothing");
+
+    let out = ctl(&t, &["prune", "--retention-days", "7", "--min-keep", "3"]).ok();
+    assert_pruned(&out, &deleted);
+    assert_eq!(dir_names(&backups), remaining(&fakes, &deleted));
+    let log = log_messages(&t.log());
+    for file in &deleted {
+        assert!(
+            log.contains(&format!("Deleting old backup: {file}")),
+            "{log:#?}"
+        );
+    }
+
+    // A second prune finds nothing more to do.
+    assert_pruned(
+        &ctl(&t, &["prune", "--retention-days", "7", "--min-keep", "3"]).ok(),
+        &BTreeSet::new(),
+    );
+    assert_eq!(dir_names(&backups), remaining(&fakes, &deleted));
+}
+
+#[test]
+fn prune_eight_old_of_ten_deletes_seven() {
+    seed_scenario_through_prune(8, 7);
+}
+
+#[test]
+fn prune_two_old_of_ten_deletes_both() {
+    seed_scenario_through_prune(2, 2);
+}
+
+#[test]
+fn prune_ten_old_of_ten_keeps_the_newest_three() {
+    seed_scenario_through_prune(10, 7);
+}
+
+#[test]
+fn the_policy_comes_from_dotenv_the_environment_and_flags() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let fakes = seed_ten(&backups, "proj", 10);
+    let newest = |n: usize| -> BTreeSet<String> {
+        fakes[..n]
+            .iter()
+            .flat_map(|f| [f.file.clone(), manifest_of(&f.file)])
+            .collect()
+    };
+    let files = |range: std::ops::Range<usize>| -> BTreeSet<String> {
+        fakes[range].iter().map(|f| f.file.clone()).collect()
+    };
+
+    // 60 days: the month-old archives are young.
+    std::fs::write(
+        t.work().join(".env"),
+        "RETENTION_DAYS=60\nMIN_BACKUPS_TO_KEEP=5\n",
+    )
+    .unwrap();
+    assert_pruned(&ctl(&t, &["prune"]).ok(), &BTreeSet::new());
+    assert_eq!(dir_names(&backups), newest(10));
+
+    std::fs::write(
+        t.work().join(".env"),
+        "# retention\nRETENTION_DAYS=7\nMIN_BACKUPS_TO_KEEP=5\n",
+    )
+    .unwrap();
+    assert_pruned(&ctl(&t, &["prune"]).ok(), &files(5..10));
+    assert_eq!(dir_names(&backups), newest(5));
+
+    // A flag wins over .env.
+    assert_pruned(&ctl(&t, &["prune", "--min-keep", "3"]).ok(), &files(3..5));
+    assert_eq!(dir_names(&backups), newest(3));
+
+    // The environment wins over .env.
+    let out = Ctl(t
+        .ctl_command(&["prune"])
+        .env("MIN_BACKUPS_TO_KEEP", "1")
+        .env_remove("RETENTION_DAYS")
+        .output()
+        .unwrap());
+    assert_pruned(&out.ok(), &files(1..3));
+    assert_eq!(dir_names(&backups), newest(1));
+}
+
+#[test]
+fn names_are_rotated_apart_and_prune_name_touches_one_name() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let dest = t.work().join("elsewhere");
+    std::fs::create_dir(&dest).unwrap();
+    let dest_arg = dest.to_str().unwrap();
+    // `proj` has 10 month-old archives, `other` 5 and `few` 2; all of `proj` are older.
+    let proj = seed_ten(&dest, "proj", 10);
+    let now = Local::now().naive_local();
+    let other: Vec<String> = (0..5)
+        .map(|i| {
+            fabricate(
+                &dest,
+                "other",
+                now - TimeDelta::days(20) - TimeDelta::minutes(i),
+                "tar.gz",
+                true,
+            )
+        })
+        .collect();
+    let few: Vec<String> = (0..2)
+        .map(|i| {
+            fabricate(
+                &dest,
+                "few",
+                now - TimeDelta::days(90) - TimeDelta::minutes(i),
+                "tar.gz",
+                true,
+            )
+        })
+        .collect();
+    let with_manifests = |files: &[String]| -> BTreeSet<String> {
+        files
+            .iter()
+            .flat_map(|f| [f.clone(), manifest_of(f)])
+            .collect()
+    };
+    // The default backups folder is not this one: pruning it changes nothing here.
+    assert_pruned(&ctl(&t, &["prune"]).ok(), &BTreeSet::new());
+    assert_eq!(dir_names(&dest).len(), 34);
+
+    let proj_deleted = expected_deleted(&proj, 3);
+    let out = ctl(&t, &["prune", "--destination", dest_arg, "--name", "proj"]).ok();
+    assert_pruned(&out, &proj_deleted);
+    let mut expected = remaining(&proj, &proj_deleted);
+    expected.extend(with_manifests(&other));
+    expected.extend(with_manifests(&few));
+    assert_eq!(dir_names(&dest), expected, "only proj was pruned");
+
+    // All names: `other` keeps its own newest 3 (not pushed out by `proj`'s), and `few` keeps
+    // both of its archives although they are the oldest in the folder.
+    let out = ctl(&t, &["prune", "--destination", dest_arg]).ok();
+    let other_deleted: BTreeSet<String> = other[3..].iter().cloned().collect();
+    assert_pruned(&out, &other_deleted);
+    let mut expected = remaining(&proj, &proj_deleted);
+    expected.extend(with_manifests(&other[..3]));
+    expected.extend(with_manifests(&few));
+    assert_eq!(dir_names(&dest), expected);
+}
+
+#[test]
+fn files_that_are_not_archives_are_never_touched() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let fakes = seed_ten(&backups, "proj", 10);
+    let strangers = [
+        "notes.txt",
+        "proj_latest.tar.gz",
+        "proj_latest.json",
+        "proj_20200101_000000.txt",
+        "proj_20200101_000000.tar.gz.bak",
+        "proj_2020_old.tar.gz",
+        "proj_20201399_250000.tar.gz",
+    ];
+    for stranger in strangers {
+        std::fs::write(backups.join(stranger), b"keep me").unwrap();
+    }
+    std::fs::create_dir(backups.join("proj_20200101_000000.d")).unwrap();
+    let deleted = expected_deleted(&fakes, 3);
+    let out = ctl(&t, &["prune", "--retention-days", "7", "--min-keep", "3"]).ok();
+    assert_pruned(&out, &deleted);
+    let mut expected = remaining(&fakes, &deleted);
+    expected.extend(strangers.iter().map(|s| s.to_string()));
+    expected.insert("proj_20200101_000000.d".to_owned());
+    assert_eq!(dir_names(&backups), expected);
+    for stranger in strangers {
+        assert_eq!(std::fs::read(backups.join(stranger)).unwrap(), b"keep me");
+    }
+}
+
+#[test]
+fn a_missing_manifest_is_not_an_error() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let fakes = seed_ten(&backups, "proj", 10);
+    // Two archives that go and one that stays have no manifest.
+    for fake in [&fakes[1], &fakes[5], &fakes[9]] {
+        std::fs::remove_file(backups.join(manifest_of(&fake.file))).unwrap();
+    }
+    let deleted = expected_deleted(&fakes, 3);
+    let out = ctl(&t, &["prune", "--retention-days", "7", "--min-keep", "3"]);
+    assert_eq!(out.stderr(), "");
+    assert_pruned(&out.ok(), &deleted);
+    let mut expected = remaining(&fakes, &deleted);
+    expected.remove(&manifest_of(&fakes[1].file));
+    assert_eq!(dir_names(&backups), expected);
+    let log = log_messages(&t.log());
+    assert!(!log.iter().any(|l| l.starts_with("Error: ")), "{log:#?}");
+}
+
+#[test]
+fn gfs_keep_daily_keeps_the_newest_of_each_of_the_last_days() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let today = Local::now().date_naive();
+    // Three archives on each of the five days before today, newest first.
+    let mut files = Vec::new();
+    for days_ago in 1..=5u64 {
+        let day = today - chrono::Days::new(days_ago);
+        for hour in [16, 12, 8] {
+            let at = day.and_hms_opt(hour, 0, 0).unwrap();
+            files.push((
+                days_ago,
+                hour,
+                fabricate(&backups, "gfs", at, "tar.gz", true),
+            ));
+        }
+    }
+    // Everything is old (0 days). Kept: the newest of each of the last 3 days that have
+    // archives (days 1, 2, 3 at 16:00), and the newest 2 overall (adds day 1 at 12:00).
+    let kept: BTreeSet<String> = files
+        .iter()
+        .filter(|(d, h, _)| (*d <= 3 && *h == 16) || (*d == 1 && *h == 12))
+        .map(|(_, _, f)| f.clone())
+        .collect();
+    assert_eq!(kept.len(), 4);
+    let deleted: BTreeSet<String> = files
+        .iter()
+        .map(|(_, _, f)| f.clone())
+        .filter(|f| !kept.contains(f))
+        .collect();
+    let policy = [
+        "prune",
+        "--retention-days",
+        "0",
+        "--min-keep",
+        "2",
+        "--keep-daily",
+        "3",
+    ];
+    let mut dry = policy.to_vec();
+    dry.push("--dry-run");
+    assert_dry_block(&ctl(&t, &dry).ok(), &deleted);
+    assert_eq!(dir_names(&backups).len(), 30);
+
+    assert_pruned(&ctl(&t, &policy).ok(), &deleted);
+    let expected: BTreeSet<String> = kept
+        .iter()
+        .flat_map(|f| [f.clone(), manifest_of(f)])
+        .collect();
+    assert_eq!(dir_names(&backups), expected);
+}
+
+#[test]
+fn a_run_rotates_its_own_name_and_never_deletes_the_new_archive() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("proj")).unwrap();
+    std::fs::write(t.work().join("proj/a.txt"), b"data\n").unwrap();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let fakes = seed_ten(&backups, "proj", 10);
+    let others = seed_ten(&backups, "other", 10);
+    let deleted = expected_deleted(&fakes, 3);
+    assert_eq!(deleted.len(), 7);
+    let before = dir_names(&backups);
+
+    // Dry run: the would-be deletions are listed, nothing is written or deleted.
+    let dry = ctl(&t, &["run", "--sources", "proj", "--dry-run"]).ok();
+    assert_dry_block(&dry, &deleted);
+    let lines: Vec<&str> = dry.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["Would create: 1 backups", "Would delete: 7 old backups"],
+        "{dry}"
+    );
+    assert_eq!(dir_names(&backups), before);
+
+    let out = ctl(&t, &["run", "--sources", "proj"]).ok();
+    assert!(
+        out.contains("\nFailed: 0\nOld backups deleted: 7\nTotal backup size: "),
+        "{out}"
+    );
+    let now = dir_names(&backups);
+    let new: Vec<&String> = now.difference(&before).collect();
+    assert_eq!(new.len(), 2, "the new archive and its manifest: {new:?}");
+    let new_archive = new.iter().find(|f| f.ends_with(".tar.gz")).unwrap();
+    assert!(new_archive.starts_with("proj_"));
+    let mut expected = remaining(&fakes, &deleted);
+    expected.extend(remaining(&others, &BTreeSet::new()));
+    expected.extend(new.iter().map(|f| f.to_string()));
+    assert_eq!(now, expected, "3 old + 1 new of proj, all of other");
+    assert_eq!(
+        now.iter()
+            .filter(|f| f.starts_with("proj_") && !f.ends_with(".json"))
+            .count(),
+        4
+    );
+
+    let log = log_messages(&t.log());
+    for file in &deleted {
+        assert!(
+            log.contains(&format!("Deleting old backup: {file}")),
+            "{log:#?}"
+        );
+    }
+    let failed = log.iter().rposition(|l| l == "Failed: 0").unwrap();
+    assert_eq!(log[failed + 1], "Old backups deleted: 7", "{log:#?}");
+    assert!(
+        log[failed + 2].starts_with("Total backup size: "),
+        "{log:#?}"
+    );
+
+    // The next run considers only what existed before it (the first run's archive and 3 old
+    // ones): the newest 3 of those stay, so one old archive goes, and the new one stays.
+    let out = ctl(&t, &["run", "--sources", "proj"]).ok();
+    assert!(out.contains("\nOld backups deleted: 1\n"), "{out}");
+    let proj_archives: Vec<String> = dir_names(&backups)
+        .into_iter()
+        .filter(|f| f.starts_with("proj_") && !f.ends_with(".json"))
+        .collect();
+    assert_eq!(proj_archives.len(), 4, "{proj_archives:?}");
+    assert!(proj_archives.contains(new_archive));
+}
+
+#[test]
+fn gfs_keep_last_weekly_and_monthly() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let today = Local::now().date_naive();
+    let noon = |day: chrono::NaiveDate| day.and_hms_opt(12, 0, 0).unwrap();
+
+    // Monthly: the 5th and the 20th of each of the six months before this one.
+    let first = today.with_day(1).unwrap();
+    let mut monthly = Vec::new();
+    for months_ago in 1..=6u32 {
+        let month = first - chrono::Months::new(months_ago);
+        for day in [20, 5] {
+            let at = noon(month.with_day(day).unwrap());
+            monthly.push((
+                months_ago,
+                day,
+                fabricate(&backups, "m", at, "tar.gz", true),
+            ));
+        }
+    }
+    // Kept: the newest of each of the last 3 months (the 20ths) and the last 2 overall
+    // (adds the 5th of last month).
+    let kept_monthly: BTreeSet<String> = monthly
+        .iter()
+        .filter(|(m, d, _)| (*m <= 3 && *d == 20) || *m == 1)
+        .map(|(_, _, f)| f.clone())
+        .collect();
+    assert_eq!(kept_monthly.len(), 4);
+
+    // Weekly: Tuesday and Thursday of each of the four ISO weeks before this one.
+    let monday = today - chrono::Days::new(u64::from(today.weekday().num_days_from_monday()));
+    let mut weekly = Vec::new();
+    for weeks_ago in 1..=4u64 {
+        let week = monday - chrono::Days::new(7 * weeks_ago);
+        for offset in [3, 1] {
+            let at = noon(week + chrono::Days::new(offset));
+            weekly.push((
+                weeks_ago,
+                offset,
+                fabricate(&backups, "w", at, "tar.gz", true),
+            ));
+        }
+    }
+    // Kept: the Thursdays of the last 2 weeks; min-keep 1 adds nothing.
+    let kept_weekly: BTreeSet<String> = weekly
+        .iter()
+        .filter(|(w, o, _)| *w <= 2 && *o == 3)
+        .map(|(_, _, f)| f.clone())
+        .collect();
+    assert_eq!(kept_weekly.len(), 2);
+
+    fn deleted<A, B>(all: &[(A, B, String)], kept: &BTreeSet<String>) -> BTreeSet<String> {
+        all.iter()
+            .map(|(_, _, f)| f.clone())
+            .filter(|f| !kept.contains(f))
+            .collect()
+    }
+    let out = ctl(
+        &t,
+        &[
+            "prune",
+            "--name",
+            "m",
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "1",
+            "--keep-last",
+            "2",
+            "--keep-monthly",
+            "3",
+        ],
+    )
+    .ok();
+    assert_pruned(&out, &deleted(&monthly, &kept_monthly));
+    let out = ctl(
+        &t,
+        &[
+            "prune",
+            "--name",
+            "w",
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "1",
+            "--keep-weekly",
+            "2",
+        ],
+    )
+    .ok();
+    assert_pruned(&out, &deleted(&weekly, &kept_weekly));
+    let expected: BTreeSet<String> = kept_monthly
+        .iter()
+        .chain(&kept_weekly)
+        .flat_map(|f| [f.clone(), manifest_of(f)])
+        .collect();
+    assert_eq!(dir_names(&backups), expected);
+}

@@ -1,0 +1,823 @@
+//! `backupctl verify` (checksum, truncation, missing manifest, `--name`, `--all`, verify after
+//! a scheduled run), `backupctl restore` (round trip, refusals, `--path`, hostile archives) and
+//! `backupctl backups --long`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{TestHome, far_time};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// A source folder `<work>/<dir>` with one file of `size` pseudo-random (incompressible) bytes.
+fn random_source(t: &TestHome, dir: &str, size: usize) -> PathBuf {
+    let src = t.work().join(dir);
+    std::fs::create_dir_all(&src).unwrap();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(src.join("data.bin"), bytes).unwrap();
+    src
+}
+
+/// Runs one backup and returns the archive's path.
+fn backup(t: &TestHome, args: &[&str]) -> PathBuf {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let answer: Value = serde_json::from_str(out.stdout().trim())
+        .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
+    assert_eq!(out.code(), 0, "{answer}");
+    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+fn manifest_path(archive: &Path) -> PathBuf {
+    let name = file_name(archive);
+    let stem = name
+        .strip_suffix(".tar.gz")
+        .or_else(|| name.strip_suffix(".tar.zst"))
+        .or_else(|| name.strip_suffix(".tar"))
+        .unwrap();
+    archive.with_file_name(format!("{stem}.json"))
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Cuts the archive in half and makes its manifest match the shorter file.
+fn truncate_with_matching_manifest(archive: &Path) {
+    let len = std::fs::metadata(archive).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(archive)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let manifest = manifest_path(archive);
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    value["checksum_sha256"] = Value::String(sha256sum(archive));
+    value["size_bytes"] = Value::from(len / 2);
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+#[track_caller]
+fn assert_verify_fails(out: &common::Ctl, failed: usize, total: usize) {
+    assert_eq!(out.code(), 1, "stdout {:?}", out.stdout());
+    assert_eq!(
+        out.stderr(),
+        format!("Error: {failed} of {total} archives failed verification\n")
+    );
+}
+
+#[test]
+fn fresh_archives_verify_ok_by_path_file_name_name_and_all() {
+    let t = TestHome::new();
+    random_source(&t, "src", 50_000);
+    let _daemon = t.start_daemon();
+    let gz = backup(&t, &["--sources", "src", "--name", "g"]);
+    let zst = backup(
+        &t,
+        &["--sources", "src", "--name", "z", "--compression", "zstd"],
+    );
+    let plain = backup(
+        &t,
+        &["--sources", "src", "--name", "n", "--compression", "none"],
+    );
+    for archive in [&gz, &zst, &plain] {
+        let ok = format!("{}: OK\n", file_name(archive));
+        assert_eq!(t.ctl(&["verify", archive.to_str().unwrap()]).ok(), ok);
+        assert_eq!(t.ctl(&["verify", &file_name(archive)]).ok(), ok);
+    }
+    assert_eq!(
+        t.ctl(&["verify", "--name", "z"]).ok(),
+        format!("{}: OK\n", file_name(&zst))
+    );
+    let all = t.ctl(&["verify", "--all"]).ok();
+    let lines: BTreeSet<&str> = all.lines().collect();
+    let expected: BTreeSet<String> = [&gz, &zst, &plain]
+        .iter()
+        .map(|a| format!("{}: OK", file_name(a)))
+        .collect();
+    assert_eq!(
+        lines,
+        expected.iter().map(String::as_str).collect(),
+        "{all}"
+    );
+    assert_eq!(all.lines().count(), 3, "{all}");
+
+    let json = t.ctl(&["--json", "verify", "--all"]);
+    let answer: Value = serde_json::from_str(json.ok().trim()).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let archives = answer["data"]["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 3, "{answer}");
+    assert!(archives.iter().all(|a| a["status"] == "ok"), "{answer}");
+
+    let missing = t.ctl(&["verify", "nothing_20200101_000000.tar.gz"]);
+    assert_eq!(missing.code(), 1, "{}", missing.stdout());
+    assert!(
+        missing.stderr().starts_with("Error: "),
+        "{}",
+        missing.stderr()
+    );
+}
+
+#[test]
+fn a_flipped_byte_is_a_checksum_mismatch() {
+    let t = TestHome::new();
+    random_source(&t, "src", 100_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    flip_middle_byte(&archive);
+    let out = t.ctl(&["verify", archive.to_str().unwrap()]);
+    assert_verify_fails(&out, 1, 1);
+    let stdout = out.stdout();
+    assert!(
+        stdout.starts_with(&format!("{}: checksum mismatch", file_name(&archive))),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
+fn a_truncated_archive_with_a_matching_manifest_is_reported_truncated() {
+    let t = TestHome::new();
+    // Incompressible, so that half of the archive ends inside the file's data.
+    random_source(&t, "src", 1 << 20);
+    let _daemon = t.start_daemon();
+    for compression in ["gzip", "zstd", "none"] {
+        let archive = backup(
+            &t,
+            &[
+                "--sources",
+                "src",
+                "--name",
+                compression,
+                "--compression",
+                compression,
+            ],
+        );
+        truncate_with_matching_manifest(&archive);
+        let out = t.ctl(&["verify", "--name", compression]);
+        assert_verify_fails(&out, 1, 1);
+        let stdout = out.stdout();
+        assert!(
+            stdout.starts_with(&format!("{}: truncated", file_name(&archive))),
+            "{compression}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_manifest_is_reported() {
+    let t = TestHome::new();
+    random_source(&t, "src", 1000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    std::fs::remove_file(manifest_path(&archive)).unwrap();
+    let out = t.ctl(&["verify", &file_name(&archive)]);
+    assert_verify_fails(&out, 1, 1);
+    let stdout = out.stdout();
+    assert!(
+        stdout.starts_with(&format!("{}: manifest missing", file_name(&archive))),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
+fn verify_all_reports_every_archive_and_fails_if_one_fails() {
+    let t = TestHome::new();
+    random_source(&t, "src", 200_000);
+    let _daemon = t.start_daemon();
+    let good = backup(&t, &["--sources", "src", "--name", "good"]);
+    let flipped = backup(&t, &["--sources", "src", "--name", "flipped"]);
+    let cut = backup(&t, &["--sources", "src", "--name", "cut"]);
+    let bare = backup(&t, &["--sources", "src", "--name", "bare"]);
+    flip_middle_byte(&flipped);
+    truncate_with_matching_manifest(&cut);
+    std::fs::remove_file(manifest_path(&bare)).unwrap();
+
+    let out = t.ctl(&["verify", "--all"]);
+    assert_verify_fails(&out, 3, 4);
+    let stdout = out.stdout();
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    for (archive, status) in [
+        (&good, "OK"),
+        (&flipped, "checksum mismatch"),
+        (&cut, "truncated"),
+        (&bare, "manifest missing"),
+    ] {
+        let prefix = format!("{}: {status}", file_name(archive));
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&prefix)),
+            "no {prefix:?} in {stdout}"
+        );
+    }
+
+    let json = t.ctl(&["--json", "verify", "--all"]);
+    assert_eq!(json.code(), 1);
+    let answer: Value = serde_json::from_str(json.stdout().trim()).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"]["code"], "verify_failed", "{answer}");
+    assert_eq!(answer["data"]["ok"], 1, "{answer}");
+    assert_eq!(answer["data"]["failed"], 3, "{answer}");
+    let statuses: BTreeMap<String, String> = answer["data"]["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let archive = a["archive"].as_str().unwrap();
+            let name = Path::new(archive).file_name().unwrap().to_str().unwrap();
+            (name.to_owned(), a["status"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        (&good, "ok"),
+        (&flipped, "checksum_mismatch"),
+        (&cut, "truncated"),
+        (&bare, "manifest_missing"),
+    ]
+    .iter()
+    .map(|(a, s)| (file_name(a), s.to_string()))
+    .collect();
+    assert_eq!(statuses, expected, "{answer}");
+
+    // `--name` picks one name's archives only.
+    assert_eq!(
+        t.ctl(&["verify", "--name", "good"]).ok(),
+        format!("{}: OK\n", file_name(&good))
+    );
+}
+
+#[test]
+fn a_schedule_with_verify_after_runs_and_its_archive_verifies() {
+    let t = TestHome::new();
+    random_source(&t, "src", 10_000);
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "v",
+        "--daily",
+        &far_time(),
+        "--verify-after",
+    ])
+    .ok();
+    t.ctl(&["run", "--name", "v"]).ok();
+    let out = t.ctl(&["verify", "--name", "v"]).ok();
+    let line = out
+        .strip_suffix(": OK\n")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("v_") && line.ends_with(".tar.gz") && !line.contains('\n'),
+        "{out}"
+    );
+}
+
+/// A tree for restoring: nested folders, a read-only folder, an executable, a private file,
+/// an old mtime, symlinks, a long path and non-ASCII names.
+fn make_tree(root: &Path) {
+    let dir = |p: &str| std::fs::create_dir_all(root.join(p)).unwrap();
+    let file = |p: &str, content: &[u8]| std::fs::write(root.join(p), content).unwrap();
+    dir("docs/nested/deeper");
+    dir("empty");
+    dir("café");
+    dir("ro");
+    file("docs/readme.txt", b"hello\n");
+    file(
+        "docs/nested/deeper/data.bin",
+        &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>(),
+    );
+    file("café/日本.txt", "unicode ✓\n".as_bytes());
+    let long_dir = format!("long/{}", "d".repeat(60));
+    dir(&long_dir);
+    file(
+        &format!("{long_dir}/{}.txt", "n".repeat(120)),
+        b"long path\n",
+    );
+    file("run.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(root.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+    file("secret", b"s");
+    std::fs::set_permissions(root.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    file("ro/inside.txt", b"in a read-only folder\n");
+    std::fs::set_permissions(root.join("ro"), PermissionsExt::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(root.join("empty"), PermissionsExt::from_mode(0o700)).unwrap();
+    file("old.txt", b"old\n");
+    set_mtime(&root.join("old.txt"), OLD);
+    std::os::unix::fs::symlink("docs/readme.txt", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+    // Last, so that nothing written into it changes it again.
+    set_mtime(&root.join("docs/nested"), OLD);
+}
+
+const OLD: u64 = 1_000_000_000;
+
+fn set_mtime(path: &Path, secs: u64) {
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// Makes read-only folders writable again when dropped, so that the temporary directory can
+/// be removed even when a test fails.
+struct Unlock(Vec<PathBuf>);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            if root.exists() {
+                let _ = Command::new("chmod")
+                    .arg("-R")
+                    .arg("u+w")
+                    .arg(root)
+                    .status();
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Dir {
+        mode: u32,
+    },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    Link {
+        target: PathBuf,
+    },
+}
+
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mode = meta.mode() & 0o7777;
+            let kind = if meta.file_type().is_symlink() {
+                Entry::Link {
+                    target: std::fs::read_link(&path).unwrap(),
+                }
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Entry::Dir { mode }
+            } else {
+                Entry::File {
+                    content: std::fs::read(&path).unwrap(),
+                    mode,
+                    mtime: meta.mtime(),
+                }
+            };
+            entries.insert(rel, kind);
+        }
+    }
+    entries
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+#[test]
+fn restore_round_trips_a_tree() {
+    let t = TestHome::new();
+    let tree = t.work().join("tree");
+    let target = t.work().join("restored");
+    let _unlock = Unlock(vec![tree.clone(), target.clone()]);
+    make_tree(&tree);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "tree"]);
+    t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(names(&target), BTreeSet::from(["tree".to_owned()]));
+    let restored = target.join("tree");
+    assert_eq!(snapshot(&restored), snapshot(&tree));
+    assert_eq!(
+        std::fs::metadata(restored.join("ro")).unwrap().mode() & 0o7777,
+        0o555,
+        "the read-only folder is read-only again, with its file inside"
+    );
+    assert_eq!(
+        std::fs::metadata(restored.join("docs/nested"))
+            .unwrap()
+            .mtime(),
+        OLD as i64,
+        "folder mtimes are restored too"
+    );
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target_and_changes_nothing() {
+    let t = TestHome::new();
+    random_source(&t, "src", 1000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    let target = t.work().join("busy");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("existing.txt"), b"mine").unwrap();
+    let out = t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(out.stderr().starts_with("Error: "), "{}", out.stderr());
+    assert_eq!(names(&target), BTreeSet::from(["existing.txt".to_owned()]));
+    assert_eq!(std::fs::read(target.join("existing.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn restore_refuses_an_archive_that_does_not_match_its_manifest() {
+    let t = TestHome::new();
+    random_source(&t, "src", 100_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    flip_middle_byte(&archive);
+    let target = t.work().join("out");
+    let out = t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(out.stderr().starts_with("Error: "), "{}", out.stderr());
+    assert!(!target.exists(), "nothing is written");
+}
+
+#[test]
+fn restore_path_restores_only_that_subtree() {
+    let t = TestHome::new();
+    let tree = t.work().join("tree");
+    let _unlock = Unlock(vec![tree.clone()]);
+    make_tree(&tree);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "tree"]);
+    // The subpath is relative to the source folder, or starts with its name; an existing
+    // empty folder is a fine target.
+    for (path, target) in [("docs", "only_docs"), ("tree/docs", "only_docs_too")] {
+        let target = t.work().join(target);
+        std::fs::create_dir(&target).unwrap();
+        t.ctl(&[
+            "restore",
+            &file_name(&archive),
+            "--to",
+            target.to_str().unwrap(),
+            "--path",
+            path,
+        ])
+        .ok();
+        assert_eq!(
+            names(&target),
+            BTreeSet::from(["tree".to_owned()]),
+            "{path}"
+        );
+        assert_eq!(
+            names(&target.join("tree")),
+            BTreeSet::from(["docs".to_owned()]),
+            "{path}"
+        );
+        assert_eq!(
+            snapshot(&target.join("tree/docs")),
+            snapshot(&tree.join("docs")),
+            "{path}"
+        );
+    }
+}
+
+/// A tar header with raw name (and link name) bytes, which `Header::set_path` would refuse.
+fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    {
+        let old = header.as_old_mut();
+        assert!(path.len() < old.name.len(), "{path}");
+        old.name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(link) = link {
+            assert!(link.len() < old.linkname.len(), "{link}");
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+    }
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    header.set_mtime(1_700_000_000);
+    // Owned by whoever runs the test, so that a restore that keeps owners (as root) can.
+    let me = std::fs::metadata("/proc/self").unwrap();
+    header.set_uid(me.uid().into());
+    header.set_gid(me.gid().into());
+    header.set_cksum();
+    header
+}
+
+/// One entry of a hand-made archive: raw path, kind, content, link target.
+type RawEntry<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
+
+/// Writes `<home>/backups/<stem>.tar.gz` from raw entries, with a manifest that matches it.
+fn hostile_archive(t: &TestHome, stem: &str, entries: &[RawEntry]) {
+    let backups = t.home().join("backups");
+    let archive = backups.join(format!("{stem}.tar.gz"));
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&archive).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    for (path, kind, data, link) in entries {
+        let header = raw_header(path, *kind, data.len() as u64, *link);
+        builder.append(&header, *data).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let (name, created) = stem.split_once('_').unwrap();
+    let manifest = serde_json::json!({
+        "backup_file": archive,
+        "source": "/evil/top",
+        "created": created,
+        "size_bytes": size,
+        "size_human": format!("{size} B"),
+        "checksum_sha256": sha256sum(&archive),
+        "name": name,
+        "compression": "gzip",
+        "level": 6,
+        "files": entries.len(),
+        "dirs": 1,
+        "symlinks": 1,
+        "hardlinks": 0,
+        "bytes_in": 40,
+        "duration_ms": 1,
+        "warnings": [],
+        "backupd_version": "0.1.0",
+        "format_version": 1,
+    });
+    std::fs::write(
+        backups.join(format!("{stem}.json")),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_hostile_archive_writes_nothing_outside_the_target() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let outside = t.work().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let absolute = t.work().join("abs/evil");
+    let absolute = absolute.to_str().unwrap();
+    use tar::EntryType::{Directory, Regular, Symlink};
+    hostile_archive(
+        &t,
+        "evil_20250101_000000",
+        &[
+            ("top/", Directory, b"", None),
+            ("top/ok.txt", Regular, b"fine\n", None),
+            (absolute, Regular, b"absolute\n", None),
+            ("../escape", Regular, b"escape\n", None),
+            ("top/../../escape2", Regular, b"escape2\n", None),
+            ("top/link", Symlink, b"", Some(outside.to_str().unwrap())),
+            ("top/link/pwned", Regular, b"pwned\n", None),
+            ("top/after.txt", Regular, b"after\n", None),
+        ],
+    );
+    let before = names(t.work());
+
+    let target = t.work().join("target");
+    let out = t.ctl(&[
+        "restore",
+        "evil_20250101_000000.tar.gz",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let stdout = out.stdout();
+    assert_eq!(out.code(), 1, "stdout {stdout:?} stderr {:?}", out.stderr());
+    // `top/link` itself may be refused too (its target is outside), or created.
+    let stderr = out.stderr();
+    assert!(
+        stderr == "Error: 4 entries refused\n" || stderr == "Error: 5 entries refused\n",
+        "{stderr:?}; stdout {stdout}"
+    );
+    for hostile in [absolute, "../escape", "top/../../escape2", "top/link/pwned"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("Refused: {hostile}: "))),
+            "{hostile} not reported: {stdout}"
+        );
+    }
+    assert_eq!(std::fs::read(target.join("top/ok.txt")).unwrap(), b"fine\n");
+    assert_eq!(
+        std::fs::read(target.join("top/after.txt")).unwrap(),
+        b"after\n",
+        "entries after the refused ones are restored"
+    );
+    assert_eq!(
+        names(&outside),
+        BTreeSet::new(),
+        "nothing written through the link"
+    );
+    let mut expected = before;
+    expected.insert("target".to_owned());
+    assert_eq!(names(t.work()), expected, "nothing next to the target");
+    assert_eq!(names(&target), BTreeSet::from(["top".to_owned()]));
+    let top = names(&target.join("top"));
+    assert!(
+        top.contains("ok.txt") && top.contains("after.txt"),
+        "{top:?}"
+    );
+    assert!(
+        top.iter()
+            .all(|n| ["ok.txt", "after.txt", "link"].contains(&n.as_str())),
+        "{top:?}"
+    );
+}
+
+#[test]
+fn backups_long_groups_by_name_newest_first_with_the_verify_status() {
+    let t = TestHome::new();
+    random_source(&t, "src", 5_000);
+    let _daemon = t.start_daemon();
+    // Two runs of one name get consecutive timestamps: the second is the newer.
+    let beta_old = backup(&t, &["--sources", "src", "--name", "beta"]);
+    let beta_new = backup(&t, &["--sources", "src", "--name", "beta"]);
+    let alpha_old = backup(&t, &["--sources", "src", "--name", "alpha"]);
+    let alpha_new = backup(&t, &["--sources", "src", "--name", "alpha"]);
+    let all = [&alpha_new, &alpha_old, &beta_new, &beta_old];
+    assert!(file_name(&alpha_new) > file_name(&alpha_old));
+    assert!(file_name(&beta_new) > file_name(&beta_old));
+
+    // Without --long: the plain file names, as before.
+    let plain = t.ctl(&["backups"]).ok();
+    let mut sorted: Vec<String> = all.iter().map(|a| file_name(a)).collect();
+    sorted.sort();
+    assert_eq!(plain.lines().collect::<Vec<_>>(), sorted, "{plain}");
+
+    t.ctl(&["verify", "--name", "alpha"]).ok();
+
+    let long = t.ctl(&["backups", "--long"]).ok();
+    let line_of = |archive: &Path| -> usize {
+        let name = file_name(archive);
+        let found: Vec<usize> = long
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(&name))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} once in {long}");
+        found[0]
+    };
+    let lines: Vec<&str> = long.lines().collect();
+    let (an, ao, bn, bo) = (
+        line_of(&alpha_new),
+        line_of(&alpha_old),
+        line_of(&beta_new),
+        line_of(&beta_old),
+    );
+    assert!(an < ao && bn < bo, "newest first: {long}");
+    assert!(ao < bn || bo < an, "grouped by name: {long}");
+    for index in [an, ao] {
+        assert!(
+            lines[index].contains("ok") && !lines[index].contains("not verified"),
+            "{}",
+            lines[index]
+        );
+    }
+    for index in [bn, bo] {
+        assert!(lines[index].contains("not verified"), "{}", lines[index]);
+    }
+
+    let json = t.ctl(&["--json", "backups", "--long"]).ok();
+    let answer: Value = serde_json::from_str(json.trim()).unwrap();
+    let data = &answer["data"];
+    assert_eq!(data["backups"].as_array().unwrap().len(), 4, "{answer}");
+    let groups = data["groups"].as_array().unwrap();
+    let group_names: BTreeSet<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(group_names, BTreeSet::from(["alpha", "beta"]), "{answer}");
+    for group in groups {
+        let (newest, oldest, verified) = if group["name"] == "alpha" {
+            (&alpha_new, &alpha_old, true)
+        } else {
+            (&beta_new, &beta_old, false)
+        };
+        let archives = group["archives"].as_array().unwrap();
+        let files: Vec<&str> = archives
+            .iter()
+            .map(|a| a["file"].as_str().unwrap())
+            .collect();
+        assert_eq!(files, [file_name(newest), file_name(oldest)], "{answer}");
+        for (entry, archive) in archives.iter().zip([newest, oldest]) {
+            assert_eq!(
+                entry["size_bytes"],
+                std::fs::metadata(archive).unwrap().len(),
+                "{entry}"
+            );
+            assert_eq!(entry["compression"], "gzip", "{entry}");
+            assert_eq!(entry["files"], 1, "{entry}");
+            if verified {
+                assert_eq!(entry["verify"]["status"], "ok", "{entry}");
+            } else {
+                assert!(entry["verify"].is_null(), "{entry}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_hard_link_to_a_file_outside_the_target_is_refused() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let outside = t.work().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let absolute = victim.to_str().unwrap();
+    use tar::EntryType::{Directory, Link, Regular};
+    // Each link is followed by a file of the same name, which would be written through it.
+    hostile_archive(
+        &t,
+        "links_20250101_000000",
+        &[
+            ("top/", Directory, b"", None),
+            ("top/ok.txt", Regular, b"fine\n", None),
+            ("top/abs", Link, b"", Some(absolute)),
+            ("top/abs", Regular, b"pwned\n", None),
+            ("top/rel", Link, b"", Some("../outside/victim")),
+            ("top/rel", Regular, b"pwned\n", None),
+            ("top/after.txt", Regular, b"after\n", None),
+        ],
+    );
+    let target = t.work().join("target");
+    let out = t.ctl(&[
+        "restore",
+        "links_20250101_000000.tar.gz",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let stdout = out.stdout();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n", "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&victim).unwrap().nlink(),
+        1,
+        "nothing in the target is linked to a file outside it: {stdout}"
+    );
+    assert_eq!(names(&outside), BTreeSet::from(["victim".to_owned()]));
+    assert_eq!(out.code(), 1, "stdout {stdout:?} stderr {:?}", out.stderr());
+    for hostile in ["top/abs", "top/rel"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("Refused: {hostile}: "))),
+            "{hostile} not reported: {stdout}"
+        );
+    }
+    assert_eq!(std::fs::read(target.join("top/ok.txt")).unwrap(), b"fine\n");
+    assert_eq!(
+        std::fs::read(target.join("top/after.txt")).unwrap(),
+        b"after\n"
+    );
+}

@@ -138,3 +138,50 @@ fn log_level_controls_what_is_logged_and_events_also_go_to_stderr() {
     assert!(!bad.wait().success());
     assert!(t.daemon_stderr().contains("invalid log level"));
 }
+
+#[test]
+fn another_user_is_refused_even_through_an_open_socket() {
+    // Needs a second user to connect as, which only root can become; CI runs as root.
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    if uid != 0 {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    // Open every door the file system has, so only the daemon's uid check stands.
+    for dir in [t.work(), t.home().as_path()] {
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(t.socket(), PermissionsExt::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "socat",
+            "-",
+        ])
+        .arg(format!("UNIX-CONNECT:{}", t.socket().display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"{\"cmd\":\"list\"}\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(answer["error"]["code"], "permission_denied", "{answer}");
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l.starts_with("Error: refused connection from uid 65534"))
+    );
+}

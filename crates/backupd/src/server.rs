@@ -63,12 +63,10 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
 
 async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
     if let Err(refusal) = check_peer(&stream) {
-        tracing::error!(
-            "{}",
-            refusal.error.as_ref().map_or("", |e| e.message.as_str())
-        );
+        tracing::error!("{refusal}");
+        let answer = Response::failure(None, ErrorCode::PermissionDenied, refusal);
         let (_, mut write) = stream.into_split();
-        let _ = write.write_all(refusal.to_line().as_bytes()).await;
+        let _ = write.write_all(answer.to_line().as_bytes()).await;
         return;
     }
     let (read, mut write) = stream.into_split();
@@ -138,22 +136,17 @@ async fn answer_with_events(
 }
 
 /// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.
-fn check_peer(stream: &UnixStream) -> Result<(), Response> {
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
     let own = rustix::process::geteuid().as_raw();
-    let peer = stream.peer_cred().map(|cred| cred.uid()).map_err(|e| {
-        Response::failure(
-            None,
-            ErrorCode::PermissionDenied,
-            format!("can't identify the connecting process: {e}"),
-        )
-    })?;
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| format!("can't identify the connecting process: {e}"))?
+        .uid();
     if peer == own || peer == 0 {
         Ok(())
     } else {
-        Err(Response::failure(
-            None,
-            ErrorCode::PermissionDenied,
-            format!("refused connection from uid {peer}: backupd runs as uid {own}"),
+        Err(format!(
+            "refused connection from uid {peer}: backupd runs as uid {own}"
         ))
     }
 }

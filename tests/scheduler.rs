@@ -84,11 +84,20 @@ fn the_seed_scenario_backs_up_at_the_next_minute_and_removes_the_schedules() {
         let made = archives(&backups);
         (made.len() == 3).then_some(made)
     });
+    let due_minute = next_minute.replace(':', "");
     for (archive, name) in made
         .iter()
         .zip(["backup_test", "office_docs", "personal_data"])
     {
         assert!(archive.starts_with(&format!("{name}_")), "{made:?}");
+        // `<name>_YYYYMMDD_HHMMSS.tar.gz`: started in the due minute, within seconds of it.
+        let stamp = &archive[archive.len() - "HHMMSS.tar.gz".len()..][..6];
+        assert_eq!(&stamp[..4], due_minute, "{archive}");
+        let seconds: u32 = stamp[4..].parse().unwrap();
+        assert!(
+            seconds <= 5,
+            "started {seconds} s after the due time: {archive}"
+        );
     }
     wait_for(common::PATIENCE, "the schedules to be removed", || {
         t.ctl(&["list"]).ok().is_empty().then_some(())

@@ -341,6 +341,107 @@ mod tests {
         );
     }
 
+    /// Central European time in 2026, DST rules included: +01:00, and +02:00 from 29 March
+    /// 01:00 UTC (02:00 local jumps to 03:00) to 25 October 01:00 UTC (03:00 falls back to
+    /// 02:00). Enough of a time zone to test DST without a time zone database.
+    #[derive(Debug, Clone, Copy)]
+    struct Cet2026;
+
+    impl Cet2026 {
+        fn summer_start() -> chrono::NaiveDateTime {
+            chrono::NaiveDate::from_ymd_opt(2026, 3, 29)
+                .unwrap()
+                .and_hms_opt(1, 0, 0)
+                .unwrap()
+        }
+
+        fn summer_end() -> chrono::NaiveDateTime {
+            chrono::NaiveDate::from_ymd_opt(2026, 10, 25)
+                .unwrap()
+                .and_hms_opt(1, 0, 0)
+                .unwrap()
+        }
+
+        fn offset(hours: i32) -> FixedOffset {
+            FixedOffset::east_opt(hours * 3600).unwrap()
+        }
+    }
+
+    impl TimeZone for Cet2026 {
+        type Offset = FixedOffset;
+
+        fn from_offset(_: &FixedOffset) -> Self {
+            Cet2026
+        }
+
+        fn offset_from_local_date(
+            &self,
+            local: &chrono::NaiveDate,
+        ) -> chrono::LocalResult<FixedOffset> {
+            self.offset_from_local_datetime(&local.and_hms_opt(12, 0, 0).unwrap())
+        }
+
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> chrono::LocalResult<FixedOffset> {
+            let fits = |hours: i32| {
+                let utc = *local - TimeDelta::hours(i64::from(hours));
+                self.offset_from_utc_datetime(&utc) == Self::offset(hours)
+            };
+            match (fits(2), fits(1)) {
+                (true, true) => chrono::LocalResult::Ambiguous(Self::offset(2), Self::offset(1)),
+                (true, false) => chrono::LocalResult::Single(Self::offset(2)),
+                (false, true) => chrono::LocalResult::Single(Self::offset(1)),
+                (false, false) => chrono::LocalResult::None,
+            }
+        }
+
+        fn offset_from_utc_date(&self, utc: &chrono::NaiveDate) -> FixedOffset {
+            self.offset_from_utc_datetime(&utc.and_hms_opt(12, 0, 0).unwrap())
+        }
+
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> FixedOffset {
+            if (Self::summer_start()..Self::summer_end()).contains(utc) {
+                Self::offset(2)
+            } else {
+                Self::offset(1)
+            }
+        }
+    }
+
+    #[test]
+    fn daily_times_follow_local_time_across_dst() {
+        let next = |time: &str, after: &str| {
+            let s = schedule(daily(time), "2026-01-01T00:00:00+01:00", Some(after));
+            pending_due(&s, &Cet2026).unwrap().fixed_offset()
+        };
+        // Spring forward: 02:30 does not exist on 29 March; it runs right after the gap,
+        // then at 02:30 local (now +02:00) again, not an hour off.
+        assert_eq!(
+            next("02:30", "2026-03-28T02:30:00+01:00"),
+            at("2026-03-29T03:00:00+02:00")
+        );
+        assert_eq!(
+            next("02:30", "2026-03-29T03:00:00+02:00"),
+            at("2026-03-30T02:30:00+02:00")
+        );
+        // A 04:00 job is simply at 04:00 local on both sides of the change.
+        assert_eq!(
+            next("04:00", "2026-03-28T04:00:00+01:00"),
+            at("2026-03-29T04:00:00+02:00")
+        );
+        // Fall back: 02:30 happens twice on 25 October; the job runs once, at the first.
+        assert_eq!(
+            next("02:30", "2026-10-24T02:30:00+02:00"),
+            at("2026-10-25T02:30:00+02:00")
+        );
+        assert_eq!(
+            next("02:30", "2026-10-25T02:30:00+02:00"),
+            at("2026-10-26T02:30:00+01:00")
+        );
+    }
+
     #[test]
     fn grace_durations_parse() {
         assert_eq!(parse_duration("90s"), Ok(TimeDelta::seconds(90)));

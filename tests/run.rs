@@ -767,3 +767,55 @@ fn unreadable_entries_become_warnings_and_the_backup_still_succeeds() {
     // Let the temporary directory be removed.
     std::fs::set_permissions(src.join("locked_dir"), PermissionsExt::from_mode(0o755)).unwrap();
 }
+
+fn partials(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "partial")
+        })
+        .count()
+}
+
+/// Two slow sources in one run: with `--max-jobs 2` both are written at once; with
+/// `--max-jobs 1` the second waits for the first.
+fn sources_at_once(max_jobs: &str) -> usize {
+    let t = TestHome::new();
+    for dir in ["one", "two"] {
+        let src = t.work().join(dir);
+        std::fs::create_dir(&src).unwrap();
+        std::fs::File::create(src.join("sparse"))
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+    }
+    let mut daemon = t.spawn_daemon(&["--max-jobs", max_jobs]);
+    common::wait_until_answering(&t.socket());
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({
+        "cmd": "run", "sources": [t.work().join("one"), t.work().join("two")]
+    });
+    client.send_bytes(format!("{request}\n").as_bytes());
+    let backups = t.home().join("backups");
+    wait_for_partial(&backups);
+    // Watch for a while: the most archives ever being written at the same time.
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until && most < 2 {
+        most = most.max(partials(&backups));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    most
+}
+
+#[test]
+fn sources_are_written_concurrently_up_to_the_job_limit() {
+    assert_eq!(sources_at_once("2"), 2);
+    assert_eq!(sources_at_once("1"), 1);
+}

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{Client, TestHome, log_messages};
+use common::{Client, TestHome, log_messages, sha256sum, snapshot};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,53 +54,6 @@ fn make_tree(root: &Path) {
     assert!(fifo.success());
 }
 
-/// What an entry is, for comparing trees: kind, content or link target, mode, mtime.
-#[derive(Debug, PartialEq, Eq)]
-enum Entry {
-    Dir {
-        mode: u32,
-    },
-    File {
-        content: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
-    Link {
-        target: PathBuf,
-    },
-}
-
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
-    let mut entries = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            let mode = meta.mode() & 0o7777;
-            let kind = if meta.file_type().is_symlink() {
-                Entry::Link {
-                    target: std::fs::read_link(&path).unwrap(),
-                }
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                Entry::Dir { mode }
-            } else if meta.is_file() {
-                Entry::File {
-                    content: std::fs::read(&path).unwrap(),
-                    mode,
-                    mtime: meta.mtime(),
-                }
-            } else {
-                continue; // FIFOs are not archived
-            };
-            entries.insert(rel, kind);
-        }
-    }
-    entries
-}
-
 fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
     let mut full = vec!["--json", "run"];
     full.extend_from_slice(args);
@@ -114,11 +66,6 @@ fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
         )
     });
     (out.code(), value)
-}
-
-fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 fn round_trip(compression: &str, tar_flags: &[&str]) {

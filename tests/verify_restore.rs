@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestHome, far_time};
+use common::{TestHome, far_time, sha256sum, snapshot};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -54,12 +54,6 @@ fn manifest_path(archive: &Path) -> PathBuf {
         .or_else(|| name.strip_suffix(".tar"))
         .unwrap();
     archive.with_file_name(format!("{stem}.json"))
-}
-
-fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 fn flip_middle_byte(path: &Path) {
@@ -362,50 +356,6 @@ impl Drop for Unlock {
             }
         }
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Entry {
-    Dir {
-        mode: u32,
-    },
-    File {
-        content: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
-    Link {
-        target: PathBuf,
-    },
-}
-
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
-    let mut entries = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            let mode = meta.mode() & 0o7777;
-            let kind = if meta.file_type().is_symlink() {
-                Entry::Link {
-                    target: std::fs::read_link(&path).unwrap(),
-                }
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                Entry::Dir { mode }
-            } else {
-                Entry::File {
-                    content: std::fs::read(&path).unwrap(),
-                    mode,
-                    mtime: meta.mtime(),
-                }
-            };
-            entries.insert(rel, kind);
-        }
-    }
-    entries
 }
 
 fn names(dir: &Path) -> BTreeSet<String> {

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -322,4 +324,61 @@ pub fn log_messages(log: &str) -> Vec<String> {
             line[19..].to_owned()
         })
         .collect()
+}
+
+/// What an entry is, for comparing trees: kind, content or link target, mode, mtime.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    Dir {
+        mode: u32,
+    },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    Link {
+        target: PathBuf,
+    },
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+            let mode = meta.mode() & 0o7777;
+            let kind = if meta.file_type().is_symlink() {
+                Entry::Link {
+                    target: std::fs::read_link(&path).expect("read_link"),
+                }
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Entry::Dir { mode }
+            } else if meta.is_file() {
+                Entry::File {
+                    content: std::fs::read(&path).expect("read"),
+                    mode,
+                    mtime: meta.mtime(),
+                }
+            } else {
+                continue; // FIFOs are not archived
+            };
+            entries.insert(rel, kind);
+        }
+    }
+    entries
+}
+
+/// The SHA-256 of a file as `sha256sum` prints it.
+pub fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).expect("hex")[..64].to_owned()
 }

@@ -163,6 +163,10 @@ fn a_run_writes_the_manifest_and_logs_the_seed_lines() {
         "{stem}"
     );
     let archive = backups.join(&names[1]);
+    for file in [&archive, &backups.join(&names[0])] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is private", file.display());
+    }
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(backups.join(&names[0])).unwrap()).unwrap();
     for field in [

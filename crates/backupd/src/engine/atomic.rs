@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -30,9 +31,11 @@ impl PartialFile {
     /// Creates `<target>.partial`; fails if it exists (another run owns it).
     pub fn create(target: &Path) -> io::Result<(Self, File)> {
         let partial = partial_path(target);
+        // Private like the manifest: an archive holds a copy of the user's data.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&partial)?;
         Ok((
             PartialFile {

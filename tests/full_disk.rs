@@ -1,0 +1,136 @@
+//! A full disk loses nothing: a backup that runs out of space fails cleanly and leaves no file
+//! behind, and a schedule change that cannot be saved changes nothing. The disk is a tiny
+//! tmpfs, which only root may mount (CI runs as root).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{TestHome, far_time, log_messages};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// `None` when this user may not mount (not root).
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}
+
+/// Incompressible bytes, so the archive is as large as the source.
+fn random_file(path: &Path, size: usize) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_backup_that_fills_the_disk_fails_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    random_file(&src.join("big.bin"), 3 << 20);
+    let dest = t.work().join("small");
+    let _disk = SmallDisk::mount(&dest, "1m").expect("mount a tmpfs as root");
+    let _daemon = t.start_daemon();
+
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        "src",
+        "--destination",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stdout().contains("No space left on device"),
+        "{}",
+        out.stdout()
+    );
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing is left on the full disk: {left:?}"
+    );
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l.starts_with("Error: Backup failed for ") && l.contains("No space left"))
+    );
+    // The daemon goes on serving.
+    t.ctl(&["list"]).ok();
+}
+
+#[test]
+fn a_schedule_change_that_cannot_be_saved_changes_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let _disk = SmallDisk::mount(&t.home(), "256k").expect("mount a tmpfs as root");
+    let _daemon = t.start_daemon();
+    let hhmm = far_time();
+    t.ctl(&["create", &format!("src;{hhmm};kept")]).ok();
+    let before = std::fs::read(t.home().join("schedules.json")).unwrap();
+
+    // Fill the disk to the last byte.
+    let filler = t.home().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+
+    let out = t.ctl(&["create", &format!("src;{hhmm};lost")]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr().contains("can't save schedule file"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(
+        std::fs::read(t.home().join("schedules.json")).unwrap(),
+        before
+    );
+    assert_eq!(
+        t.ctl(&["list"]).ok().lines().count(),
+        1,
+        "memory unchanged too"
+    );
+
+    // Room again: the next change is saved.
+    std::fs::remove_file(&filler).unwrap();
+    t.ctl(&["create", &format!("src;{hhmm};later")]).ok();
+    assert_eq!(t.ctl(&["list"]).ok().lines().count(), 2);
+}

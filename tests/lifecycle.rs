@@ -185,3 +185,44 @@ fn another_user_is_refused_even_through_an_open_socket() {
             .any(|l| l.starts_with("Error: refused connection from uid 65534"))
     );
 }
+
+#[test]
+fn start_detaches_from_the_terminal_session_and_the_working_directory() {
+    let t = TestHome::new();
+    let _stop = common::StopOnDrop(&t);
+    // A relative home, as a user might type it.
+    let out = t
+        .ctl_command(&["--home", "home", "start"])
+        .env_remove("BACKUPD_HOME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.home().join("logs/backupd.log").exists(),
+        "the home is where the user meant"
+    );
+    // Find the daemon by the socket path backupctl handed it.
+    let socket = t.socket().display().to_string();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&socket))
+        })
+        .expect("the daemon process");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+    // Its own session: the session id is its own pid (field 6 of /proc/PID/stat).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let session = after_name.split(' ').nth(3).unwrap();
+    assert_eq!(session, pid);
+}

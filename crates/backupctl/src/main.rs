@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         }
     };
     let env = proto::paths::Env::from_process();
-    let home = proto::paths::resolve_home(cli.home.as_deref(), &env);
+    // Absolute, so that the daemon `start` launches finds the same home from `/`.
+    let home = proto::paths::resolve_home(cli.home.as_deref(), &env)
+        .map(|home| std::path::absolute(&home).unwrap_or(home));
     let outcome = home
         .as_ref()
         .map_err(|e| Failure::Usage(e.to_string()))

@@ -62,8 +62,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         rustix::process::setsid().context("can't start a new session")?;
     }
     let env = proto::paths::Env::from_process();
-    let home = Home::new(proto::paths::resolve_home(args.home.as_deref(), &env)?);
-    let socket_path = proto::paths::resolve_socket(args.socket.as_deref(), &env, home.root())?;
+    let absolute = |path: PathBuf| {
+        std::path::absolute(&path).with_context(|| format!("can't resolve {}", path.display()))
+    };
+    let home = Home::new(absolute(proto::paths::resolve_home(
+        args.home.as_deref(),
+        &env,
+    )?)?);
+    let socket_path = absolute(proto::paths::resolve_socket(
+        args.socket.as_deref(),
+        &env,
+        home.root(),
+    )?)?;
+    if args.detach {
+        // A daemon must not keep the directory it was started from busy.
+        std::env::set_current_dir("/").context("can't change to /")?;
+    }
     home.create_dirs()?;
     backupd::log::init(&home.logs_dir(), args.log_level.as_deref())?;
 

@@ -51,6 +51,10 @@ pub enum EngineError {
     #[error("cannot write manifest {path}: {source}")]
     Manifest { path: PathBuf, source: io::Error },
 
+    /// What reached the disk is not what was written.
+    #[error("archive {path} failed validation: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+
     #[error("backup cancelled")]
     Cancelled,
 }

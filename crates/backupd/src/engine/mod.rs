@@ -19,6 +19,24 @@ mod sized_reader;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_or_short_archive_fails_validation() {
+        let path = Path::new("/b/x.tar.gz.partial");
+        assert!(validate_size(path, 10, 10).is_ok());
+        let empty = validate_size(path, 0, 0).unwrap_err();
+        assert!(empty.to_string().contains("Archive size is 0"), "{empty}");
+        let short = validate_size(path, 9, 10).unwrap_err();
+        assert!(
+            short.to_string().contains("9 bytes on disk, 10 written"),
+            "{short}"
+        );
+    }
+}
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufWriter};
@@ -210,7 +228,11 @@ pub fn run_backup(
         .into_inner()
         .map_err(|e| write_error(e.into_error()))?;
     file.sync_all().map_err(write_error)?;
+    // The seed's validation, on what reached the disk: the archive is there, not empty, and
+    // as long as what was hashed. The checksum itself was taken from the bytes written.
+    let on_disk = file.metadata().map_err(write_error)?.len();
     drop(file);
+    validate_size(partial.path(), on_disk, size_bytes)?;
     let archive = partial.publish().map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             EngineError::ArchiveExists {
@@ -267,6 +289,20 @@ pub fn run_backup(
         archive,
         manifest_path: names.manifest,
         manifest,
+    })
+}
+
+fn validate_size(path: &Path, on_disk: u64, streamed: u64) -> Result<(), EngineError> {
+    let reason = if on_disk == 0 {
+        "Archive size is 0".to_owned()
+    } else if on_disk != streamed {
+        format!("{on_disk} bytes on disk, {streamed} written")
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::Invalid {
+        path: path.to_owned(),
+        reason,
     })
 }
 

@@ -76,7 +76,7 @@ impl Pattern {
         if body.is_empty() {
             return Err(invalid("pattern is empty"));
         }
-        let segments = body
+        let mut segments: Vec<Segment> = body
             .split('/')
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -87,6 +87,8 @@ impl Pattern {
                 }
             })
             .collect::<Result<_, _>>()?;
+        // `**/**` means `**`; collapsing keeps matching linear in the path depth.
+        segments.dedup_by(|a, b| matches!(a, Segment::AnyDepth) && matches!(b, Segment::AnyDepth));
         Ok(Pattern {
             segments,
             anchored,
@@ -239,6 +241,16 @@ mod tests {
 
     fn dir(s: &ExcludeSet, rel: &str) -> bool {
         s.is_excluded(rel, true)
+    }
+
+    #[test]
+    fn repeated_double_stars_stay_fast() {
+        // Unmerged, 30 `**` over 60 components would take about 60^30 steps.
+        let pattern = format!("{}nothing", "**/".repeat(30));
+        let s = set(&[pattern.as_str()]);
+        let deep = vec!["d"; 60].join("/");
+        assert!(!file(&s, &deep));
+        assert!(file(&s, &format!("{deep}/nothing")));
     }
 
     #[test]

@@ -105,8 +105,9 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
 }
 
 /// Runs the request's handler while writing the event lines it sends. If the client goes
-/// away, the handler still runs to the end (a backup is not abandoned), and `None` says the
-/// answer has nobody to go to.
+/// away, or stops reading for [`EVENT_WRITE_TIMEOUT`], no more events are written but the
+/// handler runs to the end (a backup is not abandoned, and a stalled client does not hold a
+/// job slot); `None` says the answer has nobody to go to.
 async fn answer_with_events(
     daemon: &Daemon,
     line: &[u8],
@@ -120,19 +121,26 @@ async fn answer_with_events(
         tokio::select! {
             response = &mut handler => break response,
             Some(event) = pending.recv() => {
-                if !client_gone && write.write_all(event.as_bytes()).await.is_err() {
-                    client_gone = true;
-                }
+                client_gone = client_gone || !write_event(write, &event).await;
             }
         }
     };
     // Events queued just before the handler returned still precede the response.
     while let Ok(event) = pending.try_recv() {
-        if !client_gone && write.write_all(event.as_bytes()).await.is_err() {
-            client_gone = true;
-        }
+        client_gone = client_gone || !write_event(write, &event).await;
     }
     (!client_gone).then_some(response)
+}
+
+/// How long one event line may wait for a client that does not read.
+const EVENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes an event line; `false` if the client is gone or stalled.
+async fn write_event(write: &mut OwnedWriteHalf, event: &str) -> bool {
+    matches!(
+        tokio::time::timeout(EVENT_WRITE_TIMEOUT, write.write_all(event.as_bytes())).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.

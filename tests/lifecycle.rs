@@ -226,3 +226,37 @@ fn start_detaches_from_the_terminal_session_and_the_working_directory() {
     let session = after_name.split(' ').nth(3).unwrap();
     assert_eq!(session, pid);
 }
+
+#[test]
+fn stale_partials_are_removed_at_start_in_every_schedule_destination() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let elsewhere = t.work().join("elsewhere");
+    let mut daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "far",
+        "--daily",
+        &common::far_time(),
+        "--destination",
+        elsewhere.to_str().unwrap(),
+    ])
+    .ok();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    // What a daemon killed mid-write leaves, next to files that must stay.
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let partial = elsewhere.join("far_20250101_000000.tar.gz.partial");
+    std::fs::write(&partial, b"half").unwrap();
+    std::fs::write(elsewhere.join("notes.txt"), b"mine").unwrap();
+    let _restarted = t.start_daemon();
+    assert!(!partial.exists());
+    assert!(elsewhere.join("notes.txt").exists());
+    assert!(log_messages(&t.log()).contains(&format!(
+        "Removed stale partial archive {}",
+        partial.display()
+    )));
+}

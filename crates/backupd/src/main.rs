@@ -85,7 +85,6 @@ fn run(args: Args) -> anyhow::Result<()> {
     if previous == Previous::RemovedStale {
         tracing::info!("Removed stale socket {}", socket_path.display());
     }
-    remove_stale_partials(&home.backups_dir());
     let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
         // The socket is ours but we will not serve: leave nothing behind.
         let _ = std::fs::remove_file(&socket_path);
@@ -103,6 +102,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         );
+        let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
+        for schedule in schedules.snapshot().await.schedules {
+            destinations.extend(schedule.options.destination.map(PathBuf::from));
+        }
+        for dir in &destinations {
+            remove_stale_partials(dir);
+        }
         let daemon = Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace));
         spawn_signal_handlers(&daemon)?;
         tracing::info!("backupd started");
@@ -131,6 +137,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A daemon killed while writing leaves `<archive>.partial`; it is never a valid archive.
+/// Cleaned in the home's backups folder and in every schedule's destination.
 fn remove_stale_partials(dir: &std::path::Path) {
     match backupd::engine::remove_stale_partials(dir) {
         Ok(removed) => {
@@ -138,6 +145,7 @@ fn remove_stale_partials(dir: &std::path::Path) {
                 tracing::info!("Removed stale partial archive {}", path.display());
             }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't clean partial archives in {}: {e}", dir.display()),
     }
 }

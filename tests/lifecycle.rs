@@ -252,9 +252,14 @@ fn stale_partials_are_removed_at_start_in_every_schedule_destination() {
     let partial = elsewhere.join("far_20250101_000000.tar.gz.partial");
     std::fs::write(&partial, b"half").unwrap();
     std::fs::write(elsewhere.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(elsewhere.join("thesis.partial"), b"mine too").unwrap();
     let _restarted = t.start_daemon();
     assert!(!partial.exists());
     assert!(elsewhere.join("notes.txt").exists());
+    assert!(
+        elsewhere.join("thesis.partial").exists(),
+        "only partial archives are ours"
+    );
     assert!(log_messages(&t.log()).contains(&format!(
         "Removed stale partial archive {}",
         partial.display()

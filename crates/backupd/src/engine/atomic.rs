@@ -126,16 +126,19 @@ fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Deletes every `*.partial` file directly in `dir` and returns their paths.
+/// Deletes every partial archive (`<name>_<YYYYMMDD_HHMMSS>.tar….partial`) directly in `dir`
+/// and returns their paths.
 pub fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let is_partial = entry
-            .file_name()
-            .as_encoded_bytes()
-            .ends_with(PARTIAL_SUFFIX.as_bytes());
-        if is_partial && entry.file_type()?.is_file() {
+        // Only what the engine names `<name>_<YYYYMMDD_HHMMSS>.tar….partial`: a user's own
+        // `thesis.partial` in a destination folder is not ours to delete.
+        let is_ours = entry.file_name().to_str().is_some_and(|name| {
+            name.strip_suffix(PARTIAL_SUFFIX)
+                .is_some_and(|archive| super::naming::parse_archive_name(archive).is_some())
+        });
+        if is_ours && entry.file_type()?.is_file() {
             fs::remove_file(entry.path())?;
             removed.push(entry.path());
         }
@@ -205,24 +208,26 @@ mod tests {
     }
 
     #[test]
-    fn remove_stale_partials_removes_only_partials() {
+    fn remove_stale_partials_removes_only_partial_archives() {
         let dir = tempfile::tempdir().unwrap();
         for name in [
-            "a.tar.gz.partial",
+            "a_20250101_000000.tar.gz.partial",
+            "my_job_20250101_000000.tar.partial",
             "b.partial",
-            "keep.tar.gz",
-            "keep.json",
+            "thesis.partial",
+            "keep_20250101_000000.tar.gz",
+            "keep_20250101_000000.json",
             "partial",
         ] {
             fs::write(dir.path().join(name), b"x").unwrap();
         }
-        fs::create_dir(dir.path().join("dir.partial")).unwrap();
+        fs::create_dir(dir.path().join("d_20250101_000000.tar.partial")).unwrap();
         let removed = remove_stale_partials(dir.path()).unwrap();
         assert_eq!(
             removed,
             vec![
-                dir.path().join("a.tar.gz.partial"),
-                dir.path().join("b.partial")
+                dir.path().join("a_20250101_000000.tar.gz.partial"),
+                dir.path().join("my_job_20250101_000000.tar.partial")
             ]
         );
         let mut left: Vec<_> = fs::read_dir(dir.path())
@@ -230,6 +235,16 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["dir.partial", "keep.json", "keep.tar.gz", "partial"]);
+        assert_eq!(
+            left,
+            [
+                "b.partial",
+                "d_20250101_000000.tar.partial",
+                "keep_20250101_000000.json",
+                "keep_20250101_000000.tar.gz",
+                "partial",
+                "thesis.partial"
+            ]
+        );
     }
 }

@@ -13,6 +13,7 @@ mod error;
 mod exclude;
 mod hashing_writer;
 mod manifest;
+pub mod naming;
 mod progress;
 mod sized_reader;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 
 use super::error::StoreError;
-use super::naming::{manifest_path_for, parse_archive_name};
+use crate::engine::naming::{manifest_path_for, parse_archive_name};
 use crate::engine::{Manifest, TIMESTAMP_FORMAT};
 
 /// One archive found in a backup folder.

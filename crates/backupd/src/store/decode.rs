@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
-use super::naming::compression_from_name;
+use crate::engine::naming::compression_from_name;
 use crate::engine::{Compression, Manifest};
 
 const READ_BUFFER: usize = 256 * 1024;

@@ -9,7 +9,6 @@ mod archive_list;
 mod checksum;
 mod decode;
 mod error;
-mod naming;
 mod restore;
 mod rotation;
 mod verify;
@@ -17,10 +16,10 @@ mod verify;
 #[cfg(test)]
 mod test_support;
 
+pub use crate::engine::naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
 pub use archive_list::{ArchiveInfo, group_by_name, read_manifest, scan};
 pub use checksum::{Integrity, check_integrity, sha256_file};
 pub use error::StoreError;
-pub use naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
 pub use restore::{RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyReport, VerifyStatus, verify};

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use chrono::NaiveDateTime;
 
 use super::checksum::sha256_file;
-use super::naming::manifest_path_for;
+use crate::engine::naming::manifest_path_for;
 use crate::engine::{
     self, BackupJob, BackupOutcome, Compression, ExcludeSet, FORMAT_VERSION, Manifest,
     TIMESTAMP_FORMAT, human_size,

@@ -10,8 +10,8 @@ use super::archive_list::read_manifest;
 use super::checksum::{Integrity, check_integrity};
 use super::decode::open_tar_stream;
 use super::error::StoreError;
-use super::naming::manifest_path_for;
 use crate::engine::Manifest;
+use crate::engine::naming::manifest_path_for;
 
 const BLOCK: u64 = 512;
 /// Two zero blocks end a tar archive.

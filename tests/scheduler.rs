@@ -384,3 +384,41 @@ fn an_occurrence_while_the_previous_run_goes_on_is_skipped() {
         "the cancelled run left nothing"
     );
 }
+
+#[test]
+fn a_running_one_shot_does_not_keep_the_scheduler_busy() {
+    let t = TestHome::new();
+    let src = t.work().join("hog");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::File::create(src.join("sparse"))
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let mut daemon = t.start_daemon();
+    // This minute counts: it fires at once and runs far longer than the test watches it.
+    // Near the end of a minute, wait for the next, so that the minute cannot pass meanwhile.
+    if Local::now().second() >= 55 {
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    let now = Local::now().format("%H:%M").to_string();
+    t.ctl(&["create", &format!("hog;{now};hog")]).ok();
+    let backups = t.home().join("backups");
+    wait_for(common::PATIENCE, "the one-shot to start", || {
+        std::fs::read_dir(&backups).unwrap().next().map(drop)
+    });
+    let schedules = t.home().join("schedules.json");
+    let saved_at = std::fs::metadata(&schedules).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        std::fs::metadata(&schedules).unwrap().modified().unwrap(),
+        saved_at,
+        "the schedule file is not rewritten while the run goes on"
+    );
+    let skipped = log_messages(&t.log())
+        .iter()
+        .filter(|l| l.contains("Skipped run"))
+        .count();
+    assert_eq!(skipped, 0);
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+}

@@ -66,28 +66,32 @@ async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<DateTime<Lo
                     mark_handled(daemon, schedule.id, latest).await;
                 }
             }
-            Decision::Overlap { latest } => {
-                tracing::warn!(
-                    "Skipped run of {} due {}: its previous run is still going",
-                    schedule.name,
-                    latest.format("%d/%m/%Y %H:%M")
-                );
-                mark_handled(daemon, schedule.id, latest).await;
-            }
+            Decision::Overlap { latest } => skip_overlap(daemon, &schedule, latest).await,
         }
     }
     next_due
 }
 
+async fn skip_overlap(daemon: &Daemon, schedule: &Schedule, latest: DateTime<Local>) {
+    tracing::warn!(
+        "Skipped run of {} due {}: its previous run is still going",
+        schedule.name,
+        latest.format("%d/%m/%Y %H:%M")
+    );
+    mark_handled(daemon, schedule.id, latest).await;
+}
+
 /// Starts a due schedule in the background, once its occurrence is recorded as handled (so a
 /// restart does not run it again).
 async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>) {
+    let Some(guard) = daemon.try_mark_running(schedule.id) else {
+        // A run outside the timetable (`run --name`) began since the decision.
+        skip_overlap(daemon, &schedule, latest).await;
+        return;
+    };
     if !mark_handled(daemon, schedule.id, latest).await {
         return; // logged; the next look tries again
     }
-    let Some(guard) = daemon.try_mark_running(schedule.id) else {
-        return;
-    };
     let daemon_for_job = Arc::clone(daemon);
     daemon.jobs.spawn(async move {
         let daemon = daemon_for_job;
@@ -170,11 +174,20 @@ fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -> Ru
 
 /// Saves that every occurrence up to `latest` has been dealt with.
 async fn mark_handled(daemon: &Daemon, id: u64, latest: DateTime<Local>) -> bool {
+    let latest = latest.fixed_offset();
+    let current = daemon.schedules.snapshot().await;
+    if current
+        .schedules
+        .iter()
+        .any(|s| s.id == id && s.last_due == Some(latest))
+    {
+        return true; // nothing new: no write, no wake-up
+    }
     let saved = daemon
         .schedules
         .update(|file| {
             if let Some(schedule) = file.by_id_mut(id) {
-                schedule.last_due = Some(latest.fixed_offset());
+                schedule.last_due = Some(latest);
             }
             Ok::<_, crate::schedules::StoreError>(())
         })

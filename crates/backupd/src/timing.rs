@@ -48,6 +48,8 @@ pub fn first_once_due<Tz: TimeZone>(time: TimeOfDay, now: &DateTime<Tz>) -> Date
 /// first occurrence after the last one dealt with (or after its creation).
 pub fn pending_due<Tz: TimeZone>(schedule: &Schedule, tz: &Tz) -> Option<DateTime<Tz>> {
     match &schedule.timing {
+        // Once dealt with, a one-shot waits for nothing more (it is removed after its run).
+        Timing::Once { due, .. } if schedule.last_due.is_some_and(|last| last >= *due) => None,
         Timing::Once { due, .. } => Some(due.with_timezone(tz)),
         timing => {
             let after = schedule.last_due.unwrap_or(schedule.created);
@@ -82,7 +84,8 @@ pub enum Decision<Tz: TimeZone> {
         latest: DateTime<Tz>,
         catch_up: bool,
     },
-    /// The newest missed occurrence is older than the grace period: skip up to `latest`.
+    /// The newest missed occurrence is older than the grace period (and more than
+    /// [`ON_TIME`] late, so that a tiny grace never skips a punctual run): skip up to `latest`.
     Missed { latest: DateTime<Tz> },
     /// Due while its previous run still goes on: skip up to `latest` rather than run twice.
     Overlap { latest: DateTime<Tz> },
@@ -104,7 +107,7 @@ pub fn decide<Tz: TimeZone>(
     let late_by = now.clone() - latest.clone();
     if running {
         Decision::Overlap { latest }
-    } else if late_by > grace {
+    } else if late_by > grace.max(ON_TIME) {
         Decision::Missed { latest }
     } else {
         Decision::Run {
@@ -293,6 +296,45 @@ mod tests {
                 until: at("2026-11-24T16:07:00+01:00")
             }
         );
+    }
+
+    #[test]
+    fn a_one_shot_that_was_dealt_with_waits_for_nothing() {
+        let mut once = schedule(
+            Timing::Once {
+                time: "16:07".parse().unwrap(),
+                due: at("2026-11-24T16:07:00+01:00"),
+            },
+            "2026-11-24T16:00:00+01:00",
+            Some("2026-11-24T16:07:00+01:00"),
+        );
+        // While its run goes on, it is neither due again nor overlapping itself.
+        let during = at("2026-11-24T16:07:30+01:00");
+        assert_eq!(decide(&once, &during, DAY, true), Decision::Idle);
+        assert_eq!(decide(&once, &during, DAY, false), Decision::Idle);
+        once.last_due = None;
+        assert!(matches!(
+            decide(&once, &during, DAY, false),
+            Decision::Run { .. }
+        ));
+    }
+
+    #[test]
+    fn a_tiny_grace_never_skips_a_punctual_run() {
+        let s = schedule(daily("02:00"), "2026-11-24T16:00:00+01:00", None);
+        let now = at("2026-11-25T02:00:00.900+01:00");
+        assert!(matches!(
+            decide(&s, &now, TimeDelta::zero(), false),
+            Decision::Run {
+                catch_up: false,
+                ..
+            }
+        ));
+        let late = at("2026-11-25T02:05:00+01:00");
+        assert!(matches!(
+            decide(&s, &late, TimeDelta::zero(), false),
+            Decision::Missed { .. }
+        ));
     }
 
     #[test]

@@ -172,17 +172,26 @@ fn parse_class(chars: &mut std::str::Chars<'_>) -> Result<Token, &'static str> {
     }
 }
 
+/// Whether `segments` match all of `components`. Dynamic programming over (segment,
+/// component) suffixes, so patterns like `**/*/**/*/x` cost segments × depth, not an
+/// exponential search a single request could use to pin a CPU.
 fn match_segments(segments: &[Segment], components: &[&str]) -> bool {
-    match segments.split_first() {
-        None => components.is_empty(),
-        Some((Segment::AnyDepth, rest)) => {
-            (0..=components.len()).any(|skip| match_segments(rest, &components[skip..]))
+    let (s_len, c_len) = (segments.len(), components.len());
+    // matches[s][c]: segments[s..] match components[c..].
+    let mut matches = vec![vec![false; c_len + 1]; s_len + 1];
+    matches[s_len][c_len] = true;
+    for s in (0..s_len).rev() {
+        for c in (0..=c_len).rev() {
+            matches[s][c] = match &segments[s] {
+                // Zero components, or one more and `**` again.
+                Segment::AnyDepth => matches[s + 1][c] || (c < c_len && matches[s][c + 1]),
+                Segment::Glob(tokens) => {
+                    c < c_len && matches[s + 1][c + 1] && match_glob(tokens, components[c])
+                }
+            };
         }
-        Some((Segment::Glob(tokens), rest)) => match components.split_first() {
-            Some((first, others)) => match_glob(tokens, first) && match_segments(rest, others),
-            None => false,
-        },
     }
+    matches[0][0]
 }
 
 /// Classic wildcard matching with one backtrack point for the last `*`.
@@ -241,6 +250,18 @@ mod tests {
 
     fn dir(s: &ExcludeSet, rel: &str) -> bool {
         s.is_excluded(rel, true)
+    }
+
+    #[test]
+    fn alternating_double_stars_stay_fast() {
+        let pattern = format!("{}nomatch", "**/*/".repeat(16));
+        let s = set(&[pattern.as_str()]);
+        let deep = vec!["d"; 60].join("/");
+        assert!(!file(&s, &deep));
+        assert!(file(&s, &format!("{deep}/nomatch")));
+        // Sixteen `*` need sixteen components before the name.
+        assert!(!file(&s, &format!("{}/nomatch", vec!["d"; 15].join("/"))));
+        assert!(file(&s, &format!("{}/nomatch", vec!["d"; 16].join("/"))));
     }
 
     #[test]

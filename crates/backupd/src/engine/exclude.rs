@@ -76,7 +76,7 @@ impl Pattern {
         if body.is_empty() {
             return Err(invalid("pattern is empty"));
         }
-        let mut segments: Vec<Segment> = body
+        let segments: Vec<Segment> = body
             .split('/')
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -87,8 +87,6 @@ impl Pattern {
                 }
             })
             .collect::<Result<_, _>>()?;
-        // `**/**` means `**`; collapsing keeps matching linear in the path depth.
-        segments.dedup_by(|a, b| matches!(a, Segment::AnyDepth) && matches!(b, Segment::AnyDepth));
         Ok(Pattern {
             segments,
             anchored,

@@ -600,3 +600,62 @@ fn gfs_keep_last_weekly_and_monthly() {
         .collect();
     assert_eq!(dir_names(&backups), expected);
 }
+
+#[test]
+fn a_runs_rotation_never_deletes_what_a_concurrent_run_just_wrote() {
+    let t = TestHome::new();
+    let big = t.work().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::File::create(big.join("sparse"))
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    std::fs::create_dir(t.work().join("small")).unwrap();
+    std::fs::write(t.work().join("small/f"), b"x").unwrap();
+    let _daemon = t.spawn_daemon(&["--max-jobs", "2"]);
+    common::wait_until_answering(&t.socket());
+    let keep_nothing = serde_json::json!({"days": 0, "min_keep": 0});
+
+    // A: slow, under the name X; B: quick, same name, written while A still runs.
+    let mut slow = common::Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({
+        "cmd": "run", "sources": [big], "name": "X", "retention": keep_nothing
+    });
+    slow.send_bytes(format!("{request}\n").as_bytes());
+    let backups = t.home().join("backups");
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !std::fs::read_dir(&backups).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "A never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        "small",
+        "--name",
+        "X",
+        "--retention-days",
+        "0",
+        "--min-keep",
+        "0",
+    ]);
+    out.ok();
+    let b_archive = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("B's archive");
+
+    let answer = slow.read_response();
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["data"]["old_backups_deleted"], 0, "{answer}");
+    assert!(
+        b_archive.exists(),
+        "A's rotation left B's new archive alone"
+    );
+}

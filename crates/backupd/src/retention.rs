@@ -32,20 +32,23 @@ pub struct Rotated {
     pub kept: usize,
 }
 
-/// Rotates the archives in `destination` (of one `name`, or all), never touching `protect`.
+/// Rotates the archives in `destination` (of one `name`, or all). With `candidates`, only
+/// those may go and only those count: a run passes the archives that existed before it, so
+/// that neither its own archive nor one a concurrent run just wrote is ever deleted.
 pub fn rotate(
     destination: &Path,
     name: Option<&str>,
     policy: &RetentionPolicy,
-    protect: &[PathBuf],
+    candidates: Option<&[PathBuf]>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
     let archives: Vec<_> = store::scan(destination)?
         .into_iter()
         .filter(|a| name.is_none_or(|n| a.name == n))
+        .filter(|a| candidates.is_none_or(|c| c.contains(&a.path)))
         .collect();
     let now = chrono::Local::now().naive_local();
-    let plan = store::plan_rotation(&archives, policy, now, protect);
+    let plan = store::plan_rotation(&archives, policy, now, &[]);
     let mut rotated = Rotated {
         kept: plan.keep.len(),
         ..Rotated::default()

@@ -122,20 +122,26 @@ async fn plan_one(mut job: BackupJob, retention: &RetentionPolicy) -> SourceRepo
     report
 }
 
-/// Rotates the archives of the job's name after it wrote `made`, which is never deleted;
-/// returns the file names deleted (or that would be).
+/// Rotates the archives of the job's name: among `candidates` (those that existed before the
+/// run, so neither its own archive nor one a concurrent run just wrote), or among all in a dry
+/// run. Returns the file names deleted (or that would be).
 async fn rotate(
     job: &BackupJob,
     policy: &RetentionPolicy,
-    made: Option<PathBuf>,
+    candidates: Option<Vec<PathBuf>>,
     dry_run: bool,
 ) -> Vec<String> {
     let destination = job.destination.clone();
     let name = job.name.clone();
     let policy = *policy;
     let rotated = tokio::task::spawn_blocking(move || {
-        let protect: Vec<PathBuf> = made.into_iter().collect();
-        retention::rotate(&destination, Some(&name), &policy, &protect, dry_run)
+        retention::rotate(
+            &destination,
+            Some(&name),
+            &policy,
+            candidates.as_deref(),
+            dry_run,
+        )
     })
     .await;
     match rotated {
@@ -149,6 +155,24 @@ async fn rotate(
             Vec::new()
         }
     }
+}
+
+/// The archives of the job's name in its destination now (none if it cannot be read).
+async fn existing_archives(job: &BackupJob) -> Vec<PathBuf> {
+    let destination = job.destination.clone();
+    let name = job.name.clone();
+    tokio::task::spawn_blocking(move || {
+        store::scan(&destination)
+            .map(|all| {
+                all.into_iter()
+                    .filter(|a| a.name == name)
+                    .map(|a| a.path)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Verifies a new archive; `Err` says why it failed.
@@ -204,7 +228,8 @@ async fn back_up_one(
             cancel.store(true, Ordering::Relaxed);
         }
     });
-    let job_for_rotation = job.clone();
+    let existed_before = existing_archives(&job).await;
+    let rotation_job = job.clone();
     let mut attempts = 1;
     let outcome = loop {
         match write_archive(job, events, &source, Arc::clone(&cancel)).await {
@@ -236,13 +261,8 @@ async fn back_up_one(
                 }
             }
             if report.ok {
-                report.deleted = rotate(
-                    &job_for_rotation,
-                    &after.retention,
-                    Some(outcome.archive),
-                    false,
-                )
-                .await;
+                report.deleted =
+                    rotate(&rotation_job, &after.retention, Some(existed_before), false).await;
             }
         }
         Ok(Err(EngineError::Cancelled)) => {

@@ -17,9 +17,10 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
     let dir = destination.clone();
     let name = args.name.clone();
     let dry_run = args.dry_run;
-    let rotated = blocking(move || retention::rotate(&dir, name.as_deref(), &policy, &[], dry_run))
-        .await?
-        .map_err(|e| HandlerError::new(ErrorCode::Io, e.to_string()))?;
+    let rotated =
+        blocking(move || retention::rotate(&dir, name.as_deref(), &policy, None, dry_run))
+            .await?
+            .map_err(|e| HandlerError::new(ErrorCode::Io, e.to_string()))?;
     if dry_run {
         tracing::info!("Would delete: {} old backups", rotated.deleted.len());
     } else {

@@ -422,3 +422,23 @@ fn a_running_one_shot_does_not_keep_the_scheduler_busy() {
     t.ctl(&["stop"]).ok();
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn a_schedule_that_could_never_run_is_refused_at_create() {
+    let t = TestHome::new();
+    for dir in ["a/docs", "b/docs"] {
+        std::fs::create_dir_all(t.work().join(dir)).unwrap();
+    }
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&[
+        "create", "--source", "a/docs", "--source", "b/docs", "--name", "dup", "--daily", "04:00",
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr()
+            .contains("two sources would both write archives named \"dup-docs\""),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(t.ctl(&["list"]).ok(), "");
+}

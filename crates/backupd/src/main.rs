@@ -126,6 +126,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     });
+    // Let blocking work (a restore, a verify) end before the socket goes: once it is gone, a
+    // new daemon may start on this home.
+    runtime.shutdown_timeout(JOBS_GRACE);
     // Remove the socket before saying we stopped, so that a client waiting for the stop can
     // start a new daemon at once.
     if let Err(e) = std::fs::remove_file(&socket_path) {

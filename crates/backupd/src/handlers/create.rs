@@ -24,6 +24,9 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
         }
         None => recurring(args, &now)?,
     };
+    // Everything a run of it would check, so that a schedule that can never run is refused
+    // now rather than failing at 02:00 (a dry run: nothing is created).
+    plan::for_schedule(&daemon.home.backups_dir(), &schedule, true)?;
     for source in &schedule.sources {
         let is_dir = tokio::fs::metadata(source)
             .await
@@ -139,7 +142,6 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         retention: args.retention,
         verify_after: args.verify_after,
     };
-    plan::check_options(&options)?;
     Ok(Schedule {
         id: 0,
         name,

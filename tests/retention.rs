@@ -604,12 +604,7 @@ fn gfs_keep_last_weekly_and_monthly() {
 #[test]
 fn a_runs_rotation_never_deletes_what_a_concurrent_run_just_wrote() {
     let t = TestHome::new();
-    let big = t.work().join("big");
-    std::fs::create_dir(&big).unwrap();
-    std::fs::File::create(big.join("sparse"))
-        .unwrap()
-        .set_len(512 << 20)
-        .unwrap();
+    let big = common::sparse_source(&t, "big", 512 << 20);
     std::fs::create_dir(t.work().join("small")).unwrap();
     std::fs::write(t.work().join("small/f"), b"x").unwrap();
     let _daemon = t.spawn_daemon(&["--max-jobs", "2"]);

@@ -539,15 +539,6 @@ fn events_stream_before_the_response_with_the_request_id() {
     assert!(answer.get("event").is_none());
 }
 
-/// A source that takes long to archive: a large sparse file reads as zeros.
-fn big_source(t: &TestHome) -> PathBuf {
-    let src = t.work().join("big");
-    std::fs::create_dir(&src).unwrap();
-    let file = std::fs::File::create(src.join("sparse")).unwrap();
-    file.set_len(64 << 30).unwrap();
-    src
-}
-
 fn wait_for_partial(dir: &Path) -> PathBuf {
     let deadline = Instant::now() + common::PATIENCE;
     loop {
@@ -574,7 +565,7 @@ fn final_named_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn kill_9_mid_backup_leaves_no_final_archive_and_the_next_start_removes_the_partial() {
     let t = TestHome::new();
-    let src = big_source(&t);
+    let src = common::sparse_source(&t, "big", common::ENDLESS);
     let mut daemon = t.start_daemon();
     let mut client = Client::connect(&t.socket()).unwrap();
     let request = serde_json::json!({"cmd": "run", "sources": [src]});
@@ -598,7 +589,7 @@ fn kill_9_mid_backup_leaves_no_final_archive_and_the_next_start_removes_the_part
 #[test]
 fn stop_during_a_backup_cancels_it_cleanly() {
     let t = TestHome::new();
-    let src = big_source(&t);
+    let src = common::sparse_source(&t, "big", common::ENDLESS);
     let mut daemon = t.start_daemon();
     let mut client = Client::connect(&t.socket()).unwrap();
     let request = serde_json::json!({"id": 1, "cmd": "run", "sources": [src]});
@@ -737,12 +728,7 @@ fn partials(dir: &Path) -> usize {
 fn sources_at_once(max_jobs: &str) -> usize {
     let t = TestHome::new();
     for dir in ["one", "two"] {
-        let src = t.work().join(dir);
-        std::fs::create_dir(&src).unwrap();
-        std::fs::File::create(src.join("sparse"))
-            .unwrap()
-            .set_len(64 << 30)
-            .unwrap();
+        common::sparse_source(&t, dir, common::ENDLESS);
     }
     let mut daemon = t.spawn_daemon(&["--max-jobs", max_jobs]);
     common::wait_until_answering(&t.socket());

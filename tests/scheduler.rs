@@ -342,12 +342,7 @@ fn missed_runs_older_than_the_grace_period_are_skipped() {
 #[test]
 fn an_occurrence_while_the_previous_run_goes_on_is_skipped() {
     let t = TestHome::new();
-    let src = t.work().join("hog");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::File::create(src.join("sparse"))
-        .unwrap()
-        .set_len(64 << 30)
-        .unwrap();
+    common::sparse_source(&t, "hog", common::ENDLESS);
     let mut daemon = t.start_daemon();
     // Every second, while one run takes far longer than a second.
     t.ctl(&[
@@ -388,12 +383,7 @@ fn an_occurrence_while_the_previous_run_goes_on_is_skipped() {
 #[test]
 fn a_running_one_shot_does_not_keep_the_scheduler_busy() {
     let t = TestHome::new();
-    let src = t.work().join("hog");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::File::create(src.join("sparse"))
-        .unwrap()
-        .set_len(64 << 30)
-        .unwrap();
+    common::sparse_source(&t, "hog", common::ENDLESS);
     let mut daemon = t.start_daemon();
     // This minute counts: it fires at once and runs far longer than the test watches it.
     // Near the end of a minute, wait for the next, so that the minute cannot pass meanwhile.

@@ -296,6 +296,20 @@ impl Client {
     }
 }
 
+/// A source folder `<work>/<dir>` whose one file is `size` bytes of sparse zeros: as slow to
+/// archive as its size, without using the disk.
+pub fn sparse_source(t: &TestHome, dir: &str, size: u64) -> PathBuf {
+    let src = t.work().join(dir);
+    std::fs::create_dir_all(&src).expect("create source");
+    std::fs::File::create(src.join("sparse"))
+        .and_then(|file| file.set_len(size))
+        .expect("create sparse file");
+    src
+}
+
+/// Big enough that a backup of it outlasts any test watching it.
+pub const ENDLESS: u64 = 64 << 30;
+
 /// `HH:MM` twelve hours from now: a one-shot schedule at that time does not fire during a test.
 pub fn far_time() -> String {
     (chrono::Local::now() + chrono::TimeDelta::hours(12))

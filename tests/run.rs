@@ -15,27 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A tree with the cases the archive must keep.
 fn make_tree(root: &Path) {
-    let dir = |p: &str| std::fs::create_dir_all(root.join(p)).unwrap();
+    common::base_tree(root);
     let file = |p: &str, content: &[u8]| std::fs::write(root.join(p), content).unwrap();
-    dir("docs/nested/deeper");
-    dir("empty");
-    dir("café");
-    file("docs/readme.txt", b"hello\n");
-    file(
-        "docs/nested/deeper/data.bin",
-        &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>(),
-    );
-    file("café/日本.txt", "unicode ✓\n".as_bytes());
-    let long_dir = format!("long/{}", "d".repeat(60));
-    dir(&long_dir);
-    file(
-        &format!("{long_dir}/{}.txt", "n".repeat(120)),
-        b"long path\n",
-    );
-    file("run.sh", b"#!/bin/sh\necho hi\n");
-    std::fs::set_permissions(root.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
-    file("secret", b"s");
-    std::fs::set_permissions(root.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
     file("old.txt", b"old\n");
     let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     std::fs::File::options()

@@ -296,6 +296,36 @@ impl Client {
     }
 }
 
+/// The tree cases every round trip needs: nested folders, an empty folder, non-ASCII names,
+/// a path over 100 bytes, an executable and a private file. Tests add their own cases.
+pub fn base_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = |p: &str| std::fs::create_dir_all(root.join(p)).expect("create folder");
+    let file = |p: &str, content: &[u8]| std::fs::write(root.join(p), content).expect("write");
+    dir("docs/nested/deeper");
+    dir("empty");
+    dir("café");
+    file("docs/readme.txt", b"hello\n");
+    file(
+        "docs/nested/deeper/data.bin",
+        &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>(),
+    );
+    file("café/日本.txt", "unicode ✓\n".as_bytes());
+    let long_dir = format!("long/{}", "d".repeat(60));
+    dir(&long_dir);
+    file(
+        &format!("{long_dir}/{}.txt", "n".repeat(120)),
+        b"long path\n",
+    );
+    file("run.sh", b"#!/bin/sh\necho hi\n");
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    mode("run.sh", 0o755);
+    file("secret", b"s");
+    mode("secret", 0o600);
+}
+
 /// A source folder `<work>/<dir>` whose one file is `size` bytes of sparse zeros: as slow to
 /// archive as its size, without using the disk.
 pub fn sparse_source(t: &TestHome, dir: &str, size: u64) -> PathBuf {

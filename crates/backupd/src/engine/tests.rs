@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use chrono::NaiveDate;
 
 use super::*;
+use crate::store::test_support::dir_names;
 
 fn timestamp() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2025, 1, 2)
@@ -161,15 +162,6 @@ fn sha256sum(path: &Path) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 fn round_trip(compression: Compression, extension: &str) {

@@ -14,7 +14,7 @@ mod rotation;
 mod verify;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use crate::engine::naming::{ParsedName, is_valid_name, manifest_path_for, parse_archive_name};
 pub use archive_list::{ArchiveInfo, group_by_name, read_manifest, scan};

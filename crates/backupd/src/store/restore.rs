@@ -384,7 +384,7 @@ mod tests {
 
     use super::*;
     use crate::engine::Compression;
-    use crate::store::test_support::{backup, build_tree, write_matching_manifest};
+    use crate::store::test_support::{backup, build_tree, dir_names, write_matching_manifest};
 
     /// Kind, mode, mtime and content (or link target) of everything under `root`.
     fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, i64, Vec<u8>)> {
@@ -575,15 +575,6 @@ mod tests {
         archive
     }
 
-    fn listing(dir: &Path) -> Vec<String> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn hostile_paths_are_refused_and_nothing_escapes() {
         let base = tempfile::tempdir().unwrap();
@@ -661,22 +652,22 @@ mod tests {
         assert_eq!((report.files, report.symlinks, report.dirs), (2, 2, 1));
 
         // Nothing written outside the target.
-        assert_eq!(listing(&outside), ["victim"]);
+        assert_eq!(dir_names(&outside), ["victim"]);
         assert_eq!(
             fs::read_to_string(outside.join("victim")).unwrap(),
             "untouched"
         );
         assert_eq!(
-            listing(&work),
+            dir_names(&work),
             [
                 "evil_20250102_030405.json",
                 "evil_20250102_030405.tar",
                 "target"
             ]
         );
-        assert_eq!(listing(base.path()), ["outside", "work"]);
+        assert_eq!(dir_names(base.path()), ["outside", "work"]);
         assert!(!Path::new("/abs_store_test").exists());
-        assert_eq!(listing(&target), ["top"]);
+        assert_eq!(dir_names(&target), ["top"]);
     }
 
     #[test]

@@ -182,12 +182,12 @@ pub enum CompressionCli {
     None,
 }
 
-impl CompressionCli {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gzip => "gzip",
-            Self::Zstd => "zstd",
-            Self::None => "none",
+impl From<CompressionCli> for proto::Codec {
+    fn from(codec: CompressionCli) -> Self {
+        match codec {
+            CompressionCli::Gzip => Self::Gzip,
+            CompressionCli::Zstd => Self::Zstd,
+            CompressionCli::None => Self::None,
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum Failure {
     Refused(ErrorBody),
     /// Something failed on this side (start-up of the daemon, a broken answer): exit 1.
     Local(String),
+    /// A request the daemon would refuse, caught by the shared rules before sending: exit 1.
+    Invalid(String),
     /// No daemon answers at the socket: exit 3.
     Unreachable(String),
 }
@@ -19,7 +21,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Self::Refused(_) | Self::Local(_) => 1,
+            Self::Refused(_) | Self::Local(_) | Self::Invalid(_) => 1,
             Self::Usage(_) => 2,
             Self::Unreachable(_) => 3,
         })
@@ -28,7 +30,7 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Self::Refused(body) => &body.message,
-            Self::Usage(m) | Self::Local(m) | Self::Unreachable(m) => m,
+            Self::Usage(m) | Self::Local(m) | Self::Invalid(m) | Self::Unreachable(m) => m,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::client::{Answer, ClientError};
 use crate::failure::Failure;
 use crate::requests::Context;
 use clap::Parser;
-use proto::{Command, Request};
+use proto::{Command, Reply, Request};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -75,19 +75,16 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
         _ => {}
     }
     let command = requests::build(&cli.command, &Context::load()?)?;
-    let answer = match command {
-        Command::Run(args) => run::run(socket, args)?,
-        command => client::call(socket, &Request::new(command)).map_err(|e| reach_failure(&e))?,
+    let answer = match &command {
+        Command::Run(args) => run::run(socket, args.clone())?,
+        command => {
+            client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
+        }
     };
-    print(cli, &answer, |data| match &cli.command {
-        CliCommand::List => render::schedules(data),
-        CliCommand::Backups { long } => render::backups(data, *long),
-        CliCommand::Status => render::status(data, socket),
-        CliCommand::Run(_) => render::run_report(data),
-        CliCommand::Prune(_) => render::prune(data),
-        CliCommand::Verify(_) => render::verify(data),
-        CliCommand::Restore(_) => render::restore(data),
-        _ => Ok(Vec::new()),
+    print(cli, &answer, |data| {
+        let reply = Reply::decode(&command, data)
+            .map_err(|e| format!("unexpected answer from backupd: {e}"))?;
+        Ok(render::reply(reply, socket))
     })
 }
 

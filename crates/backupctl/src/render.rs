@@ -1,20 +1,32 @@
 //! Human-readable text for each answer; `--json` bypasses this module.
 
-use proto::Event;
 use proto::response::{
     BackupList, Hello, PruneReport, RestoreSummary, RunReport, ScheduleInfo, ScheduleList,
     VerifyList,
 };
 use proto::schedule::Timestamp;
 use proto::size::human_size;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use proto::{Event, Reply, VerifyStatus};
+use std::path::Path;
 
-/// Lines to print for a successful `list`: the seed's `0: path;HH:MM;name` for a one-shot;
-/// a recurring schedule adds its next run and how the last one went.
-pub fn schedules(data: Value) -> Result<Vec<String>, String> {
-    let list: ScheduleList = decode(data)?;
-    Ok(list.schedules.iter().map(schedule_line).collect())
+/// The lines to print for an answer's data; `socket` is named by `status`.
+pub fn reply(reply: Reply, socket: &Path) -> Vec<String> {
+    match reply {
+        Reply::Hello(hello) => status(&hello, socket),
+        Reply::Schedules(list) => schedules(&list),
+        Reply::ScheduleChanged(_) | Reply::Stopping => Vec::new(),
+        Reply::Backups(list) => backups(list),
+        Reply::Prune(report) => prune(&report),
+        Reply::Verify(list) => verify(&list),
+        Reply::Restore(summary) => restore(&summary),
+        Reply::Run(report) => run_report(&report),
+    }
+}
+
+/// Lines for `list`: the schedule manager's `0: path;HH:MM;name` for a one-shot; a recurring
+/// schedule adds its next run and how the last one went.
+fn schedules(list: &ScheduleList) -> Vec<String> {
+    list.schedules.iter().map(schedule_line).collect()
 }
 
 fn schedule_line(info: &ScheduleInfo) -> String {
@@ -40,21 +52,22 @@ fn schedule_line(info: &ScheduleInfo) -> String {
     format!("{line} (next {next}; last {last})")
 }
 
-/// Lines to print for `backups`: one file name each; with `long`, per backup name its
-/// archives, newest first, with created time, size, compression, files and last verify.
-pub fn backups(data: Value, long: bool) -> Result<Vec<String>, String> {
-    let list: BackupList = decode(data)?;
-    let Some(groups) = list.groups.filter(|_| long) else {
-        return Ok(list.backups);
+/// Lines for `backups`: one file name each; with `--long` (the daemon then sends groups), per
+/// backup name its archives, newest first, with created time, size, compression, files and
+/// last verify.
+fn backups(list: BackupList) -> Vec<String> {
+    let Some(groups) = list.groups else {
+        return list.backups;
     };
     let mut lines = Vec::new();
     for group in groups {
         lines.push(format!("{}:", group.name));
         for archive in group.archives {
-            let created = chrono::NaiveDateTime::parse_from_str(&archive.created, "%Y%m%d_%H%M%S")
-                .map_or(archive.created.clone(), |t| {
-                    t.format("%d/%m/%Y %H:%M:%S").to_string()
-                });
+            let created =
+                chrono::NaiveDateTime::parse_from_str(&archive.created, proto::ARCHIVE_TIME_FORMAT)
+                    .map_or(archive.created.clone(), |t| {
+                        t.format("%d/%m/%Y %H:%M:%S").to_string()
+                    });
             let files = archive
                 .files
                 .map_or_else(|| "? files".to_owned(), |n| format!("{n} files"));
@@ -63,7 +76,7 @@ pub fn backups(data: Value, long: bool) -> Result<Vec<String>, String> {
                 |mark| {
                     format!(
                         "verified {} {}",
-                        mark.status.replace('_', " "),
+                        mark.status.as_str().replace('_', " "),
                         mark.checked.format(proto::LOG_TIME_FORMAT)
                     )
                 },
@@ -74,12 +87,11 @@ pub fn backups(data: Value, long: bool) -> Result<Vec<String>, String> {
             ));
         }
     }
-    Ok(lines)
+    lines
 }
 
-/// Lines for `prune`, in the seed's words.
-pub fn prune(data: Value) -> Result<Vec<String>, String> {
-    let report: PruneReport = decode(data)?;
+/// Lines for `prune`, in the original backup script's words.
+fn prune(report: &PruneReport) -> Vec<String> {
     let mut lines = Vec::new();
     if report.dry_run {
         lines.extend(dry_run_deletions(&report.deleted));
@@ -102,7 +114,7 @@ pub fn prune(data: Value) -> Result<Vec<String>, String> {
         );
         lines.push(format!("Old backups deleted: {}", report.deleted.len()));
     }
-    Ok(lines)
+    lines
 }
 
 fn dry_run_deletions(files: &[String]) -> Vec<String> {
@@ -118,26 +130,24 @@ fn dry_run_deletions(files: &[String]) -> Vec<String> {
 }
 
 /// Lines for `verify`: `<file>: OK` or `<file>: <what is wrong>`.
-pub fn verify(data: Value) -> Result<Vec<String>, String> {
-    let list: VerifyList = decode(data)?;
-    Ok(list
-        .archives
+fn verify(list: &VerifyList) -> Vec<String> {
+    list.archives
         .iter()
         .map(|check| {
             let file = file_name(&check.archive);
-            let words = check.status.replace('_', " ");
-            match (check.status.as_str(), &check.detail) {
-                ("ok", _) => format!("{file}: OK"),
-                (_, Some(detail)) => format!("{file}: {words} ({detail})"),
-                (_, None) => format!("{file}: {words}"),
+            let status = check.status;
+            match &check.detail {
+                Some(detail) if status != VerifyStatus::Ok => {
+                    format!("{file}: {status} ({detail})")
+                }
+                _ => format!("{file}: {status}"),
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Lines for `restore`: what was restored, then each refused entry.
-pub fn restore(data: Value) -> Result<Vec<String>, String> {
-    let summary: RestoreSummary = decode(data)?;
+fn restore(summary: &RestoreSummary) -> Vec<String> {
     let mut lines = vec![format!(
         "Restored {} files, {} dirs, {} symlinks ({}) to {}",
         summary.files,
@@ -147,26 +157,21 @@ pub fn restore(data: Value) -> Result<Vec<String>, String> {
         summary.to
     )];
     lines.extend(summary.refused.iter().map(|r| format!("Refused: {r}")));
-    Ok(lines)
+    lines
 }
 
-pub fn status(data: Value, socket: &std::path::Path) -> Result<Vec<String>, String> {
-    let hello: Hello = decode(data)?;
-    Ok(vec![format!(
+/// `status`: who answers where.
+fn status(hello: &Hello, socket: &Path) -> Vec<String> {
+    vec![format!(
         "backupd {} running (protocol {}, socket {})",
         hello.daemon_version,
         hello.protocol_version,
         socket.display()
-    )])
+    )]
 }
 
-fn decode<T: DeserializeOwned>(data: Value) -> Result<T, String> {
-    serde_json::from_value(data).map_err(|e| format!("unexpected answer from backupd: {e}"))
-}
-
-/// Lines for a run's report, in the seed's words.
-pub fn run_report(data: Value) -> Result<Vec<String>, String> {
-    let report: RunReport = decode(data)?;
+/// Lines for a run's report, in the original backup script's words.
+fn run_report(report: &RunReport) -> Vec<String> {
     let mut lines = Vec::new();
     if report.dry_run {
         lines.push("[DRY-RUN MODE] No files will be created or deleted".to_owned());
@@ -222,7 +227,7 @@ pub fn run_report(data: Value) -> Result<Vec<String>, String> {
         ));
         lines.push(format!("Total backup size: {}", report.total_size_human));
     }
-    Ok(lines)
+    lines
 }
 
 /// A one-line progress display, redrawn in place on a terminal.

@@ -1,5 +1,6 @@
 //! Turns the command line, the environment and `.env` into the daemon's requests: paths made
-//! absolute against the working directory, the seed's variables applied where flags are absent.
+//! absolute against the working directory, the original backup script's variables applied
+//! where flags are absent.
 
 use crate::cli::{
     CliCommand, CreateCli, JobCli, PruneCli, RestoreCli, RetentionCli, RunCli, VerifyCli,
@@ -7,8 +8,7 @@ use crate::cli::{
 use crate::failure::Failure;
 use crate::settings::{self, Settings};
 use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, VerifyArgs};
-use proto::schedule::Retention;
-use proto::{Command, ScheduleSpec};
+use proto::{Command, Compression, JobOptions, Retention, ScheduleSpec};
 use std::path::{Path, PathBuf};
 
 /// Where the client stands: its working directory and its settings.
@@ -57,7 +57,7 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
 
 fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
     if let (Some(name), true) = (&cli.name, cli.sources.is_empty()) {
-        if has_job_options(&cli.job) {
+        if job_options(&cli.job, ctx, None)? != JobOptions::default() {
             return Err(Failure::Usage(
                 "a stored schedule runs with its own settings; pass --sources for an ad-hoc run"
                     .to_owned(),
@@ -80,42 +80,44 @@ fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
             settings::SOURCES
         )));
     }
-    let destination = cli
-        .job
-        .destination
-        .clone()
-        .or_else(|| ctx.settings.get(settings::DESTINATION).map(PathBuf::from));
     Ok(RunArgs {
         sources: sources
             .iter()
             .map(|s| ctx.absolute(s))
             .collect::<Result<_, _>>()?,
-        schedule: None,
         name: cli.name.clone(),
-        destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
-        compression: cli.job.compression.map(|c| c.as_str().to_owned()),
-        level: cli.job.level,
-        exclude: cli.job.exclude.clone(),
-        retention: retention(&cli.job.retention, Some(&ctx.settings))?,
-        verify_after: cli.job.verify_after,
+        job: job_options(&cli.job, ctx, Some(&ctx.settings))?,
         dry_run: cli.dry_run,
-        events: false,
+        ..RunArgs::default()
     })
 }
 
-fn has_job_options(job: &JobCli) -> bool {
-    let r = &job.retention;
-    job.destination.is_some()
-        || job.compression.is_some()
-        || job.level.is_some()
-        || !job.exclude.is_empty()
-        || job.verify_after
-        || r.retention_days.is_some()
-        || r.min_keep.is_some()
-        || r.keep_last.is_some()
-        || r.keep_daily.is_some()
-        || r.keep_weekly.is_some()
-        || r.keep_monthly.is_some()
+/// The job options the flags give; with `settings` (a run, not a stored schedule), the
+/// environment's destination and retention where flags are absent.
+fn job_options(
+    job: &JobCli,
+    ctx: &Context,
+    settings: Option<&Settings>,
+) -> Result<JobOptions, Failure> {
+    let destination = job.destination.clone().or_else(|| {
+        settings
+            .and_then(|s| s.get(settings::DESTINATION))
+            .map(PathBuf::from)
+    });
+    let compression = match (job.compression, job.level) {
+        (None, None) => None,
+        (codec, level) => Some(
+            Compression::new(codec.map_or_else(Default::default, Into::into), level)
+                .map_err(|e| Failure::Invalid(e.to_string()))?,
+        ),
+    };
+    Ok(JobOptions {
+        destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
+        compression,
+        exclude: job.exclude.clone(),
+        retention: retention(&job.retention, settings)?,
+        verify_after: job.verify_after,
+    })
 }
 
 fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure> {
@@ -123,7 +125,6 @@ fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure>
         return Ok(CreateArgs::spec(absolutize_spec(spec, ctx)?));
     }
     Ok(CreateArgs {
-        spec: None,
         name: create.name.clone(),
         sources: create
             .sources
@@ -132,18 +133,9 @@ fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure>
             .collect::<Result<_, _>>()?,
         daily: create.daily.clone(),
         cron: create.cron.clone(),
-        destination: create
-            .job
-            .destination
-            .as_deref()
-            .map(|d| ctx.absolute(d))
-            .transpose()?,
-        compression: create.job.compression.map(|c| c.as_str().to_owned()),
-        level: create.job.level,
-        exclude: create.job.exclude.clone(),
         // A schedule keeps what its flags say; the daemon's defaults fill the rest at run time.
-        retention: retention(&create.job.retention, None)?,
-        verify_after: create.job.verify_after,
+        job: job_options(&create.job, ctx, None)?,
+        ..CreateArgs::default()
     })
 }
 

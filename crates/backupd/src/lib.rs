@@ -1,8 +1,11 @@
 //! The backupd daemon as a library: the binary in `main.rs` only parses arguments, sets up the
 //! runtime and signals, and calls into these modules.
 
+pub mod destination;
 pub mod engine;
 pub mod events;
+pub mod format;
+pub mod fsutil;
 pub mod handlers;
 pub mod home;
 pub mod log;

@@ -142,7 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// A daemon killed while writing leaves `<archive>.partial`; it is never a valid archive.
 /// Cleaned in the home's backups folder and in every schedule's destination.
 fn remove_stale_partials(dir: &std::path::Path) {
-    match backupd::engine::remove_stale_partials(dir) {
+    match backupd::destination::LocalFolder::new(dir).remove_stale_partials() {
         Ok(removed) => {
             for path in removed {
                 tracing::info!("Removed stale partial archive {}", path.display());

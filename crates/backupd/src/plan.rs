@@ -1,14 +1,17 @@
 //! Turns a `run` request or a stored schedule into a validated [`RunPlan`]. Everything that
 //! can be wrong with the configuration is found here, before a single byte is written.
 
-use crate::engine::{BackupJob, Compression, ExcludeSet};
+use crate::destination::{Destination, LocalFolder};
+use crate::engine::{BackupJob, ExcludeSet};
 use crate::retention;
-use crate::runner::RunPlan;
-use proto::schedule::{JobOptions, Schedule};
+use crate::runner::{AfterWrite, RunPlan};
+use proto::JobOptions;
+use proto::schedule::Schedule;
 use proto::schedule_spec::{MAX_NAME_LEN, validate_name};
 use std::collections::HashSet;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a run cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +33,9 @@ pub enum Naming {
     Prefixed(String),
 }
 
-/// A run of `sources` (absolute paths) with `options`.
-pub fn plan(
+/// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
+/// real run, created) on a blocking thread.
+pub async fn plan(
     default_destination: &Path,
     sources: &[String],
     naming: &Naming,
@@ -46,9 +50,13 @@ pub fn plan(
             "a name applies to one source only; run the sources separately to name each".into(),
         ));
     }
-    let (compression, excludes, destination) = check_options(options)?;
+    let (excludes, destination) = check_options(options)?;
     let destination = destination.unwrap_or_else(|| default_destination.to_path_buf());
-    ensure_writable(&destination, dry_run)?;
+    let folder = destination.clone();
+    tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
+        .await
+        .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))??;
+    let destination: Arc<dyn Destination> = Arc::new(LocalFolder::new(destination));
 
     let timestamp = chrono::Local::now().naive_local();
     let mut names = HashSet::new();
@@ -75,24 +83,31 @@ pub fn plan(
         jobs.push(BackupJob {
             source,
             name,
-            destination: destination.clone(),
-            compression,
+            destination: Arc::clone(&destination),
+            compression: options.compression(),
             excludes: excludes.clone(),
             timestamp,
         });
     }
+    // In this order: an archive that does not verify must not push older ones out.
+    let mut after = Vec::new();
+    if options.verify_after {
+        after.push(AfterWrite::Verify);
+    }
+    after.push(AfterWrite::Rotate(retention::policy(
+        options.retention.as_ref(),
+    )));
     Ok(RunPlan {
         jobs,
         destination,
         dry_run,
-        retention: retention::policy(options.retention.as_ref()),
-        verify_after: options.verify_after,
+        after,
     })
 }
 
 /// The run of a stored schedule: its single source under the schedule's name, or each of its
 /// sources as `<name>-<folder>`.
-pub fn for_schedule(
+pub async fn for_schedule(
     default_destination: &Path,
     schedule: &Schedule,
     dry_run: bool,
@@ -109,25 +124,20 @@ pub fn for_schedule(
         &schedule.options,
         dry_run,
     )
+    .await
 }
 
-type CheckedOptions = (Compression, ExcludeSet, Option<PathBuf>);
-
-/// Checks job options without touching the disk, as `create` does for a schedule.
-pub fn check_options(options: &JobOptions) -> Result<CheckedOptions, PlanError> {
-    let invalid = |e: &dyn std::fmt::Display| PlanError::Invalid(e.to_string());
-    let compression = Compression::parse(
-        options.compression.as_deref().unwrap_or("gzip"),
-        options.level,
-    )
-    .map_err(|e| invalid(&e))?;
-    let excludes = ExcludeSet::new(&options.exclude).map_err(|e| invalid(&e))?;
+/// Checks the job options the protocol could not (compression was checked as it was read),
+/// without touching the disk.
+fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), PlanError> {
+    let excludes =
+        ExcludeSet::new(&options.exclude).map_err(|e| PlanError::Invalid(e.to_string()))?;
     let destination = options
         .destination
         .as_deref()
         .map(|d| absolute(d, "destination"))
         .transpose()?;
-    Ok((compression, excludes, destination))
+    Ok((excludes, destination))
 }
 
 pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
@@ -170,7 +180,7 @@ pub fn folder_name(source: &Path) -> String {
 }
 
 /// Fails fast when the destination cannot take archives. A real run creates it when missing
-/// (the seed does); a dry run only checks.
+/// (as the original backup script does); a dry run only checks.
 fn ensure_writable(destination: &Path, dry_run: bool) -> Result<(), PlanError> {
     let refuse = |reason: String| PlanError::DestinationNotWritable {
         path: destination.display().to_string(),
@@ -234,8 +244,8 @@ mod tests {
         assert!(ensure_writable(&under_file, true).is_err());
     }
 
-    #[test]
-    fn schedules_with_several_sources_prefix_each_archive_name() {
+    #[tokio::test]
+    async fn schedules_with_several_sources_prefix_each_archive_name() {
         let dir = tempfile::tempdir().unwrap();
         let sources = vec!["/srv/a".to_owned(), "/home/b".to_owned()];
         let plan = plan(
@@ -245,6 +255,7 @@ mod tests {
             &JobOptions::default(),
             true,
         )
+        .await
         .unwrap();
         let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["nightly-a", "nightly-b"]);
@@ -255,15 +266,11 @@ mod tests {
         let bad = |options: JobOptions| check_options(&options).unwrap_err();
         assert!(matches!(
             bad(JobOptions {
-                compression: Some("lz4".into()),
+                exclude: vec!["a/**/[".into()],
                 ..JobOptions::default()
             }),
             PlanError::Invalid(_)
         ));
-        bad(JobOptions {
-            level: Some(10),
-            ..JobOptions::default()
-        });
         bad(JobOptions {
             exclude: vec!["[x".into()],
             ..JobOptions::default()

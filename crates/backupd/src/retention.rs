@@ -1,12 +1,13 @@
-//! Rotation as the daemon runs it: resolves a retention policy with the seed's defaults,
-//! plans it for a destination with the store, deletes (or, in a dry run, lists) and logs the
-//! seed's lines. Blocking: call it on a blocking thread.
+//! Rotation as the daemon runs it: resolves a retention policy with the original backup
+//! script's defaults, plans it for a destination with the store, deletes (or, in a dry run,
+//! lists) and logs that script's lines. Blocking: call it on a blocking thread.
 
+use crate::destination::{self, Destination};
 use crate::store::{self, RetentionPolicy, StoreError};
-use proto::schedule::Retention;
+use proto::Retention;
 use std::path::{Path, PathBuf};
 
-/// A policy from request or schedule settings; unset fields take the seed's defaults.
+/// A policy from request or schedule settings; unset fields take the defaults.
 pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
     let defaults = RetentionPolicy::default();
     let Some(r) = retention else {
@@ -36,25 +37,29 @@ pub struct Rotated {
 /// those may go and only those count: a run passes the archives that existed before it, so
 /// that neither its own archive nor one a concurrent run just wrote is ever deleted.
 pub fn rotate(
-    destination: &Path,
+    destination: &dyn Destination,
     name: Option<&str>,
     policy: &RetentionPolicy,
     candidates: Option<&[PathBuf]>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
-    let archives: Vec<_> = store::scan(destination)?
+    let archives: Vec<_> = destination::list(destination)
+        .map_err(|source| StoreError::ReadDir {
+            path: destination.location(),
+            source,
+        })?
         .into_iter()
         .filter(|a| name.is_none_or(|n| a.name == n))
         .filter(|a| candidates.is_none_or(|c| c.contains(&a.path)))
         .collect();
     let now = chrono::Local::now().naive_local();
-    let plan = store::plan_rotation(&archives, policy, now, &[]);
+    let plan = store::plan_rotation(&archives, policy, now);
     let mut rotated = Rotated {
         kept: plan.keep.len(),
         ..Rotated::default()
     };
     if dry_run {
-        rotated.deleted = plan.delete.iter().map(|a| a.file_name()).collect();
+        rotated.deleted = plan.delete.iter().map(|a| a.file_name.clone()).collect();
         if !rotated.deleted.is_empty() {
             tracing::info!(
                 "[DRY-RUN] Found {} old backups that would be deleted:",
@@ -67,9 +72,9 @@ pub fn rotate(
         return Ok(rotated);
     }
     for archive in &plan.delete {
-        tracing::info!("Deleting old backup: {}", archive.file_name());
+        tracing::info!("Deleting old backup: {}", archive.file_name);
     }
-    let outcome = store::apply_rotation(&plan);
+    let outcome = store::apply_rotation(destination, &plan);
     rotated.deleted = outcome.deleted.iter().map(|p| file_name(p)).collect();
     for (path, reason) in outcome.failed {
         let line = format!("{}: {reason}", file_name(&path));
@@ -91,7 +96,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unset_fields_take_the_seed_defaults() {
+    fn unset_fields_take_the_defaults() {
         assert_eq!(policy(None), RetentionPolicy::default());
         let custom = policy(Some(&Retention {
             days: Some(14),

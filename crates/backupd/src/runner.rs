@@ -1,15 +1,18 @@
 //! Runs a set of backups, one per source, concurrently up to the daemon's job limit: each on a
-//! blocking thread through the archive engine. Logs the seed's lines, streams events, and
-//! sums the outcome up in a report. Both `run` requests and (later) schedules come here.
+//! blocking thread through the archive engine, then the plan's steps after a successful write.
+//! Logs the original backup script's lines, streams events, and sums the outcome up in a
+//! report. Both `run` requests and schedules come here.
 
+use crate::destination::{self, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
+use crate::format::ArchiveNames;
 use crate::retention;
 use crate::state::Daemon;
-use crate::store::{self, RetentionPolicy, VerifyStatus};
-use crate::verify_ledger;
+use crate::store::{self, RetentionPolicy};
 use proto::Event;
 use proto::response::{RunReport, SourceReport};
+use proto::size::human_size;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +21,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub jobs: Vec<BackupJob>,
-    pub destination: PathBuf,
+    pub destination: Arc<dyn Destination>,
     pub dry_run: bool,
-    /// Applied to each source's archives after it succeeds.
-    pub retention: RetentionPolicy,
-    /// Verify each archive right after writing it.
-    pub verify_after: bool,
+    /// Done in order after each source's archive is written; the first that fails a source
+    /// ends its list.
+    pub after: Vec<AfterWrite>,
+}
+
+/// A step after an archive is published. Offsite copies and hooks are more of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterWrite {
+    /// Read the new archive back against its manifest; a failure fails the source.
+    Verify,
+    /// Delete older archives of the name by this policy; never fails the source.
+    Rotate(RetentionPolicy),
 }
 
 /// Runs every job of the plan and reports; never fails as a whole, each source succeeds or
@@ -33,29 +44,18 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
     }
-    let after = AfterWrite {
-        retention: plan.retention,
-        verify: plan.verify_after,
-    };
-    let after = &after;
+    let after = &plan.after;
     let runs = plan.jobs.into_iter().map(|job| async move {
         if dry_run {
-            plan_one(job, &after.retention).await
+            plan_one(job, after).await
         } else {
             back_up_one(daemon, job, after, events).await
         }
     });
     let sources = futures_util::future::join_all(runs).await;
-    let report = summarize(dry_run, &plan.destination, sources);
+    let report = summarize(dry_run, &plan.destination.location(), sources);
     log_summary(&report);
     report
-}
-
-/// What follows a successful write.
-#[derive(Debug)]
-struct AfterWrite {
-    retention: RetentionPolicy,
-    verify: bool,
 }
 
 fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> RunReport {
@@ -70,7 +70,7 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
         failed: sources.len() - successful,
         old_backups_deleted,
         total_size_bytes,
-        total_size_human: engine::human_size(total_size_bytes),
+        total_size_human: human_size(total_size_bytes),
         sources,
     }
 }
@@ -94,31 +94,52 @@ fn log_summary(report: &RunReport) {
     }
 }
 
-/// Moves the job's timestamp past any backup of the same name in the same second.
-fn claim_free_names(job: &mut BackupJob) -> engine::ArchiveNames {
-    job.timestamp =
-        engine::free_timestamp(&job.destination, &job.name, job.compression, job.timestamp);
-    engine::archive_names(&job.destination, &job.name, job.compression, job.timestamp)
+/// Claims free file names for the job (the timestamp moves past any backup of the same name
+/// in the same second) and, for a dry run, checks its source; on a blocking thread.
+async fn claim_free_names(
+    mut job: BackupJob,
+    check_source: bool,
+) -> (BackupJob, ArchiveNames, Result<(), EngineError>) {
+    let fallback = job.clone();
+    tokio::task::spawn_blocking(move || {
+        let names = job.claim_free_names();
+        let checked = if check_source {
+            engine::check_source(&job.source).map(drop)
+        } else {
+            Ok(())
+        };
+        (job, names, checked)
+    })
+    .await
+    .unwrap_or_else(|panic| {
+        let names = fallback.names();
+        let error = EngineError::Write {
+            path: fallback.destination.location(),
+            source: std::io::Error::other(panic.to_string()),
+        };
+        (fallback, names, Err(error))
+    })
 }
 
 /// A dry run of one source: checks it, names the files and what rotation would delete;
 /// writes and deletes nothing.
-async fn plan_one(mut job: BackupJob, retention: &RetentionPolicy) -> SourceReport {
-    let names = claim_free_names(&mut job);
-    let mut report = empty_report(&job, &names.archive, &names.manifest);
-    if let Err(e) = engine::check_source(&job.source) {
+async fn plan_one(job: BackupJob, after: &[AfterWrite]) -> SourceReport {
+    let (job, names, checked) = claim_free_names(job, true).await;
+    let mut report = empty_report(&job, &names);
+    if let Err(e) = checked {
         tracing::error!("{e}");
         report.error = Some(e.to_string());
         return report;
     }
     tracing::info!("[DRY-RUN] Would compress {}", job.source.display());
-    tracing::info!("[DRY-RUN] Would create: {}", names.archive.display());
-    tracing::info!(
-        "[DRY-RUN] Would create manifest: {}",
-        file_name(&names.manifest)
-    );
+    tracing::info!("[DRY-RUN] Would create: {}", report.archive);
+    tracing::info!("[DRY-RUN] Would create manifest: {}", names.manifest);
     report.ok = true;
-    report.deleted = rotate(&job, retention, None, true).await;
+    for step in after {
+        if let AfterWrite::Rotate(policy) = step {
+            report.deleted = rotate(&job, policy, None, true).await;
+        }
+    }
     report
 }
 
@@ -131,12 +152,12 @@ async fn rotate(
     candidates: Option<Vec<PathBuf>>,
     dry_run: bool,
 ) -> Vec<String> {
-    let destination = job.destination.clone();
+    let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     let policy = *policy;
     let rotated = tokio::task::spawn_blocking(move || {
         retention::rotate(
-            &destination,
+            destination.as_ref(),
             Some(&name),
             &policy,
             candidates.as_deref(),
@@ -159,10 +180,10 @@ async fn rotate(
 
 /// The archives of the job's name in its destination now (none if it cannot be read).
 async fn existing_archives(job: &BackupJob) -> Vec<PathBuf> {
-    let destination = job.destination.clone();
+    let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     tokio::task::spawn_blocking(move || {
-        store::scan(&destination)
+        destination::list(destination.as_ref())
             .map(|all| {
                 all.into_iter()
                     .filter(|a| a.name == name)
@@ -176,20 +197,25 @@ async fn existing_archives(job: &BackupJob) -> Vec<PathBuf> {
 }
 
 /// Verifies a new archive; `Err` says why it failed.
-async fn verify_new(daemon: &Daemon, archive: &Path) -> Result<(), String> {
-    let path = archive.to_path_buf();
-    let checked = tokio::task::spawn_blocking(move || store::verify(&path)).await;
+async fn verify_new(daemon: &Daemon, job: &BackupJob, archive: &Path) -> Result<(), String> {
+    let destination = Arc::clone(&job.destination);
+    let file = file_name(archive);
+    let checked =
+        tokio::task::spawn_blocking(move || store::verify(destination.as_ref(), &file)).await;
     let report = match checked {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(panic) => return Err(panic.to_string()),
     };
-    daemon.verify_ledger.record(archive, &report.status).await;
-    if report.status == VerifyStatus::Ok {
+    daemon
+        .verify_ledger
+        .record(archive, report.finding.status())
+        .await;
+    if report.finding.is_ok() {
         tracing::info!("Verify OK: {}", file_name(archive));
         Ok(())
     } else {
-        Err(verify_ledger::describe(&report.status))
+        Err(report.finding.to_string())
     }
 }
 
@@ -198,8 +224,8 @@ const NAME_ATTEMPTS: usize = 5;
 
 async fn back_up_one(
     daemon: &Daemon,
-    mut job: BackupJob,
-    after: &AfterWrite,
+    job: BackupJob,
+    after: &[AfterWrite],
     events: &EventSink,
 ) -> SourceReport {
     let _slot = daemon
@@ -207,8 +233,8 @@ async fn back_up_one(
         .acquire()
         .await
         .expect("job slots are never closed");
-    let names = claim_free_names(&mut job);
-    let mut report = empty_report(&job, &names.archive, &names.manifest);
+    let (mut job, names, _) = claim_free_names(job, false).await;
+    let mut report = empty_report(&job, &names);
     let source = job.source.display().to_string();
     tracing::info!("Compressing {source}");
     events
@@ -234,10 +260,9 @@ async fn back_up_one(
     let outcome = loop {
         match write_archive(job, events, &source, Arc::clone(&cancel)).await {
             // Another run took these names between our check and our write.
-            Ok((mut again, Err(EngineError::ArchiveExists { .. }))) if attempts < NAME_ATTEMPTS => {
+            Ok((again, Err(EngineError::ArchiveExists { .. }))) if attempts < NAME_ATTEMPTS => {
                 attempts += 1;
-                claim_free_names(&mut again);
-                job = again;
+                job = claim_free_names(again, false).await.0;
             }
             Ok((_, outcome)) => break Ok(outcome),
             Err(panic) => break Err(panic),
@@ -249,20 +274,29 @@ async fn back_up_one(
         Ok(Ok(outcome)) => {
             log_success(daemon, &source, &outcome);
             fill_success(&mut report, &outcome);
-            if after.verify {
-                let verified = verify_new(daemon, &outcome.archive).await;
-                report.verified = Some(verified.is_ok());
-                if let Err(reason) = verified {
-                    let message =
-                        format!("Verify failed for {}: {reason}", outcome.archive.display());
-                    tracing::error!("{message}");
-                    report.ok = false;
-                    report.error = Some(message);
+            for step in after {
+                match step {
+                    AfterWrite::Verify => {
+                        let verified = verify_new(daemon, &rotation_job, &outcome.archive).await;
+                        report.verified = Some(verified.is_ok());
+                        if let Err(reason) = verified {
+                            let message = format!(
+                                "Verify failed for {}: {reason}",
+                                outcome.archive.display()
+                            );
+                            tracing::error!("{message}");
+                            report.ok = false;
+                            report.error = Some(message);
+                        }
+                    }
+                    AfterWrite::Rotate(policy) => {
+                        let candidates = Some(existed_before.clone());
+                        report.deleted = rotate(&rotation_job, policy, candidates, false).await;
+                    }
                 }
-            }
-            if report.ok {
-                report.deleted =
-                    rotate(&rotation_job, &after.retention, Some(existed_before), false).await;
+                if !report.ok {
+                    break;
+                }
             }
         }
         Ok(Err(EngineError::Cancelled)) => {
@@ -327,7 +361,7 @@ fn log_success(daemon: &Daemon, source: &str, outcome: &BackupOutcome) {
     tracing::info!("Archive size: {}", manifest.size_human);
     tracing::info!("Checksum: {}", manifest.checksum_sha256);
     tracing::info!("Manifest created: {}", file_name(&outcome.manifest_path));
-    // The seed names archives inside the home relative to it: `backups/<file>`.
+    // The original backup script names archives inside the home relative to it.
     let shown = outcome
         .archive
         .strip_prefix(daemon.home.root())
@@ -335,16 +369,17 @@ fn log_success(daemon: &Daemon, source: &str, outcome: &BackupOutcome) {
     tracing::info!("Backup done for {source} in {}", shown.display());
 }
 
-fn empty_report(job: &BackupJob, archive: &Path, manifest: &Path) -> SourceReport {
+fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
+    let path = |file: &str| job.destination.path_of(file).display().to_string();
     SourceReport {
         source: job.source.display().to_string(),
         name: job.name.clone(),
         ok: false,
-        archive: archive.display().to_string(),
-        manifest: manifest.display().to_string(),
+        archive: path(&names.archive),
+        manifest: path(&names.manifest),
         error: None,
         size_bytes: 0,
-        size_human: engine::human_size(0),
+        size_human: human_size(0),
         checksum_sha256: None,
         files: 0,
         bytes_in: 0,

@@ -2,8 +2,10 @@
 //! every change so that a crash or a full disk never loses or corrupts it. The in-memory copy
 //! only changes once the new file is safely on disk.
 
-use crate::engine::write_atomically;
-use proto::schedule::Schedule;
+use crate::fsutil::write_atomically;
+use chrono::{DateTime, Local};
+use proto::response::RunReport;
+use proto::schedule::{RunRecord, Schedule};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,7 +56,7 @@ impl ScheduleFile {
 
 /// Why the schedule file could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum ScheduleFileError {
     #[error("can't read schedule file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error(
@@ -83,11 +85,11 @@ pub struct ScheduleStore {
 
 impl ScheduleStore {
     /// Loads the file; a missing file is an empty list, an unreadable one an error.
-    pub fn load(path: PathBuf) -> Result<Self, StoreError> {
+    pub fn load(path: PathBuf) -> Result<Self, ScheduleFileError> {
         let file = match std::fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => ScheduleFile::default(),
-            Err(source) => return Err(StoreError::Read { path, source }),
+            Err(source) => return Err(ScheduleFileError::Read { path, source }),
         };
         Ok(Self {
             path,
@@ -112,7 +114,7 @@ impl ScheduleStore {
         change: impl FnOnce(&mut ScheduleFile) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        E: From<StoreError>,
+        E: From<ScheduleFileError>,
     {
         let mut current = self.file.lock().await;
         let mut next = current.clone();
@@ -123,7 +125,7 @@ impl ScheduleStore {
             .await
             .map_err(|join| io::Error::other(join.to_string()))
             .and_then(|written| written)
-            .map_err(|source| StoreError::Write {
+            .map_err(|source| ScheduleFileError::Write {
                 path: self.path.clone(),
                 source,
             })?;
@@ -136,20 +138,117 @@ impl ScheduleStore {
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
+
+    /// Records the outcome of a schedule's run; a one-shot that ran on its timetable is
+    /// removed, as the schedule manager does. A failure to save is logged.
+    pub async fn record_run(&self, schedule: &Schedule, record: RunRecord, timetabled: bool) {
+        let remove_once = timetabled && schedule.is_once();
+        let saved = self
+            .update(|file| {
+                if let Some(position) = file.position_of_id(schedule.id) {
+                    if remove_once {
+                        file.schedules.remove(position);
+                    } else {
+                        file.schedules[position].last_run = Some(record);
+                    }
+                }
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!("can't record the run of {}: {e}", schedule.name);
+        }
+    }
+
+    /// Saves that every occurrence of schedule `id` up to `latest` has been dealt with;
+    /// `false` (logged) if that could not be saved.
+    pub async fn mark_handled(&self, id: u64, latest: DateTime<Local>) -> bool {
+        let latest = latest.fixed_offset();
+        let unchanged = self
+            .file
+            .lock()
+            .await
+            .schedules
+            .iter()
+            .any(|s| s.id == id && s.last_due == Some(latest));
+        if unchanged {
+            return true; // nothing new: no write, no wake-up
+        }
+        let saved = self
+            .update(|file| {
+                if let Some(schedule) = file.by_id_mut(id) {
+                    schedule.last_due = Some(latest);
+                }
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await;
+        saved
+            .inspect_err(|e| tracing::error!("can't save the schedule state: {e}"))
+            .is_ok()
+    }
+
+    /// Removes schedule `id`, if it is still there; a failure to save is logged.
+    pub async fn remove(&self, id: u64) {
+        let saved = self
+            .update(|file| {
+                if let Some(position) = file.position_of_id(id) {
+                    file.schedules.remove(position);
+                }
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!("can't save the schedule state: {e}");
+        }
+    }
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, StoreError> {
+/// The record of a run that started at `started` and ended now: its report, or why it could
+/// not run at all.
+pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -> RunRecord {
+    let finished = Local::now().fixed_offset();
+    match outcome {
+        Ok(report) => RunRecord {
+            started: started.fixed_offset(),
+            finished,
+            ok: report.failed == 0,
+            archives: report
+                .sources
+                .iter()
+                .filter(|s| s.ok)
+                .map(|s| s.archive.clone())
+                .collect(),
+            error: (report.failed > 0).then(|| {
+                report
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.error.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        },
+        Err(error) => RunRecord {
+            started: started.fixed_offset(),
+            finished,
+            ok: false,
+            archives: Vec::new(),
+            error: Some(error.to_owned()),
+        },
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
     }
-    let corrupt = |source| StoreError::Corrupt {
+    let corrupt = |source| ScheduleFileError::Corrupt {
         path: path.to_path_buf(),
         source,
     };
     let VersionOnly { version } = serde_json::from_slice(bytes).map_err(corrupt)?;
     if version != FORMAT_VERSION {
-        return Err(StoreError::UnknownVersion {
+        return Err(ScheduleFileError::UnknownVersion {
             path: path.to_path_buf(),
             found: version,
         });
@@ -169,7 +268,7 @@ mod tests {
             timing: proto::schedule::Timing::Daily {
                 time: "01:00".parse().unwrap(),
             },
-            options: proto::schedule::JobOptions::default(),
+            options: proto::JobOptions::default(),
             created: chrono::DateTime::parse_from_rfc3339("2026-11-24T16:00:00+01:00").unwrap(),
             last_due: None,
             last_run: None,
@@ -182,11 +281,11 @@ mod tests {
         let path = dir.path().join("schedules.json");
         let store = ScheduleStore::load(path.clone()).unwrap();
         store
-            .update(|f| Ok::<_, StoreError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
             .await
             .unwrap();
         store
-            .update(|f| Ok::<_, StoreError>(f.add(schedule("b"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("b"))))
             .await
             .unwrap();
         let reloaded = ScheduleStore::load(path).unwrap().snapshot().await;
@@ -209,9 +308,9 @@ mod tests {
         let store = ScheduleStore::load(home.join("schedules.json")).unwrap();
         std::fs::remove_dir(&home).unwrap();
         let result = store
-            .update(|f| Ok::<_, StoreError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
             .await;
-        assert!(matches!(result, Err(StoreError::Write { .. })));
+        assert!(matches!(result, Err(ScheduleFileError::Write { .. })));
         assert!(store.snapshot().await.schedules.is_empty());
         assert_eq!(store.snapshot().await.next_id, 1);
     }
@@ -227,7 +326,7 @@ mod tests {
         std::fs::write(&path, br#"{"version":99}"#).unwrap();
         assert!(matches!(
             ScheduleStore::load(path),
-            Err(StoreError::UnknownVersion { found: 99, .. })
+            Err(ScheduleFileError::UnknownVersion { found: 99, .. })
         ));
     }
 }

@@ -143,7 +143,7 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
 mod tests {
     use super::*;
     use chrono::FixedOffset;
-    use proto::schedule::JobOptions;
+    use proto::JobOptions;
 
     fn at(text: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(text).unwrap()

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod job;
 pub mod paths;
 pub mod request;
 pub mod response;
@@ -15,12 +16,17 @@ pub mod size;
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;
 pub use event::{Event, EventLine, Incoming};
+pub use job::{Codec, Compression, JobOptions, Retention};
 pub use request::{Command, Request, RequestError};
-pub use response::{ErrorBody, Response};
+pub use response::{ErrorBody, Reply, Response, VerifyStatus};
 pub use schedule_spec::{ScheduleSpec, SpecError};
 
-/// `chrono` format of the timestamp that starts every log line: the seed's `[dd/mm/yyyy hh:mm]`.
+/// `chrono` format of the timestamp that starts every log line: the original backup script's
+/// `[dd/mm/yyyy hh:mm]`.
 pub const LOG_TIME_FORMAT: &str = "%d/%m/%Y %H:%M";
+
+/// `chrono` format of the timestamp in archive and manifest file names, `YYYYMMDD_HHMMSS`.
+pub const ARCHIVE_TIME_FORMAT: &str = "%Y%m%d_%H%M%S";
 
 /// Version of the wire protocol; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,7 +1,7 @@
 //! Requests: one JSON object per line, `{"id": <optional, echoed>, "cmd": "<name>", …args}`.
 
 use crate::error::ErrorCode;
-use crate::schedule::Retention;
+use crate::job::{JobOptions, Retention, StrictFields};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 pub enum Command {
     /// Daemon and protocol versions.
     Hello {},
-    /// Add a schedule: a seed spec, or a recurring one.
+    /// Add a schedule: a one-shot spec, or a recurring one.
     Create(CreateArgs),
     /// The schedules, in index order.
     List {},
@@ -40,10 +40,9 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Arguments of `create`: either `spec` (the seed's `/abs/path;HH:MM;name`, run once), or
-/// `name`, `sources` and one of `daily` / `cron` with optional job options.
+/// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
+/// once), or `name`, `sources` and one of `daily` / `cron` with optional job options.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<String>,
@@ -57,23 +56,14 @@ pub struct CreateArgs {
     /// A cron expression: 5 fields, or 6 with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<i32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<Retention>,
-    /// Verify each archive right after writing it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub verify_after: bool,
+    #[serde(flatten)]
+    pub job: JobOptions,
+    #[serde(flatten)]
+    pub strict: StrictFields,
 }
 
 impl CreateArgs {
-    /// The seed's form.
+    /// The one-shot form.
     pub fn spec(spec: impl Into<String>) -> Self {
         Self {
             spec: Some(spec.into()),
@@ -85,7 +75,6 @@ impl CreateArgs {
 /// Arguments of `run`: what to back up, where, and how; or `schedule`, the name of a stored
 /// schedule to run now with its own settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunArgs {
     /// Absolute paths of the source directories.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -96,30 +85,16 @@ pub struct RunArgs {
     /// Name of the archives (default: each source folder's name); only with one source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Absolute path of the destination folder (default: `<home>/backups`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    /// `gzip` (default), `zstd` or `none`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<String>,
-    /// Compression level (gzip 0–9, default 6; zstd 1–22, default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<i32>,
-    /// Glob patterns of entries to leave out.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// Which older archives to delete after the run; unset: 7 days, keep 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<Retention>,
-    /// Verify each archive right after writing it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub verify_after: bool,
+    #[serde(flatten)]
+    pub job: JobOptions,
     /// Report what would be written, and write nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     /// Send event lines (progress) before the response.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events: bool,
+    #[serde(flatten)]
+    pub strict: StrictFields,
 }
 
 impl Command {
@@ -350,7 +325,10 @@ mod tests {
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],
-                level: Some(3),
+                job: JobOptions {
+                    compression: Some(crate::job::Compression::of(crate::job::Codec::Zstd)),
+                    ..JobOptions::default()
+                },
                 dry_run: true,
                 ..RunArgs::default()
             }),

@@ -2,6 +2,8 @@
 //! "message"}}`, and the typed payloads that travel in `data`.
 
 use crate::error::ErrorCode;
+use crate::job::Codec;
+use crate::request::Command;
 use crate::schedule::{Schedule, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,6 +87,45 @@ impl Response {
     }
 }
 
+/// The typed `data` of a successful answer (or of a failure that still reports, such as a run
+/// in which some sources failed): one variant per kind of command. The JSON carries no tag,
+/// so a client reads it with [`Reply::decode`] for the command it sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Hello(Hello),
+    Schedules(ScheduleList),
+    /// `create` and `delete`; boxed, a schedule being much larger than the other replies.
+    ScheduleChanged(Box<ScheduleChanged>),
+    /// `stop`: `null`.
+    Stopping,
+    Backups(BackupList),
+    Prune(PruneReport),
+    Verify(VerifyList),
+    Restore(RestoreSummary),
+    Run(RunReport),
+}
+
+impl Reply {
+    /// Reads the `data` of the answer to `command`.
+    pub fn decode(command: &Command, data: Value) -> serde_json::Result<Self> {
+        use serde_json::from_value;
+        Ok(match command {
+            Command::Hello {} => Reply::Hello(from_value(data)?),
+            Command::Create(_) | Command::Delete { .. } => {
+                Reply::ScheduleChanged(from_value(data)?)
+            }
+            Command::List {} => Reply::Schedules(from_value(data)?),
+            Command::Stop {} => Reply::Stopping,
+            Command::Backups { .. } => Reply::Backups(from_value(data)?),
+            Command::Prune(_) => Reply::Prune(from_value(data)?),
+            Command::Verify(_) => Reply::Verify(from_value(data)?),
+            Command::Restore(_) => Reply::Restore(from_value(data)?),
+            Command::Run(_) => Reply::Run(from_value(data)?),
+        })
+    }
+}
+
 /// `data` of `hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -97,7 +138,7 @@ pub struct Hello {
 pub struct ScheduleInfo {
     /// Position in the list, from 0; what `delete` takes.
     pub index: usize,
-    /// The one-line form: the seed's `path;HH:MM;name` for a one-shot.
+    /// The one-line form: `path;HH:MM;name` for a one-shot.
     pub display: String,
     /// When it fires next, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +184,7 @@ pub struct BackupEntry {
     pub created: String,
     pub size_bytes: u64,
     pub size_human: String,
-    pub compression: String,
+    pub compression: Codec,
     /// From the manifest; absent when it is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
@@ -152,12 +193,51 @@ pub struct BackupEntry {
     pub verify: Option<VerifyMark>,
 }
 
+/// What a verification found, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyStatus {
+    Ok,
+    /// The bytes are not what the manifest recorded (hash or size).
+    ChecksumMismatch,
+    /// The compressed or tar stream ends early.
+    Truncated,
+    /// The stream is corrupt in some other way.
+    Unreadable,
+    /// No manifest beside the archive.
+    ManifestMissing,
+    /// A manifest exists but is not valid.
+    ManifestInvalid,
+}
+
+impl VerifyStatus {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ChecksumMismatch => "checksum_mismatch",
+            Self::Truncated => "truncated",
+            Self::Unreadable => "unreadable",
+            Self::ManifestMissing => "manifest_missing",
+            Self::ManifestInvalid => "manifest_invalid",
+        }
+    }
+}
+
+/// In words for people: `OK`, `checksum mismatch`, `manifest missing`, …
+impl std::fmt::Display for VerifyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ok => f.write_str("OK"),
+            other => f.write_str(&other.as_str().replace('_', " ")),
+        }
+    }
+}
+
 /// The outcome of an archive's last verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyMark {
-    /// `ok`, `checksum_mismatch`, `truncated`, `unreadable`, `manifest_missing` or
-    /// `manifest_invalid`.
-    pub status: String,
+    pub status: VerifyStatus,
     pub checked: Timestamp,
 }
 
@@ -185,8 +265,7 @@ pub struct VerifyList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveCheck {
     pub archive: String,
-    /// As in [`VerifyMark::status`].
-    pub status: String,
+    pub status: VerifyStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub entries: u64,
@@ -205,7 +284,7 @@ pub struct RestoreSummary {
     pub refused: Vec<String>,
 }
 
-/// `data` of `run`: one entry per source, then the seed's summary.
+/// `data` of `run`: one entry per source, then the summary the original backup script logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
     pub dry_run: bool,

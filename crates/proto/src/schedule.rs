@@ -2,6 +2,7 @@
 //! how the last run went. One type for the file and the wire, so `list --json` carries the
 //! whole schedule.
 
+use crate::job::JobOptions;
 use crate::schedule_spec::TimeOfDay;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
@@ -13,52 +14,13 @@ pub type Timestamp = DateTime<FixedOffset>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Timing {
-    /// The seed's one-shot: runs once at `due` (the first `time` from its creation on), then
+    /// The schedule manager's one-shot: runs once at `due` (the first `time` from its creation on), then
     /// is removed.
     Once { time: TimeOfDay, due: Timestamp },
     /// Every day at `time`, local time.
     Daily { time: TimeOfDay },
     /// A cron expression (5 fields, or 6 with seconds first), local time.
     Cron { cron: String },
-}
-
-/// How a schedule's backups are written; unset fields take the daemon's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compression: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<i32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude: Vec<String>,
-    /// Which older archives of the same name to delete after a run; unset: 7 days, keep 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<Retention>,
-    /// Verify each archive right after writing it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub verify_after: bool,
-}
-
-/// A retention policy; unset fields take the defaults (the seed's 7 days and 3 archives).
-/// Kept: archives younger than `days`, the newest `min_keep`, and those the `keep_*` rules
-/// keep (the newest of each of the last N days, ISO weeks, months); the rest is deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_keep: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
 }
 
 /// The outcome of a schedule's most recent run.
@@ -96,7 +58,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// One line: the seed's `path;HH:MM;name` for a one-shot, else
+    /// One line: the schedule manager's `path;HH:MM;name` for a one-shot, else
     /// `name: daily HH:MM /src,…` or `name: cron "expr" /src,…`.
     pub fn display(&self) -> String {
         let sources = self.sources.join(",");
@@ -128,7 +90,7 @@ mod tests {
             sources: vec!["/home/me/docs".into(), "/srv".into()],
             timing,
             options: JobOptions {
-                compression: Some("zstd".into()),
+                compression: Some(crate::job::Compression::of(crate::job::Codec::Zstd)),
                 ..JobOptions::default()
             },
             created: at("2026-11-24T16:00:00+01:00"),

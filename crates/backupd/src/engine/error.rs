@@ -18,25 +18,14 @@ pub enum EngineError {
     #[error("Backup source not readable: {path}: {source}")]
     SourceUnreadable { path: PathBuf, source: io::Error },
 
-    #[error("invalid {compression} level {level}: must be between {min} and {max}")]
-    InvalidLevel {
-        compression: &'static str,
-        level: i32,
-        min: i32,
-        max: i32,
-    },
-
-    #[error("unknown compression {0:?}: expected gzip, zstd or none")]
-    UnknownCompression(String),
-
     #[error("invalid exclude pattern {pattern:?}: {reason}")]
     InvalidPattern {
         pattern: String,
         reason: &'static str,
     },
 
-    #[error("invalid backup name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    #[error("{0}")]
+    InvalidName(String),
 
     /// Two runs in the same second: the older archive is kept, never overwritten.
     #[error("archive {path} already exists")]

@@ -33,8 +33,7 @@ impl<W: Write> HashingWriter<W> {
 
     /// Returns the inner writer, the lower-case hex SHA-256 and the byte count.
     pub fn finish(self) -> (W, String, u64) {
-        let digest = self.hasher.finalize();
-        let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::format::hex(&self.hasher.finalize());
         (self.inner, hex, self.written.load(Ordering::Relaxed))
     }
 }

@@ -1,78 +1,51 @@
 //! The archive engine: one synchronous backup of one source folder.
 //!
-//! walk ([`archive`]) → tar → compress ([`compress`]) → hash and count
-//! ([`hashing_writer`]) → 1 MiB buffer → `<archive>.partial`, then sync, publish under the
-//! final name without clobbering ([`atomic`]) and write the JSON [`manifest`] beside it.
-//! Memory stays bounded whatever the source size. It knows nothing of tokio, sockets or
-//! the protocol: the daemon runs [`run_backup`] on a blocking thread.
+//! walk ([`archive`]) → tar → compress ([`crate::format::codec`]) → hash and count
+//! ([`hashing_writer`]) → a [`PendingArchive`] of the job's destination, then publish it under
+//! its final name without clobbering and write the JSON manifest beside it. Memory stays
+//! bounded whatever the source size. It knows nothing of tokio, sockets or the protocol: the
+//! daemon runs [`run_backup`] on a blocking thread.
 
 mod archive;
-mod atomic;
-mod compress;
 mod error;
 mod exclude;
 mod hashing_writer;
-mod manifest;
-pub mod naming;
 mod progress;
 mod sized_reader;
 
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-mod validation_tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_or_short_archive_fails_validation() {
-        let path = Path::new("/b/x.tar.gz.partial");
-        assert!(validate_size(path, 10, 10).is_ok());
-        let empty = validate_size(path, 0, 0).unwrap_err();
-        assert!(empty.to_string().contains("Archive size is 0"), "{empty}");
-        let short = validate_size(path, 9, 10).unwrap_err();
-        assert!(
-            short.to_string().contains("9 bytes on disk, 10 written"),
-            "{short}"
-        );
-    }
-}
-
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, BufWriter};
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use chrono::NaiveDateTime;
+use proto::Compression;
+use proto::schedule_spec::validate_name;
+use proto::size::human_size;
 
-pub use atomic::{remove_stale_partials, sync_dir, write_atomically};
-pub use compress::{Compression, Encoder};
 pub use error::EngineError;
 pub use exclude::ExcludeSet;
 pub use hashing_writer::HashingWriter;
-pub use manifest::{FORMAT_VERSION, Manifest, human_size};
 pub use progress::Progress;
 
+use crate::destination::{Destination, PendingArchive, PublishError};
+use crate::format::{ArchiveNames, Encoder, FORMAT_VERSION, Manifest};
 use archive::TreeWriter;
-use atomic::PartialFile;
 use progress::Meter;
-
-/// Size of the buffer in front of the archive file: few, large writes.
-const FILE_BUFFER: usize = 1 << 20;
-
-/// The format of the timestamp in archive and manifest names.
-pub const TIMESTAMP_FORMAT: &str = "%Y%m%d_%H%M%S";
 
 /// Everything one backup needs to know.
 #[derive(Debug, Clone)]
 pub struct BackupJob {
     pub source: PathBuf,
-    /// Prefix of the file names; must be a plain file name.
+    /// Prefix of the file names; a valid backup name.
     pub name: String,
-    pub destination: PathBuf,
+    pub destination: Arc<dyn Destination>,
     pub compression: Compression,
     pub excludes: ExcludeSet,
     /// Local time of the run; it names the files.
@@ -80,86 +53,27 @@ pub struct BackupJob {
 }
 
 impl BackupJob {
-    /// The files this job would create (a dry run): nothing is touched on disk.
-    pub fn planned_names(&self) -> Result<ArchiveNames, EngineError> {
-        validate_name(&self.name)?;
-        Ok(archive_names(
-            &self.destination,
-            &self.name,
-            self.compression,
-            self.timestamp,
-        ))
+    /// The files this job writes.
+    pub fn names(&self) -> ArchiveNames {
+        ArchiveNames::new(&self.name, self.compression.codec(), self.timestamp)
     }
-}
 
-/// Where a backup's files go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveNames {
-    /// `<destination>/<name>_<YYYYMMDD_HHMMSS>.tar.gz` (or `.tar.zst`, `.tar`)
-    pub archive: PathBuf,
-    /// `<destination>/<name>_<YYYYMMDD_HHMMSS>.json`
-    pub manifest: PathBuf,
-    /// `YYYYMMDD_HHMMSS`
-    pub created: String,
-}
+    /// Whether a backup of this name and second exists or is being written.
+    fn is_taken(&self) -> io::Result<bool> {
+        self.destination.any_exists(&self.names().claimed())
+    }
 
-impl ArchiveNames {
-    /// Whether any backup of this name and second exists or is being written, whatever its
-    /// compression: they would share the manifest name.
-    pub fn is_taken(&self) -> bool {
-        let stem = self.manifest.with_extension("");
-        let mut candidates = vec![self.manifest.clone()];
-        for compression in [
-            Compression::None,
-            Compression::Gzip {
-                level: Compression::GZIP_DEFAULT,
-            },
-            Compression::Zstd {
-                level: Compression::ZSTD_DEFAULT,
-            },
-        ] {
-            let archive = PathBuf::from(format!("{}{}", stem.display(), compression.extension()));
-            candidates.push(atomic::partial_path(&archive));
-            candidates.push(archive);
+    /// Moves the timestamp to the first second from it on whose file names are all free, so
+    /// that two runs within one second never collide.
+    pub fn claim_free_names(&mut self) -> ArchiveNames {
+        // Bounded: a destination cannot hold a backup for every second of an hour.
+        for _ in 0..3600 {
+            if !self.is_taken().unwrap_or(false) {
+                break;
+            }
+            self.timestamp += chrono::TimeDelta::seconds(1);
         }
-        candidates
-            .iter()
-            .any(|path| fs::symlink_metadata(path).is_ok())
-    }
-}
-
-/// The first timestamp from `timestamp` on (stepping by a second) whose file names are all
-/// free, so that two runs within one second never collide.
-pub fn free_timestamp(
-    destination: &Path,
-    name: &str,
-    compression: Compression,
-    timestamp: NaiveDateTime,
-) -> NaiveDateTime {
-    let mut candidate = timestamp;
-    // Bounded: a destination cannot hold a backup for every second of an hour.
-    for _ in 0..3600 {
-        if !archive_names(destination, name, compression, candidate).is_taken() {
-            break;
-        }
-        candidate += chrono::TimeDelta::seconds(1);
-    }
-    candidate
-}
-
-/// Computes the archive and manifest paths without touching the disk.
-pub fn archive_names(
-    destination: &Path,
-    name: &str,
-    compression: Compression,
-    timestamp: NaiveDateTime,
-) -> ArchiveNames {
-    let created = timestamp.format(TIMESTAMP_FORMAT).to_string();
-    let stem = format!("{name}_{created}");
-    ArchiveNames {
-        archive: destination.join(format!("{stem}{}", compression.extension())),
-        manifest: destination.join(format!("{stem}.json")),
-        created,
+        self.names()
     }
 }
 
@@ -175,7 +89,7 @@ pub struct BackupOutcome {
 ///
 /// `progress` is called at most every 100 ms and once at the end; `cancel` is checked
 /// between entries and between chunks of large files. On any error nothing is left under
-/// the final names and the `.partial` file is removed. If the archive name already exists
+/// the final names and the partial archive is removed. If the archive name already exists
 /// (two runs in the same second) the run fails with [`EngineError::ArchiveExists`] rather
 /// than overwrite or invent a new name the manifest reader would not expect.
 pub fn run_backup(
@@ -184,68 +98,47 @@ pub fn run_backup(
     cancel: &AtomicBool,
 ) -> Result<BackupOutcome, EngineError> {
     let started = Instant::now();
-    let compression = job.compression.validate()?;
-    validate_name(&job.name)?;
+    validate_name(&job.name).map_err(|e| EngineError::InvalidName(e.to_string()))?;
     let source = check_source(&job.source)?;
     let top = top_level_name(&source, &job.name);
-    let destination =
-        std::path::absolute(&job.destination).map_err(|source| EngineError::Destination {
-            path: job.destination.clone(),
-            source,
-        })?;
-    let names = archive_names(&destination, &job.name, compression, job.timestamp);
-    if names.is_taken() {
+    let destination = &job.destination;
+    let names = job.names();
+    let destination_error = |source| EngineError::Destination {
+        path: destination.location(),
+        source,
+    };
+    if job.is_taken().map_err(destination_error)? {
         return Err(EngineError::ArchiveExists {
-            path: names.archive,
+            path: destination.path_of(&names.archive),
         });
     }
 
-    let (partial, file) =
-        PartialFile::create(&names.archive).map_err(|source| EngineError::Destination {
-            path: destination.clone(),
-            source,
-        })?;
+    let pending = destination
+        .begin(&names.archive)
+        .map_err(destination_error)?;
+    let location = pending.location();
     let write_error = |source| EngineError::Write {
-        path: partial.path().to_owned(),
+        path: location.clone(),
         source,
     };
-    let archive_id = file.metadata().ok().map(|m| (m.dev(), m.ino()));
-    let hashing = HashingWriter::new(BufWriter::with_capacity(FILE_BUFFER, file));
+    let archive_id = pending.file_id();
+    let hashing = HashingWriter::new(pending);
     let mut meter = Meter::new(progress, cancel, hashing.counter());
-    let mut builder = tar::Builder::new(compression.encoder(hashing).map_err(write_error)?);
+    let encoder = Encoder::new(job.compression, hashing).map_err(|e| write_error(e.into()))?;
+    let mut builder = tar::Builder::new(encoder);
     let stats = TreeWriter::new(
         &mut builder,
         &job.excludes,
         &mut meter,
-        partial.path(),
+        &location,
         archive_id,
     )
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
 
     let encoder = builder.into_inner().map_err(write_error)?;
-    let (buffered, checksum, size_bytes) = encoder.finish().map_err(write_error)?.finish();
-    let file = buffered
-        .into_inner()
-        .map_err(|e| write_error(e.into_error()))?;
-    file.sync_all().map_err(write_error)?;
-    // The seed's validation, on what reached the disk: the archive is there, not empty, and
-    // as long as what was hashed. The checksum itself was taken from the bytes written.
-    let on_disk = file.metadata().map_err(write_error)?.len();
-    drop(file);
-    validate_size(partial.path(), on_disk, size_bytes)?;
-    let archive = partial.publish().map_err(|source| {
-        if source.kind() == io::ErrorKind::AlreadyExists {
-            EngineError::ArchiveExists {
-                path: names.archive.clone(),
-            }
-        } else {
-            EngineError::Write {
-                path: names.archive.clone(),
-                source,
-            }
-        }
-    })?;
+    let (pending, checksum, size_bytes) = encoder.finish().map_err(write_error)?.finish();
+    let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -254,8 +147,8 @@ pub fn run_backup(
         backup_file: archive.clone(),
         source,
         created: names.created,
-        compression: compression.name().to_owned(),
-        level: compression.level(),
+        compression: job.compression.codec(),
+        level: job.compression.level(),
         size_bytes,
         size_human: human_size(size_bytes),
         checksum_sha256: checksum,
@@ -267,63 +160,41 @@ pub fn run_backup(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         warnings: stats.warnings,
     };
+    let manifest_path = destination.path_of(&names.manifest);
     let written = manifest
         .to_json()
         .map_err(io::Error::from)
-        .and_then(|json| atomic::write_new_atomically(&names.manifest, &json));
+        .and_then(|json| destination.put_new(&names.manifest, &json));
     if let Err(source) = written {
         // An archive without its manifest cannot be verified: take it back.
-        let _ = fs::remove_file(&archive);
+        let _ = destination.remove(&names.archive);
         if source.kind() == io::ErrorKind::AlreadyExists {
             // A run of another compression, in the same second, got there first.
             return Err(EngineError::ArchiveExists {
-                path: names.manifest,
+                path: manifest_path,
             });
         }
         return Err(EngineError::Manifest {
-            path: names.manifest,
+            path: manifest_path,
             source,
         });
     }
     meter.report();
     Ok(BackupOutcome {
         archive,
-        manifest_path: names.manifest,
+        manifest_path,
         manifest,
     })
 }
 
-fn validate_size(path: &Path, on_disk: u64, streamed: u64) -> Result<(), EngineError> {
-    let reason = if on_disk == 0 {
-        "Archive size is 0".to_owned()
-    } else if on_disk != streamed {
-        format!("{on_disk} bytes on disk, {streamed} written")
-    } else {
-        return Ok(());
-    };
-    Err(EngineError::Invalid {
-        path: path.to_owned(),
-        reason,
+fn publish(pending: Box<dyn PendingArchive>, written: u64) -> Result<PathBuf, EngineError> {
+    pending.publish(written).map_err(|e| match e {
+        PublishError::Exists(path) => EngineError::ArchiveExists { path },
+        PublishError::Incomplete { path, reason } => EngineError::Invalid { path, reason },
+        PublishError::Io { path, source } => EngineError::Write { path, source },
     })
 }
 
-fn validate_name(name: &str) -> Result<(), EngineError> {
-    let reason = if name.is_empty() {
-        "is empty"
-    } else if name.contains('/') || name.contains('\0') {
-        "contains '/' or NUL"
-    } else if name == "." || name == ".." {
-        "is '.' or '..'"
-    } else {
-        return Ok(());
-    };
-    Err(EngineError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
-}
-
-/// Returns the source as an absolute path once it is known to be a readable folder.
 /// Checks that a source is a readable directory and returns its absolute path; a dry run
 /// uses it to report what a real run would refuse.
 pub fn check_source(source: &Path) -> Result<PathBuf, EngineError> {

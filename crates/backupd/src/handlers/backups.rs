@@ -2,14 +2,15 @@
 //! name, newest first, with size, compression, file count and last verification.
 
 use super::{HandlerError, HandlerResult, blocking};
+use crate::destination::{self, LocalFolder};
+use crate::format::TIMESTAMP_FORMAT;
+use crate::format::naming::has_archive_extension;
 use crate::state::Daemon;
-use crate::store;
+use crate::store::StoreError;
 use proto::ErrorCode;
 use proto::response::{BackupEntry, BackupGroup, BackupList};
+use proto::size::human_size;
 use std::io;
-
-/// File endings of the archives backupd writes.
-const ARCHIVE_SUFFIXES: [&str; 3] = [".tar.gz", ".tar.zst", ".tar"];
 
 pub async fn handle(daemon: &Daemon, long: bool) -> HandlerResult<BackupList> {
     let dir = daemon.home.backups_dir();
@@ -21,13 +22,13 @@ pub async fn handle(daemon: &Daemon, long: bool) -> HandlerResult<BackupList> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if ARCHIVE_SUFFIXES.iter().any(|suffix| name.ends_with(suffix)) {
+        if has_archive_extension(&name) {
             backups.push(name);
         }
     }
     backups.sort();
     let groups = if long {
-        Some(groups(daemon, dir.clone()).await?)
+        Some(groups(daemon, LocalFolder::new(&dir)).await?)
     } else {
         None
     };
@@ -39,25 +40,23 @@ pub async fn handle(daemon: &Daemon, long: bool) -> HandlerResult<BackupList> {
     })
 }
 
-async fn groups(daemon: &Daemon, dir: std::path::PathBuf) -> HandlerResult<Vec<BackupGroup>> {
-    let archives = blocking(move || store::scan(&dir))
+async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<BackupGroup>> {
+    let path = folder.dir().to_owned();
+    let archives = blocking(move || destination::list(&folder))
         .await?
-        .map_err(|e| HandlerError::new(ErrorCode::Io, e.to_string()))?;
+        .map_err(|source| StoreError::ReadDir { path, source })?;
     let mut groups = Vec::new();
-    for (name, archives) in store::group_by_name(&archives) {
+    for (name, archives) in destination::group_by_name(&archives) {
         let mut entries = Vec::with_capacity(archives.len());
         for archive in archives {
             entries.push(BackupEntry {
-                file: archive.file_name(),
-                created: archive
-                    .timestamp
-                    .format(crate::engine::TIMESTAMP_FORMAT)
-                    .to_string(),
+                created: archive.timestamp.format(TIMESTAMP_FORMAT).to_string(),
                 size_bytes: archive.size_bytes,
-                size_human: crate::engine::human_size(archive.size_bytes),
-                compression: archive.compression.to_owned(),
+                size_human: human_size(archive.size_bytes),
+                compression: archive.compression,
                 files: archive.manifest.as_ref().map(|m| m.files),
                 verify: daemon.verify_ledger.get(&archive.path).await,
+                file: archive.file_name,
             });
         }
         groups.push(BackupGroup {
@@ -68,6 +67,7 @@ async fn groups(daemon: &Daemon, dir: std::path::PathBuf) -> HandlerResult<Vec<B
     Ok(groups)
 }
 
+/// The messages of the schedule manager's `backups`.
 fn missing_or_io(err: &io::Error) -> HandlerError {
     if err.kind() == io::ErrorKind::NotFound {
         HandlerError::new(ErrorCode::BackupsDirMissing, "can't find backups directory")

@@ -1,5 +1,5 @@
-//! `create`: adds a schedule — the seed's one-shot `path;HH:MM;name`, or a recurring one
-//! (`daily` or `cron`) with its job options.
+//! `create`: adds a schedule — the schedule manager's one-shot `path;HH:MM;name`, or a
+//! recurring one (`daily` or `cron`) with its job options.
 
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
@@ -7,16 +7,17 @@ use crate::plan;
 use crate::state::Daemon;
 use crate::timing;
 use chrono::Local;
+use proto::JobOptions;
 use proto::request::CreateArgs;
 use proto::response::ScheduleChanged;
-use proto::schedule::{JobOptions, Schedule, Timing};
+use proto::schedule::{Schedule, Timing};
 use proto::schedule_spec::{TimeOfDay, validate_name};
 use proto::{ErrorCode, ScheduleSpec};
 
 pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<ScheduleChanged> {
     let now = Local::now();
     let schedule = match args.spec.clone() {
-        Some(spec) if is_seed_only(&args) => one_shot(&spec, &now)?,
+        Some(spec) if is_spec_only(&args) => one_shot(&spec, &now)?,
         Some(_) => {
             return Err(invalid(
                 "give either a spec \"path;HH:MM;name\" or a name, sources and a timing, not both",
@@ -26,7 +27,7 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
     };
     // Everything a run of it would check, so that a schedule that can never run is refused
     // now rather than failing at 02:00 (a dry run: nothing is created).
-    plan::for_schedule(&daemon.home.backups_dir(), &schedule, true)?;
+    plan::for_schedule(&daemon.home.backups_dir(), &schedule, true).await?;
     for source in &schedule.sources {
         let is_dir = tokio::fs::metadata(source)
             .await
@@ -61,30 +62,21 @@ fn invalid(message: impl Into<String>) -> HandlerError {
     HandlerError::new(ErrorCode::InvalidArguments, message)
 }
 
-fn is_seed_only(args: &CreateArgs) -> bool {
+fn is_spec_only(args: &CreateArgs) -> bool {
     let CreateArgs {
         spec: _,
         name,
         sources,
         daily,
         cron,
-        destination,
-        compression,
-        level,
-        exclude,
-        retention,
-        verify_after,
+        job,
+        strict: _,
     } = args;
     name.is_none()
         && sources.is_empty()
         && daily.is_none()
         && cron.is_none()
-        && destination.is_none()
-        && compression.is_none()
-        && level.is_none()
-        && exclude.is_empty()
-        && retention.is_none()
-        && !verify_after
+        && *job == JobOptions::default()
 }
 
 fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule> {
@@ -134,20 +126,12 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
             ));
         }
     };
-    let options = JobOptions {
-        destination: args.destination,
-        compression: args.compression,
-        level: args.level,
-        exclude: args.exclude,
-        retention: args.retention,
-        verify_after: args.verify_after,
-    };
     Ok(Schedule {
         id: 0,
         name,
         sources: args.sources,
         timing,
-        options,
+        options: args.job,
         created: now.fixed_offset(),
         last_due: None,
         last_run: None,

@@ -1,4 +1,4 @@
-//! `delete`: removes a schedule, by index (the seed's way) or by name.
+//! `delete`: removes a schedule, by index (the schedule manager's way) or by name.
 
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};

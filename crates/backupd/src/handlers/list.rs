@@ -1,13 +1,12 @@
 //! `list`: the schedules in index order, with when each runs next.
 
-use super::HandlerResult;
 use crate::state::Daemon;
 use crate::timing;
 use chrono::{DateTime, Local};
 use proto::response::{ScheduleInfo, ScheduleList};
 use proto::schedule::Schedule;
 
-pub async fn handle(daemon: &Daemon) -> HandlerResult<ScheduleList> {
+pub async fn handle(daemon: &Daemon) -> ScheduleList {
     let file = daemon.schedules.snapshot().await;
     tracing::info!("Show schedules list");
     let now = Local::now();
@@ -17,7 +16,7 @@ pub async fn handle(daemon: &Daemon) -> HandlerResult<ScheduleList> {
         .enumerate()
         .map(|(index, schedule)| schedule_info(index, schedule, &now))
         .collect();
-    Ok(ScheduleList { schedules })
+    ScheduleList { schedules }
 }
 
 /// A schedule as clients see it.

@@ -12,19 +12,25 @@ mod run;
 mod stop;
 mod verify;
 
+use crate::destination::LocalFolder;
 use crate::events::EventSink;
-use crate::schedules::StoreError;
+use crate::schedules::ScheduleFileError;
 use crate::state::Daemon;
-use proto::{Command, ErrorCode, Request, Response};
-use serde::Serialize;
-use serde_json::Value;
+use crate::store::StoreError;
+use proto::{Command, ErrorCode, Reply, Request, Response};
+use std::io;
+use std::path::Path;
 use tokio::sync::mpsc;
 
-/// A request that failed: the code and the sentence the client shows.
+/// A request that failed: the code and the sentence the client shows, and, for a partial
+/// failure (some sources of a run, some archives of a verify), the full report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     pub code: ErrorCode,
     pub message: String,
+    pub data: Option<Box<Reply>>,
+    /// The handler logged each failure as it happened; the router logs nothing more.
+    logged: bool,
 }
 
 impl HandlerError {
@@ -32,6 +38,17 @@ impl HandlerError {
         Self {
             code,
             message: message.into(),
+            data: None,
+            logged: false,
+        }
+    }
+
+    /// A failure that still reports, whose parts were logged as they failed.
+    pub fn partial(code: ErrorCode, message: impl Into<String>, data: Reply) -> Self {
+        Self {
+            data: Some(Box::new(data)),
+            logged: true,
+            ..Self::new(code, message)
         }
     }
 }
@@ -48,9 +65,32 @@ impl From<crate::plan::PlanError> for HandlerError {
     }
 }
 
+impl From<ScheduleFileError> for HandlerError {
+    fn from(err: ScheduleFileError) -> Self {
+        Self::new(ErrorCode::Io, err.to_string())
+    }
+}
+
+/// The one mapping of store failures to wire codes.
 impl From<StoreError> for HandlerError {
     fn from(err: StoreError) -> Self {
-        Self::new(ErrorCode::Io, err.to_string())
+        let code = match &err {
+            StoreError::ReadDir { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                ErrorCode::BackupsDirMissing
+            }
+            StoreError::ReadArchive { .. } => ErrorCode::ArchiveNotFound,
+            StoreError::ManifestMissing { .. }
+            | StoreError::ManifestInvalid { .. }
+            | StoreError::ChecksumMismatch { .. } => ErrorCode::ArchiveInvalid,
+            StoreError::TargetNotEmpty { .. } => ErrorCode::TargetNotEmpty,
+            StoreError::PathNotInArchive { .. } | StoreError::TargetNotDirectory { .. } => {
+                ErrorCode::InvalidArguments
+            }
+            StoreError::ReadDir { .. } | StoreError::Target { .. } | StoreError::Extract { .. } => {
+                ErrorCode::Io
+            }
+        };
+        Self::new(code, err.to_string())
     }
 }
 
@@ -71,68 +111,38 @@ pub async fn handle_line(daemon: &Daemon, line: &[u8], events: mpsc::Sender<Stri
 /// Answers one parsed request.
 pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<String>) -> Response {
     let outcome = match request.command {
-        Command::Hello {} => to_data(hello::handle()),
-        Command::Create(args) => to_data(create::handle(daemon, args).await),
-        Command::List {} => to_data(list::handle(daemon).await),
-        Command::Delete { index, name } => to_data(delete::handle(daemon, index, name).await),
-        Command::Stop {} => to_data(stop::handle(daemon)),
-        Command::Backups { long } => to_data(backups::handle(daemon, long).await),
-        Command::Prune(args) => to_data(prune::handle(daemon, args).await),
-        Command::Verify(args) => match verify::handle(daemon, args).await {
-            // Each failed archive was logged as it failed.
-            Ok(list) if list.failed > 0 => {
-                let message = format!(
-                    "{} of {} archives failed verification",
-                    list.failed,
-                    list.failed + list.ok
-                );
-                return Response::failure_with_data(
-                    request.id,
-                    ErrorCode::VerifyFailed,
-                    message,
-                    list,
-                );
-            }
-            other => to_data(other),
-        },
-        Command::Restore(args) => match restore::handle(daemon, args).await {
-            Ok(summary) if !summary.refused.is_empty() => {
-                let message = format!("{} entries refused", summary.refused.len());
-                return Response::failure_with_data(
-                    request.id,
-                    ErrorCode::RestoreRefused,
-                    message,
-                    summary,
-                );
-            }
-            other => to_data(other),
-        },
+        Command::Hello {} => Ok(Reply::Hello(hello::handle())),
+        Command::Create(args) => create::handle(daemon, args)
+            .await
+            .map(|changed| Reply::ScheduleChanged(Box::new(changed))),
+        Command::List {} => Ok(Reply::Schedules(list::handle(daemon).await)),
+        Command::Delete { index, name } => delete::handle(daemon, index, name)
+            .await
+            .map(|changed| Reply::ScheduleChanged(Box::new(changed))),
+        Command::Stop {} => Ok(stop::handle(daemon)),
+        Command::Backups { long } => backups::handle(daemon, long).await.map(Reply::Backups),
+        Command::Prune(args) => prune::handle(daemon, args).await.map(Reply::Prune),
+        Command::Verify(args) => verify::handle(daemon, args).await.map(Reply::Verify),
+        Command::Restore(args) => restore::handle(daemon, args).await.map(Reply::Restore),
         Command::Run(args) => {
             let sink = if args.events {
                 EventSink::new(request.id.clone(), events)
             } else {
                 EventSink::disabled()
             };
-            match run::handle(daemon, args, &sink).await {
-                // Each failed source was logged as it failed.
-                Ok(report) if report.failed > 0 => {
-                    let message = format!("{} of {} sources failed", report.failed, report.total);
-                    return Response::failure_with_data(
-                        request.id,
-                        ErrorCode::BackupFailed,
-                        message,
-                        report,
-                    );
-                }
-                other => to_data(other),
-            }
+            run::handle(daemon, args, &sink).await.map(Reply::Run)
         }
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),
         Err(err) => {
-            tracing::error!("{}", err.message);
-            Response::failure(request.id, err.code, err.message)
+            if !err.logged {
+                tracing::error!("{}", err.message);
+            }
+            match err.data {
+                Some(data) => Response::failure_with_data(request.id, err.code, err.message, *data),
+                None => Response::failure(request.id, err.code, err.message),
+            }
         }
     }
 }
@@ -146,20 +156,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("internal error: {e}")))
 }
 
-/// An archive named by a client: an absolute path, or a file name inside `folder`.
-fn resolve_archive(folder: &std::path::Path, text: &str) -> HandlerResult<std::path::PathBuf> {
-    let path = if text.starts_with('/') {
-        std::path::PathBuf::from(text)
+/// An archive named by a client, as the folder holding it and its file name: an absolute
+/// path, or a file name inside `folder`.
+async fn resolve_archive(folder: &Path, text: &str) -> HandlerResult<(LocalFolder, String)> {
+    let named = if text.starts_with('/') {
+        LocalFolder::containing(Path::new(text))
     } else if !text.is_empty() && !text.contains('/') {
-        folder.join(text)
+        Some((LocalFolder::new(folder), text.to_owned()))
     } else {
-        return Err(HandlerError::new(
+        None
+    };
+    let (folder, file) = named.ok_or_else(|| {
+        HandlerError::new(
             ErrorCode::InvalidArguments,
             format!("name an archive by absolute path or by file name: {text}"),
-        ));
-    };
-    if path.is_file() {
-        Ok(path)
+        )
+    })?;
+    let path = folder.dir().join(&file);
+    let is_file = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+    if is_file {
+        Ok((folder, file))
     } else {
         Err(HandlerError::new(
             ErrorCode::ArchiveNotFound,
@@ -168,9 +184,13 @@ fn resolve_archive(folder: &std::path::Path, text: &str) -> HandlerResult<std::p
     }
 }
 
-fn to_data<T: Serialize>(result: HandlerResult<T>) -> HandlerResult<Value> {
-    result.and_then(|data| {
-        serde_json::to_value(data)
-            .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("can't encode reply: {e}")))
-    })
+/// A destination folder named by a client, or the home's backups folder.
+fn destination_or_default(
+    daemon: &Daemon,
+    destination: Option<&str>,
+) -> HandlerResult<LocalFolder> {
+    Ok(LocalFolder::new(match destination {
+        Some(path) => crate::plan::absolute(path, "destination")?,
+        None => daemon.home.backups_dir(),
+    }))
 }

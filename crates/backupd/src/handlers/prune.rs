@@ -1,26 +1,20 @@
 //! `prune`: applies a retention policy to a destination now, for every backup name or one.
 
-use super::{HandlerError, HandlerResult, blocking};
-use crate::plan;
+use super::{HandlerResult, blocking, destination_or_default};
 use crate::retention;
 use crate::state::Daemon;
-use proto::ErrorCode;
 use proto::request::PruneArgs;
 use proto::response::PruneReport;
 
 pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneReport> {
-    let destination = match &args.destination {
-        Some(path) => plan::absolute(path, "destination")?,
-        None => daemon.home.backups_dir(),
-    };
+    let folder = destination_or_default(daemon, args.destination.as_deref())?;
+    let destination = folder.dir().display().to_string();
     let policy = retention::policy(args.retention.as_ref());
-    let dir = destination.clone();
     let name = args.name.clone();
     let dry_run = args.dry_run;
     let rotated =
-        blocking(move || retention::rotate(&dir, name.as_deref(), &policy, None, dry_run))
-            .await?
-            .map_err(|e| HandlerError::new(ErrorCode::Io, e.to_string()))?;
+        blocking(move || retention::rotate(&folder, name.as_deref(), &policy, None, dry_run))
+            .await??;
     if dry_run {
         tracing::info!("Would delete: {} old backups", rotated.deleted.len());
     } else {
@@ -28,7 +22,7 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
     }
     Ok(PruneReport {
         dry_run,
-        destination: destination.display().to_string(),
+        destination,
         deleted: rotated.deleted,
         failed: rotated.failed,
         kept: rotated.kept,

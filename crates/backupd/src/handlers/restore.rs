@@ -4,31 +4,17 @@
 use super::{HandlerError, HandlerResult, blocking, resolve_archive};
 use crate::plan;
 use crate::state::Daemon;
-use crate::store::{self, StoreError};
-use proto::ErrorCode;
+use crate::store;
 use proto::request::RestoreArgs;
 use proto::response::RestoreSummary;
+use proto::{ErrorCode, Reply};
 
 pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<RestoreSummary> {
-    let archive = resolve_archive(&daemon.home.backups_dir(), &args.archive)?;
+    let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+    let archive = folder.dir().join(&file);
     let to = plan::absolute(&args.to, "restore target")?;
-    let (from, into, paths) = (archive.clone(), to.clone(), args.paths.clone());
-    let report = blocking(move || store::restore(&from, &into, &paths))
-        .await?
-        .map_err(|e| {
-            let code = match &e {
-                StoreError::TargetNotEmpty { .. } => ErrorCode::TargetNotEmpty,
-                StoreError::ManifestMissing { .. }
-                | StoreError::ManifestInvalid { .. }
-                | StoreError::ChecksumMismatch { .. } => ErrorCode::ArchiveInvalid,
-                StoreError::PathNotInArchive { .. } | StoreError::TargetNotDirectory { .. } => {
-                    ErrorCode::InvalidArguments
-                }
-                StoreError::ReadArchive { .. } => ErrorCode::ArchiveNotFound,
-                _ => ErrorCode::Io,
-            };
-            HandlerError::new(code, e.to_string())
-        })?;
+    let (into, paths) = (to.clone(), args.paths.clone());
+    let report = blocking(move || store::restore(&folder, &file, &into, &paths)).await??;
     for refused in &report.refused {
         tracing::warn!("Refused to restore {refused}");
     }
@@ -40,7 +26,7 @@ pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<Restore
         report.dirs,
         report.symlinks
     );
-    Ok(RestoreSummary {
+    let summary = RestoreSummary {
         archive: archive.display().to_string(),
         to: to.display().to_string(),
         files: report.files,
@@ -48,5 +34,14 @@ pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<Restore
         symlinks: report.symlinks,
         bytes: report.bytes,
         refused: report.refused,
-    })
+    };
+    if summary.refused.is_empty() {
+        return Ok(summary);
+    }
+    let message = format!("{} entries refused", summary.refused.len());
+    Err(HandlerError::partial(
+        ErrorCode::RestoreRefused,
+        message,
+        Reply::Restore(summary),
+    ))
 }

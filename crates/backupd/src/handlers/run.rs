@@ -6,11 +6,11 @@ use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
 use crate::plan::{self, Naming};
 use crate::runner;
+use crate::schedules;
 use crate::state::Daemon;
 use proto::ErrorCode;
 use proto::request::RunArgs;
 use proto::response::RunReport;
-use proto::schedule::JobOptions;
 
 pub async fn handle(
     daemon: &Daemon,
@@ -27,22 +27,28 @@ pub async fn handle(
         return run_schedule(daemon, name, args.dry_run, events).await;
     }
     let naming = args.name.clone().map_or(Naming::ByFolder, Naming::Fixed);
-    let options = JobOptions {
-        destination: args.destination,
-        compression: args.compression,
-        level: args.level,
-        exclude: args.exclude,
-        retention: args.retention,
-        verify_after: args.verify_after,
-    };
     let plan = plan::plan(
         &daemon.home.backups_dir(),
         &args.sources,
         &naming,
-        &options,
+        &args.job,
         args.dry_run,
-    )?;
-    Ok(runner::execute(daemon, plan, events).await)
+    )
+    .await?;
+    finish(runner::execute(daemon, plan, events).await)
+}
+
+/// A run in which some sources failed still answers with its report.
+fn finish(report: RunReport) -> HandlerResult<RunReport> {
+    if report.failed == 0 {
+        return Ok(report);
+    }
+    let message = format!("{} of {} sources failed", report.failed, report.total);
+    Err(HandlerError::partial(
+        ErrorCode::BackupFailed,
+        message,
+        proto::Reply::Run(report),
+    ))
 }
 
 /// Runs a stored schedule now, outside its timetable: its settings, its name, its record;
@@ -64,9 +70,9 @@ async fn run_schedule(
                 format!("can't find schedule named {name}"),
             )
         })?;
-    let plan = plan::for_schedule(&daemon.home.backups_dir(), &schedule, dry_run)?;
+    let plan = plan::for_schedule(&daemon.home.backups_dir(), &schedule, dry_run).await?;
     if dry_run {
-        return Ok(runner::execute(daemon, plan, events).await);
+        return finish(runner::execute(daemon, plan, events).await);
     }
     let _running = daemon.try_mark_running(schedule.id).ok_or_else(|| {
         HandlerError::new(
@@ -76,6 +82,7 @@ async fn run_schedule(
     })?;
     let started = chrono::Local::now();
     let report = runner::execute(daemon, plan, events).await;
-    crate::scheduler::record_run(daemon, &schedule, started, Ok(&report), false).await;
-    Ok(report)
+    let record = schedules::run_record(started, Ok(&report));
+    daemon.schedules.record_run(&schedule, record, false).await;
+    finish(report)
 }

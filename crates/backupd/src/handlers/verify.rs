@@ -1,80 +1,98 @@
 //! `verify`: checks archives against their manifests and reads them to the end; one archive,
 //! every archive of a name, or all.
 
-use super::{HandlerError, HandlerResult, blocking, resolve_archive};
-use crate::plan;
+use super::{HandlerError, HandlerResult, blocking, destination_or_default, resolve_archive};
+use crate::destination::{self, LocalFolder};
 use crate::state::Daemon;
-use crate::store::{self, VerifyStatus};
-use crate::verify_ledger::{describe, reason, status_name};
-use proto::ErrorCode;
+use crate::store::{self, StoreError};
 use proto::request::VerifyArgs;
 use proto::response::{ArchiveCheck, VerifyList};
-use std::path::PathBuf;
+use proto::{ErrorCode, Reply};
+use std::sync::Arc;
 
 pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyList> {
-    let folder = match &args.destination {
-        Some(path) => plan::absolute(path, "destination")?,
-        None => daemon.home.backups_dir(),
-    };
-    let archives = select(&folder, &args).await?;
+    let folder = destination_or_default(daemon, args.destination.as_deref())?;
+    let (folder, files) = select(folder, &args).await?;
+    let folder = Arc::new(folder);
     let mut list = VerifyList {
-        archives: Vec::with_capacity(archives.len()),
+        archives: Vec::with_capacity(files.len()),
         ok: 0,
         failed: 0,
     };
-    for archive in archives {
-        let path = archive.clone();
-        let report = blocking(move || store::verify(&path))
-            .await?
-            .map_err(|e| HandlerError::new(ErrorCode::ArchiveNotFound, e.to_string()))?;
-        daemon.verify_ledger.record(&archive, &report.status).await;
-        let file = archive
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        if report.status == VerifyStatus::Ok {
+    for file in files {
+        let (from, name) = (Arc::clone(&folder), file.clone());
+        let report = blocking(move || store::verify(from.as_ref(), &name)).await??;
+        let finding = &report.finding;
+        daemon
+            .verify_ledger
+            .record(&report.archive, finding.status())
+            .await;
+        if finding.is_ok() {
             list.ok += 1;
             tracing::info!("Verify OK: {file}");
         } else {
             list.failed += 1;
-            tracing::error!("Verify failed for {file}: {}", describe(&report.status));
+            tracing::error!("Verify failed for {file}: {finding}");
         }
-        let detail = match (reason(&report.status), report.detail.clone()) {
+        let detail = match (finding.reason(), report.detail.clone()) {
             (Some(reason), Some(more)) => Some(format!("{reason}; {more}")),
             (reason, more) => reason.or(more),
         };
         list.archives.push(ArchiveCheck {
-            archive: archive.display().to_string(),
-            status: status_name(&report.status).to_owned(),
+            archive: report.archive.display().to_string(),
+            status: finding.status(),
             detail,
             entries: report.entries,
         });
     }
+    if list.failed > 0 {
+        let message = format!(
+            "{} of {} archives failed verification",
+            list.failed,
+            list.failed + list.ok
+        );
+        return Err(HandlerError::partial(
+            ErrorCode::VerifyFailed,
+            message,
+            Reply::Verify(list),
+        ));
+    }
     Ok(list)
 }
 
-/// The archives the request names.
-async fn select(folder: &std::path::Path, args: &VerifyArgs) -> HandlerResult<Vec<PathBuf>> {
+/// The folder and the file names of the archives the request names.
+async fn select(
+    folder: LocalFolder,
+    args: &VerifyArgs,
+) -> HandlerResult<(LocalFolder, Vec<String>)> {
     let invalid = |m: &str| HandlerError::new(ErrorCode::InvalidArguments, m);
     match (&args.archive, &args.name, args.all) {
-        (Some(archive), None, false) => Ok(vec![resolve_archive(folder, archive)?]),
+        (Some(archive), None, false) => {
+            let (folder, file) = resolve_archive(folder.dir(), archive).await?;
+            Ok((folder, vec![file]))
+        }
         (None, name, all) if name.is_some() != all => {
-            let dir = folder.to_path_buf();
-            let found = blocking(move || store::scan(&dir))
+            let listed = folder.clone();
+            let found = blocking(move || destination::list(&listed))
                 .await?
-                .map_err(|e| HandlerError::new(ErrorCode::Io, e.to_string()))?;
-            let selected: Vec<PathBuf> = found
+                .map_err(|source| StoreError::ReadDir {
+                    path: folder.dir().to_owned(),
+                    source,
+                })?;
+            let selected: Vec<String> = found
                 .into_iter()
                 .filter(|a| name.as_ref().is_none_or(|n| &a.name == n))
-                .map(|a| a.path)
+                .map(|a| a.file_name)
                 .collect();
             if selected.is_empty() {
+                let dir = folder.dir().display();
                 let what = name.as_ref().map_or_else(
-                    || format!("no archives in {}", folder.display()),
-                    |n| format!("no archives named {n} in {}", folder.display()),
+                    || format!("no archives in {dir}"),
+                    |n| format!("no archives named {n} in {dir}"),
                 );
                 return Err(HandlerError::new(ErrorCode::ArchiveNotFound, what));
             }
-            Ok(selected)
+            Ok((folder, selected))
         }
         _ => Err(invalid("verify takes an archive, a name, or all")),
     }

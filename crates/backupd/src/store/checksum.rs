@@ -3,19 +3,16 @@
 //! The engine hashes while writing; here the stored bytes are read back in bounded chunks,
 //! so checking a large archive costs time, never memory.
 
-use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::Manifest;
+use crate::format::{Manifest, hex};
 
 const CHUNK: usize = 256 * 1024;
 
-/// Lower-case hex SHA-256 and length of a file's bytes.
-pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
+/// Lower-case hex SHA-256 and length of a stream's bytes.
+pub fn sha256_of(mut file: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; CHUNK];
     let mut size = 0u64;
@@ -29,12 +26,7 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
         hasher.update(&buffer[..n]);
         size += n as u64;
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, size))
+    Ok((hex(&hasher.finalize()), size))
 }
 
 /// How an archive's bytes compare with what its manifest recorded.
@@ -49,9 +41,9 @@ pub enum Integrity {
     },
 }
 
-/// Hashes `archive` and compares hash and size with `manifest`.
-pub fn check_integrity(archive: &Path, manifest: &Manifest) -> io::Result<Integrity> {
-    let (actual, size) = sha256_file(archive)?;
+/// Hashes an archive's bytes and compares hash and size with `manifest`.
+pub fn check_integrity(archive: impl Read, manifest: &Manifest) -> io::Result<Integrity> {
+    let (actual, size) = sha256_of(archive)?;
     let expected = manifest.checksum_sha256.to_ascii_lowercase();
     if actual == expected && size == manifest.size_bytes {
         return Ok(Integrity::Matches);
@@ -77,24 +69,16 @@ mod tests {
 
     #[test]
     fn known_digests() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, b"").unwrap();
         assert_eq!(
-            sha256_file(&empty).unwrap(),
+            sha256_of(&b""[..]).unwrap(),
             (
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
                 0
             )
         );
         // Larger than one chunk, so the streaming loop runs more than once.
-        let big = dir.path().join("big");
         let data = vec![b'a'; CHUNK * 2 + 7];
-        std::fs::write(&big, &data).unwrap();
-        let expected: String = Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(sha256_file(&big).unwrap(), (expected, data.len() as u64));
+        let expected = hex(&Sha256::digest(&data));
+        assert_eq!(sha256_of(&data[..]).unwrap(), (expected, data.len() as u64));
     }
 }

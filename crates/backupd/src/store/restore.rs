@@ -12,12 +12,12 @@ use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
-use super::archive_list::read_manifest;
 use super::checksum::{Integrity, check_integrity};
-use super::decode::open_tar_stream;
 use super::error::StoreError;
-use crate::engine::Manifest;
-use crate::engine::naming::manifest_path_for;
+use super::verify::{open_tar_stream, read_manifest};
+use crate::destination::Destination;
+use crate::format::Manifest;
+use crate::format::naming::manifest_name_for;
 
 /// What a restore wrote and what it refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,15 +37,25 @@ pub struct RestoreReport {
 /// `paths`, if not empty, restricts the restore to entries under those subpaths, given
 /// relative to the backed-up folder (`docs`) or including its top-level name
 /// (`tree/docs`); a subpath matching nothing fails before anything is written.
-pub fn restore(archive: &Path, to: &Path, paths: &[String]) -> Result<RestoreReport, StoreError> {
-    let manifest = checked_manifest(archive)?;
+pub fn restore(
+    destination: &dyn Destination,
+    file: &str,
+    to: &Path,
+    paths: &[String],
+) -> Result<RestoreReport, StoreError> {
+    let archive = Archive {
+        destination,
+        file,
+        path: destination.path_of(file),
+    };
+    let manifest = checked_manifest(&archive)?;
     check_target(to)?;
     let filters = Filters::new(paths);
     if !filters.is_empty() {
-        let unmatched = filters.unmatched(archive, &manifest)?;
+        let unmatched = filters.unmatched(&archive, &manifest)?;
         if let Some(path) = unmatched.into_iter().next() {
             return Err(StoreError::PathNotInArchive {
-                archive: archive.to_owned(),
+                archive: archive.path,
                 path,
             });
         }
@@ -57,7 +67,7 @@ pub fn restore(archive: &Path, to: &Path, paths: &[String]) -> Result<RestoreRep
     fs::create_dir_all(to).map_err(target_error)?;
     let root = fs::canonicalize(to).map_err(target_error)?;
     Extractor {
-        archive,
+        archive: &archive,
         root: &root,
         filters: &filters,
         report: RestoreReport::default(),
@@ -65,25 +75,35 @@ pub fn restore(archive: &Path, to: &Path, paths: &[String]) -> Result<RestoreRep
     .run(&manifest)
 }
 
-/// The manifest, once the archive's bytes are known to match it.
-fn checked_manifest(archive: &Path) -> Result<Manifest, StoreError> {
-    let manifest_path = manifest_path_for(archive);
-    if !manifest_path.exists() {
-        return Err(StoreError::ManifestMissing {
-            archive: archive.to_owned(),
-            manifest: manifest_path,
-        });
+/// The archive being restored: where it is read from, and its path for messages.
+struct Archive<'a> {
+    destination: &'a dyn Destination,
+    file: &'a str,
+    path: PathBuf,
+}
+
+impl Archive<'_> {
+    fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<impl io::Read + use<'_>>> {
+        open_tar_stream(self.destination, self.file, Some(manifest)).map(tar::Archive::new)
     }
-    let manifest = read_manifest(&manifest_path)?;
-    let integrity =
-        check_integrity(archive, &manifest).map_err(|source| StoreError::ReadArchive {
-            path: archive.to_owned(),
-            source,
-        })?;
-    match integrity {
+}
+
+/// The manifest, once the archive's bytes are known to match it.
+fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
+    let manifest = read_manifest(
+        archive.destination,
+        archive.file,
+        &manifest_name_for(archive.file),
+    )?;
+    let unreadable = |source| StoreError::ReadArchive {
+        path: archive.path.clone(),
+        source,
+    };
+    let bytes = archive.destination.open(archive.file).map_err(unreadable)?;
+    match check_integrity(bytes, &manifest).map_err(unreadable)? {
         Integrity::Matches => Ok(manifest),
         Integrity::Differs { detail, .. } => Err(StoreError::ChecksumMismatch {
-            path: archive.to_owned(),
+            path: archive.path.clone(),
             reason: detail,
         }),
     }
@@ -179,15 +199,18 @@ impl Filters {
     }
 
     /// Reads the archive's entry names and returns the filters that match none.
-    fn unmatched(&self, archive: &Path, manifest: &Manifest) -> Result<Vec<String>, StoreError> {
+    fn unmatched(
+        &self,
+        archive: &Archive<'_>,
+        manifest: &Manifest,
+    ) -> Result<Vec<String>, StoreError> {
         let stream_error = |source| StoreError::Extract {
-            archive: archive.to_owned(),
+            archive: archive.path.clone(),
             entry: "<archive stream>".to_owned(),
             source,
         };
         let mut matched = vec![false; self.paths.len()];
-        let stream = open_tar_stream(archive, Some(manifest)).map_err(stream_error)?;
-        let mut tar = tar::Archive::new(stream);
+        let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
         for entry in tar.entries().map_err(stream_error)? {
             let entry = entry.map_err(stream_error)?;
             let path = entry.path().map_err(stream_error)?;
@@ -209,7 +232,7 @@ impl Filters {
 
 /// One pass over the archive, writing under `root` (canonical, existing, initially empty).
 struct Extractor<'a> {
-    archive: &'a Path,
+    archive: &'a Archive<'a>,
     root: &'a Path,
     filters: &'a Filters,
     report: RestoreReport,
@@ -217,9 +240,10 @@ struct Extractor<'a> {
 
 impl Extractor<'_> {
     fn run(mut self, manifest: &Manifest) -> Result<RestoreReport, StoreError> {
-        let stream = open_tar_stream(self.archive, Some(manifest))
+        let mut tar = self
+            .archive
+            .tar_stream(manifest)
             .map_err(|e| self.error("<archive stream>", e))?;
-        let mut tar = tar::Archive::new(stream);
         tar.set_preserve_permissions(true);
         tar.set_preserve_mtime(true);
         // Only root may give files away; as anyone else the restorer owns them.
@@ -370,7 +394,7 @@ impl Extractor<'_> {
 
     fn error(&self, entry: &str, source: io::Error) -> StoreError {
         StoreError::Extract {
-            archive: self.archive.to_owned(),
+            archive: self.archive.path.clone(),
             entry: entry.to_owned(),
             source,
         }
@@ -383,8 +407,17 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
-    use crate::engine::Compression;
-    use crate::store::test_support::{backup, build_tree, dir_names, write_matching_manifest};
+    use crate::destination::LocalFolder;
+    use crate::store::test_support::{
+        backup, build_tree, dir_names, manifest_of, write_matching_manifest,
+    };
+    use proto::{Codec, Compression};
+
+    /// Restores an archive given by path.
+    fn restore(archive: &Path, to: &Path, paths: &[String]) -> Result<RestoreReport, StoreError> {
+        let (folder, file) = LocalFolder::containing(archive).unwrap();
+        super::restore(&folder, &file, to, paths)
+    }
 
     /// Kind, mode, mtime and content (or link target) of everything under `root`.
     fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, i64, Vec<u8>)> {
@@ -429,8 +462,8 @@ mod tests {
     fn round_trips_an_engine_archive() {
         for compression in [
             Compression::default(),
-            Compression::Zstd { level: 3 },
-            Compression::None,
+            Compression::of(Codec::Zstd),
+            Compression::of(Codec::None),
         ] {
             let (dir, src, archive) = made(compression);
             let out = dir.path().join("out/nested");
@@ -487,7 +520,7 @@ mod tests {
         assert!(matches!(err, StoreError::ChecksumMismatch { .. }), "{err}");
         assert!(!out.exists(), "nothing created");
 
-        fs::remove_file(manifest_path_for(&archive)).unwrap();
+        fs::remove_file(manifest_of(&archive)).unwrap();
         let err = restore(&archive, &out, &[]).unwrap_err();
         assert!(matches!(err, StoreError::ManifestMissing { .. }), "{err}");
         assert!(!out.exists());
@@ -696,7 +729,14 @@ mod tests {
         fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
         let dest = base.path().join("b");
         fs::create_dir(&dest).unwrap();
-        let archive = backup(&src, &dest, "ro", Compression::None, "20250102_030405").archive;
+        let archive = backup(
+            &src,
+            &dest,
+            "ro",
+            Compression::of(Codec::None),
+            "20250102_030405",
+        )
+        .archive;
         let out = base.path().join("out");
         restore(&archive, &out, &[]).unwrap();
         let mode = fs::metadata(out.join("ro/locked")).unwrap().mode() & 0o7777;
@@ -716,7 +756,14 @@ mod tests {
         }
         let dest = base.path().join("b");
         fs::create_dir(&dest).unwrap();
-        let archive = backup(&src, &dest, "owned", Compression::None, "20250102_030405").archive;
+        let archive = backup(
+            &src,
+            &dest,
+            "owned",
+            Compression::of(Codec::None),
+            "20250102_030405",
+        )
+        .archive;
         let out = base.path().join("out");
         restore(&archive, &out, &[]).unwrap();
         let meta = fs::metadata(out.join("owned/f")).unwrap();

@@ -4,14 +4,11 @@
 //! rule is unit-tested without a clock or a disk; [`apply_rotation`] only executes a plan.
 
 use std::collections::HashSet;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 
-use super::archive_list::{ArchiveInfo, group_by_name};
-use crate::engine::sync_dir;
+use crate::destination::{ArchiveInfo, Destination, group_by_name};
 
 /// How many archives of each backup name to keep.
 ///
@@ -56,26 +53,15 @@ pub struct RotationPlan {
 
 /// Plans a rotation of `archives` (any mix of backup names) as of `now`.
 ///
-/// Each backup name is planned on its own. Archives in `protect` (typically the one a run
-/// just wrote) are always kept and are left out before planning, so a rotation after a run
-/// judges the archives that existed before it: the new archive neither counts towards
-/// `min_keep` nor takes a daily/weekly/monthly slot.
+/// Each backup name is planned on its own.
 pub fn plan_rotation(
     archives: &[ArchiveInfo],
     policy: &RetentionPolicy,
     now: NaiveDateTime,
-    protect: &[PathBuf],
 ) -> RotationPlan {
-    let (protected, candidates): (Vec<_>, Vec<_>) = archives
-        .iter()
-        .cloned()
-        .partition(|a| protect.contains(&a.path));
-    let mut plan = RotationPlan {
-        delete: Vec::new(),
-        keep: protected,
-    };
+    let mut plan = RotationPlan::default();
     let max_age = TimeDelta::days(i64::from(policy.retention_days));
-    for group in group_by_name(&candidates).into_values() {
+    for group in group_by_name(archives).into_values() {
         let kept = kept_indices(&group, policy, now, max_age);
         for (i, archive) in group.into_iter().enumerate() {
             if kept.contains(&i) {
@@ -177,60 +163,50 @@ pub struct RotationOutcome {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-/// Deletes every archive in `plan.delete` and its manifest, carrying on after failures.
+/// Deletes every archive in `plan.delete` from `destination`, then its manifest, carrying on
+/// after failures.
 ///
 /// An archive already gone counts as deleted (another rotation got there first); a missing
 /// manifest is not an error. When an archive cannot be deleted its manifest is left, so
 /// what remains can still be verified.
-pub fn apply_rotation(plan: &RotationPlan) -> RotationOutcome {
+pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> RotationOutcome {
     let mut outcome = RotationOutcome::default();
-    let mut dirs: Vec<&Path> = Vec::new();
     for archive in &plan.delete {
-        if let Err(e) = remove_if_present(&archive.path) {
+        if let Err(e) = destination.remove(&archive.file_name) {
             outcome.failed.push((archive.path.clone(), e.to_string()));
             continue;
         }
         outcome.deleted.push(archive.path.clone());
-        if let Err(e) = remove_if_present(&archive.manifest_path) {
-            outcome
-                .failed
-                .push((archive.manifest_path.clone(), e.to_string()));
-        }
-        if let Some(dir) = archive.path.parent()
-            && !dirs.contains(&dir)
-        {
-            dirs.push(dir);
+        if let Err(e) = destination.remove(&archive.manifest_name) {
+            let manifest = destination.path_of(&archive.manifest_name);
+            outcome.failed.push((manifest, e.to_string()));
         }
     }
-    for dir in dirs {
+    if !plan.delete.is_empty() {
         // Durability of the deletions is best effort: they already happened.
-        let _ = sync_dir(dir);
+        let _ = destination.sync();
     }
     outcome
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::scan;
+    use crate::destination::{LocalFolder, list};
+    use crate::format::TIMESTAMP_FORMAT;
     use crate::store::test_support::stamp;
+    use std::fs;
 
     fn archive(name: &str, when: NaiveDateTime) -> ArchiveInfo {
-        let stem = format!("{name}_{}", when.format(crate::engine::TIMESTAMP_FORMAT));
+        let stem = format!("{name}_{}", when.format(TIMESTAMP_FORMAT));
         ArchiveInfo {
             path: PathBuf::from(format!("/b/{stem}.tar.gz")),
+            file_name: format!("{stem}.tar.gz"),
             name: name.into(),
             timestamp: when,
-            compression: "gzip",
+            compression: proto::Codec::Gzip,
             size_bytes: 0,
-            manifest_path: PathBuf::from(format!("/b/{stem}.json")),
+            manifest_name: format!("{stem}.json"),
             manifest: None,
         }
     }
@@ -281,7 +257,7 @@ mod tests {
     fn eight_old_of_ten_deletes_seven() {
         // Ages 1, 2 are recent; 8..=15 are old. Newest 3 = the 2 recent + the newest old one.
         let archives = aged("docs", &[1, 2, 8, 9, 10, 11, 12, 13, 14, 15]);
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let plan = plan_rotation(&archives, &seed_policy(), now());
         assert_eq!(plan.delete.len(), 7);
         assert_eq!(plan.keep.len(), 3);
         assert!(
@@ -294,7 +270,7 @@ mod tests {
     #[test]
     fn two_old_of_ten_deletes_both() {
         let archives = aged("docs", &[0, 1, 2, 3, 4, 5, 6, 7, 20, 30]);
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let plan = plan_rotation(&archives, &seed_policy(), now());
         let deleted: Vec<_> = plan.delete.iter().map(|a| a.timestamp).collect();
         assert_eq!(
             deleted,
@@ -310,7 +286,7 @@ mod tests {
             min_keep: 0,
             ..seed_policy()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         assert_eq!(plan.keep.len(), 1);
         assert_eq!(plan.keep[0].timestamp, now() - TimeDelta::days(7));
     }
@@ -318,7 +294,7 @@ mod tests {
     #[test]
     fn all_ten_old_keeps_the_newest_three() {
         let archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let plan = plan_rotation(&archives, &seed_policy(), now());
         assert_eq!(plan.delete.len(), 7);
         let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
         assert_eq!(
@@ -328,41 +304,11 @@ mod tests {
     }
 
     #[test]
-    fn ten_old_plus_a_new_run_leaves_four() {
-        let mut archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
-        let new = archive("docs", now());
-        archives.push(new.clone());
-        let plan = plan_rotation(
-            &archives,
-            &seed_policy(),
-            now(),
-            std::slice::from_ref(&new.path),
-        );
-        assert_eq!(plan.delete.len(), 7);
-        assert_eq!(plan.keep.len(), 4, "3 old + 1 new");
-        assert!(plan.keep.contains(&new));
-    }
-
-    #[test]
-    fn protected_archives_are_never_deleted_even_when_old() {
-        let archives = aged("docs", &[30, 31, 32, 33]);
-        let oldest = archives[3].path.clone();
-        let plan = plan_rotation(
-            &archives,
-            &seed_policy(),
-            now(),
-            std::slice::from_ref(&oldest),
-        );
-        assert!(plan.keep.iter().any(|a| a.path == oldest));
-        assert_eq!(plan.delete.len(), 0, "the 3 others are the newest 3");
-    }
-
-    #[test]
     fn names_do_not_push_each_other_out() {
         let mut archives = aged("docs", &[30, 31, 32, 33, 34]);
         archives.extend(aged("docs_old", &[40, 41]));
         archives.extend(aged("photos", &[1, 2, 3, 4, 5, 6]));
-        let plan = plan_rotation(&archives, &seed_policy(), now(), &[]);
+        let plan = plan_rotation(&archives, &seed_policy(), now());
         let count =
             |list: &[ArchiveInfo], name: &str| list.iter().filter(|a| a.name == name).count();
         assert_eq!(count(&plan.keep, "docs"), 3);
@@ -391,7 +337,7 @@ mod tests {
             keep_daily: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         assert_eq!(
             kept_stamps(&plan),
             ["20250610_200000", "20250611_230000", "20250613_020000"]
@@ -418,7 +364,7 @@ mod tests {
             keep_weekly: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         assert_eq!(
             kept_stamps(&plan),
             ["20241229_120000", "20250105_120000", "20250106_120000"]
@@ -427,7 +373,7 @@ mod tests {
             keep_weekly: Some(2),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &two, now(), &[]);
+        let plan = plan_rotation(&archives, &two, now());
         assert_eq!(kept_stamps(&plan), ["20250105_120000", "20250106_120000"]);
     }
 
@@ -448,7 +394,7 @@ mod tests {
             keep_monthly: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         assert_eq!(
             kept_stamps(&plan),
             ["20241231_235959", "20250131_120000", "20250301_120000"]
@@ -462,7 +408,7 @@ mod tests {
             keep_last: Some(2),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
         assert_eq!(kept, [21, 20].map(|d| now() - TimeDelta::days(d)).to_vec());
     }
@@ -478,7 +424,7 @@ mod tests {
             keep_monthly: Some(5),
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&archives, &policy, now(), &[]);
+        let plan = plan_rotation(&archives, &policy, now());
         // Monthly: the 5 newest months are those of ages 0/1 (June), 40, 70, 100, 130.
         // min_keep adds age 40 (already in). Age keeps 0 and 1.
         let mut kept: Vec<i64> = plan
@@ -517,12 +463,13 @@ mod tests {
             min_keep: 2,
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&scan(d).unwrap(), &policy, stamp("20250201_000000"), &[]);
+        let folder = LocalFolder::new(d);
+        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
         assert_eq!(plan.delete.len(), 3);
         // One archive disappears before the rotation runs: already gone counts as deleted.
         fs::remove_file(d.join("docs_20250103_000000.tar.gz")).unwrap();
 
-        let outcome = apply_rotation(&plan);
+        let outcome = apply_rotation(&folder, &plan);
         assert_eq!(
             outcome.deleted,
             [
@@ -560,14 +507,13 @@ mod tests {
         let stuck = archive("docs", stamp("20250101_000000"));
         let stuck = ArchiveInfo {
             path: d.join("docs_20250101_000000.tar.gz"),
-            manifest_path: d.join("docs_20250101_000000.json"),
             ..stuck
         };
+        let stuck_manifest = d.join("docs_20250101_000000.json");
         fs::create_dir(&stuck.path).unwrap();
-        fs::write(&stuck.manifest_path, b"{}").unwrap();
+        fs::write(&stuck_manifest, b"{}").unwrap();
         let fine = ArchiveInfo {
             path: d.join("docs_20250102_000000.tar.gz"),
-            manifest_path: d.join("docs_20250102_000000.json"),
             ..archive("docs", stamp("20250102_000000"))
         };
         fs::write(&fine.path, b"a").unwrap();
@@ -575,11 +521,11 @@ mod tests {
             delete: vec![stuck.clone(), fine.clone()],
             keep: Vec::new(),
         };
-        let outcome = apply_rotation(&plan);
+        let outcome = apply_rotation(&LocalFolder::new(d), &plan);
         assert_eq!(outcome.deleted, std::slice::from_ref(&fine.path));
         assert_eq!(outcome.failed.len(), 1);
         assert_eq!(outcome.failed[0].0, stuck.path);
-        assert!(stuck.manifest_path.exists());
+        assert!(stuck_manifest.exists());
         assert!(!fine.path.exists());
     }
 }

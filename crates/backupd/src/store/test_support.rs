@@ -6,16 +6,32 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use chrono::NaiveDateTime;
+use proto::size::human_size;
+use proto::{Codec, Compression};
 
-use super::checksum::sha256_file;
-use crate::engine::naming::manifest_path_for;
-use crate::engine::{
-    self, BackupJob, BackupOutcome, Compression, ExcludeSet, FORMAT_VERSION, Manifest,
-    TIMESTAMP_FORMAT, human_size,
-};
+use super::checksum::sha256_of;
+use super::{StoreError, VerifyReport};
+use crate::destination::LocalFolder;
+use crate::engine::{self, BackupJob, BackupOutcome, ExcludeSet};
+use crate::format::naming::manifest_name_for;
+use crate::format::{FORMAT_VERSION, Manifest, TIMESTAMP_FORMAT, hex};
+use crate::fsutil::write_atomically;
+
+/// The manifest path beside an archive path.
+pub fn manifest_of(archive: &Path) -> PathBuf {
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    archive.with_file_name(manifest_name_for(name))
+}
+
+/// Verifies an archive given by path.
+pub fn verify_path(archive: &Path) -> Result<VerifyReport, StoreError> {
+    let (folder, name) = LocalFolder::containing(archive).unwrap();
+    super::verify(&folder, &name)
+}
 
 pub fn stamp(text: &str) -> NaiveDateTime {
     NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT).unwrap()
@@ -24,10 +40,7 @@ pub fn stamp(text: &str) -> NaiveDateTime {
 /// A manifest for `bytes`, as if the engine had written them.
 pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
     use sha2::{Digest, Sha256};
-    let checksum = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let checksum = hex(&Sha256::digest(bytes));
     Manifest {
         format_version: FORMAT_VERSION,
         backupd_version: "0.1.0".into(),
@@ -35,7 +48,7 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         backup_file: PathBuf::from("/unused"),
         source: PathBuf::from("/unused"),
         created: created.into(),
-        compression: "none".into(),
+        compression: Codec::None,
         level: None,
         size_bytes: bytes.len() as u64,
         size_human: human_size(bytes.len() as u64),
@@ -53,8 +66,8 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
 /// Writes (or rewrites) the manifest beside `archive` so that it matches the archive's
 /// current bytes: for archives built or damaged by a test.
 pub fn write_matching_manifest(archive: &Path) -> PathBuf {
-    let (checksum, size) = sha256_file(archive).unwrap();
-    let manifest_path = manifest_path_for(archive);
+    let (checksum, size) = sha256_of(fs::File::open(archive).unwrap()).unwrap();
+    let manifest_path = manifest_of(archive);
     let mut manifest = match fs::read(&manifest_path) {
         Ok(bytes) => Manifest::from_json(&bytes).unwrap(),
         Err(_) => fake_manifest("hostile", "20250102_030405", b""),
@@ -63,7 +76,7 @@ pub fn write_matching_manifest(archive: &Path) -> PathBuf {
     manifest.checksum_sha256 = checksum;
     manifest.size_bytes = size;
     manifest.size_human = human_size(size);
-    engine::write_atomically(&manifest_path, &manifest.to_json().unwrap()).unwrap();
+    write_atomically(&manifest_path, &manifest.to_json().unwrap()).unwrap();
     manifest_path
 }
 
@@ -99,7 +112,7 @@ pub fn backup(
     let job = BackupJob {
         source: source.to_owned(),
         name: name.into(),
-        destination: dest.to_owned(),
+        destination: Arc::new(LocalFolder::new(dest)),
         compression,
         excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
         timestamp: stamp(when),

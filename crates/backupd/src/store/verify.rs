@@ -3,23 +3,25 @@
 //!
 //! The outcome is a report, not an error: a damaged archive is a finding to show the user.
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::io::{self, BufReader};
+use std::path::PathBuf;
 
-use super::archive_list::read_manifest;
+use proto::VerifyStatus;
+
 use super::checksum::{Integrity, check_integrity};
-use super::decode::open_tar_stream;
 use super::error::StoreError;
-use crate::engine::Manifest;
-use crate::engine::naming::manifest_path_for;
+use crate::destination::Destination;
+use crate::format::naming::{codec_from_name, manifest_name_for};
+use crate::format::{CountingReader, Manifest, decoder};
 
 const BLOCK: u64 = 512;
 /// Two zero blocks end a tar archive.
 const END_MARKER: u64 = 2 * BLOCK;
 
-/// What verification found.
+/// What verification found, with the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyStatus {
+pub enum VerifyFinding {
     Ok,
     /// The bytes are not what the manifest recorded (hash or size).
     ChecksumMismatch {
@@ -36,12 +38,86 @@ pub enum VerifyStatus {
     ManifestInvalid(String),
 }
 
+impl VerifyFinding {
+    pub fn is_ok(&self) -> bool {
+        *self == VerifyFinding::Ok
+    }
+
+    /// The finding in one word, as the protocol reports it.
+    pub fn status(&self) -> VerifyStatus {
+        match self {
+            VerifyFinding::Ok => VerifyStatus::Ok,
+            VerifyFinding::ChecksumMismatch { .. } => VerifyStatus::ChecksumMismatch,
+            VerifyFinding::Truncated(_) => VerifyStatus::Truncated,
+            VerifyFinding::Unreadable(_) => VerifyStatus::Unreadable,
+            VerifyFinding::ManifestMissing => VerifyStatus::ManifestMissing,
+            VerifyFinding::ManifestInvalid(_) => VerifyStatus::ManifestInvalid,
+        }
+    }
+
+    /// Why it failed, beyond its status: the two checksums, or the reader's error.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            VerifyFinding::Ok | VerifyFinding::ManifestMissing => None,
+            VerifyFinding::ChecksumMismatch { expected, actual } => {
+                Some(format!("manifest {expected}, file {actual}"))
+            }
+            VerifyFinding::Truncated(reason)
+            | VerifyFinding::Unreadable(reason)
+            | VerifyFinding::ManifestInvalid(reason) => Some(reason.clone()),
+        }
+    }
+}
+
+/// `OK`, or the status in words with its reason: `checksum mismatch (manifest …, file …)`.
+impl fmt::Display for VerifyFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.status())?;
+        match self.reason() {
+            Some(reason) => write!(f, " ({reason})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads the manifest `manifest` of `archive` in `destination`.
+pub fn read_manifest(
+    destination: &dyn Destination,
+    archive: &str,
+    manifest: &str,
+) -> Result<Manifest, StoreError> {
+    let invalid = |reason: String| StoreError::ManifestInvalid {
+        path: destination.path_of(manifest),
+        reason,
+    };
+    match destination.get(manifest) {
+        Ok(bytes) => Manifest::from_json(&bytes).map_err(|e| invalid(e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::ManifestMissing {
+            archive: destination.path_of(archive),
+            manifest: destination.path_of(manifest),
+        }),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+/// The decoded tar stream of an archive, counting the bytes it yields. The codec comes from
+/// the file name, then the manifest, then the magic bytes.
+pub(crate) fn open_tar_stream(
+    destination: &dyn Destination,
+    archive: &str,
+    manifest: Option<&Manifest>,
+) -> io::Result<CountingReader<Box<dyn io::Read + Send>>> {
+    let codec = codec_from_name(archive).or(manifest.map(|m| m.compression));
+    let input = BufReader::new(destination.open(archive)?);
+    Ok(CountingReader::new(decoder(codec, input)?))
+}
+
 /// The result of [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub archive: PathBuf,
     pub manifest_path: PathBuf,
-    pub status: VerifyStatus,
+    pub finding: VerifyFinding,
     /// Tar entries read completely before the end or the first problem.
     pub entries: u64,
     /// Content bytes of those entries.
@@ -51,62 +127,59 @@ pub struct VerifyReport {
     pub detail: Option<String>,
 }
 
-/// Verifies one archive. Fails only when the archive itself cannot be opened.
-pub fn verify(archive: &Path) -> Result<VerifyReport, StoreError> {
-    std::fs::metadata(archive).map_err(|source| StoreError::ReadArchive {
-        path: archive.to_owned(),
+/// Verifies one archive of `destination`. Fails only when the archive itself cannot be read.
+pub fn verify(destination: &dyn Destination, archive: &str) -> Result<VerifyReport, StoreError> {
+    let path = destination.path_of(archive);
+    let unreadable = |source| StoreError::ReadArchive {
+        path: path.clone(),
         source,
-    })?;
-    let manifest_path = manifest_path_for(archive);
+    };
+    let bytes = destination.open(archive).map_err(unreadable)?;
+    let manifest_name = manifest_name_for(archive);
     let mut report = VerifyReport {
-        archive: archive.to_owned(),
-        manifest_path: manifest_path.clone(),
-        status: VerifyStatus::Ok,
+        archive: path.clone(),
+        manifest_path: destination.path_of(&manifest_name),
+        finding: VerifyFinding::Ok,
         entries: 0,
         content_bytes: 0,
         detail: None,
     };
 
-    let manifest = if manifest_path.exists() {
-        match read_manifest(&manifest_path) {
-            Ok(manifest) => Some(manifest),
-            Err(e) => {
-                report.status = VerifyStatus::ManifestInvalid(e.to_string());
-                None
-            }
+    let manifest = match read_manifest(destination, archive, &manifest_name) {
+        Ok(manifest) => Some(manifest),
+        Err(StoreError::ManifestMissing { .. }) => {
+            report.finding = VerifyFinding::ManifestMissing;
+            None
         }
-    } else {
-        report.status = VerifyStatus::ManifestMissing;
-        None
+        Err(e) => {
+            report.finding = VerifyFinding::ManifestInvalid(e.to_string());
+            None
+        }
     };
     if let Some(manifest) = &manifest {
-        let integrity =
-            check_integrity(archive, manifest).map_err(|source| StoreError::ReadArchive {
-                path: archive.to_owned(),
-                source,
-            })?;
+        let integrity = check_integrity(bytes, manifest).map_err(unreadable)?;
         if let Integrity::Differs {
             expected,
             actual,
             detail,
         } = integrity
         {
-            report.status = VerifyStatus::ChecksumMismatch { expected, actual };
+            report.finding = VerifyFinding::ChecksumMismatch { expected, actual };
             report.detail = Some(detail);
         }
     }
 
-    let read = read_through(archive, manifest.as_ref(), &mut report);
-    match (&report.status, read) {
-        (VerifyStatus::Ok, Ok(())) => {}
-        (VerifyStatus::Ok, Err(problem)) => report.status = problem,
+    let read = read_through(destination, archive, manifest.as_ref(), &mut report);
+    match (&report.finding, read) {
+        (VerifyFinding::Ok, Ok(())) => {}
+        (VerifyFinding::Ok, Err(problem)) => report.finding = problem,
         // The manifest already condemned or could not vouch for the archive; whether the
         // contents read is still worth saying.
         (_, outcome) => {
             let reads = match outcome {
                 Ok(()) => format!("contents read: {} entries", report.entries),
-                Err(VerifyStatus::Truncated(why)) => format!("contents truncated: {why}"),
-                Err(VerifyStatus::Unreadable(why)) => format!("contents unreadable: {why}"),
+                Err(VerifyFinding::Truncated(why)) => format!("contents truncated: {why}"),
+                Err(VerifyFinding::Unreadable(why)) => format!("contents unreadable: {why}"),
                 Err(other) => format!("{other:?}"),
             };
             report.detail = Some(match report.detail.take() {
@@ -121,11 +194,12 @@ pub fn verify(archive: &Path) -> Result<VerifyReport, StoreError> {
 /// Reads every entry's data to the end and checks the end-of-archive marker. Returns the
 /// problem as a status.
 fn read_through(
-    archive: &Path,
+    destination: &dyn Destination,
+    archive: &str,
     manifest: Option<&Manifest>,
     report: &mut VerifyReport,
-) -> Result<(), VerifyStatus> {
-    let stream = open_tar_stream(archive, manifest).map_err(classify)?;
+) -> Result<(), VerifyFinding> {
+    let stream = open_tar_stream(destination, archive, manifest).map_err(classify)?;
     let mut tar = tar::Archive::new(stream);
     // Where the last entry's padded data ends, in the decompressed stream.
     let mut end = 0u64;
@@ -134,7 +208,7 @@ fn read_through(
         let size = entry.size();
         let copied = io::copy(&mut entry, &mut io::sink()).map_err(classify)?;
         if copied != size {
-            return Err(VerifyStatus::Truncated(format!(
+            return Err(VerifyFinding::Truncated(format!(
                 "{}: {copied} of {size} bytes",
                 String::from_utf8_lossy(&entry.path_bytes())
             )));
@@ -149,7 +223,7 @@ fn read_through(
     let mut stream = tar.into_inner();
     io::copy(&mut stream, &mut io::sink()).map_err(classify)?;
     if stream.count() < end + END_MARKER {
-        return Err(VerifyStatus::Truncated(format!(
+        return Err(VerifyFinding::Truncated(format!(
             "tar stream ends after {} bytes without its end-of-archive marker",
             stream.count()
         )));
@@ -159,15 +233,15 @@ fn read_through(
 
 /// Early end of input is truncation; anything else is corruption. The tar crate reports a
 /// short header block only through its message, hence the text match.
-fn classify(error: io::Error) -> VerifyStatus {
+fn classify(error: io::Error) -> VerifyFinding {
     let text = error.to_string();
     let short = error.kind() == io::ErrorKind::UnexpectedEof
         || text.contains("failed to read entire block")
         || text.contains("incomplete frame");
     if short {
-        VerifyStatus::Truncated(text)
+        VerifyFinding::Truncated(text)
     } else {
-        VerifyStatus::Unreadable(text)
+        VerifyFinding::Unreadable(text)
     }
 }
 
@@ -176,8 +250,10 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::engine::Compression;
-    use crate::store::test_support::{backup, build_tree, write_matching_manifest};
+    use crate::store::test_support::{
+        backup, build_tree, manifest_of, verify_path, write_matching_manifest,
+    };
+    use proto::{Codec, Compression};
 
     fn made(compression: Compression) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -196,14 +272,14 @@ mod tests {
     fn valid_archives_of_every_compression_verify() {
         for compression in [
             Compression::default(),
-            Compression::Zstd { level: 3 },
-            Compression::None,
+            Compression::of(Codec::Zstd),
+            Compression::of(Codec::None),
         ] {
             let (_dir, archive) = made(compression);
-            let report = verify(&archive).unwrap();
+            let report = verify_path(&archive).unwrap();
             assert_eq!(
-                report.status,
-                VerifyStatus::Ok,
+                report.finding,
+                VerifyFinding::Ok,
                 "{compression:?} {report:?}"
             );
             assert!(report.entries >= 12, "{report:?}");
@@ -219,8 +295,8 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
         fs::write(&archive, &bytes).unwrap();
-        let report = verify(&archive).unwrap();
-        let VerifyStatus::ChecksumMismatch { expected, actual } = &report.status else {
+        let report = verify_path(&archive).unwrap();
+        let VerifyFinding::ChecksumMismatch { expected, actual } = &report.finding else {
             panic!("{report:?}");
         };
         assert_ne!(expected, actual);
@@ -234,10 +310,10 @@ mod tests {
         let mut bytes = fs::read(&archive).unwrap();
         bytes.push(0);
         fs::write(&archive, &bytes).unwrap();
-        let report = verify(&archive).unwrap();
+        let report = verify_path(&archive).unwrap();
         assert!(matches!(
-            report.status,
-            VerifyStatus::ChecksumMismatch { .. }
+            report.finding,
+            VerifyFinding::ChecksumMismatch { .. }
         ));
         assert!(report.detail.unwrap().contains("size"));
     }
@@ -246,16 +322,16 @@ mod tests {
     fn truncation_is_found_even_with_a_matching_manifest() {
         for compression in [
             Compression::default(),
-            Compression::Zstd { level: 3 },
-            Compression::None,
+            Compression::of(Codec::Zstd),
+            Compression::of(Codec::None),
         ] {
             let (_dir, archive) = made(compression);
             let bytes = fs::read(&archive).unwrap();
             fs::write(&archive, &bytes[..bytes.len() * 2 / 3]).unwrap();
             write_matching_manifest(&archive);
-            let report = verify(&archive).unwrap();
+            let report = verify_path(&archive).unwrap();
             assert!(
-                matches!(report.status, VerifyStatus::Truncated(_)),
+                matches!(report.finding, VerifyFinding::Truncated(_)),
                 "{compression:?}: {report:?}"
             );
         }
@@ -263,16 +339,16 @@ mod tests {
 
     #[test]
     fn a_plain_tar_cut_on_a_block_boundary_is_truncated() {
-        let (_dir, archive) = made(Compression::None);
+        let (_dir, archive) = made(Compression::of(Codec::None));
         let bytes = fs::read(&archive).unwrap();
         // Drop the end marker and padding: every entry is still whole.
         let cut = bytes.len() - 4096;
         let cut = cut - cut % 512;
         fs::write(&archive, &bytes[..cut]).unwrap();
         write_matching_manifest(&archive);
-        let report = verify(&archive).unwrap();
+        let report = verify_path(&archive).unwrap();
         assert!(
-            matches!(report.status, VerifyStatus::Truncated(_)),
+            matches!(report.finding, VerifyFinding::Truncated(_)),
             "{report:?}"
         );
     }
@@ -283,9 +359,9 @@ mod tests {
         let bytes = fs::read(&archive).unwrap();
         fs::write(&archive, &bytes[..bytes.len() - 4]).unwrap();
         write_matching_manifest(&archive);
-        let report = verify(&archive).unwrap();
+        let report = verify_path(&archive).unwrap();
         assert!(
-            matches!(report.status, VerifyStatus::Truncated(_)),
+            matches!(report.finding, VerifyFinding::Truncated(_)),
             "{report:?}"
         );
     }
@@ -293,18 +369,18 @@ mod tests {
     #[test]
     fn a_missing_manifest_is_reported_with_whether_it_reads() {
         let (_dir, archive) = gzip();
-        fs::remove_file(manifest_path_for(&archive)).unwrap();
-        let report = verify(&archive).unwrap();
-        assert_eq!(report.status, VerifyStatus::ManifestMissing);
+        fs::remove_file(manifest_of(&archive)).unwrap();
+        let report = verify_path(&archive).unwrap();
+        assert_eq!(report.finding, VerifyFinding::ManifestMissing);
         assert!(report.detail.unwrap().starts_with("contents read"));
     }
 
     #[test]
     fn an_invalid_manifest_is_reported() {
         let (_dir, archive) = gzip();
-        fs::write(manifest_path_for(&archive), b"{ not json").unwrap();
-        let report = verify(&archive).unwrap();
-        assert!(matches!(report.status, VerifyStatus::ManifestInvalid(_)));
+        fs::write(manifest_of(&archive), b"{ not json").unwrap();
+        let report = verify_path(&archive).unwrap();
+        assert!(matches!(report.finding, VerifyFinding::ManifestInvalid(_)));
     }
 
     #[test]
@@ -319,9 +395,9 @@ mod tests {
             let archive = dir.path().join(name);
             fs::write(&archive, &garbage).unwrap();
             write_matching_manifest(&archive);
-            let report = verify(&archive).unwrap();
+            let report = verify_path(&archive).unwrap();
             assert!(
-                matches!(report.status, VerifyStatus::Unreadable(_)),
+                matches!(report.finding, VerifyFinding::Unreadable(_)),
                 "{name}: {report:?}"
             );
             fs::remove_file(&archive).unwrap();
@@ -331,7 +407,7 @@ mod tests {
     #[test]
     fn a_missing_archive_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = verify(&dir.path().join("x_20250102_030405.tar.gz")).unwrap_err();
+        let err = verify_path(&dir.path().join("x_20250102_030405.tar.gz")).unwrap_err();
         assert!(
             err.to_string().contains("x_20250102_030405.tar.gz"),
             "{err}"

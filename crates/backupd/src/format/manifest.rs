@@ -5,9 +5,21 @@
 
 use std::path::PathBuf;
 
+use proto::Codec;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Lower-case hex, as manifests write checksums.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -20,7 +32,7 @@ pub struct Manifest {
     pub source: PathBuf,
     /// `YYYYMMDD_HHMMSS`, the timestamp in the file names.
     pub created: String,
-    pub compression: String,
+    pub compression: Codec,
     /// `None` for uncompressed archives.
     pub level: Option<i32>,
     pub size_bytes: u64,
@@ -50,12 +62,10 @@ impl Manifest {
     }
 }
 
-/// The seed's size format, shared with the client.
-pub use proto::size::human_size;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::size::human_size;
 
     #[test]
     fn json_round_trip() {
@@ -66,7 +76,7 @@ mod tests {
             backup_file: "/b/docs_20250101_120000.tar.gz".into(),
             source: "/home/u/docs".into(),
             created: "20250101_120000".into(),
-            compression: "gzip".into(),
+            compression: Codec::Gzip,
             level: Some(6),
             size_bytes: 10,
             size_human: human_size(10),
@@ -84,5 +94,10 @@ mod tests {
         assert_eq!(v["size_human"], "10.00 B");
         assert_eq!(v["checksum_sha256"], "00".repeat(32));
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
     }
 }

@@ -1,0 +1,409 @@
+//! A destination that is a local folder.
+//!
+//! An archive is written as `<final>.partial` and only renamed to its final name once
+//! complete and synced, so a final name always means a whole archive; a crash leaves at
+//! most a `.partial`, which [`LocalFolder::remove_stale_partials`] sweeps at daemon start.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Destination, PendingArchive, PublishError};
+use crate::format::naming::{is_partial_archive, partial_name};
+use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
+
+/// Size of the buffer in front of an archive file: few, large writes.
+const FILE_BUFFER: usize = 1 << 20;
+/// Size of the buffer behind an archive being read.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// A folder holding archives and manifests side by side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFolder {
+    dir: PathBuf,
+}
+
+impl LocalFolder {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The folder of an archive given by path, and the archive's file name in it.
+    pub fn containing(archive: &Path) -> Option<(Self, String)> {
+        let file = archive.file_name()?.to_str()?.to_owned();
+        let dir = archive.parent().filter(|d| !d.as_os_str().is_empty())?;
+        Some((Self::new(dir), file))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes every partial archive (`<name>_<YYYYMMDD_HHMMSS>.tar….partial`) directly in the
+    /// folder and returns their paths. A user's own `thesis.partial` is not ours to delete.
+    pub fn remove_stale_partials(&self) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let is_ours = entry.file_name().to_str().is_some_and(is_partial_archive);
+            if is_ours && entry.file_type()?.is_file() {
+                fs::remove_file(entry.path())?;
+                removed.push(entry.path());
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+}
+
+impl Destination for LocalFolder {
+    fn location(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // A symlink or folder named like an archive was not written by backupd.
+            match entry.metadata() {
+                Ok(meta) if meta.is_file() => files.push((name, meta.len())),
+                Ok(_) => {}
+                // Deleted between listing and stat: it is no longer there to list.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
+    }
+
+    fn any_exists(&self, files: &[String]) -> io::Result<bool> {
+        for file in files {
+            match fs::symlink_metadata(self.dir.join(file)) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
+        let file = File::open(self.dir.join(file))?;
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
+    }
+
+    fn get(&self, file: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.dir.join(file))
+    }
+
+    fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
+        write_new_atomically(&self.dir.join(file), bytes)
+    }
+
+    fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>> {
+        Ok(Box::new(PartialFile::create(&self.dir.join(archive))?))
+    }
+
+    fn remove(&self, file: &str) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(file)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        sync_dir(&self.dir)
+    }
+}
+
+/// `<target>.partial`, deleted when dropped unless published.
+#[derive(Debug)]
+struct PartialFile {
+    partial: PathBuf,
+    target: PathBuf,
+    file: BufWriter<File>,
+    id: Option<(u64, u64)>,
+    armed: bool,
+}
+
+impl PartialFile {
+    /// Creates `<target>.partial`; fails if it exists (another run owns it).
+    fn create(target: &Path) -> io::Result<Self> {
+        let file_name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "archive name is not UTF-8")
+        })?;
+        let partial = target.with_file_name(partial_name(file_name));
+        // Private like the manifest: an archive holds a copy of the user's data.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)?;
+        let id = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        Ok(Self {
+            partial,
+            target: target.to_owned(),
+            file: BufWriter::with_capacity(FILE_BUFFER, file),
+            id,
+            armed: true,
+        })
+    }
+
+    fn write_error(&self, source: io::Error) -> PublishError {
+        PublishError::Io {
+            path: self.partial.clone(),
+            source,
+        }
+    }
+}
+
+impl Write for PartialFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl PendingArchive for PartialFile {
+    fn location(&self) -> PathBuf {
+        self.partial.clone()
+    }
+
+    fn file_id(&self) -> Option<(u64, u64)> {
+        self.id
+    }
+
+    fn publish(mut self: Box<Self>, written: u64) -> Result<PathBuf, PublishError> {
+        self.file.flush().map_err(|e| self.write_error(e))?;
+        let file = self.file.get_ref();
+        file.sync_all().map_err(|e| self.write_error(e))?;
+        // The original backup script's validation, on what reached the disk: the archive is
+        // there, not empty, and as long as what was hashed.
+        let on_disk = file.metadata().map_err(|e| self.write_error(e))?.len();
+        let reason = if on_disk == 0 {
+            Some("Archive size is 0".to_owned())
+        } else if on_disk != written {
+            Some(format!("{on_disk} bytes on disk, {written} written"))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(PublishError::Incomplete {
+                path: self.partial.clone(),
+                reason,
+            });
+        }
+        match rename_noreplace(&self.partial, &self.target) {
+            Ok(()) => self.armed = false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(PublishError::Exists(self.target.clone()));
+            }
+            Err(source) => {
+                return Err(PublishError::Io {
+                    path: self.target.clone(),
+                    source,
+                });
+            }
+        }
+        if let Some(dir) = self.target.parent() {
+            sync_dir(dir).map_err(|source| PublishError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: a leftover is swept by `remove_stale_partials` at next start.
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::{ArchiveInfo, group_by_name, list};
+    use crate::store::test_support::{dir_names, fake_manifest, stamp};
+    use proto::Codec;
+
+    fn touch(dir: &Path, name: &str, bytes: &[u8]) {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+
+    fn file_names(archives: &[ArchiveInfo]) -> Vec<&str> {
+        archives.iter().map(|a| a.file_name.as_str()).collect()
+    }
+
+    #[test]
+    fn lists_only_archives_and_parses_names_from_the_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        touch(d, "my_docs_20250102_030405.tar.gz", b"12345");
+        touch(d, "my_docs_20250102_030405.json", b"{}");
+        touch(d, "photos_20250101_000000.tar.zst", b"1");
+        touch(d, "plain_20241231_235959.tar", b"");
+        touch(d, "my_docs_20250103_000000.tar.gz.partial", b"x");
+        touch(d, "notes.txt", b"x");
+        touch(d, "x_20261399_000000.tar.gz", b"x"); // not a date, no manifest
+        fs::create_dir(d.join("dir_20250101_000000.tar")).unwrap();
+        std::os::unix::fs::symlink("notes.txt", d.join("link_20250101_000000.tar")).unwrap();
+
+        let list = list(&LocalFolder::new(d)).unwrap();
+        assert_eq!(
+            file_names(&list),
+            [
+                "plain_20241231_235959.tar",
+                "photos_20250101_000000.tar.zst",
+                "my_docs_20250102_030405.tar.gz"
+            ]
+        );
+        let docs = &list[2];
+        assert_eq!(docs.name, "my_docs");
+        assert_eq!(docs.path, d.join("my_docs_20250102_030405.tar.gz"));
+        assert_eq!(docs.timestamp, stamp("20250102_030405"));
+        assert_eq!(docs.compression, Codec::Gzip);
+        assert_eq!(docs.size_bytes, 5);
+        assert_eq!(docs.manifest_name, "my_docs_20250102_030405.json");
+        assert_eq!(docs.manifest, None, "'{{}}' is not a valid manifest");
+        assert_eq!(list[1].compression, Codec::Zstd);
+        assert_eq!(list[0].compression, Codec::None);
+    }
+
+    #[test]
+    fn manifest_created_is_the_fallback_for_impossible_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        touch(d, "x_20261399_000000.tar.gz", b"x");
+        let manifest = fake_manifest("x", "20260101_120000", b"x");
+        touch(d, "x_20261399_000000.json", &manifest.to_json().unwrap());
+        let list = list(&LocalFolder::new(d)).unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].timestamp, stamp("20260101_120000"));
+        assert_eq!(list[0].manifest.as_ref(), Some(&manifest));
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = list(&LocalFolder::new(dir.path().join("nope"))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn groups_are_by_name_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        touch(d, "a_20250101_000000.tar.gz", b"");
+        touch(d, "a_20250103_000000.tar.gz", b"");
+        touch(d, "a_b_20250102_000000.tar.gz", b"");
+        touch(d, "a_20250102_000000.tar.zst", b"");
+        let groups = group_by_name(&list(&LocalFolder::new(d)).unwrap());
+        assert_eq!(groups.keys().collect::<Vec<_>>(), ["a", "a_b"]);
+        assert_eq!(
+            file_names(&groups["a"]),
+            [
+                "a_20250103_000000.tar.gz",
+                "a_20250102_000000.tar.zst",
+                "a_20250101_000000.tar.gz"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unpublished_archive_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        let mut pending = folder.begin("a.tar").unwrap();
+        pending.write_all(b"x").unwrap();
+        assert!(pending.location().ends_with("a.tar.partial"));
+        assert!(folder.begin("a.tar").is_err(), "one writer per name");
+        drop(pending);
+        assert!(dir_names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn publish_validates_renames_and_never_clobbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        let mut pending = folder.begin("a.tar").unwrap();
+        pending.write_all(b"new").unwrap();
+        assert_eq!(pending.publish(3).unwrap(), dir.path().join("a.tar"));
+        assert_eq!(dir_names(dir.path()), ["a.tar"]);
+
+        let mut pending = folder.begin("a.tar").unwrap();
+        pending.write_all(b"newer").unwrap();
+        assert!(matches!(pending.publish(5), Err(PublishError::Exists(_))));
+        assert_eq!(fs::read(dir.path().join("a.tar")).unwrap(), b"new");
+
+        let pending = folder.begin("b.tar").unwrap();
+        let empty = pending.publish(0).unwrap_err();
+        assert!(empty.to_string().contains("Archive size is 0"), "{empty}");
+        let mut pending = folder.begin("b.tar").unwrap();
+        pending.write_all(b"123456789").unwrap();
+        let short = pending.publish(10).unwrap_err();
+        assert!(
+            short.to_string().contains("9 bytes on disk, 10 written"),
+            "{short}"
+        );
+        assert_eq!(dir_names(dir.path()), ["a.tar"], "partials are removed");
+    }
+
+    #[test]
+    fn remove_stale_partials_removes_only_partial_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "a_20250101_000000.tar.gz.partial",
+            "my_job_20250101_000000.tar.partial",
+            "b.partial",
+            "thesis.partial",
+            "keep_20250101_000000.tar.gz",
+            "keep_20250101_000000.json",
+            "partial",
+        ] {
+            touch(dir.path(), name, b"x");
+        }
+        fs::create_dir(dir.path().join("d_20250101_000000.tar.partial")).unwrap();
+        let removed = LocalFolder::new(dir.path())
+            .remove_stale_partials()
+            .unwrap();
+        assert_eq!(
+            removed,
+            vec![
+                dir.path().join("a_20250101_000000.tar.gz.partial"),
+                dir.path().join("my_job_20250101_000000.tar.partial")
+            ]
+        );
+        assert_eq!(
+            dir_names(dir.path()),
+            [
+                "b.partial",
+                "d_20250101_000000.tar.partial",
+                "keep_20250101_000000.json",
+                "keep_20250101_000000.tar.gz",
+                "partial",
+                "thesis.partial"
+            ]
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Destinations: where backup sets live. A destination holds archives with their manifests
+//! and can list them, read one, publish a new one atomically and delete one; the engine writes
+//! through it, rotation and verify work on it. A local folder ([`LocalFolder`]) is the first
+//! kind; an object-store prefix (S3) is meant to be the second, behind the same trait.
+//!
+//! Synchronous: callers run it on blocking threads, as they do the engine and the store.
+
+mod local;
+
+pub use local::LocalFolder;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use proto::Codec;
+
+use crate::format::naming::{manifest_name_for, parse_archive_name};
+use crate::format::{Manifest, TIMESTAMP_FORMAT};
+
+/// A place that holds backup sets. Files are named by the [`crate::format::naming`] grammar;
+/// the destination only stores them.
+pub trait Destination: fmt::Debug + Send + Sync {
+    /// Where the destination is, as reports and logs show it.
+    fn location(&self) -> PathBuf;
+
+    /// Where a file of this destination is, as reports and logs show it.
+    fn path_of(&self, file: &str) -> PathBuf;
+
+    /// The files directly in the destination, with their sizes; only regular files.
+    fn files(&self) -> io::Result<Vec<(String, u64)>>;
+
+    /// Whether any of `files` exists (or is being written).
+    fn any_exists(&self, files: &[String]) -> io::Result<bool>;
+
+    /// Streams one file's bytes.
+    fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>>;
+
+    /// Reads one small file (a manifest) whole.
+    fn get(&self, file: &str) -> io::Result<Vec<u8>>;
+
+    /// Writes one small file (a manifest) atomically; `AlreadyExists` if it is there.
+    fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()>;
+
+    /// Starts a new archive; it exists under its name only once [`PendingArchive::publish`]ed.
+    fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>>;
+
+    /// Removes one file; a file already gone is not an error.
+    fn remove(&self, file: &str) -> io::Result<()>;
+
+    /// Makes earlier removals durable; best effort.
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An archive being written. Dropped without [`publish`](Self::publish), it leaves nothing
+/// under its final name.
+pub trait PendingArchive: Write + Send + fmt::Debug {
+    /// Where the bytes go while it is written.
+    fn location(&self) -> PathBuf;
+
+    /// Device and inode of a local file being written, so a walk of a source that holds the
+    /// destination can leave the archive out.
+    fn file_id(&self) -> Option<(u64, u64)>;
+
+    /// Makes the bytes durable, checks that all `written` bytes arrived, then publishes the
+    /// archive under its final name without replacing anything. Returns its location.
+    fn publish(self: Box<Self>, written: u64) -> Result<PathBuf, PublishError>;
+}
+
+/// Why an archive could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another run published an archive of that name first.
+    #[error("{0} already exists")]
+    Exists(PathBuf),
+    /// What reached the storage is not what was written.
+    #[error("{path} failed validation: {reason}")]
+    Incomplete { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// One archive found in a destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveInfo {
+    /// Where it is ([`Destination::path_of`] its file name).
+    pub path: PathBuf,
+    pub file_name: String,
+    /// The backup name (the file-name prefix).
+    pub name: String,
+    /// When the backup was made: from the file name, or the manifest's `created` when the
+    /// name's timestamp is not a real date.
+    pub timestamp: NaiveDateTime,
+    /// From the extension.
+    pub compression: Codec,
+    pub size_bytes: u64,
+    pub manifest_name: String,
+    /// `None` when the manifest is missing or unreadable.
+    pub manifest: Option<Manifest>,
+}
+
+/// The archives directly in `destination`, oldest first, ties by path. Only files named by the
+/// archive grammar are listed; anything else (partials, manifests, strangers) is invisible, so
+/// rotation can never touch it.
+pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
+    let mut archives = Vec::new();
+    for (file_name, size_bytes) in destination.files()? {
+        let Some(parsed) = parse_archive_name(&file_name) else {
+            continue;
+        };
+        let manifest_name = manifest_name_for(&file_name);
+        let manifest = destination
+            .get(&manifest_name)
+            .ok()
+            .and_then(|bytes| Manifest::from_json(&bytes).ok());
+        let timestamp = NaiveDateTime::parse_from_str(&parsed.stamp, TIMESTAMP_FORMAT)
+            .ok()
+            .or_else(|| {
+                let created = &manifest.as_ref()?.created;
+                NaiveDateTime::parse_from_str(created, TIMESTAMP_FORMAT).ok()
+            });
+        // Without any date it cannot be aged, so rotation must not see it.
+        let Some(timestamp) = timestamp else {
+            continue;
+        };
+        archives.push(ArchiveInfo {
+            path: destination.path_of(&file_name),
+            file_name,
+            name: parsed.name,
+            timestamp,
+            compression: parsed.codec,
+            size_bytes,
+            manifest_name,
+            manifest,
+        });
+    }
+    archives.sort_by(|a, b| (a.timestamp, &a.path).cmp(&(b.timestamp, &b.path)));
+    Ok(archives)
+}
+
+/// Deletes an archive, then its manifest: an archive that cannot be deleted keeps its
+/// manifest, so what remains can still be verified.
+pub fn delete(destination: &dyn Destination, archive: &ArchiveInfo) -> io::Result<()> {
+    destination.remove(&archive.file_name)?;
+    destination.remove(&archive.manifest_name)
+}
+
+/// Groups archives by backup name (names in order), each group newest first.
+pub fn group_by_name(archives: &[ArchiveInfo]) -> BTreeMap<String, Vec<ArchiveInfo>> {
+    let mut groups: BTreeMap<String, Vec<ArchiveInfo>> = BTreeMap::new();
+    for archive in archives {
+        groups
+            .entry(archive.name.clone())
+            .or_default()
+            .push(archive.clone());
+    }
+    for group in groups.values_mut() {
+        // Newest first; equal timestamps by path, descending, so the order is total.
+        group.sort_by(|a, b| (b.timestamp, &b.path).cmp(&(a.timestamp, &a.path)));
+    }
+    groups
+}

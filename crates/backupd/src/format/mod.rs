@@ -1,0 +1,14 @@
+//! The archive format, the one room both the writer and the readers use: how archives and
+//! their manifests are named ([`naming`]), what a manifest records ([`manifest`]), and the
+//! codec layers between the tar stream and the stored bytes ([`codec`]).
+//!
+//! Encryption (age) will be one more codec layer, one more extension and a manifest field,
+//! all in here.
+
+pub mod codec;
+pub mod manifest;
+pub mod naming;
+
+pub use codec::{CodecError, CountingReader, Encoder, decoder};
+pub use manifest::{FORMAT_VERSION, Manifest, hex};
+pub use naming::{ArchiveNames, ParsedName, TIMESTAMP_FORMAT};

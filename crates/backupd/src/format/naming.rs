@@ -1,0 +1,233 @@
+//! The archive file-name grammar: `<name>_<YYYYMMDD_HHMMSS><extension>` beside
+//! `<name>_<YYYYMMDD_HHMMSS>.json`, and `<archive>.partial` while it is being written.
+//!
+//! Names may contain `_`, so a file name is parsed from the right: extension, then the
+//! fixed-width timestamp, then whatever is left is the backup name.
+
+use chrono::NaiveDateTime;
+use proto::Codec;
+use proto::schedule_spec::validate_name;
+
+/// `chrono` format of the timestamp in file names.
+pub const TIMESTAMP_FORMAT: &str = proto::ARCHIVE_TIME_FORMAT;
+/// `YYYYMMDD_HHMMSS`
+const STAMP_LEN: usize = 15;
+const MANIFEST_EXTENSION: &str = ".json";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// File name suffix of an archive, including the `.tar` part.
+pub fn extension(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Gzip => ".tar.gz",
+        Codec::Zstd => ".tar.zst",
+        Codec::None => ".tar",
+    }
+}
+
+/// The file names of one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveNames {
+    /// `<name>_<YYYYMMDD_HHMMSS>.tar.gz` (or `.tar.zst`, `.tar`)
+    pub archive: String,
+    /// `<name>_<YYYYMMDD_HHMMSS>.json`
+    pub manifest: String,
+    /// `YYYYMMDD_HHMMSS`
+    pub created: String,
+}
+
+impl ArchiveNames {
+    pub fn new(name: &str, codec: Codec, timestamp: NaiveDateTime) -> Self {
+        let created = timestamp.format(TIMESTAMP_FORMAT).to_string();
+        let stem = format!("{name}_{created}");
+        Self {
+            archive: format!("{stem}{}", extension(codec)),
+            manifest: format!("{stem}{MANIFEST_EXTENSION}"),
+            created,
+        }
+    }
+
+    /// Every file that, if present, means a backup of this name and second exists or is being
+    /// written, whatever its codec: they would all share the manifest name.
+    pub fn claimed(&self) -> Vec<String> {
+        let stem = self
+            .manifest
+            .strip_suffix(MANIFEST_EXTENSION)
+            .unwrap_or(&self.manifest);
+        let mut names = vec![self.manifest.clone()];
+        for codec in Codec::ALL {
+            let archive = format!("{stem}{}", extension(codec));
+            names.push(partial_name(&archive));
+            names.push(archive);
+        }
+        names
+    }
+}
+
+/// The parts of a well-formed archive file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedName {
+    pub name: String,
+    /// The `YYYYMMDD_HHMMSS` text; its shape is checked, not whether it is a real date.
+    pub stamp: String,
+    pub codec: Codec,
+}
+
+/// Parses an archive file name; `None` for anything backupd would not have written.
+pub fn parse_archive_name(file_name: &str) -> Option<ParsedName> {
+    let (stem, codec) = split_extension(file_name)?;
+    let split = stem.len().checked_sub(STAMP_LEN + 1)?;
+    let (name, rest) = stem.split_at_checked(split)?;
+    let stamp = rest.strip_prefix('_')?;
+    if !is_stamp_shaped(stamp) || validate_name(name).is_err() {
+        return None;
+    }
+    Some(ParsedName {
+        name: name.to_owned(),
+        stamp: stamp.to_owned(),
+        codec,
+    })
+}
+
+/// Whether a file name ends like an archive (`backups` lists these, grammar or not).
+pub fn has_archive_extension(file_name: &str) -> bool {
+    split_extension(file_name).is_some()
+}
+
+/// The manifest beside an archive: the same stem with `.json`. For a file without a known
+/// archive extension, the last extension is replaced.
+pub fn manifest_name_for(archive: &str) -> String {
+    let stem = match split_extension(archive) {
+        Some((stem, _)) => stem,
+        None => archive.rsplit_once('.').map_or(archive, |(stem, _)| stem),
+    };
+    format!("{stem}{MANIFEST_EXTENSION}")
+}
+
+/// The codec implied by an archive's file name, if it has a known extension.
+pub fn codec_from_name(archive: &str) -> Option<Codec> {
+    split_extension(archive).map(|(_, codec)| codec)
+}
+
+/// `<archive>.partial`
+pub fn partial_name(archive: &str) -> String {
+    format!("{archive}{PARTIAL_SUFFIX}")
+}
+
+/// Whether a file name is an archive's partial file (and not, say, a user's `thesis.partial`).
+pub fn is_partial_archive(file_name: &str) -> bool {
+    file_name
+        .strip_suffix(PARTIAL_SUFFIX)
+        .is_some_and(|archive| parse_archive_name(archive).is_some())
+}
+
+fn split_extension(file_name: &str) -> Option<(&str, Codec)> {
+    // Longest first, so that `.tar` never shadows `.tar.gz`.
+    [Codec::Gzip, Codec::Zstd, Codec::None]
+        .into_iter()
+        .find_map(|codec| {
+            file_name
+                .strip_suffix(extension(codec))
+                .map(|stem| (stem, codec))
+        })
+}
+
+fn is_stamp_shaped(stamp: &str) -> bool {
+    let bytes = stamp.as_bytes();
+    bytes.len() == STAMP_LEN
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if i == 8 {
+                *b == b'_'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_underscores_parse_from_the_right() {
+        let parsed = parse_archive_name("my_docs_v2_20250102_030405.tar.gz").unwrap();
+        assert_eq!(parsed.name, "my_docs_v2");
+        assert_eq!(parsed.stamp, "20250102_030405");
+        assert_eq!(parsed.codec, Codec::Gzip);
+        assert_eq!(
+            parse_archive_name("a_20250102_030405.tar.zst")
+                .unwrap()
+                .codec,
+            Codec::Zstd
+        );
+        assert_eq!(
+            parse_archive_name("a.b-c_20250102_030405.tar")
+                .unwrap()
+                .codec,
+            Codec::None
+        );
+    }
+
+    #[test]
+    fn other_files_do_not_parse() {
+        for name in [
+            "docs_20250102_030405.json",
+            "docs_20250102_030405.tar.gz.partial",
+            "docs_20250102_030405.zip",
+            "_20250102_030405.tar.gz",
+            "20250102_030405.tar.gz",
+            "docs-20250102_030405.tar.gz",
+            "docs_2025010_030405.tar.gz",
+            "docs_20250102-030405.tar.gz",
+            "docs_2025010x_030405.tar.gz",
+            "do cs_20250102_030405.tar.gz",
+            ".hidden_20250102_030405.tar.gz",
+            "notes.txt",
+            ".tar.gz",
+        ] {
+            assert_eq!(parse_archive_name(name), None, "{name}");
+        }
+        let long = format!("{}_20250102_030405.tar", "n".repeat(65));
+        assert_eq!(parse_archive_name(&long), None);
+        let max = format!("{}_20250102_030405.tar", "n".repeat(64));
+        assert!(parse_archive_name(&max).is_some());
+    }
+
+    #[test]
+    fn shape_not_date_is_checked_here() {
+        // Whether the date is real is the lister's call: it may fall back to the manifest.
+        let parsed = parse_archive_name("x_20261399_000000.tar.gz").unwrap();
+        assert_eq!(parsed.stamp, "20261399_000000");
+    }
+
+    #[test]
+    fn manifest_sits_beside_the_archive() {
+        assert_eq!(
+            manifest_name_for("my_docs_20250102_030405.tar.gz"),
+            "my_docs_20250102_030405.json"
+        );
+        assert_eq!(
+            manifest_name_for("a_20250102_030405.tar.zst"),
+            "a_20250102_030405.json"
+        );
+        assert_eq!(
+            manifest_name_for("a_20250102_030405.tar"),
+            "a_20250102_030405.json"
+        );
+        assert_eq!(manifest_name_for("odd.bin"), "odd.json");
+    }
+
+    #[test]
+    fn names_round_trip_and_claim_every_codec() {
+        let when = NaiveDateTime::parse_from_str("20250102_030405", TIMESTAMP_FORMAT).unwrap();
+        let names = ArchiveNames::new("docs", Codec::Zstd, when);
+        assert_eq!(names.archive, "docs_20250102_030405.tar.zst");
+        assert_eq!(names.manifest, "docs_20250102_030405.json");
+        let parsed = parse_archive_name(&names.archive).unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.codec), ("docs", Codec::Zstd));
+        let claimed = names.claimed();
+        assert_eq!(claimed.len(), 7);
+        assert!(claimed.contains(&"docs_20250102_030405.tar.gz.partial".to_owned()));
+        assert!(is_partial_archive("docs_20250102_030405.tar.gz.partial"));
+        assert!(!is_partial_archive("thesis.partial"));
+    }
+}

@@ -1,0 +1,317 @@
+//! How a backup job writes its archives: one [`JobOptions`] type that `create`, `run` and the
+//! schedule file all carry, so a new option is one field here, one flag in the client and the
+//! code that uses it.
+//!
+//! On the wire the options sit flat beside a command's own fields (`"compression": "zstd",
+//! "level": 19`), as they always have; [`StrictFields`] keeps those objects strict about
+//! unknown keys even though serde cannot deny them across a flatten.
+
+use serde::de::{self, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A compression codec, as jobs and manifests name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    #[default]
+    #[serde(alias = "gz")]
+    Gzip,
+    #[serde(alias = "zst")]
+    Zstd,
+    None,
+}
+
+impl Codec {
+    pub const ALL: [Codec; 3] = [Codec::Gzip, Codec::Zstd, Codec::None];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::None => "none",
+        }
+    }
+
+    /// The level used when a job names none; `None` for a codec without levels.
+    pub fn default_level(self) -> Option<i32> {
+        match self {
+            Codec::Gzip => Some(6),
+            Codec::Zstd => Some(3),
+            Codec::None => None,
+        }
+    }
+
+    /// The levels a codec takes, inclusive.
+    pub fn level_range(self) -> Option<(i32, i32)> {
+        match self {
+            Codec::Gzip => Some((0, 9)),
+            Codec::Zstd => Some((1, 22)),
+            Codec::None => None,
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A level outside what the codec takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {codec} level {level}: must be between {min} and {max}")]
+pub struct LevelError {
+    pub codec: Codec,
+    pub level: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+/// Codec and level of a job, checked when it is made: a `Compression` always works.
+/// The level a job asked for is kept as asked (unset stays unset), so that a stored schedule
+/// reads back exactly as it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Compression {
+    codec: Codec,
+    level: Option<i32>,
+}
+
+impl Compression {
+    /// `level` is ignored for a codec without levels (`none`), as `tar` would.
+    pub fn new(codec: Codec, level: Option<i32>) -> Result<Self, LevelError> {
+        let level = match (codec.level_range(), level) {
+            (None, _) => None,
+            (Some((min, max)), Some(level)) if !(min..=max).contains(&level) => {
+                return Err(LevelError {
+                    codec,
+                    level,
+                    min,
+                    max,
+                });
+            }
+            (Some(_), level) => level,
+        };
+        Ok(Self { codec, level })
+    }
+
+    /// The codec at its default level.
+    pub fn of(codec: Codec) -> Self {
+        Self { codec, level: None }
+    }
+
+    pub fn codec(self) -> Codec {
+        self.codec
+    }
+
+    /// The level the archive is written at: the one asked for, else the codec's default.
+    pub fn level(self) -> Option<i32> {
+        self.level.or(self.codec.default_level())
+    }
+
+    /// The level as asked for, if any.
+    pub fn requested_level(self) -> Option<i32> {
+        self.level
+    }
+}
+
+/// A retention policy; unset fields take the defaults (the original backup script's 7 days
+/// and 3 archives). Kept: archives younger than `days`, the newest `min_keep`, and those the
+/// `keep_*` rules keep (the newest of each of the last N days, ISO weeks, months); the rest
+/// is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_keep: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+}
+
+/// How a job's archives are written; unset fields take the daemon's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "wire::JobOptions", into = "wire::JobOptions")]
+pub struct JobOptions {
+    /// Absolute path of the destination folder (default: `<home>/backups`).
+    pub destination: Option<String>,
+    /// Default: gzip at level 6.
+    pub compression: Option<Compression>,
+    /// Glob patterns of entries to leave out.
+    pub exclude: Vec<String>,
+    /// Which older archives of the same name to delete after a run; unset: 7 days, keep 3.
+    pub retention: Option<Retention>,
+    /// Verify each archive right after writing it.
+    pub verify_after: bool,
+}
+
+impl JobOptions {
+    /// The compression to write with.
+    pub fn compression(&self) -> Compression {
+        self.compression.unwrap_or_default()
+    }
+}
+
+/// The flat form of [`JobOptions`], where codec and level are two keys.
+mod wire {
+    use super::{Codec, Compression, LevelError, Retention};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct JobOptions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<Codec>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention: Option<Retention>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verify_after: bool,
+    }
+
+    impl TryFrom<JobOptions> for super::JobOptions {
+        type Error = LevelError;
+
+        fn try_from(wire: JobOptions) -> Result<Self, LevelError> {
+            // A level alone is a gzip level, gzip being the default codec.
+            let compression = match (wire.compression, wire.level) {
+                (None, None) => None,
+                (codec, level) => Some(Compression::new(codec.unwrap_or_default(), level)?),
+            };
+            Ok(Self {
+                destination: wire.destination,
+                compression,
+                exclude: wire.exclude,
+                retention: wire.retention,
+                verify_after: wire.verify_after,
+            })
+        }
+    }
+
+    impl From<super::JobOptions> for JobOptions {
+        fn from(options: super::JobOptions) -> Self {
+            Self {
+                destination: options.destination,
+                compression: options.compression.map(Compression::codec),
+                level: options.compression.and_then(Compression::requested_level),
+                exclude: options.exclude,
+                retention: options.retention,
+                verify_after: options.verify_after,
+            }
+        }
+    }
+}
+
+/// The last field of an object whose other fields include a flattened one: it takes whatever
+/// key no field took and refuses it, so a typo like `levl` is an error rather than ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StrictFields;
+
+impl<'de> Deserialize<'de> for StrictFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let rest = BTreeMap::<String, IgnoredAny>::deserialize(deserializer)?;
+        match rest.keys().next() {
+            None => Ok(StrictFields),
+            Some(key) => Err(de::Error::custom(format_args!("unknown field `{key}`"))),
+        }
+    }
+}
+
+impl Serialize for StrictFields {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(std::iter::empty::<((), ())>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Args {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(flatten)]
+        job: JobOptions,
+        #[serde(flatten)]
+        strict: StrictFields,
+    }
+
+    #[test]
+    fn options_sit_flat_and_round_trip() {
+        let value = json!({
+            "name": "n", "compression": "zstd", "level": 19, "exclude": ["*.tmp"],
+            "retention": {"days": 3}, "verify_after": true
+        });
+        let args: Args = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(
+            args.job.compression(),
+            Compression::new(Codec::Zstd, Some(19)).unwrap()
+        );
+        assert_eq!(args.job.retention.unwrap().days, Some(3));
+        assert_eq!(serde_json::to_value(&args).unwrap(), value);
+    }
+
+    #[test]
+    fn unset_options_stay_unset() {
+        let args: Args = serde_json::from_value(json!({"compression": "zst"})).unwrap();
+        assert_eq!(args.job.compression(), Compression::of(Codec::Zstd));
+        assert_eq!(args.job.compression().level(), Some(3));
+        assert_eq!(
+            serde_json::to_value(&args).unwrap(),
+            json!({"name": null, "compression": "zstd"})
+        );
+        let none: Args = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(none.job, JobOptions::default());
+        assert_eq!(none.job.compression(), Compression::of(Codec::Gzip));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_levels_are_refused() {
+        let err = |value| {
+            serde_json::from_value::<Args>(value)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(json!({"levl": 1})).contains("unknown field `levl`"));
+        assert!(err(json!({"compression": "lz4"})).contains("lz4"));
+        assert!(err(json!({"level": 10})).contains("invalid gzip level 10"));
+        assert!(err(json!({"compression": "zstd", "level": 0})).contains("between 1 and 22"));
+        assert!(err(json!({"retention": {"dayz": 1}})).contains("dayz"));
+    }
+
+    #[test]
+    fn levels_follow_the_codec() {
+        assert_eq!(
+            Compression::new(Codec::None, Some(99)).unwrap().level(),
+            None
+        );
+        for (codec, good, bad) in [
+            (Codec::Gzip, [0, 9], [-1, 10]),
+            (Codec::Zstd, [1, 22], [0, 23]),
+        ] {
+            for level in good {
+                assert_eq!(
+                    Compression::new(codec, Some(level)).unwrap().level(),
+                    Some(level)
+                );
+            }
+            for level in bad {
+                assert!(Compression::new(codec, Some(level)).is_err());
+            }
+        }
+    }
+}

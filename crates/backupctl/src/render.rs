@@ -9,6 +9,9 @@ use proto::size::human_size;
 use proto::{Event, Reply, VerifyStatus};
 use std::path::Path;
 
+/// How `backups --long` shows when an archive was made: the log's format, to the second.
+const CREATED_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
+
 /// The lines to print for an answer's data; `socket` is named by `status`.
 pub fn reply(reply: Reply, socket: &Path) -> Vec<String> {
     match reply {
@@ -66,7 +69,7 @@ fn backups(list: BackupList) -> Vec<String> {
             let created =
                 chrono::NaiveDateTime::parse_from_str(&archive.created, proto::ARCHIVE_TIME_FORMAT)
                     .map_or(archive.created.clone(), |t| {
-                        t.format("%d/%m/%Y %H:%M:%S").to_string()
+                        t.format(CREATED_FORMAT).to_string()
                     });
             let files = archive
                 .files

@@ -261,6 +261,32 @@ mod tests {
         assert_eq!(names, ["nightly-a", "nightly-b"]);
     }
 
+    #[tokio::test]
+    async fn verification_comes_before_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = vec!["/srv/a".to_owned()];
+        let plan_with = |verify_after| {
+            let options = JobOptions {
+                verify_after,
+                ..JobOptions::default()
+            };
+            let sources = sources.clone();
+            let dir = dir.path().to_owned();
+            async move {
+                plan(&dir, &sources, &Naming::ByFolder, &options, true)
+                    .await
+                    .unwrap()
+                    .after
+            }
+        };
+        let policy = retention::policy(None);
+        assert_eq!(
+            plan_with(true).await,
+            [AfterWrite::Verify, AfterWrite::Rotate(policy)]
+        );
+        assert_eq!(plan_with(false).await, [AfterWrite::Rotate(policy)]);
+    }
+
     #[test]
     fn bad_options_are_found_before_any_write() {
         let bad = |options: JobOptions| check_options(&options).unwrap_err();

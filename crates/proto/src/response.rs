@@ -341,6 +341,32 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn replies_decode_by_the_command_sent_and_keep_their_json() {
+        let hello = Reply::Hello(Hello {
+            daemon_version: "1".into(),
+            protocol_version: 1,
+        });
+        let data = serde_json::to_value(&hello).unwrap();
+        assert_eq!(data, json!({"daemon_version": "1", "protocol_version": 1}));
+        assert_eq!(
+            Reply::decode(&Command::Hello {}, data.clone()).unwrap(),
+            hello
+        );
+        // The same data as the answer to another command is an error, not a guess.
+        assert!(Reply::decode(&Command::List {}, data).is_err());
+        assert_eq!(serde_json::to_value(Reply::Stopping).unwrap(), Value::Null);
+        assert_eq!(
+            Reply::decode(&Command::Stop {}, Value::Null).unwrap(),
+            Reply::Stopping
+        );
+        let mark = json!({"status": "checksum_mismatch", "checked": "2026-11-24T16:00:00+01:00"});
+        let mark: VerifyMark = serde_json::from_value(mark).unwrap();
+        assert_eq!(mark.status, VerifyStatus::ChecksumMismatch);
+        assert_eq!(mark.status.to_string(), "checksum mismatch");
+        assert_eq!(VerifyStatus::Ok.to_string(), "OK");
+    }
+
+    #[test]
     fn success_and_failure_have_the_documented_shape() {
         let ok = Response::success(Some(json!(1)), json!({"a": 1}));
         assert_eq!(

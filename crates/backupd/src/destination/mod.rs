@@ -142,13 +142,6 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
     Ok(archives)
 }
 
-/// Deletes an archive, then its manifest: an archive that cannot be deleted keeps its
-/// manifest, so what remains can still be verified.
-pub fn delete(destination: &dyn Destination, archive: &ArchiveInfo) -> io::Result<()> {
-    destination.remove(&archive.file_name)?;
-    destination.remove(&archive.manifest_name)
-}
-
 /// Groups archives by backup name (names in order), each group newest first.
 pub fn group_by_name(archives: &[ArchiveInfo]) -> BTreeMap<String, Vec<ArchiveInfo>> {
     let mut groups: BTreeMap<String, Vec<ArchiveInfo>> = BTreeMap::new();

@@ -31,12 +31,12 @@ use proto::size::human_size;
 
 pub use error::EngineError;
 pub use exclude::ExcludeSet;
-pub use hashing_writer::HashingWriter;
 pub use progress::Progress;
 
 use crate::destination::{Destination, PendingArchive, PublishError};
 use crate::format::{ArchiveNames, Encoder, FORMAT_VERSION, Manifest};
 use archive::TreeWriter;
+use hashing_writer::HashingWriter;
 use progress::Meter;
 
 /// Everything one backup needs to know.

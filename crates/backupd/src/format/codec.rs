@@ -81,14 +81,6 @@ impl<W: Write> Encoder<W> {
             Encoder::Zstd(e) => e.finish(),
         }
     }
-
-    pub fn get_ref(&self) -> &W {
-        match self {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(e) => e.get_ref(),
-            Encoder::Zstd(e) => e.get_ref(),
-        }
-    }
 }
 
 impl<W: Write> Write for Encoder<W> {

@@ -11,4 +11,4 @@ pub mod naming;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
 pub use manifest::{FORMAT_VERSION, Manifest, hex};
-pub use naming::{ArchiveNames, ParsedName, TIMESTAMP_FORMAT};
+pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};

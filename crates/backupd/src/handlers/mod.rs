@@ -194,3 +194,57 @@ fn destination_or_default(
         None => daemon.home.backups_dir(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn store_errors_map_to_one_code_each() {
+        let path = PathBuf::from("/b/x.tar.gz");
+        let code = |err: StoreError| HandlerError::from(err).code;
+        let missing = io::Error::from(io::ErrorKind::NotFound);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            code(StoreError::ReadDir {
+                path: path.clone(),
+                source: missing
+            }),
+            ErrorCode::BackupsDirMissing
+        );
+        assert_eq!(
+            code(StoreError::ReadDir {
+                path: path.clone(),
+                source: denied
+            }),
+            ErrorCode::Io
+        );
+        assert_eq!(
+            code(StoreError::ReadArchive {
+                path: path.clone(),
+                source: io::Error::from(io::ErrorKind::NotFound)
+            }),
+            ErrorCode::ArchiveNotFound
+        );
+        assert_eq!(
+            code(StoreError::ChecksumMismatch {
+                path: path.clone(),
+                reason: String::new()
+            }),
+            ErrorCode::ArchiveInvalid
+        );
+        assert_eq!(
+            code(StoreError::TargetNotEmpty { path }),
+            ErrorCode::TargetNotEmpty
+        );
+    }
+
+    #[test]
+    fn partial_failures_carry_their_report_and_are_not_logged_twice() {
+        let partial = HandlerError::partial(ErrorCode::VerifyFailed, "1 of 2", Reply::Stopping);
+        assert!(partial.logged);
+        assert_eq!(partial.data.as_deref(), Some(&Reply::Stopping));
+        assert!(!HandlerError::new(ErrorCode::Io, "x").logged);
+    }
+}

@@ -14,8 +14,7 @@ mod verify;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use checksum::{Integrity, check_integrity, sha256_of};
 pub use error::StoreError;
 pub use restore::{RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
-pub use verify::{VerifyFinding, VerifyReport, read_manifest, verify};
+pub use verify::{VerifyFinding, VerifyReport, verify};

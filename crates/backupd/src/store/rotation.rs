@@ -242,7 +242,7 @@ mod tests {
     fn kept_stamps(plan: &RotationPlan) -> Vec<String> {
         plan.keep
             .iter()
-            .map(|a| a.timestamp.format("%Y%m%d_%H%M%S").to_string())
+            .map(|a| a.timestamp.format(TIMESTAMP_FORMAT).to_string())
             .collect()
     }
 

@@ -45,7 +45,7 @@ struct Fake {
 
 /// Ten archives of `name`, newest first: `10 - old` of the last hours, then `old` about a
 /// month old. Extensions cycle through the three compressions.
-fn seed_ten(dir: &Path, name: &str, old: usize) -> Vec<Fake> {
+fn ten_archives(dir: &Path, name: &str, old: usize) -> Vec<Fake> {
     let now = Local::now().naive_local();
     let exts = ["tar.gz", "tar.zst", "tar"];
     (0..10)
@@ -155,11 +155,11 @@ fn assert_dry_block(stdout: &str, deleted: &BTreeSet<String>) {
     );
 }
 
-fn seed_scenario_through_prune(old: usize, deleted_count: usize) {
+fn backup_script_scenario_through_prune(old: usize, deleted_count: usize) {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let backups = t.home().join("backups");
-    let fakes = seed_ten(&backups, "proj", old);
+    let fakes = ten_archives(&backups, "proj", old);
     let deleted = expected_deleted(&fakes, 3);
     assert_eq!(deleted.len(), deleted_count);
     let before = dir_names(&backups);
@@ -201,17 +201,17 @@ fn seed_scenario_through_prune(old: usize, deleted_count: usize) {
 
 #[test]
 fn prune_eight_old_of_ten_deletes_seven() {
-    seed_scenario_through_prune(8, 7);
+    backup_script_scenario_through_prune(8, 7);
 }
 
 #[test]
 fn prune_two_old_of_ten_deletes_both() {
-    seed_scenario_through_prune(2, 2);
+    backup_script_scenario_through_prune(2, 2);
 }
 
 #[test]
 fn prune_ten_old_of_ten_keeps_the_newest_three() {
-    seed_scenario_through_prune(10, 7);
+    backup_script_scenario_through_prune(10, 7);
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn the_policy_comes_from_dotenv_the_environment_and_flags() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let backups = t.home().join("backups");
-    let fakes = seed_ten(&backups, "proj", 10);
+    let fakes = ten_archives(&backups, "proj", 10);
     let newest = |n: usize| -> BTreeSet<String> {
         fakes[..n]
             .iter()
@@ -270,7 +270,7 @@ fn names_are_rotated_apart_and_prune_name_touches_one_name() {
     std::fs::create_dir(&dest).unwrap();
     let dest_arg = dest.to_str().unwrap();
     // `proj` has 10 month-old archives, `other` 5 and `few` 2; all of `proj` are older.
-    let proj = seed_ten(&dest, "proj", 10);
+    let proj = ten_archives(&dest, "proj", 10);
     let now = Local::now().naive_local();
     let other: Vec<String> = (0..5)
         .map(|i| {
@@ -328,7 +328,7 @@ fn files_that_are_not_archives_are_never_touched() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let backups = t.home().join("backups");
-    let fakes = seed_ten(&backups, "proj", 10);
+    let fakes = ten_archives(&backups, "proj", 10);
     let strangers = [
         "notes.txt",
         "proj_latest.tar.gz",
@@ -359,7 +359,7 @@ fn a_missing_manifest_is_not_an_error() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let backups = t.home().join("backups");
-    let fakes = seed_ten(&backups, "proj", 10);
+    let fakes = ten_archives(&backups, "proj", 10);
     // Two archives that go and one that stays have no manifest.
     for fake in [&fakes[1], &fakes[5], &fakes[9]] {
         std::fs::remove_file(backups.join(manifest_of(&fake.file))).unwrap();
@@ -436,8 +436,8 @@ fn a_run_rotates_its_own_name_and_never_deletes_the_new_archive() {
     std::fs::write(t.work().join("proj/a.txt"), b"data\n").unwrap();
     let _daemon = t.start_daemon();
     let backups = t.home().join("backups");
-    let fakes = seed_ten(&backups, "proj", 10);
-    let others = seed_ten(&backups, "other", 10);
+    let fakes = ten_archives(&backups, "proj", 10);
+    let others = ten_archives(&backups, "other", 10);
     let deleted = expected_deleted(&fakes, 3);
     assert_eq!(deleted.len(), 7);
     let before = dir_names(&backups);

@@ -1,5 +1,5 @@
 //! `backupctl run`: archives that GNU tar reads back exactly, manifests that match
-//! `sha256sum`, the seed's log lines and summary, partial failure, dry run, `.env` defaults,
+//! `sha256sum`, the original backup script's log lines and summary, partial failure, dry run, `.env` defaults,
 //! events, and crash safety.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -122,7 +122,7 @@ fn uncompressed_archives_round_trip_through_gnu_tar() {
 }
 
 #[test]
-fn a_run_writes_the_manifest_and_logs_the_seed_lines() {
+fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
     let t = TestHome::new();
     std::fs::create_dir(t.work().join("projects")).unwrap();
     std::fs::write(t.work().join("projects/a.txt"), b"some text\n").unwrap();
@@ -366,7 +366,7 @@ fn sources_and_destination_come_from_dotenv_and_flags_override_them() {
 
     std::fs::write(
         t.work().join(".env"),
-        "# seed settings\nBACKUP_SOURCES=one,two\nBACKUP_DESTINATION=out\nRETENTION_DAYS=7\n",
+        "# the original backup script's settings\nBACKUP_SOURCES=one,two\nBACKUP_DESTINATION=out\nRETENTION_DAYS=7\n",
     )
     .unwrap();
     t.ctl(&["run"]).ok();

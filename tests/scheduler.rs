@@ -1,4 +1,4 @@
-//! Schedules firing: the seed's one-shot scenario on the real clock, recurring daily and cron
+//! Schedules firing: the schedule manager's one-shot scenario on the real clock, recurring daily and cron
 //! schedules, running a schedule now, catching up missed runs at start, and never running a
 //! schedule twice at once.
 
@@ -44,7 +44,7 @@ fn list_json(t: &TestHome) -> Vec<Value> {
 }
 
 #[test]
-fn the_seed_scenario_backs_up_at_the_next_minute_and_removes_the_schedules() {
+fn the_one_shot_scenario_backs_up_at_the_next_minute_and_removes_the_schedules() {
     let t = TestHome::new();
     let _stop = StopOnDrop(&t);
     for dir in ["test", "test1", "test2"] {

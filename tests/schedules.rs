@@ -1,4 +1,4 @@
-//! The seed's schedule-manager scenario through the real `backupctl` and a detached daemon.
+//! The schedule manager's scenario through the real `backupctl` and a detached daemon.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -7,7 +7,7 @@ mod common;
 use common::{StopOnDrop, TestHome, far_time, log_messages};
 
 #[test]
-fn the_seed_schedule_scenario_works_end_to_end() {
+fn the_schedule_manager_scenario_works_end_to_end() {
     let t = TestHome::new();
     let _stop = StopOnDrop(&t);
     for dir in ["test", "test1", "test2"] {
@@ -15,7 +15,7 @@ fn the_seed_schedule_scenario_works_end_to_end() {
     }
     let work = t.work().canonicalize().unwrap();
     let abs = |dir: &str| work.join(dir).display().to_string();
-    // The seed's 16:07, moved to where it will not fire while this test runs.
+    // The schedule manager's 16:07, moved to where it will not fire while this test runs.
     let hhmm = far_time();
     let spec = |dir: &str, name: &str| format!("{dir};{hhmm};{name}");
 

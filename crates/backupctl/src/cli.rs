@@ -65,7 +65,7 @@ pub enum CliCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct CreateCli {
-    /// The seed's one-shot schedule "path;HH:MM;name".
+    /// The schedule manager's one-shot schedule "path;HH:MM;name".
     #[arg(value_name = "SPEC", required_unless_present = "name", conflicts_with_all = ["name", "sources", "daily", "cron"])]
     pub spec: Option<String>,
     /// Name of a recurring schedule (and of its archives).

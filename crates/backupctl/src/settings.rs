@@ -1,4 +1,4 @@
-//! The seed's configuration variables (`BACKUP_SOURCES`, `BACKUP_DESTINATION`, `LOG_LEVEL`, …),
+//! The original backup script's configuration variables (`BACKUP_SOURCES`, `BACKUP_DESTINATION`, `LOG_LEVEL`, …),
 //! read from the environment and from a `.env` file in the working directory. A variable set
 //! in the environment wins over `.env`, as with python-dotenv; command-line flags win over both.
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// `log_level` is the seed's `LOG_LEVEL`, handed to the daemon as `--log-level`.
+/// `log_level` is the original backup script's `LOG_LEVEL`, handed to the daemon as `--log-level`.
 pub fn start(home: &Path, socket: &Path, log_level: Option<&str>) -> Result<Answer, Failure> {
     if hello(socket).is_some() {
         return Err(Failure::Local("backupd already running".to_owned()));

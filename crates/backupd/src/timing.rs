@@ -33,8 +33,8 @@ fn cron_of(timing: &Timing) -> Option<Cron> {
     }
 }
 
-/// The seed's one-shot: the next `time`, today if that minute has not passed yet (the
-/// current minute counts, as in the seed's service), else tomorrow.
+/// The schedule manager's one-shot: the next `time`, today if that minute has not passed yet (the
+/// current minute counts, as in the schedule manager's service), else tomorrow.
 pub fn first_once_due<Tz: TimeZone>(time: TimeOfDay, now: &DateTime<Tz>) -> DateTime<Tz> {
     let minute_start = now.clone()
         - TimeDelta::seconds(i64::from(now.second()))

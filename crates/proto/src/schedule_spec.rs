@@ -1,4 +1,4 @@
-//! The seed's schedule grammar, `path;HH:MM;name`, and the rules for backup names and times of
+//! The schedule manager's one-shot grammar, `path;HH:MM;name`, and the rules for backup names and times of
 //! day that the client and the daemon must both apply.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -105,7 +105,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
-/// A parsed seed schedule: back up `path` once at the next `time`, as `name`.
+/// A parsed one-shot schedule: back up `path` once at the next `time`, as `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleSpec {
     pub path: String,
@@ -116,7 +116,7 @@ pub struct ScheduleSpec {
 impl ScheduleSpec {
     /// Parses `path;HH:MM;name`. The path may itself contain `;` (the other two fields cannot),
     /// so the spec is split from the right. Any violation is [`SpecError::Malformed`] carrying
-    /// the input as typed, which is the seed's message.
+    /// the input as typed, which is the schedule manager's message.
     pub fn parse(input: &str) -> Result<Self, SpecError> {
         let malformed = || SpecError::Malformed(input.to_owned());
         let mut fields = input.rsplitn(3, ';');
@@ -159,7 +159,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_seed_example() {
+    fn parses_the_schedule_managers_example() {
         let spec = ScheduleSpec::parse("test2;16:07;office_docs").unwrap();
         assert_eq!(spec.path, "test2");
         assert_eq!(spec.time, TimeOfDay::new(16, 7).unwrap());
@@ -184,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn rejects_every_malformed_case_with_the_seed_message() {
+    fn rejects_every_malformed_case_with_the_schedule_managers_message() {
         let too_long = format!("p;12:00;{}", "x".repeat(MAX_NAME_LEN + 1));
         let cases = [
             "",

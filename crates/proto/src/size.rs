@@ -1,8 +1,8 @@
-//! The seed's human-readable size, `15.32 MB`, written the same way by the daemon (manifests,
+//! The original backup script's human-readable size, `15.32 MB`, written the same way by the daemon (manifests,
 //! logs) and the client (progress, restore summaries).
 
 /// Divides by 1024 while at least 1024, two decimals, B to TB (Python's
-/// `f"{size:.2f} {unit}"` in the seed).
+/// `f"{size:.2f} {unit}"` in the original backup script).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     #[allow(clippy::cast_precision_loss)] // display only
@@ -20,7 +20,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_sizes_match_the_python_seed() {
+    fn human_sizes_match_the_original_backup_script() {
         assert_eq!(human_size(0), "0.00 B");
         assert_eq!(human_size(1023), "1023.00 B");
         assert_eq!(human_size(1024), "1.00 KB");

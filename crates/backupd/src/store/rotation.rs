@@ -18,7 +18,7 @@ use crate::destination::{ArchiveInfo, Destination, group_by_name};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
     pub retention_days: u32,
-    /// Never fewer than this many, however old (the seed's "minimum backups").
+    /// Never fewer than this many, however old (the original backup script's "minimum backups").
     pub min_keep: u32,
     /// The newest N.
     pub keep_last: Option<u32>,
@@ -31,7 +31,7 @@ pub struct RetentionPolicy {
 }
 
 impl Default for RetentionPolicy {
-    /// The seed's defaults: 7 days, at least 3 backups.
+    /// The original backup script's defaults: 7 days, at least 3 backups.
     fn default() -> Self {
         RetentionPolicy {
             retention_days: 7,
@@ -226,7 +226,7 @@ mod tests {
         stamps.iter().map(|s| archive(name, stamp(s))).collect()
     }
 
-    fn seed_policy() -> RetentionPolicy {
+    fn default_policy() -> RetentionPolicy {
         RetentionPolicy::default()
     }
 
@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_seeds() {
+    fn defaults_are_the_original_backup_scripts() {
         let p = RetentionPolicy::default();
         assert_eq!((p.retention_days, p.min_keep), (7, 3));
         assert_eq!(p.keep_last, None);
@@ -257,7 +257,7 @@ mod tests {
     fn eight_old_of_ten_deletes_seven() {
         // Ages 1, 2 are recent; 8..=15 are old. Newest 3 = the 2 recent + the newest old one.
         let archives = aged("docs", &[1, 2, 8, 9, 10, 11, 12, 13, 14, 15]);
-        let plan = plan_rotation(&archives, &seed_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), now());
         assert_eq!(plan.delete.len(), 7);
         assert_eq!(plan.keep.len(), 3);
         assert!(
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn two_old_of_ten_deletes_both() {
         let archives = aged("docs", &[0, 1, 2, 3, 4, 5, 6, 7, 20, 30]);
-        let plan = plan_rotation(&archives, &seed_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), now());
         let deleted: Vec<_> = plan.delete.iter().map(|a| a.timestamp).collect();
         assert_eq!(
             deleted,
@@ -284,7 +284,7 @@ mod tests {
         let archives = aged("docs", &[7, 8, 9, 10, 11]);
         let policy = RetentionPolicy {
             min_keep: 0,
-            ..seed_policy()
+            ..default_policy()
         };
         let plan = plan_rotation(&archives, &policy, now());
         assert_eq!(plan.keep.len(), 1);
@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn all_ten_old_keeps_the_newest_three() {
         let archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
-        let plan = plan_rotation(&archives, &seed_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), now());
         assert_eq!(plan.delete.len(), 7);
         let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
         assert_eq!(
@@ -308,7 +308,7 @@ mod tests {
         let mut archives = aged("docs", &[30, 31, 32, 33, 34]);
         archives.extend(aged("docs_old", &[40, 41]));
         archives.extend(aged("photos", &[1, 2, 3, 4, 5, 6]));
-        let plan = plan_rotation(&archives, &seed_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), now());
         let count =
             |list: &[ArchiveInfo], name: &str| list.iter().filter(|a| a.name == name).count();
         assert_eq!(count(&plan.keep, "docs"), 3);

@@ -17,9 +17,9 @@ pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;
 pub use event::{Event, EventLine, Incoming};
 pub use job::{Codec, Compression, JobOptions, Retention};
-pub use request::{Command, Request, RequestError};
+pub use request::{Command, Request};
 pub use response::{ErrorBody, Reply, Response, VerifyStatus};
-pub use schedule_spec::{ScheduleSpec, SpecError};
+pub use schedule_spec::ScheduleSpec;
 
 /// `chrono` format of the timestamp that starts every log line: the original backup script's
 /// `[dd/mm/yyyy hh:mm]`.

@@ -6,7 +6,7 @@ use crate::events::EVENT_BUFFER;
 use crate::handlers;
 use crate::state::Daemon;
 use futures_util::StreamExt;
-use proto::{ErrorCode, Frame, LineCodec, Response};
+use proto::{ErrorCode, Frame, LineCodec, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -63,10 +63,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
 
 async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
     if let Err(refusal) = check_peer(&stream) {
-        tracing::error!("{refusal}");
-        let answer = Response::failure(None, ErrorCode::PermissionDenied, refusal);
-        let (_, mut write) = stream.into_split();
-        let _ = write.write_all(answer.to_line().as_bytes()).await;
+        refuse(stream, daemon, refusal).await;
         return;
     }
     let (read, mut write) = stream.into_split();
@@ -141,6 +138,32 @@ async fn write_event(write: &mut OwnedWriteHalf, event: &str) -> bool {
         tokio::time::timeout(EVENT_WRITE_TIMEOUT, write.write_all(event.as_bytes())).await,
         Ok(Ok(()))
     )
+}
+
+/// How long a refused client has to send its request line before it is answered anyway.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers a refused client with `permission_denied`, then closes. Its request line is read
+/// first: closing while the client is still writing would fail its write (EPIPE) before it
+/// could read why it was refused.
+async fn refuse(stream: UnixStream, daemon: &Daemon, refusal: String) {
+    tracing::error!("{refusal}");
+    let (read, mut write) = stream.into_split();
+    let mut frames = FramedRead::new(read, LineCodec::new());
+    let first = tokio::select! {
+        first = tokio::time::timeout(REFUSAL_READ_TIMEOUT, frames.next()) => first.ok().flatten(),
+        () = daemon.shutdown.cancelled() => None,
+    };
+    let id = match first {
+        // Only the id is taken from the request; nothing in it is acted on.
+        Some(Ok(Frame::Line(line))) => match Request::parse(&line) {
+            Ok(request) => request.id,
+            Err(err) => err.id,
+        },
+        _ => None,
+    };
+    let answer = Response::failure(id, ErrorCode::PermissionDenied, refusal);
+    let _ = write.write_all(answer.to_line().as_bytes()).await;
 }
 
 /// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.

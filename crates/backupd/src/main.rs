@@ -3,7 +3,7 @@
 use anyhow::Context;
 use backupd::home::Home;
 use backupd::schedules::ScheduleStore;
-use backupd::socket::{self, Previous};
+use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
 use clap::Parser;
 use std::path::PathBuf;
@@ -81,13 +81,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     home.create_dirs()?;
     backupd::log::init(&home.logs_dir(), args.log_level.as_deref())?;
 
-    let (listener, previous) = socket::claim(&socket_path)?;
-    if previous == Previous::RemovedStale {
-        tracing::info!("Removed stale socket {}", socket_path.display());
+    let socket::Listener {
+        socket: listener,
+        source,
+    } = socket::claim(&socket_path)?;
+    if let ListenerSource::Bound {
+        path,
+        previous: Previous::RemovedStale,
+    } = &source
+    {
+        tracing::info!("Removed stale socket {}", path.display());
     }
     let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
-        // The socket is ours but we will not serve: leave nothing behind.
-        let _ = std::fs::remove_file(&socket_path);
+        // We will not serve: leave nothing of ours behind.
+        let _ = source.remove_own_file();
     })?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -131,8 +138,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.shutdown_timeout(JOBS_GRACE);
     // Remove the socket before saying we stopped, so that a client waiting for the stop can
     // start a new daemon at once.
-    if let Err(e) = std::fs::remove_file(&socket_path) {
-        tracing::warn!("can't remove socket {}: {e}", socket_path.display());
+    if let Err(e) = source.remove_own_file() {
+        tracing::warn!("{e}");
     }
     outcome?;
     tracing::info!("backupd stopped");

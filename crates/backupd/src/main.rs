@@ -67,7 +67,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         // A daemon must not keep the directory it was started from busy.
         std::env::set_current_dir("/").context("can't change to /")?;
     }
-    set_up_home(&home, args.log_level.as_deref())?;
+    // Held to the end of run: dropping it writes out the log lines still queued.
+    let _log = set_up_home(&home, args.log_level.as_deref())?;
     let socket::Listener { socket, source } = claim_listener(&socket_path)?;
     let schedules = load_schedules(&home, &source)?;
 
@@ -104,10 +105,9 @@ fn resolve_paths(args: &Args) -> anyhow::Result<(Home, PathBuf)> {
 }
 
 /// Creates the home's folders, then logging into its `logs` folder.
-fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<()> {
+fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<backupd::log::LogGuard> {
     home.create_dirs()?;
-    backupd::log::init(&home.logs_dir(), log_level)?;
-    Ok(())
+    Ok(backupd::log::init(&home.logs_dir(), log_level)?)
 }
 
 /// Binds the socket, unless a live daemon owns it.

@@ -101,6 +101,8 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Du
                 }
             }
         };
+        // A script that reads the log after a command finds the command's lines there.
+        crate::log::flushed().await;
         if let Err(e) = write.send(&response.to_line()).await {
             tracing::debug!("client went away before its answer: {e}");
             break;
@@ -182,6 +184,7 @@ async fn refuse(read: OwnedReadHalf, write: &mut LineWriter, daemon: &Daemon, re
         _ => None,
     };
     let answer = Response::failure(id, ErrorCode::PermissionDenied, refusal);
+    crate::log::flushed().await;
     let _ = write.send(&answer.to_line()).await;
 }
 

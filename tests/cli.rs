@@ -105,3 +105,28 @@ fn the_socket_flag_and_variable_are_honoured() {
         .unwrap();
     assert!(out.status.success());
 }
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    // More output than a pipe holds (64 KiB), so backupctl must write after its reader is gone.
+    let backups = t.home().join("backups");
+    for n in 0..2000 {
+        let name = format!("a_rather_long_backup_name_{n:04}_20250101_000000.tar.gz");
+        std::fs::write(backups.join(name), b"").unwrap();
+    }
+    for args in [&["backups"][..], &["--json", "backups"]] {
+        let mut child = t
+            .ctl_command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // as `| head -1` does once it has its line
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}

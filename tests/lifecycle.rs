@@ -154,36 +154,40 @@ fn another_user_is_refused_even_through_an_open_socket() {
         std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(t.socket(), PermissionsExt::from_mode(0o666)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "socat",
-            "-",
-        ])
-        .arg(format!("UNIX-CONNECT:{}", t.socket().display()))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(b"{\"cmd\":\"list\"}\n")?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let answer: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    // The id is echoed only if the daemon read the request before refusing it, which is also
+    // what keeps a client that is still writing from failing with EPIPE.
+    let answer = answer_as_nobody(&t.socket(), b"{\"id\":7,\"cmd\":\"list\"}\n");
     assert_eq!(answer["error"]["code"], "permission_denied", "{answer}");
+    assert_eq!(answer["id"], 7, "{answer}");
+    // A client that closes without a request is refused all the same.
+    let silent = answer_as_nobody(&t.socket(), b"");
+    assert_eq!(silent["error"]["code"], "permission_denied", "{silent}");
+    assert_eq!(silent["id"], serde_json::Value::Null, "{silent}");
     assert!(
         log_messages(&t.log())
             .iter()
             .any(|l| l.starts_with("Error: refused connection from uid 65534"))
     );
+}
+
+/// Sends `input` over the socket as uid 65534 (through setpriv and socat) and parses the one
+/// line that comes back.
+fn answer_as_nobody(socket: &std::path::Path, input: &[u8]) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "socat"])
+        // After its input ends, socat waits this long for the answer (default 0.5 s, too
+        // short on a loaded machine).
+        .arg(format!("-t{}", common::PATIENCE.as_secs()))
+        .arg("-")
+        .arg(format!("UNIX-CONNECT:{}", socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
 }
 
 #[test]

@@ -18,6 +18,7 @@ use crate::failure::Failure;
 use crate::requests::Context;
 use clap::Parser;
 use proto::{Command, Reply, Request};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -55,7 +56,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("Error: {}", failure.message());
+            // A closed stderr must not turn a failure into a panic.
+            let _ = writeln!(std::io::stderr(), "Error: {}", failure.message());
             if failure.is_client_side() {
                 client_log::log_error(home.ok().as_deref(), failure.message());
             }
@@ -96,19 +98,35 @@ fn print(
     answer: &Answer,
     render: impl FnOnce(serde_json::Value) -> Result<Vec<String>, String>,
 ) -> Result<(), Failure> {
-    if cli.json {
-        println!("{}", answer.line);
+    let written = if cli.json {
+        write_stdout([&answer.line])
     } else if let Some(data) = answer.response.data.clone() {
-        for line in render(data).map_err(Failure::Local)? {
-            println!("{line}");
-        }
-    }
+        write_stdout(render(data).map_err(Failure::Local)?)
+    } else {
+        Ok(())
+    };
     answer
         .response
         .clone()
         .into_result()
-        .map(drop)
-        .map_err(Failure::Refused)
+        .map_err(Failure::Refused)?;
+    written
+}
+
+/// Writes lines to stdout. A reader that has gone away (`backupctl list | head -1`) ends the
+/// output quietly: it read all it wanted, and the request itself went through.
+fn write_stdout(lines: impl IntoIterator<Item = impl AsRef<str>>) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    let written = lines
+        .into_iter()
+        .try_for_each(|line| writeln!(stdout, "{}", line.as_ref()))
+        .and_then(|()| stdout.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Local(format!("can't write the output: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Sends `stop`, then waits until the daemon has closed and removed its socket, so that a

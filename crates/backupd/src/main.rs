@@ -3,10 +3,10 @@
 use anyhow::Context;
 use backupd::home::Home;
 use backupd::schedules::ScheduleStore;
-use backupd::socket::{self, Previous};
+use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
 use clap::Parser;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
@@ -57,10 +57,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// The daemon's life, one step per function.
 fn run(args: Args) -> anyhow::Result<()> {
     if args.detach {
         rustix::process::setsid().context("can't start a new session")?;
     }
+    let (home, socket_path) = resolve_paths(&args)?;
+    if args.detach {
+        // A daemon must not keep the directory it was started from busy.
+        std::env::set_current_dir("/").context("can't change to /")?;
+    }
+    // Held to the end of run: dropping it writes out the log lines still queued.
+    let _log = set_up_home(&home, args.log_level.as_deref())?;
+    let socket::Listener { socket, source } = claim_listener(&socket_path)?;
+    let schedules = load_schedules(&home, &source)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("backupd")
+        .build()
+        .context("can't start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(socket)
+            .context("can't register the socket with the runtime")?;
+        let daemon = open_daemon(home, schedules, &args).await;
+        serve(listener, daemon, &socket_path).await
+    });
+    shut_down(runtime, &source, outcome)
+}
+
+/// The home and the socket, absolute: a detached daemon leaves the working directory.
+fn resolve_paths(args: &Args) -> anyhow::Result<(Home, PathBuf)> {
     let env = proto::paths::Env::from_process();
     let absolute = |path: PathBuf| {
         std::path::absolute(&path).with_context(|| format!("can't resolve {}", path.display()))
@@ -74,65 +101,90 @@ fn run(args: Args) -> anyhow::Result<()> {
         &env,
         home.root(),
     )?)?;
-    if args.detach {
-        // A daemon must not keep the directory it was started from busy.
-        std::env::set_current_dir("/").context("can't change to /")?;
-    }
+    Ok((home, socket_path))
+}
+
+/// Creates the home's folders, then logging into its `logs` folder.
+fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<backupd::log::LogGuard> {
     home.create_dirs()?;
-    backupd::log::init(&home.logs_dir(), args.log_level.as_deref())?;
+    Ok(backupd::log::init(&home.logs_dir(), log_level)?)
+}
 
-    let (listener, previous) = socket::claim(&socket_path)?;
-    if previous == Previous::RemovedStale {
-        tracing::info!("Removed stale socket {}", socket_path.display());
+/// Binds the socket, unless a live daemon owns it.
+fn claim_listener(socket_path: &Path) -> anyhow::Result<socket::Listener> {
+    let listener = socket::claim(socket_path)?;
+    if let ListenerSource::Bound {
+        path,
+        previous: Previous::RemovedStale,
+    } = &listener.source
+    {
+        tracing::info!("Removed stale socket {}", path.display());
     }
-    let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
-        // The socket is ours but we will not serve: leave nothing behind.
-        let _ = std::fs::remove_file(&socket_path);
-    })?;
+    Ok(listener)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("backupd")
-        .build()
-        .context("can't start the async runtime")?;
-    let outcome = runtime.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .context("can't register the socket with the runtime")?;
-        let max_jobs = args.max_jobs.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            usize::from,
-        );
-        let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
-        for schedule in schedules.snapshot().await.schedules {
-            destinations.extend(schedule.options.destination.map(PathBuf::from));
-        }
-        for dir in &destinations {
-            remove_stale_partials(dir);
-        }
-        let daemon = Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace));
-        spawn_signal_handlers(&daemon)?;
-        tracing::info!("backupd started");
-        tracing::debug!("listening on {}", socket_path.display());
-        let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
-        backupd::server::serve(listener, Arc::clone(&daemon)).await;
-        let _ = scheduler.await;
-        // Scheduled runs were told to stop with the shutdown signal; let them clean up.
-        daemon.jobs.close();
-        if tokio::time::timeout(JOBS_GRACE, daemon.jobs.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("scheduled runs still going after {JOBS_GRACE:?}; stopping anyway");
-        }
-        anyhow::Ok(())
-    });
+/// Reads the schedule file; if it can't, the socket just bound goes again.
+fn load_schedules(home: &Home, source: &ListenerSource) -> anyhow::Result<ScheduleStore> {
+    let schedules = ScheduleStore::load(home.schedules_file()).inspect_err(|_| {
+        // We will not serve: leave nothing of ours behind.
+        let _ = source.remove_own_file();
+    })?;
+    Ok(schedules)
+}
+
+/// The state every request shares, after cleaning what a killed daemon left behind.
+async fn open_daemon(home: Home, schedules: ScheduleStore, args: &Args) -> Arc<Daemon> {
+    let max_jobs = args.max_jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
+    for schedule in schedules.snapshot().await.schedules {
+        destinations.extend(schedule.options.destination.map(PathBuf::from));
+    }
+    for dir in &destinations {
+        remove_stale_partials(dir);
+    }
+    Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace))
+}
+
+/// Serves requests and runs schedules until shutdown, then gives scheduled runs
+/// [`JOBS_GRACE`] to clean up.
+async fn serve(
+    listener: tokio::net::UnixListener,
+    daemon: Arc<Daemon>,
+    socket_path: &Path,
+) -> anyhow::Result<()> {
+    spawn_signal_handlers(&daemon)?;
+    tracing::info!("backupd started");
+    tracing::debug!("listening on {}", socket_path.display());
+    let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
+    backupd::server::serve(listener, Arc::clone(&daemon)).await;
+    let _ = scheduler.await;
+    // Scheduled runs were told to stop with the shutdown signal; let them clean up.
+    daemon.jobs.close();
+    if tokio::time::timeout(JOBS_GRACE, daemon.jobs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("scheduled runs still going after {JOBS_GRACE:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Stops the runtime, then removes the socket if it is ours.
+fn shut_down(
+    runtime: tokio::runtime::Runtime,
+    source: &ListenerSource,
+    outcome: anyhow::Result<()>,
+) -> anyhow::Result<()> {
     // Let blocking work (a restore, a verify) end before the socket goes: once it is gone, a
     // new daemon may start on this home.
     runtime.shutdown_timeout(JOBS_GRACE);
     // Remove the socket before saying we stopped, so that a client waiting for the stop can
     // start a new daemon at once.
-    if let Err(e) = std::fs::remove_file(&socket_path) {
-        tracing::warn!("can't remove socket {}: {e}", socket_path.display());
+    if let Err(e) = source.remove_own_file() {
+        tracing::warn!("{e}");
     }
     outcome?;
     tracing::info!("backupd stopped");
@@ -141,7 +193,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// A daemon killed while writing leaves `<archive>.partial`; it is never a valid archive.
 /// Cleaned in the home's backups folder and in every schedule's destination.
-fn remove_stale_partials(dir: &std::path::Path) {
+fn remove_stale_partials(dir: &Path) {
     match backupd::destination::LocalFolder::new(dir).remove_stale_partials() {
         Ok(removed) => {
             for path in removed {

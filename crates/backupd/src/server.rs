@@ -6,11 +6,11 @@ use crate::events::EVENT_BUFFER;
 use crate::handlers;
 use crate::state::Daemon;
 use futures_util::StreamExt;
-use proto::{ErrorCode, Frame, LineCodec, Response};
+use proto::{ErrorCode, Frame, LineCodec, Request, Response};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::FramedRead;
@@ -38,7 +38,7 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
             Ok((stream, _)) => {
                 let daemon = Arc::clone(&daemon);
                 connections.spawn(async move {
-                    serve_connection(stream, &daemon).await;
+                    serve_connection(stream, &daemon, WRITE_TIMEOUT).await;
                     drop(permit);
                 });
             }
@@ -61,15 +61,19 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     }
 }
 
-async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
-    if let Err(refusal) = check_peer(&stream) {
-        tracing::error!("{refusal}");
-        let answer = Response::failure(None, ErrorCode::PermissionDenied, refusal);
-        let (_, mut write) = stream.into_split();
-        let _ = write.write_all(answer.to_line().as_bytes()).await;
+/// Answers the connection's requests in order until the client closes, a write fails or
+/// times out after `write_timeout`, or shutdown.
+async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Duration) {
+    let refused = check_peer(&stream).err();
+    let (read, write) = stream.into_split();
+    let mut write = LineWriter {
+        write,
+        timeout: write_timeout,
+    };
+    if let Some(refusal) = refused {
+        refuse(read, &mut write, daemon, refusal).await;
         return;
     }
-    let (read, mut write) = stream.into_split();
     let mut frames = FramedRead::new(read, LineCodec::new());
     loop {
         let frame = tokio::select! {
@@ -97,7 +101,9 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
                 }
             }
         };
-        if let Err(e) = write.write_all(response.to_line().as_bytes()).await {
+        // A script that reads the log after a command finds the command's lines there.
+        crate::log::flushed().await;
+        if let Err(e) = write.send(&response.to_line()).await {
             tracing::debug!("client went away before its answer: {e}");
             break;
         }
@@ -105,13 +111,13 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon) {
 }
 
 /// Runs the request's handler while writing the event lines it sends. If the client goes
-/// away, or stops reading for [`EVENT_WRITE_TIMEOUT`], no more events are written but the
-/// handler runs to the end (a backup is not abandoned, and a stalled client does not hold a
+/// away, or stops reading for the write timeout, no more events are written but the handler
+/// runs to the end (a backup is not abandoned, and a stalled client does not hold a
 /// job slot); `None` says the answer has nobody to go to.
 async fn answer_with_events(
     daemon: &Daemon,
     line: &[u8],
-    write: &mut OwnedWriteHalf,
+    write: &mut LineWriter,
 ) -> Option<Response> {
     let (events, mut pending) = mpsc::channel(EVENT_BUFFER);
     let handler = handlers::handle_line(daemon, line, events);
@@ -121,26 +127,65 @@ async fn answer_with_events(
         tokio::select! {
             response = &mut handler => break response,
             Some(event) = pending.recv() => {
-                client_gone = client_gone || !write_event(write, &event).await;
+                client_gone = client_gone || write.send(&event).await.is_err();
             }
         }
     };
     // Events queued just before the handler returned still precede the response.
     while let Ok(event) = pending.try_recv() {
-        client_gone = client_gone || !write_event(write, &event).await;
+        client_gone = client_gone || write.send(&event).await.is_err();
     }
     (!client_gone).then_some(response)
 }
 
-/// How long one event line may wait for a client that does not read.
-const EVENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one line, an event or an answer, may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Writes an event line; `false` if the client is gone or stalled.
-async fn write_event(write: &mut OwnedWriteHalf, event: &str) -> bool {
-    matches!(
-        tokio::time::timeout(EVENT_WRITE_TIMEOUT, write.write_all(event.as_bytes())).await,
-        Ok(Ok(()))
-    )
+/// The sending half of a connection. Every line is written within a timeout, so that a client
+/// that stops reading never holds its connection task (nor its connection slot).
+struct LineWriter {
+    write: OwnedWriteHalf,
+    timeout: Duration,
+}
+
+impl LineWriter {
+    /// Writes one whole line; an error if the client is gone or did not take it in time.
+    async fn send(&mut self, line: &str) -> std::io::Result<()> {
+        tokio::time::timeout(self.timeout, self.write.write_all(line.as_bytes()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {:?}", self.timeout),
+                ))
+            })
+    }
+}
+
+/// How long a refused client has to send its request line before it is answered anyway.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers a refused client with `permission_denied`, then closes. Its request line is read
+/// first: closing while the client is still writing would fail its write (EPIPE) before it
+/// could read why it was refused.
+async fn refuse(read: OwnedReadHalf, write: &mut LineWriter, daemon: &Daemon, refusal: String) {
+    tracing::error!("{refusal}");
+    let mut frames = FramedRead::new(read, LineCodec::new());
+    let first = tokio::select! {
+        first = tokio::time::timeout(REFUSAL_READ_TIMEOUT, frames.next()) => first.ok().flatten(),
+        () = daemon.shutdown.cancelled() => None,
+    };
+    let id = match first {
+        // Only the id is taken from the request; nothing in it is acted on.
+        Some(Ok(Frame::Line(line))) => match Request::parse(&line) {
+            Ok(request) => request.id,
+            Err(err) => err.id,
+        },
+        _ => None,
+    };
+    let answer = Response::failure(id, ErrorCode::PermissionDenied, refusal);
+    crate::log::flushed().await;
+    let _ = write.send(&answer.to_line()).await;
 }
 
 /// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.
@@ -156,5 +201,37 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
         Err(format!(
             "refused connection from uid {peer}: backupd runs as uid {own}"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+    use crate::schedules::ScheduleStore;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_does_not_hold_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        home.create_dirs().unwrap();
+        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
+        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let (client, server) = UnixStream::pair().unwrap();
+        // The answer echoes the id, so it is larger than the socket buffers: its write can only
+        // end by the timeout, since the client never reads.
+        let id = "x".repeat(proto::MAX_LINE_BYTES - 100);
+        let request = format!("{{\"id\":\"{id}\",\"cmd\":\"hello\"}}\n");
+        let (_unread, mut client_write) = client.into_split();
+        let send = async { client_write.write_all(request.as_bytes()).await.unwrap() };
+        let connection = tokio::time::timeout(
+            Duration::from_secs(60),
+            serve_connection(server, &daemon, Duration::from_millis(50)),
+        );
+        let (served, ()) = tokio::join!(connection, send);
+        assert!(
+            served.is_ok(),
+            "the connection waited for the client to read"
+        );
     }
 }

@@ -160,7 +160,8 @@ impl JobOptions {
     }
 }
 
-/// The flat form of [`JobOptions`], where codec and level are two keys.
+/// The flat form of [`JobOptions`], where codec and level are two keys. Both conversions name
+/// every field, so the compiler points here when an option is added.
 mod wire {
     use super::{Codec, Compression, LevelError, Retention};
     use serde::{Deserialize, Serialize};
@@ -202,13 +203,21 @@ mod wire {
 
     impl From<super::JobOptions> for JobOptions {
         fn from(options: super::JobOptions) -> Self {
+            // Destructured, so that a new option that is not carried here does not compile.
+            let super::JobOptions {
+                destination,
+                compression,
+                exclude,
+                retention,
+                verify_after,
+            } = options;
             Self {
-                destination: options.destination,
-                compression: options.compression.map(Compression::codec),
-                level: options.compression.and_then(Compression::requested_level),
-                exclude: options.exclude,
-                retention: options.retention,
-                verify_after: options.verify_after,
+                destination,
+                compression: compression.map(Compression::codec),
+                level: compression.and_then(Compression::requested_level),
+                exclude,
+                retention,
+                verify_after,
             }
         }
     }

@@ -752,3 +752,56 @@ fn a_hard_link_to_a_file_outside_the_target_is_refused() {
         b"after\n"
     );
 }
+
+#[test]
+fn archives_of_the_original_backup_script_verify_restore_and_list() {
+    let t = TestHome::new();
+    let src = t.work().join("projects");
+    common::base_tree(&src);
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    // What the original backup script made: `tar czf`, and a manifest of six fields.
+    let archive = backups.join("projects_20250208_143025.tar.gz");
+    let tar = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(t.work())
+        .arg("projects")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let manifest = serde_json::json!({
+        "backup_file": archive,
+        "source": src,
+        "created": "20250208_143025",
+        "size_bytes": size,
+        "size_human": "1.00 KB",
+        "checksum_sha256": sha256sum(&archive),
+    });
+    std::fs::write(
+        backups.join("projects_20250208_143025.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let _daemon = t.start_daemon();
+
+    let verified = t.ctl(&["verify", "--all"]).ok();
+    assert_eq!(
+        verified.trim(),
+        "projects_20250208_143025.tar.gz: OK",
+        "{verified}"
+    );
+    let long = t.ctl(&["backups", "--long"]).ok();
+    assert!(long.contains("? files"), "{long}");
+    let to = t.work().join("restored");
+    t.ctl(&[
+        "restore",
+        "projects_20250208_143025.tar.gz",
+        "--to",
+        to.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(snapshot(&to.join("projects")), snapshot(&src));
+}

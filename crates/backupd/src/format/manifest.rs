@@ -21,10 +21,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// What an archive holds and how to trust it. Manifests written by the original backup script
+/// have only `backup_file`, `source`, `created`, `size_bytes`, `size_human` and
+/// `checksum_sha256`; they read with the other fields at their defaults and `format_version` 0
+/// (that script wrote gzip archives).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    #[serde(default)]
     pub format_version: u32,
+    #[serde(default)]
     pub backupd_version: String,
+    #[serde(default)]
     pub name: String,
     /// Absolute path of the archive.
     pub backup_file: PathBuf,
@@ -32,21 +39,29 @@ pub struct Manifest {
     pub source: PathBuf,
     /// `YYYYMMDD_HHMMSS`, the timestamp in the file names.
     pub created: String,
+    #[serde(default)]
     pub compression: Codec,
     /// `None` for uncompressed archives.
+    #[serde(default)]
     pub level: Option<i32>,
     pub size_bytes: u64,
     pub size_human: String,
     pub checksum_sha256: String,
     /// Regular files, including hard-link entries.
+    #[serde(default)]
     pub files: u64,
+    #[serde(default)]
     pub dirs: u64,
+    #[serde(default)]
     pub symlinks: u64,
     #[serde(default)]
     pub hardlinks: u64,
     /// Source content bytes read.
+    #[serde(default)]
     pub bytes_in: u64,
+    #[serde(default)]
     pub duration_ms: u64,
+    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
@@ -94,6 +109,23 @@ mod tests {
         assert_eq!(v["size_human"], "10.00 B");
         assert_eq!(v["checksum_sha256"], "00".repeat(32));
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn manifests_of_the_original_backup_script_read() {
+        let json = br#"{
+            "backup_file": "/home/user/backups/projects_20250208_143025.tar.gz",
+            "source": "/home/user/projects",
+            "created": "20250208_143025",
+            "size_bytes": 16065536,
+            "size_human": "15.32 MB",
+            "checksum_sha256": "a3f5c89b2e1d4f6c3a8e9b5d2f1a7c4e6b8d3f5a9c2e7b4d1f8a6c3e9b5d2f1a"
+        }"#;
+        let m = Manifest::from_json(json).unwrap();
+        assert_eq!(m.format_version, 0);
+        assert_eq!(m.compression, Codec::Gzip);
+        assert_eq!(m.size_bytes, 16065536);
+        assert!(Manifest::from_json(br#"{"source": "/x"}"#).is_err());
     }
 
     #[test]

@@ -54,7 +54,12 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
                 size_bytes: archive.size_bytes,
                 size_human: human_size(archive.size_bytes),
                 compression: archive.compression,
-                files: archive.manifest.as_ref().map(|m| m.files),
+                // The original backup script's manifests do not count files.
+                files: archive
+                    .manifest
+                    .as_ref()
+                    .filter(|m| m.format_version > 0)
+                    .map(|m| m.files),
                 verify: daemon.verify_ledger.get(&archive.path).await,
                 file: archive.file_name,
             });

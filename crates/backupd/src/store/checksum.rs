@@ -33,33 +33,65 @@ pub fn sha256_of(mut file: impl Read) -> io::Result<(String, u64)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integrity {
     Matches,
-    /// Hash (and possibly size) differ; `detail` says how, for humans.
+    /// Fewer bytes than the manifest recorded: the file was cut.
+    Short {
+        size: u64,
+        expected: u64,
+    },
+    /// Other bytes (and possibly another size) than the manifest recorded.
     Differs {
         expected: String,
         actual: String,
-        detail: String,
+        /// The size on disk when it differs from the manifest's.
+        size: Option<u64>,
     },
+}
+
+impl Integrity {
+    /// In words, for a failure: how the bytes differ from the manifest.
+    pub fn describe(&self, manifest: &Manifest) -> Option<String> {
+        match self {
+            Integrity::Matches => None,
+            Integrity::Short { size, expected } => {
+                Some(format!("{size} of {expected} bytes on disk"))
+            }
+            Integrity::Differs {
+                expected,
+                actual,
+                size,
+            } => {
+                let sizes = size.map(|size| {
+                    format!(
+                        "size {size} bytes, manifest says {} bytes; ",
+                        manifest.size_bytes
+                    )
+                });
+                Some(format!(
+                    "{}sha256 {actual}, manifest says {expected}",
+                    sizes.unwrap_or_default()
+                ))
+            }
+        }
+    }
 }
 
 /// Hashes an archive's bytes and compares hash and size with `manifest`.
 pub fn check_integrity(archive: impl Read, manifest: &Manifest) -> io::Result<Integrity> {
     let (actual, size) = sha256_of(archive)?;
     let expected = manifest.checksum_sha256.to_ascii_lowercase();
-    if actual == expected && size == manifest.size_bytes {
-        return Ok(Integrity::Matches);
-    }
-    let detail = if size == manifest.size_bytes {
-        format!("sha256 {actual}, manifest says {expected}")
+    Ok(if actual == expected && size == manifest.size_bytes {
+        Integrity::Matches
+    } else if size < manifest.size_bytes {
+        Integrity::Short {
+            size,
+            expected: manifest.size_bytes,
+        }
     } else {
-        format!(
-            "size {size} bytes, manifest says {} bytes; sha256 {actual}, manifest says {expected}",
-            manifest.size_bytes
-        )
-    };
-    Ok(Integrity::Differs {
-        expected,
-        actual,
-        detail,
+        Integrity::Differs {
+            expected,
+            actual,
+            size: (size != manifest.size_bytes).then_some(size),
+        }
     })
 }
 

@@ -102,9 +102,9 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
     let bytes = archive.destination.open(archive.file).map_err(unreadable)?;
     match check_integrity(bytes, &manifest).map_err(unreadable)? {
         Integrity::Matches => Ok(manifest),
-        Integrity::Differs { detail, .. } => Err(StoreError::ChecksumMismatch {
+        differs => Err(StoreError::ChecksumMismatch {
             path: archive.path.clone(),
-            reason: detail,
+            reason: differs.describe(&manifest).unwrap_or_default(),
         }),
     }
 }

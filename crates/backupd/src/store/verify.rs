@@ -157,15 +157,26 @@ pub fn verify(destination: &dyn Destination, archive: &str) -> Result<VerifyRepo
         }
     };
     if let Some(manifest) = &manifest {
-        let integrity = check_integrity(bytes, manifest).map_err(unreadable)?;
-        if let Integrity::Differs {
-            expected,
-            actual,
-            detail,
-        } = integrity
-        {
-            report.finding = VerifyFinding::ChecksumMismatch { expected, actual };
-            report.detail = Some(detail);
+        match check_integrity(bytes, manifest).map_err(unreadable)? {
+            Integrity::Matches => {}
+            short @ Integrity::Short { .. } => {
+                report.finding =
+                    VerifyFinding::Truncated(short.describe(manifest).unwrap_or_default());
+            }
+            Integrity::Differs {
+                expected,
+                actual,
+                size,
+            } => {
+                report.finding = VerifyFinding::ChecksumMismatch { expected, actual };
+                // The two checksums are in the finding; only a size difference adds to it.
+                report.detail = size.map(|size| {
+                    format!(
+                        "size {size} bytes, manifest says {} bytes",
+                        manifest.size_bytes
+                    )
+                });
+            }
         }
     }
 
@@ -302,6 +313,34 @@ mod tests {
         assert_ne!(expected, actual);
         assert_eq!(actual.len(), 64);
         assert!(report.detail.unwrap().contains("contents"));
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_manifest_says_is_truncated() {
+        let (_dir, archive) = gzip();
+        let bytes = fs::read(&archive).unwrap();
+        fs::write(&archive, &bytes[..50]).unwrap();
+        let report = verify_path(&archive).unwrap();
+        let VerifyFinding::Truncated(reason) = &report.finding else {
+            panic!("{report:?}");
+        };
+        assert!(reason.starts_with("50 of "), "{reason}");
+    }
+
+    #[test]
+    fn a_mismatch_names_each_checksum_once() {
+        let (_dir, archive) = gzip();
+        let mut bytes = fs::read(&archive).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&archive, &bytes).unwrap();
+        let report = verify_path(&archive).unwrap();
+        let VerifyFinding::ChecksumMismatch { expected, actual } = &report.finding else {
+            panic!("{report:?}");
+        };
+        let words = format!("{} {}", report.finding, report.detail.unwrap_or_default());
+        assert_eq!(words.matches(expected.as_str()).count(), 1, "{words}");
+        assert_eq!(words.matches(actual.as_str()).count(), 1, "{words}");
     }
 
     #[test]

@@ -737,3 +737,31 @@ fn sources_are_written_concurrently_up_to_the_job_limit() {
     assert_eq!(sources_at_once("2"), 2);
     assert_eq!(sources_at_once("1"), 1);
 }
+
+#[test]
+fn backups_lists_another_destination_too() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"x").unwrap();
+    let _daemon = t.start_daemon();
+    t.ctl(&["run", "--sources", "src", "--destination", "out"])
+        .ok();
+    let listed = t.ctl(&["backups", "--destination", "out"]).ok();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.starts_with("src_") && listed.trim_end().ends_with(".tar.gz"));
+    let long = t.ctl(&["backups", "--long", "--destination", "out"]).ok();
+    assert!(long.starts_with("src:\n"), "{long}");
+    assert!(
+        t.ctl(&["backups"]).ok().is_empty(),
+        "the home's folder is empty"
+    );
+    let missing = t.ctl(&["backups", "--destination", "nowhere"]);
+    assert_eq!(missing.code(), 1);
+    assert!(
+        missing
+            .stderr()
+            .starts_with("Error: can't find backups directory: /"),
+        "{}",
+        missing.stderr()
+    );
+}

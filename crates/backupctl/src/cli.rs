@@ -50,6 +50,9 @@ pub enum CliCommand {
         /// Group by backup name, newest first, with size, compression, files and last verify.
         #[arg(long)]
         long: bool,
+        /// List this folder instead of <home>/backups.
+        #[arg(long, value_name = "DIR")]
+        destination: Option<PathBuf>,
     },
     /// Delete old archives by the retention policy now (defaults: $RETENTION_DAYS or 7,
     /// $MIN_BACKUPS_TO_KEEP or 3).

@@ -47,7 +47,13 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
             name: name.clone(),
         },
         CliCommand::Status | CliCommand::Start | CliCommand::Stop => Command::Hello {},
-        CliCommand::Backups { long } => Command::Backups { long: *long },
+        CliCommand::Backups { long, destination } => Command::Backups {
+            long: *long,
+            destination: destination
+                .as_deref()
+                .map(|d| ctx.absolute(d))
+                .transpose()?,
+        },
         CliCommand::Run(run) => Command::Run(run_args(run, ctx)?),
         CliCommand::Prune(prune) => Command::Prune(prune_args(prune, ctx)?),
         CliCommand::Verify(verify) => Command::Verify(verify_args(verify, ctx)?),

@@ -1,5 +1,5 @@
-//! The original backup script's configuration variables (`BACKUP_SOURCES`, `BACKUP_DESTINATION`, `LOG_LEVEL`, …),
-//! read from the environment and from a `.env` file in the working directory. A variable set
+//! The original backup script's configuration variables (`BACKUP_SOURCES`,
+//! `BACKUP_DESTINATION`, `LOG_LEVEL`, …), read from the environment and from a `.env` file in the working directory. A variable set
 //! in the environment wins over `.env`, as with python-dotenv; command-line flags win over both.
 
 use std::collections::HashMap;
@@ -64,8 +64,9 @@ fn split_sources(list: &str, cwd: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `KEY=VALUE` lines; blank lines and `#` comments skipped, an `export ` prefix and matching
-/// quotes around the value removed.
+/// `KEY=VALUE` lines as python-dotenv reads them: blank lines and `#` comments skipped, an
+/// `export ` prefix removed, a quoted value taken up to its closing quote, and an unquoted one up
+/// to a ` #` comment.
 fn parse_dotenv(text: &str) -> HashMap<String, String> {
     text.lines()
         .map(str::trim)
@@ -73,14 +74,26 @@ fn parse_dotenv(text: &str) -> HashMap<String, String> {
         .filter_map(|line| {
             let line = line.strip_prefix("export ").unwrap_or(line);
             let (key, value) = line.split_once('=')?;
-            let value = value.trim();
-            let unquoted = ['"', '\'']
-                .iter()
-                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-                .unwrap_or(value);
-            Some((key.trim().to_owned(), unquoted.to_owned()))
+            Some((key.trim().to_owned(), dotenv_value(value).to_owned()))
         })
         .collect()
+}
+
+/// `raw` is everything after the `=`: a `#` counts as a comment only after whitespace.
+fn dotenv_value(raw: &str) -> &str {
+    let value = raw.trim();
+    for quote in ['"', '\''] {
+        if let Some(rest) = value.strip_prefix(quote)
+            && let Some(end) = rest.find(quote)
+        {
+            return &rest[..end];
+        }
+    }
+    let comment = raw
+        .char_indices()
+        .find(|&(i, c)| c == '#' && raw[..i].ends_with([' ', '\t']))
+        .map_or(raw.len(), |(i, _)| i);
+    raw[..comment].trim()
 }
 
 #[cfg(test)]
@@ -97,6 +110,18 @@ mod tests {
         assert_eq!(vars["RETENTION_DAYS"], "7");
         assert_eq!(vars["Q"], "x");
         assert!(!vars.contains_key("JUNK"));
+    }
+
+    #[test]
+    fn inline_comments_end_unquoted_values_only() {
+        let vars = parse_dotenv(
+            "A=/srv/a # nightly\nB=\"/b # not a comment\" # but this is\nC=x#y\nD='q' #c\nE=\t# only\n",
+        );
+        assert_eq!(vars["A"], "/srv/a");
+        assert_eq!(vars["B"], "/b # not a comment");
+        assert_eq!(vars["C"], "x#y");
+        assert_eq!(vars["D"], "q");
+        assert_eq!(vars["E"], "");
     }
 
     #[test]

@@ -25,10 +25,14 @@ pub enum Command {
     },
     /// Shut the daemon down gracefully.
     Stop {},
-    /// The archive files in the home's `backups/`; with `long`, grouped with their details.
+    /// The archive files in the home's `backups/` (or `destination`); with `long`, grouped
+    /// with their details.
     Backups {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         long: bool,
+        /// Absolute path of another folder to list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<String>,
     },
     /// Apply a retention policy to a destination now.
     Prune(PruneArgs),
@@ -306,7 +310,10 @@ mod tests {
                 name: None,
             },
             Command::Stop {},
-            Command::Backups { long: true },
+            Command::Backups {
+                long: true,
+                destination: Some("/srv/b".into()),
+            },
             Command::Prune(PruneArgs {
                 retention: Some(Retention {
                     days: Some(7),

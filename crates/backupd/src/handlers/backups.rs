@@ -1,7 +1,8 @@
-//! `backups`: the archive files in `<home>/backups`, by name; with `long`, grouped by backup
-//! name, newest first, with size, compression, file count and last verification.
+//! `backups`: the archive files in `<home>/backups` (or another destination), by name; with
+//! `long`, grouped by backup name, newest first, with size, compression, file count and last
+//! verification.
 
-use super::{HandlerError, HandlerResult, blocking};
+use super::{HandlerError, HandlerResult, blocking, destination_or_default};
 use crate::destination::{self, LocalFolder};
 use crate::format::TIMESTAMP_FORMAT;
 use crate::format::naming::has_archive_extension;
@@ -12,13 +13,26 @@ use proto::response::{BackupEntry, BackupGroup, BackupList};
 use proto::size::human_size;
 use std::io;
 
-pub async fn handle(daemon: &Daemon, long: bool) -> HandlerResult<BackupList> {
-    let dir = daemon.home.backups_dir();
-    let mut entries = tokio::fs::read_dir(&dir)
-        .await
-        .map_err(|e| missing_or_io(&e))?;
+pub async fn handle(
+    daemon: &Daemon,
+    long: bool,
+    destination: Option<String>,
+) -> HandlerResult<BackupList> {
+    let named = destination.is_some();
+    let dir = destination_or_default(daemon, destination.as_deref())?
+        .dir()
+        .to_owned();
+    let unreadable = |e: io::Error| {
+        let error = missing_or_io(&e);
+        if named {
+            HandlerError::new(error.code, format!("{}: {}", error.message, dir.display()))
+        } else {
+            error
+        }
+    };
+    let mut entries = tokio::fs::read_dir(&dir).await.map_err(unreadable)?;
     let mut backups = Vec::new();
-    while let Some(entry) = entries.next_entry().await.map_err(|e| missing_or_io(&e))? {
+    while let Some(entry) = entries.next_entry().await.map_err(unreadable)? {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };

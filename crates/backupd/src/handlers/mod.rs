@@ -120,7 +120,9 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             .await
             .map(|changed| Reply::ScheduleChanged(Box::new(changed))),
         Command::Stop {} => Ok(stop::handle(daemon)),
-        Command::Backups { long } => backups::handle(daemon, long).await.map(Reply::Backups),
+        Command::Backups { long, destination } => backups::handle(daemon, long, destination)
+            .await
+            .map(Reply::Backups),
         Command::Prune(args) => prune::handle(daemon, args).await.map(Reply::Prune),
         Command::Verify(args) => verify::handle(daemon, args).await.map(Reply::Verify),
         Command::Restore(args) => restore::handle(daemon, args).await.map(Reply::Restore),

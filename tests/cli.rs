@@ -23,6 +23,26 @@ fn an_unknown_command_is_a_usage_error_and_is_logged() {
 }
 
 #[test]
+fn usage_errors_name_what_is_missing_in_the_log_and_both_timings_in_the_usage() {
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home().join("logs")).unwrap();
+    let out = t.ctl(&["create", "--name", "x", "--source", "src"]);
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr().contains("--daily HH:MM | --cron EXPR"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(
+        log_messages(&t.client_log()),
+        [
+            "Error: bad usage: the following required arguments were not provided: \
+          <--daily <HH:MM>|--cron <EXPR>>"
+        ]
+    );
+}
+
+#[test]
 fn an_unreachable_daemon_is_exit_three_and_names_the_socket() {
     let t = TestHome::new();
     let out = t.ctl(&["list"]);

@@ -63,6 +63,19 @@ fn a_corrupt_schedule_file_stops_the_start_and_is_left_untouched() {
         "the error names the file: {}",
         t.daemon_stderr()
     );
+    // Said once, with its cause once.
+    assert_eq!(
+        t.daemon_stderr().lines().count(),
+        1,
+        "{}",
+        t.daemon_stderr()
+    );
+    assert_eq!(
+        t.daemon_stderr().matches("at line 1 column").count(),
+        1,
+        "{}",
+        t.daemon_stderr()
+    );
     assert_eq!(
         std::fs::read(&file).unwrap(),
         b"{\"version\":1,\"schedules\":["
@@ -72,6 +85,7 @@ fn a_corrupt_schedule_file_stops_the_start_and_is_left_untouched() {
     let out = t.ctl(&["start"]);
     assert_eq!(out.code(), 1);
     assert!(out.stderr().contains("corrupt"), "{}", out.stderr());
+    assert_eq!(out.stderr().matches("at line 1 column").count(), 1);
 }
 
 fn shuts_down_gracefully_on(signal: &str) {

@@ -30,12 +30,14 @@ pub enum CliCommand {
     List,
     /// Delete the schedule at INDEX (as `list` shows it, from 0), or the one named NAME.
     Delete {
+        /// Position of the schedule, from 0, as `list` shows it.
         #[arg(
             value_name = "INDEX",
             required_unless_present = "name",
             conflicts_with = "name"
         )]
         index: Option<usize>,
+        /// Name of the schedule.
         #[arg(long)]
         name: Option<String>,
     },
@@ -67,21 +69,26 @@ pub enum CliCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    override_usage = "backupctl create \"PATH;HH:MM;NAME\"\n       \
+        backupctl create --name NAME --source DIR... (--daily HH:MM | --cron EXPR) [OPTIONS]",
+    group = clap::ArgGroup::new("timing").args(["daily", "cron"])
+)]
 pub struct CreateCli {
     /// The schedule manager's one-shot schedule "path;HH:MM;name".
     #[arg(value_name = "SPEC", required_unless_present = "name", conflicts_with_all = ["name", "sources", "daily", "cron"])]
     pub spec: Option<String>,
     /// Name of a recurring schedule (and of its archives).
-    #[arg(long, requires = "sources")]
+    #[arg(long, requires_all = ["sources", "timing"])]
     pub name: Option<String>,
     /// Source directories of a recurring schedule.
     #[arg(long = "source", num_args = 1.., value_name = "DIR", requires = "name")]
     pub sources: Vec<PathBuf>,
     /// Run every day at HH:MM (local time).
-    #[arg(long, value_name = "HH:MM", conflicts_with = "cron", required_unless_present_any = ["spec", "cron"])]
+    #[arg(long, value_name = "HH:MM", requires = "name")]
     pub daily: Option<String>,
     /// Run on a cron expression: 5 fields ("0 2 * * *"), or 6 with seconds first.
-    #[arg(long, value_name = "EXPR")]
+    #[arg(long, value_name = "EXPR", requires = "name")]
     pub cron: Option<String>,
     #[command(flatten)]
     pub job: JobCli,

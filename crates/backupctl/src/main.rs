@@ -33,9 +33,10 @@ fn main() -> ExitCode {
             if err.use_stderr() {
                 let home = home_from_raw_args();
                 let rendered = err.render().to_string();
-                let first = rendered.lines().next().unwrap_or_default();
-                let message = first.strip_prefix("error: ").unwrap_or(first);
-                client_log::log_error(home.as_deref(), &format!("bad usage: {message}"));
+                client_log::log_error(
+                    home.as_deref(),
+                    &format!("bad usage: {}", usage_error_text(&rendered)),
+                );
             }
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
@@ -165,6 +166,19 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
         )),
         other => Failure::Local(other.to_string()),
     }
+}
+
+/// clap's error without its usage and help lines, on one line: what is wrong, and what is
+/// missing when it lists the missing arguments on lines of their own.
+fn usage_error_text(rendered: &str) -> String {
+    rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The home for logging a usage error, which clap rejected before `--home` could be read.

@@ -115,6 +115,11 @@ impl LineQueue {
 /// The queue of the installed subscriber, for [`flushed`].
 static QUEUE: OnceLock<LineQueue> = OnceLock::new();
 
+/// Whether the log is set up: lines logged now reach the log file and stderr.
+pub fn is_active() -> bool {
+    QUEUE.get().is_some()
+}
+
 /// Resolves once every line logged before the call is in the log file. The server awaits it
 /// before each answer, so that a script reading the log after a command finds its lines.
 pub async fn flushed() {

@@ -49,12 +49,31 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Logged when logging is up; printed in any case for whoever started us.
-            tracing::error!("{err:#}");
-            eprintln!("backupd: {err:#}");
+            let message = describe(&err);
+            if backupd::log::is_active() {
+                // To the log file and, through the log's stderr copy, to whoever started us.
+                tracing::error!("{message}");
+            } else {
+                eprintln!("backupd: {message}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: most of our errors already name
+/// their cause in their own message.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if !message.contains(&cause) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 /// The daemon's life, one step per function.

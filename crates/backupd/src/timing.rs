@@ -11,6 +11,13 @@ use proto::schedule_spec::TimeOfDay;
 
 /// Parses a cron expression: 5 fields, or 6 with seconds first.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    // croner also takes a 7th (year) field; the README promises 5 or 6, and says so when wrong.
+    let fields = expression.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "expected 5 fields (minute hour day month weekday), or 6 with seconds first; found {fields}"
+        ));
+    }
     CronParser::builder()
         .seconds(Seconds::Optional)
         .build()
@@ -503,6 +510,9 @@ mod tests {
         let err = parse_cron("61 * * * *").unwrap_err();
         assert!(!err.is_empty());
         assert!(parse_cron("not cron").is_err());
-        assert!(parse_cron("* * *").is_err());
+        for wrong in ["* * *", "0 0 2 * * * 2030"] {
+            let err = parse_cron(wrong).unwrap_err();
+            assert!(err.starts_with("expected 5 fields"), "{err}");
+        }
     }
 }

@@ -80,7 +80,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &args).await;
+        let daemon = open_daemon(home, schedules, &source, &args).await;
         serve(listener, daemon, &socket_path).await
     });
     shut_down(runtime, &source, outcome)
@@ -133,7 +133,12 @@ fn load_schedules(home: &Home, source: &ListenerSource) -> anyhow::Result<Schedu
 }
 
 /// The state every request shares, after cleaning what a killed daemon left behind.
-async fn open_daemon(home: Home, schedules: ScheduleStore, args: &Args) -> Arc<Daemon> {
+async fn open_daemon(
+    home: Home,
+    schedules: ScheduleStore,
+    source: &ListenerSource,
+    args: &Args,
+) -> Arc<Daemon> {
     let max_jobs = args.max_jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,
@@ -145,7 +150,9 @@ async fn open_daemon(home: Home, schedules: ScheduleStore, args: &Args) -> Arc<D
     for dir in &destinations {
         remove_stale_partials(dir);
     }
-    Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace))
+    let mut daemon = Daemon::new(home, schedules, max_jobs, args.catch_up_grace);
+    daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
+    Arc::new(daemon)
 }
 
 /// Serves requests and runs schedules until shutdown, then gives scheduled runs

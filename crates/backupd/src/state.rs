@@ -25,6 +25,8 @@ pub struct Daemon {
     pub catch_up_grace: TimeDelta,
     /// The last verification of each archive.
     pub verify_ledger: VerifyLedger,
+    /// Whether shutdown removes the socket file (backupd bound it); `stop` tells the client.
+    pub removes_socket: bool,
     running: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -43,6 +45,7 @@ impl Daemon {
             catch_up_grace,
             verify_ledger: VerifyLedger::load(home.root().join(crate::verify_ledger::LEDGER_FILE)),
             home,
+            removes_socket: true,
             running: Arc::default(),
         }
     }

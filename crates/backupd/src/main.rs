@@ -62,6 +62,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.detach {
         rustix::process::setsid().context("can't start a new session")?;
     }
+    // First, while no other thread exists: taking the socket clears variables from the
+    // environment (see `socket::take_inherited`).
+    let inherited = socket::take_inherited()?;
     let (home, socket_path) = resolve_paths(&args)?;
     if args.detach {
         // A daemon must not keep the directory it was started from busy.
@@ -69,7 +72,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     // Held to the end of run: dropping it writes out the log lines still queued.
     let _log = set_up_home(&home, args.log_level.as_deref())?;
-    let socket::Listener { socket, source } = claim_listener(&socket_path)?;
+    let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
     let schedules = load_schedules(&home, &source)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -81,7 +84,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
         let daemon = open_daemon(home, schedules, &source, &args).await;
-        serve(listener, daemon, &socket_path).await
+        serve(listener, daemon).await
     });
     shut_down(runtime, &source, outcome)
 }
@@ -110,8 +113,24 @@ fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<backupd::
     Ok(backupd::log::init(&home.logs_dir(), log_level)?)
 }
 
-/// Binds the socket, unless a live daemon owns it.
-fn claim_listener(socket_path: &Path) -> anyhow::Result<socket::Listener> {
+/// The socket a service manager passed, else the socket bound at `socket_path` unless a live
+/// daemon owns it.
+fn claim_listener(
+    socket_path: &Path,
+    inherited: Option<socket::Listener>,
+) -> anyhow::Result<socket::Listener> {
+    if let Some(listener) = inherited {
+        let address = listener.socket.local_addr().ok();
+        let path = address.as_ref().and_then(|a| a.as_pathname());
+        tracing::debug!(
+            "listening on {} (passed by the service manager)",
+            path.map_or_else(
+                || "an unnamed socket".to_owned(),
+                |p| p.display().to_string()
+            )
+        );
+        return Ok(listener);
+    }
     let listener = socket::claim(socket_path)?;
     if let ListenerSource::Bound {
         path,
@@ -120,6 +139,7 @@ fn claim_listener(socket_path: &Path) -> anyhow::Result<socket::Listener> {
     {
         tracing::info!("Removed stale socket {}", path.display());
     }
+    tracing::debug!("listening on {}", socket_path.display());
     Ok(listener)
 }
 
@@ -157,14 +177,9 @@ async fn open_daemon(
 
 /// Serves requests and runs schedules until shutdown, then gives scheduled runs
 /// [`JOBS_GRACE`] to clean up.
-async fn serve(
-    listener: tokio::net::UnixListener,
-    daemon: Arc<Daemon>,
-    socket_path: &Path,
-) -> anyhow::Result<()> {
+async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyhow::Result<()> {
     spawn_signal_handlers(&daemon)?;
     tracing::info!("backupd started");
-    tracing::debug!("listening on {}", socket_path.display());
     let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
     backupd::server::serve(listener, Arc::clone(&daemon)).await;
     let _ = scheduler.await;

@@ -172,15 +172,30 @@ async fn open_daemon(
     }
     let mut daemon = Daemon::new(home, schedules, max_jobs, args.catch_up_grace);
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
+    daemon.notify = backupd::notify::Notifier::from_env();
     Arc::new(daemon)
 }
 
 /// Serves requests and runs schedules until shutdown, then gives scheduled runs
-/// [`JOBS_GRACE`] to clean up.
+/// [`JOBS_GRACE`] to clean up. A service manager hears of each step.
 async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyhow::Result<()> {
     spawn_signal_handlers(&daemon)?;
     tracing::info!("backupd started");
     let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
+    // Ends with the runtime: pings go on while shutdown drains, which may take a while.
+    tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move { daemon.notify.watchdog().await }
+    });
+    tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move {
+            daemon.shutdown.cancelled().await;
+            daemon.notify.stopping();
+        }
+    });
+    // The listener is registered and the accept loop starts next: requests are served.
+    daemon.notify.ready();
     backupd::server::serve(listener, Arc::clone(&daemon)).await;
     let _ = scheduler.await;
     // Scheduled runs were told to stop with the shutdown signal; let them clean up.

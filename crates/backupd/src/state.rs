@@ -1,7 +1,9 @@
 //! What every request handler and the scheduler share: the home, the schedules, the job
-//! limits, which schedules are running, and the shutdown signal.
+//! limits, which schedules are running, the shutdown signal, and what the service manager is
+//! told.
 
 use crate::home::Home;
+use crate::notify::Notifier;
 use crate::schedules::ScheduleStore;
 use crate::verify_ledger::VerifyLedger;
 use chrono::TimeDelta;
@@ -27,6 +29,8 @@ pub struct Daemon {
     pub verify_ledger: VerifyLedger,
     /// Whether shutdown removes the socket file (backupd bound it); `stop` tells the client.
     pub removes_socket: bool,
+    /// Readiness and status for a service manager; disabled unless `main` enables it.
+    pub notify: Notifier,
     running: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -46,6 +50,7 @@ impl Daemon {
             verify_ledger: VerifyLedger::load(home.root().join(crate::verify_ledger::LEDGER_FILE)),
             home,
             removes_socket: true,
+            notify: Notifier::disabled(),
             running: Arc::default(),
         }
     }

@@ -123,8 +123,14 @@ fn stop_answers_then_exits() {
     let answer = client.request(r#"{"id":"bye","cmd":"stop"}"#);
     assert_eq!(answer["ok"], true);
     assert_eq!(answer["id"], "bye");
+    // What a client waits for: this process to end, and the socket file it bound to go.
+    assert_eq!(answer["data"]["pid"], daemon.pid());
+    assert_eq!(answer["data"]["removes_socket"], true);
     assert!(daemon.wait().success());
-    assert!(!t.socket().exists());
+    assert!(
+        !t.socket().exists(),
+        "a daemon started by hand removes its socket"
+    );
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn the_schedule_manager_scenario_works_end_to_end() {
     // No archive exists yet: schedules fire in a later step.
     assert_eq!(t.ctl(&["backups"]).ok(), "");
 
-    assert_eq!(t.ctl(&["stop"]).ok(), "");
+    assert_eq!(t.ctl(&["stop"]).ok(), "backupd stopped\n");
     assert!(!t.socket().exists(), "stop removes the socket");
     let stopped = t.ctl(&["stop"]);
     assert_ne!(stopped.code(), 0);

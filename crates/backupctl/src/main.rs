@@ -17,6 +17,7 @@ use crate::client::{Answer, ClientError};
 use crate::failure::Failure;
 use crate::requests::Context;
 use clap::Parser;
+use proto::response::StopInfo;
 use proto::{Command, Reply, Request};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,8 +131,9 @@ fn write_stdout(lines: impl IntoIterator<Item = impl AsRef<str>>) -> Result<(), 
     }
 }
 
-/// Sends `stop`, then waits until the daemon has closed and removed its socket, so that a
-/// `start` right after it works.
+/// Sends `stop`, then waits until the daemon is gone: its process has ended and, if it
+/// removes its socket file, the file is gone too, so that a `start` right after it works. A
+/// socket passed by a service manager stays, so only the process is waited for then.
 fn stop(cli: &Cli, socket: &Path) -> Result<(), Failure> {
     let not_running = |e: &ClientError| match e {
         ClientError::Unreachable { socket, .. } => Failure::Unreachable(format!(
@@ -144,19 +146,77 @@ fn stop(cli: &Cli, socket: &Path) -> Result<(), Failure> {
     let answer = connection
         .request(&Request::new(Command::Stop {}))
         .map_err(|e| not_running(&e))?;
-    print(cli, &answer, |_| Ok(Vec::new()))?;
-    let _ = connection.wait_closed();
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while socket.exists() {
+    let unexpected = |e: serde_json::Error| format!("unexpected answer from backupd: {e}");
+    if let Some(data) = answer.response.data.clone().filter(|_| answer.response.ok) {
+        let info: StopInfo =
+            serde_json::from_value(data).map_err(|e| Failure::Local(unexpected(e)))?;
+        let _ = connection.wait_closed();
+        wait_until_gone(&info, socket, Instant::now() + STOP_TIMEOUT)?;
+    }
+    print(cli, &answer, |data| {
+        let reply = Reply::decode(&Command::Stop {}, data).map_err(unexpected)?;
+        Ok(render::reply(reply, socket))
+    })
+}
+
+/// Waits, until `deadline`, for the daemon's process to end and, if it said so, for its socket
+/// file to go.
+fn wait_until_gone(info: &StopInfo, socket: &Path, deadline: Instant) -> Result<(), Failure> {
+    let too_slow = || {
+        Failure::Local(format!(
+            "backupd did not finish stopping within {}s",
+            STOP_TIMEOUT.as_secs()
+        ))
+    };
+    let pid = i32::try_from(info.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| Failure::Local(format!("backupd answered stop with pid {}", info.pid)))?;
+    if !wait_for_exit(pid, deadline)
+        .map_err(|e| Failure::Local(format!("can't wait for backupd to end: {e}")))?
+    {
+        return Err(too_slow());
+    }
+    // The daemon removes its file before it exits; this only guards against a daemon that
+    // ended without doing so.
+    while info.removes_socket && socket.exists() {
         if Instant::now() >= deadline {
-            return Err(Failure::Local(format!(
-                "backupd did not finish stopping within {}s",
-                STOP_TIMEOUT.as_secs()
-            )));
+            return Err(too_slow());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     Ok(())
+}
+
+/// Waits until process `pid` has ended, or `deadline`; `false` if it is still there. A pidfd
+/// reports the end even while the process is a zombie its parent has not reaped yet (a daemon
+/// started by a shell or a test), which `kill(pid, 0)` still finds; without pidfds (an old
+/// kernel, a sandbox) that check is the fallback.
+fn wait_for_exit(pid: rustix::process::Pid, deadline: Instant) -> std::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::io::Errno;
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => pidfd,
+        Err(Errno::SRCH) => return Ok(true),
+        Err(_) => {
+            while rustix::process::test_kill_process(pid) != Err(Errno::SRCH) {
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            return Ok(true);
+        }
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).map_err(std::io::Error::other)?;
+        match poll(&mut [PollFd::new(&pidfd, PollFlags::IN)], Some(&timeout)) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(crate) fn reach_failure(err: &ClientError) -> Failure {

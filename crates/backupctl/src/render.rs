@@ -17,7 +17,9 @@ pub fn reply(reply: Reply, socket: &Path) -> Vec<String> {
     match reply {
         Reply::Hello(hello) => status(&hello, socket),
         Reply::Schedules(list) => schedules(&list),
-        Reply::ScheduleChanged(_) | Reply::Stopping => Vec::new(),
+        Reply::ScheduleChanged(_) => Vec::new(),
+        // Printed once the daemon is gone (see `stop` in main.rs).
+        Reply::Stopping(_) => vec!["backupd stopped".to_owned()],
         Reply::Backups(list) => backups(list),
         Reply::Prune(report) => prune(&report),
         Reply::Verify(list) => verify(&list),

@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod handlers;
 pub mod home;
 pub mod log;
+pub mod notify;
 pub mod plan;
 pub mod retention;
 pub mod runner;

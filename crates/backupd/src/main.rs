@@ -81,6 +81,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.detach {
         rustix::process::setsid().context("can't start a new session")?;
     }
+    // First, while no other thread exists: taking the socket clears variables from the
+    // environment (see `socket::take_inherited`).
+    let inherited = socket::take_inherited()?;
     let (home, socket_path) = resolve_paths(&args)?;
     if args.detach {
         // A daemon must not keep the directory it was started from busy.
@@ -88,7 +91,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     // Held to the end of run: dropping it writes out the log lines still queued.
     let _log = set_up_home(&home, args.log_level.as_deref())?;
-    let socket::Listener { socket, source } = claim_listener(&socket_path)?;
+    let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
     let schedules = load_schedules(&home, &source)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,8 +102,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &args).await;
-        serve(listener, daemon, &socket_path).await
+        let daemon = open_daemon(home, schedules, &source, &args).await;
+        serve(listener, daemon).await
     });
     shut_down(runtime, &source, outcome)
 }
@@ -129,8 +132,24 @@ fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<backupd::
     Ok(backupd::log::init(&home.logs_dir(), log_level)?)
 }
 
-/// Binds the socket, unless a live daemon owns it.
-fn claim_listener(socket_path: &Path) -> anyhow::Result<socket::Listener> {
+/// The socket a service manager passed, else the socket bound at `socket_path` unless a live
+/// daemon owns it.
+fn claim_listener(
+    socket_path: &Path,
+    inherited: Option<socket::Listener>,
+) -> anyhow::Result<socket::Listener> {
+    if let Some(listener) = inherited {
+        let address = listener.socket.local_addr().ok();
+        let path = address.as_ref().and_then(|a| a.as_pathname());
+        tracing::debug!(
+            "listening on {} (passed by the service manager)",
+            path.map_or_else(
+                || "an unnamed socket".to_owned(),
+                |p| p.display().to_string()
+            )
+        );
+        return Ok(listener);
+    }
     let listener = socket::claim(socket_path)?;
     if let ListenerSource::Bound {
         path,
@@ -139,6 +158,7 @@ fn claim_listener(socket_path: &Path) -> anyhow::Result<socket::Listener> {
     {
         tracing::info!("Removed stale socket {}", path.display());
     }
+    tracing::debug!("listening on {}", socket_path.display());
     Ok(listener)
 }
 
@@ -152,7 +172,12 @@ fn load_schedules(home: &Home, source: &ListenerSource) -> anyhow::Result<Schedu
 }
 
 /// The state every request shares, after cleaning what a killed daemon left behind.
-async fn open_daemon(home: Home, schedules: ScheduleStore, args: &Args) -> Arc<Daemon> {
+async fn open_daemon(
+    home: Home,
+    schedules: ScheduleStore,
+    source: &ListenerSource,
+    args: &Args,
+) -> Arc<Daemon> {
     let max_jobs = args.max_jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,
@@ -164,20 +189,32 @@ async fn open_daemon(home: Home, schedules: ScheduleStore, args: &Args) -> Arc<D
     for dir in &destinations {
         remove_stale_partials(dir);
     }
-    Arc::new(Daemon::new(home, schedules, max_jobs, args.catch_up_grace))
+    let mut daemon = Daemon::new(home, schedules, max_jobs, args.catch_up_grace);
+    daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
+    daemon.notify = backupd::notify::Notifier::from_env();
+    Arc::new(daemon)
 }
 
 /// Serves requests and runs schedules until shutdown, then gives scheduled runs
-/// [`JOBS_GRACE`] to clean up.
-async fn serve(
-    listener: tokio::net::UnixListener,
-    daemon: Arc<Daemon>,
-    socket_path: &Path,
-) -> anyhow::Result<()> {
+/// [`JOBS_GRACE`] to clean up. A service manager hears of each step.
+async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyhow::Result<()> {
     spawn_signal_handlers(&daemon)?;
     tracing::info!("backupd started");
-    tracing::debug!("listening on {}", socket_path.display());
     let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
+    // Ends with the runtime: pings go on while shutdown drains, which may take a while.
+    tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move { daemon.notify.watchdog().await }
+    });
+    tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move {
+            daemon.shutdown.cancelled().await;
+            daemon.notify.stopping();
+        }
+    });
+    // The listener is registered and the accept loop starts next: requests are served.
+    daemon.notify.ready();
     backupd::server::serve(listener, Arc::clone(&daemon)).await;
     let _ = scheduler.await;
     // Scheduled runs were told to stop with the shutdown signal; let them clean up.

@@ -233,6 +233,7 @@ async fn back_up_one(
         .acquire()
         .await
         .expect("job slots are never closed");
+    let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
     let mut report = empty_report(&job, &names);
     let source = job.source.display().to_string();

@@ -4,6 +4,7 @@
 //! the wall clock is read again at least that often. A change to the schedules wakes it.
 
 use crate::events::EventSink;
+use crate::notify::NextRun;
 use crate::plan;
 use crate::runner;
 use crate::schedules::run_record;
@@ -21,10 +22,12 @@ const MAX_NAP: Duration = Duration::from_secs(60);
 pub async fn run(daemon: Arc<Daemon>) {
     loop {
         let now = Local::now();
-        let next_due = tick(&daemon, &now).await;
-        let nap = next_due
-            .and_then(|due| (due - now).to_std().ok())
+        let next = tick(&daemon, &now).await;
+        let nap = next
+            .as_ref()
+            .and_then(|next| (next.at - now).to_std().ok())
             .map_or(MAX_NAP, |until| until.min(MAX_NAP));
+        daemon.notify.next_run(next);
         tokio::select! {
             () = tokio::time::sleep(nap) => {}
             () = daemon.schedules.changed() => {}
@@ -33,15 +36,20 @@ pub async fn run(daemon: Arc<Daemon>) {
     }
 }
 
-/// Deals with every schedule at `now`; returns the earliest instant something is due.
-async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<DateTime<Local>> {
-    let mut next_due: Option<DateTime<Local>> = None;
+/// Deals with every schedule at `now`; returns the schedule due first after it, and when.
+async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<NextRun> {
+    let mut next_due: Option<NextRun> = None;
     for schedule in daemon.schedules.snapshot().await.schedules {
         let running = daemon.is_running(schedule.id);
         match timing::decide(&schedule, now, daemon.catch_up_grace, running) {
             Decision::Idle => {}
             Decision::Wait { until } => {
-                next_due = Some(next_due.map_or(until, |n| n.min(until)));
+                if next_due.as_ref().is_none_or(|next| until < next.at) {
+                    next_due = Some(NextRun {
+                        name: schedule.name.clone(),
+                        at: until,
+                    });
+                }
             }
             Decision::Run { latest, catch_up } => {
                 if catch_up {

@@ -1,8 +1,10 @@
 //! Claims the daemon's Unix socket: refuses if a live daemon answers there, removes the file of
-//! a dead one, and binds a new socket that only its owner may use (mode 0600). A [`Listener`]
+//! a dead one, and binds a new socket that only its owner may use (mode 0600). Or takes the
+//! listening socket a service manager passed (socket activation, `LISTEN_FDS`). A [`Listener`]
 //! remembers whether backupd made the socket file, since only then is it backupd's to remove.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -64,14 +66,116 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Wraps a listening socket that backupd did not create.
-    pub fn inherited(socket: UnixListener) -> io::Result<Self> {
-        socket.set_nonblocking(true)?;
+    /// Wraps a listening socket that backupd did not create, once it is known to be a Unix
+    /// stream socket that listens.
+    pub fn inherited(socket: UnixListener) -> Result<Self, InheritError> {
+        check_listening_unix_stream(&socket)?;
+        socket.set_nonblocking(true).map_err(InheritError::Io)?;
         Ok(Self {
             socket,
             source: ListenerSource::Inherited,
         })
     }
+}
+
+/// A socket-activation environment backupd cannot serve from.
+#[derive(Debug, thiserror::Error)]
+pub enum InheritError {
+    #[error("invalid {name}={value:?} from the service manager")]
+    BadVariable { name: &'static str, value: String },
+    #[error("the service manager passed {0} sockets; backupd listens on exactly one")]
+    TooMany(u32),
+    #[error("the socket passed by the service manager is not a Unix stream socket: {0}")]
+    NotUnixStream(String),
+    #[error(
+        "the socket passed by the service manager does not listen (a connection, as with \
+         Accept=yes?); backupd needs a listening socket (Accept=no)"
+    )]
+    NotListening,
+    #[error("can't use the socket passed by the service manager: {0}")]
+    Io(io::Error),
+}
+
+/// What the socket-activation variables (sd_listen_fds(3)) ask of the process `own_pid`.
+#[derive(Debug, PartialEq, Eq)]
+enum Activation {
+    /// Not started by a socket unit (or the sockets were meant for another process, which is
+    /// how systemd's own `sd_listen_fds` reads a `LISTEN_PID` that is not ours): bind.
+    None,
+    /// One listening socket at fd 3 (`SD_LISTEN_FDS_START`) is ours.
+    One,
+}
+
+fn activation(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    own_pid: u32,
+) -> Result<Activation, InheritError> {
+    let (Some(pid), Some(fds)) = (listen_pid, listen_fds) else {
+        return Ok(Activation::None);
+    };
+    let parse = |name, value: &str| {
+        value.parse::<u32>().map_err(|_| InheritError::BadVariable {
+            name,
+            value: value.to_owned(),
+        })
+    };
+    if parse("LISTEN_PID", pid)? != own_pid {
+        return Ok(Activation::None);
+    }
+    match parse("LISTEN_FDS", fds)? {
+        0 => Ok(Activation::None),
+        1 => Ok(Activation::One),
+        n => Err(InheritError::TooMany(n)),
+    }
+}
+
+/// The listening socket passed by a service manager, if this process was socket-activated.
+///
+/// Call it before any other thread starts: `listenfd` clears `LISTEN_PID` and `LISTEN_FDS`
+/// from the environment (so that no child of ours reads them), which is only sound while the
+/// process is single-threaded. `LISTEN_FDNAMES` stays, since removing it ourselves would need
+/// `unsafe`; without the other two it names nothing, and backupd starts no child processes.
+pub fn take_inherited() -> Result<Option<Listener>, InheritError> {
+    let var = |name| std::env::var(name).ok();
+    let wanted = activation(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        std::process::id(),
+    )?;
+    if wanted == Activation::None {
+        return Ok(None);
+    }
+    // listenfd checks that fd 3 is a Unix stream socket and makes it close-on-exec.
+    let socket = listenfd::ListenFd::from_env()
+        .take_unix_listener(0)
+        .map_err(|e| InheritError::NotUnixStream(e.to_string()))?
+        .ok_or_else(|| InheritError::NotUnixStream("no socket at fd 3".to_owned()))?;
+    Listener::inherited(socket).map(Some)
+}
+
+/// A socket backupd can serve from: a Unix stream socket in the listening state.
+fn check_listening_unix_stream(socket: &impl AsFd) -> Result<(), InheritError> {
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    let not_stream = |what: &str| InheritError::NotUnixStream(what.to_owned());
+    let domain = sockopt::socket_domain(socket).map_err(|e| {
+        if e == rustix::io::Errno::NOTSOCK {
+            not_stream("not a socket")
+        } else {
+            InheritError::Io(e.into())
+        }
+    })?;
+    if domain != AddressFamily::UNIX {
+        return Err(not_stream("not a Unix socket"));
+    }
+    let kind = sockopt::socket_type(socket).map_err(|e| InheritError::Io(e.into()))?;
+    if kind != SocketType::STREAM {
+        return Err(not_stream("not a stream socket"));
+    }
+    if !sockopt::socket_acceptconn(socket).map_err(|e| InheritError::Io(e.into()))? {
+        return Err(InheritError::NotListening);
+    }
+    Ok(())
 }
 
 /// Binds the socket at `path` after making sure no other daemon owns it.
@@ -157,6 +261,85 @@ mod tests {
         let inherited = Listener::inherited(UnixListener::bind(&theirs).unwrap()).unwrap();
         inherited.source.remove_own_file().unwrap();
         assert!(theirs.exists(), "the service manager's socket file stays");
+    }
+
+    #[test]
+    fn an_inherited_socket_must_be_a_listening_unix_stream_socket() {
+        use std::os::fd::OwnedFd;
+        let dir = tempfile::tempdir().unwrap();
+        // std turns any owned fd into a UnixListener; only the check stands between a wrong
+        // socket from the service manager and an accept loop that fails forever.
+        let as_listener = |fd: OwnedFd| UnixListener::from(fd);
+
+        let (connected, _peer) = UnixStream::pair().unwrap();
+        let err = Listener::inherited(as_listener(connected.into())).unwrap_err();
+        assert!(matches!(err, InheritError::NotListening), "{err}");
+        assert!(err.to_string().contains("Accept=no"), "{err}");
+
+        let bound = rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .unwrap();
+        let address = rustix::net::SocketAddrUnix::new(dir.path().join("bound.sock")).unwrap();
+        rustix::net::bind(&bound, &address).unwrap();
+        let err = Listener::inherited(as_listener(bound)).unwrap_err();
+        assert!(matches!(err, InheritError::NotListening), "{err}");
+
+        let datagram = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let err = Listener::inherited(as_listener(datagram.into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the socket passed by the service manager is not a Unix stream socket: not a \
+             stream socket"
+        );
+
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = Listener::inherited(as_listener(tcp.into())).unwrap_err();
+        assert!(err.to_string().ends_with("not a Unix socket"), "{err}");
+
+        let file = std::fs::File::create(dir.path().join("plain")).unwrap();
+        let err = Listener::inherited(as_listener(file.into())).unwrap_err();
+        assert!(err.to_string().ends_with("not a socket"), "{err}");
+
+        let listening = UnixListener::bind(dir.path().join("listening.sock")).unwrap();
+        assert!(Listener::inherited(listening).is_ok());
+    }
+
+    #[test]
+    fn the_activation_variables_are_read_as_sd_listen_fds_does() {
+        assert_eq!(activation(None, None, 7).unwrap(), Activation::None);
+        assert_eq!(activation(None, Some("1"), 7).unwrap(), Activation::None);
+        assert_eq!(
+            activation(Some("7"), Some("1"), 7).unwrap(),
+            Activation::One
+        );
+        // Meant for another process (we inherited them from a parent that was activated).
+        assert_eq!(
+            activation(Some("8"), Some("1"), 7).unwrap(),
+            Activation::None
+        );
+        assert_eq!(
+            activation(Some("7"), Some("0"), 7).unwrap(),
+            Activation::None
+        );
+        assert!(matches!(
+            activation(Some("7"), Some("2"), 7),
+            Err(InheritError::TooMany(2))
+        ));
+        let err = activation(Some("seven"), Some("1"), 7).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid LISTEN_PID=\"seven\" from the service manager"
+        );
+        assert!(matches!(
+            activation(Some("7"), Some("x"), 7),
+            Err(InheritError::BadVariable {
+                name: "LISTEN_FDS",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What every request handler and the scheduler share: the home, the schedules, the job
-//! limits, which schedules are running, and the shutdown signal.
+//! limits, which schedules are running, the shutdown signal, and what the service manager is
+//! told.
 
 use crate::home::Home;
+use crate::notify::Notifier;
 use crate::schedules::ScheduleStore;
 use crate::verify_ledger::VerifyLedger;
 use chrono::TimeDelta;
@@ -25,6 +27,10 @@ pub struct Daemon {
     pub catch_up_grace: TimeDelta,
     /// The last verification of each archive.
     pub verify_ledger: VerifyLedger,
+    /// Whether shutdown removes the socket file (backupd bound it); `stop` tells the client.
+    pub removes_socket: bool,
+    /// Readiness and status for a service manager; disabled unless `main` enables it.
+    pub notify: Notifier,
     running: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -43,6 +49,8 @@ impl Daemon {
             catch_up_grace,
             verify_ledger: VerifyLedger::load(home.root().join(crate::verify_ledger::LEDGER_FILE)),
             home,
+            removes_socket: true,
+            notify: Notifier::disabled(),
             running: Arc::default(),
         }
     }

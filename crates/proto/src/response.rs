@@ -97,8 +97,8 @@ pub enum Reply {
     Schedules(ScheduleList),
     /// `create` and `delete`; boxed, a schedule being much larger than the other replies.
     ScheduleChanged(Box<ScheduleChanged>),
-    /// `stop`: `null`.
-    Stopping,
+    /// `stop`: what to wait for until the daemon is gone.
+    Stopping(StopInfo),
     Backups(BackupList),
     Prune(PruneReport),
     Verify(VerifyList),
@@ -116,7 +116,7 @@ impl Reply {
                 Reply::ScheduleChanged(from_value(data)?)
             }
             Command::List {} => Reply::Schedules(from_value(data)?),
-            Command::Stop {} => Reply::Stopping,
+            Command::Stop {} => Reply::Stopping(from_value(data)?),
             Command::Backups { .. } => Reply::Backups(from_value(data)?),
             Command::Prune(_) => Reply::Prune(from_value(data)?),
             Command::Verify(_) => Reply::Verify(from_value(data)?),
@@ -131,6 +131,17 @@ impl Reply {
 pub struct Hello {
     pub daemon_version: String,
     pub protocol_version: u32,
+}
+
+/// `data` of `stop`: the daemon answers, then shuts down; a client that wants to know when it
+/// is gone waits for the process to end and, if the daemon removes it, for the socket file to
+/// go. A socket passed by a service manager stays: its file never disappears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopInfo {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Whether the daemon removes its socket file on the way out.
+    pub removes_socket: bool,
 }
 
 /// One stored schedule, as `list` shows it.
@@ -354,11 +365,15 @@ mod tests {
         );
         // The same data as the answer to another command is an error, not a guess.
         assert!(Reply::decode(&Command::List {}, data).is_err());
-        assert_eq!(serde_json::to_value(Reply::Stopping).unwrap(), Value::Null);
-        assert_eq!(
-            Reply::decode(&Command::Stop {}, Value::Null).unwrap(),
-            Reply::Stopping
-        );
+        let stopping = Reply::Stopping(StopInfo {
+            pid: 42,
+            removes_socket: false,
+        });
+        let data = serde_json::to_value(&stopping).unwrap();
+        assert_eq!(data, json!({"pid": 42, "removes_socket": false}));
+        assert_eq!(Reply::decode(&Command::Stop {}, data).unwrap(), stopping);
+        // The `null` of daemons before socket activation says too little to wait on.
+        assert!(Reply::decode(&Command::Stop {}, Value::Null).is_err());
         let mark = json!({"status": "checksum_mismatch", "checked": "2026-11-24T16:00:00+01:00"});
         let mark: VerifyMark = serde_json::from_value(mark).unwrap();
         assert_eq!(mark.status, VerifyStatus::ChecksumMismatch);

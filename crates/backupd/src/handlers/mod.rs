@@ -244,9 +244,14 @@ mod tests {
 
     #[test]
     fn partial_failures_carry_their_report_and_are_not_logged_twice() {
-        let partial = HandlerError::partial(ErrorCode::VerifyFailed, "1 of 2", Reply::Stopping);
+        let report = Reply::Verify(proto::response::VerifyList {
+            archives: Vec::new(),
+            ok: 1,
+            failed: 1,
+        });
+        let partial = HandlerError::partial(ErrorCode::VerifyFailed, "1 of 2", report.clone());
         assert!(partial.logged);
-        assert_eq!(partial.data.as_deref(), Some(&Reply::Stopping));
+        assert_eq!(partial.data.as_deref(), Some(&report));
         assert!(!HandlerError::new(ErrorCode::Io, "x").logged);
     }
 }

@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -82,6 +83,8 @@ fn copy_units(set: &str, dir: &Path, edit: impl Fn(&str, String) -> String) -> V
             }
             let copy = dir.join(name);
             std::fs::write(&copy, edit(name, rewritten)).unwrap();
+            // Whatever the umask: systemd warns about a world-writable or executable unit.
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
             copy
         })
         .collect()
@@ -261,11 +264,10 @@ fn install_sh_puts_binaries_and_units_where_it_says() {
             installed == std::fs::read(bin_dir.join(bin)).unwrap(),
             "{bin}"
         );
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(root.join("bin").join(bin))
-                .unwrap()
-                .permissions(),
-        );
+        let mode = std::fs::metadata(root.join("bin").join(bin))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755, "{bin}");
     }
     for (set, folder) in [("", "system"), ("user", "user")] {

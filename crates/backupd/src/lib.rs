@@ -1,6 +1,7 @@
 //! The backupd daemon as a library: the binary in `main.rs` only parses arguments, sets up the
 //! runtime and signals, and calls into these modules.
 
+pub mod config;
 pub mod destination;
 pub mod engine;
 pub mod events;

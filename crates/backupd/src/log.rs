@@ -230,6 +230,11 @@ fn parse_filter(directive: &str) -> Result<Targets, LogInitError> {
     directive.parse().map_err(|_| invalid())
 }
 
+/// Checks a `--log-level` directive without installing anything.
+pub fn check_level(directive: &str) -> Result<(), LogInitError> {
+    parse_filter(directive).map(drop)
+}
+
 /// Installs the global subscriber. `level` is `--log-level`, else `RUST_LOG`, else `info`.
 /// The returned guard flushes the log file when dropped.
 pub fn init(logs_dir: &Path, level: Option<&str>) -> Result<LogGuard, LogInitError> {

@@ -1,6 +1,7 @@
 //! `backupd`: runs in the foreground until `backupctl stop`, SIGTERM or SIGINT.
 
 use anyhow::Context;
+use backupd::config::Config;
 use backupd::home::Home;
 use backupd::schedules::ScheduleStore;
 use backupd::socket::{self, ListenerSource, Previous};
@@ -23,19 +24,30 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Log verbosity: error, warn, info, debug, trace, or target=level,… (default: $RUST_LOG,
-    /// else info).
+    /// else the config file's log_level, else info).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
-    /// Backups written at once, across requests and schedules (default: number of cores).
+    /// Backups written at once, across requests and schedules (default: the config file's
+    /// max_jobs, else the number of cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     max_jobs: Option<u16>,
-    /// How old a missed run may be and still be caught up at start: 90s, 30m, 24h, 2d.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_grace)]
-    catch_up_grace: chrono::TimeDelta,
+    /// How old a missed run may be and still be caught up at start: 90s, 30m, 24h, 2d
+    /// (default: the config file's catch_up_grace, else 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+    catch_up_grace: Option<chrono::TimeDelta>,
+    /// Configuration file (default: <home>/backupd.toml, if it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Check the configuration file, say what it sets, and exit.
+    #[arg(long)]
+    check_config: bool,
     /// Start a new session, detached from the terminal (used by `backupctl start`).
     #[arg(long, hide = true)]
     detach: bool,
 }
+
+/// How far back a missed run is still caught up at start, unless configured.
+const DEFAULT_CATCH_UP_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// How long shutdown waits for cancelled scheduled runs to remove their partial files.
 const JOBS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -85,12 +97,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     // environment (see `socket::take_inherited`).
     let inherited = socket::take_inherited()?;
     let (home, socket_path) = resolve_paths(&args)?;
+    let config = Config::load(args.config.as_deref(), home.root())?;
+    if args.check_config {
+        return check_config(&config);
+    }
     if args.detach {
         // A daemon must not keep the directory it was started from busy.
         std::env::set_current_dir("/").context("can't change to /")?;
     }
     // Held to the end of run: dropping it writes out the log lines still queued.
-    let _log = set_up_home(&home, args.log_level.as_deref())?;
+    let _log = set_up_home(&home, log_level(&args, &config).as_deref())?;
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
     let schedules = load_schedules(&home, &source)?;
 
@@ -102,10 +118,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &source, &args).await;
+        let daemon = open_daemon(home, schedules, &source, &args, config).await;
         serve(listener, daemon).await
     });
     shut_down(runtime, &source, outcome)
+}
+
+/// `--check-config`: a valid file says so (and what it sets); an invalid one failed to load.
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    match &config.path {
+        Some(path) => println!("config file {} is valid", path.display()),
+        None => println!("no config file: built-in defaults"),
+    }
+    Ok(())
+}
+
+/// `--log-level`, else `RUST_LOG`, else the config file's; `None` leaves the built-in `info`.
+fn log_level(args: &Args, config: &Config) -> Option<String> {
+    args.log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
+        .or_else(|| config.log_level.clone())
 }
 
 /// The home and the socket, absolute: a detached daemon leaves the working directory.
@@ -177,19 +210,29 @@ async fn open_daemon(
     schedules: ScheduleStore,
     source: &ListenerSource,
     args: &Args,
+    config: Config,
 ) -> Arc<Daemon> {
-    let max_jobs = args.max_jobs.map_or_else(
+    let max_jobs = args.max_jobs.or(config.max_jobs).map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,
     );
+    let catch_up_grace = args
+        .catch_up_grace
+        .or(config.catch_up_grace)
+        .unwrap_or(DEFAULT_CATCH_UP_GRACE);
     let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
+    destinations.extend(config.defaults.destination.iter().map(PathBuf::from));
     for schedule in schedules.snapshot().await.schedules {
         destinations.extend(schedule.options.destination.map(PathBuf::from));
     }
     for dir in &destinations {
         remove_stale_partials(dir);
     }
-    let mut daemon = Daemon::new(home, schedules, max_jobs, args.catch_up_grace);
+    if let Some(path) = &config.path {
+        tracing::debug!("configuration from {}", path.display());
+    }
+    let mut daemon = Daemon::new(home, schedules, max_jobs, catch_up_grace);
+    daemon.job_defaults = config.defaults;
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
     daemon.notify = backupd::notify::Notifier::from_env();
     Arc::new(daemon)

@@ -33,15 +33,25 @@ pub enum Naming {
     Prefixed(String),
 }
 
+/// What a job falls back on where its options set nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// Where archives go when neither the job nor `job` names a destination.
+    pub destination: PathBuf,
+    /// The daemon's configured defaults.
+    pub job: JobOptions,
+}
+
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
 /// real run, created) on a blocking thread.
 pub async fn plan(
-    default_destination: &Path,
+    defaults: &Defaults,
     sources: &[String],
     naming: &Naming,
     options: &JobOptions,
     dry_run: bool,
 ) -> Result<RunPlan, PlanError> {
+    let options = &options.clone().or(&defaults.job);
     if sources.is_empty() {
         return Err(PlanError::Invalid("run needs at least one source".into()));
     }
@@ -51,7 +61,7 @@ pub async fn plan(
         ));
     }
     let (excludes, destination) = check_options(options)?;
-    let destination = destination.unwrap_or_else(|| default_destination.to_path_buf());
+    let destination = destination.unwrap_or_else(|| defaults.destination.clone());
     let folder = destination.clone();
     tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
         .await
@@ -108,7 +118,7 @@ pub async fn plan(
 /// The run of a stored schedule: its single source under the schedule's name, or each of its
 /// sources as `<name>-<folder>`.
 pub async fn for_schedule(
-    default_destination: &Path,
+    defaults: &Defaults,
     schedule: &Schedule,
     dry_run: bool,
 ) -> Result<RunPlan, PlanError> {
@@ -118,7 +128,7 @@ pub async fn for_schedule(
         Naming::Prefixed(schedule.name.clone())
     };
     plan(
-        default_destination,
+        defaults,
         &schedule.sources,
         &naming,
         &schedule.options,
@@ -244,12 +254,55 @@ mod tests {
         assert!(ensure_writable(&under_file, true).is_err());
     }
 
+    fn defaults_in(dir: &Path) -> Defaults {
+        Defaults {
+            destination: dir.to_owned(),
+            job: JobOptions::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn configured_defaults_apply_where_a_job_sets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = dir.path().join("configured");
+        let defaults = Defaults {
+            destination: dir.path().join("home-backups"),
+            job: JobOptions {
+                destination: Some(configured.display().to_string()),
+                compression: Some(proto::Compression::of(proto::Codec::Zstd)),
+                verify_after: true,
+                ..JobOptions::default()
+            },
+        };
+        let sources = ["/srv/a".to_owned()];
+        let planned = plan(
+            &defaults,
+            &sources,
+            &Naming::ByFolder,
+            &JobOptions::default(),
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(planned.destination.location(), configured);
+        assert_eq!(planned.jobs[0].compression.codec(), proto::Codec::Zstd);
+        assert_eq!(planned.after[0], AfterWrite::Verify);
+        let own = JobOptions {
+            compression: Some(proto::Compression::of(proto::Codec::None)),
+            ..JobOptions::default()
+        };
+        let planned = plan(&defaults, &sources, &Naming::ByFolder, &own, true)
+            .await
+            .unwrap();
+        assert_eq!(planned.jobs[0].compression.codec(), proto::Codec::None);
+    }
+
     #[tokio::test]
     async fn schedules_with_several_sources_prefix_each_archive_name() {
         let dir = tempfile::tempdir().unwrap();
         let sources = vec!["/srv/a".to_owned(), "/home/b".to_owned()];
         let plan = plan(
-            dir.path(),
+            &defaults_in(dir.path()),
             &sources,
             &Naming::Prefixed("nightly".into()),
             &JobOptions::default(),
@@ -271,9 +324,9 @@ mod tests {
                 ..JobOptions::default()
             };
             let sources = sources.clone();
-            let dir = dir.path().to_owned();
+            let defaults = defaults_in(dir.path());
             async move {
-                plan(&dir, &sources, &Naming::ByFolder, &options, true)
+                plan(&defaults, &sources, &Naming::ByFolder, &options, true)
                     .await
                     .unwrap()
                     .after

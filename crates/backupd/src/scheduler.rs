@@ -104,7 +104,7 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
     daemon.jobs.spawn(async move {
         let daemon = daemon_for_job;
         let started = Local::now();
-        let record = match plan::for_schedule(&daemon.home.backups_dir(), &schedule, false).await {
+        let record = match plan::for_schedule(&daemon.plan_defaults(), &schedule, false).await {
             Ok(plan) => {
                 let report = runner::execute(&daemon, plan, &EventSink::disabled()).await;
                 run_record(started, Ok(&report))

@@ -29,12 +29,22 @@ pub struct Daemon {
     pub verify_ledger: VerifyLedger,
     /// Whether shutdown removes the socket file (backupd bound it); `stop` tells the client.
     pub removes_socket: bool,
+    /// The job options of the configuration file, under each job's own.
+    pub job_defaults: proto::JobOptions,
     /// Readiness and status for a service manager; disabled unless `main` enables it.
     pub notify: Notifier,
     running: Arc<Mutex<HashSet<u64>>>,
 }
 
 impl Daemon {
+    /// What jobs fall back on: the configured defaults, and the home's backups folder.
+    pub fn plan_defaults(&self) -> crate::plan::Defaults {
+        crate::plan::Defaults {
+            destination: self.home.backups_dir(),
+            job: self.job_defaults.clone(),
+        }
+    }
+
     pub fn new(
         home: Home,
         schedules: ScheduleStore,
@@ -50,6 +60,7 @@ impl Daemon {
             verify_ledger: VerifyLedger::load(home.root().join(crate::verify_ledger::LEDGER_FILE)),
             home,
             removes_socket: true,
+            job_defaults: proto::JobOptions::default(),
             notify: Notifier::disabled(),
             running: Arc::default(),
         }

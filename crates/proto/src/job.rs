@@ -158,6 +158,29 @@ impl JobOptions {
     pub fn compression(&self) -> Compression {
         self.compression.unwrap_or_default()
     }
+
+    /// These options, with `defaults` (the daemon's configuration) where they set nothing.
+    pub fn or(self, defaults: &JobOptions) -> JobOptions {
+        // Destructured, so that a new option must say how it takes a default.
+        let JobOptions {
+            destination,
+            compression,
+            exclude,
+            retention,
+            verify_after,
+        } = self;
+        JobOptions {
+            destination: destination.or_else(|| defaults.destination.clone()),
+            compression: compression.or(defaults.compression),
+            exclude: if exclude.is_empty() {
+                defaults.exclude.clone()
+            } else {
+                exclude
+            },
+            retention: retention.or(defaults.retention),
+            verify_after: verify_after || defaults.verify_after,
+        }
+    }
 }
 
 /// The flat form of [`JobOptions`], where codec and level are two keys. Both conversions name
@@ -300,6 +323,36 @@ mod tests {
         assert!(err(json!({"level": 10})).contains("invalid gzip level 10"));
         assert!(err(json!({"compression": "zstd", "level": 0})).contains("between 1 and 22"));
         assert!(err(json!({"retention": {"dayz": 1}})).contains("dayz"));
+    }
+
+    #[test]
+    fn defaults_fill_only_what_a_job_leaves_unset() {
+        let defaults = JobOptions {
+            destination: Some("/srv/b".into()),
+            compression: Some(Compression::of(Codec::Zstd)),
+            exclude: vec!["*.tmp".into()],
+            retention: Some(Retention {
+                days: Some(30),
+                ..Retention::default()
+            }),
+            verify_after: true,
+        };
+        assert_eq!(JobOptions::default().or(&defaults), defaults);
+        let own = JobOptions {
+            destination: Some("/mine".into()),
+            compression: Some(Compression::of(Codec::None)),
+            exclude: vec!["cache/".into()],
+            retention: Some(Retention::default()),
+            verify_after: false,
+        };
+        let merged = own.clone().or(&defaults);
+        assert_eq!(
+            merged,
+            JobOptions {
+                verify_after: true,
+                ..own
+            }
+        );
     }
 
     #[test]

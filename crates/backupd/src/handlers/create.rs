@@ -27,7 +27,7 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
     };
     // Everything a run of it would check, so that a schedule that can never run is refused
     // now rather than failing at 02:00 (a dry run: nothing is created).
-    plan::for_schedule(&daemon.home.backups_dir(), &schedule, true).await?;
+    plan::for_schedule(&daemon.plan_defaults(), &schedule, true).await?;
     for source in &schedule.sources {
         let is_dir = tokio::fs::metadata(source)
             .await

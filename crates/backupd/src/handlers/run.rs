@@ -28,7 +28,7 @@ pub async fn handle(
     }
     let naming = args.name.clone().map_or(Naming::ByFolder, Naming::Fixed);
     let plan = plan::plan(
-        &daemon.home.backups_dir(),
+        &daemon.plan_defaults(),
         &args.sources,
         &naming,
         &args.job,
@@ -70,7 +70,7 @@ async fn run_schedule(
                 format!("can't find schedule named {name}"),
             )
         })?;
-    let plan = plan::for_schedule(&daemon.home.backups_dir(), &schedule, dry_run).await?;
+    let plan = plan::for_schedule(&daemon.plan_defaults(), &schedule, dry_run).await?;
     if dry_run {
         return finish(runner::execute(daemon, plan, events).await);
     }

@@ -1,0 +1,228 @@
+//! The daemon's optional configuration file, `<home>/backupd.toml` (or `--config PATH`):
+//! daemon-wide settings and the job defaults that runs and schedules fall back on.
+//! Precedence: command-line flag > environment > this file > built-in default. Anything
+//! unknown or invalid stops the daemon at start, naming the file, the line and the reason.
+//!
+//! ```toml
+//! max_jobs = 2
+//! catch_up_grace = "12h"
+//! log_level = "info"
+//!
+//! [defaults]            # what a run or schedule uses where it sets nothing
+//! destination = "/srv/backups"
+//! compression = "zstd"
+//! level = 3
+//! exclude = ["*.tmp"]
+//! verify_after = true
+//! retention = { days = 14, min_keep = 3 }
+//! ```
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use chrono::TimeDelta;
+use proto::JobOptions;
+use proto::job::StrictFields;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::engine::ExcludeSet;
+
+/// File name of the configuration inside the home.
+pub const CONFIG_FILE: &str = "backupd.toml";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("can't read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
+    #[error("config file {path}, line {line}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// The settings a configuration file gives, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    pub max_jobs: Option<u16>,
+    pub catch_up_grace: Option<TimeDelta>,
+    pub log_level: Option<String>,
+    /// What jobs fall back on.
+    pub defaults: JobOptions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    max_jobs: Option<Spanned<u16>>,
+    catch_up_grace: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    defaults: Option<Spanned<Defaults>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Defaults {
+    #[serde(flatten)]
+    job: JobOptions,
+    #[serde(flatten)]
+    _strict: StrictFields,
+}
+
+impl Config {
+    /// Reads `explicit` (which must exist), else `<home>/backupd.toml` if there is one.
+    pub fn load(explicit: Option<&Path>, home: &Path) -> Result<Self, ConfigError> {
+        let (path, required) = match explicit {
+            Some(path) => (path.to_owned(), true),
+            None => (home.join(CONFIG_FILE), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&path, &text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(cause) => Err(ConfigError::Read { path, cause }),
+        }
+    }
+
+    /// Parses and checks a configuration's text; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: span.map_or(1, |span| line_of(text, span.start)),
+            reason,
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            // The parser's message may not name the key; the line does.
+            let at = e
+                .span()
+                .and_then(|span| text.lines().nth(line_of(text, span.start) - 1))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map_or_else(String::new, |line| format!(" (in `{line}`)"));
+            invalid(e.span(), format!("{}{at}", e.message()))
+        })?;
+        let mut config = Config {
+            path: Some(path.to_owned()),
+            ..Config::default()
+        };
+        if let Some(max_jobs) = file.max_jobs {
+            if *max_jobs.get_ref() == 0 {
+                return Err(invalid(
+                    Some(max_jobs.span()),
+                    "max_jobs must be at least 1".into(),
+                ));
+            }
+            config.max_jobs = Some(max_jobs.into_inner());
+        }
+        if let Some(grace) = file.catch_up_grace {
+            let parsed = crate::timing::parse_duration(grace.get_ref()).map_err(|reason| {
+                invalid(Some(grace.span()), format!("catch_up_grace: {reason}"))
+            })?;
+            config.catch_up_grace = Some(parsed);
+        }
+        if let Some(level) = file.log_level {
+            crate::log::check_level(level.get_ref())
+                .map_err(|e| invalid(Some(level.span()), e.to_string()))?;
+            config.log_level = Some(level.into_inner());
+        }
+        if let Some(defaults) = file.defaults {
+            let span = defaults.span();
+            let job = defaults.into_inner().job;
+            if let Some(destination) = &job.destination
+                && !destination.starts_with('/')
+            {
+                return Err(invalid(
+                    Some(span),
+                    format!("defaults.destination must be an absolute path: {destination}"),
+                ));
+            }
+            ExcludeSet::new(&job.exclude)
+                .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
+            config.defaults = job;
+        }
+        Ok(config)
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{Codec, Compression};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/backupd.toml"), text)
+    }
+
+    #[test]
+    fn a_full_file_reads() {
+        let config = parse(
+            "max_jobs = 2\ncatch_up_grace = \"12h\"\nlog_level = \"debug\"\n\n[defaults]\n\
+             destination = \"/srv/b\"\ncompression = \"zstd\"\nlevel = 5\nexclude = [\"*.tmp\"]\n\
+             verify_after = true\nretention = { days = 14 }\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_jobs, Some(2));
+        assert_eq!(config.catch_up_grace, Some(TimeDelta::hours(12)));
+        assert_eq!(config.log_level.as_deref(), Some("debug"));
+        assert_eq!(config.defaults.destination.as_deref(), Some("/srv/b"));
+        assert_eq!(
+            config.defaults.compression,
+            Some(Compression::new(Codec::Zstd, Some(5)).unwrap())
+        );
+        assert_eq!(config.defaults.retention.unwrap().days, Some(14));
+        assert!(config.defaults.verify_after);
+        assert_eq!(parse("").unwrap().defaults, JobOptions::default());
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_reason() {
+        let cases = [
+            ("max_jobs = 2\nmax_job = 3\n", 2, "max_job"),
+            ("max_jobs = 0\n", 1, "at least 1"),
+            ("\ncatch_up_grace = \"soon\"\n", 2, "catch_up_grace"),
+            ("log_level = \"loud\"\n", 1, "loud"),
+            ("[defaults]\nlevel = 99\n", 1, "level 99"),
+            ("[defaults]\ncompresion = \"zstd\"\n", 1, "compresion"),
+            ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
+            ("[defaults]\nexclude = [\"[x\"]\n", 1, "[x"),
+            ("max_jobs = \"two\"\n", 1, "max_jobs"),
+            ("not toml", 1, ""),
+        ];
+        for (text, line, needle) in cases {
+            let err = parse(text).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("config file /etc/backupd.toml, line {line}: ")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_default_file_is_no_config_but_a_named_one_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Config::load(None, dir.path()).unwrap(), Config::default());
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            Config::load(Some(&missing), dir.path()),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::write(dir.path().join(CONFIG_FILE), "max_jobs = 3\n").unwrap();
+        assert_eq!(Config::load(None, dir.path()).unwrap().max_jobs, Some(3));
+    }
+}

@@ -1,0 +1,117 @@
+//! The daemon's configuration file: checked at start, naming file, line and reason; its job
+//! defaults fill what a run leaves unset; flags win over it.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{TestHome, backupd_bin};
+use std::path::Path;
+use std::process::Command;
+
+fn write_config(t: &TestHome, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(t.home()).unwrap();
+    let path = t.home().join("backupd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check_config(home: &Path) -> std::process::Output {
+    Command::new(backupd_bin())
+        .arg("--home")
+        .arg(home)
+        .arg("--check-config")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_names_the_file_the_line_and_the_reason() {
+    let t = TestHome::new();
+    let path = write_config(&t, "max_jobs = 2\n[defaults]\nlevel = 42\n");
+    let out = check_config(&t.home());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "backupd: config file {}, line 2: ",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid gzip level 42"), "{stderr}");
+    // A daemon does not start on it either, and leaves no socket behind.
+    let mut daemon = t.spawn_daemon(&[]);
+    assert!(!daemon.wait().success());
+    assert!(
+        t.daemon_stderr().contains("line 2"),
+        "{}",
+        t.daemon_stderr()
+    );
+    assert!(!t.socket().exists());
+
+    write_config(&t, "max_jobs = 2\n[defaults]\ncompression = \"zstd\"\n");
+    let out = check_config(&t.home());
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("config file {} is valid\n", path.display())
+    );
+}
+
+#[test]
+fn job_defaults_come_from_the_config_and_flags_win() {
+    let t = TestHome::new();
+    let configured = t.work().join("configured");
+    write_config(
+        &t,
+        &format!(
+            "[defaults]\ndestination = \"{}\"\ncompression = \"zstd\"\n",
+            configured.display()
+        ),
+    );
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"data").unwrap();
+    let _daemon = t.start_daemon();
+    t.ctl(&["run", "--sources", "src"]).ok();
+    let names: Vec<String> = std::fs::read_dir(&configured)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".tar.zst")),
+        "the configured destination and codec: {names:?}"
+    );
+    t.ctl(&["run", "--sources", "src", "--compression", "none"])
+        .ok();
+    let plain = std::fs::read_dir(&configured)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().into_string().unwrap();
+            name.ends_with(".tar")
+        })
+        .count();
+    assert_eq!(plain, 1, "a flag wins over the configured codec");
+}
+
+#[test]
+fn the_log_level_comes_from_the_config_unless_a_flag_says_otherwise() {
+    let t = TestHome::new();
+    write_config(&t, "log_level = \"error\"\n");
+    let mut quiet = t.start_daemon();
+    t.ctl(&["list"]).ok();
+    t.ctl(&["stop"]).ok();
+    assert!(quiet.wait().success());
+    assert!(
+        !t.log().contains("Show schedules list"),
+        "info lines are filtered out: {}",
+        t.log()
+    );
+    let _loud = {
+        let daemon = t.spawn_daemon(&["--log-level", "info"]);
+        common::wait_until_answering(&t.socket());
+        daemon
+    };
+    t.ctl(&["list"]).ok();
+    assert!(t.log().contains("Show schedules list"), "{}", t.log());
+}

@@ -115,3 +115,41 @@ fn the_log_level_comes_from_the_config_unless_a_flag_says_otherwise() {
     t.ctl(&["list"]).ok();
     assert!(t.log().contains("Show schedules list"), "{}", t.log());
 }
+
+#[test]
+fn the_log_rotates_by_size_writes_json_and_reopens_on_sighup() {
+    let t = TestHome::new();
+    write_config(
+        &t,
+        "log_format = \"json\"\nlog_max_bytes = 2000\nlog_keep = 1\n",
+    );
+    let daemon = t.start_daemon();
+    for _ in 0..60 {
+        t.ctl(&["list"]).ok();
+    }
+    let logs = t.home().join("logs");
+    let rotated = std::fs::read_to_string(logs.join("backupd.log.1")).unwrap();
+    assert!(
+        !logs.join("backupd.log.2").exists(),
+        "one rotated file kept"
+    );
+    for line in rotated.lines().chain(t.log().lines()) {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            object["time"].is_string() && object["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(rotated.contains("Show schedules list"));
+
+    // As logrotate does: move the file away, then SIGHUP; new lines go to a new file.
+    std::fs::rename(logs.join("backupd.log"), logs.join("moved.log")).unwrap();
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !t.log().contains("Reopened the log file") {
+        assert!(std::time::Instant::now() < deadline, "no new log file");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    t.ctl(&["list"]).ok();
+    assert!(t.log().contains("Show schedules list"), "{}", t.log());
+}

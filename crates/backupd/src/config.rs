@@ -7,6 +7,9 @@
 //! max_jobs = 2
 //! catch_up_grace = "12h"
 //! log_level = "info"
+//! log_format = "text"        # or "json"
+//! log_max_bytes = 10485760   # rotate past this size; 0: never
+//! log_keep = 5               # rotated files kept
 //!
 //! [defaults]            # what a run or schedule uses where it sets nothing
 //! destination = "/srv/backups"
@@ -28,6 +31,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::engine::ExcludeSet;
+use crate::log::{LogFormat, Rotation};
 
 /// File name of the configuration inside the home.
 pub const CONFIG_FILE: &str = "backupd.toml";
@@ -53,6 +57,10 @@ pub struct Config {
     pub max_jobs: Option<u16>,
     pub catch_up_grace: Option<TimeDelta>,
     pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    /// `Some(0)`: never rotate.
+    pub log_max_bytes: Option<u64>,
+    pub log_keep: Option<usize>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
 }
@@ -63,6 +71,9 @@ struct File {
     max_jobs: Option<Spanned<u16>>,
     catch_up_grace: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    log_format: Option<LogFormat>,
+    log_max_bytes: Option<u64>,
+    log_keep: Option<usize>,
     defaults: Option<Spanned<Defaults>>,
 }
 
@@ -107,6 +118,9 @@ impl Config {
         })?;
         let mut config = Config {
             path: Some(path.to_owned()),
+            log_format: file.log_format,
+            log_max_bytes: file.log_max_bytes,
+            log_keep: file.log_keep,
             ..Config::default()
         };
         if let Some(max_jobs) = file.max_jobs {
@@ -145,6 +159,21 @@ impl Config {
             config.defaults = job;
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// The log file's rotation: the configured size and count, else the defaults.
+    pub fn log_rotation(&self) -> Rotation {
+        let default = Rotation::default();
+        Rotation {
+            max_bytes: match self.log_max_bytes {
+                Some(0) => None,
+                Some(max) => Some(max),
+                None => default.max_bytes,
+            },
+            keep: self.log_keep.unwrap_or(default.keep),
+        }
     }
 }
 
@@ -195,6 +224,8 @@ mod tests {
             ("max_jobs = 0\n", 1, "at least 1"),
             ("\ncatch_up_grace = \"soon\"\n", 2, "catch_up_grace"),
             ("log_level = \"loud\"\n", 1, "loud"),
+            ("\nlog_format = \"xml\"\n", 2, "xml"),
+            ("log_keep = -1\n", 1, "log_keep"),
             ("[defaults]\nlevel = 99\n", 1, "level 99"),
             ("[defaults]\ncompresion = \"zstd\"\n", 1, "compresion"),
             ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),

@@ -106,7 +106,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::env::set_current_dir("/").context("can't change to /")?;
     }
     // Held to the end of run: dropping it writes out the log lines still queued.
-    let _log = set_up_home(&home, log_level(&args, &config).as_deref())?;
+    let log = backupd::log::LogOptions {
+        level: log_level(&args, &config),
+        format: config.log_format.unwrap_or_default(),
+        rotation: config.log_rotation(),
+    };
+    let _log = set_up_home(&home, &log)?;
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
     let schedules = load_schedules(&home, &source)?;
 
@@ -160,9 +165,12 @@ fn resolve_paths(args: &Args) -> anyhow::Result<(Home, PathBuf)> {
 }
 
 /// Creates the home's folders, then logging into its `logs` folder.
-fn set_up_home(home: &Home, log_level: Option<&str>) -> anyhow::Result<backupd::log::LogGuard> {
+fn set_up_home(
+    home: &Home,
+    log: &backupd::log::LogOptions,
+) -> anyhow::Result<backupd::log::LogGuard> {
     home.create_dirs()?;
-    Ok(backupd::log::init(&home.logs_dir(), log_level)?)
+    Ok(backupd::log::init(&home.logs_dir(), log)?)
 }
 
 /// The socket a service manager passed, else the socket bound at `socket_path` unless a live
@@ -304,7 +312,7 @@ fn remove_stale_partials(dir: &Path) {
     }
 }
 
-/// SIGTERM and SIGINT shut down exactly as `stop` does.
+/// SIGTERM and SIGINT shut down exactly as `stop` does; SIGHUP reopens the log file.
 fn spawn_signal_handlers(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
     for (kind, name) in [
         (SignalKind::terminate(), "SIGTERM"),
@@ -319,5 +327,13 @@ fn spawn_signal_handlers(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
             }
         });
     }
+    // SIGHUP reopens the log file, for an external logrotate that moved it away.
+    let mut hangups = signal(SignalKind::hangup()).context("can't handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            backupd::log::reopen();
+            tracing::info!("Reopened the log file (SIGHUP)");
+        }
+    });
     Ok(())
 }

@@ -18,6 +18,23 @@ fn the_schedule_manager_scenario_works_end_to_end() {
     // The schedule manager's 16:07, moved to where it will not fire while this test runs.
     let hhmm = far_time();
     let spec = |dir: &str, name: &str| format!("{dir};{hhmm};{name}");
+    // `list` names the day of a one-shot that runs on another day than today.
+    let day = |t: &TestHome| {
+        let listed: serde_json::Value =
+            serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+        let due = listed["data"]["schedules"][0]["next_run"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let due = chrono::DateTime::parse_from_rfc3339(&due)
+            .unwrap()
+            .with_timezone(&chrono::Local);
+        if due.date_naive() == chrono::Local::now().date_naive() {
+            String::new()
+        } else {
+            format!(" (on {})", due.format("%d/%m/%Y"))
+        }
+    };
 
     assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
     let again = t.ctl(&["start"]);
@@ -31,10 +48,11 @@ fn the_schedule_manager_scenario_works_end_to_end() {
     assert_eq!(malformed.code(), 1);
     assert_eq!(malformed.stderr(), "Error: malformed schedule: test;\n");
 
+    let on = day(&t);
     assert_eq!(
         t.ctl(&["list"]).ok(),
         format!(
-            "0: {}\n1: {}\n2: {}\n",
+            "0: {}{on}\n1: {}{on}\n2: {}{on}\n",
             spec(&abs("test"), "backup_test"),
             spec(&abs("test1"), "personal_data"),
             spec(&abs("test2"), "office_docs")
@@ -47,7 +65,7 @@ fn the_schedule_manager_scenario_works_end_to_end() {
     assert_eq!(
         t.ctl(&["list"]).ok(),
         format!(
-            "0: {}\n1: {}\n",
+            "0: {}{on}\n1: {}{on}\n",
             spec(&abs("test"), "backup_test"),
             spec(&abs("test2"), "office_docs")
         )
@@ -78,6 +96,7 @@ fn the_schedule_manager_scenario_works_end_to_end() {
             ),
             format!("New schedule added: {}", spec(&abs("test2"), "office_docs")),
             "Error: malformed schedule: test;".to_owned(),
+            "Show schedules list".to_owned(), // the test's own `--json list`
             "Show schedules list".to_owned(),
             "Schedule at index 1 deleted".to_owned(),
             "Error: can't find schedule at index 7".to_owned(),

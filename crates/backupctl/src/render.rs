@@ -9,6 +9,9 @@ use proto::size::human_size;
 use proto::{Event, Reply, VerifyStatus};
 use std::path::Path;
 
+/// The day a one-shot runs, when it is not today.
+const ONE_SHOT_DAY_FORMAT: &str = "%d/%m/%Y";
+
 /// How `backups --long` shows when an archive was made: the log's format, to the second.
 const CREATED_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
 
@@ -37,7 +40,14 @@ fn schedules(list: &ScheduleList) -> Vec<String> {
 fn schedule_line(info: &ScheduleInfo) -> String {
     let line = format!("{}: {}", info.index, info.display);
     if info.schedule.is_once() {
-        return line;
+        // `HH:MM` alone reads as today; say the day when it is another one.
+        let today = chrono::Local::now().date_naive();
+        return match info.next_run.map(|due| due.with_timezone(&chrono::Local)) {
+            Some(due) if due.date_naive() != today => {
+                format!("{line} (on {})", due.format(ONE_SHOT_DAY_FORMAT))
+            }
+            _ => line,
+        };
     }
     let when = |t: &Timestamp| t.format(proto::LOG_TIME_FORMAT).to_string();
     let next = info
@@ -255,4 +265,43 @@ pub fn progress(event: &Event) -> Option<String> {
 
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::schedule::{Schedule, Timing};
+
+    fn one_shot(due: chrono::DateTime<chrono::Local>) -> ScheduleInfo {
+        let due = due.fixed_offset();
+        ScheduleInfo {
+            index: 0,
+            display: "/src;16:33;docs".into(),
+            next_run: Some(due),
+            schedule: Schedule {
+                id: 1,
+                name: "docs".into(),
+                sources: vec!["/src".into()],
+                timing: Timing::Once {
+                    time: "16:33".parse().unwrap(),
+                    due,
+                },
+                options: proto::JobOptions::default(),
+                created: due,
+                last_due: None,
+                last_run: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_one_shot_on_another_day_says_which() {
+        let now = chrono::Local::now();
+        assert_eq!(schedule_line(&one_shot(now)), "0: /src;16:33;docs");
+        let later = now + chrono::TimeDelta::days(2);
+        assert_eq!(
+            schedule_line(&one_shot(later)),
+            format!("0: /src;16:33;docs (on {})", later.format("%d/%m/%Y"))
+        );
+    }
 }

@@ -1,14 +1,16 @@
-//! Shell integration: completion scripts that each shell accepts, and a manual page for every
-//! subcommand (and the daemon's).
+//! Shell integration: completion scripts that each shell accepts, a manual page for every
+//! subcommand (and the daemon's), and `--json` printing exactly one answer line for every
+//! command that talks to the daemon.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
-use common::{backupctl_bin, backupd_bin};
+use common::{Ctl, StopOnDrop, TestHome, backupctl_bin, backupd_bin};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// The subcommands as `backupctl --help` lists them, without clap's own `help`.
 fn subcommands() -> Vec<String> {
@@ -220,4 +222,108 @@ fn backupd_prints_its_page_with_a_hidden_flag() {
     for hidden in ["print\\-man", "detach"] {
         assert!(!page.contains(hidden), "{hidden} is for scripts: {page}");
     }
+}
+
+/// Asserts that stdout is exactly one line holding one JSON object with `ok`, and returns it.
+#[track_caller]
+fn one_json_line(ctl: &Ctl) -> Value {
+    let stdout = ctl.stdout();
+    assert!(
+        stdout.ends_with('\n') && stdout.lines().count() == 1,
+        "one line on stdout: {stdout:?} (stderr {:?})",
+        ctl.stderr()
+    );
+    let value: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(value.is_object() && value["ok"].is_boolean(), "{value}");
+    value
+}
+
+#[test]
+fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/file.txt"), b"data\n").unwrap();
+    let mut covered = BTreeSet::new();
+    let mut json = |args: &[&str]| {
+        covered.insert(args[0].to_owned());
+        let ctl = t.ctl(&[&["--json"], args].concat());
+        let value = one_json_line(&ctl);
+        assert_eq!(value["ok"], true, "{args:?}: {value}");
+        assert_eq!(ctl.code(), 0, "{args:?}");
+        value
+    };
+
+    let started = json(&["start"]);
+    assert_eq!(started["data"]["daemon_version"], env!("CARGO_PKG_VERSION"));
+    json(&["status"]);
+    let spec = format!("src;{};once", common::far_time());
+    json(&["create", &spec]);
+    json(&[
+        "create", "--name", "daily", "--source", "src", "--daily", "02:00",
+    ]);
+    let list = json(&["list"]);
+    assert_eq!(list["data"]["schedules"].as_array().unwrap().len(), 2);
+    let run = json(&["run", "--sources", "src"]);
+    let archive = run["data"]["sources"][0]["archive"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    json(&["backups", "--long"]);
+    json(&["verify", &archive]);
+    json(&["restore", &archive, "--to", "restored"]);
+    json(&["prune", "--dry-run"]);
+    json(&["delete", "--name", "daily"]);
+    json(&["delete", "0"]);
+    let stopped = json(&["stop"]);
+    assert!(stopped["data"]["pid"].is_u64(), "{stopped}");
+
+    let local = ["completions", "man"];
+    let untested: Vec<String> = subcommands()
+        .into_iter()
+        .filter(|sub| !covered.contains(sub) && !local.contains(&sub.as_str()))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "every command that talks to the daemon has a --json line here; add {untested:?}"
+    );
+}
+
+#[test]
+fn json_prints_the_refusal_as_one_line_too() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let refused = t.ctl(&["--json", "delete", "5"]);
+    assert_eq!(refused.code(), 1);
+    let value = one_json_line(&refused);
+    assert_eq!(value["error"]["code"], "schedule_not_found", "{value}");
+    assert!(
+        refused.stderr().starts_with("Error: "),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[test]
+fn run_with_json_on_a_terminal_prints_only_the_answer() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"data").unwrap();
+    let _daemon = t.start_daemon();
+    // `script` gives backupctl a pseudo-terminal as stdout, where it would draw progress.
+    let command = format!("{} --json run --sources src", backupctl_bin().display());
+    let Output { status, stdout, .. } = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(t.work())
+        .env("BACKUPD_HOME", t.home())
+        .output()
+        .unwrap();
+    assert!(status.success());
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(!text.contains('\x1b'), "no progress drawn: {text:?}");
+    // The terminal turns the newline into \r\n.
+    let line = text.strip_suffix("\r\n").unwrap_or(&text);
+    assert!(!line.contains('\n'), "one line: {text:?}");
+    let value: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["ok"], true, "{value}");
 }

@@ -83,7 +83,7 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
     }
     let command = requests::build(&cli.command, &Context::load()?)?;
     let answer = match &command {
-        Command::Run(args) => run::run(socket, args.clone())?,
+        Command::Run(args) => run::run(socket, args.clone(), cli.json)?,
         command => {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }

@@ -14,17 +14,15 @@
 #   $PREFIX/lib/systemd/system/backupd.{service,socket}   the system units
 #   $PREFIX/lib/systemd/user/backupd.{service,socket}     the user units
 #   $PREFIX/share/doc/backupd/README.md                   what the units' Documentation= names
+#   $PREFIX/share/man/man1/backupd.1, backupctl.1, backupctl-<command>.1
+#   $PREFIX/share/bash-completion/completions/backupctl, zsh/site-functions/_backupctl,
+#   fish/vendor_completions.d/backupctl.fish              shell completions
 # systemd looks for units in /usr/local/lib/systemd/{system,user} and /usr/lib/systemd/...,
 # so with another PREFIX link them (systemctl link) or copy them to /etc/systemd/system.
 # /etc is left to the administrator's own units and `systemctl edit` drop-ins.
 # The units name /usr/local/bin/backupd; with another PREFIX they are rewritten to name
 # $PREFIX/bin/backupd.
 set -euo pipefail
-# TODO: install shell completions (bash: $PREFIX/share/bash-completion/completions/backupctl,
-# zsh: $PREFIX/share/zsh/site-functions/_backupctl, fish:
-# $PREFIX/share/fish/vendor_completions.d/backupctl.fish) and man pages (backupd.8 and
-# backupctl.1 under $PREFIX/share/man) once `backupctl completions` and the clap_mangen pages
-# exist (issue "Step 6/11", shell integration).
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
 build=1
@@ -96,6 +94,23 @@ for unit in "$repo"/contrib/systemd/user/backupd.service "$repo"/contrib/systemd
 done
 install -D -m 0644 "$repo/README.md" "$root/share/doc/backupd/README.md"
 echo "  $root/share/doc/backupd/README.md"
+
+# Man pages and completions come from the binaries themselves, so they always match them.
+man_dir="$root/share/man/man1"
+install -d -m 0755 "$man_dir"
+"$bin_dir/backupctl" man --out "$man_dir"
+"$bin_dir/backupd" --print-man >"$man_dir/backupd.1"
+chmod 0644 "$man_dir"/*.1
+echo "  $man_dir/backupd.1, backupctl.1, backupctl-*.1"
+install_completion() { # shell, target file
+  install -d -m 0755 "$(dirname "$2")"
+  "$bin_dir/backupctl" completions "$1" >"$2"
+  chmod 0644 "$2"
+  echo "  $2"
+}
+install_completion bash "$root/share/bash-completion/completions/backupctl"
+install_completion zsh "$root/share/zsh/site-functions/_backupctl"
+install_completion fish "$root/share/fish/vendor_completions.d/backupctl.fish"
 
 if [ -z "$destdir" ]; then
   cat <<EOF

@@ -178,3 +178,276 @@ fn the_readme_socat_example_works() {
 fn client_writer(t: &TestHome) -> std::os::unix::net::UnixStream {
     std::os::unix::net::UnixStream::connect(t.socket()).unwrap()
 }
+
+// The README's Scripting section: every `sh` block in it runs here, in order, against a real
+// daemon found the way backupctl finds it by default (no --home, no BACKUPD_HOME).
+
+/// The `sh` blocks of the README's Scripting section, in order, each named by the
+/// `<!-- scripting-example: NAME -->` line right above it.
+fn scripting_examples() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n## Scripting\n")
+        .expect("README has a Scripting section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    let mut examples = Vec::new();
+    let mut rest = section;
+    while let Some(open) = rest.find("```sh\n") {
+        let marker = rest[..open].trim_end().lines().last().unwrap_or_default();
+        let name = marker
+            .strip_prefix("<!-- scripting-example: ")
+            .and_then(|m| m.strip_suffix(" -->"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "every sh block of README's Scripting section needs a \
+                     `<!-- scripting-example: NAME -->` line above it; this one has {marker:?}"
+                )
+            });
+        let code = &rest[open + "```sh\n".len()..];
+        let close = code.find("```").expect("closed code block");
+        examples.push((name.to_owned(), code[..close].to_owned()));
+        rest = &code[close + 3..];
+    }
+    examples
+}
+
+/// A user with a temporary `$HOME` (and `$XDG_STATE_HOME`, if `xdg`), none of backupd's own
+/// variables, and a daemon in the home that those give. The daemon is stopped on drop.
+struct DefaultUser {
+    dir: tempfile::TempDir,
+    xdg: bool,
+}
+
+impl DefaultUser {
+    fn new(xdg: bool) -> Self {
+        let dir = tempfile::Builder::new().prefix("bkd").tempdir().unwrap();
+        let user = Self { dir, xdg };
+        std::fs::create_dir_all(user.documents()).unwrap();
+        std::fs::write(user.documents().join("notes.txt"), b"notes\n").unwrap();
+        user
+    }
+
+    fn user_home(&self) -> std::path::PathBuf {
+        self.dir.path().join("me")
+    }
+
+    fn documents(&self) -> std::path::PathBuf {
+        self.user_home().join("Documents")
+    }
+
+    /// Where the daemon's home must end up.
+    fn daemon_home(&self) -> std::path::PathBuf {
+        if self.xdg {
+            self.dir.path().join("state/backupd")
+        } else {
+            self.user_home().join(".local/state/backupd")
+        }
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        command
+            .current_dir(self.dir.path())
+            .env("HOME", self.user_home())
+            .env_remove("BACKUPD_HOME")
+            .env_remove("BACKUPD_SOCKET")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        if self.xdg {
+            command.env("XDG_STATE_HOME", self.dir.path().join("state"));
+        }
+        command
+    }
+
+    fn start(&self) {
+        let out = self
+            .command(common::backupctl_bin())
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(self.daemon_home().join("backupd.sock").exists());
+    }
+
+    /// Runs a README block after the socket block, as one bash script; its stdout.
+    #[track_caller]
+    fn run_example(&self, prelude: &str, name: &str, code: &str) -> String {
+        let out = self
+            .command("bash")
+            .args(["-euo", "pipefail", "-c", &format!("{prelude}\n{code}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README example {name} failed (socat and jq installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for DefaultUser {
+    fn drop(&mut self) {
+        if self.daemon_home().join("backupd.sock").exists() {
+            let _ = self.command(common::backupctl_bin()).arg("stop").output();
+        }
+    }
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn readme_scripting_examples_work(xdg: bool) {
+    let user = DefaultUser::new(xdg);
+    user.start();
+    let examples = scripting_examples();
+    let (first, prelude) = examples.first().expect("README has Scripting examples");
+    assert_eq!(first, "socket", "the first example finds the socket");
+    let documents = user.documents().display().to_string();
+    let backups = user.daemon_home().join("backups").display().to_string();
+    for (name, code) in &examples[1..] {
+        if name == "jq" && !installed("jq") {
+            eprintln!("skipped the README's jq example: jq is not installed");
+            continue;
+        }
+        let stdout = user.run_example(prelude, name, code);
+        match name.as_str() {
+            "create" => {
+                let lines = json_lines(&stdout);
+                assert_eq!(lines.len(), 1, "{stdout}");
+                assert_eq!(lines[0]["ok"], true, "{stdout}");
+                let schedule = &lines[0]["data"]["schedule"];
+                assert_eq!(schedule["name"], "documents");
+                assert_eq!(schedule["kind"], "daily");
+                assert_eq!(schedule["sources"][0], documents.as_str());
+            }
+            "list" => {
+                let lines = json_lines(&stdout);
+                assert_eq!(lines.len(), 1, "{stdout}");
+                assert_eq!(lines[0]["data"]["schedules"][0]["name"], "documents");
+            }
+            "run" => {
+                let lines = json_lines(&stdout);
+                let (response, events) = lines.split_last().expect("output");
+                assert_eq!(response["ok"], true, "the response comes last: {stdout}");
+                assert_eq!(response["id"], 1);
+                assert!(
+                    events
+                        .iter()
+                        .all(|e| e["id"] == 1 && e["event"].is_string())
+                );
+                assert_eq!(events.first().unwrap()["event"], "source_started");
+                assert_eq!(events.last().unwrap()["event"], "source_finished");
+                let archive = response["data"]["sources"][0]["archive"].as_str().unwrap();
+                assert!(archive.starts_with(&backups), "{archive} in {backups}");
+            }
+            "jq" => {
+                let lines: Vec<&str> = stdout.lines().collect();
+                assert_eq!(lines.len(), 4, "{stdout}");
+                assert!(lines[0].starts_with("0: documents, next run "), "{stdout}");
+                assert_eq!(lines[1], format!("source_started: {documents}"));
+                assert_eq!(lines[2], format!("source_finished: {documents}"));
+                assert!(
+                    lines[3].starts_with(&format!("done: {backups}/documents_"))
+                        && lines[3].ends_with(".tar.gz"),
+                    "{stdout}"
+                );
+            }
+            other => panic!("README's Scripting example {other:?} has no check here"),
+        }
+    }
+}
+
+fn installed(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn readme_scripting_examples_work_with_the_home_under_home() {
+    readme_scripting_examples_work(false);
+}
+
+#[test]
+fn readme_scripting_examples_work_with_the_home_under_xdg_state_home() {
+    readme_scripting_examples_work(true);
+}
+
+#[test]
+fn the_readme_socket_lookup_matches_backupctls() {
+    let examples = scripting_examples();
+    let (_, prelude) = examples.first().expect("README has Scripting examples");
+    // (BACKUPD_SOCKET, BACKUPD_HOME, XDG_STATE_HOME); HOME is always /home/me.
+    let cases: [(Option<&str>, Option<&str>, Option<&str>); 9] = [
+        (None, None, None),
+        (None, None, Some("/xdg/state")),
+        (None, None, Some("relative/state")),
+        (None, None, Some("")),
+        (None, Some("/b/home"), Some("/xdg/state")),
+        (None, Some(""), Some("/xdg/state")),
+        (Some("/s/backupd.sock"), Some("/b/home"), None),
+        (Some(""), Some("/b/home"), None),
+        (Some(""), Some(""), Some("")),
+    ];
+    for (socket, home, xdg) in cases {
+        let mut command = std::process::Command::new("bash");
+        command
+            .args([
+                "-euo",
+                "pipefail",
+                "-c",
+                &format!("{prelude}\nprintf '%s' \"$sock\""),
+            ])
+            .env("HOME", "/home/me")
+            .env_remove("BACKUPD_SOCKET")
+            .env_remove("BACKUPD_HOME")
+            .env_remove("XDG_STATE_HOME");
+        for (name, value) in [
+            ("BACKUPD_SOCKET", socket),
+            ("BACKUPD_HOME", home),
+            ("XDG_STATE_HOME", xdg),
+        ] {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // As `Env::from_process` reads them: empty counts as unset.
+        let path = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let env = proto::paths::Env {
+            backupd_home: path(home),
+            backupd_socket: path(socket),
+            xdg_state_home: path(xdg),
+            home: Some("/home/me".into()),
+        };
+        let daemon_home = proto::paths::resolve_home(None, &env).unwrap();
+        let expected = proto::paths::resolve_socket(None, &env, &daemon_home).unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            expected.display().to_string(),
+            "BACKUPD_SOCKET={socket:?} BACKUPD_HOME={home:?} XDG_STATE_HOME={xdg:?}"
+        );
+    }
+}

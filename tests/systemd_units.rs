@@ -270,6 +270,26 @@ fn install_sh_puts_binaries_and_units_where_it_says() {
             .mode();
         assert_eq!(mode & 0o777, 0o755, "{bin}");
     }
+    // Man pages and completions, made by the installed binaries.
+    for page in [
+        "backupd.1",
+        "backupctl.1",
+        "backupctl-run.1",
+        "backupctl-restore.1",
+    ] {
+        let text = read(root.join("share/man/man1").join(page));
+        assert!(text.contains(".TH"), "{page}");
+    }
+    for completion in [
+        "share/bash-completion/completions/backupctl",
+        "share/zsh/site-functions/_backupctl",
+        "share/fish/vendor_completions.d/backupctl.fish",
+    ] {
+        assert!(
+            read(root.join(completion)).contains("restore"),
+            "{completion}"
+        );
+    }
     for (set, folder) in [("", "system"), ("user", "user")] {
         for name in UNIT_NAMES {
             let installed = read(root.join("lib/systemd").join(folder).join(name));

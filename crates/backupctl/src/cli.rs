@@ -66,6 +66,24 @@ pub enum CliCommand {
     /// Back up sources now. Defaults come from the environment and from ./.env
     /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them.
     Run(RunCli),
+    /// Print a completion script for bash, zsh or fish.
+    ///
+    /// Needs no daemon. For example: `backupctl completions bash >
+    /// ~/.local/share/bash-completion/completions/backupctl`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: ShellCli,
+    },
+    /// Print the manual page backupctl.1, or write every page into a folder.
+    ///
+    /// With --out DIR: backupctl.1 and one page per subcommand (backupctl-run.1, ...). Needs
+    /// no daemon.
+    Man {
+        /// Folder to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -217,4 +235,12 @@ pub struct RunCli {
     /// Show what would be created; write and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShellCli {
+    Bash,
+    Zsh,
+    Fish,
 }

@@ -10,6 +10,7 @@ mod render;
 mod requests;
 mod run;
 mod settings;
+mod shell;
 mod start;
 
 use crate::cli::{Cli, CliCommand};
@@ -47,14 +48,16 @@ fn main() -> ExitCode {
     // Absolute, so that the daemon `start` launches finds the same home from `/`.
     let home = proto::paths::resolve_home(cli.home.as_deref(), &env)
         .map(|home| std::path::absolute(&home).unwrap_or(home));
-    let outcome = home
-        .as_ref()
-        .map_err(|e| Failure::Usage(e.to_string()))
-        .and_then(|home| {
-            let socket = proto::paths::resolve_socket(cli.socket.as_deref(), &env, home)
-                .map_err(|e| Failure::Usage(e.to_string()))?;
-            run(&cli, home, &socket)
-        });
+    // Completions and man pages work without a home, such as in a package build.
+    let outcome = shell::run_local(&cli).unwrap_or_else(|| {
+        home.as_ref()
+            .map_err(|e| Failure::Usage(e.to_string()))
+            .and_then(|home| {
+                let socket = proto::paths::resolve_socket(cli.socket.as_deref(), &env, home)
+                    .map_err(|e| Failure::Usage(e.to_string()))?;
+                run(&cli, home, &socket)
+            })
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -80,7 +83,7 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
     }
     let command = requests::build(&cli.command, &Context::load()?)?;
     let answer = match &command {
-        Command::Run(args) => run::run(socket, args.clone())?,
+        Command::Run(args) => run::run(socket, args.clone(), cli.json)?,
         command => {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }
@@ -118,11 +121,17 @@ fn print(
 /// Writes lines to stdout. A reader that has gone away (`backupctl list | head -1`) ends the
 /// output quietly: it read all it wanted, and the request itself went through.
 fn write_stdout(lines: impl IntoIterator<Item = impl AsRef<str>>) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
-    let written = lines
+    let text: String = lines
         .into_iter()
-        .try_for_each(|line| writeln!(stdout, "{}", line.as_ref()))
-        .and_then(|()| stdout.flush());
+        .map(|line| format!("{}\n", line.as_ref()))
+        .collect();
+    write_out(text.as_bytes())
+}
+
+/// Writes bytes to stdout, with [`write_stdout`]'s handling of a reader that has gone away.
+pub(crate) fn write_out(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_all(bytes).and_then(|()| stdout.flush());
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(Failure::Local(format!("can't write the output: {e}")))

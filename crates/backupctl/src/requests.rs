@@ -37,7 +37,8 @@ impl Context {
     }
 }
 
-/// The request for a command that is one request (all but `start` and `stop`).
+/// The request for a command that is one request (all but `start`, `stop`, `completions` and
+/// `man`, which main handles itself).
 pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
     Ok(match command {
         CliCommand::Create(create) => Command::Create(create_args(create, ctx)?),
@@ -46,7 +47,11 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
             index: *index,
             name: name.clone(),
         },
-        CliCommand::Status | CliCommand::Start | CliCommand::Stop => Command::Hello {},
+        CliCommand::Status
+        | CliCommand::Start
+        | CliCommand::Stop
+        | CliCommand::Completions { .. }
+        | CliCommand::Man { .. } => Command::Hello {},
         CliCommand::Backups { long, destination } => Command::Backups {
             long: *long,
             destination: destination

@@ -9,9 +9,10 @@ use proto::{Command, Request};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-/// Sends the run and waits for its report, drawing progress when stdout is a terminal.
-pub fn run(socket: &Path, mut args: RunArgs) -> Result<Answer, Failure> {
-    let interactive = std::io::stdout().is_terminal();
+/// Sends the run and waits for its report, drawing progress when stdout is a terminal, unless
+/// `json` asks for the answer line alone.
+pub fn run(socket: &Path, mut args: RunArgs, json: bool) -> Result<Answer, Failure> {
+    let interactive = std::io::stdout().is_terminal() && !json;
     args.events = interactive;
     let mut connection = client::Connection::open(socket).map_err(|e| crate::reach_failure(&e))?;
     let mut stdout = std::io::stdout();

@@ -44,6 +44,10 @@ struct Args {
     /// Start a new session, detached from the terminal (used by `backupctl start`).
     #[arg(long, hide = true)]
     detach: bool,
+    /// Print the manual page backupd.1 and exit (for install scripts and packagers; backupctl
+    /// cannot render it without depending on this crate).
+    #[arg(long, hide = true)]
+    print_man: bool,
 }
 
 /// How far back a missed run is still caught up at start, unless configured.
@@ -58,6 +62,9 @@ fn parse_grace(text: &str) -> Result<chrono::TimeDelta, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_man {
+        return print_man();
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -70,6 +77,26 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `backupd.1` to stdout. A reader that has gone away read all it wanted.
+fn print_man() -> ExitCode {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .and_then(|()| {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&page).and_then(|()| stdout.flush())
+        });
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("backupd: can't print the manual page: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

@@ -46,7 +46,7 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
             index: *index,
             name: name.clone(),
         },
-        CliCommand::Status | CliCommand::Start | CliCommand::Stop => Command::Hello {},
+        CliCommand::Start | CliCommand::Stop => Command::Hello {},
         CliCommand::Backups { long, destination } => Command::Backups {
             long: *long,
             destination: destination
@@ -58,6 +58,13 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::Prune(prune) => Command::Prune(prune_args(prune, ctx)?),
         CliCommand::Verify(verify) => Command::Verify(verify_args(verify, ctx)?),
         CliCommand::Restore(restore) => Command::Restore(restore_args(restore, ctx)?),
+        CliCommand::Status => Command::Status {},
+        CliCommand::Jobs => Command::Jobs {},
+        CliCommand::Cancel { job, name } => Command::Cancel {
+            job: *job,
+            name: name.clone(),
+        },
+        CliCommand::Watch => Command::Watch {},
     })
 }
 

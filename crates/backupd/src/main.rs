@@ -92,6 +92,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Held to the end of run: dropping it writes out the log lines still queued.
     let _log = set_up_home(&home, args.log_level.as_deref())?;
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
+    // What `status` shows: the file bound, or the inherited socket's own address.
+    let socket_shown = match &source {
+        ListenerSource::Bound { path, .. } => Some(path.clone()),
+        ListenerSource::Inherited => socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf)),
+    };
     let schedules = load_schedules(&home, &source)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +110,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &source, &args).await;
+        let daemon = open_daemon(home, schedules, &source, socket_shown, &args).await;
         serve(listener, daemon).await
     });
     shut_down(runtime, &source, outcome)
@@ -176,6 +184,7 @@ async fn open_daemon(
     home: Home,
     schedules: ScheduleStore,
     source: &ListenerSource,
+    socket: Option<PathBuf>,
     args: &Args,
 ) -> Arc<Daemon> {
     let max_jobs = args.max_jobs.map_or_else(
@@ -191,6 +200,7 @@ async fn open_daemon(
     }
     let mut daemon = Daemon::new(home, schedules, max_jobs, args.catch_up_grace);
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
+    daemon.socket = socket;
     daemon.notify = backupd::notify::Notifier::from_env();
     Arc::new(daemon)
 }

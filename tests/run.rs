@@ -212,10 +212,7 @@ fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
         "Old backups deleted: 0".to_owned(),
         format!("Total backup size: {size_human}"),
     ];
-    let start = log
-        .iter()
-        .position(|l| l.contains("Compressing"))
-        .unwrap();
+    let start = log.iter().position(|l| l.contains("Compressing")).unwrap();
     assert_eq!(log[start..], expected);
 }
 
@@ -514,7 +511,10 @@ fn events_stream_before_the_response_with_the_request_id() {
     assert_eq!(kinds[0].0, "run_started");
     let jobs = kinds[0].1["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0]["source"], t.work().join("src").display().to_string());
+    assert_eq!(
+        jobs[0]["source"],
+        t.work().join("src").display().to_string()
+    );
     assert!(jobs[0]["job"].as_u64().is_some());
     assert_eq!(kinds[1].0, "source_started");
     assert_eq!(kinds.last().unwrap().0, "source_finished");

@@ -276,4 +276,23 @@ mod tests {
             "the connection waited for the client to read"
         );
     }
+
+    #[tokio::test]
+    async fn a_quiet_watch_ends_when_its_client_closes_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        home.create_dirs().unwrap();
+        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
+        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(b"{\"cmd\":\"watch\"}\n").await.unwrap();
+        // No event ever comes: only the hang-up can end the watch.
+        drop(client);
+        let connection = tokio::time::timeout(
+            Duration::from_secs(60),
+            serve_connection(server, &daemon, WRITE_TIMEOUT),
+        )
+        .await;
+        assert!(connection.is_ok(), "the watch outlived its client");
+    }
 }

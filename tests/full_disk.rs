@@ -85,7 +85,9 @@ fn a_backup_that_fills_the_disk_fails_and_leaves_nothing() {
     assert!(
         log_messages(&t.log())
             .iter()
-            .any(|l| l.starts_with("Error: Backup failed for ") && l.contains("No space left"))
+            .any(|l| l.starts_with("Error: [")
+                && l.contains("] Backup failed for ")
+                && l.contains("No space left"))
     );
     // The daemon goes on serving.
     t.ctl(&["list"]).ok();

@@ -349,7 +349,8 @@ fn readme_scripting_examples_work(xdg: bool) {
                         .iter()
                         .all(|e| e["id"] == 1 && e["event"].is_string())
                 );
-                assert_eq!(events.first().unwrap()["event"], "source_started");
+                assert_eq!(events[0]["event"], "run_started");
+                assert_eq!(events[1]["event"], "source_started");
                 assert_eq!(events.last().unwrap()["event"], "source_finished");
                 let archive = response["data"]["sources"][0]["archive"].as_str().unwrap();
                 assert!(archive.starts_with(&backups), "{archive} in {backups}");

@@ -196,13 +196,15 @@ fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
     )), "{stdout}");
     let log = log_messages(&t.log());
     let source = t.work().join("projects").display().to_string();
+    // The per-source lines name their job (the first of this daemon); the summary is as the
+    // original backup script writes it.
     let expected = [
-        format!("Compressing {source}"),
-        format!("Backup created {}", archive.display()),
-        format!("Archive size: {size_human}"),
-        format!("Checksum: {checksum}"),
-        format!("Manifest created: {stem}.json"),
-        format!("Backup done for {source} in backups/{stem}.tar.gz"),
+        format!("[projects #1] Compressing {source}"),
+        format!("[projects #1] Backup created {}", archive.display()),
+        format!("[projects #1] Archive size: {size_human}"),
+        format!("[projects #1] Checksum: {checksum}"),
+        format!("[projects #1] Manifest created: {stem}.json"),
+        format!("[projects #1] Backup done for {source} in backups/{stem}.tar.gz"),
         "=== Backup Summary ===".to_owned(),
         "Total sources: 1".to_owned(),
         "Successful: 1".to_owned(),
@@ -210,10 +212,7 @@ fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
         "Old backups deleted: 0".to_owned(),
         format!("Total backup size: {size_human}"),
     ];
-    let start = log
-        .iter()
-        .position(|l| l.starts_with("Compressing"))
-        .unwrap();
+    let start = log.iter().position(|l| l.contains("Compressing")).unwrap();
     assert_eq!(log[start..], expected);
 }
 
@@ -247,7 +246,9 @@ fn one_missing_source_among_three_fails_alone() {
     assert!(
         log_messages(&t.log())
             .iter()
-            .any(|l| l.starts_with("Error: Backup failed for ") && l.contains(&missing))
+            .any(|l| l.starts_with("Error: [missing #")
+                && l.contains("] Backup failed for ")
+                && l.contains(&missing))
     );
 
     let (code, answer) = run_json(&t, &["--sources", "a", "missing"]);
@@ -346,7 +347,7 @@ fn an_unwritable_destination_fails_the_whole_run_before_anything_is_written() {
     assert!(
         !log_messages(&t.log())
             .iter()
-            .any(|l| l.starts_with("Compressing"))
+            .any(|l| l.contains("Compressing"))
     );
 }
 
@@ -506,7 +507,16 @@ fn events_stream_before_the_response_with_the_request_id() {
         }
     };
     assert_eq!(response["ok"], true);
-    assert_eq!(kinds.first().unwrap().0, "source_started");
+    // First the run's jobs, named before any of them waits for a slot.
+    assert_eq!(kinds[0].0, "run_started");
+    let jobs = kinds[0].1["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0]["source"],
+        t.work().join("src").display().to_string()
+    );
+    assert!(jobs[0]["job"].as_u64().is_some());
+    assert_eq!(kinds[1].0, "source_started");
     assert_eq!(kinds.last().unwrap().0, "source_finished");
     assert_eq!(kinds.last().unwrap().1["ok"], true);
     let last_progress = kinds.iter().rev().find(|(k, _)| k == "progress").unwrap();

@@ -112,13 +112,14 @@ fn the_one_shot_scenario_backs_up_at_the_next_minute_and_removes_the_schedules()
         ("test1", "personal_data"),
         ("test2", "office_docs"),
     ] {
-        let prefix = format!(
+        let done = format!(
             "Backup done for {} in backups/{name}_",
             work.join(dir).display()
         );
         assert!(
-            log.iter().any(|l| l.starts_with(&prefix)),
-            "{prefix} in {log:#?}"
+            log.iter()
+                .any(|l| l.starts_with(&format!("[{name} #")) && l.contains(&done)),
+            "{done} in {log:#?}"
         );
     }
     assert!(log.contains(&"Error: malformed schedule: test;".to_owned()));

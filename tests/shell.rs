@@ -257,6 +257,7 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     let started = json(&["start"]);
     assert_eq!(started["data"]["daemon_version"], env!("CARGO_PKG_VERSION"));
     json(&["status"]);
+    json(&["jobs"]);
     let spec = format!("src;{};once", common::far_time());
     json(&["create", &spec]);
     json(&[
@@ -275,10 +276,17 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     json(&["prune", "--dry-run"]);
     json(&["delete", "--name", "daily"]);
     json(&["delete", "0"]);
+    // Nothing runs, so there is nothing to cancel: the refusal is one line too.
+    let cancel = t.ctl(&["--json", "cancel", "--name", "nothing"]);
+    assert_eq!(cancel.code(), 1);
+    assert_eq!(one_json_line(&cancel)["error"]["code"], "job_not_found");
     let stopped = json(&["stop"]);
     assert!(stopped["data"]["pid"].is_u64(), "{stopped}");
 
-    let local = ["completions", "man"];
+    covered.insert("cancel".to_owned());
+    // `completions` and `man` ask no daemon; `watch` is a stream of event lines, not one
+    // answer (tests/jobs.rs follows it with --json).
+    let local = ["completions", "man", "watch"];
     let untested: Vec<String> = subcommands()
         .into_iter()
         .filter(|sub| !covered.contains(sub) && !local.contains(&sub.as_str()))

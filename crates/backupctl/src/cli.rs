@@ -45,7 +45,8 @@ pub enum CliCommand {
     Start,
     /// Stop the daemon gracefully.
     Stop,
-    /// Show whether the daemon runs, and its version.
+    /// Show the daemon's state: version, uptime, home, socket, running jobs with progress,
+    /// the next run, each schedule's last outcome and the free space at each destination.
     Status,
     /// List the archive files in the backups directory.
     Backups {
@@ -64,7 +65,7 @@ pub enum CliCommand {
     /// Extract an archive into an empty or new directory.
     Restore(RestoreCli),
     /// Back up sources now. Defaults come from the environment and from ./.env
-    /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them.
+    /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them. Ctrl-C cancels the run.
     Run(RunCli),
     /// Print a completion script for bash, zsh or fish.
     ///
@@ -84,6 +85,25 @@ pub enum CliCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// List the running jobs with their progress.
+    Jobs,
+    /// Cancel a running job by its id (as `jobs` shows it), or every running job of a backup
+    /// or schedule name. The job's partial file is removed.
+    Cancel {
+        /// Id of the job, as `jobs` shows it.
+        #[arg(
+            value_name = "JOB",
+            required_unless_present = "name",
+            conflicts_with = "name"
+        )]
+        job: Option<u64>,
+        /// Every running job of this backup or schedule name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Follow the daemon's events (jobs, progress, rotations, verifications, schedule
+    /// changes) until interrupted; --json prints each event line as it comes.
+    Watch,
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +255,9 @@ pub struct RunCli {
     /// Show what would be created; write and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the ids of the run's jobs and return at once; the run goes on in the daemon.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// The shells `completions` writes scripts for.

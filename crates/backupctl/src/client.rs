@@ -60,24 +60,36 @@ impl Connection {
         request: &Request,
         mut on_event: impl FnMut(EventLine),
     ) -> Result<Answer, ClientError> {
+        self.send(request)?;
+        loop {
+            match self.next_line()? {
+                (Incoming::Event(event), _) => on_event(event),
+                (Incoming::Response(response), line) => return Ok(Answer { response, line }),
+            }
+        }
+    }
+
+    /// Sends one request line; read what comes back with [`Self::next_line`].
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
         self.writer
             .write_all(request.to_line().as_bytes())
+            .map_err(ClientError::Broken)
+    }
+
+    /// The next line from the daemon, read and as it came.
+    pub fn next_line(&mut self) -> Result<(Incoming, String), ClientError> {
+        let mut line = String::new();
+        let read = self
+            .reader
+            .read_line(&mut line)
             .map_err(ClientError::Broken)?;
-        loop {
-            let mut line = String::new();
-            let read = self
-                .reader
-                .read_line(&mut line)
-                .map_err(ClientError::Broken)?;
-            if read == 0 {
-                return Err(ClientError::NoAnswer);
-            }
-            let line = line.trim_end().to_owned();
-            match Incoming::parse(&line) {
-                Ok(Incoming::Event(event)) => on_event(event),
-                Ok(Incoming::Response(response)) => return Ok(Answer { response, line }),
-                Err(error) => return Err(ClientError::BadAnswer { line, error }),
-            }
+        if read == 0 {
+            return Err(ClientError::NoAnswer);
+        }
+        let line = line.trim_end().to_owned();
+        match Incoming::parse(&line) {
+            Ok(incoming) => Ok((incoming, line)),
+            Err(error) => Err(ClientError::BadAnswer { line, error }),
         }
     }
 

@@ -12,6 +12,7 @@ mod run;
 mod settings;
 mod shell;
 mod start;
+mod watch;
 
 use crate::cli::{Cli, CliCommand};
 use crate::client::{Answer, ClientError};
@@ -83,7 +84,14 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
     }
     let command = requests::build(&cli.command, &Context::load()?)?;
     let answer = match &command {
-        Command::Run(args) => run::run(socket, args.clone(), cli.json)?,
+        Command::Run(args) => {
+            let detach = matches!(&cli.command, CliCommand::Run(run) if run.detach);
+            match run::run(socket, args.clone(), detach, cli.json)? {
+                Some(answer) => answer,
+                None => return Ok(()),
+            }
+        }
+        Command::Watch {} => return watch::watch(socket, cli.json),
         command => {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }
@@ -120,7 +128,9 @@ fn print(
 
 /// Writes lines to stdout. A reader that has gone away (`backupctl list | head -1`) ends the
 /// output quietly: it read all it wanted, and the request itself went through.
-fn write_stdout(lines: impl IntoIterator<Item = impl AsRef<str>>) -> Result<(), Failure> {
+pub(crate) fn write_stdout(
+    lines: impl IntoIterator<Item = impl AsRef<str>>,
+) -> Result<(), Failure> {
     let text: String = lines
         .into_iter()
         .map(|line| format!("{}\n", line.as_ref()))

@@ -1,9 +1,10 @@
 //! Human-readable text for each answer; `--json` bypasses this module.
 
 use proto::response::{
-    BackupList, Hello, PruneReport, RestoreSummary, RunReport, ScheduleInfo, ScheduleList,
-    VerifyList,
+    BackupList, CancelReport, DestinationSpace, Hello, JobInfo, JobList, JobState, PruneReport,
+    RestoreSummary, RunReport, ScheduleInfo, ScheduleList, StatusInfo, VerifyList,
 };
+use proto::schedule::RunRecord;
 use proto::schedule::Timestamp;
 use proto::size::human_size;
 use proto::{Event, Reply, VerifyStatus};
@@ -28,7 +29,213 @@ pub fn reply(reply: Reply, socket: &Path) -> Vec<String> {
         Reply::Verify(list) => verify(&list),
         Reply::Restore(summary) => restore(&summary),
         Reply::Run(report) => run_report(&report),
+        Reply::Status(info) => full_status(&info),
+        Reply::Jobs(list) => jobs(&list),
+        Reply::Cancelled(report) => cancelled(&report),
+        Reply::WatchEnded(_) => vec!["backupd is stopping".to_owned()],
     }
+}
+
+/// `status`: the daemon, its jobs, its schedules and the space left where archives go.
+fn full_status(info: &StatusInfo) -> Vec<String> {
+    let when = |t: &Timestamp| t.format(proto::LOG_TIME_FORMAT).to_string();
+    let mut lines = vec![
+        format!(
+            "backupd {} running (protocol {}, pid {}), up {}",
+            info.daemon_version,
+            info.protocol_version,
+            info.pid,
+            uptime(info.uptime_secs)
+        ),
+        format!("home: {}", info.home),
+        format!("socket: {}", info.socket.as_deref().unwrap_or("(unnamed)")),
+    ];
+    if info.jobs.is_empty() {
+        lines.push("jobs: none running".to_owned());
+    } else {
+        lines.push("jobs:".to_owned());
+        lines.extend(info.jobs.iter().map(|job| format!("  {}", job_line(job))));
+    }
+    lines.push(match &info.next_run {
+        Some(next) => format!("next run: {} at {}", next.name, when(&next.at)),
+        None => "next run: none scheduled".to_owned(),
+    });
+    if !info.schedules.is_empty() {
+        lines.push("schedules:".to_owned());
+        for schedule in &info.schedules {
+            let next = schedule
+                .next_run
+                .as_ref()
+                .map_or_else(|| "never".to_owned(), when);
+            let state = if schedule.running { "; running" } else { "" };
+            lines.push(format!(
+                "  {} (next {next}; last {}{state})",
+                schedule.display,
+                last_outcome(schedule.last_run.as_ref())
+            ));
+        }
+    }
+    lines.push("free space:".to_owned());
+    lines.extend(
+        info.destinations
+            .iter()
+            .map(|d| format!("  {}", space_line(d))),
+    );
+    lines
+}
+
+/// How the last run went, with the error text of a failure.
+fn last_outcome(run: Option<&RunRecord>) -> String {
+    let Some(run) = run else {
+        return "never".to_owned();
+    };
+    let at = run.started.format(proto::LOG_TIME_FORMAT);
+    match (&run.error, run.ok) {
+        (_, true) => format!("ok {at}"),
+        (Some(error), false) => format!("failed {at}: {error}"),
+        (None, false) => format!("failed {at}"),
+    }
+}
+
+fn space_line(space: &DestinationSpace) -> String {
+    match (
+        space.exists,
+        &space.error,
+        space.free_bytes,
+        space.total_bytes,
+    ) {
+        (false, _, _, _) => format!("{}: missing", space.path),
+        (true, Some(error), _, _) => format!("{}: {error}", space.path),
+        (true, None, Some(free), Some(total)) => format!(
+            "{}: {} free of {}",
+            space.path,
+            human_size(free),
+            human_size(total)
+        ),
+        _ => format!("{}: unknown", space.path),
+    }
+}
+
+/// `2d 3h`, `3h 4m`, `4m 5s`: the two largest units.
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Lines for `jobs`: one per running job.
+fn jobs(list: &JobList) -> Vec<String> {
+    list.jobs.iter().map(job_line).collect()
+}
+
+/// `#3 docs running 12 files, 1.00 MB read, 512.00 KB written: /home/me/docs`.
+fn job_line(job: &JobInfo) -> String {
+    let state = match job.state {
+        JobState::Waiting => "waiting",
+        JobState::Running => "running",
+        JobState::Cancelling => "cancelling",
+    };
+    let schedule = job
+        .schedule
+        .as_ref()
+        .map_or_else(String::new, |s| format!(" (schedule {s})"));
+    format!(
+        "#{} {}{schedule} {state} {}, {} read, {} written, since {}: {}",
+        job.id,
+        job.name,
+        files(job.files),
+        human_size(job.bytes_in),
+        human_size(job.bytes_out),
+        job.started.format("%H:%M:%S"),
+        job.source
+    )
+}
+
+/// Lines for `cancel`: each job told to stop.
+fn cancelled(report: &CancelReport) -> Vec<String> {
+    report
+        .cancelled
+        .iter()
+        .map(|job| format!("Cancelled job {} ({}): {}", job.id, job.name, job.source))
+        .collect()
+}
+
+/// `1 file`, `2 files`.
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{n} files")
+    }
+}
+
+/// A `watch` event as one line of text, after the local time; `None` for kinds with nothing
+/// to say.
+pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<String> {
+    let text = match event {
+        Event::JobStarted {
+            job,
+            name,
+            schedule,
+            source,
+        } => {
+            let schedule = schedule
+                .as_ref()
+                .map_or_else(String::new, |s| format!(" for schedule {s}"));
+            format!("job {job} started: {name}{schedule} ({source})")
+        }
+        Event::JobProgress {
+            job,
+            name,
+            files: n,
+            bytes_in,
+            bytes_out,
+        } => format!(
+            "job {job} progress: {name} {}, {} read, {} written",
+            files(*n),
+            human_size(*bytes_in),
+            human_size(*bytes_out)
+        ),
+        Event::JobFinished {
+            job,
+            name,
+            archive,
+            size_bytes,
+            ..
+        } => format!(
+            "job {job} finished: {name} {archive} ({})",
+            human_size(*size_bytes)
+        ),
+        Event::JobFailed {
+            job, name, error, ..
+        } => format!("job {job} failed: {name}: {error}"),
+        Event::JobCancelled {
+            job, name, error, ..
+        } => format!("job {job} cancelled: {name}: {error}"),
+        Event::Rotated {
+            destination,
+            deleted,
+        } => format!("rotated {destination}: deleted {}", deleted.join(", ")),
+        Event::Verified { archive, status } => format!("verified {archive}: {status}"),
+        Event::ScheduleChanged { name, change } => {
+            let change = match change {
+                proto::event::ScheduleChange::Created => "created",
+                proto::event::ScheduleChange::Deleted => "deleted",
+            };
+            format!("schedule {name} {change}")
+        }
+        Event::Lagged { missed } => format!("(missed {missed} events: reading too slowly)"),
+        Event::SourceStarted { .. }
+        | Event::Progress { .. }
+        | Event::SourceFinished { .. }
+        | Event::RunStarted { .. }
+        | Event::Unknown => return None,
+    };
+    Some(format!("{} {text}", now.format("%H:%M:%S")))
 }
 
 /// Lines for `list`: the schedule manager's `0: path;HH:MM;name` for a one-shot; a recurring
@@ -259,7 +466,7 @@ pub fn progress(event: &Event) -> Option<String> {
             human_size(*bytes_out)
         )),
         Event::SourceStarted { source, .. } => Some(format!("{source}: starting")),
-        Event::SourceFinished { .. } => None,
+        _ => None,
     }
 }
 

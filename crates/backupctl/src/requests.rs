@@ -47,8 +47,7 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
             index: *index,
             name: name.clone(),
         },
-        CliCommand::Status
-        | CliCommand::Start
+        CliCommand::Start
         | CliCommand::Stop
         | CliCommand::Completions { .. }
         | CliCommand::Man { .. } => Command::Hello {},
@@ -63,6 +62,13 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::Prune(prune) => Command::Prune(prune_args(prune, ctx)?),
         CliCommand::Verify(verify) => Command::Verify(verify_args(verify, ctx)?),
         CliCommand::Restore(restore) => Command::Restore(restore_args(restore, ctx)?),
+        CliCommand::Status => Command::Status {},
+        CliCommand::Jobs => Command::Jobs {},
+        CliCommand::Cancel { job, name } => Command::Cancel {
+            job: *job,
+            name: name.clone(),
+        },
+        CliCommand::Watch => Command::Watch {},
     })
 }
 

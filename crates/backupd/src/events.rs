@@ -47,6 +47,23 @@ impl EventSink {
         }
     }
 
+    /// Sends an event that must arrive, waiting for room; `false` once the connection no
+    /// longer takes events (its client went away).
+    pub async fn deliver(&self, event: Event) -> bool {
+        match &self.lines {
+            Some(lines) => lines.send(self.line(event)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Resolves once the connection no longer takes events (never for a disabled sink).
+    pub async fn closed(&self) {
+        match &self.lines {
+            Some(lines) => lines.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     fn line(&self, event: Event) -> String {
         EventLine {
             id: self.id.clone(),

@@ -9,6 +9,7 @@ pub mod format;
 pub mod fsutil;
 pub mod handlers;
 pub mod home;
+pub mod jobs;
 pub mod log;
 pub mod notify;
 pub mod plan;

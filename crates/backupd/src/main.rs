@@ -140,6 +140,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let _log = set_up_home(&home, &log)?;
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
+    // What `status` shows: the file bound, or the inherited socket's own address.
+    let socket_shown = match &source {
+        ListenerSource::Bound { path, .. } => Some(path.clone()),
+        ListenerSource::Inherited => socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf)),
+    };
     let schedules = load_schedules(&home, &source)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -150,7 +158,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &source, &args, config).await;
+        let daemon = open_daemon(home, schedules, &source, socket_shown, &args, config).await;
         serve(listener, daemon).await
     });
     shut_down(runtime, &source, outcome)
@@ -244,6 +252,7 @@ async fn open_daemon(
     home: Home,
     schedules: ScheduleStore,
     source: &ListenerSource,
+    socket: Option<PathBuf>,
     args: &Args,
     config: Config,
 ) -> Arc<Daemon> {
@@ -269,6 +278,7 @@ async fn open_daemon(
     let mut daemon = Daemon::new(home, schedules, max_jobs, catch_up_grace);
     daemon.job_defaults = config.defaults;
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
+    daemon.socket = socket;
     daemon.notify = backupd::notify::Notifier::from_env();
     Arc::new(daemon)
 }

@@ -112,6 +112,7 @@ pub async fn plan(
         destination,
         dry_run,
         after,
+        schedule: None,
     })
 }
 
@@ -127,14 +128,16 @@ pub async fn for_schedule(
     } else {
         Naming::Prefixed(schedule.name.clone())
     };
-    plan(
+    let mut plan = plan(
         defaults,
         &schedule.sources,
         &naming,
         &schedule.options,
         dry_run,
     )
-    .await
+    .await?;
+    plan.schedule = Some(schedule.name.clone());
+    Ok(plan)
 }
 
 /// Checks the job options the protocol could not (compression was checked as it was read),

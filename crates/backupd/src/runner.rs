@@ -7,15 +7,18 @@ use crate::destination::{self, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
+use crate::jobs::{Job, JobGuard, NewJob};
 use crate::retention;
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
 use proto::Event;
+use proto::event::JobRef;
 use proto::response::{RunReport, SourceReport};
 use proto::size::human_size;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::broadcast;
 
 /// What to run: validated jobs sharing one destination, and what to do after each.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct RunPlan {
     /// Done in order after each source's archive is written; the first that fails a source
     /// ends its list.
     pub after: Vec<AfterWrite>,
+    /// The schedule the run is for, if any: its jobs carry the name.
+    pub schedule: Option<String>,
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -38,21 +43,52 @@ pub enum AfterWrite {
 }
 
 /// Runs every job of the plan and reports; never fails as a whole, each source succeeds or
-/// fails on its own.
+/// fails on its own. A real run registers all its jobs first, so that they can be listed and
+/// cancelled even while they wait for a job slot, and tells the client their ids.
 pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunReport {
     let dry_run = plan.dry_run;
-    if dry_run {
-        tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
-    }
     let after = &plan.after;
-    let runs = plan.jobs.into_iter().map(|job| async move {
-        if dry_run {
-            plan_one(job, after).await
-        } else {
-            back_up_one(daemon, job, after, events).await
+    let sources = if dry_run {
+        tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
+        let runs = plan.jobs.into_iter().map(|job| plan_one(job, after));
+        futures_util::future::join_all(runs).await
+    } else {
+        let registered: Vec<(BackupJob, JobGuard)> = plan
+            .jobs
+            .into_iter()
+            .map(|job| {
+                let new = NewJob {
+                    name: job.name.clone(),
+                    schedule: plan.schedule.clone(),
+                    source: job.source.display().to_string(),
+                };
+                let guard = daemon.registry.register(new, &daemon.shutdown);
+                (job, guard)
+            })
+            .collect();
+        let jobs = registered
+            .iter()
+            .map(|(_, guard)| JobRef {
+                job: guard.job().id,
+                name: guard.job().name.clone(),
+                source: guard.job().source.clone(),
+            })
+            .collect();
+        events.send(Event::RunStarted { jobs }).await;
+        for (_, guard) in &registered {
+            let job = guard.job();
+            daemon.publish(Event::JobStarted {
+                job: job.id,
+                name: job.name.clone(),
+                schedule: job.schedule.clone(),
+                source: job.source.clone(),
+            });
         }
-    });
-    let sources = futures_util::future::join_all(runs).await;
+        let runs = registered
+            .into_iter()
+            .map(|(job, guard)| back_up_one(daemon, job, guard, after, events));
+        futures_util::future::join_all(runs).await
+    };
     let report = summarize(dry_run, &plan.destination.location(), sources);
     log_summary(&report);
     report
@@ -197,7 +233,12 @@ async fn existing_archives(job: &BackupJob) -> Vec<PathBuf> {
 }
 
 /// Verifies a new archive; `Err` says why it failed.
-async fn verify_new(daemon: &Daemon, job: &BackupJob, archive: &Path) -> Result<(), String> {
+async fn verify_new(
+    daemon: &Daemon,
+    job: &BackupJob,
+    archive: &Path,
+    tag: &str,
+) -> Result<(), String> {
     let destination = Arc::clone(&job.destination);
     let file = file_name(archive);
     let checked =
@@ -211,8 +252,12 @@ async fn verify_new(daemon: &Daemon, job: &BackupJob, archive: &Path) -> Result<
         .verify_ledger
         .record(archive, report.finding.status())
         .await;
+    daemon.publish(Event::Verified {
+        archive: archive.display().to_string(),
+        status: report.finding.status(),
+    });
     if report.finding.is_ok() {
-        tracing::info!("Verify OK: {}", file_name(archive));
+        tracing::info!("{tag} Verify OK: {}", file_name(archive));
         Ok(())
     } else {
         Err(report.finding.to_string())
@@ -225,19 +270,28 @@ const NAME_ATTEMPTS: usize = 5;
 async fn back_up_one(
     daemon: &Daemon,
     job: BackupJob,
+    guard: JobGuard,
     after: &[AfterWrite],
     events: &EventSink,
 ) -> SourceReport {
-    let _slot = daemon
-        .job_slots
-        .acquire()
-        .await
-        .expect("job slots are never closed");
+    let registered = Arc::clone(guard.job());
+    let tag = registered.tag();
+    let source = job.source.display().to_string();
+    // A job cancelled while it waits for a slot never starts.
+    let slot = tokio::select! {
+        slot = daemon.job_slots.acquire() => Some(slot.expect("job slots are never closed")),
+        () = registered.cancelled() => None,
+    };
+    let Some(_slot) = slot else {
+        let mut report = empty_report(&job, &job.names());
+        cancelled(daemon, &tag, &source, &mut report);
+        return finish_job(daemon, &registered, report, events).await;
+    };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
     let mut report = empty_report(&job, &names);
-    let source = job.source.display().to_string();
-    tracing::info!("Compressing {source}");
+    registered.set_running(&report.archive);
+    tracing::info!("{tag} Compressing {source}");
     events
         .send(Event::SourceStarted {
             source: source.clone(),
@@ -245,21 +299,28 @@ async fn back_up_one(
         })
         .await;
 
-    // Shutdown cancels the archive cleanly: the engine removes its partial file.
+    // Its own cancellation, or shutdown's, stops the archive cleanly: the engine removes its
+    // partial file.
     let cancel = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn({
         let cancel = Arc::clone(&cancel);
-        let shutdown = daemon.shutdown.clone();
+        let registered = Arc::clone(&registered);
         async move {
-            shutdown.cancelled().await;
+            registered.cancelled().await;
             cancel.store(true, Ordering::Relaxed);
         }
     });
     let existed_before = existing_archives(&job).await;
     let rotation_job = job.clone();
+    let progress = ProgressTo {
+        events: events.clone(),
+        watchers: daemon.publisher(),
+        job: Arc::clone(&registered),
+        source: source.clone(),
+    };
     let mut attempts = 1;
     let outcome = loop {
-        match write_archive(job, events, &source, Arc::clone(&cancel)).await {
+        match write_archive(job, progress.clone(), Arc::clone(&cancel)).await {
             // Another run took these names between our check and our write.
             Ok((again, Err(EngineError::ArchiveExists { .. }))) if attempts < NAME_ATTEMPTS => {
                 attempts += 1;
@@ -273,19 +334,20 @@ async fn back_up_one(
 
     match outcome {
         Ok(Ok(outcome)) => {
-            log_success(daemon, &source, &outcome);
+            log_success(daemon, &tag, &source, &outcome);
             fill_success(&mut report, &outcome);
             for step in after {
                 match step {
                     AfterWrite::Verify => {
-                        let verified = verify_new(daemon, &rotation_job, &outcome.archive).await;
+                        let verified =
+                            verify_new(daemon, &rotation_job, &outcome.archive, &tag).await;
                         report.verified = Some(verified.is_ok());
                         if let Err(reason) = verified {
                             let message = format!(
                                 "Verify failed for {}: {reason}",
                                 outcome.archive.display()
                             );
-                            tracing::error!("{message}");
+                            tracing::error!("{tag} {message}");
                             report.ok = false;
                             report.error = Some(message);
                         }
@@ -293,6 +355,16 @@ async fn back_up_one(
                     AfterWrite::Rotate(policy) => {
                         let candidates = Some(existed_before.clone());
                         report.deleted = rotate(&rotation_job, policy, candidates, false).await;
+                        if !report.deleted.is_empty() {
+                            daemon.publish(Event::Rotated {
+                                destination: rotation_job
+                                    .destination
+                                    .location()
+                                    .display()
+                                    .to_string(),
+                                deleted: report.deleted.clone(),
+                            });
+                        }
                     }
                 }
                 if !report.ok {
@@ -300,30 +372,103 @@ async fn back_up_one(
                 }
             }
         }
-        Ok(Err(EngineError::Cancelled)) => {
-            let message = format!("Backup cancelled for {source}: backupd is stopping");
-            tracing::warn!("{message}");
-            report.error = Some(message);
-        }
+        Ok(Err(EngineError::Cancelled)) => cancelled(daemon, &tag, &source, &mut report),
         Ok(Err(e)) => {
             let message = format!("Backup failed for {source}: {e}");
-            tracing::error!("{message}");
+            tracing::error!("{tag} {message}");
             report.error = Some(message);
         }
         Err(panic) => {
             let message = format!("Backup failed for {source}: internal error: {panic}");
-            tracing::error!("{message}");
+            tracing::error!("{tag} {message}");
             report.error = Some(message);
         }
     }
+    finish_job(daemon, &registered, report, events).await
+}
+
+/// Marks the report of a cancelled job, saying who cancelled it.
+fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport) {
+    let why = if daemon.shutdown.is_cancelled() {
+        "backupd is stopping"
+    } else {
+        "cancelled by request"
+    };
+    let message = format!("Backup cancelled for {source}: {why}");
+    tracing::warn!("{tag} {message}");
+    report.error = Some(message);
+    report.cancelled = true;
+}
+
+/// Tells the run's client and the watchers how the job ended.
+async fn finish_job(
+    daemon: &Daemon,
+    job: &Job,
+    report: SourceReport,
+    events: &EventSink,
+) -> SourceReport {
+    let error = report.error.clone().unwrap_or_default();
+    let (id, name, source) = (job.id, job.name.clone(), report.source.clone());
+    daemon.publish(if report.ok {
+        Event::JobFinished {
+            job: id,
+            name,
+            source,
+            archive: report.archive.clone(),
+            size_bytes: report.size_bytes,
+        }
+    } else if report.cancelled {
+        Event::JobCancelled {
+            job: id,
+            name,
+            source,
+            error,
+        }
+    } else {
+        Event::JobFailed {
+            job: id,
+            name,
+            source,
+            error,
+        }
+    });
     events
         .send(Event::SourceFinished {
-            source,
+            source: report.source.clone(),
             ok: report.ok,
             error: report.error.clone(),
         })
         .await;
     report
+}
+
+/// Where a job's progress goes: its run's client, the watchers, and the registry.
+#[derive(Debug, Clone)]
+struct ProgressTo {
+    events: EventSink,
+    watchers: broadcast::Sender<Event>,
+    job: Arc<Job>,
+    source: String,
+}
+
+impl ProgressTo {
+    /// Never waits: it runs on the thread that writes the archive.
+    fn report(&self, p: &engine::Progress) {
+        self.job.record_progress(p);
+        self.events.try_send(Event::Progress {
+            source: self.source.clone(),
+            files: p.files,
+            bytes_in: p.bytes_in,
+            bytes_out: p.bytes_out,
+        });
+        let _ = self.watchers.send(Event::JobProgress {
+            job: self.job.id,
+            name: self.job.name.clone(),
+            files: p.files,
+            bytes_in: p.bytes_in,
+            bytes_out: p.bytes_out,
+        });
+    }
 }
 
 type EngineRun = (BackupJob, Result<BackupOutcome, EngineError>);
@@ -332,42 +477,36 @@ type EngineRun = (BackupJob, Result<BackupOutcome, EngineError>);
 /// engine panicked.
 async fn write_archive(
     job: BackupJob,
-    events: &EventSink,
-    source: &str,
+    progress: ProgressTo,
     cancel: Arc<AtomicBool>,
 ) -> Result<EngineRun, tokio::task::JoinError> {
-    let sink = events.clone();
-    let source = source.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut on_progress = |p: &engine::Progress| {
-            sink.try_send(Event::Progress {
-                source: source.clone(),
-                files: p.files,
-                bytes_in: p.bytes_in,
-                bytes_out: p.bytes_out,
-            });
-        };
+        let mut on_progress = |p: &engine::Progress| progress.report(p);
         let outcome = engine::run_backup(&job, &mut on_progress, &cancel);
         (job, outcome)
     })
     .await
 }
 
-fn log_success(daemon: &Daemon, source: &str, outcome: &BackupOutcome) {
+/// The original backup script's lines, each after the job's tag.
+fn log_success(daemon: &Daemon, tag: &str, source: &str, outcome: &BackupOutcome) {
     let manifest = &outcome.manifest;
     for warning in &manifest.warnings {
-        tracing::warn!("{warning}");
+        tracing::warn!("{tag} {warning}");
     }
-    tracing::info!("Backup created {}", outcome.archive.display());
-    tracing::info!("Archive size: {}", manifest.size_human);
-    tracing::info!("Checksum: {}", manifest.checksum_sha256);
-    tracing::info!("Manifest created: {}", file_name(&outcome.manifest_path));
+    tracing::info!("{tag} Backup created {}", outcome.archive.display());
+    tracing::info!("{tag} Archive size: {}", manifest.size_human);
+    tracing::info!("{tag} Checksum: {}", manifest.checksum_sha256);
+    tracing::info!(
+        "{tag} Manifest created: {}",
+        file_name(&outcome.manifest_path)
+    );
     // The original backup script names archives inside the home relative to it.
     let shown = outcome
         .archive
         .strip_prefix(daemon.home.root())
         .unwrap_or(&outcome.archive);
-    tracing::info!("Backup done for {source} in {}", shown.display());
+    tracing::info!("{tag} Backup done for {source} in {}", shown.display());
 }
 
 fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
@@ -388,6 +527,7 @@ fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
         warnings: Vec::new(),
         deleted: Vec::new(),
         verified: None,
+        cancelled: false,
     }
 }
 

@@ -11,6 +11,8 @@ use crate::schedules::run_record;
 use crate::state::Daemon;
 use crate::timing::{self, Decision};
 use chrono::{DateTime, Local};
+use proto::Event;
+use proto::event::ScheduleChange;
 use proto::schedule::Schedule;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +72,7 @@ async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<NextRun> {
                 );
                 if schedule.is_once() {
                     daemon.schedules.remove(schedule.id).await;
+                    deleted(daemon, &schedule);
                 } else {
                     daemon.schedules.mark_handled(schedule.id, latest).await;
                 }
@@ -116,6 +119,17 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
             }
         };
         daemon.schedules.record_run(&schedule, record, true).await;
+        if schedule.is_once() {
+            deleted(&daemon, &schedule);
+        }
         drop(guard);
+    });
+}
+
+/// Tells watchers that a one-shot is gone (it ran, or was missed).
+fn deleted(daemon: &Daemon, schedule: &Schedule) {
+    daemon.publish(Event::ScheduleChanged {
+        name: schedule.name.clone(),
+        change: ScheduleChange::Deleted,
     });
 }

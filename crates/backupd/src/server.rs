@@ -111,32 +111,59 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Du
 }
 
 /// Runs the request's handler while writing the event lines it sends. If the client goes
-/// away, or stops reading for the write timeout, no more events are written but the handler
-/// runs to the end (a backup is not abandoned, and a stalled client does not hold a
-/// job slot); `None` says the answer has nobody to go to.
+/// away, or stops reading for the write timeout, the connection stops taking events (a
+/// `watch` ends there) but any other handler runs to the end (a backup is not abandoned, and
+/// a stalled client does not hold a job slot); `None` says the answer has nobody to go to.
 async fn answer_with_events(
     daemon: &Daemon,
     line: &[u8],
     write: &mut LineWriter,
 ) -> Option<Response> {
-    let (events, mut pending) = mpsc::channel(EVENT_BUFFER);
+    let (events, pending) = mpsc::channel(EVENT_BUFFER);
     let handler = handlers::handle_line(daemon, line, events);
     tokio::pin!(handler);
-    let mut client_gone = false;
+    // `None` once the client is gone: senders then fail at once instead of waiting for room.
+    let mut pending = Some(pending);
+    let mut hangup_check = tokio::time::interval(HANGUP_CHECK);
+    hangup_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let response = loop {
         tokio::select! {
             response = &mut handler => break response,
-            Some(event) = pending.recv() => {
-                client_gone = client_gone || write.send(&event).await.is_err();
+            Some(event) = next_event(&mut pending) => {
+                if write.send(&event).await.is_err() {
+                    pending = None;
+                }
+            }
+            // A quiet watch writes nothing that could fail: look for the hang-up itself.
+            _ = hangup_check.tick(), if pending.is_some() => {
+                if write.peer_hung_up() {
+                    pending = None;
+                }
             }
         }
     };
     // Events queued just before the handler returned still precede the response.
-    while let Ok(event) = pending.try_recv() {
-        client_gone = client_gone || write.send(&event).await.is_err();
+    if let Some(queued) = &mut pending {
+        while let Ok(event) = queued.try_recv() {
+            if write.send(&event).await.is_err() {
+                pending = None;
+                break;
+            }
+        }
     }
-    (!client_gone).then_some(response)
+    pending.is_some().then_some(response)
 }
+
+/// The next event line to write; never resolves once the client is gone.
+async fn next_event(pending: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+    match pending {
+        Some(pending) => pending.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How often a long request looks whether its client has closed the connection.
+const HANGUP_CHECK: Duration = Duration::from_secs(1);
 
 /// How long one line, an event or an answer, may wait for a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,6 +176,21 @@ struct LineWriter {
 }
 
 impl LineWriter {
+    /// Whether the client has closed the connection (not merely its sending half, as
+    /// `socat` does at the end of its input): the socket reports a hang-up.
+    fn peer_hung_up(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let stream: &UnixStream = self.write.as_ref();
+        let mut fds = [PollFd::new(stream, PollFlags::empty())];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&now)).is_ok_and(|ready| {
+            ready > 0 && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
+        })
+    }
+
     /// Writes one whole line; an error if the client is gone or did not take it in time.
     async fn send(&mut self, line: &str) -> std::io::Result<()> {
         tokio::time::timeout(self.timeout, self.write.write_all(line.as_bytes()))
@@ -233,5 +275,24 @@ mod tests {
             served.is_ok(),
             "the connection waited for the client to read"
         );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_watch_ends_when_its_client_closes_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        home.create_dirs().unwrap();
+        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
+        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(b"{\"cmd\":\"watch\"}\n").await.unwrap();
+        // No event ever comes: only the hang-up can end the watch.
+        drop(client);
+        let connection = tokio::time::timeout(
+            Duration::from_secs(60),
+            serve_connection(server, &daemon, WRITE_TIMEOUT),
+        )
+        .await;
+        assert!(connection.is_ok(), "the watch outlived its client");
     }
 }

@@ -1,15 +1,19 @@
 //! What every request handler and the scheduler share: the home, the schedules, the job
-//! limits, which schedules are running, the shutdown signal, and what the service manager is
-//! told.
+//! limits, the running jobs, which schedules are running, the event broadcast for watchers,
+//! the shutdown signal, and what the service manager is told.
 
 use crate::home::Home;
+use crate::jobs::JobRegistry;
 use crate::notify::Notifier;
 use crate::schedules::ScheduleStore;
 use crate::verify_ledger::VerifyLedger;
-use chrono::TimeDelta;
+use chrono::{DateTime, Local, TimeDelta};
+use proto::Event;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::Semaphore;
+use std::time::Instant;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,8 +37,20 @@ pub struct Daemon {
     pub job_defaults: proto::JobOptions,
     /// Readiness and status for a service manager; disabled unless `main` enables it.
     pub notify: Notifier,
+    /// Every archive being written, with its progress and cancellation.
+    pub registry: JobRegistry,
+    /// The socket's path, for `status` (unknown for an unnamed inherited socket).
+    pub socket: Option<PathBuf>,
+    /// When the daemon started: the wall clock to show, the monotonic one for the uptime.
+    pub started: (DateTime<Local>, Instant),
+    /// Events for `watch` requests. Sending never waits: a watcher that falls behind by more
+    /// than [`WATCH_BUFFER`] events is told how many it missed.
+    watchers: broadcast::Sender<Event>,
     running: Arc<Mutex<HashSet<u64>>>,
 }
+
+/// Events kept for the slowest watcher before it lags.
+pub const WATCH_BUFFER: usize = 256;
 
 impl Daemon {
     /// What jobs fall back on: the configured defaults, and the home's backups folder.
@@ -62,8 +78,27 @@ impl Daemon {
             removes_socket: true,
             job_defaults: proto::JobOptions::default(),
             notify: Notifier::disabled(),
+            registry: JobRegistry::default(),
+            socket: None,
+            started: (Local::now(), Instant::now()),
+            watchers: broadcast::channel(WATCH_BUFFER).0,
             running: Arc::default(),
         }
+    }
+
+    /// Sends an event to every `watch` (none: dropped).
+    pub fn publish(&self, event: Event) {
+        let _ = self.watchers.send(event);
+    }
+
+    /// A sender for events from a blocking thread (progress).
+    pub fn publisher(&self) -> broadcast::Sender<Event> {
+        self.watchers.clone()
+    }
+
+    /// The events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.watchers.subscribe()
     }
 
     pub fn is_running(&self, schedule_id: u64) -> bool {

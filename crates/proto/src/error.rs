@@ -47,6 +47,8 @@ pub enum ErrorCode {
     ArchiveInvalid,
     /// Some entries of the archive were refused (unsafe paths); `data` holds the report.
     RestoreRefused,
+    /// No running job has the given id (or name).
+    JobNotFound,
     /// The daemon could not read or write its files.
     Io,
     /// The connecting user is not the daemon's user (nor root).
@@ -81,6 +83,7 @@ impl ErrorCode {
             Self::TargetNotEmpty => "target_not_empty",
             Self::ArchiveInvalid => "archive_invalid",
             Self::RestoreRefused => "restore_refused",
+            Self::JobNotFound => "job_not_found",
             Self::Io => "io",
             Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
@@ -122,6 +125,7 @@ mod tests {
             ErrorCode::TargetNotEmpty,
             ErrorCode::ArchiveInvalid,
             ErrorCode::RestoreRefused,
+            ErrorCode::JobNotFound,
             ErrorCode::Io,
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,

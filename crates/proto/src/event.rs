@@ -1,7 +1,9 @@
-//! Event lines: while a long request runs (`run` with `"events": true`), the daemon sends
-//! `{"id": …, "event": "<kind>", …}` lines on the same connection before the final response.
-//! A client tells them apart from the response by the `event` key (a response has `ok`).
+//! Event lines: while a long request runs (`run` with `"events": true`, or `watch`), the
+//! daemon sends `{"id": …, "event": "<kind>", …}` lines on the same connection before the
+//! final response. A client tells them apart from the response by the `event` key (a
+//! response has `ok`).
 
+use crate::response::VerifyStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -36,6 +38,86 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The jobs of a real run, sent first, before any of them waits for a job slot: what
+    /// `cancel` takes, and all a detached client waits for.
+    RunStarted { jobs: Vec<JobRef> },
+    /// `watch`: a job exists (it may still wait for a job slot).
+    JobStarted {
+        job: u64,
+        name: String,
+        /// The schedule it runs for, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<String>,
+        source: String,
+    },
+    /// `watch`: work done so far by a job; at most every 100 ms per job.
+    JobProgress {
+        job: u64,
+        name: String,
+        files: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+    },
+    /// `watch`: a job wrote its archive (and ran its steps after the write).
+    JobFinished {
+        job: u64,
+        name: String,
+        source: String,
+        archive: String,
+        size_bytes: u64,
+    },
+    /// `watch`: a job failed.
+    JobFailed {
+        job: u64,
+        name: String,
+        source: String,
+        error: String,
+    },
+    /// `watch`: a job was cancelled (by `cancel`, or because the daemon stops); its partial
+    /// file is gone.
+    JobCancelled {
+        job: u64,
+        name: String,
+        source: String,
+        error: String,
+    },
+    /// `watch`: rotation (after a run, or `prune`) deleted older archives.
+    Rotated {
+        destination: String,
+        deleted: Vec<String>,
+    },
+    /// `watch`: an archive was verified (after a run, or `verify`).
+    Verified {
+        archive: String,
+        status: VerifyStatus,
+    },
+    /// `watch`: a schedule was added or removed.
+    ScheduleChanged {
+        name: String,
+        change: ScheduleChange,
+    },
+    /// `watch`: the client read too slowly and `missed` events were dropped for it.
+    Lagged { missed: u64 },
+    /// A kind this client does not know (from a newer daemon); skipped.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A job as a run's `run_started` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub job: u64,
+    pub name: String,
+    pub source: String,
+}
+
+/// What happened to a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleChange {
+    Created,
+    /// By `delete`, or a one-shot that ran or was missed.
+    Deleted,
 }
 
 impl EventLine {
@@ -94,5 +176,29 @@ mod tests {
             Incoming::parse(r#"{"id":null,"ok":true,"data":null}"#).unwrap(),
             Incoming::Response(_)
         ));
+    }
+
+    #[test]
+    fn new_kinds_are_snake_case_and_unknown_kinds_are_skipped_not_refused() {
+        let line = EventLine {
+            id: None,
+            event: Event::ScheduleChanged {
+                name: "n".into(),
+                change: ScheduleChange::Created,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            json!({"id": null, "event": "schedule_changed", "name": "n", "change": "created"})
+        );
+        let lagged = serde_json::to_value(Event::Lagged { missed: 3 }).unwrap();
+        assert_eq!(lagged, json!({"event": "lagged", "missed": 3}));
+        assert_eq!(
+            Incoming::parse(r#"{"id":1,"event":"from_the_future","x":1}"#).unwrap(),
+            Incoming::Event(EventLine {
+                id: Some(json!(1)),
+                event: Event::Unknown
+            })
+        );
     }
 }

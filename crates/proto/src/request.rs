@@ -42,6 +42,20 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Back up sources now.
     Run(RunArgs),
+    /// The daemon at a glance: versions, uptime, paths, running jobs, schedules, free space.
+    Status {},
+    /// The running jobs.
+    Jobs {},
+    /// Cancel one running job by its id (`job`; `id` is the request's own), or every running
+    /// job of a backup or schedule `name`.
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Follow the daemon's events until the client closes the connection.
+    Watch {},
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
@@ -104,7 +118,8 @@ pub struct RunArgs {
 impl Command {
     /// Every `cmd` the daemon knows, to tell an unknown command from bad arguments.
     pub const NAMES: &'static [&'static str] = &[
-        "hello", "create", "list", "delete", "stop", "backups", "run", "prune", "verify", "restore",
+        "hello", "create", "list", "delete", "stop", "backups", "run", "prune", "verify",
+        "restore", "status", "jobs", "cancel", "watch",
     ];
 }
 
@@ -339,6 +354,13 @@ mod tests {
                 dry_run: true,
                 ..RunArgs::default()
             }),
+            Command::Status {},
+            Command::Jobs {},
+            Command::Cancel {
+                job: Some(3),
+                name: None,
+            },
+            Command::Watch {},
         ];
         assert_eq!(commands.len(), Command::NAMES.len() + 1);
         for command in commands {

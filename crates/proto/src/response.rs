@@ -4,7 +4,7 @@
 use crate::error::ErrorCode;
 use crate::job::Codec;
 use crate::request::Command;
-use crate::schedule::{Schedule, Timestamp};
+use crate::schedule::{RunRecord, Schedule, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -104,6 +104,12 @@ pub enum Reply {
     Verify(VerifyList),
     Restore(RestoreSummary),
     Run(RunReport),
+    /// `status`; boxed, being much larger than the other replies.
+    Status(Box<StatusInfo>),
+    Jobs(JobList),
+    Cancelled(CancelReport),
+    /// `watch`, once the daemon ends the stream.
+    WatchEnded(WatchEnd),
 }
 
 impl Reply {
@@ -122,6 +128,10 @@ impl Reply {
             Command::Verify(_) => Reply::Verify(from_value(data)?),
             Command::Restore(_) => Reply::Restore(from_value(data)?),
             Command::Run(_) => Reply::Run(from_value(data)?),
+            Command::Status {} => Reply::Status(from_value(data)?),
+            Command::Jobs {} => Reply::Jobs(from_value(data)?),
+            Command::Cancel { .. } => Reply::Cancelled(from_value(data)?),
+            Command::Watch {} => Reply::WatchEnded(from_value(data)?),
         })
     }
 }
@@ -344,6 +354,126 @@ pub struct SourceReport {
     /// Whether the archive verified, when the job asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
+    /// The source failed because its job was cancelled (`cancel`, or the daemon stopping).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a job slot (`backupd --max-jobs`).
+    Waiting,
+    /// Writing its archive, or verifying and rotating after it.
+    Running,
+    /// Cancelled; removing its partial file.
+    Cancelling,
+}
+
+/// A running job: one source of a run or of a schedule's run, being written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Small and increasing, never reused while the daemon runs; what `cancel` takes.
+    pub id: u64,
+    /// The backup name (of its archives).
+    pub name: String,
+    /// The schedule it runs for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    pub source: String,
+    /// The archive being written, once the job has a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    pub state: JobState,
+    pub started: Timestamp,
+    pub files: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// `data` of `jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobInfo>,
+}
+
+/// `data` of `cancel`: the jobs told to stop. Each ends soon after, its partial file removed,
+/// and its run answers `backup_failed` saying it was cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReport {
+    pub cancelled: Vec<JobInfo>,
+}
+
+/// `data` of `watch`, the one answer it gets: the daemon ended the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEnd {
+    pub reason: WatchEndReason,
+}
+
+/// Why a watch ended on the daemon's side (a client ends it by closing the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchEndReason {
+    /// The daemon is shutting down.
+    Stopping,
+}
+
+/// `data` of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub daemon_version: String,
+    pub protocol_version: u32,
+    pub pid: u32,
+    pub started: Timestamp,
+    pub uptime_secs: u64,
+    pub home: String,
+    /// The socket's path; absent for an unnamed socket passed by a service manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    pub jobs: Vec<JobInfo>,
+    /// The schedule due first, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<NextRun>,
+    pub schedules: Vec<ScheduleStatus>,
+    /// The home's backups folder, then each other schedule destination.
+    pub destinations: Vec<DestinationSpace>,
+}
+
+/// The next due run of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextRun {
+    pub name: String,
+    pub at: Timestamp,
+}
+
+/// A schedule as `status` shows it: when next, whether running, how the last run went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    pub name: String,
+    pub display: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<Timestamp>,
+    pub running: bool,
+    /// The last outcome; a failure carries its error text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+}
+
+/// Free space where archives go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationSpace {
+    pub path: String,
+    /// `false` for a folder that does not exist (yet: a run creates it).
+    pub exists: bool,
+    /// Bytes available to the daemon's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// Why the space could not be read, for a folder that exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use crate::state::Daemon;
 use crate::timing;
 use chrono::Local;
 use proto::JobOptions;
+use proto::event::ScheduleChange;
 use proto::request::CreateArgs;
 use proto::response::ScheduleChanged;
 use proto::schedule::{Schedule, Timing};
 use proto::schedule_spec::{TimeOfDay, validate_name};
-use proto::{ErrorCode, ScheduleSpec};
+use proto::{ErrorCode, Event, ScheduleSpec};
 
 pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<ScheduleChanged> {
     let now = Local::now();
@@ -53,6 +54,10 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
         })
         .await?;
     tracing::info!("New schedule added: {}", schedule.display());
+    daemon.publish(Event::ScheduleChanged {
+        name: schedule.name.clone(),
+        change: ScheduleChange::Created,
+    });
     Ok(ScheduleChanged {
         schedule: schedule_info(index, schedule, &now),
     })

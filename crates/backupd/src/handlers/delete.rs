@@ -3,8 +3,9 @@
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
 use crate::state::Daemon;
-use proto::ErrorCode;
+use proto::event::ScheduleChange;
 use proto::response::ScheduleChanged;
+use proto::{ErrorCode, Event};
 
 pub async fn handle(
     daemon: &Daemon,
@@ -39,6 +40,10 @@ pub async fn handle(
         })
         .await?;
     tracing::info!("Schedule at index {index} deleted");
+    daemon.publish(Event::ScheduleChanged {
+        name: removed.name.clone(),
+        change: ScheduleChange::Deleted,
+    });
     Ok(ScheduleChanged {
         schedule: schedule_info(index, removed, &chrono::Local::now()),
     })

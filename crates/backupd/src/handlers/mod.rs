@@ -2,15 +2,19 @@
 //! its handler and turns the outcome into a [`Response`]. Every failure is logged here, once.
 
 mod backups;
+mod cancel;
 mod create;
 mod delete;
 mod hello;
+mod jobs;
 mod list;
 mod prune;
 mod restore;
 mod run;
+mod status;
 mod stop;
 mod verify;
+mod watch;
 
 use crate::destination::LocalFolder;
 use crate::events::EventSink;
@@ -133,6 +137,15 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
                 EventSink::disabled()
             };
             run::handle(daemon, args, &sink).await.map(Reply::Run)
+        }
+        Command::Status {} => status::handle(daemon)
+            .await
+            .map(|info| Reply::Status(Box::new(info))),
+        Command::Jobs {} => Ok(Reply::Jobs(jobs::handle(daemon))),
+        Command::Cancel { job, name } => cancel::handle(daemon, job, name).map(Reply::Cancelled),
+        Command::Watch {} => {
+            let sink = EventSink::new(request.id.clone(), events);
+            Ok(Reply::WatchEnded(watch::handle(daemon, &sink).await))
         }
     };
     match outcome {

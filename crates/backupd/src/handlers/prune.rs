@@ -19,6 +19,12 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
         tracing::info!("Would delete: {} old backups", rotated.deleted.len());
     } else {
         tracing::info!("Old backups deleted: {}", rotated.deleted.len());
+        if !rotated.deleted.is_empty() {
+            daemon.publish(proto::Event::Rotated {
+                destination: destination.clone(),
+                deleted: rotated.deleted.clone(),
+            });
+        }
     }
     Ok(PruneReport {
         dry_run,

@@ -38,12 +38,21 @@ pub async fn handle(
     finish(runner::execute(daemon, plan, events).await)
 }
 
-/// A run in which some sources failed still answers with its report.
+/// A run in which some sources failed still answers with its report; the message says when
+/// sources were cancelled.
 fn finish(report: RunReport) -> HandlerResult<RunReport> {
     if report.failed == 0 {
         return Ok(report);
     }
-    let message = format!("{} of {} sources failed", report.failed, report.total);
+    let cancelled = report.sources.iter().filter(|s| s.cancelled).count();
+    let message = match cancelled {
+        0 => format!("{} of {} sources failed", report.failed, report.total),
+        n if n == report.failed => format!("{n} of {} sources cancelled", report.total),
+        n => format!(
+            "{} of {} sources failed ({n} cancelled)",
+            report.failed, report.total
+        ),
+    };
     Err(HandlerError::partial(
         ErrorCode::BackupFailed,
         message,

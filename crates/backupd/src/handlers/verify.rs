@@ -27,6 +27,10 @@ pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyLi
             .verify_ledger
             .record(&report.archive, finding.status())
             .await;
+        daemon.publish(proto::Event::Verified {
+            archive: report.archive.display().to_string(),
+            status: finding.status(),
+        });
         if finding.is_ok() {
             list.ok += 1;
             tracing::info!("Verify OK: {file}");

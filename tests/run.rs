@@ -619,7 +619,7 @@ fn progress_is_drawn_when_stdout_is_a_terminal() {
     let text = String::from_utf8_lossy(&out.stdout);
     let source = t.work().join("src").display().to_string();
     assert!(
-        text.contains(&format!("{source}: 1 files, 48.83 KB read")),
+        text.contains(&format!("{source}: 1 file, 48.83 KB read")),
         "{text:?}"
     );
     assert!(
@@ -627,6 +627,24 @@ fn progress_is_drawn_when_stdout_is_a_terminal() {
         "the line is redrawn in place: {text:?}"
     );
     assert!(text.contains("=== Backup Summary ==="), "{text:?}");
+    assert!(
+        !text.contains("%)"),
+        "a first backup has nothing to compare with"
+    );
+
+    // The second backup of a name knows from the first how much there is to read.
+    let again = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(t.work())
+        .env("BACKUPD_HOME", t.home())
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        text.contains(&format!("{source}: 1 file, 48.83 KB read (")) && text.contains("%)"),
+        "{text:?}"
+    );
 
     // Piped, there is no progress at all.
     let piped = t.ctl(&["run", "--sources", "src"]).ok();

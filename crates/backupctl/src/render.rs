@@ -453,20 +453,87 @@ fn run_report(report: &RunReport) -> Vec<String> {
 }
 
 /// A one-line progress display, redrawn in place on a terminal.
-pub fn progress(event: &Event) -> Option<String> {
-    match event {
-        Event::Progress {
-            source,
-            files,
-            bytes_in,
-            bytes_out,
-        } => Some(format!(
-            "{source}: {files} files, {} read, {} written",
-            human_size(*bytes_in),
-            human_size(*bytes_out)
-        )),
-        Event::SourceStarted { source, .. } => Some(format!("{source}: starting")),
-        _ => None,
+/// The progress line of a run on a terminal: files and bytes, the rate, and, when the previous
+/// backup of the same name says how much there is to read, the percentage and time left.
+#[derive(Debug, Default)]
+pub struct ProgressView {
+    /// Per source: when it started and what it is expected to read.
+    started: std::collections::HashMap<String, (std::time::Instant, Option<u64>)>,
+}
+
+impl ProgressView {
+    /// The line to draw for `event`, received at `now`; `None` to leave the line as it is.
+    pub fn line(&mut self, event: &Event, now: std::time::Instant) -> Option<String> {
+        match event {
+            Event::SourceStarted {
+                source,
+                expected_bytes,
+                ..
+            } => {
+                self.started.insert(source.clone(), (now, *expected_bytes));
+                Some(format!("{source}: starting"))
+            }
+            Event::Progress {
+                source,
+                files,
+                bytes_in,
+                bytes_out,
+            } => {
+                let (since, expected) = self.started.get(source).copied().unwrap_or((now, None));
+                Some(progress_line(
+                    source,
+                    *files,
+                    *bytes_in,
+                    *bytes_out,
+                    now.saturating_duration_since(since),
+                    expected,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn progress_line(
+    source: &str,
+    files: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    elapsed: std::time::Duration,
+    expected: Option<u64>,
+) -> String {
+    let files = if files == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{files} files")
+    };
+    let mut line = format!("{source}: {files}, {} read", human_size(bytes_in));
+    // Never 100% before the end: the source may have grown since the last backup.
+    let expected = expected.filter(|&e| e > 0);
+    if let Some(expected) = expected {
+        let percent = (bytes_in.saturating_mul(100) / expected).min(99);
+        line.push_str(&format!(" ({percent}%)"));
+    }
+    let seconds = elapsed.as_secs_f64();
+    if seconds >= 0.5 {
+        let rate = bytes_in as f64 / seconds;
+        line.push_str(&format!(", {}/s", human_size(rate as u64)));
+        if let Some(expected) = expected.filter(|&e| e > bytes_in && rate > 0.0) {
+            let left = ((expected - bytes_in) as f64 / rate).ceil() as u64;
+            line.push_str(&format!(", {} left", clock(left)));
+        }
+    }
+    line.push_str(&format!(", {} written", human_size(bytes_out)));
+    line
+}
+
+/// `m:ss`, or `h:mm:ss` from an hour on.
+fn clock(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
     }
 }
 
@@ -499,6 +566,51 @@ mod tests {
                 last_run: None,
             },
         }
+    }
+
+    #[test]
+    fn progress_shows_the_rate_and_with_an_estimate_the_percentage_and_time_left() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut view = ProgressView::default();
+        let started = Event::SourceStarted {
+            source: "/src".into(),
+            archive: "/b/a.tar.gz".into(),
+            expected_bytes: Some(10_000_000),
+        };
+        assert_eq!(view.line(&started, t0).unwrap(), "/src: starting");
+        let progress = |files, bytes_in| Event::Progress {
+            source: "/src".into(),
+            files,
+            bytes_in,
+            bytes_out: 1024,
+        };
+        assert_eq!(
+            view.line(&progress(1, 4_000_000), t0 + Duration::from_secs(2))
+                .unwrap(),
+            "/src: 1 file, 3.81 MB read (40%), 1.91 MB/s, 0:03 left, 1.00 KB written"
+        );
+        // Read more than the last time: never 100% and no time left before the end.
+        assert_eq!(
+            view.line(&progress(7, 12_000_000), t0 + Duration::from_secs(4))
+                .unwrap(),
+            "/src: 7 files, 11.44 MB read (99%), 2.86 MB/s, 1.00 KB written"
+        );
+        // Without an estimate (a first backup), the rate alone; too early for a rate at all.
+        let mut first = ProgressView::default();
+        let started = Event::SourceStarted {
+            source: "/src".into(),
+            archive: "/b/a.tar.gz".into(),
+            expected_bytes: None,
+        };
+        first.line(&started, t0);
+        assert_eq!(
+            first
+                .line(&progress(2, 100), t0 + Duration::from_millis(100))
+                .unwrap(),
+            "/src: 2 files, 100.00 B read, 1.00 KB written"
+        );
+        assert_eq!(clock(3725), "1:02:05");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn run(
     let interactive = std::io::stdout().is_terminal() && !json;
     let mut stdout = std::io::stdout();
     let mut drawn = false;
+    let mut view = render::ProgressView::default();
     let answer = connection
         .request_with_events(&request, |line| {
             if let Event::RunStarted { jobs } = &line.event {
@@ -43,7 +44,7 @@ pub fn run(
             if !interactive {
                 return;
             }
-            if let Some(text) = render::progress(&line.event) {
+            if let Some(text) = view.line(&line.event, std::time::Instant::now()) {
                 let _ = write!(stdout, "\r\x1b[2K{text}");
                 let _ = stdout.flush();
                 drawn = true;

@@ -214,19 +214,24 @@ async fn rotate(
     }
 }
 
-/// The archives of the job's name in its destination now (none if it cannot be read).
-async fn existing_archives(job: &BackupJob) -> Vec<PathBuf> {
+/// The archives of the job's name in its destination now (none if it cannot be read), and
+/// how many source bytes the newest of them read: what this run may expect to read.
+async fn existing_archives(job: &BackupJob) -> (Vec<PathBuf>, Option<u64>) {
     let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     tokio::task::spawn_blocking(move || {
-        destination::list(destination.as_ref())
-            .map(|all| {
-                all.into_iter()
-                    .filter(|a| a.name == name)
-                    .map(|a| a.path)
-                    .collect()
-            })
+        let archives: Vec<_> = destination::list(destination.as_ref())
             .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.name == name)
+            .collect();
+        // Listed oldest first.
+        let expected = archives
+            .iter()
+            .rev()
+            .find_map(|a| a.manifest.as_ref().filter(|m| m.format_version > 0))
+            .map(|m| m.bytes_in);
+        (archives.into_iter().map(|a| a.path).collect(), expected)
     })
     .await
     .unwrap_or_default()
@@ -292,10 +297,12 @@ async fn back_up_one(
     let mut report = empty_report(&job, &names);
     registered.set_running(&report.archive);
     tracing::info!("{tag} Compressing {source}");
+    let (existed_before, expected_bytes) = existing_archives(&job).await;
     events
         .send(Event::SourceStarted {
             source: source.clone(),
             archive: report.archive.clone(),
+            expected_bytes,
         })
         .await;
 
@@ -310,7 +317,6 @@ async fn back_up_one(
             cancel.store(true, Ordering::Relaxed);
         }
     });
-    let existed_before = existing_archives(&job).await;
     let rotation_job = job.clone();
     let progress = ProgressTo {
         events: events.clone(),

@@ -21,8 +21,14 @@ pub struct EventLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A source's backup began, into `archive`.
-    SourceStarted { source: String, archive: String },
+    /// A source's backup began, into `archive`. `expected_bytes` is what the previous backup
+    /// of the same name read, for a client to estimate how far along this one is.
+    SourceStarted {
+        source: String,
+        archive: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_bytes: Option<u64>,
+    },
     /// Work done so far on a source; sent at most every 100 ms per source, and dropped rather
     /// than slow the backup down when the client reads slowly.
     Progress {

@@ -202,3 +202,44 @@ fn backups_lists_only_archives_sorted() {
         "a_20260101_000000.tar.zst\nb_20260101_000000.tar.gz\nc.tar\n"
     );
 }
+
+#[test]
+fn list_long_shows_each_schedules_recent_runs_newest_first() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    std::fs::write(t.work().join("src/f"), b"x").unwrap();
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create", "--name", "docs", "--source", "src", "--daily", "03:00",
+    ])
+    .ok();
+    t.ctl(&["run", "--name", "docs"]).ok();
+    t.ctl(&["run", "--name", "docs"]).ok();
+    std::fs::remove_dir_all(t.work().join("src")).unwrap();
+    assert_eq!(t.ctl(&["run", "--name", "docs"]).code(), 1);
+
+    let long = t.ctl(&["list", "--long"]).ok();
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 4, "{long}");
+    assert!(lines[0].starts_with("0: docs: daily 03:00"), "{long}");
+    assert!(
+        lines[1].starts_with("  failed "),
+        "the newest first: {long}"
+    );
+    assert!(
+        lines[1].contains("does not exist"),
+        "with its error: {long}"
+    );
+    assert!(lines[2].starts_with("  ok ") && lines[2].ends_with(", 1 archive"));
+    assert!(lines[3].starts_with("  ok "));
+    assert_eq!(
+        t.ctl(&["list"]).ok().lines().count(),
+        1,
+        "plain list: one line"
+    );
+    let json: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    let earlier = json["data"]["schedules"][0]["earlier_runs"]
+        .as_array()
+        .unwrap();
+    assert_eq!(earlier.len(), 2);
+}

@@ -27,7 +27,11 @@ pub enum CliCommand {
     /// a recurring one: --source DIR... --name NAME (--daily HH:MM | --cron "EXPR").
     Create(CreateCli),
     /// Show the schedules with their index.
-    List,
+    List {
+        /// Also each schedule's recent runs, newest first, with the error of a failed one.
+        #[arg(long)]
+        long: bool,
+    },
     /// Delete the schedule at INDEX (as `list` shows it, from 0), or the one named NAME.
     Delete {
         /// Position of the schedule, from 0, as `list` shows it.

@@ -96,10 +96,11 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }
     };
+    let long = matches!(cli.command, CliCommand::List { long: true });
     print(cli, &answer, |data| {
         let reply = Reply::decode(&command, data)
             .map_err(|e| format!("unexpected answer from backupd: {e}"))?;
-        Ok(render::reply(reply, socket))
+        Ok(render::reply(reply, socket, long))
     })
 }
 
@@ -174,7 +175,7 @@ fn stop(cli: &Cli, socket: &Path) -> Result<(), Failure> {
     }
     print(cli, &answer, |data| {
         let reply = Reply::decode(&Command::Stop {}, data).map_err(unexpected)?;
-        Ok(render::reply(reply, socket))
+        Ok(render::reply(reply, socket, false))
     })
 }
 

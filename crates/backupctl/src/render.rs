@@ -16,11 +16,12 @@ const ONE_SHOT_DAY_FORMAT: &str = "%d/%m/%Y";
 /// How `backups --long` shows when an archive was made: the log's format, to the second.
 const CREATED_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
 
-/// The lines to print for an answer's data; `socket` is named by `status`.
-pub fn reply(reply: Reply, socket: &Path) -> Vec<String> {
+/// The lines to print for an answer's data; `socket` is named by `status`, `long` asks `list`
+/// for each schedule's recent runs.
+pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
     match reply {
         Reply::Hello(hello) => status(&hello, socket),
-        Reply::Schedules(list) => schedules(&list),
+        Reply::Schedules(list) => schedules(&list, long),
         Reply::ScheduleChanged(_) => Vec::new(),
         // Printed once the daemon is gone (see `stop` in main.rs).
         Reply::Stopping(_) => vec!["backupd stopped".to_owned()],
@@ -240,8 +241,31 @@ pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<Str
 
 /// Lines for `list`: the schedule manager's `0: path;HH:MM;name` for a one-shot; a recurring
 /// schedule adds its next run and how the last one went.
-fn schedules(list: &ScheduleList) -> Vec<String> {
-    list.schedules.iter().map(schedule_line).collect()
+fn schedules(list: &ScheduleList, long: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    for info in &list.schedules {
+        lines.push(schedule_line(info));
+        if long {
+            let runs = info.schedule.last_run.iter();
+            lines.extend(runs.chain(&info.schedule.earlier_runs).map(run_line));
+        }
+    }
+    lines
+}
+
+/// One run under `list --long`: `  ok 25/11/2026 02:00, 12s, 1 archive` or
+/// `  failed 25/11/2026 02:00, 3s: <error>`.
+fn run_line(run: &proto::schedule::RunRecord) -> String {
+    let started = run.started.format(proto::LOG_TIME_FORMAT);
+    let seconds = (run.finished - run.started).num_seconds().max(0);
+    if !run.ok {
+        let error = run.error.as_deref().unwrap_or("no reason recorded");
+        return format!("  failed {started}, {seconds}s: {error}");
+    }
+    match run.archives.len() {
+        1 => format!("  ok {started}, {seconds}s, 1 archive"),
+        n => format!("  ok {started}, {seconds}s, {n} archives"),
+    }
 }
 
 fn schedule_line(info: &ScheduleInfo) -> String {
@@ -564,6 +588,7 @@ mod tests {
                 created: due,
                 last_due: None,
                 last_run: None,
+                earlier_runs: Vec::new(),
             },
         }
     }

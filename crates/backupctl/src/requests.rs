@@ -42,7 +42,7 @@ impl Context {
 pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
     Ok(match command {
         CliCommand::Create(create) => Command::Create(create_args(create, ctx)?),
-        CliCommand::List => Command::List {},
+        CliCommand::List { .. } => Command::List {},
         CliCommand::Delete { index, name } => Command::Delete {
             index: *index,
             name: name.clone(),

@@ -10,6 +10,7 @@
 //! log_format = "text"        # or "json"
 //! log_max_bytes = 10485760   # rotate past this size; 0: never
 //! log_keep = 5               # rotated files kept
+//! runs_kept = 10             # outcomes each schedule keeps (its last run and earlier ones)
 //!
 //! [defaults]            # what a run or schedule uses where it sets nothing
 //! destination = "/srv/backups"
@@ -61,6 +62,7 @@ pub struct Config {
     /// `Some(0)`: never rotate.
     pub log_max_bytes: Option<u64>,
     pub log_keep: Option<usize>,
+    pub runs_kept: Option<usize>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
 }
@@ -74,6 +76,7 @@ struct File {
     log_format: Option<LogFormat>,
     log_max_bytes: Option<u64>,
     log_keep: Option<usize>,
+    runs_kept: Option<Spanned<usize>>,
     defaults: Option<Spanned<Defaults>>,
 }
 
@@ -131,6 +134,15 @@ impl Config {
                 ));
             }
             config.max_jobs = Some(max_jobs.into_inner());
+        }
+        if let Some(runs) = file.runs_kept {
+            if *runs.get_ref() == 0 {
+                return Err(invalid(
+                    Some(runs.span()),
+                    "runs_kept must be at least 1".into(),
+                ));
+            }
+            config.runs_kept = Some(runs.into_inner());
         }
         if let Some(grace) = file.catch_up_grace {
             let parsed = crate::timing::parse_duration(grace.get_ref()).map_err(|reason| {
@@ -222,6 +234,7 @@ mod tests {
         let cases = [
             ("max_jobs = 2\nmax_job = 3\n", 2, "max_job"),
             ("max_jobs = 0\n", 1, "at least 1"),
+            ("\nruns_kept = 0\n", 2, "runs_kept"),
             ("\ncatch_up_grace = \"soon\"\n", 2, "catch_up_grace"),
             ("log_level = \"loud\"\n", 1, "loud"),
             ("\nlog_format = \"xml\"\n", 2, "xml"),

@@ -148,7 +148,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             .ok()
             .and_then(|a| a.as_pathname().map(Path::to_path_buf)),
     };
-    let schedules = load_schedules(&home, &source)?;
+    let schedules = load_schedules(&home, &source)?.keep_runs(
+        config
+            .runs_kept
+            .unwrap_or(backupd::schedules::DEFAULT_RUNS_KEPT),
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,6 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use tokio::sync::{Mutex, Notify};
 
+/// Outcomes a schedule keeps unless configured: its last run and nine before it.
+pub const DEFAULT_RUNS_KEPT: usize = 10;
+
 /// Version of the schedule file's layout.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -79,6 +82,8 @@ pub enum ScheduleFileError {
 pub struct ScheduleStore {
     path: PathBuf,
     file: Mutex<ScheduleFile>,
+    /// How many outcomes a schedule keeps: its last run and the earlier ones.
+    runs_kept: usize,
     /// Woken after every saved change, so the scheduler looks again.
     changed: Notify,
 }
@@ -94,8 +99,15 @@ impl ScheduleStore {
         Ok(Self {
             path,
             file: Mutex::new(file),
+            runs_kept: DEFAULT_RUNS_KEPT,
             changed: Notify::new(),
         })
+    }
+
+    /// Keeps `runs` outcomes per schedule (at least the last one) from the next run on.
+    pub fn keep_runs(mut self, runs: usize) -> Self {
+        self.runs_kept = runs.max(1);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -149,7 +161,11 @@ impl ScheduleStore {
                     if remove_once {
                         file.schedules.remove(position);
                     } else {
-                        file.schedules[position].last_run = Some(record);
+                        let schedule = &mut file.schedules[position];
+                        if let Some(previous) = schedule.last_run.replace(record) {
+                            schedule.earlier_runs.insert(0, previous);
+                        }
+                        schedule.earlier_runs.truncate(self.runs_kept - 1);
                     }
                 }
                 Ok::<_, ScheduleFileError>(())
@@ -272,6 +288,7 @@ mod tests {
             created: chrono::DateTime::parse_from_rfc3339("2026-11-24T16:00:00+01:00").unwrap(),
             last_due: None,
             last_run: None,
+            earlier_runs: Vec::new(),
         }
     }
 
@@ -313,6 +330,32 @@ mod tests {
         assert!(matches!(result, Err(ScheduleFileError::Write { .. })));
         assert!(store.snapshot().await.schedules.is_empty());
         assert_eq!(store.snapshot().await.next_id, 1);
+    }
+
+    #[tokio::test]
+    async fn a_schedule_keeps_its_last_runs_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ScheduleStore::load(dir.path().join("schedules.json"))
+            .unwrap()
+            .keep_runs(3);
+        store
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .await
+            .unwrap();
+        let added = store.snapshot().await.schedules[0].clone();
+        for n in 0..5 {
+            let started = chrono::Local::now() + chrono::TimeDelta::minutes(n);
+            let record = run_record(started, Err(&format!("run {n}")));
+            store.record_run(&added, record, false).await;
+        }
+        let kept = store.snapshot().await.schedules[0].clone();
+        assert_eq!(kept.last_run.unwrap().error.as_deref(), Some("run 4"));
+        let earlier: Vec<_> = kept
+            .earlier_runs
+            .iter()
+            .map(|r| r.error.clone().unwrap())
+            .collect();
+        assert_eq!(earlier, ["run 3", "run 2"], "3 kept in all, newest first");
     }
 
     #[test]

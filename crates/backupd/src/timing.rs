@@ -166,6 +166,7 @@ mod tests {
             created: at(created),
             last_due: last_due.map(at),
             last_run: None,
+            earlier_runs: Vec::new(),
         }
     }
 

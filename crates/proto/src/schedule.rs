@@ -55,6 +55,9 @@ pub struct Schedule {
     pub last_due: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunRecord>,
+    /// The runs before `last_run`, newest first; the daemon keeps a bounded number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<RunRecord>,
 }
 
 impl Schedule {
@@ -96,6 +99,7 @@ mod tests {
             created: at("2026-11-24T16:00:00+01:00"),
             last_due: None,
             last_run: None,
+            earlier_runs: Vec::new(),
         }
     }
 

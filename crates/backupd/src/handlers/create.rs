@@ -100,6 +100,7 @@ fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule
         created: now.fixed_offset(),
         last_due: None,
         last_run: None,
+        earlier_runs: Vec::new(),
     })
 }
 
@@ -140,5 +141,6 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         created: now.fixed_offset(),
         last_due: None,
         last_run: None,
+        earlier_runs: Vec::new(),
     })
 }

@@ -289,3 +289,26 @@ fn stale_partials_are_removed_at_start_in_every_schedule_destination() {
         partial.display()
     )));
 }
+
+#[test]
+fn the_log_level_changes_while_the_daemon_runs() {
+    let t = TestHome::new();
+    let _quiet = t.spawn_daemon(&["--log-level", "error"]);
+    common::wait_until_answering(&t.socket());
+    t.ctl(&["list"]).ok();
+    assert!(!t.log().contains("Show schedules list"), "{}", t.log());
+    assert_eq!(t.ctl(&["log-level", "info"]).ok(), "log level: info\n");
+    t.ctl(&["list"]).ok();
+    assert!(t.log().contains("Show schedules list"), "{}", t.log());
+    let bad = t.ctl(&["log-level", "loud"]);
+    assert_eq!(bad.code(), 1);
+    assert!(
+        bad.stderr().contains("invalid log level"),
+        "{}",
+        bad.stderr()
+    );
+    t.ctl(&["log-level", "error"]).ok();
+    let before = t.log().matches("Show schedules list").count();
+    t.ctl(&["list"]).ok();
+    assert_eq!(t.log().matches("Show schedules list").count(), before);
+}

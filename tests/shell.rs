@@ -258,6 +258,7 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     assert_eq!(started["data"]["daemon_version"], env!("CARGO_PKG_VERSION"));
     json(&["status"]);
     json(&["jobs"]);
+    json(&["log-level", "info"]);
     let spec = format!("src;{};once", common::far_time());
     json(&["create", &spec]);
     json(&[

@@ -108,6 +108,12 @@ pub enum CliCommand {
     /// Follow the daemon's events (jobs, progress, rotations, verifications, schedule
     /// changes) until interrupted; --json prints each event line as it comes.
     Watch,
+    /// Change what the running daemon logs: error, warn, info, debug, trace, or
+    /// target=level,... (until it restarts).
+    LogLevel {
+        #[arg(value_name = "LEVEL")]
+        level: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -34,6 +34,7 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
         Reply::Jobs(list) => jobs(&list),
         Reply::Cancelled(report) => cancelled(&report),
         Reply::WatchEnded(_) => vec!["backupd is stopping".to_owned()],
+        Reply::LogLevel(set) => vec![format!("log level: {}", set.level)],
     }
 }
 

@@ -69,6 +69,9 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
             name: name.clone(),
         },
         CliCommand::Watch => Command::Watch {},
+        CliCommand::LogLevel { level } => Command::LogLevel {
+            level: level.clone(),
+        },
     })
 }
 

@@ -56,6 +56,9 @@ pub enum Command {
     },
     /// Follow the daemon's events until the client closes the connection.
     Watch {},
+    /// Change what a running daemon logs: `error`, `warn`, `info`, `debug`, `trace`, or
+    /// `target=level,…` (as `--log-level`).
+    LogLevel { level: String },
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
@@ -118,8 +121,21 @@ pub struct RunArgs {
 impl Command {
     /// Every `cmd` the daemon knows, to tell an unknown command from bad arguments.
     pub const NAMES: &'static [&'static str] = &[
-        "hello", "create", "list", "delete", "stop", "backups", "run", "prune", "verify",
-        "restore", "status", "jobs", "cancel", "watch",
+        "hello",
+        "create",
+        "list",
+        "delete",
+        "stop",
+        "backups",
+        "run",
+        "prune",
+        "verify",
+        "restore",
+        "status",
+        "jobs",
+        "cancel",
+        "watch",
+        "log_level",
     ];
 }
 
@@ -361,6 +377,9 @@ mod tests {
                 name: None,
             },
             Command::Watch {},
+            Command::LogLevel {
+                level: "debug".into(),
+            },
         ];
         assert_eq!(commands.len(), Command::NAMES.len() + 1);
         for command in commands {

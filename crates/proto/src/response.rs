@@ -110,6 +110,8 @@ pub enum Reply {
     Cancelled(CancelReport),
     /// `watch`, once the daemon ends the stream.
     WatchEnded(WatchEnd),
+    /// `log_level`: the level now in force.
+    LogLevel(LogLevelSet),
 }
 
 impl Reply {
@@ -132,8 +134,15 @@ impl Reply {
             Command::Jobs {} => Reply::Jobs(from_value(data)?),
             Command::Cancel { .. } => Reply::Cancelled(from_value(data)?),
             Command::Watch {} => Reply::WatchEnded(from_value(data)?),
+            Command::LogLevel { .. } => Reply::LogLevel(from_value(data)?),
         })
     }
+}
+
+/// `data` of `log_level`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLevelSet {
+    pub level: String,
 }
 
 /// `data` of `hello`.

@@ -8,6 +8,7 @@ mod delete;
 mod hello;
 mod jobs;
 mod list;
+mod log_level;
 mod prune;
 mod restore;
 mod run;
@@ -147,6 +148,7 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             let sink = EventSink::new(request.id.clone(), events);
             Ok(Reply::WatchEnded(watch::handle(daemon, &sink).await))
         }
+        Command::LogLevel { level } => log_level::handle(&level).map(Reply::LogLevel),
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),

@@ -9,9 +9,11 @@ pub use format::{JsonLineFormat, LogFormat, ScriptLineFormat};
 pub use writer::{LogGuard, Rotation, flushed, is_active, reopen};
 
 use std::path::Path;
+use std::sync::OnceLock;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use writer::{QUEUE, QUEUE_LINES, spawn_writer};
 
@@ -33,6 +35,8 @@ pub struct LogOptions {
 pub enum LogInitError {
     #[error("invalid log level {0:?}: use error, warn, info, debug or trace (or target=level,…)")]
     Level(String),
+    #[error("logging is not set up")]
+    NotSetUp,
     #[error("can't open log file {path}: {cause}")]
     Open { path: String, cause: std::io::Error },
 }
@@ -58,10 +62,23 @@ pub fn check_level(directive: &str) -> Result<(), LogInitError> {
     parse_filter(directive).map(drop)
 }
 
+/// Swaps the filter of the installed subscriber.
+type FilterHandle = reload::Handle<Targets, tracing_subscriber::Registry>;
+
+/// The handle of the installed subscriber's filter, for [`set_level`].
+static FILTER: OnceLock<FilterHandle> = OnceLock::new();
+
+/// Changes what is logged from now on, as `--log-level` would have.
+pub fn set_level(directive: &str) -> Result<(), LogInitError> {
+    let filter = parse_filter(directive)?;
+    let handle = FILTER.get().ok_or(LogInitError::NotSetUp)?;
+    handle.reload(filter).map_err(|_| LogInitError::NotSetUp)
+}
+
 /// Installs the global subscriber. The returned guard writes out the log file when dropped.
 pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitError> {
     let directive = options.level.as_deref().unwrap_or("info");
-    let filter = parse_filter(directive)?;
+    let (filter, handle) = reload::Layer::new(parse_filter(directive)?);
     let path = logs_dir.join(LOG_FILE);
     let (queue, guard) =
         spawn_writer(&path, options.rotation, QUEUE_LINES).map_err(|cause| LogInitError::Open {
@@ -75,13 +92,11 @@ pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitEr
             .event_format(ScriptLineFormat)
             .with_ansi(false)
             .with_writer(queue)
-            .with_filter(filter.clone())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(JsonLineFormat)
             .with_ansi(false)
             .with_writer(queue)
-            .with_filter(filter.clone())
             .boxed(),
     };
     // Detached by `backupctl start`, stderr may be a closed pipe: losing those copies is fine.
@@ -89,12 +104,14 @@ pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitEr
         .event_format(ScriptLineFormat)
         .with_ansi(false)
         .log_internal_errors(false)
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+        .with_writer(std::io::stderr);
+    // One filter in front of both outputs, which `set_level` can swap while the daemon runs.
     tracing_subscriber::registry()
+        .with(filter)
         .with(to_file)
         .with(to_stderr)
         .init();
+    let _ = FILTER.set(handle);
     Ok(guard)
 }
 

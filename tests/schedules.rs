@@ -243,3 +243,32 @@ fn list_long_shows_each_schedules_recent_runs_newest_first() {
         .unwrap();
     assert_eq!(earlier.len(), 2);
 }
+
+#[test]
+fn create_and_delete_start_the_daemon_when_none_runs() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let spec = format!("src;{};early", far_time());
+    let out = t.ctl(&["create", &spec]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout(), "", "stdout stays the command's own");
+    assert_eq!(
+        out.stderr(),
+        "backupd was not running; started it for create\n"
+    );
+    assert_eq!(t.ctl(&["list"]).ok().lines().count(), 1);
+    assert!(
+        log_messages(&t.client_log())
+            .contains(&"backupd was not running; started it for create".to_owned())
+    );
+
+    t.ctl(&["stop"]).ok();
+    let out = t.ctl(&["delete", "--name", "early"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stderr().ends_with("started it for delete\n"));
+    assert_eq!(t.ctl(&["list"]).ok(), "");
+    // Reading commands still say that nothing runs, rather than start it.
+    t.ctl(&["stop"]).ok();
+    assert_eq!(t.ctl(&["list"]).code(), 3);
+}

@@ -1,5 +1,5 @@
-//! `<home>/logs/backupctl.log`: failures the daemon cannot log because it never saw them
-//! (daemon unreachable, bad usage), in the daemon log's line format.
+//! `<home>/logs/backupctl.log`: what the daemon cannot log because it never saw it (daemon
+//! unreachable, bad usage, a daemon the client started), in the daemon log's line format.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,13 +10,22 @@ pub const LOG_FILE: &str = "backupctl.log";
 /// Appends `[dd/mm/yyyy hh:mm] Error: <message>` when the logs folder exists and is writable;
 /// otherwise does nothing, since failing to log must not hide the failure itself.
 pub fn log_error(home: Option<&Path>, message: &str) {
+    append(home, &format!("Error: {message}"));
+}
+
+/// Appends `[dd/mm/yyyy hh:mm] <message>`, as [`log_error`] does.
+pub fn log_info(home: Option<&Path>, message: &str) {
+    append(home, message);
+}
+
+fn append(home: Option<&Path>, message: &str) {
     let Some(home) = home else { return };
     let logs = home.join(proto::paths::LOGS_DIR);
     if !logs.is_dir() {
         return;
     }
     let now = chrono::Local::now().format(proto::LOG_TIME_FORMAT);
-    let line = format!("[{now}] Error: {message}\n");
+    let line = format!("[{now}] {message}\n");
     let file = std::fs::OpenOptions::new()
         .mode(0o600)
         .create(true)

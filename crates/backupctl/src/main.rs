@@ -92,6 +92,18 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
             }
         }
         Command::Watch {} => return watch::watch(socket, cli.json),
+        // The schedule manager's workflow adds schedules before the service runs: the daemon,
+        // which owns the schedule file, is started for them.
+        command @ (Command::Create(_) | Command::Delete { .. }) => {
+            match client::call(socket, &Request::new(command.clone())) {
+                Err(ClientError::Unreachable { .. }) => {
+                    start_for(command, home, socket)?;
+                    client::call(socket, &Request::new(command.clone()))
+                        .map_err(|e| reach_failure(&e))?
+                }
+                answered => answered.map_err(|e| reach_failure(&e))?,
+            }
+        }
         command => {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }
@@ -149,6 +161,21 @@ pub(crate) fn write_out(bytes: &[u8]) -> Result<(), Failure> {
         }
         _ => Ok(()),
     }
+}
+
+/// Starts the daemon for a schedule command that found none, and says so on stderr (stdout
+/// stays the command's own) and in `backupctl.log`.
+fn start_for(command: &Command, home: &Path, socket: &Path) -> Result<(), Failure> {
+    let log_level = Context::load()?.settings.get(settings::LOG_LEVEL);
+    start::start(home, socket, log_level.as_deref())?;
+    let name = match command {
+        Command::Create(_) => "create",
+        _ => "delete",
+    };
+    let note = format!("backupd was not running; started it for {name}");
+    let _ = writeln!(std::io::stderr(), "{note}");
+    client_log::log_info(Some(home), &note);
+    Ok(())
 }
 
 /// Sends `stop`, then waits until the daemon is gone: its process has ended and, if it

@@ -249,16 +249,11 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::Home;
-    use crate::schedules::ScheduleStore;
 
     #[tokio::test]
     async fn a_client_that_stops_reading_does_not_hold_its_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let home = Home::new(dir.path());
-        home.create_dirs().unwrap();
-        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
-        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let daemon = Daemon::in_test_home(dir.path());
         let (client, server) = UnixStream::pair().unwrap();
         // The answer echoes the id, so it is larger than the socket buffers: its write can only
         // end by the timeout, since the client never reads.
@@ -280,10 +275,7 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_watch_ends_when_its_client_closes_the_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let home = Home::new(dir.path());
-        home.create_dirs().unwrap();
-        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
-        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let daemon = Daemon::in_test_home(dir.path());
         let (mut client, server) = UnixStream::pair().unwrap();
         client.write_all(b"{\"cmd\":\"watch\"}\n").await.unwrap();
         // No event ever comes: only the hang-up can end the watch.

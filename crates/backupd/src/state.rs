@@ -53,6 +53,15 @@ pub struct Daemon {
 pub const WATCH_BUFFER: usize = 256;
 
 impl Daemon {
+    /// A daemon on a fresh home in `dir`, with one job slot, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn in_test_home(dir: &std::path::Path) -> Self {
+        let home = Home::new(dir);
+        home.create_dirs().expect("create the test home");
+        let schedules = ScheduleStore::load(home.schedules_file()).expect("load no schedules");
+        Self::new(home, schedules, 1, TimeDelta::hours(1))
+    }
+
     /// What jobs fall back on: the configured defaults, and the home's backups folder.
     pub fn plan_defaults(&self) -> crate::plan::Defaults {
         crate::plan::Defaults {

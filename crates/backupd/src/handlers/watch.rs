@@ -47,8 +47,6 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::home::Home;
-    use crate::schedules::ScheduleStore;
     use crate::state::WATCH_BUFFER;
     use proto::{EventLine, Incoming};
     use tokio::sync::mpsc;
@@ -56,10 +54,7 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_that_falls_behind_is_told_what_it_missed_and_stalls_nobody() {
         let dir = tempfile::tempdir().unwrap();
-        let home = Home::new(dir.path());
-        home.create_dirs().unwrap();
-        let schedules = ScheduleStore::load(home.schedules_file()).unwrap();
-        let daemon = Daemon::new(home, schedules, 1, chrono::TimeDelta::hours(1));
+        let daemon = Daemon::in_test_home(dir.path());
         let events = daemon.subscribe();
         // Publishing never waits, however far behind the watcher is.
         let published = WATCH_BUFFER as u64 + 10;

@@ -259,6 +259,7 @@ fn classify(error: io::Error) -> VerifyFinding {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::path::Path;
 
     use super::*;
     use crate::store::test_support::{
@@ -273,6 +274,14 @@ mod tests {
         fs::create_dir(&dest).unwrap();
         let outcome = backup(&src, &dest, "tree", compression, "20250102_030405");
         (dir, outcome.archive)
+    }
+
+    /// Damages an archive without changing its size.
+    fn flip_middle_byte(archive: &Path) {
+        let mut bytes = fs::read(archive).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(archive, &bytes).unwrap();
     }
 
     fn gzip() -> (tempfile::TempDir, PathBuf) {
@@ -302,10 +311,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_is_a_checksum_mismatch() {
         let (_dir, archive) = gzip();
-        let mut bytes = fs::read(&archive).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        fs::write(&archive, &bytes).unwrap();
+        flip_middle_byte(&archive);
         let report = verify_path(&archive).unwrap();
         let VerifyFinding::ChecksumMismatch { expected, actual } = &report.finding else {
             panic!("{report:?}");
@@ -330,10 +336,7 @@ mod tests {
     #[test]
     fn a_mismatch_names_each_checksum_once() {
         let (_dir, archive) = gzip();
-        let mut bytes = fs::read(&archive).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        fs::write(&archive, &bytes).unwrap();
+        flip_middle_byte(&archive);
         let report = verify_path(&archive).unwrap();
         let VerifyFinding::ChecksumMismatch { expected, actual } = &report.finding else {
             panic!("{report:?}");

@@ -97,6 +97,8 @@ pub async fn plan(
             compression: options.compression(),
             excludes: excludes.clone(),
             timestamp,
+            // The home's backups folder, whatever the destination.
+            never_archive: vec![defaults.destination.clone()],
         });
     }
     // In this order: an archive that does not verify must not push older ones out.

@@ -2,23 +2,34 @@
 //!
 //! Depth-first in sorted name order (so the same tree gives the same archive), with an
 //! explicit stack instead of recursion so deep trees cannot overflow the thread's stack.
+//! Every entry is reached through its parent's directory handle (`openat`, `statat` without
+//! following links), never by a full path: depth has no `PATH_MAX` limit, and a folder
+//! swapped for a symlink during the walk is never followed. At most [`OPEN_DIRS_LIMIT`]
+//! handles stay open; deeper folders close their shallowest ancestors and re-open them
+//! through the chain (checking each is still the same folder) on the way back up.
 //! Symlinks are stored, never followed; a file with several links is stored once and then
 //! as hard-link entries; sockets, FIFOs and devices are skipped. Trouble with one entry is a
 //! warning, never the end of the backup: only write errors and cancellation stop the walk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Metadata};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
 use tar::{Builder, EntryType, Header};
 
 use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
-use super::sized_reader::SizedReader;
+use super::sized_reader::{SizeChange, SizedReader};
+
+/// Directory handles a walk keeps open at most, far below the usual limit of 1024 fds.
+pub(crate) const OPEN_DIRS_LIMIT: usize = 128;
 
 /// Counts and warnings of one walk.
 #[derive(Debug, Default)]
@@ -29,10 +40,20 @@ pub(crate) struct Stats {
     pub hardlinks: u64,
     pub bytes_in: u64,
     pub warnings: Vec<String>,
+    /// Entries left out (or whose content is incomplete) for a reason other than vanishing
+    /// or being a socket, FIFO or device: the run completed with warnings.
+    pub skipped: u64,
 }
 
 /// Identity of a file on disk.
-type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
+
+/// A folder the walk must never archive, because the backup writes into it.
+#[derive(Debug, Clone)]
+pub(crate) struct Protected {
+    pub id: FileId,
+    pub path: PathBuf,
+}
 
 pub(crate) struct TreeWriter<'w, 'a, W: Write> {
     builder: &'w mut Builder<W>,
@@ -41,16 +62,44 @@ pub(crate) struct TreeWriter<'w, 'a, W: Write> {
     /// The archive being written, for error messages and so it never archives itself.
     archive: &'w Path,
     archive_id: Option<FileId>,
+    /// Destination folders left out when they lie inside the source.
+    protected: Vec<Protected>,
     /// First archived path of each multiply-linked file.
     links: HashMap<FileId, PathBuf>,
     stats: Stats,
 }
 
-/// One entry waiting to be archived.
-struct Pending {
+/// One folder on the walk's stack.
+struct Level {
+    /// `None` while closed to bound open handles; re-opened from the parent when needed.
+    fd: Option<OwnedFd>,
+    /// Name in the parent (empty for the root).
+    name: OsString,
+    id: FileId,
+    /// Full path, for messages only.
     path: PathBuf,
-    /// Relative to the source root; what exclude patterns see.
+    /// Relative to the source root; what exclude patterns see and what names entries.
     rel: PathBuf,
+    /// Children still to visit, reversed so that popping yields sorted order.
+    pending: Vec<OsString>,
+}
+
+/// Why an entry could not be archived.
+enum Trouble {
+    /// It disappeared: a normal event on a live file system, not a reason to warn the user.
+    Vanished,
+    /// Anything else: the run completes with warnings.
+    Skipped(String),
+}
+
+impl Trouble {
+    fn from_errno(e: Errno, what: &str) -> Self {
+        if e == Errno::NOENT {
+            Trouble::Vanished
+        } else {
+            Trouble::Skipped(format!("{what} ({}), skipped", io::Error::from(e)))
+        }
+    }
 }
 
 impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
@@ -67,65 +116,127 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             meter,
             archive,
             archive_id,
+            protected: Vec::new(),
             links: HashMap::new(),
             stats: Stats::default(),
         }
     }
 
+    /// Folders never archived (the destination, the daemon's `backups/`), by identity.
+    pub(crate) fn protect(mut self, protected: Vec<Protected>) -> Self {
+        self.protected = protected;
+        self
+    }
+
     /// Archives `root` and everything below it under the top-level folder `top`.
     pub(crate) fn write_tree(mut self, root: &Path, top: &OsStr) -> Result<Stats, EngineError> {
-        let unreadable = |source| EngineError::SourceUnreadable {
+        let unreadable = |source: io::Error| EngineError::SourceUnreadable {
             path: root.to_owned(),
             source,
         };
-        let meta = fs::metadata(root).map_err(unreadable)?;
-        let children = read_sorted(root).map_err(unreadable)?;
+        // The source itself is the user's choice: a symlink to it is followed, once.
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| unreadable(e.into()))?;
+        let meta = rustix::fs::fstat(&root_fd).map_err(|e| unreadable(e.into()))?;
+        let children = read_sorted(root_fd.as_fd()).map_err(|e| unreadable(e.into()))?;
         let top = Path::new(top);
         self.append_dir(top, &meta)?;
-        let mut stack = Vec::new();
-        push_children(&mut stack, root, Path::new(""), children);
+        let mut levels = vec![Level {
+            fd: Some(root_fd),
+            name: OsString::new(),
+            id: file_id(&meta),
+            path: root.to_owned(),
+            rel: PathBuf::new(),
+            pending: children,
+        }];
+        let mut announced = HashSet::new();
 
-        while let Some(Pending { path, rel }) = stack.pop() {
+        while let Some(level) = levels.last_mut() {
+            let Some(name) = level.pending.pop() else {
+                levels.pop();
+                continue;
+            };
             self.meter.check_cancel()?;
-            let meta = match fs::symlink_metadata(&path) {
+            let path = level.path.join(&name);
+            let rel = level.rel.join(&name);
+            if let Err((index, reason)) = reopen(&mut levels) {
+                // That folder and everything still to visit below it are left out.
+                let gone = levels[index].path.clone();
+                levels.truncate(index);
+                self.skip(&gone, &reason);
+                continue;
+            }
+            let dir = levels
+                .last()
+                .and_then(|l| l.fd.as_ref())
+                .expect("reopen leaves the current folder open")
+                .as_fd();
+            let meta = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(m) => m,
                 Err(e) => {
-                    self.warn(&path, &format!("vanished or unreadable ({e})"));
+                    self.trouble(&path, Trouble::from_errno(e, "unreadable"));
                     continue;
                 }
             };
-            let kind = meta.file_type();
+            let kind = FileType::from_raw_mode(meta.st_mode);
             if self
                 .excludes
-                .is_excluded(&rel.to_string_lossy(), kind.is_dir())
+                .is_excluded(&rel.to_string_lossy(), kind == FileType::Directory)
             {
                 continue;
             }
-            let name = top.join(&rel);
-            if kind.is_dir() {
-                self.append_dir(&name, &meta)?;
-                match read_sorted(&path) {
-                    Ok(children) => push_children(&mut stack, &path, &rel, children),
-                    Err(e) => self.warn(&path, &format!("cannot list directory ({e})")),
+            let entry = top.join(&rel);
+            match kind {
+                FileType::Directory => {
+                    let id = file_id(&meta);
+                    if let Some(dest) = self.protected.iter().find(|p| p.id == id) {
+                        if announced.insert(id) {
+                            let note = format!(
+                                "excluding destination {} inside source {}",
+                                dest.path.display(),
+                                root.display()
+                            );
+                            self.stats.warnings.push(note);
+                        }
+                        continue;
+                    }
+                    self.append_dir(&entry, &meta)?;
+                    match open_dir(dir, &name, id) {
+                        Ok((fd, children)) => {
+                            levels.push(Level {
+                                fd: Some(fd),
+                                name,
+                                id,
+                                path,
+                                rel,
+                                pending: children,
+                            });
+                            close_shallowest(&mut levels, OPEN_DIRS_LIMIT);
+                        }
+                        Err(trouble) => self.trouble(&path, trouble),
+                    }
                 }
-            } else if kind.is_symlink() {
-                self.append_symlink(&path, &name, &meta)?;
-            } else if kind.is_file() {
-                if self.archive_id == Some((meta.dev(), meta.ino())) {
-                    continue;
+                FileType::Symlink => self.append_symlink(dir, &name, &path, &entry, &meta)?,
+                FileType::RegularFile => {
+                    if self.archive_id == Some(file_id(&meta)) {
+                        continue;
+                    }
+                    self.append_file(dir, &name, &path, &entry)?;
                 }
-                self.append_file(&path, &name)?;
-            } else {
-                let what = if kind.is_fifo() {
-                    "named pipe (FIFO)"
-                } else if kind.is_socket() {
-                    "socket"
-                } else if kind.is_block_device() || kind.is_char_device() {
-                    "device"
-                } else {
-                    "special file"
-                };
-                self.warn(&path, &format!("skipped: {what}"));
+                other => {
+                    let what = match other {
+                        FileType::Fifo => "named pipe (FIFO)",
+                        FileType::Socket => "socket",
+                        FileType::BlockDevice | FileType::CharacterDevice => "device",
+                        _ => "special file",
+                    };
+                    // Nothing of a file's content is lost: not a skip that warns the run.
+                    self.warn(&path, &format!("skipped: {what}"));
+                }
             }
             self.meter.tick();
         }
@@ -136,6 +247,19 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         self.stats
             .warnings
             .push(format!("{}: {reason}", path.display()));
+    }
+
+    /// A warning that makes the run complete with warnings.
+    fn skip(&mut self, path: &Path, reason: &str) {
+        self.warn(path, reason);
+        self.stats.skipped += 1;
+    }
+
+    fn trouble(&mut self, path: &Path, trouble: Trouble) {
+        match trouble {
+            Trouble::Vanished => self.warn(path, "vanished during the backup"),
+            Trouble::Skipped(reason) => self.skip(path, &reason),
+        }
     }
 
     fn write_error(&self, e: io::Error) -> EngineError {
@@ -149,7 +273,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         }
     }
 
-    fn append_dir(&mut self, name: &Path, meta: &Metadata) -> Result<(), EngineError> {
+    fn append_dir(&mut self, name: &Path, meta: &Stat) -> Result<(), EngineError> {
         let mut header = header_for(meta, EntryType::Directory, 0);
         // A trailing slash, as GNU tar writes directory names.
         let mut name = name.as_os_str().to_owned();
@@ -164,48 +288,56 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
 
     fn append_symlink(
         &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
         path: &Path,
-        name: &Path,
-        meta: &Metadata,
+        entry: &Path,
+        meta: &Stat,
     ) -> Result<(), EngineError> {
-        let target = match fs::read_link(path) {
-            Ok(t) => t,
+        let target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
+            Ok(t) => PathBuf::from(OsString::from_vec(t.into_bytes())),
             Err(e) => {
-                self.warn(path, &format!("cannot read symlink ({e})"));
+                self.trouble(path, Trouble::from_errno(e, "cannot read symlink"));
                 return Ok(());
             }
         };
         let mut header = header_for(meta, EntryType::Symlink, 0);
         self.builder
-            .append_link(&mut header, name, &target)
+            .append_link(&mut header, entry, &target)
             .map_err(|e| self.write_error(e))?;
         self.stats.symlinks += 1;
         self.meter.progress.files += 1;
         Ok(())
     }
 
-    fn append_file(&mut self, path: &Path, name: &Path) -> Result<(), EngineError> {
+    fn append_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &Path,
+        entry: &Path,
+    ) -> Result<(), EngineError> {
         // Opened without following links and without blocking, then checked with fstat,
-        // so a file swapped for a symlink or FIFO since the lstat is never read through.
-        let (file, meta) = match open_regular(path) {
+        // so a file swapped for a symlink or FIFO since the stat is never read through.
+        let (file, meta) = match open_regular(dir, name) {
             Ok(Some(pair)) => pair,
-            Ok(None) => {
-                self.warn(path, "changed type while being read, skipped");
+            Ok(None) | Err(Errno::LOOP) => {
+                self.skip(path, "changed type while being read, skipped");
                 return Ok(());
             }
             Err(e) => {
-                self.warn(path, &format!("vanished or unreadable ({e})"));
+                self.trouble(path, Trouble::from_errno(e, "unreadable"));
                 return Ok(());
             }
         };
-        let id = (meta.dev(), meta.ino());
-        if meta.nlink() > 1
+        let id = file_id(&meta);
+        if meta.st_nlink > 1
             && let Some(first) = self.links.get(&id)
         {
             let first = first.clone();
             let mut header = header_for(&meta, EntryType::Link, 0);
             self.builder
-                .append_link(&mut header, name, &first)
+                .append_link(&mut header, entry, &first)
                 .map_err(|e| self.write_error(e))?;
             self.stats.files += 1;
             self.stats.hardlinks += 1;
@@ -213,66 +345,143 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             return Ok(());
         }
 
-        let size = meta.len();
+        let size = u64::try_from(meta.st_size).unwrap_or(0);
         let mut header = header_for(&meta, EntryType::Regular, size);
         let mut sized = SizedReader::new(file, size);
         let result = self.builder.append_data(
             &mut header,
-            name,
+            entry,
             MeteredReader::new(&mut sized, &mut *self.meter),
         );
         result.map_err(|e| self.write_error(e))?;
         self.stats.bytes_in += sized.bytes_from_source();
-        if let Some(change) = sized.finish() {
-            self.warn(path, &change.to_string());
+        match sized.finish() {
+            // Part of the content could not be read: zeros stand in for it.
+            Some(change @ SizeChange::Failed { .. }) => self.skip(path, &change.to_string()),
+            Some(change) => self.warn(path, &change.to_string()),
+            None => {}
         }
         self.stats.files += 1;
         self.meter.progress.files += 1;
-        if meta.nlink() > 1 {
-            self.links.insert(id, name.to_owned());
+        if meta.st_nlink > 1 {
+            self.links.insert(id, entry.to_owned());
         }
         Ok(())
     }
 }
 
-fn header_for(meta: &Metadata, kind: EntryType, size: u64) -> Header {
+fn file_id(meta: &Stat) -> FileId {
+    (meta.st_dev, meta.st_ino)
+}
+
+/// Opens the folder `name` in `parent` without following a symlink, checks it is still the
+/// folder that was stat'ed as `id`, and lists it.
+fn open_dir(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    id: FileId,
+) -> Result<(OwnedFd, Vec<OsString>), Trouble> {
+    let fd = open_dir_handle(parent, name).map_err(|e| match e {
+        Errno::NOENT => Trouble::Vanished,
+        Errno::LOOP | Errno::NOTDIR => {
+            Trouble::Skipped("changed type while being read, skipped".into())
+        }
+        e => Trouble::from_errno(e, "cannot list directory"),
+    })?;
+    let same = rustix::fs::fstat(&fd).is_ok_and(|m| file_id(&m) == id);
+    if !same {
+        return Err(Trouble::Skipped(
+            "replaced while being read, skipped".into(),
+        ));
+    }
+    let children =
+        read_sorted(fd.as_fd()).map_err(|e| Trouble::from_errno(e, "cannot list directory"))?;
+    Ok((fd, children))
+}
+
+fn open_dir_handle(parent: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Makes sure the innermost folder's handle is open, re-opening closed ancestors from the
+/// nearest open one; `Err` if one of them is no longer the folder it was.
+fn reopen(levels: &mut [Level]) -> Result<(), (usize, String)> {
+    // The root is never closed.
+    let open = levels.iter().rposition(|l| l.fd.is_some()).unwrap_or(0);
+    for i in open + 1..levels.len() {
+        let (parents, rest) = levels.split_at_mut(i);
+        let parent = parents[i - 1].fd.as_ref().expect("opened in order").as_fd();
+        let level = &mut rest[0];
+        let fd = open_dir_handle(parent, &level.name).map_err(|e| {
+            let reason = format!(
+                "cannot re-open directory ({}), rest of it skipped",
+                io::Error::from(e)
+            );
+            (i, reason)
+        })?;
+        if !rustix::fs::fstat(&fd).is_ok_and(|m| file_id(&m) == level.id) {
+            return Err((i, "replaced during the backup, rest of it skipped".into()));
+        }
+        level.fd = Some(fd);
+    }
+    Ok(())
+}
+
+/// Closes the handles of the shallowest folders (never the root or the innermost) until at
+/// most `limit` are open.
+fn close_shallowest(levels: &mut [Level], limit: usize) {
+    let mut open = levels.iter().filter(|l| l.fd.is_some()).count();
+    let innermost = levels.len().saturating_sub(1);
+    for level in levels.iter_mut().take(innermost).skip(1) {
+        if open <= limit {
+            break;
+        }
+        if level.fd.take().is_some() {
+            open -= 1;
+        }
+    }
+}
+
+fn header_for(meta: &Stat, kind: EntryType, size: u64) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
     header.set_size(size);
-    header.set_mode(meta.mode() & 0o7777);
+    header.set_mode(meta.st_mode & 0o7777);
     // Times before 1970 cannot be stored in a tar header; clamp rather than fail.
-    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-    header.set_uid(meta.uid().into());
-    header.set_gid(meta.gid().into());
+    header.set_mtime(u64::try_from(meta.st_mtime).unwrap_or(0));
+    header.set_uid(meta.st_uid.into());
+    header.set_gid(meta.st_gid.into());
     header
 }
 
-/// Opens `path` as a regular file, or `Ok(None)` if it is no longer one.
-fn open_regular(path: &Path) -> io::Result<Option<(File, Metadata)>> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
+/// Opens `name` in `dir` as a regular file, or `Ok(None)` if it is no longer one.
+fn open_regular(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(File, Stat)>, Errno> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let file = File::from(fd);
-    let meta = file.metadata()?;
-    Ok(meta.is_file().then_some((file, meta)))
+    let meta = rustix::fs::fstat(&fd)?;
+    let is_file = FileType::from_raw_mode(meta.st_mode) == FileType::RegularFile;
+    Ok(is_file.then(|| (File::from(fd), meta)))
 }
 
-/// Names in `dir`, sorted bytewise for a deterministic archive.
-fn read_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<io::Result<Vec<_>>>()?;
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+/// Names in the folder `dir`, sorted bytewise for a deterministic archive and reversed so
+/// that popping yields them in order.
+fn read_sorted(dir: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    names.sort_by(|a, b| b.as_encoded_bytes().cmp(a.as_encoded_bytes()));
     Ok(names)
-}
-
-/// Pushes in reverse so that popping yields sorted order.
-fn push_children(stack: &mut Vec<Pending>, dir: &Path, rel: &Path, names: Vec<OsString>) {
-    stack.extend(names.into_iter().rev().map(|name| Pending {
-        path: dir.join(&name),
-        rel: rel.join(&name),
-    }));
 }

@@ -19,6 +19,7 @@ mod tests;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -35,7 +36,7 @@ pub use progress::Progress;
 
 use crate::destination::{Destination, PendingArchive, PublishError};
 use crate::format::{ArchiveNames, Encoder, FORMAT_VERSION, Manifest};
-use archive::TreeWriter;
+use archive::{Protected, TreeWriter};
 use hashing_writer::HashingWriter;
 use progress::Meter;
 
@@ -50,6 +51,9 @@ pub struct BackupJob {
     pub excludes: ExcludeSet,
     /// Local time of the run; it names the files.
     pub timestamp: NaiveDateTime,
+    /// Folders never archived when they lie inside the source (the daemon's `backups/`);
+    /// the job's destination is always one of them.
+    pub never_archive: Vec<PathBuf>,
 }
 
 impl BackupJob {
@@ -133,6 +137,7 @@ pub fn run_backup(
         &location,
         archive_id,
     )
+    .protect(protected_dirs(job))
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
 
@@ -159,6 +164,7 @@ pub fn run_backup(
         bytes_in: stats.bytes_in,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         warnings: stats.warnings,
+        skipped: stats.skipped,
     };
     let manifest_path = destination.path_of(&names.manifest);
     let written = manifest
@@ -193,6 +199,23 @@ fn publish(pending: Box<dyn PendingArchive>, written: u64) -> Result<PathBuf, En
         PublishError::Incomplete { path, reason } => EngineError::Invalid { path, reason },
         PublishError::Io { path, source } => EngineError::Write { path, source },
     })
+}
+
+/// The folders the walk leaves out, by identity: a destination inside the source would
+/// otherwise make each archive hold all the earlier ones. One that does not exist (yet)
+/// cannot be inside the source.
+fn protected_dirs(job: &BackupJob) -> Vec<Protected> {
+    let destination = job.destination.location();
+    std::iter::once(&destination)
+        .chain(&job.never_archive)
+        .filter_map(|path| {
+            let meta = fs::metadata(path).ok()?;
+            meta.is_dir().then(|| Protected {
+                id: (meta.dev(), meta.ino()),
+                path: path.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Checks that a source is a readable directory and returns its absolute path; a dry run

@@ -34,6 +34,7 @@ fn job(
         compression,
         excludes: ExcludeSet::new(excludes).unwrap(),
         timestamp: timestamp(),
+        never_archive: Vec::new(),
     }
 }
 
@@ -461,4 +462,144 @@ fn planned_names_follow_the_convention_and_write_nothing() {
         assert!(matches!(run(&j), Err(EngineError::InvalidName(_))));
     }
     assert!(dir_names(base.path()).is_empty());
+}
+
+/// Builds `depth` nested folders of 20-byte names under `top` through directory handles, as
+/// their paths pass `PATH_MAX`, with `f.txt` in the middle one and the deepest one. Returns
+/// the relative path of the deepest folder.
+fn deep_tree(top: &Path, depth: usize) -> PathBuf {
+    use rustix::fs::{Mode, OFlags};
+    let open_dir = |parent: &std::os::fd::OwnedFd, name: &str| {
+        rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap()
+    };
+    let mut dir = rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    let mut rel = PathBuf::new();
+    for level in 1..=depth {
+        let name = format!("{level:0>20}");
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = open_dir(&dir, &name);
+        rel.push(&name);
+        if level == depth / 2 || level == depth {
+            let fd = rustix::fs::openat(
+                &dir,
+                "f.txt",
+                OFlags::WRONLY | OFlags::CREATE,
+                Mode::from_raw_mode(0o644),
+            )
+            .unwrap();
+            std::io::Write::write_all(&mut File::from(fd), format!("level {level}\n").as_bytes())
+                .unwrap();
+        }
+    }
+    rel
+}
+
+fn tar_lines(args: &[&str], input: Option<&Path>) -> Vec<String> {
+    let mut cmd = Command::new("tar");
+    cmd.args(args);
+    if let Some(input) = input {
+        cmd.stdin(File::open(input).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_archived_completely() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("docs");
+    fs::create_dir(&src).unwrap();
+    // 250 levels of 21 bytes: 5,250 bytes of path, and more levels than handles kept open.
+    let depth = 250;
+    assert!(depth > archive::OPEN_DIRS_LIMIT);
+    let deepest = deep_tree(&src, depth);
+    assert!(deepest.as_os_str().len() > 4096);
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+
+    let outcome = run(&job(&src, &dest, Compression::of(Codec::None), &[])).unwrap();
+    let m = &outcome.manifest;
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(m.skipped, 0);
+    assert_eq!((m.files, m.dirs), (2, depth as u64 + 1));
+
+    // GNU tar lists the same entries in our archive as in its own archive of the tree.
+    let archive = outcome.archive.to_str().unwrap();
+    let ours = tar_lines(&["-tf", archive], None);
+    let gnu_archive = base.path().join("gnu.tar");
+    let base_dir = base.path().to_str().unwrap();
+    let gnu = gnu_archive.to_str().unwrap();
+    tar_lines(&["-C", base_dir, "-cf", gnu, "docs"], None);
+    assert_eq!(ours, tar_lines(&["-tf", gnu], None));
+    assert_eq!(ours.len(), depth + 3);
+    let bottom = Path::new("docs").join(&deepest).join("f.txt");
+    assert!(ours.contains(&bottom.to_str().unwrap().to_owned()));
+
+    // And reads the deepest file back.
+    let content = tar_lines(&["-xOf", archive, bottom.to_str().unwrap()], None);
+    assert_eq!(content, [format!("level {depth}")]);
+}
+
+#[test]
+fn a_destination_inside_the_source_is_left_out_by_identity_and_said_once() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("docs");
+    fs::create_dir_all(src.join("backups")).unwrap();
+    fs::create_dir_all(src.join("home/backups")).unwrap();
+    fs::write(src.join("a.txt"), "a").unwrap();
+    fs::write(src.join("home/backups/earlier.tar.gz"), "earlier").unwrap();
+    // Named through a symlink: no path comparison would see that it lies inside the source.
+    let dest = base.path().join("dest-link");
+    symlink(src.join("backups"), &dest).unwrap();
+
+    let mut j = job(&src, &dest, Compression::of(Codec::None), &[]);
+    j.never_archive = vec![src.join("home/backups"), base.path().join("missing")];
+    let first = run(&j).unwrap();
+    j.timestamp += chrono::TimeDelta::seconds(1);
+    let second = run(&j).unwrap();
+
+    for outcome in [&first, &second] {
+        let listing = tar_lines(&["-tf", outcome.archive.to_str().unwrap()], None);
+        assert_eq!(
+            listing,
+            ["docs/", "docs/a.txt", "docs/home/"],
+            "{}",
+            outcome.archive.display()
+        );
+        let m = &outcome.manifest;
+        assert_eq!(
+            m.warnings,
+            [
+                // In walk order: `backups` comes before `home`.
+                format!(
+                    "excluding destination {} inside source {}",
+                    dest.display(),
+                    src.display()
+                ),
+                format!(
+                    "excluding destination {} inside source {}",
+                    src.join("home/backups").display(),
+                    src.display()
+                ),
+            ]
+        );
+        assert_eq!(m.skipped, 0);
+    }
 }

@@ -63,6 +63,10 @@ pub struct Manifest {
     pub duration_ms: u64,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Entries among `warnings` left out for a reason other than vanishing (unreadable,
+    /// changed type, a failed read): the backup completed with warnings.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl Manifest {
@@ -103,6 +107,7 @@ mod tests {
             bytes_in: 4,
             duration_ms: 5,
             warnings: vec!["x: gone".into()],
+            skipped: 0,
         };
         let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();

@@ -60,6 +60,7 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         bytes_in: 0,
         duration_ms: 0,
         warnings: Vec::new(),
+        skipped: 0,
     }
 }
 
@@ -116,6 +117,7 @@ pub fn backup(
         compression,
         excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
         timestamp: stamp(when),
+        never_archive: Vec::new(),
     };
     engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
 }

@@ -648,7 +648,7 @@ fn progress_is_drawn_when_stdout_is_a_terminal() {
 }
 
 #[test]
-fn unreadable_entries_become_warnings_and_the_backup_still_succeeds() {
+fn unreadable_entries_become_warnings_and_the_run_completes_with_warnings() {
     let t = TestHome::new();
     let src = t.work().join("src");
     std::fs::create_dir_all(src.join("locked_dir")).unwrap();
@@ -681,8 +681,12 @@ fn unreadable_entries_become_warnings_and_the_backup_still_succeeds() {
         t.start_daemon()
     };
     let (code, answer) = run_json(&t, &["--sources", "src"]);
-    assert_eq!(code, 0, "{answer}");
+    // Entries were left out: the run says so with its own exit code.
+    assert_eq!(code, 4, "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["data"]["with_warnings"], 1, "{answer}");
     let report = &answer["data"]["sources"][0];
+    assert_eq!(report["skipped"], 2, "{answer}");
     let warnings: Vec<&str> = report["warnings"]
         .as_array()
         .unwrap()
@@ -711,6 +715,45 @@ fn unreadable_entries_become_warnings_and_the_backup_still_succeeds() {
             .any(|l| l.starts_with("Warning: ") && l.contains("locked.txt")),
         "{log:#?}"
     );
+    assert!(
+        log.iter()
+            .any(|l| l == "Completed with warnings: 2 entries skipped"),
+        "{log:#?}"
+    );
+
+    // As text: the original backup script's summary, then the warnings line, exit 4.
+    let out = t.ctl(&["run", "--sources", "src"]);
+    assert_eq!(out.code(), 4, "{}", out.stderr());
+    let text = out.stdout();
+    assert!(text.contains("Failed: 0\n"), "{text}");
+    assert!(
+        text.ends_with("Completed with warnings: 2 entries skipped\n"),
+        "{text}"
+    );
+    assert!(
+        out.stderr()
+            .contains("Warning: Completed with warnings: 2 entries skipped"),
+        "{}",
+        out.stderr()
+    );
+
+    // A schedule's run records the warnings in its history and status.
+    let src_abs = src.to_str().unwrap();
+    t.ctl(&[
+        "create", "--name", "warned", "--source", src_abs, "--daily", "03:00",
+    ])
+    .ok();
+    assert_eq!(t.ctl(&["run", "--name", "warned"]).code(), 4);
+    let list = t.ctl(&["--json", "list"]).ok();
+    let list: Value = serde_json::from_str(list.trim()).unwrap();
+    let last_run = &list["data"]["schedules"][0]["last_run"];
+    assert_eq!(last_run["ok"], true, "{list}");
+    assert_eq!(last_run["skipped"], 2, "{list}");
+    let long = t.ctl(&["list", "--long"]).ok();
+    assert!(long.contains("  ok with warnings "), "{long}");
+    assert!(long.contains(", 2 entries skipped"), "{long}");
+    let status = t.ctl(&["status"]).ok();
+    assert!(status.contains("ok with warnings "), "{status}");
     // Let the temporary directory be removed.
     std::fs::set_permissions(src.join("locked_dir"), PermissionsExt::from_mode(0o755)).unwrap();
 }
@@ -788,4 +831,107 @@ fn backups_lists_another_destination_too() {
         "{}",
         missing.stderr()
     );
+}
+
+/// Builds `depth` nested folders of 20-byte names under `top` through directory handles (their
+/// paths pass `PATH_MAX`, which path-based tools refuse), with `f.txt` in the deepest one.
+/// Returns the deepest folder's path relative to `top`.
+fn deep_tree(top: &Path, depth: usize) -> PathBuf {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    let mut dir = rustix::fs::open(top, flags, Mode::empty()).unwrap();
+    let mut rel = PathBuf::new();
+    for level in 1..=depth {
+        let name = format!("{level:0>20}");
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+        rel.push(name);
+    }
+    let file = rustix::fs::openat(
+        &dir,
+        "f.txt",
+        OFlags::WRONLY | OFlags::CREATE,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut std::fs::File::from(file), b"deepest\n").unwrap();
+    rel
+}
+
+/// GNU tar's listing of an archive, sorted.
+fn gnu_listing(args: &[&str]) -> Vec<String> {
+    let out = Command::new("tar").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_archived_completely() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    // 230 levels of 21 bytes: 4,830 bytes of path.
+    let depth = 230;
+    let deepest = deep_tree(&src, depth);
+    assert!(deepest.as_os_str().len() > 4096);
+    let _daemon = t.start_daemon();
+
+    let (code, answer) = run_json(&t, &["--sources", "src"]);
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    assert_eq!(report["warnings"], serde_json::json!([]), "{answer}");
+    assert_eq!(report["files"], 2, "{answer}");
+    let archive = report["archive"].as_str().unwrap();
+
+    // GNU tar finds in it exactly what it stores itself from the same tree.
+    let ours = gnu_listing(&["-tzf", archive]);
+    let gnu = t.work().join("gnu.tar");
+    let work = t.work().to_str().unwrap();
+    gnu_listing(&["-C", work, "-cf", gnu.to_str().unwrap(), "src"]);
+    assert_eq!(ours, gnu_listing(&["-tf", gnu.to_str().unwrap()]));
+    assert_eq!(ours.len(), depth + 3);
+    let bottom = Path::new("src").join(&deepest).join("f.txt");
+    let bottom = bottom.to_str().unwrap();
+    assert_eq!(gnu_listing(&["-xzOf", archive, bottom]), ["deepest"]);
+    t.ctl(&["verify", archive]).ok();
+}
+
+#[test]
+fn a_destination_inside_the_source_is_left_out_and_said_once() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let _daemon = t.start_daemon();
+    let args = ["--sources", "src", "--destination", "src/backups"];
+    let (code, first) = run_json(&t, &args);
+    assert_eq!(code, 0, "{first}");
+    let (code, second) = run_json(&t, &args);
+    assert_eq!(code, 0, "{second}");
+
+    let note = format!(
+        "excluding destination {} inside source {}",
+        src.join("backups").display(),
+        src.display()
+    );
+    for answer in [&first, &second] {
+        let report = &answer["data"]["sources"][0];
+        assert_eq!(report["warnings"], serde_json::json!([note]), "{answer}");
+        let listing = gnu_listing(&["-tzf", report["archive"].as_str().unwrap()]);
+        assert_eq!(listing, ["src/", "src/a.txt"], "{answer}");
+    }
+    let log = log_messages(&t.log());
+    let said = log.iter().filter(|l| l.contains(&note)).count();
+    assert_eq!(said, 2, "once per run: {log:#?}");
 }

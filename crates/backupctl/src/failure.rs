@@ -16,6 +16,8 @@ pub enum Failure {
     Invalid(String),
     /// No daemon answers at the socket: exit 3.
     Unreachable(String),
+    /// A run succeeded but left entries out (the daemon logged them): exit 4.
+    Warnings(String),
 }
 
 impl Failure {
@@ -24,18 +26,28 @@ impl Failure {
             Self::Refused(_) | Self::Local(_) | Self::Invalid(_) => 1,
             Self::Usage(_) => 2,
             Self::Unreachable(_) => 3,
+            Self::Warnings(_) => 4,
         })
     }
 
     pub fn message(&self) -> &str {
         match self {
             Self::Refused(body) => &body.message,
-            Self::Usage(m) | Self::Local(m) | Self::Invalid(m) | Self::Unreachable(m) => m,
+            Self::Usage(m)
+            | Self::Local(m)
+            | Self::Invalid(m)
+            | Self::Unreachable(m)
+            | Self::Warnings(m) => m,
         }
     }
 
     /// Whether only this side knows of the failure (the daemon logs what it refuses).
     pub fn is_client_side(&self) -> bool {
-        !matches!(self, Self::Refused(_))
+        !matches!(self, Self::Refused(_) | Self::Warnings(_))
+    }
+
+    /// Whether the invocation did its work, with something to say about it.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Self::Warnings(_))
     }
 }

@@ -1,6 +1,7 @@
 //! `backupctl`: a thin client of `backupd`. Each subcommand is one JSON-line request over the
 //! daemon's socket; the answer is printed as text, or raw with `--json`.
-//! Exit codes: 0 success, 1 the request failed, 2 bad usage, 3 the daemon is not reachable.
+//! Exit codes: 0 success, 1 the request failed, 2 bad usage, 3 the daemon is not reachable,
+//! 4 a run completed with warnings (entries skipped).
 
 mod cli;
 mod client;
@@ -63,7 +64,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // A closed stderr must not turn a failure into a panic.
-            let _ = writeln!(std::io::stderr(), "Error: {}", failure.message());
+            let label = if failure.is_warning() {
+                "Warning"
+            } else {
+                "Error"
+            };
+            let _ = writeln!(std::io::stderr(), "{label}: {}", failure.message());
             if failure.is_client_side() {
                 client_log::log_error(home.ok().as_deref(), failure.message());
             }
@@ -113,7 +119,28 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
         let reply = Reply::decode(&command, data)
             .map_err(|e| format!("unexpected answer from backupd: {e}"))?;
         Ok(render::reply(reply, socket, long))
-    })
+    })?;
+    completed_with_warnings(&command, &answer)
+}
+
+/// A run that succeeded but left entries out ends with its own exit code, so that a script
+/// notices what the report's warnings say.
+fn completed_with_warnings(command: &Command, answer: &Answer) -> Result<(), Failure> {
+    let Command::Run(_) = command else {
+        return Ok(());
+    };
+    let report = answer
+        .response
+        .data
+        .clone()
+        .and_then(|data| serde_json::from_value::<proto::response::RunReport>(data).ok());
+    match report
+        .as_ref()
+        .and_then(proto::response::RunReport::warnings_summary)
+    {
+        Some(line) => Err(Failure::Warnings(line)),
+        None => Ok(()),
+    }
 }
 
 /// Prints an answer: the raw line with `--json`, else its data rendered as text (a failure

@@ -93,6 +93,7 @@ fn last_outcome(run: Option<&RunRecord>) -> String {
     };
     let at = run.started.format(proto::LOG_TIME_FORMAT);
     match (&run.error, run.ok) {
+        (_, true) if run.skipped > 0 => format!("ok with warnings {at}: {}", skipped(run.skipped)),
         (_, true) => format!("ok {at}"),
         (Some(error), false) => format!("failed {at}: {error}"),
         (None, false) => format!("failed {at}"),
@@ -254,6 +255,15 @@ fn schedules(list: &ScheduleList, long: bool) -> Vec<String> {
     lines
 }
 
+/// `3 entries skipped`.
+fn skipped(n: u64) -> String {
+    if n == 1 {
+        "1 entry skipped".to_owned()
+    } else {
+        format!("{n} entries skipped")
+    }
+}
+
 /// One run under `list --long`: `  ok 25/11/2026 02:00, 12s, 1 archive` or
 /// `  failed 25/11/2026 02:00, 3s: <error>`.
 fn run_line(run: &proto::schedule::RunRecord) -> String {
@@ -263,10 +273,15 @@ fn run_line(run: &proto::schedule::RunRecord) -> String {
         let error = run.error.as_deref().unwrap_or("no reason recorded");
         return format!("  failed {started}, {seconds}s: {error}");
     }
-    match run.archives.len() {
-        1 => format!("  ok {started}, {seconds}s, 1 archive"),
-        n => format!("  ok {started}, {seconds}s, {n} archives"),
+    let archives = match run.archives.len() {
+        1 => "1 archive".to_owned(),
+        n => format!("{n} archives"),
+    };
+    if run.skipped > 0 {
+        let skipped = skipped(run.skipped);
+        return format!("  ok with warnings {started}, {seconds}s, {archives}, {skipped}");
     }
+    format!("  ok {started}, {seconds}s, {archives}")
 }
 
 fn schedule_line(info: &ScheduleInfo) -> String {
@@ -291,7 +306,11 @@ fn schedule_line(info: &ScheduleInfo) -> String {
         |run| {
             format!(
                 "{} {}",
-                if run.ok { "ok" } else { "failed" },
+                match (run.ok, run.skipped) {
+                    (false, _) => "failed",
+                    (true, 0) => "ok",
+                    (true, _) => "ok with warnings",
+                },
                 when(&run.started)
             )
         },
@@ -473,6 +492,7 @@ fn run_report(report: &RunReport) -> Vec<String> {
             report.old_backups_deleted
         ));
         lines.push(format!("Total backup size: {}", report.total_size_human));
+        lines.extend(report.warnings_summary());
     }
     lines
 }

@@ -98,6 +98,7 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
     let successful = sources.iter().filter(|s| s.ok).count();
     let old_backups_deleted = sources.iter().map(|s| s.deleted.len()).sum();
     let total_size_bytes = sources.iter().filter(|s| s.ok).map(|s| s.size_bytes).sum();
+    let with_warnings = sources.iter().filter(|s| s.ok && s.skipped > 0).count();
     RunReport {
         dry_run,
         destination: destination.display().to_string(),
@@ -108,6 +109,7 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
         total_size_bytes,
         total_size_human: human_size(total_size_bytes),
         sources,
+        with_warnings,
     }
 }
 
@@ -127,6 +129,9 @@ fn log_summary(report: &RunReport) {
         tracing::info!("Failed: {}", report.failed);
         tracing::info!("Old backups deleted: {}", report.old_backups_deleted);
         tracing::info!("Total backup size: {}", report.total_size_human);
+        if let Some(line) = report.warnings_summary() {
+            tracing::info!("{line}");
+        }
     }
 }
 
@@ -531,6 +536,7 @@ fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
         bytes_in: 0,
         duration_ms: 0,
         warnings: Vec::new(),
+        skipped: 0,
         deleted: Vec::new(),
         verified: None,
         cancelled: false,
@@ -549,6 +555,7 @@ fn fill_success(report: &mut SourceReport, outcome: &BackupOutcome) {
     report.bytes_in = manifest.bytes_in;
     report.duration_ms = manifest.duration_ms;
     report.warnings = manifest.warnings.clone();
+    report.skipped = manifest.skipped;
 }
 
 fn file_name(path: &Path) -> String {

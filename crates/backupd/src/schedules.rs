@@ -242,6 +242,7 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
                     .collect::<Vec<_>>()
                     .join("; ")
             }),
+            skipped: report.skipped(),
         },
         Err(error) => RunRecord {
             started: started.fixed_offset(),
@@ -249,6 +250,7 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
             ok: false,
             archives: Vec::new(),
             error: Some(error.to_owned()),
+            skipped: 0,
         },
     }
 }

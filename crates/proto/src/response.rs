@@ -329,6 +329,30 @@ pub struct RunReport {
     /// Bytes of the archives created (0 in a dry run).
     pub total_size_bytes: u64,
     pub total_size_human: String,
+    /// Sources that succeeded but left entries out (`skipped`): the run completed with
+    /// warnings.
+    #[serde(default)]
+    pub with_warnings: usize,
+}
+
+impl RunReport {
+    /// Entries left out of the run's archives for a reason other than vanishing.
+    pub fn skipped(&self) -> u64 {
+        self.sources
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.skipped)
+            .sum()
+    }
+
+    /// The summary's last line when the run left entries out:
+    /// `Completed with warnings: 2 entries skipped`.
+    pub fn warnings_summary(&self) -> Option<String> {
+        let skipped = self.skipped();
+        let entries = if skipped == 1 { "entry" } else { "entries" };
+        (self.with_warnings > 0)
+            .then(|| format!("Completed with warnings: {skipped} {entries} skipped"))
+    }
 }
 
 /// The outcome of one source in a run.
@@ -357,6 +381,10 @@ pub struct SourceReport {
     /// Files that changed, vanished or could not be read; the backup still succeeded.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Entries among `warnings` left out for a reason other than vanishing (unreadable,
+    /// changed type, a failed read): the source completed with warnings.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// Older archives of this name deleted by rotation (in a dry run: that would be).
     #[serde(default)]
     pub deleted: Vec<String>,
@@ -540,4 +568,9 @@ mod tests {
             ErrorCode::UnknownCommand
         );
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

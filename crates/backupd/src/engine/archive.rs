@@ -485,3 +485,80 @@ fn read_sorted(dir: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
     names.sort_by(|a, b| b.as_encoded_bytes().cmp(a.as_encoded_bytes()));
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `depth` nested folders `0/1/2/…` under `top`, each as a walk level with its handle.
+    fn chain(top: &Path, depth: usize) -> Vec<Level> {
+        let open = |path: &Path| {
+            rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+        };
+        let level = |path: &Path, name: &str| {
+            let fd = open(path);
+            let id = file_id(&rustix::fs::fstat(&fd).unwrap());
+            Level {
+                fd: Some(fd),
+                name: name.into(),
+                id,
+                path: path.to_owned(),
+                rel: PathBuf::new(),
+                pending: Vec::new(),
+            }
+        };
+        let mut levels = vec![level(top, "")];
+        let mut path = top.to_owned();
+        for i in 0..depth {
+            path.push(i.to_string());
+            std::fs::create_dir(&path).unwrap();
+            levels.push(level(&path, &i.to_string()));
+        }
+        levels
+    }
+
+    fn open_count(levels: &[Level]) -> usize {
+        levels.iter().filter(|l| l.fd.is_some()).count()
+    }
+
+    #[test]
+    fn handles_stay_bounded_and_reopen_through_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut levels = chain(dir.path(), 10);
+        close_shallowest(&mut levels, 3);
+        assert_eq!(open_count(&levels), 3);
+        // The root and the innermost folder stay open.
+        assert!(levels[0].fd.is_some() && levels[10].fd.is_some());
+
+        // Back up at level 5, whose handle was closed: it and its ancestors re-open.
+        let mut up = levels.drain(..6).collect::<Vec<_>>();
+        assert!(up[5].fd.is_none());
+        reopen(&mut up).unwrap();
+        for level in &up {
+            let fd = level.fd.as_ref().unwrap();
+            assert_eq!(file_id(&rustix::fs::fstat(fd).unwrap()), level.id);
+        }
+    }
+
+    #[test]
+    fn a_folder_replaced_while_its_handle_was_closed_is_not_entered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut levels = chain(dir.path(), 4);
+        close_shallowest(&mut levels, 2);
+        // Back up at `0/1/2`, whose handle and its parents' were closed.
+        levels.truncate(4);
+        // Folder `0/1` is swapped for another one of the same name, then for a symlink.
+        let one = dir.path().join("0/1");
+        std::fs::rename(&one, dir.path().join("moved")).unwrap();
+        std::fs::create_dir(&one).unwrap();
+        let (index, reason) = reopen(&mut levels).unwrap_err();
+        assert_eq!(index, 2);
+        assert!(reason.contains("replaced"), "{reason}");
+
+        std::fs::remove_dir(&one).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("moved"), &one).unwrap();
+        let (index, reason) = reopen(&mut levels).unwrap_err();
+        assert_eq!(index, 2);
+        assert!(reason.contains("cannot re-open"), "{reason}");
+    }
+}

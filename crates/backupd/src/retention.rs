@@ -2,10 +2,11 @@
 //! script's defaults, plans it for a destination with the store, deletes (or, in a dry run,
 //! lists) and logs that script's lines. Blocking: call it on a blocking thread.
 
-use crate::destination::{self, Destination};
+use crate::destination::{self, ArchiveInfo, Destination};
 use crate::store::{self, RetentionPolicy, StoreError};
+use chrono::NaiveDateTime;
 use proto::Retention;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A policy from request or schedule settings; unset fields take the defaults.
 pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
@@ -33,14 +34,38 @@ pub struct Rotated {
     pub kept: usize,
 }
 
-/// Rotates the archives in `destination` (of one `name`, or all). With `candidates`, only
-/// those may go and only those count: a run passes the archives that existed before it, so
-/// that neither its own archive nor one a concurrent run just wrote is ever deleted.
+/// What a run's rotation may touch: only archives it saw before it wrote its own, still the
+/// same files (a freed name reused by a newer archive is another file), and older than its
+/// own archive.
+#[derive(Debug, Clone, Copy)]
+pub struct RunScope<'a> {
+    pub existed_before: &'a [ArchiveInfo],
+    /// When the run's own archive was made (its file-name timestamp).
+    pub own_timestamp: NaiveDateTime,
+}
+
+impl RunScope<'_> {
+    fn allows(&self, archive: &ArchiveInfo) -> bool {
+        let checksum = |a: &ArchiveInfo| a.manifest.as_ref().map(|m| m.checksum_sha256.clone());
+        archive.timestamp < self.own_timestamp
+            && archive.identity.is_some()
+            && self.existed_before.iter().any(|seen| {
+                seen.file_name == archive.file_name
+                    && seen.identity == archive.identity
+                    && checksum(seen) == checksum(archive)
+            })
+    }
+}
+
+/// Rotates the archives in `destination` (of one `name`, or all). With a run's `scope`, only
+/// the archives it allows may go and only those count, so that neither the run's own archive
+/// nor one a concurrent run wrote (even under a reused name) is ever deleted. Callers hold
+/// the name's rotation lock ([`crate::rotation_locks`]).
 pub fn rotate(
     destination: &dyn Destination,
     name: Option<&str>,
     policy: &RetentionPolicy,
-    candidates: Option<&[PathBuf]>,
+    scope: Option<&RunScope<'_>>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
     let archives: Vec<_> = destination::list(destination)
@@ -50,7 +75,7 @@ pub fn rotate(
         })?
         .into_iter()
         .filter(|a| name.is_none_or(|n| a.name == n))
-        .filter(|a| candidates.is_none_or(|c| c.contains(&a.path)))
+        .filter(|a| scope.is_none_or(|s| s.allows(a)))
         .collect();
     let now = chrono::Local::now().naive_local();
     let plan = store::plan_rotation(&archives, policy, now);
@@ -76,6 +101,12 @@ pub fn rotate(
     }
     let outcome = store::apply_rotation(destination, &plan);
     rotated.deleted = outcome.deleted.iter().map(|p| file_name(p)).collect();
+    for path in &outcome.replaced {
+        tracing::info!(
+            "Kept {}: another archive took its name since rotation listed it",
+            file_name(path)
+        );
+    }
     for (path, reason) in outcome.failed {
         let line = format!("{}: {reason}", file_name(&path));
         tracing::error!("can't delete old backup {line}");

@@ -6,6 +6,7 @@ use backupd::home::Home;
 use backupd::schedules::ScheduleStore;
 use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
+use backupd::store::ManifestRepair;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -275,6 +276,7 @@ async fn open_daemon(
     }
     for dir in &destinations {
         remove_stale_partials(dir);
+        rebuild_missing_manifests(dir);
     }
     if let Some(path) = &config.path {
         tracing::debug!("configuration from {}", path.display());
@@ -350,6 +352,29 @@ fn remove_stale_partials(dir: &Path) {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't clean partial archives in {}: {e}", dir.display()),
+    }
+}
+
+/// A daemon killed between publishing an archive and writing its manifest leaves a whole
+/// archive without one: rebuild it from the archive before any run or rotation starts.
+fn rebuild_missing_manifests(dir: &Path) {
+    let folder = backupd::destination::LocalFolder::new(dir);
+    match backupd::store::rebuild_missing_manifests(&folder) {
+        Ok(repairs) => {
+            for repair in repairs {
+                match repair {
+                    ManifestRepair::Rebuilt { archive, .. } => {
+                        tracing::warn!("Rebuilt manifest for {}", archive.display());
+                    }
+                    ManifestRepair::Undecodable { archive, reason } => tracing::error!(
+                        "{} has no manifest and does not read as an archive ({reason}); left as it is",
+                        archive.display()
+                    ),
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("can't check manifests in {}: {e}", dir.display()),
     }
 }
 

@@ -97,3 +97,65 @@ fn an_archive_left_without_its_manifest_gets_it_rebuilt_at_start() {
     assert!(pruned.contains("Old backups deleted: 0"), "{pruned}");
     assert!(archive.exists() && manifest_path.exists());
 }
+
+#[test]
+fn temporary_files_of_interrupted_writes_are_swept_at_start() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let elsewhere = t.work().join("elsewhere");
+    let mut daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "far",
+        "--daily",
+        &common::far_time(),
+        "--destination",
+        elsewhere.to_str().unwrap(),
+    ])
+    .ok();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+
+    // What interrupted writes of the schedule file, the verify ledger and manifests leave
+    // (this version's names and the `.tmpXXXXXX` of earlier ones), next to users' files.
+    let home = t.home();
+    let backups = home.join("backups");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let ours = [
+        home.join(".backupd-Ab12Cd.tmp"),
+        home.join(".tmpQw3rTy"),
+        backups.join(".backupd-Zz99Yy.tmp"),
+        backups.join(".tmpX1y2Z3"),
+        elsewhere.join(".backupd-Mn45Op.tmp"),
+    ];
+    for path in &ours {
+        std::fs::write(path, b"half a file").unwrap();
+    }
+    // In a folder the user chose, an old-style name may be the user's own.
+    std::fs::write(elsewhere.join(".tmpUs3rFi"), b"mine").unwrap();
+    std::fs::write(backups.join(".tmp-notes"), b"mine").unwrap();
+    std::os::unix::fs::symlink("schedules.json", home.join(".tmpL1nK00")).unwrap();
+
+    let _restarted = t.start_daemon();
+    for path in &ours {
+        assert!(!path.exists(), "{} swept", path.display());
+    }
+    let log = log_messages(&t.log());
+    for path in &ours {
+        assert!(
+            log.contains(&format!("Removed stale temporary file {}", path.display())),
+            "{log:#?}"
+        );
+    }
+    assert_eq!(dir_names(&elsewhere), [".tmpUs3rFi"]);
+    assert!(backups.join(".tmp-notes").exists());
+    assert!(
+        std::fs::symlink_metadata(home.join(".tmpL1nK00")).is_ok(),
+        "a symlink is never ours"
+    );
+    // The schedule survived its neighbours' sweep.
+    assert!(t.ctl(&["list"]).ok().contains("far"));
+}

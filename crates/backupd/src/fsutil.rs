@@ -196,7 +196,7 @@ mod tests {
         std::os::unix::fs::symlink("schedules.json", d.join(".backupd-LiNk12.tmp")).unwrap();
 
         let removed = sweep_temp_files(d, TempNames::Ours).unwrap();
-        assert_eq!(removed, [left.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&left));
         let removed = sweep_temp_files(d, TempNames::OursAndLegacy).unwrap();
         assert_eq!(removed, [d.join(".tmpAbC123")]);
         let mut names: Vec<_> = fs::read_dir(d)

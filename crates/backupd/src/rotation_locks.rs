@@ -28,10 +28,13 @@ impl FolderKey {
     }
 }
 
+/// One backup name in one folder.
+type LockKey = (FolderKey, String);
+
 /// The rotation locks of the daemon, created on first use.
 #[derive(Debug, Default)]
 pub struct RotationLocks {
-    locks: Mutex<HashMap<(FolderKey, String), Arc<AsyncMutex<()>>>>,
+    locks: Mutex<HashMap<LockKey, Arc<AsyncMutex<()>>>>,
 }
 
 /// Held while a rotation of one name runs.

@@ -677,40 +677,41 @@ fn partials(dir: &Path) -> usize {
 #[test]
 fn a_runs_rotation_never_deletes_a_newer_archive_under_a_name_it_saw_before() {
     let t = TestHome::new();
-    let slow_a = common::sparse_source(&t, "slow_a", 512 << 20);
-    let slow_b = common::sparse_source(&t, "slow_b", 512 << 20);
+    let slow_a = common::sparse_source(&t, "slow_a", 1 << 30);
+    let slow_b = common::sparse_source(&t, "slow_b", 1 << 30);
     std::fs::create_dir(t.work().join("small")).unwrap();
     std::fs::write(t.work().join("small/f"), b"x").unwrap();
     let _daemon = t.spawn_daemon(&["--max-jobs", "3"]);
     common::wait_until_answering(&t.socket());
     let backups = t.home().join("backups");
 
-    // Archives of X named for the coming seconds: the two slow runs see them before they
-    // write. Ten seconds, so that a loaded machine still runs the third within them.
-    let first = Local::now().naive_local().with_nanosecond(0).unwrap() + TimeDelta::seconds(2);
+    // Archives of X named for this second and the next nine: the two slow runs see them
+    // before they write (and, pushed past them, name their own archives later still).
+    let first = Local::now().naive_local().with_nanosecond(0).unwrap();
     let seen: Vec<String> = (0..10)
         .map(|s| fabricate(&backups, "X", first + TimeDelta::seconds(s), "tar.gz", true))
         .collect();
-    let mut slow = [
-        start_keep_nothing_run(&t, &slow_a, "X"),
-        start_keep_nothing_run(&t, &slow_b, "X"),
-    ];
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    while partials(&backups) < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow runs never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    // One after the other: two runs of a name started at the same instant can claim the same
+    // file name, and the engine does not retry when creating the partial then fails.
+    let mut slow = Vec::new();
+    for (source, running) in [(&slow_a, 1), (&slow_b, 2)] {
+        slow.push(start_keep_nothing_run(&t, source, "X"));
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        while partials(&backups) < running {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow run {running} never started: {:?}\n{}",
+                dir_names(&backups),
+                t.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     // The names are freed (as another rotation would), then a third run reuses one of them.
     for file in &seen {
         std::fs::remove_file(backups.join(file)).unwrap();
         std::fs::remove_file(backups.join(manifest_of(file))).unwrap();
-    }
-    while Local::now().naive_local() < first {
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     ctl(&t, &["run", "--sources", "small", "--name", "X"]).ok();
     let reused: Vec<String> = dir_names(&backups)
@@ -729,8 +730,9 @@ fn a_runs_rotation_never_deletes_a_newer_archive_under_a_name_it_saw_before() {
         "the slow runs ended before the third: make their sources larger"
     );
 
-    // Both slow runs keep nothing of what they saw, yet the newer archive under a name they
-    // saw is not what they saw: it stays, with its manifest, and verifies.
+    // Both slow runs keep nothing of what they saw, and the third run's archive is older than
+    // theirs and under a name they saw; but it is not the file they saw: it stays, with its
+    // manifest, and verifies.
     for client in &mut slow {
         let answer = client.read_response();
         assert_eq!(answer["ok"], true, "{answer}");

@@ -125,6 +125,8 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destination::{FileIdentity, LocalFolder};
+    use crate::store::test_support::{dir_names, fake_manifest};
 
     #[test]
     fn unset_fields_take_the_defaults() {
@@ -137,5 +139,93 @@ mod tests {
         assert_eq!(custom.retention_days, 14);
         assert_eq!(custom.min_keep, 3);
         assert_eq!(custom.keep_daily, Some(7));
+    }
+
+    fn keep_nothing() -> RetentionPolicy {
+        RetentionPolicy {
+            retention_days: 0,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_run_deletes_only_what_it_saw_unchanged_and_older_than_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let folder = LocalFolder::new(d);
+        let write = |stem: &str, bytes: &[u8]| {
+            std::fs::write(d.join(format!("{stem}.tar.gz")), bytes).unwrap();
+            let manifest = fake_manifest("docs", &stem[5..], bytes);
+            std::fs::write(d.join(format!("{stem}.json")), manifest.to_json().unwrap()).unwrap();
+        };
+        // Seen before the run: one to go, one whose manifest changes, one to be replaced,
+        // and one newer than the run's own archive (a clock stepped back).
+        write("docs_20250101_000000", b"old");
+        write("docs_20250102_000000", b"manifest changes");
+        write("docs_20250103_000000", b"replaced");
+        write("docs_20250301_000000", b"from the future");
+        let seen = destination::list(&folder).unwrap();
+        assert!(seen.iter().all(|a| a.identity.is_some()));
+
+        let other = fake_manifest("docs", "20250102_000000", b"another archive");
+        std::fs::write(
+            d.join("docs_20250102_000000.json"),
+            other.to_json().unwrap(),
+        )
+        .unwrap();
+        std::fs::remove_file(d.join("docs_20250103_000000.tar.gz")).unwrap();
+        write("docs_20250103_000000", b"replaced, by a newer archive");
+
+        let scope = RunScope {
+            existed_before: &seen,
+            own_timestamp: crate::store::test_support::stamp("20250201_000000"),
+        };
+        let rotated = rotate(&folder, Some("docs"), &keep_nothing(), Some(&scope), false).unwrap();
+        assert_eq!(rotated.deleted, ["docs_20250101_000000.tar.gz"]);
+        assert_eq!(
+            dir_names(d),
+            [
+                "docs_20250102_000000.json",
+                "docs_20250102_000000.tar.gz",
+                "docs_20250103_000000.json",
+                "docs_20250103_000000.tar.gz",
+                "docs_20250301_000000.json",
+                "docs_20250301_000000.tar.gz",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_archive_without_identity_is_never_in_a_runs_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        std::fs::write(dir.path().join("docs_20250101_000000.tar"), b"x").unwrap();
+        let listed = destination::list(&folder).unwrap();
+        let own_timestamp = crate::store::test_support::stamp("20250201_000000");
+        let allowed = |seen: &ArchiveInfo, now: &ArchiveInfo| {
+            let existed_before = std::slice::from_ref(seen);
+            RunScope {
+                existed_before,
+                own_timestamp,
+            }
+            .allows(now)
+        };
+        assert!(allowed(&listed[0], &listed[0]));
+        let unknown = ArchiveInfo {
+            identity: None,
+            ..listed[0].clone()
+        };
+        assert!(!allowed(&unknown, &unknown));
+        let other = ArchiveInfo {
+            identity: Some(FileIdentity {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime_ns: 0,
+            }),
+            ..listed[0].clone()
+        };
+        assert!(!allowed(&listed[0], &other));
     }
 }

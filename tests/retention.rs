@@ -6,7 +6,7 @@
 
 mod common;
 
-use chrono::{Datelike, Local, NaiveDateTime, TimeDelta};
+use chrono::{Datelike, Local, NaiveDateTime, TimeDelta, Timelike};
 use common::{Ctl, TestHome, log_messages};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -653,4 +653,92 @@ fn a_runs_rotation_never_deletes_what_a_concurrent_run_just_wrote() {
         b_archive.exists(),
         "A's rotation left B's new archive alone"
     );
+}
+
+/// Sends a `run` request for `source` under `name` that keeps nothing, without waiting for
+/// its answer.
+fn start_keep_nothing_run(t: &TestHome, source: &Path, name: &str) -> common::Client {
+    let mut client = common::Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({
+        "cmd": "run", "sources": [source], "name": name,
+        "retention": {"days": 0, "min_keep": 0}
+    });
+    client.send_bytes(format!("{request}\n").as_bytes());
+    client
+}
+
+fn partials(dir: &Path) -> usize {
+    dir_names(dir)
+        .iter()
+        .filter(|f| f.ends_with(".partial"))
+        .count()
+}
+
+#[test]
+fn a_runs_rotation_never_deletes_a_newer_archive_under_a_name_it_saw_before() {
+    let t = TestHome::new();
+    let slow_a = common::sparse_source(&t, "slow_a", 1 << 30);
+    let slow_b = common::sparse_source(&t, "slow_b", 1 << 30);
+    std::fs::create_dir(t.work().join("small")).unwrap();
+    std::fs::write(t.work().join("small/f"), b"x").unwrap();
+    let _daemon = t.spawn_daemon(&["--max-jobs", "3"]);
+    common::wait_until_answering(&t.socket());
+    let backups = t.home().join("backups");
+
+    // Archives of X named for this second and the next nine: the two slow runs see them
+    // before they write (and, pushed past them, name their own archives later still).
+    let first = Local::now().naive_local().with_nanosecond(0).unwrap();
+    let seen: Vec<String> = (0..10)
+        .map(|s| fabricate(&backups, "X", first + TimeDelta::seconds(s), "tar.gz", true))
+        .collect();
+    // One after the other: two runs of a name started at the same instant can claim the same
+    // file name, and the engine does not retry when creating the partial then fails.
+    let mut slow = Vec::new();
+    for (source, running) in [(&slow_a, 1), (&slow_b, 2)] {
+        slow.push(start_keep_nothing_run(&t, source, "X"));
+        let deadline = std::time::Instant::now() + common::PATIENCE;
+        while partials(&backups) < running {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow run {running} never started: {:?}\n{}",
+                dir_names(&backups),
+                t.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    // The names are freed (as another rotation would), then a third run reuses one of them.
+    for file in &seen {
+        std::fs::remove_file(backups.join(file)).unwrap();
+        std::fs::remove_file(backups.join(manifest_of(file))).unwrap();
+    }
+    ctl(&t, &["run", "--sources", "small", "--name", "X"]).ok();
+    let reused: Vec<String> = dir_names(&backups)
+        .into_iter()
+        .filter(|f| f.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(reused.len(), 1, "{reused:?}");
+    let reused = &reused[0];
+    assert!(
+        seen.contains(reused),
+        "the third run took {reused}, not a freed name: the machine is too slow for this test"
+    );
+    assert_eq!(
+        partials(&backups),
+        2,
+        "the slow runs ended before the third: make their sources larger"
+    );
+
+    // Both slow runs keep nothing of what they saw, and the third run's archive is older than
+    // theirs and under a name they saw; but it is not the file they saw: it stays, with its
+    // manifest, and verifies.
+    for client in &mut slow {
+        let answer = client.read_response();
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert_eq!(answer["data"]["old_backups_deleted"], 0, "{answer}");
+    }
+    assert!(backups.join(reused).exists(), "{:?}", dir_names(&backups));
+    assert!(backups.join(manifest_of(reused)).exists());
+    t.ctl(&["verify", reused]).ok();
 }

@@ -3,7 +3,14 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// How the temporary files of [`write_atomically`] begin and end: `.backupd-XXXXXX.tmp`, a
+/// name nobody else uses, so that a crash's leftovers can be swept ([`sweep_temp_files`]).
+const TEMP_PREFIX: &str = ".backupd-";
+const TEMP_SUFFIX: &str = ".tmp";
+/// Random characters between them, as `tempfile` makes them.
+const TEMP_RANDOM_LEN: usize = 6;
 
 /// Renames without ever replacing `to`: `renameat2(RENAME_NOREPLACE)`, falling back to
 /// `link` + `unlink` on file systems that lack it (both fail if `to` exists).
@@ -48,7 +55,11 @@ pub fn write_new_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
     let dir = parent_dir(path)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     if replace {
@@ -57,6 +68,52 @@ fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
         tmp.persist_noclobber(path).map_err(|e| e.error)?;
     }
     sync_dir(dir)
+}
+
+/// Which temporary names [`sweep_temp_files`] may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempNames {
+    /// Only `.backupd-XXXXXX.tmp`: in a folder users share with us (a destination).
+    Ours,
+    /// Also `.tmpXXXXXX`, the names earlier versions used: only in the home's own folders,
+    /// where nobody else writes.
+    OursAndLegacy,
+}
+
+/// Whether `name` is a temporary file of [`write_atomically`] (or of earlier versions).
+pub fn is_temp_name(name: &str, names: TempNames) -> bool {
+    let random =
+        |s: &str| s.len() == TEMP_RANDOM_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let ours = name
+        .strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(random);
+    let legacy = names == TempNames::OursAndLegacy && name.strip_prefix(".tmp").is_some_and(random);
+    ours || legacy
+}
+
+/// Removes the temporary files an interrupted atomic write left directly in `dir` (regular
+/// files only, never through a symlink) and returns their paths. Call it only before anything
+/// else may write in `dir`: at daemon start.
+pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| is_temp_name(name, names));
+        // `file_type` does not follow symlinks.
+        if is_ours && entry.file_type()?.is_file() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -93,5 +150,68 @@ mod tests {
         let err = write_new_atomically(&path, b"three").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&path).unwrap(), b"two");
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        use TempNames::{Ours, OursAndLegacy};
+        assert!(is_temp_name(".backupd-a1B2c3.tmp", Ours));
+        assert!(is_temp_name(".tmpa1B2c3", OursAndLegacy));
+        assert!(
+            !is_temp_name(".tmpa1B2c3", Ours),
+            "legacy names only in the home"
+        );
+        for other in [
+            ".backupd-a1B2c.tmp",
+            ".backupd-a1B2c3d.tmp",
+            ".backupd-a1-2c3.tmp",
+            "backupd-a1B2c3.tmp",
+            ".tmpa1B2c",
+            ".tmpa1B2c3.json",
+            ".tmp",
+            "schedules.json",
+        ] {
+            assert!(!is_temp_name(other, OursAndLegacy), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_a_temp_file_that_the_sweep_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_atomically(&d.join("schedules.json"), b"{}").unwrap();
+        // What a crash between create and rename leaves: a file named as the writer names them.
+        let left = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM_LEN)
+            .tempfile_in(d)
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
+        fs::write(d.join(".tmpAbC123"), b"legacy").unwrap();
+        fs::write(d.join(".tmpnotes"), b"a user's").unwrap();
+        fs::create_dir(d.join(".tmpDiR123")).unwrap();
+        std::os::unix::fs::symlink("schedules.json", d.join(".backupd-LiNk12.tmp")).unwrap();
+
+        let removed = sweep_temp_files(d, TempNames::Ours).unwrap();
+        assert_eq!(removed, std::slice::from_ref(&left));
+        let removed = sweep_temp_files(d, TempNames::OursAndLegacy).unwrap();
+        assert_eq!(removed, [d.join(".tmpAbC123")]);
+        let mut names: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".backupd-LiNk12.tmp",
+                ".tmpDiR123",
+                ".tmpnotes",
+                "schedules.json"
+            ]
+        );
     }
 }

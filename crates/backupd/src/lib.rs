@@ -14,6 +14,7 @@ pub mod log;
 pub mod notify;
 pub mod plan;
 pub mod retention;
+pub mod rotation_locks;
 pub mod runner;
 pub mod scheduler;
 pub mod schedules;

@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use backupd::config::Config;
+use backupd::fsutil::TempNames;
 use backupd::home::Home;
 use backupd::schedules::ScheduleStore;
 use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
+use backupd::store::ManifestRepair;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -275,7 +277,10 @@ async fn open_daemon(
     }
     for dir in &destinations {
         remove_stale_partials(dir);
+        sweep_temp_files(dir, temp_names_in(&home, dir));
+        rebuild_missing_manifests(dir);
     }
+    sweep_temp_files(home.root(), TempNames::OursAndLegacy);
     if let Some(path) = &config.path {
         tracing::debug!("configuration from {}", path.display());
     }
@@ -350,6 +355,53 @@ fn remove_stale_partials(dir: &Path) {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't clean partial archives in {}: {e}", dir.display()),
+    }
+}
+
+/// In the home's own backups folder, the temporary names of earlier versions are ours too; in
+/// a destination a user chose, only the names nobody else uses.
+fn temp_names_in(home: &Home, dir: &Path) -> TempNames {
+    if dir == home.backups_dir() {
+        TempNames::OursAndLegacy
+    } else {
+        TempNames::Ours
+    }
+}
+
+/// A daemon killed while replacing a file (the schedules, the verify ledger, a manifest)
+/// leaves the temporary file it was writing; nothing else writes yet, so it is an orphan.
+fn sweep_temp_files(dir: &Path, names: TempNames) {
+    match backupd::fsutil::sweep_temp_files(dir, names) {
+        Ok(removed) => {
+            for path in removed {
+                tracing::info!("Removed stale temporary file {}", path.display());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("can't clean temporary files in {}: {e}", dir.display()),
+    }
+}
+
+/// A daemon killed between publishing an archive and writing its manifest leaves a whole
+/// archive without one: rebuild it from the archive before any run or rotation starts.
+fn rebuild_missing_manifests(dir: &Path) {
+    let folder = backupd::destination::LocalFolder::new(dir);
+    match backupd::store::rebuild_missing_manifests(&folder) {
+        Ok(repairs) => {
+            for repair in repairs {
+                match repair {
+                    ManifestRepair::Rebuilt { archive, .. } => {
+                        tracing::warn!("Rebuilt manifest for {}", archive.display());
+                    }
+                    ManifestRepair::Undecodable { archive, reason } => tracing::error!(
+                        "{} has no manifest and does not read as an archive ({reason}); left as it is",
+                        archive.display()
+                    ),
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("can't check manifests in {}: {e}", dir.display()),
     }
 }
 

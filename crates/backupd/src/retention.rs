@@ -2,10 +2,11 @@
 //! script's defaults, plans it for a destination with the store, deletes (or, in a dry run,
 //! lists) and logs that script's lines. Blocking: call it on a blocking thread.
 
-use crate::destination::{self, Destination};
+use crate::destination::{self, ArchiveInfo, Destination};
 use crate::store::{self, RetentionPolicy, StoreError};
+use chrono::NaiveDateTime;
 use proto::Retention;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A policy from request or schedule settings; unset fields take the defaults.
 pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
@@ -33,14 +34,38 @@ pub struct Rotated {
     pub kept: usize,
 }
 
-/// Rotates the archives in `destination` (of one `name`, or all). With `candidates`, only
-/// those may go and only those count: a run passes the archives that existed before it, so
-/// that neither its own archive nor one a concurrent run just wrote is ever deleted.
+/// What a run's rotation may touch: only archives it saw before it wrote its own, still the
+/// same files (a freed name reused by a newer archive is another file), and older than its
+/// own archive.
+#[derive(Debug, Clone, Copy)]
+pub struct RunScope<'a> {
+    pub existed_before: &'a [ArchiveInfo],
+    /// When the run's own archive was made (its file-name timestamp).
+    pub own_timestamp: NaiveDateTime,
+}
+
+impl RunScope<'_> {
+    fn allows(&self, archive: &ArchiveInfo) -> bool {
+        let checksum = |a: &ArchiveInfo| a.manifest.as_ref().map(|m| m.checksum_sha256.clone());
+        archive.timestamp < self.own_timestamp
+            && archive.identity.is_some()
+            && self.existed_before.iter().any(|seen| {
+                seen.file_name == archive.file_name
+                    && seen.identity == archive.identity
+                    && checksum(seen) == checksum(archive)
+            })
+    }
+}
+
+/// Rotates the archives in `destination` (of one `name`, or all). With a run's `scope`, only
+/// the archives it allows may go and only those count, so that neither the run's own archive
+/// nor one a concurrent run wrote (even under a reused name) is ever deleted. Callers hold
+/// the name's rotation lock ([`crate::rotation_locks`]).
 pub fn rotate(
     destination: &dyn Destination,
     name: Option<&str>,
     policy: &RetentionPolicy,
-    candidates: Option<&[PathBuf]>,
+    scope: Option<&RunScope<'_>>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
     let archives: Vec<_> = destination::list(destination)
@@ -50,7 +75,7 @@ pub fn rotate(
         })?
         .into_iter()
         .filter(|a| name.is_none_or(|n| a.name == n))
-        .filter(|a| candidates.is_none_or(|c| c.contains(&a.path)))
+        .filter(|a| scope.is_none_or(|s| s.allows(a)))
         .collect();
     let now = chrono::Local::now().naive_local();
     let plan = store::plan_rotation(&archives, policy, now);
@@ -76,6 +101,12 @@ pub fn rotate(
     }
     let outcome = store::apply_rotation(destination, &plan);
     rotated.deleted = outcome.deleted.iter().map(|p| file_name(p)).collect();
+    for path in &outcome.replaced {
+        tracing::info!(
+            "Kept {}: another archive took its name since rotation listed it",
+            file_name(path)
+        );
+    }
     for (path, reason) in outcome.failed {
         let line = format!("{}: {reason}", file_name(&path));
         tracing::error!("can't delete old backup {line}");
@@ -94,6 +125,8 @@ fn file_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destination::{FileIdentity, LocalFolder};
+    use crate::store::test_support::{dir_names, fake_manifest};
 
     #[test]
     fn unset_fields_take_the_defaults() {
@@ -106,5 +139,93 @@ mod tests {
         assert_eq!(custom.retention_days, 14);
         assert_eq!(custom.min_keep, 3);
         assert_eq!(custom.keep_daily, Some(7));
+    }
+
+    fn keep_nothing() -> RetentionPolicy {
+        RetentionPolicy {
+            retention_days: 0,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        }
+    }
+
+    #[test]
+    fn a_run_deletes_only_what_it_saw_unchanged_and_older_than_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let folder = LocalFolder::new(d);
+        let write = |stem: &str, bytes: &[u8]| {
+            std::fs::write(d.join(format!("{stem}.tar.gz")), bytes).unwrap();
+            let manifest = fake_manifest("docs", &stem[5..], bytes);
+            std::fs::write(d.join(format!("{stem}.json")), manifest.to_json().unwrap()).unwrap();
+        };
+        // Seen before the run: one to go, one whose manifest changes, one to be replaced,
+        // and one newer than the run's own archive (a clock stepped back).
+        write("docs_20250101_000000", b"old");
+        write("docs_20250102_000000", b"manifest changes");
+        write("docs_20250103_000000", b"replaced");
+        write("docs_20250301_000000", b"from the future");
+        let seen = destination::list(&folder).unwrap();
+        assert!(seen.iter().all(|a| a.identity.is_some()));
+
+        let other = fake_manifest("docs", "20250102_000000", b"another archive");
+        std::fs::write(
+            d.join("docs_20250102_000000.json"),
+            other.to_json().unwrap(),
+        )
+        .unwrap();
+        std::fs::remove_file(d.join("docs_20250103_000000.tar.gz")).unwrap();
+        write("docs_20250103_000000", b"replaced, by a newer archive");
+
+        let scope = RunScope {
+            existed_before: &seen,
+            own_timestamp: crate::store::test_support::stamp("20250201_000000"),
+        };
+        let rotated = rotate(&folder, Some("docs"), &keep_nothing(), Some(&scope), false).unwrap();
+        assert_eq!(rotated.deleted, ["docs_20250101_000000.tar.gz"]);
+        assert_eq!(
+            dir_names(d),
+            [
+                "docs_20250102_000000.json",
+                "docs_20250102_000000.tar.gz",
+                "docs_20250103_000000.json",
+                "docs_20250103_000000.tar.gz",
+                "docs_20250301_000000.json",
+                "docs_20250301_000000.tar.gz",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_archive_without_identity_is_never_in_a_runs_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        std::fs::write(dir.path().join("docs_20250101_000000.tar"), b"x").unwrap();
+        let listed = destination::list(&folder).unwrap();
+        let own_timestamp = crate::store::test_support::stamp("20250201_000000");
+        let allowed = |seen: &ArchiveInfo, now: &ArchiveInfo| {
+            let existed_before = std::slice::from_ref(seen);
+            RunScope {
+                existed_before,
+                own_timestamp,
+            }
+            .allows(now)
+        };
+        assert!(allowed(&listed[0], &listed[0]));
+        let unknown = ArchiveInfo {
+            identity: None,
+            ..listed[0].clone()
+        };
+        assert!(!allowed(&unknown, &unknown));
+        let other = ArchiveInfo {
+            identity: Some(FileIdentity {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime_ns: 0,
+            }),
+            ..listed[0].clone()
+        };
+        assert!(!allowed(&listed[0], &other));
     }
 }

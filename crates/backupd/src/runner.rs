@@ -3,19 +3,20 @@
 //! Logs the original backup script's lines, streams events, and sums the outcome up in a
 //! report. Both `run` requests and schedules come here.
 
-use crate::destination::{self, Destination};
+use crate::destination::{self, ArchiveInfo, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
 use crate::jobs::{Job, JobGuard, NewJob};
-use crate::retention;
+use crate::retention::{self, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
+use chrono::NaiveDateTime;
 use proto::Event;
 use proto::event::JobRef;
 use proto::response::{RunReport, SourceReport};
 use proto::size::human_size;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::broadcast;
@@ -50,7 +51,10 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let after = &plan.after;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
-        let runs = plan.jobs.into_iter().map(|job| plan_one(job, after));
+        let runs = plan
+            .jobs
+            .into_iter()
+            .map(|job| plan_one(daemon, job, after));
         futures_util::future::join_all(runs).await
     } else {
         let registered: Vec<(BackupJob, JobGuard)> = plan
@@ -164,7 +168,7 @@ async fn claim_free_names(
 
 /// A dry run of one source: checks it, names the files and what rotation would delete;
 /// writes and deletes nothing.
-async fn plan_one(job: BackupJob, after: &[AfterWrite]) -> SourceReport {
+async fn plan_one(daemon: &Daemon, job: BackupJob, after: &[AfterWrite]) -> SourceReport {
     let (job, names, checked) = claim_free_names(job, true).await;
     let mut report = empty_report(&job, &names);
     if let Err(e) = checked {
@@ -178,30 +182,46 @@ async fn plan_one(job: BackupJob, after: &[AfterWrite]) -> SourceReport {
     report.ok = true;
     for step in after {
         if let AfterWrite::Rotate(policy) = step {
-            report.deleted = rotate(&job, policy, None, true).await;
+            report.deleted = rotate(daemon, &job, policy, None, true).await;
         }
     }
     report
 }
 
-/// Rotates the archives of the job's name: among `candidates` (those that existed before the
-/// run, so neither its own archive nor one a concurrent run just wrote), or among all in a dry
-/// run. Returns the file names deleted (or that would be).
+/// What a run's rotation may delete: the archives it saw before writing, older than its own.
+#[derive(Debug, Clone)]
+struct SeenBefore {
+    archives: Vec<ArchiveInfo>,
+    own_timestamp: NaiveDateTime,
+}
+
+/// Rotates the archives of the job's name under the name's rotation lock: those `seen`
+/// before the run (see [`RunScope`]), or all in a dry run. Returns the file names deleted
+/// (or that would be).
 async fn rotate(
+    daemon: &Daemon,
     job: &BackupJob,
     policy: &RetentionPolicy,
-    candidates: Option<Vec<PathBuf>>,
+    seen: Option<SeenBefore>,
     dry_run: bool,
 ) -> Vec<String> {
     let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     let policy = *policy;
+    let _lock = daemon
+        .rotation_locks
+        .lock(&destination.location(), &name)
+        .await;
     let rotated = tokio::task::spawn_blocking(move || {
+        let scope = seen.as_ref().map(|seen| RunScope {
+            existed_before: &seen.archives,
+            own_timestamp: seen.own_timestamp,
+        });
         retention::rotate(
             destination.as_ref(),
             Some(&name),
             &policy,
-            candidates.as_deref(),
+            scope.as_ref(),
             dry_run,
         )
     })
@@ -221,7 +241,7 @@ async fn rotate(
 
 /// The archives of the job's name in its destination now (none if it cannot be read), and
 /// how many source bytes the newest of them read: what this run may expect to read.
-async fn existing_archives(job: &BackupJob) -> (Vec<PathBuf>, Option<u64>) {
+async fn existing_archives(job: &BackupJob) -> (Vec<ArchiveInfo>, Option<u64>) {
     let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     tokio::task::spawn_blocking(move || {
@@ -236,7 +256,7 @@ async fn existing_archives(job: &BackupJob) -> (Vec<PathBuf>, Option<u64>) {
             .rev()
             .find_map(|a| a.manifest.as_ref().filter(|m| m.format_version > 0))
             .map(|m| m.bytes_in);
-        (archives.into_iter().map(|a| a.path).collect(), expected)
+        (archives, expected)
     })
     .await
     .unwrap_or_default()
@@ -364,8 +384,18 @@ async fn back_up_one(
                         }
                     }
                     AfterWrite::Rotate(policy) => {
-                        let candidates = Some(existed_before.clone());
-                        report.deleted = rotate(&rotation_job, policy, candidates, false).await;
+                        // Without its own timestamp (never expected) nothing is old enough.
+                        let own_timestamp = NaiveDateTime::parse_from_str(
+                            &outcome.manifest.created,
+                            crate::format::TIMESTAMP_FORMAT,
+                        )
+                        .unwrap_or(NaiveDateTime::MIN);
+                        let seen = SeenBefore {
+                            archives: existed_before.clone(),
+                            own_timestamp,
+                        };
+                        report.deleted =
+                            rotate(daemon, &rotation_job, policy, Some(seen), false).await;
                         if !report.deleted.is_empty() {
                             daemon.publish(Event::Rotated {
                                 destination: rotation_job

@@ -43,6 +43,8 @@ pub struct Daemon {
     pub socket: Option<PathBuf>,
     /// When the daemon started: the wall clock to show, the monotonic one for the uptime.
     pub started: (DateTime<Local>, Instant),
+    /// One rotation at a time per backup name and destination folder.
+    pub rotation_locks: crate::rotation_locks::RotationLocks,
     /// Events for `watch` requests. Sending never waits: a watcher that falls behind by more
     /// than [`WATCH_BUFFER`] events is told how many it missed.
     watchers: broadcast::Sender<Event>,
@@ -90,6 +92,7 @@ impl Daemon {
             registry: JobRegistry::default(),
             socket: None,
             started: (Local::now(), Instant::now()),
+            rotation_locks: crate::rotation_locks::RotationLocks::default(),
             watchers: broadcast::channel(WATCH_BUFFER).0,
             running: Arc::default(),
         }

@@ -9,7 +9,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Destination, PendingArchive, PublishError};
+use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
+
+use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
 use crate::format::naming::{is_partial_archive, partial_name};
 use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
 
@@ -38,6 +40,12 @@ impl LocalFolder {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The folder, opened once so that a check and a removal name the same folder.
+    fn open_dir(&self) -> io::Result<std::os::fd::OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(rustix::fs::open(&self.dir, flags, Mode::empty())?)
     }
 
     /// Deletes every partial archive (`<name>_<YYYYMMDD_HHMMSS>.tar….partial`) directly in the
@@ -123,6 +131,48 @@ impl Destination for LocalFolder {
     fn sync(&self) -> io::Result<()> {
         sync_dir(&self.dir)
     }
+
+    fn identity(&self, file: &str) -> io::Result<FileIdentity> {
+        identity_at(&self.open_dir()?, file)
+    }
+
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> io::Result<Removal> {
+        let dir = self.open_dir()?;
+        match identity_at(&dir, file) {
+            Ok(found) if found == *expected => {}
+            Ok(_) => return Ok(Removal::Replaced),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
+            Err(e) => return Err(e),
+        }
+        // Our writers never replace a name (no-replace renames, create-only files), so
+        // between the check and the unlink the name can only change hands by being freed
+        // first; the window is the two system calls.
+        match unlinkat(&dir, file, AtFlags::empty()) {
+            Ok(()) => Ok(Removal::Removed),
+            Err(rustix::io::Errno::NOENT) => Ok(Removal::Gone),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The identity of `file` in `dir`, read from a handle on the name itself (`O_PATH`, no
+/// symlink followed, no read permission needed). Only a regular file has one.
+fn identity_at(dir: &std::os::fd::OwnedFd, file: &str) -> io::Result<FileIdentity> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let handle = openat(dir, file, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&handle)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{file} is not a regular file"),
+        ));
+    }
+    Ok(FileIdentity {
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+        size: u64::try_from(stat.st_size).unwrap_or(0),
+        mtime_ns: i128::from(stat.st_mtime) * 1_000_000_000 + i128::from(stat.st_mtime_nsec),
+    })
 }
 
 /// `<target>.partial`, deleted when dropped unless published.

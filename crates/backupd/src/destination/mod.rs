@@ -50,6 +50,14 @@ pub trait Destination: fmt::Debug + Send + Sync {
     /// Removes one file; a file already gone is not an error.
     fn remove(&self, file: &str) -> io::Result<()>;
 
+    /// What the file stored under `file` is now, beyond its name.
+    fn identity(&self, file: &str) -> io::Result<FileIdentity>;
+
+    /// Removes `file` only if it is still the file `expected` identifies, checked on an opened
+    /// handle just before the removal: a name freed and reused meanwhile holds another file,
+    /// which stays.
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> io::Result<Removal>;
+
     /// Makes earlier removals durable; best effort.
     fn sync(&self) -> io::Result<()> {
         Ok(())
@@ -84,6 +92,27 @@ pub enum PublishError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// What a stored file is, beyond its name: device and inode, size and modification time in
+/// nanoseconds. A file written under a freed name differs in at least one of them even when
+/// the file system hands out the old inode again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// What [`Destination::remove_if_same`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Nothing was there any more.
+    Gone,
+    /// Another file holds the name now; it was left alone.
+    Replaced,
+}
+
 /// One archive found in a destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveInfo {
@@ -101,6 +130,9 @@ pub struct ArchiveInfo {
     pub manifest_name: String,
     /// `None` when the manifest is missing or unreadable.
     pub manifest: Option<Manifest>,
+    /// The file as it was when listed; `None` if it could not be read. Rotation removes an
+    /// archive only while it is still this file.
+    pub identity: Option<FileIdentity>,
 }
 
 /// The archives directly in `destination`, oldest first, ties by path. Only files named by the
@@ -127,7 +159,9 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
         let Some(timestamp) = timestamp else {
             continue;
         };
+        let identity = destination.identity(&file_name).ok();
         archives.push(ArchiveInfo {
+            identity,
             path: destination.path_of(&file_name),
             file_name,
             name: parsed.name,

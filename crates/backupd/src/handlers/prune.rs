@@ -12,6 +12,20 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
     let policy = retention::policy(args.retention.as_ref());
     let name = args.name.clone();
     let dry_run = args.dry_run;
+    // The names this prune may touch, each locked against a run's rotation.
+    let names = match &name {
+        Some(name) => std::collections::BTreeSet::from([name.clone()]),
+        None => {
+            let listed = folder.clone();
+            blocking(move || crate::destination::list(&listed))
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.name)
+                .collect()
+        }
+    };
+    let _locks = daemon.rotation_locks.lock_all(folder.dir(), &names).await;
     let rotated =
         blocking(move || retention::rotate(&folder, name.as_deref(), &policy, None, dry_run))
             .await??;

@@ -1,5 +1,5 @@
 //! The archive store: what to do with the archives in a destination — retention planning and
-//! deletion, verification, and safe restore.
+//! deletion, verification, safe restore, and rebuilding a manifest lost to a crash.
 //!
 //! Synchronous and protocol-free: the daemon calls it on blocking threads and maps its
 //! results to responses. Archives are written by [`crate::engine`] and reached through
@@ -7,6 +7,7 @@
 
 mod checksum;
 mod error;
+mod repair;
 mod restore;
 mod rotation;
 mod verify;
@@ -15,6 +16,7 @@ mod verify;
 pub(crate) mod test_support;
 
 pub use error::StoreError;
+pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
 pub use restore::{RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyFinding, VerifyReport, verify};

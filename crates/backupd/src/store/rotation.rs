@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 
-use crate::destination::{ArchiveInfo, Destination, group_by_name};
+use crate::destination::{ArchiveInfo, Destination, Removal, group_by_name};
 
 /// How many archives of each backup name to keep.
 ///
@@ -161,20 +161,36 @@ pub struct RotationOutcome {
     pub deleted: Vec<PathBuf>,
     /// Files that could not be deleted, with the reason.
     pub failed: Vec<(PathBuf, String)>,
+    /// Archives left alone because another file holds their name now (a newer archive).
+    pub replaced: Vec<PathBuf>,
 }
 
 /// Deletes every archive in `plan.delete` from `destination`, then its manifest, carrying on
 /// after failures.
 ///
-/// An archive already gone counts as deleted (another rotation got there first); a missing
-/// manifest is not an error. When an archive cannot be deleted its manifest is left, so
-/// what remains can still be verified.
+/// An archive is deleted only while its name still holds the file that was planned
+/// ([`ArchiveInfo::identity`]); one replaced meanwhile is left with its manifest. An archive
+/// already gone counts as deleted (another rotation got there first); a missing manifest is
+/// not an error. When an archive cannot be deleted its manifest is left, so what remains can
+/// still be verified.
 pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> RotationOutcome {
     let mut outcome = RotationOutcome::default();
     for archive in &plan.delete {
-        if let Err(e) = destination.remove(&archive.file_name) {
-            outcome.failed.push((archive.path.clone(), e.to_string()));
+        let Some(identity) = &archive.identity else {
+            let reason = "cannot tell which file it is".to_owned();
+            outcome.failed.push((archive.path.clone(), reason));
             continue;
+        };
+        match destination.remove_if_same(&archive.file_name, identity) {
+            Ok(Removal::Removed | Removal::Gone) => {}
+            Ok(Removal::Replaced) => {
+                outcome.replaced.push(archive.path.clone());
+                continue;
+            }
+            Err(e) => {
+                outcome.failed.push((archive.path.clone(), e.to_string()));
+                continue;
+            }
         }
         outcome.deleted.push(archive.path.clone());
         if let Err(e) = destination.remove(&archive.manifest_name) {
@@ -194,7 +210,7 @@ mod tests {
     use super::*;
     use crate::destination::{LocalFolder, list};
     use crate::format::TIMESTAMP_FORMAT;
-    use crate::store::test_support::stamp;
+    use crate::store::test_support::{dir_names, stamp};
     use std::fs;
 
     fn archive(name: &str, when: NaiveDateTime) -> ArchiveInfo {
@@ -208,6 +224,7 @@ mod tests {
             size_bytes: 0,
             manifest_name: format!("{stem}.json"),
             manifest: None,
+            identity: None,
         }
     }
 
@@ -507,25 +524,66 @@ mod tests {
         let stuck = archive("docs", stamp("20250101_000000"));
         let stuck = ArchiveInfo {
             path: d.join("docs_20250101_000000.tar.gz"),
+            identity: Some(crate::destination::FileIdentity {
+                dev: 0,
+                ino: 0,
+                size: 0,
+                mtime_ns: 0,
+            }),
             ..stuck
         };
         let stuck_manifest = d.join("docs_20250101_000000.json");
         fs::create_dir(&stuck.path).unwrap();
         fs::write(&stuck_manifest, b"{}").unwrap();
+        fs::write(d.join("docs_20250102_000000.tar.gz"), b"a").unwrap();
+        let folder = LocalFolder::new(d);
         let fine = ArchiveInfo {
             path: d.join("docs_20250102_000000.tar.gz"),
+            identity: folder.identity("docs_20250102_000000.tar.gz").ok(),
             ..archive("docs", stamp("20250102_000000"))
         };
-        fs::write(&fine.path, b"a").unwrap();
         let plan = RotationPlan {
             delete: vec![stuck.clone(), fine.clone()],
             keep: Vec::new(),
         };
-        let outcome = apply_rotation(&LocalFolder::new(d), &plan);
+        let outcome = apply_rotation(&folder, &plan);
         assert_eq!(outcome.deleted, std::slice::from_ref(&fine.path));
         assert_eq!(outcome.failed.len(), 1);
         assert_eq!(outcome.failed[0].0, stuck.path);
         assert!(stuck_manifest.exists());
         assert!(!fine.path.exists());
+    }
+
+    #[test]
+    fn an_archive_whose_name_was_reused_is_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let folder = LocalFolder::new(d);
+        let old = "docs_20250101_000000.tar.gz";
+        fs::write(d.join(old), b"the old archive").unwrap();
+        fs::write(d.join("docs_20250101_000000.json"), b"{}").unwrap();
+        let policy = RetentionPolicy {
+            retention_days: 0,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
+        assert_eq!(plan.delete.len(), 1);
+
+        // Between planning and deleting, the name is freed and a new archive published under
+        // it (created before the old one is gone, so even a recycled inode cannot match).
+        fs::write(d.join("new"), b"a newer archive").unwrap();
+        fs::rename(d.join("new"), d.join(old)).unwrap();
+        let outcome = apply_rotation(&folder, &plan);
+        assert!(outcome.deleted.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.replaced, [d.join(old)]);
+        assert_eq!(fs::read(d.join(old)).unwrap(), b"a newer archive");
+        assert!(d.join("docs_20250101_000000.json").exists());
+
+        // The same file, still there: deleted with its manifest.
+        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
+        let outcome = apply_rotation(&folder, &plan);
+        assert_eq!(outcome.deleted, [d.join(old)]);
+        assert!(dir_names(d).is_empty());
     }
 }

@@ -1,0 +1,260 @@
+//! Start-up repair of archives published without their manifest.
+//!
+//! The engine publishes an archive, then writes its manifest; a daemon killed between the two
+//! leaves a whole, synced archive with no manifest, which verify cannot vouch for. At start
+//! the manifest is rebuilt from the archive itself: its bytes hashed, its entries read to the
+//! end and counted. An archive that does not decode is left where it is and reported, never
+//! deleted.
+
+use std::io;
+use std::path::PathBuf;
+
+use proto::size::human_size;
+
+use super::checksum::sha256_of;
+use super::verify::open_tar_stream;
+use crate::destination::Destination;
+use crate::format::naming::{manifest_name_for, parse_archive_name};
+use crate::format::{FORMAT_VERSION, Manifest};
+
+const BLOCK: u64 = 512;
+/// Two zero blocks end a tar archive.
+const END_MARKER: u64 = 2 * BLOCK;
+
+/// The warning a rebuilt manifest carries: what it cannot know.
+pub const REBUILT_WARNING: &str =
+    "manifest rebuilt from the archive at daemon start; source folder and duration unknown";
+
+/// What [`rebuild_missing_manifests`] did for one archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRepair {
+    Rebuilt {
+        archive: PathBuf,
+        manifest: PathBuf,
+    },
+    /// The archive does not read as a whole tar stream; it was left alone.
+    Undecodable {
+        archive: PathBuf,
+        reason: String,
+    },
+}
+
+/// Rebuilds the manifest of every archive in `destination` that has none. Only names of the
+/// archive grammar are looked at; anything present under the manifest name (even an invalid
+/// manifest) is left for verify to report.
+pub fn rebuild_missing_manifests(destination: &dyn Destination) -> io::Result<Vec<ManifestRepair>> {
+    let mut repairs = Vec::new();
+    let mut files = destination.files()?;
+    files.sort();
+    for (file, _) in files {
+        if parse_archive_name(&file).is_none() {
+            continue;
+        }
+        let manifest_name = manifest_name_for(&file);
+        if destination.any_exists(std::slice::from_ref(&manifest_name))? {
+            continue;
+        }
+        let archive = destination.path_of(&file);
+        let repair = match rebuild(destination, &file, &manifest_name) {
+            Ok(()) => ManifestRepair::Rebuilt {
+                archive,
+                manifest: destination.path_of(&manifest_name),
+            },
+            Err(e) => ManifestRepair::Undecodable {
+                archive,
+                reason: e.to_string(),
+            },
+        };
+        repairs.push(repair);
+    }
+    Ok(repairs)
+}
+
+fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io::Result<()> {
+    let parsed = parse_archive_name(file)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an archive name"))?;
+    let counts = count_entries(destination, file)?;
+    let (checksum, size_bytes) = sha256_of(destination.open(file)?)?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        backupd_version: env!("CARGO_PKG_VERSION").to_owned(),
+        name: parsed.name,
+        backup_file: destination.path_of(file),
+        source: PathBuf::new(),
+        created: parsed.stamp,
+        compression: parsed.codec,
+        level: None,
+        size_bytes,
+        size_human: human_size(size_bytes),
+        checksum_sha256: checksum,
+        files: counts.files,
+        dirs: counts.dirs,
+        symlinks: counts.symlinks,
+        hardlinks: counts.hardlinks,
+        bytes_in: counts.bytes_in,
+        duration_ms: 0,
+        warnings: vec![REBUILT_WARNING.to_owned()],
+    };
+    destination.put_new(manifest_name, &manifest.to_json().map_err(io::Error::from)?)
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    files: u64,
+    dirs: u64,
+    symlinks: u64,
+    hardlinks: u64,
+    bytes_in: u64,
+}
+
+/// Reads every entry to the end, as verify does, and counts them as the engine does.
+fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts> {
+    let stream = open_tar_stream(destination, file, None)?;
+    let mut tar = tar::Archive::new(stream);
+    let mut counts = Counts::default();
+    let mut end = 0u64;
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let size = entry.size();
+        let copied = io::copy(&mut entry, &mut io::sink())?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("an entry ends after {copied} of {size} bytes"),
+            ));
+        }
+        end = entry.raw_file_position() + size.next_multiple_of(BLOCK);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            counts.dirs += 1;
+        } else if kind.is_symlink() {
+            counts.symlinks += 1;
+        } else if kind.is_hard_link() {
+            counts.hardlinks += 1;
+            counts.files += 1;
+        } else if kind.is_file() || kind.is_gnu_sparse() {
+            counts.files += 1;
+            counts.bytes_in += size;
+        }
+    }
+    let mut stream = tar.into_inner();
+    io::copy(&mut stream, &mut io::sink())?;
+    if stream.count() < end + END_MARKER {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the tar stream ends without its end-of-archive marker",
+        ));
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::destination::LocalFolder;
+    use crate::store::VerifyFinding;
+    use crate::store::test_support::{backup, build_tree, dir_names, manifest_of, verify_path};
+    use proto::{Codec, Compression};
+
+    #[test]
+    fn a_missing_manifest_is_rebuilt_and_verifies() {
+        for compression in [
+            Compression::default(),
+            Compression::of(Codec::Zstd),
+            Compression::of(Codec::None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let src = build_tree(dir.path());
+            let dest = dir.path().join("backups");
+            fs::create_dir(&dest).unwrap();
+            let outcome = backup(&src, &dest, "tree", compression, "20250102_030405");
+            let written = outcome.manifest;
+            fs::remove_file(&outcome.manifest_path).unwrap();
+
+            let repairs = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
+            assert_eq!(
+                repairs,
+                [ManifestRepair::Rebuilt {
+                    archive: outcome.archive.clone(),
+                    manifest: outcome.manifest_path.clone(),
+                }]
+            );
+            let rebuilt = Manifest::from_json(&fs::read(&outcome.manifest_path).unwrap()).unwrap();
+            assert_eq!(rebuilt.checksum_sha256, written.checksum_sha256);
+            assert_eq!(rebuilt.size_bytes, written.size_bytes);
+            assert_eq!(rebuilt.created, written.created);
+            assert_eq!(rebuilt.compression, written.compression);
+            assert_eq!(
+                (
+                    rebuilt.files,
+                    rebuilt.dirs,
+                    rebuilt.symlinks,
+                    rebuilt.hardlinks
+                ),
+                (
+                    written.files,
+                    written.dirs,
+                    written.symlinks,
+                    written.hardlinks
+                ),
+                "{compression:?}"
+            );
+            assert_eq!(rebuilt.bytes_in, written.bytes_in);
+            assert_eq!(rebuilt.warnings, [REBUILT_WARNING]);
+            assert_eq!(
+                verify_path(&outcome.archive).unwrap().finding,
+                VerifyFinding::Ok
+            );
+
+            // Once rebuilt, nothing more to do.
+            let again = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
+            assert!(again.is_empty(), "{again:?}");
+        }
+    }
+
+    #[test]
+    fn an_undecodable_archive_is_reported_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = build_tree(dir.path());
+        let dest = dir.path().join("backups");
+        fs::create_dir(&dest).unwrap();
+        let outcome = backup(
+            &src,
+            &dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        );
+        fs::remove_file(&outcome.manifest_path).unwrap();
+        let bytes = fs::read(&outcome.archive).unwrap();
+        fs::write(&outcome.archive, &bytes[..bytes.len() / 2]).unwrap();
+        // Not ours to look at: a stranger, and an archive with an (invalid) manifest.
+        fs::write(dest.join("notes_20250101_000000.txt"), b"x").unwrap();
+        fs::write(dest.join("x_20250101_000000.tar"), b"junk").unwrap();
+        fs::write(dest.join("x_20250101_000000.json"), b"{}").unwrap();
+
+        let repairs = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
+        assert_eq!(repairs.len(), 1, "{repairs:?}");
+        let ManifestRepair::Undecodable { archive, reason } = &repairs[0] else {
+            panic!("{repairs:?}");
+        };
+        assert_eq!(archive, &outcome.archive);
+        assert!(!reason.is_empty());
+        assert_eq!(
+            fs::read(&outcome.archive).unwrap(),
+            &bytes[..bytes.len() / 2]
+        );
+        assert!(!manifest_of(&outcome.archive).exists());
+        assert_eq!(
+            dir_names(&dest),
+            [
+                "notes_20250101_000000.txt",
+                "tree_20250102_030405.tar.gz",
+                "x_20250101_000000.json",
+                "x_20250101_000000.tar"
+            ]
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! A home nobody else can tamper with: the daemon refuses a home (or its `logs/`, `backups/`)
 //! another user owns or can write, never writes through a link planted in it, and one daemon
-//! at a time holds `<home>/lock`.
+//! at a time holds `<home>/lock`. And `backupctl run`, as root, refuses a `.env` someone else
+//! could have written.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -209,4 +210,37 @@ fn a_daemon_started_on_demand_reports_the_lock_of_one_on_another_socket() {
     );
     assert!(out.stderr().contains(&expected), "{}", out.stderr());
     assert!(!t.socket().exists());
+}
+
+#[test]
+fn run_as_root_refuses_a_dotenv_another_user_could_have_written() {
+    if !is_root() {
+        println!("skipped: only root refuses another user's .env");
+        return;
+    }
+    let t = TestHome::new();
+    let dotenv = t.work().join(".env");
+    std::fs::write(&dotenv, "BACKUP_SOURCES=/etc\n").unwrap();
+    chmod(&dotenv, 0o644);
+    std::os::unix::fs::chown(&dotenv, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = t.ctl(&["run"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains(&format!(
+            "refusing {} as uid 0: it belongs to uid {NOBODY}",
+            dotenv.display()
+        )),
+        "{}",
+        out.stderr()
+    );
+
+    std::os::unix::fs::chown(&dotenv, Some(0), Some(0)).unwrap();
+    chmod(&dotenv, 0o666);
+    let out = t.ctl(&["run"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("it is writable by group or others"),
+        "{}",
+        out.stderr()
+    );
 }

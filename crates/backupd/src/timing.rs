@@ -25,6 +25,14 @@ pub fn parse_cron(expression: &str) -> Result<Cron, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The next time `cron` fires after `now`; an error for an expression no date matches (31
+/// February), which would otherwise be accepted and never run. croner searches every year up
+/// to 5000, so a leap day (`0 0 29 2 *`) is found even across a century's skipped leap year.
+pub fn next_fire<Tz: TimeZone>(cron: &Cron, now: &DateTime<Tz>) -> Result<DateTime<Tz>, String> {
+    cron.find_next_occurrence(now, false)
+        .map_err(|_| "it never fires: no date matches it (such as 30 or 31 February)".to_owned())
+}
+
 fn daily_cron(time: TimeOfDay) -> Cron {
     parse_cron(&format!("{} {} * * *", time.minute(), time.hour()))
         .expect("a valid time of day is a valid cron expression")
@@ -515,5 +523,33 @@ mod tests {
             let err = parse_cron(wrong).unwrap_err();
             assert!(err.starts_with("expected 5 fields"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_cron_expression_no_date_matches_never_fires() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
+            .unwrap();
+        for never in [
+            "0 0 31 2 *",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 0 31 2 *",
+        ] {
+            let cron = parse_cron(never).unwrap();
+            let err = next_fire(&cron, &now).unwrap_err();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        let leap_day = parse_cron("0 0 29 2 *").unwrap();
+        assert_eq!(
+            next_fire(&leap_day, &now).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2028, 2, 29, 0, 0, 0).unwrap()
+        );
+        // 2100 is not a leap year: from 2097 on, the next 29 February is in 2104.
+        let before_2100 = chrono::Utc.with_ymd_and_hms(2097, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            next_fire(&leap_day, &before_2100).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2104, 2, 29, 0, 0, 0).unwrap()
+        );
     }
 }

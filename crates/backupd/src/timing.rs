@@ -553,3 +553,116 @@ mod tests {
         );
     }
 }
+
+/// Property tests of the cron parser: no input makes it panic, and an accepted expression
+/// fires next exactly when some date matches its day and month fields. A fixed seed (unless
+/// `PROPTEST_RNG_SEED` is set) keeps CI deterministic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use chrono::{Datelike, Utc};
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    fn config() -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+                default.rng_seed
+            } else {
+                RngSeed::Fixed(0x0063_726f_6e00)
+            },
+            ..default
+        }
+    }
+
+    /// One field within `lo..=hi`: `*`, a step, a value, a range or a list.
+    fn field(lo: u32, hi: u32) -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("*".to_owned()),
+            (1..=hi).prop_map(|step| format!("*/{step}")),
+            (lo..=hi).prop_map(|v| v.to_string()),
+            (lo..=hi, lo..=hi).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            prop::collection::vec(lo..=hi, 1..4).prop_map(|values| values
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")),
+        ]
+        .boxed()
+    }
+
+    /// The days a day or month field names, read the simple way.
+    fn members(field: &str, lo: u32, hi: u32) -> Vec<u32> {
+        if field == "*" {
+            return (lo..=hi).collect();
+        }
+        if let Some(step) = field.strip_prefix("*/") {
+            let step: usize = step.parse().unwrap();
+            return (lo..=hi).step_by(step).collect();
+        }
+        if let Some((a, b)) = field.split_once('-') {
+            return (a.parse().unwrap()..=b.parse().unwrap()).collect();
+        }
+        field.split(',').map(|v| v.parse().unwrap()).collect()
+    }
+
+    /// Longest month `month` ever has (a leap February).
+    fn longest(month: u32) -> u32 {
+        match month {
+            2 => 29,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panicking(text in any::<String>()) {
+            let _ = parse_cron(&text);
+        }
+
+        #[test]
+        fn cron_like_text_is_parsed_or_refused_without_panicking(
+            text in "([0-9*/,\\-LW#?]{1,4} ){4,7}[0-9A-Za-z*/,\\-]{1,4}"
+        ) {
+            if let Ok(cron) = parse_cron(&text) {
+                let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+                let _ = next_fire(&cron, &now);
+            }
+        }
+
+        #[test]
+        fn an_expression_fires_next_exactly_when_a_date_matches_it(
+            minute in field(0, 59),
+            hour in field(0, 23),
+            day in field(1, 31),
+            month in field(1, 12),
+            seconds in prop::option::of(field(0, 59)),
+        ) {
+            let expression = match &seconds {
+                Some(second) => format!("{second} {minute} {hour} {day} {month} *"),
+                None => format!("{minute} {hour} {day} {month} *"),
+            };
+            let cron = parse_cron(&expression).unwrap();
+            let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+            let days = members(&day, 1, 31);
+            let some_date_matches = members(&month, 1, 12)
+                .iter()
+                .any(|&m| days.iter().any(|&d| d <= longest(m)));
+            match next_fire(&cron, &now) {
+                Ok(next) => {
+                    prop_assert!(some_date_matches, "{expression} fires at {next}");
+                    prop_assert!(next > now);
+                    prop_assert!(days.contains(&next.day()), "{expression}: {next}");
+                    prop_assert!(cron.is_time_matching(&next).unwrap(), "{expression}: {next}");
+                }
+                Err(_) => prop_assert!(!some_date_matches, "{expression} never fires"),
+            }
+        }
+    }
+}

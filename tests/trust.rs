@@ -262,3 +262,41 @@ fn backupctl_never_logs_through_a_link_planted_in_the_logs_folder() {
     assert_eq!(t.ctl(&["list"]).code(), 3);
     assert_eq!(t.client_log().lines().count(), 1, "{}", t.client_log());
 }
+
+#[test]
+fn a_home_under_a_folder_another_user_controls_is_refused() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.home()).unwrap();
+    chmod(&t.home(), 0o700);
+    // Others may write the parent: they could rename the home away and put theirs there.
+    chmod(t.work(), 0o777);
+    let stderr = refused_start(&t);
+    assert!(
+        stderr.contains(&format!(
+            "{}, a folder on the way to the home, is writable by its group or by others \
+             without the sticky bit (mode 0777)",
+            t.work().display()
+        )),
+        "{stderr}"
+    );
+    // Sticky, as /tmp is: others can no longer touch what is ours.
+    chmod(t.work(), 0o1777);
+    let mut daemon = t.start_daemon();
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+
+    if !is_root() {
+        println!("skipped the rest: needs root to give the parent to nobody");
+        return;
+    }
+    chmod(t.work(), 0o755);
+    std::os::unix::fs::chown(t.work(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let stderr = refused_start(&t);
+    assert!(
+        stderr.contains(&format!(
+            "{}, a folder on the way to the home, belongs to uid {NOBODY}",
+            t.work().display()
+        )),
+        "{stderr}"
+    );
+}

@@ -50,6 +50,12 @@ pub enum HomeError {
          backupd would write through; run `chmod go-w {}`", path.display(), path.display()
     )]
     Writable { path: PathBuf, mode: u32 },
+    #[error(
+        "{}, a folder on the way to the home, {why}: its owner or others could swap the home \
+         for a folder of theirs; use a home whose parent folders belong to root or to you \
+         (--home DIR)", path.display()
+    )]
+    UnsafeParent { path: PathBuf, why: String },
     #[error("another backupd holds {} (pid {pid})", path.display())]
     Locked { path: PathBuf, pid: String },
     #[error("can't lock {}: {source}", path.display())]
@@ -140,6 +146,13 @@ impl Home {
         };
         let stat = rustix::fs::fstat(&root).map_err(|e| self.open_error(&self.root, e))?;
         check_owner_and_mode(&self.root, &stat)?;
+        // The way there, as written and as resolved: a link on it is a parent's entry too.
+        check_parents(&self.root)?;
+        let resolved = std::fs::canonicalize(&self.root).map_err(|source| HomeError::Open {
+            path: self.root.clone(),
+            source,
+        })?;
+        check_parents(&resolved)?;
         for name in [BACKUPS_DIR, LOGS_DIR] {
             let path = self.root.join(name);
             let stat = match rustix::fs::statat(&root, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -210,6 +223,40 @@ impl Home {
     }
 }
 
+/// Every folder above `home` (and any link on the way, `home` included) must belong to root or
+/// to the daemon's user, and a folder others may write must be sticky (as `/tmp` is): there
+/// they cannot rename or remove what is ours.
+fn check_parents(home: &Path) -> Result<(), HomeError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let trusted_owner = |owner: u32| owner == 0 || owner == uid;
+    for path in home.ancestors() {
+        let unsafe_parent = |why: String| HomeError::UnsafeParent {
+            path: path.to_path_buf(),
+            why,
+        };
+        let stat = match rustix::fs::lstat(path) {
+            Ok(stat) => stat,
+            Err(e) => {
+                return Err(HomeError::Open {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                });
+            }
+        };
+        if !trusted_owner(stat.st_uid) {
+            return Err(unsafe_parent(format!("belongs to uid {}", stat.st_uid)));
+        }
+        let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        let mode = stat.st_mode & 0o7777;
+        if path != home && is_dir && mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(unsafe_parent(format!(
+                "is writable by its group or by others without the sticky bit (mode {mode:04o})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The folder must belong to the daemon's user and be writable by no one else.
 fn check_owner_and_mode(path: &Path, stat: &Stat) -> Result<(), HomeError> {
     let uid = rustix::process::geteuid().as_raw();
@@ -273,6 +320,22 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), home.backups_dir()).unwrap();
         let err = home.prepare().unwrap_err();
         assert!(matches!(err, HomeError::Symlink { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_home_under_a_folder_others_can_write_is_refused_unless_it_is_sticky() {
+        let (dir, home) = home();
+        home.prepare().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = home.check_trust().unwrap_err();
+        assert!(matches!(err, HomeError::UnsafeParent { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&dir.path().display().to_string()),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        home.check_trust().unwrap();
     }
 
     #[test]

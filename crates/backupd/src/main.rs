@@ -334,7 +334,7 @@ async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyho
     Ok(())
 }
 
-/// Stops the runtime, then removes the socket if it is ours.
+/// Stops the runtime, then removes the socket if it is ours, then releases the home.
 fn shut_down(
     runtime: tokio::runtime::Runtime,
     source: &ListenerSource,

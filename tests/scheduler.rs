@@ -433,3 +433,47 @@ fn a_schedule_that_could_never_run_is_refused_at_create() {
     );
     assert_eq!(t.ctl(&["list"]).ok(), "");
 }
+
+#[test]
+fn create_refuses_cron_expressions_with_seven_fields_or_that_never_fire() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let _daemon = t.start_daemon();
+    let refusals = [
+        ("0 0 2 * * * 2030", "expected 5 fields"),
+        ("* * * * * * *", "expected 5 fields"),
+        ("0 0 31 2 *", "never fires"),
+        ("0 0 30 2 *", "never fires"),
+        ("0 0 0 31 4 *", "never fires"),
+    ];
+    for (cron, needle) in refusals {
+        let out = t.ctl(&["create", "--source", "src", "--name", "bad", "--cron", cron]);
+        assert_eq!(out.code(), 1, "{cron}");
+        let expected = format!("Error: invalid cron expression {cron:?}: ");
+        assert!(
+            out.stderr().starts_with(&expected),
+            "{cron}: {}",
+            out.stderr()
+        );
+        assert!(out.stderr().contains(needle), "{cron}: {}", out.stderr());
+    }
+    assert_eq!(t.ctl(&["list"]).ok(), "", "nothing was stored");
+    // A leap day comes back every four years or so: it is a real schedule.
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "leap",
+        "--cron",
+        "0 0 29 2 *",
+    ])
+    .ok();
+    let schedules = list_json(&t);
+    let next =
+        chrono::DateTime::parse_from_rfc3339(schedules[0]["next_run"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (chrono::Datelike::month(&next), chrono::Datelike::day(&next)),
+        (2, 29)
+    );
+}

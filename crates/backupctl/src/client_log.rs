@@ -7,8 +7,9 @@ use std::path::Path;
 
 pub const LOG_FILE: &str = "backupctl.log";
 
-/// Appends `[dd/mm/yyyy hh:mm] Error: <message>` when the logs folder exists and is writable;
-/// otherwise does nothing, since failing to log must not hide the failure itself.
+/// Appends `[dd/mm/yyyy hh:mm] Error: <message>` when the logs folder exists, is writable and
+/// can be trusted (see [`trusted_folder`]); otherwise does nothing, since failing to log must
+/// not hide the failure itself.
 pub fn log_error(home: Option<&Path>, message: &str) {
     append(home, &format!("Error: {message}"));
 }
@@ -21,7 +22,7 @@ pub fn log_info(home: Option<&Path>, message: &str) {
 fn append(home: Option<&Path>, message: &str) {
     let Some(home) = home else { return };
     let logs = home.join(proto::paths::LOGS_DIR);
-    if !logs.is_dir() {
+    if !trusted_folder(&logs) {
         return;
     }
     let now = chrono::Local::now().format(proto::LOG_TIME_FORMAT);
@@ -30,8 +31,21 @@ fn append(home: Option<&Path>, message: &str) {
         .mode(0o600)
         .create(true)
         .append(true)
+        // A link planted in place of the log is never written through (backupctl may be root).
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(logs.join(LOG_FILE));
     if let Ok(mut file) = file {
         let _ = file.write_all(line.as_bytes());
     }
+}
+
+/// The daemon's own rule for its folders: a real folder (not a link) of ours that no one else
+/// may write, so nobody else can have planted anything in it.
+fn trusted_folder(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|meta| {
+        meta.is_dir()
+            && meta.uid() == rustix::process::geteuid().as_raw()
+            && meta.mode() & 0o022 == 0
+    })
 }

@@ -18,14 +18,22 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads `<dir>/.env` if there is one.
+    /// Reads `<dir>/.env` if there is one. As root, a `.env` someone else could have written
+    /// (see [`check_dotenv_owner`]) is refused rather than obeyed.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let path = dir.join(".env");
-        match std::fs::read_to_string(&path) {
+        let uid = rustix::process::geteuid().as_raw();
+        let read = if uid == 0 {
+            read_trusted(&path, uid)
+        } else {
+            std::fs::read_to_string(&path)
+        };
+        match read {
             Ok(text) => Ok(Self {
                 dotenv: parse_dotenv(&text),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e.to_string()),
             Err(e) => Err(format!("can't read {}: {e}", path.display())),
         }
     }
@@ -54,6 +62,58 @@ impl Settings {
     pub fn sources(&self, cwd: &Path) -> Vec<PathBuf> {
         split_sources(self.get(SOURCES).as_deref().unwrap_or_default(), cwd)
     }
+}
+
+/// Reads `path` only if it is a regular file (not a link) owned by `uid` and not writable by
+/// group or others; otherwise fails with `PermissionDenied` and a message naming the fix.
+fn read_trusted(path: &Path, uid: u32) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing {} as uid {uid}: {why}; another user could have written it",
+                path.display()
+            ),
+        )
+    };
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(refuse("it is a symbolic link".to_owned()));
+        }
+        other => other?,
+    };
+    let meta = file.metadata()?;
+    check_dotenv_owner(&meta, uid).map_err(refuse)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A `.env` is trusted only if it is a regular file of `uid`'s that no one else may write.
+fn check_dotenv_owner(meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "it belongs to uid {} (fix: chown {uid})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by group or others (mode {:04o}; fix: chmod go-w)",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn split_sources(list: &str, cwd: &Path) -> Vec<PathBuf> {
@@ -99,6 +159,32 @@ fn dotenv_value(raw: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dotenv_others_could_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "BACKUP_SOURCES=/x\n").unwrap();
+        let uid = rustix::process::geteuid().as_raw();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_trusted(&path, uid).unwrap(), "BACKUP_SOURCES=/x\n");
+        let err = read_trusted(&path, uid + 1).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("belongs to uid {uid}")),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let err = read_trusted(&path, uid).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let err = read_trusted(&link, uid).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
 
     #[test]
     fn dotenv_lines_are_read_like_python_dotenv() {

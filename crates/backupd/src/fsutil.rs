@@ -116,6 +116,20 @@ pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>
     Ok(removed)
 }
 
+/// Reads a whole file without following a link in its place (`O_NOFOLLOW`): the daemon's
+/// own files are never links, and one planted there must not make it read someone else's.
+pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +227,15 @@ mod tests {
                 "schedules.json"
             ]
         );
+    }
+
+    #[test]
+    fn read_nofollow_refuses_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("target"), dir.path().join("link"));
+        fs::write(&target, b"secret").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read_nofollow(&target).unwrap(), b"secret");
+        assert!(read_nofollow(&link).is_err());
     }
 }

@@ -1,17 +1,71 @@
-//! The daemon's home directory and the fixed places inside it.
+//! The daemon's home directory and the fixed places inside it, and the trust the daemon needs
+//! in them: a home (or its `backups/`, `logs/`) that another user can write lets that user
+//! plant links the daemon, often root, would write through. So the home must belong to the
+//! daemon's user and be writable by no one else, its folders must be real folders, and one
+//! daemon at a time holds `<home>/lock`.
 
 use proto::paths::{BACKUPS_DIR, LOGS_DIR};
-use std::io;
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the schedule file inside the home.
 pub const SCHEDULES_FILE: &str = "schedules.json";
 
+/// File name of the lock a daemon holds on its home for its whole life.
+pub const LOCK_FILE: &str = "lock";
+
 /// Paths of everything the daemon owns.
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
+}
+
+/// Why the daemon will not use its home.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("can't create {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("can't open {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error(
+        "{} is a symbolic link; backupd's folders must be real folders: remove the link \
+         (backupd creates the folder)", path.display()
+    )]
+    Symlink { path: PathBuf },
+    #[error("{} is not a folder", path.display())]
+    NotAFolder { path: PathBuf },
+    #[error(
+        "{} belongs to uid {owner}, not to backupd's uid {uid}: that user could plant links \
+         backupd would write through; run `chown -R {uid} {}` or use a home of your own \
+         (--home DIR)", path.display(), path.display()
+    )]
+    NotOwned { path: PathBuf, owner: u32, uid: u32 },
+    #[error(
+        "{} is writable by its group or by others (mode {mode:04o}): they could plant links \
+         backupd would write through; run `chmod go-w {}`", path.display(), path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
+    #[error(
+        "{}, a folder on the way to the home, {why}: its owner or others could swap the home \
+         for a folder of theirs; use a home whose parent folders belong to root or to you \
+         (--home DIR)", path.display()
+    )]
+    UnsafeParent { path: PathBuf, why: String },
+    #[error("another backupd holds {} (pid {pid})", path.display())]
+    Locked { path: PathBuf, pid: String },
+    #[error("can't lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
+}
+
+/// The exclusive lock on `<home>/lock`: released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct HomeLock {
+    _file: File,
 }
 
 impl Home {
@@ -35,6 +89,10 @@ impl Home {
         self.root.join(LOGS_DIR)
     }
 
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+
     /// Creates the home and its folders where missing. New folders are private (0700): the
     /// archives hold copies of the user's data.
     pub fn create_dirs(&self) -> io::Result<()> {
@@ -46,5 +104,260 @@ impl Home {
             })?;
         }
         Ok(())
+    }
+
+    /// Creates what is missing, then checks that the home, `backups/` and `logs/` can be
+    /// trusted (see [`Self::check_trust`]). The folders are created relative to the home's
+    /// handle, without following links.
+    pub fn prepare(&self) -> Result<(), HomeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|source| HomeError::Create {
+                path: self.root.clone(),
+                source,
+            })?;
+        let root = self.open_root()?;
+        for name in [BACKUPS_DIR, LOGS_DIR] {
+            match rustix::fs::mkdirat(&root, name, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(HomeError::Create {
+                        path: self.root.join(name),
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        self.check_trust()
+    }
+
+    /// Checks what exists of the home: the home itself (a link to it is fine: the user chose
+    /// that path) and `backups/`, `logs/` (which must not be links) belong to the daemon's
+    /// user and are not writable by group or others. Once the home is trusted, no one else can
+    /// change its entries, so checking them by name is enough.
+    pub fn check_trust(&self) -> Result<(), HomeError> {
+        let root = match self.open_root() {
+            Err(HomeError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            other => other?,
+        };
+        let stat = rustix::fs::fstat(&root).map_err(|e| self.open_error(&self.root, e))?;
+        check_owner_and_mode(&self.root, &stat)?;
+        // The way there, as written and as resolved: a link on it is a parent's entry too.
+        check_parents(&self.root)?;
+        let resolved = std::fs::canonicalize(&self.root).map_err(|source| HomeError::Open {
+            path: self.root.clone(),
+            source,
+        })?;
+        check_parents(&resolved)?;
+        for name in [BACKUPS_DIR, LOGS_DIR] {
+            let path = self.root.join(name);
+            let stat = match rustix::fs::statat(&root, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(self.open_error(&path, e)),
+            };
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Directory => check_owner_and_mode(&path, &stat)?,
+                FileType::Symlink => return Err(HomeError::Symlink { path }),
+                _ => return Err(HomeError::NotAFolder { path }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the exclusive lock on `<home>/lock` (created 0600, never through a link) and
+    /// writes our pid in it; fails at once, naming the holder's pid, if another daemon has it.
+    pub fn lock(&self) -> Result<HomeLock, HomeError> {
+        let path = self.lock_file();
+        let lock_error = |source: io::Error| HomeError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let root = self.open_root()?;
+        let fd = rustix::fs::openat(
+            &root,
+            LOCK_FILE,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| lock_error(e.into()))?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                let mut text = String::new();
+                let _ = File::from(fd).read_to_string(&mut text);
+                let pid = text.trim();
+                return Err(HomeError::Locked {
+                    path,
+                    pid: if pid.is_empty() { "unknown" } else { pid }.to_owned(),
+                });
+            }
+            Err(e) => return Err(lock_error(e.into())),
+        }
+        let mut file = File::from(fd);
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(lock_error)?;
+        Ok(HomeLock { _file: file })
+    }
+
+    fn open_root(&self) -> Result<OwnedFd, HomeError> {
+        rustix::fs::open(
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.open_error(&self.root, e))
+    }
+
+    fn open_error(&self, path: &Path, e: Errno) -> HomeError {
+        HomeError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+}
+
+/// Every folder above `home` (and any link on the way, `home` included) must belong to root or
+/// to the daemon's user, and a folder others may write must be sticky (as `/tmp` is): there
+/// they cannot rename or remove what is ours.
+fn check_parents(home: &Path) -> Result<(), HomeError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let trusted_owner = |owner: u32| owner == 0 || owner == uid;
+    for path in home.ancestors() {
+        let unsafe_parent = |why: String| HomeError::UnsafeParent {
+            path: path.to_path_buf(),
+            why,
+        };
+        let stat = match rustix::fs::lstat(path) {
+            Ok(stat) => stat,
+            Err(e) => {
+                return Err(HomeError::Open {
+                    path: path.to_path_buf(),
+                    source: e.into(),
+                });
+            }
+        };
+        if !trusted_owner(stat.st_uid) {
+            return Err(unsafe_parent(format!("belongs to uid {}", stat.st_uid)));
+        }
+        let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        let mode = stat.st_mode & 0o7777;
+        if path != home && is_dir && mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(unsafe_parent(format!(
+                "is writable by its group or by others without the sticky bit (mode {mode:04o})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The folder must belong to the daemon's user and be writable by no one else.
+fn check_owner_and_mode(path: &Path, stat: &Stat) -> Result<(), HomeError> {
+    let uid = rustix::process::geteuid().as_raw();
+    if stat.st_uid != uid {
+        return Err(HomeError::NotOwned {
+            path: path.to_path_buf(),
+            owner: stat.st_uid,
+            uid,
+        });
+    }
+    let mode = stat.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(HomeError::Writable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn home() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        (dir, home)
+    }
+
+    #[test]
+    fn prepare_creates_private_folders() {
+        let (_dir, home) = home();
+        home.prepare().unwrap();
+        for dir in [
+            home.root().to_path_buf(),
+            home.backups_dir(),
+            home.logs_dir(),
+        ] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+        }
+    }
+
+    #[test]
+    fn a_group_writable_folder_is_refused_with_the_fix() {
+        let (_dir, home) = home();
+        home.prepare().unwrap();
+        std::fs::set_permissions(home.logs_dir(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        let err = home.prepare().unwrap_err();
+        assert!(matches!(err, HomeError::Writable { .. }), "{err}");
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+    }
+
+    #[test]
+    fn a_linked_backups_folder_is_refused() {
+        let (dir, home) = home();
+        std::fs::create_dir(home.root()).unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), home.backups_dir()).unwrap();
+        let err = home.prepare().unwrap_err();
+        assert!(matches!(err, HomeError::Symlink { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_home_under_a_folder_others_can_write_is_refused_unless_it_is_sticky() {
+        let (dir, home) = home();
+        home.prepare().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = home.check_trust().unwrap_err();
+        assert!(matches!(err, HomeError::UnsafeParent { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&dir.path().display().to_string()),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        home.check_trust().unwrap();
+    }
+
+    #[test]
+    fn a_missing_home_has_nothing_to_distrust() {
+        let (_dir, home) = home();
+        home.check_trust().unwrap();
+        assert!(!home.root().exists(), "checking creates nothing");
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_names_its_holder() {
+        let (_dir, home) = home();
+        home.prepare().unwrap();
+        let held = home.lock().unwrap();
+        let err = home.lock().unwrap_err();
+        let expected = format!(
+            "another backupd holds {} (pid {})",
+            home.lock_file().display(),
+            std::process::id()
+        );
+        assert_eq!(err.to_string(), expected);
+        drop(held);
+        home.lock().unwrap();
     }
 }

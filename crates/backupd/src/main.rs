@@ -3,7 +3,7 @@
 use anyhow::Context;
 use backupd::config::Config;
 use backupd::fsutil::TempNames;
-use backupd::home::Home;
+use backupd::home::{Home, HomeError, HomeLock};
 use backupd::schedules::ScheduleStore;
 use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
@@ -126,6 +126,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     // environment (see `socket::take_inherited`).
     let inherited = socket::take_inherited()?;
     let (home, socket_path) = resolve_paths(&args)?;
+    // Before reading anything from the home, even its configuration file.
+    home.check_trust()?;
     let config = Config::load(args.config.as_deref(), home.root())?;
     if args.check_config {
         return check_config(&config);
@@ -140,7 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         format: config.log_format.unwrap_or_default(),
         rotation: config.log_rotation(),
     };
-    let _log = set_up_home(&home, &log)?;
+    let (lock, _log) = set_up_home(&home, &log, &socket_path, inherited.is_some())?;
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
     // What `status` shows: the file bound, or the inherited socket's own address.
     let socket_shown = match &source {
@@ -167,7 +169,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let daemon = open_daemon(home, schedules, &source, socket_shown, &args, config).await;
         serve(listener, daemon).await
     });
-    shut_down(runtime, &source, outcome)
+    shut_down(runtime, &source, lock, outcome)
 }
 
 /// `--check-config`: a valid file says so (and what it sets); an invalid one failed to load.
@@ -205,13 +207,25 @@ fn resolve_paths(args: &Args) -> anyhow::Result<(Home, PathBuf)> {
     Ok((home, socket_path))
 }
 
-/// Creates the home's folders, then logging into its `logs` folder.
+/// Creates the home's folders and checks they are ours alone, takes the home's lock, then
+/// starts logging into its `logs` folder (so a refused daemon never touches the log).
 fn set_up_home(
     home: &Home,
     log: &backupd::log::LogOptions,
-) -> anyhow::Result<backupd::log::LogGuard> {
-    home.create_dirs()?;
-    Ok(backupd::log::init(&home.logs_dir(), log)?)
+    socket_path: &Path,
+    inherited: bool,
+) -> anyhow::Result<(HomeLock, backupd::log::LogGuard)> {
+    home.prepare()?;
+    let lock = match home.lock() {
+        // The same socket too: say so as before, that is what the user tried.
+        Err(HomeError::Locked { .. })
+            if !inherited && std::os::unix::net::UnixStream::connect(socket_path).is_ok() =>
+        {
+            return Err(socket::BindError::AlreadyRunning(socket_path.to_path_buf()).into());
+        }
+        other => other?,
+    };
+    Ok((lock, backupd::log::init(&home.logs_dir(), log)?))
 }
 
 /// The socket a service manager passed, else the socket bound at `socket_path` unless a live
@@ -325,10 +339,11 @@ async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyho
     Ok(())
 }
 
-/// Stops the runtime, then removes the socket if it is ours.
+/// Stops the runtime, then removes the socket if it is ours, then releases the home.
 fn shut_down(
     runtime: tokio::runtime::Runtime,
     source: &ListenerSource,
+    lock: HomeLock,
     outcome: anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // Let blocking work (a restore, a verify) end before the socket goes: once it is gone, a
@@ -339,6 +354,8 @@ fn shut_down(
     if let Err(e) = source.remove_own_file() {
         tracing::warn!("{e}");
     }
+    // Right after the socket: whoever saw it go may start a new daemon on this home.
+    drop(lock);
     outcome?;
     tracing::info!("backupd stopped");
     Ok(())

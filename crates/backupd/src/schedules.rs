@@ -91,7 +91,7 @@ pub struct ScheduleStore {
 impl ScheduleStore {
     /// Loads the file; a missing file is an empty list, an unreadable one an error.
     pub fn load(path: PathBuf) -> Result<Self, ScheduleFileError> {
-        let file = match std::fs::read(&path) {
+        let file = match crate::fsutil::read_nofollow(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => ScheduleFile::default(),
             Err(source) => return Err(ScheduleFileError::Read { path, source }),

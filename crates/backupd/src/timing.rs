@@ -25,6 +25,14 @@ pub fn parse_cron(expression: &str) -> Result<Cron, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The next time `cron` fires after `now`; an error for an expression no date matches (31
+/// February), which would otherwise be accepted and never run. croner searches every year up
+/// to 5000, so a leap day (`0 0 29 2 *`) is found even across a century's skipped leap year.
+pub fn next_fire<Tz: TimeZone>(cron: &Cron, now: &DateTime<Tz>) -> Result<DateTime<Tz>, String> {
+    cron.find_next_occurrence(now, false)
+        .map_err(|_| "it never fires: no date matches it (such as 30 or 31 February)".to_owned())
+}
+
 fn daily_cron(time: TimeOfDay) -> Cron {
     parse_cron(&format!("{} {} * * *", time.minute(), time.hour()))
         .expect("a valid time of day is a valid cron expression")
@@ -514,6 +522,147 @@ mod tests {
         for wrong in ["* * *", "0 0 2 * * * 2030"] {
             let err = parse_cron(wrong).unwrap_err();
             assert!(err.starts_with("expected 5 fields"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cron_expression_no_date_matches_never_fires() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
+            .unwrap();
+        for never in [
+            "0 0 31 2 *",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 0 31 2 *",
+        ] {
+            let cron = parse_cron(never).unwrap();
+            let err = next_fire(&cron, &now).unwrap_err();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        let leap_day = parse_cron("0 0 29 2 *").unwrap();
+        assert_eq!(
+            next_fire(&leap_day, &now).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2028, 2, 29, 0, 0, 0).unwrap()
+        );
+        // 2100 is not a leap year: from 2097 on, the next 29 February is in 2104.
+        let before_2100 = chrono::Utc.with_ymd_and_hms(2097, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            next_fire(&leap_day, &before_2100).unwrap(),
+            chrono::Utc.with_ymd_and_hms(2104, 2, 29, 0, 0, 0).unwrap()
+        );
+    }
+}
+
+/// Property tests of the cron parser: no input makes it panic, and an accepted expression
+/// fires next exactly when some date matches its day and month fields. A fixed seed (unless
+/// `PROPTEST_RNG_SEED` is set) keeps CI deterministic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use chrono::{Datelike, Utc};
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    fn config() -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+                default.rng_seed
+            } else {
+                RngSeed::Fixed(0x0063_726f_6e00)
+            },
+            ..default
+        }
+    }
+
+    /// One field within `lo..=hi`: `*`, a step, a value, a range or a list.
+    fn field(lo: u32, hi: u32) -> BoxedStrategy<String> {
+        prop_oneof![
+            Just("*".to_owned()),
+            (1..=hi).prop_map(|step| format!("*/{step}")),
+            (lo..=hi).prop_map(|v| v.to_string()),
+            (lo..=hi, lo..=hi).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            prop::collection::vec(lo..=hi, 1..4).prop_map(|values| values
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")),
+        ]
+        .boxed()
+    }
+
+    /// The days a day or month field names, read the simple way.
+    fn members(field: &str, lo: u32, hi: u32) -> Vec<u32> {
+        if field == "*" {
+            return (lo..=hi).collect();
+        }
+        if let Some(step) = field.strip_prefix("*/") {
+            let step: usize = step.parse().unwrap();
+            return (lo..=hi).step_by(step).collect();
+        }
+        if let Some((a, b)) = field.split_once('-') {
+            return (a.parse().unwrap()..=b.parse().unwrap()).collect();
+        }
+        field.split(',').map(|v| v.parse().unwrap()).collect()
+    }
+
+    /// Longest month `month` ever has (a leap February).
+    fn longest(month: u32) -> u32 {
+        match month {
+            2 => 29,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panicking(text in any::<String>()) {
+            let _ = parse_cron(&text);
+        }
+
+        #[test]
+        fn cron_like_text_is_parsed_or_refused_without_panicking(
+            text in "([0-9*/,\\-LW#?]{1,4} ){4,7}[0-9A-Za-z*/,\\-]{1,4}"
+        ) {
+            if let Ok(cron) = parse_cron(&text) {
+                let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+                let _ = next_fire(&cron, &now);
+            }
+        }
+
+        #[test]
+        fn an_expression_fires_next_exactly_when_a_date_matches_it(
+            minute in field(0, 59),
+            hour in field(0, 23),
+            day in field(1, 31),
+            month in field(1, 12),
+            seconds in prop::option::of(field(0, 59)),
+        ) {
+            let expression = match &seconds {
+                Some(second) => format!("{second} {minute} {hour} {day} {month} *"),
+                None => format!("{minute} {hour} {day} {month} *"),
+            };
+            let cron = parse_cron(&expression).unwrap();
+            let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+            let days = members(&day, 1, 31);
+            let some_date_matches = members(&month, 1, 12)
+                .iter()
+                .any(|&m| days.iter().any(|&d| d <= longest(m)));
+            match next_fire(&cron, &now) {
+                Ok(next) => {
+                    prop_assert!(some_date_matches, "{expression} fires at {next}");
+                    prop_assert!(next > now);
+                    prop_assert!(days.contains(&next.day()), "{expression}: {next}");
+                    prop_assert!(cron.is_time_matching(&next).unwrap(), "{expression}: {next}");
+                }
+                Err(_) => prop_assert!(!some_date_matches, "{expression} never fires"),
+            }
         }
     }
 }

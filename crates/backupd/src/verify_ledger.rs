@@ -21,7 +21,7 @@ pub struct VerifyLedger {
 
 impl VerifyLedger {
     pub fn load(path: PathBuf) -> Self {
-        let marks = match std::fs::read(&path) {
+        let marks = match crate::fsutil::read_nofollow(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!("ignoring unreadable {}: {e}", path.display());
                 Marks::new()

@@ -250,3 +250,77 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the grammar: no input makes it panic, and every valid spec reads back as
+/// written. A fixed seed (unless `PROPTEST_RNG_SEED` is set) keeps CI deterministic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    fn config() -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+                default.rng_seed
+            } else {
+                RngSeed::Fixed(0x0062_6163_6b75_7064)
+            },
+            ..default
+        }
+    }
+
+    /// Names by the rule: 1–64 of `[A-Za-z0-9._-]`, not starting with `.`.
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_input_is_parsed_or_refused_without_panicking(input in any::<String>()) {
+            match ScheduleSpec::parse(&input) {
+                Ok(spec) => prop_assert_eq!(spec.to_string(), input.clone()),
+                Err(err) => prop_assert_eq!(err, SpecError::Malformed(input.clone())),
+            }
+            let _ = ScheduleSpec::parse_absolute(&input);
+            let _ = input.parse::<TimeOfDay>();
+            let _ = validate_name(&input);
+        }
+
+        #[test]
+        fn near_misses_are_parsed_or_refused_without_panicking(
+            input in "[/a;:0-9.\\- \u{0}é]{0,24}"
+        ) {
+            if let Ok(spec) = ScheduleSpec::parse(&input) {
+                prop_assert_eq!(spec.to_string(), input);
+            }
+        }
+
+        #[test]
+        fn valid_specs_round_trip(
+            path in "[^\u{0}]{1,40}",
+            hour in 0u8..24,
+            minute in 0u8..60,
+            name in name(),
+        ) {
+            let text = format!("{path};{hour:02}:{minute:02};{name}");
+            let spec = ScheduleSpec::parse(&text).unwrap();
+            prop_assert_eq!(&spec.path, &path);
+            prop_assert_eq!(spec.time, TimeOfDay::new(hour, minute).unwrap());
+            prop_assert_eq!(&spec.name, &name);
+            prop_assert_eq!(spec.to_string(), text.clone());
+            prop_assert_eq!(ScheduleSpec::parse_absolute(&text).is_ok(), path.starts_with('/'));
+        }
+
+        #[test]
+        fn times_outside_the_day_are_refused(hour in 0u8..100, minute in 0u8..100) {
+            let text = format!("{hour:02}:{minute:02}");
+            prop_assert_eq!(text.parse::<TimeOfDay>().is_ok(), hour < 24 && minute < 60);
+        }
+    }
+}

@@ -391,3 +391,174 @@ mod tests {
         assert!(!file(&ExcludeSet::default(), "a"));
     }
 }
+
+/// Property tests of the matcher: no pattern or path makes it panic, and on small random
+/// patterns it agrees with a plain backtracking reference written from the module's rules.
+/// Inputs are short by construction, so the exponential reference stays fast; the matcher's
+/// own cost does not depend on that. A fixed seed (unless `PROPTEST_RNG_SEED` is set) keeps
+/// CI deterministic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    fn config() -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            rng_seed: if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+                default.rng_seed
+            } else {
+                RngSeed::Fixed(0x0065_7863_6c75_6465)
+            },
+            ..default
+        }
+    }
+
+    /// One character of a component against one reference token.
+    fn reference_token(token: &str, c: char) -> bool {
+        match token {
+            "?" => true,
+            "[ab]" => c == 'a' || c == 'b',
+            "[!a]" => c != 'a',
+            "\\*" => c == '*',
+            literal => literal.chars().eq(std::iter::once(c)),
+        }
+    }
+
+    /// Splits a component pattern into the tokens the generator uses.
+    fn reference_tokens(glob: &str) -> Vec<&str> {
+        let mut tokens = Vec::new();
+        let mut rest = glob;
+        while !rest.is_empty() {
+            let len = if rest.starts_with("[ab]") || rest.starts_with("[!a]") {
+                4
+            } else if rest.starts_with('\\') {
+                2
+            } else {
+                1
+            };
+            tokens.push(&rest[..len]);
+            rest = &rest[len..];
+        }
+        tokens
+    }
+
+    fn reference_glob(tokens: &[&str], text: &[char]) -> bool {
+        match tokens.split_first() {
+            None => text.is_empty(),
+            Some((&"*", rest)) => {
+                reference_glob(rest, text)
+                    || (!text.is_empty() && reference_glob(tokens, &text[1..]))
+            }
+            Some((token, rest)) => text
+                .split_first()
+                .is_some_and(|(&c, more)| reference_token(token, c) && reference_glob(rest, more)),
+        }
+    }
+
+    fn reference_segments(segments: &[&str], components: &[&str]) -> bool {
+        match segments.split_first() {
+            None => components.is_empty(),
+            Some((&"**", rest)) => {
+                reference_segments(rest, components)
+                    || (!components.is_empty() && reference_segments(segments, &components[1..]))
+            }
+            Some((glob, rest)) => components.split_first().is_some_and(|(first, more)| {
+                let text: Vec<char> = first.chars().collect();
+                reference_glob(&reference_tokens(glob), &text) && reference_segments(rest, more)
+            }),
+        }
+    }
+
+    /// The module's rules, read literally: `None` for a pattern that must be refused.
+    fn reference(pattern: &str, rel: &str, is_dir: bool) -> Option<bool> {
+        let dir_only = pattern.ends_with('/');
+        let body = pattern.trim_end_matches('/');
+        let anchored = body.contains('/');
+        let segments: Vec<&str> = body.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            return None;
+        }
+        let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        if dir_only && !is_dir {
+            return Some(false);
+        }
+        Some(if anchored {
+            reference_segments(&segments, &components)
+        } else {
+            match (components.last(), segments.as_slice()) {
+                (Some(_), ["**"]) => true,
+                (Some(base), [glob]) => {
+                    let text: Vec<char> = base.chars().collect();
+                    reference_glob(&reference_tokens(glob), &text)
+                }
+                _ => false,
+            }
+        })
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "a", "b", "*", "?", "[ab]", "[!a]", "\\*", "/", "/", "**", "/**/",
+        ]);
+        prop::collection::vec(piece, 1..8).prop_map(|pieces| pieces.concat())
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        "[ab*/]{0,12}"
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_pattern_and_path_are_handled_without_panicking(
+            pattern in any::<String>(),
+            rel in any::<String>(),
+            is_dir in any::<bool>(),
+        ) {
+            if let Ok(set) = ExcludeSet::new(&[pattern]) {
+                let _ = set.is_excluded(&rel, is_dir);
+            }
+        }
+
+        #[test]
+        fn glob_like_patterns_are_handled_without_panicking(
+            pattern in "[ab*?/\\\\\\[\\]!^\\-]{0,16}",
+            rel in path(),
+        ) {
+            if let Ok(set) = ExcludeSet::new(&[pattern]) {
+                let _ = set.is_excluded(&rel, false);
+            }
+        }
+
+        #[test]
+        fn the_matcher_agrees_with_the_reference(
+            pattern in pattern(),
+            rel in path(),
+            is_dir in any::<bool>(),
+        ) {
+            match (ExcludeSet::new(&[pattern.as_str()]), reference(&pattern, &rel, is_dir)) {
+                (Ok(set), Some(expected)) => prop_assert_eq!(
+                    set.is_excluded(&rel, is_dir),
+                    expected,
+                    "pattern {:?} path {:?} dir {}",
+                    pattern,
+                    rel,
+                    is_dir
+                ),
+                (Err(_), None) => {}
+                (parsed, expected) => prop_assert!(
+                    false,
+                    "pattern {:?}: parsed {:?}, reference {:?}",
+                    pattern,
+                    parsed.is_ok(),
+                    expected
+                ),
+            }
+        }
+    }
+}

@@ -123,6 +123,7 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         },
         (None, Some(cron)) => {
             timing::parse_cron(&cron)
+                .and_then(|parsed| timing::next_fire(&parsed, now).map(drop))
                 .map_err(|reason| invalid(format!("invalid cron expression {cron:?}: {reason}")))?;
             Timing::Cron { cron }
         }

@@ -41,12 +41,21 @@ struct LogFile {
 
 impl LogFile {
     fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
-        // O_APPEND and one write per line keep lines whole even with several writers.
+        // O_APPEND and one write per line keep lines whole even with several writers;
+        // O_NOFOLLOW: a link planted in place of the log is never written through.
         let file = OpenOptions::new()
             .mode(0o600)
             .create(true)
             .append(true)
-            .open(path)?;
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    io::Error::other("it is a symbolic link, which backupd never writes through")
+                } else {
+                    e
+                }
+            })?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_owned(),

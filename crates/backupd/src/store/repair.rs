@@ -93,6 +93,8 @@ fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io
         hardlinks: counts.hardlinks,
         bytes_in: counts.bytes_in,
         duration_ms: 0,
+        // What the lost run skipped is unknown; the warning says the manifest was rebuilt.
+        skipped: 0,
         warnings: vec![REBUILT_WARNING.to_owned()],
     };
     destination.put_new(manifest_name, &manifest.to_json().map_err(io::Error::from)?)

@@ -47,6 +47,16 @@ pub fn backupctl_bin() -> PathBuf {
     bin_dir().join("backupctl")
 }
 
+/// Sets the umask users usually have (022), once for the whole test process and the daemons it
+/// starts: tests create homes and trees with default modes, and the daemon rightly refuses a
+/// home that others can write, which is what a umask of 0 (as some CI runners have) makes.
+fn normalize_umask() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    });
+}
+
 /// A temporary home: `<tmp>/home` is the daemon's home, `<tmp>` the user's working directory.
 pub struct TestHome {
     dir: tempfile::TempDir,
@@ -54,6 +64,7 @@ pub struct TestHome {
 
 impl TestHome {
     pub fn new() -> Self {
+        normalize_umask();
         Self {
             dir: tempfile::Builder::new()
                 .prefix("bkd")

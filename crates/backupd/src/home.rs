@@ -284,6 +284,8 @@ mod tests {
 
     fn home() -> (tempfile::TempDir, Home) {
         let dir = tempfile::tempdir().unwrap();
+        // Private whatever the umask: a home under a folder others can write is refused.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let home = Home::new(dir.path().join("home"));
         (dir, home)
     }
@@ -315,7 +317,10 @@ mod tests {
     #[test]
     fn a_linked_backups_folder_is_refused() {
         let (dir, home) = home();
-        std::fs::create_dir(home.root()).unwrap();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(home.root())
+            .unwrap();
         std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), home.backups_dir()).unwrap();
         let err = home.prepare().unwrap_err();

@@ -179,6 +179,7 @@ fn client_loop(
 #[derive(Debug, Clone)]
 struct Owed {
     kind: Kind,
+    /// When the daemon was killed: the run that catches up starts after it.
     started: DateTime<FixedOffset>,
 }
 
@@ -407,17 +408,28 @@ fn check_after_kill(
             Known::Absent
         };
     }
+    // A run was going on if the daemon saved it as started, or, seen from outside whatever the
+    // daemon saved, if a partial archive of the schedule's name is there.
+    let writing: BTreeSet<String> = names_in(&backups)
+        .iter()
+        .filter(|n| n.ends_with(".partial"))
+        .filter_map(|n| n.split_once('_').map(|(name, _)| name.to_owned()))
+        .collect();
+    let killed = Local::now().fixed_offset();
     for (name, schedule) in &saved {
-        let Some(started) = timestamp(&schedule["started_run"]["at"]) else {
+        if schedule["started_run"].is_null() && !writing.contains(name) {
             continue;
-        };
+        }
         let kind = match schedule["kind"].as_str() {
             Some("once") => Kind::Once,
             Some("daily") => Kind::Daily,
             _ => Kind::Cron,
         };
-        // An earlier interrupted run of it still owed stays owed from its own start.
-        owed.entry(name.clone()).or_insert(Owed { kind, started });
+        // Owed: a run that starts after this kill. One owed since an earlier kill stays so.
+        owed.entry(name.clone()).or_insert(Owed {
+            kind,
+            started: killed,
+        });
     }
     // A recurring schedule deleted since owes nothing; a one-shot gone must have run.
     owed.retain(|name, run| saved.contains_key(name) || run.kind == Kind::Once);

@@ -42,7 +42,11 @@ pub async fn run(daemon: Arc<Daemon>) {
 /// Makes the runs that a crash or a stop interrupted due again, and says what becomes of each:
 /// the next look runs it now (catching up) or skips it as missed, by the usual grace rule.
 async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
-    for (schedule, interrupted) in daemon.schedules.reopen_interrupted().await {
+    let interrupted = daemon.schedules.interrupted().await;
+    if interrupted.is_empty() {
+        return;
+    }
+    for (schedule, interrupted) in interrupted {
         let due = interrupted.due.format(proto::LOG_TIME_FORMAT);
         let started = interrupted.at.format(proto::LOG_TIME_FORMAT);
         match timing::decide(&schedule, now, daemon.catch_up_grace, false) {
@@ -66,6 +70,9 @@ async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
             ),
         }
     }
+    // Said in the log before it is saved: a kill in between says it again at the next start.
+    crate::log::flushed().await;
+    daemon.schedules.reopen_interrupted().await;
 }
 
 /// Deals with every schedule at `now`; returns the schedule due first after it, and when.

@@ -228,36 +228,33 @@ impl ScheduleStore {
             .is_ok()
     }
 
-    /// At start: the runs that started and never finished (the daemon was killed or stopped
-    /// meanwhile) become due again, as if missed. Returns each such schedule as it is now, with
-    /// the run that was interrupted.
-    pub async fn reopen_interrupted(&self) -> Vec<(Schedule, StartedRun)> {
-        let any = self
-            .file
-            .lock()
-            .await
-            .schedules
+    /// The runs that started and never finished (the daemon was killed or stopped meanwhile):
+    /// each schedule as [`Self::reopen_interrupted`] will make it, with the run interrupted.
+    pub async fn interrupted(&self) -> Vec<(Schedule, StartedRun)> {
+        let file = self.file.lock().await;
+        file.schedules
             .iter()
-            .any(|s| s.started_run.is_some());
-        if !any {
-            return Vec::new(); // nothing to reopen: no write
-        }
-        let reopened = self
+            .filter_map(|schedule| {
+                let interrupted = schedule.started_run.clone()?;
+                let mut reopened = schedule.clone();
+                reopen(&mut reopened);
+                Some((reopened, interrupted))
+            })
+            .collect()
+    }
+
+    /// At start: makes every run that started and never finished due again, as if missed;
+    /// `false` (logged) if that could not be saved.
+    pub async fn reopen_interrupted(&self) -> bool {
+        let saved = self
             .update(|file| {
-                let mut reopened = Vec::new();
-                for schedule in &mut file.schedules {
-                    if let Some(interrupted) = schedule.started_run.take() {
-                        schedule.last_due = interrupted.previous_due;
-                        reopened.push((schedule.clone(), interrupted));
-                    }
-                }
-                Ok::<_, ScheduleFileError>(reopened)
+                file.schedules.iter_mut().for_each(reopen);
+                Ok::<_, ScheduleFileError>(())
             })
             .await;
-        reopened.unwrap_or_else(|e| {
-            tracing::error!("can't reopen interrupted runs: {e}");
-            Vec::new()
-        })
+        saved
+            .inspect_err(|e| tracing::error!("can't reopen interrupted runs: {e}"))
+            .is_ok()
     }
 
     /// Removes schedule `id`, if it is still there; a failure to save is logged.
@@ -307,6 +304,13 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
             archives: Vec::new(),
             error: Some(error.to_owned()),
         },
+    }
+}
+
+/// Undoes a started run's mark: its occurrence is due again.
+fn reopen(schedule: &mut Schedule) {
+    if let Some(interrupted) = schedule.started_run.take() {
+        schedule.last_due = interrupted.previous_due;
     }
 }
 
@@ -431,15 +435,17 @@ mod tests {
         assert!(store.mark_started(1, due).await);
         // The daemon dies here: a fresh load finds the run started, not finished.
         let reloaded = ScheduleStore::load(path.clone()).unwrap();
-        let reopened = reloaded.reopen_interrupted().await;
-        assert_eq!(reopened.len(), 1);
-        let (schedule, interrupted) = &reopened[0];
-        assert_eq!(interrupted.due, due.fixed_offset());
+        let interrupted = reloaded.interrupted().await;
+        assert_eq!(interrupted.len(), 1);
+        let (schedule, run) = &interrupted[0];
+        assert_eq!(run.due, due.fixed_offset());
         assert_eq!(schedule.last_due, Some(before.fixed_offset()), "due again");
         assert_eq!(schedule.started_run, None);
+        assert!(reloaded.reopen_interrupted().await);
+        assert_eq!(reloaded.snapshot().await.schedules[0], *schedule);
         // Saved: a second start has nothing more to reopen.
         let again = ScheduleStore::load(path.clone()).unwrap();
-        assert!(again.reopen_interrupted().await.is_empty());
+        assert!(again.interrupted().await.is_empty());
 
         // A run that finished leaves nothing to reopen.
         assert!(again.mark_started(1, due).await);
@@ -448,7 +454,7 @@ mod tests {
             .record_run(&started, run_record(due, Err("failed")), true)
             .await;
         let finished = ScheduleStore::load(path).unwrap();
-        assert!(finished.reopen_interrupted().await.is_empty());
+        assert!(finished.interrupted().await.is_empty());
         let kept = finished.snapshot().await.schedules[0].clone();
         assert_eq!(kept.last_due, Some(due.fixed_offset()));
         assert!(kept.last_run.is_some());

@@ -308,8 +308,9 @@ fn sigkills_at_random_moments_lose_nothing_acknowledged() {
     for kill_number in 1..=KILLS {
         let daemon = t.spawn_daemon(&[]);
         // One kill in five comes during start-up, before the daemon answers.
-        if rng.below(5) == 0 {
+        let clients = if rng.below(5) == 0 {
             std::thread::sleep(Duration::from_millis(rng.below(40)));
+            None
         } else {
             common::wait_until_answering(&t.socket());
             restarts_checked += 1;
@@ -325,12 +326,16 @@ fn sigkills_at_random_moments_lose_nothing_acknowledged() {
                 })
                 .collect();
             std::thread::sleep(Duration::from_millis(100 + rng.below(500)));
-            kill_keeping_clients_honest(daemon, &stop, clients);
-            killed_at = SystemTime::now();
-            check_after_kill(&t, &model, &mut owed, &mut failures, kill_number);
-            continue;
-        }
+            Some((stop, clients))
+        };
         kill(daemon);
+        // The clients see their connections break (or stop between requests).
+        if let Some((stop, clients)) = clients {
+            stop.store(true, Ordering::Relaxed);
+            for client in clients {
+                client.join().unwrap();
+            }
+        }
         killed_at = SystemTime::now();
         check_after_kill(&t, &model, &mut owed, &mut failures, kill_number);
     }
@@ -353,19 +358,6 @@ fn sigkills_at_random_moments_lose_nothing_acknowledged() {
         .map(|(check, details)| format!("{check}: {} times, e.g. {}", details.len(), details[0]))
         .collect();
     assert!(summary.is_empty(), "seed {seed}:\n{}", summary.join("\n"));
-}
-
-/// Kills the daemon while the clients talk to it, then lets them see the broken connection.
-fn kill_keeping_clients_honest(
-    daemon: Daemon,
-    stop: &AtomicBool,
-    clients: Vec<std::thread::JoinHandle<()>>,
-) {
-    kill(daemon);
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
 }
 
 /// Checks the state the killed daemon left on disk, and notes the runs it owes.

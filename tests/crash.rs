@@ -1,7 +1,7 @@
-//! The crash test: SIGKILLs at random moments while clients create and delete schedules and
-//! scheduled backups run. After every kill the saved state is checked as the daemon left it
-//! (the schedule file parses and holds every acknowledged change; the runs it started and never
-//! finished), then after the restart: leftover partial archives and temporary files are swept,
+//! The crash test: SIGKILLs at random moments while clients create and delete schedules, ask
+//! for backups, and scheduled backups run. After every kill the saved state is checked as the
+//! daemon left it (the schedule file parses and holds every acknowledged change, every
+//! acknowledged backup is there; the runs it started and never finished), then after the restart: leftover partial archives and temporary files are swept,
 //! every archive that was final-named at the kill verifies, and every interrupted run is caught
 //! up. The moments come from a seeded xorshift; the seed is printed and `CRASH_SEED` replays one.
 
@@ -74,6 +74,8 @@ enum Kind {
 struct Model {
     names: BTreeMap<String, (Kind, Known)>,
     next: u64,
+    /// Archives of `run` requests that got an ok reply.
+    backed_up: Vec<PathBuf>,
 }
 
 /// A protocol client that gives up quietly when the daemon dies.
@@ -118,6 +120,23 @@ fn client_loop(
         return;
     };
     while !stop.load(Ordering::Relaxed) {
+        // One request in eight is a backup now, besides the scheduled ones.
+        if rng.below(8) == 0 {
+            let name = {
+                let mut model = model.lock().unwrap();
+                model.next += 1;
+                format!("r{}", model.next)
+            };
+            let request = json!({"cmd": "run", "sources": [source], "name": name});
+            let Some(reply) = client.request(&request) else {
+                return;
+            };
+            if reply["ok"] == true {
+                let archive = reply["data"]["sources"][0]["archive"].as_str().unwrap();
+                model.lock().unwrap().backed_up.push(archive.into());
+            }
+            continue;
+        }
         let (request, name, previous, acknowledged) = {
             let mut model = model.lock().unwrap();
             let present: Vec<String> = model
@@ -378,6 +397,14 @@ fn check_after_kill(
         }
     };
     let mut model = model.lock().unwrap();
+    for archive in &model.backed_up {
+        if !archive.exists() {
+            failures.add(
+                "acknowledged backup lost",
+                format!("kill {kill_number}: {}", archive.display()),
+            );
+        }
+    }
     for (name, (kind, known)) in model.names.iter_mut() {
         let is_saved = saved.contains_key(name);
         // A one-shot is removed once its run ended: its archive is there.

@@ -610,6 +610,7 @@ mod tests {
                 last_due: None,
                 last_run: None,
                 earlier_runs: Vec::new(),
+                started_run: None,
             },
         }
     }

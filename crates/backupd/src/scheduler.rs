@@ -22,6 +22,7 @@ const MAX_NAP: Duration = Duration::from_secs(60);
 
 /// Runs until shutdown.
 pub async fn run(daemon: Arc<Daemon>) {
+    reopen_interrupted(&daemon, &Local::now()).await;
     loop {
         let now = Local::now();
         let next = tick(&daemon, &now).await;
@@ -36,6 +37,42 @@ pub async fn run(daemon: Arc<Daemon>) {
             () = daemon.shutdown.cancelled() => break,
         }
     }
+}
+
+/// Makes the runs that a crash or a stop interrupted due again, and says what becomes of each:
+/// the next look runs it now (catching up) or skips it as missed, by the usual grace rule.
+async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
+    let interrupted = daemon.schedules.interrupted().await;
+    if interrupted.is_empty() {
+        return;
+    }
+    for (schedule, interrupted) in interrupted {
+        let due = interrupted.due.format(proto::LOG_TIME_FORMAT);
+        let started = interrupted.at.format(proto::LOG_TIME_FORMAT);
+        match timing::decide(&schedule, now, daemon.catch_up_grace, false) {
+            Decision::Run { .. } => tracing::warn!(
+                "Interrupted run of {} (due {due}, started {started}) will run now",
+                schedule.name
+            ),
+            Decision::Missed { .. } => tracing::warn!(
+                "Interrupted run of {} (due {due}, started {started}) missed, outside the catch-up grace of {}h",
+                schedule.name,
+                daemon.catch_up_grace.num_hours()
+            ),
+            Decision::Wait { until } => tracing::warn!(
+                "Interrupted run of {} (due {due}, started {started}) will run at {}",
+                schedule.name,
+                until.format(proto::LOG_TIME_FORMAT)
+            ),
+            Decision::Idle | Decision::Overlap { .. } => tracing::warn!(
+                "Interrupted run of {} (due {due}, started {started}) will not run again",
+                schedule.name
+            ),
+        }
+    }
+    // Said in the log before it is saved: a kill in between says it again at the next start.
+    crate::log::flushed().await;
+    daemon.schedules.reopen_interrupted().await;
 }
 
 /// Deals with every schedule at `now`; returns the schedule due first after it, and when.
@@ -92,15 +129,15 @@ async fn skip_overlap(daemon: &Daemon, schedule: &Schedule, latest: DateTime<Loc
     daemon.schedules.mark_handled(schedule.id, latest).await;
 }
 
-/// Starts a due schedule in the background, once its occurrence is recorded as handled (so a
-/// restart does not run it again).
+/// Starts a due schedule in the background, once its run is recorded as started (so that a
+/// restart neither runs a finished run again nor loses an interrupted one).
 async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>) {
     let Some(guard) = daemon.try_mark_running(schedule.id) else {
         // A run outside the timetable (`run --name`) began since the decision.
         skip_overlap(daemon, &schedule, latest).await;
         return;
     };
-    if !daemon.schedules.mark_handled(schedule.id, latest).await {
+    if !daemon.schedules.mark_started(schedule.id, latest).await {
         return; // logged; the next look tries again
     }
     let daemon_for_job = Arc::clone(daemon);
@@ -110,6 +147,16 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
         let record = match plan::for_schedule(&daemon.plan_defaults(), &schedule, false).await {
             Ok(plan) => {
                 let report = runner::execute(&daemon, plan, &EventSink::disabled()).await;
+                if daemon.shutdown.is_cancelled() && report.sources.iter().any(|s| s.cancelled) {
+                    // Cut short by a stop, not ended: it stays started, and the next start
+                    // catches it up (a one-shot is kept for that).
+                    tracing::warn!(
+                        "Run of {} interrupted by the shutdown; it will be caught up at the next start",
+                        schedule.name
+                    );
+                    drop(guard);
+                    return;
+                }
                 run_record(started, Ok(&report))
             }
             Err(e) => {
@@ -126,7 +173,8 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
     });
 }
 
-/// Tells watchers that a one-shot is gone (it ran, or was missed).
+/// Tells watchers that a one-shot is gone (it ran, failed, was cancelled by a user, or was
+/// missed).
 fn deleted(daemon: &Daemon, schedule: &Schedule) {
     daemon.publish(Event::ScheduleChanged {
         name: schedule.name.clone(),

@@ -5,7 +5,7 @@
 use crate::fsutil::write_atomically;
 use chrono::{DateTime, Local};
 use proto::response::RunReport;
-use proto::schedule::{RunRecord, Schedule};
+use proto::schedule::{RunRecord, Schedule, StartedRun};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -151,8 +151,9 @@ impl ScheduleStore {
         self.changed.notified().await;
     }
 
-    /// Records the outcome of a schedule's run; a one-shot that ran on its timetable is
-    /// removed, as the schedule manager does. A failure to save is logged.
+    /// Records the outcome of a schedule's run; a timetabled run also ends its "started"
+    /// record, and a one-shot that ran on its timetable is removed, as the schedule manager
+    /// does. A failure to save is logged (and the run then counts as interrupted at next start).
     pub async fn record_run(&self, schedule: &Schedule, record: RunRecord, timetabled: bool) {
         let remove_once = timetabled && schedule.is_once();
         let saved = self
@@ -162,6 +163,9 @@ impl ScheduleStore {
                         file.schedules.remove(position);
                     } else {
                         let schedule = &mut file.schedules[position];
+                        if timetabled {
+                            schedule.started_run = None;
+                        }
                         if let Some(previous) = schedule.last_run.replace(record) {
                             schedule.earlier_runs.insert(0, previous);
                         }
@@ -200,6 +204,56 @@ impl ScheduleStore {
             .await;
         saved
             .inspect_err(|e| tracing::error!("can't save the schedule state: {e}"))
+            .is_ok()
+    }
+
+    /// Saves, before a timetabled run of schedule `id` begins, that it starts now for every
+    /// occurrence up to `latest`; `false` (logged) if that could not be saved.
+    pub async fn mark_started(&self, id: u64, latest: DateTime<Local>) -> bool {
+        let saved = self
+            .update(|file| {
+                if let Some(schedule) = file.by_id_mut(id) {
+                    let previous_due = schedule.last_due.replace(latest.fixed_offset());
+                    schedule.started_run = Some(StartedRun {
+                        due: latest.fixed_offset(),
+                        at: Local::now().fixed_offset(),
+                        previous_due,
+                    });
+                }
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await;
+        saved
+            .inspect_err(|e| tracing::error!("can't save the schedule state: {e}"))
+            .is_ok()
+    }
+
+    /// The runs that started and never finished (the daemon was killed or stopped meanwhile):
+    /// each schedule as [`Self::reopen_interrupted`] will make it, with the run interrupted.
+    pub async fn interrupted(&self) -> Vec<(Schedule, StartedRun)> {
+        let file = self.file.lock().await;
+        file.schedules
+            .iter()
+            .filter_map(|schedule| {
+                let interrupted = schedule.started_run.clone()?;
+                let mut reopened = schedule.clone();
+                reopen(&mut reopened);
+                Some((reopened, interrupted))
+            })
+            .collect()
+    }
+
+    /// At start: makes every run that started and never finished due again, as if missed;
+    /// `false` (logged) if that could not be saved.
+    pub async fn reopen_interrupted(&self) -> bool {
+        let saved = self
+            .update(|file| {
+                file.schedules.iter_mut().for_each(reopen);
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await;
+        saved
+            .inspect_err(|e| tracing::error!("can't reopen interrupted runs: {e}"))
             .is_ok()
     }
 
@@ -255,6 +309,13 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
     }
 }
 
+/// Undoes a started run's mark: its occurrence is due again.
+fn reopen(schedule: &mut Schedule) {
+    if let Some(interrupted) = schedule.started_run.take() {
+        schedule.last_due = interrupted.previous_due;
+    }
+}
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
     #[derive(Deserialize)]
     struct VersionOnly {
@@ -291,6 +352,7 @@ mod tests {
             last_due: None,
             last_run: None,
             earlier_runs: Vec::new(),
+            started_run: None,
         }
     }
 
@@ -358,6 +420,60 @@ mod tests {
             .map(|r| r.error.clone().unwrap())
             .collect();
         assert_eq!(earlier, ["run 3", "run 2"], "3 kept in all, newest first");
+    }
+
+    #[tokio::test]
+    async fn a_run_started_and_never_finished_is_reopened_at_the_next_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let store = ScheduleStore::load(path.clone()).unwrap();
+        store
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .await
+            .unwrap();
+        let before = chrono::Local::now() - chrono::TimeDelta::days(1);
+        assert!(store.mark_handled(1, before).await);
+        let due = chrono::Local::now();
+        assert!(store.mark_started(1, due).await);
+        // The daemon dies here: a fresh load finds the run started, not finished.
+        let reloaded = ScheduleStore::load(path.clone()).unwrap();
+        let interrupted = reloaded.interrupted().await;
+        assert_eq!(interrupted.len(), 1);
+        let (schedule, run) = &interrupted[0];
+        assert_eq!(run.due, due.fixed_offset());
+        assert_eq!(schedule.last_due, Some(before.fixed_offset()), "due again");
+        assert_eq!(schedule.started_run, None);
+        assert!(reloaded.reopen_interrupted().await);
+        assert_eq!(reloaded.snapshot().await.schedules[0], *schedule);
+        // Saved: a second start has nothing more to reopen.
+        let again = ScheduleStore::load(path.clone()).unwrap();
+        assert!(again.interrupted().await.is_empty());
+
+        // A run that finished leaves nothing to reopen.
+        assert!(again.mark_started(1, due).await);
+        let started = again.snapshot().await.schedules[0].clone();
+        again
+            .record_run(&started, run_record(due, Err("failed")), true)
+            .await;
+        let finished = ScheduleStore::load(path).unwrap();
+        assert!(finished.interrupted().await.is_empty());
+        let kept = finished.snapshot().await.schedules[0].clone();
+        assert_eq!(kept.last_due, Some(due.fixed_offset()));
+        assert!(kept.last_run.is_some());
+    }
+
+    #[test]
+    fn a_schedule_file_of_an_earlier_version_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let old = br#"{"version":1,"next_id":2,"schedules":[{"id":1,"name":"a",
+            "sources":["/a"],"kind":"daily","time":"01:00",
+            "created":"2026-11-24T16:00:00+01:00","last_due":"2026-11-25T01:00:00+01:00"}]}"#;
+        std::fs::write(&path, old).unwrap();
+        let store = ScheduleStore::load(path).unwrap();
+        let loaded = store.file.try_lock().unwrap().schedules[0].clone();
+        assert_eq!(loaded.started_run, None);
+        assert!(loaded.last_due.is_some());
     }
 
     #[test]

@@ -175,6 +175,7 @@ mod tests {
             last_due: last_due.map(at),
             last_run: None,
             earlier_runs: Vec::new(),
+            started_run: None,
         }
     }
 

@@ -45,6 +45,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A timetabled run that started and has not finished: the daemon saves it before the run
+/// begins and clears it with the run's outcome, so that a run cut short by a crash or a stop
+/// is found at the next start and caught up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedRun {
+    /// The newest occurrence the run serves.
+    pub due: Timestamp,
+    /// When the run started.
+    pub at: Timestamp,
+    /// `last_due` before the run: what it goes back to when the run was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_due: Option<Timestamp>,
+}
+
 /// One stored schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -67,6 +81,9 @@ pub struct Schedule {
     /// The runs before `last_run`, newest first; the daemon keeps a bounded number.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_runs: Vec<RunRecord>,
+    /// The timetabled run going on, if any (absent in files of older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_run: Option<StartedRun>,
 }
 
 impl Schedule {
@@ -109,6 +126,7 @@ mod tests {
             last_due: None,
             last_run: None,
             earlier_runs: Vec::new(),
+            started_run: None,
         }
     }
 

@@ -101,6 +101,7 @@ fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule
         last_due: None,
         last_run: None,
         earlier_runs: Vec::new(),
+        started_run: None,
     })
 }
 
@@ -143,5 +144,6 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         last_due: None,
         last_run: None,
         earlier_runs: Vec::new(),
+        started_run: None,
     })
 }

@@ -231,12 +231,17 @@ fn is_final_archive(name: &str) -> bool {
     name.ends_with(".tar.gz") || name.ends_with(".tar.zst") || name.ends_with(".tar")
 }
 
-/// Files in `dir` named like a leftover (`*.partial`, or a `.tmp…` file of an atomic write)
+/// Files in `dir` named like a leftover (`*.partial`, or a `.backupd-….tmp` or older `.tmp…`
+/// file of an atomic write)
 /// whose last change is not after `before`: left by the killed daemon, not new.
 fn leftovers(dir: &Path, before: SystemTime) -> Vec<PathBuf> {
     names_in(dir)
         .into_iter()
-        .filter(|n| n.ends_with(".partial") || n.starts_with(".tmp"))
+        .filter(|n| {
+            n.ends_with(".partial")
+                || n.starts_with(".tmp")
+                || (n.starts_with(".backupd-") && n.ends_with(".tmp"))
+        })
         .map(|n| dir.join(n))
         .filter(|p| {
             std::fs::symlink_metadata(p)
@@ -472,9 +477,7 @@ fn check_after_restart(
             let check = if leftover.extension().is_some_and(|e| e == "partial") {
                 "partial archive survived the restart"
             } else {
-                // KNOWN OPEN (issue 10, Also fix, "rotation" engineer's area): temporary files
-                // of interrupted schedule, ledger and manifest writes are not swept yet.
-                "temporary file survived the restart [issue 10: temp-file sweep]"
+                "temporary file survived the restart"
             };
             failures.add(check, leftover.display().to_string());
         }
@@ -500,10 +503,9 @@ fn check_after_restart(
             verified.insert(archive);
         } else {
             let check = if status == "manifest_missing" {
-                // KNOWN OPEN (issue 10, Also fix, "rotation" engineer's area): a kill between
-                // an archive's rename and its manifest write; kept so that it shows until the
-                // pair is published atomically or repaired at start.
-                "final archive without manifest [issue 10: archive/manifest pair]"
+                // A kill between an archive's rename and its manifest write: the start-up
+                // repair must have rebuilt it before the socket answered.
+                "final archive without manifest after the restart"
             } else {
                 "final archive fails verify"
             };

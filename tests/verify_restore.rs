@@ -380,24 +380,96 @@ fn restore_round_trips_a_tree() {
 }
 
 #[test]
-fn restore_refuses_a_non_empty_target_and_changes_nothing() {
+fn restore_into_a_non_empty_target_keeps_its_files_and_never_overwrites_unasked() {
     let t = TestHome::new();
-    random_source(&t, "src", 1000);
+    let src = random_source(&t, "src", 1000);
+    std::fs::write(src.join("notes.txt"), b"from the backup").unwrap();
     let _daemon = t.start_daemon();
     let archive = backup(&t, &["--sources", "src"]);
     let target = t.work().join("busy");
-    std::fs::create_dir(&target).unwrap();
+    std::fs::create_dir_all(target.join("src")).unwrap();
     std::fs::write(target.join("existing.txt"), b"mine").unwrap();
-    let out = t.ctl(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    std::fs::write(target.join("src/notes.txt"), b"edited since").unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            archive.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+
+    // A taken name fails the whole restore before anything is written.
+    let out = restore(&[]);
     assert_eq!(out.code(), 1, "{}", out.stdout());
     assert!(out.stderr().starts_with("Error: "), "{}", out.stderr());
-    assert_eq!(names(&target), BTreeSet::from(["existing.txt".to_owned()]));
+    assert!(out.stderr().contains("src/notes.txt"), "{}", out.stderr());
+    assert!(out.stderr().contains("--overwrite"), "{}", out.stderr());
+    assert_eq!(
+        names(&target.join("src")),
+        BTreeSet::from(["notes.txt".to_owned()])
+    );
+    assert_eq!(
+        std::fs::read(target.join("src/notes.txt")).unwrap(),
+        b"edited since"
+    );
+
+    // One file into the existing folder: refused, then replaced with --overwrite.
+    let out = restore(&["--path", "notes.txt"]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    restore(&["--path", "notes.txt", "--overwrite"]).ok();
+    assert_eq!(
+        std::fs::read(target.join("src/notes.txt")).unwrap(),
+        b"from the backup"
+    );
+    assert_eq!(
+        names(&target.join("src")),
+        BTreeSet::from(["notes.txt".to_owned()])
+    );
+
+    // The rest of the archive lands beside what was there, which is kept.
+    std::fs::remove_file(target.join("src/notes.txt")).unwrap();
+    restore(&[]).ok();
     assert_eq!(std::fs::read(target.join("existing.txt")).unwrap(), b"mine");
+    assert_eq!(snapshot(&target.join("src")), snapshot(&src));
+}
+
+#[test]
+fn verify_of_a_file_that_is_not_an_archive_does_not_echo_it() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let secret = t.work().join("passwd");
+    let lines: String = (0..40)
+        .map(|i| format!("user{i}:x:SECRET_MARKER_{i}:0:/home:/bin/sh\n"))
+        .collect();
+    std::fs::write(&secret, lines).unwrap();
+    // A sibling "manifest" of the same stem that is not one.
+    std::fs::write(
+        t.work().join("passwd.json"),
+        br#"{"size_bytes":"SECRET_MARKER"}"#,
+    )
+    .unwrap();
+    for args in [
+        vec!["verify", secret.to_str().unwrap()],
+        vec!["--json", "verify", secret.to_str().unwrap()],
+    ] {
+        let out = t.ctl(&args);
+        assert_eq!(out.code(), 1, "{}", out.stdout());
+        let said = format!("{}{}", out.stdout(), out.stderr());
+        assert!(said.contains("passwd"), "{said}");
+        assert!(!said.contains("SECRET_MARKER"), "{said}");
+    }
+    let out = t.ctl(&[
+        "restore",
+        secret.to_str().unwrap(),
+        "--to",
+        "/tmp/unused_restore",
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(!out.stderr().contains("SECRET_MARKER"), "{}", out.stderr());
+    assert!(!t.log().contains("SECRET_MARKER"), "{}", t.log());
 }
 
 #[test]

@@ -204,6 +204,7 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
         archive: archive_arg(&cli.archive, ctx)?,
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
+        overwrite: cli.overwrite,
     })
 }
 

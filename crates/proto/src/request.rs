@@ -177,11 +177,14 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Absolute path, or a file name in `<home>/backups`.
     pub archive: String,
-    /// Absolute path of an empty or missing directory.
+    /// Absolute path of a directory (created if missing).
     pub to: String,
     /// Restore only these subpaths (relative to the source folder).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Replace existing files of the same name; without it, any would fail the restore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
 }
 
 /// A request: an optional `id` the response echoes, and the command.
@@ -360,6 +363,7 @@ mod tests {
                 archive: "a.tar.gz".into(),
                 to: "/r".into(),
                 paths: vec!["docs".into()],
+                overwrite: true,
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],

@@ -87,10 +87,10 @@ impl From<StoreError> for HandlerError {
             StoreError::ManifestMissing { .. }
             | StoreError::ManifestInvalid { .. }
             | StoreError::ChecksumMismatch { .. } => ErrorCode::ArchiveInvalid,
-            StoreError::TargetNotEmpty { .. } => ErrorCode::TargetNotEmpty,
-            StoreError::PathNotInArchive { .. } | StoreError::TargetNotDirectory { .. } => {
-                ErrorCode::InvalidArguments
-            }
+            StoreError::WouldOverwrite { .. } => ErrorCode::TargetNotEmpty,
+            StoreError::PathNotInArchive { .. }
+            | StoreError::TargetNotDirectory { .. }
+            | StoreError::TargetIsSymlink { .. } => ErrorCode::InvalidArguments,
             StoreError::ReadDir { .. } | StoreError::Target { .. } | StoreError::Extract { .. } => {
                 ErrorCode::Io
             }
@@ -252,7 +252,11 @@ mod tests {
             ErrorCode::ArchiveInvalid
         );
         assert_eq!(
-            code(StoreError::TargetNotEmpty { path }),
+            code(StoreError::WouldOverwrite {
+                path,
+                entries: vec!["tree/a".into()],
+                total: 1
+            }),
             ErrorCode::TargetNotEmpty
         );
     }

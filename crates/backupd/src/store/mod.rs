@@ -5,6 +5,7 @@
 //! results to responses. Archives are written by [`crate::engine`] and reached through
 //! [`crate::destination`]; this module only reads and deletes them.
 
+mod beneath;
 mod checksum;
 mod error;
 mod restore;
@@ -15,6 +16,6 @@ mod verify;
 pub(crate) mod test_support;
 
 pub use error::StoreError;
-pub use restore::{RestoreReport, restore};
+pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyFinding, VerifyReport, verify};

@@ -1,5 +1,6 @@
 //! `backupctl verify` (checksum, truncation, missing manifest, `--name`, `--all`, verify after
-//! a scheduled run), `backupctl restore` (round trip, refusals, `--path`, hostile archives) and
+//! a scheduled run, no echo of a non-archive's bytes), `backupctl restore` (round trip,
+//! refusals, `--path`, `--overwrite`, hostile archives), `backupctl ls` and
 //! `backupctl backups --long`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -876,4 +877,71 @@ fn archives_of_the_original_backup_script_verify_restore_and_list() {
     ])
     .ok();
     assert_eq!(snapshot(&to.join("projects")), snapshot(&src));
+}
+
+#[test]
+fn ls_lists_an_archive_or_one_path_in_it_as_text_and_json() {
+    let t = TestHome::new();
+    let src = random_source(&t, "src", 3000);
+    std::fs::create_dir(src.join("docs")).unwrap();
+    std::fs::write(src.join("docs/a.txt"), b"hello").unwrap();
+    std::fs::set_permissions(src.join("docs/a.txt"), PermissionsExt::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("docs/link")).unwrap();
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+
+    let text = t.ctl(&["ls", &file_name(&archive)]).ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("-rw-r----- ") && l.ends_with(" src/docs/a.txt")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('d') && l.ends_with(" src/docs/")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("src/docs/link -> a.txt")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" 3000 ") && l.ends_with(" src/data.bin")),
+        "{text}"
+    );
+
+    let out = t.ctl(&["--json", "ls", archive.to_str().unwrap(), "docs"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout().lines().count(), 1, "one line");
+    let answer: Value = serde_json::from_str(out.stdout().trim()).unwrap();
+    let entries = answer["data"]["entries"].as_array().unwrap();
+    let paths: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from(["src/docs/", "src/docs/a.txt", "src/docs/link"])
+    );
+    let a = entries
+        .iter()
+        .find(|e| e["path"] == "src/docs/a.txt")
+        .unwrap();
+    assert_eq!(
+        (a["kind"].as_str(), a["mode"].as_u64(), a["size"].as_u64()),
+        (Some("file"), Some(0o640), Some(5))
+    );
+    let mtime = std::fs::metadata(src.join("docs/a.txt")).unwrap().mtime();
+    assert_eq!(a["mtime"].as_i64(), Some(mtime));
+
+    let out = t.ctl(&["ls", &file_name(&archive), "nope"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("nope"), "{}", out.stderr());
+    let out = t.ctl(&["ls", "/etc/passwd"]);
+    assert_eq!(out.code(), 1, "an archive without a manifest is not listed");
 }

@@ -115,6 +115,15 @@ pub enum CliCommand {
         #[arg(value_name = "LEVEL")]
         level: String,
     },
+    /// List an archive's contents: type, mode, size, modification time and path of each
+    /// entry, or of PATH and what is under it (relative to the source folder).
+    Ls {
+        /// The archive: a path, or a file name in the backups directory.
+        #[arg(value_name = "ARCHIVE")]
+        archive: String,
+        #[arg(value_name = "PATH")]
+        path: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -72,6 +72,10 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::LogLevel { level } => Command::LogLevel {
             level: level.clone(),
         },
+        CliCommand::Ls { archive, path } => Command::Ls(proto::request::LsArgs {
+            archive: archive_arg(archive, ctx)?,
+            path: path.clone(),
+        }),
     })
 }
 

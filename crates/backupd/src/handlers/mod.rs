@@ -9,6 +9,7 @@ mod hello;
 mod jobs;
 mod list;
 mod log_level;
+mod ls;
 mod prune;
 mod restore;
 mod run;
@@ -149,6 +150,7 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             Ok(Reply::WatchEnded(watch::handle(daemon, &sink).await))
         }
         Command::LogLevel { level } => log_level::handle(&level).map(Reply::LogLevel),
+        Command::Ls(args) => ls::handle(daemon, args).await.map(Reply::Listing),
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),

@@ -1,5 +1,5 @@
 //! The archive store: what to do with the archives in a destination — retention planning and
-//! deletion, verification, and safe restore.
+//! deletion, verification, listing contents, and safe restore.
 //!
 //! Synchronous and protocol-free: the daemon calls it on blocking threads and maps its
 //! results to responses. Archives are written by [`crate::engine`] and reached through
@@ -8,6 +8,7 @@
 mod beneath;
 mod checksum;
 mod error;
+mod listing;
 mod restore;
 mod rotation;
 mod verify;
@@ -16,6 +17,7 @@ mod verify;
 pub(crate) mod test_support;
 
 pub use error::StoreError;
+pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyFinding, VerifyReport, verify};

@@ -289,7 +289,7 @@ fn scan(
 
 /// The relative, `..`-free components of an archive path, or why it is refused. An empty
 /// result is the archive root itself (`./`).
-fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
+pub(super) fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
@@ -304,13 +304,13 @@ fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
 
 /// The subpaths a restore is limited to.
 #[derive(Debug)]
-struct Filters {
+pub(super) struct Filters {
     /// As given, for messages; and split into components.
     paths: Vec<(String, Vec<String>)>,
 }
 
 impl Filters {
-    fn new(paths: &[String]) -> Self {
+    pub(super) fn new(paths: &[String]) -> Self {
         let paths = paths
             .iter()
             .map(|p| {
@@ -329,13 +329,13 @@ impl Filters {
         Filters { paths }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.paths.is_empty()
     }
 
     /// The index of the first filter selecting `parts`, or `None`. With no filters every
     /// entry is selected (`Some(usize::MAX)`).
-    fn select(&self, parts: &[&OsStr]) -> Option<usize> {
+    pub(super) fn select(&self, parts: &[&OsStr]) -> Option<usize> {
         if self.is_empty() {
             return Some(usize::MAX);
         }

@@ -60,6 +60,9 @@ pub fn kind_of(stat: &Stat) -> FileType {
     FileType::from_raw_mode(stat.st_mode)
 }
 
+/// Told of each folder [`walk`] makes: its components and its `stat`.
+pub type OnCreated<'a> = &'a mut dyn FnMut(&[&OsStr], &Stat);
+
 /// Walks `parts` from `root`, one component at a time, opening each with `O_NOFOLLOW`.
 /// With `created` given, a missing folder is made (mode 0700 until its own entry, if any,
 /// says otherwise) and its components are passed to `created`; without, it is
@@ -67,7 +70,7 @@ pub fn kind_of(stat: &Stat) -> FileType {
 pub fn walk(
     root: &OwnedFd,
     parts: &[&OsStr],
-    mut created: Option<&mut dyn FnMut(&[&OsStr], &Stat)>,
+    mut created: Option<OnCreated<'_>>,
 ) -> Result<OwnedFd, Blocked> {
     let mut current = rustix::io::dup(root)?;
     for (depth, part) in parts.iter().enumerate() {

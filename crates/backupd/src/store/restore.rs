@@ -8,7 +8,7 @@
 //! file over them in the same folder handle. A restore that fails midway removes what it
 //! created and says what it could not remove.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
@@ -109,6 +109,7 @@ pub fn restore(
         report: RestoreReport::default(),
         cache: None,
         created_dirs: HashSet::new(),
+        above: HashMap::new(),
         journal: Vec::new(),
         folders: Vec::new(),
         replaced: Vec::new(),
@@ -333,6 +334,16 @@ impl Filters {
         self.paths.is_empty()
     }
 
+    /// Whether `parts` is a folder strictly above what a filter selects.
+    pub(super) fn is_above(&self, parts: &[&OsStr]) -> bool {
+        let above = |parts: &[&OsStr], prefix: &[String]| {
+            parts.len() < prefix.len() && parts.iter().zip(prefix).all(|(a, b)| *a == OsStr::new(b))
+        };
+        self.paths.iter().any(|(_, prefix)| {
+            above(parts, prefix) || (!parts.is_empty() && above(&parts[1..], prefix))
+        })
+    }
+
     /// The index of the first filter selecting `parts`, or `None`. With no filters every
     /// entry is selected (`Some(usize::MAX)`).
     pub(super) fn select(&self, parts: &[&OsStr]) -> Option<usize> {
@@ -407,6 +418,8 @@ struct Extractor<'a> {
     cache: Option<(Vec<OsString>, OwnedFd)>,
     /// Folders this restore made, so a folder entry after its contents still gets its mode.
     created_dirs: HashSet<Vec<OsString>>,
+    /// Attributes of the folders above a `paths` selection, for when they are made.
+    above: HashMap<Vec<OsString>, Attributes>,
     journal: Vec<Made>,
     folders: Vec<Folder>,
     /// Entries that replaced an existing one (cannot be undone).
@@ -452,6 +465,14 @@ impl Extractor<'_> {
                 }
             };
             if self.filters.select(&parts).is_none() {
+                // A folder above the selection keeps its archived attributes if this
+                // restore makes it on the way.
+                if entry.header().entry_type() == EntryType::Directory
+                    && self.filters.is_above(&parts)
+                    && let Ok(attributes) = self.attributes_of(entry.header())
+                {
+                    self.above.insert(owned(&parts), attributes);
+                }
                 continue;
             }
             let kind = entry.header().entry_type();
@@ -466,18 +487,7 @@ impl Extractor<'_> {
                 self.refuse(&shown, &format!("unsupported entry type {kind:?}"));
                 continue;
             }
-            let header = entry.header();
-            let attributes = Attributes {
-                mode: header.mode().map_err(fatal(&shown))?,
-                mtime: header.mtime().unwrap_or(0),
-                owner: match (self.owners, header.uid(), header.gid()) {
-                    (true, Ok(uid), Ok(gid)) => Some((
-                        u32::try_from(uid).unwrap_or(u32::MAX),
-                        u32::try_from(gid).unwrap_or(u32::MAX),
-                    )),
-                    _ => None,
-                },
-            };
+            let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
             let parents = &parts[..parts.len() - 1];
             let parent = match self.parent(parents) {
                 Ok(fd) => fd,
@@ -545,6 +555,21 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// What a header says to give the entry (owners only when restoring as root).
+    fn attributes_of(&self, header: &tar::Header) -> io::Result<Attributes> {
+        Ok(Attributes {
+            mode: header.mode()?,
+            mtime: header.mtime().unwrap_or(0),
+            owner: match (self.owners, header.uid(), header.gid()) {
+                (true, Ok(uid), Ok(gid)) => Some((
+                    u32::try_from(uid).unwrap_or(u32::MAX),
+                    u32::try_from(gid).unwrap_or(u32::MAX),
+                )),
+                _ => None,
+            },
+        })
+    }
+
     /// The parent folder of an entry, made if missing; from the cache when it is the last
     /// one used.
     fn parent(&mut self, parents: &[&OsStr]) -> Result<OwnedFd, Blocked> {
@@ -557,6 +582,7 @@ impl Extractor<'_> {
             return Ok(rustix::io::dup(fd)?);
         }
         let (journal, created_dirs) = (&mut self.journal, &mut self.created_dirs);
+        let (above, folders) = (&self.above, &mut self.folders);
         let mut record = |parts: &[&OsStr], stat: &Stat| {
             journal.push(Made {
                 parts: owned(parts),
@@ -564,6 +590,13 @@ impl Extractor<'_> {
                 identity: identity(stat),
             });
             created_dirs.insert(owned(parts));
+            if let Some(attributes) = above.get(&owned(parts)) {
+                folders.push(Folder {
+                    parts: owned(parts),
+                    attributes: *attributes,
+                    identity: identity(stat),
+                });
+            }
         };
         let fd = beneath::walk(&self.root, parents, Some(&mut record))?;
         self.cache = Some((owned(parents), rustix::io::dup(&fd)?));
@@ -1123,11 +1156,18 @@ mod tests {
 
     #[test]
     fn subpaths_select_entries_with_or_without_the_top_folder() {
-        let (dir, _src, archive) = made(Compression::default());
+        let (dir, src, archive) = made(Compression::default());
         for filter in ["docs", "tree/docs", "docs/"] {
             let out = dir.path().join(format!("out_{}", filter.replace('/', "_")));
             let report = restore(&archive, &out, &[filter.to_owned()]).unwrap();
             let got = snapshot(&out);
+            // The folder above the selection, made on the way, has the archived attributes.
+            let (kind, mode, mtime, _) = &got["tree"];
+            let src_meta = fs::metadata(&src).unwrap();
+            assert_eq!(
+                (*kind, *mode, *mtime),
+                ('d', src_meta.mode() & 0o7777, src_meta.mtime())
+            );
             assert!(got.contains_key("tree/docs/a.txt"), "{filter}");
             assert!(got.contains_key("tree/docs/deep/data.bin"));
             assert!(got.contains_key("tree/docs/deep/hard2"));

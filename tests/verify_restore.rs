@@ -945,3 +945,31 @@ fn ls_lists_an_archive_or_one_path_in_it_as_text_and_json() {
     let out = t.ctl(&["ls", "/etc/passwd"]);
     assert_eq!(out.code(), 1, "an archive without a manifest is not listed");
 }
+
+#[test]
+fn a_restore_that_fails_midway_removes_what_it_wrote_and_says_so() {
+    let t = TestHome::new();
+    random_source(&t, "src", 400_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    // Cut inside the file's data, with a manifest that vouches for the cut bytes.
+    truncate_with_matching_manifest(&archive);
+    let target = t.work().join("new/target");
+    let out = t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(
+        out.stderr()
+            .contains("everything this restore created was removed"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        !t.work().join("new").exists(),
+        "the folders it made are gone too"
+    );
+}

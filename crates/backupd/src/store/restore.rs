@@ -667,15 +667,13 @@ impl Extractor<'_> {
                 return Ok(false);
             }
             Some(_) => {
+                // Short whatever the name's length, so it always fits NAME_MAX.
                 self.temp_count += 1;
-                let mut temp = OsString::from(".");
-                temp.push(name);
-                temp.push(format!(
-                    ".restore-{}-{}",
+                OsString::from(format!(
+                    ".backupd-restore-{}-{}",
                     std::process::id(),
                     self.temp_count
-                ));
-                temp
+                ))
             }
         };
         let temporary = slot != *name;
@@ -992,6 +990,35 @@ mod tests {
         assert_eq!(
             fs::read(target.join("tree/top.txt")).unwrap(),
             fs::read(src.join("top.txt")).unwrap()
+        );
+    }
+
+    #[test]
+    fn overwrite_works_for_a_name_of_the_longest_length() {
+        let base = tempfile::tempdir().unwrap();
+        let name = "n".repeat(255);
+        let archive = base.path().join("long_20250102_030405.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(3);
+        builder
+            .append_data(&mut header, format!("top/{name}"), &b"new"[..])
+            .unwrap();
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let target = base.path().join("t");
+        fs::create_dir_all(target.join("top")).unwrap();
+        fs::write(target.join("top").join(&name), "old").unwrap();
+        let options = RestoreOptions {
+            paths: Vec::new(),
+            overwrite: true,
+        };
+        let report = restore_with(&archive, &target, &options).unwrap();
+        assert_eq!(report.replaced, 1);
+        assert_eq!(
+            fs::read_to_string(target.join("top").join(&name)).unwrap(),
+            "new"
         );
     }
 

@@ -10,6 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
 
@@ -191,12 +192,78 @@ fn times(mtime: u64) -> Timestamps {
     }
 }
 
-/// Removes `name` from `dir` (a folder only if empty), without following anything.
-pub fn remove(dir: impl AsFd, name: &OsStr, folder: bool) -> io::Result<()> {
-    let flags = if folder {
-        AtFlags::REMOVEDIR
-    } else {
-        AtFlags::empty()
-    };
-    Ok(rustix::fs::unlinkat(dir, name, flags)?)
+/// Removes the non-folder `name` from `dir` (a symlink itself, not what it points to).
+pub fn remove_file(dir: impl AsFd, name: &OsStr) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// Removes the folder `name` in `dir` and everything in it, depth first, without following
+/// symlinks (a symlink inside is removed, never entered). Iterative: one open folder per
+/// level, whatever the depth.
+pub fn remove_tree(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    // Each level: the folder's name in the level below (or in `dir`) and the folder itself.
+    let mut levels: Vec<(OsString, OwnedFd)> = vec![(name.to_owned(), open_dir(dir, name)?)];
+    while let Some((_, current)) = levels.last() {
+        let mut removed = 0usize;
+        let mut subfolder = None;
+        for entry in rustix::fs::Dir::read_from(current)? {
+            let entry = entry?;
+            let child = OsStr::from_bytes(entry.file_name().to_bytes());
+            if child == "." || child == ".." {
+                continue;
+            }
+            match rustix::fs::unlinkat(current, child, AtFlags::empty()) {
+                Ok(()) => removed += 1,
+                Err(rustix::io::Errno::ISDIR) => {
+                    subfolder = Some(child.to_owned());
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(child) = subfolder {
+            let opened = open_dir(current, &child)?;
+            levels.push((child, opened));
+        } else if removed == 0 {
+            // Empty (a pass that removed something reads the folder again).
+            let (child, _) = levels.pop().expect("not empty");
+            let parent = levels.last().map_or(dir, |(_, fd)| fd);
+            rustix::fs::unlinkat(parent, &child, AtFlags::REMOVEDIR)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn remove_tree_removes_a_deep_tree_and_never_follows_a_symlink() {
+        let base = tempfile::tempdir().unwrap();
+        let outside = base.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), "x").unwrap();
+        let mut deep = base.path().join("tree");
+        for i in 0..50 {
+            deep.push(format!("d{i}"));
+            fs::create_dir_all(&deep).unwrap();
+            fs::write(deep.join("f"), "x").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, base.path().join("tree/d0/link")).unwrap();
+        let root = open_dir(
+            rustix::fs::open(
+                base.path(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap(),
+            OsStr::new("."),
+        )
+        .unwrap();
+        remove_tree(&root, OsStr::new("tree")).unwrap();
+        assert!(!base.path().join("tree").exists());
+        assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "x");
+    }
 }

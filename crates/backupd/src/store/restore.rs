@@ -375,7 +375,9 @@ fn fatal(entry: &str) -> impl FnOnce(io::Error) -> Fatal + '_ {
     }
 }
 
-/// Something this restore created, to remove if it fails.
+/// Something this restore created, to remove if it fails. Folders it made are private
+/// (0700) until the end, so what is in them is its own: they are removed whole, and files in
+/// them are not journalled (memory grows with folders, not files).
 struct Made {
     parts: Vec<OsString>,
     folder: bool,
@@ -680,18 +682,25 @@ impl Extractor<'_> {
         let mut slot_parts = owned(parents);
         slot_parts.push(slot.clone());
         let made = make(parent, &slot);
-        // Whatever `make` left under the slot name is this restore's, even on failure.
-        if let Ok(Some(stat)) = beneath::stat_of(parent, &slot) {
+        // Whatever `make` left under the slot name is this restore's, even on failure; in a
+        // folder this restore made, removing the folder removes it.
+        let mut journalled = false;
+        if !self.created_dirs.contains(&owned(parents))
+            && let Ok(Some(stat)) = beneath::stat_of(parent, &slot)
+        {
             self.journal.push(Made {
                 parts: slot_parts,
                 folder: false,
                 identity: identity(&stat),
             });
+            journalled = true;
         }
         match made {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !temporary => {
-                self.journal.pop();
+                if journalled {
+                    self.journal.pop();
+                }
                 self.refuse(shown, "already exists (not overwritten)");
                 return Ok(false);
             }
@@ -701,7 +710,9 @@ impl Extractor<'_> {
             rustix::fs::renameat(parent, &slot, parent, *name)
                 .map_err(|e| fatal(shown)(e.into()))?;
             // Replaced: undoing it could not bring the old entry back.
-            self.journal.pop();
+            if journalled {
+                self.journal.pop();
+            }
             self.replaced.push(shown.to_owned());
         }
         Ok(true)
@@ -766,9 +777,12 @@ impl Extractor<'_> {
             let removed = match beneath::walk(&self.root, parents, None) {
                 Ok(dir) => match beneath::stat_of(&dir, name) {
                     Ok(None) => Ok(()),
-                    Ok(Some(stat)) if identity(&stat) == made.identity => {
-                        beneath::remove(&dir, name, made.folder).map_err(|e| e.to_string())
+                    Ok(Some(stat)) if identity(&stat) == made.identity => if made.folder {
+                        beneath::remove_tree(&dir, name)
+                    } else {
+                        beneath::remove_file(&dir, name)
                     }
+                    .map_err(|e| e.to_string()),
                     Ok(Some(_)) => Err("replaced by something else".to_owned()),
                     Err(e) => Err(e.to_string()),
                 },
@@ -1025,34 +1039,7 @@ mod tests {
     #[test]
     fn a_truncated_entry_fails_the_restore_and_removes_everything_it_created() {
         let base = tempfile::tempdir().unwrap();
-        // A header claiming 50 GB, followed by 1 KiB of data and then the end of the file;
-        // the manifest matches these bytes, as a damaged set could.
-        let archive = base.path().join("cut_20250102_030405.tar");
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut dir = tar::Header::new_gnu();
-        dir.set_entry_type(EntryType::Directory);
-        dir.set_mode(0o555);
-        dir.set_size(0);
-        dir.set_cksum();
-        builder.append_data(&mut dir, "top/", io::empty()).unwrap();
-        let mut ok = tar::Header::new_gnu();
-        ok.set_mode(0o644);
-        ok.set_size(4);
-        ok.set_cksum();
-        builder
-            .append_data(&mut ok, "top/sub/ok.txt", &b"fine"[..])
-            .unwrap();
-        let mut bytes = builder.into_inner().unwrap();
-        bytes.truncate(bytes.len() - 1024); // the end-of-archive marker
-        let mut huge = tar::Header::new_gnu();
-        huge.set_path("top/sub/huge.bin").unwrap();
-        huge.set_mode(0o644);
-        huge.set_size(50 << 30);
-        huge.set_cksum();
-        bytes.extend_from_slice(huge.as_bytes());
-        bytes.extend_from_slice(&[7u8; 1024]);
-        fs::write(&archive, &bytes).unwrap();
-        write_matching_manifest(&archive);
+        let archive = cut_archive(base.path(), "cut", "top/sub/");
 
         let fresh = base.path().join("fresh/target");
         let err = restore(&archive, &fresh, &[]).unwrap_err();
@@ -1084,6 +1071,47 @@ mod tests {
         let err = restore_with(&archive, &existing, &options).unwrap_err();
         assert!(err.to_string().contains("was removed"), "{err}");
         assert_eq!(dir_names(&existing), ["mine"]);
+
+        // Files straight in the existing folder (not in one the restore made) go too.
+        let flat = cut_archive(base.path(), "flat", "");
+        let err = restore_with(&flat, &existing, &options).unwrap_err();
+        assert!(err.to_string().contains("was removed"), "{err}");
+        assert_eq!(dir_names(&existing), ["mine"]);
+    }
+
+    /// A tar whose last entry (`<prefix>huge.bin`) claims 50 GB but has 1 KiB of data, after
+    /// a folder `top/` and `<prefix>ok.txt`; the manifest matches these bytes, as a damaged
+    /// set's could.
+    fn cut_archive(dir: &Path, name: &str, prefix: &str) -> PathBuf {
+        let archive = dir.join(format!("{name}_20250102_030405.tar"));
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut folder = tar::Header::new_gnu();
+        folder.set_entry_type(EntryType::Directory);
+        folder.set_mode(0o555);
+        folder.set_size(0);
+        folder.set_cksum();
+        builder
+            .append_data(&mut folder, "top/", io::empty())
+            .unwrap();
+        let mut ok = tar::Header::new_gnu();
+        ok.set_mode(0o644);
+        ok.set_size(4);
+        ok.set_cksum();
+        builder
+            .append_data(&mut ok, format!("{prefix}ok.txt"), &b"fine"[..])
+            .unwrap();
+        let mut bytes = builder.into_inner().unwrap();
+        bytes.truncate(bytes.len() - 1024); // the end-of-archive marker
+        let mut huge = tar::Header::new_gnu();
+        huge.set_path(format!("{prefix}huge.bin")).unwrap();
+        huge.set_mode(0o644);
+        huge.set_size(50 << 30);
+        huge.set_cksum();
+        bytes.extend_from_slice(huge.as_bytes());
+        bytes.extend_from_slice(&[7u8; 1024]);
+        fs::write(&archive, &bytes).unwrap();
+        write_matching_manifest(&archive);
+        archive
     }
 
     /// As root (CI), the adversary's symlinks are not stopped by permissions, so only the

@@ -274,6 +274,7 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     json(&["backups", "--long"]);
     json(&["verify", &archive]);
     json(&["restore", &archive, "--to", "restored"]);
+    json(&["ls", &archive]);
     json(&["prune", "--dry-run"]);
     json(&["delete", "--name", "daily"]);
     json(&["delete", "0"]);

@@ -1,5 +1,6 @@
 //! `backupctl verify` (checksum, truncation, missing manifest, `--name`, `--all`, verify after
-//! a scheduled run), `backupctl restore` (round trip, refusals, `--path`, hostile archives) and
+//! a scheduled run, no echo of a non-archive's bytes), `backupctl restore` (round trip,
+//! refusals, `--path`, `--overwrite`, hostile archives), `backupctl ls` and
 //! `backupctl backups --long`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -380,24 +381,96 @@ fn restore_round_trips_a_tree() {
 }
 
 #[test]
-fn restore_refuses_a_non_empty_target_and_changes_nothing() {
+fn restore_into_a_non_empty_target_keeps_its_files_and_never_overwrites_unasked() {
     let t = TestHome::new();
-    random_source(&t, "src", 1000);
+    let src = random_source(&t, "src", 1000);
+    std::fs::write(src.join("notes.txt"), b"from the backup").unwrap();
     let _daemon = t.start_daemon();
     let archive = backup(&t, &["--sources", "src"]);
     let target = t.work().join("busy");
-    std::fs::create_dir(&target).unwrap();
+    std::fs::create_dir_all(target.join("src")).unwrap();
     std::fs::write(target.join("existing.txt"), b"mine").unwrap();
-    let out = t.ctl(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    std::fs::write(target.join("src/notes.txt"), b"edited since").unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            archive.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+
+    // A taken name fails the whole restore before anything is written.
+    let out = restore(&[]);
     assert_eq!(out.code(), 1, "{}", out.stdout());
     assert!(out.stderr().starts_with("Error: "), "{}", out.stderr());
-    assert_eq!(names(&target), BTreeSet::from(["existing.txt".to_owned()]));
+    assert!(out.stderr().contains("src/notes.txt"), "{}", out.stderr());
+    assert!(out.stderr().contains("--overwrite"), "{}", out.stderr());
+    assert_eq!(
+        names(&target.join("src")),
+        BTreeSet::from(["notes.txt".to_owned()])
+    );
+    assert_eq!(
+        std::fs::read(target.join("src/notes.txt")).unwrap(),
+        b"edited since"
+    );
+
+    // One file into the existing folder: refused, then replaced with --overwrite.
+    let out = restore(&["--path", "notes.txt"]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    restore(&["--path", "notes.txt", "--overwrite"]).ok();
+    assert_eq!(
+        std::fs::read(target.join("src/notes.txt")).unwrap(),
+        b"from the backup"
+    );
+    assert_eq!(
+        names(&target.join("src")),
+        BTreeSet::from(["notes.txt".to_owned()])
+    );
+
+    // The rest of the archive lands beside what was there, which is kept.
+    std::fs::remove_file(target.join("src/notes.txt")).unwrap();
+    restore(&[]).ok();
     assert_eq!(std::fs::read(target.join("existing.txt")).unwrap(), b"mine");
+    assert_eq!(snapshot(&target.join("src")), snapshot(&src));
+}
+
+#[test]
+fn verify_of_a_file_that_is_not_an_archive_does_not_echo_it() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let secret = t.work().join("passwd");
+    let lines: String = (0..40)
+        .map(|i| format!("user{i}:x:SECRET_MARKER_{i}:0:/home:/bin/sh\n"))
+        .collect();
+    std::fs::write(&secret, lines).unwrap();
+    // A sibling "manifest" of the same stem that is not one.
+    std::fs::write(
+        t.work().join("passwd.json"),
+        br#"{"size_bytes":"SECRET_MARKER"}"#,
+    )
+    .unwrap();
+    for args in [
+        vec!["verify", secret.to_str().unwrap()],
+        vec!["--json", "verify", secret.to_str().unwrap()],
+    ] {
+        let out = t.ctl(&args);
+        assert_eq!(out.code(), 1, "{}", out.stdout());
+        let said = format!("{}{}", out.stdout(), out.stderr());
+        assert!(said.contains("passwd"), "{said}");
+        assert!(!said.contains("SECRET_MARKER"), "{said}");
+    }
+    let out = t.ctl(&[
+        "restore",
+        secret.to_str().unwrap(),
+        "--to",
+        "/tmp/unused_restore",
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(!out.stderr().contains("SECRET_MARKER"), "{}", out.stderr());
+    assert!(!t.log().contains("SECRET_MARKER"), "{}", t.log());
 }
 
 #[test]
@@ -804,4 +877,99 @@ fn archives_of_the_original_backup_script_verify_restore_and_list() {
     ])
     .ok();
     assert_eq!(snapshot(&to.join("projects")), snapshot(&src));
+}
+
+#[test]
+fn ls_lists_an_archive_or_one_path_in_it_as_text_and_json() {
+    let t = TestHome::new();
+    let src = random_source(&t, "src", 3000);
+    std::fs::create_dir(src.join("docs")).unwrap();
+    std::fs::write(src.join("docs/a.txt"), b"hello").unwrap();
+    std::fs::set_permissions(src.join("docs/a.txt"), PermissionsExt::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("docs/link")).unwrap();
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+
+    let text = t.ctl(&["ls", &file_name(&archive)]).ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("-rw-r----- ") && l.ends_with(" src/docs/a.txt")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('d') && l.ends_with(" src/docs/")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("src/docs/link -> a.txt")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" 3000 ") && l.ends_with(" src/data.bin")),
+        "{text}"
+    );
+
+    let out = t.ctl(&["--json", "ls", archive.to_str().unwrap(), "docs"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(out.stdout().lines().count(), 1, "one line");
+    let answer: Value = serde_json::from_str(out.stdout().trim()).unwrap();
+    let entries = answer["data"]["entries"].as_array().unwrap();
+    let paths: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from(["src/docs/", "src/docs/a.txt", "src/docs/link"])
+    );
+    let a = entries
+        .iter()
+        .find(|e| e["path"] == "src/docs/a.txt")
+        .unwrap();
+    assert_eq!(
+        (a["kind"].as_str(), a["mode"].as_u64(), a["size"].as_u64()),
+        (Some("file"), Some(0o640), Some(5))
+    );
+    let mtime = std::fs::metadata(src.join("docs/a.txt")).unwrap().mtime();
+    assert_eq!(a["mtime"].as_i64(), Some(mtime));
+
+    let out = t.ctl(&["ls", &file_name(&archive), "nope"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("nope"), "{}", out.stderr());
+    let out = t.ctl(&["ls", "/etc/passwd"]);
+    assert_eq!(out.code(), 1, "an archive without a manifest is not listed");
+}
+
+#[test]
+fn a_restore_that_fails_midway_removes_what_it_wrote_and_says_so() {
+    let t = TestHome::new();
+    random_source(&t, "src", 400_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    // Cut inside the file's data, with a manifest that vouches for the cut bytes.
+    truncate_with_matching_manifest(&archive);
+    let target = t.work().join("new/target");
+    let out = t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(
+        out.stderr()
+            .contains("everything this restore created was removed"),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        !t.work().join("new").exists(),
+        "the folders it made are gone too"
+    );
 }

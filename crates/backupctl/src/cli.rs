@@ -66,7 +66,8 @@ pub enum CliCommand {
     Prune(PruneCli),
     /// Check archives against their manifests and read them to the end.
     Verify(VerifyCli),
-    /// Extract an archive into an empty or new directory.
+    /// Extract an archive (or --path parts of it) into a directory; existing files are kept
+    /// unless --overwrite.
     Restore(RestoreCli),
     /// Back up sources now. Defaults come from the environment and from ./.env
     /// (BACKUP_SOURCES, BACKUP_DESTINATION); flags override them. Ctrl-C cancels the run.
@@ -113,6 +114,15 @@ pub enum CliCommand {
     LogLevel {
         #[arg(value_name = "LEVEL")]
         level: String,
+    },
+    /// List an archive's contents: type, mode, size, modification time and path of each
+    /// entry, or of PATH and what is under it (relative to the source folder).
+    Ls {
+        /// The archive: a path, or a file name in the backups directory.
+        #[arg(value_name = "ARCHIVE")]
+        archive: String,
+        #[arg(value_name = "PATH")]
+        path: Option<String>,
     },
 }
 
@@ -225,12 +235,16 @@ pub struct RestoreCli {
     /// The archive: a path, or a file name in the backups directory.
     #[arg(value_name = "ARCHIVE")]
     pub archive: String,
-    /// Where to extract: an empty or missing directory.
+    /// Where to extract: a directory (created if missing). If an entry's name is taken
+    /// there, nothing is written unless --overwrite.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Restore only this subpath of the source folder (repeatable), e.g. `docs/report.txt`.
     #[arg(long = "path", value_name = "SUBPATH")]
     pub paths: Vec<String>,
+    /// Replace existing files, symlinks and hard links of the same name (never a folder).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -35,6 +35,7 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
         Reply::Cancelled(report) => cancelled(&report),
         Reply::WatchEnded(_) => vec!["backupd is stopping".to_owned()],
         Reply::LogLevel(set) => vec![format!("log level: {}", set.level)],
+        Reply::Listing(listing) => archive_listing(&listing),
     }
 }
 
@@ -424,6 +425,53 @@ fn restore(summary: &RestoreSummary) -> Vec<String> {
     )];
     lines.extend(summary.refused.iter().map(|r| format!("Refused: {r}")));
     lines
+}
+
+/// Lines for `ls`, as `tar -tv` shows them: type and mode, size, mtime (UTC), path.
+fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
+    listing
+        .entries
+        .iter()
+        .map(|entry| {
+            let kind = match entry.kind.as_str() {
+                "dir" => 'd',
+                "symlink" => 'l',
+                "hardlink" => 'h',
+                "file" => '-',
+                _ => '?',
+            };
+            let when = chrono::DateTime::from_timestamp(i64::try_from(entry.mtime).unwrap_or(0), 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            let mut line = format!(
+                "{kind}{} {:>12} {when} {}",
+                mode_text(entry.mode),
+                entry.size,
+                entry.path
+            );
+            match (entry.kind.as_str(), &entry.link) {
+                ("symlink", Some(link)) => line.push_str(&format!(" -> {link}")),
+                ("hardlink", Some(link)) => line.push_str(&format!(" link to {link}")),
+                _ => {}
+            }
+            line
+        })
+        .collect()
+}
+
+/// `rwxr-x---` for `0o750`.
+fn mode_text(mode: u32) -> String {
+    (0..9)
+        .map(|i| {
+            let bit = 0o400 >> i;
+            match (mode & bit != 0, i % 3) {
+                (false, _) => '-',
+                (true, 0) => 'r',
+                (true, 1) => 'w',
+                (true, _) => 'x',
+            }
+        })
+        .collect()
 }
 
 /// `status`: who answers where.

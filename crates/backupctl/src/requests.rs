@@ -72,6 +72,10 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::LogLevel { level } => Command::LogLevel {
             level: level.clone(),
         },
+        CliCommand::Ls { archive, path } => Command::Ls(proto::request::LsArgs {
+            archive: archive_arg(archive, ctx)?,
+            path: path.clone(),
+        }),
     })
 }
 
@@ -204,6 +208,7 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
         archive: archive_arg(&cli.archive, ctx)?,
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
+        overwrite: cli.overwrite,
     })
 }
 

@@ -41,7 +41,8 @@ pub enum ErrorCode {
     ArchiveNotFound,
     /// At least one archive failed verification; `data` holds the full report.
     VerifyFailed,
-    /// A restore target exists and is not empty; nothing was written.
+    /// A restore target already holds entries the restore would write (and `overwrite` was
+    /// not asked); nothing was written.
     TargetNotEmpty,
     /// The archive does not match its manifest, or has none; nothing was restored.
     ArchiveInvalid,

@@ -59,6 +59,8 @@ pub enum Command {
     /// Change what a running daemon logs: `error`, `warn`, `info`, `debug`, `trace`, or
     /// `target=level,…` (as `--log-level`).
     LogLevel { level: String },
+    /// The entries of an archive (or of one path in it), read from its tar stream.
+    Ls(LsArgs),
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
@@ -136,6 +138,7 @@ impl Command {
         "cancel",
         "watch",
         "log_level",
+        "ls",
     ];
 }
 
@@ -177,11 +180,26 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Absolute path, or a file name in `<home>/backups`.
     pub archive: String,
-    /// Absolute path of an empty or missing directory.
+    /// Absolute path of a directory (created if missing).
     pub to: String,
     /// Restore only these subpaths (relative to the source folder).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// Replace existing files of the same name; without it, any would fail the restore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LsArgs {
+    /// Absolute path, or a file name in `<home>/backups`.
+    pub archive: String,
+    /// Only this entry and what is under it, relative to the source folder or including
+    /// its top-level name (as `restore`'s `paths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A request: an optional `id` the response echoes, and the command.
@@ -360,6 +378,7 @@ mod tests {
                 archive: "a.tar.gz".into(),
                 to: "/r".into(),
                 paths: vec!["docs".into()],
+                overwrite: true,
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],
@@ -380,6 +399,10 @@ mod tests {
             Command::LogLevel {
                 level: "debug".into(),
             },
+            Command::Ls(LsArgs {
+                archive: "a.tar.gz".into(),
+                path: Some("docs".into()),
+            }),
         ];
         assert_eq!(commands.len(), Command::NAMES.len() + 1);
         for command in commands {

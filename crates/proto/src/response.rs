@@ -112,6 +112,8 @@ pub enum Reply {
     WatchEnded(WatchEnd),
     /// `log_level`: the level now in force.
     LogLevel(LogLevelSet),
+    /// `ls`: an archive's entries.
+    Listing(ArchiveListing),
 }
 
 impl Reply {
@@ -135,8 +137,33 @@ impl Reply {
             Command::Cancel { .. } => Reply::Cancelled(from_value(data)?),
             Command::Watch {} => Reply::WatchEnded(from_value(data)?),
             Command::LogLevel { .. } => Reply::LogLevel(from_value(data)?),
+            Command::Ls(_) => Reply::Listing(from_value(data)?),
         })
     }
+}
+
+/// `data` of `ls`: the archive's entries in archive order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveListing {
+    pub archive: String,
+    pub entries: Vec<ArchiveEntry>,
+}
+
+/// One entry of an archive, as its tar header says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveEntry {
+    /// `file`, `dir`, `symlink`, `hardlink` or `other`.
+    pub kind: String,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Content bytes (0 but for files).
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: u64,
+    pub path: String,
+    /// Where a symlink or hard link points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// `data` of `log_level`.

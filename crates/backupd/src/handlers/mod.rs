@@ -9,6 +9,7 @@ mod hello;
 mod jobs;
 mod list;
 mod log_level;
+mod ls;
 mod prune;
 mod restore;
 mod run;
@@ -87,10 +88,10 @@ impl From<StoreError> for HandlerError {
             StoreError::ManifestMissing { .. }
             | StoreError::ManifestInvalid { .. }
             | StoreError::ChecksumMismatch { .. } => ErrorCode::ArchiveInvalid,
-            StoreError::TargetNotEmpty { .. } => ErrorCode::TargetNotEmpty,
-            StoreError::PathNotInArchive { .. } | StoreError::TargetNotDirectory { .. } => {
-                ErrorCode::InvalidArguments
-            }
+            StoreError::WouldOverwrite { .. } => ErrorCode::TargetNotEmpty,
+            StoreError::PathNotInArchive { .. }
+            | StoreError::TargetNotDirectory { .. }
+            | StoreError::TargetIsSymlink { .. } => ErrorCode::InvalidArguments,
             StoreError::ReadDir { .. } | StoreError::Target { .. } | StoreError::Extract { .. } => {
                 ErrorCode::Io
             }
@@ -149,6 +150,7 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             Ok(Reply::WatchEnded(watch::handle(daemon, &sink).await))
         }
         Command::LogLevel { level } => log_level::handle(&level).map(Reply::LogLevel),
+        Command::Ls(args) => ls::handle(daemon, args).await.map(Reply::Listing),
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),
@@ -252,7 +254,11 @@ mod tests {
             ErrorCode::ArchiveInvalid
         );
         assert_eq!(
-            code(StoreError::TargetNotEmpty { path }),
+            code(StoreError::WouldOverwrite {
+                path,
+                entries: vec!["tree/a".into()],
+                total: 1
+            }),
             ErrorCode::TargetNotEmpty
         );
     }

@@ -1,5 +1,6 @@
-//! `restore`: extracts an archive into an empty directory, after checking it against its
-//! manifest; unsafe entries are refused and reported, never written.
+//! `restore`: extracts an archive (or some paths of it) into a directory, after checking it
+//! against its manifest; unsafe entries are refused and reported, never written, and
+//! existing files are only replaced when `overwrite` asks.
 
 use super::{HandlerError, HandlerResult, blocking, resolve_archive};
 use crate::plan;
@@ -13,18 +14,23 @@ pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<Restore
     let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
     let archive = folder.dir().join(&file);
     let to = plan::absolute(&args.to, "restore target")?;
-    let (into, paths) = (to.clone(), args.paths.clone());
-    let report = blocking(move || store::restore(&folder, &file, &into, &paths)).await??;
+    let into = to.clone();
+    let options = store::RestoreOptions {
+        paths: args.paths.clone(),
+        overwrite: args.overwrite,
+    };
+    let report = blocking(move || store::restore(&folder, &file, &into, &options)).await??;
     for refused in &report.refused {
         tracing::warn!("Refused to restore {refused}");
     }
     tracing::info!(
-        "Restored {} to {}: {} files, {} dirs, {} symlinks",
+        "Restored {} to {}: {} files, {} dirs, {} symlinks, {} replaced",
         archive.display(),
         to.display(),
         report.files,
         report.dirs,
-        report.symlinks
+        report.symlinks,
+        report.replaced
     );
     let summary = RestoreSummary {
         archive: archive.display().to_string(),

@@ -25,8 +25,19 @@ pub enum StoreError {
     #[error("archive {path} does not match its manifest: {reason}")]
     ChecksumMismatch { path: PathBuf, reason: String },
 
-    #[error("restore target {path} is not empty")]
-    TargetNotEmpty { path: PathBuf },
+    #[error(
+        "restore target {path} already has {total} of the entries to restore ({}{}); nothing was written (--overwrite replaces them)",
+        entries.join(", "),
+        if *total > entries.len() { ", ..." } else { "" }
+    )]
+    WouldOverwrite {
+        path: PathBuf,
+        entries: Vec<String>,
+        total: usize,
+    },
+
+    #[error("restore target {path} is a symlink")]
+    TargetIsSymlink { path: PathBuf },
 
     #[error("restore target {path} is not a directory")]
     TargetNotDirectory { path: PathBuf },
@@ -37,10 +48,12 @@ pub enum StoreError {
     #[error("no entry in {archive} matches path {path:?}")]
     PathNotInArchive { archive: PathBuf, path: String },
 
-    #[error("cannot restore {entry} from {archive}: {source}")]
+    /// The restore stopped; `cleanup` says what became of what it had written.
+    #[error("cannot restore {entry} from {archive}: {source}; {cleanup}")]
     Extract {
         archive: PathBuf,
         entry: String,
         source: io::Error,
+        cleanup: String,
     },
 }

@@ -1,12 +1,15 @@
 //! The archive store: what to do with the archives in a destination — retention planning and
-//! deletion, verification, safe restore, and rebuilding a manifest lost to a crash.
+//! deletion, verification, listing contents, safe restore, and rebuilding a manifest lost to a
+//! crash.
 //!
 //! Synchronous and protocol-free: the daemon calls it on blocking threads and maps its
 //! results to responses. Archives are written by [`crate::engine`] and reached through
 //! [`crate::destination`]; this module only reads and deletes them.
 
+mod beneath;
 mod checksum;
 mod error;
+mod listing;
 mod repair;
 mod restore;
 mod rotation;
@@ -16,7 +19,8 @@ mod verify;
 pub(crate) mod test_support;
 
 pub use error::StoreError;
+pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
-pub use restore::{RestoreReport, restore};
+pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
 pub use verify::{VerifyFinding, VerifyReport, verify};

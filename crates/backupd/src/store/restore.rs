@@ -1,17 +1,25 @@
-//! Safe restore: an archive whose bytes match its manifest is extracted into an empty
-//! folder, and no entry may write outside it.
+//! Safe restore: an archive whose bytes match its manifest is extracted into a folder, and
+//! no entry may write outside it, even while someone else changes the folder meanwhile.
 //!
-//! Every entry's path is checked before it is unpacked (absolute, `..`, a symlink among
-//! its parents, a hard link escaping or through a symlink); refused entries are reported,
-//! never written. The tar crate's own guards stay on as a second line.
+//! Every entry's path is checked (absolute, `..`) and then written relative to directory
+//! handles opened without following symlinks ([`super::beneath`]): a folder swapped for a
+//! symlink during the restore makes that entry refused, never a write elsewhere. Existing
+//! entries are never replaced unless asked (`overwrite`), and then only by renaming a new
+//! file over them in the same folder handle. A restore that fails midway removes what it
+//! created and says what it could not remove.
 
-use std::ffi::OsStr;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use tar::EntryType;
 
+use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
 use super::verify::{open_tar_stream, read_manifest};
@@ -30,18 +38,33 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// `<entry path>: <reason>` for every entry not restored for safety.
     pub refused: Vec<String>,
+    /// Existing entries replaced (only with `overwrite`).
+    pub replaced: u64,
 }
 
-/// Restores `archive` into `to`, which must be empty or not exist (it is then created).
+/// What to restore and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// If not empty, only entries under these subpaths, given relative to the backed-up
+    /// folder (`docs`) or including its top-level name (`tree/docs`).
+    pub paths: Vec<String>,
+    /// Replace existing files, symlinks and hard links of the same name (never a folder).
+    pub overwrite: bool,
+}
+
+/// How many conflicting entries a refusal names.
+const CONFLICTS_SHOWN: usize = 5;
+
+/// Restores `archive` into `to`, which is created if it does not exist. An existing `to`
+/// may hold other things; unless `options.overwrite`, an entry whose name is taken fails the
+/// restore before anything is written.
 ///
-/// `paths`, if not empty, restricts the restore to entries under those subpaths, given
-/// relative to the backed-up folder (`docs`) or including its top-level name
-/// (`tree/docs`); a subpath matching nothing fails before anything is written.
+/// A subpath matching nothing fails before anything is written.
 pub fn restore(
     destination: &dyn Destination,
     file: &str,
     to: &Path,
-    paths: &[String],
+    options: &RestoreOptions,
 ) -> Result<RestoreReport, StoreError> {
     let archive = Archive {
         destination,
@@ -49,28 +72,48 @@ pub fn restore(
         path: destination.path_of(file),
     };
     let manifest = checked_manifest(&archive)?;
-    check_target(to)?;
-    let filters = Filters::new(paths);
-    if !filters.is_empty() {
-        let unmatched = filters.unmatched(&archive, &manifest)?;
-        if let Some(path) = unmatched.into_iter().next() {
+    let existing = open_existing_target(to)?;
+    let filters = Filters::new(&options.paths);
+    let check_conflicts = match &existing {
+        Some(_) if options.overwrite => None,
+        Some(root) => (!is_empty(to)?).then_some(root),
+        None => None,
+    };
+    if !filters.is_empty() || check_conflicts.is_some() {
+        let scan = scan(&archive, &manifest, &filters, check_conflicts)?;
+        if let Some(path) = scan.unmatched.into_iter().next() {
             return Err(StoreError::PathNotInArchive {
                 archive: archive.path,
                 path,
             });
         }
+        if !scan.conflicts.is_empty() {
+            return Err(StoreError::WouldOverwrite {
+                path: to.to_owned(),
+                total: scan.conflicts_total,
+                entries: scan.conflicts,
+            });
+        }
     }
-    let target_error = |source| StoreError::Target {
-        path: to.to_owned(),
-        source,
+    let (root, made) = match existing {
+        Some(root) => (root, Vec::new()),
+        None => create_target(to)?,
     };
-    fs::create_dir_all(to).map_err(target_error)?;
-    let root = fs::canonicalize(to).map_err(target_error)?;
     Extractor {
         archive: &archive,
-        root: &root,
+        root,
+        made_target: made,
         filters: &filters,
+        overwrite: options.overwrite,
+        owners: rustix::process::geteuid().is_root(),
         report: RestoreReport::default(),
+        cache: None,
+        created_dirs: HashSet::new(),
+        above: HashMap::new(),
+        journal: Vec::new(),
+        folders: Vec::new(),
+        replaced: Vec::new(),
+        temp_count: 0,
     }
     .run(&manifest)
 }
@@ -109,35 +152,145 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
     }
 }
 
-/// Never write into a folder that has something in it: a restore must not mix with, or
-/// overwrite, what is there.
-fn check_target(to: &Path) -> Result<(), StoreError> {
+/// The target folder, opened without following a symlink at its last component, if it
+/// exists. The path up to it is the client's to choose.
+fn open_existing_target(to: &Path) -> Result<Option<OwnedFd>, StoreError> {
     let target_error = |source| StoreError::Target {
         path: to.to_owned(),
         source,
     };
-    match fs::metadata(to) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(target_error(e)),
-        Ok(meta) if !meta.is_dir() => Err(StoreError::TargetNotDirectory {
-            path: to.to_owned(),
-        }),
-        Ok(_) => {
-            let mut entries = fs::read_dir(to).map_err(target_error)?;
-            if entries.next().is_some() {
-                Err(StoreError::TargetNotEmpty {
-                    path: to.to_owned(),
-                })
-            } else {
-                Ok(())
+    let (Some(parent), Some(name)) = (to.parent(), to.file_name()) else {
+        // `/`: it exists and cannot be a symlink.
+        return open_path_dir(to).map(Some).map_err(target_error);
+    };
+    let parent = match open_path_dir(parent) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(target_error(e)),
+    };
+    match beneath::stat_of(&parent, name).map_err(target_error)? {
+        None => Ok(None),
+        Some(stat) if beneath::kind_of(&stat) == FileType::Symlink => {
+            Err(StoreError::TargetIsSymlink {
+                path: to.to_owned(),
+            })
+        }
+        Some(stat) if beneath::kind_of(&stat) != FileType::Directory => {
+            Err(StoreError::TargetNotDirectory {
+                path: to.to_owned(),
+            })
+        }
+        Some(_) => beneath::open_dir(&parent, name)
+            .map(Some)
+            .map_err(target_error),
+    }
+}
+
+fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+fn is_empty(to: &Path) -> Result<bool, StoreError> {
+    let mut entries = fs::read_dir(to).map_err(|source| StoreError::Target {
+        path: to.to_owned(),
+        source,
+    })?;
+    Ok(entries.next().is_none())
+}
+
+/// Creates a missing target (and its missing parents), returning it opened and the folders
+/// made, deepest first, so a failed restore can remove them.
+fn create_target(to: &Path) -> Result<(OwnedFd, Vec<PathBuf>), StoreError> {
+    let target_error = |source| StoreError::Target {
+        path: to.to_owned(),
+        source,
+    };
+    let made: Vec<PathBuf> = to
+        .ancestors()
+        .take_while(|p| fs::symlink_metadata(p).is_err())
+        .map(Path::to_owned)
+        .collect();
+    fs::create_dir_all(to).map_err(target_error)?;
+    match open_existing_target(to)? {
+        Some(root) => Ok((root, made)),
+        None => Err(target_error(io::ErrorKind::NotFound.into())),
+    }
+}
+
+/// What a first pass over the archive found.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Subpath filters that match no entry.
+    unmatched: Vec<String>,
+    /// The first few entries whose name is taken in the target, and how many in all.
+    conflicts: Vec<String>,
+    conflicts_total: usize,
+}
+
+/// Reads the archive's entry names: which filters match nothing and, with `root`, which
+/// selected entries would land on a name already taken (a folder on a folder is fine).
+fn scan(
+    archive: &Archive<'_>,
+    manifest: &Manifest,
+    filters: &Filters,
+    root: Option<&OwnedFd>,
+) -> Result<Scan, StoreError> {
+    let stream_error = |source| StoreError::Extract {
+        archive: archive.path.clone(),
+        entry: "<archive stream>".to_owned(),
+        source,
+        cleanup: "nothing was written".to_owned(),
+    };
+    let mut matched = vec![false; filters.paths.len()];
+    let mut found = Scan::default();
+    let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
+    for entry in tar.entries().map_err(stream_error)? {
+        let entry = entry.map_err(stream_error)?;
+        let path = entry.path().map_err(stream_error)?;
+        let Ok(parts) = safe_components(&path) else {
+            continue;
+        };
+        let Some(i) = filters.select(&parts) else {
+            continue;
+        };
+        if let Some(slot) = matched.get_mut(i) {
+            *slot = true;
+        }
+        let (Some(root), Some((name, parents))) = (root, parts.split_last()) else {
+            continue;
+        };
+        let Ok(parent) = beneath::walk(root, parents, None) else {
+            // Missing parents are made fresh; a blocked one is refused when extracting.
+            continue;
+        };
+        let taken = match beneath::stat_of(&parent, name).map_err(stream_error)? {
+            None => false,
+            Some(stat) => {
+                entry.header().entry_type() != EntryType::Directory
+                    || beneath::kind_of(&stat) != FileType::Directory
+            }
+        };
+        if taken {
+            found.conflicts_total += 1;
+            if found.conflicts.len() < CONFLICTS_SHOWN {
+                found.conflicts.push(beneath::shown(&parts));
             }
         }
     }
+    found.unmatched = filters
+        .paths
+        .iter()
+        .zip(matched)
+        .filter(|(_, m)| !m)
+        .map(|((p, _), _)| p.clone())
+        .collect();
+    Ok(found)
 }
 
 /// The relative, `..`-free components of an archive path, or why it is refused. An empty
 /// result is the archive root itself (`./`).
-fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
+pub(super) fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
@@ -152,13 +305,13 @@ fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
 
 /// The subpaths a restore is limited to.
 #[derive(Debug)]
-struct Filters {
+pub(super) struct Filters {
     /// As given, for messages; and split into components.
     paths: Vec<(String, Vec<String>)>,
 }
 
 impl Filters {
-    fn new(paths: &[String]) -> Self {
+    pub(super) fn new(paths: &[String]) -> Self {
         let paths = paths
             .iter()
             .map(|p| {
@@ -177,13 +330,23 @@ impl Filters {
         Filters { paths }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+
+    /// Whether `parts` is a folder strictly above what a filter selects.
+    pub(super) fn is_above(&self, parts: &[&OsStr]) -> bool {
+        let above = |parts: &[&OsStr], prefix: &[String]| {
+            parts.len() < prefix.len() && parts.iter().zip(prefix).all(|(a, b)| *a == OsStr::new(b))
+        };
+        self.paths.iter().any(|(_, prefix)| {
+            above(parts, prefix) || (!parts.is_empty() && above(&parts[1..], prefix))
+        })
     }
 
     /// The index of the first filter selecting `parts`, or `None`. With no filters every
     /// entry is selected (`Some(usize::MAX)`).
-    fn select(&self, parts: &[&OsStr]) -> Option<usize> {
+    pub(super) fn select(&self, parts: &[&OsStr]) -> Option<usize> {
         if self.is_empty() {
             return Some(usize::MAX);
         }
@@ -197,73 +360,104 @@ impl Filters {
             under(prefix, parts) || (!parts.is_empty() && under(prefix, &parts[1..]))
         })
     }
+}
 
-    /// Reads the archive's entry names and returns the filters that match none.
-    fn unmatched(
-        &self,
-        archive: &Archive<'_>,
-        manifest: &Manifest,
-    ) -> Result<Vec<String>, StoreError> {
-        let stream_error = |source| StoreError::Extract {
-            archive: archive.path.clone(),
-            entry: "<archive stream>".to_owned(),
-            source,
-        };
-        let mut matched = vec![false; self.paths.len()];
-        let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
-        for entry in tar.entries().map_err(stream_error)? {
-            let entry = entry.map_err(stream_error)?;
-            let path = entry.path().map_err(stream_error)?;
-            if let Ok(parts) = safe_components(&path)
-                && let Some(i) = self.select(&parts)
-            {
-                matched[i] = true;
-            }
-        }
-        Ok(self
-            .paths
-            .iter()
-            .zip(matched)
-            .filter(|(_, m)| !m)
-            .map(|((p, _), _)| p.clone())
-            .collect())
+/// A failure that ends the restore: the entry it happened on, and why.
+struct Fatal {
+    entry: String,
+    source: io::Error,
+}
+
+fn fatal(entry: &str) -> impl FnOnce(io::Error) -> Fatal + '_ {
+    move |source| Fatal {
+        entry: entry.to_owned(),
+        source,
     }
 }
 
-/// One pass over the archive, writing under `root` (canonical, existing, initially empty).
+/// Something this restore created, to remove if it fails. Folders it made are private
+/// (0700) until the end, so what is in them is its own: they are removed whole, and files in
+/// them are not journalled (memory grows with folders, not files).
+struct Made {
+    parts: Vec<OsString>,
+    folder: bool,
+    identity: (u64, u64),
+}
+
+/// A folder whose own entry was restored: its attributes are set at the end, on the same
+/// folder (checked by device and inode).
+struct Folder {
+    parts: Vec<OsString>,
+    attributes: Attributes,
+    identity: (u64, u64),
+}
+
+fn identity(stat: &Stat) -> (u64, u64) {
+    #[allow(clippy::unnecessary_cast)] // `st_dev` and `st_ino` differ in width by target
+    (stat.st_dev as u64, stat.st_ino as u64)
+}
+
+fn owned(parts: &[&OsStr]) -> Vec<OsString> {
+    parts.iter().map(|p| (*p).to_owned()).collect()
+}
+
+fn borrowed(parts: &[OsString]) -> Vec<&OsStr> {
+    parts.iter().map(OsString::as_os_str).collect()
+}
+
+/// One pass over the archive, writing beneath `root`.
 struct Extractor<'a> {
     archive: &'a Archive<'a>,
-    root: &'a Path,
+    root: OwnedFd,
+    /// The target folder and its parents, if this restore made them (deepest first).
+    made_target: Vec<PathBuf>,
     filters: &'a Filters,
+    overwrite: bool,
+    /// Whether to give entries their archived owners (only root may).
+    owners: bool,
     report: RestoreReport,
+    /// The last parent folder used, as most entries share their predecessor's.
+    cache: Option<(Vec<OsString>, OwnedFd)>,
+    /// Folders this restore made, so a folder entry after its contents still gets its mode.
+    created_dirs: HashSet<Vec<OsString>>,
+    /// Attributes of the folders above a `paths` selection, for when they are made.
+    above: HashMap<Vec<OsString>, Attributes>,
+    journal: Vec<Made>,
+    folders: Vec<Folder>,
+    /// Entries that replaced an existing one (cannot be undone).
+    replaced: Vec<String>,
+    temp_count: u64,
 }
 
 impl Extractor<'_> {
     fn run(mut self, manifest: &Manifest) -> Result<RestoreReport, StoreError> {
-        let mut tar = self
-            .archive
-            .tar_stream(manifest)
-            .map_err(|e| self.error("<archive stream>", e))?;
-        tar.set_preserve_permissions(true);
-        tar.set_preserve_mtime(true);
-        // Only root may give files away; as anyone else the restorer owns them.
-        tar.set_preserve_ownerships(rustix::process::geteuid().is_root());
-        tar.set_unpack_xattrs(false);
-        tar.set_overwrite(false);
+        match self.extract_all(manifest) {
+            Ok(()) => {
+                self.cache = None;
+                self.finish_folders();
+                self.report.replaced = self.replaced.len() as u64;
+                Ok(self.report)
+            }
+            Err(Fatal { entry, source }) => {
+                self.cache = None;
+                let cleanup = self.undo();
+                Err(StoreError::Extract {
+                    archive: self.archive.path.clone(),
+                    entry,
+                    source,
+                    cleanup,
+                })
+            }
+        }
+    }
 
-        // Folders get their mode and mtime last, deepest first, so a read-only folder
-        // does not block its own contents and writing contents does not bump its mtime.
-        let mut folders = Vec::new();
-        let entries = tar
-            .entries()
-            .map_err(|e| self.error("<archive stream>", e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| self.error("<archive stream>", e))?;
+    fn extract_all(&mut self, manifest: &Manifest) -> Result<(), Fatal> {
+        let stream = "<archive stream>";
+        let mut tar = self.archive.tar_stream(manifest).map_err(fatal(stream))?;
+        for entry in tar.entries().map_err(fatal(stream))? {
+            let mut entry = entry.map_err(fatal(stream))?;
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = entry
-                .path()
-                .map_err(|e| self.error(&shown, e))?
-                .into_owned();
+            let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
                 Ok(parts) if parts.is_empty() => continue,
                 Ok(parts) => parts,
@@ -273,131 +467,356 @@ impl Extractor<'_> {
                 }
             };
             if self.filters.select(&parts).is_none() {
+                // A folder above the selection keeps its archived attributes if this
+                // restore makes it on the way.
+                if entry.header().entry_type() == EntryType::Directory
+                    && self.filters.is_above(&parts)
+                    && let Ok(attributes) = self.attributes_of(entry.header())
+                {
+                    self.above.insert(owned(&parts), attributes);
+                }
                 continue;
             }
             let kind = entry.header().entry_type();
-            let link = entry.link_name().map_err(|e| self.error(&shown, e))?;
-            if let Err(reason) = self.check(&parts, kind, link.as_deref()) {
-                self.refuse(&shown, &reason);
+            if !matches!(
+                kind,
+                EntryType::Regular
+                    | EntryType::Continuous
+                    | EntryType::Directory
+                    | EntryType::Symlink
+                    | EntryType::Link
+            ) {
+                self.refuse(&shown, &format!("unsupported entry type {kind:?}"));
                 continue;
             }
-            let destination: PathBuf = parts.iter().fold(self.root.to_owned(), |p, c| p.join(c));
-            if kind == EntryType::Directory {
-                fs::create_dir_all(&destination).map_err(|e| self.error(&shown, e))?;
-                self.report.dirs += 1;
-                folders.push((shown, destination, entry));
-                continue;
-            }
-            let unpacked = entry
-                .unpack_in(self.root)
-                .map_err(|e| self.error(&shown, e))?;
-            if !unpacked {
-                self.refuse(&shown, "refused by the tar reader");
-                continue;
-            }
+            let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
+            let parents = &parts[..parts.len() - 1];
+            let parent = match self.parent(parents) {
+                Ok(fd) => fd,
+                Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => {
+                    self.refuse(&shown, &reason);
+                    continue;
+                }
+                Err(Blocked::Io(e)) => return Err(fatal(&shown)(e)),
+            };
             match kind {
-                EntryType::Symlink => self.report.symlinks += 1,
-                EntryType::Link => self.report.files += 1,
+                EntryType::Directory => self.folder(&parent, &parts, attributes, &shown)?,
+                EntryType::Symlink => {
+                    let Some(link) = entry.link_name_bytes() else {
+                        self.refuse(&shown, "symlink without a target");
+                        continue;
+                    };
+                    let link = OsStr::from_bytes(&link);
+                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
+                        rustix::fs::symlinkat(link, dir, slot)?;
+                        beneath::apply_to_symlink(dir, slot, &attributes)
+                    })?;
+                    self.report.symlinks += u64::from(placed);
+                }
+                EntryType::Link => {
+                    let link = entry.link_name().map_err(fatal(&shown))?;
+                    let source = match self.link_source(link.as_deref()) {
+                        Ok(source) => source,
+                        Err(reason) => {
+                            self.refuse(&shown, &reason);
+                            continue;
+                        }
+                    };
+                    let (source_dir, source_name) = source;
+                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
+                        Ok(rustix::fs::linkat(
+                            &source_dir,
+                            &source_name,
+                            dir,
+                            slot,
+                            AtFlags::empty(),
+                        )?)
+                    })?;
+                    self.report.files += u64::from(placed);
+                }
                 _ => {
-                    self.report.files += 1;
-                    self.report.bytes += entry.size();
-                }
-            }
-        }
-        for (shown, destination, mut entry) in folders.into_iter().rev() {
-            entry
-                .unpack_in(self.root)
-                .map_err(|e| self.error(&shown, e))?;
-            // The tar reader sets a folder's mode but not its mtime.
-            if let Ok(mtime) = entry.header().mtime() {
-                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-                fs::File::open(&destination)
-                    .and_then(|dir| dir.set_modified(when))
-                    .map_err(|e| self.error(&shown, e))?;
-            }
-        }
-        Ok(self.report)
-    }
-
-    /// Why an entry must not be written, if it must not.
-    fn check(&self, parts: &[&OsStr], kind: EntryType, link: Option<&Path>) -> Result<(), String> {
-        match kind {
-            EntryType::Regular
-            | EntryType::Continuous
-            | EntryType::Directory
-            | EntryType::Symlink
-            | EntryType::Link => {}
-            other => return Err(format!("unsupported entry type {other:?}")),
-        }
-        self.check_parents(parts)?;
-        let destination = parts.iter().fold(self.root.to_owned(), |p, c| p.join(c));
-        match fs::symlink_metadata(&destination) {
-            Err(_) => {}
-            Ok(meta) if kind == EntryType::Directory && meta.is_dir() => {}
-            // Replacing would mean unlinking something an earlier entry made, and a
-            // symlink there could redirect the write.
-            Ok(_) => return Err("already exists (duplicate entry)".to_owned()),
-        }
-        if kind == EntryType::Link {
-            let link = link.ok_or("hard link without a target")?;
-            let target = safe_components(link).map_err(|r| format!("hard link target: {r}"))?;
-            if target.is_empty() {
-                return Err("hard link to the archive root".to_owned());
-            }
-            self.check_parents(&target)
-                .map_err(|r| format!("hard link target: {r}"))?;
-            let target_path = target.iter().fold(self.root.to_owned(), |p, c| p.join(c));
-            match fs::symlink_metadata(&target_path) {
-                Ok(meta) if meta.is_file() => {}
-                Ok(_) => return Err("hard link target is not a regular file".to_owned()),
-                Err(_) => {
-                    return Err(format!(
-                        "hard link target {} was not restored",
-                        link.display()
-                    ));
+                    let size = entry.size();
+                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
+                        let mut file = beneath::create_file(dir, slot)?;
+                        let copied = io::copy(&mut (&mut entry).take(size), &mut file)?;
+                        if copied != size {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("the archive ends after {copied} of its {size} bytes"),
+                            ));
+                        }
+                        beneath::apply(&file, &attributes)
+                    })?;
+                    if placed {
+                        self.report.files += 1;
+                        self.report.bytes += size;
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Every existing parent of `parts` under the root must be a real folder: a symlink
-    /// among them could lead outside the target.
-    fn check_parents(&self, parts: &[&OsStr]) -> Result<(), String> {
-        let mut current = self.root.to_owned();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            current.push(part);
-            match fs::symlink_metadata(&current) {
-                Err(_) => return Ok(()), // the rest is created fresh, as folders
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(format!("{} is a symlink", self.shown(&current)));
-                }
-                Ok(meta) if !meta.is_dir() => {
-                    return Err(format!("{} is not a folder", self.shown(&current)));
-                }
-                Ok(_) => {}
+    /// What a header says to give the entry (owners only when restoring as root).
+    fn attributes_of(&self, header: &tar::Header) -> io::Result<Attributes> {
+        Ok(Attributes {
+            mode: header.mode()?,
+            mtime: header.mtime().unwrap_or(0),
+            owner: match (self.owners, header.uid(), header.gid()) {
+                (true, Ok(uid), Ok(gid)) => Some((
+                    u32::try_from(uid).unwrap_or(u32::MAX),
+                    u32::try_from(gid).unwrap_or(u32::MAX),
+                )),
+                _ => None,
+            },
+        })
+    }
+
+    /// The parent folder of an entry, made if missing; from the cache when it is the last
+    /// one used.
+    fn parent(&mut self, parents: &[&OsStr]) -> Result<OwnedFd, Blocked> {
+        if let Some((cached, fd)) = &self.cache
+            && cached
+                .iter()
+                .map(OsString::as_os_str)
+                .eq(parents.iter().copied())
+        {
+            return Ok(rustix::io::dup(fd)?);
+        }
+        let (journal, created_dirs) = (&mut self.journal, &mut self.created_dirs);
+        let (above, folders) = (&self.above, &mut self.folders);
+        let mut record = |parts: &[&OsStr], stat: &Stat| {
+            journal.push(Made {
+                parts: owned(parts),
+                folder: true,
+                identity: identity(stat),
+            });
+            created_dirs.insert(owned(parts));
+            if let Some(attributes) = above.get(&owned(parts)) {
+                folders.push(Folder {
+                    parts: owned(parts),
+                    attributes: *attributes,
+                    identity: identity(stat),
+                });
             }
+        };
+        let fd = beneath::walk(&self.root, parents, Some(&mut record))?;
+        self.cache = Some((owned(parents), rustix::io::dup(&fd)?));
+        Ok(fd)
+    }
+
+    /// A folder entry: made (or found, if this restore made it or it was there); its
+    /// attributes wait for the end, so that its contents can still be written.
+    fn folder(
+        &mut self,
+        parent: &OwnedFd,
+        parts: &[&OsStr],
+        attributes: Attributes,
+        shown: &str,
+    ) -> Result<(), Fatal> {
+        let name = parts[parts.len() - 1];
+        let mine = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => self.created_dirs.contains(&owned(parts)),
+            Err(e) => return Err(fatal(shown)(e.into())),
+        };
+        let fd = match beneath::open_dir(parent, name) {
+            Ok(fd) => fd,
+            Err(_) => {
+                self.refuse(shown, "already exists and is not a folder");
+                return Ok(());
+            }
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| fatal(shown)(e.into()))?;
+        if mine && self.created_dirs.insert(owned(parts)) {
+            self.journal.push(Made {
+                parts: owned(parts),
+                folder: true,
+                identity: identity(&stat),
+            });
+        }
+        self.report.dirs += 1;
+        // A folder that was there before keeps its own owner, mode and times.
+        if mine {
+            self.folders.push(Folder {
+                parts: owned(parts),
+                attributes,
+                identity: identity(&stat),
+            });
         }
         Ok(())
     }
 
-    fn shown(&self, path: &Path) -> String {
-        path.strip_prefix(self.root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+    /// Makes a non-folder entry with `make(dir, name)`: under its own name when free, else
+    /// (with `overwrite`) under a temporary name renamed over the existing entry. A name
+    /// taken without `overwrite`, or by a folder, refuses the entry (`false`).
+    fn place(
+        &mut self,
+        parent: &OwnedFd,
+        parts: &[&OsStr],
+        shown: &str,
+        make: impl FnOnce(&OwnedFd, &OsStr) -> io::Result<()>,
+    ) -> Result<bool, Fatal> {
+        let (name, parents) = parts.split_last().expect("not empty");
+        let slot: OsString = match beneath::stat_of(parent, name).map_err(fatal(shown))? {
+            None => (*name).to_owned(),
+            Some(stat) if beneath::kind_of(&stat) == FileType::Directory => {
+                self.refuse(shown, "a folder of that name exists");
+                return Ok(false);
+            }
+            Some(_) if !self.overwrite => {
+                self.refuse(shown, "already exists (not overwritten)");
+                return Ok(false);
+            }
+            Some(_) => {
+                // Short whatever the name's length, so it always fits NAME_MAX.
+                self.temp_count += 1;
+                OsString::from(format!(
+                    ".backupd-restore-{}-{}",
+                    std::process::id(),
+                    self.temp_count
+                ))
+            }
+        };
+        let temporary = slot != *name;
+        let mut slot_parts = owned(parents);
+        slot_parts.push(slot.clone());
+        let made = make(parent, &slot);
+        // Whatever `make` left under the slot name is this restore's, even on failure; in a
+        // folder this restore made, removing the folder removes it.
+        let mut journalled = false;
+        if !self.created_dirs.contains(&owned(parents))
+            && let Ok(Some(stat)) = beneath::stat_of(parent, &slot)
+        {
+            self.journal.push(Made {
+                parts: slot_parts,
+                folder: false,
+                identity: identity(&stat),
+            });
+            journalled = true;
+        }
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !temporary => {
+                if journalled {
+                    self.journal.pop();
+                }
+                self.refuse(shown, "already exists (not overwritten)");
+                return Ok(false);
+            }
+            Err(e) => return Err(fatal(shown)(e)),
+        }
+        if temporary {
+            rustix::fs::renameat(parent, &slot, parent, *name)
+                .map_err(|e| fatal(shown)(e.into()))?;
+            // Replaced: undoing it could not bring the old entry back.
+            if journalled {
+                self.journal.pop();
+            }
+            self.replaced.push(shown.to_owned());
+        }
+        Ok(true)
+    }
+
+    /// The folder and name a hard link points at, if it is a regular file restored so far
+    /// beneath the root.
+    fn link_source(&self, link: Option<&Path>) -> Result<(OwnedFd, OsString), String> {
+        let link = link.ok_or("hard link without a target")?;
+        let target = safe_components(link).map_err(|r| format!("hard link target: {r}"))?;
+        let Some((name, parents)) = target.split_last() else {
+            return Err("hard link to the archive root".to_owned());
+        };
+        let not_restored = || format!("hard link target {} was not restored", link.display());
+        let dir = match beneath::walk(&self.root, parents, None) {
+            Ok(dir) => dir,
+            Err(Blocked::Missing(_)) => return Err(not_restored()),
+            Err(Blocked::NotAFolder(reason)) => return Err(format!("hard link target: {reason}")),
+            Err(Blocked::Io(e)) => return Err(format!("hard link target: {e}")),
+        };
+        match beneath::stat_of(&dir, name) {
+            Ok(Some(stat)) if beneath::kind_of(&stat) == FileType::RegularFile => {
+                Ok((dir, (*name).to_owned()))
+            }
+            Ok(Some(_)) => Err("hard link target is not a regular file".to_owned()),
+            _ => Err(not_restored()),
+        }
+    }
+
+    /// Sets the folders' attributes, deepest last-seen first, on each folder re-opened
+    /// without following symlinks; a folder moved or replaced meanwhile is reported.
+    fn finish_folders(&mut self) {
+        for folder in std::mem::take(&mut self.folders).into_iter().rev() {
+            let parts = borrowed(&folder.parts);
+            let shown = beneath::shown(&parts);
+            let (name, parents) = parts.split_last().expect("not empty");
+            let opened = match beneath::walk(&self.root, parents, None) {
+                Ok(dir) => beneath::open_dir(&dir, name).map_err(|e| e.to_string()),
+                Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => Err(reason),
+                Err(Blocked::Io(e)) => Err(e.to_string()),
+            };
+            let applied = opened.and_then(|fd| {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+                if identity(&stat) != folder.identity {
+                    return Err("replaced during the restore".to_owned());
+                }
+                beneath::apply(&fd, &folder.attributes).map_err(|e| e.to_string())
+            });
+            if let Err(reason) = applied {
+                self.refuse(&shown, &format!("mode and times not set: {reason}"));
+            }
+        }
+    }
+
+    /// Removes, newest first, everything this restore created, and says what is left.
+    fn undo(&mut self) -> String {
+        let mut left = Vec::new();
+        for made in std::mem::take(&mut self.journal).into_iter().rev() {
+            let parts = borrowed(&made.parts);
+            let shown = beneath::shown(&parts);
+            let (name, parents) = parts.split_last().expect("not empty");
+            let removed = match beneath::walk(&self.root, parents, None) {
+                Ok(dir) => match beneath::stat_of(&dir, name) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(stat)) if identity(&stat) == made.identity => if made.folder {
+                        beneath::remove_tree(&dir, name)
+                    } else {
+                        beneath::remove_file(&dir, name)
+                    }
+                    .map_err(|e| e.to_string()),
+                    Ok(Some(_)) => Err("replaced by something else".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(Blocked::Missing(_)) => Ok(()),
+                Err(Blocked::NotAFolder(reason)) => Err(reason),
+                Err(Blocked::Io(e)) => Err(e.to_string()),
+            };
+            if let Err(reason) = removed {
+                left.push(format!("{shown} ({reason})"));
+            }
+        }
+        for folder in std::mem::take(&mut self.made_target) {
+            if let Err(e) = fs::remove_dir(&folder) {
+                left.push(format!("{} ({e})", folder.display()));
+            }
+        }
+        for replaced in &self.replaced {
+            left.push(format!("{replaced} (replaced an existing entry)"));
+        }
+        if left.is_empty() {
+            return "everything this restore created was removed".to_owned();
+        }
+        let total = left.len();
+        left.truncate(CONFLICTS_SHOWN);
+        let more = total - left.len();
+        let mut words = format!("left behind: {}", left.join(", "));
+        if more > 0 {
+            words.push_str(&format!(" and {more} more"));
+        }
+        words
     }
 
     fn refuse(&mut self, entry: &str, reason: &str) {
         self.report.refused.push(format!("{entry}: {reason}"));
-    }
-
-    fn error(&self, entry: &str, source: io::Error) -> StoreError {
-        StoreError::Extract {
-            archive: self.archive.path.clone(),
-            entry: entry.to_owned(),
-            source,
-        }
     }
 }
 
@@ -415,8 +834,20 @@ mod tests {
 
     /// Restores an archive given by path.
     fn restore(archive: &Path, to: &Path, paths: &[String]) -> Result<RestoreReport, StoreError> {
+        let options = RestoreOptions {
+            paths: paths.to_vec(),
+            overwrite: false,
+        };
+        restore_with(archive, to, &options)
+    }
+
+    fn restore_with(
+        archive: &Path,
+        to: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport, StoreError> {
         let (folder, file) = LocalFolder::containing(archive).unwrap();
-        super::restore(&folder, &file, to, paths)
+        super::restore(&folder, &file, to, options)
     }
 
     /// Kind, mode, mtime and content (or link target) of everything under `root`.
@@ -484,16 +915,8 @@ mod tests {
     }
 
     #[test]
-    fn a_non_empty_or_non_folder_target_is_refused() {
+    fn a_non_folder_or_symlink_target_is_refused() {
         let (dir, _src, archive) = made(Compression::default());
-        let busy = dir.path().join("busy");
-        fs::create_dir(&busy).unwrap();
-        fs::write(busy.join("keep.txt"), "mine").unwrap();
-        let err = restore(&archive, &busy, &[]).unwrap_err();
-        assert!(matches!(err, StoreError::TargetNotEmpty { .. }), "{err}");
-        assert!(err.to_string().contains("busy"));
-        assert_eq!(fs::read_dir(&busy).unwrap().count(), 1);
-
         let file = dir.path().join("file");
         fs::write(&file, "x").unwrap();
         let err = restore(&archive, &file, &[]).unwrap_err();
@@ -501,11 +924,271 @@ mod tests {
             matches!(err, StoreError::TargetNotDirectory { .. }),
             "{err}"
         );
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = restore(&archive, &link, &[]).unwrap_err();
+        assert!(matches!(err, StoreError::TargetIsSymlink { .. }), "{err}");
+        assert_eq!(dir_names(&real), Vec::<String>::new());
+    }
 
-        let empty = dir.path().join("empty_target");
-        fs::create_dir(&empty).unwrap();
-        restore(&archive, &empty, &[]).unwrap();
-        assert!(empty.join("tree/top.txt").exists());
+    #[test]
+    fn a_non_empty_target_keeps_its_files_and_a_taken_name_fails_before_writing() {
+        let (dir, src, archive) = made(Compression::default());
+        let busy = dir.path().join("busy");
+        fs::create_dir(&busy).unwrap();
+        fs::write(busy.join("keep.txt"), "mine").unwrap();
+        let report = restore(&archive, &busy, &[]).unwrap();
+        assert_eq!(report.refused, Vec::<String>::new());
+        assert_eq!(fs::read_to_string(busy.join("keep.txt")).unwrap(), "mine");
+        assert_eq!(snapshot(&busy.join("tree")), snapshot(&src));
+
+        // Again: every file's name is taken now, and nothing changes.
+        fs::write(busy.join("tree/top.txt"), "changed").unwrap();
+        fs::remove_file(busy.join("tree/docs/a.txt")).unwrap();
+        let err = restore(&archive, &busy, &[]).unwrap_err();
+        let StoreError::WouldOverwrite { entries, total, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(entries.len(), CONFLICTS_SHOWN, "{err}");
+        assert!(*total > CONFLICTS_SHOWN, "{err}");
+        assert!(err.to_string().contains("--overwrite"), "{err}");
+        assert_eq!(
+            fs::read_to_string(busy.join("tree/top.txt")).unwrap(),
+            "changed"
+        );
+        assert!(!busy.join("tree/docs/a.txt").exists(), "nothing written");
+
+        // One file, into a folder that has it: refused; with overwrite, replaced.
+        let one = || vec!["top.txt".to_owned()];
+        let err = restore(&archive, &busy, &one()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::WouldOverwrite { total: 1, .. }),
+            "{err}"
+        );
+        let options = RestoreOptions {
+            paths: one(),
+            overwrite: true,
+        };
+        let report = restore_with(&archive, &busy, &options).unwrap();
+        assert_eq!((report.files, report.replaced), (1, 1), "{report:?}");
+        assert_eq!(
+            fs::read(busy.join("tree/top.txt")).unwrap(),
+            fs::read(src.join("top.txt")).unwrap()
+        );
+        assert_eq!(fs::read_to_string(busy.join("keep.txt")).unwrap(), "mine");
+        let leftovers: Vec<String> = dir_names(&busy.join("tree"))
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert_eq!(leftovers, Vec::<String>::new(), "no temporary file left");
+    }
+
+    #[test]
+    fn overwrite_replaces_a_symlink_itself_never_what_it_points_to() {
+        let (dir, src, archive) = made(Compression::default());
+        let outside = dir.path().join("outside.txt");
+        fs::write(&outside, "untouched").unwrap();
+        let target = dir.path().join("t");
+        fs::create_dir_all(target.join("tree")).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("tree/top.txt")).unwrap();
+        let options = RestoreOptions {
+            paths: vec!["top.txt".to_owned()],
+            overwrite: true,
+        };
+        restore_with(&archive, &target, &options).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
+        let meta = fs::symlink_metadata(target.join("tree/top.txt")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(
+            fs::read(target.join("tree/top.txt")).unwrap(),
+            fs::read(src.join("top.txt")).unwrap()
+        );
+    }
+
+    #[test]
+    fn overwrite_works_for_a_name_of_the_longest_length() {
+        let base = tempfile::tempdir().unwrap();
+        let name = "n".repeat(255);
+        let archive = base.path().join("long_20250102_030405.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(3);
+        builder
+            .append_data(&mut header, format!("top/{name}"), &b"new"[..])
+            .unwrap();
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let target = base.path().join("t");
+        fs::create_dir_all(target.join("top")).unwrap();
+        fs::write(target.join("top").join(&name), "old").unwrap();
+        let options = RestoreOptions {
+            paths: Vec::new(),
+            overwrite: true,
+        };
+        let report = restore_with(&archive, &target, &options).unwrap();
+        assert_eq!(report.replaced, 1);
+        assert_eq!(
+            fs::read_to_string(target.join("top").join(&name)).unwrap(),
+            "new"
+        );
+    }
+
+    #[test]
+    fn a_truncated_entry_fails_the_restore_and_removes_everything_it_created() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = cut_archive(base.path(), "cut", "top/sub/");
+
+        let fresh = base.path().join("fresh/target");
+        let err = restore(&archive, &fresh, &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Extract { .. }), "{text}");
+        assert!(text.contains("top/sub/huge.bin"), "{text}");
+        assert!(text.contains("1024 of its 53687091200 bytes"), "{text}");
+        assert!(
+            text.contains("everything this restore created was removed"),
+            "{text}"
+        );
+        assert!(
+            !base.path().join("fresh").exists(),
+            "the made target is removed too"
+        );
+
+        // Into an existing folder: the first pass (looking for taken names) finds the cut.
+        let existing = base.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        fs::write(existing.join("mine"), "mine").unwrap();
+        let err = restore(&archive, &existing, &[]).unwrap_err();
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+        assert_eq!(dir_names(&existing), ["mine"]);
+        // With overwrite there is no first pass: its own files stay, the restore's go.
+        let options = RestoreOptions {
+            paths: Vec::new(),
+            overwrite: true,
+        };
+        let err = restore_with(&archive, &existing, &options).unwrap_err();
+        assert!(err.to_string().contains("was removed"), "{err}");
+        assert_eq!(dir_names(&existing), ["mine"]);
+
+        // Files straight in the existing folder (not in one the restore made) go too.
+        let flat = cut_archive(base.path(), "flat", "");
+        let err = restore_with(&flat, &existing, &options).unwrap_err();
+        assert!(err.to_string().contains("was removed"), "{err}");
+        assert_eq!(dir_names(&existing), ["mine"]);
+    }
+
+    /// A tar whose last entry (`<prefix>huge.bin`) claims 50 GB but has 1 KiB of data, after
+    /// a folder `top/` and `<prefix>ok.txt`; the manifest matches these bytes, as a damaged
+    /// set's could.
+    fn cut_archive(dir: &Path, name: &str, prefix: &str) -> PathBuf {
+        let archive = dir.join(format!("{name}_20250102_030405.tar"));
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut folder = tar::Header::new_gnu();
+        folder.set_entry_type(EntryType::Directory);
+        folder.set_mode(0o555);
+        folder.set_size(0);
+        folder.set_cksum();
+        builder
+            .append_data(&mut folder, "top/", io::empty())
+            .unwrap();
+        let mut ok = tar::Header::new_gnu();
+        ok.set_mode(0o644);
+        ok.set_size(4);
+        ok.set_cksum();
+        builder
+            .append_data(&mut ok, format!("{prefix}ok.txt"), &b"fine"[..])
+            .unwrap();
+        let mut bytes = builder.into_inner().unwrap();
+        bytes.truncate(bytes.len() - 1024); // the end-of-archive marker
+        let mut huge = tar::Header::new_gnu();
+        huge.set_path(format!("{prefix}huge.bin")).unwrap();
+        huge.set_mode(0o644);
+        huge.set_size(50 << 30);
+        huge.set_cksum();
+        bytes.extend_from_slice(huge.as_bytes());
+        bytes.extend_from_slice(&[7u8; 1024]);
+        fs::write(&archive, &bytes).unwrap();
+        write_matching_manifest(&archive);
+        archive
+    }
+
+    /// As root (CI), the adversary's symlinks are not stopped by permissions, so only the
+    /// handle-based extraction keeps writes inside the target.
+    #[test]
+    fn swapping_folders_for_symlinks_during_a_restore_writes_nothing_outside() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        const FOLDERS: usize = 8;
+        const FILES: usize = 300;
+        let base = tempfile::tempdir().unwrap();
+        let src = base.path().join("big");
+        for d in 0..FOLDERS {
+            let folder = src.join(format!("d{d}"));
+            fs::create_dir_all(&folder).unwrap();
+            for f in 0..FILES {
+                fs::write(folder.join(format!("f{f:04}")), b"x").unwrap();
+            }
+        }
+        let dest = base.path().join("b");
+        fs::create_dir(&dest).unwrap();
+        let archive = backup(
+            &src,
+            &dest,
+            "big",
+            Compression::of(Codec::None),
+            "20250102_030405",
+        )
+        .archive;
+        let outside = base.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+
+        // Rounds until a time budget is spent: a racing restore may stop early.
+        let started = std::time::Instant::now();
+        let mut round = 0;
+        while round < 1 || (started.elapsed().as_secs() < 12 && round < 40) {
+            round += 1;
+            let target = base.path().join(format!("target{round}"));
+            fs::create_dir(&target).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let adversary = {
+                let (stop, big, outside) = (Arc::clone(&stop), target.join("big"), outside.clone());
+                std::thread::spawn(move || {
+                    // Once the restore made `big`, each folder gets a twin symlink to the
+                    // outside, to be exchanged with it.
+                    while !big.exists() && !stop.load(Ordering::Relaxed) {
+                        std::thread::yield_now();
+                    }
+                    let Ok(dir) = fs::File::open(&big) else {
+                        return;
+                    };
+                    for d in 0..FOLDERS {
+                        let _ = std::os::unix::fs::symlink(&outside, big.join(format!("l{d}")));
+                    }
+                    let exchange = rustix::fs::RenameFlags::EXCHANGE;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Atomically swap `dN` with its symlink twin and back: `dN` is
+                        // mostly a folder (so checks pass), briefly a symlink.
+                        for d in 0..FOLDERS {
+                            let (real, link) = (format!("d{d}"), format!("l{d}"));
+                            let _ = rustix::fs::renameat_with(&dir, &real, &dir, &link, exchange);
+                            let _ = rustix::fs::renameat_with(&dir, &real, &dir, &link, exchange);
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let result = restore(&archive, &target, &[]);
+            stop.store(true, Ordering::Relaxed);
+            adversary.join().unwrap();
+            assert_eq!(
+                dir_names(&outside),
+                Vec::<String>::new(),
+                "round {round}: {result:?}"
+            );
+        }
     }
 
     #[test]
@@ -528,11 +1211,18 @@ mod tests {
 
     #[test]
     fn subpaths_select_entries_with_or_without_the_top_folder() {
-        let (dir, _src, archive) = made(Compression::default());
+        let (dir, src, archive) = made(Compression::default());
         for filter in ["docs", "tree/docs", "docs/"] {
             let out = dir.path().join(format!("out_{}", filter.replace('/', "_")));
             let report = restore(&archive, &out, &[filter.to_owned()]).unwrap();
             let got = snapshot(&out);
+            // The folder above the selection, made on the way, has the archived attributes.
+            let (kind, mode, mtime, _) = &got["tree"];
+            let src_meta = fs::metadata(&src).unwrap();
+            assert_eq!(
+                (*kind, *mode, *mtime),
+                ('d', src_meta.mode() & 0o7777, src_meta.mtime())
+            );
             assert!(got.contains_key("tree/docs/a.txt"), "{filter}");
             assert!(got.contains_key("tree/docs/deep/data.bin"));
             assert!(got.contains_key("tree/docs/deep/hard2"));

@@ -91,7 +91,9 @@ pub fn read_manifest(
         reason,
     };
     match destination.get(manifest) {
-        Ok(bytes) => Manifest::from_json(&bytes).map_err(|e| invalid(e.to_string())),
+        Ok(bytes) => {
+            Manifest::from_json(&bytes).map_err(|e| invalid(manifest_error_without_content(&e)))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::ManifestMissing {
             archive: destination.path_of(archive),
             manifest: destination.path_of(manifest),
@@ -245,7 +247,7 @@ fn read_through(
 /// Early end of input is truncation; anything else is corruption. The tar crate reports a
 /// short header block only through its message, hence the text match.
 fn classify(error: io::Error) -> VerifyFinding {
-    let text = error.to_string();
+    let text = without_quoted_bytes(&error.to_string());
     let short = error.kind() == io::ErrorKind::UnexpectedEof
         || text.contains("failed to read entire block")
         || text.contains("incomplete frame");
@@ -254,6 +256,27 @@ fn classify(error: io::Error) -> VerifyFinding {
     } else {
         VerifyFinding::Unreadable(text)
     }
+}
+
+/// A reader's error message without what it quotes of the input: the tar reader appends
+/// header bytes after a colon (`numeric field was not a number: <bytes> when getting cksum
+/// for <bytes>`), and a file that is not an archive (`/etc/passwd`) must not be echoed to a
+/// client or the log. Decoders' and the system's messages have no colon and pass whole.
+pub(crate) fn without_quoted_bytes(message: &str) -> String {
+    let head = message.split(':').next().unwrap_or_default().trim_end();
+    head.chars().filter(|c| !c.is_control()).take(120).collect()
+}
+
+/// A manifest that does not parse, described by the parser's category and position only:
+/// serde's messages quote values (`invalid type: string "…"`), and the file may be anything.
+pub(crate) fn manifest_error_without_content(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "not a manifest (missing or mistyped fields)",
+        serde_json::error::Category::Eof => "not valid JSON (ends early)",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
 }
 
 #[cfg(test)]
@@ -444,6 +467,31 @@ mod tests {
             );
             fs::remove_file(&archive).unwrap();
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_archive_is_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret: String = (0..40)
+            .map(|i| format!("user{i}:x:SECRET_MARKER:0:/home:/bin/sh\n"))
+            .collect();
+        let archive = dir.path().join("p_20250102_030405.tar");
+        fs::write(&archive, &secret).unwrap();
+        fs::write(manifest_of(&archive), r#"{"size_bytes":"SECRET_MARKER"}"#).unwrap();
+        let report = verify_path(&archive).unwrap();
+        let words = format!("{} {:?}", report.finding, report.detail);
+        assert!(!words.contains("SECRET"), "{words}");
+        assert!(words.contains("numeric field was not a number"), "{words}");
+        assert!(words.contains("not a manifest"), "{words}");
+        fs::remove_file(manifest_of(&archive)).unwrap();
+        write_matching_manifest(&archive);
+        let report = verify_path(&archive).unwrap();
+        let words = format!("{} {:?}", report.finding, report.detail);
+        assert!(
+            matches!(report.finding, VerifyFinding::Unreadable(_)),
+            "{words}"
+        );
+        assert!(!words.contains("SECRET"), "{words}");
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! `ls`: an archive's entries (kind, mode, size, mtime, path), or those under one path.
+
+use super::{HandlerResult, blocking, resolve_archive};
+use crate::state::Daemon;
+use crate::store;
+use proto::request::LsArgs;
+use proto::response::{ArchiveEntry, ArchiveListing};
+
+pub async fn handle(daemon: &Daemon, args: LsArgs) -> HandlerResult<ArchiveListing> {
+    let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+    let archive = folder.dir().join(&file);
+    let path = args.path.clone();
+    let listing = blocking(move || store::list_contents(&folder, &file, path.as_deref())).await??;
+    if listing.not_listed > 0 {
+        tracing::warn!(
+            "Listed the first {} entries of {}; {} more not listed",
+            store::MAX_LISTED,
+            archive.display(),
+            listing.not_listed
+        );
+    }
+    Ok(ArchiveListing {
+        archive: archive.display().to_string(),
+        entries: listing
+            .entries
+            .into_iter()
+            .map(|e| ArchiveEntry {
+                kind: e.kind.to_owned(),
+                mode: e.mode,
+                size: e.size,
+                mtime: e.mtime,
+                path: e.path,
+                link: e.link,
+            })
+            .collect(),
+    })
+}

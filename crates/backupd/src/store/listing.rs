@@ -1,0 +1,169 @@
+//! An archive's contents: each entry's kind, mode, size, mtime and path, read from the tar
+//! headers (the data is skipped, not written anywhere).
+//!
+//! Only archives with a readable manifest are listed, as for verify and restore, so the
+//! daemon does not become a way to read other tar files; a reader error is reported
+//! without quoting the file's bytes.
+
+use std::io;
+use std::path::PathBuf;
+
+use tar::EntryType;
+
+use super::error::StoreError;
+use super::restore::{Filters, safe_components};
+use super::verify::{open_tar_stream, read_manifest, without_quoted_bytes};
+use crate::destination::Destination;
+use crate::format::naming::manifest_name_for;
+
+/// Entries listed at most, so that one request's answer stays bounded.
+pub const MAX_LISTED: usize = 100_000;
+
+/// One entry, as its header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime: u64,
+    pub path: String,
+    pub link: Option<String>,
+}
+
+/// The entries of an archive, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<ListedEntry>,
+    /// Entries beyond [`MAX_LISTED`], counted but not listed.
+    pub not_listed: u64,
+}
+
+/// Lists `file`, or with `path` only that entry and what is under it (a path matching
+/// nothing is an error).
+pub fn list_contents(
+    destination: &dyn Destination,
+    file: &str,
+    path: Option<&str>,
+) -> Result<Listing, StoreError> {
+    let archive = destination.path_of(file);
+    let manifest = read_manifest(destination, file, &manifest_name_for(file))?;
+    let unreadable = |e: io::Error| StoreError::ReadArchive {
+        path: archive.clone(),
+        source: io::Error::new(e.kind(), without_quoted_bytes(&e.to_string())),
+    };
+    let wanted: Vec<String> = path.map(str::to_owned).into_iter().collect();
+    let filters = Filters::new(&wanted);
+    let mut tar =
+        tar::Archive::new(open_tar_stream(destination, file, Some(&manifest)).map_err(unreadable)?);
+    let mut listing = Listing::default();
+    for entry in tar.entries().map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let entry_path = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).as_ref());
+        if !filters.is_empty() {
+            let selected = safe_components(&entry_path)
+                .ok()
+                .and_then(|parts| filters.select(&parts));
+            if selected.is_none() {
+                continue;
+            }
+        }
+        if listing.entries.len() >= MAX_LISTED {
+            listing.not_listed += 1;
+            continue;
+        }
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous => "file",
+            EntryType::Directory => "dir",
+            EntryType::Symlink => "symlink",
+            EntryType::Link => "hardlink",
+            _ => "other",
+        };
+        listing.entries.push(ListedEntry {
+            kind,
+            mode: header.mode().unwrap_or(0) & 0o7777,
+            size: entry.size(),
+            mtime: header.mtime().unwrap_or(0),
+            path: entry_path.display().to_string(),
+            link: entry
+                .link_name_bytes()
+                .map(|link| String::from_utf8_lossy(&link).into_owned()),
+        });
+    }
+    if let Some(path) = path
+        && listing.entries.is_empty()
+        && listing.not_listed == 0
+    {
+        return Err(StoreError::PathNotInArchive {
+            archive,
+            path: path.to_owned(),
+        });
+    }
+    Ok(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::destination::LocalFolder;
+    use crate::store::test_support::{backup, build_tree, manifest_of};
+    use proto::Compression;
+
+    fn listed(archive: &std::path::Path, path: Option<&str>) -> Result<Listing, StoreError> {
+        let (folder, file) = LocalFolder::containing(archive).unwrap();
+        list_contents(&folder, &file, path)
+    }
+
+    #[test]
+    fn lists_every_entry_or_those_under_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = build_tree(dir.path());
+        let dest = dir.path().join("backups");
+        fs::create_dir(&dest).unwrap();
+        let archive = backup(
+            &src,
+            &dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        )
+        .archive;
+        let all = listed(&archive, None).unwrap();
+        let top = all
+            .entries
+            .iter()
+            .find(|e| e.path == "tree/top.txt")
+            .unwrap();
+        assert_eq!(top.kind, "file");
+        assert_eq!(top.size, fs::metadata(src.join("top.txt")).unwrap().len());
+        assert!(
+            all.entries
+                .iter()
+                .any(|e| e.kind == "dir" && e.path == "tree/docs/")
+        );
+        assert!(
+            all.entries
+                .iter()
+                .any(|e| e.kind == "symlink" && e.link.is_some())
+        );
+
+        for path in ["docs/deep", "tree/docs/deep"] {
+            let some = listed(&archive, Some(path)).unwrap();
+            assert!(!some.entries.is_empty());
+            assert!(
+                some.entries
+                    .iter()
+                    .all(|e| e.path.starts_with("tree/docs/deep")),
+                "{some:?}"
+            );
+        }
+        let err = listed(&archive, Some("nope")).unwrap_err();
+        assert!(matches!(err, StoreError::PathNotInArchive { .. }), "{err}");
+
+        fs::remove_file(manifest_of(&archive)).unwrap();
+        let err = listed(&archive, None).unwrap_err();
+        assert!(matches!(err, StoreError::ManifestMissing { .. }), "{err}");
+    }
+}

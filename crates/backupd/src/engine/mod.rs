@@ -117,9 +117,16 @@ pub fn run_backup(
         });
     }
 
+    // A partial of this name means a run started in the same second is writing it: the
+    // name is taken, and the runner tries the next second.
     let pending = destination
         .begin(&names.archive)
-        .map_err(destination_error)?;
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => EngineError::ArchiveExists {
+                path: destination.path_of(&names.archive),
+            },
+            _ => destination_error(source),
+        })?;
     let location = pending.location();
     let write_error = |source| EngineError::Write {
         path: location.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use chrono::NaiveDate;
 
 use super::*;
-use crate::destination::LocalFolder;
+use crate::destination::{Destination, FileIdentity, LocalFolder, PendingArchive, Removal};
 use crate::store::test_support::dir_names;
 use proto::Codec;
 
@@ -330,6 +330,20 @@ fn missing_destination_leaves_nothing() {
 }
 
 #[test]
+fn a_name_another_run_is_writing_counts_as_taken() {
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let mut j = job(&src, &dest, Compression::default(), &[]);
+    // A run of the same name started in the same second, after this one found the name free.
+    let _other_run = j.destination.begin(&j.names().archive).unwrap();
+    j.destination = Arc::new(LookedTooEarly(LocalFolder::new(&dest)));
+    let err = run(&j).unwrap_err();
+    assert!(matches!(err, EngineError::ArchiveExists { .. }), "{err}");
+}
+
+#[test]
 fn existing_archive_is_never_overwritten() {
     let base = tempfile::tempdir().unwrap();
     let src = build_tree(base.path());
@@ -601,5 +615,46 @@ fn a_destination_inside_the_source_is_left_out_by_identity_and_said_once() {
             ]
         );
         assert_eq!(m.skipped, 0);
+    }
+}
+
+/// A folder that answered "free" just before another run began writing the same name: every
+/// name looks free, everything else is the folder's own.
+#[derive(Debug)]
+struct LookedTooEarly(LocalFolder);
+
+impl Destination for LookedTooEarly {
+    fn location(&self) -> PathBuf {
+        self.0.location()
+    }
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.0.path_of(file)
+    }
+    fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+        self.0.files()
+    }
+    fn any_exists(&self, _files: &[String]) -> std::io::Result<bool> {
+        Ok(false)
+    }
+    fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        self.0.open(file)
+    }
+    fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+        self.0.get(file)
+    }
+    fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.put_new(file, bytes)
+    }
+    fn begin(&self, archive: &str) -> std::io::Result<Box<dyn PendingArchive>> {
+        self.0.begin(archive)
+    }
+    fn remove(&self, file: &str) -> std::io::Result<()> {
+        self.0.remove(file)
+    }
+    fn identity(&self, file: &str) -> std::io::Result<FileIdentity> {
+        self.0.identity(file)
+    }
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> std::io::Result<Removal> {
+        self.0.remove_if_same(file, expected)
     }
 }

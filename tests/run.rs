@@ -905,6 +905,31 @@ fn a_tree_deeper_than_path_max_is_archived_completely() {
     let bottom = bottom.to_str().unwrap();
     assert_eq!(gnu_listing(&["-xzOf", archive, bottom]), ["deepest"]);
     t.ctl(&["verify", archive]).ok();
+
+    // And it comes back whole: the restore too works beneath folder handles.
+    let target = t.work().join("restored");
+    t.ctl(&["restore", archive, "--to", target.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        read_deep(&target.join("src"), &deepest.join("f.txt")),
+        b"deepest\n"
+    );
+}
+
+/// Reads a file whose path may be longer than `PATH_MAX`, one folder at a time.
+fn read_deep(top: &Path, rel: &Path) -> Vec<u8> {
+    use rustix::fs::{Mode, OFlags};
+    let mut dir = rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    let mut parts: Vec<_> = rel.components().collect();
+    let file = parts.pop().unwrap();
+    for part in parts {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        dir = rustix::fs::openat(&dir, part.as_os_str(), flags, Mode::empty()).unwrap();
+    }
+    let fd = rustix::fs::openat(&dir, file.as_os_str(), OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).unwrap();
+    bytes
 }
 
 #[test]

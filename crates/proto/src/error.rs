@@ -13,7 +13,7 @@ pub enum ErrorCode {
     InvalidUtf8,
     /// The request line was not valid JSON.
     InvalidJson,
-    /// The request was JSON but not an object, or `cmd` was not a string.
+    /// The request was JSON but not an object, had a key twice, or `cmd` was not a string.
     InvalidRequest,
     /// The request object had no `cmd`.
     MissingCommand,

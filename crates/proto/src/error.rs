@@ -57,6 +57,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Anything else that went wrong inside the daemon.
     Internal,
+    /// A request line was started but not finished within the daemon's line timeout; the
+    /// connection is closed.
+    RequestTimeout,
+    /// The daemon serves as many connections as it allows (for this user, or in all); the
+    /// connection is closed. Try again later.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -88,6 +94,8 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::RequestTimeout => "request_timeout",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -130,6 +138,8 @@ mod tests {
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,
+            ErrorCode::RequestTimeout,
+            ErrorCode::TooManyConnections,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

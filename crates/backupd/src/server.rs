@@ -148,6 +148,15 @@ fn turn_away(stream: &UnixStream, full: &crate::admission::Full) {
         format!("{full}; try again later"),
     );
     let _ = stream.try_write(answer.to_line().as_bytes());
+    // Closing with unread input would reset the connection, and the client would lose the
+    // answer: take what it has sent already (a request is usually there), within a bound.
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 /// Answers the connection's requests in order until the client closes, stays silent too long,

@@ -106,6 +106,42 @@ fn a_reserved_slot_serves_only_short_requests() {
 }
 
 #[test]
+fn backupctl_says_why_when_the_daemon_has_no_room() {
+    let t = TestHome::new();
+    write_config(
+        &t,
+        "line_timeout = \"10m\"\nidle_timeout = \"10m\"\nmax_connections_per_uid = 1\n",
+    );
+    let _daemon = t.start_daemon();
+    // Stalled reserved slots are freed after 2 s: an attempt only counts if it ran sooner.
+    for _attempt in 0..5 {
+        let started = Instant::now();
+        // One shared slot and the four reserved ones, all stalled; connections are accepted
+        // in order, so backupctl's comes after them.
+        let held: Vec<_> = (0..5)
+            .map(|_| {
+                let mut stream = UnixStream::connect(t.socket()).unwrap();
+                stream.write_all(b"{").unwrap();
+                stream
+            })
+            .collect();
+        let out = t.ctl(&["list"]);
+        if started.elapsed() > Duration::from_millis(1500) {
+            continue;
+        }
+        assert_eq!(out.code(), 1, "{}", out.stderr());
+        assert!(
+            out.stderr().contains("per user") && out.stderr().contains("try again later"),
+            "{}",
+            out.stderr()
+        );
+        drop(held);
+        return;
+    }
+    panic!("no attempt ran within 1.5 s");
+}
+
+#[test]
 fn an_unfinished_line_is_closed_with_a_clear_error_and_a_silent_connection_is_closed() {
     let t = TestHome::new();
     write_config(&t, "line_timeout = \"1s\"\nidle_timeout = \"2s\"\n");

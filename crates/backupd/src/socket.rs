@@ -248,7 +248,7 @@ fn bind_and_listen(path: &Path, group: Option<u32>) -> io::Result<UnixListener> 
         let _ = std::fs::remove_file(path);
         return Err(e.into());
     }
-    Ok(UnixListener::from(std::os::fd::OwnedFd::from(socket)))
+    Ok(UnixListener::from(socket))
 }
 
 #[cfg(test)]

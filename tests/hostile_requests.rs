@@ -58,6 +58,16 @@ fn corpus(t: &TestHome) -> Vec<(String, Vec<u8>, &'static str)> {
             b"\xef\xbb\xbf{\"cmd\":\"hello\"}",
             "invalid_json",
         ),
+        text(
+            "CRLF after a bad request",
+            "{\"cmd\":\"nope\"}\r",
+            "unknown_command",
+        ),
+        text(
+            "a lone CR in a string",
+            "{\"cmd\":\"hel\rlo\"}",
+            "invalid_json",
+        ),
         text("null", "null", "invalid_request"),
         text("a number", "42", "invalid_request"),
         text("a string", r#""hello""#, "invalid_request"),

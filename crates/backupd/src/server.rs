@@ -85,14 +85,16 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, settings: Settin
             tracing::debug!("dropped a connection whose peer is unknown");
             continue;
         };
-        let uid = cred.uid();
-        match admission.admit(uid, edge.access.is_privileged(uid)) {
+        let peer = Peer {
+            uid: cred.uid(),
+            pid: cred.pid().and_then(|pid| u32::try_from(pid).ok()),
+        };
+        match admission.admit(peer.uid, edge.access.is_privileged(peer.uid)) {
             Ok(ticket) => {
                 let daemon = Arc::clone(&daemon);
                 let edge = Arc::clone(&edge);
-                let pid = cred.pid().and_then(|pid| u32::try_from(pid).ok());
                 connections.spawn(async move {
-                    serve_connection(stream, &daemon, &edge, ticket, pid).await;
+                    serve_connection(stream, &daemon, &edge, ticket, peer).await;
                 });
             }
             Err(full) => {
@@ -111,6 +113,13 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, settings: Settin
             connections.len()
         );
     }
+}
+
+/// The connecting process, as the kernel saw it at connect time (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    pid: Option<u32>,
 }
 
 /// Logs turned-away connections without letting a flood of them flood the log.
@@ -167,13 +176,12 @@ async fn serve_connection(
     daemon: &Daemon,
     edge: &Edge,
     ticket: Ticket,
-    pid: Option<u32>,
+    peer: Peer,
 ) {
-    let uid = stream.peer_cred().map(|cred| cred.uid());
-    let refused = match uid {
-        Ok(uid) => edge.access.check(uid, pid, Path::new("/proc")).err(),
-        Err(e) => Some(format!("can't identify the connecting process: {e}")),
-    };
+    let refused = edge
+        .access
+        .check(peer.uid, peer.pid, Path::new("/proc"))
+        .err();
     let (read, write) = stream.into_split();
     let mut write = LineWriter {
         write,
@@ -412,7 +420,11 @@ mod tests {
         let ticket = Admission::new(Limits::default())
             .admit(0, true)
             .expect("an empty daemon has room");
-        serve_connection(stream, daemon, &edge, ticket, None).await;
+        let peer = Peer {
+            uid: edge.access.own_uid,
+            pid: None,
+        };
+        serve_connection(stream, daemon, &edge, ticket, peer).await;
     }
 
     #[tokio::test]

@@ -107,17 +107,23 @@ fn a_reserved_slot_serves_only_short_requests() {
 
 #[test]
 fn backupctl_says_why_when_the_daemon_has_no_room() {
-    let t = TestHome::new();
-    write_config(
-        &t,
-        "line_timeout = \"10m\"\nidle_timeout = \"10m\"\nmax_connections_per_uid = 1\n",
-    );
-    let _daemon = t.start_daemon();
     // Stalled reserved slots are freed after 2 s: an attempt only counts if it ran sooner.
     for _attempt in 0..5 {
+        let t = TestHome::new();
+        write_config(
+            &t,
+            "line_timeout = \"10m\"\nidle_timeout = \"10m\"\nmax_connections_per_uid = 1\n",
+        );
+        let _daemon = t.spawn_daemon(&[]);
+        // No connection before ours (not even a hello), so that none is still closing.
+        let deadline = Instant::now() + PATIENCE;
+        while !t.socket().exists() {
+            assert!(Instant::now() < deadline, "backupd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let started = Instant::now();
-        // One shared slot and the four reserved ones, all stalled; connections are accepted
-        // in order, so backupctl's comes after them.
+        // The one shared slot and the four reserved ones, all stalled; connections are
+        // accepted in order, so backupctl's comes after them.
         let held: Vec<_> = (0..5)
             .map(|_| {
                 let mut stream = UnixStream::connect(t.socket()).unwrap();

@@ -60,7 +60,13 @@ impl Connection {
         request: &Request,
         mut on_event: impl FnMut(EventLine),
     ) -> Result<Answer, ClientError> {
-        self.send(request)?;
+        if let Err(failed) = self.send(request) {
+            // A daemon that turned the connection away may have said why before closing.
+            return match self.next_line() {
+                Ok((Incoming::Response(response), line)) => Ok(Answer { response, line }),
+                _ => Err(failed),
+            };
+        }
         loop {
             match self.next_line()? {
                 (Incoming::Event(event), _) => on_event(event),

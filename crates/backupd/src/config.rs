@@ -11,6 +11,10 @@
 //! log_max_bytes = 10485760   # rotate past this size; 0: never
 //! log_keep = 5               # rotated files kept
 //! runs_kept = 10             # outcomes each schedule keeps (its last run and earlier ones)
+//! socket_group = "backup"    # members may use the socket too (mode 0660, this group)
+//! idle_timeout = "60s"       # a connection that sends nothing is closed after this
+//! line_timeout = "5s"        # a request line, once begun, must end within this
+//! max_connections_per_uid = 64
 //!
 //! [defaults]            # what a run or schedule uses where it sets nothing
 //! destination = "/srv/backups"
@@ -63,6 +67,11 @@ pub struct Config {
     pub log_max_bytes: Option<u64>,
     pub log_keep: Option<usize>,
     pub runs_kept: Option<usize>,
+    /// The group whose members may use the socket (name or number, resolved at start).
+    pub socket_group: Option<String>,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub line_timeout: Option<std::time::Duration>,
+    pub max_connections_per_uid: Option<usize>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
 }
@@ -77,6 +86,10 @@ struct File {
     log_max_bytes: Option<u64>,
     log_keep: Option<usize>,
     runs_kept: Option<Spanned<usize>>,
+    socket_group: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    line_timeout: Option<Spanned<String>>,
+    max_connections_per_uid: Option<Spanned<usize>>,
     defaults: Option<Spanned<Defaults>>,
 }
 
@@ -143,6 +156,46 @@ impl Config {
                 ));
             }
             config.runs_kept = Some(runs.into_inner());
+        }
+        if let Some(group) = file.socket_group {
+            if group.get_ref().is_empty() {
+                return Err(invalid(
+                    Some(group.span()),
+                    "socket_group must name a group".into(),
+                ));
+            }
+            config.socket_group = Some(group.into_inner());
+        }
+        for (key, value, slot) in [
+            ("idle_timeout", file.idle_timeout, &mut config.idle_timeout),
+            ("line_timeout", file.line_timeout, &mut config.line_timeout),
+        ] {
+            if let Some(value) = value {
+                let parsed = crate::timing::parse_duration(value.get_ref())
+                    .ok()
+                    .and_then(|d| d.to_std().ok())
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        invalid(
+                            Some(value.span()),
+                            format!(
+                                "{key}: invalid duration {:?}: use a number above 0 with s, m, \
+                                 h or d (e.g. 5s)",
+                                value.get_ref()
+                            ),
+                        )
+                    })?;
+                *slot = Some(parsed);
+            }
+        }
+        if let Some(cap) = file.max_connections_per_uid {
+            if *cap.get_ref() == 0 {
+                return Err(invalid(
+                    Some(cap.span()),
+                    "max_connections_per_uid must be at least 1".into(),
+                ));
+            }
+            config.max_connections_per_uid = Some(cap.into_inner());
         }
         if let Some(grace) = file.catch_up_grace {
             let parsed = crate::timing::parse_duration(grace.get_ref()).map_err(|reason| {
@@ -227,6 +280,15 @@ mod tests {
         assert_eq!(config.defaults.retention.unwrap().days, Some(14));
         assert!(config.defaults.verify_after);
         assert_eq!(parse("").unwrap().defaults, JobOptions::default());
+        let edge = parse(
+            "socket_group = \"backup\"\nidle_timeout = \"2m\"\nline_timeout = \"3s\"\n\
+             max_connections_per_uid = 8\n",
+        )
+        .unwrap();
+        assert_eq!(edge.socket_group.as_deref(), Some("backup"));
+        assert_eq!(edge.idle_timeout, Some(std::time::Duration::from_secs(120)));
+        assert_eq!(edge.line_timeout, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(edge.max_connections_per_uid, Some(8));
     }
 
     #[test]
@@ -244,6 +306,14 @@ mod tests {
             ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
             ("[defaults]\nexclude = [\"[x\"]\n", 1, "[x"),
             ("max_jobs = \"two\"\n", 1, "max_jobs"),
+            ("\nline_timeout = \"0s\"\n", 2, "line_timeout"),
+            ("idle_timeout = \"soon\"\n", 1, "idle_timeout"),
+            (
+                "max_connections_per_uid = 0\n",
+                1,
+                "max_connections_per_uid",
+            ),
+            ("socket_group = \"\"\n", 1, "socket_group"),
             ("not toml", 1, ""),
         ];
         for (text, line, needle) in cases {

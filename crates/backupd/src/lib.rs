@@ -1,6 +1,7 @@
 //! The backupd daemon as a library: the binary in `main.rs` only parses arguments, sets up the
 //! runtime and signals, and calls into these modules.
 
+pub mod admission;
 pub mod config;
 pub mod destination;
 pub mod engine;
@@ -10,8 +11,10 @@ pub mod fsutil;
 pub mod handlers;
 pub mod home;
 pub mod jobs;
+pub mod line_reader;
 pub mod log;
 pub mod notify;
+pub mod peer;
 pub mod plan;
 pub mod retention;
 pub mod rotation_locks;

@@ -37,6 +37,10 @@ struct Args {
     /// (default: the config file's catch_up_grace, else 24h).
     #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
     catch_up_grace: Option<chrono::TimeDelta>,
+    /// Group whose members may use the socket as well (mode 0660, owned by the group)
+    /// (default: $BACKUPD_SOCKET_GROUP, else the config file's socket_group, else none).
+    #[arg(long, value_name = "GROUP", env = "BACKUPD_SOCKET_GROUP")]
+    socket_group: Option<String>,
     /// Configuration file (default: <home>/backupd.toml, if it exists).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -143,7 +147,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         rotation: config.log_rotation(),
     };
     let (lock, _log) = set_up_home(&home, &log, &socket_path, inherited.is_some())?;
-    let socket::Listener { socket, source } = claim_listener(&socket_path, inherited)?;
+    let settings = server_settings(&args, &config)?;
+    let group = settings.access.group.map(|group| group.gid);
+    let socket::Listener { socket, source } = claim_listener(&socket_path, inherited, group)?;
     // What `status` shows: the file bound, or the inherited socket's own address.
     let socket_shown = match &source {
         ListenerSource::Bound { path, .. } => Some(path.clone()),
@@ -167,7 +173,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
         let daemon = open_daemon(home, schedules, &source, socket_shown, &args, config).await;
-        serve(listener, daemon).await
+        serve(listener, daemon, settings).await
     });
     shut_down(runtime, &source, lock, outcome)
 }
@@ -187,6 +193,28 @@ fn log_level(args: &Args, config: &Config) -> Option<String> {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()))
         .or_else(|| config.log_level.clone())
+}
+
+/// Who may connect and how connections are bounded: `--socket-group` (or its variable), else
+/// the config file's keys, else the defaults.
+fn server_settings(args: &Args, config: &Config) -> anyhow::Result<backupd::server::Settings> {
+    let mut settings = backupd::server::Settings::default();
+    if let Some(name) = args.socket_group.as_ref().or(config.socket_group.as_ref()) {
+        let etc_group =
+            std::fs::read_to_string("/etc/group").context("socket_group: can't read /etc/group")?;
+        let group = backupd::peer::resolve_group(name, &etc_group).map_err(anyhow::Error::msg)?;
+        settings.access.group = Some(group);
+    }
+    if let Some(idle) = config.idle_timeout {
+        settings.timeouts.idle = idle;
+    }
+    if let Some(line) = config.line_timeout {
+        settings.timeouts.line = line;
+    }
+    if let Some(cap) = config.max_connections_per_uid {
+        settings.limits.per_uid = cap;
+    }
+    Ok(settings)
 }
 
 /// The home and the socket, absolute: a detached daemon leaves the working directory.
@@ -233,6 +261,7 @@ fn set_up_home(
 fn claim_listener(
     socket_path: &Path,
     inherited: Option<socket::Listener>,
+    group: Option<u32>,
 ) -> anyhow::Result<socket::Listener> {
     if let Some(listener) = inherited {
         let address = listener.socket.local_addr().ok();
@@ -246,7 +275,7 @@ fn claim_listener(
         );
         return Ok(listener);
     }
-    let listener = socket::claim(socket_path)?;
+    let listener = socket::claim_for(socket_path, group)?;
     if let ListenerSource::Bound {
         path,
         previous: Previous::RemovedStale,
@@ -308,7 +337,11 @@ async fn open_daemon(
 
 /// Serves requests and runs schedules until shutdown, then gives scheduled runs
 /// [`JOBS_GRACE`] to clean up. A service manager hears of each step.
-async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyhow::Result<()> {
+async fn serve(
+    listener: tokio::net::UnixListener,
+    daemon: Arc<Daemon>,
+    settings: backupd::server::Settings,
+) -> anyhow::Result<()> {
     spawn_signal_handlers(&daemon)?;
     tracing::info!("backupd started");
     let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
@@ -326,7 +359,7 @@ async fn serve(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) -> anyho
     });
     // The listener is registered and the accept loop starts next: requests are served.
     daemon.notify.ready();
-    backupd::server::serve(listener, Arc::clone(&daemon)).await;
+    backupd::server::serve(listener, Arc::clone(&daemon), settings).await;
     let _ = scheduler.await;
     // Scheduled runs were told to stop with the shutdown signal; let them clean up.
     daemon.jobs.close();

@@ -2,50 +2,104 @@
 //! answered in order; connections are served concurrently up to a limit; shutdown stops
 //! accepting, lets requests in progress finish, and waits (bounded) for the connections.
 
+use crate::admission::{Admission, Limits, Slot, Ticket};
 use crate::events::EVENT_BUFFER;
 use crate::handlers;
+use crate::line_reader::{Budget, LineReader, ReadError, Timeouts};
+use crate::peer::Access;
 use crate::state::Daemon;
-use futures_util::StreamExt;
-use proto::{ErrorCode, Frame, LineCodec, Request, Response};
+use proto::{Command, ErrorCode, Frame, Request, Response};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::FramedRead;
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-/// Connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 512;
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a connection in a reserved slot has to send its one request.
+const RESERVED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the daemon treats connections: who may connect, how many, and how long they may take.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub access: Access,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// Bytes of unfinished request lines all connections together may hold.
+    pub budget_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            access: Access::own_user(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            budget_bytes: Budget::DEFAULT_BYTES,
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct Edge {
+    access: Access,
+    timeouts: Timeouts,
+    budget: Budget,
+    write_timeout: Duration,
+}
+
 /// Serves until `daemon.shutdown` is cancelled, then drains the connections.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, settings: Settings) {
     let connections = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new(settings.limits);
+    let edge = Arc::new(Edge {
+        access: settings.access,
+        timeouts: settings.timeouts,
+        budget: Budget::new(settings.budget_bytes),
+        write_timeout: WRITE_TIMEOUT,
+    });
+    let mut refusals = RefusalLog::default();
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = daemon.shutdown.cancelled() => break,
-        };
+        // Always accept: a full daemon answers at once rather than leaving clients in the
+        // kernel's backlog.
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = daemon.shutdown.cancelled() => break,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let daemon = Arc::clone(&daemon);
-                connections.spawn(async move {
-                    serve_connection(stream, &daemon, WRITE_TIMEOUT).await;
-                    drop(permit);
-                });
-            }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
                 tracing::error!("can't accept a connection: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(cred) = stream.peer_cred() else {
+            tracing::debug!("dropped a connection whose peer is unknown");
+            continue;
+        };
+        let peer = Peer {
+            uid: cred.uid(),
+            pid: cred.pid().and_then(|pid| u32::try_from(pid).ok()),
+        };
+        match admission.admit(peer.uid, edge.access.is_privileged(peer.uid)) {
+            Ok(ticket) => {
+                let daemon = Arc::clone(&daemon);
+                let edge = Arc::clone(&edge);
+                connections.spawn(async move {
+                    serve_connection(stream, &daemon, &edge, ticket, peer).await;
+                });
+            }
+            Err(full) => {
+                refusals.note(&full);
+                turn_away(&stream, &full);
             }
         }
     }
@@ -61,32 +115,115 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     }
 }
 
-/// Answers the connection's requests in order until the client closes, a write fails or
-/// times out after `write_timeout`, or shutdown.
-async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Duration) {
-    let refused = check_peer(&stream).err();
+/// The connecting process, as the kernel saw it at connect time (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    pid: Option<u32>,
+}
+
+/// Logs turned-away connections without letting a flood of them flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, full: &crate::admission::Full) {
+        let due = self.last.is_none_or(|last| last.elapsed() >= Self::EVERY);
+        if due {
+            let more = match self.unlogged {
+                0 => String::new(),
+                n => format!(" ({n} more turned away since the last report)"),
+            };
+            tracing::warn!("turned a connection away: {full}{more}");
+            self.last = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+    }
+}
+
+/// Tells a connection there is no room for it, without waiting: the line fits in an empty
+/// socket buffer, and a client that cannot take it gets nothing.
+fn turn_away(stream: &UnixStream, full: &crate::admission::Full) {
+    let answer = Response::failure(
+        None,
+        ErrorCode::TooManyConnections,
+        format!("{full}; try again later"),
+    );
+    let _ = stream.try_write(answer.to_line().as_bytes());
+    // Closing with unread input would reset the connection, and the client would lose the
+    // answer: take what it has sent already (a request is usually there), within a bound.
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+}
+
+/// Answers the connection's requests in order until the client closes, stays silent too long,
+/// leaves a line unfinished too long, a write fails or times out, or shutdown. A connection in
+/// a reserved slot answers one short request only.
+async fn serve_connection(
+    stream: UnixStream,
+    daemon: &Daemon,
+    edge: &Edge,
+    ticket: Ticket,
+    peer: Peer,
+) {
+    let refused = edge
+        .access
+        .check(peer.uid, peer.pid, Path::new("/proc"))
+        .err();
     let (read, write) = stream.into_split();
     let mut write = LineWriter {
         write,
-        timeout: write_timeout,
+        timeout: edge.write_timeout,
     };
+    let mut lines = LineReader::new(read, edge.budget.clone());
     if let Some(refusal) = refused {
-        refuse(read, &mut write, daemon, refusal).await;
+        refuse(lines, &mut write, daemon, refusal).await;
         return;
     }
-    let mut frames = FramedRead::new(read, LineCodec::new());
+    let reserved = ticket.slot() == Slot::Reserved;
+    let timeouts = if reserved {
+        Timeouts {
+            idle: RESERVED_TIMEOUT,
+            line: RESERVED_TIMEOUT,
+        }
+    } else {
+        edge.timeouts
+    };
     loop {
         let frame = tokio::select! {
-            frame = frames.next() => frame,
+            frame = lines.next(timeouts) => frame,
             () = daemon.shutdown.cancelled() => break,
         };
         let response = match frame {
-            None => break,
-            Some(Err(e)) => {
+            Ok(None) => break,
+            Err(ReadError::Io(e)) => {
                 tracing::debug!("connection read failed: {e}");
                 break;
             }
-            Some(Ok(Frame::TooLong)) => {
+            Err(idle @ ReadError::Idle(_)) => {
+                tracing::debug!("closing a quiet connection: {idle}");
+                break;
+            }
+            Err(slow @ ReadError::LineTimeout(_)) => {
+                let message = format!("{slow}; closing the connection");
+                tracing::error!("bad request: {message}");
+                let answer = Response::failure(None, ErrorCode::RequestTimeout, message);
+                let _ = write.send(&answer.to_line()).await;
+                break;
+            }
+            Ok(Some(Frame::TooLong)) => {
                 let message = format!(
                     "request line longer than {} bytes; the rest of it is skipped",
                     proto::MAX_LINE_BYTES
@@ -94,7 +231,15 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Du
                 tracing::error!("bad request: {message}");
                 Response::failure(None, ErrorCode::RequestTooLarge, message)
             }
-            Some(Ok(Frame::Line(line))) => {
+            Ok(Some(Frame::Line(line))) if reserved && !fits_a_reserved_slot(&line) => {
+                Response::failure(
+                    Request::parse(&line).ok().and_then(|r| r.id),
+                    ErrorCode::TooManyConnections,
+                    "the daemon is at its connection limit; only hello, status, jobs, list, \
+                     cancel, log_level and stop are served until connections end",
+                )
+            }
+            Ok(Some(Frame::Line(line))) => {
                 match answer_with_events(daemon, &line, &mut write).await {
                     Some(response) => response,
                     None => break,
@@ -107,6 +252,28 @@ async fn serve_connection(stream: UnixStream, daemon: &Daemon, write_timeout: Du
             tracing::debug!("client went away before its answer: {e}");
             break;
         }
+        if reserved {
+            break;
+        }
+    }
+    drop(ticket);
+}
+
+/// Requests that end at once and never stream: what a reserved slot is for. Anything that
+/// does not parse is answered with its own error as usual.
+fn fits_a_reserved_slot(line: &[u8]) -> bool {
+    match Request::parse(line) {
+        Ok(request) => matches!(
+            request.command,
+            Command::Hello {}
+                | Command::Status {}
+                | Command::Jobs {}
+                | Command::List {}
+                | Command::Cancel { .. }
+                | Command::LogLevel { .. }
+                | Command::Stop {}
+        ),
+        Err(_) => true,
     }
 }
 
@@ -210,16 +377,24 @@ const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Answers a refused client with `permission_denied`, then closes. Its request line is read
 /// first: closing while the client is still writing would fail its write (EPIPE) before it
 /// could read why it was refused.
-async fn refuse(read: OwnedReadHalf, write: &mut LineWriter, daemon: &Daemon, refusal: String) {
+async fn refuse(
+    mut lines: LineReader<OwnedReadHalf>,
+    write: &mut LineWriter,
+    daemon: &Daemon,
+    refusal: String,
+) {
     tracing::error!("{refusal}");
-    let mut frames = FramedRead::new(read, LineCodec::new());
+    let patience = Timeouts {
+        idle: REFUSAL_READ_TIMEOUT,
+        line: REFUSAL_READ_TIMEOUT,
+    };
     let first = tokio::select! {
-        first = tokio::time::timeout(REFUSAL_READ_TIMEOUT, frames.next()) => first.ok().flatten(),
+        first = lines.next(patience) => first.ok().flatten(),
         () = daemon.shutdown.cancelled() => None,
     };
     let id = match first {
         // Only the id is taken from the request; nothing in it is acted on.
-        Some(Ok(Frame::Line(line))) => match Request::parse(&line) {
+        Some(Frame::Line(line)) => match Request::parse(&line) {
             Ok(request) => request.id,
             Err(err) => err.id,
         },
@@ -230,25 +405,27 @@ async fn refuse(read: OwnedReadHalf, write: &mut LineWriter, daemon: &Daemon, re
     let _ = write.send(&answer.to_line()).await;
 }
 
-/// Only the daemon's own user (or root) may talk to it, whatever the socket's mode.
-fn check_peer(stream: &UnixStream) -> Result<(), String> {
-    let own = rustix::process::geteuid().as_raw();
-    let peer = stream
-        .peer_cred()
-        .map_err(|e| format!("can't identify the connecting process: {e}"))?
-        .uid();
-    if peer == own || peer == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "refused connection from uid {peer}: backupd runs as uid {own}"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves one end of a socket pair as the daemon would serve a connection of its own user.
+    async fn serve_pair_end(stream: UnixStream, daemon: &Daemon, write_timeout: Duration) {
+        let edge = Edge {
+            access: Access::own_user(),
+            timeouts: Timeouts::default(),
+            budget: Budget::default(),
+            write_timeout,
+        };
+        let ticket = Admission::new(Limits::default())
+            .admit(0, true)
+            .expect("an empty daemon has room");
+        let peer = Peer {
+            uid: edge.access.own_uid,
+            pid: None,
+        };
+        serve_connection(stream, daemon, &edge, ticket, peer).await;
+    }
 
     #[tokio::test]
     async fn a_client_that_stops_reading_does_not_hold_its_connection() {
@@ -263,7 +440,7 @@ mod tests {
         let send = async { client_write.write_all(request.as_bytes()).await.unwrap() };
         let connection = tokio::time::timeout(
             Duration::from_secs(60),
-            serve_connection(server, &daemon, Duration::from_millis(50)),
+            serve_pair_end(server, &daemon, Duration::from_millis(50)),
         );
         let (served, ()) = tokio::join!(connection, send);
         assert!(
@@ -282,7 +459,7 @@ mod tests {
         drop(client);
         let connection = tokio::time::timeout(
             Duration::from_secs(60),
-            serve_connection(server, &daemon, WRITE_TIMEOUT),
+            serve_pair_end(server, &daemon, WRITE_TIMEOUT),
         )
         .await;
         assert!(connection.is_ok(), "the watch outlived its client");

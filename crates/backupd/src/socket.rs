@@ -1,11 +1,12 @@
 //! Claims the daemon's Unix socket: refuses if a live daemon answers there, removes the file of
-//! a dead one, and binds a new socket that only its owner may use (mode 0600). Or takes the
+//! a dead one, and binds a new socket that only its owner may use (mode 0600; 0660 with a
+//! `socket_group`, whose members the peer check admits too). Or takes the
 //! listening socket a service manager passed (socket activation, `LISTEN_FDS`). A [`Listener`]
 //! remembers whether backupd made the socket file, since only then is it backupd's to remove.
 
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -180,6 +181,13 @@ fn check_listening_unix_stream(socket: &impl AsFd) -> Result<(), InheritError> {
 
 /// Binds the socket at `path` after making sure no other daemon owns it.
 pub fn claim(path: &Path) -> Result<Listener, BindError> {
+    claim_for(path, None)
+}
+
+/// As [`claim`]; with `group`, the socket file belongs to that gid and its members may
+/// connect (mode 0660). Mode and group are set between bind and listen, so no connection can
+/// arrive while the file is still open to anyone else.
+pub fn claim_for(path: &Path, group: Option<u32>) -> Result<Listener, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_path_buf(),
         source,
@@ -198,16 +206,11 @@ pub fn claim(path: &Path) -> Result<Listener, BindError> {
             }
         },
     };
-    let listener = match UnixListener::bind(path) {
-        Ok(listener) => listener,
+    let listener = bind_and_listen(path, group).map_err(|e| match e.kind() {
         // Another daemon bound it between our probe and our bind.
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            return Err(BindError::AlreadyRunning(path.to_path_buf()));
-        }
-        Err(e) => return Err(io_err(e)),
-    };
-    // Connections are also checked by peer uid, which covers the instant before this chmod.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        io::ErrorKind::AddrInUse => BindError::AlreadyRunning(path.to_path_buf()),
+        _ => io_err(e),
+    })?;
     listener.set_nonblocking(true).map_err(io_err)?;
     Ok(Listener {
         socket: listener,
@@ -218,9 +221,40 @@ pub fn claim(path: &Path) -> Result<Listener, BindError> {
     })
 }
 
+/// Pending connections the kernel holds while the accept loop catches up.
+const BACKLOG: i32 = 128;
+
+/// A listening socket at `path`, mode 0600, or 0660 and owned by `group`.
+fn bind_and_listen(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
+    use rustix::fs::{Gid, Mode, chmod, chown};
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&socket, &SocketAddrUnix::new(path)?)?;
+    let prepared = (|| {
+        chmod(path, Mode::from_raw_mode(0o600))?;
+        if let Some(gid) = group {
+            chown(path, None, Some(Gid::from_raw(gid)))?;
+            chmod(path, Mode::from_raw_mode(0o660))?;
+        }
+        rustix::net::listen(&socket, BACKLOG)
+    })();
+    if let Err(e) = prepared {
+        // Ours, and never listened on: leave no file behind.
+        let _ = std::fs::remove_file(path);
+        return Err(e.into());
+    }
+    Ok(UnixListener::from(socket))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_live_socket_is_refused_and_a_dead_one_replaced() {
@@ -340,6 +374,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_socket_group_gets_the_file_and_read_write_access() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sock");
+        // A group the process has, so that chown works without privileges.
+        let gid = rustix::process::getegid().as_raw();
+        let listener = claim_for(&path, Some(gid)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(listener);
     }
 
     #[test]

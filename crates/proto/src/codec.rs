@@ -42,6 +42,14 @@ impl LineCodec {
     }
 }
 
+impl LineCodec {
+    /// Whether the framer is inside an oversized line, dropping its bytes: a line has begun
+    /// even though the buffer is empty.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+}
+
 impl Default for LineCodec {
     fn default() -> Self {
         Self::new()

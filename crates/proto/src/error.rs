@@ -13,7 +13,7 @@ pub enum ErrorCode {
     InvalidUtf8,
     /// The request line was not valid JSON.
     InvalidJson,
-    /// The request was JSON but not an object, or `cmd` was not a string.
+    /// The request was JSON but not an object, had a key twice, or `cmd` was not a string.
     InvalidRequest,
     /// The request object had no `cmd`.
     MissingCommand,
@@ -58,6 +58,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Anything else that went wrong inside the daemon.
     Internal,
+    /// A request line was started but not finished within the daemon's line timeout; the
+    /// connection is closed.
+    RequestTimeout,
+    /// The daemon serves as many connections as it allows (for this user, or in all); the
+    /// connection is closed. Try again later.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -89,6 +95,8 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::RequestTimeout => "request_timeout",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -131,6 +139,8 @@ mod tests {
             ErrorCode::PermissionDenied,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,
+            ErrorCode::RequestTimeout,
+            ErrorCode::TooManyConnections,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -12,6 +12,7 @@ pub mod response;
 pub mod schedule;
 pub mod schedule_spec;
 pub mod size;
+pub mod unique_keys;
 
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;

@@ -253,6 +253,13 @@ impl Request {
                 format!("request is not valid JSON: {e}"),
             )
         })?;
+        if let Some(key) = crate::unique_keys::first_duplicate_key(text) {
+            return Err(RequestError::new(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("duplicate key {key:?} in the request; each key may appear once"),
+            ));
+        }
         let Value::Object(mut object) = value else {
             return Err(RequestError::new(
                 None,
@@ -424,6 +431,10 @@ mod tests {
         assert_eq!(code(b""), ErrorCode::InvalidJson);
         assert_eq!(code(b"[1,2]"), ErrorCode::InvalidRequest);
         assert_eq!(code(b"{\"cmd\":5}"), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(b"{\"cmd\":\"hello\",\"cmd\":\"stop\"}"),
+            ErrorCode::InvalidRequest
+        );
         assert_eq!(code(b"{\"id\":1}"), ErrorCode::MissingCommand);
         assert_eq!(code(b"{\"cmd\":\"explode\"}"), ErrorCode::UnknownCommand);
         assert_eq!(
@@ -442,6 +453,20 @@ mod tests {
             code(b"{\"cmd\":\"run\",\"sources\":[\"/a\"],\"levl\":1}"),
             ErrorCode::InvalidArguments
         );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_refused_by_name_at_any_depth() {
+        let err = parse(r#"{"cmd":"hello","cmd":"stop"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(
+            err.message.contains("duplicate key \"cmd\""),
+            "{}",
+            err.message
+        );
+        let err = parse(r#"{"cmd":"prune","retention":{"days":1,"days":9}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains("\"days\""), "{}", err.message);
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn usage_errors_name_what_is_missing_in_the_log_and_both_timings_in_the_usage() 
 #[test]
 fn an_unreachable_daemon_is_exit_three_and_names_the_socket() {
     let t = TestHome::new();
-    let out = t.ctl(&["list"]);
+    let out = t.ctl(&["status"]);
     assert_eq!(out.code(), 3);
     let stderr = out.stderr();
     assert!(
@@ -57,7 +57,7 @@ fn an_unreachable_daemon_is_exit_three_and_names_the_socket() {
     assert!(!t.home().exists());
 
     std::fs::create_dir_all(t.home().join("logs")).unwrap();
-    assert_eq!(t.ctl(&["backups"]).code(), 3);
+    assert_eq!(t.ctl(&["jobs"]).code(), 3);
     let logged = log_messages(&t.client_log());
     assert_eq!(logged.len(), 1);
     assert!(logged[0].starts_with("Error: can't reach backupd at "));

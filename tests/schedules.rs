@@ -245,7 +245,7 @@ fn list_long_shows_each_schedules_recent_runs_newest_first() {
 }
 
 #[test]
-fn create_and_delete_start_the_daemon_when_none_runs() {
+fn create_delete_list_and_backups_start_the_daemon_when_none_runs() {
     let t = TestHome::new();
     let _stop = StopOnDrop(&t);
     std::fs::create_dir(t.work().join("src")).unwrap();
@@ -268,7 +268,21 @@ fn create_and_delete_start_the_daemon_when_none_runs() {
     assert_eq!(out.code(), 0, "{}", out.stderr());
     assert!(out.stderr().ends_with("started it for delete\n"));
     assert_eq!(t.ctl(&["list"]).ok(), "");
-    // Reading commands still say that nothing runs, rather than start it.
+    // Listing schedules or archives starts it too; asking about a running daemon does not.
     t.ctl(&["stop"]).ok();
-    assert_eq!(t.ctl(&["list"]).code(), 3);
+    assert_eq!(t.ctl(&["status"]).code(), 3);
+    let out = t.ctl(&["list"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(
+        out.stderr(),
+        "backupd was not running; started it for list\n"
+    );
+    t.ctl(&["stop"]).ok();
+    let out = t.ctl(&["backups"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(
+        out.stderr(),
+        "backupd was not running; started it for backups\n"
+    );
+    t.ctl(&["stop"]).ok();
 }

@@ -254,12 +254,12 @@ fn backupctl_never_logs_through_a_link_planted_in_the_logs_folder() {
     std::fs::write(&precious, b"root only\n").unwrap();
     std::os::unix::fs::symlink(&precious, t.home().join("logs/backupctl.log")).unwrap();
     // No daemon: the failure is one backupctl would log.
-    assert_eq!(t.ctl(&["list"]).code(), 3);
+    assert_eq!(t.ctl(&["status"]).code(), 3);
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "root only\n");
 
     // A real log file in a private folder still gets the line.
     std::fs::remove_file(t.home().join("logs/backupctl.log")).unwrap();
-    assert_eq!(t.ctl(&["list"]).code(), 3);
+    assert_eq!(t.ctl(&["status"]).code(), 3);
     assert_eq!(t.client_log().lines().count(), 1, "{}", t.client_log());
 }
 

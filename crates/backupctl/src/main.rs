@@ -98,18 +98,19 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
             }
         }
         Command::Watch {} => return watch::watch(socket, cli.json),
-        // The schedule manager's workflow adds schedules before the service runs: the daemon,
-        // which owns the schedule file, is started for them.
-        command @ (Command::Create(_) | Command::Delete { .. }) => {
-            match client::call(socket, &Request::new(command.clone())) {
-                Err(ClientError::Unreachable { .. }) => {
-                    start_for(command, home, socket)?;
-                    client::call(socket, &Request::new(command.clone()))
-                        .map_err(|e| reach_failure(&e))?
-                }
-                answered => answered.map_err(|e| reach_failure(&e))?,
+        // The schedule manager's workflow adds and lists schedules before the service runs:
+        // the daemon, which owns the schedule file and the archives, is started for them.
+        command @ (Command::Create(_)
+        | Command::Delete { .. }
+        | Command::List {}
+        | Command::Backups { .. }) => match client::call(socket, &Request::new(command.clone())) {
+            Err(ClientError::Unreachable { .. }) => {
+                start_for(command, home, socket)?;
+                client::call(socket, &Request::new(command.clone()))
+                    .map_err(|e| reach_failure(&e))?
             }
-        }
+            answered => answered.map_err(|e| reach_failure(&e))?,
+        },
         command => {
             client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
         }
@@ -197,7 +198,9 @@ fn start_for(command: &Command, home: &Path, socket: &Path) -> Result<(), Failur
     start::start(home, socket, log_level.as_deref())?;
     let name = match command {
         Command::Create(_) => "create",
-        _ => "delete",
+        Command::Delete { .. } => "delete",
+        Command::List {} => "list",
+        _ => "backups",
     };
     let note = format!("backupd was not running; started it for {name}");
     let _ = writeln!(std::io::stderr(), "{note}");

@@ -8,8 +8,9 @@
 //! handles stay open; deeper folders close their shallowest ancestors and re-open them
 //! through the chain (checking each is still the same folder) on the way back up.
 //! Symlinks are stored, never followed; a file with several links is stored once and then
-//! as hard-link entries; sockets, FIFOs and devices are skipped. Trouble with one entry is a
-//! warning, never the end of the backup: only write errors and cancellation stop the walk.
+//! as hard-link entries; FIFOs and devices are stored as headers (as GNU tar does), sockets
+//! skipped. Trouble with one entry is a warning, never the end of the backup: only write
+//! errors and cancellation stop the walk.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -41,7 +42,7 @@ pub(crate) struct Stats {
     pub bytes_in: u64,
     pub warnings: Vec<String>,
     /// Entries left out (or whose content is incomplete) for a reason other than vanishing
-    /// or being a socket, FIFO or device: the run completed with warnings.
+    /// or being a socket: the run completed with warnings.
     pub skipped: u64,
 }
 
@@ -227,15 +228,13 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                     }
                     self.append_file(dir, &name, &path, &entry)?;
                 }
-                other => {
-                    let what = match other {
-                        FileType::Fifo => "named pipe (FIFO)",
-                        FileType::Socket => "socket",
-                        FileType::BlockDevice | FileType::CharacterDevice => "device",
-                        _ => "special file",
-                    };
-                    // Nothing of a file's content is lost: not a skip that warns the run.
-                    self.warn(&path, &format!("skipped: {what}"));
+                FileType::Fifo => self.append_special(&entry, &meta, EntryType::Fifo)?,
+                FileType::CharacterDevice => self.append_special(&entry, &meta, EntryType::Char)?,
+                FileType::BlockDevice => self.append_special(&entry, &meta, EntryType::Block)?,
+                _ => {
+                    // As GNU tar does: a socket is made anew by the program that listens on
+                    // it, and holds nothing to lose, so it is not a skip that warns the run.
+                    self.warn(&path, "skipped: socket");
                 }
             }
             self.meter.tick();
@@ -283,6 +282,30 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             .map_err(|e| self.write_error(e))?;
         self.stats.dirs += 1;
         self.meter.progress.dirs += 1;
+        Ok(())
+    }
+
+    /// A FIFO or device node: a header only (type, mode, owner, device numbers), as GNU tar
+    /// stores them.
+    fn append_special(
+        &mut self,
+        entry: &Path,
+        meta: &Stat,
+        kind: EntryType,
+    ) -> Result<(), EngineError> {
+        let mut header = header_for(meta, kind, 0);
+        if kind != EntryType::Fifo {
+            let rdev = meta.st_rdev;
+            header
+                .set_device_major(rustix::fs::major(rdev))
+                .and_then(|()| header.set_device_minor(rustix::fs::minor(rdev)))
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.builder
+            .append_data(&mut header, entry, io::empty())
+            .map_err(|e| self.write_error(e))?;
+        self.stats.files += 1;
+        self.meter.progress.files += 1;
         Ok(())
     }
 

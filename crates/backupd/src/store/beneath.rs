@@ -11,6 +11,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
 
@@ -140,6 +141,23 @@ pub fn create_file(dir: impl AsFd, name: &OsStr) -> io::Result<std::fs::File> {
         .union(OFlags::CLOEXEC);
     let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     Ok(std::fs::File::from(fd))
+}
+
+/// Opens the FIFO `name` in `dir` to set its attributes: without following a symlink and
+/// without waiting for a writer; anything but a FIFO there is an error.
+pub fn open_fifo(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY
+        .union(OFlags::NONBLOCK)
+        .union(OFlags::NOFOLLOW)
+        .union(OFlags::CLOEXEC);
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    if kind_of(&rustix::fs::fstat(&fd)?) != FileType::Fifo {
+        return Err(io::Error::other(format!(
+            "{} is no longer a FIFO",
+            Path::new(name).display()
+        )));
+    }
+    Ok(fd)
 }
 
 /// What an entry's header says about its owner, mode and modification time.

@@ -77,6 +77,8 @@ pub fn list_contents(
             EntryType::Directory => "dir",
             EntryType::Symlink => "symlink",
             EntryType::Link => "hardlink",
+            EntryType::Fifo => "fifo",
+            EntryType::Char | EntryType::Block => "device",
             _ => "other",
         };
         listing.entries.push(ListedEntry {

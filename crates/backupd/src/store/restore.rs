@@ -478,6 +478,12 @@ impl Extractor<'_> {
                 continue;
             }
             let kind = entry.header().entry_type();
+            if matches!(kind, EntryType::Char | EntryType::Block) {
+                // A device node from an archive would open that device to whoever its mode
+                // allows; `mknod` it by hand where it is wanted.
+                self.refuse(&shown, "device nodes are not restored");
+                continue;
+            }
             if !matches!(
                 kind,
                 EntryType::Regular
@@ -485,6 +491,7 @@ impl Extractor<'_> {
                     | EntryType::Directory
                     | EntryType::Symlink
                     | EntryType::Link
+                    | EntryType::Fifo
             ) {
                 self.refuse(&shown, &format!("unsupported entry type {kind:?}"));
                 continue;
@@ -531,6 +538,14 @@ impl Extractor<'_> {
                             slot,
                             AtFlags::empty(),
                         )?)
+                    })?;
+                    self.report.files += u64::from(placed);
+                }
+                EntryType::Fifo => {
+                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
+                        let mode = Mode::from_raw_mode(0o600);
+                        rustix::fs::mknodat(dir, slot, FileType::Fifo, mode, 0)?;
+                        beneath::apply(beneath::open_fifo(dir, slot)?, &attributes)
                     })?;
                     self.report.files += u64::from(placed);
                 }
@@ -1267,6 +1282,9 @@ mod tests {
         Dir(&'a [u8]),
         Symlink(&'a [u8], &'a [u8]),
         HardLink(&'a [u8], &'a [u8]),
+        Fifo(&'a [u8]),
+        /// A character device: /dev/null's numbers (1, 3).
+        Device(&'a [u8]),
     }
 
     /// Writes a plain tar with raw (unchecked) names, plus a manifest that matches it.
@@ -1284,6 +1302,12 @@ mod tests {
                 Hostile::Dir(name) => (name, EntryType::Directory, b"", b""),
                 Hostile::Symlink(name, to) => (name, EntryType::Symlink, b"", to),
                 Hostile::HardLink(name, to) => (name, EntryType::Link, b"", to),
+                Hostile::Fifo(name) => (name, EntryType::Fifo, b"", b""),
+                Hostile::Device(name) => {
+                    header.set_device_major(1).unwrap();
+                    header.set_device_minor(3).unwrap();
+                    (name, EntryType::Char, b"", b"")
+                }
             };
             header.set_entry_type(kind);
             header.set_size(data.len() as u64);
@@ -1296,6 +1320,27 @@ mod tests {
         builder.into_inner().unwrap();
         write_matching_manifest(&archive);
         archive
+    }
+
+    #[test]
+    fn a_fifo_comes_back_and_a_device_node_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::Dir(b"top/"),
+                Hostile::Fifo(b"top/pipe"),
+                Hostile::Device(b"top/null"),
+            ],
+        );
+        let target = base.path().join("target");
+        let report = restore(&archive, &target, &[]).unwrap();
+        assert_eq!(report.refused, ["top/null: device nodes are not restored"]);
+        let pipe = fs::symlink_metadata(target.join("top/pipe")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
+        assert_eq!(pipe.mode() & 0o7777, 0o644);
+        assert_eq!(pipe.mtime(), 1_700_000_000);
+        assert!(fs::symlink_metadata(target.join("top/null")).is_err());
     }
 
     #[test]

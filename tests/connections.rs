@@ -266,9 +266,10 @@ fn unfinished_lines_of_many_clients_stay_within_the_memory_budget() {
     hello_within(&t, PATIENCE);
     let after = rss_bytes(daemon.pid());
     eprintln!("rss after the clients left: {after}");
+    // Given back: far below the waves' peak (about 70 MiB above the start), not only bounded.
     assert!(
-        after < before + (160 << 20),
-        "{after} bytes after the clients left"
+        after < before + (32 << 20),
+        "{after} bytes after the clients left, {before} before"
     );
 }
 

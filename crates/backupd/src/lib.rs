@@ -2,6 +2,7 @@
 //! runtime and signals, and calls into these modules.
 
 pub mod admission;
+pub mod allocator;
 pub mod config;
 pub mod destination;
 pub mod engine;

@@ -67,6 +67,7 @@ fn parse_grace(text: &str) -> Result<chrono::TimeDelta, String> {
 }
 
 fn main() -> ExitCode {
+    backupd::allocator::fix_mmap_threshold();
     let args = Args::parse();
     if args.print_man {
         return print_man();

@@ -3,6 +3,9 @@
 //! Daily and cron timings both go through `croner`, whose DST rules are documented: a time in
 //! a spring-forward gap runs right after the gap; a time repeated in a fall-back hour runs once.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chrono::{DateTime, TimeDelta, TimeZone, Timelike};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -34,7 +37,7 @@ pub fn next_fire<Tz: TimeZone>(cron: &Cron, now: &DateTime<Tz>) -> Result<DateTi
 }
 
 fn daily_cron(time: TimeOfDay) -> Cron {
-    parse_cron(&format!("{} {} * * *", time.minute(), time.hour()))
+    parsed_cron(&format!("{} {} * * *", time.minute(), time.hour()))
         .expect("a valid time of day is a valid cron expression")
 }
 
@@ -44,8 +47,31 @@ fn cron_of(timing: &Timing) -> Option<Cron> {
         Timing::Once { .. } => None,
         Timing::Daily { time } => Some(daily_cron(*time)),
         // Validated at creation; a file edited by hand to hold a bad one never fires.
-        Timing::Cron { cron } => parse_cron(cron).ok(),
+        Timing::Cron { cron } => parsed_cron(cron),
     }
+}
+
+/// Expressions kept parsed at most; past it the memo starts afresh.
+const PARSED_KEPT: usize = 16_384;
+
+/// [`parse_cron`] remembered: every look at every schedule needs its expression, and parsing
+/// costs far more than the search (with 10,000 schedules, most of a `list` and of each of
+/// the scheduler's looks). `None` for an invalid expression.
+fn parsed_cron(expression: &str) -> Option<Cron> {
+    static PARSED: Mutex<Option<HashMap<String, Option<Cron>>>> = Mutex::new(None);
+    let mut parsed = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let parsed = parsed.get_or_insert_with(HashMap::new);
+    if let Some(cron) = parsed.get(expression) {
+        return cron.clone();
+    }
+    if parsed.len() >= PARSED_KEPT {
+        parsed.clear();
+    }
+    let cron = parse_cron(expression).ok();
+    parsed.insert(expression.to_owned(), cron.clone());
+    cron
 }
 
 /// The schedule manager's one-shot: the next `time`, today if that minute has not passed yet (the

@@ -9,6 +9,8 @@ use std::io::{self, BufRead, Read, Write};
 
 use proto::{Codec, Compression};
 
+use super::parallel_gzip::{ParallelGzEncoder, available_workers};
+
 /// Why a codec could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -32,7 +34,8 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// A streaming compressor over `W`.
 pub enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    /// One gzip stream, compressed on every core ([`super::parallel_gzip`]).
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -56,10 +59,7 @@ impl<W: Write> Encoder<W> {
             Codec::None => Encoder::Plain(inner),
             Codec::Gzip => {
                 let level = level.and_then(|l| u32::try_from(l).ok()).unwrap_or(6);
-                Encoder::Gzip(flate2::write::GzEncoder::new(
-                    inner,
-                    flate2::Compression::new(level),
-                ))
+                Encoder::Gzip(ParallelGzEncoder::new(inner, level, available_workers()))
             }
             Codec::Zstd => {
                 let start = || {

@@ -1,7 +1,8 @@
 //! Archives compressed on every core stay standard: a gzip archive of several MiB (many
 //! parallel blocks, incompressible and compressible parts) passes `gzip -t` and extracts
 //! identically with GNU `tar -xzf` and Python's `tarfile`; an empty source and a tiny one
-//! too; and our own verify and restore read them.
+//! too; a zstd one passes `zstd -t` and extracts with `zstd -dc | tar -x`; and our own verify
+//! and restore read them.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -165,4 +166,32 @@ fn an_empty_and_a_one_block_source_make_valid_gzip_archives() {
             assert!(snapshot(&by_python) == snapshot(src), "{top}, python");
         }
     }
+}
+
+#[test]
+fn a_multithreaded_zstd_archive_reads_with_the_zstd_tool() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let src = mixed_source(&t, "mixed");
+    let archive = backup(&t, &src, "zstd");
+
+    run_ok(Command::new("zstd").arg("-q").arg("-t").arg(&archive));
+    let into = t.work().join("by-zstd");
+    std::fs::create_dir_all(&into).unwrap();
+    let tar_stream = run_ok(Command::new("zstd").arg("-dc").arg(&archive));
+    let mut tar = Command::new("tar")
+        .arg("-xf")
+        .arg("-")
+        .arg("-C")
+        .arg(&into)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &tar_stream).unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert!(
+        snapshot(&into.join("mixed")) == snapshot(&src),
+        "zstd -dc | tar -x"
+    );
+    restore_and_compare(&t, &archive, &src, "restored");
 }

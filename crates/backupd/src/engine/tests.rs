@@ -394,6 +394,11 @@ fn cancel_from_progress_callback_removes_partial() {
 }
 
 #[test]
+fn cancel_mid_stream_of_multithreaded_zstd_removes_partial() {
+    cancel_mid_stream(Compression::new(Codec::Zstd, Some(3)).unwrap());
+}
+
+#[test]
 fn cancel_before_start_is_cancelled() {
     let base = tempfile::tempdir().unwrap();
     let src = build_tree(base.path());

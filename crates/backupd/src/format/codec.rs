@@ -66,6 +66,9 @@ impl<W: Write> Encoder<W> {
                     let mut enc = zstd::stream::write::Encoder::new(inner, level.unwrap_or(3))?;
                     // A frame checksum lets `zstd -t` catch corruption on its own.
                     enc.include_checksum(true)?;
+                    // zstd's own worker threads: one source uses every core.
+                    let workers = u32::try_from(available_workers()).unwrap_or(1);
+                    enc.multithread(workers)?;
                     Ok(enc)
                 };
                 Encoder::Zstd(start().map_err(|source| CodecError::Encoder { codec, source })?)

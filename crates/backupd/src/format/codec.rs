@@ -30,6 +30,8 @@ impl From<CodecError> for io::Error {
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// Input bytes per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// A streaming compressor over `W`.
 pub enum Encoder<W: Write> {
@@ -69,6 +71,9 @@ impl<W: Write> Encoder<W> {
                     // zstd's own worker threads: one source uses every core.
                     let workers = u32::try_from(available_workers()).unwrap_or(1);
                     enc.multithread(workers)?;
+                    // Smaller jobs than zstd's default (4 windows, 8 MiB at level 3) keep the
+                    // buffers of the jobs in flight, hence the daemon's memory, small.
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                     Ok(enc)
                 };
                 Encoder::Zstd(start().map_err(|source| CodecError::Encoder { codec, source })?)

@@ -157,6 +157,10 @@ M_TZS="tar | zstd -$ZSTD_LEVEL -T0"
 M_PGZ="tar | pigz -p $CORES -$GZIP_LEVEL"
 M_BNO="backupd none"
 M_TAR="tar -cf"
+M_BVE="backupd verify (gzip)"
+M_TTZ="tar -tzf"
+M_BRE="backupd restore (gzip)"
+M_TXZ="tar -xzf"
 
 bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP
     local tag=$1 method=$2 comp=$3 level=$4 rep=$5
@@ -262,6 +266,30 @@ bench_tar_plain() {  # bench_tar_plain REP: the copy limit for --compression non
     rm -f "$out"
 }
 
+timed() {  # timed METHOD REP SIZE COMMAND...: records the wall time of COMMAND
+    local method=$1 rep=$2 size=$3 t0 t1
+    shift 3
+    t0=$(now)
+    "$@" >/dev/null || die "$method (repeat $rep) failed"
+    t1=$(now)
+    record "$method" "$rep" "$(elapsed "$t0" "$t1")" "$size" "" ""
+}
+
+bench_read_back() {  # bench_read_back REP: verify vs tar -tzf, restore vs tar -xzf, same archive
+    local rep=$1 dest="$WORK/dest-read" json="$WORK/run-read.json" archive size
+    rm -rf "$dest" "$WORK/restored" "$WORK/extracted"; mkdir -p "$dest"
+    ctl gzip --json run --sources "$CORPUS" --destination "$dest" \
+        --compression gzip --level "$GZIP_LEVEL" >"$json" || die "backupctl run (read-back) failed"
+    archive=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["data"]["sources"][0]["archive"])' "$json")
+    size=$(file_size "$archive")
+    timed "$M_BVE" "$rep" "$size" ctl gzip verify "$archive"
+    timed "$M_TTZ" "$rep" "$size" tar -tzf "$archive"
+    mkdir -p "$WORK/restored" "$WORK/extracted"
+    timed "$M_BRE" "$rep" "$size" ctl gzip restore "$archive" --to "$WORK/restored"
+    timed "$M_TXZ" "$rep" "$size" tar -xzf "$archive" -C "$WORK/extracted"
+    rm -rf "$dest" "$WORK/restored" "$WORK/extracted"
+}
+
 # ---------------------------------------------------------------- machine info
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 [[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(uname -m) (no model name in /proc/cpuinfo)"
@@ -292,6 +320,9 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     bench_backupd none "$M_BNO" none "" "$rep"
     bench_tar_plain "$rep"
 done
+for ((rep = 1; rep <= REPEAT; rep++)); do
+    bench_read_back "$rep"
+done
 
 HWM_GZ=$(vm_kb "${DAEMON_PID[gzip]}" VmHWM)
 HWM_ZS=$(vm_kb "${DAEMON_PID[zstd]}" VmHWM)
@@ -303,17 +334,19 @@ stop_daemon none
 # ---------------------------------------------------------------- report
 RESULTS="$OUT/results.txt"
 python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
-    "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" >"$WORK/table.txt" <<'EOF'
+    "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" \
+    >"$WORK/table.txt" <<'EOF'
 import statistics, sys
 raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
-hwm_no, m_pgz, m_bno, m_tar = sys.argv[9:]
+hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz = sys.argv[9:]
 corpus_bytes = int(corpus_bytes)
 rows = {}
 for line in open(raw):
     method, rep, secs, size, rss, ms = line.rstrip("\n").split("\t")
     rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
 order = [(m_bgz, m_tgz, hwm_gz), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
-         (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None)]
+         (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
+         (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None)]
 order = [o for o in order if o[0] in rows]
 med = {m: statistics.median(r[0] for r in rows[m]) for m in rows}
 mib = 1024 * 1024
@@ -354,6 +387,8 @@ def target(label, ours, theirs, goal, ok):
 target("gzip -6: backupd vs %s" % m_pgz, m_bgz, m_pgz, "<= 0.67x (1.5x faster)", lambda r: r <= 1 / 1.5)
 target("zstd -3: backupd vs %s" % m_tzs, m_bzs, m_tzs, "<= 1.10x", lambda r: r <= 1.10)
 target("none: backupd vs %s" % m_tar, m_bno, m_tar, "<= 1.15x", lambda r: r <= 1.15)
+target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)
+target("restore vs %s (same archive)" % m_txz, m_bre, m_txz, "<= 1.00x", lambda r: r <= 1.0)
 for label, hwm in (("gzip", hwm_gz), ("zstd", hwm_zs), ("none", hwm_no)):
     print("  peak RSS of the %s daemon %.1f MiB  goal <= 64 MiB: %s"
           % (label, int(hwm) / 1024, "met" if int(hwm) <= 64 * 1024 else "NOT met"))

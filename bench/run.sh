@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark: backupd (gzip -6, zstd -3) against GNU tar -czf and tar | zstd -3 -T0,
-# on one deterministic corpus. See bench/README.md.
+# Benchmark: backupd (gzip -6, zstd -3, none) against GNU tar -czf, tar | pigz -p N -6
+# (when pigz is installed), tar | zstd -3 -T0 and tar -cf, on one deterministic corpus.
+# See bench/README.md.
 #
 #   bash bench/run.sh                                   # ~300 MiB corpus, 3 repeats
 #   BENCH_SCALE_MB=20 BENCH_REPEAT=1 bash bench/run.sh  # quick smoke test
@@ -41,6 +42,9 @@ for cmd in python3 tar gzip zstd awk find; do
 done
 HAVE_TIME=0
 if command -v /usr/bin/time >/dev/null 2>&1; then HAVE_TIME=1; fi
+HAVE_PIGZ=0
+if command -v pigz >/dev/null 2>&1; then HAVE_PIGZ=1; fi
+CORES=$(nproc)
 
 # ---------------------------------------------------------------- build
 if [[ "$SKIP_BUILD" != 1 ]]; then
@@ -150,14 +154,23 @@ M_BGZ="backupd gzip -$GZIP_LEVEL"
 M_TGZ="tar -czf (gzip -6)"
 M_BZS="backupd zstd -$ZSTD_LEVEL"
 M_TZS="tar | zstd -$ZSTD_LEVEL -T0"
+M_PGZ="tar | pigz -p $CORES -$GZIP_LEVEL"
+M_BNO="backupd none"
+M_TAR="tar -cf"
+M_BVE="backupd verify (gzip)"
+M_TTZ="tar -tzf"
+M_BRE="backupd restore (gzip)"
+M_TXZ="tar -xzf"
 
 bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP
     local tag=$1 method=$2 comp=$3 level=$4 rep=$5
     local dest="$WORK/dest-$tag" json="$WORK/run-$tag.json" t0 t1 rc=0
     rm -rf "$dest"; mkdir -p "$dest"
     t0=$(now)
+    local level_args=()
+    [[ -z "$level" ]] || level_args=(--level "$level")   # none takes no level
     ctl "$tag" --json run --sources "$CORPUS" --destination "$dest" \
-        --compression "$comp" --level "$level" >"$json" || rc=$?
+        --compression "$comp" "${level_args[@]}" >"$json" || rc=$?
     t1=$(now)
     if ((rc != 0)); then
         cat "$json" >&2
@@ -220,15 +233,78 @@ bench_tar_zstd() {  # bench_tar_zstd REP
     rm -f "$out"
 }
 
+bench_tar_pigz() {  # bench_tar_pigz REP
+    local rep=$1 out="$WORK/tar-pigz.tar.gz" t0 t1 rss=""
+    rm -f "$out"
+    t0=$(now)
+    if ((HAVE_TIME)); then
+        /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" |
+            /usr/bin/time -f %M -o "$WORK/rss.pigz" pigz -p "$CORES" "-$GZIP_LEVEL" >"$out"
+    else
+        tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" | pigz -p "$CORES" "-$GZIP_LEVEL" >"$out"
+    fi
+    t1=$(now)
+    if ((HAVE_TIME)); then
+        rss=$(($(tail -n 1 "$WORK/rss.tar") + $(tail -n 1 "$WORK/rss.pigz")))
+    fi
+    record "$M_PGZ" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "$rss" ""
+    rm -f "$out"
+}
+
+bench_tar_plain() {  # bench_tar_plain REP: the copy limit for --compression none
+    local rep=$1 out="$WORK/tar.tar" t0 t1 rss=""
+    rm -f "$out"
+    t0=$(now)
+    if ((HAVE_TIME)); then
+        /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
+        rss=$(tail -n 1 "$WORK/rss.tar")
+    else
+        tar -cf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
+    fi
+    t1=$(now)
+    record "$M_TAR" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "$rss" ""
+    rm -f "$out"
+}
+
+timed() {  # timed METHOD REP SIZE COMMAND...: records the wall time of COMMAND
+    local method=$1 rep=$2 size=$3 t0 t1
+    shift 3
+    t0=$(now)
+    "$@" >/dev/null || die "$method (repeat $rep) failed"
+    t1=$(now)
+    record "$method" "$rep" "$(elapsed "$t0" "$t1")" "$size" "" ""
+}
+
+bench_read_back() {  # bench_read_back REP: verify vs tar -tzf, restore vs tar -xzf, same archive
+    local rep=$1 dest="$WORK/dest-read" json="$WORK/run-read.json" archive size
+    rm -rf "$dest" "$WORK/restored" "$WORK/extracted"; mkdir -p "$dest"
+    ctl gzip --json run --sources "$CORPUS" --destination "$dest" \
+        --compression gzip --level "$GZIP_LEVEL" >"$json" || die "backupctl run (read-back) failed"
+    archive=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["data"]["sources"][0]["archive"])' "$json")
+    size=$(file_size "$archive")
+    timed "$M_BVE" "$rep" "$size" ctl gzip verify "$archive"
+    timed "$M_TTZ" "$rep" "$size" tar -tzf "$archive"
+    mkdir -p "$WORK/restored" "$WORK/extracted"
+    timed "$M_BRE" "$rep" "$size" ctl gzip restore "$archive" --to "$WORK/restored"
+    timed "$M_TXZ" "$rep" "$size" tar -xzf "$archive" -C "$WORK/extracted"
+    rm -rf "$dest" "$WORK/restored" "$WORK/extracted"
+}
+
 # ---------------------------------------------------------------- machine info
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 [[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(uname -m) (no model name in /proc/cpuinfo)"
 MACHINE="machine: nproc=$(nproc), cpu=$CPU_MODEL, kernel $(uname -r), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
 TOOLS="tools: $("$BACKUPD" --version | head -n 1), $(tar --version | head -n 1), $(gzip --version | head -n 1), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n 1)"
+if ((HAVE_PIGZ)); then
+    TOOLS="$TOOLS, $(pigz --version 2>&1 | head -n 1)"
+else
+    log "pigz not found: the tar | pigz row is skipped"
+fi
 
 # ---------------------------------------------------------------- measurements
 start_daemon gzip
 start_daemon zstd
+start_daemon none
 log "warm-up: reading the corpus once (tar piped to wc; tar skips reading when writing to /dev/null)"
 WARM_BYTES=$(tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" | wc -c)
 log "  tar stream: $WARM_BYTES bytes"
@@ -240,25 +316,38 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     bench_tar_gzip "$rep"
     bench_backupd zstd "$M_BZS" zstd "$ZSTD_LEVEL" "$rep"
     bench_tar_zstd "$rep"
+    if ((HAVE_PIGZ)); then bench_tar_pigz "$rep"; fi
+    bench_backupd none "$M_BNO" none "" "$rep"
+    bench_tar_plain "$rep"
+done
+for ((rep = 1; rep <= REPEAT; rep++)); do
+    bench_read_back "$rep"
 done
 
 HWM_GZ=$(vm_kb "${DAEMON_PID[gzip]}" VmHWM)
 HWM_ZS=$(vm_kb "${DAEMON_PID[zstd]}" VmHWM)
+HWM_NO=$(vm_kb "${DAEMON_PID[none]}" VmHWM)
 stop_daemon gzip
 stop_daemon zstd
+stop_daemon none
 
 # ---------------------------------------------------------------- report
 RESULTS="$OUT/results.txt"
 python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
+    "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" \
     >"$WORK/table.txt" <<'EOF'
 import statistics, sys
-raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:]
+raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
+hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz = sys.argv[9:]
 corpus_bytes = int(corpus_bytes)
 rows = {}
 for line in open(raw):
     method, rep, secs, size, rss, ms = line.rstrip("\n").split("\t")
     rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
-order = [(m_bgz, m_tgz, hwm_gz), (m_tgz, m_tgz, None), (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None)]
+order = [(m_bgz, m_tgz, hwm_gz), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
+         (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
+         (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None)]
+order = [o for o in order if o[0] in rows]
 med = {m: statistics.median(r[0] for r in rows[m]) for m in rows}
 mib = 1024 * 1024
 head = ("method", "median s", "MiB/s", "archive MiB", "% of corpus", "time vs tool", "peak RSS MiB")
@@ -285,8 +374,24 @@ for r in out:
 print()
 print("per run (s): " + "; ".join(
     "%s: %s" % (m, " ".join("%.3f" % r[0] for r in rows[m])) for m, _, _ in order))
-ms = {m: [r[3] for r in rows[m]] for m in (m_bgz, m_bzs)}
+ms = {m: [r[3] for r in rows[m]] for m in (m_bgz, m_bzs, m_bno)}
 print("daemon-reported duration_ms: " + "; ".join("%s: %s" % (m, " ".join(v)) for m, v in ms.items()))
+print()
+print("targets (issue 11; ratio = median time of backupd / median time of the tool):")
+def target(label, ours, theirs, goal, ok):
+    if ours not in med or theirs not in med:
+        print("  %-44s not measured (%s missing)" % (label, theirs if theirs not in med else ours))
+        return
+    r = med[ours] / med[theirs]
+    print("  %-44s %.2fx  goal %s: %s" % (label, r, goal, "met" if ok(r) else "NOT met"))
+target("gzip -6: backupd vs %s" % m_pgz, m_bgz, m_pgz, "<= 0.67x (1.5x faster)", lambda r: r <= 1 / 1.5)
+target("zstd -3: backupd vs %s" % m_tzs, m_bzs, m_tzs, "<= 1.10x", lambda r: r <= 1.10)
+target("none: backupd vs %s" % m_tar, m_bno, m_tar, "<= 1.15x", lambda r: r <= 1.15)
+target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)
+target("restore vs %s (same archive)" % m_txz, m_bre, m_txz, "<= 1.00x", lambda r: r <= 1.0)
+for label, hwm in (("gzip", hwm_gz), ("zstd", hwm_zs), ("none", hwm_no)):
+    print("  peak RSS of the %s daemon %.1f MiB  goal <= 64 MiB: %s"
+          % (label, int(hwm) / 1024, "met" if int(hwm) <= 64 * 1024 else "NOT met"))
 EOF
 
 {

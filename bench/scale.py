@@ -5,7 +5,8 @@ Starts the release `backupd` on a temporary home and measures, over the raw sock
   1. `list` and `create`/`delete` latency with BENCH_SCHEDULES (10,000) schedules,
   2. CPU the idle daemon uses with them between due times,
   3. BENCH_CLIENTS (1,000) clients connecting at once: how many get their answer, p50/p99,
-     with the default per-uid cap and with the cap raised above the client count,
+     sending `hello` with the default per-uid cap and with the cap raised above the client
+     count, and sending `status` (which looks at every schedule) with BENCH_SCHEDULES of them,
   4. BENCH_DUE (100) schedules due in the same minute: all run, none lost.
 The schedule file is written before the daemon starts (10,000 creates would each rewrite it).
 Usage: python3 bench/scale.py  (after `cargo build --release -p backupd -p backupctl`)
@@ -159,8 +160,11 @@ def many_schedules(work, source):
         daemon.stop()
 
 
-def clients_at_once(work, label, config):
-    home = os.path.join(work, label)
+def clients_at_once(work, label, config, cmd="hello", schedules=0, source=None):
+    home = os.path.join(work, label.replace(" ", "-"))
+    if schedules:
+        os.makedirs(home, mode=0o700)
+        write_schedules(home, source, schedules)
     daemon = Daemon(home, config)
     latencies, refused, failed = [], [], []
     barrier = threading.Barrier(CLIENTS)
@@ -169,7 +173,7 @@ def clients_at_once(work, label, config):
     def client():
         barrier.wait()
         try:
-            answer, took = request(daemon.socket, {"cmd": "hello"}, timeout=120)
+            answer, took = request(daemon.socket, {"cmd": cmd}, timeout=120)
             with lock:
                 (latencies if answer["ok"] else refused).append(
                     took if answer["ok"] else answer["error"]["code"])
@@ -184,7 +188,7 @@ def clients_at_once(work, label, config):
         t.join()
     daemon.stop()
     codes = {code: refused.count(code) for code in set(refused)}
-    line = f"{CLIENTS} clients at once ({label}): {len(latencies)} served"
+    line = f"{CLIENTS} clients sending {cmd} at once ({label}): {len(latencies)} served"
     if latencies:
         line += f", p50 {ms(percentile(latencies, 50))}, p99 {ms(percentile(latencies, 99))}"
     line += f"; refused {codes or 0}; no answer {len(failed)}"
@@ -230,7 +234,9 @@ def main():
         print(f"load average at start: {os.getloadavg()[0]:.2f}")
         many_schedules(work, source)
         clients_at_once(work, "default caps", "")
-        clients_at_once(work, "cap raised", f"max_connections_per_uid = {CLIENTS + 16}\n")
+        raised = f"max_connections_per_uid = {CLIENTS + 16}\n"
+        clients_at_once(work, "cap raised", raised)
+        clients_at_once(work, f"{SCHEDULES} schedules", raised, "status", SCHEDULES, source)
         due_together(work, source)
     finally:
         shutil.rmtree(work, ignore_errors=True)

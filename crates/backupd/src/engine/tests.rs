@@ -380,12 +380,12 @@ fn existing_archive_is_never_overwritten() {
     assert_eq!(dir_names(&dest), ["docs_20250102_030405.tar.gz"]);
 }
 
-#[test]
-fn cancel_from_progress_callback_removes_partial() {
+/// Cancels a backup of an 8 GiB sparse file (seconds of reading and compressing, no disk)
+/// at its first progress report.
+fn cancel_mid_stream(compression: Compression) {
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("big");
     fs::create_dir(&src).unwrap();
-    // Sparse: costs no disk, but takes seconds to read and compress.
     File::create(src.join("zeros"))
         .unwrap()
         .set_len(8 << 30)
@@ -398,12 +398,7 @@ fn cancel_from_progress_callback_removes_partial() {
         reports.push(*p);
         cancel.store(true, Ordering::Relaxed);
     };
-    let j = job(
-        &src,
-        &dest,
-        Compression::new(Codec::Gzip, Some(1)).unwrap(),
-        &[],
-    );
+    let j = job(&src, &dest, compression, &[]);
     let err = run_backup(&j, &mut on_progress, &cancel).unwrap_err();
     assert!(matches!(err, EngineError::Cancelled), "{err}");
     assert_eq!(reports.len(), 1);
@@ -412,6 +407,17 @@ fn cancel_from_progress_callback_removes_partial() {
         dir_names(&dest).is_empty(),
         "no partial, no archive, no manifest"
     );
+}
+
+#[test]
+fn cancel_from_progress_callback_removes_partial() {
+    // Gzip on the worker pool: many blocks are in flight when the cancel comes.
+    cancel_mid_stream(Compression::new(Codec::Gzip, Some(1)).unwrap());
+}
+
+#[test]
+fn cancel_mid_stream_of_multithreaded_zstd_removes_partial() {
+    cancel_mid_stream(Compression::new(Codec::Zstd, Some(3)).unwrap());
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::io::{self, BufRead, Read, Write};
 
 use proto::{Codec, Compression};
 
+use super::parallel_gzip::{ParallelGzEncoder, available_workers};
+
 /// Why a codec could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -28,11 +30,14 @@ impl From<CodecError> for io::Error {
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// Input bytes per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// A streaming compressor over `W`.
 pub enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    /// One gzip stream, compressed on every core ([`super::parallel_gzip`]).
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -56,16 +61,19 @@ impl<W: Write> Encoder<W> {
             Codec::None => Encoder::Plain(inner),
             Codec::Gzip => {
                 let level = level.and_then(|l| u32::try_from(l).ok()).unwrap_or(6);
-                Encoder::Gzip(flate2::write::GzEncoder::new(
-                    inner,
-                    flate2::Compression::new(level),
-                ))
+                Encoder::Gzip(ParallelGzEncoder::new(inner, level, available_workers()))
             }
             Codec::Zstd => {
                 let start = || {
                     let mut enc = zstd::stream::write::Encoder::new(inner, level.unwrap_or(3))?;
                     // A frame checksum lets `zstd -t` catch corruption on its own.
                     enc.include_checksum(true)?;
+                    // zstd's own worker threads: one source uses every core.
+                    let workers = u32::try_from(available_workers()).unwrap_or(1);
+                    enc.multithread(workers)?;
+                    // Smaller jobs than zstd's default (4 windows, 8 MiB at level 3) keep the
+                    // buffers of the jobs in flight, hence the daemon's memory, small.
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                     Ok(enc)
                 };
                 Encoder::Zstd(start().map_err(|source| CodecError::Encoder { codec, source })?)

@@ -1,6 +1,7 @@
 //! The archive format, the one room both the writer and the readers use: how archives and
 //! their manifests are named ([`naming`]), what a manifest records ([`manifest`]), and the
-//! codec layers between the tar stream and the stored bytes ([`codec`]).
+//! codec layers between the tar stream and the stored bytes ([`codec`], with gzip compressed on
+//! every core by [`parallel_gzip`]).
 //!
 //! Encryption (age) will be one more codec layer, one more extension and a manifest field,
 //! all in here.
@@ -8,6 +9,7 @@
 pub mod codec;
 pub mod manifest;
 pub mod naming;
+pub mod parallel_gzip;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
 pub use manifest::{FORMAT_VERSION, Manifest, hex};

@@ -1,6 +1,6 @@
 //! Property tests of the request decoder: whatever bytes arrive, `Request::parse` returns a
 //! command or a typed error and never panics; every valid command survives encode → decode.
-//! The seed and the count (256 cases a property) are fixed, so CI runs the same cases every
+//! The random seed and the count (256 cases a property) are fixed, so CI runs the same cases every
 //! time.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test

@@ -254,23 +254,7 @@ fn start_detaches_from_the_terminal_session_and_the_working_directory() {
 #[test]
 fn stale_partials_are_removed_at_start_in_every_schedule_destination() {
     let t = TestHome::new();
-    std::fs::create_dir(t.work().join("src")).unwrap();
-    let elsewhere = t.work().join("elsewhere");
-    let mut daemon = t.start_daemon();
-    t.ctl(&[
-        "create",
-        "--source",
-        "src",
-        "--name",
-        "far",
-        "--daily",
-        &common::far_time(),
-        "--destination",
-        elsewhere.to_str().unwrap(),
-    ])
-    .ok();
-    daemon.signal("TERM");
-    assert!(daemon.wait().success());
+    let elsewhere = common::stopped_with_a_schedule_elsewhere(&t);
     // What a daemon killed mid-write leaves, next to files that must stay.
     std::fs::create_dir_all(&elsewhere).unwrap();
     let partial = elsewhere.join("far_20250101_000000.tar.gz.partial");

@@ -101,23 +101,7 @@ fn an_archive_left_without_its_manifest_gets_it_rebuilt_at_start() {
 #[test]
 fn temporary_files_of_interrupted_writes_are_swept_at_start() {
     let t = TestHome::new();
-    std::fs::create_dir(t.work().join("src")).unwrap();
-    let elsewhere = t.work().join("elsewhere");
-    let mut daemon = t.start_daemon();
-    t.ctl(&[
-        "create",
-        "--source",
-        "src",
-        "--name",
-        "far",
-        "--daily",
-        &common::far_time(),
-        "--destination",
-        elsewhere.to_str().unwrap(),
-    ])
-    .ok();
-    daemon.signal("TERM");
-    assert!(daemon.wait().success());
+    let elsewhere = common::stopped_with_a_schedule_elsewhere(&t);
 
     // What interrupted writes of the schedule file, the verify ledger and manifests leave
     // (this version's names and the `.tmpXXXXXX` of earlier ones), next to users' files.

@@ -437,3 +437,27 @@ pub fn sha256sum(path: &Path) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).expect("hex")[..64].to_owned()
 }
+
+/// A home whose daemon ran once and stopped, leaving a schedule `far` (not due soon) of
+/// `<work>/src` into `<work>/elsewhere`, a destination outside the home: for what the next
+/// start finds there. Returns that destination (not created yet).
+pub fn stopped_with_a_schedule_elsewhere(t: &TestHome) -> PathBuf {
+    std::fs::create_dir(t.work().join("src")).expect("create the source");
+    let elsewhere = t.work().join("elsewhere");
+    let mut daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--source",
+        "src",
+        "--name",
+        "far",
+        "--daily",
+        &far_time(),
+        "--destination",
+        elsewhere.to_str().expect("a UTF-8 temp path"),
+    ])
+    .ok();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    elsewhere
+}

@@ -3,26 +3,13 @@
 
 mod common;
 
-use common::{Client, PATIENCE, TestHome, log_messages};
+use common::{Client, PATIENCE, TestHome, log_messages, wait_for};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Polls `probe` until it returns something, within [`PATIENCE`].
-#[track_caller]
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn json(t: &TestHome, args: &[&str]) -> Value {
     let mut full = vec!["--json"];
@@ -47,7 +34,7 @@ fn start_run(t: &TestHome, src: &Path) -> Client {
 
 /// The running job, once it has written some bytes.
 fn job_with_progress(t: &TestHome) -> Value {
-    wait_for("a job with progress", || {
+    wait_for(PATIENCE, "a job with progress", || {
         let jobs = json(t, &["jobs"]);
         let job = jobs["data"]["jobs"].get(0)?.clone();
         (job["bytes_in"].as_u64()? > 0).then_some(job)
@@ -247,7 +234,7 @@ fn watch_follows_schedule_changes_and_a_run_from_start_to_finish() {
     let watcher = Watcher::start(&t);
     // The watch begins once the daemon has read it: create schedules until one is seen.
     let mut created = 0;
-    let first = wait_for("the watch to see a create", || {
+    let first = wait_for(PATIENCE, "the watch to see a create", || {
         created += 1;
         let spec = format!("src;{};one_{created}", common::far_time());
         t.ctl(&["create", &spec]).ok();
@@ -322,7 +309,7 @@ fn a_detached_run_prints_its_jobs_returns_and_goes_on_until_cancelled() {
     let job = job_with_progress(&t);
     assert_eq!(job["id"], 1);
     t.ctl(&["cancel", "1"]).ok();
-    wait_for("the cancelled job to end", || {
+    wait_for(PATIENCE, "the cancelled job to end", || {
         let jobs = json(&t, &["jobs"]);
         jobs["data"]["jobs"].as_array()?.is_empty().then_some(())
     });

@@ -7,23 +7,10 @@
 mod common;
 
 use chrono::{Local, TimeDelta, Timelike};
-use common::{StopOnDrop, TestHome, far_time, log_messages};
+use common::{StopOnDrop, TestHome, far_time, log_messages, wait_for};
 use serde_json::Value;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Polls `check` until it returns `Some`, for at most `limit`.
-#[track_caller]
-fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 fn archives(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

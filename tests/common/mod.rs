@@ -461,3 +461,16 @@ pub fn stopped_with_a_schedule_elsewhere(t: &TestHome) -> PathBuf {
     assert!(daemon.wait().success());
     elsewhere
 }
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+#[track_caller]
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -474,3 +474,4 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+pub mod s3;

@@ -23,6 +23,9 @@
 //! exclude = ["*.tmp"]
 //! verify_after = true
 //! retention = { days = 14, min_keep = 3 }
+//!
+//! [remote.offsite]      # an S3 remote jobs name with --offsite offsite (see `remote`)
+//! bucket = "my-backups"
 //! ```
 
 use std::io;
@@ -74,6 +77,8 @@ pub struct Config {
     pub max_connections_per_uid: Option<usize>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
+    /// The `[remote.NAME]` tables: S3 remotes for offsite copies.
+    pub remotes: std::collections::BTreeMap<String, crate::remote::RemoteConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +96,7 @@ struct File {
     line_timeout: Option<Spanned<String>>,
     max_connections_per_uid: Option<Spanned<usize>>,
     defaults: Option<Spanned<Defaults>>,
+    remote: Option<std::collections::BTreeMap<String, Spanned<crate::remote::table::RemoteTable>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +229,10 @@ impl Config {
                 .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
             config.defaults = job;
         }
+        if let Some(remotes) = file.remote {
+            config.remotes = crate::remote::table::read(remotes)
+                .map_err(|(span, reason)| invalid(Some(span), reason))?;
+        }
         Ok(config)
     }
 }
@@ -289,6 +299,23 @@ mod tests {
         assert_eq!(edge.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert_eq!(edge.line_timeout, Some(std::time::Duration::from_secs(3)));
         assert_eq!(edge.max_connections_per_uid, Some(8));
+        let remote = parse(
+            "[remote.minio]\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n\
+             bucket = \"bkt\"\nprefix = \"/host/\"\npart_size = \"8MiB\"\n\
+             upload_concurrency = 2\nrequest_timeout = \"30s\"\nretries = 3\n\
+             credentials_file = \"/etc/creds\"\nprofile = \"b\"\nobject_lock_days = 7\n",
+        )
+        .unwrap();
+        let minio = &remote.remotes["minio"];
+        assert_eq!(minio.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(minio.url(), "s3://bkt/host");
+        assert_eq!(minio.part_size, 8 << 20);
+        assert_eq!(minio.upload_concurrency, 2);
+        assert_eq!(minio.request_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(minio.retries, 3);
+        assert_eq!(minio.profile.as_deref(), Some("b"));
+        assert_eq!(minio.object_lock_days, Some(7));
+        assert!(minio.allow_http && !minio.virtual_hosted);
     }
 
     #[test]
@@ -314,6 +341,13 @@ mod tests {
                 "max_connections_per_uid",
             ),
             ("socket_group = \"\"\n", 1, "socket_group"),
+            ("[remote.x]\nbucket = \"B\"\n", 2, "remote.x.bucket"),
+            ("[remote.x]\nbucket = \"bkt\"\npart_size = \"1MiB\"\n", 3, "part_size"),
+            ("[remote.x]\nbucket = \"bkt\"\nendpoint = \"http://h\"\n", 3, "allow_http"),
+            ("[remote.x]\nbucket = \"bkt\"\nbukket = 1\n", 1, "bukket"),
+            ("\n[remote.x]\nprefix = \"p\"\n", 2, "bucket"),
+            ("[remote.x]\nbucket = \"bkt\"\n\nupload_concurrency = 0\n", 4, "upload_concurrency"),
+            ("[remote.x]\nbucket = \"bkt\"\nprofile = \"p\"\n", 3, "credentials_file"),
             ("not toml", 1, ""),
         ];
         for (text, line, needle) in cases {

@@ -17,6 +17,7 @@ pub mod log;
 pub mod notify;
 pub mod peer;
 pub mod plan;
+pub mod remote;
 pub mod retention;
 pub mod rotation_locks;
 pub mod runner;

@@ -1,13 +1,15 @@
 //! Destinations: where backup sets live. A destination holds archives with their manifests
 //! and can list them, read one, publish a new one atomically and delete one; the engine writes
 //! through it, rotation and verify work on it. A local folder ([`LocalFolder`]) is the first
-//! kind; an object-store prefix (S3) is meant to be the second, behind the same trait.
+//! kind; a prefix of an S3 bucket ([`S3Prefix`]) the second, behind the same trait.
 //!
 //! Synchronous: callers run it on blocking threads, as they do the engine and the store.
 
 mod local;
+mod s3;
 
 pub use local::LocalFolder;
+pub use s3::S3Prefix;
 
 use std::collections::BTreeMap;
 use std::fmt;

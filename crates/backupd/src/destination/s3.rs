@@ -1,0 +1,632 @@
+//! A destination that is a prefix of an S3 bucket: each file of a backup set is the object
+//! `<prefix>/<file>`. Synchronous like every destination: the calls block their thread on the
+//! daemon's runtime (`Handle::block_on`), so they must run on blocking threads, as the engine
+//! and the store already do — never on a runtime worker.
+//!
+//! - An archive is a multipart upload of bounded memory: one part filling, at most
+//!   `upload_concurrency` parts in flight; the part size doubles every 1,000 parts so 10,000
+//!   are never exceeded. It becomes visible only when completed by `publish`; dropped before,
+//!   or failing, the upload is aborted (S3 keeps the parts out of sight meanwhile).
+//!   S3 completes a multipart upload without a create-only condition through object_store, so
+//!   `publish` checks by HEAD that no object holds the name just before completing; two
+//!   writers of one archive name (names carry the second) could still race there.
+//! - Manifests are written create-only (`If-None-Match: *`). A server that ignores that header
+//!   would let a manifest be replaced silently, so the first `put_new` probes it (a probe
+//!   object written twice create-only must be refused the second time) and a remote that
+//!   fails the probe is refused.
+//! - `identity` is the ETag (hashed into `ino`), size and last-modified time; `remove_if_same`
+//!   re-checks them by HEAD just before DELETE. S3 has no conditional DELETE everywhere, so an
+//!   object replaced between the HEAD and the DELETE (a window of one request) would go.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::aws::AmazonS3;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload,
+};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
+use crate::remote::RemoteConfig;
+use crate::remote::store::part_size_for;
+
+/// A prefix of a bucket holding archives and manifests side by side.
+pub struct S3Prefix {
+    store: Arc<AmazonS3>,
+    config: RemoteConfig,
+    runtime: Handle,
+    /// The outcome of the create-only probe, made once.
+    create_only: OnceLock<Result<(), String>>,
+}
+
+impl fmt::Debug for S3Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Prefix")
+            .field("remote", &self.config.name)
+            .field("url", &self.config.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Prefix {
+    /// `runtime` runs the requests; calls block on it from the caller's (blocking) thread.
+    pub fn new(store: Arc<AmazonS3>, config: RemoteConfig, runtime: Handle) -> Self {
+        Self {
+            store,
+            config,
+            runtime,
+            create_only: OnceLock::new(),
+        }
+    }
+
+    pub fn config(&self) -> &RemoteConfig {
+        &self.config
+    }
+
+    /// The object key of `file`.
+    fn key(&self, file: &str) -> ObjectPath {
+        if self.config.prefix.is_empty() {
+            ObjectPath::from(file)
+        } else {
+            ObjectPath::from(format!("{}/{file}", self.config.prefix))
+        }
+    }
+
+    fn prefix_path(&self) -> Option<ObjectPath> {
+        (!self.config.prefix.is_empty()).then(|| ObjectPath::from(self.config.prefix.as_str()))
+    }
+
+    fn io_error(&self, error: object_store::Error) -> io::Error {
+        to_io(&self.config.name, error)
+    }
+
+    fn head(&self, file: &str) -> io::Result<object_store::ObjectMeta> {
+        let key = self.key(file);
+        self.runtime
+            .block_on(self.store.head(&key))
+            .map_err(|e| self.io_error(e))
+    }
+
+    /// Whether the server honours `If-None-Match: *`: a second create-only put of one
+    /// object must be refused.
+    fn check_create_only(&self) -> io::Result<()> {
+        let outcome = self.create_only.get_or_init(|| {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let probe = self.key(&format!(
+                ".backupd-probe-{}-{stamp}",
+                std::process::id()
+            ));
+            let create = || PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.runtime.block_on(async {
+                self.store
+                    .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                    .await
+                    .map_err(|e| to_io(&self.config.name, e).to_string())?;
+                let second = self
+                    .store
+                    .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                    .await;
+                let _ = self.store.delete(&probe).await;
+                match second {
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                    Ok(_) => Err(format!(
+                        "remote {}: the server ignores If-None-Match, so a manifest could be \
+                         replaced; backupd refuses such a server",
+                        self.config.name
+                    )),
+                    Err(e) => Err(to_io(&self.config.name, e).to_string()),
+                }
+            })
+        });
+        outcome.clone().map_err(io::Error::other)
+    }
+}
+
+/// An object_store error as an `io::Error` naming the remote; the kinds the destination
+/// contract relies on (`NotFound`, `AlreadyExists`) are kept.
+fn to_io(remote: &str, error: object_store::Error) -> io::Error {
+    let kind = match &error {
+        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            io::ErrorKind::AlreadyExists
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("remote {remote}: {error}"))
+}
+
+/// A stable number for an ETag, to stand in `FileIdentity::ino`.
+fn etag_hash(etag: Option<&str>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    etag.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn identity_of(meta: &object_store::ObjectMeta) -> FileIdentity {
+    FileIdentity {
+        dev: 0,
+        ino: etag_hash(meta.e_tag.as_deref()),
+        size: meta.size,
+        mtime_ns: meta
+            .last_modified
+            .timestamp_nanos_opt()
+            .map_or(0, i128::from),
+    }
+}
+
+impl Destination for S3Prefix {
+    fn location(&self) -> PathBuf {
+        PathBuf::from(self.config.url())
+    }
+
+    fn path_of(&self, file: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{file}", self.config.url()))
+    }
+
+    fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        let prefix = self.prefix_path();
+        let listed = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(prefix.as_ref()))
+            .map_err(|e| self.io_error(e))?;
+        Ok(listed
+            .objects
+            .into_iter()
+            .filter_map(|meta| Some((meta.location.filename()?.to_owned(), meta.size)))
+            .collect())
+    }
+
+    fn any_exists(&self, files: &[String]) -> io::Result<bool> {
+        for file in files {
+            match self.head(file) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
+        let key = self.key(file);
+        let result = self
+            .runtime
+            .block_on(self.store.get(&key))
+            .map_err(|e| self.io_error(e))?;
+        Ok(Box::new(ObjectReader {
+            stream: result.into_stream(),
+            chunk: Bytes::new(),
+            runtime: self.runtime.clone(),
+            remote: self.config.name.clone(),
+        }))
+    }
+
+    fn get(&self, file: &str) -> io::Result<Vec<u8>> {
+        let key = self.key(file);
+        self.runtime
+            .block_on(async { self.store.get(&key).await?.bytes().await })
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
+        self.check_create_only()?;
+        let key = self.key(file);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            attributes: self.attributes(),
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime
+            .block_on(self.store.put_opts(&key, payload, options))
+            .map(|_| ())
+            .map_err(|e| self.io_error(e))
+    }
+
+    fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>> {
+        let key = self.key(archive);
+        let options = PutMultipartOptions {
+            attributes: self.attributes(),
+            ..PutMultipartOptions::default()
+        };
+        let upload_id = self
+            .runtime
+            .block_on(self.store.create_multipart_opts(&key, options))
+            .map_err(|e| self.io_error(e))?;
+        Ok(Box::new(MultipartArchive {
+            store: Arc::clone(&self.store),
+            runtime: self.runtime.clone(),
+            remote: self.config.name.clone(),
+            location: self.path_of(archive),
+            key,
+            upload_id: Some(upload_id),
+            first_part_size: self.config.part_size,
+            concurrency: self.config.upload_concurrency.max(1),
+            buffer: Vec::new(),
+            in_flight: VecDeque::new(),
+            parts: Vec::new(),
+            next_part: 0,
+            sent: 0,
+            failed: None,
+        }))
+    }
+
+    fn remove(&self, file: &str) -> io::Result<()> {
+        let key = self.key(file);
+        match self.runtime.block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    fn identity(&self, file: &str) -> io::Result<FileIdentity> {
+        self.head(file).map(|meta| identity_of(&meta))
+    }
+
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> io::Result<Removal> {
+        match self.head(file) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
+            Err(e) => Err(e),
+            Ok(meta) if identity_of(&meta) != *expected => Ok(Removal::Replaced),
+            Ok(_) => self.remove(file).map(|()| Removal::Removed),
+        }
+    }
+}
+
+impl S3Prefix {
+    fn attributes(&self) -> Attributes {
+        let mut attributes = Attributes::new();
+        if let Some(class) = &self.config.storage_class {
+            attributes.insert(Attribute::StorageClass, class.clone().into());
+        }
+        attributes
+    }
+}
+
+/// A GET streamed chunk by chunk: memory is one HTTP chunk.
+struct ObjectReader {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    runtime: Handle,
+    remote: String,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(to_io(&self.remote, e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// An archive being uploaded in parts.
+struct MultipartArchive {
+    store: Arc<AmazonS3>,
+    runtime: Handle,
+    remote: String,
+    location: PathBuf,
+    key: ObjectPath,
+    /// `None` once completed or aborted.
+    upload_id: Option<String>,
+    first_part_size: u64,
+    concurrency: usize,
+    /// The part being filled.
+    buffer: Vec<u8>,
+    /// Parts being sent, in order.
+    in_flight: VecDeque<JoinHandle<object_store::Result<PartId>>>,
+    /// Parts sent, in order.
+    parts: Vec<PartId>,
+    next_part: usize,
+    /// Bytes handed to parts.
+    sent: u64,
+    /// The first error; every later write fails with it.
+    failed: Option<String>,
+}
+
+impl fmt::Debug for MultipartArchive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultipartArchive")
+            .field("remote", &self.remote)
+            .field("key", &self.key.as_ref())
+            .field("parts", &self.next_part)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MultipartArchive {
+    fn part_size(&self) -> usize {
+        usize::try_from(part_size_for(self.first_part_size, self.next_part)).unwrap_or(usize::MAX)
+    }
+
+    fn fail(&mut self, error: io::Error) -> io::Error {
+        self.failed.get_or_insert_with(|| error.to_string());
+        error
+    }
+
+    /// Waits for the oldest part in flight.
+    fn wait_oldest(&mut self) -> io::Result<()> {
+        let Some(task) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match self.runtime.block_on(task) {
+            Ok(Ok(part)) => {
+                self.parts.push(part);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.fail(to_io(&self.remote, e))),
+            Err(e) => Err(self.fail(io::Error::other(format!("remote {}: {e}", self.remote)))),
+        }
+    }
+
+    /// Sends the buffer as the next part, once fewer than `concurrency` are in flight.
+    fn send_part(&mut self) -> io::Result<()> {
+        while self.in_flight.len() >= self.concurrency {
+            self.wait_oldest()?;
+        }
+        let Some(upload_id) = self.upload_id.clone() else {
+            return Err(io::Error::other("upload already ended"));
+        };
+        let data = std::mem::take(&mut self.buffer);
+        self.sent += data.len() as u64;
+        let (store, key, index) = (Arc::clone(&self.store), self.key.clone(), self.next_part);
+        self.next_part += 1;
+        self.in_flight.push_back(self.runtime.spawn(async move {
+            store
+                .put_part(&key, &upload_id, index, PutPayload::from(data))
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Stops the parts in flight and aborts the upload, without waiting.
+    fn abort_in_background(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
+        if let Some(upload_id) = self.upload_id.take() {
+            let (store, key) = (Arc::clone(&self.store), self.key.clone());
+            self.runtime.spawn(async move {
+                if let Err(e) = store.abort_multipart(&key, &upload_id).await {
+                    tracing::warn!("could not abort the multipart upload of {key}: {e}");
+                }
+            });
+        }
+    }
+
+    fn complete(&mut self, written: u64) -> Result<(), PublishError> {
+        let io = |source: io::Error, path: &PathBuf| PublishError::Io {
+            path: path.clone(),
+            source,
+        };
+        if !self.buffer.is_empty() || self.next_part == 0 {
+            self.send_part().map_err(|e| io(e, &self.location))?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest().map_err(|e| io(e, &self.location))?;
+        }
+        if self.sent != written {
+            return Err(PublishError::Incomplete {
+                path: self.location.clone(),
+                reason: format!("{} bytes sent, {written} written", self.sent),
+            });
+        }
+        // Completing replaces whatever holds the name: look first (see the module docs).
+        match self.runtime.block_on(self.store.head(&self.key)) {
+            Ok(_) => return Err(PublishError::Exists(self.location.clone())),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(io(to_io(&self.remote, e), &self.location)),
+        }
+        let Some(upload_id) = self.upload_id.clone() else {
+            return Err(io(io::Error::other("upload already ended"), &self.location));
+        };
+        let parts = std::mem::take(&mut self.parts);
+        self.runtime
+            .block_on(self.store.complete_multipart(&self.key, &upload_id, parts))
+            .map_err(|e| io(to_io(&self.remote, e), &self.location))?;
+        self.upload_id = None;
+        let meta = self
+            .runtime
+            .block_on(self.store.head(&self.key))
+            .map_err(|e| io(to_io(&self.remote, e), &self.location))?;
+        if meta.size != written {
+            return Err(PublishError::Incomplete {
+                path: self.location.clone(),
+                reason: format!("the object holds {} bytes, {written} written", meta.size),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Write for MultipartArchive {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(reason) = &self.failed {
+            return Err(io::Error::other(reason.clone()));
+        }
+        let room = self.part_size().saturating_sub(self.buffer.len());
+        let n = buf.len().min(room);
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(self.part_size());
+        }
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() >= self.part_size() {
+            self.send_part()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Parts go when full; the last one at publish.
+        Ok(())
+    }
+}
+
+impl PendingArchive for MultipartArchive {
+    fn location(&self) -> PathBuf {
+        self.location.clone()
+    }
+
+    fn file_id(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    fn publish(mut self: Box<Self>, written: u64) -> Result<PathBuf, PublishError> {
+        match self.complete(written) {
+            Ok(()) => Ok(self.location.clone()),
+            Err(e) => {
+                // Dropping aborts the upload; a completed object that fails the size check
+                // is removed, so nothing half-checked keeps the name.
+                if self.upload_id.is_none() && !matches!(e, PublishError::Exists(_)) {
+                    let _ = self.runtime.block_on(self.store.delete(&self.key));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for MultipartArchive {
+    fn drop(&mut self) {
+        self.abort_in_background();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::store::build;
+    use crate::remote::test_server::{SECRET_KEY, TestServer};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn prefix_on(server: &TestServer, runtime: &tokio::runtime::Runtime, secret: &str) -> S3Prefix {
+        let remote = server.remote("host/a", secret);
+        S3Prefix::new(build(&remote).unwrap(), remote.config, runtime.handle().clone())
+    }
+
+    /// Bytes that do not compress, so parts are as large as they say.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_archive_goes_up_in_parts_and_reads_back_and_manifests_are_create_only() {
+        let server = TestServer::start();
+        let runtime = runtime();
+        let prefix = prefix_on(&server, &runtime, SECRET_KEY);
+        let data = noise(12 * 1024 * 1024 + 77);
+        let name = "docs_20250101_120000.tar.gz";
+        let mut pending = prefix.begin(name).unwrap();
+        for chunk in data.chunks(100_000) {
+            pending.write_all(chunk).unwrap();
+        }
+        let published = pending.publish(data.len() as u64).unwrap();
+        assert_eq!(published, PathBuf::from(format!("s3://unit/host/a/{name}")));
+        let on_disk = server.root.path().join("unit/host/a").join(name);
+        assert_eq!(std::fs::read(on_disk).unwrap(), data);
+        assert_eq!(prefix.files().unwrap(), [(name.to_owned(), data.len() as u64)]);
+        let mut back = Vec::new();
+        prefix.open(name).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == data, "the object read back differs");
+
+        let manifest = "docs_20250101_120000.tar.gz.manifest.json";
+        prefix.put_new(manifest, b"{}").unwrap();
+        let again = prefix.put_new(manifest, b"{\"x\":1}").unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+        assert_eq!(prefix.get(manifest).unwrap(), b"{}");
+        assert!(prefix.any_exists(&[manifest.to_owned()]).unwrap());
+
+        let identity = prefix.identity(name).unwrap();
+        let other = FileIdentity {
+            ino: identity.ino ^ 1,
+            ..identity
+        };
+        assert_eq!(prefix.remove_if_same(name, &other).unwrap(), Removal::Replaced);
+        assert_eq!(prefix.remove_if_same(name, &identity).unwrap(), Removal::Removed);
+        assert_eq!(prefix.remove_if_same(name, &identity).unwrap(), Removal::Gone);
+        assert!(!prefix.any_exists(&[name.to_owned()]).unwrap());
+    }
+
+    #[test]
+    fn an_upload_dropped_or_short_leaves_no_object() {
+        let server = TestServer::start();
+        let runtime = runtime();
+        let prefix = prefix_on(&server, &runtime, SECRET_KEY);
+        let data = noise(6 * 1024 * 1024);
+        let mut dropped = prefix.begin("a_20250101_120000.tar.gz").unwrap();
+        dropped.write_all(&data).unwrap();
+        drop(dropped);
+        let mut short = prefix.begin("b_20250101_120000.tar.gz").unwrap();
+        short.write_all(&data).unwrap();
+        let err = short.publish(data.len() as u64 + 1).unwrap_err();
+        assert!(matches!(err, PublishError::Incomplete { .. }), "{err}");
+        assert_eq!(prefix.files().unwrap(), []);
+        // Aborted: s3s-fs forgets the upload ids (`.upload-<id>.json` in its root).
+        let uploads = || {
+            std::fs::read_dir(server.root.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".upload-"))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while uploads() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(uploads(), 0, "the multipart uploads were not aborted");
+    }
+
+    #[test]
+    fn a_wrong_secret_names_the_remote_and_never_shows_the_secret() {
+        let server = TestServer::start();
+        let runtime = runtime();
+        let wrong = "wrong-secret-0b5e";
+        let prefix = prefix_on(&server, &runtime, wrong);
+        let err = prefix.files().unwrap_err().to_string();
+        assert!(err.starts_with("remote unit: "), "{err}");
+        assert!(!err.contains(wrong) && !err.contains(SECRET_KEY), "{err}");
+        let err = prefix.begin("c_20250101_120000.tar.gz").unwrap_err().to_string();
+        assert!(!err.contains(wrong), "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! An S3 server for the tests: s3s-fs (objects as plain files under a temporary root) behind
+//! s3s's service with one access key, on an ephemeral loopback port, in its own thread and
+//! runtime so a test can stop and restart it (same port) for fault tests. Also writes a
+//! `[remote.NAME]` table for it and starts a daemon with its credentials in the environment.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+use super::{Daemon, TestHome, backupd_bin, wait_until_answering};
+
+pub const ACCESS_KEY: &str = "backupd-test-key";
+/// Distinctive, so a test can grep logs and messages for it.
+pub const SECRET_KEY: &str = "Sekr1t-backupd-s3-test-9f3a77";
+/// The bucket the server starts with.
+pub const BUCKET: &str = "backups";
+
+/// A running (or stopped) in-process S3 server.
+pub struct S3Server {
+    root: tempfile::TempDir,
+    addr: SocketAddr,
+    running: Option<Running>,
+    /// Once the server has received this many bytes (all connections), it stops by itself.
+    stop_after: Arc<AtomicU64>,
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Starts a server with the bucket [`BUCKET`] on `127.0.0.1`, an ephemeral port.
+    pub fn start() -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("s3fs")
+            .tempdir()
+            .expect("s3 root");
+        std::fs::create_dir(root.path().join(BUCKET)).expect("create the bucket");
+        let mut server = Self {
+            root,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            running: None,
+            stop_after: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let listener = std::net::TcpListener::bind(self.addr).expect("bind the s3 server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.addr = listener.local_addr().expect("s3 server address");
+        let root = self.root.path().to_owned();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let received = Arc::new(AtomicU64::new(0));
+        let limit_reached = Arc::new(tokio::sync::Notify::new());
+        let stop_after = Arc::clone(&self.stop_after);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("s3 server runtime");
+            runtime.block_on(async move {
+                let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+                let mut builder = S3ServiceBuilder::new(fs);
+                builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+                let service = builder.build();
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let http = ConnBuilder::new(TokioExecutor::new());
+                loop {
+                    let socket = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((socket, _)) => socket,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => break,
+                        () = limit_reached.notified() => break,
+                    };
+                    let counted = Counted {
+                        inner: socket,
+                        received: Arc::clone(&received),
+                        stop_after: Arc::clone(&stop_after),
+                        limit_reached: Arc::clone(&limit_reached),
+                    };
+                    let connection = http
+                        .serve_connection(TokioIo::new(counted), service.clone())
+                        .into_owned();
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                }
+            });
+            // Every connection still open is cut, as a crashed server would.
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        });
+        self.running = Some(Running { stop, thread });
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Where s3s-fs keeps the objects: `<root>/<bucket>/<key>`.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The file holding object `key` of [`BUCKET`].
+    pub fn object(&self, key: &str) -> PathBuf {
+        self.root.path().join(BUCKET).join(key)
+    }
+
+    /// Objects (regular files) under `prefix` of [`BUCKET`], sorted, relative to the prefix.
+    pub fn objects(&self, prefix: &str) -> Vec<String> {
+        let dir = self.root.path().join(BUCKET).join(prefix);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    // s3s-fs's own metadata files.
+                    .filter(|n| !n.starts_with(".bucket-") && !n.starts_with(".metadata"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Stops accepting and cuts every connection; the data stays.
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            running.thread.join().expect("s3 server thread");
+        }
+    }
+
+    /// Starts again on the same port, with the same data (and no byte limit).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.stop_after.store(u64::MAX, Ordering::SeqCst);
+        self.run();
+    }
+
+    /// Makes the server stop by itself, cutting every connection, once it has received
+    /// `bytes` bytes since it (re)started: a server lost in the middle of an upload.
+    pub fn stop_after_receiving(&self, bytes: u64) {
+        self.stop_after.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Whether the server is still serving (it stops by itself after its byte limit).
+    pub fn is_serving(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|running| !running.thread.is_finished())
+    }
+
+    /// A `[remote.NAME]` table for this server (path-style, plain http), objects under
+    /// `prefix`, with `extra` lines appended.
+    pub fn remote_table(&self, name: &str, prefix: &str, extra: &str) -> String {
+        format!(
+            "[remote.{name}]\nendpoint = \"{}\"\nallow_http = true\nregion = \"us-east-1\"\n\
+             bucket = \"{BUCKET}\"\nprefix = \"{prefix}\"\nretries = 2\n\
+             connect_timeout = \"2s\"\nrequest_timeout = \"20s\"\n{extra}",
+            self.endpoint()
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The environment a daemon needs to reach `server` with `secret` (the right one is
+/// [`SECRET_KEY`]); `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP` let `s3://` specs reach it too.
+pub fn env_for(server: &S3Server, secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
+        ("AWS_ENDPOINT_URL".into(), server.endpoint()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ]
+}
+
+impl TestHome {
+    /// Appends `text` to the home's `backupd.toml` (creating the home).
+    pub fn append_config(&self, text: &str) {
+        use std::io::Write;
+        std::fs::create_dir_all(self.home()).expect("create home");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home().join("backupd.toml"))
+            .expect("open backupd.toml");
+        writeln!(file, "{text}").expect("write backupd.toml");
+    }
+
+    /// Starts `backupd` with exactly `env` as its AWS environment (nothing inherited), and
+    /// waits until it answers.
+    pub fn start_daemon_with_env(&self, env: &[(String, String)]) -> Daemon {
+        let stderr =
+            std::fs::File::create(self.work().join("daemon.stderr")).expect("create daemon.stderr");
+        let mut command = Command::new(backupd_bin());
+        command
+            .arg("--home")
+            .arg(self.home())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_ALLOW_HTTP",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+        ] {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let child = command.spawn().expect("spawn backupd");
+        let daemon = Daemon { child };
+        wait_until_answering(&self.socket());
+        daemon
+    }
+}
+
+/// A connection that counts what it receives and, past the server's limit, stops the server.
+struct Counted {
+    inner: tokio::net::TcpStream,
+    received: Arc<AtomicU64>,
+    stop_after: Arc<AtomicU64>,
+    limit_reached: Arc<tokio::sync::Notify>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let got = (buf.filled().len() - before) as u64;
+        let total = self.received.fetch_add(got, Ordering::SeqCst) + got;
+        if total >= self.stop_after.load(Ordering::SeqCst) {
+            self.limit_reached.notify_one();
+            // Nothing more gets through: the server is gone.
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -172,6 +172,13 @@ pub struct JobCli {
     pub verify_after: bool,
     #[command(flatten)]
     pub retention: RetentionCli,
+    /// Also copy each archive and its manifest to an S3 remote: a `[remote.NAME]` of the
+    /// daemon's backupd.toml, or s3://BUCKET/PREFIX; repeatable.
+    #[arg(long, value_name = "NAME|s3://BUCKET/PREFIX")]
+    pub offsite: Vec<String>,
+    /// Write straight to the one --offsite remote, with no local copy (also: --destination s3://…).
+    #[arg(long)]
+    pub offsite_only: bool,
 }
 
 /// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger

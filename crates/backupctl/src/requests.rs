@@ -123,11 +123,21 @@ fn job_options(
     ctx: &Context,
     settings: Option<&Settings>,
 ) -> Result<JobOptions, Failure> {
-    let destination = job.destination.clone().or_else(|| {
-        settings
-            .and_then(|s| s.get(settings::DESTINATION))
-            .map(PathBuf::from)
-    });
+    // `--destination s3://…` writes to that remote only: no local folder to make absolute.
+    let remote_destination = job
+        .destination
+        .as_ref()
+        .and_then(|d| d.to_str())
+        .filter(|d| d.starts_with("s3://"))
+        .map(str::to_owned);
+    let local_destination = job.destination.clone().filter(|_| remote_destination.is_none());
+    let destination = local_destination
+        .or_else(|| {
+            settings
+                .and_then(|s| s.get(settings::DESTINATION))
+                .map(PathBuf::from)
+        })
+        .filter(|_| remote_destination.is_none());
     let compression = match (job.compression, job.level) {
         (None, None) => None,
         (codec, level) => Some(
@@ -141,6 +151,12 @@ fn job_options(
         exclude: job.exclude.clone(),
         retention: retention(&job.retention, settings)?,
         verify_after: job.verify_after,
+        offsite: remote_destination
+            .iter()
+            .chain(&job.offsite)
+            .cloned()
+            .collect(),
+        offsite_only: job.offsite_only || remote_destination.is_some(),
     })
 }
 

@@ -151,6 +151,11 @@ pub struct JobOptions {
     pub retention: Option<Retention>,
     /// Verify each archive right after writing it.
     pub verify_after: bool,
+    /// Offsite copies: remote names (`[remote.NAME]` of the daemon's config) or
+    /// `s3://BUCKET/PREFIX`, each getting the archive and its manifest after the local write.
+    pub offsite: Vec<String>,
+    /// Write straight to the (single) offsite remote, with no local copy.
+    pub offsite_only: bool,
 }
 
 impl JobOptions {
@@ -168,6 +173,8 @@ impl JobOptions {
             exclude,
             retention,
             verify_after,
+            offsite,
+            offsite_only,
         } = self;
         JobOptions {
             destination: destination.or_else(|| defaults.destination.clone()),
@@ -179,6 +186,12 @@ impl JobOptions {
             },
             retention: retention.or(defaults.retention),
             verify_after: verify_after || defaults.verify_after,
+            offsite: if offsite.is_empty() {
+                defaults.offsite.clone()
+            } else {
+                offsite
+            },
+            offsite_only: offsite_only || defaults.offsite_only,
         }
     }
 }
@@ -203,6 +216,10 @@ mod wire {
         retention: Option<Retention>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         verify_after: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        offsite: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        offsite_only: bool,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -220,6 +237,8 @@ mod wire {
                 exclude: wire.exclude,
                 retention: wire.retention,
                 verify_after: wire.verify_after,
+                offsite: wire.offsite,
+                offsite_only: wire.offsite_only,
             })
         }
     }
@@ -233,6 +252,8 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                offsite,
+                offsite_only,
             } = options;
             Self {
                 destination,
@@ -241,6 +262,8 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                offsite,
+                offsite_only,
             }
         }
     }
@@ -286,7 +309,8 @@ mod tests {
     fn options_sit_flat_and_round_trip() {
         let value = json!({
             "name": "n", "compression": "zstd", "level": 19, "exclude": ["*.tmp"],
-            "retention": {"days": 3}, "verify_after": true
+            "retention": {"days": 3}, "verify_after": true,
+            "offsite": ["offsite", "s3://bkt/p"], "offsite_only": true
         });
         let args: Args = serde_json::from_value(value.clone()).unwrap();
         assert_eq!(
@@ -336,6 +360,8 @@ mod tests {
                 ..Retention::default()
             }),
             verify_after: true,
+            offsite: vec!["offsite".into()],
+            offsite_only: false,
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -344,6 +370,8 @@ mod tests {
             exclude: vec!["cache/".into()],
             retention: Some(Retention::default()),
             verify_after: false,
+            offsite: vec!["s3://bkt/p".into()],
+            offsite_only: true,
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(

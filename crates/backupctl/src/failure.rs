@@ -18,6 +18,8 @@ pub enum Failure {
     Unreachable(String),
     /// A run succeeded but left entries out (the daemon logged them): exit 4.
     Warnings(String),
+    /// A run wrote its archives but an offsite upload failed (the local archives stay): exit 5.
+    OffsiteFailed(String),
 }
 
 impl Failure {
@@ -27,6 +29,7 @@ impl Failure {
             Self::Usage(_) => 2,
             Self::Unreachable(_) => 3,
             Self::Warnings(_) => 4,
+            Self::OffsiteFailed(_) => 5,
         })
     }
 
@@ -37,17 +40,21 @@ impl Failure {
             | Self::Local(m)
             | Self::Invalid(m)
             | Self::Unreachable(m)
-            | Self::Warnings(m) => m,
+            | Self::Warnings(m)
+            | Self::OffsiteFailed(m) => m,
         }
     }
 
     /// Whether only this side knows of the failure (the daemon logs what it refuses).
     pub fn is_client_side(&self) -> bool {
-        !matches!(self, Self::Refused(_) | Self::Warnings(_))
+        !matches!(
+            self,
+            Self::Refused(_) | Self::Warnings(_) | Self::OffsiteFailed(_)
+        )
     }
 
     /// Whether the invocation did its work, with something to say about it.
     pub fn is_warning(&self) -> bool {
-        matches!(self, Self::Warnings(_))
+        matches!(self, Self::Warnings(_) | Self::OffsiteFailed(_))
     }
 }

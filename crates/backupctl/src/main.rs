@@ -135,6 +135,13 @@ fn completed_with_warnings(command: &Command, answer: &Answer) -> Result<(), Fai
         .data
         .clone()
         .and_then(|data| serde_json::from_value::<proto::response::RunReport>(data).ok());
+    // An offsite failure outweighs skipped entries: a copy is missing.
+    if let Some(line) = report
+        .as_ref()
+        .and_then(proto::response::RunReport::offsite_summary)
+    {
+        return Err(Failure::OffsiteFailed(line));
+    }
     match report
         .as_ref()
         .and_then(proto::response::RunReport::warnings_summary)

@@ -94,6 +94,7 @@ fn last_outcome(run: Option<&RunRecord>) -> String {
     };
     let at = run.started.format(proto::LOG_TIME_FORMAT);
     match (&run.error, run.ok) {
+        (_, true) if run.offsite_failed > 0 => format!("completed with offsite failure {at}"),
         (_, true) if run.skipped > 0 => format!("ok with warnings {at}: {}", skipped(run.skipped)),
         (_, true) => format!("ok {at}"),
         (Some(error), false) => format!("failed {at}: {error}"),
@@ -278,6 +279,9 @@ fn run_line(run: &proto::schedule::RunRecord) -> String {
         1 => "1 archive".to_owned(),
         n => format!("{n} archives"),
     };
+    if run.offsite_failed > 0 {
+        return format!("  completed with offsite failure {started}, {seconds}s, {archives}");
+    }
     if run.skipped > 0 {
         let skipped = skipped(run.skipped);
         return format!("  ok with warnings {started}, {seconds}s, {archives}, {skipped}");
@@ -309,6 +313,7 @@ fn schedule_line(info: &ScheduleInfo) -> String {
                 "{} {}",
                 match (run.ok, run.skipped) {
                     (false, _) => "failed",
+                    (true, _) if run.offsite_failed > 0 => "completed with offsite failure",
                     (true, 0) => "ok",
                     (true, _) => "ok with warnings",
                 },
@@ -519,6 +524,7 @@ fn run_report(report: &RunReport) -> Vec<String> {
                         .iter()
                         .map(|f| format!("Deleting old backup: {f}")),
                 );
+                lines.extend(source.offsite.iter().map(offsite_line));
             }
         }
     }
@@ -541,8 +547,32 @@ fn run_report(report: &RunReport) -> Vec<String> {
         ));
         lines.push(format!("Total backup size: {}", report.total_size_human));
         lines.extend(report.warnings_summary());
+        lines.extend(report.offsite_summary());
     }
     lines
+}
+
+/// One offsite upload of a run: where, how much, how fast, how many retries, or why not.
+fn offsite_line(upload: &proto::response::OffsiteUpload) -> String {
+    let retries = match upload.retries {
+        0 => String::new(),
+        1 => ", 1 retry".to_owned(),
+        n => format!(", {n} retries"),
+    };
+    match (&upload.error, upload.already_there) {
+        (Some(error), _) => format!(
+            "Offsite upload to {} failed{retries}: {error}",
+            upload.remote
+        ),
+        (None, true) => format!("Offsite {}: already there", upload.url),
+        (None, false) => format!(
+            "Uploaded to {}: {} ({}, {}/s{retries})",
+            upload.remote,
+            upload.url,
+            human_size(upload.bytes),
+            human_size(upload.rate())
+        ),
+    }
 }
 
 /// A one-line progress display, redrawn in place on a terminal.

@@ -317,7 +317,9 @@ async fn open_daemon(
     let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
     destinations.extend(config.defaults.destination.iter().map(PathBuf::from));
     for schedule in schedules.snapshot().await.schedules {
-        destinations.extend(schedule.options.destination.map(PathBuf::from));
+        // An `s3://…` destination is a remote: nothing local to clean.
+        let local = schedule.options.destination.filter(|d| d.starts_with('/'));
+        destinations.extend(local.map(PathBuf::from));
     }
     for dir in &destinations {
         remove_stale_partials(dir);
@@ -330,6 +332,7 @@ async fn open_daemon(
     }
     let mut daemon = Daemon::new(home, schedules, max_jobs, catch_up_grace);
     daemon.job_defaults = config.defaults;
+    daemon.remotes = std::sync::Arc::new(config.remotes);
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
     daemon.socket = socket;
     daemon.notify = backupd::notify::Notifier::from_env();

@@ -8,7 +8,8 @@ use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
 use proto::schedule::Schedule;
 use proto::schedule_spec::{MAX_NAME_LEN, validate_name};
-use std::collections::HashSet;
+use crate::remote::RemoteConfig;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Defaults {
     pub destination: PathBuf,
     /// The daemon's configured defaults.
     pub job: JobOptions,
+    /// The `[remote.NAME]` tables jobs may name for offsite copies.
+    pub remotes: Arc<BTreeMap<String, RemoteConfig>>,
 }
 
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
@@ -60,13 +63,20 @@ pub async fn plan(
             "a name applies to one source only; run the sources separately to name each".into(),
         ));
     }
+    let (options, offsite_only) = &crate::offsite::split(options)?;
+    let offsites = crate::offsite::prepare_all(&options.offsite, &defaults.remotes).await?;
     let (excludes, destination) = check_options(options)?;
-    let destination = destination.unwrap_or_else(|| defaults.destination.clone());
-    let folder = destination.clone();
-    tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
-        .await
-        .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))??;
-    let destination: Arc<dyn Destination> = Arc::new(LocalFolder::new(destination));
+    let destination: Arc<dyn Destination> = match (offsite_only, offsites.first()) {
+        (true, Some(offsite)) => offsite.remote.clone(),
+        _ => {
+            let destination = destination.unwrap_or_else(|| defaults.destination.clone());
+            let folder = destination.clone();
+            tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
+                .await
+                .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))??;
+            Arc::new(LocalFolder::new(destination))
+        }
+    };
 
     let timestamp = chrono::Local::now().naive_local();
     let mut names = HashSet::new();
@@ -105,6 +115,11 @@ pub async fn plan(
     let mut after = Vec::new();
     if options.verify_after {
         after.push(AfterWrite::Verify);
+    }
+    // After verify (a copy of an archive that does not verify is worth nothing), before
+    // rotation (which deletes only local archives older than the one just copied).
+    if !offsite_only {
+        after.extend(offsites.into_iter().map(AfterWrite::Offsite));
     }
     after.push(AfterWrite::Rotate(retention::policy(
         options.retention.as_ref(),
@@ -263,6 +278,7 @@ mod tests {
         Defaults {
             destination: dir.to_owned(),
             job: JobOptions::default(),
+            remotes: Arc::default(),
         }
     }
 
@@ -278,6 +294,7 @@ mod tests {
                 verify_after: true,
                 ..JobOptions::default()
             },
+            remotes: Arc::default(),
         };
         let sources = ["/srv/a".to_owned()];
         let planned = plan(

@@ -41,6 +41,10 @@ pub enum AfterWrite {
     Verify,
     /// Delete older archives of the name by this policy; never fails the source.
     Rotate(RetentionPolicy),
+    /// Copy the archive and its manifest to a remote (and any this remote lacks of the
+    /// name); a failure marks the run `completed with offsite failure`, never fails the
+    /// source.
+    Offsite(crate::offsite::Offsite),
 }
 
 /// Runs every job of the plan and reports; never fails as a whole, each source succeeds or
@@ -103,6 +107,11 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
     let old_backups_deleted = sources.iter().map(|s| s.deleted.len()).sum();
     let total_size_bytes = sources.iter().filter(|s| s.ok).map(|s| s.size_bytes).sum();
     let with_warnings = sources.iter().filter(|s| s.ok && s.skipped > 0).count();
+    let offsite_failed = sources
+        .iter()
+        .flat_map(|s| &s.offsite)
+        .filter(|u| !u.ok)
+        .count();
     RunReport {
         dry_run,
         destination: destination.display().to_string(),
@@ -114,6 +123,7 @@ fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> R
         total_size_human: human_size(total_size_bytes),
         sources,
         with_warnings,
+        offsite_failed,
     }
 }
 
@@ -135,6 +145,19 @@ fn log_summary(report: &RunReport) {
         tracing::info!("Total backup size: {}", report.total_size_human);
         if let Some(line) = report.warnings_summary() {
             tracing::info!("{line}");
+        }
+        let uploads: Vec<_> = report.sources.iter().flat_map(|s| &s.offsite).collect();
+        if !uploads.is_empty() {
+            let sent: u64 = uploads.iter().map(|u| u.bytes).sum();
+            tracing::info!(
+                "Offsite uploads: {} ok, {} failed, {} sent",
+                uploads.len() - report.offsite_failed,
+                report.offsite_failed,
+                human_size(sent)
+            );
+        }
+        if let Some(line) = report.offsite_summary() {
+            tracing::warn!("{line}");
         }
     }
 }
@@ -383,6 +406,17 @@ async fn back_up_one(
                             report.error = Some(message);
                         }
                     }
+                    AfterWrite::Offsite(offsite) => {
+                        let uploads = upload_offsite(
+                            &rotation_job,
+                            &outcome.archive,
+                            offsite,
+                            &registered,
+                            &tag,
+                        )
+                        .await;
+                        report.offsite.extend(uploads);
+                    }
                     AfterWrite::Rotate(policy) => {
                         // Without its own timestamp (never expected) nothing is old enough.
                         let own_timestamp = NaiveDateTime::parse_from_str(
@@ -570,6 +604,7 @@ fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
         deleted: Vec::new(),
         verified: None,
         cancelled: false,
+        offsite: Vec::new(),
     }
 }
 
@@ -586,6 +621,95 @@ fn fill_success(report: &mut SourceReport, outcome: &BackupOutcome) {
     report.duration_ms = manifest.duration_ms;
     report.warnings = manifest.warnings.clone();
     report.skipped = manifest.skipped;
+}
+
+/// Copies the new archive to `offsite`, then whatever archives of the name the remote still
+/// lacks, on a blocking thread; the job's cancellation stops the copy (its multipart upload is
+/// aborted). Logs one line per upload.
+async fn upload_offsite(
+    job: &BackupJob,
+    archive: &Path,
+    offsite: &crate::offsite::Offsite,
+    registered: &Arc<Job>,
+    tag: &str,
+) -> Vec<proto::response::OffsiteUpload> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn({
+        let cancel = Arc::clone(&cancel);
+        let registered = Arc::clone(registered);
+        async move {
+            registered.cancelled().await;
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let local = Arc::clone(&job.destination);
+    let (file, name, target) = (file_name(archive), job.name.clone(), offsite.clone());
+    let copied = tokio::task::spawn_blocking({
+        let cancel = Arc::clone(&cancel);
+        move || {
+            let first = crate::offsite::copy(local.as_ref(), &file, &target, &cancel);
+            let mut uploads = vec![first];
+            if uploads[0].ok {
+                match crate::offsite::missing(local.as_ref(), &name, &file, &target) {
+                    Ok(files) => {
+                        for missing in files {
+                            if cancel.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            uploads.push(crate::offsite::copy(
+                                local.as_ref(),
+                                &missing,
+                                &target,
+                                &cancel,
+                            ));
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "can't list what {} lacks of {name}: {e}",
+                        target.spec
+                    ),
+                }
+            }
+            uploads
+        }
+    })
+    .await;
+    watcher.abort();
+    let uploads = copied.unwrap_or_else(|panic| {
+        vec![proto::response::OffsiteUpload {
+            remote: offsite.spec.clone(),
+            url: offsite.remote.path_of(&file_name(archive)).display().to_string(),
+            ok: false,
+            bytes: 0,
+            duration_ms: 0,
+            retries: 0,
+            error: Some(format!("internal error: {panic}")),
+            already_there: false,
+        }]
+    });
+    for upload in &uploads {
+        if upload.ok && upload.already_there {
+            tracing::info!("{tag} Offsite {}: {} already there", upload.remote, upload.url);
+        } else if upload.ok {
+            tracing::info!(
+                "{tag} Uploaded {} to {}: {} in {:.1}s ({}/s), {} retries",
+                upload.url,
+                upload.remote,
+                human_size(upload.bytes),
+                upload.duration_ms as f64 / 1000.0,
+                human_size(upload.rate()),
+                upload.retries
+            );
+        } else {
+            tracing::error!(
+                "{tag} Upload to {} failed after {} retries: {}",
+                upload.remote,
+                upload.retries,
+                upload.error.as_deref().unwrap_or("no reason")
+            );
+        }
+    }
+    uploads
 }
 
 fn file_name(path: &Path) -> String {

@@ -297,6 +297,7 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
                     .join("; ")
             }),
             skipped: report.skipped(),
+            offsite_failed: u64::try_from(report.offsite_failed).unwrap_or(u64::MAX),
         },
         Err(error) => RunRecord {
             started: started.fixed_offset(),
@@ -305,6 +306,7 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
             archives: Vec::new(),
             error: Some(error.to_owned()),
             skipped: 0,
+            offsite_failed: 0,
         },
     }
 }

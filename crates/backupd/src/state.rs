@@ -45,6 +45,8 @@ pub struct Daemon {
     pub started: (DateTime<Local>, Instant),
     /// One rotation at a time per backup name and destination folder.
     pub rotation_locks: crate::rotation_locks::RotationLocks,
+    /// The configuration's `[remote.NAME]` tables, for offsite copies.
+    pub remotes: Arc<std::collections::BTreeMap<String, crate::remote::RemoteConfig>>,
     /// Events for `watch` requests. Sending never waits: a watcher that falls behind by more
     /// than [`WATCH_BUFFER`] events is told how many it missed.
     watchers: broadcast::Sender<Event>,
@@ -69,6 +71,7 @@ impl Daemon {
         crate::plan::Defaults {
             destination: self.home.backups_dir(),
             job: self.job_defaults.clone(),
+            remotes: Arc::clone(&self.remotes),
         }
     }
 
@@ -93,6 +96,7 @@ impl Daemon {
             socket: None,
             started: (Local::now(), Instant::now()),
             rotation_locks: crate::rotation_locks::RotationLocks::default(),
+            remotes: Arc::default(),
             watchers: broadcast::channel(WATCH_BUFFER).0,
             running: Arc::default(),
         }

@@ -360,6 +360,10 @@ pub struct RunReport {
     /// warnings.
     #[serde(default)]
     pub with_warnings: usize,
+    /// Offsite uploads that failed after their retries: the run completed with offsite
+    /// failure (the local archives stay).
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub offsite_failed: usize,
 }
 
 impl RunReport {
@@ -379,6 +383,55 @@ impl RunReport {
         let entries = if skipped == 1 { "entry" } else { "entries" };
         (self.with_warnings > 0)
             .then(|| format!("Completed with warnings: {skipped} {entries} skipped"))
+    }
+
+    /// The summary's line when offsite uploads failed:
+    /// `Completed with offsite failure: 1 upload failed`.
+    pub fn offsite_summary(&self) -> Option<String> {
+        let uploads = if self.offsite_failed == 1 {
+            "upload"
+        } else {
+            "uploads"
+        };
+        (self.offsite_failed > 0).then(|| {
+            format!(
+                "Completed with offsite failure: {} {uploads} failed",
+                self.offsite_failed
+            )
+        })
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero_count(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One upload of an archive and its manifest to an offsite remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteUpload {
+    /// The remote as the job names it (`NAME` or `s3://…`).
+    pub remote: String,
+    /// Where the archive went: `s3://bucket/prefix/archive`.
+    pub url: String,
+    pub ok: bool,
+    /// Bytes uploaded (0 when the remote had the archive already).
+    pub bytes: u64,
+    pub duration_ms: u64,
+    /// Whole-upload attempts beyond the first (each request is also retried on its own).
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The remote had this archive with its manifest already; nothing was sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_there: bool,
+}
+
+impl OffsiteUpload {
+    /// Bytes per second, for reports.
+    pub fn rate(&self) -> u64 {
+        self.bytes.saturating_mul(1000) / self.duration_ms.max(1)
     }
 }
 
@@ -421,6 +474,10 @@ pub struct SourceReport {
     /// The source failed because its job was cancelled (`cancel`, or the daemon stopping).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+    /// The offsite uploads after the local write (this archive's, and any an earlier run left
+    /// missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsite: Vec<OffsiteUpload>,
 }
 
 /// Where a job is in its life.

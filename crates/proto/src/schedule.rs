@@ -38,6 +38,9 @@ pub struct RunRecord {
     /// warnings.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
+    /// Offsite uploads that failed: the run completed with offsite failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offsite_failed: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

@@ -87,9 +87,12 @@ pub fn resolve(
 /// The file's text, if it is one the daemon may trust with secrets.
 fn read_trusted(path: &Path) -> Result<String, String> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::LOOP => "is a symlink; name the file itself".to_owned(),
-        e => std::io::Error::from(e).to_string(),
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+        if e == rustix::io::Errno::LOOP {
+            "is a symlink; name the file itself".to_owned()
+        } else {
+            std::io::Error::from(e).to_string()
+        }
     })?;
     let stat = rustix::fs::fstat(fd.as_fd()).map_err(|e| std::io::Error::from(e).to_string())?;
     if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {

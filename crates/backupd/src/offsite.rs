@@ -1,0 +1,314 @@
+//! Offsite copies: after a local archive is published (and verified when asked), each offsite
+//! remote of the job gets the archive, then its manifest, written last and create-only — a
+//! remote copy counts only once its manifest is there. Each request is retried by object_store
+//! (backoff on 5xx, SlowDown, timeouts); a copy that still fails midway is retried whole a few
+//! times, its multipart upload aborted each time. The local archive stays whatever happens.
+//!
+//! The same step also sends archives of the job's name that an earlier run could not send
+//! (their manifest is missing remotely), so a failed upload is caught up by the next run.
+//!
+//! Synchronous, on the blocking thread the runner gives it, like the engine.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use proto::response::OffsiteUpload;
+use sha2::{Digest, Sha256};
+
+use crate::destination::{Destination, PendingArchive, S3Prefix};
+use crate::format::Manifest;
+use crate::format::naming::manifest_name_for;
+use crate::plan::PlanError;
+use crate::remote::{self, RemoteConfig, RemoteError};
+
+/// Attempts of a whole copy (the first and the retries).
+const COPY_ATTEMPTS: u32 = 3;
+/// Wait before the first retry of a whole copy; doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The read buffer between the local archive and the upload.
+const CHUNK: usize = 1 << 20;
+
+/// An offsite remote ready for uploads: its name as the job gives it, and the destination.
+#[derive(Clone)]
+pub struct Offsite {
+    pub spec: String,
+    pub remote: Arc<S3Prefix>,
+}
+
+impl fmt::Debug for Offsite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offsite")
+            .field("spec", &self.spec)
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+/// Two steps are the same when they name the same remote.
+impl PartialEq for Offsite {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+}
+
+impl Eq for Offsite {}
+
+/// Resolves `spec` (credentials included) and builds its client; blocking (it may read a
+/// credentials file and a CA file). `runtime` runs the requests.
+pub fn prepare(
+    spec: &str,
+    remotes: &BTreeMap<String, RemoteConfig>,
+    runtime: tokio::runtime::Handle,
+) -> Result<Offsite, RemoteError> {
+    let resolved = remote::resolve(spec, remotes)?;
+    let store = remote::store::build(&resolved)?;
+    Ok(Offsite {
+        spec: spec.to_owned(),
+        remote: Arc::new(S3Prefix::new(store, resolved.config, runtime)),
+    })
+}
+
+/// Why one copy attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum CopyError {
+    #[error("cancelled")]
+    Cancelled,
+    /// Worth another attempt (the network, the server).
+    #[error("{0}")]
+    Transient(String),
+    /// Another attempt would fail the same way (credentials, a local archive that does not
+    /// match its manifest).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<io::Error> for CopyError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::PermissionDenied => Self::Permanent(e.to_string()),
+            _ => Self::Transient(e.to_string()),
+        }
+    }
+}
+
+/// Copies `archive` (a file of `local`) and its manifest to `offsite`, retrying a failed copy
+/// whole; the report says how it went.
+pub fn copy(
+    local: &dyn Destination,
+    archive: &str,
+    offsite: &Offsite,
+    cancel: &AtomicBool,
+) -> OffsiteUpload {
+    let started = Instant::now();
+    let mut report = OffsiteUpload {
+        remote: offsite.spec.clone(),
+        url: offsite.remote.path_of(archive).display().to_string(),
+        ok: false,
+        bytes: 0,
+        duration_ms: 0,
+        retries: 0,
+        error: None,
+        already_there: false,
+    };
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match copy_once(local, archive, offsite.remote.as_ref(), cancel) {
+            Ok(sent) => {
+                report.ok = true;
+                report.already_there = sent.is_none();
+                report.bytes = sent.unwrap_or(0);
+                break;
+            }
+            Err(CopyError::Transient(reason)) if report.retries + 1 < COPY_ATTEMPTS => {
+                tracing::warn!(
+                    "Upload of {archive} to {} failed, retrying in {}s: {reason}",
+                    offsite.spec,
+                    backoff.as_secs()
+                );
+                if !sleep_unless_cancelled(backoff, cancel) {
+                    report.error = Some("cancelled".into());
+                    break;
+                }
+                backoff *= 2;
+                report.retries += 1;
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+/// The archives of `name` in `local` whose manifest `offsite` lacks, newest first, leaving
+/// out `except` (this run's own, copied already). Errors listing either side: none.
+pub fn missing(
+    local: &dyn Destination,
+    name: &str,
+    except: &str,
+    offsite: &Offsite,
+) -> io::Result<Vec<String>> {
+    let remote_files: std::collections::HashSet<String> = offsite
+        .remote
+        .files()?
+        .into_iter()
+        .map(|(file, _)| file)
+        .collect();
+    let mut archives: Vec<_> = crate::destination::list(local)?
+        .into_iter()
+        .filter(|a| a.name == name && a.file_name != except && a.manifest.is_some())
+        .filter(|a| !remote_files.contains(&a.manifest_name))
+        .collect();
+    archives.reverse();
+    Ok(archives.into_iter().map(|a| a.file_name).collect())
+}
+
+/// One attempt: `Ok(None)` when the remote has the archive and its manifest already,
+/// `Ok(Some(bytes))` once both are sent.
+fn copy_once(
+    local: &dyn Destination,
+    archive: &str,
+    remote: &S3Prefix,
+    cancel: &AtomicBool,
+) -> Result<Option<u64>, CopyError> {
+    let manifest_name = manifest_name_for(archive);
+    if remote.any_exists(std::slice::from_ref(&manifest_name))? {
+        return Ok(None);
+    }
+    let manifest_bytes = local.get(&manifest_name)?;
+    let manifest = Manifest::from_json(&manifest_bytes).map_err(|e| {
+        CopyError::Permanent(format!("the local manifest {manifest_name} is unreadable: {e}"))
+    })?;
+    // An archive without its manifest is a copy an earlier attempt left unfinished: not a
+    // backup yet, so it is replaced.
+    remote.remove(archive)?;
+    let mut reader = local.open(archive)?;
+    let mut pending = remote.begin(archive)?;
+    let sent = stream(&mut *reader, pending.as_mut(), cancel)?;
+    if sent.1 != manifest.checksum_sha256 {
+        return Err(CopyError::Permanent(format!(
+            "the local archive {archive} no longer matches its manifest's SHA-256"
+        )));
+    }
+    pending
+        .publish(sent.0)
+        .map_err(|e| CopyError::Transient(e.to_string()))?;
+    match remote.put_new(&manifest_name, &manifest_bytes) {
+        Ok(()) => {}
+        // Another run sent the same manifest meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if remote.get(&manifest_name)? != manifest_bytes {
+                return Err(CopyError::Permanent(format!(
+                    "the remote holds another manifest named {manifest_name}"
+                )));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(sent.0))
+}
+
+/// Copies `reader` into `pending`, hashing; `(bytes, sha256 hex)`.
+fn stream(
+    reader: &mut dyn Read,
+    pending: &mut dyn PendingArchive,
+    cancel: &AtomicBool,
+) -> Result<(u64, String), CopyError> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; CHUNK];
+    let mut total = 0u64;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(CopyError::Cancelled);
+        }
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buffer[..n]);
+        pending.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
+    let digest = hasher.finalize();
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((total, hex))
+}
+
+/// Sleeps `duration` unless cancelled first; `false` if cancelled.
+fn sleep_unless_cancelled(duration: Duration, cancel: &AtomicBool) -> bool {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        if cancel.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    !cancel.load(Ordering::Relaxed)
+}
+
+/// A job's options with `--destination s3://…` turned into its offsite-only form, and
+/// whether the job writes to its remote only. Checks what needs no I/O: a known remote name or
+/// a valid `s3://` spec, no remote twice, exactly one remote for `--offsite-only`.
+pub fn split(options: &proto::JobOptions) -> Result<(proto::JobOptions, bool), PlanError> {
+    let mut options = options.clone();
+    let mut offsite_only = options.offsite_only;
+    if let Some(remote) = options
+        .destination
+        .take_if(|destination| destination.starts_with("s3://"))
+    {
+        offsite_only = true;
+        if !options.offsite.contains(&remote) {
+            options.offsite.insert(0, remote);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = options.offsite.iter().find(|spec| !seen.insert(*spec)) {
+        return Err(PlanError::Invalid(format!(
+            "offsite remote {twice} is named twice"
+        )));
+    }
+    if offsite_only && options.offsite.len() != 1 {
+        return Err(PlanError::Invalid(
+            "--offsite-only writes to exactly one remote: give one --offsite NAME|s3://BUCKET/PREFIX"
+                .into(),
+        ));
+    }
+    if offsite_only {
+        // No local copy: a configured default destination does not apply.
+        options.destination = None;
+    }
+    Ok((options, offsite_only))
+}
+
+/// Resolves and builds every remote of `specs` (on a blocking thread: credentials and CA
+/// files are read), in order.
+pub async fn prepare_all(
+    specs: &[String],
+    remotes: &Arc<BTreeMap<String, RemoteConfig>>,
+) -> Result<Vec<Offsite>, PlanError> {
+    for spec in specs {
+        remote::check_spec(spec, remotes).map_err(|e| PlanError::Invalid(e.to_string()))?;
+    }
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (specs, remotes) = (specs.to_vec(), Arc::clone(remotes));
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        specs
+            .iter()
+            .map(|spec| prepare(spec, &remotes, runtime.clone()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?
+    .map_err(|e| PlanError::Invalid(e.to_string()))
+}

@@ -1,0 +1,299 @@
+//! Offsite copies to S3, against a real S3 server (s3s-fs, in the test process on loopback):
+//! the archive and its manifest land on the server and GNU tar reads the copy; offsite-only
+//! runs keep nothing locally; a server lost mid-upload ends the run with offsite failure
+//! (exit 5), leaves nothing half-visible, and the next run uploads what is missing; a wrong
+//! secret is a clear error that never shows the secret; credentials files are trusted only
+//! when no one else can write them; a bad `[remote.X]` table names the file and line.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY, env_for};
+use common::{TestHome, backupd_bin, sha256sum};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A folder `<work>/<dir>` with a small tree and one file of `size` incompressible bytes.
+fn source(t: &TestHome, dir: &str, size: usize) -> PathBuf {
+    let src = t.work().join(dir);
+    common::base_tree(&src);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(src.join("data.bin"), bytes).unwrap();
+    src
+}
+
+/// `backupctl --json run ARGS`: exit code, answer, stderr.
+fn run(t: &TestHome, args: &[&str]) -> (i32, Value, String) {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let answer = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
+        panic!("bad JSON {:?} ({e}); stderr {:?}", out.stdout(), out.stderr())
+    });
+    (out.code(), answer, out.stderr())
+}
+
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The files `tar -t` lists in an archive.
+fn tar_list(archive: &Path) -> String {
+    let out = Command::new("tar").arg("-tzf").arg(archive).output().unwrap();
+    assert!(out.status.success(), "tar: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host1", ""));
+    source(&t, "tree", 200_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+
+    let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", "off"]);
+    assert_eq!(code, 0, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    let local = PathBuf::from(report["archive"].as_str().unwrap());
+    assert!(local.is_file(), "the local archive stays");
+    let upload = &report["offsite"][0];
+    assert_eq!(upload["ok"], true, "{upload}");
+    assert_eq!(upload["remote"], "off");
+    let archive = file_name(report["archive"].as_str().unwrap());
+    let manifest = file_name(report["manifest"].as_str().unwrap());
+    assert_eq!(upload["url"], format!("s3://backups/host1/{archive}"));
+    assert_eq!(upload["bytes"], std::fs::metadata(&local).unwrap().len());
+
+    // On the server's disk: both objects, the copy byte for byte the archive.
+    assert_eq!(server.objects("host1"), {
+        let mut both = vec![archive.clone(), manifest.clone()];
+        both.sort();
+        both
+    });
+    let copy = server.object(&format!("host1/{archive}"));
+    let remote_manifest: Value =
+        serde_json::from_slice(&std::fs::read(server.object(&format!("host1/{manifest}"))).unwrap())
+            .unwrap();
+    assert_eq!(remote_manifest["checksum_sha256"], sha256sum(&copy));
+    assert_eq!(sha256sum(&copy), sha256sum(&local));
+    let listed = tar_list(&copy);
+    assert!(listed.contains("data.bin"), "{listed}");
+    assert!(listed.contains("docs/readme.txt"), "{listed}");
+
+    // The log says where it went, how much and how fast.
+    let log = t.log();
+    assert!(log.contains(&format!("Uploaded s3://backups/host1/{archive} to off: ")), "{log}");
+    assert!(log.contains("Offsite uploads: 1 ok, 0 failed"), "{log}");
+
+    // The text report says it too.
+    let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().contains("Uploaded to off: s3://backups/host1/"), "{}", out.stdout());
+}
+
+#[test]
+fn offsite_only_keeps_no_local_archive_and_a_complete_remote_pair() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    source(&t, "tree", 50_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+
+    for (args, prefix) in [
+        (
+            vec!["--sources", "tree", "--offsite-only", "--offsite", "s3://backups/only"],
+            "only",
+        ),
+        (vec!["--sources", "tree", "--destination", "s3://backups/dest"], "dest"),
+    ] {
+        let (code, answer, stderr) = run(&t, &args);
+        assert_eq!(code, 0, "{answer} {stderr}");
+        let report = &answer["data"]["sources"][0];
+        let archive = report["archive"].as_str().unwrap();
+        assert!(
+            archive.starts_with(&format!("s3://backups/{prefix}/tree_")),
+            "{archive}"
+        );
+        let objects = server.objects(prefix);
+        assert_eq!(objects.len(), 2, "{objects:?}");
+        let copy = server.object(&format!("{prefix}/{}", file_name(archive)));
+        assert_eq!(
+            report["checksum_sha256"].as_str().unwrap(),
+            sha256sum(&copy)
+        );
+        assert!(tar_list(&copy).contains("data.bin"));
+    }
+    let local: Vec<_> = std::fs::read_dir(t.home().join("backups"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(local.is_empty(), "nothing local: {local:?}");
+
+    // Offsite-only needs exactly one remote.
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        "tree",
+        "--offsite-only",
+        "--offsite",
+        "s3://backups/a",
+        "--offsite",
+        "s3://backups/b",
+    ]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("exactly one remote"), "{}", out.stderr());
+}
+
+#[test]
+fn a_server_lost_mid_upload_ends_with_offsite_failure_and_the_next_run_uploads() {
+    let mut server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host", "part_size = \"5MiB\"\n"));
+    source(&t, "tree", 24 << 20);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    // Lost after about one and a half parts of the archive.
+    server.stop_after_receiving(8 << 20);
+
+    let (code, answer, stderr) = run(
+        &t,
+        &["--sources", "tree", "--compression", "none", "--offsite", "off"],
+    );
+    assert_eq!(code, 5, "{answer} {stderr}");
+    assert!(
+        stderr.contains("Completed with offsite failure: 1 upload failed"),
+        "{stderr}"
+    );
+    assert!(!server.is_serving(), "the server stopped mid-upload");
+    let data = &answer["data"];
+    assert_eq!(data["offsite_failed"], 1, "{data}");
+    let report = &data["sources"][0];
+    assert_eq!(report["ok"], true, "the local backup succeeded: {report}");
+    let first = PathBuf::from(report["archive"].as_str().unwrap());
+    assert!(first.is_file(), "the local archive stays");
+    let upload = &report["offsite"][0];
+    assert_eq!(upload["ok"], false);
+    assert_eq!(upload["retries"], 2, "retried whole: {upload}");
+    assert!(upload["error"].as_str().unwrap().contains("remote off"), "{upload}");
+    // Nothing half-visible: no object under the prefix, the parts only in s3s-fs's own store.
+    assert_eq!(server.objects("host"), Vec::<String>::new());
+    assert!(t.log().contains("Completed with offsite failure"), "{}", t.log());
+
+    // The next run sends its own archive and the one the remote lacks.
+    server.restart();
+    let (code, answer, stderr) = run(
+        &t,
+        &["--sources", "tree", "--compression", "none", "--offsite", "off"],
+    );
+    assert_eq!(code, 0, "{answer} {stderr}");
+    let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(uploads.iter().all(|u| u["ok"] == true), "{uploads:?}");
+    let objects = server.objects("host");
+    assert_eq!(objects.len(), 4, "two archives, two manifests: {objects:?}");
+    let first_name = first.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        sha256sum(&server.object(&format!("host/{first_name}"))),
+        sha256sum(&first)
+    );
+}
+
+#[test]
+fn a_wrong_secret_names_the_remote_and_never_shows_a_secret() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host", ""));
+    source(&t, "tree", 10_000);
+    let wrong = "WrongSecret-77c1d0-backupd";
+    let _daemon = t.start_daemon_with_env(&env_for(&server, wrong));
+
+    let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
+    assert_eq!(out.code(), 5, "{} {}", out.stdout(), out.stderr());
+    let text = format!("{}{}", out.stdout(), out.stderr());
+    assert!(text.contains("Offsite upload to off failed"), "{text}");
+    assert!(text.contains("remote off: "), "{text}");
+    for place in [text, t.log(), t.daemon_stderr()] {
+        assert!(!place.contains(wrong), "{place}");
+        assert!(!place.contains(SECRET_KEY), "{place}");
+    }
+    assert!(server.objects("host").is_empty());
+}
+
+#[test]
+fn a_credentials_file_with_a_profile_works_and_is_refused_when_others_may_write_it() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    let creds = t.work().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n\
+             [backup]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        "credentials_file = \"{}\"\nprofile = \"backup\"\n",
+        creds.display()
+    );
+    t.append_config(&server.remote_table("off", "host", &extra));
+    source(&t, "tree", 10_000);
+    // No credentials in the environment: only the file gives them.
+    let _daemon = t.start_daemon_with_env(&[]);
+
+    let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", "off"]);
+    assert_eq!(code, 0, "{answer} {stderr}");
+    assert_eq!(server.objects("host").len(), 2);
+
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
+    assert_eq!(out.code(), 1, "refused before writing: {}", out.stdout());
+    let stderr = out.stderr();
+    assert!(stderr.contains("remote off"), "{stderr}");
+    assert!(stderr.contains("writable by group or others"), "{stderr}");
+    assert!(!stderr.contains(SECRET_KEY) && !t.log().contains(SECRET_KEY));
+    assert_eq!(server.objects("host").len(), 2, "nothing more was written");
+}
+
+#[test]
+fn a_bad_remote_table_names_the_file_and_the_line() {
+    let t = TestHome::new();
+    t.append_config("max_jobs = 1\n\n[remote.off]\nbucket = \"backups\"\npart_size = \"1MiB\"\n");
+    let out = Command::new(backupd_bin())
+        .arg("--home")
+        .arg(t.home())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = t.home().join("backupd.toml");
+    assert!(
+        stderr.contains(&format!("config file {}, line 5: ", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("remote.off.part_size"), "{stderr}");
+
+    // An unknown remote is refused before anything is written.
+    std::fs::write(t.home().join("backupd.toml"), "").unwrap();
+    source(&t, "tree", 1_000);
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&["run", "--sources", "tree", "--offsite", "nowhere"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr().contains("unknown remote \"nowhere\""), "{}", out.stderr());
+}

@@ -3,6 +3,8 @@
 
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
+use crate::format::Recipients;
+use crate::key_files::{self, Requester};
 use crate::retention;
 use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
@@ -40,6 +42,8 @@ pub struct Defaults {
     pub destination: PathBuf,
     /// The daemon's configured defaults.
     pub job: JobOptions,
+    /// Whose files (a recipients file) this run may read: the client's, else the daemon's.
+    pub requester: Requester,
 }
 
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
@@ -61,6 +65,7 @@ pub async fn plan(
         ));
     }
     let (excludes, destination) = check_options(options)?;
+    let recipients = recipients_of(options, defaults.requester).await?;
     let destination = destination.unwrap_or_else(|| defaults.destination.clone());
     let folder = destination.clone();
     tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
@@ -99,6 +104,7 @@ pub async fn plan(
             timestamp,
             // The home's backups folder, whatever the destination.
             never_archive: vec![defaults.destination.clone()],
+            recipients: recipients.clone(),
         });
     }
     // In this order: an archive that does not verify must not push older ones out.
@@ -153,6 +159,27 @@ fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), 
         .map(|d| absolute(d, "destination"))
         .transpose()?;
     Ok((excludes, destination))
+}
+
+/// The recipients a job encrypts to: its `encrypt_to` keys and those of its
+/// `encrypt_to_file` (read now, by the file rules of [`key_files`]); `None` when it names none.
+async fn recipients_of(
+    options: &JobOptions,
+    requester: Requester,
+) -> Result<Option<Recipients>, PlanError> {
+    let mut keys = options.encrypt_to.clone();
+    if let Some(file) = options.encrypt_to_file.clone() {
+        let read = tokio::task::spawn_blocking(move || key_files::read_recipients(&file, requester))
+            .await
+            .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?;
+        keys.extend(read.map_err(|e| PlanError::Invalid(e.to_string()))?);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Recipients::parse(keys.iter().map(String::as_str))
+        .map(Some)
+        .map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
 pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
@@ -263,6 +290,7 @@ mod tests {
         Defaults {
             destination: dir.to_owned(),
             job: JobOptions::default(),
+            requester: Requester::daemon(),
         }
     }
 
@@ -278,6 +306,7 @@ mod tests {
                 verify_after: true,
                 ..JobOptions::default()
             },
+            requester: Requester::daemon(),
         };
         let sources = ["/srv/a".to_owned()];
         let planned = plan(
@@ -343,6 +372,46 @@ mod tests {
             [AfterWrite::Verify, AfterWrite::Rotate(policy)]
         );
         assert_eq!(plan_with(false).await, [AfterWrite::Rotate(policy)]);
+    }
+
+    #[tokio::test]
+    async fn recipients_come_from_keys_and_a_file_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |_| age::x25519::Identity::generate().to_public().to_string();
+        let (a, b): (String, String) = (key(0), key(1));
+        let file = dir.path().join("recipients.txt");
+        std::fs::write(&file, format!("# team\n{b}\n")).unwrap();
+        let options = JobOptions {
+            encrypt_to: vec![a.clone()],
+            encrypt_to_file: Some(file.display().to_string()),
+            ..JobOptions::default()
+        };
+        let sources = ["/srv/a".to_owned()];
+        let planned = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &options, true)
+            .await
+            .unwrap();
+        let recipients = planned.jobs[0].recipients.as_ref().unwrap();
+        assert_eq!(recipients.public_keys(), [a, b]);
+        assert!(planned.jobs[0].names().archive.ends_with(".tar.gz.age"));
+
+        let bad = JobOptions {
+            encrypt_to: vec!["AGE-SECRET-KEY-1NOTAPUBLICKEY".into()],
+            ..JobOptions::default()
+        };
+        let err = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &bad, true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not an age X25519 recipient"), "{err}");
+        let plain = plan(
+            &defaults_in(dir.path()),
+            &sources,
+            &Naming::ByFolder,
+            &JobOptions::default(),
+            true,
+        )
+        .await
+        .unwrap();
+        assert!(plain.jobs[0].recipients.is_none());
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl Daemon {
         crate::plan::Defaults {
             destination: self.home.backups_dir(),
             job: self.job_defaults.clone(),
+            requester: crate::key_files::Requester::daemon(),
         }
     }
 

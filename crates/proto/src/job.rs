@@ -151,6 +151,11 @@ pub struct JobOptions {
     pub retention: Option<Retention>,
     /// Verify each archive right after writing it.
     pub verify_after: bool,
+    /// age X25519 public keys (`age1…`) to encrypt archives to; public keys only.
+    pub encrypt_to: Vec<String>,
+    /// Absolute path of a recipients file (as `age -R` reads it), read by the daemon at plan
+    /// time.
+    pub encrypt_to_file: Option<String>,
 }
 
 impl JobOptions {
@@ -168,7 +173,19 @@ impl JobOptions {
             exclude,
             retention,
             verify_after,
+            encrypt_to,
+            encrypt_to_file,
         } = self;
+        // Recipients are one setting: a job naming any replaces the defaults' whole set.
+        let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none()
+        {
+            (
+                defaults.encrypt_to.clone(),
+                defaults.encrypt_to_file.clone(),
+            )
+        } else {
+            (encrypt_to, encrypt_to_file)
+        };
         JobOptions {
             destination: destination.or_else(|| defaults.destination.clone()),
             compression: compression.or(defaults.compression),
@@ -179,6 +196,8 @@ impl JobOptions {
             },
             retention: retention.or(defaults.retention),
             verify_after: verify_after || defaults.verify_after,
+            encrypt_to,
+            encrypt_to_file,
         }
     }
 }
@@ -203,6 +222,10 @@ mod wire {
         retention: Option<Retention>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         verify_after: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        encrypt_to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encrypt_to_file: Option<String>,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -220,6 +243,8 @@ mod wire {
                 exclude: wire.exclude,
                 retention: wire.retention,
                 verify_after: wire.verify_after,
+                encrypt_to: wire.encrypt_to,
+                encrypt_to_file: wire.encrypt_to_file,
             })
         }
     }
@@ -233,6 +258,8 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                encrypt_to,
+                encrypt_to_file,
             } = options;
             Self {
                 destination,
@@ -241,6 +268,8 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                encrypt_to,
+                encrypt_to_file,
             }
         }
     }
@@ -336,6 +365,8 @@ mod tests {
                 ..Retention::default()
             }),
             verify_after: true,
+            encrypt_to: vec!["age1default".into()],
+            encrypt_to_file: None,
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -344,6 +375,8 @@ mod tests {
             exclude: vec!["cache/".into()],
             retention: Some(Retention::default()),
             verify_after: false,
+            encrypt_to: Vec::new(),
+            encrypt_to_file: Some("/mine/recipients.txt".into()),
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(

@@ -39,8 +39,8 @@ fn keygen(out: Option<&Path>) -> Result<(), Failure> {
             let written = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                // create_new (O_EXCL) also refuses a symlink planted under the name.
                 .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                 .open(path)
                 .and_then(|mut file| {
                     file.write_all(text.as_bytes())?;

@@ -7,7 +7,7 @@ use proto::response::{
 use proto::schedule::RunRecord;
 use proto::schedule::Timestamp;
 use proto::size::human_size;
-use proto::{Event, Reply, VerifyStatus};
+use proto::{Event, Reply};
 use std::path::Path;
 
 /// The day a one-shot runs, when it is not today.

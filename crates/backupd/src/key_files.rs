@@ -39,7 +39,7 @@ pub enum KeyFileError {
         "identity file {path} is readable by group or others (mode {mode:04o}): chmod 600 it"
     )]
     Exposed { path: PathBuf, mode: u32 },
-    #[error("{what} {path} is larger than {MAX_KEY_FILE} bytes")]
+    #[error("{what} {path} is larger than 1 MiB")]
     TooLarge { what: &'static str, path: PathBuf },
     #[error(transparent)]
     Key(#[from] KeyError),

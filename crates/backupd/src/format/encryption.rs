@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(err.to_string(), "f, line 2: not an age X25519 recipient (age1…)");
         assert!(Recipients::lines_of_file("# only\n", "f").is_err());
         assert!(Recipients::parse(["AGE-SECRET-KEY-1X"]).is_err());
-        assert_eq!(Recipients::parse([a.as_str(), &a]).unwrap().public_keys(), [a]);
+        assert_eq!(Recipients::parse([a.as_str(), a.as_str()]).unwrap().public_keys(), [a]);
     }
 
     #[test]

@@ -124,6 +124,16 @@ pub enum CliCommand {
         #[arg(value_name = "PATH")]
         path: Option<String>,
     },
+    /// Make an age identity (a secret key) for --encrypt-to and --identity, as age-keygen
+    /// does. Needs no daemon.
+    ///
+    /// With --out FILE: writes it there (mode 0600, never over an existing file) and prints
+    /// the public key. Without: prints the identity, and the public key on stderr.
+    Keygen {
+        /// File to write the identity to.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,6 +189,14 @@ pub struct JobCli {
     /// Write straight to the one --offsite remote, with no local copy (also: --destination s3://…).
     #[arg(long)]
     pub offsite_only: bool,
+    /// Encrypt archives with age to this public key (age1…); repeatable. Archives are then
+    /// named .tar.gz.age (.tar.zst.age, .tar.age).
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt to the public keys of this recipients file (one age1… per line, # comments),
+    /// read by the daemon when the job runs.
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_to_file: Option<PathBuf>,
 }
 
 /// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger
@@ -235,6 +253,10 @@ pub struct VerifyCli {
     /// The folder holding the archives (default: <home>/backups).
     #[arg(long, value_name = "DIR")]
     pub destination: Option<PathBuf>,
+    /// Decrypt encrypted archives with this age identity file (yours, mode 0600), which the
+    /// daemon reads; without it only their checksum is checked.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -252,6 +274,10 @@ pub struct RestoreCli {
     /// Replace existing files, symlinks and hard links of the same name (never a folder).
     #[arg(long)]
     pub overwrite: bool,
+    /// Decrypt an encrypted archive with this age identity file (yours, mode 0600), which
+    /// the daemon reads.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod client_log;
 mod failure;
+mod keygen;
 mod render;
 mod requests;
 mod run;
@@ -51,7 +52,9 @@ fn main() -> ExitCode {
     let home = proto::paths::resolve_home(cli.home.as_deref(), &env)
         .map(|home| std::path::absolute(&home).unwrap_or(home));
     // Completions and man pages work without a home, such as in a package build.
-    let outcome = shell::run_local(&cli).unwrap_or_else(|| {
+    let outcome = keygen::run_local(&cli)
+        .or_else(|| shell::run_local(&cli))
+        .unwrap_or_else(|| {
         home.as_ref()
             .map_err(|e| Failure::Usage(e.to_string()))
             .and_then(|home| {

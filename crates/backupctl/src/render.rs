@@ -7,7 +7,7 @@ use proto::response::{
 use proto::schedule::RunRecord;
 use proto::schedule::Timestamp;
 use proto::size::human_size;
-use proto::{Event, Reply, VerifyStatus};
+use proto::{Event, Reply};
 use std::path::Path;
 
 /// The day a one-shot runs, when it is not today.
@@ -353,8 +353,13 @@ fn backups(list: BackupList) -> Vec<String> {
                     )
                 },
             );
+            let sealed = match (archive.encrypted, archive.recipients.as_slice()) {
+                (false, _) => String::new(),
+                (true, []) => "  encrypted (age)".to_owned(),
+                (true, keys) => format!("  encrypted (age) to {}", keys.join(", ")),
+            };
             lines.push(format!(
-                "  {}  {created}  {}  {}  {files}  {verify}",
+                "  {}  {created}  {}  {}  {files}  {verify}{sealed}",
                 archive.file, archive.size_human, archive.compression
             ));
         }
@@ -408,11 +413,10 @@ fn verify(list: &VerifyList) -> Vec<String> {
         .map(|check| {
             let file = file_name(&check.archive);
             let status = check.status;
+            // An OK with a detail is an encrypted archive checked without its key.
             match &check.detail {
-                Some(detail) if status != VerifyStatus::Ok => {
-                    format!("{file}: {status} ({detail})")
-                }
-                _ => format!("{file}: {status}"),
+                Some(detail) => format!("{file}: {status} ({detail})"),
+                None => format!("{file}: {status}"),
             }
         })
         .collect()

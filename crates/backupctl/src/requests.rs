@@ -50,7 +50,8 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::Start
         | CliCommand::Stop
         | CliCommand::Completions { .. }
-        | CliCommand::Man { .. } => Command::Hello {},
+        | CliCommand::Man { .. }
+        | CliCommand::Keygen { .. } => Command::Hello {},
         CliCommand::Backups { long, destination } => Command::Backups {
             long: *long,
             destination: destination
@@ -157,7 +158,33 @@ fn job_options(
             .cloned()
             .collect(),
         offsite_only: job.offsite_only || remote_destination.is_some(),
+        encrypt_to: recipients(&job.encrypt_to)?,
+        encrypt_to_file: job
+            .encrypt_to_file
+            .as_deref()
+            .map(|f| ctx.absolute(f))
+            .transpose()?,
     })
+}
+
+/// `--encrypt-to` keys, checked here so that a typo (or a secret key pasted by mistake,
+/// which is never echoed) fails before anything is sent.
+fn recipients(keys: &[String]) -> Result<Vec<String>, Failure> {
+    keys.iter()
+        .map(|key| {
+            let key = key.trim();
+            if key.starts_with("AGE-SECRET-KEY-") {
+                return Err(Failure::Invalid(
+                    "--encrypt-to takes a public key (age1…), not a secret key".to_owned(),
+                ));
+            }
+            key.parse::<age::x25519::Recipient>()
+                .map(|_| key.to_owned())
+                .map_err(|_| {
+                    Failure::Invalid(format!("not an age X25519 recipient (age1…): {key:?}"))
+                })
+        })
+        .collect()
 }
 
 fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure> {
@@ -216,6 +243,7 @@ fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
             .as_deref()
             .map(|d| ctx.absolute(d))
             .transpose()?,
+        identity: cli.identity.as_deref().map(|i| ctx.absolute(i)).transpose()?,
     })
 }
 
@@ -225,6 +253,7 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
         overwrite: cli.overwrite,
+        identity: cli.identity.as_deref().map(|i| ctx.absolute(i)).transpose()?,
     })
 }
 

@@ -26,6 +26,8 @@
 //!
 //! [remote.offsite]      # an S3 remote jobs name with --offsite offsite (see `remote`)
 //! bucket = "my-backups"
+//! encrypt_to = ["age1…"]             # age public keys; archives become .tar.gz.age
+//! encrypt_to_file = "/etc/backupd/recipients.txt"   # or a recipients file, read at each run
 //! ```
 
 use std::io;
@@ -227,6 +229,16 @@ impl Config {
             }
             ExcludeSet::new(&job.exclude)
                 .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
+            crate::format::Recipients::parse(job.encrypt_to.iter().map(String::as_str))
+                .map_err(|e| invalid(Some(span.clone()), format!("defaults.encrypt_to: {e}")))?;
+            if let Some(file) = &job.encrypt_to_file
+                && !file.starts_with('/')
+            {
+                return Err(invalid(
+                    Some(span),
+                    format!("defaults.encrypt_to_file must be an absolute path: {file}"),
+                ));
+            }
             config.defaults = job;
         }
         if let Some(remotes) = file.remote {
@@ -332,6 +344,8 @@ mod tests {
             ("[defaults]\ncompresion = \"zstd\"\n", 1, "compresion"),
             ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
             ("[defaults]\nexclude = [\"[x\"]\n", 1, "[x"),
+            ("[defaults]\nencrypt_to = [\"age1nope\"]\n", 1, "encrypt_to"),
+            ("[defaults]\nencrypt_to_file = \"keys.txt\"\n", 1, "absolute"),
             ("max_jobs = \"two\"\n", 1, "max_jobs"),
             ("\nline_timeout = \"0s\"\n", 2, "line_timeout"),
             ("idle_timeout = \"soon\"\n", 1, "idle_timeout"),

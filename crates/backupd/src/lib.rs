@@ -30,3 +30,4 @@ pub mod state;
 pub mod store;
 pub mod timing;
 pub mod verify_ledger;
+pub mod key_files;

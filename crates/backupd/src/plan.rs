@@ -3,6 +3,8 @@
 
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
+use crate::format::Recipients;
+use crate::key_files::{self, Requester};
 use crate::retention;
 use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
@@ -43,6 +45,8 @@ pub struct Defaults {
     pub job: JobOptions,
     /// The `[remote.NAME]` tables jobs may name for offsite copies.
     pub remotes: Arc<BTreeMap<String, RemoteConfig>>,
+    /// Whose files (a recipients file) this run may read: the client's, else the daemon's.
+    pub requester: Requester,
 }
 
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
@@ -66,6 +70,7 @@ pub async fn plan(
     let (options, offsite_only) = &crate::offsite::split(options)?;
     let offsites = crate::offsite::prepare_all(&options.offsite, &defaults.remotes).await?;
     let (excludes, destination) = check_options(options)?;
+    let recipients = recipients_of(options, defaults.requester).await?;
     let destination: Arc<dyn Destination> = match (offsite_only, offsites.first()) {
         (true, Some(offsite)) => offsite.remote.clone(),
         _ => {
@@ -109,6 +114,7 @@ pub async fn plan(
             timestamp,
             // The home's backups folder, whatever the destination.
             never_archive: vec![defaults.destination.clone()],
+            recipients: recipients.clone(),
         });
     }
     // In this order: an archive that does not verify must not push older ones out.
@@ -168,6 +174,27 @@ fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), 
         .map(|d| absolute(d, "destination"))
         .transpose()?;
     Ok((excludes, destination))
+}
+
+/// The recipients a job encrypts to: its `encrypt_to` keys and those of its
+/// `encrypt_to_file` (read now, by the file rules of [`key_files`]); `None` when it names none.
+async fn recipients_of(
+    options: &JobOptions,
+    requester: Requester,
+) -> Result<Option<Recipients>, PlanError> {
+    let mut keys = options.encrypt_to.clone();
+    if let Some(file) = options.encrypt_to_file.clone() {
+        let read = tokio::task::spawn_blocking(move || key_files::read_recipients(&file, requester))
+            .await
+            .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?;
+        keys.extend(read.map_err(|e| PlanError::Invalid(e.to_string()))?);
+    }
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Recipients::parse(keys.iter().map(String::as_str))
+        .map(Some)
+        .map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
 pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
@@ -279,6 +306,7 @@ mod tests {
             destination: dir.to_owned(),
             job: JobOptions::default(),
             remotes: Arc::default(),
+            requester: Requester::daemon(),
         }
     }
 
@@ -295,6 +323,7 @@ mod tests {
                 ..JobOptions::default()
             },
             remotes: Arc::default(),
+            requester: Requester::daemon(),
         };
         let sources = ["/srv/a".to_owned()];
         let planned = plan(
@@ -360,6 +389,46 @@ mod tests {
             [AfterWrite::Verify, AfterWrite::Rotate(policy)]
         );
         assert_eq!(plan_with(false).await, [AfterWrite::Rotate(policy)]);
+    }
+
+    #[tokio::test]
+    async fn recipients_come_from_keys_and_a_file_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |_| age::x25519::Identity::generate().to_public().to_string();
+        let (a, b): (String, String) = (key(0), key(1));
+        let file = dir.path().join("recipients.txt");
+        std::fs::write(&file, format!("# team\n{b}\n")).unwrap();
+        let options = JobOptions {
+            encrypt_to: vec![a.clone()],
+            encrypt_to_file: Some(file.display().to_string()),
+            ..JobOptions::default()
+        };
+        let sources = ["/srv/a".to_owned()];
+        let planned = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &options, true)
+            .await
+            .unwrap();
+        let recipients = planned.jobs[0].recipients.as_ref().unwrap();
+        assert_eq!(recipients.public_keys(), [a, b]);
+        assert!(planned.jobs[0].names().archive.ends_with(".tar.gz.age"));
+
+        let bad = JobOptions {
+            encrypt_to: vec!["AGE-SECRET-KEY-1NOTAPUBLICKEY".into()],
+            ..JobOptions::default()
+        };
+        let err = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &bad, true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not an age X25519 recipient"), "{err}");
+        let plain = plan(
+            &defaults_in(dir.path()),
+            &sources,
+            &Naming::ByFolder,
+            &JobOptions::default(),
+            true,
+        )
+        .await
+        .unwrap();
+        assert!(plain.jobs[0].recipients.is_none());
     }
 
     #[test]

@@ -240,7 +240,7 @@ async fn serve_connection(
                 )
             }
             Ok(Some(Frame::Line(line))) => {
-                match answer_with_events(daemon, &line, &mut write).await {
+                match answer_with_events(daemon, &line, &mut write, peer.uid).await {
                     Some(response) => response,
                     None => break,
                 }
@@ -285,9 +285,11 @@ async fn answer_with_events(
     daemon: &Daemon,
     line: &[u8],
     write: &mut LineWriter,
+    peer_uid: u32,
 ) -> Option<Response> {
     let (events, pending) = mpsc::channel(EVENT_BUFFER);
-    let handler = handlers::handle_line(daemon, line, events);
+    let requester = crate::key_files::Requester { uid: peer_uid };
+    let handler = handlers::handle_line(daemon, line, events, requester);
     tokio::pin!(handler);
     // `None` once the client is gone: senders then fail at once instead of waiting for room.
     let mut pending = Some(pending);

@@ -72,6 +72,7 @@ impl Daemon {
             destination: self.home.backups_dir(),
             job: self.job_defaults.clone(),
             remotes: Arc::clone(&self.remotes),
+            requester: crate::key_files::Requester::daemon(),
         }
     }
 

@@ -156,6 +156,11 @@ pub struct JobOptions {
     pub offsite: Vec<String>,
     /// Write straight to the (single) offsite remote, with no local copy.
     pub offsite_only: bool,
+    /// age X25519 public keys (`age1…`) to encrypt archives to; public keys only.
+    pub encrypt_to: Vec<String>,
+    /// Absolute path of a recipients file (as `age -R` reads it), read by the daemon at plan
+    /// time.
+    pub encrypt_to_file: Option<String>,
 }
 
 impl JobOptions {
@@ -175,7 +180,19 @@ impl JobOptions {
             verify_after,
             offsite,
             offsite_only,
+            encrypt_to,
+            encrypt_to_file,
         } = self;
+        // Recipients are one setting: a job naming any replaces the defaults' whole set.
+        let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none()
+        {
+            (
+                defaults.encrypt_to.clone(),
+                defaults.encrypt_to_file.clone(),
+            )
+        } else {
+            (encrypt_to, encrypt_to_file)
+        };
         JobOptions {
             destination: destination.or_else(|| defaults.destination.clone()),
             compression: compression.or(defaults.compression),
@@ -192,6 +209,8 @@ impl JobOptions {
                 offsite
             },
             offsite_only: offsite_only || defaults.offsite_only,
+            encrypt_to,
+            encrypt_to_file,
         }
     }
 }
@@ -220,6 +239,9 @@ mod wire {
         offsite: Vec<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         offsite_only: bool,
+        encrypt_to: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encrypt_to_file: Option<String>,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -239,6 +261,8 @@ mod wire {
                 verify_after: wire.verify_after,
                 offsite: wire.offsite,
                 offsite_only: wire.offsite_only,
+                encrypt_to: wire.encrypt_to,
+                encrypt_to_file: wire.encrypt_to_file,
             })
         }
     }
@@ -254,6 +278,8 @@ mod wire {
                 verify_after,
                 offsite,
                 offsite_only,
+                encrypt_to,
+                encrypt_to_file,
             } = options;
             Self {
                 destination,
@@ -264,6 +290,8 @@ mod wire {
                 verify_after,
                 offsite,
                 offsite_only,
+                encrypt_to,
+                encrypt_to_file,
             }
         }
     }
@@ -362,6 +390,8 @@ mod tests {
             verify_after: true,
             offsite: vec!["offsite".into()],
             offsite_only: false,
+            encrypt_to: vec!["age1default".into()],
+            encrypt_to_file: None,
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -372,6 +402,8 @@ mod tests {
             verify_after: false,
             offsite: vec!["s3://bkt/p".into()],
             offsite_only: true,
+            encrypt_to: Vec::new(),
+            encrypt_to_file: Some("/mine/recipients.txt".into()),
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(

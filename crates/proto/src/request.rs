@@ -172,6 +172,10 @@ pub struct VerifyArgs {
     /// Absolute path of the folder (default: `<home>/backups`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Absolute path of an age identity file the daemon reads to decrypt encrypted archives
+    /// (the key itself never travels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// Arguments of `restore`.
@@ -188,6 +192,10 @@ pub struct RestoreArgs {
     /// Replace existing files of the same name; without it, any would fail the restore.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// Absolute path of an age identity file the daemon reads to decrypt an encrypted
+    /// archive (the key itself never travels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -386,6 +394,7 @@ mod tests {
                 to: "/r".into(),
                 paths: vec!["docs".into()],
                 overwrite: true,
+                identity: None,
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],

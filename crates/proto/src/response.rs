@@ -248,6 +248,12 @@ pub struct BackupEntry {
     /// The last verification, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyMark>,
+    /// Encrypted with age (`.age`, or the manifest says so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// The public keys it is encrypted to, from the manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 /// What a verification found, in one word.

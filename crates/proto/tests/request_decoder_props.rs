@@ -117,14 +117,26 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
         prop::collection::vec(any::<String>(), 0..3),
         retention(),
         any::<bool>(),
+        prop::collection::vec(any::<String>(), 0..2),
+        proptest::option::of(any::<String>()),
     )
         .prop_map(
-            |(destination, compression, exclude, retention, verify_after)| JobOptions {
+            |(
                 destination,
                 compression,
                 exclude,
                 retention,
                 verify_after,
+                encrypt_to,
+                encrypt_to_file,
+            )| JobOptions {
+                destination,
+                compression,
+                exclude,
+                retention,
+                verify_after,
+                encrypt_to,
+                encrypt_to_file,
             },
         )
 }
@@ -173,6 +185,7 @@ fn command() -> impl Strategy<Value = Command> {
                 name,
                 all,
                 destination: None,
+                identity: None,
             })
         }),
         (
@@ -187,6 +200,7 @@ fn command() -> impl Strategy<Value = Command> {
                     to,
                     paths,
                     overwrite,
+                    identity: None,
                 })
             }),
         (text(), maybe_text()).prop_map(|(archive, path)| Command::Ls(LsArgs { archive, path })),

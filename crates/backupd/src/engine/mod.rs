@@ -1,6 +1,7 @@
 //! The archive engine: one synchronous backup of one source folder.
 //!
-//! walk ([`archive`]) → tar → compress ([`crate::format::codec`]) → hash and count
+//! walk ([`archive`]) → tar → compress ([`crate::format::codec`]) → encrypt when the job has
+//! recipients ([`crate::format::encryption`]) → hash and count
 //! ([`hashing_writer`]) → a [`PendingArchive`] of the job's destination, then publish it under
 //! its final name without clobbering and write the JSON manifest beside it. Memory stays
 //! bounded whatever the source size. It knows nothing of tokio, sockets or the protocol: the
@@ -35,7 +36,7 @@ pub use exclude::ExcludeSet;
 pub use progress::Progress;
 
 use crate::destination::{Destination, PendingArchive, PublishError};
-use crate::format::{ArchiveNames, Encoder, FORMAT_VERSION, Manifest};
+use crate::format::{ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer};
 use archive::{Protected, TreeWriter};
 use hashing_writer::HashingWriter;
 use progress::Meter;
@@ -54,12 +55,15 @@ pub struct BackupJob {
     /// Folders never archived when they lie inside the source (the daemon's `backups/`);
     /// the job's destination is always one of them.
     pub never_archive: Vec<PathBuf>,
+    /// Encrypt to these age public keys (`None`: not encrypted).
+    pub recipients: Option<Recipients>,
 }
 
 impl BackupJob {
     /// The files this job writes.
     pub fn names(&self) -> ArchiveNames {
         ArchiveNames::new(&self.name, self.compression.codec(), self.timestamp)
+            .encrypted(self.recipients.is_some())
     }
 
     /// Whether a backup of this name and second exists or is being written.
@@ -135,7 +139,8 @@ pub fn run_backup(
     let archive_id = pending.file_id();
     let hashing = HashingWriter::new(pending);
     let mut meter = Meter::new(progress, cancel, hashing.counter());
-    let encoder = Encoder::new(job.compression, hashing).map_err(|e| write_error(e.into()))?;
+    let sealer = Sealer::new(job.recipients.as_ref(), hashing).map_err(write_error)?;
+    let encoder = Encoder::new(job.compression, sealer).map_err(|e| write_error(e.into()))?;
     let mut builder = tar::Builder::new(encoder);
     let stats = TreeWriter::new(
         &mut builder,
@@ -149,7 +154,8 @@ pub fn run_backup(
     meter.check_cancel()?;
 
     let encoder = builder.into_inner().map_err(write_error)?;
-    let (pending, checksum, size_bytes) = encoder.finish().map_err(write_error)?.finish();
+    let sealer = encoder.finish().map_err(write_error)?;
+    let (pending, checksum, size_bytes) = sealer.finish().map_err(write_error)?.finish();
     let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {
@@ -172,6 +178,12 @@ pub fn run_backup(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         warnings: stats.warnings,
         skipped: stats.skipped,
+        encryption: job.recipients.as_ref().map(|_| Encryption::Age),
+        recipients: job
+            .recipients
+            .as_ref()
+            .map(Recipients::public_keys)
+            .unwrap_or_default(),
     };
     let manifest_path = destination.path_of(&names.manifest);
     let written = manifest

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use proto::Codec;
 use serde::{Deserialize, Serialize};
 
+use super::encryption::Encryption;
+
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Lower-case hex, as manifests write checksums.
@@ -67,6 +69,13 @@ pub struct Manifest {
     /// changed type, a failed read): the backup completed with warnings.
     #[serde(default)]
     pub skipped: u64,
+    /// `Some(Age)` for an encrypted archive; `checksum_sha256` and `size_bytes` are then of
+    /// the encrypted file on disk, so a check without a key still finds corruption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// The public keys (`age1…`) it is encrypted to; never a secret key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 impl Manifest {
@@ -108,11 +117,14 @@ mod tests {
             duration_ms: 5,
             warnings: vec!["x: gone".into()],
             skipped: 0,
+            encryption: Some(Encryption::Age),
+            recipients: vec!["age1example".into()],
         };
         let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["size_human"], "10.00 B");
         assert_eq!(v["checksum_sha256"], "00".repeat(32));
+        assert_eq!(v["encryption"], "age");
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
     }
 

@@ -3,14 +3,16 @@
 //! codec layers between the tar stream and the stored bytes ([`codec`], with gzip compressed on
 //! every core by [`parallel_gzip`]).
 //!
-//! Encryption (age) will be one more codec layer, one more extension and a manifest field,
-//! all in here.
+//! Encryption ([`encryption`], age) is the outermost layer: one more extension and the
+//! manifest's `encryption` and `recipients`.
 
 pub mod codec;
+pub mod encryption;
 pub mod manifest;
 pub mod naming;
 pub mod parallel_gzip;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
+pub use encryption::{Encryption, Identities, KeyError, Recipients, Sealer, open_sealed};
 pub use manifest::{FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};

@@ -1,5 +1,6 @@
 //! The archive file-name grammar: `<name>_<YYYYMMDD_HHMMSS><extension>` beside
-//! `<name>_<YYYYMMDD_HHMMSS>.json`, and `<archive>.partial` while it is being written.
+//! `<name>_<YYYYMMDD_HHMMSS>.json`, and `<archive>.partial` while it is being written. An
+//! encrypted archive adds `.age` after its codec's extension (`.tar.gz.age`).
 //!
 //! Names may contain `_`, so a file name is parsed from the right: extension, then the
 //! fixed-width timestamp, then whatever is left is the backup name.
@@ -7,6 +8,8 @@
 use chrono::NaiveDateTime;
 use proto::Codec;
 use proto::schedule_spec::validate_name;
+
+use super::encryption::EXTENSION as AGE_EXTENSION;
 
 /// `chrono` format of the timestamp in file names.
 pub const TIMESTAMP_FORMAT: &str = proto::ARCHIVE_TIME_FORMAT;
@@ -46,6 +49,14 @@ impl ArchiveNames {
         }
     }
 
+    /// The names of an age-encrypted archive when `encrypted` (`.tar.gz.age`).
+    pub fn encrypted(mut self, encrypted: bool) -> Self {
+        if encrypted {
+            self.archive.push_str(AGE_EXTENSION);
+        }
+        self
+    }
+
     /// Every file that, if present, means a backup of this name and second exists or is being
     /// written, whatever its codec: they would all share the manifest name.
     pub fn claimed(&self) -> Vec<String> {
@@ -55,9 +66,11 @@ impl ArchiveNames {
             .unwrap_or(&self.manifest);
         let mut names = vec![self.manifest.clone()];
         for codec in Codec::ALL {
-            let archive = format!("{stem}{}", extension(codec));
-            names.push(partial_name(&archive));
-            names.push(archive);
+            for sealed in ["", AGE_EXTENSION] {
+                let archive = format!("{stem}{}{sealed}", extension(codec));
+                names.push(partial_name(&archive));
+                names.push(archive);
+            }
         }
         names
     }
@@ -70,11 +83,13 @@ pub struct ParsedName {
     /// The `YYYYMMDD_HHMMSS` text; its shape is checked, not whether it is a real date.
     pub stamp: String,
     pub codec: Codec,
+    /// Encrypted with age (`.age` after the codec's extension).
+    pub encrypted: bool,
 }
 
 /// Parses an archive file name; `None` for anything backupd would not have written.
 pub fn parse_archive_name(file_name: &str) -> Option<ParsedName> {
-    let (stem, codec) = split_extension(file_name)?;
+    let (stem, codec, encrypted) = split_extension(file_name)?;
     let split = stem.len().checked_sub(STAMP_LEN + 1)?;
     let (name, rest) = stem.split_at_checked(split)?;
     let stamp = rest.strip_prefix('_')?;
@@ -85,6 +100,7 @@ pub fn parse_archive_name(file_name: &str) -> Option<ParsedName> {
         name: name.to_owned(),
         stamp: stamp.to_owned(),
         codec,
+        encrypted,
     })
 }
 
@@ -97,7 +113,7 @@ pub fn has_archive_extension(file_name: &str) -> bool {
 /// archive extension, the last extension is replaced.
 pub fn manifest_name_for(archive: &str) -> String {
     let stem = match split_extension(archive) {
-        Some((stem, _)) => stem,
+        Some((stem, ..)) => stem,
         None => archive.rsplit_once('.').map_or(archive, |(stem, _)| stem),
     };
     format!("{stem}{MANIFEST_EXTENSION}")
@@ -105,7 +121,12 @@ pub fn manifest_name_for(archive: &str) -> String {
 
 /// The codec implied by an archive's file name, if it has a known extension.
 pub fn codec_from_name(archive: &str) -> Option<Codec> {
-    split_extension(archive).map(|(_, codec)| codec)
+    split_extension(archive).map(|(_, codec, _)| codec)
+}
+
+/// Whether an archive's file name says it is age-encrypted (`….age`).
+pub fn is_encrypted_name(archive: &str) -> bool {
+    split_extension(archive).is_some_and(|(.., encrypted)| encrypted)
 }
 
 /// `<archive>.partial`
@@ -120,14 +141,19 @@ pub fn is_partial_archive(file_name: &str) -> bool {
         .is_some_and(|archive| parse_archive_name(archive).is_some())
 }
 
-fn split_extension(file_name: &str) -> Option<(&str, Codec)> {
+/// The stem, the codec and whether the name ends in `.age`.
+fn split_extension(file_name: &str) -> Option<(&str, Codec, bool)> {
+    let (file_name, encrypted) = match file_name.strip_suffix(AGE_EXTENSION) {
+        Some(inner) => (inner, true),
+        None => (file_name, false),
+    };
     // Longest first, so that `.tar` never shadows `.tar.gz`.
     [Codec::Gzip, Codec::Zstd, Codec::None]
         .into_iter()
         .find_map(|codec| {
             file_name
                 .strip_suffix(extension(codec))
-                .map(|stem| (stem, codec))
+                .map(|stem| (stem, codec, encrypted))
         })
 }
 
@@ -193,6 +219,30 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_names_parse_with_their_codec() {
+        for (file, codec) in [
+            ("my_docs_20250102_030405.tar.gz.age", Codec::Gzip),
+            ("a_20250102_030405.tar.zst.age", Codec::Zstd),
+            ("a_20250102_030405.tar.age", Codec::None),
+        ] {
+            let parsed = parse_archive_name(file).unwrap();
+            assert_eq!((parsed.codec, parsed.encrypted), (codec, true), "{file}");
+            assert!(is_encrypted_name(file));
+            assert!(is_partial_archive(&partial_name(file)));
+        }
+        assert!(!parse_archive_name("a_20250102_030405.tar.gz").unwrap().encrypted);
+        assert_eq!(parse_archive_name("a_20250102_030405.age"), None);
+        assert_eq!(parse_archive_name("a_20250102_030405.tar.gz.age.age"), None);
+        assert_eq!(
+            manifest_name_for("my_docs_20250102_030405.tar.gz.age"),
+            "my_docs_20250102_030405.json"
+        );
+        let when = NaiveDateTime::parse_from_str("20250102_030405", TIMESTAMP_FORMAT).unwrap();
+        let names = ArchiveNames::new("docs", Codec::Gzip, when).encrypted(true);
+        assert_eq!(names.archive, "docs_20250102_030405.tar.gz.age");
+    }
+
+    #[test]
     fn shape_not_date_is_checked_here() {
         // Whether the date is real is the lister's call: it may fall back to the manifest.
         let parsed = parse_archive_name("x_20261399_000000.tar.gz").unwrap();
@@ -225,7 +275,8 @@ mod tests {
         let parsed = parse_archive_name(&names.archive).unwrap();
         assert_eq!((parsed.name.as_str(), parsed.codec), ("docs", Codec::Zstd));
         let claimed = names.claimed();
-        assert_eq!(claimed.len(), 7);
+        assert_eq!(claimed.len(), 13);
+        assert!(claimed.contains(&"docs_20250102_030405.tar.age.partial".to_owned()));
         assert!(claimed.contains(&"docs_20250102_030405.tar.gz.partial".to_owned()));
         assert!(is_partial_archive("docs_20250102_030405.tar.gz.partial"));
         assert!(!is_partial_archive("thesis.partial"));

@@ -1,13 +1,13 @@
 //! `backups`: the archive files in `<home>/backups` (or another destination), by name; with
 //! `long`, grouped by backup name, newest first, with size, compression, file count and last
-//! verification.
+//! verification, and whether each is encrypted and to whom.
 
 use super::{HandlerError, HandlerResult, blocking, destination_or_default};
 use crate::destination::{self, LocalFolder};
 use crate::format::TIMESTAMP_FORMAT;
 use crate::format::naming::has_archive_extension;
 use crate::state::Daemon;
-use crate::store::StoreError;
+use crate::store::{self, StoreError};
 use proto::ErrorCode;
 use proto::response::{BackupEntry, BackupGroup, BackupList};
 use proto::size::human_size;
@@ -75,6 +75,12 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
                     .filter(|m| m.format_version > 0)
                     .map(|m| m.files),
                 verify: daemon.verify_ledger.get(&archive.path).await,
+                encrypted: store::is_encrypted(&archive.file_name, archive.manifest.as_ref()),
+                recipients: archive
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.recipients.clone())
+                    .unwrap_or_default(),
                 file: archive.file_name,
             });
         }

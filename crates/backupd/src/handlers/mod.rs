@@ -20,6 +20,8 @@ mod watch;
 
 use crate::destination::LocalFolder;
 use crate::events::EventSink;
+use crate::key_files::{self, Requester};
+use crate::format::Identities;
 use crate::schedules::ScheduleFileError;
 use crate::state::Daemon;
 use crate::store::StoreError;
@@ -87,7 +89,8 @@ impl From<StoreError> for HandlerError {
             StoreError::ReadArchive { .. } => ErrorCode::ArchiveNotFound,
             StoreError::ManifestMissing { .. }
             | StoreError::ManifestInvalid { .. }
-            | StoreError::ChecksumMismatch { .. } => ErrorCode::ArchiveInvalid,
+            | StoreError::ChecksumMismatch { .. }
+            | StoreError::Decrypt { .. } => ErrorCode::ArchiveInvalid,
             StoreError::WouldOverwrite { .. } => ErrorCode::TargetNotEmpty,
             StoreError::PathNotInArchive { .. }
             | StoreError::TargetNotDirectory { .. }
@@ -104,9 +107,15 @@ type HandlerResult<T> = Result<T, HandlerError>;
 
 /// Parses and answers one request line; event lines, if the request asks for them, go to
 /// `events`.
-pub async fn handle_line(daemon: &Daemon, line: &[u8], events: mpsc::Sender<String>) -> Response {
+/// `requester` is the peer, whose key files (`--identity`, `--encrypt-to-file`) may be read.
+pub async fn handle_line(
+    daemon: &Daemon,
+    line: &[u8],
+    events: mpsc::Sender<String>,
+    requester: Requester,
+) -> Response {
     match Request::parse(line) {
-        Ok(request) => handle(daemon, request, events).await,
+        Ok(request) => handle(daemon, request, events, requester).await,
         Err(err) => {
             tracing::error!("bad request: {}", err.message);
             Response::failure(err.id, err.code, err.message)
@@ -115,7 +124,12 @@ pub async fn handle_line(daemon: &Daemon, line: &[u8], events: mpsc::Sender<Stri
 }
 
 /// Answers one parsed request.
-pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<String>) -> Response {
+pub async fn handle(
+    daemon: &Daemon,
+    request: Request,
+    events: mpsc::Sender<String>,
+    requester: Requester,
+) -> Response {
     let outcome = match request.command {
         Command::Hello {} => Ok(Reply::Hello(hello::handle())),
         Command::Create(args) => create::handle(daemon, args)
@@ -130,15 +144,21 @@ pub async fn handle(daemon: &Daemon, request: Request, events: mpsc::Sender<Stri
             .await
             .map(Reply::Backups),
         Command::Prune(args) => prune::handle(daemon, args).await.map(Reply::Prune),
-        Command::Verify(args) => verify::handle(daemon, args).await.map(Reply::Verify),
-        Command::Restore(args) => restore::handle(daemon, args).await.map(Reply::Restore),
+        Command::Verify(args) => verify::handle(daemon, args, requester)
+            .await
+            .map(Reply::Verify),
+        Command::Restore(args) => restore::handle(daemon, args, requester)
+            .await
+            .map(Reply::Restore),
         Command::Run(args) => {
             let sink = if args.events {
                 EventSink::new(request.id.clone(), events)
             } else {
                 EventSink::disabled()
             };
-            run::handle(daemon, args, &sink).await.map(Reply::Run)
+            run::handle(daemon, args, &sink, requester)
+                .await
+                .map(Reply::Run)
         }
         Command::Status {} => status::handle(daemon)
             .await
@@ -173,6 +193,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("internal error: {e}")))
+}
+
+/// The identities of the file a request names, read on a blocking thread by the rules of
+/// [`key_files`]; `None` when it names none.
+async fn identities_of(
+    path: Option<String>,
+    requester: Requester,
+) -> HandlerResult<Option<std::sync::Arc<Identities>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let read = blocking(move || key_files::read_identities(&path, requester)).await?;
+    let identities = read.map_err(|e| HandlerError::new(ErrorCode::InvalidArguments, e.to_string()))?;
+    Ok(Some(std::sync::Arc::new(identities)))
 }
 
 /// An archive named by a client, as the folder holding it and its file name: an absolute

@@ -1,8 +1,10 @@
 //! `restore`: extracts an archive (or some paths of it) into a directory, after checking it
 //! against its manifest; unsafe entries are refused and reported, never written, and
-//! existing files are only replaced when `overwrite` asks.
+//! existing files are only replaced when `overwrite` asks. An encrypted archive is decrypted
+//! with the identity file the request names, which the daemon reads (`key_files`).
 
-use super::{HandlerError, HandlerResult, blocking, resolve_archive};
+use super::{HandlerError, HandlerResult, blocking, identities_of, resolve_archive};
+use crate::key_files::Requester;
 use crate::plan;
 use crate::state::Daemon;
 use crate::store;
@@ -10,7 +12,12 @@ use proto::request::RestoreArgs;
 use proto::response::RestoreSummary;
 use proto::{ErrorCode, Reply};
 
-pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<RestoreSummary> {
+pub async fn handle(
+    daemon: &Daemon,
+    args: RestoreArgs,
+    requester: Requester,
+) -> HandlerResult<RestoreSummary> {
+    let identities = identities_of(args.identity.clone(), requester).await?;
     let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
     let archive = folder.dir().join(&file);
     let to = plan::absolute(&args.to, "restore target")?;
@@ -19,7 +26,10 @@ pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<Restore
         paths: args.paths.clone(),
         overwrite: args.overwrite,
     };
-    let report = blocking(move || store::restore(&folder, &file, &into, &options)).await??;
+    let report = blocking(move || {
+        store::restore_with(&folder, &file, &into, &options, identities.as_deref())
+    })
+    .await??;
     for refused in &report.refused {
         tracing::warn!("Refused to restore {refused}");
     }

@@ -4,6 +4,7 @@
 
 use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
+use crate::key_files::Requester;
 use crate::plan::{self, Naming};
 use crate::runner;
 use crate::schedules;
@@ -16,6 +17,7 @@ pub async fn handle(
     daemon: &Daemon,
     args: RunArgs,
     events: &EventSink,
+    requester: Requester,
 ) -> HandlerResult<RunReport> {
     if let Some(name) = &args.schedule {
         if !args.sources.is_empty() || args.name.is_some() {
@@ -27,8 +29,14 @@ pub async fn handle(
         return run_schedule(daemon, name, args.dry_run, events).await;
     }
     let naming = args.name.clone().map_or(Naming::ByFolder, Naming::Fixed);
+    // A one-off run may read the client's own recipients file; a schedule's run reads files
+    // as its timetabled runs do, with the daemon's trust (checked when it was created).
+    let defaults = plan::Defaults {
+        requester,
+        ..daemon.plan_defaults()
+    };
     let plan = plan::plan(
-        &daemon.plan_defaults(),
+        &defaults,
         &args.sources,
         &naming,
         &args.job,

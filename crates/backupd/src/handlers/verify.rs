@@ -1,7 +1,11 @@
 //! `verify`: checks archives against their manifests and reads them to the end; one archive,
-//! every archive of a name, or all.
+//! every archive of a name, or all. Encrypted archives are read only with an identity file
+//! the request names; without one their checksum alone is checked.
 
-use super::{HandlerError, HandlerResult, blocking, destination_or_default, resolve_archive};
+use super::{
+    HandlerError, HandlerResult, blocking, destination_or_default, identities_of, resolve_archive,
+};
+use crate::key_files::Requester;
 use crate::destination::{self, LocalFolder};
 use crate::state::Daemon;
 use crate::store::{self, StoreError};
@@ -10,7 +14,12 @@ use proto::response::{ArchiveCheck, VerifyList};
 use proto::{ErrorCode, Reply};
 use std::sync::Arc;
 
-pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyList> {
+pub async fn handle(
+    daemon: &Daemon,
+    args: VerifyArgs,
+    requester: Requester,
+) -> HandlerResult<VerifyList> {
+    let identities = identities_of(args.identity.clone(), requester).await?;
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let (folder, files) = select(folder, &args).await?;
     let folder = Arc::new(folder);
@@ -21,7 +30,9 @@ pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyLi
     };
     for file in files {
         let (from, name) = (Arc::clone(&folder), file.clone());
-        let report = blocking(move || store::verify(from.as_ref(), &name)).await??;
+        let keys = identities.clone();
+        let report =
+            blocking(move || store::verify_with(from.as_ref(), &name, keys.as_deref())).await??;
         let finding = &report.finding;
         daemon
             .verify_ledger
@@ -33,7 +44,12 @@ pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyLi
         });
         if finding.is_ok() {
             list.ok += 1;
-            tracing::info!("Verify OK: {file}");
+            match &report.detail {
+                Some(detail) if detail == store::CHECKSUM_ONLY => {
+                    tracing::info!("Verify OK ({detail}): {file}");
+                }
+                _ => tracing::info!("Verify OK: {file}"),
+            }
         } else {
             list.failed += 1;
             tracing::error!("Verify failed for {file}: {finding}");

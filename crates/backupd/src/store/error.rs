@@ -48,6 +48,11 @@ pub enum StoreError {
     #[error("no entry in {archive} matches path {path:?}")]
     PathNotInArchive { archive: PathBuf, path: String },
 
+    /// An encrypted archive that cannot be decrypted: no identity, a wrong one, or a
+    /// tampered or truncated ciphertext found before anything was written.
+    #[error("cannot decrypt archive {path}: {source}; nothing was written")]
+    Decrypt { path: PathBuf, source: io::Error },
+
     /// The restore stopped; `cleanup` says what became of what it had written.
     #[error("cannot restore {entry} from {archive}: {source}; {cleanup}")]
     Extract {

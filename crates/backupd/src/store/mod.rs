@@ -21,6 +21,6 @@ pub(crate) mod test_support;
 pub use error::StoreError;
 pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
-pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use restore::{RestoreOptions, RestoreReport, restore, restore_with};
 pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
-pub use verify::{VerifyFinding, VerifyReport, verify};
+pub use verify::{CHECKSUM_ONLY, VerifyFinding, VerifyReport, is_encrypted, verify, verify_with};

@@ -22,9 +22,9 @@ use tar::EntryType;
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
-use super::verify::{open_tar_stream, read_manifest};
+use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
-use crate::format::Manifest;
+use crate::format::{Identities, Manifest};
 use crate::format::naming::manifest_name_for;
 
 /// What a restore wrote and what it refused.
@@ -66,12 +66,39 @@ pub fn restore(
     to: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, StoreError> {
+    restore_with(destination, file, to, options, None)
+}
+
+/// [`restore`], decrypting an encrypted archive with `identities`. age authenticates each
+/// 64 KiB chunk as it is read, so a tampered or truncated archive fails midway: what was
+/// written is then removed as for any failed restore. Entries that `overwrite` would replace
+/// cannot be put back, so with it the whole archive is authenticated before anything is
+/// written.
+pub fn restore_with(
+    destination: &dyn Destination,
+    file: &str,
+    to: &Path,
+    options: &RestoreOptions,
+    identities: Option<&Identities>,
+) -> Result<RestoreReport, StoreError> {
     let archive = Archive {
         destination,
         file,
         path: destination.path_of(file),
+        identities,
     };
     let manifest = checked_manifest(&archive)?;
+    if is_encrypted(file, Some(&manifest)) {
+        let unreadable = |source| StoreError::Decrypt {
+            path: archive.path.clone(),
+            source,
+        };
+        let mut stream = open_tar_stream(destination, file, Some(&manifest), identities)
+            .map_err(unreadable)?;
+        if options.overwrite {
+            io::copy(&mut stream, &mut io::sink()).map_err(unreadable)?;
+        }
+    }
     let existing = open_existing_target(to)?;
     let filters = Filters::new(&options.paths);
     let check_conflicts = match &existing {
@@ -123,11 +150,13 @@ struct Archive<'a> {
     destination: &'a dyn Destination,
     file: &'a str,
     path: PathBuf,
+    identities: Option<&'a Identities>,
 }
 
 impl Archive<'_> {
     fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<impl io::Read + use<'_>>> {
-        open_tar_stream(self.destination, self.file, Some(manifest)).map(tar::Archive::new)
+        open_tar_stream(self.destination, self.file, Some(manifest), self.identities)
+            .map(tar::Archive::new)
     }
 }
 

@@ -61,6 +61,8 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         duration_ms: 0,
         warnings: Vec::new(),
         skipped: 0,
+        encryption: None,
+        recipients: Vec::new(),
     }
 }
 
@@ -118,6 +120,7 @@ pub fn backup(
         excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
         timestamp: stamp(when),
         never_archive: Vec::new(),
+        recipients: None,
     };
     engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
 }

@@ -12,8 +12,8 @@ use proto::VerifyStatus;
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
 use crate::destination::Destination;
-use crate::format::naming::{codec_from_name, manifest_name_for};
-use crate::format::{CountingReader, Manifest, decoder};
+use crate::format::naming::{codec_from_name, is_encrypted_name, manifest_name_for};
+use crate::format::{CountingReader, Identities, Manifest, decoder, open_sealed};
 
 const BLOCK: u64 = 512;
 /// Two zero blocks end a tar archive.
@@ -102,16 +102,36 @@ pub fn read_manifest(
     }
 }
 
+/// What verify says of an encrypted archive checked without a key.
+pub const CHECKSUM_ONLY: &str = "checksum only: content not read (encrypted; give --identity)";
+
+/// Whether an archive is age-encrypted, by its name or its manifest.
+pub fn is_encrypted(archive: &str, manifest: Option<&Manifest>) -> bool {
+    is_encrypted_name(archive) || manifest.is_some_and(|m| m.encryption.is_some())
+}
+
 /// The decoded tar stream of an archive, counting the bytes it yields. The codec comes from
-/// the file name, then the manifest, then the magic bytes.
+/// the file name, then the manifest, then the magic bytes. An encrypted archive is decrypted
+/// with `identities`, and without them cannot be opened.
 pub(crate) fn open_tar_stream(
     destination: &dyn Destination,
     archive: &str,
     manifest: Option<&Manifest>,
+    identities: Option<&Identities>,
 ) -> io::Result<CountingReader<Box<dyn io::Read + Send>>> {
     let codec = codec_from_name(archive).or(manifest.map(|m| m.compression));
     let input = BufReader::new(destination.open(archive)?);
-    Ok(CountingReader::new(decoder(codec, input)?))
+    if !is_encrypted(archive, manifest) {
+        return Ok(CountingReader::new(decoder(codec, input)?));
+    }
+    let Some(identities) = identities else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the archive is encrypted with age: give --identity FILE",
+        ));
+    };
+    let plain = open_sealed(identities, input)?;
+    Ok(CountingReader::new(decoder(codec, plain)?))
 }
 
 /// The result of [`verify`].
@@ -131,6 +151,16 @@ pub struct VerifyReport {
 
 /// Verifies one archive of `destination`. Fails only when the archive itself cannot be read.
 pub fn verify(destination: &dyn Destination, archive: &str) -> Result<VerifyReport, StoreError> {
+    verify_with(destination, archive, None)
+}
+
+/// [`verify`], decrypting an encrypted archive with `identities` to read it to the end;
+/// without them its bytes are only checked against the manifest ([`CHECKSUM_ONLY`]).
+pub fn verify_with(
+    destination: &dyn Destination,
+    archive: &str,
+    identities: Option<&Identities>,
+) -> Result<VerifyReport, StoreError> {
     let path = destination.path_of(archive);
     let unreadable = |source| StoreError::ReadArchive {
         path: path.clone(),
@@ -182,7 +212,14 @@ pub fn verify(destination: &dyn Destination, archive: &str) -> Result<VerifyRepo
         }
     }
 
-    let read = read_through(destination, archive, manifest.as_ref(), &mut report);
+    if identities.is_none() && is_encrypted(archive, manifest.as_ref()) {
+        // The checksum vouches for the bytes on disk; the content needs the key.
+        if report.finding.is_ok() {
+            report.detail = Some(CHECKSUM_ONLY.to_owned());
+        }
+        return Ok(report);
+    }
+    let read = read_through(destination, archive, manifest.as_ref(), identities, &mut report);
     match (&report.finding, read) {
         (VerifyFinding::Ok, Ok(())) => {}
         (VerifyFinding::Ok, Err(problem)) => report.finding = problem,
@@ -210,9 +247,10 @@ fn read_through(
     destination: &dyn Destination,
     archive: &str,
     manifest: Option<&Manifest>,
+    identities: Option<&Identities>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyFinding> {
-    let stream = open_tar_stream(destination, archive, manifest).map_err(classify)?;
+    let stream = open_tar_stream(destination, archive, manifest, identities).map_err(classify)?;
     let mut tar = tar::Archive::new(stream);
     // Where the last entry's padded data ends, in the decompressed stream.
     let mut end = 0u64;

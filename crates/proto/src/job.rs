@@ -137,6 +137,17 @@ pub struct Retention {
     pub keep_monthly: Option<u32>,
 }
 
+/// When a job's notifications go out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// After every run.
+    Always,
+    /// Only when the job did not back up its source (failed or cancelled).
+    #[default]
+    Failure,
+}
+
 /// How a job's archives are written; unset fields take the daemon's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "wire::JobOptions", into = "wire::JobOptions")]
@@ -151,6 +162,13 @@ pub struct JobOptions {
     pub retention: Option<Retention>,
     /// Verify each archive right after writing it.
     pub verify_after: bool,
+    /// Where to tell how the job ended: `http(s)://` webhooks (a JSON POST), `hc+http(s)://`
+    /// healthchecks.io checks, `ntfy+http(s)://` ntfy topics.
+    pub notify: Vec<String>,
+    /// When notifications go out; unset: on failure.
+    pub notify_on: Option<NotifyOn>,
+    /// Also send the outcome by email, as the daemon's `[email]` settings say.
+    pub notify_email: bool,
 }
 
 impl JobOptions {
@@ -168,6 +186,9 @@ impl JobOptions {
             exclude,
             retention,
             verify_after,
+            notify,
+            notify_on,
+            notify_email,
         } = self;
         JobOptions {
             destination: destination.or_else(|| defaults.destination.clone()),
@@ -179,6 +200,13 @@ impl JobOptions {
             },
             retention: retention.or(defaults.retention),
             verify_after: verify_after || defaults.verify_after,
+            notify: if notify.is_empty() {
+                defaults.notify.clone()
+            } else {
+                notify
+            },
+            notify_on: notify_on.or(defaults.notify_on),
+            notify_email: notify_email || defaults.notify_email,
         }
     }
 }
@@ -186,7 +214,7 @@ impl JobOptions {
 /// The flat form of [`JobOptions`], where codec and level are two keys. Both conversions name
 /// every field, so the compiler points here when an option is added.
 mod wire {
-    use super::{Codec, Compression, LevelError, Retention};
+    use super::{Codec, Compression, LevelError, NotifyOn, Retention};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -203,6 +231,12 @@ mod wire {
         retention: Option<Retention>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         verify_after: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notify: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_on: Option<NotifyOn>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        notify_email: bool,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -220,6 +254,9 @@ mod wire {
                 exclude: wire.exclude,
                 retention: wire.retention,
                 verify_after: wire.verify_after,
+                notify: wire.notify,
+                notify_on: wire.notify_on,
+                notify_email: wire.notify_email,
             })
         }
     }
@@ -233,6 +270,9 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                notify,
+                notify_on,
+                notify_email,
             } = options;
             Self {
                 destination,
@@ -241,6 +281,9 @@ mod wire {
                 exclude,
                 retention,
                 verify_after,
+                notify,
+                notify_on,
+                notify_email,
             }
         }
     }
@@ -336,6 +379,7 @@ mod tests {
                 ..Retention::default()
             }),
             verify_after: true,
+            ..JobOptions::default()
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -344,6 +388,7 @@ mod tests {
             exclude: vec!["cache/".into()],
             retention: Some(Retention::default()),
             verify_after: false,
+            ..JobOptions::default()
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(
@@ -375,5 +420,34 @@ mod tests {
                 assert!(Compression::new(codec, Some(level)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn notifications_take_the_defaults_where_a_job_sets_none() {
+        let defaults = JobOptions {
+            notify: vec!["https://example.org/hook".into()],
+            notify_on: Some(NotifyOn::Always),
+            notify_email: true,
+            ..JobOptions::default()
+        };
+        assert_eq!(JobOptions::default().or(&defaults), defaults);
+        let own = JobOptions {
+            notify: vec!["ntfy+https://ntfy.sh/mine".into()],
+            notify_on: Some(NotifyOn::Failure),
+            ..JobOptions::default()
+        };
+        let merged = own.clone().or(&defaults);
+        assert_eq!(merged.notify, own.notify);
+        assert_eq!(merged.notify_on, Some(NotifyOn::Failure));
+        assert!(merged.notify_email);
+        let value = json!({"notify": ["hc+https://hc-ping.com/x"], "notify_on": "always",
+            "notify_email": true});
+        let args: Args = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(args.job.notify_on, Some(NotifyOn::Always));
+        let mut back = serde_json::to_value(&args).unwrap();
+        back.as_object_mut().unwrap().remove("name");
+        assert_eq!(back, value);
+        let err = serde_json::from_value::<Args>(json!({"notify_on": "sometimes"})).unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
     }
 }

@@ -125,6 +125,7 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 exclude,
                 retention,
                 verify_after,
+                ..JobOptions::default()
             },
         )
 }

@@ -37,6 +37,8 @@ use toml::Spanned;
 
 use crate::engine::ExcludeSet;
 use crate::log::{LogFormat, Rotation};
+use crate::notifications::JobNotifications;
+use crate::notifications::email::EmailSettings;
 
 /// File name of the configuration inside the home.
 pub const CONFIG_FILE: &str = "backupd.toml";
@@ -74,6 +76,8 @@ pub struct Config {
     pub max_connections_per_uid: Option<usize>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
+    /// How to send email about jobs (`[email]`).
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +95,7 @@ struct File {
     line_timeout: Option<Spanned<String>>,
     max_connections_per_uid: Option<Spanned<usize>>,
     defaults: Option<Spanned<Defaults>>,
+    email: Option<Spanned<EmailSettings>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +226,17 @@ impl Config {
             }
             ExcludeSet::new(&job.exclude)
                 .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
+            JobNotifications::from_options(&job)
+                .map_err(|e| invalid(Some(span.clone()), format!("defaults.notify: {e}")))?;
             config.defaults = job;
+        }
+        if let Some(email) = file.email {
+            let span = email.span();
+            let email = email.into_inner();
+            email
+                .check()
+                .map_err(|e| invalid(Some(span), e.to_string()))?;
+            config.email = Some(email);
         }
         Ok(config)
     }
@@ -338,5 +353,45 @@ mod tests {
         ));
         std::fs::write(dir.path().join(CONFIG_FILE), "max_jobs = 3\n").unwrap();
         assert_eq!(Config::load(None, dir.path()).unwrap().max_jobs, Some(3));
+    }
+
+    #[test]
+    fn the_email_section_is_checked_and_holds_no_password() {
+        use crate::notifications::email::TlsMode;
+        let config = parse(
+            "[email]\nserver = \"smtp.example.org\"\nfrom = \"b@example.org\"\n\
+             to = [\"a@example.org\"]\nusername = \"u\"\npassword_env = \"P\"\n",
+        )
+        .unwrap();
+        let email = config.email.unwrap();
+        assert_eq!(email.tls, TlsMode::Starttls);
+        assert_eq!(email.password_env.as_deref(), Some("P"));
+        let cases = [
+            (
+                "[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = [\"a@example.org\"]\n\
+                 password = \"x\"\n",
+                1,
+                "password",
+            ),
+            (
+                "\n[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = []\n",
+                2,
+                "to must list",
+            ),
+            (
+                "[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = [\"a\"]\ntls = \"ssl\"\n",
+                5,
+                "ssl",
+            ),
+            ("[defaults]\nnotify = [\"ftp://x\"]\n", 1, "defaults.notify"),
+        ];
+        for (text, line, needle) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("config file /etc/backupd.toml, line {line}: ")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
     }
 }

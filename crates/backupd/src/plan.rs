@@ -3,6 +3,7 @@
 
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
+use crate::notifications::JobNotifications;
 use crate::retention;
 use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
@@ -61,6 +62,8 @@ pub async fn plan(
         ));
     }
     let (excludes, destination) = check_options(options)?;
+    let notify = JobNotifications::from_options(options)
+        .map_err(|e| PlanError::Invalid(e.to_string()))?;
     let destination = destination.unwrap_or_else(|| defaults.destination.clone());
     let folder = destination.clone();
     tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))
@@ -115,6 +118,7 @@ pub async fn plan(
         dry_run,
         after,
         schedule: None,
+        notify,
     })
 }
 

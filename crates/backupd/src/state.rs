@@ -49,6 +49,8 @@ pub struct Daemon {
     /// than [`WATCH_BUFFER`] events is told how many it missed.
     watchers: broadcast::Sender<Event>,
     running: Arc<Mutex<HashSet<u64>>>,
+    /// Webhooks, healthchecks, ntfy and email about finished jobs.
+    pub notifications: crate::notifications::Notifications,
 }
 
 /// Events kept for the slowest watcher before it lags.
@@ -95,6 +97,7 @@ impl Daemon {
             rotation_locks: crate::rotation_locks::RotationLocks::default(),
             watchers: broadcast::channel(WATCH_BUFFER).0,
             running: Arc::default(),
+            notifications: crate::notifications::Notifications::new(None),
         }
     }
 

@@ -141,6 +141,9 @@ fn job_options(
         exclude: job.exclude.clone(),
         retention: retention(&job.retention, settings)?,
         verify_after: job.verify_after,
+        notify: job.notify.clone(),
+        notify_on: job.notify_on.map(Into::into),
+        notify_email: job.email,
     })
 }
 

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod http_receiver;
+pub mod smtp;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

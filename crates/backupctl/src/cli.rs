@@ -197,6 +197,17 @@ pub struct JobCli {
     /// read by the daemon when the job runs.
     #[arg(long, value_name = "FILE")]
     pub encrypt_to_file: Option<PathBuf>,
+    /// Tell URL how the job ended: http(s)://… gets a JSON POST, hc+http(s)://… is a
+    /// healthchecks.io check, ntfy+http(s)://… an ntfy topic; repeatable.
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// When --notify URLs and --email hear of a job (default: failure); healthchecks are
+    /// pinged after every run.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify_on: Option<NotifyOnCli>,
+    /// Also email the outcome, as the daemon's [email] settings in backupd.toml say.
+    #[arg(long)]
+    pub email: bool,
 }
 
 /// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger
@@ -323,4 +334,20 @@ pub enum ShellCli {
     Bash,
     Zsh,
     Fish,
+}
+
+/// When notifications go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyOnCli {
+    Always,
+    Failure,
+}
+
+impl From<NotifyOnCli> for proto::NotifyOn {
+    fn from(when: NotifyOnCli) -> Self {
+        match when {
+            NotifyOnCli::Always => Self::Always,
+            NotifyOnCli::Failure => Self::Failure,
+        }
+    }
 }

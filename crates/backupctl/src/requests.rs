@@ -164,6 +164,9 @@ fn job_options(
             .as_deref()
             .map(|f| ctx.absolute(f))
             .transpose()?,
+        notify: job.notify.clone(),
+        notify_on: job.notify_on.map(Into::into),
+        notify_email: job.email,
     })
 }
 

@@ -42,6 +42,8 @@ use toml::Spanned;
 
 use crate::engine::ExcludeSet;
 use crate::log::{LogFormat, Rotation};
+use crate::notifications::JobNotifications;
+use crate::notifications::email::EmailSettings;
 
 /// File name of the configuration inside the home.
 pub const CONFIG_FILE: &str = "backupd.toml";
@@ -81,6 +83,8 @@ pub struct Config {
     pub defaults: JobOptions,
     /// The `[remote.NAME]` tables: S3 remotes for offsite copies.
     pub remotes: std::collections::BTreeMap<String, crate::remote::RemoteConfig>,
+    /// How to send email about jobs (`[email]`).
+    pub email: Option<EmailSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +103,7 @@ struct File {
     max_connections_per_uid: Option<Spanned<usize>>,
     defaults: Option<Spanned<Defaults>>,
     remote: Option<std::collections::BTreeMap<String, Spanned<crate::remote::table::RemoteTable>>>,
+    email: Option<Spanned<EmailSettings>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +236,8 @@ impl Config {
                 .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
             crate::format::Recipients::parse(job.encrypt_to.iter().map(String::as_str))
                 .map_err(|e| invalid(Some(span.clone()), format!("defaults.encrypt_to: {e}")))?;
+            JobNotifications::from_options(&job)
+                .map_err(|e| invalid(Some(span.clone()), format!("defaults.notify: {e}")))?;
             if let Some(file) = &job.encrypt_to_file
                 && !file.starts_with('/')
             {
@@ -244,6 +251,14 @@ impl Config {
         if let Some(remotes) = file.remote {
             config.remotes = crate::remote::table::read(remotes)
                 .map_err(|(span, reason)| invalid(Some(span), reason))?;
+        }
+        if let Some(email) = file.email {
+            let span = email.span();
+            let email = email.into_inner();
+            email
+                .check()
+                .map_err(|e| invalid(Some(span), e.to_string()))?;
+            config.email = Some(email);
         }
         Ok(config)
     }
@@ -386,5 +401,45 @@ mod tests {
         ));
         std::fs::write(dir.path().join(CONFIG_FILE), "max_jobs = 3\n").unwrap();
         assert_eq!(Config::load(None, dir.path()).unwrap().max_jobs, Some(3));
+    }
+
+    #[test]
+    fn the_email_section_is_checked_and_holds_no_password() {
+        use crate::notifications::email::TlsMode;
+        let config = parse(
+            "[email]\nserver = \"smtp.example.org\"\nfrom = \"b@example.org\"\n\
+             to = [\"a@example.org\"]\nusername = \"u\"\npassword_env = \"P\"\n",
+        )
+        .unwrap();
+        let email = config.email.unwrap();
+        assert_eq!(email.tls, TlsMode::Starttls);
+        assert_eq!(email.password_env.as_deref(), Some("P"));
+        let cases = [
+            (
+                "[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = [\"a@example.org\"]\n\
+                 password = \"x\"\n",
+                1,
+                "password",
+            ),
+            (
+                "\n[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = []\n",
+                2,
+                "to must list",
+            ),
+            (
+                "[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = [\"a\"]\ntls = \"ssl\"\n",
+                5,
+                "ssl",
+            ),
+            ("[defaults]\nnotify = [\"ftp://x\"]\n", 1, "defaults.notify"),
+        ];
+        for (text, line, needle) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("config file /etc/backupd.toml, line {line}: ")),
+                "{text:?}: {message}"
+            );
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
     }
 }

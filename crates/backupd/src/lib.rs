@@ -14,6 +14,7 @@ pub mod home;
 pub mod jobs;
 pub mod line_reader;
 pub mod log;
+pub mod notifications;
 pub mod notify;
 pub mod offsite;
 pub mod peer;

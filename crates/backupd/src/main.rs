@@ -134,6 +134,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Before reading anything from the home, even its configuration file.
     home.check_trust()?;
     let config = Config::load(args.config.as_deref(), home.root())?;
+    // Reads the SMTP password now: a daemon that could not send its emails does not start.
+    let mailer = config
+        .email
+        .as_ref()
+        .map(backupd::notifications::email::Mailer::new)
+        .transpose()?;
     if args.check_config {
         return check_config(&config);
     }
@@ -173,7 +179,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon = open_daemon(home, schedules, &source, socket_shown, &args, config).await;
+        let daemon =
+            open_daemon(home, schedules, &source, socket_shown, &args, config, mailer).await;
         serve(listener, daemon, settings).await
     });
     shut_down(runtime, &source, lock, outcome)
@@ -305,6 +312,7 @@ async fn open_daemon(
     socket: Option<PathBuf>,
     args: &Args,
     config: Config,
+    mailer: Option<backupd::notifications::email::Mailer>,
 ) -> Arc<Daemon> {
     let max_jobs = args.max_jobs.or(config.max_jobs).map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
@@ -336,6 +344,7 @@ async fn open_daemon(
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
     daemon.socket = socket;
     daemon.notify = backupd::notify::Notifier::from_env();
+    daemon.notifications = backupd::notifications::Notifications::new(mailer);
     Arc::new(daemon)
 }
 

@@ -8,6 +8,7 @@ use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
 use crate::jobs::{Job, JobGuard, NewJob};
+use crate::notifications::{self, JobNotifications};
 use crate::retention::{self, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
@@ -32,6 +33,8 @@ pub struct RunPlan {
     pub after: Vec<AfterWrite>,
     /// The schedule the run is for, if any: its jobs carry the name.
     pub schedule: Option<String>,
+    /// Who hears how each job ended.
+    pub notify: JobNotifications,
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -53,6 +56,7 @@ pub enum AfterWrite {
 pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunReport {
     let dry_run = plan.dry_run;
     let after = &plan.after;
+    let notify = &plan.notify;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
         let runs = plan
@@ -94,7 +98,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         }
         let runs = registered
             .into_iter()
-            .map(|(job, guard)| back_up_one(daemon, job, guard, after, events));
+            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, events));
         futures_util::future::join_all(runs).await
     };
     let report = summarize(dry_run, &plan.destination.location(), sources);
@@ -325,6 +329,7 @@ async fn back_up_one(
     job: BackupJob,
     guard: JobGuard,
     after: &[AfterWrite],
+    notify: &JobNotifications,
     events: &EventSink,
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
@@ -338,12 +343,19 @@ async fn back_up_one(
     let Some(_slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
-        return finish_job(daemon, &registered, report, events).await;
+        let report = finish_job(daemon, &registered, report, events).await;
+        let started = notifications::Started::default();
+        daemon
+            .notifications
+            .job_finished(notify, started, &tag, registered.started, &report)
+            .await;
+        return report;
     };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
     let mut report = empty_report(&job, &names);
     registered.set_running(&report.archive);
+    let notified = daemon.notifications.job_started(notify, &tag);
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
     events
@@ -459,7 +471,12 @@ async fn back_up_one(
             report.error = Some(message);
         }
     }
-    finish_job(daemon, &registered, report, events).await
+    let report = finish_job(daemon, &registered, report, events).await;
+    daemon
+        .notifications
+        .job_finished(notify, notified, &tag, registered.started, &report)
+        .await;
+    report
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.

@@ -51,6 +51,8 @@ pub struct Daemon {
     /// than [`WATCH_BUFFER`] events is told how many it missed.
     watchers: broadcast::Sender<Event>,
     running: Arc<Mutex<HashSet<u64>>>,
+    /// Webhooks, healthchecks, ntfy and email about finished jobs.
+    pub notifications: crate::notifications::Notifications,
 }
 
 /// Events kept for the slowest watcher before it lags.
@@ -100,6 +102,7 @@ impl Daemon {
             remotes: Arc::default(),
             watchers: broadcast::channel(WATCH_BUFFER).0,
             running: Arc::default(),
+            notifications: crate::notifications::Notifications::new(None),
         }
     }
 

@@ -137,6 +137,17 @@ pub struct Retention {
     pub keep_monthly: Option<u32>,
 }
 
+/// When a job's notifications go out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// After every run.
+    Always,
+    /// Only when the job did not back up its source (failed or cancelled).
+    #[default]
+    Failure,
+}
+
 /// How a job's archives are written; unset fields take the daemon's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "wire::JobOptions", into = "wire::JobOptions")]
@@ -161,6 +172,13 @@ pub struct JobOptions {
     /// Absolute path of a recipients file (as `age -R` reads it), read by the daemon at plan
     /// time.
     pub encrypt_to_file: Option<String>,
+    /// Where to tell how the job ended: `http(s)://` webhooks (a JSON POST), `hc+http(s)://`
+    /// healthchecks.io checks, `ntfy+http(s)://` ntfy topics.
+    pub notify: Vec<String>,
+    /// When notifications go out; unset: on failure.
+    pub notify_on: Option<NotifyOn>,
+    /// Also send the outcome by email, as the daemon's `[email]` settings say.
+    pub notify_email: bool,
 }
 
 impl JobOptions {
@@ -182,6 +200,9 @@ impl JobOptions {
             offsite_only,
             encrypt_to,
             encrypt_to_file,
+            notify,
+            notify_on,
+            notify_email,
         } = self;
         // Recipients are one setting: a job naming any replaces the defaults' whole set.
         let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none()
@@ -211,6 +232,13 @@ impl JobOptions {
             offsite_only: offsite_only || defaults.offsite_only,
             encrypt_to,
             encrypt_to_file,
+            notify: if notify.is_empty() {
+                defaults.notify.clone()
+            } else {
+                notify
+            },
+            notify_on: notify_on.or(defaults.notify_on),
+            notify_email: notify_email || defaults.notify_email,
         }
     }
 }
@@ -218,7 +246,7 @@ impl JobOptions {
 /// The flat form of [`JobOptions`], where codec and level are two keys. Both conversions name
 /// every field, so the compiler points here when an option is added.
 mod wire {
-    use super::{Codec, Compression, LevelError, Retention};
+    use super::{Codec, Compression, LevelError, NotifyOn, Retention};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -239,9 +267,16 @@ mod wire {
         offsite: Vec<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         offsite_only: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         encrypt_to: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encrypt_to_file: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notify: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_on: Option<NotifyOn>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        notify_email: bool,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -263,6 +298,9 @@ mod wire {
                 offsite_only: wire.offsite_only,
                 encrypt_to: wire.encrypt_to,
                 encrypt_to_file: wire.encrypt_to_file,
+                notify: wire.notify,
+                notify_on: wire.notify_on,
+                notify_email: wire.notify_email,
             })
         }
     }
@@ -280,6 +318,9 @@ mod wire {
                 offsite_only,
                 encrypt_to,
                 encrypt_to_file,
+                notify,
+                notify_on,
+                notify_email,
             } = options;
             Self {
                 destination,
@@ -292,6 +333,9 @@ mod wire {
                 offsite_only,
                 encrypt_to,
                 encrypt_to_file,
+                notify,
+                notify_on,
+                notify_email,
             }
         }
     }
@@ -392,6 +436,7 @@ mod tests {
             offsite_only: false,
             encrypt_to: vec!["age1default".into()],
             encrypt_to_file: None,
+            ..JobOptions::default()
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -404,6 +449,7 @@ mod tests {
             offsite_only: true,
             encrypt_to: Vec::new(),
             encrypt_to_file: Some("/mine/recipients.txt".into()),
+            ..JobOptions::default()
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(
@@ -435,5 +481,34 @@ mod tests {
                 assert!(Compression::new(codec, Some(level)).is_err());
             }
         }
+    }
+
+    #[test]
+    fn notifications_take_the_defaults_where_a_job_sets_none() {
+        let defaults = JobOptions {
+            notify: vec!["https://example.org/hook".into()],
+            notify_on: Some(NotifyOn::Always),
+            notify_email: true,
+            ..JobOptions::default()
+        };
+        assert_eq!(JobOptions::default().or(&defaults), defaults);
+        let own = JobOptions {
+            notify: vec!["ntfy+https://ntfy.sh/mine".into()],
+            notify_on: Some(NotifyOn::Failure),
+            ..JobOptions::default()
+        };
+        let merged = own.clone().or(&defaults);
+        assert_eq!(merged.notify, own.notify);
+        assert_eq!(merged.notify_on, Some(NotifyOn::Failure));
+        assert!(merged.notify_email);
+        let value = json!({"notify": ["hc+https://hc-ping.com/x"], "notify_on": "always",
+            "notify_email": true});
+        let args: Args = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(args.job.notify_on, Some(NotifyOn::Always));
+        let mut back = serde_json::to_value(&args).unwrap();
+        back.as_object_mut().unwrap().remove("name");
+        assert_eq!(back, value);
+        let err = serde_json::from_value::<Args>(json!({"notify_on": "sometimes"})).unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
     }
 }

@@ -17,7 +17,7 @@ pub mod unique_keys;
 pub use codec::{Frame, LineCodec, MAX_LINE_BYTES};
 pub use error::ErrorCode;
 pub use event::{Event, EventLine, Incoming};
-pub use job::{Codec, Compression, JobOptions, Retention};
+pub use job::{Codec, Compression, JobOptions, NotifyOn, Retention};
 pub use request::{Command, Request};
 pub use response::{ErrorBody, Reply, Response, VerifyStatus};
 pub use schedule_spec::ScheduleSpec;

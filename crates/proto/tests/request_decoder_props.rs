@@ -137,6 +137,7 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 verify_after,
                 encrypt_to,
                 encrypt_to_file,
+                ..JobOptions::default()
             },
         )
 }

@@ -110,6 +110,7 @@ pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitEr
         .with(filter)
         .with(to_file)
         .with(to_stderr)
+        .with(crate::notifications::job_log::layer())
         .init();
     let _ = FILTER.set(handle);
     Ok(guard)

@@ -1,0 +1,274 @@
+//! Email about a job, over SMTP (`lettre`): the `[email]` section of `backupd.toml` says the
+//! server, how to secure the connection, who writes and who reads, and where the password is
+//! (a file or an environment variable: never the configuration itself, never the schedules).
+//!
+//! ```toml
+//! [email]
+//! server = "smtp.example.org"
+//! port = 587                   # default: 587 starttls, 465 tls, 25 none
+//! tls = "starttls"             # or "tls", or "none" (only for a server on loopback)
+//! from = "backupd <backupd@example.org>"
+//! to = ["admin@example.org"]
+//! username = "backupd"
+//! password_file = "/etc/backupd/smtp-password"   # or password_env = "BACKUPD_SMTP_PASSWORD"
+//! ```
+
+use super::outcome::JobOutcome;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption at all: a relay on loopback.
+    None,
+}
+
+/// The `[email]` section as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    pub server: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    pub from: String,
+    pub to: Vec<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+/// Why email cannot be sent; never holds the password.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error("email: {0}")]
+    Invalid(String),
+    #[error("email: can't read password_file {path}: {cause}")]
+    PasswordFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("email: password_env {0} is not set")]
+    PasswordEnv(String),
+    #[error("email to {to} via {server} failed: {reason}")]
+    Send {
+        to: String,
+        server: String,
+        reason: String,
+    },
+}
+
+impl EmailSettings {
+    /// Checks what can be checked without reading the password.
+    pub fn check(&self) -> Result<(), EmailError> {
+        let invalid = |reason: &str| Err(EmailError::Invalid(reason.to_owned()));
+        if self.server.trim().is_empty() {
+            return invalid("server must name the SMTP server");
+        }
+        mailbox(&self.from, "from")?;
+        if self.to.is_empty() {
+            return invalid("to must list at least one address");
+        }
+        for to in &self.to {
+            mailbox(to, "to")?;
+        }
+        match (
+            &self.username,
+            &self.password_file,
+            &self.password_env,
+        ) {
+            (_, Some(_), Some(_)) => invalid("give password_file or password_env, not both"),
+            (None, Some(_), _) | (None, _, Some(_)) => {
+                invalid("a password needs a username")
+            }
+            (Some(_), None, None) => {
+                invalid("a username needs password_file or password_env")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn mailbox(text: &str, key: &str) -> Result<Mailbox, EmailError> {
+    text.parse()
+        .map_err(|e| EmailError::Invalid(format!("{key}: {text:?} is not an address ({e})")))
+}
+
+/// Sends the emails: the transport and addresses, checked and with the password read once,
+/// at start.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    server: String,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+/// Neither the transport (it holds the credentials) nor its settings.
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Mailer {
+    /// Checks the settings and reads the password; the daemon does not start without it.
+    pub fn new(settings: &EmailSettings) -> Result<Self, EmailError> {
+        settings.check()?;
+        let server = settings.server.trim().to_owned();
+        let builder = match settings.tls {
+            TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&server),
+            TlsMode::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&server),
+            TlsMode::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+                &server,
+            )),
+        }
+        .map_err(|e| EmailError::Invalid(format!("server {server:?}: {e}")))?;
+        let port = settings.port.unwrap_or(match settings.tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Tls => 465,
+            TlsMode::None => 25,
+        });
+        let mut builder = builder.port(port).timeout(Some(SMTP_TIMEOUT));
+        if let Some(username) = &settings.username {
+            let password = read_password(settings)?;
+            builder = builder.credentials(Credentials::new(username.clone(), password));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            server: format!("{server}:{port}"),
+            from: mailbox(&settings.from, "from")?,
+            to: settings
+                .to
+                .iter()
+                .map(|to| mailbox(to, "to"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Emails the outcome and the job's last log lines.
+    pub async fn send(&self, outcome: &JobOutcome, log_lines: &[String]) -> Result<(), EmailError> {
+        let failed = |reason: String| EmailError::Send {
+            to: self
+                .to
+                .iter()
+                .map(|to| to.email.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            server: self.server.clone(),
+            reason,
+        };
+        let mut body = outcome.summary();
+        body.push_str(&format!("\nHost: {}\n", outcome.host));
+        if !log_lines.is_empty() {
+            body.push_str("\nLast log lines of the job:\n");
+            for line in log_lines {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .subject(outcome.title())
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let message = message.body(body).map_err(|e| failed(e.to_string()))?;
+        self.transport
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| failed(e.to_string()))
+    }
+}
+
+fn read_password(settings: &EmailSettings) -> Result<String, EmailError> {
+    if let Some(path) = &settings.password_file {
+        let text = std::fs::read_to_string(path).map_err(|cause| EmailError::PasswordFile {
+            path: path.clone(),
+            cause,
+        })?;
+        // A file written by `echo` ends with a newline that is no part of the password.
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let name = settings.password_env.clone().unwrap_or_default();
+    std::env::var(&name).map_err(|_| EmailError::PasswordEnv(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EmailSettings {
+        EmailSettings {
+            server: "127.0.0.1".into(),
+            port: Some(2525),
+            tls: TlsMode::None,
+            from: "backupd <backupd@example.org>".into(),
+            to: vec!["admin@example.org".into()],
+            username: None,
+            password_file: None,
+            password_env: None,
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_before_the_daemon_starts() {
+        assert!(settings().check().is_ok());
+        let bad = |change: fn(&mut EmailSettings)| {
+            let mut s = settings();
+            change(&mut s);
+            s.check().unwrap_err().to_string()
+        };
+        assert!(bad(|s| s.to.clear()).contains("to must list"));
+        assert!(bad(|s| s.from = "not an address".into()).contains("from"));
+        assert!(bad(|s| s.username = Some("u".into())).contains("password_file"));
+        assert!(bad(|s| s.password_env = Some("X".into())).contains("username"));
+        assert!(
+            bad(|s| {
+                s.username = Some("u".into());
+                s.password_env = Some("X".into());
+                s.password_file = Some("/p".into());
+            })
+            .contains("not both")
+        );
+    }
+
+    #[test]
+    fn the_password_comes_from_its_file_and_errors_do_not_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut s = settings();
+        s.username = Some("backupd".into());
+        s.password_file = Some(file.clone());
+        assert_eq!(read_password(&s).unwrap(), "s3cret");
+        let mailer = Mailer::new(&s).unwrap();
+        assert!(!format!("{mailer:?}").contains("s3cret"));
+        s.password_file = Some(dir.path().join("missing"));
+        assert!(matches!(
+            Mailer::new(&s).unwrap_err(),
+            EmailError::PasswordFile { .. }
+        ));
+        s.password_file = None;
+        s.password_env = Some("BACKUPD_TEST_SURELY_UNSET_PASSWORD".into());
+        let err = Mailer::new(&s).unwrap_err().to_string();
+        assert!(err.contains("BACKUPD_TEST_SURELY_UNSET_PASSWORD is not set"), "{err}");
+    }
+}

@@ -1,0 +1,160 @@
+//! Telling people how a job ended: webhooks, healthchecks.io pings, ntfy messages and email.
+//! `plan` reads a job's options into [`JobNotifications`]; the runner calls
+//! [`Notifications::job_started`] when the job begins writing and
+//! [`Notifications::job_finished`] with its report. A notification that cannot be delivered
+//! is logged and never changes the job's outcome.
+
+pub mod email;
+pub mod http;
+pub mod job_log;
+pub mod outcome;
+pub mod target;
+
+use email::Mailer;
+use job_log::JobLog;
+use outcome::JobOutcome;
+use proto::job::NotifyOn;
+use proto::response::SourceReport;
+use proto::JobOptions;
+use std::sync::Arc;
+use target::Kind;
+pub use target::{Target, TargetError};
+use tokio::task::JoinHandle;
+
+/// Who hears of a job, and when: its options, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobNotifications {
+    pub targets: Vec<Target>,
+    pub on: NotifyOn,
+    pub email: bool,
+}
+
+impl JobNotifications {
+    pub fn from_options(options: &JobOptions) -> Result<Self, TargetError> {
+        Ok(Self {
+            targets: options
+                .notify
+                .iter()
+                .map(|url| Target::parse(url))
+                .collect::<Result<_, _>>()?,
+            on: options.notify_on.unwrap_or_default(),
+            email: options.notify_email,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && !self.email
+    }
+}
+
+/// The daemon's notifications: one HTTP client for every request, the mailer if `[email]` is
+/// configured, and the host name messages give.
+#[derive(Debug)]
+pub struct Notifications {
+    client: Result<reqwest::Client, String>,
+    mailer: Option<Arc<Mailer>>,
+    host: String,
+}
+
+/// What a job's start set going: its healthchecks `/start` pings, and the collection of its
+/// log lines for an email.
+#[derive(Debug, Default)]
+pub struct Started {
+    pings: Option<JoinHandle<()>>,
+    log: Option<JobLog>,
+}
+
+impl Notifications {
+    pub fn new(mailer: Option<Mailer>) -> Self {
+        Self {
+            client: http::client(),
+            mailer: mailer.map(Arc::new),
+            host: outcome::host_name(),
+        }
+    }
+
+    /// The job (logged as `tag`) begins: healthchecks hear `/start` (in the background, so
+    /// that a slow server does not hold the backup), and its log lines are kept for email.
+    pub fn job_started(&self, plan: &JobNotifications, tag: &str) -> Started {
+        let log = plan.email.then(|| job_log::watch(tag));
+        let checks: Vec<Target> = plan
+            .targets
+            .iter()
+            .filter(|t| t.kind == Kind::Healthchecks)
+            .cloned()
+            .collect();
+        let pings = match (&self.client, checks.is_empty()) {
+            (Ok(client), false) => {
+                let client = client.clone();
+                let tag = tag.to_owned();
+                Some(tokio::spawn(async move {
+                    for check in &checks {
+                        if let Err(e) = http::send_start(&client, check).await {
+                            tracing::warn!("{tag} Notification failed: {e}");
+                        }
+                    }
+                }))
+            }
+            _ => None,
+        };
+        Started { pings, log }
+    }
+
+    /// The job ended as `report` says: sends what is due and logs what could not be sent.
+    /// Healthchecks are pinged after every run (a missing success ping is how they notice);
+    /// the others only on failure unless the job says `always`.
+    pub async fn job_finished(
+        &self,
+        plan: &JobNotifications,
+        started: Started,
+        tag: &str,
+        job_started: chrono::DateTime<chrono::FixedOffset>,
+        report: &SourceReport,
+    ) {
+        if plan.is_empty() {
+            return;
+        }
+        let outcome = JobOutcome::new(report, job_started, &self.host);
+        let due = !outcome.succeeded() || plan.on == NotifyOn::Always;
+        // The start ping goes first, or healthchecks would see the run start after its end.
+        if let Some(pings) = started.pings {
+            let _ = pings.await;
+        }
+        let log_lines = started.log.map(|log| log.lines()).unwrap_or_default();
+        let web = plan
+            .targets
+            .iter()
+            .filter(|t| due || t.kind == Kind::Healthchecks)
+            .map(|target| async {
+                let client = match &self.client {
+                    Ok(client) => client,
+                    Err(e) => {
+                        let e = http::SendError::Client(e.clone());
+                        tracing::warn!("{tag} Notification failed: {e}");
+                        return;
+                    }
+                };
+                match http::send_outcome(client, target, &outcome).await {
+                    Ok(()) => tracing::info!("{tag} Notified {}", target.shown()),
+                    Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
+                }
+            });
+        let mail = async {
+            if !(plan.email && due) {
+                return;
+            }
+            let Some(mailer) = &self.mailer else {
+                tracing::warn!(
+                    "{tag} Notification failed: email asked for, but backupd.toml has no \
+                     [email] section"
+                );
+                return;
+            };
+            match mailer.send(&outcome, &log_lines).await {
+                Ok(()) => tracing::info!("{tag} Notified by email"),
+                Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
+            }
+        };
+        futures_util::future::join(futures_util::future::join_all(web), mail).await;
+    }
+}

@@ -3,12 +3,12 @@
 
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
+use crate::remote::RemoteConfig;
 use crate::retention;
 use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
 use proto::schedule::Schedule;
 use proto::schedule_spec::{MAX_NAME_LEN, validate_name};
-use crate::remote::RemoteConfig;
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

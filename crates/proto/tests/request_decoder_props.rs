@@ -117,14 +117,28 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
         prop::collection::vec(any::<String>(), 0..3),
         retention(),
         any::<bool>(),
+        prop::collection::vec(any::<String>(), 0..2),
+        any::<bool>(),
     )
         .prop_map(
-            |(destination, compression, exclude, retention, verify_after)| JobOptions {
+            |(
                 destination,
                 compression,
                 exclude,
                 retention,
                 verify_after,
+                offsite,
+                offsite_only,
+            )| {
+                JobOptions {
+                    destination,
+                    compression,
+                    exclude,
+                    retention,
+                    verify_after,
+                    offsite,
+                    offsite_only,
+                }
             },
         )
 }

@@ -39,7 +39,11 @@ fn run(t: &TestHome, args: &[&str]) -> (i32, Value, String) {
     full.extend_from_slice(args);
     let out = t.ctl(&full);
     let answer = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
-        panic!("bad JSON {:?} ({e}); stderr {:?}", out.stdout(), out.stderr())
+        panic!(
+            "bad JSON {:?} ({e}); stderr {:?}",
+            out.stdout(),
+            out.stderr()
+        )
     });
     (out.code(), answer, out.stderr())
 }
@@ -55,7 +59,11 @@ fn file_name(path: &str) -> String {
 
 /// The files `tar -t` lists in an archive.
 fn tar_list(archive: &Path) -> String {
-    let out = Command::new("tar").arg("-tzf").arg(archive).output().unwrap();
+    let out = Command::new("tar")
+        .arg("-tzf")
+        .arg(archive)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "tar: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -88,9 +96,10 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
         both
     });
     let copy = server.object(&format!("host1/{archive}"));
-    let remote_manifest: Value =
-        serde_json::from_slice(&std::fs::read(server.object(&format!("host1/{manifest}"))).unwrap())
-            .unwrap();
+    let remote_manifest: Value = serde_json::from_slice(
+        &std::fs::read(server.object(&format!("host1/{manifest}"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(remote_manifest["checksum_sha256"], sha256sum(&copy));
     assert_eq!(sha256sum(&copy), sha256sum(&local));
     let listed = tar_list(&copy);
@@ -99,13 +108,21 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
 
     // The log says where it went, how much and how fast.
     let log = t.log();
-    assert!(log.contains(&format!("Uploaded s3://backups/host1/{archive} to off: ")), "{log}");
+    assert!(
+        log.contains(&format!("Uploaded s3://backups/host1/{archive} to off: ")),
+        "{log}"
+    );
     assert!(log.contains("Offsite uploads: 1 ok, 0 failed"), "{log}");
 
     // The text report says it too.
     let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
-    assert!(out.stdout().contains("Uploaded to off: s3://backups/host1/"), "{}", out.stdout());
+    assert!(
+        out.stdout()
+            .contains("Uploaded to off: s3://backups/host1/"),
+        "{}",
+        out.stdout()
+    );
 }
 
 #[test]
@@ -117,10 +134,19 @@ fn offsite_only_keeps_no_local_archive_and_a_complete_remote_pair() {
 
     for (args, prefix) in [
         (
-            vec!["--sources", "tree", "--offsite-only", "--offsite", "s3://backups/only"],
+            vec![
+                "--sources",
+                "tree",
+                "--offsite-only",
+                "--offsite",
+                "s3://backups/only",
+            ],
             "only",
         ),
-        (vec!["--sources", "tree", "--destination", "s3://backups/dest"], "dest"),
+        (
+            vec!["--sources", "tree", "--destination", "s3://backups/dest"],
+            "dest",
+        ),
     ] {
         let (code, answer, stderr) = run(&t, &args);
         assert_eq!(code, 0, "{answer} {stderr}");
@@ -156,7 +182,11 @@ fn offsite_only_keeps_no_local_archive_and_a_complete_remote_pair() {
         "s3://backups/b",
     ]);
     assert_eq!(out.code(), 1);
-    assert!(out.stderr().contains("exactly one remote"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("exactly one remote"),
+        "{}",
+        out.stderr()
+    );
 }
 
 #[test]
@@ -171,7 +201,14 @@ fn a_server_lost_mid_upload_ends_with_offsite_failure_and_the_next_run_uploads()
 
     let (code, answer, stderr) = run(
         &t,
-        &["--sources", "tree", "--compression", "none", "--offsite", "off"],
+        &[
+            "--sources",
+            "tree",
+            "--compression",
+            "none",
+            "--offsite",
+            "off",
+        ],
     );
     assert_eq!(code, 5, "{answer} {stderr}");
     assert!(
@@ -188,16 +225,30 @@ fn a_server_lost_mid_upload_ends_with_offsite_failure_and_the_next_run_uploads()
     let upload = &report["offsite"][0];
     assert_eq!(upload["ok"], false);
     assert_eq!(upload["retries"], 2, "retried whole: {upload}");
-    assert!(upload["error"].as_str().unwrap().contains("remote off"), "{upload}");
+    assert!(
+        upload["error"].as_str().unwrap().contains("remote off"),
+        "{upload}"
+    );
     // Nothing half-visible: no object under the prefix, the parts only in s3s-fs's own store.
     assert_eq!(server.objects("host"), Vec::<String>::new());
-    assert!(t.log().contains("Completed with offsite failure"), "{}", t.log());
+    assert!(
+        t.log().contains("Completed with offsite failure"),
+        "{}",
+        t.log()
+    );
 
     // The next run sends its own archive and the one the remote lacks.
     server.restart();
     let (code, answer, stderr) = run(
         &t,
-        &["--sources", "tree", "--compression", "none", "--offsite", "off"],
+        &[
+            "--sources",
+            "tree",
+            "--compression",
+            "none",
+            "--offsite",
+            "off",
+        ],
     );
     assert_eq!(code, 0, "{answer} {stderr}");
     let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
@@ -295,5 +346,9 @@ fn a_bad_remote_table_names_the_file_and_the_line() {
     let _daemon = t.start_daemon();
     let out = t.ctl(&["run", "--sources", "tree", "--offsite", "nowhere"]);
     assert_eq!(out.code(), 1);
-    assert!(out.stderr().contains("unknown remote \"nowhere\""), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("unknown remote \"nowhere\""),
+        "{}",
+        out.stderr()
+    );
 }

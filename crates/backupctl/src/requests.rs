@@ -131,7 +131,10 @@ fn job_options(
         .and_then(|d| d.to_str())
         .filter(|d| d.starts_with("s3://"))
         .map(str::to_owned);
-    let local_destination = job.destination.clone().filter(|_| remote_destination.is_none());
+    let local_destination = job
+        .destination
+        .clone()
+        .filter(|_| remote_destination.is_none());
     let destination = local_destination
         .or_else(|| {
             settings

@@ -371,12 +371,28 @@ mod tests {
             ),
             ("socket_group = \"\"\n", 1, "socket_group"),
             ("[remote.x]\nbucket = \"B\"\n", 2, "remote.x.bucket"),
-            ("[remote.x]\nbucket = \"bkt\"\npart_size = \"1MiB\"\n", 3, "part_size"),
-            ("[remote.x]\nbucket = \"bkt\"\nendpoint = \"http://h\"\n", 3, "allow_http"),
+            (
+                "[remote.x]\nbucket = \"bkt\"\npart_size = \"1MiB\"\n",
+                3,
+                "part_size",
+            ),
+            (
+                "[remote.x]\nbucket = \"bkt\"\nendpoint = \"http://h\"\n",
+                3,
+                "allow_http",
+            ),
             ("[remote.x]\nbucket = \"bkt\"\nbukket = 1\n", 3, "bukket"),
             ("\n[remote.x]\nprefix = \"p\"\n", 2, "bucket"),
-            ("[remote.x]\nbucket = \"bkt\"\n\nupload_concurrency = 0\n", 4, "upload_concurrency"),
-            ("[remote.x]\nbucket = \"bkt\"\nprofile = \"p\"\n", 3, "credentials_file"),
+            (
+                "[remote.x]\nbucket = \"bkt\"\n\nupload_concurrency = 0\n",
+                4,
+                "upload_concurrency",
+            ),
+            (
+                "[remote.x]\nbucket = \"bkt\"\nprofile = \"p\"\n",
+                3,
+                "credentials_file",
+            ),
             ("not toml", 1, ""),
         ];
         for (text, line, needle) in cases {

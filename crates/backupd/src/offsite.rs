@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -183,7 +183,9 @@ fn copy_once(
     }
     let manifest_bytes = local.get(&manifest_name)?;
     let manifest = Manifest::from_json(&manifest_bytes).map_err(|e| {
-        CopyError::Permanent(format!("the local manifest {manifest_name} is unreadable: {e}"))
+        CopyError::Permanent(format!(
+            "the local manifest {manifest_name} is unreadable: {e}"
+        ))
     })?;
     // An archive without its manifest is a copy an earlier attempt left unfinished: not a
     // backup yet, so it is replaced.

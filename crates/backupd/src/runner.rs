@@ -681,10 +681,9 @@ async fn upload_offsite(
                             ));
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        "can't list what {} lacks of {name}: {e}",
-                        target.spec
-                    ),
+                    Err(e) => {
+                        tracing::warn!("can't list what {} lacks of {name}: {e}", target.spec)
+                    }
                 }
             }
             uploads
@@ -695,7 +694,11 @@ async fn upload_offsite(
     let uploads = copied.unwrap_or_else(|panic| {
         vec![proto::response::OffsiteUpload {
             remote: offsite.spec.clone(),
-            url: offsite.remote.path_of(&file_name(archive)).display().to_string(),
+            url: offsite
+                .remote
+                .path_of(&file_name(archive))
+                .display()
+                .to_string(),
             ok: false,
             bytes: 0,
             duration_ms: 0,
@@ -706,7 +709,11 @@ async fn upload_offsite(
     });
     for upload in &uploads {
         if upload.ok && upload.already_there {
-            tracing::info!("{tag} Offsite {}: {} already there", upload.remote, upload.url);
+            tracing::info!(
+                "{tag} Offsite {}: {} already there",
+                upload.remote,
+                upload.url
+            );
         } else if upload.ok {
             tracing::info!(
                 "{tag} Uploaded {} to {}: {} in {:.1}s ({}/s), {} retries",

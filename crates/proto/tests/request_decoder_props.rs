@@ -118,6 +118,8 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
         retention(),
         any::<bool>(),
         prop::collection::vec(any::<String>(), 0..2),
+        any::<bool>(),
+        prop::collection::vec(any::<String>(), 0..2),
         proptest::option::of(any::<String>()),
     )
         .prop_map(
@@ -127,6 +129,8 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 exclude,
                 retention,
                 verify_after,
+                offsite,
+                offsite_only,
                 encrypt_to,
                 encrypt_to_file,
             )| JobOptions {
@@ -135,6 +139,8 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 exclude,
                 retention,
                 verify_after,
+                offsite,
+                offsite_only,
                 encrypt_to,
                 encrypt_to_file,
                 ..JobOptions::default()

@@ -106,10 +106,7 @@ impl S3Prefix {
             let stamp = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            let probe = self.key(&format!(
-                ".backupd-probe-{}-{stamp}",
-                std::process::id()
-            ));
+            let probe = self.key(&format!(".backupd-probe-{}-{stamp}", std::process::id()));
             let create = || PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()
@@ -534,7 +531,11 @@ mod tests {
 
     fn prefix_on(server: &TestServer, runtime: &tokio::runtime::Runtime, secret: &str) -> S3Prefix {
         let remote = server.remote("host/a", secret);
-        S3Prefix::new(build(&remote).unwrap(), remote.config, runtime.handle().clone())
+        S3Prefix::new(
+            build(&remote).unwrap(),
+            remote.config,
+            runtime.handle().clone(),
+        )
     }
 
     /// Bytes that do not compress, so parts are as large as they say.
@@ -565,7 +566,10 @@ mod tests {
         assert_eq!(published, PathBuf::from(format!("s3://unit/host/a/{name}")));
         let on_disk = server.root.path().join("unit/host/a").join(name);
         assert_eq!(std::fs::read(on_disk).unwrap(), data);
-        assert_eq!(prefix.files().unwrap(), [(name.to_owned(), data.len() as u64)]);
+        assert_eq!(
+            prefix.files().unwrap(),
+            [(name.to_owned(), data.len() as u64)]
+        );
         let mut back = Vec::new();
         prefix.open(name).unwrap().read_to_end(&mut back).unwrap();
         assert!(back == data, "the object read back differs");
@@ -582,9 +586,18 @@ mod tests {
             ino: identity.ino ^ 1,
             ..identity
         };
-        assert_eq!(prefix.remove_if_same(name, &other).unwrap(), Removal::Replaced);
-        assert_eq!(prefix.remove_if_same(name, &identity).unwrap(), Removal::Removed);
-        assert_eq!(prefix.remove_if_same(name, &identity).unwrap(), Removal::Gone);
+        assert_eq!(
+            prefix.remove_if_same(name, &other).unwrap(),
+            Removal::Replaced
+        );
+        assert_eq!(
+            prefix.remove_if_same(name, &identity).unwrap(),
+            Removal::Removed
+        );
+        assert_eq!(
+            prefix.remove_if_same(name, &identity).unwrap(),
+            Removal::Gone
+        );
         assert!(!prefix.any_exists(&[name.to_owned()]).unwrap());
     }
 
@@ -626,7 +639,10 @@ mod tests {
         let err = prefix.files().unwrap_err().to_string();
         assert!(err.starts_with("remote unit: "), "{err}");
         assert!(!err.contains(wrong) && !err.contains(SECRET_KEY), "{err}");
-        let err = prefix.begin("c_20250101_120000.tar.gz").unwrap_err().to_string();
+        let err = prefix
+            .begin("c_20250101_120000.tar.gz")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains(wrong), "{err}");
     }
 }

@@ -63,12 +63,8 @@ pub fn resolve(
         remote: remote.name.clone(),
         reason,
     };
-    let text = read_trusted(path).map_err(|reason| {
-        fail(format!(
-            "credentials file {}: {reason}",
-            path.display()
-        ))
-    })?;
+    let text = read_trusted(path)
+        .map_err(|reason| fail(format!("credentials file {}: {reason}", path.display())))?;
     let credentials = parse_profile(&text, &profile).map_err(|reason| {
         fail(format!(
             "credentials file {}, profile {profile:?}: {reason}",
@@ -183,7 +179,10 @@ mod tests {
         assert_eq!(creds.secret_key, "sbak");
         assert_eq!(creds.token.as_deref(), Some("tok"));
         let shown = format!("{creds:?}");
-        assert!(!shown.contains("sbak") && !shown.contains("tok\""), "{shown}");
+        assert!(
+            !shown.contains("sbak") && !shown.contains("tok\""),
+            "{shown}"
+        );
         assert_eq!(parse_profile(FILE, "default").unwrap().key_id, "AKDEF");
         assert_eq!(parse_profile(FILE, "nope").unwrap_err(), "no such profile");
         let partial = parse_profile("[x]\naws_access_key_id = A\n", "x").unwrap_err();

@@ -256,7 +256,13 @@ mod tests {
             check_spec("nope", &remotes),
             Err(RemoteError::Unknown(_))
         ));
-        for bad in ["s3://", "s3://B", "s3://ab", "s3://bkt/a/../b", "s3://bkt/a//b"] {
+        for bad in [
+            "s3://",
+            "s3://B",
+            "s3://ab",
+            "s3://bkt/a/../b",
+            "s3://bkt/a//b",
+        ] {
             assert!(check_spec(bad, &remotes).is_err(), "{bad}");
         }
     }

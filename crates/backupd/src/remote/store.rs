@@ -67,14 +67,19 @@ pub fn build(remote: &ResolvedRemote) -> Result<Arc<AmazonS3>, RemoteError> {
         }
     }
     // object_store's messages name settings, never the secret it was given.
-    builder.build().map(Arc::new).map_err(|e| fail(e.to_string()))
+    builder
+        .build()
+        .map(Arc::new)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// The size of part `index` (from 0) of an upload whose first parts are `first` bytes: it
 /// doubles every 1,000 parts (up to S3's 5 GiB), so 10,000 parts hold over 1,000 times
 /// `first`: 4.9 TiB at the 5 MiB minimum, past S3's 5 TiB object limit from the default on.
 pub fn part_size_for(first: u64, index: usize) -> u64 {
-    let doublings = u32::try_from(index / PARTS_PER_SIZE).unwrap_or(u32::MAX).min(20);
+    let doublings = u32::try_from(index / PARTS_PER_SIZE)
+        .unwrap_or(u32::MAX)
+        .min(20);
     first.saturating_mul(1 << doublings).min(MAX_PART_SIZE)
 }
 
@@ -90,7 +95,15 @@ mod tests {
         assert_eq!(part_size_for(MIN_PART_SIZE, 1_000), 2 * MIN_PART_SIZE);
         assert_eq!(part_size_for(DEFAULT_PART_SIZE, 9_999), MAX_PART_SIZE);
         let total = |first| (0..10_000).map(|i| part_size_for(first, i)).sum::<u64>();
-        assert!(total(MIN_PART_SIZE) >= 1000 * MIN_PART_SIZE * 1000, "{}", total(MIN_PART_SIZE));
-        assert!(total(DEFAULT_PART_SIZE) >= 5 << 40, "{}", total(DEFAULT_PART_SIZE));
+        assert!(
+            total(MIN_PART_SIZE) >= 1000 * MIN_PART_SIZE * 1000,
+            "{}",
+            total(MIN_PART_SIZE)
+        );
+        assert!(
+            total(DEFAULT_PART_SIZE) >= 5 << 40,
+            "{}",
+            total(DEFAULT_PART_SIZE)
+        );
     }
 }

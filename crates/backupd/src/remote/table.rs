@@ -10,8 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    MAX_PART_SIZE, MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, RemoteConfig, check_bucket,
-    check_prefix,
+    MAX_PART_SIZE, MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, RemoteConfig, check_bucket, check_prefix,
 };
 
 /// One `[remote.NAME]` table as written.
@@ -75,7 +74,8 @@ pub fn read(
 
 fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
     let at = |span: Range<usize>, reason: String| (span, format!("remote.{name}.{reason}"));
-    check_bucket(table.bucket.get_ref()).map_err(|r| at(table.bucket.span(), format!("bucket: {r}")))?;
+    check_bucket(table.bucket.get_ref())
+        .map_err(|r| at(table.bucket.span(), format!("bucket: {r}")))?;
     let prefix = table.prefix.as_ref().map_or("", |p| p.get_ref().as_str());
     if let Some(p) = &table.prefix {
         check_prefix(p.get_ref()).map_err(|r| at(p.span(), format!("prefix: {r}")))?;
@@ -154,8 +154,16 @@ fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
         remote.upload_concurrency = n.into_inner();
     }
     for (key, value, slot) in [
-        ("connect_timeout", table.connect_timeout, &mut remote.connect_timeout),
-        ("request_timeout", table.request_timeout, &mut remote.request_timeout),
+        (
+            "connect_timeout",
+            table.connect_timeout,
+            &mut remote.connect_timeout,
+        ),
+        (
+            "request_timeout",
+            table.request_timeout,
+            &mut remote.request_timeout,
+        ),
     ] {
         if let Some(value) = value {
             *slot = parse_timeout(value.get_ref()).ok_or_else(|| {
@@ -186,16 +194,16 @@ fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
     }
     if let Some(profile) = table.profile {
         if remote.credentials_file.is_none() {
-            return Err(at(
-                profile.span(),
-                "profile: needs credentials_file".into(),
-            ));
+            return Err(at(profile.span(), "profile: needs credentials_file".into()));
         }
         remote.profile = Some(profile.into_inner());
     }
     if let Some(days) = table.object_lock_days {
         if *days.get_ref() == 0 {
-            return Err(at(days.span(), "object_lock_days: must be at least 1".into()));
+            return Err(at(
+                days.span(),
+                "object_lock_days: must be at least 1".into(),
+            ));
         }
         remote.object_lock_days = Some(days.into_inner());
     }
@@ -212,7 +220,9 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 /// `"16MiB"`, `"16M"`, `"1GiB"`, `"5242880"`.
 fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     let multiplier: u64 = match unit.trim() {

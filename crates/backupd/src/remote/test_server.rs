@@ -9,7 +9,7 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-use super::{Credentials, CredentialSource, RemoteConfig, ResolvedRemote};
+use super::{CredentialSource, Credentials, RemoteConfig, ResolvedRemote};
 
 pub const ACCESS_KEY: &str = "unit-key";
 pub const SECRET_KEY: &str = "unit-secret-5c1e";

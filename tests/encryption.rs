@@ -107,14 +107,26 @@ fn keygen_writes_a_private_identity_once_and_prints_its_public_key() {
 
     let again = t.ctl(&["keygen", "--out", key.to_str().unwrap()]);
     assert_eq!(again.code(), 1, "{}", again.stderr());
-    assert!(again.stderr().contains("never replaced"), "{}", again.stderr());
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), text, "left as it was");
+    assert!(
+        again.stderr().contains("never replaced"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        text,
+        "left as it was"
+    );
 
     // Without --out: the identity on stdout, the public key on stderr, as age-keygen does.
     let out = t.ctl(&["keygen"]);
     assert_eq!(out.code(), 0);
     assert!(out.stdout().contains("AGE-SECRET-KEY-1"));
-    assert!(out.stderr().starts_with("Public key: age1"), "{}", out.stderr());
+    assert!(
+        out.stderr().starts_with("Public key: age1"),
+        "{}",
+        out.stderr()
+    );
 }
 
 #[test]
@@ -125,7 +137,10 @@ fn an_encrypted_run_round_trips_and_the_home_holds_no_secret_key() {
     let _daemon = t.start_daemon();
     let archive = backup(&t, &["--sources", "tree", "--encrypt-to", &public]);
     let name = archive.file_name().unwrap().to_str().unwrap();
-    assert!(name.starts_with("tree_") && name.ends_with(".tar.gz.age"), "{name}");
+    assert!(
+        name.starts_with("tree_") && name.ends_with(".tar.gz.age"),
+        "{name}"
+    );
     assert!(
         std::fs::read(&archive)
             .unwrap()
@@ -155,7 +170,10 @@ fn an_encrypted_run_round_trips_and_the_home_holds_no_secret_key() {
             key.to_str().unwrap(),
         ])
         .ok();
-    assert!(keyed.contains(": OK") && !keyed.contains("checksum only"), "{keyed}");
+    assert!(
+        keyed.contains(": OK") && !keyed.contains("checksum only"),
+        "{keyed}"
+    );
 
     let long = t.ctl(&["backups", "--long"]).ok();
     assert!(
@@ -255,7 +273,11 @@ fn truncated_or_bit_flipped_ciphertext_fails_the_restore_and_leaves_nothing() {
     source(&t, "tree", 600_000);
     let (key, public) = keygen(&t, "key.txt");
     let _daemon = t.start_daemon();
-    for (damage, what) in [(0, "truncated"), (1, "bit-flipped"), (2, "overwrite+flipped")] {
+    for (damage, what) in [
+        (0, "truncated"),
+        (1, "bit-flipped"),
+        (2, "overwrite+flipped"),
+    ] {
         let archive = backup(
             &t,
             &[
@@ -300,7 +322,11 @@ fn truncated_or_bit_flipped_ciphertext_fails_the_restore_and_leaves_nothing() {
                 "mine\n",
                 "{what}: nothing replaced"
             );
-            assert!(out.stderr().contains("nothing was written"), "{}", out.stderr());
+            assert!(
+                out.stderr().contains("nothing was written"),
+                "{}",
+                out.stderr()
+            );
         } else {
             assert!(is_empty_or_absent(&target), "{what}: {}", out.stderr());
         }

@@ -55,14 +55,14 @@ fn main() -> ExitCode {
     let outcome = keygen::run_local(&cli)
         .or_else(|| shell::run_local(&cli))
         .unwrap_or_else(|| {
-        home.as_ref()
-            .map_err(|e| Failure::Usage(e.to_string()))
-            .and_then(|home| {
-                let socket = proto::paths::resolve_socket(cli.socket.as_deref(), &env, home)
-                    .map_err(|e| Failure::Usage(e.to_string()))?;
-                run(&cli, home, &socket)
-            })
-    });
+            home.as_ref()
+                .map_err(|e| Failure::Usage(e.to_string()))
+                .and_then(|home| {
+                    let socket = proto::paths::resolve_socket(cli.socket.as_deref(), &env, home)
+                        .map_err(|e| Failure::Usage(e.to_string()))?;
+                    run(&cli, home, &socket)
+                })
+        });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

@@ -249,7 +249,11 @@ fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
             .as_deref()
             .map(|d| ctx.absolute(d))
             .transpose()?,
-        identity: cli.identity.as_deref().map(|i| ctx.absolute(i)).transpose()?,
+        identity: cli
+            .identity
+            .as_deref()
+            .map(|i| ctx.absolute(i))
+            .transpose()?,
     })
 }
 
@@ -259,7 +263,11 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
         overwrite: cli.overwrite,
-        identity: cli.identity.as_deref().map(|i| ctx.absolute(i)).transpose()?,
+        identity: cli
+            .identity
+            .as_deref()
+            .map(|i| ctx.absolute(i))
+            .transpose()?,
     })
 }
 

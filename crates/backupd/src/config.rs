@@ -360,7 +360,11 @@ mod tests {
             ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
             ("[defaults]\nexclude = [\"[x\"]\n", 1, "[x"),
             ("[defaults]\nencrypt_to = [\"age1nope\"]\n", 1, "encrypt_to"),
-            ("[defaults]\nencrypt_to_file = \"keys.txt\"\n", 1, "absolute"),
+            (
+                "[defaults]\nencrypt_to_file = \"keys.txt\"\n",
+                1,
+                "absolute",
+            ),
             ("max_jobs = \"two\"\n", 1, "max_jobs"),
             ("\nline_timeout = \"0s\"\n", 2, "line_timeout"),
             ("idle_timeout = \"soon\"\n", 1, "idle_timeout"),

@@ -35,9 +35,7 @@ pub enum KeyFileError {
         path: PathBuf,
         owner: u32,
     },
-    #[error(
-        "identity file {path} is readable by group or others (mode {mode:04o}): chmod 600 it"
-    )]
+    #[error("identity file {path} is readable by group or others (mode {mode:04o}): chmod 600 it")]
     Exposed { path: PathBuf, mode: u32 },
     #[error("{what} {path} is larger than 1 MiB")]
     TooLarge { what: &'static str, path: PathBuf },
@@ -160,7 +158,10 @@ mod tests {
 
         write(&path, &text, 0o640);
         let err = read_identities(&path_text, me()).unwrap_err();
-        assert!(err.to_string().contains("readable by group or others"), "{err}");
+        assert!(
+            err.to_string().contains("readable by group or others"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("AGE-SECRET-KEY"));
 
         write(&path, &text, 0o600);
@@ -204,6 +205,9 @@ mod tests {
         );
         std::os::unix::fs::chown(&path, Some(4243), None).unwrap();
         let err = read_recipients(&path_text, Requester { uid: 4242 }).unwrap_err();
-        assert!(matches!(err, KeyFileError::Owner { owner: 4243, .. }), "{err}");
+        assert!(
+            matches!(err, KeyFileError::Owner { owner: 4243, .. }),
+            "{err}"
+        );
     }
 }

@@ -188,9 +188,10 @@ async fn recipients_of(
 ) -> Result<Option<Recipients>, PlanError> {
     let mut keys = options.encrypt_to.clone();
     if let Some(file) = options.encrypt_to_file.clone() {
-        let read = tokio::task::spawn_blocking(move || key_files::read_recipients(&file, requester))
-            .await
-            .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?;
+        let read =
+            tokio::task::spawn_blocking(move || key_files::read_recipients(&file, requester))
+                .await
+                .map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?;
         keys.extend(read.map_err(|e| PlanError::Invalid(e.to_string()))?);
     }
     if keys.is_empty() {
@@ -408,9 +409,15 @@ mod tests {
             ..JobOptions::default()
         };
         let sources = ["/srv/a".to_owned()];
-        let planned = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &options, true)
-            .await
-            .unwrap();
+        let planned = plan(
+            &defaults_in(dir.path()),
+            &sources,
+            &Naming::ByFolder,
+            &options,
+            true,
+        )
+        .await
+        .unwrap();
         let recipients = planned.jobs[0].recipients.as_ref().unwrap();
         assert_eq!(recipients.public_keys(), [a, b]);
         assert!(planned.jobs[0].names().archive.ends_with(".tar.gz.age"));
@@ -419,10 +426,19 @@ mod tests {
             encrypt_to: vec!["AGE-SECRET-KEY-1NOTAPUBLICKEY".into()],
             ..JobOptions::default()
         };
-        let err = plan(&defaults_in(dir.path()), &sources, &Naming::ByFolder, &bad, true)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("not an age X25519 recipient"), "{err}");
+        let err = plan(
+            &defaults_in(dir.path()),
+            &sources,
+            &Naming::ByFolder,
+            &bad,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not an age X25519 recipient"),
+            "{err}"
+        );
         let plain = plan(
             &defaults_in(dir.path()),
             &sources,

@@ -205,8 +205,7 @@ impl JobOptions {
             notify_email,
         } = self;
         // Recipients are one setting: a job naming any replaces the defaults' whole set.
-        let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none()
-        {
+        let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none() {
             (
                 defaults.encrypt_to.clone(),
                 defaults.encrypt_to_file.clone(),

@@ -36,7 +36,9 @@ pub use exclude::ExcludeSet;
 pub use progress::Progress;
 
 use crate::destination::{Destination, PendingArchive, PublishError};
-use crate::format::{ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer};
+use crate::format::{
+    ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer,
+};
 use archive::{Protected, TreeWriter};
 use hashing_writer::HashingWriter;
 use progress::Meter;

@@ -230,7 +230,11 @@ mod tests {
             assert!(is_encrypted_name(file));
             assert!(is_partial_archive(&partial_name(file)));
         }
-        assert!(!parse_archive_name("a_20250102_030405.tar.gz").unwrap().encrypted);
+        assert!(
+            !parse_archive_name("a_20250102_030405.tar.gz")
+                .unwrap()
+                .encrypted
+        );
         assert_eq!(parse_archive_name("a_20250102_030405.age"), None);
         assert_eq!(parse_archive_name("a_20250102_030405.tar.gz.age.age"), None);
         assert_eq!(

@@ -20,8 +20,8 @@ mod watch;
 
 use crate::destination::LocalFolder;
 use crate::events::EventSink;
-use crate::key_files::{self, Requester};
 use crate::format::Identities;
+use crate::key_files::{self, Requester};
 use crate::schedules::ScheduleFileError;
 use crate::state::Daemon;
 use crate::store::StoreError;
@@ -205,7 +205,8 @@ async fn identities_of(
         return Ok(None);
     };
     let read = blocking(move || key_files::read_identities(&path, requester)).await?;
-    let identities = read.map_err(|e| HandlerError::new(ErrorCode::InvalidArguments, e.to_string()))?;
+    let identities =
+        read.map_err(|e| HandlerError::new(ErrorCode::InvalidArguments, e.to_string()))?;
     Ok(Some(std::sync::Arc::new(identities)))
 }
 

@@ -35,14 +35,7 @@ pub async fn handle(
         requester,
         ..daemon.plan_defaults()
     };
-    let plan = plan::plan(
-        &defaults,
-        &args.sources,
-        &naming,
-        &args.job,
-        args.dry_run,
-    )
-    .await?;
+    let plan = plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await?;
     finish(runner::execute(daemon, plan, events).await)
 }
 

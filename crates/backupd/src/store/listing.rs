@@ -53,8 +53,9 @@ pub fn list_contents(
     };
     let wanted: Vec<String> = path.map(str::to_owned).into_iter().collect();
     let filters = Filters::new(&wanted);
-    let mut tar =
-        tar::Archive::new(open_tar_stream(destination, file, Some(&manifest), None).map_err(unreadable)?);
+    let mut tar = tar::Archive::new(
+        open_tar_stream(destination, file, Some(&manifest), None).map_err(unreadable)?,
+    );
     let mut listing = Listing::default();
     for entry in tar.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;

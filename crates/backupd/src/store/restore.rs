@@ -24,8 +24,8 @@ use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
-use crate::format::{Identities, Manifest};
 use crate::format::naming::manifest_name_for;
+use crate::format::{Identities, Manifest};
 
 /// What a restore wrote and what it refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,8 +93,8 @@ pub fn restore_with(
             path: archive.path.clone(),
             source,
         };
-        let mut stream = open_tar_stream(destination, file, Some(&manifest), identities)
-            .map_err(unreadable)?;
+        let mut stream =
+            open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?;
         if options.overwrite {
             io::copy(&mut stream, &mut io::sink()).map_err(unreadable)?;
         }

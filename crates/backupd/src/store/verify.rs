@@ -219,7 +219,13 @@ pub fn verify_with(
         }
         return Ok(report);
     }
-    let read = read_through(destination, archive, manifest.as_ref(), identities, &mut report);
+    let read = read_through(
+        destination,
+        archive,
+        manifest.as_ref(),
+        identities,
+        &mut report,
+    );
     match (&report.finding, read) {
         (VerifyFinding::Ok, Ok(())) => {}
         (VerifyFinding::Ok, Err(problem)) => report.finding = problem,

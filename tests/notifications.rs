@@ -409,7 +409,8 @@ fn the_readme_examples_notify_as_they_say() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].path, "/backupd");
     let body: Value = serde_json::from_str(&received[0].body).unwrap();
-    assert_eq!((&body["name"], &body["status"]), (&"docs".into(), &"success".into()));
+    assert_eq!(body["name"], "docs");
+    assert_eq!(body["status"], "success");
 
     run("schedule");
     let received = receiver.received();

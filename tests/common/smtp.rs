@@ -62,7 +62,9 @@ pub fn python_with_aiosmtpd() -> Option<PathBuf> {
             std::env::var("CI").as_deref() != Ok("true"),
             "aiosmtpd is missing in CI: .ci/run installs it into .ci/venv"
         );
-        eprintln!("skipped: aiosmtpd is not installed (python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd)");
+        eprintln!(
+            "skipped: aiosmtpd is not installed (python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd)"
+        );
     }
     found
 }

@@ -62,8 +62,8 @@ pub async fn plan(
         ));
     }
     let (excludes, destination) = check_options(options)?;
-    let notify = JobNotifications::from_options(options)
-        .map_err(|e| PlanError::Invalid(e.to_string()))?;
+    let notify =
+        JobNotifications::from_options(options).map_err(|e| PlanError::Invalid(e.to_string()))?;
     let destination = destination.unwrap_or_else(|| defaults.destination.clone());
     let folder = destination.clone();
     tokio::task::spawn_blocking(move || ensure_writable(&folder, dry_run))

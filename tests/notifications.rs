@@ -42,7 +42,11 @@ fn a_failed_job_posts_its_outcome_and_a_success_posts_nothing_by_default() {
     let failed = t.ctl(&["run", "--sources", &missing, "--notify", &url]);
     assert_eq!(failed.code(), 1, "{}", failed.stderr());
     let received = hook.received();
-    assert_eq!(received.len(), 1, "sent before the run answered: {received:?}");
+    assert_eq!(
+        received.len(),
+        1,
+        "sent before the run answered: {received:?}"
+    );
     let post = &received[0];
     assert_eq!(post.method, "POST");
     assert_eq!(post.path, "/hooks/backupd?token=s3cret");
@@ -55,7 +59,10 @@ fn a_failed_job_posts_its_outcome_and_a_success_posts_nothing_by_default() {
     assert!(error.contains("Backup source does not exist"), "{error}");
     assert_eq!(body["host"], host_name().as_str());
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-    assert!(body["archive"].is_null() && body["sha256"].is_null(), "{body}");
+    assert!(
+        body["archive"].is_null() && body["sha256"].is_null(),
+        "{body}"
+    );
     for time in ["started", "finished"] {
         chrono::DateTime::parse_from_rfc3339(body[time].as_str().unwrap()).unwrap();
     }
@@ -66,8 +73,16 @@ fn a_failed_job_posts_its_outcome_and_a_success_posts_nothing_by_default() {
     assert_eq!(hook.received().len(), 1, "{:?}", hook.received());
 
     // With --notify-on always, the success too, with what was written.
-    t.ctl(&["run", "--sources", &docs, "--notify", &url, "--notify-on", "always"])
-        .ok();
+    t.ctl(&[
+        "run",
+        "--sources",
+        &docs,
+        "--notify",
+        &url,
+        "--notify-on",
+        "always",
+    ])
+    .ok();
     let received = hook.received();
     assert_eq!(received.len(), 2);
     let body: Value = serde_json::from_str(&received[1].body).unwrap();
@@ -79,13 +94,16 @@ fn a_failed_job_posts_its_outcome_and_a_success_posts_nothing_by_default() {
         body["size_bytes"].as_u64().unwrap(),
         std::fs::metadata(archive).unwrap().len()
     );
-    assert_eq!(body["sha256"], common::sha256sum(Path::new(archive)).as_str());
+    assert_eq!(
+        body["sha256"],
+        common::sha256sum(Path::new(archive)).as_str()
+    );
     // The URL's path and token are never logged, only scheme and host.
     let log = t.log();
-    assert!(log.contains(&format!(
-        "] Notified webhook {}",
-        hook.url("")
-    )), "{log}");
+    assert!(
+        log.contains(&format!("] Notified webhook {}", hook.url(""))),
+        "{log}"
+    );
     assert!(!log.contains("s3cret") && !log.contains("/hooks/"), "{log}");
 }
 
@@ -123,19 +141,33 @@ fn ntfy_gets_a_title_a_high_priority_and_tags_on_failure() {
     let ntfy = HttpReceiver::start();
     let topic = format!("ntfy+{}", ntfy.url("/backups"));
     let missing = t.work().join("missing").display().to_string();
-    let failed = t.ctl(&["run", "--sources", &missing, "--name", "nightly", "--notify", &topic]);
+    let failed = t.ctl(&[
+        "run",
+        "--sources",
+        &missing,
+        "--name",
+        "nightly",
+        "--notify",
+        &topic,
+    ]);
     assert_eq!(failed.code(), 1);
     let received = ntfy.received();
     assert_eq!(received.len(), 1);
     let message = &received[0];
-    assert_eq!((message.method.as_str(), message.path.as_str()), ("POST", "/backups"));
+    assert_eq!(
+        (message.method.as_str(), message.path.as_str()),
+        ("POST", "/backups")
+    );
     assert_eq!(
         message.header("title"),
         Some(format!("backupd: nightly failed on {}", host_name()).as_str())
     );
     assert_eq!(message.header("priority"), Some("high"));
     assert!(message.header("tags").unwrap().contains("warning"));
-    assert!(message.body.contains("Backup source does not exist"), "{message:?}");
+    assert!(
+        message.body.contains("Backup source does not exist"),
+        "{message:?}"
+    );
 }
 
 #[test]
@@ -150,7 +182,15 @@ fn an_unreachable_webhook_is_logged_and_the_backup_still_succeeds() {
         .port();
     let url = format!("http://127.0.0.1:{port}/secret-path");
     let docs = docs(&t);
-    let out = t.ctl(&["run", "--sources", &docs, "--notify", &url, "--notify-on", "always"]);
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        &docs,
+        "--notify",
+        &url,
+        "--notify-on",
+        "always",
+    ]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
     let log = t.log();
     let line = log
@@ -158,7 +198,9 @@ fn an_unreachable_webhook_is_logged_and_the_backup_still_succeeds() {
         .find(|l| l.contains("Notification failed"))
         .unwrap_or_else(|| panic!("no failure logged: {log}"));
     assert!(
-        line.contains(&format!("Warning: [docs #1] Notification failed: webhook http://127.0.0.1:{port}: ")),
+        line.contains(&format!(
+            "Warning: [docs #1] Notification failed: webhook http://127.0.0.1:{port}: "
+        )),
         "{line}"
     );
     assert!(line.contains("after 3 attempts"), "{line}");
@@ -170,17 +212,39 @@ fn bad_notify_urls_are_refused_before_anything_is_written() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let docs = docs(&t);
-    let out = t.ctl(&["run", "--sources", &docs, "--notify", "ftp://example.org/x0"]);
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        &docs,
+        "--notify",
+        "ftp://example.org/x0",
+    ]);
     assert_ne!(out.code(), 0);
-    assert!(out.stderr().contains("invalid notify URL"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("invalid notify URL"),
+        "{}",
+        out.stderr()
+    );
     assert!(!out.stderr().contains("x0"), "{}", out.stderr());
     let backups = std::fs::read_dir(t.home().join("backups")).unwrap().count();
     assert_eq!(backups, 0);
     let create = t.ctl(&[
-        "create", "--name", "n", "--sources", &docs, "--daily", "03:00", "--notify", "nope",
+        "create",
+        "--name",
+        "n",
+        "--sources",
+        &docs,
+        "--daily",
+        "03:00",
+        "--notify",
+        "nope",
     ]);
     assert_ne!(create.code(), 0);
-    assert!(create.stderr().contains("invalid notify URL"), "{}", create.stderr());
+    assert!(
+        create.stderr().contains("invalid notify URL"),
+        "{}",
+        create.stderr()
+    );
 }
 
 #[test]
@@ -200,7 +264,15 @@ fn schedules_and_config_defaults_carry_the_notifications() {
     let own = hook.url("/own");
     let far = common::far_time();
     t.ctl(&[
-        "create", "--name", "docs-daily", "--sources", &docs, "--daily", &far, "--notify", &own,
+        "create",
+        "--name",
+        "docs-daily",
+        "--sources",
+        &docs,
+        "--daily",
+        &far,
+        "--notify",
+        &own,
     ])
     .ok();
     let stored = std::fs::read_to_string(t.home().join("schedules.json")).unwrap();
@@ -221,7 +293,11 @@ fn a_failure_is_emailed_with_the_error_and_the_jobs_last_log_lines() {
         return;
     };
     let t = TestHome::new();
-    let smtp = SmtpServer::start(&python, &t.work().join("mail"), Some(("backupd", "pa55word")));
+    let smtp = SmtpServer::start(
+        &python,
+        &t.work().join("mail"),
+        Some(("backupd", "pa55word")),
+    );
     let password = t.work().join("smtp-password");
     std::fs::write(&password, "pa55word\n").unwrap();
     write_config(
@@ -241,17 +317,29 @@ fn a_failure_is_emailed_with_the_error_and_the_jobs_last_log_lines() {
     let mail = smtp.wait_for(1);
     let message = &mail[0];
     assert!(message.contains("X-Test-Login: backupd\n"), "{message}");
-    assert!(message.contains("X-Test-Mail-From: backupd@example.org\n"), "{message}");
+    assert!(
+        message.contains("X-Test-Mail-From: backupd@example.org\n"),
+        "{message}"
+    );
     assert!(
         message.contains("X-Test-Rcpt-To: admin@example.org,ops@example.org\n"),
         "{message}"
     );
     let subject = format!("Subject: backupd: db failed on {}", host_name());
     assert!(message.contains(&subject), "{message}");
-    assert!(message.contains("Backup source does not exist"), "{message}");
+    assert!(
+        message.contains("Backup source does not exist"),
+        "{message}"
+    );
     assert!(message.contains("Last log lines of the job:"), "{message}");
-    assert!(message.contains(&format!("[db #1] Compressing {missing}")), "{message}");
-    assert!(message.contains("Error: [db #1] Backup failed for"), "{message}");
+    assert!(
+        message.contains(&format!("[db #1] Compressing {missing}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("Error: [db #1] Backup failed for"),
+        "{message}"
+    );
     let log = t.log();
     assert!(log.contains("[db #1] Notified by email"), "{log}");
     assert!(!log.contains("pa55word"), "{log}");
@@ -260,8 +348,15 @@ fn a_failure_is_emailed_with_the_error_and_the_jobs_last_log_lines() {
     let docs = docs(&t);
     t.ctl(&["run", "--sources", &docs, "--email"]).ok();
     assert_eq!(smtp.messages().len(), 1);
-    t.ctl(&["run", "--sources", &docs, "--email", "--notify-on", "always"])
-        .ok();
+    t.ctl(&[
+        "run",
+        "--sources",
+        &docs,
+        "--email",
+        "--notify-on",
+        "always",
+    ])
+    .ok();
     let mail = smtp.wait_for(2);
     let subject = format!("Subject: backupd: docs succeeded on {}", host_name());
     assert!(mail[1].contains(&subject), "{}", mail[1]);
@@ -298,13 +393,28 @@ fn a_wrong_smtp_password_is_logged_and_the_daemon_never_stores_it() {
     let failed = t.ctl(&["run", "--sources", &missing, "--email"]);
     assert_eq!(failed.code(), 1);
     let log = t.log();
-    assert!(log.contains("Notification failed: email to admin@example.org"), "{log}");
+    assert!(
+        log.contains("Notification failed: email to admin@example.org"),
+        "{log}"
+    );
     assert!(smtp.messages().is_empty());
     assert!(!log.contains("wrong-pw"), "{log}");
-    t.ctl(&["create", "--name", "m", "--sources", &missing, "--daily", "03:00", "--email"])
-        .ok();
+    t.ctl(&[
+        "create",
+        "--name",
+        "m",
+        "--sources",
+        &missing,
+        "--daily",
+        "03:00",
+        "--email",
+    ])
+    .ok();
     let stored = std::fs::read_to_string(t.home().join("schedules.json")).unwrap();
-    assert!(stored.contains("\"notify_email\": true") && !stored.contains("wrong-pw"), "{stored}");
+    assert!(
+        stored.contains("\"notify_email\": true") && !stored.contains("wrong-pw"),
+        "{stored}"
+    );
     t.ctl(&["stop"]).ok();
     child.wait().unwrap();
 }
@@ -325,7 +435,10 @@ fn a_daemon_whose_smtp_password_is_missing_does_not_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("can't read password_file /nonexistent/pw"), "{stderr}");
+    assert!(
+        stderr.contains("can't read password_file /nonexistent/pw"),
+        "{stderr}"
+    );
     // The password itself never goes in the file.
     write_config(
         &t,
@@ -409,7 +522,8 @@ fn the_readme_examples_notify_as_they_say() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].path, "/backupd");
     let body: Value = serde_json::from_str(&received[0].body).unwrap();
-    assert_eq!((&body["name"], &body["status"]), (&"docs".into(), &"success".into()));
+    assert_eq!(body["name"], "docs");
+    assert_eq!(body["status"], "success");
 
     run("schedule");
     let received = receiver.received();
@@ -426,7 +540,11 @@ fn the_readme_examples_notify_as_they_say() {
         .env("BACKUPD_SMTP_PASSWORD", "example")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(common::backupd_bin())
         .arg("--home")
         .arg(t.home())
@@ -435,5 +553,8 @@ fn the_readme_examples_notify_as_they_say() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("password_env BACKUPD_SMTP_PASSWORD is not set"), "{stderr}");
+    assert!(
+        stderr.contains("password_env BACKUPD_SMTP_PASSWORD is not set"),
+        "{stderr}"
+    );
 }

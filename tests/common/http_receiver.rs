@@ -68,7 +68,9 @@ impl HttpReceiver {
 /// Reads one request (headers, then a body of Content-Length bytes), records it, then
 /// answers 200: whoever sent it sees the answer only once it is recorded.
 fn serve(stream: TcpStream, sink: &Mutex<Vec<Received>>) -> Option<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;

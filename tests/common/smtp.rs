@@ -1,5 +1,6 @@
 //! A real SMTP server for the tests: Python's `aiosmtpd` on loopback, writing each message it
-//! accepts to a file (`<n>.eml`, headed by the envelope and the login that authenticated).
+//! accepts to a file (`<n>.eml`: the envelope and the login that authenticated, then the
+//! message's headers and its body, decoded).
 //! It is found in `.ci/venv` (which `.ci/run` makes) or the system's `python3`; outside CI a
 //! test without it says it is skipped.
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 const SERVER: &str = r#"
-import os, sys
+import email, email.policy, os, sys
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -22,8 +23,11 @@ class Handler:
         who = session.auth_data.decode() if isinstance(session.auth_data, bytes) else "-"
         head = "X-Test-Login: %s\nX-Test-Mail-From: %s\nX-Test-Rcpt-To: %s\n" % (
             who, envelope.mail_from, ",".join(envelope.rcpt_tos))
+        # Headers unfolded and decoded, the body decoded (lettre may quote-print long lines).
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        headers = "".join("%s: %s\n" % (k, v) for k, v in message.items())
         with open(path + ".tmp", "w") as f:
-            f.write(head + envelope.content.decode("utf8", "replace"))
+            f.write(head + headers + "\n" + message.get_content())
         os.rename(path + ".tmp", path)
         return "250 OK"
 
@@ -58,7 +62,9 @@ pub fn python_with_aiosmtpd() -> Option<PathBuf> {
             std::env::var("CI").as_deref() != Ok("true"),
             "aiosmtpd is missing in CI: .ci/run installs it into .ci/venv"
         );
-        eprintln!("skipped: aiosmtpd is not installed (python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd)");
+        eprintln!(
+            "skipped: aiosmtpd is not installed (python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd)"
+        );
     }
     found
 }

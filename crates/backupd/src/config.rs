@@ -438,7 +438,7 @@ mod tests {
             (
                 "[email]\nserver = \"h\"\nfrom = \"b@example.org\"\nto = [\"a@example.org\"]\n\
                  password = \"x\"\n",
-                1,
+                5,
                 "password",
             ),
             (

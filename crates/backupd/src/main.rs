@@ -179,8 +179,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
-        let daemon =
-            open_daemon(home, schedules, &source, socket_shown, &args, config, mailer).await;
+        let daemon = open_daemon(
+            home,
+            schedules,
+            &source,
+            socket_shown,
+            &args,
+            config,
+            mailer,
+        )
+        .await;
         serve(listener, daemon, settings).await
     });
     shut_down(runtime, &source, lock, outcome)

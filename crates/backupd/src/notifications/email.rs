@@ -14,8 +14,8 @@
 //! ```
 
 use super::outcome::JobOutcome;
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
@@ -84,18 +84,10 @@ impl EmailSettings {
         for to in &self.to {
             mailbox(to, "to")?;
         }
-        match (
-            &self.username,
-            &self.password_file,
-            &self.password_env,
-        ) {
+        match (&self.username, &self.password_file, &self.password_env) {
             (_, Some(_), Some(_)) => invalid("give password_file or password_env, not both"),
-            (None, Some(_), _) | (None, _, Some(_)) => {
-                invalid("a password needs a username")
-            }
-            (Some(_), None, None) => {
-                invalid("a username needs password_file or password_env")
-            }
+            (None, Some(_), _) | (None, _, Some(_)) => invalid("a password needs a username"),
+            (Some(_), None, None) => invalid("a username needs password_file or password_env"),
             _ => Ok(()),
         }
     }
@@ -269,6 +261,9 @@ mod tests {
         s.password_file = None;
         s.password_env = Some("BACKUPD_TEST_SURELY_UNSET_PASSWORD".into());
         let err = Mailer::new(&s).unwrap_err().to_string();
-        assert!(err.contains("BACKUPD_TEST_SURELY_UNSET_PASSWORD is not set"), "{err}");
+        assert!(
+            err.contains("BACKUPD_TEST_SURELY_UNSET_PASSWORD is not set"),
+            "{err}"
+        );
     }
 }

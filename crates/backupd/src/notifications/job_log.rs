@@ -130,7 +130,10 @@ mod tests {
             }
             let lines = job.lines();
             assert_eq!(lines.len(), LINES_KEPT);
-            assert!(lines[0].ends_with("] Error: [early #1] line 0"), "{lines:?}");
+            assert!(
+                lines[0].ends_with("] Error: [early #1] line 0"),
+                "{lines:?}"
+            );
             assert!(lines.iter().all(|l| l.contains("[early #1]")));
             assert_eq!(other.lines().len(), 1);
             drop(job);

@@ -126,7 +126,8 @@ mod tests {
         ] {
             let err = Target::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid notify URL"), "{bad}: {err}");
-            if !bad.is_empty() {
+            // "ntfy+" alone is in the message as the kind it names.
+            if bad.len() > "ntfy+".len() {
                 assert!(!err.contains(bad), "{bad}: {err}");
             }
         }

@@ -71,8 +71,8 @@ pub async fn plan(
     let (options, offsite_only) = &crate::offsite::split(options)?;
     let offsites = crate::offsite::prepare_all(&options.offsite, &defaults.remotes).await?;
     let (excludes, destination) = check_options(options)?;
-    let notify = JobNotifications::from_options(options)
-        .map_err(|e| PlanError::Invalid(e.to_string()))?;
+    let notify =
+        JobNotifications::from_options(options).map_err(|e| PlanError::Invalid(e.to_string()))?;
     let recipients = recipients_of(options, defaults.requester).await?;
     let destination: Arc<dyn Destination> = match (offsite_only, offsites.first()) {
         (true, Some(offsite)) => offsite.remote.clone(),

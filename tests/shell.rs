@@ -286,9 +286,9 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     assert!(stopped["data"]["pid"].is_u64(), "{stopped}");
 
     covered.insert("cancel".to_owned());
-    // `completions` and `man` ask no daemon; `watch` is a stream of event lines, not one
+    // `completions`, `man` and `keygen` ask no daemon; `watch` is a stream of event lines, not one
     // answer (tests/jobs.rs follows it with --json).
-    let local = ["completions", "man", "watch"];
+    let local = ["completions", "man", "watch", "keygen"];
     let untested: Vec<String> = subcommands()
         .into_iter()
         .filter(|sub| !covered.contains(sub) && !local.contains(&sub.as_str()))

@@ -229,15 +229,7 @@ fn bad_notify_urls_are_refused_before_anything_is_written() {
     let backups = std::fs::read_dir(t.home().join("backups")).unwrap().count();
     assert_eq!(backups, 0);
     let create = t.ctl(&[
-        "create",
-        "--name",
-        "n",
-        "--source",
-        &docs,
-        "--daily",
-        "03:00",
-        "--notify",
-        "nope",
+        "create", "--name", "n", "--source", &docs, "--daily", "03:00", "--notify", "nope",
     ]);
     assert_ne!(create.code(), 0);
     assert!(

@@ -52,7 +52,10 @@ impl HttpReceiver {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.received
+            .lock()
+            .expect("a receiver thread panicked")
+            .clone()
     }
 
     /// Waits until at least `count` requests came, and returns them all.
@@ -95,12 +98,14 @@ fn serve(stream: TcpStream, sink: &Mutex<Vec<Received>>) -> Option<()> {
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    sink.lock().unwrap().push(Received {
-        method,
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
+    sink.lock()
+        .expect("a receiver thread panicked")
+        .push(Received {
+            method,
+            path,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     let mut stream = stream;
     stream
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

@@ -3,7 +3,8 @@
 //! runs keep nothing locally; a server lost mid-upload ends the run with offsite failure
 //! (exit 5), leaves nothing half-visible, and the next run uploads what is missing; a wrong
 //! secret is a clear error that never shows the secret; credentials files are trusted only
-//! when no one else can write them; a bad `[remote.X]` table names the file and line.
+//! when no one else can write them; a bad `[remote.X]` table names the file and line; an
+//! encrypted archive goes up as its ciphertext, which the age CLI opens.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -351,4 +352,81 @@ fn a_bad_remote_table_names_the_file_and_the_line() {
         "{}",
         out.stderr()
     );
+}
+
+#[test]
+fn an_encrypted_archive_is_uploaded_as_the_encrypted_file_that_age_opens() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host1", ""));
+    source(&t, "tree", 50_000);
+    let key = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let public = public.trim();
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+
+    let (code, answer, stderr) = run(
+        &t,
+        &[
+            "--sources",
+            "tree",
+            "--encrypt-to",
+            public,
+            "--offsite",
+            "off",
+        ],
+    );
+    assert_eq!(code, 0, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    let archive = file_name(report["archive"].as_str().unwrap());
+    let manifest = file_name(report["manifest"].as_str().unwrap());
+    assert!(archive.ends_with(".tar.gz.age"), "{archive}");
+
+    // The provider holds only ciphertext: the same bytes as the local encrypted file.
+    let copy = server.object(&format!("host1/{archive}"));
+    let local = PathBuf::from(report["archive"].as_str().unwrap());
+    assert_eq!(sha256sum(&copy), sha256sum(&local));
+    let bytes = std::fs::read(&copy).unwrap();
+    assert!(
+        bytes.starts_with(b"age-encryption.org/v1\n"),
+        "not an age file"
+    );
+    let remote_manifest: Value = serde_json::from_slice(
+        &std::fs::read(server.object(&format!("host1/{manifest}"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(remote_manifest["encryption"], "age", "{remote_manifest}");
+    assert_eq!(
+        remote_manifest["recipients"][0], public,
+        "{remote_manifest}"
+    );
+    assert_eq!(remote_manifest["checksum_sha256"], sha256sum(&copy));
+    assert!(
+        !String::from_utf8_lossy(
+            &std::fs::read(server.object(&format!("host1/{manifest}"))).unwrap()
+        )
+        .contains("AGE-SECRET-KEY"),
+        "a secret key in the uploaded manifest"
+    );
+
+    // What a new machine does with the bucket alone: age -d | tar -t.
+    if Command::new("age").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "age is missing in CI: .ci/run installs it"
+        );
+        eprintln!("skipped the age CLI part: age is not installed");
+        return;
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("age -d -i \"$1\" \"$2\" | tar -tz")
+        .arg("bash")
+        .arg(&key)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("data.bin"), "{listed}");
 }

@@ -21,16 +21,11 @@ use std::process::Command;
 fn source(t: &TestHome, dir: &str, size: usize) -> PathBuf {
     let src = t.work().join(dir);
     common::base_tree(&src);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u8
-        })
-        .collect();
-    std::fs::write(src.join("data.bin"), bytes).unwrap();
+    std::fs::write(
+        src.join("data.bin"),
+        common::incompressible(size, size as u64),
+    )
+    .unwrap();
     src
 }
 

@@ -19,29 +19,15 @@ use std::time::{Duration, SystemTime};
 fn random_source(t: &TestHome, dir: &str, size: usize) -> PathBuf {
     let src = t.work().join(dir);
     std::fs::create_dir_all(&src).unwrap();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) as u8
-        })
-        .collect();
-    std::fs::write(src.join("data.bin"), bytes).unwrap();
+    std::fs::write(
+        src.join("data.bin"),
+        common::incompressible(size, size as u64),
+    )
+    .unwrap();
     src
 }
 
-/// Runs one backup and returns the archive's path.
-fn backup(t: &TestHome, args: &[&str]) -> PathBuf {
-    let mut full = vec!["--json", "run"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let answer: Value = serde_json::from_str(out.stdout().trim())
-        .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
-    assert_eq!(out.code(), 0, "{answer}");
-    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
-}
+use common::run_for_archive as backup;
 
 fn file_name(path: &Path) -> String {
     path.file_name().unwrap().to_str().unwrap().to_owned()

@@ -478,3 +478,27 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 pub mod s3;
+
+/// `size` pseudo-random bytes: incompressible, and the same for the same `seed`.
+pub fn incompressible(size: usize, seed: u64) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed;
+    (0..size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+/// `backupctl --json run ARGS`, which must succeed; the path of the first source's archive.
+pub fn run_for_archive(t: &TestHome, args: &[&str]) -> PathBuf {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let answer: serde_json::Value = serde_json::from_str(out.stdout().trim())
+        .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
+    assert_eq!(out.code(), 0, "{answer}");
+    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+}

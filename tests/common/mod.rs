@@ -500,5 +500,9 @@ pub fn run_for_archive(t: &TestHome, args: &[&str]) -> PathBuf {
     let answer: serde_json::Value = serde_json::from_str(out.stdout().trim())
         .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
     assert_eq!(out.code(), 0, "{answer}");
-    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+    PathBuf::from(
+        answer["data"]["sources"][0]["archive"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no archive in {answer}")),
+    )
 }

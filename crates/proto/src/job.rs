@@ -156,6 +156,8 @@ pub struct JobOptions {
     pub offsite: Vec<String>,
     /// Write straight to the (single) offsite remote, with no local copy.
     pub offsite_only: bool,
+    /// The retention policy of the remote copies after an upload; unset: `retention`.
+    pub offsite_retention: Option<Retention>,
 }
 
 impl JobOptions {
@@ -175,6 +177,7 @@ impl JobOptions {
             verify_after,
             offsite,
             offsite_only,
+            offsite_retention,
         } = self;
         JobOptions {
             destination: destination.or_else(|| defaults.destination.clone()),
@@ -192,6 +195,7 @@ impl JobOptions {
                 offsite
             },
             offsite_only: offsite_only || defaults.offsite_only,
+            offsite_retention: offsite_retention.or(defaults.offsite_retention),
         }
     }
 }
@@ -220,6 +224,8 @@ mod wire {
         offsite: Vec<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         offsite_only: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite_retention: Option<Retention>,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -239,6 +245,7 @@ mod wire {
                 verify_after: wire.verify_after,
                 offsite: wire.offsite,
                 offsite_only: wire.offsite_only,
+                offsite_retention: wire.offsite_retention,
             })
         }
     }
@@ -254,6 +261,7 @@ mod wire {
                 verify_after,
                 offsite,
                 offsite_only,
+                offsite_retention,
             } = options;
             Self {
                 destination,
@@ -264,6 +272,7 @@ mod wire {
                 verify_after,
                 offsite,
                 offsite_only,
+                offsite_retention,
             }
         }
     }
@@ -362,6 +371,10 @@ mod tests {
             verify_after: true,
             offsite: vec!["offsite".into()],
             offsite_only: false,
+            offsite_retention: Some(Retention {
+                days: Some(90),
+                ..Retention::default()
+            }),
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
         let own = JobOptions {
@@ -372,12 +385,14 @@ mod tests {
             verify_after: false,
             offsite: vec!["s3://bkt/p".into()],
             offsite_only: true,
+            offsite_retention: None,
         };
         let merged = own.clone().or(&defaults);
         assert_eq!(
             merged,
             JobOptions {
                 verify_after: true,
+                offsite_retention: defaults.offsite_retention,
                 ..own
             }
         );

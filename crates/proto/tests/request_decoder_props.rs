@@ -125,6 +125,7 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 exclude,
                 retention,
                 verify_after,
+                ..JobOptions::default()
             },
         )
 }
@@ -157,14 +158,20 @@ fn command() -> impl Strategy<Value = Command> {
             })),
         (proptest::option::of(any::<usize>()), maybe_text())
             .prop_map(|(index, name)| Command::Delete { index, name }),
-        (any::<bool>(), maybe_text())
-            .prop_map(|(long, destination)| Command::Backups { long, destination }),
+        (any::<bool>(), maybe_text(), maybe_text()).prop_map(|(long, destination, remote)| {
+            Command::Backups {
+                long,
+                destination,
+                remote,
+            }
+        }),
         (maybe_text(), maybe_text(), retention(), any::<bool>()).prop_map(
             |(name, destination, retention, dry_run)| Command::Prune(PruneArgs {
                 name,
                 destination,
                 retention,
                 dry_run,
+                remote: None,
             })
         ),
         (maybe_text(), maybe_text(), any::<bool>()).prop_map(|(archive, name, all)| {
@@ -173,6 +180,7 @@ fn command() -> impl Strategy<Value = Command> {
                 name,
                 all,
                 destination: None,
+                remote: None,
             })
         }),
         (
@@ -187,6 +195,7 @@ fn command() -> impl Strategy<Value = Command> {
                     to,
                     paths,
                     overwrite,
+                    remote: None,
                 })
             }),
         (text(), maybe_text()).prop_map(|(archive, path)| Command::Ls(LsArgs { archive, path })),

@@ -16,6 +16,7 @@ pub mod line_reader;
 pub mod log;
 pub mod notify;
 pub mod offsite;
+pub mod offsite_retention;
 pub mod peer;
 pub mod plan;
 pub mod remote;

@@ -3,23 +3,32 @@
 //! existing files are only replaced when `overwrite` asks.
 
 use super::{HandlerError, HandlerResult, blocking, resolve_archive};
+use crate::destination::Destination;
 use crate::plan;
 use crate::state::Daemon;
 use crate::store;
 use proto::request::RestoreArgs;
 use proto::response::RestoreSummary;
 use proto::{ErrorCode, Reply};
+use std::sync::Arc;
 
 pub async fn handle(daemon: &Daemon, args: RestoreArgs) -> HandlerResult<RestoreSummary> {
-    let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
-    let archive = folder.dir().join(&file);
+    let (folder, file): (Arc<dyn Destination>, String) = match &args.remote {
+        Some(remote) => super::remote::restore_source(daemon, remote, &args.archive).await?,
+        None => {
+            let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+            (Arc::new(folder) as Arc<dyn Destination>, file)
+        }
+    };
+    let archive = folder.path_of(&file);
     let to = plan::absolute(&args.to, "restore target")?;
     let into = to.clone();
     let options = store::RestoreOptions {
         paths: args.paths.clone(),
         overwrite: args.overwrite,
     };
-    let report = blocking(move || store::restore(&folder, &file, &into, &options)).await??;
+    let report =
+        blocking(move || store::restore(folder.as_ref(), &file, &into, &options)).await??;
     for refused in &report.refused {
         tracing::warn!("Refused to restore {refused}");
     }

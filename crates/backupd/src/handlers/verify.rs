@@ -2,7 +2,7 @@
 //! every archive of a name, or all.
 
 use super::{HandlerError, HandlerResult, blocking, destination_or_default, resolve_archive};
-use crate::destination::{self, LocalFolder};
+use crate::destination::{self, Destination, LocalFolder};
 use crate::state::Daemon;
 use crate::store::{self, StoreError};
 use proto::request::VerifyArgs;
@@ -11,9 +11,20 @@ use proto::{ErrorCode, Reply};
 use std::sync::Arc;
 
 pub async fn handle(daemon: &Daemon, args: VerifyArgs) -> HandlerResult<VerifyList> {
+    if let Some(remote) = &args.remote {
+        return super::remote::verify(daemon, remote, &args).await;
+    }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let (folder, files) = select(folder, &args).await?;
-    let folder = Arc::new(folder);
+    check(daemon, Arc::new(folder), files).await
+}
+
+/// Verifies `files` of `folder` one after the other, recording each in the ledger.
+pub(super) async fn check(
+    daemon: &Daemon,
+    folder: Arc<dyn Destination>,
+    files: Vec<String>,
+) -> HandlerResult<VerifyList> {
     let mut list = VerifyList {
         archives: Vec::with_capacity(files.len()),
         ok: 0,

@@ -104,7 +104,7 @@ pub async fn after_upload(
         };
         retention::rotate(
             remote.as_ref(),
-            Some(&name_owned),
+            Some(name_owned.as_str()),
             &policy,
             Some(&scope),
             false,

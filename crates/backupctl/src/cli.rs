@@ -58,8 +58,12 @@ pub enum CliCommand {
         #[arg(long)]
         long: bool,
         /// List this folder instead of <home>/backups.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "remote")]
         destination: Option<PathBuf>,
+        /// List the copies on this offsite remote ([remote.NAME] or s3://BUCKET/PREFIX);
+        /// --long also shows incomplete ones (no manifest).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
     },
     /// Delete old archives by the retention policy now (defaults: $RETENTION_DAYS or 7,
     /// $MIN_BACKUPS_TO_KEEP or 3).
@@ -134,6 +138,8 @@ pub enum CliCommand {
         #[arg(long, short = 'o', value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Upload to an offsite remote every local archive (and its manifest) that it lacks.
+    Sync(SyncCli),
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +214,13 @@ pub struct JobCli {
     /// Also email the outcome, as the daemon's [email] settings in backupd.toml say.
     #[arg(long)]
     pub email: bool,
+    /// After an upload, remote copies older than N days are deleted (default: the job's
+    /// retention).
+    #[arg(long, value_name = "N")]
+    pub offsite_keep_days: Option<u32>,
+    /// Never fewer than M remote copies of a name remain (default: the job's retention).
+    #[arg(long, value_name = "M")]
+    pub offsite_keep_min: Option<u32>,
 }
 
 /// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger
@@ -248,6 +261,9 @@ pub struct PruneCli {
     /// Show what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Prune the copies on this offsite remote ([remote.NAME] or s3://BUCKET/PREFIX).
+    #[arg(long, value_name = "NAME", conflicts_with = "destination")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,12 +278,15 @@ pub struct VerifyCli {
     #[arg(long)]
     pub all: bool,
     /// The folder holding the archives (default: <home>/backups).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "remote")]
     pub destination: Option<PathBuf>,
     /// Decrypt encrypted archives with this age identity file (yours, mode 0600), which the
     /// daemon reads; without it only their checksum is checked.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Verify the copies on this offsite remote, streamed back (ARCHIVE is a file name).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,6 +308,9 @@ pub struct RestoreCli {
     /// the daemon reads.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Restore from this offsite remote, streamed (ARCHIVE is a file name there).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -350,4 +372,17 @@ impl From<NotifyOnCli> for proto::NotifyOn {
             NotifyOnCli::Failure => Self::Failure,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncCli {
+    /// The offsite remote: [remote.NAME] of backupd.toml, or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "NAME")]
+    pub remote: String,
+    /// Only archives of this backup name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The local folder (default: <home>/backups).
+    #[arg(long, value_name = "DIR")]
+    pub destination: Option<PathBuf>,
 }

@@ -18,6 +18,7 @@ pub mod log;
 pub mod notifications;
 pub mod notify;
 pub mod offsite;
+pub mod offsite_retention;
 pub mod peer;
 pub mod plan;
 pub mod remote;

@@ -179,6 +179,8 @@ pub struct JobOptions {
     pub notify_on: Option<NotifyOn>,
     /// Also send the outcome by email, as the daemon's `[email]` settings say.
     pub notify_email: bool,
+    /// The retention policy of the remote copies after an upload; unset: `retention`.
+    pub offsite_retention: Option<Retention>,
 }
 
 impl JobOptions {
@@ -203,6 +205,7 @@ impl JobOptions {
             notify,
             notify_on,
             notify_email,
+            offsite_retention,
         } = self;
         // Recipients are one setting: a job naming any replaces the defaults' whole set.
         let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none() {
@@ -238,6 +241,7 @@ impl JobOptions {
             },
             notify_on: notify_on.or(defaults.notify_on),
             notify_email: notify_email || defaults.notify_email,
+            offsite_retention: offsite_retention.or(defaults.offsite_retention),
         }
     }
 }
@@ -276,6 +280,8 @@ mod wire {
         notify_on: Option<NotifyOn>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         notify_email: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite_retention: Option<Retention>,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -300,6 +306,7 @@ mod wire {
                 notify: wire.notify,
                 notify_on: wire.notify_on,
                 notify_email: wire.notify_email,
+                offsite_retention: wire.offsite_retention,
             })
         }
     }
@@ -320,6 +327,7 @@ mod wire {
                 notify,
                 notify_on,
                 notify_email,
+                offsite_retention,
             } = options;
             Self {
                 destination,
@@ -335,6 +343,7 @@ mod wire {
                 notify,
                 notify_on,
                 notify_email,
+                offsite_retention,
             }
         }
     }
@@ -435,6 +444,10 @@ mod tests {
             offsite_only: false,
             encrypt_to: vec!["age1default".into()],
             encrypt_to_file: None,
+            offsite_retention: Some(Retention {
+                days: Some(90),
+                ..Retention::default()
+            }),
             ..JobOptions::default()
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
@@ -448,6 +461,7 @@ mod tests {
             offsite_only: true,
             encrypt_to: Vec::new(),
             encrypt_to_file: Some("/mine/recipients.txt".into()),
+            offsite_retention: None,
             ..JobOptions::default()
         };
         let merged = own.clone().or(&defaults);
@@ -455,6 +469,7 @@ mod tests {
             merged,
             JobOptions {
                 verify_after: true,
+                offsite_retention: defaults.offsite_retention,
                 ..own
             }
         );

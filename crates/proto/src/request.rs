@@ -33,6 +33,9 @@ pub enum Command {
         /// Absolute path of another folder to list.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         destination: Option<String>,
+        /// List this offsite remote (a `[remote.NAME]` or `s3://BUCKET/PREFIX`) instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
     },
     /// Apply a retention policy to a destination now.
     Prune(PruneArgs),
@@ -61,6 +64,8 @@ pub enum Command {
     LogLevel { level: String },
     /// The entries of an archive (or of one path in it), read from its tar stream.
     Ls(LsArgs),
+    /// Upload to an offsite remote every local archive (and its manifest) it lacks.
+    Sync(SyncArgs),
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
@@ -139,6 +144,7 @@ impl Command {
         "watch",
         "log_level",
         "ls",
+        "sync",
     ];
 }
 
@@ -156,6 +162,9 @@ pub struct PruneArgs {
     pub retention: Option<Retention>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Prune this offsite remote instead of a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Arguments of `verify`: one `archive` (absolute path, or a file name in the folder), every
@@ -176,6 +185,9 @@ pub struct VerifyArgs {
     /// (the key itself never travels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Verify the copies on this offsite remote instead (`archive` is then a file name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Arguments of `restore`.
@@ -196,6 +208,23 @@ pub struct RestoreArgs {
     /// archive (the key itself never travels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Restore from this offsite remote (`archive` is then a file name), streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// Arguments of `sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncArgs {
+    /// The remote: a `[remote.NAME]` of `backupd.toml`, or `s3://BUCKET/PREFIX`.
+    pub remote: String,
+    /// Only archives of this backup name (default: every name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute path of the local folder (default: `<home>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -377,6 +406,7 @@ mod tests {
             Command::Backups {
                 long: true,
                 destination: Some("/srv/b".into()),
+                remote: None,
             },
             Command::Prune(PruneArgs {
                 retention: Some(Retention {
@@ -395,6 +425,7 @@ mod tests {
                 paths: vec!["docs".into()],
                 overwrite: true,
                 identity: None,
+                remote: Some("off".into()),
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],
@@ -418,6 +449,11 @@ mod tests {
             Command::Ls(LsArgs {
                 archive: "a.tar.gz".into(),
                 path: Some("docs".into()),
+            }),
+            Command::Sync(SyncArgs {
+                remote: "s3://bkt/p".into(),
+                name: Some("docs".into()),
+                destination: None,
             }),
         ];
         assert_eq!(commands.len(), Command::NAMES.len() + 1);

@@ -54,8 +54,13 @@ fn back_up(t: &TestHome, offsite: bool) -> String {
         .to_owned()
 }
 
+/// The manifest beside an archive: its stem with `.json`.
 fn manifest_of(archive: &str) -> String {
-    format!("{archive}.manifest.json")
+    let stem = [".tar.gz.age", ".tar.zst.age", ".tar.age", ".tar.gz", ".tar.zst", ".tar"]
+        .iter()
+        .find_map(|ext| archive.strip_suffix(ext))
+        .unwrap_or_else(|| panic!("not an archive name: {archive}"));
+    format!("{stem}.json")
 }
 
 /// A server with the remote `off` (prefix `host`), a daemon that reaches it, and `tree`.
@@ -345,7 +350,9 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
         )
         .unwrap();
     }
-    // Kept remotely: 2 by --offsite-keep-min; days from the job's retention (7 by default).
+    // As a local rotation, a run counts only the copies there before its own: kept is the
+    // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from
+    // the job's retention (7 by default), and the run's own copy.
     let (code, answer) = json(
         &t,
         &[
@@ -355,7 +362,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
             "--offsite",
             "off",
             "--offsite-keep-min",
-            "2",
+            "1",
         ],
     );
     assert_eq!(code, 0, "{answer}");

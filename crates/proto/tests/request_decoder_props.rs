@@ -7,9 +7,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
-use proto::request::{
-    CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs,
-};
+use proto::request::{CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs};
 use proto::{Codec, Command, Compression, ErrorCode, JobOptions, NotifyOn, Request, Retention};
 use serde_json::{Map, Value};
 
@@ -109,7 +107,8 @@ fn retention() -> impl Strategy<Value = Option<Retention>> {
 }
 
 fn job_options() -> impl Strategy<Value = JobOptions> {
-    let notify_on = proptest::option::of(prop_oneof![Just(NotifyOn::Always), Just(NotifyOn::Failure)]);
+    let notify_on =
+        proptest::option::of(prop_oneof![Just(NotifyOn::Always), Just(NotifyOn::Failure)]);
     (
         (
             proptest::option::of(any::<String>()),
@@ -196,15 +195,22 @@ fn command() -> impl Strategy<Value = Command> {
                 remote,
             }
         }),
-        (maybe_text(), maybe_text(), retention(), any::<bool>(), maybe_text()).prop_map(
-            |(name, destination, retention, dry_run, remote)| Command::Prune(PruneArgs {
-                name,
-                destination,
-                retention,
-                dry_run,
-                remote,
-            })
-        ),
+        (
+            maybe_text(),
+            maybe_text(),
+            retention(),
+            any::<bool>(),
+            maybe_text()
+        )
+            .prop_map(
+                |(name, destination, retention, dry_run, remote)| Command::Prune(PruneArgs {
+                    name,
+                    destination,
+                    retention,
+                    dry_run,
+                    remote,
+                })
+            ),
         (
             maybe_text(),
             maybe_text(),

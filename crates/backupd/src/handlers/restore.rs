@@ -35,7 +35,13 @@ pub async fn handle(
         overwrite: args.overwrite,
     };
     let report = blocking(move || {
-        store::restore_with(folder.as_ref(), &file, &into, &options, identities.as_deref())
+        store::restore_with(
+            folder.as_ref(),
+            &file,
+            &into,
+            &options,
+            identities.as_deref(),
+        )
     })
     .await??;
     for refused in &report.refused {

@@ -6,8 +6,8 @@ use super::{
     HandlerError, HandlerResult, blocking, destination_or_default, identities_of, resolve_archive,
 };
 use crate::destination::{self, Destination, LocalFolder};
-use crate::key_files::Requester;
 use crate::format::Identities;
+use crate::key_files::Requester;
 use crate::state::Daemon;
 use crate::store::{self, StoreError};
 use proto::request::VerifyArgs;

@@ -2,8 +2,8 @@
 //! `backups --remote` lists complete copies (and incomplete ones with `--long`), `verify
 //! --remote` streams copies back and catches a corrupted one, `restore --remote` restores a
 //! copy with no local archive left and writes nothing from a bad one, `prune --remote` applies
-//! a retention policy to the remote set only, and `sync --remote` uploads what the remote
-//! lacks.
+//! a retention policy to the remote set only, `sync --remote` uploads what the remote lacks,
+//! and an encrypted copy is read (verified, restored) only with `--identity`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -56,10 +56,17 @@ fn back_up(t: &TestHome, offsite: bool) -> String {
 
 /// The manifest beside an archive: its stem with `.json`.
 fn manifest_of(archive: &str) -> String {
-    let stem = [".tar.gz.age", ".tar.zst.age", ".tar.age", ".tar.gz", ".tar.zst", ".tar"]
-        .iter()
-        .find_map(|ext| archive.strip_suffix(ext))
-        .unwrap_or_else(|| panic!("not an archive name: {archive}"));
+    let stem = [
+        ".tar.gz.age",
+        ".tar.zst.age",
+        ".tar.age",
+        ".tar.gz",
+        ".tar.zst",
+        ".tar",
+    ]
+    .iter()
+    .find_map(|ext| archive.strip_suffix(ext))
+    .unwrap_or_else(|| panic!("not an archive name: {archive}"));
     format!("{stem}.json")
 }
 
@@ -429,4 +436,106 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
         std::fs::read_dir(t.home().join("backups")).unwrap().count(),
         6
     );
+}
+
+#[test]
+fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
+    let (_server, t, _daemon) = setup();
+    let key = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let stranger = t.work().join("stranger.txt");
+    t.ctl(&["keygen", "--out", stranger.to_str().unwrap()]).ok();
+    let (code, answer) = json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--encrypt-to",
+            public.trim(),
+            "--offsite",
+            "off",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let archive = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(archive.ends_with(".tar.gz.age"), "{archive}");
+    // Nothing local any more: everything below reads the bucket.
+    for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let long = t.ctl(&["backups", "--remote", "off", "--long"]).ok();
+    assert!(
+        long.contains(&format!("encrypted (age) to {}", public.trim())),
+        "{long}"
+    );
+
+    // Without a key: the checksum only, and it says so.
+    let (code, answer) = json(&t, &["verify", "--remote", "off", &archive]);
+    assert_eq!(code, 0, "{answer}");
+    let check = &answer["data"]["archives"][0];
+    assert_eq!(check["status"], "ok", "{answer}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("checksum only")),
+        "{answer}"
+    );
+    assert_eq!(check["entries"], 0, "{answer}");
+    // With the key: decrypted and read to the end.
+    let key_arg = key.to_str().unwrap();
+    let (code, answer) = json(
+        &t,
+        &["verify", "--remote", "off", &archive, "--identity", key_arg],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let check = &answer["data"]["archives"][0];
+    assert_eq!(check["status"], "ok", "{answer}");
+    assert!(check["detail"].is_null(), "{answer}");
+    assert!(check["entries"].as_u64().unwrap() > 3, "{answer}");
+    let (code, answer) = json(
+        &t,
+        &["verify", "--remote", "off", "--all", "--identity", key_arg],
+    );
+    assert_eq!(
+        (code, &answer["data"]["ok"]),
+        (0, &Value::from(1)),
+        "{answer}"
+    );
+
+    // restore: refused without the key or with another one, nothing written; done with it.
+    let target = t.work().join("restored");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--remote", "off", &archive, "--to"];
+        args.push(target.to_str().unwrap());
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+    let keyless = restore(&[]);
+    assert_eq!(keyless.code(), 1);
+    assert!(
+        keyless.stderr().contains("--identity"),
+        "{}",
+        keyless.stderr()
+    );
+    let wrong = restore(&["--identity", stranger.to_str().unwrap()]);
+    assert_eq!(wrong.code(), 1);
+    assert!(
+        wrong.stderr().contains("does not match any recipient"),
+        "{}",
+        wrong.stderr()
+    );
+    assert!(!target.exists(), "nothing written without the right key");
+    let out = restore(&["--identity", key_arg]);
+    assert_eq!(out.code(), 0, "{} {}", out.stdout(), out.stderr());
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&t.work().join("tree"))
+    );
+    assert!(!t.log().contains("AGE-SECRET-KEY"));
 }

@@ -20,6 +20,7 @@ pub async fn handle(
     remote: Option<String>,
 ) -> HandlerResult<BackupList> {
     if let Some(remote) = remote {
+        super::remote::refuse_destination(destination.as_deref())?;
         return super::remote::backups(daemon, &remote, long).await;
     }
     let named = destination.is_some();

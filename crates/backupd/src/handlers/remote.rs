@@ -40,6 +40,17 @@ fn remote_error(error: RemoteError) -> HandlerError {
     HandlerError::new(code, error.to_string())
 }
 
+/// A request naming a remote works on it alone: a folder named too is refused, not ignored.
+pub fn refuse_destination(destination: Option<&str>) -> HandlerResult<()> {
+    match destination {
+        Some(_) => Err(HandlerError::new(
+            ErrorCode::InvalidArguments,
+            "name a remote or a destination folder, not both",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The archives on `remote`, oldest first, complete or not.
 async fn list(remote: &Arc<S3Prefix>) -> HandlerResult<Vec<ArchiveInfo>> {
     let listed = Arc::clone(remote);

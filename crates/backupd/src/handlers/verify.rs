@@ -22,6 +22,7 @@ pub async fn handle(
 ) -> HandlerResult<VerifyList> {
     let identities = identities_of(args.identity.clone(), requester).await?;
     if let Some(remote) = &args.remote {
+        super::remote::refuse_destination(args.destination.as_deref())?;
         return super::remote::verify(daemon, remote, &args, identities).await;
     }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;

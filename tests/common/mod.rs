@@ -479,6 +479,8 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
 }
 pub mod s3;
 
+pub mod moto;
+
 /// `size` pseudo-random bytes: incompressible, and the same for the same `seed`.
 pub fn incompressible(size: usize, seed: u64) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed;

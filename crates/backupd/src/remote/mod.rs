@@ -25,6 +25,7 @@
 //! ```
 
 pub mod credentials;
+pub mod stale_uploads;
 pub mod store;
 pub mod table;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod http_receiver;
 pub mod smtp;
+pub mod terminal;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

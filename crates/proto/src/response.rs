@@ -254,6 +254,9 @@ pub struct BackupEntry {
     /// The public keys it is encrypted to, from the manifest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// Encrypted to a passphrase rather than to keys, from the manifest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passphrase: bool,
 }
 
 /// What a verification found, in one word.

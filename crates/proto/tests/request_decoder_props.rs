@@ -7,6 +7,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
+use proto::Passphrase;
 use proto::request::{CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, VerifyArgs};
 use proto::{Codec, Command, Compression, ErrorCode, JobOptions, Request, Retention};
 use serde_json::{Map, Value};
@@ -186,45 +187,64 @@ fn command() -> impl Strategy<Value = Command> {
                 dry_run,
             })
         ),
-        (maybe_text(), maybe_text(), any::<bool>()).prop_map(|(archive, name, all)| {
-            Command::Verify(VerifyArgs {
-                archive,
-                name,
-                all,
-                destination: None,
-                identity: None,
-            })
-        }),
+        (
+            maybe_text(),
+            maybe_text(),
+            any::<bool>(),
+            maybe_text(),
+            maybe_text()
+        )
+            .prop_map(|(archive, name, all, identity, passphrase)| {
+                Command::Verify(VerifyArgs {
+                    archive,
+                    name,
+                    all,
+                    destination: None,
+                    identity,
+                    passphrase: passphrase.map(Passphrase::new),
+                })
+            }),
         (
             text(),
             text(),
             prop::collection::vec(text(), 0..3),
-            any::<bool>()
+            any::<bool>(),
+            maybe_text()
         )
-            .prop_map(|(archive, to, paths, overwrite)| {
+            .prop_map(|(archive, to, paths, overwrite, passphrase)| {
                 Command::Restore(RestoreArgs {
                     archive,
                     to,
                     paths,
                     overwrite,
                     identity: None,
+                    passphrase: passphrase.map(Passphrase::new),
                 })
             }),
-        (text(), maybe_text()).prop_map(|(archive, path)| Command::Ls(LsArgs { archive, path })),
+        (text(), maybe_text(), maybe_text(), maybe_text()).prop_map(
+            |(archive, path, identity, passphrase)| Command::Ls(LsArgs {
+                archive,
+                path,
+                identity,
+                passphrase: passphrase.map(Passphrase::new),
+            })
+        ),
         (
             prop::collection::vec(text(), 0..3),
             maybe_text(),
             job_options(),
             any::<bool>(),
-            any::<bool>()
+            any::<bool>(),
+            maybe_text()
         )
             .prop_map(
-                |(sources, name, job, dry_run, events)| Command::Run(RunArgs {
+                |(sources, name, job, dry_run, events, passphrase)| Command::Run(RunArgs {
                     sources,
                     name,
                     job,
                     dry_run,
                     events,
+                    passphrase: passphrase.map(Passphrase::new),
                     ..RunArgs::default()
                 })
             ),

@@ -81,6 +81,7 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
                     .as_ref()
                     .map(|m| m.recipients.clone())
                     .unwrap_or_default(),
+                passphrase: archive.manifest.as_ref().is_some_and(|m| m.passphrase),
                 file: archive.file_name,
             });
         }

@@ -17,7 +17,8 @@ pub async fn handle(
     args: RestoreArgs,
     requester: Requester,
 ) -> HandlerResult<RestoreSummary> {
-    let identities = identities_of(args.identity.clone(), requester).await?;
+    let identities =
+        identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
     let archive = folder.dir().join(&file);
     let to = plan::absolute(&args.to, "restore target")?;

@@ -19,7 +19,8 @@ pub async fn handle(
     args: VerifyArgs,
     requester: Requester,
 ) -> HandlerResult<VerifyList> {
-    let identities = identities_of(args.identity.clone(), requester).await?;
+    let identities =
+        identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let (folder, files) = select(folder, &args).await?;
     let folder = Arc::new(folder);

@@ -729,3 +729,64 @@ fn the_age_cli_opens_a_passphrase_archive_typed_at_its_terminal() {
     assert!(untar.success());
     assert_eq!(snapshot(&into.join("tree")), snapshot(&src));
 }
+
+/// A copy of `archive` and its manifest under the stamp `days` days ago, as an older run of
+/// the same name would have left them.
+fn older_copy(archive: &Path, days: i64) -> PathBuf {
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let (stem, ext) = name.split_once(".tar").unwrap();
+    let (backup, _) = stem.rsplit_once('_').unwrap();
+    let (backup, _) = backup.rsplit_once('_').unwrap();
+    let at = chrono::Local::now().naive_local() - chrono::TimeDelta::days(days);
+    let stamp = at.format("%Y%m%d_%H%M%S");
+    let copy = archive.with_file_name(format!("{backup}_{stamp}.tar{ext}"));
+    std::fs::copy(archive, &copy).unwrap();
+    std::fs::copy(manifest_of(archive), manifest_of(&copy)).unwrap();
+    copy
+}
+
+#[test]
+fn encrypted_archives_rotate_and_verify_after_writing_without_a_key() {
+    let t = TestHome::new();
+    source(&t, "tree", 100_000);
+    let (_, public) = keygen(&t, "key.txt");
+    let _daemon = t.start_daemon();
+    let first = backup(&t, &["--sources", "tree", "--encrypt-to", &public]);
+    let kept = older_copy(&first, 30);
+    let expired = older_copy(&first, 31);
+
+    let args = [
+        "--sources",
+        "tree",
+        "--encrypt-to",
+        &public,
+        "--verify-after",
+        "--retention-days",
+        "7",
+        "--min-keep",
+        "2",
+    ];
+    let newest = backup(&t, &args);
+    assert!(newest.to_str().unwrap().ends_with(".tar.gz.age"));
+    // Rotation treats .age archives as archives of their name: of those the run found, the
+    // newest two stay (its own is never a candidate), the one past 7 days goes.
+    assert!(first.exists() && kept.exists() && newest.exists());
+    assert!(
+        !expired.exists() && !manifest_of(&expired).exists(),
+        "{}",
+        t.log()
+    );
+    let log = t.log();
+    let expired_name = expired.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.contains(&format!("Deleting old backup: {expired_name}")),
+        "{log}"
+    );
+    // --verify-after has no key: it checks the checksum and says the content was not read.
+    let newest_name = newest.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Verify OK (checksum only") && l.contains(newest_name)),
+        "{log}"
+    );
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod http_receiver;
+pub mod moto;
 pub mod smtp;
 pub mod terminal;
 

@@ -151,6 +151,7 @@ record() {  # record METHOD REP SECONDS BYTES RSS_KB DAEMON_MS
 }
 
 M_BGZ="backupd gzip -$GZIP_LEVEL"
+M_BGA="backupd gzip -$GZIP_LEVEL + age"
 M_TGZ="tar -czf (gzip -6)"
 M_BZS="backupd zstd -$ZSTD_LEVEL"
 M_TZS="tar | zstd -$ZSTD_LEVEL -T0"
@@ -162,15 +163,16 @@ M_TTZ="tar -tzf"
 M_BRE="backupd restore (gzip)"
 M_TXZ="tar -xzf"
 
-bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP
+bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP [RUN ARGS...]
     local tag=$1 method=$2 comp=$3 level=$4 rep=$5
+    local extra=("${@:6}")
     local dest="$WORK/dest-$tag" json="$WORK/run-$tag.json" t0 t1 rc=0
     rm -rf "$dest"; mkdir -p "$dest"
     t0=$(now)
     local level_args=()
     [[ -z "$level" ]] || level_args=(--level "$level")   # none takes no level
     ctl "$tag" --json run --sources "$CORPUS" --destination "$dest" \
-        --compression "$comp" "${level_args[@]}" >"$json" || rc=$?
+        --compression "$comp" "${level_args[@]}" "${extra[@]}" >"$json" || rc=$?
     t1=$(now)
     if ((rc != 0)); then
         cat "$json" >&2
@@ -302,6 +304,7 @@ else
 fi
 
 # ---------------------------------------------------------------- measurements
+AGE_PUBLIC=$("$BACKUPCTL" keygen --out "$WORK/age-key.txt")
 start_daemon gzip
 start_daemon zstd
 start_daemon none
@@ -313,6 +316,8 @@ log "  tar stream: $WARM_BYTES bytes"
 for ((rep = 1; rep <= REPEAT; rep++)); do
     # Interleaved, so drift (thermal, background load) hits every method alike.
     bench_backupd gzip "$M_BGZ" gzip "$GZIP_LEVEL" "$rep"
+    # The same run encrypted with age: what encryption costs on top of gzip.
+    bench_backupd gzip "$M_BGA" gzip "$GZIP_LEVEL" "$rep" --encrypt-to "$AGE_PUBLIC"
     bench_tar_gzip "$rep"
     bench_backupd zstd "$M_BZS" zstd "$ZSTD_LEVEL" "$rep"
     bench_tar_zstd "$rep"
@@ -334,17 +339,17 @@ stop_daemon none
 # ---------------------------------------------------------------- report
 RESULTS="$OUT/results.txt"
 python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
-    "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" \
+    "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" "$M_BGA" \
     >"$WORK/table.txt" <<'EOF'
 import statistics, sys
 raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
-hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz = sys.argv[9:]
+hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz, m_bga = sys.argv[9:]
 corpus_bytes = int(corpus_bytes)
 rows = {}
 for line in open(raw):
     method, rep, secs, size, rss, ms = line.rstrip("\n").split("\t")
     rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
-order = [(m_bgz, m_tgz, hwm_gz), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
+order = [(m_bgz, m_tgz, hwm_gz), (m_bga, m_bgz, None), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
          (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
          (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None)]
 order = [o for o in order if o[0] in rows]
@@ -385,6 +390,7 @@ def target(label, ours, theirs, goal, ok):
     r = med[ours] / med[theirs]
     print("  %-44s %.2fx  goal %s: %s" % (label, r, goal, "met" if ok(r) else "NOT met"))
 target("gzip -6: backupd vs %s" % m_pgz, m_bgz, m_pgz, "<= 0.67x (1.5x faster)", lambda r: r <= 1 / 1.5)
+target("age: %s vs %s" % (m_bga, m_bgz), m_bga, m_bgz, "<= 1.10x", lambda r: r <= 1.10)
 target("zstd -3: backupd vs %s" % m_tzs, m_bzs, m_tzs, "<= 1.10x", lambda r: r <= 1.10)
 target("none: backupd vs %s" % m_tar, m_bno, m_tar, "<= 1.15x", lambda r: r <= 1.15)
 target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)

@@ -1,13 +1,15 @@
 //! Encryption with age: `backupctl keygen`, `--encrypt-to` / `--encrypt-to-file`, verify
 //! without and with `--identity`, restore with an identity (and its failures leaving nothing
 //! behind), identity files the daemon refuses, no secret key anywhere in the home, and interop
-//! with the Debian `age` CLI and GNU tar.
+//! with the Debian `age` CLI and GNU tar; a passphrase typed at a terminal for one-off runs,
+//! verifies, listings and restores, kept nowhere and never part of a schedule.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
-use common::{TestHome, sha256sum, snapshot};
+use common::terminal::Terminal;
+use common::{Client, TestHome, sha256sum, snapshot};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -138,9 +140,9 @@ fn an_encrypted_run_round_trips_and_the_home_holds_no_secret_key() {
     let plain = t.ctl(&["verify", archive.to_str().unwrap()]);
     assert_eq!(plain.code(), 0, "{}", plain.stderr());
     assert!(
-        plain
-            .stdout()
-            .contains("checksum only: content not read (encrypted; give --identity)"),
+        plain.stdout().contains(
+            "checksum only: content not read (encrypted; give --identity or --passphrase)"
+        ),
         "{}",
         plain.stdout()
     );
@@ -161,6 +163,20 @@ fn an_encrypted_run_round_trips_and_the_home_holds_no_secret_key() {
     assert!(
         long.contains(&format!("encrypted (age) to {public}")),
         "{long}"
+    );
+
+    // ls reads the entries with the key, and without it says what to give.
+    let path = archive.to_str().unwrap();
+    let listed = t
+        .ctl(&["ls", path, "docs", "--identity", key.to_str().unwrap()])
+        .ok();
+    assert!(listed.contains("docs/a.txt"), "{listed}");
+    let keyless = t.ctl(&["ls", path]);
+    assert_eq!(keyless.code(), 1);
+    assert!(
+        keyless.stderr().contains("give --identity"),
+        "{}",
+        keyless.stderr()
     );
 
     let target = t.work().join("restored");
@@ -473,4 +489,299 @@ fn the_age_cli_decrypts_our_archives_and_its_keys_work_with_backupd() {
     ])
     .ok();
     assert_eq!(snapshot(&target.join("tree")), snapshot(&src));
+}
+
+/// `backupctl ARGS` with the test typing `lines` at its terminal.
+fn ctl_typing(t: &TestHome, args: &[&str], lines: &[&str]) -> std::process::Output {
+    Terminal::open().run(&mut t.ctl_command(args), lines)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// `backupctl run --sources SOURCE --passphrase`, typing [`PASSPHRASE`] twice; the archive.
+fn run_with_passphrase(t: &TestHome, source: &str) -> PathBuf {
+    let typed = ctl_typing(
+        t,
+        &["--json", "run", "--sources", source, "--passphrase"],
+        &[PASSPHRASE, PASSPHRASE],
+    );
+    assert!(typed.status.success(), "{}", text(&typed.stderr));
+    assert!(text(&typed.stderr).contains("Confirm passphrase: "));
+    let answer: Value = serde_json::from_slice(&typed.stdout).unwrap();
+    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+}
+
+#[test]
+fn a_passphrase_typed_at_the_terminal_encrypts_a_one_off_run_and_opens_it() {
+    let t = TestHome::new();
+    let src = source(&t, "tree", 200_000);
+    let _daemon = t.start_daemon();
+
+    let archive = run_with_passphrase(&t, "tree");
+    assert!(
+        archive.to_str().unwrap().ends_with(".tar.gz.age"),
+        "{archive:?}"
+    );
+    // age's passphrase stanza, at the work factor the age CLI uses.
+    let head = std::fs::read(&archive).unwrap();
+    let header = text(&head[..200]);
+    let stanza = header.lines().nth(1).unwrap();
+    assert!(
+        stanza.starts_with("-> scrypt ") && stanza.ends_with(" 18"),
+        "{stanza}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(manifest_of(&archive)).unwrap()).unwrap();
+    assert_eq!(manifest["encryption"], "age");
+    assert_eq!(manifest["passphrase"], true);
+    assert!(manifest.get("recipients").is_none(), "{manifest}");
+    let long = t.ctl(&["backups", "--long"]).ok();
+    assert!(long.contains("encrypted (age) to a passphrase"), "{long}");
+
+    let path = archive.to_str().unwrap();
+    let unread = t.ctl(&["verify", path]).ok();
+    assert!(unread.contains("checksum only"), "{unread}");
+    let read = ctl_typing(&t, &["verify", path, "--passphrase"], &[PASSPHRASE]);
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let read = text(&read.stdout);
+    assert!(
+        read.contains(": OK") && !read.contains("checksum only"),
+        "{read}"
+    );
+    let wrong = ctl_typing(&t, &["verify", path, "--passphrase"], &["not it"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stdout).contains("the passphrase is wrong"),
+        "{}",
+        text(&wrong.stdout)
+    );
+
+    let listed = ctl_typing(&t, &["ls", path, "docs", "--passphrase"], &[PASSPHRASE]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).contains("docs/a.txt"),
+        "{}",
+        text(&listed.stdout)
+    );
+    let keyless = t.ctl(&["ls", path]);
+    assert_eq!(keyless.code(), 1);
+    assert!(
+        keyless.stderr().contains("--passphrase"),
+        "{}",
+        keyless.stderr()
+    );
+
+    let refused = t.work().join("refused");
+    let out = ctl_typing(
+        &t,
+        &[
+            "restore",
+            path,
+            "--to",
+            refused.to_str().unwrap(),
+            "--passphrase",
+        ],
+        &["not it"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the passphrase is wrong"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(is_empty_or_absent(&refused));
+    let target = t.work().join("restored");
+    let out = ctl_typing(
+        &t,
+        &[
+            "restore",
+            path,
+            "--to",
+            target.to_str().unwrap(),
+            "--passphrase",
+        ],
+        &[PASSPHRASE],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(snapshot(&target.join("tree")), snapshot(&src));
+
+    // Kept nowhere: not in the home (schedules, logs, manifests), not in the client log.
+    let kept = files_containing(&t.home(), PASSPHRASE.as_bytes());
+    assert!(kept.is_empty(), "the passphrase is in {kept:?}");
+}
+
+#[test]
+fn a_passphrase_is_typed_twice_at_a_terminal_and_never_kept_in_a_schedule() {
+    let t = TestHome::new();
+    source(&t, "tree", 1000);
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let mistyped = ctl_typing(
+        &t,
+        &["run", "--sources", "tree", "--passphrase"],
+        &[PASSPHRASE, "correct horse battery stapel"],
+    );
+    assert_eq!(mistyped.status.code(), Some(2));
+    assert!(text(&mistyped.stderr).contains("the passphrases do not match"));
+    let empty = ctl_typing(&t, &["run", "--sources", "tree", "--passphrase"], &[""]);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(text(&empty.stderr).contains("the passphrase is empty"));
+    // Not from a pipe: a script or a schedule has nobody to type it.
+    let piped = t.ctl(&["run", "--sources", "tree", "--passphrase"]);
+    assert_eq!(piped.code(), 2);
+    assert!(
+        piped.stderr().contains("typed at a terminal"),
+        "{}",
+        piped.stderr()
+    );
+    assert!(is_empty_or_absent(&backups));
+
+    let src = t.work().join("tree");
+    t.ctl(&["create", &format!("{};03:00;nightly", src.display())])
+        .ok();
+    let stored = t.ctl(&["run", "--name", "nightly", "--passphrase"]);
+    assert_eq!(stored.code(), 2);
+    assert!(stored.stderr().contains("never encrypts to a passphrase"));
+    let both = t.ctl(&[
+        "run",
+        "--sources",
+        "tree",
+        "--passphrase",
+        "--encrypt-to",
+        "age1x",
+    ]);
+    assert_eq!(both.code(), 2, "{}", both.stderr());
+    assert!(is_empty_or_absent(&backups));
+
+    // The daemon holds the same rules for a client that skips backupctl's.
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let tree = src.display().to_string();
+    let cases = [
+        (
+            serde_json::json!({"cmd": "create", "name": "n", "sources": [tree], "daily": "03:00", "passphrase": PASSPHRASE}),
+            "passphrase",
+        ),
+        (
+            serde_json::json!({"cmd": "run", "schedule": "nightly", "passphrase": PASSPHRASE}),
+            "never encrypts to a passphrase",
+        ),
+        (
+            serde_json::json!({"cmd": "run", "sources": [tree], "passphrase": PASSPHRASE, "encrypt_to": ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"]}),
+            "not both",
+        ),
+        (
+            serde_json::json!({"cmd": "run", "sources": [tree], "passphrase": ""}),
+            "the passphrase is empty",
+        ),
+        (
+            serde_json::json!({"cmd": "verify", "all": true, "passphrase": PASSPHRASE, "identity": "/k.txt"}),
+            "not both",
+        ),
+    ];
+    for (request, said) in cases {
+        let answer = client.request(&request.to_string());
+        assert_eq!(answer["ok"], false, "{request} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(said), "{request} → {message}");
+        assert!(!message.contains(PASSPHRASE), "{message}");
+    }
+    assert!(is_empty_or_absent(&backups));
+    let kept = files_containing(&t.home(), PASSPHRASE.as_bytes());
+    assert!(kept.is_empty(), "the passphrase is in {kept:?}");
+}
+
+#[test]
+fn the_age_cli_opens_a_passphrase_archive_typed_at_its_terminal() {
+    if !age_cli() {
+        return;
+    }
+    let t = TestHome::new();
+    let src = source(&t, "tree", 100_000);
+    let _daemon = t.start_daemon();
+    let archive = run_with_passphrase(&t, "tree");
+
+    // age reads a passphrase only from its controlling terminal: give it ours.
+    let plain = t.work().join("plain.tar.gz");
+    let mut age = Command::new("setsid");
+    age.args(["--ctty", "--wait", "age", "-d", "-o"])
+        .arg(&plain)
+        .arg(&archive);
+    let out = Terminal::open().run(&mut age, &[PASSPHRASE]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let into = t.work().join("by-age");
+    std::fs::create_dir(&into).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&plain)
+        .arg("-C")
+        .arg(&into)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    assert_eq!(snapshot(&into.join("tree")), snapshot(&src));
+}
+
+/// A copy of `archive` and its manifest under the stamp `days` days ago, as an older run of
+/// the same name would have left them.
+fn older_copy(archive: &Path, days: i64) -> PathBuf {
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let (stem, ext) = name.split_once(".tar").unwrap();
+    let (backup, _) = stem.rsplit_once('_').unwrap();
+    let (backup, _) = backup.rsplit_once('_').unwrap();
+    let at = chrono::Local::now().naive_local() - chrono::TimeDelta::days(days);
+    let stamp = at.format("%Y%m%d_%H%M%S");
+    let copy = archive.with_file_name(format!("{backup}_{stamp}.tar{ext}"));
+    std::fs::copy(archive, &copy).unwrap();
+    std::fs::copy(manifest_of(archive), manifest_of(&copy)).unwrap();
+    copy
+}
+
+#[test]
+fn encrypted_archives_rotate_and_verify_after_writing_without_a_key() {
+    let t = TestHome::new();
+    source(&t, "tree", 100_000);
+    let (_, public) = keygen(&t, "key.txt");
+    let _daemon = t.start_daemon();
+    let first = backup(&t, &["--sources", "tree", "--encrypt-to", &public]);
+    let kept = older_copy(&first, 30);
+    let expired = older_copy(&first, 31);
+
+    let args = [
+        "--sources",
+        "tree",
+        "--encrypt-to",
+        &public,
+        "--verify-after",
+        "--retention-days",
+        "7",
+        "--min-keep",
+        "2",
+    ];
+    let newest = backup(&t, &args);
+    assert!(newest.to_str().unwrap().ends_with(".tar.gz.age"));
+    // Rotation treats .age archives as archives of their name: of those the run found, the
+    // newest two stay (its own is never a candidate), the one past 7 days goes.
+    assert!(first.exists() && kept.exists() && newest.exists());
+    assert!(
+        !expired.exists() && !manifest_of(&expired).exists(),
+        "{}",
+        t.log()
+    );
+    let log = t.log();
+    let expired_name = expired.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.contains(&format!("Deleting old backup: {expired_name}")),
+        "{log}"
+    );
+    // --verify-after has no key: it checks the checksum and says the content was not read.
+    let newest_name = newest.file_name().unwrap().to_str().unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Verify OK (checksum only") && l.contains(newest_name)),
+        "{log}"
+    );
 }

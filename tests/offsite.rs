@@ -425,3 +425,24 @@ fn an_encrypted_archive_is_uploaded_as_the_encrypted_file_that_age_opens() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("data.bin"), "{listed}");
 }
+
+#[test]
+fn uploads_carry_a_sha256_the_server_checks_unless_turned_off() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("sums", "with", ""));
+    t.append_config(&server.remote_table("nosums", "without", "checksums = false\n"));
+    source(&t, "tree", 100_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    for remote in ["sums", "nosums"] {
+        let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", remote]);
+        assert_eq!(code, 0, "{answer} {stderr}");
+    }
+    let manifest_in = |prefix: &str| {
+        let objects = server.objects(prefix);
+        let manifest = objects.iter().find(|o| o.ends_with(".json")).unwrap();
+        format!("{prefix}/{manifest}")
+    };
+    assert!(server.kept_sha256_of(&manifest_in("with")));
+    assert!(!server.kept_sha256_of(&manifest_in("without")));
+}

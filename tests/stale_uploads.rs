@@ -10,7 +10,7 @@
 mod common;
 
 use common::TestHome;
-use common::moto::{MotoServer, moto_server};
+use common::moto::MotoServer;
 use common::s3::{S3Server, SECRET_KEY, env_for};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,21 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-fn env() -> Vec<(String, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID".into(), "moto-key".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "moto-secret".into()),
-    ]
-}
-
 #[test]
 fn uploads_of_archives_named_before_the_start_are_aborted() {
-    let Some(bin) = moto_server() else {
+    let Some(moto) = MotoServer::start() else {
         return;
     };
     let t = TestHome::new();
-    let moto = MotoServer::start(&bin, &t.work().join("moto.log"));
-    moto.create_bucket("backups");
+    moto.create_bucket("backups", false);
     let stale = "host/tree_20200101_000000.tar.gz";
     let stale_encrypted = "host/tree_20200102_000000.tar.zst.age";
     let kept = [
@@ -47,9 +39,9 @@ fn uploads_of_archives_named_before_the_start_are_aborted() {
         moto.start_upload("backups", key);
     }
     assert_eq!(moto.uploads("backups").len(), 6);
-    t.append_config(&moto.remote_table("off", "backups", "host"));
+    t.append_config(&moto.remote_table("off", "backups", "host", ""));
 
-    let _daemon = t.start_daemon_with_env(&env());
+    let _daemon = t.start_daemon_with_env(&moto.env());
     common::wait_for(
         Duration::from_secs(30),
         "the stale uploads to be aborted",
@@ -158,24 +150,25 @@ fn pump(mut from: TcpStream, mut to: TcpStream, stall: Option<(Arc<AtomicU64>, A
 
 #[test]
 fn an_upload_cut_by_sigkill_is_aborted_when_the_daemon_starts_again() {
-    let Some(bin) = moto_server() else {
+    let Some(moto) = MotoServer::start() else {
         return;
     };
     let t = TestHome::new();
-    let moto = MotoServer::start(&bin, &t.work().join("moto.log"));
-    moto.create_bucket("backups");
+    moto.create_bucket("backups", false);
     // 1 MiB passes: the small requests and the start of the first 5 MiB part.
     let proxy = StallingProxy::start(moto.port, 1 << 20);
-    let table = moto.remote_table("off", "backups", "host").replace(
-        &moto.endpoint(),
-        &format!("http://127.0.0.1:{}", proxy.port),
-    );
-    t.append_config(&format!("{table}part_size = \"5MiB\"\n"));
+    let table = moto
+        .remote_table("off", "backups", "host", "part_size = \"5MiB\"\n")
+        .replace(
+            &moto.endpoint(),
+            &format!("http://127.0.0.1:{}", proxy.port),
+        );
+    t.append_config(&table);
     let src = t.work().join("big");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("data.bin"), common::incompressible(12 << 20, 7)).unwrap();
 
-    let mut daemon = t.start_daemon_with_env(&env());
+    let mut daemon = t.start_daemon_with_env(&moto.env());
     let mut run = t
         .ctl_command(&["run", "--sources", "big", "--offsite", "off"])
         .stdout(Stdio::null())
@@ -214,7 +207,7 @@ fn an_upload_cut_by_sigkill_is_aborted_when_the_daemon_starts_again() {
                 .then_some(())
         },
     );
-    let _daemon = t.start_daemon_with_env(&env());
+    let _daemon = t.start_daemon_with_env(&moto.env());
     common::wait_for(
         Duration::from_secs(30),
         "the crash's upload to be aborted",

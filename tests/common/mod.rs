@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod http_receiver;
+pub mod moto;
 pub mod smtp;
+pub mod terminal;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -478,8 +480,6 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 pub mod s3;
-
-pub mod moto;
 
 /// `size` pseudo-random bytes: incompressible, and the same for the same `seed`.
 pub fn incompressible(size: usize, seed: u64) -> Vec<u8> {

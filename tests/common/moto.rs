@@ -1,73 +1,120 @@
-//! moto's S3 server (`moto_server`, Python) on a loopback port, for what s3s-fs lacks:
-//! `ListMultipartUploads`. moto checks neither signatures nor checksums, so the tests speak
-//! plain unsigned HTTP to it to set up and look, and test nothing about credentials with it.
-//! Installed by `.ci/run` into `.ci/venv` (`pip install 'moto[server]==5.2.5'`).
+//! A real S3 server black box: moto's `moto_server` on loopback, for what the in-process
+//! s3s-fs server lacks (missing buckets, ListMultipartUploads, object lock), and `aws` (awscli)
+//! as the standard client that reads what backupd uploaded. Both come from `.ci/venv` (which
+//! `.ci/run` makes); outside CI a test without them says it is skipped. moto checks neither
+//! credentials nor checksums: tests of those use s3s-fs.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// `.ci/venv/bin/<tool>`, or `None` (outside CI only: in CI it must be there).
+pub fn venv_tool(tool: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".ci/venv/bin")
+        .join(tool);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{tool} is missing in CI: .ci/run installs it into .ci/venv"
+    );
+    eprintln!(
+        "skipped: {tool} is not installed (python3 -m venv .ci/venv && .ci/venv/bin/pip install 'moto[server]==5.2.5' awscli)"
+    );
+    None
+}
 
 /// A running `moto_server`; killed when dropped.
 pub struct MotoServer {
-    child: Child,
     pub port: u16,
-}
-
-/// `moto_server` of `.ci/venv`, else of the `PATH`, or `None` (outside CI only: in CI it must
-/// be there).
-pub fn moto_server() -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
-    let found = [venv, PathBuf::from("moto_server")]
-        .into_iter()
-        .find(|bin| {
-            Command::new(bin)
-                .arg("--help")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "moto_server is missing in CI: .ci/run installs it into .ci/venv"
-        );
-        eprintln!(
-            "skipped: moto_server is not installed (.ci/venv/bin/pip install 'moto[server]==5.2.5')"
-        );
-    }
-    found
+    child: Child,
 }
 
 impl MotoServer {
-    /// Starts `bin` on a free loopback port and waits until it answers.
-    pub fn start(bin: &Path, log: &Path) -> Self {
+    /// Starts one on a free loopback port and waits until it answers; `None` when moto is not
+    /// installed (outside CI).
+    pub fn start() -> Option<Self> {
+        let moto = venv_tool("moto_server")?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let log = std::fs::File::create(log).expect("create the moto log");
-        let child = Command::new(bin)
+        let child = Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
-            .expect("spawn moto_server");
-        let server = Self { child, port };
+            .expect("start moto_server");
+        let server = Self { port, child };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
+        while server.http("GET", "/", &[]).is_none() {
+            assert!(Instant::now() < deadline, "moto_server never answered");
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
+        Some(server)
     }
 
-    /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket`; with `object_lock`, with object lock enabled (and so versioning).
+    pub fn create_bucket(&self, bucket: &str, object_lock: bool) {
+        let headers: &[(&str, &str)] = if object_lock {
+            &[("x-amz-bucket-object-lock-enabled", "true")]
+        } else {
+            &[]
+        };
+        let status = self.http("PUT", &format!("/{bucket}"), headers);
+        assert_eq!(status, Some(200), "creating bucket {bucket}");
+    }
+
+    /// One unsigned request (moto does not check signatures); the status, or `None` when
+    /// nothing answers.
+    fn http(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n",
+            self.port
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// A `[remote.NAME]` table for `bucket` on this server, objects under `prefix`.
+    pub fn remote_table(&self, name: &str, bucket: &str, prefix: &str, extra: &str) -> String {
+        format!(
+            "[remote.{name}]\nendpoint = \"{}\"\nallow_http = true\nregion = \"us-east-1\"\n\
+             bucket = \"{bucket}\"\nprefix = \"{prefix}\"\nretries = 1\n\
+             connect_timeout = \"2s\"\nrequest_timeout = \"30s\"\n{extra}",
+            self.endpoint()
+        )
+    }
+
+    /// The environment a daemon (or `aws`) needs to talk to it: any keys do.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
     }
 
     /// One unsigned request; the status and the body.
@@ -95,11 +142,6 @@ impl MotoServer {
             .map_or("", |(_, b)| b)
             .to_owned();
         (status, body)
-    }
-
-    pub fn create_bucket(&self, bucket: &str) {
-        let (status, body) = self.request("PUT", &format!("/{bucket}"));
-        assert_eq!(status, 200, "{body}");
     }
 
     /// Starts a multipart upload of `key` and leaves it open, as a crash would; its id.
@@ -131,21 +173,22 @@ impl MotoServer {
         keys
     }
 
-    /// A `[remote.NAME]` table for this server (path-style, plain http).
-    pub fn remote_table(&self, name: &str, bucket: &str, prefix: &str) -> String {
-        format!(
-            "[remote.{name}]\nendpoint = \"{}\"\nallow_http = true\nregion = \"us-east-1\"\n\
-             bucket = \"{bucket}\"\nprefix = \"{prefix}\"\nretries = 2\n\
-             connect_timeout = \"2s\"\nrequest_timeout = \"20s\"\n",
-            self.endpoint()
-        )
+    /// `aws --endpoint-url … ARGS` (awscli), or `None` when it is not installed.
+    pub fn aws(&self, args: &[&str]) -> Option<Output> {
+        let aws = venv_tool("aws")?;
+        let output = Command::new(aws)
+            .arg("--endpoint-url")
+            .arg(self.endpoint())
+            .args(args)
+            .envs(self.env())
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run aws");
+        Some(output)
     }
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let end = start + text[start..].find(close)?;
-    Some(&text[start..end])
 }
 
 impl Drop for MotoServer {
@@ -153,4 +196,10 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = start + text[start..].find(close)?;
+    Some(&text[start..end])
 }

@@ -127,6 +127,13 @@ pub enum CliCommand {
         archive: String,
         #[arg(value_name = "PATH")]
         path: Option<String>,
+        /// Decrypt an encrypted archive with this age identity file (yours, mode 0600),
+        /// which the daemon reads.
+        #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
+        identity: Option<PathBuf>,
+        /// Decrypt an archive encrypted to a passphrase, typed at the terminal.
+        #[arg(long)]
+        passphrase: bool,
     },
     /// Make an age identity (a secret key) for --encrypt-to and --identity, as age-keygen
     /// does. Needs no daemon.
@@ -282,11 +289,14 @@ pub struct VerifyCli {
     pub destination: Option<PathBuf>,
     /// Decrypt encrypted archives with this age identity file (yours, mode 0600), which the
     /// daemon reads; without it only their checksum is checked.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
     pub identity: Option<PathBuf>,
     /// Verify the copies on this offsite remote, streamed back (ARCHIVE is a file name).
     #[arg(long, value_name = "NAME")]
     pub remote: Option<String>,
+    /// Decrypt archives encrypted to a passphrase, typed at the terminal.
+    #[arg(long)]
+    pub passphrase: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,11 +316,14 @@ pub struct RestoreCli {
     pub overwrite: bool,
     /// Decrypt an encrypted archive with this age identity file (yours, mode 0600), which
     /// the daemon reads.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
     pub identity: Option<PathBuf>,
     /// Restore from this offsite remote, streamed (ARCHIVE is a file name there).
     #[arg(long, value_name = "NAME")]
     pub remote: Option<String>,
+    /// Decrypt an archive encrypted to a passphrase, typed at the terminal.
+    #[arg(long)]
+    pub passphrase: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -348,6 +361,10 @@ pub struct RunCli {
     /// Print the ids of the run's jobs and return at once; the run goes on in the daemon.
     #[arg(long)]
     pub detach: bool,
+    /// Encrypt to a passphrase typed at the terminal (twice) instead of to keys; for this
+    /// run only: a schedule never keeps one. `age -d` opens the archives.
+    #[arg(long, conflicts_with_all = ["encrypt_to", "encrypt_to_file"])]
+    pub passphrase: bool,
 }
 
 /// The shells `completions` writes scripts for.

@@ -8,6 +8,7 @@ mod client;
 mod client_log;
 mod failure;
 mod keygen;
+mod passphrase;
 mod render;
 mod requests;
 mod run;

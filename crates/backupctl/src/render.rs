@@ -356,6 +356,7 @@ fn backups(list: BackupList) -> Vec<String> {
             );
             let sealed = match (archive.encrypted, archive.recipients.as_slice()) {
                 (false, _) => String::new(),
+                (true, _) if archive.passphrase => "  encrypted (age) to a passphrase".to_owned(),
                 (true, []) => "  encrypted (age)".to_owned(),
                 (true, keys) => format!("  encrypted (age) to {}", keys.join(", ")),
             };

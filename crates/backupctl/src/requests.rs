@@ -8,7 +8,7 @@ use crate::cli::{
 use crate::failure::Failure;
 use crate::settings::{self, Settings};
 use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs};
-use proto::{Command, Compression, JobOptions, Retention, ScheduleSpec};
+use proto::{Command, Compression, JobOptions, Passphrase, Retention, ScheduleSpec};
 use std::path::{Path, PathBuf};
 
 /// Where the client stands: its working directory and its settings.
@@ -79,15 +79,28 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         CliCommand::LogLevel { level } => Command::LogLevel {
             level: level.clone(),
         },
-        CliCommand::Ls { archive, path } => Command::Ls(proto::request::LsArgs {
+        CliCommand::Ls {
+            archive,
+            path,
+            identity,
+            passphrase,
+        } => Command::Ls(proto::request::LsArgs {
             archive: archive_arg(archive, ctx)?,
             path: path.clone(),
+            identity: identity.as_deref().map(|i| ctx.absolute(i)).transpose()?,
+            passphrase: typed_passphrase(*passphrase, false)?,
         }),
     })
 }
 
 fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
     if let (Some(name), true) = (&cli.name, cli.sources.is_empty()) {
+        if cli.passphrase {
+            return Err(Failure::Usage(
+                "a stored schedule never encrypts to a passphrase; give it --encrypt-to keys"
+                    .to_owned(),
+            ));
+        }
         if job_options(&cli.job, ctx, None)? != JobOptions::default() {
             return Err(Failure::Usage(
                 "a stored schedule runs with its own settings; pass --sources for an ad-hoc run"
@@ -119,8 +132,14 @@ fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
         name: cli.name.clone(),
         job: job_options(&cli.job, ctx, Some(&ctx.settings))?,
         dry_run: cli.dry_run,
+        passphrase: typed_passphrase(cli.passphrase, true)?,
         ..RunArgs::default()
     })
+}
+
+/// The passphrase typed at the terminal when the flag asks for one.
+fn typed_passphrase(wanted: bool, confirm: bool) -> Result<Option<Passphrase>, Failure> {
+    wanted.then(|| crate::passphrase::ask(confirm)).transpose()
 }
 
 /// The job options the flags give; with `settings` (a run, not a stored schedule), the
@@ -272,6 +291,7 @@ fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
             .map(|i| ctx.absolute(i))
             .transpose()?,
         remote: cli.remote.clone(),
+        passphrase: typed_passphrase(cli.passphrase, false)?,
     })
 }
 
@@ -289,6 +309,7 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
             .as_deref()
             .map(|i| ctx.absolute(i))
             .transpose()?,
+        passphrase: typed_passphrase(cli.passphrase, false)?,
         remote: cli.remote.clone(),
     })
 }

@@ -3,7 +3,7 @@
 
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
-use crate::format::Recipients;
+use crate::format::{Passphrase, Recipients};
 use crate::key_files::{self, Requester};
 use crate::notifications::JobNotifications;
 use crate::remote::RemoteConfig;
@@ -48,6 +48,8 @@ pub struct Defaults {
     pub remotes: Arc<BTreeMap<String, RemoteConfig>>,
     /// Whose files (a recipients file) this run may read: the client's, else the daemon's.
     pub requester: Requester,
+    /// The passphrase a client typed for this one-off run, to encrypt to instead of keys.
+    pub passphrase: Option<Passphrase>,
 }
 
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
@@ -73,7 +75,7 @@ pub async fn plan(
     let (excludes, destination) = check_options(options)?;
     let notify =
         JobNotifications::from_options(options).map_err(|e| PlanError::Invalid(e.to_string()))?;
-    let recipients = recipients_of(options, defaults.requester).await?;
+    let recipients = recipients_of(options, defaults).await?;
     let destination: Arc<dyn Destination> = match (offsite_only, offsites.first()) {
         (true, Some(offsite)) => offsite.remote.clone(),
         _ => {
@@ -181,14 +183,26 @@ fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), 
     Ok((excludes, destination))
 }
 
-/// The recipients a job encrypts to: its `encrypt_to` keys and those of its
-/// `encrypt_to_file` (read now, by the file rules of [`key_files`]); `None` when it names none.
+/// The recipients a job encrypts to: the passphrase of a one-off run, or its `encrypt_to`
+/// keys and those of its `encrypt_to_file` (read now, by the file rules of [`key_files`]);
+/// `None` when it names none.
 async fn recipients_of(
     options: &JobOptions,
-    requester: Requester,
+    defaults: &Defaults,
 ) -> Result<Option<Recipients>, PlanError> {
     let mut keys = options.encrypt_to.clone();
+    if let Some(passphrase) = &defaults.passphrase {
+        if !keys.is_empty() || options.encrypt_to_file.is_some() {
+            // age allows no other recipient beside a passphrase.
+            return Err(PlanError::Invalid(
+                "encrypt to a passphrase or to keys (--encrypt-to, --encrypt-to-file), not both"
+                    .into(),
+            ));
+        }
+        return Ok(Some(Recipients::passphrase(passphrase.clone())));
+    }
     if let Some(file) = options.encrypt_to_file.clone() {
+        let requester = defaults.requester;
         let read =
             tokio::task::spawn_blocking(move || key_files::read_recipients(&file, requester))
                 .await
@@ -313,6 +327,7 @@ mod tests {
             job: JobOptions::default(),
             remotes: Arc::default(),
             requester: Requester::daemon(),
+            passphrase: None,
         }
     }
 
@@ -330,6 +345,7 @@ mod tests {
             },
             remotes: Arc::default(),
             requester: Requester::daemon(),
+            passphrase: None,
         };
         let sources = ["/srv/a".to_owned()];
         let planned = plan(

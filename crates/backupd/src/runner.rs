@@ -317,7 +317,11 @@ async fn verify_new(
         status: report.finding.status(),
     });
     if report.finding.is_ok() {
-        tracing::info!("{tag} Verify OK: {}", file_name(archive));
+        // An encrypted archive is checked without its key: the log says the content was not read.
+        match &report.detail {
+            Some(detail) => tracing::info!("{tag} Verify OK ({detail}): {}", file_name(archive)),
+            None => tracing::info!("{tag} Verify OK: {}", file_name(archive)),
+        }
         Ok(())
     } else {
         Err(report.finding.to_string())

@@ -75,6 +75,7 @@ impl Daemon {
             job: self.job_defaults.clone(),
             remotes: Arc::clone(&self.remotes),
             requester: crate::key_files::Requester::daemon(),
+            passphrase: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use crate::error::ErrorCode;
 use crate::job::{JobOptions, Retention, StrictFields};
+use crate::passphrase::Passphrase;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -115,6 +116,10 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[serde(flatten)]
     pub job: JobOptions,
+    /// Encrypt to this passphrase (age's scrypt recipient) instead of keys: typed at the
+    /// client's terminal for this one run, never stored, never part of a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<Passphrase>,
     /// Report what would be written, and write nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -188,6 +193,10 @@ pub struct VerifyArgs {
     /// Verify the copies on this offsite remote instead (`archive` is then a file name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// A passphrase typed at the client's terminal, for archives encrypted with one; used
+    /// for this request only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<Passphrase>,
 }
 
 /// Arguments of `restore`.
@@ -208,6 +217,10 @@ pub struct RestoreArgs {
     /// archive (the key itself never travels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// A passphrase typed at the client's terminal, for archives encrypted with one; used
+    /// for this request only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<Passphrase>,
     /// Restore from this offsite remote (`archive` is then a file name), streaming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
@@ -237,6 +250,14 @@ pub struct LsArgs {
     /// its top-level name (as `restore`'s `paths`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Absolute path of an age identity file the daemon reads to decrypt an encrypted
+    /// archive (the key itself never travels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// A passphrase typed at the client's terminal, for archives encrypted with one; used
+    /// for this request only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<Passphrase>,
 }
 
 /// A request: an optional `id` the response echoes, and the command.
@@ -426,6 +447,7 @@ mod tests {
                 overwrite: true,
                 identity: None,
                 remote: Some("off".into()),
+                passphrase: Some(Passphrase::new("p")),
             }),
             Command::Run(RunArgs {
                 sources: vec!["/a".into()],
@@ -449,6 +471,8 @@ mod tests {
             Command::Ls(LsArgs {
                 archive: "a.tar.gz".into(),
                 path: Some("docs".into()),
+                identity: Some("/k.txt".into()),
+                passphrase: None,
             }),
             Command::Sync(SyncArgs {
                 remote: "s3://bkt/p".into(),

@@ -260,6 +260,9 @@ pub struct BackupEntry {
     /// A remote copy whose manifest is not there (an upload cut short): not a backup yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
+    /// Encrypted to a passphrase rather than to keys, from the manifest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passphrase: bool,
 }
 
 /// What a verification found, in one word.

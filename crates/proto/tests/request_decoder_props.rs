@@ -7,6 +7,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
+use proto::Passphrase;
 use proto::request::{CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs};
 use proto::{Codec, Command, Compression, ErrorCode, JobOptions, NotifyOn, Request, Retention};
 use serde_json::{Map, Value};
@@ -217,51 +218,68 @@ fn command() -> impl Strategy<Value = Command> {
             any::<bool>(),
             maybe_text(),
             maybe_text(),
+            maybe_text(),
             maybe_text()
         )
-            .prop_map(|(archive, name, all, destination, identity, remote)| {
-                Command::Verify(VerifyArgs {
-                    archive,
-                    name,
-                    all,
-                    destination,
-                    identity,
-                    remote,
-                })
-            }),
+            .prop_map(
+                |(archive, name, all, destination, identity, remote, passphrase)| {
+                    Command::Verify(VerifyArgs {
+                        archive,
+                        name,
+                        all,
+                        destination,
+                        identity,
+                        passphrase: passphrase.map(Passphrase::new),
+                        remote,
+                    })
+                }
+            ),
         (
             text(),
             text(),
             prop::collection::vec(text(), 0..3),
             any::<bool>(),
             maybe_text(),
+            maybe_text(),
             maybe_text()
         )
-            .prop_map(|(archive, to, paths, overwrite, identity, remote)| {
-                Command::Restore(RestoreArgs {
-                    archive,
-                    to,
-                    paths,
-                    overwrite,
-                    identity,
-                    remote,
-                })
-            }),
-        (text(), maybe_text()).prop_map(|(archive, path)| Command::Ls(LsArgs { archive, path })),
+            .prop_map(
+                |(archive, to, paths, overwrite, identity, remote, passphrase)| {
+                    Command::Restore(RestoreArgs {
+                        archive,
+                        to,
+                        paths,
+                        overwrite,
+                        identity,
+                        passphrase: passphrase.map(Passphrase::new),
+                        remote,
+                    })
+                }
+            ),
+        (text(), maybe_text(), maybe_text(), maybe_text()).prop_map(
+            |(archive, path, identity, passphrase)| Command::Ls(LsArgs {
+                archive,
+                path,
+                identity,
+                passphrase: passphrase.map(Passphrase::new),
+            })
+        ),
         (
             prop::collection::vec(text(), 0..3),
             maybe_text(),
             job_options(),
             any::<bool>(),
-            any::<bool>()
+            any::<bool>(),
+            maybe_text()
         )
             .prop_map(
-                |(sources, name, job, dry_run, events)| Command::Run(RunArgs {
+                |(sources, name, job, dry_run, events, passphrase)| Command::Run(RunArgs {
                     sources,
                     name,
                     job,
                     dry_run,
                     events,
+                    passphrase: passphrase.map(Passphrase::new),
                     ..RunArgs::default()
                 })
             ),

@@ -186,6 +186,10 @@ pub fn run_backup(
             .as_ref()
             .map(Recipients::public_keys)
             .unwrap_or_default(),
+        passphrase: job
+            .recipients
+            .as_ref()
+            .is_some_and(Recipients::is_passphrase),
     };
     let manifest_path = destination.path_of(&names.manifest);
     let written = manifest

@@ -76,6 +76,9 @@ pub struct Manifest {
     /// The public keys (`age1…`) it is encrypted to; never a secret key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// Encrypted to a passphrase (age's scrypt recipient) rather than to keys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passphrase: bool,
 }
 
 impl Manifest {
@@ -119,6 +122,7 @@ mod tests {
             skipped: 0,
             encryption: Some(Encryption::Age),
             recipients: vec!["age1example".into()],
+            passphrase: false,
         };
         let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();

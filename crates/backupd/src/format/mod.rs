@@ -13,6 +13,9 @@ pub mod naming;
 pub mod parallel_gzip;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
-pub use encryption::{Encryption, Identities, KeyError, Recipients, Sealer, open_sealed};
+pub use encryption::{
+    Encryption, Identities, KeyError, Passphrase, Recipients, Sealer, open_sealed,
+    sealed_with_passphrase,
+};
 pub use manifest::{FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};

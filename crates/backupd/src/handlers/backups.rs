@@ -97,6 +97,7 @@ pub(super) async fn groups_of(
                     .map(|m| m.recipients.clone())
                     .unwrap_or_default(),
                 incomplete: mark_incomplete && archive.manifest.is_none(),
+                passphrase: archive.manifest.as_ref().is_some_and(|m| m.passphrase),
                 file: archive.file_name,
             });
         }

@@ -1,16 +1,27 @@
-//! `ls`: an archive's entries (kind, mode, size, mtime, path), or those under one path.
+//! `ls`: an archive's entries (kind, mode, size, mtime, path), or those under one path. An
+//! encrypted archive is listed with the identity file or passphrase the request gives.
 
-use super::{HandlerResult, blocking, resolve_archive};
+use super::{HandlerResult, blocking, identities_of, resolve_archive};
+use crate::key_files::Requester;
 use crate::state::Daemon;
 use crate::store;
 use proto::request::LsArgs;
 use proto::response::{ArchiveEntry, ArchiveListing};
 
-pub async fn handle(daemon: &Daemon, args: LsArgs) -> HandlerResult<ArchiveListing> {
+pub async fn handle(
+    daemon: &Daemon,
+    args: LsArgs,
+    requester: Requester,
+) -> HandlerResult<ArchiveListing> {
+    let identities =
+        identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
     let archive = folder.dir().join(&file);
     let path = args.path.clone();
-    let listing = blocking(move || store::list_contents(&folder, &file, path.as_deref())).await??;
+    let listing = blocking(move || {
+        store::list_contents(&folder, &file, path.as_deref(), identities.as_deref())
+    })
+    .await??;
     if listing.not_listed > 0 {
         tracing::warn!(
             "Listed the first {} entries of {}; {} more not listed",

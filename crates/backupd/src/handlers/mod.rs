@@ -22,7 +22,7 @@ mod watch;
 
 use crate::destination::LocalFolder;
 use crate::events::EventSink;
-use crate::format::Identities;
+use crate::format::{Identities, Passphrase};
 use crate::key_files::{self, Requester};
 use crate::schedules::ScheduleFileError;
 use crate::state::Daemon;
@@ -176,7 +176,9 @@ pub async fn handle(
             Ok(Reply::WatchEnded(watch::handle(daemon, &sink).await))
         }
         Command::LogLevel { level } => log_level::handle(&level).map(Reply::LogLevel),
-        Command::Ls(args) => ls::handle(daemon, args).await.map(Reply::Listing),
+        Command::Ls(args) => ls::handle(daemon, args, requester)
+            .await
+            .map(Reply::Listing),
         Command::Sync(args) => sync::handle(daemon, args).await.map(Reply::Synced),
     };
     match outcome {
@@ -202,18 +204,30 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| HandlerError::new(ErrorCode::Internal, format!("internal error: {e}")))
 }
 
-/// The identities of the file a request names, read on a blocking thread by the rules of
-/// [`key_files`]; `None` when it names none.
+/// The keys a request gives to open encrypted archives: the identities of the file it names,
+/// read on a blocking thread by the rules of [`key_files`], or its passphrase; `None` when it
+/// gives neither.
 async fn identities_of(
     path: Option<String>,
+    passphrase: Option<proto::Passphrase>,
     requester: Requester,
 ) -> HandlerResult<Option<std::sync::Arc<Identities>>> {
-    let Some(path) = path else {
-        return Ok(None);
+    let invalid = |message: String| HandlerError::new(ErrorCode::InvalidArguments, message);
+    let identities = match (path, passphrase) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid("give --identity or --passphrase, not both".into()));
+        }
+        (Some(path), None) => blocking(move || key_files::read_identities(&path, requester))
+            .await?
+            .map_err(|e| invalid(e.to_string()))?,
+        (None, Some(passphrase)) => {
+            let passphrase =
+                Passphrase::new(passphrase.into_string()).map_err(|e| invalid(e.to_string()))?;
+            // The age crate times a small key derivation here.
+            blocking(move || Identities::passphrase(&passphrase)).await?
+        }
     };
-    let read = blocking(move || key_files::read_identities(&path, requester)).await?;
-    let identities =
-        read.map_err(|e| HandlerError::new(ErrorCode::InvalidArguments, e.to_string()))?;
     Ok(Some(std::sync::Arc::new(identities)))
 }
 

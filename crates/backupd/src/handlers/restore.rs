@@ -19,7 +19,8 @@ pub async fn handle(
     args: RestoreArgs,
     requester: Requester,
 ) -> HandlerResult<RestoreSummary> {
-    let identities = identities_of(args.identity.clone(), requester).await?;
+    let identities =
+        identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     let (folder, file): (Arc<dyn Destination>, String) = match &args.remote {
         Some(remote) => super::remote::restore_source(daemon, remote, &args.archive).await?,
         None => {

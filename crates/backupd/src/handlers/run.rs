@@ -4,6 +4,7 @@
 
 use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
+use crate::format::Passphrase;
 use crate::key_files::Requester;
 use crate::plan::{self, Naming};
 use crate::runner;
@@ -20,6 +21,14 @@ pub async fn handle(
     requester: Requester,
 ) -> HandlerResult<RunReport> {
     if let Some(name) = &args.schedule {
+        if args.passphrase.is_some() {
+            // Stored schedules encrypt to keys only: no secret is kept in schedules.json,
+            // and a timetabled run has nobody to type one.
+            return Err(HandlerError::new(
+                ErrorCode::InvalidArguments,
+                "a stored schedule never encrypts to a passphrase; give it --encrypt-to keys",
+            ));
+        }
         if !args.sources.is_empty() || args.name.is_some() {
             return Err(HandlerError::new(
                 ErrorCode::InvalidArguments,
@@ -31,8 +40,15 @@ pub async fn handle(
     let naming = args.name.clone().map_or(Naming::ByFolder, Naming::Fixed);
     // A one-off run may read the client's own recipients file; a schedule's run reads files
     // as its timetabled runs do, with the daemon's trust (checked when it was created).
+    let passphrase = args
+        .passphrase
+        .clone()
+        .map(|p| Passphrase::new(p.into_string()))
+        .transpose()
+        .map_err(|e| HandlerError::new(ErrorCode::InvalidArguments, e.to_string()))?;
     let defaults = plan::Defaults {
         requester,
+        passphrase,
         ..daemon.plan_defaults()
     };
     let plan = plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await?;

@@ -20,7 +20,8 @@ pub async fn handle(
     args: VerifyArgs,
     requester: Requester,
 ) -> HandlerResult<VerifyList> {
-    let identities = identities_of(args.identity.clone(), requester).await?;
+    let identities =
+        identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     if let Some(remote) = &args.remote {
         super::remote::refuse_destination(args.destination.as_deref())?;
         return super::remote::verify(daemon, remote, &args, identities).await;

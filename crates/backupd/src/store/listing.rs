@@ -14,6 +14,7 @@ use super::error::StoreError;
 use super::restore::{Filters, safe_components};
 use super::verify::{open_tar_stream, read_manifest, without_quoted_bytes};
 use crate::destination::Destination;
+use crate::format::Identities;
 use crate::format::naming::manifest_name_for;
 
 /// Entries listed at most, so that one request's answer stays bounded.
@@ -39,11 +40,12 @@ pub struct Listing {
 }
 
 /// Lists `file`, or with `path` only that entry and what is under it (a path matching
-/// nothing is an error).
+/// nothing is an error). An encrypted archive is read with `identities`.
 pub fn list_contents(
     destination: &dyn Destination,
     file: &str,
     path: Option<&str>,
+    identities: Option<&Identities>,
 ) -> Result<Listing, StoreError> {
     let archive = destination.path_of(file);
     let manifest = read_manifest(destination, file, &manifest_name_for(file))?;
@@ -54,7 +56,7 @@ pub fn list_contents(
     let wanted: Vec<String> = path.map(str::to_owned).into_iter().collect();
     let filters = Filters::new(&wanted);
     let mut tar = tar::Archive::new(
-        open_tar_stream(destination, file, Some(&manifest), None).map_err(unreadable)?,
+        open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?,
     );
     let mut listing = Listing::default();
     for entry in tar.entries().map_err(unreadable)? {
@@ -116,7 +118,7 @@ mod tests {
 
     fn listed(archive: &std::path::Path, path: Option<&str>) -> Result<Listing, StoreError> {
         let (folder, file) = LocalFolder::containing(archive).unwrap();
-        list_contents(&folder, &file, path)
+        list_contents(&folder, &file, path, None)
     }
 
     #[test]

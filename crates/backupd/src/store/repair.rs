@@ -15,7 +15,7 @@ use super::checksum::sha256_of;
 use super::verify::open_tar_stream;
 use crate::destination::Destination;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
-use crate::format::{Encryption, FORMAT_VERSION, Manifest};
+use crate::format::{Encryption, FORMAT_VERSION, Manifest, sealed_with_passphrase};
 
 const BLOCK: u64 = 512;
 /// Two zero blocks end a tar archive.
@@ -103,8 +103,9 @@ fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io
         skipped: 0,
         warnings: vec![REBUILT_WARNING.to_owned()],
         encryption: parsed.encrypted.then_some(Encryption::Age),
-        // The age header does not name X25519 recipients.
+        // The age header does not name X25519 recipients; it does say "scrypt".
         recipients: Vec::new(),
+        passphrase: parsed.encrypted && sealed_with_passphrase(destination.open(file)?)?,
     };
     destination.put_new(manifest_name, &manifest.to_json().map_err(io::Error::from)?)
 }

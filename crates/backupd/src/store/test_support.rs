@@ -63,6 +63,7 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         skipped: 0,
         encryption: None,
         recipients: Vec::new(),
+        passphrase: false,
     }
 }
 

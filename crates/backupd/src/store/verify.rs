@@ -103,7 +103,8 @@ pub fn read_manifest(
 }
 
 /// What verify says of an encrypted archive checked without a key.
-pub const CHECKSUM_ONLY: &str = "checksum only: content not read (encrypted; give --identity)";
+pub const CHECKSUM_ONLY: &str =
+    "checksum only: content not read (encrypted; give --identity or --passphrase)";
 
 /// Whether an archive is age-encrypted, by its name or its manifest.
 pub fn is_encrypted(archive: &str, manifest: Option<&Manifest>) -> bool {
@@ -125,10 +126,12 @@ pub(crate) fn open_tar_stream(
         return Ok(CountingReader::new(decoder(codec, input)?));
     }
     let Some(identities) = identities else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the archive is encrypted with age: give --identity FILE",
-        ));
+        let how = if manifest.is_some_and(|m| m.passphrase) {
+            "the archive is encrypted with a passphrase; give --passphrase"
+        } else {
+            "the archive is encrypted with age; give --identity FILE"
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, how));
     };
     let plain = open_sealed(identities, input)?;
     Ok(CountingReader::new(decoder(codec, plain)?))

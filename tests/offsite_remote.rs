@@ -3,7 +3,8 @@
 //! --remote` streams copies back and catches a corrupted one, `restore --remote` restores a
 //! copy with no local archive left and writes nothing from a bad one, `prune --remote` applies
 //! a retention policy to the remote set only, `sync --remote` uploads what the remote lacks,
-//! and an encrypted copy is read (verified, restored) only with `--identity`.
+//! and an encrypted copy is read (verified, restored) only with `--identity` or, encrypted to
+//! one, `--passphrase`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -538,4 +539,87 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
         snapshot(&t.work().join("tree"))
     );
     assert!(!t.log().contains("AGE-SECRET-KEY"));
+}
+
+#[test]
+fn a_copy_encrypted_to_a_passphrase_is_read_from_the_remote_with_it() {
+    const PASSPHRASE: &str = "remote horse battery staple";
+    let typing = |t: &TestHome, args: &[&str], lines: &[&str]| {
+        common::terminal::Terminal::open().run(&mut t.ctl_command(args), lines)
+    };
+    let (_server, t, _daemon) = setup();
+    let ran = typing(
+        &t,
+        &[
+            "--json",
+            "run",
+            "--sources",
+            "tree",
+            "--passphrase",
+            "--offsite",
+            "off",
+        ],
+        &[PASSPHRASE, PASSPHRASE],
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let archive = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+
+    let unread = t.ctl(&["verify", "--remote", "off", &archive]).ok();
+    assert!(unread.contains("checksum only"), "{unread}");
+    let read = typing(
+        &t,
+        &["verify", "--remote", "off", &archive, "--passphrase"],
+        &[PASSPHRASE],
+    );
+    let shown = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(read.status.success(), "{shown}");
+    assert!(
+        shown.contains(": OK") && !shown.contains("checksum only"),
+        "{shown}"
+    );
+    let wrong = typing(
+        &t,
+        &["verify", "--remote", "off", &archive, "--passphrase"],
+        &["not it"],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+
+    let target = t.work().join("restored");
+    let target_arg = target.to_str().unwrap();
+    let restored = typing(
+        &t,
+        &[
+            "restore",
+            "--remote",
+            "off",
+            &archive,
+            "--to",
+            target_arg,
+            "--passphrase",
+        ],
+        &[PASSPHRASE],
+    );
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&t.work().join("tree"))
+    );
+    assert!(!t.log().contains(PASSPHRASE));
 }

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::watcher::Watcher;
+
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY, env_for};
 use common::{TestHome, backupd_bin, sha256sum};
 use serde_json::Value;
@@ -71,6 +73,8 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
     t.append_config(&server.remote_table("off", "host1", ""));
     source(&t, "tree", 200_000);
     let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let watcher = Watcher::start(&t);
+    watcher.wait_until_watching(&t, "tree", "ready");
 
     let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", "off"]);
     assert_eq!(code, 0, "{answer} {stderr}");
@@ -80,6 +84,10 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
     let upload = &report["offsite"][0];
     assert_eq!(upload["ok"], true, "{upload}");
     assert_eq!(upload["remote"], "off");
+    // Watchers hear of each upload as it ends, with the run's report of it.
+    let heard = watcher.next("uploaded");
+    assert_eq!(heard["name"], "tree");
+    assert_eq!(&heard["upload"], upload);
     let archive = file_name(report["archive"].as_str().unwrap());
     let manifest = file_name(report["manifest"].as_str().unwrap());
     assert_eq!(upload["url"], format!("s3://backups/host1/{archive}"));

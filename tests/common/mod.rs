@@ -7,6 +7,7 @@ pub mod http_receiver;
 pub mod moto;
 pub mod smtp;
 pub mod terminal;
+pub mod watcher;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

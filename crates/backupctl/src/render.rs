@@ -227,6 +227,9 @@ pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<Str
             deleted,
         } => format!("rotated {destination}: deleted {}", deleted.join(", ")),
         Event::Verified { archive, status } => format!("verified {archive}: {status}"),
+        Event::Uploaded { job, name, upload } => {
+            format!("[{name} #{job}] {}", offsite_line(upload))
+        }
         Event::ScheduleChanged { name, change } => {
             let change = match change {
                 proto::event::ScheduleChange::Created => "created",

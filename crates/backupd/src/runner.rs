@@ -434,6 +434,13 @@ async fn back_up_one(
                             &tag,
                         )
                         .await;
+                        for upload in &uploads {
+                            daemon.publish(Event::Uploaded {
+                                job: registered.id,
+                                name: rotation_job.name.clone(),
+                                upload: upload.clone(),
+                            });
+                        }
                         report.offsite.extend(uploads);
                     }
                     AfterWrite::RotateRemote(offsite, policy) => {

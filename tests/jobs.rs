@@ -6,11 +6,8 @@ mod common;
 use common::watcher::Watcher;
 use common::{Client, PATIENCE, TestHome, log_messages, wait_for};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 fn json(t: &TestHome, args: &[&str]) -> Value {
     let mut full = vec!["--json"];

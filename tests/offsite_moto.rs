@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::TestHome;
 use common::moto::MotoServer;
+use common::{TestHome, ctl_json};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,16 +16,6 @@ fn source(t: &TestHome) -> PathBuf {
     common::base_tree(&src);
     std::fs::write(src.join("data.bin"), common::incompressible(300_000, 7)).unwrap();
     src
-}
-
-/// `backupctl --json run ARGS`: exit code and answer.
-fn run(t: &TestHome, args: &[&str]) -> (i32, Value) {
-    let mut full = vec!["--json", "run"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let answer = serde_json::from_str(out.stdout().trim())
-        .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
-    (out.code(), answer)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -47,7 +37,7 @@ fn awscli_lists_and_downloads_what_backupd_uploaded_and_gnu_tar_reads_it() {
     source(&t);
     let _daemon = t.start_daemon_with_env(&moto.env());
 
-    let (code, answer) = run(&t, &["--sources", "tree", "--offsite", "moto"]);
+    let (code, answer) = ctl_json(&t, &["run", "--sources", "tree", "--offsite", "moto"]);
     assert_eq!(code, 0, "{answer}");
     let archive = PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap());
     let name = file_name(&archive);
@@ -106,7 +96,7 @@ fn a_missing_bucket_is_an_offsite_failure_that_names_the_remote_and_keeps_the_ar
     source(&t);
     let _daemon = t.start_daemon_with_env(&moto.env());
 
-    let (code, answer) = run(&t, &["--sources", "tree", "--offsite", "gone"]);
+    let (code, answer) = ctl_json(&t, &["run", "--sources", "tree", "--offsite", "gone"]);
     assert_eq!(code, 5, "{answer}");
     let report = &answer["data"]["sources"][0];
     let local = PathBuf::from(report["archive"].as_str().unwrap());

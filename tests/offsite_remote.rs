@@ -11,9 +11,9 @@
 mod common;
 
 use common::s3::{S3Server, SECRET_KEY, env_for};
-use common::{TestHome, sha256sum, snapshot};
+use common::{TestHome, ctl_json, sha256sum, snapshot};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `<work>/tree`: the base tree.
@@ -23,36 +23,15 @@ fn source(t: &TestHome) -> PathBuf {
     src
 }
 
-/// `backupctl --json ARGS`: exit code and answer.
-fn json(t: &TestHome, args: &[&str]) -> (i32, Value) {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let answer = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON {:?} ({e}); stderr {:?}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    (out.code(), answer)
-}
-
 /// Runs a backup of `tree` (uploaded to `off` when `offsite`); the archive's file name.
 fn back_up(t: &TestHome, offsite: bool) -> String {
     let mut args = vec!["run", "--sources", "tree"];
     if offsite {
         args.extend(["--offsite", "off"]);
     }
-    let (code, answer) = json(t, &args);
+    let (code, answer) = ctl_json(t, &args);
     assert_eq!(code, 0, "{answer}");
-    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
-    Path::new(archive)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
+    common::first_archive_name(&answer)
 }
 
 /// The manifest beside an archive: its stem with `.json`.
@@ -111,7 +90,7 @@ fn backups_verify_and_restore_read_the_remote_copies() {
     assert!(cut_line.ends_with("incomplete (no manifest)"), "{text}");
     let first_line = text.lines().find(|l| l.contains(&first)).unwrap();
     assert!(!first_line.contains("incomplete"), "{text}");
-    let (code, answer) = json(&t, &["backups", "--remote", "off", "--long"]);
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
     assert_eq!(code, 0);
     assert_eq!(answer["data"]["directory"], "s3://backups/host");
     let archives = answer["data"]["groups"][0]["archives"].as_array().unwrap();
@@ -124,7 +103,7 @@ fn backups_verify_and_restore_read_the_remote_copies() {
     assert_eq!(incomplete, [cut]);
 
     // verify: both complete copies streamed back and read to the end.
-    let (code, answer) = json(&t, &["verify", "--remote", "off", "--all"]);
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", "--all"]);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(answer["data"]["ok"], 2, "{answer}");
     assert_eq!(
@@ -183,7 +162,7 @@ fn backups_verify_and_restore_read_the_remote_copies() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     std::fs::write(&object, &bytes).unwrap();
-    let (code, answer) = json(&t, &["verify", "--remote", "off", &first]);
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", &first]);
     assert_eq!(code, 1, "{answer}");
     assert_eq!(
         answer["data"]["archives"][0]["status"], "checksum_mismatch",
@@ -246,7 +225,7 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
     let policy = ["--retention-days", "7", "--min-keep", "1"];
     let mut args = vec!["prune", "--remote", "off", "--dry-run"];
     args.extend(policy);
-    let (code, answer) = json(&t, &args);
+    let (code, answer) = ctl_json(&t, &args);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(
         answer["data"]["deleted"],
@@ -257,7 +236,7 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
 
     let mut args = vec!["prune", "--remote", "off"];
     args.extend(policy);
-    let (code, answer) = json(&t, &args);
+    let (code, answer) = ctl_json(&t, &args);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(answer["data"]["destination"], "s3://backups/host");
     assert_eq!(answer["data"]["kept"], 1);
@@ -294,11 +273,11 @@ fn sync_uploads_what_the_remote_lacks_manifest_last() {
     .unwrap();
     assert!(server.objects("host").is_empty());
 
-    let (code, answer) = json(&t, &["sync", "--remote", "off", "--name", "other"]);
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off", "--name", "other"]);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(answer["data"]["uploads"], serde_json::json!([]));
 
-    let (code, answer) = json(&t, &["sync", "--remote", "off"]);
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
     assert_eq!(code, 0, "{answer}");
     let uploads = answer["data"]["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2, "{uploads:?}");
@@ -330,7 +309,7 @@ fn sync_uploads_what_the_remote_lacks_manifest_last() {
 
     // A copy whose manifest is missing remotely (an upload cut short) is sent again.
     std::fs::remove_file(server.object(&format!("host/{}", manifest_of(&first)))).unwrap();
-    let (code, answer) = json(&t, &["sync", "--remote", "off"]);
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(
         answer["data"]["uploads"].as_array().unwrap().len(),
@@ -361,7 +340,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
     // As a local rotation, a run counts only the copies there before its own: kept is the
     // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from
     // the job's retention (7 by default), and the run's own copy.
-    let (code, answer) = json(
+    let (code, answer) = ctl_json(
         &t,
         &[
             "run",
@@ -374,12 +353,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
         ],
     );
     assert_eq!(code, 0, "{answer}");
-    let second = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let second = common::first_archive_name(&answer);
     let mut left = vec![
         first.clone(),
         manifest_of(&first),
@@ -408,7 +382,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
                 .then_some(())
         },
     );
-    let (code, answer) = json(
+    let (code, answer) = ctl_json(
         &t,
         &[
             "run",
@@ -423,12 +397,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
         ],
     );
     assert_eq!(code, 0, "{answer}");
-    let third = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let third = common::first_archive_name(&answer);
     let mut left = vec![third.clone(), manifest_of(&third)];
     left.sort();
     assert_eq!(server.objects("host"), left);
@@ -446,7 +415,7 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
     let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
     let stranger = t.work().join("stranger.txt");
     t.ctl(&["keygen", "--out", stranger.to_str().unwrap()]).ok();
-    let (code, answer) = json(
+    let (code, answer) = ctl_json(
         &t,
         &[
             "run",
@@ -459,12 +428,7 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
         ],
     );
     assert_eq!(code, 0, "{answer}");
-    let archive = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let archive = common::first_archive_name(&answer);
     assert!(archive.ends_with(".tar.gz.age"), "{archive}");
     // Nothing local any more: everything below reads the bucket.
     for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
@@ -477,7 +441,7 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
     );
 
     // Without a key: the checksum only, and it says so.
-    let (code, answer) = json(&t, &["verify", "--remote", "off", &archive]);
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", &archive]);
     assert_eq!(code, 0, "{answer}");
     let check = &answer["data"]["archives"][0];
     assert_eq!(check["status"], "ok", "{answer}");
@@ -490,7 +454,7 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
     assert_eq!(check["entries"], 0, "{answer}");
     // With the key: decrypted and read to the end.
     let key_arg = key.to_str().unwrap();
-    let (code, answer) = json(
+    let (code, answer) = ctl_json(
         &t,
         &["verify", "--remote", "off", &archive, "--identity", key_arg],
     );
@@ -499,7 +463,7 @@ fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
     assert_eq!(check["status"], "ok", "{answer}");
     assert!(check["detail"].is_null(), "{answer}");
     assert!(check["entries"].as_u64().unwrap() > 3, "{answer}");
-    let (code, answer) = json(
+    let (code, answer) = ctl_json(
         &t,
         &["verify", "--remote", "off", "--all", "--identity", key_arg],
     );
@@ -567,12 +531,7 @@ fn a_copy_encrypted_to_a_passphrase_is_read_from_the_remote_with_it() {
         String::from_utf8_lossy(&ran.stderr)
     );
     let answer: Value = serde_json::from_slice(&ran.stdout).unwrap();
-    let archive = Path::new(answer["data"]["sources"][0]["archive"].as_str().unwrap())
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let archive = common::first_archive_name(&answer);
     for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod line_reader;
 pub mod log;
 pub mod notify;
+pub mod outcome;
 pub mod peer;
 pub mod plan;
 pub mod retention;

@@ -8,6 +8,8 @@ use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
 use crate::jobs::{Job, JobGuard, NewJob};
+use crate::log::job_lines;
+use crate::outcome::JobOutcome;
 use crate::retention::{self, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
@@ -306,6 +308,7 @@ async fn back_up_one(
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
     let tag = registered.tag();
+    job_lines::start(&tag);
     let source = job.source.display().to_string();
     // A job cancelled while it waits for a slot never starts.
     let slot = tokio::select! {
@@ -441,7 +444,8 @@ fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport
     report.cancelled = true;
 }
 
-/// Tells the run's client and the watchers how the job ended.
+/// Tells the run's client and the watchers how the job ended, then hands its
+/// [`JobOutcome`] on.
 async fn finish_job(
     daemon: &Daemon,
     job: &Job,
@@ -480,7 +484,14 @@ async fn finish_job(
             error: report.error.clone(),
         })
         .await;
+    let outcome = JobOutcome::new(job, &report, job_lines::take(&job.tag()));
+    job_ended(daemon, &outcome).await;
     report
+}
+
+/// What follows a job of a real run, given its outcome: hooks, notifications and metrics.
+async fn job_ended(_daemon: &Daemon, outcome: &JobOutcome) {
+    tracing::debug!("{} ended: {}", outcome.name, outcome.status.as_str());
 }
 
 /// Where a job's progress goes: its run's client, the watchers, and the registry.

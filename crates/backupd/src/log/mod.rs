@@ -3,6 +3,7 @@
 //! to `<home>/logs/backupd.log` (by a thread of its own, rotated by size) and to stderr.
 
 mod format;
+pub mod job_lines;
 mod writer;
 
 pub use format::{JsonLineFormat, LogFormat, ScriptLineFormat};
@@ -110,6 +111,7 @@ pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitEr
         .with(filter)
         .with(to_file)
         .with(to_stderr)
+        .with(job_lines::JobLines)
         .init();
     let _ = FILTER.set(handle);
     Ok(guard)

@@ -7,6 +7,7 @@ use crate::destination::{self, ArchiveInfo, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
+use crate::hooks::JobHooks;
 use crate::jobs::{Job, JobGuard, NewJob};
 use crate::log::job_lines;
 use crate::outcome::JobOutcome;
@@ -34,6 +35,8 @@ pub struct RunPlan {
     pub after: Vec<AfterWrite>,
     /// The schedule the run is for, if any: its jobs carry the name.
     pub schedule: Option<String>,
+    /// Commands run before and after each job.
+    pub hooks: JobHooks,
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -51,6 +54,7 @@ pub enum AfterWrite {
 pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunReport {
     let dry_run = plan.dry_run;
     let after = &plan.after;
+    let hooks = &plan.hooks;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
         let runs = plan
@@ -92,7 +96,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         }
         let runs = registered
             .into_iter()
-            .map(|(job, guard)| back_up_one(daemon, job, guard, after, events));
+            .map(|(job, guard)| back_up_one(daemon, job, guard, after, hooks, events));
         futures_util::future::join_all(runs).await
     };
     let report = summarize(dry_run, &plan.destination.location(), sources);
@@ -304,6 +308,7 @@ async fn back_up_one(
     job: BackupJob,
     guard: JobGuard,
     after: &[AfterWrite],
+    hooks: &JobHooks,
     events: &EventSink,
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
@@ -318,12 +323,24 @@ async fn back_up_one(
     let Some(_slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
-        return finish_job(daemon, &registered, report, events).await;
+        return finish_job(daemon, &registered, report, hooks, events).await;
     };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
     let mut report = empty_report(&job, &names);
     registered.set_running(&report.archive);
+    // Nothing is written when the `before` hook fails.
+    let planned = [
+        ("BACKUPD_NAME", job.name.clone()),
+        ("BACKUPD_ARCHIVE", report.archive.clone()),
+        ("BACKUPD_MANIFEST", report.manifest.clone()),
+        ("BACKUPD_STATUS", "running".to_owned()),
+    ];
+    if let Err(e) = hooks.before(&tag, planned.to_vec(), &daemon.shutdown).await {
+        report.error = Some(format!("Backup failed for {source}: {e}"));
+        report.cancelled = matches!(e, crate::hooks::HookError::Stopped { .. });
+        return finish_job(daemon, &registered, report, hooks, events).await;
+    }
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
     events
@@ -428,7 +445,7 @@ async fn back_up_one(
             report.error = Some(message);
         }
     }
-    finish_job(daemon, &registered, report, events).await
+    finish_job(daemon, &registered, report, hooks, events).await
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.
@@ -450,6 +467,7 @@ async fn finish_job(
     daemon: &Daemon,
     job: &Job,
     report: SourceReport,
+    hooks: &JobHooks,
     events: &EventSink,
 ) -> SourceReport {
     let error = report.error.clone().unwrap_or_default();
@@ -485,13 +503,14 @@ async fn finish_job(
         })
         .await;
     let outcome = JobOutcome::new(job, &report, job_lines::take(&job.tag()));
-    job_ended(daemon, &outcome).await;
+    job_ended(daemon, &outcome, hooks).await;
     report
 }
 
-/// What follows a job of a real run, given its outcome: hooks, notifications and metrics.
-async fn job_ended(_daemon: &Daemon, outcome: &JobOutcome) {
-    tracing::debug!("{} ended: {}", outcome.name, outcome.status.as_str());
+/// What follows a job of a real run, given its outcome: its hooks.
+async fn job_ended(daemon: &Daemon, outcome: &JobOutcome, hooks: &JobHooks) {
+    let tag = format!("[{} #{}]", outcome.name, outcome.job);
+    hooks.after_job(outcome, &tag, &daemon.shutdown).await;
 }
 
 /// Where a job's progress goes: its run's client, the watchers, and the registry.

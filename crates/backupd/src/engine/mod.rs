@@ -7,6 +7,7 @@
 //! daemon runs [`run_backup`] on a blocking thread.
 
 mod archive;
+mod command_source;
 mod error;
 mod exclude;
 mod hashing_writer;
@@ -54,6 +55,8 @@ pub struct BackupJob {
     /// Folders never archived when they lie inside the source (the daemon's `backups/`);
     /// the job's destination is always one of them.
     pub never_archive: Vec<PathBuf>,
+    /// Commands whose output is archived as files beside the folder.
+    pub commands: Vec<proto::job::CommandSource>,
 }
 
 impl BackupJob {
@@ -137,7 +140,19 @@ pub fn run_backup(
     let mut meter = Meter::new(progress, cancel, hashing.counter());
     let encoder = Encoder::new(job.compression, hashing).map_err(|e| write_error(e.into()))?;
     let mut builder = tar::Builder::new(encoder);
-    let stats = TreeWriter::new(
+    // The dumps first: a failing one ends the backup before the walk.
+    let mut commands = Vec::with_capacity(job.commands.len());
+    for command in &job.commands {
+        let spill_dir = destination.location();
+        commands.push(command_source::append_command(
+            &mut builder,
+            command,
+            &spill_dir,
+            &mut meter,
+            cancel,
+        )?);
+    }
+    let mut stats = TreeWriter::new(
         &mut builder,
         &job.excludes,
         &mut meter,
@@ -147,6 +162,8 @@ pub fn run_backup(
     .protect(protected_dirs(job))
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
+    stats.files += commands.len() as u64;
+    stats.bytes_in += commands.iter().map(|c| c.bytes).sum::<u64>();
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let (pending, checksum, size_bytes) = encoder.finish().map_err(write_error)?.finish();
@@ -172,6 +189,7 @@ pub fn run_backup(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         warnings: stats.warnings,
         skipped: stats.skipped,
+        commands,
     };
     let manifest_path = destination.path_of(&names.manifest);
     let written = manifest

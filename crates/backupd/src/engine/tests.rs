@@ -35,6 +35,7 @@ fn job(
         excludes: ExcludeSet::new(excludes).unwrap(),
         timestamp: timestamp(),
         never_archive: Vec::new(),
+        commands: Vec::new(),
     }
 }
 

@@ -67,6 +67,21 @@ pub struct Manifest {
     /// changed type, a failed read): the backup completed with warnings.
     #[serde(default)]
     pub skipped: u64,
+    /// The command sources archived beside the folder (database dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandRecord>,
+}
+
+/// A command source as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The file's name in the archive.
+    pub name: String,
+    /// The argv that wrote it.
+    pub command: Vec<String>,
+    pub exit_status: i32,
+    /// Bytes of output archived.
+    pub bytes: u64,
 }
 
 impl Manifest {
@@ -108,6 +123,12 @@ mod tests {
             duration_ms: 5,
             warnings: vec!["x: gone".into()],
             skipped: 0,
+            commands: vec![CommandRecord {
+                name: "db.sql".into(),
+                command: vec!["sqlite3".into(), "/d.db".into(), ".dump".into()],
+                exit_status: 0,
+                bytes: 12,
+            }],
         };
         let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();

@@ -12,5 +12,5 @@ pub mod naming;
 pub mod parallel_gzip;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
-pub use manifest::{FORMAT_VERSION, Manifest, hex};
+pub use manifest::{CommandRecord, FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};

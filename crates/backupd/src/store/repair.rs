@@ -95,6 +95,7 @@ fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io
         duration_ms: 0,
         // What the lost run skipped is unknown; the warning says the manifest was rebuilt.
         skipped: 0,
+        commands: Vec::new(),
         warnings: vec![REBUILT_WARNING.to_owned()],
     };
     destination.put_new(manifest_name, &manifest.to_json().map_err(io::Error::from)?)

@@ -61,6 +61,7 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         duration_ms: 0,
         warnings: Vec::new(),
         skipped: 0,
+        commands: Vec::new(),
     }
 }
 
@@ -118,6 +119,7 @@ pub fn backup(
         excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
         timestamp: stamp(when),
         never_archive: Vec::new(),
+        commands: Vec::new(),
     };
     engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
 }

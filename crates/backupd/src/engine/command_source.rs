@@ -9,6 +9,7 @@
 //! in a process group of its own that is killed when the backup is cancelled.
 
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +100,7 @@ pub(crate) fn append_command<W: Write>(
     header.set_mtime(now);
     header.set_uid(rustix::process::getuid().as_raw().into());
     header.set_gid(rustix::process::getgid().as_raw().into());
-    let mut limited = spill.by_ref().take(bytes);
+    let mut limited = Read::by_ref(&mut spill).take(bytes);
     builder
         .append_data(
             &mut header,

@@ -174,7 +174,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::from_std(socket)
             .context("can't register the socket with the runtime")?;
         let daemon = open_daemon(home, schedules, &source, socket_shown, &args, config).await;
-        backupd::metrics::refresh(&daemon).await;
         serve(listener, daemon, settings).await
     });
     shut_down(runtime, &source, lock, outcome)

@@ -7,8 +7,11 @@ use crate::destination::{self, ArchiveInfo, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
+use crate::hooks::JobHooks;
 use crate::jobs::{Job, JobGuard, NewJob};
+use crate::log::job_lines;
 use crate::notifications::{self, JobNotifications};
+use crate::outcome::JobOutcome;
 use crate::retention::{self, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
@@ -35,6 +38,8 @@ pub struct RunPlan {
     pub schedule: Option<String>,
     /// Who hears how each job ended.
     pub notify: JobNotifications,
+    /// Commands run before and after each job.
+    pub hooks: JobHooks,
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -57,6 +62,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let dry_run = plan.dry_run;
     let after = &plan.after;
     let notify = &plan.notify;
+    let hooks = &plan.hooks;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
         let runs = plan
@@ -98,7 +104,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         }
         let runs = registered
             .into_iter()
-            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, events));
+            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, hooks, events));
         futures_util::future::join_all(runs).await
     };
     let report = summarize(dry_run, &plan.destination.location(), sources);
@@ -334,10 +340,12 @@ async fn back_up_one(
     guard: JobGuard,
     after: &[AfterWrite],
     notify: &JobNotifications,
+    hooks: &JobHooks,
     events: &EventSink,
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
     let tag = registered.tag();
+    job_lines::start(&tag);
     let source = job.source.display().to_string();
     // A job cancelled while it waits for a slot never starts.
     let slot = tokio::select! {
@@ -347,7 +355,7 @@ async fn back_up_one(
     let Some(_slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
-        let report = finish_job(daemon, &registered, report, events).await;
+        let report = finish_job(daemon, &registered, report, hooks, events).await;
         let started = notifications::Started::default();
         daemon
             .notifications
@@ -360,6 +368,23 @@ async fn back_up_one(
     let mut report = empty_report(&job, &names);
     registered.set_running(&report.archive);
     let notified = daemon.notifications.job_started(notify, &tag);
+    // Nothing is written when the `before` hook fails.
+    let planned = [
+        ("BACKUPD_NAME", job.name.clone()),
+        ("BACKUPD_ARCHIVE", report.archive.clone()),
+        ("BACKUPD_MANIFEST", report.manifest.clone()),
+        ("BACKUPD_STATUS", "running".to_owned()),
+    ];
+    if let Err(e) = hooks.before(&tag, planned.to_vec(), &daemon.shutdown).await {
+        report.error = Some(format!("Backup failed for {source}: {e}"));
+        report.cancelled = matches!(e, crate::hooks::HookError::Stopped { .. });
+        let report = finish_job(daemon, &registered, report, hooks, events).await;
+        daemon
+            .notifications
+            .job_finished(notify, notified, &tag, registered.started, &report)
+            .await;
+        return report;
+    }
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
     events
@@ -475,7 +500,7 @@ async fn back_up_one(
             report.error = Some(message);
         }
     }
-    let report = finish_job(daemon, &registered, report, events).await;
+    let report = finish_job(daemon, &registered, report, hooks, events).await;
     daemon
         .notifications
         .job_finished(notify, notified, &tag, registered.started, &report)
@@ -496,11 +521,13 @@ fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport
     report.cancelled = true;
 }
 
-/// Tells the run's client and the watchers how the job ended.
+/// Tells the run's client and the watchers how the job ended, then hands its
+/// [`JobOutcome`] on.
 async fn finish_job(
     daemon: &Daemon,
     job: &Job,
     report: SourceReport,
+    hooks: &JobHooks,
     events: &EventSink,
 ) -> SourceReport {
     let error = report.error.clone().unwrap_or_default();
@@ -535,7 +562,15 @@ async fn finish_job(
             error: report.error.clone(),
         })
         .await;
+    let outcome = JobOutcome::new(job, &report, job_lines::take(&job.tag()));
+    job_ended(daemon, &outcome, hooks).await;
     report
+}
+
+/// What follows a job of a real run, given its outcome: its hooks.
+async fn job_ended(daemon: &Daemon, outcome: &JobOutcome, hooks: &JobHooks) {
+    let tag = format!("[{} #{}]", outcome.name, outcome.job);
+    hooks.after_job(outcome, &tag, &daemon.shutdown).await;
 }
 
 /// Where a job's progress goes: its run's client, the watchers, and the registry.

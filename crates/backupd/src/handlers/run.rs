@@ -110,5 +110,6 @@ async fn run_schedule(
     let report = runner::execute(daemon, plan, events).await;
     let record = schedules::run_record(started, Ok(&report));
     daemon.schedules.record_run(&schedule, record, false).await;
+    crate::metrics::refresh(daemon).await;
     finish(report)
 }

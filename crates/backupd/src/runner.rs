@@ -9,8 +9,7 @@ use crate::events::EventSink;
 use crate::format::ArchiveNames;
 use crate::hooks::JobHooks;
 use crate::jobs::{Job, JobGuard, NewJob};
-use crate::log::job_lines;
-use crate::notifications::{self, JobNotifications};
+use crate::notifications::{self, JobNotifications, job_log};
 use crate::outcome::JobOutcome;
 use crate::retention::{self, RunScope};
 use crate::state::Daemon;
@@ -345,7 +344,8 @@ async fn back_up_one(
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
     let tag = registered.tag();
-    job_lines::start(&tag);
+    // Its last lines, for the outcome (an email quotes them).
+    let log = job_log::watch(&tag);
     let source = job.source.display().to_string();
     // A job cancelled while it waits for a slot never starts.
     let slot = tokio::select! {
@@ -355,13 +355,13 @@ async fn back_up_one(
     let Some(_slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
-        let report = finish_job(daemon, &registered, report, hooks, events).await;
-        let started = notifications::Started::default();
-        daemon
-            .notifications
-            .job_finished(notify, started, &tag, registered.started, &report)
-            .await;
-        return report;
+        let ended = JobEnd {
+            hooks,
+            notify,
+            started: notifications::Started::default(),
+            log,
+        };
+        return finish_job(daemon, &registered, report, ended, events).await;
     };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
@@ -378,12 +378,13 @@ async fn back_up_one(
     if let Err(e) = hooks.before(&tag, planned.to_vec(), &daemon.shutdown).await {
         report.error = Some(format!("Backup failed for {source}: {e}"));
         report.cancelled = matches!(e, crate::hooks::HookError::Stopped { .. });
-        let report = finish_job(daemon, &registered, report, hooks, events).await;
-        daemon
-            .notifications
-            .job_finished(notify, notified, &tag, registered.started, &report)
-            .await;
-        return report;
+        let ended = JobEnd {
+            hooks,
+            notify,
+            started: notified,
+            log,
+        };
+        return finish_job(daemon, &registered, report, ended, events).await;
     }
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
@@ -500,12 +501,13 @@ async fn back_up_one(
             report.error = Some(message);
         }
     }
-    let report = finish_job(daemon, &registered, report, hooks, events).await;
-    daemon
-        .notifications
-        .job_finished(notify, notified, &tag, registered.started, &report)
-        .await;
-    report
+    let ended = JobEnd {
+        hooks,
+        notify,
+        started: notified,
+        log,
+    };
+    finish_job(daemon, &registered, report, ended, events).await
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.
@@ -521,13 +523,22 @@ fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport
     report.cancelled = true;
 }
 
-/// Tells the run's client and the watchers how the job ended, then hands its
-/// [`JobOutcome`] on.
+/// What follows a job of a real run: its hooks and notifications, and where its log lines
+/// were kept.
+struct JobEnd<'a> {
+    hooks: &'a JobHooks,
+    notify: &'a JobNotifications,
+    started: notifications::Started,
+    log: job_log::JobLog,
+}
+
+/// Tells the run's client and the watchers how the job ended, then hands its one
+/// [`JobOutcome`] to the hooks and the notifications.
 async fn finish_job(
     daemon: &Daemon,
     job: &Job,
     report: SourceReport,
-    hooks: &JobHooks,
+    ended: JobEnd<'_>,
     events: &EventSink,
 ) -> SourceReport {
     let error = report.error.clone().unwrap_or_default();
@@ -562,15 +573,19 @@ async fn finish_job(
             error: report.error.clone(),
         })
         .await;
-    let outcome = JobOutcome::new(job, &report, job_lines::take(&job.tag()));
-    job_ended(daemon, &outcome, hooks).await;
+    let host = daemon.notifications.host();
+    let outcome = JobOutcome::new(job, &report, ended.log.lines(), host);
+    drop(ended.log);
+    let tag = job.tag();
+    // Side by side: a slow hook does not hold the notifications back, nor they the hook.
+    futures_util::future::join(
+        ended.hooks.after_job(&outcome, &tag, &daemon.shutdown),
+        daemon
+            .notifications
+            .job_finished(ended.notify, ended.started, &tag, &outcome),
+    )
+    .await;
     report
-}
-
-/// What follows a job of a real run, given its outcome: its hooks.
-async fn job_ended(daemon: &Daemon, outcome: &JobOutcome, hooks: &JobHooks) {
-    let tag = format!("[{} #{}]", outcome.name, outcome.job);
-    hooks.after_job(outcome, &tag, &daemon.shutdown).await;
 }
 
 /// Where a job's progress goes: its run's client, the watchers, and the registry.

@@ -3,7 +3,6 @@
 //! to `<home>/logs/backupd.log` (by a thread of its own, rotated by size) and to stderr.
 
 mod format;
-pub mod job_lines;
 mod writer;
 
 pub use format::{JsonLineFormat, LogFormat, ScriptLineFormat};
@@ -112,7 +111,6 @@ pub fn init(logs_dir: &Path, options: &LogOptions) -> Result<LogGuard, LogInitEr
         .with(to_file)
         .with(to_stderr)
         .with(crate::notifications::job_log::layer())
-        .with(job_lines::JobLines)
         .init();
     let _ = FILTER.set(handle);
     Ok(guard)

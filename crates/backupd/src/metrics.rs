@@ -1,6 +1,6 @@
 //! Prometheus metrics in node_exporter's textfile format: `<home>/metrics/backupd.prom`,
-//! replaced atomically at start and after every schedule's run, for node_exporter's
-//! `--collector.textfile.directory`. Per schedule: when it last ran and last succeeded, how
+//! replaced atomically at start (beside serving, never before it) and after every run, for
+//! node_exporter's `--collector.textfile.directory`. Per schedule: when it last ran and last succeeded, how
 //! long its last run took, what it wrote, how it ended and how many archives of it are kept;
 //! and the daemon's `backupd_up` and `backupd_build_info`.
 

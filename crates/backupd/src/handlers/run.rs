@@ -52,7 +52,12 @@ pub async fn handle(
         ..daemon.plan_defaults()
     };
     let plan = plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await?;
-    finish(runner::execute(daemon, plan, events).await)
+    let report = runner::execute(daemon, plan, events).await;
+    if !args.dry_run {
+        // A one-off run may add or rotate archives a schedule counts.
+        crate::metrics::refresh(daemon).await;
+    }
+    finish(report)
 }
 
 /// A run in which some sources failed still answers with its report; the message says when

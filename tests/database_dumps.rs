@@ -375,3 +375,54 @@ fn a_postgresql_dump_is_archived_and_restores_the_same_rows() {
     assert_eq!(cluster.psql("restored", rows), original);
     assert_eq!(original.lines().count(), 3);
 }
+
+#[test]
+fn the_readme_example_dumps_sqlite_beside_the_folder_and_stores_the_postgresql_schedule() {
+    if !have("sqlite3") || !have("tar") {
+        return;
+    }
+    let t = TestHome::new();
+    app_folder(&t);
+    let app = t.work().join("app");
+    sh(Command::new("sqlite3")
+        .arg(app.join("app.db"))
+        .arg("create table t(x); insert into t values (42);"));
+    let _daemon = t.start_daemon();
+    let example = &common::readme_examples("Database dumps")["dumps"];
+    // The example's folder is this test's.
+    let script = example.replace("/srv/app", &app.display().to_string());
+    common::run_readme_example(&t, "dumps", &script);
+
+    let archives: Vec<_> = std::fs::read_dir(t.home().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let archive = archives[0].to_str().unwrap();
+    let sql = extract(archive, "app.sql", &t.work().join("out"));
+    // The restore line of the example, in the extracted folder.
+    let fresh = t.work().join("out/fresh.db");
+    sh(Command::new("sqlite3")
+        .arg(&fresh)
+        .arg(format!(".read {}", sql.display())));
+    assert_eq!(
+        sh(Command::new("sqlite3").arg(&fresh).arg("select x from t")).trim(),
+        "42"
+    );
+    // The PostgreSQL line made a schedule holding the command as an argv.
+    let list = t.ctl(&["--json", "list"]);
+    let list: Value = serde_json::from_str(list.stdout().trim()).unwrap();
+    let schedule = list["data"]["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "app")
+        .unwrap_or_else(|| panic!("no schedule app in {list}"))
+        .clone();
+    assert_eq!(
+        schedule["source_commands"][0]["command"],
+        json!(["pg_dump", "-h", "/run/postgresql", "-U", "app", "app"]),
+        "{schedule}"
+    );
+}

@@ -246,22 +246,64 @@ fn client_request(t: &TestHome, request: &Value) -> Value {
         .request(&request.to_string())
 }
 
-/// `name{labels} value` lines of the metrics file.
+fn metrics_path(t: &TestHome) -> std::path::PathBuf {
+    t.home().join("metrics/backupd.prom")
+}
+
+/// `name{labels} value` lines of the metrics file, after checking that every family has its
+/// `# HELP` and `# TYPE` lines, as node_exporter's textfile collector wants.
+fn metrics_text(text: &str) -> BTreeMap<String, String> {
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' ').map(|(name, _)| name))
+        .collect();
+    let helped = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+    assert_eq!(typed.len(), helped, "{text}");
+    let samples: BTreeMap<String, String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            assert!(v.parse::<f64>().is_ok(), "not a number: {l:?}");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    for key in samples.keys() {
+        let family = key.split('{').next().unwrap();
+        assert!(typed.contains(&family), "{family} has no # TYPE line");
+    }
+    samples
+}
+
 fn metrics(t: &TestHome) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(t.home().join("metrics/backupd.prom")).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    metrics_text(&std::fs::read_to_string(metrics_path(t)).unwrap())
+}
+
+/// The metric names of README's "Monitoring" sample.
+fn readme_metric_names() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Monitoring").unwrap()..];
+    let sample = &section[section.find("```text\n").unwrap() + 8..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    sample
+        .lines()
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
         .collect()
 }
 
 #[test]
-fn metrics_are_written_at_start_and_after_a_schedules_run() {
+fn metrics_are_written_at_start_and_after_every_run() {
     let t = TestHome::new();
     source(&t);
     let _daemon = t.start_daemon();
-    let at_start = metrics(&t);
+    // Written beside serving, never before it: the daemon answered already; the file follows.
+    let at_start = wait_for(common::PATIENCE, "metrics at start", || {
+        std::fs::read_to_string(metrics_path(&t)).ok()
+    });
+    let at_start = metrics_text(&at_start);
     assert_eq!(at_start["backupd_up"], "1");
     let version = format!(
         "backupd_build_info{{version=\"{}\"}}",
@@ -269,13 +311,7 @@ fn metrics_are_written_at_start_and_after_a_schedules_run() {
     );
     assert_eq!(at_start[&version], "1");
     t.ctl(&[
-        "create",
-        "--name",
-        "nightly",
-        "--sources",
-        "docs",
-        "--daily",
-        "03:00",
+        "create", "--name", "nightly", "--source", "docs", "--daily", "03:00",
     ])
     .ok();
     let before = chrono::Utc::now().timestamp();
@@ -294,16 +330,36 @@ fn metrics_are_written_at_start_and_after_a_schedules_run() {
         .parse()
         .unwrap();
     assert!(success >= before - 1, "{success} < {before}");
+    let last_run: i64 = of("backupd_schedule_last_run_timestamp_seconds")
+        .parse()
+        .unwrap();
+    assert_eq!(last_run, success);
     let duration: f64 = of("backupd_schedule_last_duration_seconds")
         .parse()
         .unwrap();
     assert!((0.0..60.0).contains(&duration));
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(t.home().join("metrics/backupd.prom"))
-            .unwrap()
-            .permissions(),
+        &std::fs::metadata(metrics_path(&t)).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o644);
+    // README's sample names exactly the families the daemon writes.
+    let mut written: Vec<String> = m
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_owned())
+        .collect();
+    written.sort();
+    written.dedup();
+    let mut documented = readme_metric_names();
+    documented.sort();
+    documented.dedup();
+    assert_eq!(written, documented);
+
+    // A one-off run rewrites the file too, here with a second archive of the schedule's name.
+    std::fs::remove_file(metrics_path(&t)).unwrap();
+    let out = t.ctl(&["run", "--sources", "docs", "--name", "nightly"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let m = metrics(&t);
+    assert_eq!(m["backupd_schedule_archives{schedule=\"nightly\"}"], "2");
 
     // A failed run: status 0, the last success stays.
     std::fs::remove_dir_all(t.work().join("docs")).unwrap();
@@ -314,5 +370,62 @@ fn metrics_are_written_at_start_and_after_a_schedules_run() {
     assert_eq!(
         m["backupd_schedule_last_success_timestamp_seconds{schedule=\"nightly\"}"],
         success.to_string()
+    );
+}
+
+#[test]
+fn the_readme_hooks_example_stops_and_starts_the_worker_and_records_the_status() {
+    let t = TestHome::new();
+    let app = t.work().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("data.txt"), b"data\n").unwrap();
+    // `systemctl` here records what it was asked, into calls.txt.
+    let systemctl = t.work().join("systemctl");
+    let calls = t.work().join("calls.txt");
+    std::fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let status = t.work().join("backup-status");
+    let _daemon = t.start_daemon();
+    let examples = common::readme_examples("Hooks");
+    let script = examples["hooks"]
+        .replace("/srv/app", &app.display().to_string())
+        .replace("systemctl", &systemctl.display().to_string())
+        .replace("/var/log/backup-status", &status.display().to_string());
+    common::run_readme_example(&t, "hooks", &script);
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "stop app-worker\nstart app-worker\n"
+    );
+    let archive = archives_in(&t.home().join("backups"));
+    assert_eq!(archive.len(), 1, "{archive:?}");
+    let size = std::fs::metadata(t.home().join("backups").join(&archive[0]))
+        .unwrap()
+        .len();
+    // `finally` ran before the run answered.
+    assert_eq!(
+        std::fs::read_to_string(&status).unwrap(),
+        format!("success {size}\n")
+    );
+
+    // The [defaults] example is a valid configuration.
+    std::fs::write(t.home().join("backupd.toml"), &examples["hooks-defaults"]).unwrap();
+    let out = std::process::Command::new(common::backupd_bin())
+        .arg("--home")
+        .arg(t.home())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -429,3 +429,38 @@ fn the_readme_hooks_example_stops_and_starts_the_worker_and_records_the_status()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_failed_jobs_hook_and_webhook_tell_the_same_outcome() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let receiver = common::http_receiver::HttpReceiver::start();
+    let failure_env = t.work().join("failure.env");
+    let on_failure = format!("sh -c 'env | grep ^BACKUPD_ > {}'", failure_env.display());
+    let missing = t.work().join("missing");
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            missing.to_str().unwrap(),
+            "--on-failure",
+            &on_failure,
+            "--notify",
+            &receiver.url("/hook"),
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    let env = env_file(&failure_env);
+    let received = receiver.wait_for(1);
+    let body: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(env["BACKUPD_STATUS"], "failure");
+    assert_eq!(body["status"], "failure");
+    assert_eq!(env["BACKUPD_NAME"], body["name"].as_str().unwrap());
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("missing"), "{error}");
+    assert_eq!(env["BACKUPD_ERROR"], error);
+    assert_eq!(env["BACKUPD_SIZE_BYTES"], "0");
+    assert!(body["archive"].is_null() && body["size_bytes"].is_null());
+    assert!(body["schedule"].is_null());
+    assert!(body["duration_ms"].is_u64());
+}

@@ -512,7 +512,7 @@ pub fn run_for_archive(t: &TestHome, args: &[&str]) -> PathBuf {
 /// line names, by name: the examples a test runs.
 pub fn readme_examples(heading: &str) -> BTreeMap<String, String> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let start = readme
         .find(&format!("\n## {heading}\n"))
         .unwrap_or_else(|| panic!("README has no {heading} section"));
@@ -524,7 +524,7 @@ pub fn readme_examples(heading: &str) -> BTreeMap<String, String> {
         let after = &rest[marker + "<!-- readme-example: ".len()..];
         let name = &after[..after.find(" -->").expect("closed marker")];
         let code = &after[after.find("```").expect("a code block after the marker")..];
-        let code = &code[code.find('\n').unwrap() + 1..];
+        let code = &code[code.find('\n').expect("a code block's first line") + 1..];
         let close = code.find("```").expect("closed code block");
         examples.insert(name.to_owned(), code[..close].to_owned());
         rest = &code[close + 3..];
@@ -538,7 +538,10 @@ pub fn readme_examples(heading: &str) -> BTreeMap<String, String> {
 pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
     let path = format!(
         "{}:{}",
-        backupctl_bin().parent().unwrap().display(),
+        backupctl_bin()
+            .parent()
+            .expect("backupctl lives in a folder")
+            .display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let out = Command::new("bash")
@@ -548,7 +551,7 @@ pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
         .env("BACKUPD_HOME", t.home())
         .env("PATH", path)
         .output()
-        .unwrap();
+        .expect("run bash");
     assert!(
         out.status.success(),
         "README example {name}: {}",

@@ -502,21 +502,26 @@ fn text(bytes: &[u8]) -> String {
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
+/// `backupctl run --sources SOURCE --passphrase`, typing [`PASSPHRASE`] twice; the archive.
+fn run_with_passphrase(t: &TestHome, source: &str) -> PathBuf {
+    let typed = ctl_typing(
+        t,
+        &["--json", "run", "--sources", source, "--passphrase"],
+        &[PASSPHRASE, PASSPHRASE],
+    );
+    assert!(typed.status.success(), "{}", text(&typed.stderr));
+    assert!(text(&typed.stderr).contains("Confirm passphrase: "));
+    let answer: Value = serde_json::from_slice(&typed.stdout).unwrap();
+    PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+}
+
 #[test]
 fn a_passphrase_typed_at_the_terminal_encrypts_a_one_off_run_and_opens_it() {
     let t = TestHome::new();
     let src = source(&t, "tree", 200_000);
     let _daemon = t.start_daemon();
 
-    let typed = ctl_typing(
-        &t,
-        &["--json", "run", "--sources", "tree", "--passphrase"],
-        &[PASSPHRASE, PASSPHRASE],
-    );
-    assert!(typed.status.success(), "{}", text(&typed.stderr));
-    assert!(text(&typed.stderr).contains("Confirm passphrase: "));
-    let answer: Value = serde_json::from_slice(&typed.stdout).unwrap();
-    let archive = PathBuf::from(answer["data"]["sources"][0]["archive"].as_str().unwrap());
+    let archive = run_with_passphrase(&t, "tree");
     assert!(
         archive.to_str().unwrap().ends_with(".tar.gz.age"),
         "{archive:?}"
@@ -697,17 +702,7 @@ fn the_age_cli_opens_a_passphrase_archive_typed_at_its_terminal() {
     let t = TestHome::new();
     let src = source(&t, "tree", 100_000);
     let _daemon = t.start_daemon();
-    let typed = ctl_typing(
-        &t,
-        &["--json", "run", "--sources", "tree", "--passphrase"],
-        &[PASSPHRASE, PASSPHRASE],
-    );
-    assert!(typed.status.success(), "{}", text(&typed.stderr));
-    let answer: Value = serde_json::from_slice(&typed.stdout).unwrap();
-    let archive = answer["data"]["sources"][0]["archive"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let archive = run_with_passphrase(&t, "tree");
 
     // age reads a passphrase only from its controlling terminal: give it ours.
     let plain = t.work().join("plain.tar.gz");

@@ -233,6 +233,31 @@ fn corpus(t: &TestHome) -> Vec<(String, Vec<u8>, &'static str)> {
             r#"{"cmd":"backups","destination":"../.."}"#,
             "invalid_arguments",
         ),
+        text(
+            "an unknown remote",
+            r#"{"cmd":"backups","remote":"nowhere"}"#,
+            "invalid_arguments",
+        ),
+        text(
+            "a remote and a destination",
+            r#"{"cmd":"verify","all":true,"remote":"s3://bkt/p","destination":"/tmp"}"#,
+            "invalid_arguments",
+        ),
+        text(
+            "traversal in a remote prefix",
+            r#"{"cmd":"prune","remote":"s3://bkt/../../etc","dry_run":true}"#,
+            "invalid_arguments",
+        ),
+        text(
+            "a bad bucket to sync to",
+            r#"{"cmd":"sync","remote":"s3://../x"}"#,
+            "invalid_arguments",
+        ),
+        text(
+            "a remote as a number",
+            r#"{"cmd":"restore","archive":"a.tar.gz","to":"/tmp/x","remote":7}"#,
+            "invalid_arguments",
+        ),
     ]
 }
 

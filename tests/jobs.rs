@@ -3,13 +3,11 @@
 
 mod common;
 
+use common::watcher::Watcher;
 use common::{Client, PATIENCE, TestHome, log_messages, wait_for};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 fn json(t: &TestHome, args: &[&str]) -> Value {
     let mut full = vec!["--json"];
@@ -173,57 +171,6 @@ fn status_shows_the_error_text_of_a_failed_schedule_run() {
     assert!(text.contains("jobs: none running"), "{text}");
 }
 
-/// `backupctl watch --json` as a child; its lines arrive on the channel.
-struct Watcher {
-    child: std::process::Child,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Watcher {
-    fn start(t: &TestHome) -> Self {
-        let mut child = t
-            .ctl_command(&["watch", "--json"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn backupctl watch");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).expect("a JSON line");
-                if send.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next event of `kind`, skipping others, within [`PATIENCE`].
-    #[track_caller]
-    fn next(&self, kind: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {kind} event"));
-            if line["event"] == kind {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn watch_follows_schedule_changes_and_a_run_from_start_to_finish() {
     let t = TestHome::new();
@@ -232,14 +179,7 @@ fn watch_follows_schedule_changes_and_a_run_from_start_to_finish() {
     std::fs::write(src.join("f"), vec![3u8; 200_000]).unwrap();
     let _daemon = t.start_daemon();
     let watcher = Watcher::start(&t);
-    // The watch begins once the daemon has read it: create schedules until one is seen.
-    let mut created = 0;
-    let first = wait_for(PATIENCE, "the watch to see a create", || {
-        created += 1;
-        let spec = format!("src;{};one_{created}", common::far_time());
-        t.ctl(&["create", &spec]).ok();
-        watcher.lines.recv_timeout(Duration::from_millis(200)).ok()
-    });
+    let first = watcher.wait_until_watching(&t, "src", "one");
     assert_eq!(first["event"], "schedule_changed");
     assert_eq!(first["change"], "created");
     assert!(first["name"].as_str().unwrap().starts_with("one_"));

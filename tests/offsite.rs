@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::watcher::Watcher;
+
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY, env_for};
 use common::{TestHome, backupd_bin, sha256sum};
 use serde_json::Value;
@@ -71,6 +73,8 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
     t.append_config(&server.remote_table("off", "host1", ""));
     source(&t, "tree", 200_000);
     let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let watcher = Watcher::start(&t);
+    watcher.wait_until_watching(&t, "tree", "ready");
 
     let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", "off"]);
     assert_eq!(code, 0, "{answer} {stderr}");
@@ -80,6 +84,10 @@ fn an_offsite_copy_lands_with_its_manifest_and_gnu_tar_reads_it() {
     let upload = &report["offsite"][0];
     assert_eq!(upload["ok"], true, "{upload}");
     assert_eq!(upload["remote"], "off");
+    // Watchers hear of each upload as it ends, with the run's report of it.
+    let heard = watcher.next("uploaded");
+    assert_eq!(heard["name"], "tree");
+    assert_eq!(&heard["upload"], upload);
     let archive = file_name(report["archive"].as_str().unwrap());
     let manifest = file_name(report["manifest"].as_str().unwrap());
     assert_eq!(upload["url"], format!("s3://backups/host1/{archive}"));
@@ -424,4 +432,25 @@ fn an_encrypted_archive_is_uploaded_as_the_encrypted_file_that_age_opens() {
     assert!(out.status.success(), "{out:?}");
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("data.bin"), "{listed}");
+}
+
+#[test]
+fn uploads_carry_a_sha256_the_server_checks_unless_turned_off() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("sums", "with", ""));
+    t.append_config(&server.remote_table("nosums", "without", "checksums = false\n"));
+    source(&t, "tree", 100_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    for remote in ["sums", "nosums"] {
+        let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", remote]);
+        assert_eq!(code, 0, "{answer} {stderr}");
+    }
+    let manifest_in = |prefix: &str| {
+        let objects = server.objects(prefix);
+        let manifest = objects.iter().find(|o| o.ends_with(".json")).unwrap();
+        format!("{prefix}/{manifest}")
+    };
+    assert!(server.kept_sha256_of(&manifest_in("with")));
+    assert!(!server.kept_sha256_of(&manifest_in("without")));
 }

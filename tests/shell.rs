@@ -244,6 +244,21 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     let _stop = StopOnDrop(&t);
     std::fs::create_dir(t.work().join("src")).unwrap();
     std::fs::write(t.work().join("src/file.txt"), b"data\n").unwrap();
+    // A remote for `sync`, its credentials in a file (the daemon inherits no AWS environment).
+    let server = common::s3::S3Server::start();
+    let creds = t.work().join("aws-credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            common::s3::ACCESS_KEY,
+            common::s3::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let extra = format!("credentials_file = \"{}\"\n", creds.display());
+    t.append_config(&server.remote_table("off", "host", &extra));
     let mut covered = BTreeSet::new();
     let mut json = |args: &[&str]| {
         covered.insert(args[0].to_owned());
@@ -276,6 +291,8 @@ fn json_prints_one_answer_line_for_every_command_that_talks_to_the_daemon() {
     json(&["restore", &archive, "--to", "restored"]);
     json(&["ls", &archive]);
     json(&["prune", "--dry-run"]);
+    let synced = json(&["sync", "--remote", "off"]);
+    assert_eq!(synced["data"]["uploads"][0]["ok"], true, "{synced}");
     json(&["delete", "--name", "daily"]);
     json(&["delete", "0"]);
     // Nothing runs, so there is nothing to cancel: the refusal is one line too.

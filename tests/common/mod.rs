@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod http_receiver;
+pub mod moto;
 pub mod smtp;
 pub mod terminal;
+pub mod watcher;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -495,12 +497,10 @@ pub fn incompressible(size: usize, seed: u64) -> Vec<u8> {
 
 /// `backupctl --json run ARGS`, which must succeed; the path of the first source's archive.
 pub fn run_for_archive(t: &TestHome, args: &[&str]) -> PathBuf {
-    let mut full = vec!["--json", "run"];
+    let mut full = vec!["run"];
     full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let answer: serde_json::Value = serde_json::from_str(out.stdout().trim())
-        .unwrap_or_else(|e| panic!("bad JSON {:?} ({e}): {}", out.stdout(), out.stderr()));
-    assert_eq!(out.code(), 0, "{answer}");
+    let (code, answer) = ctl_json(t, &full);
+    assert_eq!(code, 0, "{answer}");
     PathBuf::from(
         answer["data"]["sources"][0]["archive"]
             .as_str()
@@ -558,4 +558,31 @@ pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `backupctl --json ARGS`: the exit code and the answer line.
+pub fn ctl_json(t: &TestHome, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let answer = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON {:?} ({e}); stderr {:?}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    (out.code(), answer)
+}
+
+/// The file name of the archive a run's answer reports for its first source.
+pub fn first_archive_name(answer: &serde_json::Value) -> String {
+    let path = answer["data"]["sources"][0]["archive"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no archive in {answer}"));
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_else(|| panic!("no file name in {path}"))
+        .to_owned()
 }

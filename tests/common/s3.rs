@@ -170,6 +170,21 @@ impl S3Server {
             .is_some_and(|running| !running.thread.is_finished())
     }
 
+    /// Whether the server received, checked and kept a SHA-256 (`x-amz-checksum-sha256`) for
+    /// object `key`: s3s-fs refuses a mismatching one (BadDigest) and records a matching one
+    /// beside the object.
+    pub fn kept_sha256_of(&self, key: &str) -> bool {
+        let info = self.root.path().join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            base64_url(BUCKET.as_bytes()),
+            base64_url(key.as_bytes())
+        ));
+        std::fs::read(&info)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|v| v["checksum_sha256"].is_string())
+    }
+
     /// A `[remote.NAME]` table for this server (path-style, plain http), objects under
     /// `prefix`, with `extra` lines appended.
     pub fn remote_table(&self, name: &str, prefix: &str, extra: &str) -> String {
@@ -288,4 +303,17 @@ impl tokio::io::AsyncWrite for Counted {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// URL-safe base64 without padding, as s3s-fs names its metadata files.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
 }

@@ -58,8 +58,12 @@ pub enum CliCommand {
         #[arg(long)]
         long: bool,
         /// List this folder instead of <home>/backups.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "remote")]
         destination: Option<PathBuf>,
+        /// List the copies on this offsite remote ([remote.NAME] or s3://BUCKET/PREFIX);
+        /// --long also shows incomplete ones (no manifest).
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
     },
     /// Delete old archives by the retention policy now (defaults: $RETENTION_DAYS or 7,
     /// $MIN_BACKUPS_TO_KEEP or 3).
@@ -141,6 +145,8 @@ pub enum CliCommand {
         #[arg(long, short = 'o', value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Upload to an offsite remote every local archive (and its manifest) that it lacks.
+    Sync(SyncCli),
 }
 
 #[derive(Debug, clap::Args)]
@@ -234,6 +240,13 @@ pub struct JobCli {
     /// Seconds a hook may run before it is killed (default: the daemon's, else 600).
     #[arg(long, value_name = "SECS")]
     pub hook_timeout: Option<u64>,
+    /// After an upload, remote copies older than N days are deleted (default: the job's
+    /// retention).
+    #[arg(long, value_name = "N")]
+    pub offsite_keep_days: Option<u32>,
+    /// Never fewer than M remote copies of a name remain (default: the job's retention).
+    #[arg(long, value_name = "M")]
+    pub offsite_keep_min: Option<u32>,
 }
 
 /// Which older archives of a name to delete after a run, or on `prune`. Kept: archives younger
@@ -274,6 +287,9 @@ pub struct PruneCli {
     /// Show what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Prune the copies on this offsite remote ([remote.NAME] or s3://BUCKET/PREFIX).
+    #[arg(long, value_name = "NAME", conflicts_with = "destination")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -288,12 +304,15 @@ pub struct VerifyCli {
     #[arg(long)]
     pub all: bool,
     /// The folder holding the archives (default: <home>/backups).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "remote")]
     pub destination: Option<PathBuf>,
     /// Decrypt encrypted archives with this age identity file (yours, mode 0600), which the
     /// daemon reads; without it only their checksum is checked.
     #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
     pub identity: Option<PathBuf>,
+    /// Verify the copies on this offsite remote, streamed back (ARCHIVE is a file name).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
     /// Decrypt archives encrypted to a passphrase, typed at the terminal.
     #[arg(long)]
     pub passphrase: bool,
@@ -318,6 +337,9 @@ pub struct RestoreCli {
     /// the daemon reads.
     #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
     pub identity: Option<PathBuf>,
+    /// Restore from this offsite remote, streamed (ARCHIVE is a file name there).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
     /// Decrypt an archive encrypted to a passphrase, typed at the terminal.
     #[arg(long)]
     pub passphrase: bool,
@@ -386,4 +408,17 @@ impl From<NotifyOnCli> for proto::NotifyOn {
             NotifyOnCli::Failure => Self::Failure,
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncCli {
+    /// The offsite remote: [remote.NAME] of backupd.toml, or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "NAME")]
+    pub remote: String,
+    /// Only archives of this backup name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The local folder (default: <home>/backups).
+    #[arg(long, value_name = "DIR")]
+    pub destination: Option<PathBuf>,
 }

@@ -36,6 +36,7 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
         Reply::WatchEnded(_) => vec!["backupd is stopping".to_owned()],
         Reply::LogLevel(set) => vec![format!("log level: {}", set.level)],
         Reply::Listing(listing) => archive_listing(&listing),
+        Reply::Synced(report) => synced(&report),
     }
 }
 
@@ -226,6 +227,9 @@ pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<Str
             deleted,
         } => format!("rotated {destination}: deleted {}", deleted.join(", ")),
         Event::Verified { archive, status } => format!("verified {archive}: {status}"),
+        Event::Uploaded { job, name, upload } => {
+            format!("[{name} #{job}] {}", offsite_line(upload))
+        }
         Event::ScheduleChanged { name, change } => {
             let change = match change {
                 proto::event::ScheduleChange::Created => "created",
@@ -358,6 +362,12 @@ fn backups(list: BackupList) -> Vec<String> {
                 (true, _) if archive.passphrase => "  encrypted (age) to a passphrase".to_owned(),
                 (true, []) => "  encrypted (age)".to_owned(),
                 (true, keys) => format!("  encrypted (age) to {}", keys.join(", ")),
+            };
+            // A remote copy without its manifest is not a backup yet.
+            let verify = if archive.incomplete {
+                "incomplete (no manifest)".to_owned()
+            } else {
+                verify
             };
             lines.push(format!(
                 "  {}  {created}  {}  {}  {files}  {verify}{sealed}",
@@ -578,6 +588,20 @@ fn offsite_line(upload: &proto::response::OffsiteUpload) -> String {
             human_size(upload.rate())
         ),
     }
+}
+
+/// Lines for `sync`: one per upload, then the totals.
+fn synced(report: &proto::response::SyncReport) -> Vec<String> {
+    let mut lines: Vec<String> = report.uploads.iter().map(offsite_line).collect();
+    let failed = report.uploads.iter().filter(|u| !u.ok).count();
+    lines.push(format!(
+        "Sync to {} ({}): {} uploaded, {failed} failed, {} already there",
+        report.remote,
+        report.url,
+        report.uploads.len() - failed,
+        report.already_there
+    ));
+    lines
 }
 
 /// A one-line progress display, redrawn in place on a terminal.

@@ -3,11 +3,11 @@
 //! where flags are absent.
 
 use crate::cli::{
-    CliCommand, CreateCli, JobCli, PruneCli, RestoreCli, RetentionCli, RunCli, VerifyCli,
+    CliCommand, CreateCli, JobCli, PruneCli, RestoreCli, RetentionCli, RunCli, SyncCli, VerifyCli,
 };
 use crate::failure::Failure;
 use crate::settings::{self, Settings};
-use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, VerifyArgs};
+use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs};
 use proto::{Command, Compression, JobOptions, Passphrase, Retention, ScheduleSpec};
 use std::path::{Path, PathBuf};
 
@@ -52,17 +52,23 @@ pub fn build(command: &CliCommand, ctx: &Context) -> Result<Command, Failure> {
         | CliCommand::Completions { .. }
         | CliCommand::Man { .. }
         | CliCommand::Keygen { .. } => Command::Hello {},
-        CliCommand::Backups { long, destination } => Command::Backups {
+        CliCommand::Backups {
+            long,
+            destination,
+            remote,
+        } => Command::Backups {
             long: *long,
             destination: destination
                 .as_deref()
                 .map(|d| ctx.absolute(d))
                 .transpose()?,
+            remote: remote.clone(),
         },
         CliCommand::Run(run) => Command::Run(run_args(run, ctx)?),
         CliCommand::Prune(prune) => Command::Prune(prune_args(prune, ctx)?),
         CliCommand::Verify(verify) => Command::Verify(verify_args(verify, ctx)?),
         CliCommand::Restore(restore) => Command::Restore(restore_args(restore, ctx)?),
+        CliCommand::Sync(sync) => Command::Sync(sync_args(sync, ctx)?),
         CliCommand::Status => Command::Status {},
         CliCommand::Jobs => Command::Jobs {},
         CliCommand::Cancel { job, name } => Command::Cancel {
@@ -202,6 +208,12 @@ fn job_options(
             finally: hook("--finally", job.finally.as_deref())?,
         },
         hook_timeout: job.hook_timeout,
+        offsite_retention: (job.offsite_keep_days.is_some() || job.offsite_keep_min.is_some())
+            .then(|| Retention {
+                days: job.offsite_keep_days,
+                min_keep: job.offsite_keep_min,
+                ..Retention::default()
+            }),
     })
 }
 
@@ -286,16 +298,21 @@ fn prune_args(cli: &PruneCli, ctx: &Context) -> Result<PruneArgs, Failure> {
         destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
         retention: retention(&cli.retention, Some(&ctx.settings))?,
         dry_run: cli.dry_run,
+        remote: cli.remote.clone(),
     })
 }
 
 fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
     Ok(VerifyArgs {
-        archive: cli
-            .archive
-            .as_deref()
-            .map(|a| archive_arg(a, ctx))
-            .transpose()?,
+        archive: match &cli.remote {
+            // A file name on the remote, sent as given.
+            Some(_) => cli.archive.clone(),
+            None => cli
+                .archive
+                .as_deref()
+                .map(|a| archive_arg(a, ctx))
+                .transpose()?,
+        },
         name: cli.name.clone(),
         all: cli.all,
         destination: cli
@@ -308,13 +325,17 @@ fn verify_args(cli: &VerifyCli, ctx: &Context) -> Result<VerifyArgs, Failure> {
             .as_deref()
             .map(|i| ctx.absolute(i))
             .transpose()?,
+        remote: cli.remote.clone(),
         passphrase: typed_passphrase(cli.passphrase, false)?,
     })
 }
 
 fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure> {
     Ok(RestoreArgs {
-        archive: archive_arg(&cli.archive, ctx)?,
+        archive: match &cli.remote {
+            Some(_) => cli.archive.clone(),
+            None => archive_arg(&cli.archive, ctx)?,
+        },
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
         overwrite: cli.overwrite,
@@ -324,6 +345,19 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
             .map(|i| ctx.absolute(i))
             .transpose()?,
         passphrase: typed_passphrase(cli.passphrase, false)?,
+        remote: cli.remote.clone(),
+    })
+}
+
+fn sync_args(cli: &SyncCli, ctx: &Context) -> Result<SyncArgs, Failure> {
+    Ok(SyncArgs {
+        remote: cli.remote.clone(),
+        name: cli.name.clone(),
+        destination: cli
+            .destination
+            .as_deref()
+            .map(|d| ctx.absolute(d))
+            .transpose()?,
     })
 }
 

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod notify;
 pub mod offsite;
+pub mod offsite_retention;
 pub mod outcome;
 pub mod peer;
 pub mod plan;

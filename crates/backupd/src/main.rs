@@ -365,6 +365,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     spawn_signal_handlers(&daemon)?;
     tracing::info!("backupd started");
+    backupd::remote::stale_uploads::spawn(&daemon);
     let scheduler = tokio::spawn(backupd::scheduler::run(Arc::clone(&daemon)));
     // Ends with the runtime: pings go on while shutdown drains, which may take a while.
     tokio::spawn({

@@ -150,6 +150,7 @@ pub async fn plan(
     if !offsite_only {
         after.extend(offsites.into_iter().map(AfterWrite::Offsite));
     }
+    after.extend(crate::offsite_retention::steps(&after, options));
     after.push(AfterWrite::Rotate(retention::policy(
         options.retention.as_ref(),
     )));

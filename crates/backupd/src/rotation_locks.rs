@@ -17,6 +17,8 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 enum FolderKey {
     Inode(u64, u64),
     Path(PathBuf),
+    /// An offsite remote's `s3://BUCKET/PREFIX`.
+    Remote(String),
 }
 
 impl FolderKey {
@@ -51,6 +53,16 @@ impl RotationLocks {
     /// time, so taking several in a fixed order cannot deadlock).
     pub async fn lock_all(&self, folder: &Path, names: &BTreeSet<String>) -> Vec<RotationGuard> {
         let key = FolderKey::of(folder);
+        let mut guards = Vec::with_capacity(names.len());
+        for name in names {
+            guards.push(self.entry(key.clone(), name).lock_owned().await);
+        }
+        guards
+    }
+
+    /// As [`lock_all`](Self::lock_all), for the names of an offsite remote (`s3://…`).
+    pub async fn lock_all_remote(&self, url: &str, names: &BTreeSet<String>) -> Vec<RotationGuard> {
+        let key = FolderKey::Remote(url.to_owned());
         let mut guards = Vec::with_capacity(names.len());
         for name in names {
             guards.push(self.entry(key.clone(), name).lock_owned().await);

@@ -52,6 +52,9 @@ pub enum AfterWrite {
     /// name); a failure marks the run `completed with offsite failure`, never fails the
     /// source.
     Offsite(crate::offsite::Offsite),
+    /// Rotate the copies of the name on a remote by this policy, once this run's copies to it
+    /// all arrived; never fails the source.
+    RotateRemote(crate::offsite::Offsite, RetentionPolicy),
 }
 
 /// Runs every job of the plan and reports; never fails as a whole, each source succeeds or
@@ -457,7 +460,29 @@ async fn back_up_one(
                             &tag,
                         )
                         .await;
+                        for upload in &uploads {
+                            daemon.publish(Event::Uploaded {
+                                job: registered.id,
+                                name: rotation_job.name.clone(),
+                                upload: upload.clone(),
+                            });
+                        }
                         report.offsite.extend(uploads);
+                    }
+                    AfterWrite::RotateRemote(offsite, policy) => {
+                        let mut sent = report.offsite.iter().filter(|u| u.remote == offsite.spec);
+                        if sent.all(|u| u.ok) {
+                            let own = file_name(&outcome.archive);
+                            crate::offsite_retention::after_upload(
+                                daemon,
+                                &rotation_job.name,
+                                &own,
+                                offsite,
+                                policy,
+                                &tag,
+                            )
+                            .await;
+                        }
                     }
                     AfterWrite::Rotate(policy) => {
                         // Without its own timestamp (never expected) nothing is old enough.

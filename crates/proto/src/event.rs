@@ -92,6 +92,13 @@ pub enum Event {
         destination: String,
         deleted: Vec<String>,
     },
+    /// `watch` and a run's events: one offsite upload of a job ended (copied, already there, or
+    /// failed after its retries).
+    Uploaded {
+        job: u64,
+        name: String,
+        upload: crate::response::OffsiteUpload,
+    },
     /// `watch`: an archive was verified (after a run, or `verify`).
     Verified {
         archive: String,

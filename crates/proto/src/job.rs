@@ -185,6 +185,8 @@ pub struct JobOptions {
     pub hooks: Hooks,
     /// Seconds a hook may run before it is killed with its process group; unset: 600.
     pub hook_timeout: Option<u64>,
+    /// The retention policy of the remote copies after an upload; unset: `retention`.
+    pub offsite_retention: Option<Retention>,
 }
 
 /// A command source: `command` (an argv, run without a shell) writes the file `name`.
@@ -261,6 +263,7 @@ impl JobOptions {
             source_commands,
             hooks,
             hook_timeout,
+            offsite_retention,
         } = self;
         // Recipients are one setting: a job naming any replaces the defaults' whole set.
         let (encrypt_to, encrypt_to_file) = if encrypt_to.is_empty() && encrypt_to_file.is_none() {
@@ -303,6 +306,7 @@ impl JobOptions {
             },
             hooks: hooks.or(&defaults.hooks),
             hook_timeout: hook_timeout.or(defaults.hook_timeout),
+            offsite_retention: offsite_retention.or(defaults.offsite_retention),
         }
     }
 
@@ -352,6 +356,8 @@ mod wire {
         hooks: Hooks,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hook_timeout: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite_retention: Option<Retention>,
     }
 
     impl TryFrom<JobOptions> for super::JobOptions {
@@ -379,6 +385,7 @@ mod wire {
                 source_commands: wire.source_commands,
                 hooks: wire.hooks,
                 hook_timeout: wire.hook_timeout,
+                offsite_retention: wire.offsite_retention,
             })
         }
     }
@@ -402,6 +409,7 @@ mod wire {
                 source_commands,
                 hooks,
                 hook_timeout,
+                offsite_retention,
             } = options;
             Self {
                 destination,
@@ -420,6 +428,7 @@ mod wire {
                 source_commands,
                 hooks,
                 hook_timeout,
+                offsite_retention,
             }
         }
     }
@@ -520,6 +529,10 @@ mod tests {
             offsite_only: false,
             encrypt_to: vec!["age1default".into()],
             encrypt_to_file: None,
+            offsite_retention: Some(Retention {
+                days: Some(90),
+                ..Retention::default()
+            }),
             ..JobOptions::default()
         };
         assert_eq!(JobOptions::default().or(&defaults), defaults);
@@ -533,6 +546,7 @@ mod tests {
             offsite_only: true,
             encrypt_to: Vec::new(),
             encrypt_to_file: Some("/mine/recipients.txt".into()),
+            offsite_retention: None,
             ..JobOptions::default()
         };
         let merged = own.clone().or(&defaults);
@@ -540,6 +554,7 @@ mod tests {
             merged,
             JobOptions {
                 verify_after: true,
+                offsite_retention: defaults.offsite_retention,
                 ..own
             }
         );

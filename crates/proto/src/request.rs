@@ -34,6 +34,9 @@ pub enum Command {
         /// Absolute path of another folder to list.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         destination: Option<String>,
+        /// List this offsite remote (a `[remote.NAME]` or `s3://BUCKET/PREFIX`) instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
     },
     /// Apply a retention policy to a destination now.
     Prune(PruneArgs),
@@ -62,6 +65,8 @@ pub enum Command {
     LogLevel { level: String },
     /// The entries of an archive (or of one path in it), read from its tar stream.
     Ls(LsArgs),
+    /// Upload to an offsite remote every local archive (and its manifest) it lacks.
+    Sync(SyncArgs),
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
@@ -144,6 +149,7 @@ impl Command {
         "watch",
         "log_level",
         "ls",
+        "sync",
     ];
 }
 
@@ -161,6 +167,9 @@ pub struct PruneArgs {
     pub retention: Option<Retention>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Prune this offsite remote instead of a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Arguments of `verify`: one `archive` (absolute path, or a file name in the folder), every
@@ -181,6 +190,9 @@ pub struct VerifyArgs {
     /// (the key itself never travels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Verify the copies on this offsite remote instead (`archive` is then a file name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
     /// A passphrase typed at the client's terminal, for archives encrypted with one; used
     /// for this request only, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +221,23 @@ pub struct RestoreArgs {
     /// for this request only, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase: Option<Passphrase>,
+    /// Restore from this offsite remote (`archive` is then a file name), streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// Arguments of `sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncArgs {
+    /// The remote: a `[remote.NAME]` of `backupd.toml`, or `s3://BUCKET/PREFIX`.
+    pub remote: String,
+    /// Only archives of this backup name (default: every name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute path of the local folder (default: `<home>/backups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -398,6 +427,7 @@ mod tests {
             Command::Backups {
                 long: true,
                 destination: Some("/srv/b".into()),
+                remote: None,
             },
             Command::Prune(PruneArgs {
                 retention: Some(Retention {
@@ -416,6 +446,7 @@ mod tests {
                 paths: vec!["docs".into()],
                 overwrite: true,
                 identity: None,
+                remote: Some("off".into()),
                 passphrase: Some(Passphrase::new("p")),
             }),
             Command::Run(RunArgs {
@@ -442,6 +473,11 @@ mod tests {
                 path: Some("docs".into()),
                 identity: Some("/k.txt".into()),
                 passphrase: None,
+            }),
+            Command::Sync(SyncArgs {
+                remote: "s3://bkt/p".into(),
+                name: Some("docs".into()),
+                destination: None,
             }),
         ];
         assert_eq!(commands.len(), Command::NAMES.len() + 1);

@@ -114,6 +114,8 @@ pub enum Reply {
     LogLevel(LogLevelSet),
     /// `ls`: an archive's entries.
     Listing(ArchiveListing),
+    /// `sync`: what was uploaded to the remote.
+    Synced(SyncReport),
 }
 
 impl Reply {
@@ -138,6 +140,7 @@ impl Reply {
             Command::Watch {} => Reply::WatchEnded(from_value(data)?),
             Command::LogLevel { .. } => Reply::LogLevel(from_value(data)?),
             Command::Ls(_) => Reply::Listing(from_value(data)?),
+            Command::Sync(_) => Reply::Synced(from_value(data)?),
         })
     }
 }
@@ -254,6 +257,9 @@ pub struct BackupEntry {
     /// The public keys it is encrypted to, from the manifest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// A remote copy whose manifest is not there (an upload cut short): not a backup yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     /// Encrypted to a passphrase rather than to keys, from the manifest.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passphrase: bool,
@@ -609,6 +615,18 @@ pub struct DestinationSpace {
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// `data` of `sync`: the uploads to one remote, each as the offsite step reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub remote: String,
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    /// One per local archive the remote lacked, oldest first.
+    pub uploads: Vec<OffsiteUpload>,
+    /// Local archives the remote had already.
+    pub already_there: usize,
 }
 
 #[cfg(test)]

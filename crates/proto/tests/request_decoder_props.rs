@@ -8,8 +8,8 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use proto::Passphrase;
-use proto::request::{CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, VerifyArgs};
-use proto::{Codec, Command, Compression, ErrorCode, JobOptions, Request, Retention};
+use proto::request::{CreateArgs, LsArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, VerifyArgs};
+use proto::{Codec, Command, Compression, ErrorCode, JobOptions, NotifyOn, Request, Retention};
 use serde_json::{Map, Value};
 
 fn config() -> Config {
@@ -108,32 +108,54 @@ fn retention() -> impl Strategy<Value = Option<Retention>> {
 }
 
 fn job_options() -> impl Strategy<Value = JobOptions> {
+    let notify_on =
+        proptest::option::of(prop_oneof![Just(NotifyOn::Always), Just(NotifyOn::Failure)]);
     (
-        proptest::option::of(any::<String>()),
-        proptest::option::of(prop_oneof![
-            Just(Compression::of(Codec::Gzip)),
-            Just(Compression::of(Codec::Zstd)),
-            (1..=19i32).prop_map(|level| Compression::new(Codec::Zstd, Some(level)).unwrap()),
-        ]),
-        prop::collection::vec(any::<String>(), 0..3),
-        retention(),
-        any::<bool>(),
-        prop::collection::vec(any::<String>(), 0..2),
-        any::<bool>(),
-        prop::collection::vec(any::<String>(), 0..2),
-        proptest::option::of(any::<String>()),
+        (
+            proptest::option::of(any::<String>()),
+            proptest::option::of(prop_oneof![
+                Just(Compression::of(Codec::Gzip)),
+                Just(Compression::of(Codec::Zstd)),
+                (1..=19i32).prop_map(|level| Compression::new(Codec::Zstd, Some(level)).unwrap()),
+            ]),
+            prop::collection::vec(any::<String>(), 0..3),
+            retention(),
+            any::<bool>(),
+        ),
+        (
+            prop::collection::vec(any::<String>(), 0..2),
+            any::<bool>(),
+            retention(),
+        ),
+        (
+            prop::collection::vec(any::<String>(), 0..2),
+            proptest::option::of(any::<String>()),
+        ),
+        (
+            prop::collection::vec(any::<String>(), 0..2),
+            notify_on,
+            any::<bool>(),
+        ),
+        (
+            prop::collection::vec(
+                (
+                    any::<String>(),
+                    prop::collection::vec(any::<String>(), 0..3),
+                )
+                    .prop_map(|(name, command)| proto::job::CommandSource { name, command }),
+                0..2,
+            ),
+            prop::collection::vec(prop::collection::vec(any::<String>(), 0..2), 4..=4),
+            proptest::option::of(any::<u64>()),
+        ),
     )
         .prop_map(
             |(
-                destination,
-                compression,
-                exclude,
-                retention,
-                verify_after,
-                offsite,
-                offsite_only,
-                encrypt_to,
-                encrypt_to_file,
+                (destination, compression, exclude, retention, verify_after),
+                (offsite, offsite_only, offsite_retention),
+                (encrypt_to, encrypt_to_file),
+                (notify, notify_on, notify_email),
+                (source_commands, mut hooks, hook_timeout),
             )| JobOptions {
                 destination,
                 compression,
@@ -144,7 +166,18 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 offsite_only,
                 encrypt_to,
                 encrypt_to_file,
-                ..JobOptions::default()
+                notify,
+                notify_on,
+                notify_email,
+                source_commands,
+                hooks: proto::job::Hooks {
+                    finally: hooks.pop().unwrap_or_default(),
+                    on_failure: hooks.pop().unwrap_or_default(),
+                    after: hooks.pop().unwrap_or_default(),
+                    before: hooks.pop().unwrap_or_default(),
+                },
+                hook_timeout,
+                offsite_retention,
             },
         )
 }
@@ -177,50 +210,73 @@ fn command() -> impl Strategy<Value = Command> {
             })),
         (proptest::option::of(any::<usize>()), maybe_text())
             .prop_map(|(index, name)| Command::Delete { index, name }),
-        (any::<bool>(), maybe_text())
-            .prop_map(|(long, destination)| Command::Backups { long, destination }),
-        (maybe_text(), maybe_text(), retention(), any::<bool>()).prop_map(
-            |(name, destination, retention, dry_run)| Command::Prune(PruneArgs {
-                name,
+        (any::<bool>(), maybe_text(), maybe_text()).prop_map(|(long, destination, remote)| {
+            Command::Backups {
+                long,
                 destination,
-                retention,
-                dry_run,
-            })
-        ),
+                remote,
+            }
+        }),
+        (
+            maybe_text(),
+            maybe_text(),
+            retention(),
+            any::<bool>(),
+            maybe_text()
+        )
+            .prop_map(
+                |(name, destination, retention, dry_run, remote)| Command::Prune(PruneArgs {
+                    name,
+                    destination,
+                    retention,
+                    dry_run,
+                    remote,
+                })
+            ),
         (
             maybe_text(),
             maybe_text(),
             any::<bool>(),
             maybe_text(),
+            maybe_text(),
+            maybe_text(),
             maybe_text()
         )
-            .prop_map(|(archive, name, all, identity, passphrase)| {
-                Command::Verify(VerifyArgs {
-                    archive,
-                    name,
-                    all,
-                    destination: None,
-                    identity,
-                    passphrase: passphrase.map(Passphrase::new),
-                })
-            }),
+            .prop_map(
+                |(archive, name, all, destination, identity, remote, passphrase)| {
+                    Command::Verify(VerifyArgs {
+                        archive,
+                        name,
+                        all,
+                        destination,
+                        identity,
+                        passphrase: passphrase.map(Passphrase::new),
+                        remote,
+                    })
+                }
+            ),
         (
             text(),
             text(),
             prop::collection::vec(text(), 0..3),
             any::<bool>(),
+            maybe_text(),
+            maybe_text(),
             maybe_text()
         )
-            .prop_map(|(archive, to, paths, overwrite, passphrase)| {
-                Command::Restore(RestoreArgs {
-                    archive,
-                    to,
-                    paths,
-                    overwrite,
-                    identity: None,
-                    passphrase: passphrase.map(Passphrase::new),
-                })
-            }),
+            .prop_map(
+                |(archive, to, paths, overwrite, identity, remote, passphrase)| {
+                    Command::Restore(RestoreArgs {
+                        archive,
+                        to,
+                        paths,
+                        overwrite,
+                        identity,
+                        passphrase: passphrase.map(Passphrase::new),
+                        remote,
+                    })
+                }
+            ),
         (text(), maybe_text(), maybe_text(), maybe_text()).prop_map(
             |(archive, path, identity, passphrase)| Command::Ls(LsArgs {
                 archive,
@@ -250,6 +306,13 @@ fn command() -> impl Strategy<Value = Command> {
             ),
         (proptest::option::of(any::<u64>()), maybe_text())
             .prop_map(|(job, name)| Command::Cancel { job, name }),
+        (text(), maybe_text(), maybe_text()).prop_map(|(remote, name, destination)| {
+            Command::Sync(SyncArgs {
+                remote,
+                name,
+                destination,
+            })
+        }),
     ]
 }
 

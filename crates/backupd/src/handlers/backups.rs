@@ -3,7 +3,7 @@
 //! verification, and whether each is encrypted and to whom.
 
 use super::{HandlerError, HandlerResult, blocking, destination_or_default};
-use crate::destination::{self, LocalFolder};
+use crate::destination::{self, ArchiveInfo, LocalFolder};
 use crate::format::TIMESTAMP_FORMAT;
 use crate::format::naming::has_archive_extension;
 use crate::state::Daemon;
@@ -17,7 +17,12 @@ pub async fn handle(
     daemon: &Daemon,
     long: bool,
     destination: Option<String>,
+    remote: Option<String>,
 ) -> HandlerResult<BackupList> {
+    if let Some(remote) = remote {
+        super::remote::refuse_destination(destination.as_deref())?;
+        return super::remote::backups(daemon, &remote, long).await;
+    }
     let named = destination.is_some();
     let dir = destination_or_default(daemon, destination.as_deref())?
         .dir()
@@ -59,8 +64,18 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
     let archives = blocking(move || destination::list(&folder))
         .await?
         .map_err(|source| StoreError::ReadDir { path, source })?;
+    Ok(groups_of(daemon, &archives, false).await)
+}
+
+/// `archives` grouped by name, newest first; with `mark_incomplete` (a remote), a copy
+/// without its manifest is marked incomplete.
+pub(super) async fn groups_of(
+    daemon: &Daemon,
+    archives: &[ArchiveInfo],
+    mark_incomplete: bool,
+) -> Vec<BackupGroup> {
     let mut groups = Vec::new();
-    for (name, archives) in destination::group_by_name(&archives) {
+    for (name, archives) in destination::group_by_name(archives) {
         let mut entries = Vec::with_capacity(archives.len());
         for archive in archives {
             entries.push(BackupEntry {
@@ -81,6 +96,7 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
                     .as_ref()
                     .map(|m| m.recipients.clone())
                     .unwrap_or_default(),
+                incomplete: mark_incomplete && archive.manifest.is_none(),
                 passphrase: archive.manifest.as_ref().is_some_and(|m| m.passphrase),
                 file: archive.file_name,
             });
@@ -90,7 +106,7 @@ async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<Backu
             archives: entries,
         });
     }
-    Ok(groups)
+    groups
 }
 
 /// The messages of the schedule manager's `backups`.

@@ -11,10 +11,12 @@ mod list;
 mod log_level;
 mod ls;
 mod prune;
+mod remote;
 mod restore;
 mod run;
 mod status;
 mod stop;
+mod sync;
 mod verify;
 mod watch;
 
@@ -140,7 +142,11 @@ pub async fn handle(
             .await
             .map(|changed| Reply::ScheduleChanged(Box::new(changed))),
         Command::Stop {} => Ok(stop::handle(daemon)),
-        Command::Backups { long, destination } => backups::handle(daemon, long, destination)
+        Command::Backups {
+            long,
+            destination,
+            remote,
+        } => backups::handle(daemon, long, destination, remote)
             .await
             .map(Reply::Backups),
         Command::Prune(args) => prune::handle(daemon, args).await.map(Reply::Prune),
@@ -173,6 +179,7 @@ pub async fn handle(
         Command::Ls(args) => ls::handle(daemon, args, requester)
             .await
             .map(Reply::Listing),
+        Command::Sync(args) => sync::handle(daemon, args).await.map(Reply::Synced),
     };
     match outcome {
         Ok(data) => Response::success(request.id, data),

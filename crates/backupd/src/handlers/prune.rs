@@ -7,6 +7,10 @@ use proto::request::PruneArgs;
 use proto::response::PruneReport;
 
 pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneReport> {
+    if let Some(remote) = args.remote.clone() {
+        super::remote::refuse_destination(args.destination.as_deref())?;
+        return super::remote::prune(daemon, &remote, args).await;
+    }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let destination = folder.dir().display().to_string();
     let policy = retention::policy(args.retention.as_ref());

@@ -4,6 +4,7 @@
 //! with the identity file the request names, which the daemon reads (`key_files`).
 
 use super::{HandlerError, HandlerResult, blocking, identities_of, resolve_archive};
+use crate::destination::Destination;
 use crate::key_files::Requester;
 use crate::plan;
 use crate::state::Daemon;
@@ -11,6 +12,7 @@ use crate::store;
 use proto::request::RestoreArgs;
 use proto::response::RestoreSummary;
 use proto::{ErrorCode, Reply};
+use std::sync::Arc;
 
 pub async fn handle(
     daemon: &Daemon,
@@ -19,8 +21,14 @@ pub async fn handle(
 ) -> HandlerResult<RestoreSummary> {
     let identities =
         identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
-    let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
-    let archive = folder.dir().join(&file);
+    let (folder, file): (Arc<dyn Destination>, String) = match &args.remote {
+        Some(remote) => super::remote::restore_source(daemon, remote, &args.archive).await?,
+        None => {
+            let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+            (Arc::new(folder) as Arc<dyn Destination>, file)
+        }
+    };
+    let archive = folder.path_of(&file);
     let to = plan::absolute(&args.to, "restore target")?;
     let into = to.clone();
     let options = store::RestoreOptions {
@@ -28,7 +36,13 @@ pub async fn handle(
         overwrite: args.overwrite,
     };
     let report = blocking(move || {
-        store::restore_with(&folder, &file, &into, &options, identities.as_deref())
+        store::restore_with(
+            folder.as_ref(),
+            &file,
+            &into,
+            &options,
+            identities.as_deref(),
+        )
     })
     .await??;
     for refused in &report.refused {

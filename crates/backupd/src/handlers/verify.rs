@@ -5,7 +5,8 @@
 use super::{
     HandlerError, HandlerResult, blocking, destination_or_default, identities_of, resolve_archive,
 };
-use crate::destination::{self, LocalFolder};
+use crate::destination::{self, Destination, LocalFolder};
+use crate::format::Identities;
 use crate::key_files::Requester;
 use crate::state::Daemon;
 use crate::store::{self, StoreError};
@@ -21,9 +22,23 @@ pub async fn handle(
 ) -> HandlerResult<VerifyList> {
     let identities =
         identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
+    if let Some(remote) = &args.remote {
+        super::remote::refuse_destination(args.destination.as_deref())?;
+        return super::remote::verify(daemon, remote, &args, identities).await;
+    }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let (folder, files) = select(folder, &args).await?;
-    let folder = Arc::new(folder);
+    check(daemon, Arc::new(folder), files, identities).await
+}
+
+/// Verifies `files` of `folder` one after the other, recording each in the ledger; an
+/// encrypted one is read to the end only with `identities`.
+pub(super) async fn check(
+    daemon: &Daemon,
+    folder: Arc<dyn Destination>,
+    files: Vec<String>,
+    identities: Option<Arc<Identities>>,
+) -> HandlerResult<VerifyList> {
     let mut list = VerifyList {
         archives: Vec::with_capacity(files.len()),
         ok: 0,

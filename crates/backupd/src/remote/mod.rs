@@ -19,12 +19,14 @@
 //! connect_timeout = "10s"
 //! request_timeout = "5m"
 //! retries = 5
+//! checksums = true              # SHA-256 of every part and object, checked by the server
 //! credentials_file = "/etc/backupd/aws-credentials"
 //! profile = "backup"
 //! object_lock_days = 30
 //! ```
 
 pub mod credentials;
+pub mod stale_uploads;
 pub mod store;
 pub mod table;
 #[cfg(test)]
@@ -74,6 +76,9 @@ pub struct RemoteConfig {
     pub request_timeout: Duration,
     /// Retries of one request (5xx, SlowDown, timeouts), with exponential backoff.
     pub retries: usize,
+    /// Send each part's and object's SHA-256 (`x-amz-checksum-sha256`) for the server to
+    /// check; off only for a server that rejects the header.
+    pub checksums: bool,
     /// A file in the `~/.aws/credentials` format, used when the environment has no keys.
     pub credentials_file: Option<PathBuf>,
     /// Its section; default `default`.
@@ -100,6 +105,7 @@ impl RemoteConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             retries: 5,
+            checksums: true,
             credentials_file: None,
             profile: None,
             object_lock_days: None,

@@ -1,11 +1,12 @@
 //! Builds the object_store client of a resolved remote: path-style unless asked otherwise,
 //! plain http only when allowed, the remote's CA file, timeouts and retries (exponential
-//! backoff on 5xx, SlowDown and timeouts, by object_store's `RetryConfig`).
+//! backoff on 5xx, SlowDown and timeouts, by object_store's `RetryConfig`), and a SHA-256
+//! checksum on every part and object the server checks on receipt, unless turned off.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
 
 use super::{MAX_PART_SIZE, RemoteError, ResolvedRemote};
@@ -57,6 +58,9 @@ pub fn build(remote: &ResolvedRemote) -> Result<Arc<AmazonS3>, RemoteError> {
         .with_client_options(options);
     if let Some(endpoint) = &config.endpoint {
         builder = builder.with_endpoint(endpoint);
+    }
+    if config.checksums {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
     }
     if let Some(credentials) = &remote.credentials {
         builder = builder

@@ -32,6 +32,7 @@ pub struct RemoteTable {
     connect_timeout: Option<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     retries: Option<Spanned<usize>>,
+    checksums: Option<bool>,
     credentials_file: Option<Spanned<String>>,
     profile: Option<Spanned<String>>,
     object_lock_days: Option<Spanned<u32>>,
@@ -116,6 +117,7 @@ fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
         (None, None) => {}
     }
     remote.allow_http = table.allow_http.unwrap_or(false);
+    remote.checksums = table.checksums.unwrap_or(true);
     if let Some(ca) = table.ca_file {
         if !ca.get_ref().starts_with('/') {
             return Err(at(ca.span(), "ca_file: must be an absolute path".into()));

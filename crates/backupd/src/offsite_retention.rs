@@ -1,0 +1,174 @@
+//! Remote retention: a retention policy applied to one backup set on an offsite remote,
+//! through the same rotation code as a folder (`retention::rotate` → `store::plan_rotation`,
+//! identity re-checked by HEAD just before each DELETE). `prune --remote` calls
+//! [`rotate_remote`]; a run rotates each remote after its uploads ([`after_upload`]) by the
+//! job's `offsite_retention`, or its `retention` where that sets nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use proto::{JobOptions, Retention};
+
+use crate::destination::{self, S3Prefix};
+use crate::format::naming::parse_archive_name;
+use crate::offsite::Offsite;
+use crate::retention::{self, Rotated, RunScope};
+use crate::runner::AfterWrite;
+use crate::state::Daemon;
+use crate::store::{RetentionPolicy, StoreError};
+
+/// The policy of a job's remote copies: `offsite_retention`'s fields, else `retention`'s,
+/// else the defaults.
+pub fn policy(options: &JobOptions) -> RetentionPolicy {
+    let own = options.offsite_retention.unwrap_or_default();
+    let job = options.retention.unwrap_or_default();
+    retention::policy(Some(&Retention {
+        days: own.days.or(job.days),
+        min_keep: own.min_keep.or(job.min_keep),
+        keep_last: own.keep_last.or(job.keep_last),
+        keep_daily: own.keep_daily.or(job.keep_daily),
+        keep_weekly: own.keep_weekly.or(job.keep_weekly),
+        keep_monthly: own.keep_monthly.or(job.keep_monthly),
+    }))
+}
+
+/// One remote rotation after each offsite copy among `after`.
+pub fn steps(after: &[AfterWrite], options: &JobOptions) -> Vec<AfterWrite> {
+    let policy = policy(options);
+    after
+        .iter()
+        .filter_map(|step| match step {
+            AfterWrite::Offsite(offsite) => Some(AfterWrite::RotateRemote(offsite.clone(), policy)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rotates the archives of `name` (or of every name) on `remote` by `policy`; in a dry run,
+/// says what would go and deletes nothing. Blocking; callers hold the names' locks
+/// (`RotationLocks::lock_all_remote`).
+pub fn rotate_remote(
+    remote: &S3Prefix,
+    name: Option<&str>,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<Rotated, StoreError> {
+    tracing::info!(
+        "Rotating remote {} ({})",
+        remote.config().name,
+        remote.config().url()
+    );
+    retention::rotate(remote, name, policy, None, dry_run)
+}
+
+/// After a run copied `own` (an archive of `name`) to `offsite`: the remote copies of `name`
+/// older than `own` rotated by `policy`, under the name's remote lock. `own` and anything newer
+/// (another run's) are never deleted. Failures are logged; none fails the run.
+pub async fn after_upload(
+    daemon: &Daemon,
+    name: &str,
+    own: &str,
+    offsite: &Offsite,
+    policy: &RetentionPolicy,
+    tag: &str,
+) -> Rotated {
+    let Some(own_timestamp) = parse_archive_name(own).and_then(|p| {
+        NaiveDateTime::parse_from_str(&p.stamp, crate::format::TIMESTAMP_FORMAT).ok()
+    }) else {
+        return Rotated::default();
+    };
+    let url = offsite.remote.config().url();
+    let _lock = daemon
+        .rotation_locks
+        .lock_all_remote(&url, &BTreeSet::from([name.to_owned()]))
+        .await;
+    let (remote, name_owned, own_owned, policy) = (
+        Arc::clone(&offsite.remote),
+        name.to_owned(),
+        own.to_owned(),
+        *policy,
+    );
+    let rotated = tokio::task::spawn_blocking(move || -> Result<Rotated, StoreError> {
+        let before: Vec<_> = destination::list(remote.as_ref())
+            .map_err(|source| StoreError::ReadDir {
+                path: destination::Destination::location(remote.as_ref()),
+                source,
+            })?
+            .into_iter()
+            .filter(|a| a.name == name_owned && a.file_name != own_owned)
+            .collect();
+        let scope = RunScope {
+            existed_before: &before,
+            own_timestamp,
+        };
+        retention::rotate(
+            remote.as_ref(),
+            Some(name_owned.as_str()),
+            &policy,
+            Some(&scope),
+            false,
+        )
+    })
+    .await;
+    match rotated {
+        Ok(Ok(rotated)) => {
+            if !rotated.deleted.is_empty() {
+                tracing::info!(
+                    "{tag} Old copies deleted from {}: {}",
+                    offsite.spec,
+                    rotated.deleted.len()
+                );
+                daemon.publish(proto::Event::Rotated {
+                    destination: url,
+                    deleted: rotated.deleted.clone(),
+                });
+            }
+            rotated
+        }
+        Ok(Err(e)) => {
+            tracing::error!("{tag} can't rotate the copies on {}: {e}", offsite.spec);
+            Rotated::default()
+        }
+        Err(e) => {
+            tracing::error!(
+                "{tag} can't rotate the copies on {}: internal error: {e}",
+                offsite.spec
+            );
+            Rotated::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offsite_policy_takes_the_jobs_retention_where_it_sets_nothing() {
+        let defaults = RetentionPolicy::default();
+        assert_eq!(policy(&JobOptions::default()), defaults);
+        let options = JobOptions {
+            retention: Some(Retention {
+                days: Some(14),
+                min_keep: Some(5),
+                keep_weekly: Some(4),
+                ..Retention::default()
+            }),
+            offsite_retention: Some(Retention {
+                days: Some(90),
+                ..Retention::default()
+            }),
+            ..JobOptions::default()
+        };
+        let remote = policy(&options);
+        assert_eq!(remote.retention_days, 90);
+        assert_eq!(remote.min_keep, 5);
+        assert_eq!(remote.keep_weekly, Some(4));
+        let local_only = JobOptions {
+            offsite_retention: None,
+            ..options
+        };
+        assert_eq!(policy(&local_only).retention_days, 14);
+    }
+}

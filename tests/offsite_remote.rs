@@ -1,0 +1,584 @@
+//! The remote commands against a real S3 server (s3s-fs, in the test process on loopback):
+//! `backups --remote` lists complete copies (and incomplete ones with `--long`), `verify
+//! --remote` streams copies back and catches a corrupted one, `restore --remote` restores a
+//! copy with no local archive left and writes nothing from a bad one, `prune --remote` applies
+//! a retention policy to the remote set only, `sync --remote` uploads what the remote lacks,
+//! and an encrypted copy is read (verified, restored) only with `--identity` or, encrypted to
+//! one, `--passphrase`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::s3::{S3Server, SECRET_KEY, env_for};
+use common::{TestHome, ctl_json, sha256sum, snapshot};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `<work>/tree`: the base tree.
+fn source(t: &TestHome) -> PathBuf {
+    let src = t.work().join("tree");
+    common::base_tree(&src);
+    src
+}
+
+/// Runs a backup of `tree` (uploaded to `off` when `offsite`); the archive's file name.
+fn back_up(t: &TestHome, offsite: bool) -> String {
+    let mut args = vec!["run", "--sources", "tree"];
+    if offsite {
+        args.extend(["--offsite", "off"]);
+    }
+    let (code, answer) = ctl_json(t, &args);
+    assert_eq!(code, 0, "{answer}");
+    common::first_archive_name(&answer)
+}
+
+/// The manifest beside an archive: its stem with `.json`.
+fn manifest_of(archive: &str) -> String {
+    let stem = [
+        ".tar.gz.age",
+        ".tar.zst.age",
+        ".tar.age",
+        ".tar.gz",
+        ".tar.zst",
+        ".tar",
+    ]
+    .iter()
+    .find_map(|ext| archive.strip_suffix(ext))
+    .unwrap_or_else(|| panic!("not an archive name: {archive}"));
+    format!("{stem}.json")
+}
+
+/// A server with the remote `off` (prefix `host`), a daemon that reaches it, and `tree`.
+fn setup() -> (S3Server, TestHome, common::Daemon) {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host", ""));
+    source(&t);
+    let daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    (server, t, daemon)
+}
+
+#[test]
+fn backups_verify_and_restore_read_the_remote_copies() {
+    let (server, t, _daemon) = setup();
+    let first = back_up(&t, true);
+    let second = back_up(&t, true);
+    // An upload cut short before its manifest: an archive object alone.
+    let cut = "tree_20200101_000000.tar.gz";
+    std::fs::copy(
+        server.object(&format!("host/{first}")),
+        server.object(&format!("host/{cut}")),
+    )
+    .unwrap();
+    // Nothing local any more: everything below reads the bucket.
+    for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+
+    // backups: the complete copies only; --long shows the cut one as incomplete.
+    let out = t.ctl(&["backups", "--remote", "off"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let mut expected = vec![first.clone(), second.clone()];
+    expected.sort();
+    assert_eq!(out.stdout().lines().collect::<Vec<_>>(), expected);
+    let out = t.ctl(&["backups", "--remote", "off", "--long"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let text = out.stdout();
+    let cut_line = text.lines().find(|l| l.contains(cut)).unwrap();
+    assert!(cut_line.ends_with("incomplete (no manifest)"), "{text}");
+    let first_line = text.lines().find(|l| l.contains(&first)).unwrap();
+    assert!(!first_line.contains("incomplete"), "{text}");
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
+    assert_eq!(code, 0);
+    assert_eq!(answer["data"]["directory"], "s3://backups/host");
+    let archives = answer["data"]["groups"][0]["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 3, "{archives:?}");
+    let incomplete: Vec<_> = archives
+        .iter()
+        .filter(|a| a["incomplete"] == true)
+        .map(|a| a["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(incomplete, [cut]);
+
+    // verify: both complete copies streamed back and read to the end.
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", "--all"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["ok"], 2, "{answer}");
+    assert_eq!(
+        answer["data"]["archives"][0]["archive"],
+        format!("s3://backups/host/{first}")
+    );
+    let out = t.ctl(&["verify", "--remote", "off", &second]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    // restore: the copy, with no local archive, exactly as the source.
+    let target = t.work().join("restored");
+    let out = t.ctl(&[
+        "restore",
+        "--remote",
+        "off",
+        &second,
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 0, "{} {}", out.stdout(), out.stderr());
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&t.work().join("tree"))
+    );
+    // --path: only that part.
+    let part = t.work().join("part");
+    let out = t.ctl(&[
+        "restore",
+        "--remote",
+        "off",
+        &second,
+        "--to",
+        part.to_str().unwrap(),
+        "--path",
+        "docs",
+    ]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(
+        snapshot(&part.join("tree/docs")),
+        snapshot(&t.work().join("tree/docs"))
+    );
+    assert!(!part.join("tree/run.sh").exists());
+    // Into the same target again: refused without --overwrite, done with it.
+    let again = |extra: &[&str]| {
+        let mut args = vec!["restore", "--remote", "off", &second, "--to"];
+        args.push(target.to_str().unwrap());
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+    assert_eq!(again(&[]).code(), 1);
+    assert_eq!(again(&["--overwrite"]).code(), 0);
+
+    // A corrupted copy (same size, one byte changed) fails verify and restores nothing.
+    let object = server.object(&format!("host/{first}"));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&object, &bytes).unwrap();
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", &first]);
+    assert_eq!(code, 1, "{answer}");
+    assert_eq!(
+        answer["data"]["archives"][0]["status"], "checksum_mismatch",
+        "{answer}"
+    );
+    let bad = t.work().join("bad");
+    let out = t.ctl(&[
+        "restore",
+        "--remote",
+        "off",
+        &first,
+        "--to",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(!bad.exists(), "nothing written from a bad copy");
+
+    // An incomplete copy is no backup; a path or a stranger is no archive name.
+    let out = t.ctl(&["verify", "--remote", "off", cut]);
+    assert_eq!(out.code(), 1);
+    let text = format!("{}{}", out.stdout(), out.stderr());
+    assert!(text.contains("manifest"), "{text}");
+    for name in ["../tree_20250101_000000.tar.gz", "notes.txt"] {
+        let out = t.ctl(&["restore", "--remote", "off", name, "--to", "/tmp/unused"]);
+        assert_eq!(out.code(), 1);
+        assert!(
+            out.stderr().contains("by its file name"),
+            "{}",
+            out.stderr()
+        );
+    }
+    let out = t.ctl(&["backups", "--remote", "nowhere"]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr().contains("unknown remote \"nowhere\""),
+        "{}",
+        out.stderr()
+    );
+    assert!(!t.log().contains(SECRET_KEY));
+}
+
+#[test]
+fn prune_remote_applies_the_policy_to_the_remote_set_only() {
+    let (server, t, _daemon) = setup();
+    let newest = back_up(&t, true);
+    // Two old copies of the same backup, complete, on the remote only.
+    let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
+    for name in old {
+        std::fs::copy(
+            server.object(&format!("host/{newest}")),
+            server.object(&format!("host/{name}")),
+        )
+        .unwrap();
+        std::fs::copy(
+            server.object(&format!("host/{}", manifest_of(&newest))),
+            server.object(&format!("host/{}", manifest_of(name))),
+        )
+        .unwrap();
+    }
+    let policy = ["--retention-days", "7", "--min-keep", "1"];
+    let mut args = vec!["prune", "--remote", "off", "--dry-run"];
+    args.extend(policy);
+    let (code, answer) = ctl_json(&t, &args);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        answer["data"]["deleted"],
+        serde_json::json!(old),
+        "{answer}"
+    );
+    assert_eq!(server.objects("host").len(), 6, "a dry run deletes nothing");
+
+    let mut args = vec!["prune", "--remote", "off"];
+    args.extend(policy);
+    let (code, answer) = ctl_json(&t, &args);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["destination"], "s3://backups/host");
+    assert_eq!(answer["data"]["kept"], 1);
+    let mut left = vec![newest.clone(), manifest_of(&newest)];
+    left.sort();
+    assert_eq!(
+        server.objects("host"),
+        left,
+        "the old copies and their manifests are gone"
+    );
+    assert!(
+        t.home().join("backups").join(&newest).is_file(),
+        "the local archive stays"
+    );
+    assert!(
+        t.log()
+            .contains("Deleting old backup: tree_20200101_000000.tar.gz"),
+        "{}",
+        t.log()
+    );
+}
+
+#[test]
+fn sync_uploads_what_the_remote_lacks_manifest_last() {
+    let (server, t, _daemon) = setup();
+    let first = back_up(&t, false);
+    let second = back_up(&t, false);
+    // A local archive without its manifest is not a backup: never sent.
+    let orphan = "tree_20200101_000000.tar.gz";
+    std::fs::copy(
+        t.home().join("backups").join(&first),
+        t.home().join("backups").join(orphan),
+    )
+    .unwrap();
+    assert!(server.objects("host").is_empty());
+
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off", "--name", "other"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["uploads"], serde_json::json!([]));
+
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    let uploads = answer["data"]["uploads"].as_array().unwrap();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert!(uploads.iter().all(|u| u["ok"] == true), "{uploads:?}");
+    let mut expected = vec![
+        first.clone(),
+        manifest_of(&first),
+        second.clone(),
+        manifest_of(&second),
+    ];
+    expected.sort();
+    assert_eq!(server.objects("host"), expected);
+    for archive in [&first, &second] {
+        assert_eq!(
+            sha256sum(&server.object(&format!("host/{archive}"))),
+            sha256sum(&t.home().join("backups").join(archive))
+        );
+    }
+
+    // Nothing left to send; the text says so.
+    let out = t.ctl(&["sync", "--remote", "off"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        out.stdout()
+            .contains("Sync to off (s3://backups/host): 0 uploaded, 0 failed, 2 already there"),
+        "{}",
+        out.stdout()
+    );
+
+    // A copy whose manifest is missing remotely (an upload cut short) is sent again.
+    std::fs::remove_file(server.object(&format!("host/{}", manifest_of(&first)))).unwrap();
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        answer["data"]["uploads"].as_array().unwrap().len(),
+        1,
+        "{answer}"
+    );
+    assert_eq!(server.objects("host"), expected);
+}
+
+#[test]
+fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
+    let (server, t, _daemon) = setup();
+    let first = back_up(&t, true);
+    // Old copies on the remote only (the local folder never had them).
+    let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
+    for name in old {
+        std::fs::copy(
+            server.object(&format!("host/{first}")),
+            server.object(&format!("host/{name}")),
+        )
+        .unwrap();
+        std::fs::copy(
+            server.object(&format!("host/{}", manifest_of(&first))),
+            server.object(&format!("host/{}", manifest_of(name))),
+        )
+        .unwrap();
+    }
+    // As a local rotation, a run counts only the copies there before its own: kept is the
+    // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from
+    // the job's retention (7 by default), and the run's own copy.
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--offsite",
+            "off",
+            "--offsite-keep-min",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let second = common::first_archive_name(&answer);
+    let mut left = vec![
+        first.clone(),
+        manifest_of(&first),
+        second.clone(),
+        manifest_of(&second),
+    ];
+    left.sort();
+    assert_eq!(server.objects("host"), left, "the old remote copies went");
+    assert!(
+        t.log().contains("Old copies deleted from off: 2"),
+        "{}",
+        t.log()
+    );
+
+    // A policy that would keep nothing still never deletes the run's own copy. Once the clock
+    // is past the second's name (a name can be claimed a second ahead), both are old.
+    let stamp = second
+        .trim_start_matches("tree_")
+        .trim_end_matches(".tar.gz");
+    let stamp = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").unwrap();
+    common::wait_for(
+        Duration::from_secs(10),
+        "the clock to pass the last archive",
+        || {
+            (chrono::Local::now().naive_local() > stamp + chrono::TimeDelta::seconds(1))
+                .then_some(())
+        },
+    );
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--offsite",
+            "off",
+            "--offsite-keep-days",
+            "0",
+            "--offsite-keep-min",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let third = common::first_archive_name(&answer);
+    let mut left = vec![third.clone(), manifest_of(&third)];
+    left.sort();
+    assert_eq!(server.objects("host"), left);
+    // Local rotation is the job's own: the three local archives stay (7 days, keep 3).
+    assert_eq!(
+        std::fs::read_dir(t.home().join("backups")).unwrap().count(),
+        6
+    );
+}
+
+#[test]
+fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
+    let (_server, t, _daemon) = setup();
+    let key = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let stranger = t.work().join("stranger.txt");
+    t.ctl(&["keygen", "--out", stranger.to_str().unwrap()]).ok();
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--encrypt-to",
+            public.trim(),
+            "--offsite",
+            "off",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let archive = common::first_archive_name(&answer);
+    assert!(archive.ends_with(".tar.gz.age"), "{archive}");
+    // Nothing local any more: everything below reads the bucket.
+    for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let long = t.ctl(&["backups", "--remote", "off", "--long"]).ok();
+    assert!(
+        long.contains(&format!("encrypted (age) to {}", public.trim())),
+        "{long}"
+    );
+
+    // Without a key: the checksum only, and it says so.
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", &archive]);
+    assert_eq!(code, 0, "{answer}");
+    let check = &answer["data"]["archives"][0];
+    assert_eq!(check["status"], "ok", "{answer}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("checksum only")),
+        "{answer}"
+    );
+    assert_eq!(check["entries"], 0, "{answer}");
+    // With the key: decrypted and read to the end.
+    let key_arg = key.to_str().unwrap();
+    let (code, answer) = ctl_json(
+        &t,
+        &["verify", "--remote", "off", &archive, "--identity", key_arg],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let check = &answer["data"]["archives"][0];
+    assert_eq!(check["status"], "ok", "{answer}");
+    assert!(check["detail"].is_null(), "{answer}");
+    assert!(check["entries"].as_u64().unwrap() > 3, "{answer}");
+    let (code, answer) = ctl_json(
+        &t,
+        &["verify", "--remote", "off", "--all", "--identity", key_arg],
+    );
+    assert_eq!(
+        (code, &answer["data"]["ok"]),
+        (0, &Value::from(1)),
+        "{answer}"
+    );
+
+    // restore: refused without the key or with another one, nothing written; done with it.
+    let target = t.work().join("restored");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--remote", "off", &archive, "--to"];
+        args.push(target.to_str().unwrap());
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+    let keyless = restore(&[]);
+    assert_eq!(keyless.code(), 1);
+    assert!(
+        keyless.stderr().contains("--identity"),
+        "{}",
+        keyless.stderr()
+    );
+    let wrong = restore(&["--identity", stranger.to_str().unwrap()]);
+    assert_eq!(wrong.code(), 1);
+    assert!(
+        wrong.stderr().contains("does not match any recipient"),
+        "{}",
+        wrong.stderr()
+    );
+    assert!(!target.exists(), "nothing written without the right key");
+    let out = restore(&["--identity", key_arg]);
+    assert_eq!(out.code(), 0, "{} {}", out.stdout(), out.stderr());
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&t.work().join("tree"))
+    );
+    assert!(!t.log().contains("AGE-SECRET-KEY"));
+}
+
+#[test]
+fn a_copy_encrypted_to_a_passphrase_is_read_from_the_remote_with_it() {
+    const PASSPHRASE: &str = "remote horse battery staple";
+    let typing = |t: &TestHome, args: &[&str], lines: &[&str]| {
+        common::terminal::Terminal::open().run(&mut t.ctl_command(args), lines)
+    };
+    let (_server, t, _daemon) = setup();
+    let ran = typing(
+        &t,
+        &[
+            "--json",
+            "run",
+            "--sources",
+            "tree",
+            "--passphrase",
+            "--offsite",
+            "off",
+        ],
+        &[PASSPHRASE, PASSPHRASE],
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let archive = common::first_archive_name(&answer);
+    for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+
+    let unread = t.ctl(&["verify", "--remote", "off", &archive]).ok();
+    assert!(unread.contains("checksum only"), "{unread}");
+    let read = typing(
+        &t,
+        &["verify", "--remote", "off", &archive, "--passphrase"],
+        &[PASSPHRASE],
+    );
+    let shown = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(read.status.success(), "{shown}");
+    assert!(
+        shown.contains(": OK") && !shown.contains("checksum only"),
+        "{shown}"
+    );
+    let wrong = typing(
+        &t,
+        &["verify", "--remote", "off", &archive, "--passphrase"],
+        &["not it"],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+
+    let target = t.work().join("restored");
+    let target_arg = target.to_str().unwrap();
+    let restored = typing(
+        &t,
+        &[
+            "restore",
+            "--remote",
+            "off",
+            &archive,
+            "--to",
+            target_arg,
+            "--passphrase",
+        ],
+        &[PASSPHRASE],
+    );
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(
+        snapshot(&target.join("tree")),
+        snapshot(&t.work().join("tree"))
+    );
+    assert!(!t.log().contains(PASSPHRASE));
+}

@@ -27,21 +27,29 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // This test runs from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
         let mut build = Command::new(env!("CARGO"));
+        // Into the test's own target folder, also when the test binary is started by hand
+        // without CARGO_TARGET_DIR: else the build goes elsewhere (a cold build that looks
+        // like a hung test) and the test drives stale binaries.
         build
             .args(["build", "--quiet", "-p", "backupd", "-p", "backupctl"])
+            .arg("--target-dir")
+            .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in <target>/<profile>/deps")
-            .to_path_buf()
+        profile_dir
     })
 }
 

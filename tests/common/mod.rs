@@ -27,21 +27,29 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // This test runs from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
         let mut build = Command::new(env!("CARGO"));
+        // Into the test's own target folder, also when the test binary is started by hand
+        // without CARGO_TARGET_DIR: else the build goes elsewhere (a cold build that looks
+        // like a hung test) and the test drives stale binaries.
         build
             .args(["build", "--quiet", "-p", "backupd", "-p", "backupctl"])
+            .arg("--target-dir")
+            .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in <target>/<profile>/deps")
-            .to_path_buf()
+        profile_dir
     })
 }
 
@@ -506,6 +514,58 @@ pub fn run_for_archive(t: &TestHome, args: &[&str]) -> PathBuf {
             .as_str()
             .unwrap_or_else(|| panic!("no archive in {answer}")),
     )
+}
+
+/// The code blocks of README's section `heading` (`## …`) that a `<!-- readme-example: NAME -->`
+/// line names, by name: the examples a test runs.
+pub fn readme_examples(heading: &str) -> BTreeMap<String, String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let start = readme
+        .find(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("README has no {heading} section"));
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |e| e + 1)];
+    let mut examples = BTreeMap::new();
+    let mut rest = section;
+    while let Some(marker) = rest.find("<!-- readme-example: ") {
+        let after = &rest[marker + "<!-- readme-example: ".len()..];
+        let name = &after[..after.find(" -->").expect("closed marker")];
+        let code = &after[after.find("```").expect("a code block after the marker")..];
+        let code = &code[code.find('\n').expect("a code block's first line") + 1..];
+        let close = code.find("```").expect("closed code block");
+        examples.insert(name.to_owned(), code[..close].to_owned());
+        rest = &code[close + 3..];
+    }
+    examples
+}
+
+/// Runs a README example with bash, as a user would: `backupctl` on `PATH`, `BACKUPD_HOME` set
+/// to the test's home, in the test's working folder.
+#[track_caller]
+pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
+    let path = format!(
+        "{}:{}",
+        backupctl_bin()
+            .parent()
+            .expect("backupctl lives in a folder")
+            .display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(t.work())
+        .env("HOME", t.work())
+        .env("BACKUPD_HOME", t.home())
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "README example {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `backupctl --json ARGS`: the exit code and the answer line.

@@ -221,6 +221,25 @@ pub struct JobCli {
     /// Also email the outcome, as the daemon's [email] settings in backupd.toml say.
     #[arg(long)]
     pub email: bool,
+    /// Archive COMMAND's standard output as the file NAME (a database dump); COMMAND is split
+    /// into words like a shell would, without running one; repeatable.
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub source_command: Vec<String>,
+    /// Run CMD before the job; if it fails, nothing is written and the job fails.
+    #[arg(long, value_name = "CMD")]
+    pub before: Option<String>,
+    /// Run CMD after a job that succeeded.
+    #[arg(long, value_name = "CMD")]
+    pub after: Option<String>,
+    /// Run CMD after a job that failed.
+    #[arg(long, value_name = "CMD")]
+    pub on_failure: Option<String>,
+    /// Run CMD after every job, last.
+    #[arg(long, value_name = "CMD")]
+    pub finally: Option<String>,
+    /// Seconds a hook may run before it is killed (default: the daemon's, else 600).
+    #[arg(long, value_name = "SECS")]
+    pub hook_timeout: Option<u64>,
     /// After an upload, remote copies older than N days are deleted (default: the job's
     /// retention).
     #[arg(long, value_name = "N")]

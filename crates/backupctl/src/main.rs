@@ -16,6 +16,7 @@ mod settings;
 mod shell;
 mod start;
 mod watch;
+mod words;
 
 use crate::cli::{Cli, CliCommand};
 use crate::client::{Answer, ClientError};

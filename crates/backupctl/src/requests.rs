@@ -195,12 +195,47 @@ fn job_options(
         notify: job.notify.clone(),
         notify_on: job.notify_on.map(Into::into),
         notify_email: job.email,
+        source_commands: job
+            .source_command
+            .iter()
+            .map(String::as_str)
+            .map(command_source)
+            .collect::<Result<_, _>>()?,
+        hooks: proto::job::Hooks {
+            before: hook("--before", job.before.as_deref())?,
+            after: hook("--after", job.after.as_deref())?,
+            on_failure: hook("--on-failure", job.on_failure.as_deref())?,
+            finally: hook("--finally", job.finally.as_deref())?,
+        },
+        hook_timeout: job.hook_timeout,
         offsite_retention: (job.offsite_keep_days.is_some() || job.offsite_keep_min.is_some())
             .then(|| Retention {
                 days: job.offsite_keep_days,
                 min_keep: job.offsite_keep_min,
                 ..Retention::default()
             }),
+    })
+}
+
+/// `NAME=COMMAND` → a command source; COMMAND split into words.
+fn command_source(spec: &str) -> Result<proto::job::CommandSource, Failure> {
+    let (name, command) = spec.split_once('=').ok_or_else(|| {
+        Failure::Invalid(format!(
+            "--source-command {spec:?}: expected NAME=COMMAND, e.g. db.sql='pg_dump app'"
+        ))
+    })?;
+    let command = crate::words::split(command)
+        .map_err(|e| Failure::Invalid(format!("--source-command {name}: {e}")))?;
+    Ok(proto::job::CommandSource {
+        name: name.to_owned(),
+        command,
+    })
+}
+
+/// A hook's command line split into words; none when the flag is absent.
+fn hook(flag: &str, line: Option<&str>) -> Result<Vec<String>, Failure> {
+    line.map_or(Ok(Vec::new()), |line| {
+        crate::words::split(line).map_err(|e| Failure::Invalid(format!("{flag}: {e}")))
     })
 }
 

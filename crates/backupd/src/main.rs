@@ -379,6 +379,11 @@ async fn serve(
             daemon.notify.stopping();
         }
     });
+    // The metrics file says the daemon is up; written beside serving, never before it.
+    tokio::spawn({
+        let daemon = Arc::clone(&daemon);
+        async move { backupd::metrics::refresh(&daemon).await }
+    });
     // The listener is registered and the accept loop starts next: requests are served.
     daemon.notify.ready();
     backupd::server::serve(listener, Arc::clone(&daemon), settings).await;

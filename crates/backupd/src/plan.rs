@@ -4,6 +4,7 @@
 use crate::destination::{Destination, LocalFolder};
 use crate::engine::{BackupJob, ExcludeSet};
 use crate::format::{Passphrase, Recipients};
+use crate::hooks::JobHooks;
 use crate::key_files::{self, Requester};
 use crate::notifications::JobNotifications;
 use crate::remote::RemoteConfig;
@@ -87,6 +88,11 @@ pub async fn plan(
             Arc::new(LocalFolder::new(destination))
         }
     };
+    if !options.source_commands.is_empty() && sources.len() > 1 {
+        return Err(PlanError::Invalid(
+            "command sources apply to one folder source only; run the others separately".into(),
+        ));
+    }
 
     let timestamp = chrono::Local::now().naive_local();
     let mut names = HashSet::new();
@@ -105,6 +111,17 @@ pub async fn plan(
                 name
             }
         };
+        let top = source.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(clash) = options
+            .source_commands
+            .iter()
+            .find(|c| Some(&c.name) == top.as_ref())
+        {
+            return Err(PlanError::Invalid(format!(
+                "command source {:?} has the name of the source folder in the archive",
+                clash.name
+            )));
+        }
         if !names.insert(name.clone()) {
             return Err(PlanError::Invalid(format!(
                 "two sources would both write archives named {name:?}; run them separately with --name"
@@ -120,6 +137,7 @@ pub async fn plan(
             // The home's backups folder, whatever the destination.
             never_archive: vec![defaults.destination.clone()],
             recipients: recipients.clone(),
+            commands: options.source_commands.clone(),
         });
     }
     // In this order: an archive that does not verify must not push older ones out.
@@ -143,6 +161,10 @@ pub async fn plan(
         after,
         schedule: None,
         notify,
+        hooks: JobHooks {
+            hooks: options.hooks.clone(),
+            timeout: std::time::Duration::from_secs(options.hook_timeout_secs()),
+        },
     })
 }
 
@@ -180,6 +202,7 @@ fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), 
         .as_deref()
         .map(|d| absolute(d, "destination"))
         .transpose()?;
+    check_command_sources(&options.source_commands)?;
     Ok((excludes, destination))
 }
 
@@ -215,6 +238,32 @@ async fn recipients_of(
     Recipients::parse(keys.iter().map(String::as_str))
         .map(Some)
         .map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
+/// Each command source names one file by the name rule, once, and has a command.
+fn check_command_sources(commands: &[proto::job::CommandSource]) -> Result<(), PlanError> {
+    let mut seen = HashSet::new();
+    for command in commands {
+        validate_name(&command.name).map_err(|_| {
+            PlanError::Invalid(format!(
+                "invalid command source name {:?}: one file name of letters, digits, '.', '_' and '-', not starting with '.'",
+                command.name
+            ))
+        })?;
+        if !seen.insert(&command.name) {
+            return Err(PlanError::Invalid(format!(
+                "two command sources are named {:?}",
+                command.name
+            )));
+        }
+        if command.command.first().is_none_or(String::is_empty) {
+            return Err(PlanError::Invalid(format!(
+                "command source {:?} has no command",
+                command.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
@@ -486,5 +535,33 @@ mod tests {
             destination: Some("relative".into()),
             ..JobOptions::default()
         });
+    }
+
+    #[test]
+    fn command_sources_need_valid_unique_names_and_a_command() {
+        let with = |name: &str, command: &[&str]| JobOptions {
+            source_commands: vec![proto::job::CommandSource {
+                name: name.into(),
+                command: command.iter().map(|w| (*w).to_owned()).collect(),
+            }],
+            ..JobOptions::default()
+        };
+        assert!(check_options(&with("db.sql", &["pg_dump", "app"])).is_ok());
+        for bad in ["", "a/b", "..", ".hidden", "x y"] {
+            let err = check_options(&with(bad, &["true"])).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid command source name"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(check_options(&with("db.sql", &[])).is_err());
+        let mut twice = with("db.sql", &["true"]);
+        twice.source_commands.push(twice.source_commands[0].clone());
+        assert!(
+            check_options(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("two command sources")
+        );
     }
 }

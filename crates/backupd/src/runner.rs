@@ -7,8 +7,10 @@ use crate::destination::{self, ArchiveInfo, Destination};
 use crate::engine::{self, BackupJob, BackupOutcome, EngineError};
 use crate::events::EventSink;
 use crate::format::ArchiveNames;
+use crate::hooks::JobHooks;
 use crate::jobs::{Job, JobGuard, NewJob};
-use crate::notifications::{self, JobNotifications};
+use crate::notifications::{self, JobNotifications, job_log};
+use crate::outcome::JobOutcome;
 use crate::retention::{self, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
@@ -35,6 +37,8 @@ pub struct RunPlan {
     pub schedule: Option<String>,
     /// Who hears how each job ended.
     pub notify: JobNotifications,
+    /// Commands run before and after each job.
+    pub hooks: JobHooks,
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -60,6 +64,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let dry_run = plan.dry_run;
     let after = &plan.after;
     let notify = &plan.notify;
+    let hooks = &plan.hooks;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
         let runs = plan
@@ -101,7 +106,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         }
         let runs = registered
             .into_iter()
-            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, events));
+            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, hooks, events));
         futures_util::future::join_all(runs).await
     };
     let report = summarize(dry_run, &plan.destination.location(), sources);
@@ -337,10 +342,13 @@ async fn back_up_one(
     guard: JobGuard,
     after: &[AfterWrite],
     notify: &JobNotifications,
+    hooks: &JobHooks,
     events: &EventSink,
 ) -> SourceReport {
     let registered = Arc::clone(guard.job());
     let tag = registered.tag();
+    // Its last lines, for the outcome (an email quotes them).
+    let log = job_log::watch(&tag);
     let source = job.source.display().to_string();
     // A job cancelled while it waits for a slot never starts.
     let slot = tokio::select! {
@@ -350,19 +358,37 @@ async fn back_up_one(
     let Some(_slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
-        let report = finish_job(daemon, &registered, report, events).await;
-        let started = notifications::Started::default();
-        daemon
-            .notifications
-            .job_finished(notify, started, &tag, registered.started, &report)
-            .await;
-        return report;
+        let ended = JobEnd {
+            hooks,
+            notify,
+            started: notifications::Started::default(),
+            log,
+        };
+        return finish_job(daemon, &registered, report, ended, events).await;
     };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;
     let mut report = empty_report(&job, &names);
     registered.set_running(&report.archive);
     let notified = daemon.notifications.job_started(notify, &tag);
+    // Nothing is written when the `before` hook fails.
+    let planned = [
+        ("BACKUPD_NAME", job.name.clone()),
+        ("BACKUPD_ARCHIVE", report.archive.clone()),
+        ("BACKUPD_MANIFEST", report.manifest.clone()),
+        ("BACKUPD_STATUS", "running".to_owned()),
+    ];
+    if let Err(e) = hooks.before(&tag, planned.to_vec(), &daemon.shutdown).await {
+        report.error = Some(format!("Backup failed for {source}: {e}"));
+        report.cancelled = matches!(e, crate::hooks::HookError::Stopped { .. });
+        let ended = JobEnd {
+            hooks,
+            notify,
+            started: notified,
+            log,
+        };
+        return finish_job(daemon, &registered, report, ended, events).await;
+    }
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
     events
@@ -500,12 +526,13 @@ async fn back_up_one(
             report.error = Some(message);
         }
     }
-    let report = finish_job(daemon, &registered, report, events).await;
-    daemon
-        .notifications
-        .job_finished(notify, notified, &tag, registered.started, &report)
-        .await;
-    report
+    let ended = JobEnd {
+        hooks,
+        notify,
+        started: notified,
+        log,
+    };
+    finish_job(daemon, &registered, report, ended, events).await
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.
@@ -521,11 +548,22 @@ fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport
     report.cancelled = true;
 }
 
-/// Tells the run's client and the watchers how the job ended.
+/// What follows a job of a real run: its hooks and notifications, and where its log lines
+/// were kept.
+struct JobEnd<'a> {
+    hooks: &'a JobHooks,
+    notify: &'a JobNotifications,
+    started: notifications::Started,
+    log: job_log::JobLog,
+}
+
+/// Tells the run's client and the watchers how the job ended, then hands its one
+/// [`JobOutcome`] to the hooks and the notifications.
 async fn finish_job(
     daemon: &Daemon,
     job: &Job,
     report: SourceReport,
+    ended: JobEnd<'_>,
     events: &EventSink,
 ) -> SourceReport {
     let error = report.error.clone().unwrap_or_default();
@@ -560,6 +598,18 @@ async fn finish_job(
             error: report.error.clone(),
         })
         .await;
+    let host = daemon.notifications.host();
+    let outcome = JobOutcome::new(job, &report, ended.log.lines(), host);
+    drop(ended.log);
+    let tag = job.tag();
+    // Side by side: a slow hook does not hold the notifications back, nor they the hook.
+    futures_util::future::join(
+        ended.hooks.after_job(&outcome, &tag, &daemon.shutdown),
+        daemon
+            .notifications
+            .job_finished(ended.notify, ended.started, &tag, &outcome),
+    )
+    .await;
     report
 }
 

@@ -166,6 +166,7 @@ async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>
             }
         };
         daemon.schedules.record_run(&schedule, record, true).await;
+        crate::metrics::refresh(&daemon).await;
         if schedule.is_once() {
             deleted(&daemon, &schedule);
         }

@@ -179,9 +179,64 @@ pub struct JobOptions {
     pub notify_on: Option<NotifyOn>,
     /// Also send the outcome by email, as the daemon's `[email]` settings say.
     pub notify_email: bool,
+    /// Commands whose standard output is archived as a file of their own (database dumps).
+    pub source_commands: Vec<CommandSource>,
+    /// Commands run around each job.
+    pub hooks: Hooks,
+    /// Seconds a hook may run before it is killed with its process group; unset: 600.
+    pub hook_timeout: Option<u64>,
     /// The retention policy of the remote copies after an upload; unset: `retention`.
     pub offsite_retention: Option<Retention>,
 }
+
+/// A command source: `command` (an argv, run without a shell) writes the file `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSource {
+    /// The file's name in the archive: one path component, by the backup name rule.
+    pub name: String,
+    pub command: Vec<String>,
+}
+
+/// The hooks of a job, each an argv run without a shell; empty: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before anything is written; its failure fails the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// After a job that succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// After a job that failed (or was cancelled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    /// After every job, last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finally: Vec<String>,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        *self == Hooks::default()
+    }
+
+    /// Each hook this set leaves empty taken from `defaults`.
+    pub fn or(self, defaults: &Hooks) -> Hooks {
+        let pick = |own: Vec<String>, default: &Vec<String>| {
+            if own.is_empty() { default.clone() } else { own }
+        };
+        Hooks {
+            before: pick(self.before, &defaults.before),
+            after: pick(self.after, &defaults.after),
+            on_failure: pick(self.on_failure, &defaults.on_failure),
+            finally: pick(self.finally, &defaults.finally),
+        }
+    }
+}
+
+/// Hook timeout when neither the job nor the configuration sets one: 10 minutes.
+pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
 
 impl JobOptions {
     /// The compression to write with.
@@ -205,6 +260,9 @@ impl JobOptions {
             notify,
             notify_on,
             notify_email,
+            source_commands,
+            hooks,
+            hook_timeout,
             offsite_retention,
         } = self;
         // Recipients are one setting: a job naming any replaces the defaults' whole set.
@@ -241,15 +299,27 @@ impl JobOptions {
             },
             notify_on: notify_on.or(defaults.notify_on),
             notify_email: notify_email || defaults.notify_email,
+            source_commands: if source_commands.is_empty() {
+                defaults.source_commands.clone()
+            } else {
+                source_commands
+            },
+            hooks: hooks.or(&defaults.hooks),
+            hook_timeout: hook_timeout.or(defaults.hook_timeout),
             offsite_retention: offsite_retention.or(defaults.offsite_retention),
         }
+    }
+
+    /// How long each hook may run.
+    pub fn hook_timeout_secs(&self) -> u64 {
+        self.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT_SECS)
     }
 }
 
 /// The flat form of [`JobOptions`], where codec and level are two keys. Both conversions name
 /// every field, so the compiler points here when an option is added.
 mod wire {
-    use super::{Codec, Compression, LevelError, NotifyOn, Retention};
+    use super::{Codec, CommandSource, Compression, Hooks, LevelError, NotifyOn, Retention};
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -280,6 +350,12 @@ mod wire {
         notify_on: Option<NotifyOn>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         notify_email: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        source_commands: Vec<CommandSource>,
+        #[serde(default, skip_serializing_if = "Hooks::is_empty")]
+        hooks: Hooks,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook_timeout: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offsite_retention: Option<Retention>,
     }
@@ -306,6 +382,9 @@ mod wire {
                 notify: wire.notify,
                 notify_on: wire.notify_on,
                 notify_email: wire.notify_email,
+                source_commands: wire.source_commands,
+                hooks: wire.hooks,
+                hook_timeout: wire.hook_timeout,
                 offsite_retention: wire.offsite_retention,
             })
         }
@@ -327,6 +406,9 @@ mod wire {
                 notify,
                 notify_on,
                 notify_email,
+                source_commands,
+                hooks,
+                hook_timeout,
                 offsite_retention,
             } = options;
             Self {
@@ -343,6 +425,9 @@ mod wire {
                 notify,
                 notify_on,
                 notify_email,
+                source_commands,
+                hooks,
+                hook_timeout,
                 offsite_retention,
             }
         }
@@ -524,5 +609,45 @@ mod tests {
         assert_eq!(back, value);
         let err = serde_json::from_value::<Args>(json!({"notify_on": "sometimes"})).unwrap_err();
         assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn hooks_and_command_sources_ride_on_the_wire_and_take_defaults() {
+        let value = json!({
+            "source_commands": [{"name": "db.sql", "command": ["sqlite3", "/d.db", ".dump"]}],
+            "hooks": {"before": ["true"], "finally": ["sh", "-c", "echo $BACKUPD_STATUS"]},
+            "hook_timeout": 5
+        });
+        let args: Args = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(args.job.source_commands[0].command[2], ".dump");
+        assert_eq!(args.job.hooks.before, ["true"]);
+        assert_eq!(args.job.hook_timeout_secs(), 5);
+        let mut expected = value;
+        expected["name"] = serde_json::Value::Null;
+        assert_eq!(serde_json::to_value(&args).unwrap(), expected);
+        let bad = serde_json::from_value::<Args>(json!({"hooks": {"befor": ["x"]}}));
+        assert!(bad.unwrap_err().to_string().contains("befor"));
+
+        let defaults = JobOptions {
+            hooks: Hooks {
+                before: vec!["d-before".into()],
+                after: vec!["d-after".into()],
+                ..Hooks::default()
+            },
+            hook_timeout: Some(60),
+            ..JobOptions::default()
+        };
+        let own = JobOptions {
+            hooks: Hooks {
+                after: vec!["mine".into()],
+                ..Hooks::default()
+            },
+            ..JobOptions::default()
+        };
+        let merged = own.or(&defaults);
+        assert_eq!(merged.hooks.before, ["d-before"]);
+        assert_eq!(merged.hooks.after, ["mine"]);
+        assert_eq!(merged.hook_timeout_secs(), 60);
+        assert_eq!(JobOptions::default().hook_timeout_secs(), 600);
     }
 }

@@ -136,6 +136,18 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
             notify_on,
             any::<bool>(),
         ),
+        (
+            prop::collection::vec(
+                (
+                    any::<String>(),
+                    prop::collection::vec(any::<String>(), 0..3),
+                )
+                    .prop_map(|(name, command)| proto::job::CommandSource { name, command }),
+                0..2,
+            ),
+            prop::collection::vec(prop::collection::vec(any::<String>(), 0..2), 4..=4),
+            proptest::option::of(any::<u64>()),
+        ),
     )
         .prop_map(
             |(
@@ -143,6 +155,7 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 (offsite, offsite_only, offsite_retention),
                 (encrypt_to, encrypt_to_file),
                 (notify, notify_on, notify_email),
+                (source_commands, mut hooks, hook_timeout),
             )| JobOptions {
                 destination,
                 compression,
@@ -156,6 +169,14 @@ fn job_options() -> impl Strategy<Value = JobOptions> {
                 notify,
                 notify_on,
                 notify_email,
+                source_commands,
+                hooks: proto::job::Hooks {
+                    finally: hooks.pop().unwrap_or_default(),
+                    on_failure: hooks.pop().unwrap_or_default(),
+                    after: hooks.pop().unwrap_or_default(),
+                    before: hooks.pop().unwrap_or_default(),
+                },
+                hook_timeout,
                 offsite_retention,
             },
         )

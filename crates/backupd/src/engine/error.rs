@@ -46,4 +46,8 @@ pub enum EngineError {
 
     #[error("backup cancelled")]
     Cancelled,
+
+    /// A command source could not start, failed, or its output could not be stored.
+    #[error("command source {name} failed: {reason}")]
+    CommandSource { name: String, reason: String },
 }

@@ -8,6 +8,7 @@
 //! daemon runs [`run_backup`] on a blocking thread.
 
 mod archive;
+mod command_source;
 mod error;
 mod exclude;
 mod hashing_writer;
@@ -59,6 +60,8 @@ pub struct BackupJob {
     pub never_archive: Vec<PathBuf>,
     /// Encrypt to these age public keys (`None`: not encrypted).
     pub recipients: Option<Recipients>,
+    /// Commands whose output is archived as files beside the folder.
+    pub commands: Vec<proto::job::CommandSource>,
 }
 
 impl BackupJob {
@@ -144,7 +147,19 @@ pub fn run_backup(
     let sealer = Sealer::new(job.recipients.as_ref(), hashing).map_err(write_error)?;
     let encoder = Encoder::new(job.compression, sealer).map_err(|e| write_error(e.into()))?;
     let mut builder = tar::Builder::new(encoder);
-    let stats = TreeWriter::new(
+    // The dumps first: a failing one ends the backup before the walk.
+    let mut commands = Vec::with_capacity(job.commands.len());
+    for command in &job.commands {
+        let spill_dir = destination.location();
+        commands.push(command_source::append_command(
+            &mut builder,
+            command,
+            &spill_dir,
+            &mut meter,
+            cancel,
+        )?);
+    }
+    let mut stats = TreeWriter::new(
         &mut builder,
         &job.excludes,
         &mut meter,
@@ -154,6 +169,8 @@ pub fn run_backup(
     .protect(protected_dirs(job))
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
+    stats.files += commands.len() as u64;
+    stats.bytes_in += commands.iter().map(|c| c.bytes).sum::<u64>();
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let sealer = encoder.finish().map_err(write_error)?;
@@ -190,6 +207,7 @@ pub fn run_backup(
             .recipients
             .as_ref()
             .is_some_and(Recipients::is_passphrase),
+        commands,
     };
     let manifest_path = destination.path_of(&names.manifest);
     let written = manifest

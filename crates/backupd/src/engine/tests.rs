@@ -36,6 +36,7 @@ fn job(
         timestamp: timestamp(),
         never_archive: Vec::new(),
         recipients: None,
+        commands: Vec::new(),
     }
 }
 

@@ -79,6 +79,21 @@ pub struct Manifest {
     /// Encrypted to a passphrase (age's scrypt recipient) rather than to keys.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passphrase: bool,
+    /// The command sources archived beside the folder (database dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandRecord>,
+}
+
+/// A command source as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The file's name in the archive.
+    pub name: String,
+    /// The argv that wrote it.
+    pub command: Vec<String>,
+    pub exit_status: i32,
+    /// Bytes of output archived.
+    pub bytes: u64,
 }
 
 impl Manifest {
@@ -123,6 +138,12 @@ mod tests {
             encryption: Some(Encryption::Age),
             recipients: vec!["age1example".into()],
             passphrase: false,
+            commands: vec![CommandRecord {
+                name: "db.sql".into(),
+                command: vec!["sqlite3".into(), "/d.db".into(), ".dump".into()],
+                exit_status: 0,
+                bytes: 12,
+            }],
         };
         let json = m.to_json().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();

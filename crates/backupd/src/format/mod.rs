@@ -17,5 +17,5 @@ pub use encryption::{
     Encryption, Identities, KeyError, Passphrase, Recipients, Sealer, open_sealed,
     sealed_with_passphrase,
 };
-pub use manifest::{FORMAT_VERSION, Manifest, hex};
+pub use manifest::{CommandRecord, FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};

@@ -52,7 +52,12 @@ pub async fn handle(
         ..daemon.plan_defaults()
     };
     let plan = plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await?;
-    finish(runner::execute(daemon, plan, events).await)
+    let report = runner::execute(daemon, plan, events).await;
+    if !args.dry_run {
+        // A one-off run may add or rotate archives a schedule counts.
+        crate::metrics::refresh(daemon).await;
+    }
+    finish(report)
 }
 
 /// A run in which some sources failed still answers with its report; the message says when
@@ -110,5 +115,6 @@ async fn run_schedule(
     let report = runner::execute(daemon, plan, events).await;
     let record = schedules::run_record(started, Ok(&report));
     daemon.schedules.record_run(&schedule, record, false).await;
+    crate::metrics::refresh(daemon).await;
     finish(report)
 }

@@ -13,7 +13,7 @@
 //! password_file = "/etc/backupd/smtp-password"   # or password_env = "BACKUPD_SMTP_PASSWORD"
 //! ```
 
-use super::outcome::JobOutcome;
+use crate::outcome::JobOutcome;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
@@ -154,7 +154,7 @@ impl Mailer {
     }
 
     /// Emails the outcome and the job's last log lines.
-    pub async fn send(&self, outcome: &JobOutcome, log_lines: &[String]) -> Result<(), EmailError> {
+    pub async fn send(&self, outcome: &JobOutcome) -> Result<(), EmailError> {
         let failed = |reason: String| EmailError::Send {
             to: self
                 .to
@@ -167,9 +167,9 @@ impl Mailer {
         };
         let mut body = outcome.summary();
         body.push_str(&format!("\nHost: {}\n", outcome.host));
-        if !log_lines.is_empty() {
+        if !outcome.log_lines.is_empty() {
             body.push_str("\nLast log lines of the job:\n");
-            for line in log_lines {
+            for line in &outcome.log_lines {
                 body.push_str(line);
                 body.push('\n');
             }

@@ -3,8 +3,8 @@
 //! tags. Each request has a timeout and is retried a few times with backoff; what finally
 //! fails is returned for the caller to log, and never names more than scheme and host.
 
-use super::outcome::JobOutcome;
 use super::target::{Kind, Target};
+use crate::outcome::JobOutcome;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use std::time::Duration;
@@ -56,7 +56,7 @@ pub async fn send_outcome(
 ) -> Result<(), SendError> {
     match target.kind {
         Kind::Webhook => {
-            let body = serde_json::to_vec(outcome).unwrap_or_default();
+            let body = serde_json::to_vec(&outcome.webhook_body()).unwrap_or_default();
             send(target, || {
                 client
                     .post(target.url.clone())

@@ -1,21 +1,18 @@
 //! Telling people how a job ended: webhooks, healthchecks.io pings, ntfy messages and email.
 //! `plan` reads a job's options into [`JobNotifications`]; the runner calls
 //! [`Notifications::job_started`] when the job begins writing and
-//! [`Notifications::job_finished`] with its report. A notification that cannot be delivered
-//! is logged and never changes the job's outcome.
+//! [`Notifications::job_finished`] with its [`JobOutcome`] (`crate::outcome`). A notification
+//! that cannot be delivered is logged and never changes the job's outcome.
 
 pub mod email;
 pub mod http;
 pub mod job_log;
-pub mod outcome;
 pub mod target;
 
+pub use crate::outcome::JobOutcome;
 use email::Mailer;
-use job_log::JobLog;
-use outcome::JobOutcome;
 use proto::JobOptions;
 use proto::job::NotifyOn;
-use proto::response::SourceReport;
 use std::sync::Arc;
 use target::Kind;
 pub use target::{Target, TargetError};
@@ -56,12 +53,10 @@ pub struct Notifications {
     host: String,
 }
 
-/// What a job's start set going: its healthchecks `/start` pings, and the collection of its
-/// log lines for an email.
+/// What a job's start set going: its healthchecks `/start` pings.
 #[derive(Debug, Default)]
 pub struct Started {
     pings: Option<JoinHandle<()>>,
-    log: Option<JobLog>,
 }
 
 impl Notifications {
@@ -69,14 +64,18 @@ impl Notifications {
         Self {
             client: http::client(),
             mailer: mailer.map(Arc::new),
-            host: outcome::host_name(),
+            host: crate::outcome::host_name(),
         }
     }
 
+    /// The machine's name, as outcomes give it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The job (logged as `tag`) begins: healthchecks hear `/start` (in the background, so
-    /// that a slow server does not hold the backup), and its log lines are kept for email.
+    /// that a slow server does not hold the backup).
     pub fn job_started(&self, plan: &JobNotifications, tag: &str) -> Started {
-        let log = plan.email.then(|| job_log::watch(tag));
         let checks: Vec<Target> = plan
             .targets
             .iter()
@@ -97,10 +96,10 @@ impl Notifications {
             }
             _ => None,
         };
-        Started { pings, log }
+        Started { pings }
     }
 
-    /// The job ended as `report` says: sends what is due and logs what could not be sent.
+    /// The job ended as `outcome` says: sends what is due and logs what could not be sent.
     /// Healthchecks are pinged after every run (a missing success ping is how they notice);
     /// the others only on failure unless the job says `always`.
     pub async fn job_finished(
@@ -108,19 +107,16 @@ impl Notifications {
         plan: &JobNotifications,
         started: Started,
         tag: &str,
-        job_started: chrono::DateTime<chrono::FixedOffset>,
-        report: &SourceReport,
+        outcome: &JobOutcome,
     ) {
         if plan.is_empty() {
             return;
         }
-        let outcome = JobOutcome::new(report, job_started, &self.host);
         let due = !outcome.succeeded() || plan.on == NotifyOn::Always;
         // The start ping goes first, or healthchecks would see the run start after its end.
         if let Some(pings) = started.pings {
             let _ = pings.await;
         }
-        let log_lines = started.log.map(|log| log.lines()).unwrap_or_default();
         let web = plan
             .targets
             .iter()
@@ -134,7 +130,7 @@ impl Notifications {
                         return;
                     }
                 };
-                match http::send_outcome(client, target, &outcome).await {
+                match http::send_outcome(client, target, outcome).await {
                     Ok(()) => tracing::info!("{tag} Notified {}", target.shown()),
                     Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
                 }
@@ -150,7 +146,7 @@ impl Notifications {
                 );
                 return;
             };
-            match mailer.send(&outcome, &log_lines).await {
+            match mailer.send(outcome).await {
                 Ok(()) => tracing::info!("{tag} Notified by email"),
                 Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
             }

@@ -101,6 +101,7 @@ fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io
         duration_ms: 0,
         // What the lost run skipped is unknown; the warning says the manifest was rebuilt.
         skipped: 0,
+        commands: Vec::new(),
         warnings: vec![REBUILT_WARNING.to_owned()],
         encryption: parsed.encrypted.then_some(Encryption::Age),
         // The age header does not name X25519 recipients; it does say "scrypt".

@@ -64,6 +64,7 @@ pub fn fake_manifest(name: &str, created: &str, bytes: &[u8]) -> Manifest {
         encryption: None,
         recipients: Vec::new(),
         passphrase: false,
+        commands: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ pub fn backup(
         timestamp: stamp(when),
         never_archive: Vec::new(),
         recipients: None,
+        commands: Vec::new(),
     };
     engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
 }

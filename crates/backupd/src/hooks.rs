@@ -1,0 +1,315 @@
+//! Runs a job's hooks (`before`, `after`, `on_failure`, `finally`): each an argv without a
+//! shell, in a process group of its own, with the job's facts in `BACKUPD_*` variables, its
+//! output line by line in the daemon's log under the job's tag, and a timeout after which the
+//! whole group is killed. When the daemon stops, a running hook gets SIGTERM and a short grace
+//! before SIGKILL, so shutdown never waits on a hook that hangs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Which hook, as the log and errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Before,
+    After,
+    OnFailure,
+    Finally,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Before => "before",
+            HookKind::After => "after",
+            HookKind::OnFailure => "on-failure",
+            HookKind::Finally => "finally",
+        }
+    }
+}
+
+/// Why a hook failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    #[error("{kind} hook could not start ({program}): {reason}")]
+    Spawn {
+        kind: &'static str,
+        program: String,
+        reason: String,
+    },
+    #[error("{kind} hook failed: {status}")]
+    Failed { kind: &'static str, status: String },
+    #[error("{kind} hook timed out after {secs} s and was killed")]
+    TimedOut { kind: &'static str, secs: u64 },
+    #[error("{kind} hook killed: backupd is stopping")]
+    Stopped { kind: &'static str },
+}
+
+/// How long a hook may finish after SIGTERM when the daemon stops.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// One hook to run.
+#[derive(Debug)]
+pub struct Hook<'a> {
+    pub kind: HookKind,
+    pub argv: &'a [String],
+    pub env: Vec<(&'static str, String)>,
+    pub timeout: Duration,
+    /// The job's `[name #id]`, before each logged line.
+    pub tag: &'a str,
+}
+
+impl Hook<'_> {
+    /// Runs the hook to its end (or its kill); `Ok` only on exit status 0. Nothing to run is
+    /// success.
+    pub async fn run(self, shutdown: &CancellationToken) -> Result<(), HookError> {
+        let kind = self.kind.as_str();
+        let Some((program, args)) = self.argv.split_first() else {
+            return Ok(());
+        };
+        tracing::info!("{} Running {kind} hook: {}", self.tag, self.argv.join(" "));
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| HookError::Spawn {
+            kind,
+            program: program.clone(),
+            reason: e.to_string(),
+        })?;
+        let group = child.id().and_then(|id| Pid::from_raw(id.cast_signed()));
+        let out = child.stdout.take().map(|o| log_lines(o, self.tag, kind));
+        let err = child.stderr.take().map(|e| log_lines(e, self.tag, kind));
+
+        let ended = tokio::select! {
+            status = child.wait() => Ended::Exited(status),
+            () = tokio::time::sleep(self.timeout) => Ended::TimedOut,
+            () = shutdown.cancelled() => Ended::Stopping,
+        };
+        let result = match ended {
+            Ended::Exited(Ok(status)) if status.success() => Ok(()),
+            Ended::Exited(Ok(status)) => Err(HookError::Failed {
+                kind,
+                status: status.to_string(),
+            }),
+            Ended::Exited(Err(e)) => Err(HookError::Failed {
+                kind,
+                status: e.to_string(),
+            }),
+            Ended::TimedOut => {
+                signal_group(group, Signal::KILL);
+                let _ = child.wait().await;
+                Err(HookError::TimedOut {
+                    kind,
+                    secs: self.timeout.as_secs(),
+                })
+            }
+            Ended::Stopping => {
+                signal_group(group, Signal::TERM);
+                if tokio::time::timeout(STOP_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    signal_group(group, Signal::KILL);
+                    let _ = child.wait().await;
+                }
+                Err(HookError::Stopped { kind })
+            }
+        };
+        // What the hook left running in its group would hold its pipes open: it goes too.
+        signal_group(group, Signal::KILL);
+        for reader in out.into_iter().chain(err) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        }
+        match &result {
+            Ok(()) => tracing::info!("{} {kind} hook done", self.tag),
+            Err(e) => tracing::error!("{} {e}", self.tag),
+        }
+        result
+    }
+}
+
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Stopping,
+}
+
+/// Signals the hook's process group; one already gone is fine.
+fn signal_group(group: Option<Pid>, signal: Signal) {
+    if let Some(group) = group {
+        let _ = kill_process_group(group, signal);
+    }
+}
+
+/// Logs each line of a hook's output under the job's tag.
+fn log_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    tag: &str,
+    kind: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let tag = tag.to_owned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!("{tag} {kind} hook: {line}");
+        }
+    })
+}
+
+/// The hooks of a run's jobs, with their timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobHooks {
+    pub hooks: proto::job::Hooks,
+    pub timeout: Duration,
+}
+
+impl JobHooks {
+    fn hook<'a>(
+        &'a self,
+        kind: HookKind,
+        argv: &'a [String],
+        tag: &'a str,
+        env: Vec<(&'static str, String)>,
+    ) -> Hook<'a> {
+        Hook {
+            kind,
+            argv,
+            env,
+            timeout: self.timeout,
+            tag,
+        }
+    }
+
+    /// The `before` hook, given the job's name and planned archive; its failure fails the job.
+    pub async fn before(
+        &self,
+        tag: &str,
+        env: Vec<(&'static str, String)>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), HookError> {
+        self.hook(HookKind::Before, &self.hooks.before, tag, env)
+            .run(shutdown)
+            .await
+    }
+
+    /// `after` (the job succeeded) or `on_failure`, then `finally`. Their failures are logged;
+    /// the job's outcome stands.
+    pub async fn after_job(
+        &self,
+        outcome: &crate::outcome::JobOutcome,
+        tag: &str,
+        shutdown: &CancellationToken,
+    ) {
+        let (kind, argv) = if outcome.status.is_ok() {
+            (HookKind::After, &self.hooks.after)
+        } else {
+            (HookKind::OnFailure, &self.hooks.on_failure)
+        };
+        let _ = self
+            .hook(kind, argv, tag, outcome.env())
+            .run(shutdown)
+            .await;
+        let _ = self
+            .hook(HookKind::Finally, &self.hooks.finally, tag, outcome.env())
+            .run(shutdown)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    async fn run(
+        words: &[&str],
+        timeout: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<(), HookError> {
+        let argv = argv(words);
+        Hook {
+            kind: HookKind::Before,
+            argv: &argv,
+            env: vec![("BACKUPD_NAME", "docs".into())],
+            timeout,
+            tag: "[docs #1]",
+        }
+        .run(shutdown)
+        .await
+    }
+
+    #[tokio::test]
+    async fn exit_status_decides_and_env_is_passed() {
+        let token = CancellationToken::new();
+        let long = Duration::from_secs(30);
+        assert_eq!(
+            run(&["sh", "-c", "test \"$BACKUPD_NAME\" = docs"], long, &token).await,
+            Ok(())
+        );
+        let failed = run(&["sh", "-c", "exit 3"], long, &token)
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("exit status: 3"), "{failed}");
+        let missing = run(&["/nonexistent/hook"], long, &token).await.unwrap_err();
+        assert!(matches!(missing, HookError::Spawn { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_is_killed_with_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let token = CancellationToken::new();
+        let started = Instant::now();
+        let err = run(&["sh", "-c", &script], Duration::from_millis(500), &token)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HookError::TimedOut { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The background sleep was in the hook's group: it is gone too (a zombie at most).
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone(), "the hook's background process still runs");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_a_running_hook() {
+        let token = CancellationToken::new();
+        let stopper = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        let started = Instant::now();
+        let err = run(&["sleep", "300"], Duration::from_secs(600), &token)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HookError::Stopped { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}

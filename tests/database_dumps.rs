@@ -1,0 +1,428 @@
+//! Command sources (`--source-command NAME=COMMAND`): real SQLite (`sqlite3 db .dump`) and
+//! PostgreSQL (`pg_dump` of a throwaway cluster) dumps archived, restored into a fresh
+//! database and compared row by row; failures keep the archive unpublished and quote stderr.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{Client, TestHome};
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON {:?} ({e}); stderr {:?}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    (out.code(), value)
+}
+
+/// Whether `tool` can be run; outside CI a missing tool skips the test, in CI it fails it.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is missing in CI"
+        );
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}
+
+#[track_caller]
+fn sh(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Extracts `member` of `archive` into `into`.
+fn extract(archive: &str, member: &str, into: &Path) -> PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    sh(Command::new("tar")
+        .args(["-xf", archive, "-C"])
+        .arg(into)
+        .arg(member));
+    into.join(member)
+}
+
+fn app_folder(t: &TestHome) {
+    std::fs::create_dir_all(t.work().join("app")).unwrap();
+    std::fs::write(t.work().join("app/config.ini"), b"[app]\n").unwrap();
+}
+
+#[test]
+fn a_sqlite_dump_is_archived_and_restores_the_same_rows() {
+    if !have("sqlite3") || !have("tar") {
+        return;
+    }
+    let t = TestHome::new();
+    app_folder(&t);
+    let db = t.work().join("app.db");
+    let rows = "create table t(id integer primary key, name text);
+        insert into t(name) values ('alpha'), ('bêta'), ('it''s');";
+    sh(Command::new("sqlite3").arg(&db).arg(rows));
+    let _daemon = t.start_daemon();
+    // The README's example, with this test's paths.
+    let dump = format!("app.sql=sqlite3 {} .dump", db.display());
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "app",
+            "--source-command",
+            &dump,
+            "--verify-after",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    let archive = report["archive"].as_str().unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(report["manifest"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let listed = &manifest["commands"][0];
+    assert_eq!(listed["name"], "app.sql");
+    assert_eq!(listed["command"], json!(["sqlite3", db, ".dump"]));
+    assert_eq!(listed["exit_status"], 0);
+    assert_eq!(report["verified"], true);
+
+    let restored_sql = extract(archive, "app.sql", &t.work().join("out"));
+    assert_eq!(
+        listed["bytes"],
+        std::fs::metadata(&restored_sql).unwrap().len()
+    );
+    // The folder is archived beside it, as always.
+    assert!(extract(archive, "app/config.ini", &t.work().join("out")).exists());
+    let fresh = t.work().join("fresh.db");
+    sh(Command::new("sqlite3")
+        .arg(&fresh)
+        .arg(format!(".read {}", restored_sql.display())));
+    let select = |db: &Path| {
+        sh(Command::new("sqlite3")
+            .arg(db)
+            .arg("select * from t order by id"))
+    };
+    assert_eq!(select(&fresh), select(&db));
+    assert!(select(&fresh).contains("bêta"));
+}
+
+#[test]
+fn a_failing_command_fails_the_backup_with_its_stderr_and_publishes_nothing() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "app",
+            "--source-command",
+            "db.sql=sh -c 'echo partial; echo no such database >&2; exit 3'",
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("command source db.sql failed: exited with status 3: no such database"),
+        "{error}"
+    );
+    let backups = t.home().join("backups");
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(
+        left.iter().all(|n| *n == 0),
+        "something was left in {}",
+        backups.display()
+    );
+
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "app",
+            "--source-command",
+            "x.sql=sh -c 'kill -9 $$'",
+        ],
+    );
+    assert_eq!(code, 1);
+    let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+    assert!(error.contains("killed by signal 9"), "{error}");
+
+    for (spec, reason) in [
+        ("../evil=true", "invalid command source name"),
+        ("noequals", "expected NAME=COMMAND"),
+        ("a.sql=sh -c 'open", "unterminated quote"),
+    ] {
+        let out = t.ctl(&["run", "--sources", "app", "--source-command", spec]);
+        assert_ne!(out.code(), 0);
+        assert!(out.stderr().contains(reason), "{spec}: {}", out.stderr());
+    }
+}
+
+#[test]
+fn command_sources_come_over_the_raw_protocol() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("app")],
+        "source_commands": [{"name": "hello.txt", "command": ["printf", "%s\\n", "hi there"]}]
+    });
+    let answer = Client::connect(&t.socket())
+        .unwrap()
+        .request(&request.to_string());
+    assert_eq!(answer["ok"], true, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let file = extract(archive, "hello.txt", &t.work().join("out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "hi there\n");
+    let two = json!({
+        "cmd": "run",
+        "sources": [t.work().join("app"), t.work()],
+        "source_commands": [{"name": "x", "command": ["true"]}]
+    });
+    let refused = Client::connect(&t.socket())
+        .unwrap()
+        .request(&two.to_string());
+    assert_eq!(refused["ok"], false, "{refused}");
+}
+
+/// PostgreSQL's server binaries: Debian keeps them out of PATH.
+fn pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A throwaway cluster on a unix socket in a temp folder, stopped on drop.
+struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_user: Vec<String>,
+}
+
+impl Cluster {
+    /// Runs `program` of the cluster's bin folder as the cluster's user.
+    fn tool(&self, program: &str) -> Command {
+        let mut command = Command::new(
+            self.as_user
+                .first()
+                .map_or(self.bin.join(program), PathBuf::from),
+        );
+        command.args(self.as_user.iter().skip(1));
+        if !self.as_user.is_empty() {
+            command.arg(self.bin.join(program));
+        }
+        command
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join("sock")
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        sh(self
+            .tool("psql")
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-h",
+            ])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]))
+    }
+
+    fn start() -> Option<Self> {
+        let Some(bin) = pg_bin() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "postgresql is missing in CI"
+            );
+            eprintln!(
+                "skipped: PostgreSQL (initdb under /usr/lib/postgresql/*/bin) is not installed"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // initdb refuses root: the cluster runs as nobody, in folders nobody may write.
+        let as_user: Vec<String> = if rustix::process::geteuid().is_root() {
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            Vec::new()
+        };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        for sub in ["data", "sock"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::set_permissions(dir.path().join(sub), std::fs::Permissions::from_mode(0o777))
+                .unwrap();
+        }
+        let port = 20000 + u16::try_from(std::process::id() % 20000).unwrap();
+        let cluster = Cluster {
+            bin,
+            dir,
+            port,
+            as_user,
+        };
+        let data = cluster.dir.path().join("data/pg");
+        sh(cluster
+            .tool("initdb")
+            .args(["--auth=trust", "-U", "postgres", "-E", "UTF8", "-D"])
+            .arg(&data));
+        let options = format!(
+            "-k {} -c listen_addresses='' -p {}",
+            cluster.socket_dir().display(),
+            cluster.port
+        );
+        sh(cluster
+            .tool("pg_ctl")
+            .args(["-w", "-t", "120", "-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(cluster.dir.path().join("data/log"))
+            .arg("start"));
+        Some(cluster)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data/pg"))
+            .arg("stop")
+            .output();
+    }
+}
+
+#[test]
+fn a_postgresql_dump_is_archived_and_restores_the_same_rows() {
+    if !have("tar") || (rustix::process::geteuid().is_root() && !have("setpriv")) {
+        return;
+    }
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    cluster.psql("postgres", "create database app");
+    cluster.psql(
+        "app",
+        "create table t(id serial primary key, name text, at timestamptz default '2026-01-01T00:00:00Z');
+         insert into t(name) values ('alpha'), ('bêta'), (null);",
+    );
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    // pg_dump as the README shows it, against this test's cluster.
+    let dump = format!(
+        "app.sql=pg_dump -h {} -p {} -U postgres app",
+        cluster.socket_dir().display(),
+        cluster.port
+    );
+    let (code, answer) = run_json(&t, &["--sources", "app", "--source-command", &dump]);
+    assert_eq!(code, 0, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let sql = extract(archive, "app.sql", &cluster.dir.path().join("out"));
+    std::fs::set_permissions(&sql, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cluster.psql("postgres", "create database restored");
+    sh(cluster
+        .tool("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
+        .arg(cluster.socket_dir())
+        .args(["-p", &cluster.port.to_string(), "-d", "restored", "-f"])
+        .arg(&sql));
+    let rows = "select id, name, at from t order by id";
+    let original = cluster.psql("app", rows);
+    assert_eq!(cluster.psql("restored", rows), original);
+    assert_eq!(original.lines().count(), 3);
+}
+
+#[test]
+fn the_readme_example_dumps_sqlite_beside_the_folder_and_stores_the_postgresql_schedule() {
+    if !have("sqlite3") || !have("tar") {
+        return;
+    }
+    let t = TestHome::new();
+    app_folder(&t);
+    let app = t.work().join("app");
+    sh(Command::new("sqlite3")
+        .arg(app.join("app.db"))
+        .arg("create table t(x); insert into t values (42);"));
+    let _daemon = t.start_daemon();
+    let example = &common::readme_examples("Database dumps")["dumps"];
+    // The example's folder is this test's.
+    let script = example.replace("/srv/app", &app.display().to_string());
+    common::run_readme_example(&t, "dumps", &script);
+
+    let archives: Vec<_> = std::fs::read_dir(t.home().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    let archive = archives[0].to_str().unwrap();
+    let sql = extract(archive, "app.sql", &t.work().join("out"));
+    // The restore line of the example, in the extracted folder.
+    let fresh = t.work().join("out/fresh.db");
+    sh(Command::new("sqlite3")
+        .arg(&fresh)
+        .arg(format!(".read {}", sql.display())));
+    assert_eq!(
+        sh(Command::new("sqlite3").arg(&fresh).arg("select x from t")).trim(),
+        "42"
+    );
+    // The PostgreSQL line made a schedule holding the command as an argv.
+    let list = t.ctl(&["--json", "list"]);
+    let list: Value = serde_json::from_str(list.stdout().trim()).unwrap();
+    let schedule = list["data"]["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "app")
+        .unwrap_or_else(|| panic!("no schedule app in {list}"))
+        .clone();
+    assert_eq!(
+        schedule["source_commands"][0]["command"],
+        json!(["pg_dump", "-h", "/run/postgresql", "-U", "app", "app"]),
+        "{schedule}"
+    );
+}

@@ -1,0 +1,466 @@
+//! Hooks (`--before`, `--after`, `--on-failure`, `--finally`) through `backupctl`, the raw
+//! protocol and `[defaults]`, their environment, log lines, timeout and shutdown; and the
+//! Prometheus textfile `<home>/metrics/backupd.prom`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{Client, TestHome, wait_for};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
+    let mut full = vec!["--json", "run"];
+    full.extend_from_slice(args);
+    let out = t.ctl(&full);
+    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON {:?} ({e}); stderr {:?}",
+            out.stdout(),
+            out.stderr()
+        )
+    });
+    (out.code(), value)
+}
+
+fn source(t: &TestHome) -> std::path::PathBuf {
+    let dir = t.work().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), b"hello\n").unwrap();
+    dir
+}
+
+/// `KEY=value` lines as a map.
+fn env_file(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn archives_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tar"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn after_and_finally_hooks_get_the_jobs_facts_and_log_their_output() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let after_env = t.work().join("after.env");
+    let finally = t.work().join("finally");
+    let after = format!(
+        "sh -c 'env | grep ^BACKUPD_ > {}; echo said-by-hook'",
+        after_env.display()
+    );
+    let finally_hook = format!("sh -c 'echo \"$BACKUPD_STATUS\" > {}'", finally.display());
+    let on_failure = format!("touch {}", t.work().join("on-failure-ran").display());
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "docs",
+            "--after",
+            &after,
+            "--on-failure",
+            &on_failure,
+            "--finally",
+            &finally_hook,
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    let env = env_file(&after_env);
+    assert_eq!(env["BACKUPD_NAME"], "docs");
+    assert_eq!(env["BACKUPD_STATUS"], "success");
+    assert_eq!(env["BACKUPD_ARCHIVE"], report["archive"].as_str().unwrap());
+    assert_eq!(
+        env["BACKUPD_MANIFEST"],
+        report["manifest"].as_str().unwrap()
+    );
+    assert_eq!(
+        env["BACKUPD_SHA256"],
+        report["checksum_sha256"].as_str().unwrap()
+    );
+    assert_eq!(env["BACKUPD_SIZE_BYTES"], report["size_bytes"].to_string());
+    assert_eq!(env.get("BACKUPD_ERROR").map(String::as_str), Some(""));
+    assert_eq!(std::fs::read_to_string(&finally).unwrap(), "success\n");
+    assert!(
+        !t.work().join("on-failure-ran").exists(),
+        "on-failure ran after a success"
+    );
+    let log = t.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[docs #") && l.ends_with("after hook: said-by-hook")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_failing_before_hook_fails_the_job_before_anything_is_written() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let failure = t.work().join("failure.env");
+    let on_failure = format!("sh -c 'env | grep ^BACKUPD_ > {}'", failure.display());
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "docs",
+            "--before",
+            "sh -c 'echo no-db >&2; exit 7'",
+            "--on-failure",
+            &on_failure,
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("before hook failed: exit status: 7"),
+        "{error}"
+    );
+    assert!(archives_in(&t.home().join("backups")).is_empty());
+    let env = env_file(&failure);
+    assert_eq!(env["BACKUPD_STATUS"], "failure");
+    assert!(
+        env["BACKUPD_ERROR"].contains("before hook failed"),
+        "{env:?}"
+    );
+    assert_eq!(env["BACKUPD_SIZE_BYTES"], "0");
+    assert!(t.log().contains("before hook: no-db"), "{}", t.log());
+}
+
+#[test]
+fn a_hanging_hook_is_killed_with_its_process_group_after_its_timeout() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let pidfile = t.work().join("sleeper.pid");
+    let hang = format!("sh -c 'sleep 300 & echo $! > {}; wait'", pidfile.display());
+    let started = Instant::now();
+    let (code, answer) = run_json(
+        &t,
+        &["--sources", "docs", "--after", &hang, "--hook-timeout", "1"],
+    );
+    // The archive stands: an after hook's failure is logged, not the job's.
+    assert_eq!(code, 0, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        t.log()
+            .contains("after hook timed out after 1 s and was killed"),
+        "{}",
+        t.log()
+    );
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    wait_for(
+        Duration::from_secs(10),
+        "the hook's background sleep to die",
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z "))
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn stopping_the_daemon_kills_a_running_hook() {
+    let t = TestHome::new();
+    source(&t);
+    let mut daemon = t.start_daemon();
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = json!({"cmd": "run", "sources": [t.work().join("docs")], "hooks": {"after": ["sleep", "300"]}});
+    client.send_bytes(format!("{request}\n").as_bytes());
+    wait_for(Duration::from_secs(30), "the hook to start", || {
+        t.log()
+            .contains("Running after hook: sleep 300")
+            .then_some(())
+    });
+    let started = Instant::now();
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown waited for the hook"
+    );
+    assert!(
+        t.log().contains("after hook killed: backupd is stopping"),
+        "{}",
+        t.log()
+    );
+}
+
+#[test]
+fn hooks_come_over_the_raw_protocol_and_from_the_configs_defaults() {
+    let t = TestHome::new();
+    source(&t);
+    let marker = t.work().join("from-defaults");
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(
+        t.home().join("backupd.toml"),
+        format!(
+            "[defaults]\nhook_timeout = 30\nhooks = {{ finally = [\"touch\", \"{}\"] }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = t.start_daemon();
+    let before = t.work().join("before-ran");
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("docs")],
+        "hooks": {"before": ["touch", before]}
+    });
+    let answer = client.request(&request.to_string());
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(before.exists(), "the request's before hook did not run");
+    assert!(marker.exists(), "the configured finally hook did not run");
+    let bad = client_request(
+        &t,
+        &json!({"cmd": "run", "sources": ["/x"], "hooks": {"befor": ["x"]}}),
+    );
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("befor"),
+        "{bad}"
+    );
+}
+
+fn client_request(t: &TestHome, request: &Value) -> Value {
+    Client::connect(&t.socket())
+        .unwrap()
+        .request(&request.to_string())
+}
+
+fn metrics_path(t: &TestHome) -> std::path::PathBuf {
+    t.home().join("metrics/backupd.prom")
+}
+
+/// `name{labels} value` lines of the metrics file, after checking that every family has its
+/// `# HELP` and `# TYPE` lines, as node_exporter's textfile collector wants.
+fn metrics_text(text: &str) -> BTreeMap<String, String> {
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' ').map(|(name, _)| name))
+        .collect();
+    let helped = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+    assert_eq!(typed.len(), helped, "{text}");
+    let samples: BTreeMap<String, String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            assert!(v.parse::<f64>().is_ok(), "not a number: {l:?}");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    for key in samples.keys() {
+        let family = key.split('{').next().unwrap();
+        assert!(typed.contains(&family), "{family} has no # TYPE line");
+    }
+    samples
+}
+
+fn metrics(t: &TestHome) -> BTreeMap<String, String> {
+    metrics_text(&std::fs::read_to_string(metrics_path(t)).unwrap())
+}
+
+/// The metric names of README's "Monitoring" sample.
+fn readme_metric_names() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Monitoring").unwrap()..];
+    let sample = &section[section.find("```text\n").unwrap() + 8..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    sample
+        .lines()
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn metrics_are_written_at_start_and_after_every_run() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    // Written beside serving, never before it: the daemon answered already; the file follows.
+    let at_start = wait_for(common::PATIENCE, "metrics at start", || {
+        std::fs::read_to_string(metrics_path(&t)).ok()
+    });
+    let at_start = metrics_text(&at_start);
+    assert_eq!(at_start["backupd_up"], "1");
+    let version = format!(
+        "backupd_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(at_start[&version], "1");
+    t.ctl(&[
+        "create", "--name", "nightly", "--source", "docs", "--daily", "03:00",
+    ])
+    .ok();
+    let before = chrono::Utc::now().timestamp();
+    let answer = client_request(&t, &json!({"cmd": "run", "schedule": "nightly"}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    let m = metrics(&t);
+    let of = |family: &str| m[&format!("{family}{{schedule=\"nightly\"}}")].clone();
+    assert_eq!(of("backupd_schedule_last_status"), "1");
+    assert_eq!(of("backupd_schedule_archives"), "1");
+    assert_eq!(
+        of("backupd_schedule_last_size_bytes"),
+        report["size_bytes"].to_string()
+    );
+    let success: i64 = of("backupd_schedule_last_success_timestamp_seconds")
+        .parse()
+        .unwrap();
+    assert!(success >= before - 1, "{success} < {before}");
+    let last_run: i64 = of("backupd_schedule_last_run_timestamp_seconds")
+        .parse()
+        .unwrap();
+    assert_eq!(last_run, success);
+    let duration: f64 = of("backupd_schedule_last_duration_seconds")
+        .parse()
+        .unwrap();
+    assert!((0.0..60.0).contains(&duration));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(metrics_path(&t)).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o644);
+    // README's sample names exactly the families the daemon writes.
+    let mut written: Vec<String> = m
+        .keys()
+        .map(|k| k.split('{').next().unwrap().to_owned())
+        .collect();
+    written.sort();
+    written.dedup();
+    let mut documented = readme_metric_names();
+    documented.sort();
+    documented.dedup();
+    assert_eq!(written, documented);
+
+    // A one-off run rewrites the file too, here with a second archive of the schedule's name.
+    std::fs::remove_file(metrics_path(&t)).unwrap();
+    let out = t.ctl(&["run", "--sources", "docs", "--name", "nightly"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let m = metrics(&t);
+    assert_eq!(m["backupd_schedule_archives{schedule=\"nightly\"}"], "2");
+
+    // A failed run: status 0, the last success stays.
+    std::fs::remove_dir_all(t.work().join("docs")).unwrap();
+    let answer = client_request(&t, &json!({"cmd": "run", "schedule": "nightly"}));
+    assert_eq!(answer["data"]["failed"], 1, "{answer}");
+    let m = metrics(&t);
+    assert_eq!(m["backupd_schedule_last_status{schedule=\"nightly\"}"], "0");
+    assert_eq!(
+        m["backupd_schedule_last_success_timestamp_seconds{schedule=\"nightly\"}"],
+        success.to_string()
+    );
+}
+
+#[test]
+fn the_readme_hooks_example_stops_and_starts_the_worker_and_records_the_status() {
+    let t = TestHome::new();
+    let app = t.work().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("data.txt"), b"data\n").unwrap();
+    // `systemctl` here records what it was asked, into calls.txt.
+    let systemctl = t.work().join("systemctl");
+    let calls = t.work().join("calls.txt");
+    std::fs::write(
+        &systemctl,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let status = t.work().join("backup-status");
+    let _daemon = t.start_daemon();
+    let examples = common::readme_examples("Hooks");
+    let script = examples["hooks"]
+        .replace("/srv/app", &app.display().to_string())
+        .replace("systemctl", &systemctl.display().to_string())
+        .replace("/var/log/backup-status", &status.display().to_string());
+    common::run_readme_example(&t, "hooks", &script);
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "stop app-worker\nstart app-worker\n"
+    );
+    let archive = archives_in(&t.home().join("backups"));
+    assert_eq!(archive.len(), 1, "{archive:?}");
+    let size = std::fs::metadata(t.home().join("backups").join(&archive[0]))
+        .unwrap()
+        .len();
+    // `finally` ran before the run answered.
+    assert_eq!(
+        std::fs::read_to_string(&status).unwrap(),
+        format!("success {size}\n")
+    );
+
+    // The [defaults] example is a valid configuration.
+    std::fs::write(t.home().join("backupd.toml"), &examples["hooks-defaults"]).unwrap();
+    let out = std::process::Command::new(common::backupd_bin())
+        .arg("--home")
+        .arg(t.home())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_jobs_hook_and_webhook_tell_the_same_outcome() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let receiver = common::http_receiver::HttpReceiver::start();
+    let failure_env = t.work().join("failure.env");
+    let on_failure = format!("sh -c 'env | grep ^BACKUPD_ > {}'", failure_env.display());
+    let missing = t.work().join("missing");
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            missing.to_str().unwrap(),
+            "--on-failure",
+            &on_failure,
+            "--notify",
+            &receiver.url("/hook"),
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    let env = env_file(&failure_env);
+    let received = receiver.wait_for(1);
+    let body: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(env["BACKUPD_STATUS"], "failure");
+    assert_eq!(body["status"], "failure");
+    assert_eq!(env["BACKUPD_NAME"], body["name"].as_str().unwrap());
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("missing"), "{error}");
+    assert_eq!(env["BACKUPD_ERROR"], error);
+    assert_eq!(env["BACKUPD_SIZE_BYTES"], "0");
+    assert!(body["archive"].is_null() && body["size_bytes"].is_null());
+    assert!(body["schedule"].is_null());
+    assert!(body["duration_ms"].is_u64());
+}

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::http_receiver::HttpReceiver;
 use common::watcher::Watcher;
 
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY, env_for};
@@ -453,4 +454,51 @@ fn uploads_carry_a_sha256_the_server_checks_unless_turned_off() {
     };
     assert!(server.kept_sha256_of(&manifest_in("with")));
     assert!(!server.kept_sha256_of(&manifest_in("without")));
+}
+
+#[test]
+fn an_offsite_failure_is_notified_as_such_with_the_local_archive() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host1", ""));
+    source(&t, "tree", 10_000);
+    // A wrong secret: every upload is refused, the local archive is fine.
+    let _daemon = t.start_daemon_with_env(&env_for(&server, "not-the-secret"));
+    let hook = HttpReceiver::start();
+    let hc = HttpReceiver::start();
+    let webhook = hook.url("/hook");
+    let check = format!("hc+{}", hc.url("/ping/abc"));
+
+    let (code, answer, stderr) = run(
+        &t,
+        &[
+            "--sources",
+            "tree",
+            "--offsite",
+            "off",
+            "--notify",
+            &webhook,
+            "--notify",
+            &check,
+        ],
+    );
+    assert_eq!(code, 5, "{answer} {stderr}");
+    let local = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    // Due under the default --notify-on failure: the copy the job was asked for is missing.
+    let posts = hook.received();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let body: Value = serde_json::from_str(&posts[0].body).unwrap();
+    assert_eq!(body["status"], "offsite_failure", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("offsite upload to off failed: "),
+        "{error}"
+    );
+    assert!(!error.contains("not-the-secret"), "{error}");
+    assert_eq!(
+        body["archive"], local,
+        "the local archive is reported: {body}"
+    );
+    let pings: Vec<String> = hc.received().into_iter().map(|p| p.path).collect();
+    assert_eq!(pings, ["/ping/abc/start", "/ping/abc/fail"]);
 }

@@ -16,6 +16,10 @@ pub enum JobStatus {
     Success,
     /// Published, but some entries were left out (`skipped` > 0).
     Warning,
+    /// Published (and verified, when asked) here, but an offsite upload failed after its
+    /// retries: `completed with offsite failure`. The local archive counts; the copy is
+    /// missing until the next run or `sync`.
+    OffsiteFailure,
     Failure,
     /// Cancelled by `cancel` or by the daemon stopping.
     Cancelled,
@@ -26,6 +30,7 @@ impl JobStatus {
         match self {
             JobStatus::Success => "success",
             JobStatus::Warning => "warning",
+            JobStatus::OffsiteFailure => "offsite_failure",
             JobStatus::Failure => "failure",
             JobStatus::Cancelled => "cancelled",
         }
@@ -33,7 +38,10 @@ impl JobStatus {
 
     /// Whether the archive was published and counts as a backup.
     pub fn is_ok(self) -> bool {
-        matches!(self, JobStatus::Success | JobStatus::Warning)
+        matches!(
+            self,
+            JobStatus::Success | JobStatus::Warning | JobStatus::OffsiteFailure
+        )
     }
 }
 
@@ -68,7 +76,18 @@ impl JobOutcome {
     /// The outcome of `job` as its `report` tells it, finished now on `host`.
     pub fn new(job: &Job, report: &SourceReport, log_lines: Vec<String>, host: &str) -> Self {
         let finished = chrono::Local::now().fixed_offset();
-        let status = if report.ok && report.skipped > 0 {
+        let failed_uploads: Vec<String> = report
+            .offsite
+            .iter()
+            .filter(|u| !u.ok)
+            .map(|u| {
+                let why = u.error.as_deref().unwrap_or("failed");
+                format!("offsite upload to {} failed: {why}", u.remote)
+            })
+            .collect();
+        let status = if report.ok && !failed_uploads.is_empty() {
+            JobStatus::OffsiteFailure
+        } else if report.ok && report.skipped > 0 {
             JobStatus::Warning
         } else if report.ok {
             JobStatus::Success
@@ -86,7 +105,10 @@ impl JobOutcome {
             archive: report.archive.clone(),
             manifest: report.manifest.clone(),
             status,
-            error: report.error.clone(),
+            error: report
+                .error
+                .clone()
+                .or_else(|| (!failed_uploads.is_empty()).then(|| failed_uploads.join("; "))),
             size_bytes: if report.ok { report.size_bytes } else { 0 },
             sha256: report.checksum_sha256.clone().filter(|_| report.ok),
             started: job.started,
@@ -97,8 +119,14 @@ impl JobOutcome {
         }
     }
 
-    /// Whether the job published its archive (with or without warnings).
+    /// Whether the job did all it was asked: published its archive (with or without
+    /// warnings) and copied it to every remote. Notifications `on failure` go out otherwise.
     pub fn succeeded(&self) -> bool {
+        matches!(self.status, JobStatus::Success | JobStatus::Warning)
+    }
+
+    /// Whether the job published its archive here, whatever became of its offsite copies.
+    pub fn published(&self) -> bool {
         self.status.is_ok()
     }
 
@@ -117,7 +145,7 @@ impl JobOutcome {
 
     /// The JSON body a webhook receives.
     pub fn webhook_body(&self) -> WebhookBody<'_> {
-        let published = self.succeeded();
+        let published = self.published();
         WebhookBody {
             name: &self.name,
             status: self.status,
@@ -141,6 +169,7 @@ impl JobOutcome {
         let what = match self.status {
             JobStatus::Success => "succeeded",
             JobStatus::Warning => "succeeded with warnings",
+            JobStatus::OffsiteFailure => "completed with offsite failure",
             JobStatus::Failure => "failed",
             JobStatus::Cancelled => "was cancelled",
         };
@@ -150,19 +179,19 @@ impl JobOutcome {
     /// A few lines for people: the error, or what was written.
     pub fn summary(&self) -> String {
         let mut text = format!("Backup {} of {}", self.name, self.source);
-        match &self.error {
-            Some(error) => text.push_str(&format!(": {error}")),
-            None if self.succeeded() => {
-                text.push_str(&format!(
-                    "\nArchive: {} ({})",
-                    self.archive,
-                    proto::size::human_size(self.size_bytes)
-                ));
-                if let Some(sha256) = &self.sha256 {
-                    text.push_str(&format!("\nSHA-256: {sha256}"));
-                }
+        if let Some(error) = &self.error {
+            text.push_str(&format!(": {error}"));
+        }
+        // An offsite failure has both: the error, and the archive that stays here.
+        if self.published() {
+            text.push_str(&format!(
+                "\nArchive: {} ({})",
+                self.archive,
+                proto::size::human_size(self.size_bytes)
+            ));
+            if let Some(sha256) = &self.sha256 {
+                text.push_str(&format!("\nSHA-256: {sha256}"));
             }
-            None => {}
         }
         text.push_str(&format!(
             "\nStarted: {}\nFinished: {}",

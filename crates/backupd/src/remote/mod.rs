@@ -26,6 +26,7 @@
 //! ```
 
 pub mod credentials;
+pub mod signed;
 pub mod stale_uploads;
 pub mod store;
 pub mod table;

@@ -400,6 +400,7 @@ fn prune(report: &PruneReport) -> Vec<String> {
                 .iter()
                 .map(|f| format!("Failed to delete: {f}")),
         );
+        lines.extend(report.locked.iter().map(|f| format!("Not deleted: {f}")));
         lines.push(format!("Old backups deleted: {}", report.deleted.len()));
     }
     lines

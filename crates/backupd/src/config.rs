@@ -330,7 +330,8 @@ mod tests {
             "[remote.minio]\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n\
              bucket = \"bkt\"\nprefix = \"/host/\"\npart_size = \"8MiB\"\n\
              upload_concurrency = 2\nrequest_timeout = \"30s\"\nretries = 3\n\
-             credentials_file = \"/etc/creds\"\nprofile = \"b\"\nobject_lock_days = 7\n",
+             credentials_file = \"/etc/creds\"\nprofile = \"b\"\nobject_lock_days = 7\n\
+             object_lock_mode = \"compliance\"\n",
         )
         .unwrap();
         let minio = &remote.remotes["minio"];
@@ -342,6 +343,10 @@ mod tests {
         assert_eq!(minio.retries, 3);
         assert_eq!(minio.profile.as_deref(), Some("b"));
         assert_eq!(minio.object_lock_days, Some(7));
+        assert_eq!(
+            minio.object_lock_mode,
+            crate::remote::object_lock::LockMode::Compliance
+        );
         assert!(minio.allow_http && !minio.virtual_hosted);
     }
 
@@ -396,6 +401,16 @@ mod tests {
                 "[remote.x]\nbucket = \"bkt\"\nprofile = \"p\"\n",
                 3,
                 "credentials_file",
+            ),
+            (
+                "[remote.x]\nbucket = \"bkt\"\nobject_lock_mode = \"compliance\"\n",
+                3,
+                "needs object_lock_days",
+            ),
+            (
+                "[remote.x]\nbucket = \"bkt\"\nobject_lock_days = 1\nobject_lock_mode = \"x\"\n",
+                4,
+                "object_lock_mode",
             ),
             ("not toml", 1, ""),
         ];

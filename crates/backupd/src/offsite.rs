@@ -88,11 +88,21 @@ enum CopyError {
 
 impl From<io::Error> for CopyError {
     fn from(e: io::Error) -> Self {
-        match e.kind() {
-            io::ErrorKind::PermissionDenied => Self::Permanent(e.to_string()),
-            _ => Self::Transient(e.to_string()),
+        if is_permanent(e.kind()) {
+            Self::Permanent(e.to_string())
+        } else {
+            Self::Transient(e.to_string())
         }
     }
+}
+
+/// Errors another attempt would meet again: credentials, or a bucket without the object lock
+/// the remote asks for.
+fn is_permanent(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+    )
 }
 
 /// Copies `archive` (a file of `local`) and its manifest to `offsite`, retrying a failed copy
@@ -198,9 +208,12 @@ fn copy_once(
             "the local archive {archive} no longer matches its manifest's SHA-256"
         )));
     }
-    pending
-        .publish(sent.0)
-        .map_err(|e| CopyError::Transient(e.to_string()))?;
+    pending.publish(sent.0).map_err(|e| match &e {
+        crate::destination::PublishError::Io { source, .. } if is_permanent(source.kind()) => {
+            CopyError::Permanent(e.to_string())
+        }
+        _ => CopyError::Transient(e.to_string()),
+    })?;
     match remote.put_new(&manifest_name, &manifest_bytes) {
         Ok(()) => {}
         // Another run sent the same manifest meanwhile.

@@ -32,6 +32,8 @@ pub struct Rotated {
     /// `<file>: <reason>` for deletions that failed.
     pub failed: Vec<String>,
     pub kept: usize,
+    /// `<file>: kept (locked until …)` for archives an object lock keeps.
+    pub locked: Vec<String>,
 }
 
 /// What a run's rotation may touch: only archives it saw before it wrote its own, still the
@@ -106,6 +108,15 @@ pub fn rotate(
             "Kept {}: another archive took its name since rotation listed it",
             file_name(path)
         );
+    }
+    for (path, until) in &outcome.locked {
+        let line = format!(
+            "{}: {}",
+            file_name(path),
+            crate::remote::object_lock::kept_reason(*until)
+        );
+        tracing::info!("Not deleting old backup {line}");
+        rotated.locked.push(line);
     }
     for (path, reason) in outcome.failed {
         let line = format!("{}: {reason}", file_name(&path));

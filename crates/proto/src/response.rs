@@ -323,6 +323,9 @@ pub struct PruneReport {
     /// Deletions that failed, with the reason.
     pub failed: Vec<String>,
     pub kept: usize,
+    /// `<file>: kept (locked until …)`: archives an S3 object lock keeps (remotes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked: Vec<String>,
 }
 
 /// `data` of `verify`.

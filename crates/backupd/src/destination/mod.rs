@@ -113,6 +113,11 @@ pub enum Removal {
     Gone,
     /// Another file holds the name now; it was left alone.
     Replaced,
+    /// An S3 object lock keeps it (until then; `None`: a legal hold, with no end). A delete
+    /// would only hide it behind a delete marker, so it stays. A local folder never says this.
+    Locked {
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// One archive found in a destination.

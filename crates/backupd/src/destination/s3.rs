@@ -17,6 +17,11 @@
 //! - `identity` is the ETag (hashed into `ino`), size and last-modified time; `remove_if_same`
 //!   re-checks them by HEAD just before DELETE. S3 has no conditional DELETE everywhere, so an
 //!   object replaced between the HEAD and the DELETE (a window of one request) would go.
+//! - Object lock (`object_lock_days`): the first archive or manifest written checks that the
+//!   bucket has object lock; each object published (the archive once completed, the manifest
+//!   once put) gets its retention before it counts, and one that cannot is removed again.
+//!   `remove_if_same` reads the object's lock first and keeps a locked object
+//!   ([`Removal::Locked`]): in a versioned bucket a DELETE would only add a delete marker.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -40,6 +45,8 @@ use tokio::task::JoinHandle;
 
 use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
 use crate::remote::RemoteConfig;
+use crate::remote::object_lock::{ObjectLock, ObjectState};
+use crate::remote::signed::SignedClient;
 use crate::remote::store::part_size_for;
 
 /// A prefix of a bucket holding archives and manifests side by side.
@@ -49,6 +56,10 @@ pub struct S3Prefix {
     runtime: Handle,
     /// The outcome of the create-only probe, made once.
     create_only: OnceLock<Result<(), String>>,
+    /// Object lock calls, made when first needed (it reads the CA file).
+    object_lock: OnceLock<Result<ObjectLock, String>>,
+    /// Set once the bucket is known to have object lock.
+    lockable: OnceLock<()>,
 }
 
 impl fmt::Debug for S3Prefix {
@@ -68,6 +79,8 @@ impl S3Prefix {
             config,
             runtime,
             create_only: OnceLock::new(),
+            object_lock: OnceLock::new(),
+            lockable: OnceLock::new(),
         }
     }
 
@@ -97,6 +110,35 @@ impl S3Prefix {
         self.runtime
             .block_on(self.store.head(&key))
             .map_err(|e| self.io_error(e))
+    }
+
+    fn object_lock(&self) -> io::Result<&ObjectLock> {
+        self.object_lock
+            .get_or_init(|| {
+                SignedClient::new(&self.config, &self.store)
+                    .map(|client| ObjectLock::new(Arc::new(client), &self.config))
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| io::Error::other(e.clone()))
+    }
+
+    /// With `object_lock_days`: the lock calls, once the bucket is known to have object lock
+    /// (checked at the first call; a refusal is not remembered, so a fixed bucket works).
+    fn retention(&self) -> io::Result<Option<Retention>> {
+        let Some(days) = self.config.object_lock_days else {
+            return Ok(None);
+        };
+        let lock = self.object_lock()?;
+        if self.lockable.get().is_none() {
+            self.runtime.block_on(lock.check_bucket())?;
+            let _ = self.lockable.set(());
+        }
+        Ok(Some(Retention {
+            lock: lock.clone(),
+            mode: self.config.object_lock_mode,
+            days,
+        }))
     }
 
     /// Whether the server honours `If-None-Match: *`: a second create-only put of one
@@ -233,14 +275,23 @@ impl Destination for S3Prefix {
             attributes: self.attributes(),
             ..PutOptions::default()
         };
+        let retention = self.retention()?;
         let payload = PutPayload::from(bytes.to_vec());
         self.runtime
             .block_on(self.store.put_opts(&key, payload, options))
-            .map(|_| ())
-            .map_err(|e| self.io_error(e))
+            .map_err(|e| self.io_error(e))?;
+        if let Some(retention) = retention
+            && let Err(e) = self.runtime.block_on(retention.apply(&key))
+        {
+            // Not locked, so not counted: the next attempt writes it again.
+            let _ = self.runtime.block_on(self.store.delete(&key));
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>> {
+        let retention = self.retention()?;
         let key = self.key(archive);
         let options = PutMultipartOptions {
             attributes: self.attributes(),
@@ -265,6 +316,7 @@ impl Destination for S3Prefix {
             next_part: 0,
             sent: 0,
             failed: None,
+            retention,
         }))
     }
 
@@ -285,7 +337,17 @@ impl Destination for S3Prefix {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
             Err(e) => Err(e),
             Ok(meta) if identity_of(&meta) != *expected => Ok(Removal::Replaced),
-            Ok(_) => self.remove(file).map(|()| Removal::Removed),
+            Ok(_) => {
+                let key = self.key(file);
+                match self
+                    .runtime
+                    .block_on(self.object_lock()?.state(key.as_ref()))?
+                {
+                    ObjectState::Locked { until } => Ok(Removal::Locked { until }),
+                    ObjectState::Gone => Ok(Removal::Gone),
+                    ObjectState::Unlocked => self.remove(file).map(|()| Removal::Removed),
+                }
+            }
         }
     }
 }
@@ -297,6 +359,20 @@ impl S3Prefix {
             attributes.insert(Attribute::StorageClass, class.clone().into());
         }
         attributes
+    }
+}
+
+/// The retention each uploaded object gets.
+#[derive(Debug, Clone)]
+struct Retention {
+    lock: ObjectLock,
+    mode: crate::remote::object_lock::LockMode,
+    days: u32,
+}
+
+impl Retention {
+    async fn apply(&self, key: &ObjectPath) -> io::Result<()> {
+        self.lock.retain(key.as_ref(), self.mode, self.days).await
     }
 }
 
@@ -345,6 +421,8 @@ struct MultipartArchive {
     sent: u64,
     /// The first error; every later write fails with it.
     failed: Option<String>,
+    /// Set on the object once completed, before it counts.
+    retention: Option<Retention>,
 }
 
 impl fmt::Debug for MultipartArchive {
@@ -457,6 +535,11 @@ impl MultipartArchive {
                 path: self.location.clone(),
                 reason: format!("the object holds {} bytes, {written} written", meta.size),
             });
+        }
+        if let Some(retention) = &self.retention {
+            self.runtime
+                .block_on(retention.apply(&self.key))
+                .map_err(|e| io(e, &self.location))?;
         }
         Ok(())
     }

@@ -50,5 +50,6 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
         deleted: rotated.deleted,
         failed: rotated.failed,
         kept: rotated.kept,
+        locked: rotated.locked,
     })
 }

@@ -186,5 +186,6 @@ pub async fn prune(daemon: &Daemon, spec: &str, args: PruneArgs) -> HandlerResul
         deleted: rotated.deleted,
         failed: rotated.failed,
         kept: rotated.kept,
+        locked: rotated.locked,
     })
 }

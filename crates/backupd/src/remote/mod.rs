@@ -22,10 +22,13 @@
 //! checksums = true              # SHA-256 of every part and object, checked by the server
 //! credentials_file = "/etc/backupd/aws-credentials"
 //! profile = "backup"
-//! object_lock_days = 30
+//! object_lock_days = 30         # retention of each uploaded object (bucket with object lock)
+//! object_lock_mode = "governance"   # or "compliance"
 //! ```
 
 pub mod credentials;
+pub mod object_lock;
+pub mod signed;
 pub mod stale_uploads;
 pub mod store;
 pub mod table;
@@ -85,6 +88,8 @@ pub struct RemoteConfig {
     pub profile: Option<String>,
     /// Object lock retention for uploaded objects, in days.
     pub object_lock_days: Option<u32>,
+    /// The retention's mode (with `object_lock_days`).
+    pub object_lock_mode: object_lock::LockMode,
 }
 
 impl RemoteConfig {
@@ -109,6 +114,7 @@ impl RemoteConfig {
             credentials_file: None,
             profile: None,
             object_lock_days: None,
+            object_lock_mode: object_lock::LockMode::default(),
         }
     }
 

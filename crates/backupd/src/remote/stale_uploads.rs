@@ -5,17 +5,17 @@
 //! this daemon's own runs is never touched, whatever the server's clock says.
 //!
 //! object_store cannot list multipart uploads, so `ListMultipartUploads` and the abort are
-//! plain requests signed by object_store's SigV4 authorizer, with the credentials its client
-//! resolved (environment, credentials file or instance metadata), and sent with reqwest. A
-//! server without the call (s3s-fs) answers `NotImplemented`: nothing to do there.
+//! requests of [`super::signed`] (SigV4 with the credentials object_store's client resolved,
+//! sent with reqwest). A server without the call (s3s-fs) answers `NotImplemented`: nothing
+//! to do there.
 
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
-use object_store::aws::{AmazonS3, AwsAuthorizer, AwsCredential};
-use object_store::client::{HttpRequest, HttpRequestBody};
-use reqwest::{Method, StatusCode, Url};
+use object_store::aws::AmazonS3;
+use reqwest::Method;
 
+use super::signed::{Answer, SignedClient, SignedError, blocks, element};
 use super::{RemoteError, ResolvedRemote};
 use crate::format::TIMESTAMP_FORMAT;
 use crate::format::naming::parse_archive_name;
@@ -86,7 +86,7 @@ pub async fn abort_stale(
     store: &AmazonS3,
     started: NaiveDateTime,
 ) -> Result<Vec<String>, SweepError> {
-    let client = Client::new(remote, store).await?;
+    let client = Client::new(remote, store)?;
     let mut aborted = Vec::new();
     for upload in client.list().await? {
         if is_stale(&remote.config.prefix, &upload.key, started) {
@@ -110,70 +110,17 @@ fn is_stale(prefix: &str, key: &str, started: NaiveDateTime) -> bool {
         .is_some_and(|made| made < started)
 }
 
-/// Signed requests to one remote's bucket.
+/// `ListMultipartUploads` and its abort under one remote's prefix.
 struct Client {
-    http: reqwest::Client,
-    credential: Arc<AwsCredential>,
-    region: String,
-    /// `…/BUCKET` (path-style) or `BUCKET.…` (virtual-hosted), without a trailing `/`.
-    bucket_url: Url,
+    signed: SignedClient,
     prefix: String,
 }
 
 impl Client {
-    async fn new(remote: &ResolvedRemote, store: &AmazonS3) -> Result<Self, SweepError> {
-        let config = &remote.config;
-        let fail = |reason: String| RemoteError::Client {
-            remote: config.name.clone(),
-            reason,
-        };
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
-        let mut bucket_url = Url::parse(&endpoint).map_err(|e| fail(format!("endpoint: {e}")))?;
-        if bucket_url.scheme() == "http" && !config.allow_http {
-            return Err(fail("plain http is not allowed (allow_http)".into()).into());
-        }
-        if config.virtual_hosted {
-            let host = bucket_url.host_str().unwrap_or_default().to_owned();
-            bucket_url
-                .set_host(Some(&format!("{}.{host}", config.bucket)))
-                .map_err(|e| fail(format!("endpoint: {e}")))?;
-        } else {
-            bucket_url
-                .path_segments_mut()
-                .map_err(|()| fail("endpoint: not a base URL".into()))?
-                .pop_if_empty()
-                .push(&config.bucket);
-        }
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca_file) = &config.ca_file {
-            let pem = std::fs::read(ca_file)
-                .map_err(|e| fail(format!("ca_file {}: {e}", ca_file.display())))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(format!("ca_file {}: {e}", ca_file.display())))?;
-            for certificate in certificates {
-                http = http.add_root_certificate(certificate);
-            }
-        }
-        let http = http
-            .build()
-            .map_err(|e| fail(e.without_url().to_string()))?;
-        let credential = store
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| fail(format!("credentials: {e}")))?;
+    fn new(remote: &ResolvedRemote, store: &AmazonS3) -> Result<Self, SweepError> {
         Ok(Self {
-            http,
-            credential,
-            region: config.region.clone(),
-            bucket_url,
-            prefix: config.prefix.clone(),
+            signed: SignedClient::new(&remote.config, store)?,
+            prefix: remote.config.prefix.clone(),
         })
     }
 
@@ -187,19 +134,13 @@ impl Client {
         let mut uploads = Vec::new();
         let mut markers: Option<(String, String)> = None;
         for _ in 0..MAX_PAGES {
-            let mut url = self.bucket_url.clone();
-            {
-                let mut query = url.query_pairs_mut();
-                query
-                    .append_key_only("uploads")
-                    .append_pair("prefix", &prefix);
-                if let Some((key, upload_id)) = &markers {
-                    query
-                        .append_pair("key-marker", key)
-                        .append_pair("upload-id-marker", upload_id);
-                }
+            let mut query = vec![("uploads", None), ("prefix", Some(prefix.as_str()))];
+            if let Some((key, upload_id)) = &markers {
+                query.push(("key-marker", Some(key.as_str())));
+                query.push(("upload-id-marker", Some(upload_id.as_str())));
             }
-            let body = self.send(Method::GET, url).await?;
+            let url = self.signed.bucket(&query);
+            let body = send(self.signed.send(Method::GET, url)).await?;
             let page = parse_listing(&body);
             uploads.extend(page.uploads);
             match page.next {
@@ -211,52 +152,27 @@ impl Client {
     }
 
     async fn abort(&self, upload: &Upload) -> Result<(), SweepError> {
-        let mut url = self.bucket_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| SweepError::Request("endpoint: not a base URL".into()))?
-            .extend(upload.key.split('/'));
-        url.query_pairs_mut()
-            .append_pair("uploadId", &upload.upload_id);
-        self.send(Method::DELETE, url).await.map(|_| ())
+        let url = self
+            .signed
+            .object(
+                &upload.key,
+                &[("uploadId", Some(upload.upload_id.as_str()))],
+            )
+            .map_err(|e| SweepError::Request(e.to_string()))?;
+        send(self.signed.send(Method::DELETE, url))
+            .await
+            .map(|_| ())
     }
+}
 
-    /// Sends one signed request without a body; the response's body on success.
-    async fn send(&self, method: Method, url: Url) -> Result<String, SweepError> {
-        let mut request = HttpRequest::new(HttpRequestBody::empty());
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = url
-            .as_str()
-            .parse()
-            .map_err(|e| SweepError::Request(format!("{url}: {e}")))?;
-        AwsAuthorizer::new(&self.credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| SweepError::Request(format!("signing: {e}")))?;
-        let response = self
-            .http
-            .request(method, url.clone())
-            .headers(request.headers().clone())
-            .send()
-            .await
-            .map_err(|e| SweepError::Request(e.without_url().to_string()))?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| SweepError::Request(e.without_url().to_string()))?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let code = element(&body, "Code").unwrap_or_default();
-        if status == StatusCode::NOT_IMPLEMENTED || code == "NotImplemented" {
-            return Err(SweepError::NotSupported);
-        }
-        // The server's code and message, never the request's headers (they carry the key id).
-        let message = element(&body, "Message").unwrap_or_default();
-        Err(SweepError::Request(format!(
-            "{} {}: {status} {code} {message}",
-            url.path(),
-            url.query().unwrap_or_default()
-        )))
+/// The body of a signed request's answer; a server without the call is `NotSupported`.
+async fn send(
+    request: impl Future<Output = Result<Answer, SignedError>>,
+) -> Result<String, SweepError> {
+    match request.await {
+        Ok(answer) => Ok(answer.body),
+        Err(SignedError::NotSupported(_)) => Err(SweepError::NotSupported),
+        Err(e) => Err(SweepError::Request(e.to_string())),
     }
 }
 
@@ -286,32 +202,6 @@ fn parse_listing(xml: &str) -> Page {
         truncated: element(xml, "IsTruncated").as_deref() == Some("true"),
         next,
     }
-}
-
-/// The inner text of each `<tag>…</tag>` of `xml`.
-fn blocks<'a>(xml: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut rest = xml;
-    std::iter::from_fn(move || {
-        let start = rest.find(&open)? + open.len();
-        let end = start + rest[start..].find(&close)?;
-        let inner = &rest[start..end];
-        rest = &rest[end + close.len()..];
-        Some(inner)
-    })
-}
-
-/// The unescaped text of the first `<tag>…</tag>` of `xml`.
-fn element(xml: &str, tag: &str) -> Option<String> {
-    blocks(xml, tag).next().map(unescape)
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 #[cfg(test)]

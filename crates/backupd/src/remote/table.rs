@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::object_lock::LockMode;
 use super::{
     MAX_PART_SIZE, MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, RemoteConfig, check_bucket, check_prefix,
 };
@@ -36,6 +37,7 @@ pub struct RemoteTable {
     credentials_file: Option<Spanned<String>>,
     profile: Option<Spanned<String>>,
     object_lock_days: Option<Spanned<u32>>,
+    object_lock_mode: Option<Spanned<String>>,
 }
 
 /// A byte size: a number, or a string such as `"16MiB"`.
@@ -208,6 +210,23 @@ fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
             ));
         }
         remote.object_lock_days = Some(days.into_inner());
+    }
+    if let Some(mode) = table.object_lock_mode {
+        if remote.object_lock_days.is_none() {
+            return Err(at(
+                mode.span(),
+                "object_lock_mode: needs object_lock_days".into(),
+            ));
+        }
+        remote.object_lock_mode = LockMode::parse(mode.get_ref()).ok_or_else(|| {
+            at(
+                mode.span(),
+                format!(
+                    "object_lock_mode: {:?} is neither \"governance\" nor \"compliance\"",
+                    mode.get_ref()
+                ),
+            )
+        })?;
     }
     Ok(remote)
 }

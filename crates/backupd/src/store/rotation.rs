@@ -163,6 +163,8 @@ pub struct RotationOutcome {
     pub failed: Vec<(PathBuf, String)>,
     /// Archives left alone because another file holds their name now (a newer archive).
     pub replaced: Vec<PathBuf>,
+    /// Archives an object lock keeps, with their manifests: until when (`None`: no end).
+    pub locked: Vec<(PathBuf, Option<chrono::DateTime<chrono::Utc>>)>,
 }
 
 /// Deletes every archive in `plan.delete` from `destination`, then its manifest, carrying on
@@ -185,6 +187,10 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
             Ok(Removal::Removed | Removal::Gone) => {}
             Ok(Removal::Replaced) => {
                 outcome.replaced.push(archive.path.clone());
+                continue;
+            }
+            Ok(Removal::Locked { until }) => {
+                outcome.locked.push((archive.path.clone(), until));
                 continue;
             }
             Err(e) => {
@@ -585,5 +591,88 @@ mod tests {
         let outcome = apply_rotation(&folder, &plan);
         assert_eq!(outcome.deleted, [d.join(old)]);
         assert!(dir_names(d).is_empty());
+    }
+
+    /// A folder whose archives a lock holds until `until`, as an S3 object lock would.
+    #[derive(Debug)]
+    struct LockedFolder {
+        folder: LocalFolder,
+        until: chrono::DateTime<chrono::Utc>,
+    }
+
+    impl Destination for LockedFolder {
+        fn location(&self) -> PathBuf {
+            self.folder.location()
+        }
+        fn path_of(&self, file: &str) -> PathBuf {
+            self.folder.path_of(file)
+        }
+        fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+            self.folder.files()
+        }
+        fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
+            self.folder.any_exists(files)
+        }
+        fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            self.folder.open(file)
+        }
+        fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+            self.folder.get(file)
+        }
+        fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.folder.put_new(file, bytes)
+        }
+        fn begin(
+            &self,
+            archive: &str,
+        ) -> std::io::Result<Box<dyn crate::destination::PendingArchive>> {
+            self.folder.begin(archive)
+        }
+        fn remove(&self, file: &str) -> std::io::Result<()> {
+            self.folder.remove(file)
+        }
+        fn identity(&self, file: &str) -> std::io::Result<crate::destination::FileIdentity> {
+            self.folder.identity(file)
+        }
+        fn remove_if_same(
+            &self,
+            _file: &str,
+            _expected: &crate::destination::FileIdentity,
+        ) -> std::io::Result<Removal> {
+            Ok(Removal::Locked {
+                until: Some(self.until),
+            })
+        }
+    }
+
+    #[test]
+    fn a_locked_archive_stays_with_its_manifest_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("docs_20250101_000000.tar.gz"), b"locked").unwrap();
+        fs::write(d.join("docs_20250101_000000.json"), b"{}").unwrap();
+        let until = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let locked = LockedFolder {
+            folder: LocalFolder::new(d),
+            until,
+        };
+        let policy = RetentionPolicy {
+            retention_days: 0,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation(&list(&locked).unwrap(), &policy, stamp("20250201_000000"));
+        assert_eq!(plan.delete.len(), 1);
+        let outcome = apply_rotation(&locked, &plan);
+        assert!(outcome.deleted.is_empty(), "{outcome:?}");
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(
+            outcome.locked,
+            [(d.join("docs_20250101_000000.tar.gz"), Some(until))]
+        );
+        assert_eq!(
+            dir_names(d),
+            ["docs_20250101_000000.json", "docs_20250101_000000.tar.gz"]
+        );
     }
 }

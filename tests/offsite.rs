@@ -502,3 +502,24 @@ fn an_offsite_failure_is_notified_as_such_with_the_local_archive() {
     let pings: Vec<String> = hc.received().into_iter().map(|p| p.path).collect();
     assert_eq!(pings, ["/ping/abc/start", "/ping/abc/fail"]);
 }
+
+#[test]
+fn a_server_that_ignores_if_none_match_is_refused_before_anything_is_uploaded() {
+    let server = S3Server::start_ignoring_if_none_match();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("lax", "host1", ""));
+    source(&t, "tree", 10_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+
+    let (code, answer, stderr) = run(&t, &["--sources", "tree", "--offsite", "lax"]);
+    assert_eq!(code, 5, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    assert!(Path::new(report["archive"].as_str().unwrap()).is_file());
+    let error = report["offsite"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("remote lax: the server ignores If-None-Match"),
+        "{error}"
+    );
+    // Refused at the first request that would write: no archive, no manifest, no probe left.
+    assert_eq!(server.objects("host1"), Vec::<String>::new());
+}

@@ -16,7 +16,9 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response, S3Result};
 
 use super::{Daemon, TestHome, backupd_bin, wait_until_answering};
 
@@ -33,6 +35,8 @@ pub struct S3Server {
     running: Option<Running>,
     /// Once the server has received this many bytes (all connections), it stops by itself.
     stop_after: Arc<AtomicU64>,
+    /// Behave as servers that ignore `If-None-Match` do: overwrite instead of refusing.
+    ignores_if_none_match: bool,
 }
 
 struct Running {
@@ -43,6 +47,16 @@ struct Running {
 impl S3Server {
     /// Starts a server with the bucket [`BUCKET`] on `127.0.0.1`, an ephemeral port.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that ignores `If-None-Match` (as some S3-compatible servers did): a
+    /// create-only put replaces what holds the name.
+    pub fn start_ignoring_if_none_match() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(ignores_if_none_match: bool) -> Self {
         let root = tempfile::Builder::new()
             .prefix("s3fs")
             .tempdir()
@@ -53,6 +67,7 @@ impl S3Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             running: None,
             stop_after: Arc::new(AtomicU64::new(u64::MAX)),
+            ignores_if_none_match,
         };
         server.run();
         server
@@ -67,6 +82,7 @@ impl S3Server {
         let received = Arc::new(AtomicU64::new(0));
         let limit_reached = Arc::new(tokio::sync::Notify::new());
         let stop_after = Arc::clone(&self.stop_after);
+        let ignores_if_none_match = self.ignores_if_none_match;
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -75,7 +91,10 @@ impl S3Server {
                 .expect("s3 server runtime");
             runtime.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
-                let mut builder = S3ServiceBuilder::new(fs);
+                let mut builder = S3ServiceBuilder::new(IfNoneMatch {
+                    fs,
+                    ignored: ignores_if_none_match,
+                });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -316,4 +335,125 @@ fn base64_url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// s3s-fs, optionally ignoring `If-None-Match` on puts and completions as a server without
+/// conditional writes does; every call the daemon makes is passed on.
+struct IfNoneMatch {
+    fs: s3s_fs::FileSystem,
+    ignored: bool,
+}
+
+#[async_trait::async_trait]
+impl S3 for IfNoneMatch {
+    async fn put_object(
+        &self,
+        mut req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        if self.ignored {
+            req.input.if_none_match = None;
+        }
+        self.fs.put_object(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        mut req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        if self.ignored {
+            req.input.if_none_match = None;
+        }
+        self.fs.complete_multipart_upload(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.fs.copy_object(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.fs.list_parts(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.fs.get_bucket_location(req).await
+    }
 }

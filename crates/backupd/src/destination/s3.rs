@@ -291,6 +291,8 @@ impl Destination for S3Prefix {
     }
 
     fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>> {
+        // Before any byte goes: a server that would let a manifest be replaced is refused.
+        self.check_create_only()?;
         let retention = self.retention()?;
         let key = self.key(archive);
         let options = PutMultipartOptions {

@@ -29,8 +29,9 @@ use crate::remote::{self, RemoteConfig, RemoteError};
 const COPY_ATTEMPTS: u32 = 3;
 /// Wait before the first retry of a whole copy; doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The read buffer between the local archive and the upload.
-const CHUNK: usize = 1 << 20;
+/// The read buffer between the local archive and the upload: small, since the upload keeps
+/// its own part buffers (`part_size × (upload_concurrency + 1)`), which are the memory bound.
+const CHUNK: usize = 64 << 10;
 
 /// An offsite remote ready for uploads: its name as the job gives it, and the destination.
 #[derive(Clone)]

@@ -6,25 +6,11 @@
 
 mod common;
 
-use common::{Client, TestHome};
+use common::{Client, TestHome, run_json};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
-    let mut full = vec!["--json", "run"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON {:?} ({e}); stderr {:?}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    (out.code(), value)
-}
 
 /// Whether `tool` can be run; outside CI a missing tool skips the test, in CI it fails it.
 fn have(tool: &str) -> bool {

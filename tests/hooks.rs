@@ -6,25 +6,11 @@
 
 mod common;
 
-use common::{Client, TestHome, wait_for};
+use common::{Client, TestHome, run_json, wait_for};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
-    let mut full = vec!["--json", "run"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON {:?} ({e}); stderr {:?}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    (out.code(), value)
-}
 
 fn source(t: &TestHome) -> std::path::PathBuf {
     let dir = t.work().join("docs");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Client, TestHome, log_messages, sha256sum, snapshot};
+use common::{Client, TestHome, log_messages, run_json, sha256sum, snapshot};
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,20 +33,6 @@ fn make_tree(root: &Path) {
         .status()
         .unwrap();
     assert!(fifo.success());
-}
-
-fn run_json(t: &TestHome, args: &[&str]) -> (i32, Value) {
-    let mut full = vec!["--json", "run"];
-    full.extend_from_slice(args);
-    let out = t.ctl(&full);
-    let value = serde_json::from_str(out.stdout().trim()).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON {:?} ({e}); stderr {:?}",
-            out.stdout(),
-            out.stderr()
-        )
-    });
-    (out.code(), value)
 }
 
 fn round_trip(compression: &str, tar_flags: &[&str]) {

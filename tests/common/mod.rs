@@ -568,6 +568,13 @@ pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `backupctl --json run ARGS`: the exit code and the answer line.
+pub fn run_json(t: &TestHome, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut full = vec!["run"];
+    full.extend_from_slice(args);
+    ctl_json(t, &full)
+}
+
 /// `backupctl --json ARGS`: the exit code and the answer line.
 pub fn ctl_json(t: &TestHome, args: &[&str]) -> (i32, serde_json::Value) {
     let mut full = vec!["--json"];

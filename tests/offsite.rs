@@ -195,6 +195,50 @@ fn offsite_only_keeps_no_local_archive_and_a_complete_remote_pair() {
 }
 
 #[test]
+fn a_dump_into_an_s3_destination_goes_through_a_temporary_file_and_lands_whole() {
+    // Uploaded bytes cannot be rewritten, so the dump is spilled first; the object must still
+    // hold it whole, with the SHA-256 the manifest records.
+    let server = S3Server::start();
+    let t = TestHome::new();
+    source(&t, "tree", 10_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let (code, answer, stderr) = run(
+        &t,
+        &[
+            "--sources",
+            "tree",
+            "--destination",
+            "s3://backups/dump",
+            "--source-command",
+            "db.sql=sh -c 'yes row | head -c 3000000'",
+        ],
+    );
+    assert_eq!(code, 0, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    let archive = report["archive"].as_str().unwrap();
+    let copy = server.object(&format!("dump/{}", file_name(archive)));
+    assert_eq!(
+        report["checksum_sha256"].as_str().unwrap(),
+        sha256sum(&copy)
+    );
+    let out = t.work().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&copy)
+        .arg("-C")
+        .arg(&out)
+        .arg("db.sql")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::metadata(out.join("db.sql")).unwrap().len(),
+        3_000_000
+    );
+}
+
+#[test]
 fn a_server_lost_mid_upload_ends_with_offsite_failure_and_the_next_run_uploads() {
     let mut server = S3Server::start();
     let t = TestHome::new();

@@ -31,6 +31,10 @@ impl<W: Write> HashingWriter<W> {
         Arc::clone(&self.written)
     }
 
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// Returns the inner writer, the lower-case hex SHA-256 and the byte count.
     pub fn finish(self) -> (W, String, u64) {
         let hex = crate::format::hex(&self.hasher.finalize());

@@ -60,6 +60,8 @@ pub struct ParallelGzEncoder<W: Write> {
     total_in: u64,
     /// Set once a block or a write failed: the stream has a hole and must not go on.
     failed: bool,
+    /// Members whose trailer is written.
+    members_ended: u64,
 }
 
 impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
@@ -92,6 +94,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             crc: Crc::new(),
             total_in: 0,
             failed: false,
+            members_ended: 0,
         }
     }
 
@@ -99,6 +102,34 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// flushed).
     pub fn finish(mut self) -> io::Result<W> {
         self.check_usable()?;
+        // An empty stream is still one (empty) member; after `end_member` nothing is open.
+        if self.member_open() || self.members_ended == 0 {
+            self.finish_member()?;
+        }
+        self.pool = None;
+        self.inner
+            .take()
+            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+    }
+
+    /// Ends the current gzip member, if anything was written since the last one, so that the
+    /// next bytes start a new member: gzip readers join members into one stream (RFC 1952
+    /// 2.2). Everything written so far then has reached the inner writer.
+    pub fn end_member(&mut self) -> io::Result<()> {
+        self.check_usable()?;
+        if self.member_open() {
+            self.finish_member()?;
+        }
+        Ok(())
+    }
+
+    fn member_open(&self) -> bool {
+        self.header_written || !self.block.is_empty() || !self.in_flight.is_empty()
+    }
+
+    /// Compresses what is left of this member and writes its trailer; the next write starts
+    /// a fresh member with no dictionary.
+    fn finish_member(&mut self) -> io::Result<()> {
         let last = std::mem::take(&mut self.block);
         if self.pool.is_none() {
             // Everything fitted in one block: no thread is worth starting.
@@ -119,12 +150,13 @@ impl<W: Write> ParallelGzEncoder<W> {
         trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
         // ISIZE is the input size modulo 2^32 (RFC 1952).
         trailer[4..].copy_from_slice(&(self.total_in as u32).to_le_bytes());
-        let inner = self.inner_mut()?;
-        inner.write_all(&trailer)?;
-        self.pool = None;
-        self.inner
-            .take()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+        self.inner_mut()?.write_all(&trailer)?;
+        self.header_written = false;
+        self.crc = Crc::new();
+        self.total_in = 0;
+        self.dictionary.clear();
+        self.members_ended += 1;
+        Ok(())
     }
 
     fn check_usable(&self) -> io::Result<()> {
@@ -134,6 +166,11 @@ impl<W: Write> ParallelGzEncoder<W> {
             ));
         }
         Ok(())
+    }
+
+    /// The inner writer; holds every byte written only right after [`Self::end_member`].
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.inner_mut()
     }
 
     fn inner_mut(&mut self) -> io::Result<&mut W> {
@@ -464,6 +501,27 @@ mod tests {
             assert!(decoded.status.success(), "gzip -dc, {size} bytes");
             assert!(decoded.stdout == data, "gzip -dc output, {size} bytes");
         }
+    }
+
+    #[test]
+    fn ended_members_join_into_the_stream_and_an_idle_end_adds_none() {
+        let first = mixed(BLOCK_SIZE * 3 + 7);
+        let second = mixed(1000);
+        let mut enc = ParallelGzEncoder::new(Vec::new(), 6, 2);
+        enc.end_member().unwrap();
+        enc.write_all(&first).unwrap();
+        enc.end_member().unwrap();
+        enc.end_member().unwrap();
+        let first_member = enc.get_mut().unwrap().len();
+        assert_eq!(gunzip_with_flate2(&enc.get_mut().unwrap()[..]), first);
+        enc.write_all(&second).unwrap();
+        let gz = enc.finish().unwrap();
+        // Only the single-member decoder stops after the first member.
+        assert_eq!(gunzip_with_flate2(&gz), first, "first member alone");
+        let decoded = gzip_cli(&["-dc"], &gz);
+        assert!(decoded.status.success(), "gzip -dc: {decoded:?}");
+        assert!(decoded.stdout == [first, second].concat(), "both members");
+        assert!(gz.len() > first_member, "a second member follows");
     }
 
     #[test]

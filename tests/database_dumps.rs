@@ -276,6 +276,57 @@ fn a_dump_streams_into_the_archive_while_the_command_runs() {
     );
 }
 
+/// Whether a process whose command line mentions `needle` is still running.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+}
+
+#[test]
+fn cancelling_a_streaming_dump_kills_its_command_and_publishes_nothing() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let dump = waiting_dump(&t);
+    let run = t
+        .ctl_command(&[
+            "run",
+            "--sources",
+            "app",
+            "--compression",
+            "none",
+            "--source-command",
+            &dump,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backups = t.home().join("backups");
+    common::wait_for(common::PATIENCE, "the dump to stream", || {
+        partial_in(&backups)
+            .is_some_and(|bytes| bytes.windows(15).any(|w| w == b"STREAMED-MARKER"))
+            .then_some(())
+    });
+    t.ctl(&["cancel", "--name", "app"]).ok();
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let go = t.work().join("GO");
+    let go = go.to_str().unwrap();
+    common::wait_for(common::PATIENCE, "the command to be killed", || {
+        (!process_running(go)).then_some(())
+    });
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn streamed_dumps_round_trip_through_every_codec_and_the_usual_readers() {
     let t = TestHome::new();

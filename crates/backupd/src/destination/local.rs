@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
 
+use super::writeback::EarlyWriteback;
 use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
 use crate::format::naming::{is_partial_archive, partial_name};
 use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
@@ -180,7 +181,7 @@ fn identity_at(dir: &std::os::fd::OwnedFd, file: &str) -> io::Result<FileIdentit
 struct PartialFile {
     partial: PathBuf,
     target: PathBuf,
-    file: BufWriter<File>,
+    file: BufWriter<EarlyWriteback>,
     id: Option<(u64, u64)>,
     armed: bool,
 }
@@ -204,7 +205,7 @@ impl PartialFile {
         Ok(Self {
             partial,
             target: target.to_owned(),
-            file: BufWriter::with_capacity(FILE_BUFFER, file),
+            file: BufWriter::with_capacity(FILE_BUFFER, EarlyWriteback::new(file)),
             id,
             armed: true,
         })
@@ -242,12 +243,12 @@ impl PendingArchive for PartialFile {
     }
 
     fn written_file(&mut self) -> Option<io::Result<&File>> {
-        Some(self.file.flush().map(|()| self.file.get_ref()))
+        Some(self.file.flush().map(|()| self.file.get_ref().get_ref()))
     }
 
     fn publish(mut self: Box<Self>, written: u64) -> Result<PathBuf, PublishError> {
         self.file.flush().map_err(|e| self.write_error(e))?;
-        let file = self.file.get_ref();
+        let file = self.file.get_ref().get_ref();
         file.sync_all().map_err(|e| self.write_error(e))?;
         // The original backup script's validation, on what reached the disk: the archive is
         // there, not empty, and as long as what was hashed.

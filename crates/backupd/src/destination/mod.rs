@@ -7,6 +7,7 @@
 
 mod local;
 mod s3;
+mod writeback;
 
 pub use local::LocalFolder;
 pub use s3::S3Prefix;

@@ -149,7 +149,10 @@ pub fn run_backup(
     meter.check_cancel()?;
 
     let encoder = builder.into_inner().map_err(write_error)?;
-    let (pending, checksum, size_bytes) = encoder.finish().map_err(write_error)?.finish();
+    let (pending, checksum, size_bytes) = encoder
+        .finish()
+        .and_then(HashingWriter::finish)
+        .map_err(write_error)?;
     let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {

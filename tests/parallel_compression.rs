@@ -1,15 +1,17 @@
 //! Archives compressed on every core stay standard: a gzip archive of several MiB (many
-//! parallel blocks, incompressible and compressible parts) passes `gzip -t` and extracts
-//! identically with GNU `tar -xzf` and Python's `tarfile`; an empty source and a tiny one
-//! too; a zstd one passes `zstd -t` and extracts with `zstd -dc | tar -x`; and our own verify
-//! and restore read them.
+//! parallel blocks, each a gzip member of its own, incompressible and compressible parts)
+//! passes `gzip -t` and extracts identically with GNU `tar -xzf` and Python's `tarfile`; an
+//! empty source and a tiny one too; a zstd one passes `zstd -t` and extracts with
+//! `zstd -dc | tar -x`; our own verify, restore and `ls` read them all; and a run cancelled
+//! while blocks are in flight stops its compression threads and leaves nothing.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
-use common::{TestHome, snapshot};
+use common::{Client, PATIENCE, TestHome, snapshot, wait_for};
 use serde_json::Value;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -125,13 +127,33 @@ fn restore_and_compare(t: &TestHome, archive: &Path, src: &Path, into: &str) {
     assert!(snapshot(&target.join(top)) == snapshot(src), "restore");
 }
 
+/// The tar stream in the first gzip member of `archive`, and in all of them.
+fn first_member_and_whole(archive: &Path) -> (usize, usize) {
+    let bytes = std::fs::read(archive).unwrap();
+    let mut first = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut first)
+        .unwrap();
+    let mut whole = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..])
+        .read_to_end(&mut whole)
+        .unwrap();
+    (first.len(), whole.len())
+}
+
 #[test]
-fn a_multi_block_gzip_archive_is_one_standard_stream() {
+fn a_multi_block_gzip_archive_is_standard_gzip_in_several_members() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
     let src = mixed_source(&t, "mixed");
     let archive = backup(&t, &src, "gzip");
 
+    // Several members: the first one holds only the start of the tar stream.
+    let (first, whole) = first_member_and_whole(&archive);
+    assert!(
+        first > 0 && first < whole,
+        "first member {first} of {whole} bytes"
+    );
     run_ok(Command::new("gzip").arg("-t").arg(&archive));
     let expected = snapshot(&src);
     let by_tar = extract_with_tar(&archive, &t.work().join("by-tar"), &["-xzf"], "mixed");
@@ -143,6 +165,54 @@ fn a_multi_block_gzip_archive_is_one_standard_stream() {
         println!("skipped: python3 not installed, tarfile check not run");
     }
     restore_and_compare(&t, &archive, &src, "restored");
+    // `ls` reads past the first member too: the last file of the walk is listed.
+    let listed = t.ctl(&["ls", archive.to_str().unwrap()]).ok();
+    assert!(listed.contains("mixed/small/deeper/empty"), "{listed}");
+    assert!(listed.contains("mixed/random.bin"), "{listed}");
+}
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_of(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
+    let t = TestHome::new();
+    let src = common::sparse_source(&t, "endless", common::ENDLESS);
+    let daemon = t.start_daemon();
+    let dest = t.work().join("dest");
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = serde_json::json!({"id": 1, "cmd": "run", "sources": [src],
+        "destination": dest, "compression": "gzip"});
+    client.send_bytes(format!("{request}\n").as_bytes());
+    // Blocks are in flight once the compression threads exist (after the first full block).
+    wait_for(PATIENCE, "gzip workers at work", || {
+        let jobs: Value = serde_json::from_str(&t.ctl(&["--json", "jobs"]).stdout()).ok()?;
+        let read = jobs["data"]["jobs"].get(0)?["bytes_in"].as_u64()?;
+        (read > 0 && threads_of(daemon.pid(), "gzip-") > 0).then_some(())
+    });
+
+    t.ctl(&["cancel", "1"]).ok();
+    let answer = client.read_response();
+    assert_eq!(answer["error"]["code"], "backup_failed", "{answer}");
+    assert_eq!(answer["data"]["sources"][0]["cancelled"], true, "{answer}");
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
+    assert!(left.is_empty(), "nothing is left: {left:?}");
+    // Dropping the encoder joins its workers: none outlives the run.
+    assert_eq!(threads_of(daemon.pid(), "gzip-"), 0);
+
+    // The daemon goes on: the next gzip run of a real source is whole.
+    let mixed = mixed_source(&t, "mixed");
+    let archive = backup(&t, &mixed, "gzip");
+    run_ok(Command::new("gzip").arg("-t").arg(&archive));
 }
 
 #[test]

@@ -174,7 +174,10 @@ pub fn run_backup(
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let sealer = encoder.finish().map_err(write_error)?;
-    let (pending, checksum, size_bytes) = sealer.finish().map_err(write_error)?.finish();
+    let (pending, checksum, size_bytes) = sealer
+        .finish()
+        .and_then(HashingWriter::finish)
+        .map_err(write_error)?;
     let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {

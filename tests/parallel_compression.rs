@@ -371,3 +371,86 @@ fn a_run_cancelled_while_hashing_on_its_own_thread_leaves_nothing_and_no_thread(
         common::sha256sum(&archive)
     );
 }
+
+#[test]
+fn multi_member_archives_are_read_whole_by_repair_and_the_remote_and_encrypted_readers() {
+    use common::s3::{S3Server, SECRET_KEY, env_for};
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host", ""));
+    let env = env_for(&server, SECRET_KEY);
+    let mut daemon = t.start_daemon_with_env(&env);
+    let src = mixed_source(&t, "mixed");
+    let key = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let key_arg = key.to_str().unwrap();
+    let source = src.to_str().unwrap();
+    let plain = common::run_for_archive(&t, &["--sources", source, "--offsite", "off"]);
+    let sealed = common::run_for_archive(
+        &t,
+        &[
+            "--sources",
+            source,
+            "--offsite",
+            "off",
+            "--encrypt-to",
+            public.trim(),
+        ],
+    );
+    let (first, whole) = first_member_and_whole(&plain);
+    assert!(first < whole, "several members: {first} of {whole}");
+
+    // Encrypted, read locally: `ls` reaches the last entry, restore is whole.
+    let listed = t
+        .ctl(&["ls", sealed.to_str().unwrap(), "--identity", key_arg])
+        .ok();
+    assert!(listed.contains("mixed/small/deeper/empty"), "{listed}");
+    let target = t.work().join("from-sealed");
+    t.ctl(&[
+        "restore",
+        sealed.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--identity",
+        key_arg,
+    ])
+    .ok();
+    assert!(snapshot(&target.join("mixed")) == snapshot(&src), "sealed");
+
+    // The remote copies, plain and encrypted: verified to the end and restored whole.
+    for (archive, extra) in [(&plain, vec![]), (&sealed, vec!["--identity", key_arg])] {
+        let name = archive.file_name().unwrap().to_str().unwrap();
+        let mut args = vec!["verify", "--remote", "off", name];
+        args.extend(&extra);
+        let (code, answer) = common::ctl_json(&t, &args);
+        assert_eq!(code, 0, "{answer}");
+        let check = &answer["data"]["archives"][0];
+        assert_eq!(check["status"], "ok", "{answer}");
+        assert!(check["detail"].is_null(), "read to the end: {answer}");
+        let target = t.work().join(format!("remote-{name}"));
+        let mut args = vec!["restore", "--remote", "off", name, "--to"];
+        args.push(target.to_str().unwrap());
+        args.extend(&extra);
+        t.ctl(&args).ok();
+        assert!(snapshot(&target.join("mixed")) == snapshot(&src), "{name}");
+    }
+
+    // A manifest lost to a crash is rebuilt at start from all the members.
+    let manifest = plain.with_file_name(
+        plain
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace(".tar.gz", ".json"),
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    std::fs::remove_file(&manifest).unwrap();
+    let _restarted = t.start_daemon_with_env(&env);
+    let rebuilt: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for field in ["checksum_sha256", "size_bytes", "files", "dirs", "bytes_in"] {
+        assert_eq!(rebuilt[field], written[field], "{field}");
+    }
+}

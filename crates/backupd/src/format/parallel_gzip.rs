@@ -403,7 +403,7 @@ mod tests {
             state ^= state << 17;
             out.extend_from_slice(vocabulary[(state % 16) as usize].as_bytes());
             out.push(b' ');
-            if state % 7 == 0 {
+            if state.is_multiple_of(7) {
                 out.extend_from_slice(format!("{}\n", state % 1000).as_bytes());
             }
         }

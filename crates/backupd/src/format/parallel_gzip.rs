@@ -25,6 +25,9 @@ use libdeflater::{CompressionLvl, Compressor};
 /// enough that every core gets work early and memory stays small.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 
+/// What a worker does with one block: [`gzip_member`], or a failing stand-in in tests.
+type CompressBlock = fn(&mut Compressor, &[u8]) -> io::Result<Vec<u8>>;
+
 /// One block for a worker.
 #[derive(Debug)]
 struct Job {
@@ -45,6 +48,7 @@ pub struct ParallelGzEncoder<W: Write> {
     wrote_member: bool,
     /// Set once a block or a write failed: the stream has a hole and must not go on.
     failed: bool,
+    compress: CompressBlock,
 }
 
 impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
@@ -80,6 +84,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             in_flight: VecDeque::new(),
             wrote_member: false,
             failed: false,
+            compress: gzip_member,
         }
     }
 
@@ -130,7 +135,10 @@ impl<W: Write> ParallelGzEncoder<W> {
         let (reply, receive) = sync_channel(1);
         let level = self.level;
         let workers = self.workers;
-        let pool = self.pool.get_or_insert_with(|| Pool::start(level, workers));
+        let compress = self.compress;
+        let pool = self
+            .pool
+            .get_or_insert_with(|| Pool::start(level, workers, compress));
         if let Err(err) = pool.send(Job { data, reply }) {
             return self.fail(err);
         }
@@ -231,7 +239,7 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(level: CompressionLvl, workers: usize) -> Pool {
+    fn start(level: CompressionLvl, workers: usize, compress: CompressBlock) -> Pool {
         let (jobs, queue) = sync_channel::<Job>(2 * workers);
         let queue = Arc::new(Mutex::new(queue));
         let stop = Arc::new(AtomicBool::new(false));
@@ -241,7 +249,7 @@ impl Pool {
                 let stop = Arc::clone(&stop);
                 std::thread::Builder::new()
                     .name(format!("gzip-{i}"))
-                    .spawn(move || work(&queue, &stop, level))
+                    .spawn(move || work(&queue, &stop, level, compress))
                     .ok()
             })
             .collect();
@@ -276,7 +284,12 @@ impl Drop for Pool {
     }
 }
 
-fn work(queue: &Mutex<Receiver<Job>>, stop: &AtomicBool, level: CompressionLvl) {
+fn work(
+    queue: &Mutex<Receiver<Job>>,
+    stop: &AtomicBool,
+    level: CompressionLvl,
+    compress: CompressBlock,
+) {
     let mut compressor = Compressor::new(level);
     loop {
         let job = {
@@ -289,7 +302,7 @@ fn work(queue: &Mutex<Receiver<Job>>, stop: &AtomicBool, level: CompressionLvl) 
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let result = gzip_member(&mut compressor, &job.data);
+        let result = compress(&mut compressor, &job.data);
         // The encoder may have gone (cancelled or failed): nobody to tell.
         let _ = job.reply.send(result);
     }
@@ -508,6 +521,32 @@ mod tests {
         enc.in_flight.push_back(lost_receive);
         let err = enc.flush().unwrap_err();
         assert!(err.to_string().contains("stopped unexpectedly"), "{err}");
+    }
+
+    /// Compresses like a worker, but panics on a block that starts with `b'!'`.
+    fn panics_on_a_marked_block(compressor: &mut Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
+        assert!(data.first() != Some(&b'!'), "a worker thread panics");
+        gzip_member(compressor, data)
+    }
+
+    #[test]
+    fn a_worker_thread_that_panics_is_an_error_of_the_stream_not_a_hang() {
+        for workers in [1, 2] {
+            let mut enc = ParallelGzEncoder::new(Vec::new(), 6, workers);
+            enc.compress = panics_on_a_marked_block;
+            let mut data = words(6 * BLOCK_SIZE);
+            data[2 * BLOCK_SIZE] = b'!';
+            let failed = data
+                .chunks(64 * 1024)
+                .map(|chunk| enc.write_all(chunk))
+                .find_map(Result::err)
+                .map_or_else(|| enc.finish().err(), Some)
+                .expect("the lost block fails the stream");
+            assert!(
+                failed.to_string().contains("stopped unexpectedly"),
+                "{workers} workers: {failed}"
+            );
+        }
     }
 
     #[test]

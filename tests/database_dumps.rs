@@ -194,6 +194,246 @@ fn command_sources_come_over_the_raw_protocol() {
     assert_eq!(refused["ok"], false, "{refused}");
 }
 
+/// A dump of 4 MiB of `MARKER` lines that then waits for the file `GO` in the work folder
+/// (commands run in the daemon's folder, so the path is absolute).
+fn waiting_dump(t: &TestHome) -> String {
+    let go = t.work().join("GO");
+    format!(
+        "db.sql=sh -c 'yes STREAMED-MARKER | head -c 4194304; \
+         while [ ! -e {} ]; do sleep 0.05; done; echo end'",
+        go.display()
+    )
+}
+const WAITING_DUMP_BYTES: u64 = 4_194_304 + 4;
+
+/// The content of the first `.partial` archive in `folder`, if any.
+fn partial_in(folder: &Path) -> Option<Vec<u8>> {
+    std::fs::read_dir(folder)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .and_then(|e| std::fs::read(e.path()).ok())
+}
+
+#[test]
+fn a_dump_streams_into_the_archive_while_the_command_runs() {
+    // Without compression the output is visible in the partial archive as it streams: had it
+    // gone through a temporary file first, nothing of it would be there before the command
+    // ends, and the command only ends once the test has seen it.
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let run = t
+        .ctl_command(&[
+            "run",
+            "--json",
+            "--sources",
+            "app",
+            "--compression",
+            "none",
+            "--source-command",
+            &waiting_dump(&t),
+            "--verify-after",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backups = t.home().join("backups");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let marker = b"STREAMED-MARKER\n";
+    loop {
+        let seen = partial_in(&backups)
+            .is_some_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker));
+        if seen {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dump never reached the partial archive while its command ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(t.work().join("GO"), b"").unwrap();
+    let out = run.wait_with_output().unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{answer}");
+    let report = &answer["data"]["sources"][0];
+    assert_eq!(report["verified"], true, "{answer}");
+    let archive = report["archive"].as_str().unwrap();
+    let dump = extract(archive, "db.sql", &t.work().join("out"));
+    let content = std::fs::read(&dump).unwrap();
+    assert_eq!(content.len() as u64, WAITING_DUMP_BYTES);
+    assert!(content.ends_with(b"STREAMED-MARKER\nend\n") || content.ends_with(b"\nend\n"));
+    // The header was rewritten in place and the manifest's SHA-256 is that of the final file.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(report["manifest"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(manifest["commands"][0]["bytes"], WAITING_DUMP_BYTES);
+    let sha = sh(Command::new("sha256sum").arg(archive));
+    assert_eq!(
+        sha.split_whitespace().next().unwrap(),
+        manifest["checksum_sha256"].as_str().unwrap()
+    );
+}
+
+/// Whether a process whose command line mentions `needle` is still running.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+}
+
+#[test]
+fn cancelling_a_streaming_dump_kills_its_command_and_publishes_nothing() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let dump = waiting_dump(&t);
+    let run = t
+        .ctl_command(&[
+            "run",
+            "--sources",
+            "app",
+            "--compression",
+            "none",
+            "--source-command",
+            &dump,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let backups = t.home().join("backups");
+    common::wait_for(common::PATIENCE, "the dump to stream", || {
+        partial_in(&backups)
+            .is_some_and(|bytes| bytes.windows(15).any(|w| w == b"STREAMED-MARKER"))
+            .then_some(())
+    });
+    t.ctl(&["cancel", "--name", "app"]).ok();
+    let out = run.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let go = t.work().join("GO");
+    let go = go.to_str().unwrap();
+    common::wait_for(common::PATIENCE, "the command to be killed", || {
+        (!process_running(go)).then_some(())
+    });
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn streamed_dumps_round_trip_through_every_codec_and_the_usual_readers() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    std::fs::write(t.work().join("GO"), b"").unwrap();
+    for compression in ["gzip", "zstd", "none"] {
+        let (code, answer) = run_json(
+            &t,
+            &[
+                "--sources",
+                "app",
+                "--compression",
+                compression,
+                "--source-command",
+                &waiting_dump(&t),
+                "--source-command",
+                "small.txt=printf 'two\\nlines\\n'",
+                "--source-command",
+                "empty=true",
+                "--verify-after",
+            ],
+        );
+        assert_eq!(code, 0, "{compression}: {answer}");
+        let report = &answer["data"]["sources"][0];
+        assert_eq!(report["verified"], true, "{compression}: {answer}");
+        let archive = report["archive"].as_str().unwrap();
+        // GNU tar (which runs gzip or zstd), then the codec's own test.
+        let out = t.work().join(format!("out-{compression}"));
+        let big = extract(archive, "db.sql", &out);
+        assert_eq!(std::fs::metadata(big).unwrap().len(), WAITING_DUMP_BYTES);
+        let small = extract(archive, "small.txt", &out);
+        assert_eq!(std::fs::read_to_string(small).unwrap(), "two\nlines\n");
+        assert_eq!(
+            std::fs::metadata(extract(archive, "empty", &out))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(extract(archive, "app/config.ini", &out).exists());
+        match compression {
+            "gzip" => {
+                sh(Command::new("gzip").args(["-t", archive]));
+            }
+            "zstd" => {
+                sh(Command::new("zstd").args(["-t", "-q", archive]));
+            }
+            _ => {}
+        }
+        if compression == "zstd" {
+            // Python's tarfile has no zstd before 3.14.
+            continue;
+        }
+        // Python's tarfile reads every entry with its size.
+        let listing = sh(Command::new("python3").args([
+            "-c",
+            "import sys, tarfile; \
+             [print(m.name, m.size) for m in tarfile.open(sys.argv[1]) if m.isfile()]",
+            archive,
+        ]));
+        assert!(
+            listing.contains("db.sql 4194308"),
+            "{compression}: {listing}"
+        );
+        assert!(listing.contains("small.txt 10"), "{compression}: {listing}");
+    }
+}
+
+#[test]
+fn an_encrypted_dump_goes_through_a_temporary_file_and_restores() {
+    // age authenticates every chunk, so a written header cannot be rewritten: the output is
+    // spilled first, and the archive is as readable as a streamed one.
+    let t = TestHome::new();
+    app_folder(&t);
+    let identity = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", identity.to_str().unwrap()]).ok();
+    let _daemon = t.start_daemon();
+    std::fs::write(t.work().join("GO"), b"").unwrap();
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "app",
+            "--encrypt-to",
+            public.trim(),
+            "--source-command",
+            &waiting_dump(&t),
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let into = t.work().join("restored");
+    let restored = t.ctl(&[
+        "restore",
+        archive,
+        "--to",
+        into.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    restored.ok();
+    assert_eq!(
+        std::fs::metadata(into.join("db.sql")).unwrap().len(),
+        WAITING_DUMP_BYTES
+    );
+}
+
 /// PostgreSQL's server binaries: Debian keeps them out of PATH.
 fn pg_bin() -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")

@@ -450,3 +450,16 @@ fn a_failed_jobs_hook_and_webhook_tell_the_same_outcome() {
     assert!(body["schedule"].is_null());
     assert!(body["duration_ms"].is_u64());
 }
+
+#[test]
+fn metrics_say_down_once_the_daemon_has_stopped() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    wait_for(common::PATIENCE, "metrics at start", || {
+        let text = std::fs::read_to_string(metrics_path(&t)).ok()?;
+        (metrics_text(&text)["backupd_up"] == "1").then_some(())
+    });
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    assert_eq!(metrics(&t)["backupd_up"], "0");
+}

@@ -14,7 +14,7 @@ use common::http_receiver::HttpReceiver;
 use common::watcher::Watcher;
 
 use common::s3::{ACCESS_KEY, S3Server, SECRET_KEY, env_for};
-use common::{TestHome, backupd_bin, sha256sum};
+use common::{Client, TestHome, backupd_bin, sha256sum};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -191,6 +191,96 @@ fn offsite_only_keeps_no_local_archive_and_a_complete_remote_pair() {
         out.stderr().contains("exactly one remote"),
         "{}",
         out.stderr()
+    );
+}
+
+#[test]
+fn a_dump_into_an_s3_destination_goes_through_a_temporary_file_and_lands_whole() {
+    // Uploaded bytes cannot be rewritten, so the dump is spilled first; the object must still
+    // hold it whole, with the SHA-256 the manifest records.
+    let server = S3Server::start();
+    let t = TestHome::new();
+    source(&t, "tree", 10_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let (code, answer, stderr) = run(
+        &t,
+        &[
+            "--sources",
+            "tree",
+            "--destination",
+            "s3://backups/dump",
+            "--source-command",
+            "db.sql=sh -c 'yes row | head -c 3000000'",
+        ],
+    );
+    assert_eq!(code, 0, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    let archive = report["archive"].as_str().unwrap();
+    let copy = server.object(&format!("dump/{}", file_name(archive)));
+    assert_eq!(
+        report["checksum_sha256"].as_str().unwrap(),
+        sha256sum(&copy)
+    );
+    let out = t.work().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&copy)
+        .arg("-C")
+        .arg(&out)
+        .arg("db.sql")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::metadata(out.join("db.sql")).unwrap().len(),
+        3_000_000
+    );
+}
+
+#[test]
+fn metrics_count_an_offsite_only_schedules_archives_on_its_remote() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    source(&t, "tree", 10_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    t.ctl(&[
+        "create",
+        "--name",
+        "far",
+        "--source",
+        "tree",
+        "--daily",
+        "03:00",
+        "--destination",
+        "s3://backups/far",
+    ])
+    .ok();
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let answer = Client::connect(&t.socket())
+            .unwrap()
+            .request(r#"{"cmd":"run","schedule":"far"}"#);
+        assert_eq!(answer["ok"], true, "{answer}");
+        sizes.push(answer["data"]["sources"][0]["size_bytes"].as_u64().unwrap());
+    }
+    let text = std::fs::read_to_string(t.home().join("metrics/backupd.prom")).unwrap();
+    let value = |family: &str| {
+        let prefix = format!("{family}{{schedule=\"far\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {family} in\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(value("backupd_schedule_archives"), "2");
+    assert_eq!(
+        value("backupd_schedule_last_size_bytes"),
+        sizes[1].to_string()
+    );
+    assert!(
+        std::fs::read_dir(t.home().join("backups"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
     );
 }
 

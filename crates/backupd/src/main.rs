@@ -380,7 +380,7 @@ async fn serve(
         }
     });
     // The metrics file says the daemon is up; written beside serving, never before it.
-    tokio::spawn({
+    let metrics_at_start = tokio::spawn({
         let daemon = Arc::clone(&daemon);
         async move { backupd::metrics::refresh(&daemon).await }
     });
@@ -396,6 +396,9 @@ async fn serve(
     {
         tracing::warn!("scheduled runs still going after {JOBS_GRACE:?}; stopping anyway");
     }
+    // Last, so that no earlier write says "up" after it.
+    let _ = metrics_at_start.await;
+    backupd::metrics::write_down(&daemon).await;
     Ok(())
 }
 

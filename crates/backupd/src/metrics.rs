@@ -1,8 +1,9 @@
-//! Prometheus metrics in node_exporter's textfile format: `<home>/metrics/backupd.prom`,
-//! replaced atomically at start (beside serving, never before it) and after every run, for
-//! node_exporter's `--collector.textfile.directory`. Per schedule: when it last ran and last succeeded, how
-//! long its last run took, what it wrote, how it ended and how many archives of it are kept;
-//! and the daemon's `backupd_up` and `backupd_build_info`.
+//! Prometheus metrics in node_exporter's textfile format: `<home>/metrics/backupd.prom`, for
+//! node_exporter's `--collector.textfile.directory`, replaced atomically at start (beside
+//! serving, never before it), after every run and at a clean stop (`backupd_up 0`). Per
+//! schedule: when it last ran and last succeeded, how long its last run took, what it wrote,
+//! how it ended and how many archives of it are kept (on its remote, for an offsite-only
+//! one); and the daemon's `backupd_up` and `backupd_build_info`.
 
 use crate::destination::{self, LocalFolder};
 use crate::plan::folder_name;
@@ -27,13 +28,33 @@ pub struct ScheduleFacts {
     pub last_success: Option<i64>,
     /// Bytes of the archives its last run wrote.
     pub last_size_bytes: u64,
-    /// Archives of the schedule in its destination now.
-    pub archives: usize,
+    /// Archives of the schedule in its destination now; `None` when it cannot be listed.
+    pub archives: Option<usize>,
+}
+
+/// Whether the daemon is serving: the file says `backupd_up 0` once it has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Up {
+    Yes,
+    No,
 }
 
 /// Gathers the facts and replaces the file; a failure is logged, never more.
 pub async fn refresh(daemon: &Daemon) {
+    refresh_as(daemon, Up::Yes).await;
+}
+
+/// The last word at shutdown, after the runs have ended: the daemon is down.
+pub async fn write_down(daemon: &Daemon) {
+    refresh_as(daemon, Up::No).await;
+}
+
+async fn refresh_as(daemon: &Daemon, up: Up) {
     let schedules = daemon.schedules.snapshot().await.schedules;
+    let mut remote_counts = Vec::with_capacity(schedules.len());
+    for schedule in &schedules {
+        remote_counts.push(remote_archive_count(daemon, schedule).await);
+    }
     let default_destination = daemon
         .job_defaults
         .destination
@@ -43,9 +64,10 @@ pub async fn refresh(daemon: &Daemon) {
     let written = tokio::task::spawn_blocking(move || {
         let facts: Vec<_> = schedules
             .iter()
-            .map(|s| facts_of(s, &default_destination))
+            .zip(remote_counts)
+            .map(|(s, remote)| facts_of(s, &default_destination, remote))
             .collect();
-        write(&dir, &render(&facts))
+        write(&dir, &render(up, &facts))
     })
     .await;
     match written {
@@ -55,18 +77,38 @@ pub async fn refresh(daemon: &Daemon) {
     }
 }
 
-fn facts_of(schedule: &Schedule, default_destination: &Path) -> ScheduleFacts {
-    let runs = schedule.last_run.iter().chain(&schedule.earlier_runs);
-    let last_success = runs.filter(|r| r.ok).map(|r| r.finished.timestamp()).max();
-    let last_size_bytes = schedule.last_run.as_ref().map_or(0, |run| {
-        run.archives
-            .iter()
-            .filter_map(|a| std::fs::metadata(a).ok())
-            .map(|m| m.len())
-            .sum()
-    });
-    // The archive names `plan` gives the schedule's sources.
-    let names: Vec<String> = if schedule.sources.len() == 1 {
+/// Where an offsite-only schedule keeps its archives: on its remote, listed there.
+/// `Some(None)` when that remote cannot be listed now; `None` for a schedule with local archives.
+async fn remote_archive_count(daemon: &Daemon, schedule: &Schedule) -> Option<Option<usize>> {
+    let options = schedule.options.clone().or(&daemon.job_defaults);
+    let (options, offsite_only) = crate::offsite::split(&options).ok()?;
+    if !offsite_only {
+        return None;
+    }
+    let names = archive_names(schedule);
+    let count = async {
+        let first = options.offsite.first()?.clone();
+        let offsites = crate::offsite::prepare_all(&[first], &daemon.remotes)
+            .await
+            .ok()?;
+        let remote = offsites.into_iter().next()?.remote;
+        let listed = tokio::task::spawn_blocking(move || destination::list(remote.as_ref()))
+            .await
+            .ok()?;
+        match listed {
+            Ok(all) => Some(all.iter().filter(|a| names.contains(&a.name)).count()),
+            Err(e) => {
+                tracing::warn!("metrics: can't list {}'s remote: {e}", schedule.name);
+                None
+            }
+        }
+    };
+    Some(count.await)
+}
+
+/// The archive names `plan` gives the schedule's sources.
+fn archive_names(schedule: &Schedule) -> Vec<String> {
+    if schedule.sources.len() == 1 {
         vec![schedule.name.clone()]
     } else {
         schedule
@@ -78,15 +120,38 @@ fn facts_of(schedule: &Schedule, default_destination: &Path) -> ScheduleFacts {
                 name
             })
             .collect()
-    };
-    let folder = schedule
-        .options
-        .destination
-        .as_ref()
-        .map_or_else(|| default_destination.to_owned(), PathBuf::from);
-    let archives = destination::list(&LocalFolder::new(folder))
-        .map(|all| all.iter().filter(|a| names.contains(&a.name)).count())
-        .unwrap_or(0);
+    }
+}
+
+fn facts_of(
+    schedule: &Schedule,
+    default_destination: &Path,
+    remote_count: Option<Option<usize>>,
+) -> ScheduleFacts {
+    let runs = schedule.last_run.iter().chain(&schedule.earlier_runs);
+    let last_success = runs.filter(|r| r.ok).map(|r| r.finished.timestamp()).max();
+    let last_size_bytes = schedule.last_run.as_ref().map_or(0, |run| {
+        if run.size_bytes > 0 {
+            return run.size_bytes;
+        }
+        // Runs recorded before the size was.
+        run.archives
+            .iter()
+            .filter_map(|a| std::fs::metadata(a).ok())
+            .map(|m| m.len())
+            .sum()
+    });
+    let archives = remote_count.unwrap_or_else(|| {
+        let folder = schedule
+            .options
+            .destination
+            .as_ref()
+            .map_or_else(|| default_destination.to_owned(), PathBuf::from);
+        let names = archive_names(schedule);
+        destination::list(&LocalFolder::new(folder))
+            .map(|all| all.iter().filter(|a| names.contains(&a.name)).count())
+            .ok()
+    });
     ScheduleFacts {
         name: schedule.name.clone(),
         last_run: schedule.last_run.clone(),
@@ -97,7 +162,7 @@ fn facts_of(schedule: &Schedule, default_destination: &Path) -> ScheduleFacts {
 }
 
 /// The file's text.
-pub fn render(schedules: &[ScheduleFacts]) -> String {
+pub fn render(up: Up, schedules: &[ScheduleFacts]) -> String {
     let mut out = String::new();
     let mut family = |name: &str, help: &str, lines: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -107,8 +172,8 @@ pub fn render(schedules: &[ScheduleFacts]) -> String {
     };
     family(
         "backupd_up",
-        "1 while backupd runs (the file is rewritten at start).",
-        vec![(String::new(), "1".into())],
+        "1 while backupd runs (the file is rewritten at start), 0 once it has stopped.",
+        vec![(String::new(), u8::from(up == Up::Yes).to_string())],
     );
     family(
         "backupd_build_info",
@@ -156,7 +221,7 @@ pub fn render(schedules: &[ScheduleFacts]) -> String {
     family(
         "backupd_schedule_archives",
         "Archives of the schedule kept in its destination.",
-        per(&|s| Some(s.archives.to_string())),
+        per(&|s| Some(s.archives?.to_string())),
     );
     out
 }
@@ -196,19 +261,28 @@ mod tests {
                 error: Some("boom".into()),
                 skipped: 0,
                 offsite_failed: 0,
+                size_bytes: 0,
             }),
             last_success: Some(1_700_000_000),
             last_size_bytes: 0,
-            archives: 4,
+            archives: Some(4),
         };
         let never = ScheduleFacts {
             name: "new".into(),
             last_run: None,
             last_success: None,
             last_size_bytes: 0,
-            archives: 0,
+            archives: Some(0),
         };
-        let text = render(&[facts, never]);
+        let unlisted = ScheduleFacts {
+            name: "remote".into(),
+            archives: None,
+            ..never.clone()
+        };
+        let down = render(Up::No, &[]);
+        assert!(down.lines().any(|l| l == "backupd_up 0"), "{down}");
+        let text = render(Up::Yes, &[facts, never, unlisted]);
+        assert!(!text.contains("backupd_schedule_archives{schedule=\"remote\"}"));
         for line in [
             "backupd_up 1",
             "backupd_schedule_last_status{schedule=\"db\\\"x\"} 0",

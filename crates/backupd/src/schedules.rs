@@ -304,6 +304,12 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
             }),
             skipped: report.skipped(),
             offsite_failed: u64::try_from(report.offsite_failed).unwrap_or(u64::MAX),
+            size_bytes: report
+                .sources
+                .iter()
+                .filter(|s| s.ok)
+                .map(|s| s.size_bytes)
+                .sum(),
         },
         Err(error) => RunRecord {
             started: started.fixed_offset(),
@@ -313,6 +319,7 @@ pub fn run_record(started: DateTime<Local>, outcome: Result<&RunReport, &str>) -
             error: Some(error.to_owned()),
             skipped: 0,
             offsite_failed: 0,
+            size_bytes: 0,
         },
     }
 }

@@ -41,6 +41,9 @@ pub struct RunRecord {
     /// Offsite uploads that failed: the run completed with offsite failure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offsite_failed: u64,
+    /// Bytes of the archives written, wherever they went (a remote, for offsite-only runs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size_bytes: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

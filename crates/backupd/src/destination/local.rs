@@ -193,7 +193,9 @@ impl PartialFile {
         })?;
         let partial = target.with_file_name(partial_name(file_name));
         // Private like the manifest: an archive holds a copy of the user's data.
+        // Readable too: a rewritten archive is hashed again from the file.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)
@@ -237,6 +239,10 @@ impl PendingArchive for PartialFile {
 
     fn file_id(&self) -> Option<(u64, u64)> {
         self.id
+    }
+
+    fn written_file(&mut self) -> Option<io::Result<&File>> {
+        Some(self.file.flush().map(|()| self.file.get_ref()))
     }
 
     fn publish(mut self: Box<Self>, written: u64) -> Result<PathBuf, PublishError> {

@@ -13,6 +13,7 @@ pub use s3::S3Prefix;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
@@ -75,6 +76,13 @@ pub trait PendingArchive: Write + Send + fmt::Debug {
     /// Device and inode of a local file being written, so a walk of a source that holds the
     /// destination can leave the archive out.
     fn file_id(&self) -> Option<(u64, u64)>;
+
+    /// The file being written, with every byte written so far in it, for going back over it:
+    /// a command source's tar header is rewritten once its size is known, and the archive
+    /// then hashed again. `None` where written bytes are gone (an upload).
+    fn written_file(&mut self) -> Option<io::Result<&File>> {
+        None
+    }
 
     /// Makes the bytes durable, checks that all `written` bytes arrived, then publishes the
     /// archive under its final name without replacing anything. Returns its location.

@@ -1,38 +1,85 @@
 //! Command sources: a command's standard output archived as one file (a database dump).
 //!
-//! A tar header carries the entry's size before its data, and neither GNU tar nor PAX headers
-//! can leave it open, so a stream of unknown length cannot go straight into a standard
-//! archive. The output is therefore spilled to an unlinked temporary file (`O_TMPFILE`) in the
-//! destination folder (or the system's temp folder when that one has no local path), then
-//! appended with its size. That also means a command that fails never leaves a truncated entry:
-//! its exit status is known before a byte of it is archived. The command runs without a shell,
-//! in a process group of its own that is killed when the backup is cancelled.
+//! A tar header carries the entry's size before its data. Where the archive is a local file
+//! stored as written (not encrypted), the output streams straight in, with no copy anywhere:
+//! the header goes first, with size 0, as a [`StoredSegment`] the codec frames but does not
+//! compress; the output follows through the compressor; once the command has exited the
+//! header is rewritten in place with the real size, and the archive is hashed again from the
+//! file (see `run_backup`). Where written bytes cannot be rewritten (age authenticates every
+//! chunk; an `s3://` destination has uploaded them) the output is spilled to an unlinked
+//! temporary file (`O_TMPFILE`) first and appended with its size.
+//!
+//! Either way a command that fails fails the run, so no archive with a truncated dump is ever
+//! published. The command runs without a shell, in a process group of its own that is killed
+//! when the backup is cancelled.
 
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use proto::Codec;
 use proto::job::CommandSource;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tar::{Builder, EntryType, Header};
 
 use super::error::EngineError;
-use super::progress::{Meter, MeteredReader};
-use crate::format::CommandRecord;
+use super::hashing_writer::HashingWriter;
+use super::progress::{Meter, MeteredReader, is_cancellation};
+use crate::destination::PendingArchive;
+use crate::format::stored_segment::{SEGMENT_LEN, StoredSegment};
+use crate::format::{CommandRecord, Encoder, Sealer};
 
 /// Bytes of a failed command's stderr quoted in the error: its end, where the reason is.
 const STDERR_TAIL: usize = 2048;
 
-/// Runs `source`, spills its output into a temporary file in `spill_dir` and appends it to the
-/// archive as `source.name`. Fails (and archives nothing of it) if the command cannot start,
-/// exits non-zero or dies of a signal.
-pub(crate) fn append_command<W: Write>(
-    builder: &mut Builder<W>,
+/// The layers an archive is written through, outermost first.
+pub(crate) type ArchiveWriter = Encoder<Sealer<HashingWriter<Box<dyn PendingArchive>>>>;
+
+/// How a command's output reaches the archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'a> {
+    /// Straight into the archive, whose header is rewritten afterwards.
+    Stream(Codec),
+    /// Through a temporary file in this folder (or the system's temp folder).
+    Spill(&'a Path),
+}
+
+/// The file the archive is written to, when its bytes can be rewritten once written.
+pub(crate) fn rewritable_file(writer: &mut ArchiveWriter) -> Option<io::Result<&File>> {
+    let sealer = match writer.get_mut() {
+        Ok(sealer) => sealer,
+        Err(e) => return Some(Err(e)),
+    };
+    match sealer.plain_mut()?.get_mut() {
+        Ok(pending) => pending.written_file(),
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Where the output went while the command ran.
+enum Copied {
+    Streamed {
+        segment: StoredSegment,
+        start: u64,
+        bytes: u64,
+    },
+    Spilled {
+        file: File,
+        bytes: u64,
+    },
+}
+
+/// Runs `source` and archives its output as the file `source.name`, by `route`. Fails if the
+/// command cannot start, exits non-zero or dies of a signal.
+pub(crate) fn append_command(
+    builder: &mut Builder<ArchiveWriter>,
     source: &CommandSource,
-    spill_dir: &Path,
+    route: Route<'_>,
     meter: &mut Meter<'_>,
     cancel: &AtomicBool,
 ) -> Result<CommandRecord, EngineError> {
@@ -44,9 +91,6 @@ pub(crate) fn append_command<W: Write>(
         .command
         .split_first()
         .ok_or_else(|| failed("empty command".into()))?;
-    let mut spill = tempfile::tempfile_in(spill_dir)
-        .or_else(|_| tempfile::tempfile())
-        .map_err(|e| failed(format!("no room for its output: {e}")))?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -58,6 +102,9 @@ pub(crate) fn append_command<W: Write>(
     let group = Pid::from_raw(child.id().cast_signed());
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
+    let mtime = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
 
     let done = AtomicBool::new(false);
     let (copied, stderr_tail, status) = std::thread::scope(|scope| {
@@ -74,46 +121,54 @@ pub(crate) fn append_command<W: Write>(
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        let copied = io::copy(&mut stdout, &mut spill);
+        let copied = match route {
+            Route::Stream(codec) => {
+                stream_into(builder, codec, &source.name, mtime, &mut stdout, meter)
+            }
+            Route::Spill(dir) => spill(&mut stdout, dir),
+        };
+        // A command still writing gets EPIPE (or SIGPIPE) instead of blocking forever.
         drop(stdout);
         let status = child.wait();
         done.store(true, Ordering::Relaxed);
         (copied, tail.join().unwrap_or_default(), status)
     });
     meter.check_cancel()?;
+    // A failed write comes first: the command then died of the closed pipe, not of itself.
+    let copied = copied.map_err(|e| {
+        if is_cancellation(&e) {
+            EngineError::Cancelled
+        } else {
+            failed(format!("can't archive its output: {e}"))
+        }
+    })?;
     let status = status.map_err(|e| failed(e.to_string()))?;
     if !status.success() {
         return Err(failed(describe(status, &stderr_tail)));
     }
-    let bytes = copied.map_err(|e| failed(format!("can't store its output: {e}")))?;
-    spill
-        .rewind()
-        .map_err(|e| failed(format!("can't read its output back: {e}")))?;
-
-    let mut header = Header::new_gnu();
-    header.set_entry_type(EntryType::Regular);
-    header.set_size(bytes);
-    header.set_mode(0o600);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    header.set_mtime(now);
-    header.set_uid(rustix::process::getuid().as_raw().into());
-    header.set_gid(rustix::process::getgid().as_raw().into());
-    let mut limited = Read::by_ref(&mut spill).take(bytes);
-    builder
-        .append_data(
-            &mut header,
-            &source.name,
-            MeteredReader::new(&mut limited, meter),
-        )
-        .map_err(|e| {
-            if super::progress::is_cancellation(&e) {
-                EngineError::Cancelled
-            } else {
-                failed(format!("can't archive its output: {e}"))
-            }
-        })?;
+    let bytes = match copied {
+        Copied::Streamed {
+            segment,
+            start,
+            bytes,
+        } => {
+            let header = entry_header(&source.name, bytes, mtime)
+                .map_err(|e| failed(format!("can't describe its output: {e}")))?;
+            rewrite_header(builder, segment, start, &header)
+                .map_err(|e| failed(format!("can't write its size into the archive: {e}")))?;
+            bytes
+        }
+        Copied::Spilled { file, bytes } => {
+            append_spilled(builder, &source.name, mtime, file, bytes, meter).map_err(|e| {
+                if is_cancellation(&e) {
+                    EngineError::Cancelled
+                } else {
+                    failed(format!("can't archive its output: {e}"))
+                }
+            })?;
+            bytes
+        }
+    };
     meter.progress.files += 1;
     Ok(CommandRecord {
         name: source.name.clone(),
@@ -121,6 +176,80 @@ pub(crate) fn append_command<W: Write>(
         exit_status: status.code().unwrap_or(0),
         bytes,
     })
+}
+
+/// Writes a placeholder header as a stored segment, then the output through the compressor,
+/// padded to a whole tar block.
+fn stream_into(
+    builder: &mut Builder<ArchiveWriter>,
+    codec: Codec,
+    name: &str,
+    mtime: u64,
+    stdout: &mut ChildStdout,
+    meter: &mut Meter<'_>,
+) -> io::Result<Copied> {
+    let writer = builder.get_mut();
+    writer.end_segment()?;
+    let start = meter.bytes_out();
+    let placeholder = entry_header(name, 0, mtime)?;
+    let segment = StoredSegment::write(codec, placeholder.as_bytes(), writer.get_mut()?)?;
+    let bytes = io::copy(&mut MeteredReader::new(stdout, meter), writer)?;
+    let padding = (SEGMENT_LEN as u64 - bytes % SEGMENT_LEN as u64) % SEGMENT_LEN as u64;
+    writer.write_all(&[0u8; SEGMENT_LEN][..usize::try_from(padding).unwrap_or(0)])?;
+    Ok(Copied::Streamed {
+        segment,
+        start,
+        bytes,
+    })
+}
+
+/// Puts the real header over the placeholder `stream_into` wrote at `start`.
+fn rewrite_header(
+    builder: &mut Builder<ArchiveWriter>,
+    segment: StoredSegment,
+    start: u64,
+    header: &Header,
+) -> io::Result<()> {
+    let file = rewritable_file(builder.get_mut())
+        .ok_or_else(|| io::Error::other("the archive can no longer be rewritten"))??;
+    for rewrite in segment.rewrites(header.as_bytes()) {
+        file.write_all_at(&rewrite.bytes, start + rewrite.offset)?;
+    }
+    Ok(())
+}
+
+fn spill(stdout: &mut ChildStdout, dir: &Path) -> io::Result<Copied> {
+    let mut file = tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile())?;
+    let bytes = io::copy(stdout, &mut file)?;
+    Ok(Copied::Spilled { file, bytes })
+}
+
+fn append_spilled(
+    builder: &mut Builder<ArchiveWriter>,
+    name: &str,
+    mtime: u64,
+    mut file: File,
+    bytes: u64,
+    meter: &mut Meter<'_>,
+) -> io::Result<()> {
+    file.rewind()?;
+    let mut header = entry_header(name, bytes, mtime)?;
+    let mut limited = file.take(bytes);
+    builder.append_data(&mut header, name, MeteredReader::new(&mut limited, meter))
+}
+
+/// The tar header of a command's output: a private regular file owned by the daemon's user.
+fn entry_header(name: &str, size: u64, mtime: u64) -> io::Result<Header> {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Regular);
+    header.set_path(name)?;
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_mtime(mtime);
+    header.set_uid(rustix::process::getuid().as_raw().into());
+    header.set_gid(rustix::process::getgid().as_raw().into());
+    header.set_cksum();
+    Ok(header)
 }
 
 /// The last [`STDERR_TAIL`] bytes of a stream, read to its end.

@@ -109,9 +109,17 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    /// A live view of the number of bytes written so far.
+    /// A live view of the number of bytes written so far: the stream's position, buffered
+    /// bytes included.
     pub fn counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.written)
+    }
+
+    /// The inner writer, once every byte written so far has reached it, so that a position
+    /// from [`Self::counter`] is a position in it.
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.write_buffer()?;
+        Ok(&mut self.inner)
     }
 
     /// Writes what is buffered, then returns the inner writer (not flushed), the lower-case
@@ -132,8 +140,6 @@ impl<W: Write> HashingWriter<W> {
             return Ok(());
         }
         self.inner.write_all(&self.buffer)?;
-        self.written
-            .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
         if let Hasher::Inline(hasher) = &self.hasher {
             // A full chunk: the archive is large enough to be worth a thread.
             let thread = (self.buffer.len() == CHUNK)
@@ -164,6 +170,7 @@ impl<W: Write> Write for HashingWriter<W> {
         }
         let n = buf.len().min(CHUNK - self.buffer.len());
         self.buffer.extend_from_slice(&buf[..n]);
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
         if self.buffer.len() == CHUNK {
             self.write_buffer()?;
         }
@@ -238,6 +245,21 @@ mod tests {
         assert_eq!(inner, data);
         assert_eq!(n, data.len() as u64);
         assert_eq!(hex, crate::format::hex(&Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn the_counter_is_the_stream_position_and_get_mut_holds_every_byte() {
+        let mut w = HashingWriter::new(Vec::new());
+        let counter = w.counter();
+        w.write_all(&[7; 1000]).unwrap();
+        // Buffered, not yet in the inner writer, but counted: a command source takes this
+        // position to rewrite its header there in the file.
+        assert_eq!(counter.load(Ordering::Relaxed), 1000);
+        assert_eq!(w.get_mut().unwrap().len(), 1000);
+        w.write_all(&[8; 10]).unwrap();
+        let (inner, hex, n) = w.finish().unwrap();
+        assert_eq!((inner.len(), n), (1010, 1010));
+        assert_eq!(hex, crate::format::hex(&Sha256::digest(&inner)));
     }
 
     /// Fails every write.

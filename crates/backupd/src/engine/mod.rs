@@ -41,6 +41,7 @@ use crate::format::{
     ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer,
 };
 use archive::{Protected, TreeWriter};
+use command_source::Route;
 use hashing_writer::HashingWriter;
 use progress::Meter;
 
@@ -149,12 +150,19 @@ pub fn run_backup(
     let mut builder = tar::Builder::new(encoder);
     // The dumps first: a failing one ends the backup before the walk.
     let mut commands = Vec::with_capacity(job.commands.len());
+    let spill_dir = destination.location();
+    let streamed =
+        !job.commands.is_empty() && command_source::rewritable_file(builder.get_mut()).is_some();
+    let route = if streamed {
+        Route::Stream(job.compression.codec())
+    } else {
+        Route::Spill(&spill_dir)
+    };
     for command in &job.commands {
-        let spill_dir = destination.location();
         commands.push(command_source::append_command(
             &mut builder,
             command,
-            &spill_dir,
+            route,
             &mut meter,
             cancel,
         )?);
@@ -174,10 +182,14 @@ pub fn run_backup(
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let sealer = encoder.finish().map_err(write_error)?;
-    let (pending, checksum, size_bytes) = sealer
+    let (mut pending, mut checksum, size_bytes) = sealer
         .finish()
         .and_then(HashingWriter::finish)
         .map_err(write_error)?;
+    if streamed {
+        // Rewritten headers: the digest taken on the way out no longer matches the file.
+        checksum = rehash(pending.as_mut()).map_err(write_error)?;
+    }
     let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {
@@ -237,6 +249,29 @@ pub fn run_backup(
         manifest_path,
         manifest,
     })
+}
+
+/// The SHA-256 of the file written so far, read back from its start.
+fn rehash(pending: &mut dyn PendingArchive) -> io::Result<String> {
+    let file = pending
+        .written_file()
+        .ok_or_else(|| io::Error::other("the archive can't be read back"))??;
+    let (checksum, _) = crate::store::sha256_of(PositionalReader { file, at: 0 })?;
+    Ok(checksum)
+}
+
+/// Reads a file from `at` on without moving the descriptor's offset, which the writer uses.
+struct PositionalReader<'f> {
+    file: &'f std::fs::File,
+    at: u64,
+}
+
+impl io::Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 fn publish(pending: Box<dyn PendingArchive>, written: u64) -> Result<PathBuf, EngineError> {

@@ -56,6 +56,11 @@ impl<'a> Meter<'a> {
         }
     }
 
+    /// Bytes stored so far: where the next byte of the archive goes.
+    pub(crate) fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn check_cancel(&self) -> Result<(), EngineError> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(EngineError::Cancelled)

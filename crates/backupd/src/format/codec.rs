@@ -38,7 +38,11 @@ pub enum Encoder<W: Write> {
     Plain(W),
     /// Gzip members, one per block, compressed on every core ([`super::parallel_gzip`]).
     Gzip(ParallelGzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// `None` only after a failed [`Encoder::end_segment`]: the stream cannot go on.
+    Zstd {
+        encoder: Option<zstd::stream::write::Encoder<'static, W>>,
+        level: i32,
+    },
 }
 
 impl<W: Write> std::fmt::Debug for Encoder<W> {
@@ -46,7 +50,7 @@ impl<W: Write> std::fmt::Debug for Encoder<W> {
         let kind = match self {
             Encoder::Plain(_) => "none",
             Encoder::Gzip(_) => "gzip",
-            Encoder::Zstd(_) => "zstd",
+            Encoder::Zstd { .. } => "zstd",
         };
         f.debug_tuple("Encoder").field(&kind).finish()
     }
@@ -64,19 +68,40 @@ impl<W: Write> Encoder<W> {
                 Encoder::Gzip(ParallelGzEncoder::new(inner, level, available_workers()))
             }
             Codec::Zstd => {
-                let start = || {
-                    let mut enc = zstd::stream::write::Encoder::new(inner, level.unwrap_or(3))?;
-                    // A frame checksum lets `zstd -t` catch corruption on its own.
-                    enc.include_checksum(true)?;
-                    enc.multithread(zstd_workers())?;
-                    // Smaller jobs than zstd's default (4 windows, 8 MiB at level 3) keep the
-                    // buffers of the jobs in flight, hence the daemon's memory, small.
-                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                    Ok(enc)
-                };
-                Encoder::Zstd(start().map_err(|source| CodecError::Encoder { codec, source })?)
+                let level = level.unwrap_or(3);
+                let encoder = start_zstd(inner, level)
+                    .map_err(|source| CodecError::Encoder { codec, source })?;
+                Encoder::Zstd {
+                    encoder: Some(encoder),
+                    level,
+                }
             }
         })
+    }
+
+    /// Ends the compressed stream written so far (a gzip member, a zstd frame) so that the
+    /// inner writer holds every byte written; the next write starts a new one, which readers
+    /// join to it. [`super::stored_segment`] goes in between.
+    pub fn end_segment(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(_) => Ok(()),
+            Encoder::Gzip(e) => e.end_member(),
+            Encoder::Zstd { encoder, level } => {
+                let inner = zstd_or_lost(encoder.take())?.finish()?;
+                *encoder = Some(start_zstd(inner, *level)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The inner writer: it holds every byte written only right after
+    /// [`Encoder::end_segment`].
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Zstd { encoder, .. } => Ok(zstd_or_lost(encoder.as_mut())?.get_mut()),
+        }
     }
 
     /// Writes the codec's trailer and returns the inner writer (not flushed).
@@ -84,9 +109,27 @@ impl<W: Write> Encoder<W> {
         match self {
             Encoder::Plain(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
+            Encoder::Zstd { encoder, .. } => zstd_or_lost(encoder)?.finish(),
         }
     }
+}
+
+fn start_zstd<W: Write>(
+    inner: W,
+    level: i32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
+    // A frame checksum lets `zstd -t` catch corruption on its own.
+    enc.include_checksum(true)?;
+    enc.multithread(zstd_workers())?;
+    // Smaller jobs than zstd's default (4 windows, 8 MiB at level 3) keep the buffers of the
+    // jobs in flight, hence the daemon's memory, small.
+    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    Ok(enc)
+}
+
+fn zstd_or_lost<T>(encoder: Option<T>) -> io::Result<T> {
+    encoder.ok_or_else(|| io::Error::other("the zstd stream was lost to an earlier error"))
 }
 
 impl<W: Write> Write for Encoder<W> {
@@ -94,7 +137,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Plain(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
-            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Zstd { encoder, .. } => zstd_or_lost(encoder.as_mut())?.write(buf),
         }
     }
 
@@ -102,7 +145,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Plain(w) => w.write_all(buf),
             Encoder::Gzip(e) => e.write_all(buf),
-            Encoder::Zstd(e) => e.write_all(buf),
+            Encoder::Zstd { encoder, .. } => zstd_or_lost(encoder.as_mut())?.write_all(buf),
         }
     }
 
@@ -110,7 +153,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Plain(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
-            Encoder::Zstd(e) => e.flush(),
+            Encoder::Zstd { encoder, .. } => zstd_or_lost(encoder.as_mut())?.flush(),
         }
     }
 }

@@ -255,6 +255,15 @@ impl<W: Write> Sealer<W> {
         }
     }
 
+    /// The inner writer when nothing is encrypted: only then do the bytes written reach it
+    /// as they are.
+    pub fn plain_mut(&mut self) -> Option<&mut W> {
+        match self {
+            Sealer::Plain(w) => Some(w),
+            Sealer::Age(_) => None,
+        }
+    }
+
     /// Writes the last chunk and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {

@@ -1,7 +1,8 @@
 //! The archive format, the one room both the writer and the readers use: how archives and
 //! their manifests are named ([`naming`]), what a manifest records ([`manifest`]), and the
 //! codec layers between the tar stream and the stored bytes ([`codec`], with gzip compressed on
-//! every core by [`parallel_gzip`]).
+//! every core by [`parallel_gzip`]), and the [`stored_segment`] a header rewritten in place
+//! goes in.
 //!
 //! Encryption ([`encryption`], age) is the outermost layer: one more extension and the
 //! manifest's `encryption` and `recipients`.
@@ -11,6 +12,7 @@ pub mod encryption;
 pub mod manifest;
 pub mod naming;
 pub mod parallel_gzip;
+pub mod stored_segment;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
 pub use encryption::{

@@ -90,13 +90,28 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Compresses what is left and returns the inner writer (not flushed).
     pub fn finish(mut self) -> io::Result<W> {
+        self.end_member()?;
+        // An empty input still needs one (empty) member to be a gzip file.
+        if !self.wrote_member {
+            let member = gzip_member(&mut Compressor::new(self.level), &[]);
+            self.write_member(member)?;
+        }
+        self.pool = None;
+        self.inner
+            .take()
+            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+    }
+
+    /// Ends the member being filled, if anything was written since the last one, and waits for
+    /// the blocks in flight: everything written so far has then reached the inner writer, and
+    /// the next bytes start a new member (readers join members, RFC 1952 2.2). Every block is
+    /// a member of its own anyway; this only cuts one short.
+    pub fn end_member(&mut self) -> io::Result<()> {
         self.check_usable()?;
         let last = std::mem::take(&mut self.block);
-        // An empty input still needs one (empty) member to be a gzip file.
-        let nothing_sent = self.pool.is_none() && !self.wrote_member;
-        if !last.is_empty() || nothing_sent {
+        if !last.is_empty() {
             if self.pool.is_none() {
-                // Everything fitted in one block: no thread is worth starting.
+                // Everything so far fitted in one block: no thread is worth starting.
                 let member = gzip_member(&mut Compressor::new(self.level), &last);
                 self.write_member(member)?;
             } else {
@@ -106,10 +121,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         while !self.in_flight.is_empty() {
             self.write_oldest()?;
         }
-        self.pool = None;
-        self.inner
-            .take()
-            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+        Ok(())
     }
 
     fn check_usable(&self) -> io::Result<()> {
@@ -119,6 +131,11 @@ impl<W: Write> ParallelGzEncoder<W> {
             ));
         }
         Ok(())
+    }
+
+    /// The inner writer; holds every byte written only right after [`Self::end_member`].
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.inner_mut()
     }
 
     fn inner_mut(&mut self) -> io::Result<&mut W> {
@@ -422,6 +439,38 @@ mod tests {
         }
         out.truncate(len);
         out
+    }
+
+    #[test]
+    fn ended_members_join_into_the_stream_and_an_idle_end_adds_none() {
+        let first = mixed(BLOCK_SIZE * 3 + 7);
+        let second = mixed(1000);
+        let mut enc = ParallelGzEncoder::new(Vec::new(), 6, 2);
+        enc.end_member().unwrap();
+        assert!(
+            enc.get_mut().unwrap().is_empty(),
+            "nothing written, nothing ended"
+        );
+        enc.write_all(&first).unwrap();
+        enc.end_member().unwrap();
+        let ended = enc.get_mut().unwrap().clone();
+        enc.end_member().unwrap();
+        assert_eq!(enc.get_mut().unwrap(), &ended, "an idle end adds nothing");
+        assert_eq!(
+            gunzip_members(&ended),
+            first,
+            "all of it reached the writer"
+        );
+        assert!(gzip_cli(&["-t"], &ended).status.success());
+        enc.write_all(&second).unwrap();
+        let gz = enc.finish().unwrap();
+        assert!(
+            gz.starts_with(&ended) && gz.len() > ended.len(),
+            "members follow"
+        );
+        let decoded = gzip_cli(&["-dc"], &gz);
+        assert!(decoded.status.success(), "gzip -dc: {decoded:?}");
+        assert!(decoded.stdout == [first, second].concat(), "both parts");
     }
 
     #[test]

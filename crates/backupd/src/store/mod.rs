@@ -18,6 +18,7 @@ mod verify;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+pub use checksum::sha256_of;
 pub use error::StoreError;
 pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};

@@ -13,6 +13,10 @@
 #   BENCH_OUT         output dir (default bench/out, git-ignored)
 #   BENCH_CORPUS      corpus dir (default $BENCH_OUT/corpus)
 #   BENCH_SKIP_BUILD  1 = use the existing target/release binaries, don't run cargo
+#   BENCH_SMALL_FILES number of small files (0-4 KiB) for the many-files case; 0 skips it
+#                     (default 200000)
+#   BENCH_LARGE_GB    size in GiB of the single sparse file of the large-file case; 0 skips it
+#                     (default 4)
 set -euo pipefail
 export LC_ALL=C   # "." as the decimal separator in $EPOCHREALTIME, plain tool output
 # Compressor settings from the caller's environment would skew the baselines.
@@ -26,13 +30,15 @@ SEED="${BENCH_SEED:-20240601}"
 OUT="${BENCH_OUT:-$BENCH_DIR/out}"
 CORPUS="${BENCH_CORPUS:-$OUT/corpus}"
 SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
+SMALL_FILES="${BENCH_SMALL_FILES:-200000}"
+LARGE_GB="${BENCH_LARGE_GB:-4}"
 GZIP_LEVEL=6
 ZSTD_LEVEL=3
 
 die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
-for v in SCALE_MB REPEAT SEED; do
+for v in SCALE_MB REPEAT SEED SMALL_FILES LARGE_GB; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((SCALE_MB >= 1)) || die "BENCH_SCALE_MB must be >= 1"
@@ -44,6 +50,10 @@ HAVE_TIME=0
 if command -v /usr/bin/time >/dev/null 2>&1; then HAVE_TIME=1; fi
 HAVE_PIGZ=0
 if command -v pigz >/dev/null 2>&1; then HAVE_PIGZ=1; fi
+HAVE_RESTIC=0
+if command -v restic >/dev/null 2>&1; then HAVE_RESTIC=1; fi
+HAVE_BORG=0
+if command -v borg >/dev/null 2>&1; then HAVE_BORG=1; fi
 CORES=$(nproc)
 
 # ---------------------------------------------------------------- build
@@ -162,16 +172,22 @@ M_BVE="backupd verify (gzip)"
 M_TTZ="tar -tzf"
 M_BRE="backupd restore (gzip)"
 M_TXZ="tar -xzf"
+M_RES="restic backup"
+M_BORG="borg create -C zstd,3"
+M_SBG="backupd gzip -$GZIP_LEVEL (small files)"
+M_STG="tar -czf (small files)"
+M_LBZ="backupd zstd -$ZSTD_LEVEL (large file)"
+M_LTZ="tar | zstd -$ZSTD_LEVEL -T0 (large file)"
 
-bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP [RUN ARGS...]
-    local tag=$1 method=$2 comp=$3 level=$4 rep=$5
-    local extra=("${@:6}")
+bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP SOURCE [RUN ARGS...]
+    local tag=$1 method=$2 comp=$3 level=$4 rep=$5 source=$6
+    local extra=("${@:7}")
     local dest="$WORK/dest-$tag" json="$WORK/run-$tag.json" t0 t1 rc=0
     rm -rf "$dest"; mkdir -p "$dest"
     t0=$(now)
     local level_args=()
     [[ -z "$level" ]] || level_args=(--level "$level")   # none takes no level
-    ctl "$tag" --json run --sources "$CORPUS" --destination "$dest" \
+    ctl "$tag" --json run --sources "$source" --destination "$dest" \
         --compression "$comp" "${level_args[@]}" "${extra[@]}" >"$json" || rc=$?
     t1=$(now)
     if ((rc != 0)); then
@@ -292,6 +308,73 @@ bench_read_back() {  # bench_read_back REP: verify vs tar -tzf, restore vs tar -
     rm -rf "$dest" "$WORK/restored" "$WORK/extracted"
 }
 
+bench_restic() {  # bench_restic REP: first full backup into a fresh repository
+    local rep=$1 repo="$WORK/restic-repo" t0 t1
+    rm -rf "$repo"
+    RESTIC_PASSWORD=bench restic init --repo "$repo" -q >/dev/null
+    t0=$(now)
+    RESTIC_PASSWORD=bench restic backup --repo "$repo" -q "$CORPUS" >/dev/null ||
+        die "restic backup (repeat $rep) failed"
+    t1=$(now)
+    record "$M_RES" "$rep" "$(elapsed "$t0" "$t1")" "$(du -sb "$repo" | cut -f1)" "" ""
+    rm -rf "$repo"
+}
+
+bench_borg() {  # bench_borg REP: first full backup into a fresh, unencrypted repository
+    local rep=$1 repo="$WORK/borg-repo" t0 t1
+    rm -rf "$repo"
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes borg init -e none "$repo" >/dev/null
+    t0=$(now)
+    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes borg create -C zstd,3 "$repo::first" \
+        "$CORPUS" >/dev/null || die "borg create (repeat $rep) failed"
+    t1=$(now)
+    record "$M_BORG" "$rep" "$(elapsed "$t0" "$t1")" "$(du -sb "$repo" | cut -f1)" "" ""
+    rm -rf "$repo"
+}
+
+make_small_files() {  # make_small_files DIR N: N files of 0-4 KiB, 1,000 per folder
+    local dir=$1 count=$2
+    if [[ -f "$dir.stamp" && "$(cat "$dir.stamp")" == "small $count $SEED" ]]; then return 0; fi
+    rm -rf "$dir" "$dir.tmp" "$dir.stamp"
+    python3 - "$dir.tmp" "$count" "$SEED" <<'PY'
+import os, random, sys
+out, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+words = [b"fn", b"let", b"mut", b"return", b"match", b"struct", b"impl", b"self", b"0", b"1",
+         b"value", b"error", b"(", b")", b"{", b"}", b";", b"\n", b"    "]
+for i in range(count):
+    folder = os.path.join(out, "d%04d" % (i // 1000))
+    if i % 1000 == 0:
+        os.makedirs(folder)
+    size = rng.randrange(0, 4097)
+    text = b" ".join(rng.choice(words) for _ in range(size // 3 + 1))[:size]
+    with open(os.path.join(folder, "f%06d.txt" % i), "wb") as f:
+        f.write(text)
+PY
+    mv "$dir.tmp" "$dir"
+    echo "small $count $SEED" >"$dir.stamp"
+}
+
+bench_tar_gzip_of() {  # bench_tar_gzip_of METHOD REP DIR
+    local method=$1 rep=$2 dir=$3 out="$WORK/tar-of.tar.gz" t0 t1
+    rm -f "$out"
+    t0=$(now)
+    tar -czf "$out" -C "$(dirname "$dir")" "$(basename "$dir")"
+    t1=$(now)
+    record "$method" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "" ""
+    rm -f "$out"
+}
+
+bench_tar_zstd_of() {  # bench_tar_zstd_of METHOD REP DIR
+    local method=$1 rep=$2 dir=$3 out="$WORK/tar-of.tar.zst" t0 t1
+    rm -f "$out"
+    t0=$(now)
+    tar -cf - -C "$(dirname "$dir")" "$(basename "$dir")" | zstd "-$ZSTD_LEVEL" -T0 -q -o "$out"
+    t1=$(now)
+    record "$method" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "" ""
+    rm -f "$out"
+}
+
 # ---------------------------------------------------------------- machine info
 CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 [[ -n "$CPU_MODEL" ]] || CPU_MODEL="$(uname -m) (no model name in /proc/cpuinfo)"
@@ -315,19 +398,51 @@ log "  tar stream: $WARM_BYTES bytes"
 : >"$RAW"
 for ((rep = 1; rep <= REPEAT; rep++)); do
     # Interleaved, so drift (thermal, background load) hits every method alike.
-    bench_backupd gzip "$M_BGZ" gzip "$GZIP_LEVEL" "$rep"
+    bench_backupd gzip "$M_BGZ" gzip "$GZIP_LEVEL" "$rep" "$CORPUS"
     # The same run encrypted with age: what encryption costs on top of gzip.
-    bench_backupd gzip "$M_BGA" gzip "$GZIP_LEVEL" "$rep" --encrypt-to "$AGE_PUBLIC"
+    bench_backupd gzip "$M_BGA" gzip "$GZIP_LEVEL" "$rep" "$CORPUS" --encrypt-to "$AGE_PUBLIC"
     bench_tar_gzip "$rep"
-    bench_backupd zstd "$M_BZS" zstd "$ZSTD_LEVEL" "$rep"
+    bench_backupd zstd "$M_BZS" zstd "$ZSTD_LEVEL" "$rep" "$CORPUS"
     bench_tar_zstd "$rep"
     if ((HAVE_PIGZ)); then bench_tar_pigz "$rep"; fi
-    bench_backupd none "$M_BNO" none "" "$rep"
+    bench_backupd none "$M_BNO" none "" "$rep" "$CORPUS"
     bench_tar_plain "$rep"
+    # What users would pick instead: the first full backup of the same corpus.
+    if ((HAVE_RESTIC)); then bench_restic "$rep"; fi
+    if ((HAVE_BORG)); then bench_borg "$rep"; fi
 done
 for ((rep = 1; rep <= REPEAT; rep++)); do
     bench_read_back "$rep"
 done
+((HAVE_RESTIC)) || log "restic not found: its row is skipped"
+((HAVE_BORG)) || log "borg not found: its row is skipped"
+
+SMALL_DIR="$OUT/small-files"
+SMALL_BYTES=0
+if ((SMALL_FILES > 0)); then
+    log "many small files: $SMALL_FILES files of 0-4 KiB in $SMALL_DIR"
+    make_small_files "$SMALL_DIR" "$SMALL_FILES"
+    SMALL_BYTES=$(find "$SMALL_DIR" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    tar -cf - -C "$OUT" small-files | wc -c >/dev/null    # warm the cache
+    for ((rep = 1; rep <= REPEAT; rep++)); do
+        bench_backupd gzip "$M_SBG" gzip "$GZIP_LEVEL" "$rep" "$SMALL_DIR"
+        bench_tar_gzip_of "$M_STG" "$rep" "$SMALL_DIR"
+    done
+fi
+LARGE_DIR="$WORK/large-file"
+LARGE_BYTES=0
+if ((LARGE_GB > 0)); then
+    # Sparse: no disk space, and the read path (not the disk) is what is measured.
+    LARGE_BYTES=$((LARGE_GB * 1024 * 1024 * 1024))
+    log "one large file: $LARGE_GB GiB, sparse, in $LARGE_DIR"
+    mkdir -p "$LARGE_DIR"
+    truncate -s "$LARGE_BYTES" "$LARGE_DIR/large.img"
+    for ((rep = 1; rep <= REPEAT; rep++)); do
+        bench_backupd zstd "$M_LBZ" zstd "$ZSTD_LEVEL" "$rep" "$LARGE_DIR"
+        bench_tar_zstd_of "$M_LTZ" "$rep" "$LARGE_DIR"
+    done
+    rm -rf "$LARGE_DIR"
+fi
 
 HWM_GZ=$(vm_kb "${DAEMON_PID[gzip]}" VmHWM)
 HWM_ZS=$(vm_kb "${DAEMON_PID[zstd]}" VmHWM)
@@ -340,18 +455,25 @@ stop_daemon none
 RESULTS="$OUT/results.txt"
 python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
     "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" "$M_BGA" \
-    >"$WORK/table.txt" <<'EOF'
+    "$M_RES" "$M_BORG" "$M_SBG" "$M_STG" "$M_LBZ" "$M_LTZ" "$SMALL_FILES" "$SMALL_BYTES" \
+    "$LARGE_BYTES" >"$WORK/table.txt" <<'EOF'
 import statistics, sys
 raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
-hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz, m_bga = sys.argv[9:]
+hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz, m_bga = sys.argv[9:18]
+m_res, m_borg, m_sbg, m_stg, m_lbz, m_ltz, small_files, small_bytes, large_bytes = sys.argv[18:]
 corpus_bytes = int(corpus_bytes)
+# The rows of the extra cases read their own data, not the corpus.
+data_bytes = {m_sbg: int(small_bytes), m_stg: int(small_bytes),
+              m_lbz: int(large_bytes), m_ltz: int(large_bytes)}
 rows = {}
 for line in open(raw):
     method, rep, secs, size, rss, ms = line.rstrip("\n").split("\t")
     rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
 order = [(m_bgz, m_tgz, hwm_gz), (m_bga, m_bgz, None), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
          (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
-         (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None)]
+         (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None),
+         (m_res, m_bzs, None), (m_borg, m_bzs, None),
+         (m_sbg, m_stg, None), (m_stg, m_stg, None), (m_lbz, m_ltz, None), (m_ltz, m_ltz, None)]
 order = [o for o in order if o[0] in rows]
 med = {m: statistics.median(r[0] for r in rows[m]) for m in rows}
 mib = 1024 * 1024
@@ -366,9 +488,11 @@ for method, base, hwm in order:
     else:
         vals = [int(r[2]) for r in runs if r[2]]
         rss = "%.1f" % (max(vals) / 1024) if vals else "-"
-    ratio = "%.2fx" % (s / med[base]) if med[base] > 0 else "-"
-    out.append((method, "%.3f" % s, "%.1f" % (corpus_bytes / mib / s if s > 0 else 0),
-                "%.1f" % (size / mib), "%.1f%%" % (100.0 * size / corpus_bytes), ratio, rss))
+    ratio = "%.2fx" % (s / med[base]) if base in med and med[base] > 0 else "-"
+    read = data_bytes.get(method, corpus_bytes)
+    out.append((method, "%.3f" % s, "%.1f" % (read / mib / s if s > 0 else 0),
+                "%.1f" % (size / mib), "%.1f%%" % (100.0 * size / read) if read else "-",
+                ratio, rss))
 widths = [max(len(str(r[i])) for r in [head] + out) for i in range(len(head))]
 fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                           for i, (c, w) in enumerate(zip(r, widths)))
@@ -395,6 +519,17 @@ target("zstd -3: backupd vs %s" % m_tzs, m_bzs, m_tzs, "<= 1.10x", lambda r: r <
 target("none: backupd vs %s" % m_tar, m_bno, m_tar, "<= 1.15x", lambda r: r <= 1.15)
 target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)
 target("restore vs %s (same archive)" % m_txz, m_bre, m_txz, "<= 1.00x", lambda r: r <= 1.0)
+for tool in (m_res, m_borg):
+    target("first full backup: backupd zstd vs %s" % tool, m_bzs, tool, "< 1.00x",
+           lambda r: r < 1.0)
+target("%s small files: backupd gzip vs tar -czf" % small_files, m_sbg, m_stg, "<= 1.00x",
+       lambda r: r <= 1.0)
+if m_sbg in med and m_stg in med:
+    n = int(small_files)
+    print("    per file: backupd %.1f us, tar -czf %.1f us"
+          % (med[m_sbg] / n * 1e6, med[m_stg] / n * 1e6))
+target("large sparse file: backupd zstd vs tar | zstd", m_lbz, m_ltz, "<= 1.10x",
+       lambda r: r <= 1.10)
 for label, hwm in (("gzip", hwm_gz), ("zstd", hwm_zs), ("none", hwm_no)):
     print("  peak RSS of the %s daemon %.1f MiB  goal <= 64 MiB: %s"
           % (label, int(hwm) / 1024, "met" if int(hwm) <= 64 * 1024 else "NOT met"))

@@ -286,3 +286,60 @@ fn create_delete_list_and_backups_start_the_daemon_when_none_runs() {
     );
     t.ctl(&["stop"]).ok();
 }
+
+#[test]
+fn a_pretty_printed_schedule_file_of_older_daemons_loads_and_is_rewritten_compact() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let hhmm = far_time();
+    t.ctl(&["create", &format!("src;{hhmm};once")]).ok();
+    t.ctl(&[
+        "create",
+        "--name",
+        "nightly",
+        "--source",
+        "src",
+        "--daily",
+        "03:00",
+        "--compression",
+        "zstd",
+        "--exclude",
+        "*.tmp",
+    ])
+    .ok();
+    // A run of the schedule, so the file holds a run record too.
+    t.ctl(&["run", "--name", "nightly"]).ok();
+    let listed = t.ctl(&["--json", "list"]).ok();
+    t.ctl(&["stop"]).ok();
+
+    // The file as daemons before the compact format wrote it: `serde_json::to_vec_pretty`.
+    let path = t.home().join("schedules.json");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(
+        file["schedules"][1]["last_run"].is_object(),
+        "the run is recorded: {file}"
+    );
+    let pretty = serde_json::to_vec_pretty(&file).unwrap();
+    assert!(pretty.starts_with(b"{\n  \""), "pretty-printed");
+    std::fs::write(&path, &pretty).unwrap();
+
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    assert_eq!(
+        t.ctl(&["--json", "list"]).ok(),
+        listed,
+        "the same schedules"
+    );
+    // The next change writes the compact form: a line per schedule, the same content.
+    t.ctl(&["create", &format!("src;{hhmm};third")]).ok();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2 + 3, "{text}");
+    let rewritten: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schedules = |file: &serde_json::Value| file["schedules"].as_array().unwrap().clone();
+    assert_eq!(schedules(&rewritten)[..2], schedules(&file)[..]);
+    assert_eq!(rewritten["schedules"][2]["name"], "third");
+    t.ctl(&["stop"]).ok();
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    assert_eq!(t.ctl(&["list"]).ok().lines().count(), 3);
+}

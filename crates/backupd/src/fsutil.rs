@@ -70,6 +70,30 @@ fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Like [`write_atomically`], but `write` streams the content into a buffered writer on the
+/// temporary file, so a large file is never held whole in memory first. The content is
+/// synced once (`fdatasync`: the data and the size) before the rename, then the folder.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<&mut File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = parent_dir(path)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .tempfile_in(dir)?;
+    {
+        let mut buffered = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        write(&mut buffered)?;
+        buffered.flush()?;
+    }
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
 /// Which temporary names [`sweep_temp_files`] may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TempNames {
@@ -147,6 +171,23 @@ mod tests {
         rename_noreplace(&from, &to).unwrap();
         assert_eq!(fs::read(&to).unwrap(), b"new");
         assert!(!from.exists());
+    }
+
+    #[test]
+    fn write_atomically_with_streams_and_replaces_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        write_atomically(&path, b"old").unwrap();
+        write_atomically_with(&path, |w| w.write_all(b"new content")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new content");
+        // A failing writer leaves the old file and no temporary behind.
+        let failed = write_atomically_with(&path, |w| {
+            w.write_all(b"half")?;
+            Err(io::Error::other("serializer failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"new content");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

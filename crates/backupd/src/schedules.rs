@@ -2,12 +2,12 @@
 //! every change so that a crash or a full disk never loses or corrupts it. The in-memory copy
 //! only changes once the new file is safely on disk.
 
-use crate::fsutil::write_atomically;
+use crate::fsutil::write_atomically_with;
 use chrono::{DateTime, Local};
 use proto::response::RunReport;
 use proto::schedule::{RunRecord, Schedule, StartedRun};
 use serde::{Deserialize, Serialize};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use tokio::sync::{Mutex, Notify};
 
@@ -131,16 +131,22 @@ impl ScheduleStore {
         let mut current = self.file.lock().await;
         let mut next = current.clone();
         let outcome = change(&mut next)?;
-        let bytes = serde_json::to_vec_pretty(&next).expect("schedules always serialize");
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|join| io::Error::other(join.to_string()))
-            .and_then(|written| written)
-            .map_err(|source| ScheduleFileError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+        // Serialized on the blocking thread, straight into the temporary file: compact JSON,
+        // no intermediate copy of the whole file.
+        let (next, written) = tokio::task::spawn_blocking(move || {
+            let written = save(&path, &next);
+            (next, written)
+        })
+        .await
+        .map_err(|join| ScheduleFileError::Write {
+            path: self.path.clone(),
+            source: io::Error::other(join.to_string()),
+        })?;
+        written.map_err(|source| ScheduleFileError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
         *current = next;
         self.changed.notify_one();
         Ok(outcome)
@@ -325,6 +331,29 @@ fn reopen(schedule: &mut Schedule) {
     }
 }
 
+/// Replaces the file at `path` with `file`, atomically: compact JSON with one schedule per
+/// line, so it stays small and fast to write at 10,000 schedules and still reads (and diffs)
+/// line by line.
+fn save(path: &Path, file: &ScheduleFile) -> io::Result<()> {
+    // Destructured so that a new field cannot be forgotten here.
+    let ScheduleFile {
+        version,
+        next_id,
+        schedules,
+    } = file;
+    write_atomically_with(path, |out| {
+        write!(
+            out,
+            "{{\"version\":{version},\"next_id\":{next_id},\"schedules\":["
+        )?;
+        for (i, schedule) in schedules.iter().enumerate() {
+            out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+            serde_json::to_writer(&mut *out, schedule)?;
+        }
+        out.write_all(b"\n]}\n")
+    })
+}
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
     #[derive(Deserialize)]
     struct VersionOnly {
@@ -387,6 +416,40 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, ["schedules.json"], "no temporary file is left");
+    }
+
+    #[tokio::test]
+    async fn the_file_has_one_schedule_per_line_and_reads_as_one_json_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let store = ScheduleStore::load(path.clone()).unwrap();
+        for name in ["a", "b", "c"] {
+            store
+                .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule(name))))
+                .await
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines[0], r#"{"version":1,"next_id":4,"schedules":["#);
+        assert!(lines[1].starts_with(r#"{"id":1,"name":"a""#), "{text}");
+        assert_eq!(lines[4], "]}");
+        let whole: ScheduleFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(whole, store.snapshot().await);
+
+        store
+            .update(|f| {
+                f.schedules.clear();
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await
+            .unwrap();
+        let empty = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ScheduleFile>(&empty).unwrap(),
+            store.snapshot().await
+        );
     }
 
     #[tokio::test]

@@ -229,7 +229,7 @@ async fn serve_connection(
                     proto::MAX_LINE_BYTES
                 );
                 tracing::error!("bad request: {message}");
-                Response::failure(None, ErrorCode::RequestTooLarge, message)
+                Response::failure(None, ErrorCode::RequestTooLarge, message).to_line()
             }
             Ok(Some(Frame::Line(line))) if reserved && !fits_a_reserved_slot(&line) => {
                 Response::failure(
@@ -238,6 +238,7 @@ async fn serve_connection(
                     "the daemon is at its connection limit; only hello, status, jobs, list, \
                      cancel, log_level and stop are served until connections end",
                 )
+                .to_line()
             }
             Ok(Some(Frame::Line(line))) => {
                 match answer_with_events(daemon, &line, &mut write, peer.uid).await {
@@ -248,7 +249,7 @@ async fn serve_connection(
         };
         // A script that reads the log after a command finds the command's lines there.
         crate::log::flushed().await;
-        if let Err(e) = write.send(&response.to_line()).await {
+        if let Err(e) = write.send(&response).await {
             tracing::debug!("client went away before its answer: {e}");
             break;
         }
@@ -286,7 +287,7 @@ async fn answer_with_events(
     line: &[u8],
     write: &mut LineWriter,
     peer_uid: u32,
-) -> Option<Response> {
+) -> Option<String> {
     let (events, pending) = mpsc::channel(EVENT_BUFFER);
     let requester = crate::key_files::Requester { uid: peer_uid };
     let handler = handlers::handle_line(daemon, line, events, requester);

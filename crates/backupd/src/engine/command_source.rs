@@ -55,7 +55,10 @@ pub(crate) fn rewritable_file(writer: &mut ArchiveWriter) -> Option<io::Result<&
         Ok(sealer) => sealer,
         Err(e) => return Some(Err(e)),
     };
-    sealer.plain_mut()?.get_mut().written_file()
+    match sealer.plain_mut()?.get_mut() {
+        Ok(pending) => pending.written_file(),
+        Err(e) => Some(Err(e)),
+    }
 }
 
 /// Where the output went while the command ran.

@@ -2,56 +2,183 @@
 //!
 //! Sitting between the compressor and the file, it yields the SHA-256 and size of exactly
 //! the bytes stored, in the same pass, so the archive is never read back to be hashed.
+//!
+//! The bytes are gathered in [`CHUNK`]-sized buffers. Once an archive fills one, SHA-256 runs
+//! on a thread of its own, a chunk behind the writes, so hashing overlaps copying instead of
+//! adding to it (it is most of the work of an uncompressed backup besides the copy). At most
+//! [`CHUNKS`] buffers exist; a small archive is hashed inline and starts no thread.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
+
+/// Bytes per buffer handed to the hashing thread.
+pub const CHUNK: usize = 1 << 20;
+/// Buffers in existence at most: one being filled, the others being hashed or queued.
+const CHUNKS: usize = 4;
 
 #[derive(Debug)]
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    /// Bytes not yet written to `inner` nor hashed.
+    buffer: Vec<u8>,
+    hasher: Hasher,
     // Shared so progress reports can read it while the tar builder owns this writer.
     written: Arc<AtomicU64>,
+}
+
+/// Where the bytes written are hashed.
+#[derive(Debug)]
+enum Hasher {
+    Inline(Sha256),
+    Thread(HashThread),
+}
+
+#[derive(Debug)]
+struct HashThread {
+    chunks: SyncSender<Vec<u8>>,
+    /// Buffers the thread has hashed, for reuse.
+    hashed: Receiver<Vec<u8>>,
+    /// Buffers allocated so far (at most [`CHUNKS`]).
+    allocated: usize,
+    thread: JoinHandle<Sha256>,
+}
+
+impl HashThread {
+    /// Starts the thread, which takes over `hasher`; `None` if no thread can be started.
+    fn start(hasher: Sha256) -> Option<HashThread> {
+        let (chunks, queue) = sync_channel::<Vec<u8>>(CHUNKS);
+        let (give_back, hashed) = sync_channel::<Vec<u8>>(CHUNKS);
+        let thread = std::thread::Builder::new()
+            .name("sha256".to_owned())
+            .spawn(move || {
+                let mut hasher = hasher;
+                for chunk in queue {
+                    hasher.update(&chunk);
+                    // The writer may be gone (a failed or cancelled run): nothing to give back.
+                    let _ = give_back.try_send(chunk);
+                }
+                hasher
+            })
+            .ok()?;
+        Some(HashThread {
+            chunks,
+            hashed,
+            allocated: 1,
+            thread,
+        })
+    }
+
+    /// Queues `chunk` for hashing and returns an empty buffer to fill next.
+    fn hash(&mut self, chunk: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.chunks.send(chunk).map_err(|_| hash_thread_stopped())?;
+        let mut next = match self.hashed.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) if self.allocated < CHUNKS => {
+                self.allocated += 1;
+                Vec::with_capacity(CHUNK)
+            }
+            // Bounded: wait for the thread to hand a buffer back.
+            Err(_) => self.hashed.recv().map_err(|_| hash_thread_stopped())?,
+        };
+        next.clear();
+        Ok(next)
+    }
+
+    fn finish(self) -> io::Result<Sha256> {
+        drop(self.chunks);
+        self.thread.join().map_err(|_| hash_thread_stopped())
+    }
+}
+
+fn hash_thread_stopped() -> io::Error {
+    io::Error::other("the SHA-256 thread stopped unexpectedly")
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            buffer: Vec::new(),
+            hasher: Hasher::Inline(Sha256::new()),
             written: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// A live view of the number of bytes written so far.
+    /// A live view of the number of bytes written so far: the stream's position, buffered
+    /// bytes included.
     pub fn counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.written)
     }
 
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
+    /// The inner writer, once every byte written so far has reached it, so that a position
+    /// from [`Self::counter`] is a position in it.
+    pub fn get_mut(&mut self) -> io::Result<&mut W> {
+        self.write_buffer()?;
+        Ok(&mut self.inner)
     }
 
-    /// Returns the inner writer, the lower-case hex SHA-256 and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
-        let hex = crate::format::hex(&self.hasher.finalize());
-        (self.inner, hex, self.written.load(Ordering::Relaxed))
+    /// Writes what is buffered, then returns the inner writer (not flushed), the lower-case
+    /// hex SHA-256 and the byte count.
+    pub fn finish(mut self) -> io::Result<(W, String, u64)> {
+        self.write_buffer()?;
+        let hasher = match self.hasher {
+            Hasher::Inline(hasher) => hasher,
+            Hasher::Thread(thread) => thread.finish()?,
+        };
+        let hex = crate::format::hex(&hasher.finalize());
+        Ok((self.inner, hex, self.written.load(Ordering::Relaxed)))
+    }
+
+    /// Writes the buffer to `inner` and hashes it.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_all(&self.buffer)?;
+        if let Hasher::Inline(hasher) = &self.hasher {
+            // A full chunk: the archive is large enough to be worth a thread.
+            let thread = (self.buffer.len() == CHUNK)
+                .then(|| HashThread::start(hasher.clone()))
+                .flatten();
+            if let Some(thread) = thread {
+                self.hasher = Hasher::Thread(thread);
+            }
+        }
+        match &mut self.hasher {
+            Hasher::Inline(hasher) => {
+                hasher.update(&self.buffer);
+                self.buffer.clear();
+            }
+            Hasher::Thread(thread) => {
+                let chunk = std::mem::take(&mut self.buffer);
+                self.buffer = thread.hash(chunk)?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        // Only what the inner writer accepted: a short write is retried by the caller.
-        self.hasher.update(&buf[..n]);
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(CHUNK);
+        }
+        let n = buf.len().min(CHUNK - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..n]);
         self.written.fetch_add(n as u64, Ordering::Relaxed);
+        if self.buffer.len() == CHUNK {
+            self.write_buffer()?;
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.write_buffer()?;
         self.inner.flush()
     }
 }
@@ -79,8 +206,9 @@ mod tests {
         let counter = w.counter();
         w.write_all(b"hello ").unwrap();
         w.write_all(b"world").unwrap();
+        w.flush().unwrap();
         assert_eq!(counter.load(Ordering::Relaxed), 11);
-        let (inner, hex, n) = w.finish();
+        let (inner, hex, n) = w.finish().unwrap();
         assert_eq!(inner.0, b"hello world");
         assert_eq!(n, 11);
         assert_eq!(
@@ -91,11 +219,67 @@ mod tests {
 
     #[test]
     fn empty_input_has_the_empty_digest() {
-        let (_, hex, n) = HashingWriter::new(Vec::new()).finish();
+        let (_, hex, n) = HashingWriter::new(Vec::new()).finish().unwrap();
         assert_eq!(n, 0);
         assert_eq!(
             hex,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn a_large_stream_hashed_on_the_thread_matches_one_pass() {
+        // Chunks cut in the middle of writes, more than CHUNKS of them so buffers are reused.
+        let data: Vec<u8> = (0..(CHUNKS * 3 * CHUNK + 12_345) as u64)
+            .map(|i| (i * 7 + i / 1000) as u8)
+            .collect();
+        let mut w = HashingWriter::new(Vec::new());
+        for piece in data.chunks(100_003) {
+            w.write_all(piece).unwrap();
+        }
+        assert!(
+            matches!(w.hasher, Hasher::Thread(_)),
+            "a large archive is hashed on its own thread"
+        );
+        let (inner, hex, n) = w.finish().unwrap();
+        assert_eq!(inner, data);
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(hex, crate::format::hex(&Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn the_counter_is_the_stream_position_and_get_mut_holds_every_byte() {
+        let mut w = HashingWriter::new(Vec::new());
+        let counter = w.counter();
+        w.write_all(&[7; 1000]).unwrap();
+        // Buffered, not yet in the inner writer, but counted: a command source takes this
+        // position to rewrite its header there in the file.
+        assert_eq!(counter.load(Ordering::Relaxed), 1000);
+        assert_eq!(w.get_mut().unwrap().len(), 1000);
+        w.write_all(&[8; 10]).unwrap();
+        let (inner, hex, n) = w.finish().unwrap();
+        assert_eq!((inner.len(), n), (1010, 1010));
+        assert_eq!(hex, crate::format::hex(&Sha256::digest(&inner)));
+    }
+
+    /// Fails every write.
+    struct Broken;
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_file_fails_the_write_or_the_finish() {
+        let mut w = HashingWriter::new(Broken);
+        let err = w.write_all(&vec![1; 3 * CHUNK]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        let mut w = HashingWriter::new(Broken);
+        w.write_all(b"small").unwrap();
+        assert!(w.finish().is_err());
     }
 }

@@ -182,7 +182,10 @@ pub fn run_backup(
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let sealer = encoder.finish().map_err(write_error)?;
-    let (mut pending, mut checksum, size_bytes) = sealer.finish().map_err(write_error)?.finish();
+    let (mut pending, mut checksum, size_bytes) = sealer
+        .finish()
+        .and_then(HashingWriter::finish)
+        .map_err(write_error)?;
     if streamed {
         // Rewritten headers: the digest taken on the way out no longer matches the file.
         checksum = rehash(pending.as_mut()).map_err(write_error)?;

@@ -36,7 +36,7 @@ const ZSTD_JOB_SIZE: u32 = 2 << 20;
 /// A streaming compressor over `W`.
 pub enum Encoder<W: Write> {
     Plain(W),
-    /// One gzip stream, compressed on every core ([`super::parallel_gzip`]).
+    /// Gzip members, one per block, compressed on every core ([`super::parallel_gzip`]).
     Gzip(ParallelGzEncoder<W>),
     /// `None` only after a failed [`Encoder::end_segment`]: the stream cannot go on.
     Zstd {
@@ -121,9 +121,7 @@ fn start_zstd<W: Write>(
     let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
     // A frame checksum lets `zstd -t` catch corruption on its own.
     enc.include_checksum(true)?;
-    // zstd's own worker threads: one source uses every core.
-    let workers = u32::try_from(available_workers()).unwrap_or(1);
-    enc.multithread(workers)?;
+    enc.multithread(zstd_workers())?;
     // Smaller jobs than zstd's default (4 windows, 8 MiB at level 3) keep the buffers of the
     // jobs in flight, hence the daemon's memory, small.
     enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
@@ -158,6 +156,11 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Zstd { encoder, .. } => zstd_or_lost(encoder.as_mut())?.flush(),
         }
     }
+}
+
+/// zstd's own worker threads: one per core, so one source uses every core.
+pub fn zstd_workers() -> u32 {
+    u32::try_from(available_workers()).unwrap_or(1)
 }
 
 /// The decoded (tar) stream of an archive's bytes. `codec` is what the name or manifest says;
@@ -242,6 +245,50 @@ mod tests {
                 assert_eq!(back, data, "{codec} {hint:?}");
             }
         }
+    }
+
+    /// Threads of this process whose name is `name` (threads inherit their creator's name).
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    #[test]
+    fn zstd_compresses_on_one_worker_per_core() {
+        let cores = available_workers();
+        assert_eq!(zstd_workers() as usize, cores);
+        if cores < 2 {
+            eprintln!("skipped: one core, zstd runs a single worker");
+            return;
+        }
+        let data: Vec<u8> = (0..(4 * ZSTD_JOB_SIZE as usize))
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        // zstd's pool threads are unnamed: they carry the name of the thread that made them.
+        let probe = "zstd-mt-probe";
+        let (back, threads) = std::thread::Builder::new()
+            .name(probe.to_owned())
+            .spawn(move || {
+                let mut enc = Encoder::new(Compression::of(Codec::Zstd), Vec::new()).unwrap();
+                enc.write_all(&data).unwrap();
+                let threads = threads_named(probe);
+                let out = enc.finish().unwrap();
+                let mut back = Vec::new();
+                decoder(Some(Codec::Zstd), &out[..])
+                    .unwrap()
+                    .read_to_end(&mut back)
+                    .unwrap();
+                (back == data, threads)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(back, "the multi-threaded frame round-trips");
+        // The probe itself plus one worker per core.
+        assert!(threads > cores, "{threads} threads for {cores} cores");
     }
 
     #[test]

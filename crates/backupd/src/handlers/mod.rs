@@ -1,5 +1,5 @@
 //! One handler per request, each in its own file; this module routes a parsed [`Command`] to
-//! its handler and turns the outcome into a [`Response`]. Every failure is logged here, once.
+//! its handler and turns the outcome into a [`Response`] line. Every failure is logged here, once.
 
 mod backups;
 mod cancel;
@@ -107,31 +107,31 @@ impl From<StoreError> for HandlerError {
 
 type HandlerResult<T> = Result<T, HandlerError>;
 
-/// Parses and answers one request line; event lines, if the request asks for them, go to
-/// `events`.
+/// Parses and answers one request line with the response line; event lines, if the request
+/// asks for them, go to `events`.
 /// `requester` is the peer, whose key files (`--identity`, `--encrypt-to-file`) may be read.
 pub async fn handle_line(
     daemon: &Daemon,
     line: &[u8],
     events: mpsc::Sender<String>,
     requester: Requester,
-) -> Response {
+) -> String {
     match Request::parse(line) {
         Ok(request) => handle(daemon, request, events, requester).await,
         Err(err) => {
             tracing::error!("bad request: {}", err.message);
-            Response::failure(err.id, err.code, err.message)
+            Response::failure(err.id, err.code, err.message).to_line()
         }
     }
 }
 
-/// Answers one parsed request.
+/// Answers one parsed request with the response line.
 pub async fn handle(
     daemon: &Daemon,
     request: Request,
     events: mpsc::Sender<String>,
     requester: Requester,
-) -> Response {
+) -> String {
     let outcome = match request.command {
         Command::Hello {} => Ok(Reply::Hello(hello::handle())),
         Command::Create(args) => create::handle(daemon, args)
@@ -182,7 +182,8 @@ pub async fn handle(
         Command::Sync(args) => sync::handle(daemon, args).await.map(Reply::Synced),
     };
     match outcome {
-        Ok(data) => Response::success(request.id, data),
+        // Typed all the way to the line: a list of 10,000 schedules builds no `Value` tree.
+        Ok(data) => Response::success_line(request.id, &data),
         Err(err) => {
             if !err.logged {
                 tracing::error!("{}", err.message);
@@ -191,6 +192,7 @@ pub async fn handle(
                 Some(data) => Response::failure_with_data(request.id, err.code, err.message, *data),
                 None => Response::failure(request.id, err.code, err.message),
             }
+            .to_line()
         }
     }
 }

@@ -168,6 +168,7 @@ M_TZS="tar | zstd -$ZSTD_LEVEL -T0"
 M_PGZ="tar | pigz -p $CORES -$GZIP_LEVEL"
 M_BNO="backupd none"
 M_TAR="tar -cf"
+M_TSY="tar -cf + sync"
 M_BVE="backupd verify (gzip)"
 M_TTZ="tar -tzf"
 M_BRE="backupd restore (gzip)"
@@ -281,6 +282,17 @@ bench_tar_plain() {  # bench_tar_plain REP: the copy limit for --compression non
     fi
     t1=$(now)
     record "$M_TAR" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "$rss" ""
+    rm -f "$out"
+}
+
+bench_tar_synced() {  # bench_tar_synced REP: tar -cf made durable, as backupd makes archives
+    local rep=$1 out="$WORK/tar-synced.tar" t0 t1
+    rm -f "$out"
+    t0=$(now)
+    tar -cf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
+    sync "$out"    # fsync of the file (coreutils >= 8.24)
+    t1=$(now)
+    record "$M_TSY" "$rep" "$(elapsed "$t0" "$t1")" "$(file_size "$out")" "" ""
     rm -f "$out"
 }
 
@@ -407,6 +419,7 @@ for ((rep = 1; rep <= REPEAT; rep++)); do
     if ((HAVE_PIGZ)); then bench_tar_pigz "$rep"; fi
     bench_backupd none "$M_BNO" none "" "$rep" "$CORPUS"
     bench_tar_plain "$rep"
+    bench_tar_synced "$rep"
     # What users would pick instead: the first full backup of the same corpus.
     if ((HAVE_RESTIC)); then bench_restic "$rep"; fi
     if ((HAVE_BORG)); then bench_borg "$rep"; fi
@@ -456,11 +469,12 @@ RESULTS="$OUT/results.txt"
 python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" "$M_TZS" \
     "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" "$M_BGA" \
     "$M_RES" "$M_BORG" "$M_SBG" "$M_STG" "$M_LBZ" "$M_LTZ" "$SMALL_FILES" "$SMALL_BYTES" \
-    "$LARGE_BYTES" >"$WORK/table.txt" <<'EOF'
+    "$LARGE_BYTES" "$M_TSY" >"$WORK/table.txt" <<'EOF'
 import statistics, sys
 raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
 hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz, m_bga = sys.argv[9:18]
-m_res, m_borg, m_sbg, m_stg, m_lbz, m_ltz, small_files, small_bytes, large_bytes = sys.argv[18:]
+(m_res, m_borg, m_sbg, m_stg, m_lbz, m_ltz, small_files, small_bytes, large_bytes,
+ m_tsy) = sys.argv[18:]
 corpus_bytes = int(corpus_bytes)
 # The rows of the extra cases read their own data, not the corpus.
 data_bytes = {m_sbg: int(small_bytes), m_stg: int(small_bytes),
@@ -471,6 +485,7 @@ for line in open(raw):
     rows.setdefault(method, []).append((float(secs), int(size), rss, ms))
 order = [(m_bgz, m_tgz, hwm_gz), (m_bga, m_bgz, None), (m_tgz, m_tgz, None), (m_pgz, m_tgz, None),
          (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
+         (m_tsy, m_tar, None),
          (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None),
          (m_res, m_bzs, None), (m_borg, m_bzs, None),
          (m_sbg, m_stg, None), (m_stg, m_stg, None), (m_lbz, m_ltz, None), (m_ltz, m_ltz, None)]
@@ -517,6 +532,9 @@ target("gzip -6: backupd vs %s" % m_pgz, m_bgz, m_pgz, "<= 0.67x (1.5x faster)",
 target("age: %s vs %s" % (m_bga, m_bgz), m_bga, m_bgz, "<= 1.10x", lambda r: r <= 1.10)
 target("zstd -3: backupd vs %s" % m_tzs, m_bzs, m_tzs, "<= 1.10x", lambda r: r <= 1.10)
 target("none: backupd vs %s" % m_tar, m_bno, m_tar, "<= 1.15x", lambda r: r <= 1.15)
+# Not an issue target: both sides durable (backupd fsyncs every archive before publishing it).
+target("none: backupd vs %s (both on disk)" % m_tsy, m_bno, m_tsy, "<= 1.15x",
+       lambda r: r <= 1.15)
 target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)
 target("restore vs %s (same archive)" % m_txz, m_bre, m_txz, "<= 1.00x", lambda r: r <= 1.0)
 for tool in (m_res, m_borg):

@@ -189,16 +189,32 @@ fn threads_of(pid: u32, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
-    let t = TestHome::new();
-    let src = common::sparse_source(&t, "endless", common::ENDLESS);
+/// Starts job 1, a run of a source that never ends into `<work>/dest`, over the raw socket.
+fn start_endless_run(t: &TestHome, compression: &str) -> (common::Daemon, Client, PathBuf) {
+    let src = common::sparse_source(t, "endless", common::ENDLESS);
     let daemon = t.start_daemon();
     let dest = t.work().join("dest");
     let mut client = Client::connect(&t.socket()).unwrap();
     let request = serde_json::json!({"id": 1, "cmd": "run", "sources": [src],
-        "destination": dest, "compression": "gzip"});
+        "destination": dest, "compression": compression});
     client.send_bytes(format!("{request}\n").as_bytes());
+    (daemon, client, dest)
+}
+
+/// Cancels job 1, whose answer must say so, and checks that `dest` holds nothing.
+fn cancel_and_expect_nothing_left(t: &TestHome, client: &mut Client, dest: &Path) {
+    t.ctl(&["cancel", "1"]).ok();
+    let answer = client.read_response();
+    assert_eq!(answer["error"]["code"], "backup_failed", "{answer}");
+    assert_eq!(answer["data"]["sources"][0]["cancelled"], true, "{answer}");
+    let left: Vec<_> = std::fs::read_dir(dest).unwrap().collect();
+    assert!(left.is_empty(), "nothing is left: {left:?}");
+}
+
+#[test]
+fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
+    let t = TestHome::new();
+    let (daemon, mut client, dest) = start_endless_run(&t, "gzip");
     // Blocks are in flight once the compression threads exist (after the first full block).
     wait_for(PATIENCE, "gzip workers at work", || {
         let jobs: Value = serde_json::from_str(&t.ctl(&["--json", "jobs"]).stdout()).ok()?;
@@ -206,12 +222,7 @@ fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
         (read > 0 && threads_of(daemon.pid(), "gzip-") > 0).then_some(())
     });
 
-    t.ctl(&["cancel", "1"]).ok();
-    let answer = client.read_response();
-    assert_eq!(answer["error"]["code"], "backup_failed", "{answer}");
-    assert_eq!(answer["data"]["sources"][0]["cancelled"], true, "{answer}");
-    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
-    assert!(left.is_empty(), "nothing is left: {left:?}");
+    cancel_and_expect_nothing_left(&t, &mut client, &dest);
     // Dropping the encoder joins its workers: none outlives the run.
     assert_eq!(threads_of(daemon.pid(), "gzip-"), 0);
 
@@ -340,24 +351,13 @@ fn the_checksum_of_a_large_archive_hashed_on_its_own_thread_is_sha256sum() {
 #[test]
 fn a_run_cancelled_while_hashing_on_its_own_thread_leaves_nothing_and_no_thread() {
     let t = TestHome::new();
-    let src = common::sparse_source(&t, "endless", common::ENDLESS);
-    let daemon = t.start_daemon();
-    let dest = t.work().join("dest");
-    let mut client = Client::connect(&t.socket()).unwrap();
     // Uncompressed, so the archive passes the 1 MiB chunk at once and the hashing thread starts.
-    let request = serde_json::json!({"id": 1, "cmd": "run", "sources": [src],
-        "destination": dest, "compression": "none"});
-    client.send_bytes(format!("{request}\n").as_bytes());
+    let (daemon, mut client, dest) = start_endless_run(&t, "none");
     wait_for(PATIENCE, "the SHA-256 thread at work", || {
         (threads_of(daemon.pid(), "sha256") > 0).then_some(())
     });
 
-    t.ctl(&["cancel", "1"]).ok();
-    let answer = client.read_response();
-    assert_eq!(answer["error"]["code"], "backup_failed", "{answer}");
-    assert_eq!(answer["data"]["sources"][0]["cancelled"], true, "{answer}");
-    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
-    assert!(left.is_empty(), "nothing is left: {left:?}");
+    cancel_and_expect_nothing_left(&t, &mut client, &dest);
     // The thread hashes what was queued (at most four chunks) and ends.
     wait_for(PATIENCE, "the SHA-256 thread gone", || {
         (threads_of(daemon.pid(), "sha256") == 0).then_some(())

@@ -52,14 +52,20 @@ pub fn write_new_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_via_temp(path, bytes, false)
 }
 
-fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
+/// A temporary file of ours in `path`'s folder, and that folder.
+fn temp_beside(path: &Path) -> io::Result<(&Path, tempfile::NamedTempFile)> {
     let dir = parent_dir(path)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
         .rand_bytes(TEMP_RANDOM_LEN)
         .tempfile_in(dir)?;
+    Ok((dir, tmp))
+}
+
+fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
+    let (dir, mut tmp) = temp_beside(path)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     if replace {
@@ -77,13 +83,7 @@ pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut io::BufWriter<&mut File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = parent_dir(path)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .rand_bytes(TEMP_RANDOM_LEN)
-        .tempfile_in(dir)?;
+    let (dir, mut tmp) = temp_beside(path)?;
     {
         let mut buffered = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
         write(&mut buffered)?;

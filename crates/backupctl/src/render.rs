@@ -705,7 +705,7 @@ mod tests {
             index: 0,
             display: "/src;16:33;docs".into(),
             next_run: Some(due),
-            schedule: Schedule {
+            schedule: std::sync::Arc::new(Schedule {
                 id: 1,
                 name: "docs".into(),
                 sources: vec!["/src".into()],
@@ -719,7 +719,7 @@ mod tests {
                 last_run: None,
                 earlier_runs: Vec::new(),
                 started_run: None,
-            },
+            }),
         }
     }
 

@@ -131,7 +131,7 @@ async fn skip_overlap(daemon: &Daemon, schedule: &Schedule, latest: DateTime<Loc
 
 /// Starts a due schedule in the background, once its run is recorded as started (so that a
 /// restart neither runs a finished run again nor loses an interrupted one).
-async fn start(daemon: &Arc<Daemon>, schedule: Schedule, latest: DateTime<Local>) {
+async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<Local>) {
     let Some(guard) = daemon.try_mark_running(schedule.id) else {
         // A run outside the timetable (`run --name`) began since the decision.
         skip_overlap(daemon, &schedule, latest).await;

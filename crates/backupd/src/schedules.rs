@@ -9,6 +9,7 @@ use proto::schedule::{RunRecord, Schedule, StartedRun};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::{Mutex, Notify};
 
 /// Outcomes a schedule keeps unless configured: its last run and nine before it.
@@ -17,12 +18,14 @@ pub const DEFAULT_RUNS_KEPT: usize = 10;
 /// Version of the schedule file's layout.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The schedule file's content.
+/// The schedule file's content. Each schedule is shared, so that a copy of the whole file
+/// (a snapshot, or the next state while a change is saved) copies pointers, not schedules:
+/// with 10,000 of them that copy was most of a `list` or a `create`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleFile {
     pub version: u32,
     pub next_id: u64,
-    pub schedules: Vec<Schedule>,
+    pub schedules: Vec<Arc<Schedule>>,
 }
 
 impl Default for ScheduleFile {
@@ -40,7 +43,7 @@ impl ScheduleFile {
     pub fn add(&mut self, mut schedule: Schedule) -> usize {
         schedule.id = self.next_id;
         self.next_id += 1;
-        self.schedules.push(schedule);
+        self.schedules.push(Arc::new(schedule));
         self.schedules.len() - 1
     }
 
@@ -52,8 +55,12 @@ impl ScheduleFile {
         self.schedules.iter().position(|s| s.name == name)
     }
 
+    /// Schedule `id`, to change: copied first if a snapshot still shares it.
     pub fn by_id_mut(&mut self, id: u64) -> Option<&mut Schedule> {
-        self.schedules.iter_mut().find(|s| s.id == id)
+        self.schedules
+            .iter_mut()
+            .find(|s| s.id == id)
+            .map(Arc::make_mut)
     }
 }
 
@@ -168,7 +175,7 @@ impl ScheduleStore {
                     if remove_once {
                         file.schedules.remove(position);
                     } else {
-                        let schedule = &mut file.schedules[position];
+                        let schedule = Arc::make_mut(&mut file.schedules[position]);
                         if timetabled {
                             schedule.started_run = None;
                         }
@@ -242,7 +249,7 @@ impl ScheduleStore {
             .iter()
             .filter_map(|schedule| {
                 let interrupted = schedule.started_run.clone()?;
-                let mut reopened = schedule.clone();
+                let mut reopened = Schedule::clone(schedule);
                 reopen(&mut reopened);
                 Some((reopened, interrupted))
             })
@@ -254,7 +261,10 @@ impl ScheduleStore {
     pub async fn reopen_interrupted(&self) -> bool {
         let saved = self
             .update(|file| {
-                file.schedules.iter_mut().for_each(reopen);
+                file.schedules
+                    .iter_mut()
+                    .filter(|s| s.started_run.is_some())
+                    .for_each(|s| reopen(Arc::make_mut(s)));
                 Ok::<_, ScheduleFileError>(())
             })
             .await;
@@ -485,7 +495,10 @@ mod tests {
             store.record_run(&added, record, false).await;
         }
         let kept = store.snapshot().await.schedules[0].clone();
-        assert_eq!(kept.last_run.unwrap().error.as_deref(), Some("run 4"));
+        assert_eq!(
+            kept.last_run.as_ref().unwrap().error.as_deref(),
+            Some("run 4")
+        );
         let earlier: Vec<_> = kept
             .earlier_runs
             .iter()
@@ -516,7 +529,7 @@ mod tests {
         assert_eq!(schedule.last_due, Some(before.fixed_offset()), "due again");
         assert_eq!(schedule.started_run, None);
         assert!(reloaded.reopen_interrupted().await);
-        assert_eq!(reloaded.snapshot().await.schedules[0], *schedule);
+        assert_eq!(*reloaded.snapshot().await.schedules[0], *schedule);
         // Saved: a second start has nothing more to reopen.
         let again = ScheduleStore::load(path.clone()).unwrap();
         assert!(again.interrupted().await.is_empty());

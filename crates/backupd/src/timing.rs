@@ -1,12 +1,14 @@
 //! When schedules are due, as pure functions of an injected `now`: the next occurrence of a
 //! daily or cron timing, and what the scheduler should do with a schedule at a given instant.
-//! Daily and cron timings both go through `croner`, whose DST rules are documented: a time in
-//! a spring-forward gap runs right after the gap; a time repeated in a fall-back hour runs once.
+//! Daily and cron timings both follow `croner`, whose DST rules are documented: a time in a
+//! spring-forward gap runs right after the gap; a time repeated in a fall-back hour runs once.
+//! A daily time away from any clock change is computed directly, which is all croner would do
+//! there, at a fraction of the cost (10,000 daily schedules are looked at on every change).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Timelike};
+use chrono::{DateTime, LocalResult, NaiveTime, Offset, TimeDelta, TimeZone, Timelike};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use proto::schedule::{Schedule, Timing};
@@ -93,12 +95,41 @@ pub fn pending_due<Tz: TimeZone>(schedule: &Schedule, tz: &Tz) -> Option<DateTim
         Timing::Once { due, .. } if schedule.last_due.is_some_and(|last| last >= *due) => None,
         Timing::Once { due, .. } => Some(due.with_timezone(tz)),
         timing => {
-            let after = schedule.last_due.unwrap_or(schedule.created);
-            cron_of(timing)?
-                .find_next_occurrence(&after.with_timezone(tz), false)
-                .ok()
+            let after = schedule
+                .last_due
+                .unwrap_or(schedule.created)
+                .with_timezone(tz);
+            if let Timing::Daily { time } = timing
+                && let Some(next) = next_daily_off_clock_changes(*time, &after)
+            {
+                return Some(next);
+            }
+            cron_of(timing)?.find_next_occurrence(&after, false).ok()
         }
     }
+}
+
+/// The first `time` of day strictly after `after` — that day's or the next day's — if the
+/// clock keeps the offset it had at `after` until then; `None` around a clock change, where
+/// croner's DST rules decide.
+fn next_daily_off_clock_changes<Tz: TimeZone>(
+    time: TimeOfDay,
+    after: &DateTime<Tz>,
+) -> Option<DateTime<Tz>> {
+    let time_of_day = NaiveTime::from_hms_opt(time.hour().into(), time.minute().into(), 0)?;
+    let offset = after.offset().fix();
+    let on = |date: chrono::NaiveDate| match after
+        .timezone()
+        .from_local_datetime(&date.and_time(time_of_day))
+    {
+        LocalResult::Single(at) if at.offset().fix() == offset => Some(at),
+        _ => None,
+    };
+    let today = on(after.date_naive())?;
+    if today > *after {
+        return Some(today);
+    }
+    on(after.date_naive().succ_opt()?)
 }
 
 /// The newest occurrence at or before `now` (for a one-shot, its `due`).
@@ -430,7 +461,7 @@ mod tests {
     /// 01:00 UTC (02:00 local jumps to 03:00) to 25 October 01:00 UTC (03:00 falls back to
     /// 02:00). Enough of a time zone to test DST without a time zone database.
     #[derive(Debug, Clone, Copy)]
-    struct Cet2026;
+    pub(super) struct Cet2026;
 
     impl Cet2026 {
         fn summer_start() -> chrono::NaiveDateTime {
@@ -645,8 +676,83 @@ mod properties {
         }
     }
 
+    /// An instant of 2026, to the second, plus a few milliseconds now and then.
+    fn instant_of_2026() -> impl Strategy<Value = DateTime<Utc>> {
+        let start = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp();
+        (0..365 * 86_400_i64, prop_oneof![Just(0_u32), 0..1000_u32])
+            .prop_map(move |(s, ms)| DateTime::from_timestamp(start + s, ms * 1_000_000).unwrap())
+    }
+
+    /// An instant within two days of one of the 2026 CET clock changes, where croner's rules
+    /// matter.
+    fn instant_near_a_clock_change() -> impl Strategy<Value = DateTime<Utc>> {
+        let changes = [
+            Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 10, 25, 1, 0, 0).unwrap(),
+        ];
+        (0..2_usize, -2 * 86_400..2 * 86_400_i64)
+            .prop_map(move |(which, s)| changes[which] + TimeDelta::seconds(s))
+    }
+
+    fn next_daily_by_croner<Tz: TimeZone>(time: TimeOfDay, after: &DateTime<Tz>) -> DateTime<Tz> {
+        daily_cron(time).find_next_occurrence(after, false).unwrap()
+    }
+
+    /// The next run of a daily schedule last due at `after`, and of one last due at exactly
+    /// that next run (as it is once the run is recorded), are croner's.
+    fn agrees_with_croner<Tz: TimeZone>(
+        time: TimeOfDay,
+        after: &DateTime<Tz>,
+    ) -> Result<(), TestCaseError> {
+        let mut last_due = after.clone();
+        for _ in 0..2 {
+            let schedule = Schedule {
+                id: 1,
+                name: "n".into(),
+                sources: vec!["/s".into()],
+                timing: Timing::Daily { time },
+                options: proto::JobOptions::default(),
+                created: DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap(),
+                last_due: Some(last_due.fixed_offset()),
+                last_run: None,
+                earlier_runs: Vec::new(),
+                started_run: None,
+            };
+            let expected = next_daily_by_croner(time, &last_due);
+            prop_assert_eq!(
+                pending_due(&schedule, &after.timezone()),
+                Some(expected.clone()),
+                "daily {} after {:?}",
+                time,
+                last_due
+            );
+            last_due = expected;
+        }
+        Ok(())
+    }
+
+    fn any_time_of_day() -> impl Strategy<Value = TimeOfDay> {
+        (0..24_u8, 0..60_u8).prop_map(|(h, m)| TimeOfDay::new(h, m).unwrap())
+    }
+
     proptest! {
         #![proptest_config(config())]
+
+        #[test]
+        fn a_daily_time_comes_next_where_croner_says(
+            time in any_time_of_day(),
+            after in prop_oneof![instant_of_2026(), instant_near_a_clock_change()],
+            east_minutes in -12 * 60..14 * 60_i32,
+        ) {
+            let fixed = chrono::FixedOffset::east_opt(east_minutes * 60).unwrap();
+            agrees_with_croner(time, &after)?;
+            agrees_with_croner(time, &after.with_timezone(&tests::Cet2026))?;
+            agrees_with_croner(time, &after.with_timezone(&fixed))?;
+            agrees_with_croner(time, &after.with_timezone(&chrono::Local))?;
+        }
 
         #[test]
         fn any_text_is_parsed_or_refused_without_panicking(text in any::<String>()) {

@@ -7,6 +7,7 @@ use crate::request::Command;
 use crate::schedule::{RunRecord, Schedule, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The final answer to one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,8 +228,9 @@ pub struct ScheduleInfo {
     /// When it fires next, if ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<Timestamp>,
+    /// Shared with the daemon's own copy: a `list` of 10,000 schedules copies none of them.
     #[serde(flatten)]
-    pub schedule: Schedule,
+    pub schedule: Arc<Schedule>,
 }
 
 /// `data` of `list`.

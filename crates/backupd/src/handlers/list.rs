@@ -5,6 +5,7 @@ use crate::timing;
 use chrono::{DateTime, Local};
 use proto::response::{ScheduleInfo, ScheduleList};
 use proto::schedule::Schedule;
+use std::sync::Arc;
 
 pub async fn handle(daemon: &Daemon) -> ScheduleList {
     let file = daemon.schedules.snapshot().await;
@@ -20,7 +21,7 @@ pub async fn handle(daemon: &Daemon) -> ScheduleList {
 }
 
 /// A schedule as clients see it.
-pub fn schedule_info(index: usize, schedule: Schedule, now: &DateTime<Local>) -> ScheduleInfo {
+pub fn schedule_info(index: usize, schedule: Arc<Schedule>, now: &DateTime<Local>) -> ScheduleInfo {
     ScheduleInfo {
         index,
         display: schedule.display(),

@@ -36,7 +36,7 @@ pub async fn handle(daemon: &Daemon) -> HandlerResult<StatusInfo> {
             display: schedule.display(),
             next_run: due,
             running: daemon.is_running(schedule.id),
-            last_run: schedule.last_run,
+            last_run: schedule.last_run.clone(),
         });
     }
     let destinations =

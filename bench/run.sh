@@ -152,6 +152,9 @@ vm_kb() {  # vm_kb PID FIELD -> kB value of FIELD (VmHWM, VmRSS) in /proc/PID/st
 }
 
 now() { echo "$EPOCHREALTIME"; }
+# Untimed, before every timed command: the dirty pages the previous one left are written out
+# first, so that no method pays for another's writeback (each still pays for its own fsync).
+settle() { sync; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 file_size() { stat -c %s "$1"; }
 
@@ -185,6 +188,7 @@ bench_backupd() {  # bench_backupd TAG METHOD COMPRESSION LEVEL REP SOURCE [RUN 
     local extra=("${@:7}")
     local dest="$WORK/dest-$tag" json="$WORK/run-$tag.json" t0 t1 rc=0
     rm -rf "$dest"; mkdir -p "$dest"
+    settle
     t0=$(now)
     local level_args=()
     [[ -z "$level" ]] || level_args=(--level "$level")   # none takes no level
@@ -220,6 +224,7 @@ EOF
 bench_tar_gzip() {  # bench_tar_gzip REP
     local rep=$1 out="$WORK/tar.tar.gz" t0 t1 rss=""
     rm -f "$out"
+    settle
     t0=$(now)
     if ((HAVE_TIME)); then
         /usr/bin/time -f %M -o "$WORK/rss.tar" tar -czf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
@@ -236,6 +241,7 @@ bench_tar_gzip() {  # bench_tar_gzip REP
 bench_tar_zstd() {  # bench_tar_zstd REP
     local rep=$1 out="$WORK/tar.tar.zst" t0 t1 rss=""
     rm -f "$out"
+    settle
     t0=$(now)
     if ((HAVE_TIME)); then
         /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" |
@@ -255,6 +261,7 @@ bench_tar_zstd() {  # bench_tar_zstd REP
 bench_tar_pigz() {  # bench_tar_pigz REP
     local rep=$1 out="$WORK/tar-pigz.tar.gz" t0 t1 rss=""
     rm -f "$out"
+    settle
     t0=$(now)
     if ((HAVE_TIME)); then
         /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf - -C "$CORPUS_PARENT" "$CORPUS_NAME" |
@@ -273,6 +280,7 @@ bench_tar_pigz() {  # bench_tar_pigz REP
 bench_tar_plain() {  # bench_tar_plain REP: the copy limit for --compression none
     local rep=$1 out="$WORK/tar.tar" t0 t1 rss=""
     rm -f "$out"
+    settle
     t0=$(now)
     if ((HAVE_TIME)); then
         /usr/bin/time -f %M -o "$WORK/rss.tar" tar -cf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
@@ -288,6 +296,7 @@ bench_tar_plain() {  # bench_tar_plain REP: the copy limit for --compression non
 bench_tar_synced() {  # bench_tar_synced REP: tar -cf made durable, as backupd makes archives
     local rep=$1 out="$WORK/tar-synced.tar" t0 t1
     rm -f "$out"
+    settle
     t0=$(now)
     tar -cf "$out" -C "$CORPUS_PARENT" "$CORPUS_NAME"
     sync "$out"    # fsync of the file (coreutils >= 8.24)
@@ -299,6 +308,7 @@ bench_tar_synced() {  # bench_tar_synced REP: tar -cf made durable, as backupd m
 timed() {  # timed METHOD REP SIZE COMMAND...: records the wall time of COMMAND
     local method=$1 rep=$2 size=$3 t0 t1
     shift 3
+    settle
     t0=$(now)
     "$@" >/dev/null || die "$method (repeat $rep) failed"
     t1=$(now)
@@ -324,6 +334,7 @@ bench_restic() {  # bench_restic REP: first full backup into a fresh repository
     local rep=$1 repo="$WORK/restic-repo" t0 t1
     rm -rf "$repo"
     RESTIC_PASSWORD=bench restic init --repo "$repo" -q >/dev/null
+    settle
     t0=$(now)
     RESTIC_PASSWORD=bench restic backup --repo "$repo" -q "$CORPUS" >/dev/null ||
         die "restic backup (repeat $rep) failed"
@@ -336,6 +347,7 @@ bench_borg() {  # bench_borg REP: first full backup into a fresh, unencrypted re
     local rep=$1 repo="$WORK/borg-repo" t0 t1
     rm -rf "$repo"
     BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes borg init -e none "$repo" >/dev/null
+    settle
     t0=$(now)
     BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes borg create -C zstd,3 "$repo::first" \
         "$CORPUS" >/dev/null || die "borg create (repeat $rep) failed"
@@ -370,6 +382,7 @@ PY
 bench_tar_gzip_of() {  # bench_tar_gzip_of METHOD REP DIR
     local method=$1 rep=$2 dir=$3 out="$WORK/tar-of.tar.gz" t0 t1
     rm -f "$out"
+    settle
     t0=$(now)
     tar -czf "$out" -C "$(dirname "$dir")" "$(basename "$dir")"
     t1=$(now)
@@ -380,6 +393,7 @@ bench_tar_gzip_of() {  # bench_tar_gzip_of METHOD REP DIR
 bench_tar_zstd_of() {  # bench_tar_zstd_of METHOD REP DIR
     local method=$1 rep=$2 dir=$3 out="$WORK/tar-of.tar.zst" t0 t1
     rm -f "$out"
+    settle
     t0=$(now)
     tar -cf - -C "$(dirname "$dir")" "$(basename "$dir")" | zstd "-$ZSTD_LEVEL" -T0 -q -o "$out"
     t1=$(now)

@@ -382,6 +382,29 @@ fn existing_archive_is_never_overwritten() {
     assert_eq!(dir_names(&dest), ["docs_20250102_030405.tar.gz"]);
 }
 
+#[test]
+fn an_error_in_a_compression_worker_fails_the_run_and_publishes_nothing() {
+    use crate::format::parallel_gzip::{BLOCK_SIZE, WORKER_FAULT_MARKER};
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    // Whole copies of the marker in the third block and later: the first ones are written.
+    let mut poisoned = vec![b'x'; 2 * BLOCK_SIZE];
+    poisoned.extend(WORKER_FAULT_MARKER.repeat(BLOCK_SIZE / WORKER_FAULT_MARKER.len() + 1));
+    fs::write(src.join("zz-poisoned"), poisoned).unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let err = run(&job(&src, &dest, Compression::default(), &[])).unwrap_err();
+    assert!(matches!(err, EngineError::Write { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("deflate failed in a worker"),
+        "{err}"
+    );
+    assert!(
+        dir_names(&dest).is_empty(),
+        "no partial, no archive, no manifest"
+    );
+}
+
 /// Cancels a backup of an 8 GiB sparse file (seconds of reading and compressing, no disk)
 /// at its first progress report.
 fn cancel_mid_stream(compression: Compression) {

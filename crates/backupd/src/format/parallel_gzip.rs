@@ -84,7 +84,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             in_flight: VecDeque::new(),
             wrote_member: false,
             failed: false,
-            compress: gzip_member,
+            compress: WORKER_COMPRESS,
         }
     }
 
@@ -245,6 +245,28 @@ fn gzip_member(compressor: &mut Compressor, data: &[u8]) -> io::Result<Vec<u8>> 
         .map_err(io::Error::other)?;
     member.truncate(len);
     Ok(member)
+}
+
+/// In this crate's tests, a block that holds it fails in its worker thread, so that a test can
+/// follow a worker's error through a whole backup run.
+#[cfg(test)]
+pub const WORKER_FAULT_MARKER: &[u8] = b"<backupd test: fail this block in its worker>";
+
+/// What workers do: [`gzip_member`]; in tests, a block holding [`WORKER_FAULT_MARKER`] fails.
+#[cfg(not(test))]
+const WORKER_COMPRESS: CompressBlock = gzip_member;
+#[cfg(test)]
+const WORKER_COMPRESS: CompressBlock = failing_on_the_marker;
+
+#[cfg(test)]
+fn failing_on_the_marker(compressor: &mut Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
+    if data
+        .windows(WORKER_FAULT_MARKER.len())
+        .any(|window| window == WORKER_FAULT_MARKER)
+    {
+        return Err(io::Error::other("deflate failed in a worker (test fault)"));
+    }
+    gzip_member(compressor, data)
 }
 
 /// The worker threads and the queue that feeds them.

@@ -42,7 +42,7 @@ use crate::format::{
 };
 use archive::{Protected, TreeWriter};
 use command_source::Route;
-use hashing_writer::HashingWriter;
+pub use hashing_writer::HashingWriter;
 use progress::Meter;
 
 /// Everything one backup needs to know.

@@ -295,15 +295,16 @@ bench_tar_pigz() {  # bench_tar_pigz REP
 }
 
 bench_hash_cost() {  # bench_hash_cost REP: the none case's writes with and without SHA-256
-    local rep=$1 out="$WORK/hash-cost.tar" mode method secs
+    local rep=$1 out="$WORK/hash-cost" mode method secs
     for mode in hashed plain; do
         [[ $mode == hashed ]] && method=$M_HSH || method=$M_HPL
+        rm -rf "$out"; mkdir -p "$out"
         settle
         # The program times itself: its figure leaves out its own start.
         secs=$("$HASH_COST" "$mode" "$CORPUS" "$out" 2>/dev/null) ||
             die "hash_cost $mode (repeat $rep) failed"
-        record "$method" "$rep" "$secs" "$(file_size "$out")" "" ""
-        rm -f "$out"
+        record "$method" "$rep" "$secs" "$(file_size "$out"/*.tar)" "" ""
+        rm -rf "$out"
     done
 }
 

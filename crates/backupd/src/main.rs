@@ -334,7 +334,11 @@ async fn open_daemon(
     destinations.extend(config.defaults.destination.iter().map(PathBuf::from));
     for schedule in schedules.snapshot().await.schedules {
         // An `s3://…` destination is a remote: nothing local to clean.
-        let local = (schedule.options.destination.as_ref()).filter(|d| d.starts_with('/'));
+        let local = schedule
+            .options
+            .destination
+            .as_ref()
+            .filter(|d| d.starts_with('/'));
         destinations.extend(local.map(PathBuf::from));
     }
     for dir in &destinations {

@@ -1,8 +1,8 @@
 //! The archive format, the one room both the writer and the readers use: how archives and
 //! their manifests are named ([`naming`]), what a manifest records ([`manifest`]), and the
 //! codec layers between the tar stream and the stored bytes ([`codec`], with gzip compressed on
-//! every core by [`parallel_gzip`]), and the [`stored_segment`] a header rewritten in place
-//! goes in.
+//! every core by [`parallel_gzip`] and decoded ahead of a restore by [`read_ahead`]), and the
+//! [`stored_segment`] a header rewritten in place goes in.
 //!
 //! Encryption ([`encryption`], age) is the outermost layer: one more extension and the
 //! manifest's `encryption` and `recipients`.
@@ -12,6 +12,7 @@ pub mod encryption;
 pub mod manifest;
 pub mod naming;
 pub mod parallel_gzip;
+pub mod read_ahead;
 pub mod stored_segment;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
@@ -21,3 +22,4 @@ pub use encryption::{
 };
 pub use manifest::{CommandRecord, FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};
+pub use read_ahead::ReadAhead;

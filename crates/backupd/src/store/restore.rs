@@ -25,7 +25,7 @@ use super::error::StoreError;
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
-use crate::format::{Identities, Manifest};
+use crate::format::{Identities, Manifest, ReadAhead};
 
 /// What a restore wrote and what it refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,9 +154,14 @@ struct Archive<'a> {
 }
 
 impl Archive<'_> {
-    fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<impl io::Read + use<'_>>> {
-        open_tar_stream(self.destination, self.file, Some(manifest), self.identities)
-            .map(tar::Archive::new)
+    /// The tar stream, decoded on a thread of its own while the entries are written.
+    fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
+        let stream = open_tar_stream(self.destination, self.file, Some(manifest), self.identities)?;
+        let stream: Box<dyn Read + Send> = match ReadAhead::start(stream) {
+            Ok(ahead) => Box::new(ahead),
+            Err(stream) => Box::new(stream),
+        };
+        Ok(tar::Archive::new(stream))
     }
 }
 

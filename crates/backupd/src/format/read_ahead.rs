@@ -7,7 +7,7 @@
 //! the one before. At most [`CHUNKS`] buffers exist, reused rather than reallocated.
 
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SendError, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
 /// Bytes per buffer read ahead.
@@ -47,9 +47,9 @@ impl ReadAhead {
         let Ok(thread) = spawned else {
             return Err(inner);
         };
-        hand_over
-            .send(inner)
-            .expect("the thread waits for its reader");
+        if let Err(SendError(inner)) = hand_over.send(inner) {
+            return Err(inner);
+        }
         Ok(ReadAhead {
             filled,
             consumed,

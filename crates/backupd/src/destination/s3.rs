@@ -190,8 +190,25 @@ fn to_io(remote: &str, error: object_store::Error) -> io::Error {
         | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, format!("remote {remote}: {error}"))
+    let message = error.to_string();
+    // object_store says only which request failed; the user needs to know why it was made.
+    let hint = if IMDS_PATHS.iter().any(|path| message.contains(path)) {
+        NO_CREDENTIALS
+    } else {
+        ""
+    };
+    io::Error::new(kind, format!("remote {remote}: {message}{hint}"))
 }
+
+/// The instance metadata service's paths for a token and for a role's credentials.
+const IMDS_PATHS: [&str; 2] = [
+    "/latest/api/token",
+    "/latest/meta-data/iam/security-credentials",
+];
+
+const NO_CREDENTIALS: &str = " (no credentials were given: neither AWS_ACCESS_KEY_ID and \
+    AWS_SECRET_ACCESS_KEY in backupd's environment nor a credentials_file for the remote, so \
+    they were asked of the EC2 instance metadata service, which gave none)";
 
 /// A stable number for an ETag, to stand in `FileIdentity::ino`.
 fn etag_hash(etag: Option<&str>) -> u64 {
@@ -603,6 +620,7 @@ impl Drop for MultipartArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::CredentialSource;
     use crate::remote::store::build;
     use crate::remote::test_server::{SECRET_KEY, TestServer};
 
@@ -729,5 +747,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains(wrong), "{err}");
+    }
+
+    #[test]
+    fn without_credentials_a_failed_instance_metadata_lookup_says_none_were_given() {
+        let server = TestServer::start();
+        let runtime = runtime();
+        // A port nothing listens on, as on a machine that is not an EC2 instance.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let metadata = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut remote = server.remote("host/a", SECRET_KEY);
+        remote.credentials = None;
+        remote.source = CredentialSource::InstanceMetadata {
+            endpoint: Some(metadata.clone()),
+        };
+        remote.config.retries = 0;
+        let prefix = S3Prefix::new(
+            build(&remote).unwrap(),
+            remote.config,
+            runtime.handle().clone(),
+        );
+        let err = prefix.files().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{metadata}/latest/api/token")),
+            "the metadata endpoint given is the one asked: {err}"
+        );
+        assert!(err.contains(NO_CREDENTIALS), "{err}");
+
+        // Any other failure is told as it is.
+        let with_keys = prefix_on(&server, &runtime, "wrong-secret-0b5e");
+        let err = with_keys.files().unwrap_err().to_string();
+        assert!(!err.contains(NO_CREDENTIALS), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! A remote's credentials: the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`), else the credentials file the remote names (the `~/.aws/credentials`
-//! format, one profile), else none, and object_store asks the instance metadata.
+//! format, one profile), else none, and object_store asks the instance metadata service
+//! (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, or its usual address).
 //!
 //! The file is trusted like the daemon's own: opened without following a symlink, a regular
 //! file owned by root or the daemon's user that neither group nor others may write. Secrets
@@ -56,7 +57,8 @@ pub fn resolve(
         ));
     }
     let Some(path) = &remote.credentials_file else {
-        return Ok((CredentialSource::InstanceMetadata, None));
+        let endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+        return Ok((CredentialSource::InstanceMetadata { endpoint }, None));
     };
     let profile = remote.profile.clone().unwrap_or_else(|| "default".into());
     let fail = |reason: String| RemoteError::Credentials {

@@ -148,8 +148,9 @@ pub enum CredentialSource {
     Environment,
     /// A credentials file and profile.
     File { path: PathBuf, profile: String },
-    /// Nothing given: object_store asks the instance metadata service.
-    InstanceMetadata,
+    /// Nothing given: object_store asks the instance metadata service, at
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT` if set (as the AWS SDKs do), else 169.254.169.254.
+    InstanceMetadata { endpoint: Option<String> },
 }
 
 /// A remote ready to build a client for: its settings and its credentials.

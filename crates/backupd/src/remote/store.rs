@@ -9,7 +9,7 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
 
-use super::{MAX_PART_SIZE, RemoteError, ResolvedRemote};
+use super::{CredentialSource, MAX_PART_SIZE, RemoteError, ResolvedRemote};
 
 /// Parts after which the part size doubles; S3 allows 10,000 parts per upload.
 const PARTS_PER_SIZE: usize = 1_000;
@@ -61,6 +61,12 @@ pub fn build(remote: &ResolvedRemote) -> Result<Arc<AmazonS3>, RemoteError> {
     }
     if config.checksums {
         builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
+    if let CredentialSource::InstanceMetadata {
+        endpoint: Some(endpoint),
+    } = &remote.source
+    {
+        builder = builder.with_metadata_endpoint(endpoint);
     }
     if let Some(credentials) = &remote.credentials {
         builder = builder

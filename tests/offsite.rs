@@ -380,6 +380,34 @@ fn a_wrong_secret_names_the_remote_and_never_shows_a_secret() {
 }
 
 #[test]
+fn without_credentials_a_failed_upload_says_none_were_given() {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    t.append_config(&server.remote_table("off", "host", ""));
+    source(&t, "tree", 10_000);
+    // Not an EC2 instance: nothing answers where the instance metadata would.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metadata = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let _daemon =
+        t.start_daemon_with_env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), metadata.clone())]);
+
+    let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
+    assert_eq!(out.code(), 5, "{} {}", out.stdout(), out.stderr());
+    let text = format!("{}{}", out.stdout(), out.stderr());
+    assert!(text.contains("Offsite upload to off failed"), "{text}");
+    assert!(
+        text.contains(&format!("{metadata}/latest/api/token")),
+        "{text}"
+    );
+    assert!(
+        text.contains("no credentials were given: neither AWS_ACCESS_KEY_ID"),
+        "{text}"
+    );
+    assert!(server.objects("host").is_empty());
+}
+
+#[test]
 fn a_credentials_file_with_a_profile_works_and_is_refused_when_others_may_write_it() {
     let server = S3Server::start();
     let t = TestHome::new();

@@ -268,6 +268,7 @@ impl TestHome {
             "AWS_ALLOW_HTTP",
             "AWS_REGION",
             "AWS_DEFAULT_REGION",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
         ] {
             command.env_remove(key);
         }

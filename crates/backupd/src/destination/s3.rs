@@ -181,6 +181,15 @@ impl S3Prefix {
 /// An object_store error as an `io::Error` naming the remote; the kinds the destination
 /// contract relies on (`NotFound`, `AlreadyExists`) are kept.
 fn to_io(remote: &str, error: object_store::Error) -> io::Error {
+    let message = error.to_string();
+    if IMDS_PATHS.iter().any(|path| message.contains(path)) {
+        // object_store says only which request failed; the user needs to know why it was
+        // made. No credentials is no permission: another attempt would meet it again.
+        return io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("remote {remote}: {message}{NO_CREDENTIALS}"),
+        );
+    }
     let kind = match &error {
         object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
@@ -190,14 +199,7 @@ fn to_io(remote: &str, error: object_store::Error) -> io::Error {
         | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
-    let message = error.to_string();
-    // object_store says only which request failed; the user needs to know why it was made.
-    let hint = if IMDS_PATHS.iter().any(|path| message.contains(path)) {
-        NO_CREDENTIALS
-    } else {
-        ""
-    };
-    io::Error::new(kind, format!("remote {remote}: {message}{hint}"))
+    io::Error::new(kind, format!("remote {remote}: {message}"))
 }
 
 /// The instance metadata service's paths for a token and for a role's credentials.
@@ -768,7 +770,13 @@ mod tests {
             remote.config,
             runtime.handle().clone(),
         );
-        let err = prefix.files().unwrap_err().to_string();
+        let err = prefix.files().unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::PermissionDenied,
+            "not worth retrying"
+        );
+        let err = err.to_string();
         assert!(
             err.contains(&format!("{metadata}/latest/api/token")),
             "the metadata endpoint given is the one asked: {err}"

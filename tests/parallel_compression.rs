@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Client, PATIENCE, TestHome, snapshot, wait_for};
+use common::{Client, PATIENCE, TestHome, snapshot, threads_of, wait_for};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -175,18 +175,6 @@ fn a_multi_block_gzip_archive_is_standard_gzip_in_several_members() {
     let listed = t.ctl(&["ls", archive.to_str().unwrap()]).ok();
     assert!(listed.contains("mixed/small/deeper/empty"), "{listed}");
     assert!(listed.contains("mixed/random.bin"), "{listed}");
-}
-
-/// Threads of process `pid` whose name starts with `prefix`.
-fn threads_of(pid: u32, prefix: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-                .filter(|comm| comm.starts_with(prefix))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// Starts job 1, a run of a source that never ends into `<work>/dest`, over the raw socket.

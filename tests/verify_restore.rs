@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{TestHome, far_time, sha256sum, snapshot};
+use common::{PATIENCE, TestHome, far_time, sha256sum, snapshot, threads_of, wait_for};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -936,7 +936,7 @@ fn ls_lists_an_archive_or_one_path_in_it_as_text_and_json() {
 fn a_restore_that_fails_midway_removes_what_it_wrote_and_says_so() {
     let t = TestHome::new();
     random_source(&t, "src", 400_000);
-    let _daemon = t.start_daemon();
+    let daemon = t.start_daemon();
     let archive = backup(&t, &["--sources", "src"]);
     // Cut inside the file's data, with a manifest that vouches for the cut bytes.
     truncate_with_matching_manifest(&archive);
@@ -958,4 +958,8 @@ fn a_restore_that_fails_midway_removes_what_it_wrote_and_says_so() {
         !t.work().join("new").exists(),
         "the folders it made are gone too"
     );
+    // The archive was decoded on a thread of its own, whose error this was: it has ended.
+    wait_for(PATIENCE, "the read-ahead thread gone", || {
+        (threads_of(daemon.pid(), "read-ahead") == 0).then_some(())
+    });
 }

@@ -476,6 +476,18 @@ pub fn stopped_with_a_schedule_elsewhere(t: &TestHome) -> PathBuf {
     elsewhere
 }
 
+/// Threads of process `pid` whose name starts with `prefix`.
+pub fn threads_of(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `check` until it returns `Some`, for at most `limit`.
 #[track_caller]
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {

@@ -209,15 +209,23 @@ fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
         let read = jobs["data"]["jobs"].get(0)?["bytes_in"].as_u64()?;
         (read > 0 && threads_of(daemon.pid(), "gzip-") > 0).then_some(())
     });
+    // The archive being written syncs to disk in the background.
+    assert_eq!(threads_of(daemon.pid(), "archive-sync"), 1);
 
     cancel_and_expect_nothing_left(&t, &mut client, &dest);
     // Dropping the encoder joins its workers: none outlives the run.
     assert_eq!(threads_of(daemon.pid(), "gzip-"), 0);
+    // The abandoned archive's sync thread is not joined, but it ends too.
+    wait_for(PATIENCE, "the archive's sync thread to end", || {
+        (threads_of(daemon.pid(), "archive-sync") == 0).then_some(())
+    });
 
     // The daemon goes on: the next gzip run of a real source is whole.
     let mixed = mixed_source(&t, "mixed");
     let archive = backup(&t, &mixed, "gzip");
     run_ok(Command::new("gzip").arg("-t").arg(&archive));
+    // Publishing joins the sync thread: a finished run leaves none.
+    assert_eq!(threads_of(daemon.pid(), "archive-sync"), 0);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What the archive's SHA-256 costs a `--compression none` backup, for `bench/run.sh`. Writes a
 //! tar of DIR into OUT_DIR through the daemon's own write path for an uncompressed archive —
 //! one thread walks, reads and writes through the `tar` crate into a `LocalFolder`'s partial
-//! file (early writeback), which is then published (fsync, rename, folder fsync) — either
+//! file (synced in the background as it grows), which is then published (fsync, rename, folder fsync) — either
 //! through the daemon's `HashingWriter` (1 MiB writes, SHA-256 on its own thread) or through a
 //! plain buffer of the same size. Prints the seconds it took.
 //!

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
 
-use super::writeback::EarlyWriteback;
+use super::background_sync::SyncedFile;
 use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
 use crate::format::naming::{is_partial_archive, partial_name};
 use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
@@ -181,7 +181,7 @@ fn identity_at(dir: &std::os::fd::OwnedFd, file: &str) -> io::Result<FileIdentit
 struct PartialFile {
     partial: PathBuf,
     target: PathBuf,
-    file: BufWriter<EarlyWriteback>,
+    file: BufWriter<SyncedFile>,
     id: Option<(u64, u64)>,
     armed: bool,
 }
@@ -205,7 +205,7 @@ impl PartialFile {
         Ok(Self {
             partial,
             target: target.to_owned(),
-            file: BufWriter::with_capacity(FILE_BUFFER, EarlyWriteback::new(file)),
+            file: BufWriter::with_capacity(FILE_BUFFER, SyncedFile::new(file)),
             id,
             armed: true,
         })
@@ -248,8 +248,9 @@ impl PendingArchive for PartialFile {
 
     fn publish(mut self: Box<Self>, written: u64) -> Result<PathBuf, PublishError> {
         self.file.flush().map_err(|e| self.write_error(e))?;
+        let synced = self.file.get_mut().sync_all();
+        synced.map_err(|e| self.write_error(e))?;
         let file = self.file.get_ref().get_ref();
-        file.sync_all().map_err(|e| self.write_error(e))?;
         // The original backup script's validation, on what reached the disk: the archive is
         // there, not empty, and as long as what was hashed.
         let on_disk = file.metadata().map_err(|e| self.write_error(e))?.len();

@@ -5,9 +5,9 @@
 //!
 //! Synchronous: callers run it on blocking threads, as they do the engine and the store.
 
+mod background_sync;
 mod local;
 mod s3;
-mod writeback;
 
 pub use local::LocalFolder;
 pub use s3::S3Prefix;

@@ -1,0 +1,281 @@
+//! Background sync: an archive reaches stable storage while it is still being written, instead
+//! of all at once in the `fsync` before it is published.
+//!
+//! Every [`STEP`] bytes, a thread of the archive's own calls `fdatasync` on it; the writer
+//! never waits for it. Syncs do not queue up: one asked for while another runs happens once
+//! that one ends, and covers everything written by then. The disk, its volatile cache
+//! included, then works beside the compressor, and the final `fsync` finds little left.
+//! Handing the pages to the kernel's writeback alone (`posix_fadvise`) is not enough: the
+//! disk's cache flush still waits for the end, and on a virtual disk that flush is most of
+//! the cost (bench/README, "Background sync").
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+/// Bytes between two background syncs: large enough that a slow disk is not asked to flush
+/// its cache many times a second, small enough that the end finds little left.
+pub const STEP: u64 = 8 << 20;
+
+/// A file being written whose data is synced in the background every [`STEP`] bytes.
+#[derive(Debug)]
+pub struct SyncedFile {
+    file: File,
+    written: u64,
+    requested: u64,
+    /// `None` when no thread could be started: the final sync then does all the work.
+    syncer: Option<Syncer>,
+}
+
+#[derive(Debug)]
+struct Syncer {
+    shared: Arc<Shared>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requested: bool,
+    closed: bool,
+    /// Syncs completed, for the tests to see the thread at work.
+    completed: u64,
+    /// Kept, not retried: the kernel reports a failed writeback to one `fsync` only, so this
+    /// may be the only report of it the archive gets.
+    failed: Option<io::Error>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics with the lock held; if it did, the state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SyncedFile {
+    pub fn new(file: File) -> Self {
+        let syncer = file.try_clone().ok().and_then(Syncer::start);
+        SyncedFile {
+            file,
+            written: 0,
+            requested: 0,
+            syncer,
+        }
+    }
+
+    pub fn get_ref(&self) -> &File {
+        &self.file
+    }
+
+    /// Waits for the background syncs to end, then syncs the file and its metadata: `Ok`
+    /// means every byte written is on stable storage.
+    pub fn sync_all(&mut self) -> io::Result<()> {
+        if let Some(syncer) = self.syncer.take() {
+            syncer.stop()?;
+        }
+        self.file.sync_all()
+    }
+
+    /// Fails once a background sync has failed; asks for the next one every [`STEP`] bytes.
+    fn check_and_request(&mut self) -> io::Result<()> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(());
+        };
+        let mut state = syncer.shared.lock();
+        if let Some(e) = &state.failed {
+            return Err(reported(e));
+        }
+        if self.written - self.requested >= STEP {
+            self.requested = self.written;
+            state.requested = true;
+            syncer.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Write for SyncedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Before writing, so that a failed sync stops the archive before more of it.
+        self.check_and_request()?;
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for SyncedFile {
+    fn drop(&mut self) {
+        // Not joined: an abandoned archive need not wait for its last sync.
+        if let Some(syncer) = &self.syncer {
+            syncer.shared.lock().closed = true;
+            syncer.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Syncer {
+    fn start(file: File) -> Option<Syncer> {
+        let shared = Arc::new(Shared::default());
+        let for_thread = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("archive-sync".to_owned())
+            .spawn(move || sync_when_asked(&file, &for_thread))
+            .ok()?;
+        Some(Syncer { shared, thread })
+    }
+
+    /// Ends the thread after the sync it is running, and returns the first failure.
+    fn stop(self) -> io::Result<()> {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        if self.thread.join().is_err() {
+            return Err(io::Error::other("the archive's sync thread panicked"));
+        }
+        match &self.shared.lock().failed {
+            Some(e) => Err(reported(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn sync_when_asked(file: &File, shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        while !state.requested && !state.closed {
+            state = shared
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.closed {
+            return;
+        }
+        state.requested = false;
+        drop(state);
+        let synced = file.sync_data();
+        state = shared.lock();
+        match synced {
+            Ok(()) => state.completed += 1,
+            Err(e) => {
+                state.failed = Some(e);
+                return;
+            }
+        }
+    }
+}
+
+/// The kept failure, for one more caller (`io::Error` is not `Clone`).
+fn reported(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("syncing to disk: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    /// Generous: a sync of a few MiB on a loaded CI machine.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn shared_of(file: &SyncedFile) -> Arc<Shared> {
+        Arc::clone(&file.syncer.as_ref().expect("a sync thread").shared)
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn every_byte_arrives_in_order_and_is_synced_on_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut out = SyncedFile::new(File::create(&path).unwrap());
+        let shared = shared_of(&out);
+        let chunk: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut expected = Vec::new();
+        while expected.len() < 3 * STEP as usize {
+            out.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        wait_until("a background sync completed", || {
+            shared.lock().completed > 0
+        });
+        out.sync_all().unwrap();
+        assert_eq!(Arc::strong_count(&shared), 1, "sync_all joins the thread");
+        drop(out);
+        let mut back = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut back).unwrap();
+        assert!(back == expected);
+    }
+
+    /// A pipe cannot be synced (`EINVAL`): a real failure of `fdatasync`.
+    fn synced_pipe() -> (SyncedFile, std::thread::JoinHandle<u64>) {
+        let (mut reader, writer) = io::pipe().unwrap();
+        let drain = std::thread::spawn(move || io::copy(&mut reader, &mut io::sink()).unwrap());
+        let file = File::from(std::os::fd::OwnedFd::from(writer));
+        (SyncedFile::new(file), drain)
+    }
+
+    #[test]
+    fn a_failed_background_sync_fails_the_final_sync() {
+        let (mut out, drain) = synced_pipe();
+        let shared = shared_of(&out);
+        out.write_all(&vec![7; STEP as usize]).unwrap();
+        out.write_all(&[7]).unwrap();
+        wait_until("the background sync failed", || {
+            shared.lock().failed.is_some()
+        });
+        // The kernel would report a failed writeback to one fsync only: the background one.
+        // The final sync must not pass for a success.
+        let err = out.sync_all().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("syncing to disk"), "{err}");
+        drop(out);
+        drain.join().unwrap();
+    }
+
+    #[test]
+    fn a_failed_background_sync_stops_the_writing() {
+        let (mut out, drain) = synced_pipe();
+        let shared = shared_of(&out);
+        out.write_all(&vec![7; STEP as usize]).unwrap();
+        out.write_all(&[7]).unwrap();
+        wait_until("the background sync failed", || {
+            shared.lock().failed.is_some()
+        });
+        let err = out.write_all(&[7]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        drop(out);
+        drain.join().unwrap();
+    }
+
+    #[test]
+    fn dropped_unsynced_its_thread_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = SyncedFile::new(File::create(dir.path().join("out")).unwrap());
+        let shared = shared_of(&out);
+        out.write_all(&vec![1; STEP as usize]).unwrap();
+        out.write_all(&[1]).unwrap();
+        drop(out);
+        wait_until("the thread let go of its state", || {
+            Arc::strong_count(&shared) == 1
+        });
+        assert!(shared.lock().failed.is_none());
+    }
+}

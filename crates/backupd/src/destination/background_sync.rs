@@ -23,7 +23,8 @@ pub const STEP: u64 = 8 << 20;
 pub struct SyncedFile {
     file: File,
     written: u64,
-    requested: u64,
+    /// `written` when the last sync was asked for.
+    requested_at: u64,
     /// `None` when no thread could be started: the final sync then does all the work.
     syncer: Option<Syncer>,
 }
@@ -64,7 +65,7 @@ impl SyncedFile {
         SyncedFile {
             file,
             written: 0,
-            requested: 0,
+            requested_at: 0,
             syncer,
         }
     }
@@ -91,8 +92,8 @@ impl SyncedFile {
         if let Some(e) = &state.failed {
             return Err(reported(e));
         }
-        if self.written - self.requested >= STEP {
-            self.requested = self.written;
+        if self.written - self.requested_at >= STEP {
+            self.requested_at = self.written;
             state.requested = true;
             syncer.shared.wake.notify_one();
         }

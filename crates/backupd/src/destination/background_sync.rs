@@ -74,13 +74,20 @@ impl SyncedFile {
         &self.file
     }
 
-    /// Waits for the background syncs to end, then syncs the file and its metadata: `Ok`
+    /// Syncs the file and its metadata, and waits for the background syncs to end: `Ok`
     /// means every byte written is on stable storage.
     pub fn sync_all(&mut self) -> io::Result<()> {
-        if let Some(syncer) = self.syncer.take() {
-            syncer.stop()?;
+        let syncer = self.syncer.take();
+        if let Some(syncer) = &syncer {
+            syncer.close();
         }
-        self.file.sync_all()
+        // Beside the background sync still running, not after it: the last bytes go to the
+        // disk while it waits for the disk's cache flush.
+        let synced = self.file.sync_all();
+        if let Some(syncer) = syncer {
+            syncer.join()?;
+        }
+        synced
     }
 
     /// Fails once a background sync has failed; asks for the next one every [`STEP`] bytes.
@@ -119,8 +126,7 @@ impl Drop for SyncedFile {
     fn drop(&mut self) {
         // Not joined: an abandoned archive need not wait for its last sync.
         if let Some(syncer) = &self.syncer {
-            syncer.shared.lock().closed = true;
-            syncer.shared.wake.notify_one();
+            syncer.close();
         }
     }
 }
@@ -136,10 +142,14 @@ impl Syncer {
         Some(Syncer { shared, thread })
     }
 
-    /// Ends the thread after the sync it is running, and returns the first failure.
-    fn stop(self) -> io::Result<()> {
+    /// Ends the thread once the sync it is running, if any, has ended.
+    fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
+    }
+
+    /// Waits for the thread to end, and returns its failure if a sync failed.
+    fn join(self) -> io::Result<()> {
         if self.thread.join().is_err() {
             return Err(io::Error::other("the archive's sync thread panicked"));
         }

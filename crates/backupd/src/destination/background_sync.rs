@@ -235,23 +235,24 @@ mod tests {
         assert!(back == expected);
     }
 
-    /// A pipe cannot be synced (`EINVAL`): a real failure of `fdatasync`.
-    fn synced_pipe() -> (SyncedFile, std::thread::JoinHandle<u64>) {
+    /// A file whose background sync has failed, and the thread draining it: a pipe, which
+    /// cannot be synced (`EINVAL`), a real failure of `fdatasync`.
+    fn a_pipe_whose_sync_failed() -> (SyncedFile, std::thread::JoinHandle<u64>) {
         let (mut reader, writer) = io::pipe().unwrap();
         let drain = std::thread::spawn(move || io::copy(&mut reader, &mut io::sink()).unwrap());
-        let file = File::from(std::os::fd::OwnedFd::from(writer));
-        (SyncedFile::new(file), drain)
-    }
-
-    #[test]
-    fn a_failed_background_sync_fails_the_final_sync() {
-        let (mut out, drain) = synced_pipe();
+        let mut out = SyncedFile::new(File::from(std::os::fd::OwnedFd::from(writer)));
         let shared = shared_of(&out);
         out.write_all(&vec![7; STEP as usize]).unwrap();
         out.write_all(&[7]).unwrap();
         wait_until("the background sync failed", || {
             shared.lock().failed.is_some()
         });
+        (out, drain)
+    }
+
+    #[test]
+    fn a_failed_background_sync_fails_the_final_sync() {
+        let (mut out, drain) = a_pipe_whose_sync_failed();
         // The kernel would report a failed writeback to one fsync only: the background one.
         // The final sync must not pass for a success.
         let err = out.sync_all().unwrap_err();
@@ -263,13 +264,7 @@ mod tests {
 
     #[test]
     fn a_failed_background_sync_stops_the_writing() {
-        let (mut out, drain) = synced_pipe();
-        let shared = shared_of(&out);
-        out.write_all(&vec![7; STEP as usize]).unwrap();
-        out.write_all(&[7]).unwrap();
-        wait_until("the background sync failed", || {
-            shared.lock().failed.is_some()
-        });
+        let (mut out, drain) = a_pipe_whose_sync_failed();
         let err = out.write_all(&[7]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         drop(out);

@@ -4,8 +4,8 @@
 //! stored as written (not encrypted), the output streams straight in, with no copy anywhere:
 //! the header goes first, with size 0, as a [`StoredSegment`] the codec frames but does not
 //! compress; the output follows through the compressor; once the command has exited the
-//! header is rewritten in place with the real size, and the archive is hashed again from the
-//! file (see `run_backup`). Where written bytes cannot be rewritten (age authenticates every
+//! header is rewritten in place with the real size, and the archive is hashed from the file
+//! rather than on the way (see `run_backup`). Where written bytes cannot be rewritten (age authenticates every
 //! chunk; an `s3://` destination has uploaded them) the output is spilled to an unlinked
 //! temporary file (`O_TMPFILE`) first and appended with its size.
 //!
@@ -47,6 +47,23 @@ pub(crate) enum Route<'a> {
     Stream(Codec),
     /// Through a temporary file in this folder (or the system's temp folder).
     Spill(&'a Path),
+}
+
+/// How dumps reach `writer`'s archive: streamed where its bytes can be rewritten once
+/// written, else spilled into `spill_dir`. A streamed archive's digest is taken from the file
+/// once its headers are final (see `run_backup`), so none is taken on the way.
+pub(crate) fn route_for<'a>(
+    writer: &mut ArchiveWriter,
+    codec: Codec,
+    spill_dir: &'a Path,
+) -> Route<'a> {
+    if rewritable_file(writer).is_none() {
+        return Route::Spill(spill_dir);
+    }
+    if let Some(hashing) = writer.get_mut().ok().and_then(Sealer::plain_mut) {
+        hashing.count_only();
+    }
+    Route::Stream(codec)
 }
 
 /// The file the archive is written to, when its bytes can be rewritten once written.

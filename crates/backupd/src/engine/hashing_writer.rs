@@ -7,6 +7,8 @@
 //! on a thread of its own, a chunk behind the writes, so hashing overlaps copying instead of
 //! adding to it (it is most of the work of an uncompressed backup besides the copy). At most
 //! [`CHUNKS`] buffers exist; a small archive is hashed inline and starts no thread.
+//! An archive whose bytes are rewritten after being written only counts them
+//! ([`HashingWriter::count_only`]): its digest is taken from the file.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -36,6 +38,8 @@ pub struct HashingWriter<W> {
 enum Hasher {
     Inline(Sha256),
     Thread(HashThread),
+    /// Not hashed: the digest is taken elsewhere.
+    Off,
 }
 
 #[derive(Debug)]
@@ -122,15 +126,22 @@ impl<W: Write> HashingWriter<W> {
         Ok(&mut self.inner)
     }
 
+    /// From now on only counts the bytes, for a caller that takes the digest elsewhere
+    /// (from the file, once bytes written are rewritten); `finish` then gives none.
+    pub fn count_only(&mut self) {
+        self.hasher = Hasher::Off;
+    }
+
     /// Writes what is buffered, then returns the inner writer (not flushed), the lower-case
-    /// hex SHA-256 and the byte count.
-    pub fn finish(mut self) -> io::Result<(W, String, u64)> {
+    /// hex SHA-256 (`None` after [`Self::count_only`]) and the byte count.
+    pub fn finish(mut self) -> io::Result<(W, Option<String>, u64)> {
         self.write_buffer()?;
         let hasher = match self.hasher {
-            Hasher::Inline(hasher) => hasher,
-            Hasher::Thread(thread) => thread.finish()?,
+            Hasher::Inline(hasher) => Some(hasher),
+            Hasher::Thread(thread) => Some(thread.finish()?),
+            Hasher::Off => None,
         };
-        let hex = crate::format::hex(&hasher.finalize());
+        let hex = hasher.map(|hasher| crate::format::hex(&hasher.finalize()));
         Ok((self.inner, hex, self.written.load(Ordering::Relaxed)))
     }
 
@@ -158,6 +169,7 @@ impl<W: Write> HashingWriter<W> {
                 let chunk = std::mem::take(&mut self.buffer);
                 self.buffer = thread.hash(chunk)?;
             }
+            Hasher::Off => self.buffer.clear(),
         }
         Ok(())
     }
@@ -212,8 +224,8 @@ mod tests {
         assert_eq!(inner.0, b"hello world");
         assert_eq!(n, 11);
         assert_eq!(
-            hex,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+            hex.as_deref(),
+            Some("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
         );
     }
 
@@ -222,8 +234,8 @@ mod tests {
         let (_, hex, n) = HashingWriter::new(Vec::new()).finish().unwrap();
         assert_eq!(n, 0);
         assert_eq!(
-            hex,
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            hex.as_deref(),
+            Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         );
     }
 
@@ -244,7 +256,24 @@ mod tests {
         let (inner, hex, n) = w.finish().unwrap();
         assert_eq!(inner, data);
         assert_eq!(n, data.len() as u64);
-        assert_eq!(hex, crate::format::hex(&Sha256::digest(&data)));
+        assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&data))));
+    }
+
+    #[test]
+    fn counting_only_writes_and_counts_every_byte_and_hashes_none() {
+        let data: Vec<u8> = (0..(3 * CHUNK + 77) as u32).map(|i| i as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data[..10]).unwrap();
+        w.count_only();
+        w.write_all(&data[10..]).unwrap();
+        assert!(
+            matches!(w.hasher, Hasher::Off),
+            "no SHA-256 thread for a digest nobody takes"
+        );
+        let (inner, hex, n) = w.finish().unwrap();
+        assert_eq!(inner, data);
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(hex, None);
     }
 
     #[test]
@@ -259,7 +288,7 @@ mod tests {
         w.write_all(&[8; 10]).unwrap();
         let (inner, hex, n) = w.finish().unwrap();
         assert_eq!((inner.len(), n), (1010, 1010));
-        assert_eq!(hex, crate::format::hex(&Sha256::digest(&inner)));
+        assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&inner))));
     }
 
     /// Fails every write.

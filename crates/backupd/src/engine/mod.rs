@@ -151,12 +151,10 @@ pub fn run_backup(
     // The dumps first: a failing one ends the backup before the walk.
     let mut commands = Vec::with_capacity(job.commands.len());
     let spill_dir = destination.location();
-    let streamed =
-        !job.commands.is_empty() && command_source::rewritable_file(builder.get_mut()).is_some();
-    let route = if streamed {
-        Route::Stream(job.compression.codec())
-    } else {
+    let route = if job.commands.is_empty() {
         Route::Spill(&spill_dir)
+    } else {
+        command_source::route_for(builder.get_mut(), job.compression.codec(), &spill_dir)
     };
     for command in &job.commands {
         commands.push(command_source::append_command(
@@ -182,14 +180,15 @@ pub fn run_backup(
 
     let encoder = builder.into_inner().map_err(write_error)?;
     let sealer = encoder.finish().map_err(write_error)?;
-    let (mut pending, mut checksum, size_bytes) = sealer
+    let (mut pending, digest, size_bytes) = sealer
         .finish()
         .and_then(HashingWriter::finish)
         .map_err(write_error)?;
-    if streamed {
-        // Rewritten headers: the digest taken on the way out no longer matches the file.
-        checksum = rehash(pending.as_mut()).map_err(write_error)?;
-    }
+    let checksum = match digest {
+        Some(digest) => digest,
+        // A streamed dump's header was rewritten in place: the digest is the file's.
+        None => rehash(pending.as_mut()).map_err(write_error)?,
+    };
     let archive = publish(pending, size_bytes)?;
 
     let manifest = Manifest {

@@ -5,9 +5,9 @@
 //! the header goes first, with size 0, as a [`StoredSegment`] the codec frames but does not
 //! compress; the output follows through the compressor; once the command has exited the
 //! header is rewritten in place with the real size, and the archive is hashed from the file
-//! rather than on the way (see `run_backup`). Where written bytes cannot be rewritten (age authenticates every
-//! chunk; an `s3://` destination has uploaded them) the output is spilled to an unlinked
-//! temporary file (`O_TMPFILE`) first and appended with its size.
+//! rather than on the way (see `run_backup`). Where written bytes cannot be rewritten (age
+//! authenticates every chunk; an `s3://` destination has uploaded them) the output is spilled
+//! to an unlinked temporary file (`O_TMPFILE`) first and appended with its size.
 //!
 //! Either way a command that fails fails the run, so no archive with a truncated dump is ever
 //! published. The command runs without a shell, in a process group of its own that is killed

@@ -57,12 +57,17 @@ pub(crate) fn route_for<'a>(
     codec: Codec,
     spill_dir: &'a Path,
 ) -> Route<'a> {
-    if rewritable_file(writer).is_none() {
+    // One walk down the layers, so a streamed route always comes with `count_only`.
+    let Some(hashing) = writer.get_mut().ok().and_then(Sealer::plain_mut) else {
+        return Route::Spill(spill_dir);
+    };
+    let rewritable = hashing
+        .get_mut()
+        .is_ok_and(|pending| pending.written_file().is_some());
+    if !rewritable {
         return Route::Spill(spill_dir);
     }
-    if let Some(hashing) = writer.get_mut().ok().and_then(Sealer::plain_mut) {
-        hashing.count_only();
-    }
+    hashing.count_only();
     Route::Stream(codec)
 }
 

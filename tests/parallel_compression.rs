@@ -209,23 +209,15 @@ fn a_gzip_run_cancelled_mid_stream_stops_its_workers_and_leaves_nothing() {
         let read = jobs["data"]["jobs"].get(0)?["bytes_in"].as_u64()?;
         (read > 0 && threads_of(daemon.pid(), "gzip-") > 0).then_some(())
     });
-    // The archive being written syncs to disk in the background.
-    assert_eq!(threads_of(daemon.pid(), "archive-sync"), 1);
 
     cancel_and_expect_nothing_left(&t, &mut client, &dest);
     // Dropping the encoder joins its workers: none outlives the run.
     assert_eq!(threads_of(daemon.pid(), "gzip-"), 0);
-    // The abandoned archive's sync thread is not joined, but it ends too.
-    wait_for(PATIENCE, "the archive's sync thread to end", || {
-        (threads_of(daemon.pid(), "archive-sync") == 0).then_some(())
-    });
 
     // The daemon goes on: the next gzip run of a real source is whole.
     let mixed = mixed_source(&t, "mixed");
     let archive = backup(&t, &mixed, "gzip");
     run_ok(Command::new("gzip").arg("-t").arg(&archive));
-    // Publishing joins the sync thread: a finished run leaves none.
-    assert_eq!(threads_of(daemon.pid(), "archive-sync"), 0);
 }
 
 #[test]
@@ -347,25 +339,37 @@ fn the_checksum_of_a_large_archive_hashed_on_its_own_thread_is_sha256sum() {
 #[test]
 fn a_run_cancelled_while_hashing_on_its_own_thread_leaves_nothing_and_no_thread() {
     let t = TestHome::new();
-    // Uncompressed, so the archive passes the 1 MiB chunk at once and the hashing thread starts.
+    // Uncompressed, so the archive passes the 1 MiB chunk at once and the hashing thread
+    // starts, then 8 MiB and the thread that syncs it to disk in the background starts.
     let (daemon, mut client, dest) = start_endless_run(&t, "none");
-    wait_for(PATIENCE, "the SHA-256 thread at work", || {
-        (threads_of(daemon.pid(), "sha256") > 0).then_some(())
+    wait_for(PATIENCE, "the SHA-256 and the sync threads at work", || {
+        let hashing = threads_of(daemon.pid(), "sha256");
+        (hashing > 0 && threads_of(daemon.pid(), "archive-sync") > 0).then_some(())
     });
 
     cancel_and_expect_nothing_left(&t, &mut client, &dest);
-    // The thread hashes what was queued (at most four chunks) and ends.
-    wait_for(PATIENCE, "the SHA-256 thread gone", || {
-        (threads_of(daemon.pid(), "sha256") == 0).then_some(())
+    // The thread hashes what was queued (at most eight chunks) and ends; the abandoned
+    // archive's sync thread is not joined, but it ends too.
+    wait_for(PATIENCE, "the SHA-256 and the sync threads gone", || {
+        let hashing = threads_of(daemon.pid(), "sha256");
+        (hashing == 0 && threads_of(daemon.pid(), "archive-sync") == 0).then_some(())
     });
 
-    // The daemon goes on: the next run's checksum is right.
+    // The daemon goes on: the next runs' checksums are right.
     let mixed = mixed_source(&t, "mixed");
     let archive = backup(&t, &mixed, "none");
     assert_eq!(
         manifest_of(&archive)["checksum_sha256"],
         common::sha256sum(&archive)
     );
+    // Past 8 MiB, so synced in the background: publishing joins that thread.
+    let zeros = common::sparse_source(&t, "zeros", 24 << 20);
+    let archive = backup(&t, &zeros, "none");
+    assert_eq!(
+        manifest_of(&archive)["checksum_sha256"],
+        common::sha256sum(&archive)
+    );
+    assert_eq!(threads_of(daemon.pid(), "archive-sync"), 0);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! of all at once in the `fsync` before it is published.
 //!
 //! Every [`STEP`] bytes, a thread of the archive's own calls `fdatasync` on it; the writer
-//! never waits for it. Syncs do not queue up: one asked for while another runs happens once
+//! never waits for it. An archive smaller than [`STEP`] starts no thread. Syncs do not queue up: one asked for while another runs happens once
 //! that one ends, and covers everything written by then. The disk, its volatile cache
 //! included, then works beside the compressor, and the final `fsync` finds little left.
 //! Handing the pages to the kernel's writeback alone (`posix_fadvise`) is not enough: the
@@ -25,8 +25,16 @@ pub struct SyncedFile {
     written: u64,
     /// `written` when the last sync was asked for.
     requested_at: u64,
-    /// `None` when no thread could be started: the final sync then does all the work.
-    syncer: Option<Syncer>,
+    background: Background,
+}
+
+#[derive(Debug)]
+enum Background {
+    /// Started with the first sync asked for.
+    NotYet,
+    Running(Syncer),
+    /// No thread could be started, or it has been closed: the final sync does the work.
+    None,
 }
 
 #[derive(Debug)]
@@ -61,12 +69,11 @@ impl Shared {
 
 impl SyncedFile {
     pub fn new(file: File) -> Self {
-        let syncer = file.try_clone().ok().and_then(Syncer::start);
         SyncedFile {
             file,
             written: 0,
             requested_at: 0,
-            syncer,
+            background: Background::NotYet,
         }
     }
 
@@ -77,7 +84,10 @@ impl SyncedFile {
     /// Syncs the file and its metadata, and waits for the background syncs to end: `Ok`
     /// means every byte written is on stable storage.
     pub fn sync_all(&mut self) -> io::Result<()> {
-        let syncer = self.syncer.take();
+        let syncer = match std::mem::replace(&mut self.background, Background::None) {
+            Background::Running(syncer) => Some(syncer),
+            Background::NotYet | Background::None => None,
+        };
         if let Some(syncer) = &syncer {
             syncer.close();
         }
@@ -92,14 +102,21 @@ impl SyncedFile {
 
     /// Fails once a background sync has failed; asks for the next one every [`STEP`] bytes.
     fn check_and_request(&mut self) -> io::Result<()> {
-        let Some(syncer) = &self.syncer else {
+        let due = self.written - self.requested_at >= STEP;
+        if due && matches!(self.background, Background::NotYet) {
+            self.background = match self.file.try_clone().ok().and_then(Syncer::start) {
+                Some(syncer) => Background::Running(syncer),
+                None => Background::None,
+            };
+        }
+        let Background::Running(syncer) = &self.background else {
             return Ok(());
         };
         let mut state = syncer.shared.lock();
         if let Some(e) = &state.failed {
             return Err(reported(e));
         }
-        if self.written - self.requested_at >= STEP {
+        if due {
             self.requested_at = self.written;
             state.requested = true;
             syncer.shared.wake.notify_one();
@@ -125,7 +142,7 @@ impl Write for SyncedFile {
 impl Drop for SyncedFile {
     fn drop(&mut self) {
         // Not joined: an abandoned archive need not wait for its last sync.
-        if let Some(syncer) = &self.syncer {
+        if let Background::Running(syncer) = &self.background {
             syncer.close();
         }
     }
@@ -201,7 +218,10 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(30);
 
     fn shared_of(file: &SyncedFile) -> Arc<Shared> {
-        Arc::clone(&file.syncer.as_ref().expect("a sync thread").shared)
+        match &file.background {
+            Background::Running(syncer) => Arc::clone(&syncer.shared),
+            other => panic!("no sync thread running: {other:?}"),
+        }
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -213,17 +233,30 @@ mod tests {
     }
 
     #[test]
+    fn a_file_smaller_than_a_step_starts_no_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut out = SyncedFile::new(File::create(&path).unwrap());
+        out.write_all(&vec![3; STEP as usize]).unwrap();
+        out.flush().unwrap();
+        assert!(matches!(out.background, Background::NotYet), "{out:?}");
+        out.sync_all().unwrap();
+        drop(out);
+        assert_eq!(std::fs::read(&path).unwrap(), vec![3; STEP as usize]);
+    }
+
+    #[test]
     fn every_byte_arrives_in_order_and_is_synced_on_the_way() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
         let mut out = SyncedFile::new(File::create(&path).unwrap());
-        let shared = shared_of(&out);
         let chunk: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
         let mut expected = Vec::new();
         while expected.len() < 3 * STEP as usize {
             out.write_all(&chunk).unwrap();
             expected.extend_from_slice(&chunk);
         }
+        let shared = shared_of(&out);
         wait_until("a background sync completed", || {
             shared.lock().completed > 0
         });
@@ -241,9 +274,9 @@ mod tests {
         let (mut reader, writer) = io::pipe().unwrap();
         let drain = std::thread::spawn(move || io::copy(&mut reader, &mut io::sink()).unwrap());
         let mut out = SyncedFile::new(File::from(std::os::fd::OwnedFd::from(writer)));
-        let shared = shared_of(&out);
         out.write_all(&vec![7; STEP as usize]).unwrap();
         out.write_all(&[7]).unwrap();
+        let shared = shared_of(&out);
         wait_until("the background sync failed", || {
             shared.lock().failed.is_some()
         });
@@ -275,9 +308,9 @@ mod tests {
     fn dropped_unsynced_its_thread_ends() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = SyncedFile::new(File::create(dir.path().join("out")).unwrap());
-        let shared = shared_of(&out);
         out.write_all(&vec![1; STEP as usize]).unwrap();
         out.write_all(&[1]).unwrap();
+        let shared = shared_of(&out);
         drop(out);
         wait_until("the thread let go of its state", || {
             Arc::strong_count(&shared) == 1

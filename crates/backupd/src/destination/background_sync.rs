@@ -2,9 +2,10 @@
 //! of all at once in the `fsync` before it is published.
 //!
 //! Every [`STEP`] bytes, a thread of the archive's own calls `fdatasync` on it; the writer
-//! never waits for it. An archive smaller than [`STEP`] starts no thread. Syncs do not queue up: one asked for while another runs happens once
-//! that one ends, and covers everything written by then. The disk, its volatile cache
-//! included, then works beside the compressor, and the final `fsync` finds little left.
+//! never waits for it. An archive smaller than [`STEP`] starts no thread. Syncs do not queue
+//! up: one asked for while another runs happens once that one ends, and covers everything
+//! written by then. The disk, its volatile cache included, then works beside the compressor,
+//! and the final `fsync` finds little left.
 //! Handing the pages to the kernel's writeback alone (`posix_fadvise`) is not enough: the
 //! disk's cache flush still waits for the end, and on a virtual disk that flush is most of
 //! the cost (bench/README, "Background sync").

@@ -4,9 +4,9 @@
 //! the bytes stored, in the same pass, so the archive is never read back to be hashed.
 //!
 //! The bytes are gathered in [`CHUNK`]-sized buffers. Once an archive fills one, SHA-256 runs
-//! on a thread of its own, a chunk behind the writes, so hashing overlaps copying instead of
-//! adding to it (it is most of the work of an uncompressed backup besides the copy). At most
-//! [`CHUNKS`] buffers exist; a small archive is hashed inline and starts no thread.
+//! on a thread of its own, a few chunks behind the writes, so hashing overlaps copying instead
+//! of adding to it (it is most of the work of an uncompressed backup besides the copy). At
+//! most [`CHUNKS`] buffers exist; a small archive is hashed inline and starts no thread.
 //! An archive whose bytes are rewritten after being written only counts them
 //! ([`HashingWriter::count_only`]): its digest is taken from the file.
 

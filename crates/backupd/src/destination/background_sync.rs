@@ -35,7 +35,7 @@ enum Background {
     NotYet,
     Running(Syncer),
     /// No thread could be started, or it has been closed: the final sync does the work.
-    None,
+    Off,
 }
 
 #[derive(Debug)]
@@ -85,9 +85,9 @@ impl SyncedFile {
     /// Syncs the file and its metadata, and waits for the background syncs to end: `Ok`
     /// means every byte written is on stable storage.
     pub fn sync_all(&mut self) -> io::Result<()> {
-        let syncer = match std::mem::replace(&mut self.background, Background::None) {
+        let syncer = match std::mem::replace(&mut self.background, Background::Off) {
             Background::Running(syncer) => Some(syncer),
-            Background::NotYet | Background::None => None,
+            Background::NotYet | Background::Off => None,
         };
         if let Some(syncer) = &syncer {
             syncer.close();
@@ -107,7 +107,7 @@ impl SyncedFile {
         if due && matches!(self.background, Background::NotYet) {
             self.background = match self.file.try_clone().ok().and_then(Syncer::start) {
                 Some(syncer) => Background::Running(syncer),
-                None => Background::None,
+                None => Background::Off,
             };
         }
         let Background::Running(syncer) = &self.background else {

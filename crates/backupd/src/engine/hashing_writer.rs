@@ -23,7 +23,8 @@ pub const CHUNK: usize = 1 << 20;
 /// Buffers in existence at most: one being filled, the others being hashed or queued.
 /// The hashing thread waits its turn on a busy core a few milliseconds at a time; seven
 /// queued chunks cover that at the copy's speed, so the writer does not wait for it (with
-/// four it did, 6-29 ms per 330 MB archive on 2 cores: bench/README, "SHA-256").
+/// four it did, 6-29 ms per 330 MB archive on 2 cores: bench/README, "Where the SHA-256's
+/// time goes").
 const CHUNKS: usize = 8;
 
 #[derive(Debug)]

@@ -53,7 +53,8 @@ struct HashThread {
     hashed: Receiver<Vec<u8>>,
     /// Buffers allocated so far (at most [`CHUNKS`]).
     allocated: usize,
-    thread: JoinHandle<Sha256>,
+    /// Joined by `finish`, or on drop, so no thread outlives its archive.
+    thread: Option<JoinHandle<Sha256>>,
 }
 
 impl HashThread {
@@ -77,7 +78,7 @@ impl HashThread {
             chunks,
             hashed,
             allocated: 1,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -97,9 +98,26 @@ impl HashThread {
         Ok(next)
     }
 
-    fn finish(self) -> io::Result<Sha256> {
-        drop(self.chunks);
-        self.thread.join().map_err(|_| hash_thread_stopped())
+    fn finish(mut self) -> io::Result<Sha256> {
+        match self.join() {
+            Some(Ok(hasher)) => Ok(hasher),
+            _ => Err(hash_thread_stopped()),
+        }
+    }
+
+    /// Closes the queue and waits for the thread to end; `None` if it was joined before.
+    fn join(&mut self) -> Option<std::thread::Result<Sha256>> {
+        let thread = self.thread.take()?;
+        // Dropping the only sender ends the thread's loop once the queue is empty.
+        drop(std::mem::replace(&mut self.chunks, sync_channel(0).0));
+        Some(thread.join())
+    }
+}
+
+impl Drop for HashThread {
+    fn drop(&mut self) {
+        // A failed or cancelled run waits for at most CHUNKS - 1 queued chunks (a few ms).
+        let _ = self.join();
     }
 }
 
@@ -201,6 +219,8 @@ impl<W: Write> Write for HashingWriter<W> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc::TryRecvError;
+
     use super::*;
 
     /// Accepts at most 3 bytes per call, to exercise short writes.
@@ -293,6 +313,27 @@ mod tests {
         let (inner, hex, n) = w.finish().unwrap();
         assert_eq!((inner.len(), n), (1010, 1010));
         assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&inner))));
+    }
+
+    #[test]
+    fn an_archive_dropped_unfinished_ends_its_hashing_thread() {
+        // A sink, so that only the hashing takes time.
+        let mut w = HashingWriter::new(io::sink());
+        // All buffers in use: chunks are still queued when it is dropped.
+        w.write_all(&vec![5; CHUNKS * CHUNK]).unwrap();
+        let Hasher::Thread(thread) = &mut w.hasher else {
+            panic!("a large archive is hashed on its own thread");
+        };
+        // The thread hands its hashed buffers back here until it ends.
+        let handed_back = std::mem::replace(&mut thread.hashed, sync_channel(0).1);
+        drop(w);
+        loop {
+            match handed_back.try_recv() {
+                Ok(_) => {}
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => panic!("the SHA-256 thread outlived its archive"),
+            }
+        }
     }
 
     /// Fails every write.

@@ -174,12 +174,8 @@ fn ntfy_gets_a_title_a_high_priority_and_tags_on_failure() {
 fn an_unreachable_webhook_is_logged_and_the_backup_still_succeeds() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = common::refusing_port();
+    let port = closed.port;
     let url = format!("http://127.0.0.1:{port}/secret-path");
     let docs = docs(&t);
     let out = t.ctl(&[

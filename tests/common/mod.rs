@@ -488,6 +488,27 @@ pub fn threads_of(pid: u32, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A loopback TCP port bound but not listening, held while this lives: connections to it are
+/// refused, and no listener of another test can take it, as it could a port bound and freed.
+pub struct RefusingPort {
+    _socket: rustix::fd::OwnedFd,
+    pub port: u16,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket =
+        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let loopback = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
+    rustix::net::bind(&socket, &loopback).expect("bind");
+    let bound =
+        std::net::SocketAddrV4::try_from(rustix::net::getsockname(&socket).expect("getsockname"));
+    RefusingPort {
+        port: bound.expect("an IPv4 address").port(),
+        _socket: socket,
+    }
+}
+
 /// Polls `check` until it returns `Some`, for at most `limit`.
 #[track_caller]
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {

@@ -5,7 +5,7 @@
 //! credentials nor checksums: tests of those use s3s-fs.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -39,10 +39,7 @@ impl MotoServer {
     /// installed (outside CI).
     pub fn start() -> Option<Self> {
         let moto = venv_tool("moto_server")?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = super::port_for_a_server();
         let child = Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())

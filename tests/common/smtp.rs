@@ -82,11 +82,8 @@ impl SmtpServer {
     /// (over plain text: it is loopback).
     pub fn start(python: &Path, dir: &Path, credentials: Option<(&str, &str)>) -> Self {
         std::fs::create_dir_all(dir).expect("create the mail folder");
-        // A free port: the server is told it, as aiosmtpd's controller needs one up front.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("find a free port")
-            .port();
+        // aiosmtpd's controller needs its port up front.
+        let port = super::port_for_a_server();
         let (login, password) = credentials.unwrap_or(("", ""));
         let mut child = Command::new(python)
             .args(["-c", SERVER])

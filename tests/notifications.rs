@@ -174,7 +174,7 @@ fn ntfy_gets_a_title_a_high_priority_and_tags_on_failure() {
 fn an_unreachable_webhook_is_logged_and_the_backup_still_succeeds() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
-    let closed = common::refusing_port();
+    let closed = common::ports::refusing_port();
     let port = closed.port;
     let url = format!("http://127.0.0.1:{port}/secret-path");
     let docs = docs(&t);

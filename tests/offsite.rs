@@ -386,7 +386,7 @@ fn without_credentials_a_failed_upload_says_none_were_given() {
     t.append_config(&server.remote_table("off", "host", ""));
     source(&t, "tree", 10_000);
     // Not an EC2 instance: nothing answers where the instance metadata would.
-    let closed = common::refusing_port();
+    let closed = common::ports::refusing_port();
     let metadata = format!("http://127.0.0.1:{}", closed.port);
     let _daemon =
         t.start_daemon_with_env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), metadata.clone())]);

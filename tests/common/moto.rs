@@ -39,7 +39,7 @@ impl MotoServer {
     /// installed (outside CI).
     pub fn start() -> Option<Self> {
         let moto = venv_tool("moto_server")?;
-        let port = super::port_for_a_server();
+        let port = super::ports::port_for_a_server();
         let child = Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())

@@ -83,7 +83,7 @@ impl SmtpServer {
     pub fn start(python: &Path, dir: &Path, credentials: Option<(&str, &str)>) -> Self {
         std::fs::create_dir_all(dir).expect("create the mail folder");
         // aiosmtpd's controller needs its port up front.
-        let port = super::port_for_a_server();
+        let port = super::ports::port_for_a_server();
         let (login, password) = credentials.unwrap_or(("", ""));
         let mut child = Command::new(python)
             .args(["-c", SERVER])

@@ -624,7 +624,8 @@ mod tests {
     use super::*;
     use crate::remote::CredentialSource;
     use crate::remote::store::build;
-    use crate::remote::test_server::{SECRET_KEY, TestServer, refusing_port};
+    use crate::remote::test_server::ports::refusing_port;
+    use crate::remote::test_server::{SECRET_KEY, TestServer};
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -756,8 +757,8 @@ mod tests {
         let server = TestServer::start();
         let runtime = runtime();
         // A port nothing listens on, as on a machine that is not an EC2 instance.
-        let (_closed, port) = refusing_port();
-        let metadata = format!("http://127.0.0.1:{port}");
+        let closed = refusing_port();
+        let metadata = format!("http://127.0.0.1:{}", closed.port);
         let mut remote = server.remote("host/a", SECRET_KEY);
         remote.credentials = None;
         remote.source = CredentialSource::InstanceMetadata {

@@ -101,15 +101,6 @@ impl Drop for TestServer {
     }
 }
 
-/// A loopback TCP port bound but not listening, held while the socket lives: connections to
-/// it are refused, and no other test's server can take it, as it could a port bound and freed.
-pub fn refusing_port() -> (rustix::fd::OwnedFd, u16) {
-    use rustix::net::{AddressFamily, SocketType};
-    let socket =
-        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
-    let loopback = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0);
-    rustix::net::bind(&socket, &loopback).expect("bind");
-    let bound =
-        std::net::SocketAddrV4::try_from(rustix::net::getsockname(&socket).expect("getsockname"));
-    (socket, bound.expect("an IPv4 address").port())
-}
+/// The integration tests' port helpers, as a file: a unit test cannot reach `tests/common`.
+#[path = "../../../../tests/common/ports.rs"]
+pub mod ports;

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
 
 use super::background_sync::SyncedFile;
-use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
+use super::{
+    Destination, FileIdentity, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
+    manifest_too_large,
+};
 use crate::format::naming::{is_partial_archive, partial_name};
 use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
 
@@ -47,6 +50,29 @@ impl LocalFolder {
     fn open_dir(&self) -> io::Result<std::os::fd::OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         Ok(rustix::fs::open(&self.dir, flags, Mode::empty())?)
+    }
+
+    /// Opens `file` in the folder for reading, only if it is a regular file: never through a
+    /// link, and never waiting on a FIFO, which anyone able to write the folder could plant.
+    fn open_regular(&self, file: &str) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let opened = match openat(self.open_dir()?, file, flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is a symbolic link", self.dir.join(file).display()),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !opened.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", self.dir.join(file).display()),
+            ));
+        }
+        Ok(opened)
     }
 
     /// Deletes every partial archive (`<name>_<YYYYMMDD_HHMMSS>.tar….partial`) directly in the
@@ -106,12 +132,25 @@ impl Destination for LocalFolder {
     }
 
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
-        let file = File::open(self.dir.join(file))?;
+        let file = self.open_regular(file)?;
         Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
     }
 
     fn get(&self, file: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.dir.join(file))
+        let opened = self.open_regular(file)?;
+        let size = opened.metadata()?.len();
+        if size > MANIFEST_SIZE_LIMIT {
+            return Err(manifest_too_large(file, size));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // A file still growing stops at the limit too.
+        opened
+            .take(MANIFEST_SIZE_LIMIT + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MANIFEST_SIZE_LIMIT {
+            return Err(manifest_too_large(file, bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
@@ -311,6 +350,67 @@ mod tests {
 
     fn file_names(archives: &[ArchiveInfo]) -> Vec<&str> {
         archives.iter().map(|a| a.file_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_in_a_manifest_s_place_is_refused_without_waiting() {
+        use rustix::fs::{CWD, FileType, mknodat};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let fifo = |name: &str| {
+            mknodat(
+                CWD,
+                &d.join(name),
+                FileType::Fifo,
+                Mode::RUSR | Mode::WUSR,
+                0,
+            )
+            .unwrap();
+        };
+        touch(d, "piped_20250101_000000.tar", b"x");
+        fifo("piped_20250101_000000.json");
+        fifo("fifo_20250101_000000.tar");
+        // A manifest that matches, linked in from elsewhere: not one this folder holds.
+        let linked = b"y";
+        touch(d, "linked_20250101_000000.tar", linked);
+        let manifest = fake_manifest("linked", "20250101_000000", linked);
+        touch(d, "elsewhere", &manifest.to_json().unwrap());
+        std::os::unix::fs::symlink("elsewhere", d.join("linked_20250101_000000.json")).unwrap();
+
+        let folder = LocalFolder::new(d);
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let listed = list(&folder).unwrap();
+            let manifests: Vec<_> = listed.iter().map(|a| a.manifest.is_some()).collect();
+            let errors = [
+                folder.get("piped_20250101_000000.json").unwrap_err(),
+                folder.open("fifo_20250101_000000.tar").err().unwrap(),
+                folder.get("linked_20250101_000000.json").unwrap_err(),
+            ];
+            let _ = done.send((manifests, errors.map(|e| e.to_string())));
+        });
+        let (manifests, errors) = result
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("reading a FIFO waited for a writer");
+        assert_eq!(manifests, [false, false], "neither manifest was read");
+        assert!(errors[0].ends_with("piped_20250101_000000.json is not a regular file"));
+        assert!(errors[1].ends_with("fifo_20250101_000000.tar is not a regular file"));
+        assert!(errors[2].ends_with("linked_20250101_000000.json is a symbolic link"));
+    }
+
+    #[test]
+    fn a_manifest_larger_than_any_real_one_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "big_20250101_000000.json";
+        let file = File::create(dir.path().join(name)).unwrap();
+        // Sparse: the size, without the disk space.
+        file.set_len(MANIFEST_SIZE_LIMIT + 1).unwrap();
+        let err = LocalFolder::new(dir.path()).get(name).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("larger than any manifest"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,6 +24,17 @@ use proto::Codec;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
 use crate::format::{Manifest, TIMESTAMP_FORMAT};
 
+/// The most a manifest is read into memory. Real ones are a few KiB, plus a line per warning;
+/// anything larger was not written by backupd and is refused rather than read.
+pub const MANIFEST_SIZE_LIMIT: u64 = 64 << 20;
+
+fn manifest_too_large(file: &str, size: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{file} is {size} bytes, larger than any manifest (at most {MANIFEST_SIZE_LIMIT})"),
+    )
+}
+
 /// A place that holds backup sets. Files are named by the [`crate::format::naming`] grammar;
 /// the destination only stores them.
 pub trait Destination: fmt::Debug + Send + Sync {
@@ -42,7 +53,7 @@ pub trait Destination: fmt::Debug + Send + Sync {
     /// Streams one file's bytes.
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>>;
 
-    /// Reads one small file (a manifest) whole.
+    /// Reads one small file (a manifest) whole; larger than [`MANIFEST_SIZE_LIMIT`] is an error.
     fn get(&self, file: &str) -> io::Result<Vec<u8>>;
 
     /// Writes one small file (a manifest) atomically; `AlreadyExists` if it is there.

@@ -43,7 +43,10 @@ use object_store::{
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use super::{Destination, FileIdentity, PendingArchive, PublishError, Removal};
+use super::{
+    Destination, FileIdentity, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
+    manifest_too_large,
+};
 use crate::remote::RemoteConfig;
 use crate::remote::object_lock::{ObjectLock, ObjectState};
 use crate::remote::signed::SignedClient;
@@ -280,8 +283,15 @@ impl Destination for S3Prefix {
 
     fn get(&self, file: &str) -> io::Result<Vec<u8>> {
         let key = self.key(file);
+        let object = self
+            .runtime
+            .block_on(self.store.get(&key))
+            .map_err(|e| self.io_error(e))?;
+        if object.meta.size > MANIFEST_SIZE_LIMIT {
+            return Err(manifest_too_large(file, object.meta.size));
+        }
         self.runtime
-            .block_on(async { self.store.get(&key).await?.bytes().await })
+            .block_on(object.bytes())
             .map(|bytes| bytes.to_vec())
             .map_err(|e| self.io_error(e))
     }

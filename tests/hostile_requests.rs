@@ -166,7 +166,12 @@ fn corpus(t: &TestHome) -> Vec<(String, Vec<u8>, &'static str)> {
         (
             "a huge id".to_owned(),
             huge_id.into_bytes(),
-            "unknown_command",
+            "invalid_request",
+        ),
+        text(
+            "a stored schedule run with settings of its own",
+            r#"{"cmd":"run","schedule":"nightly","compression":"zstd","destination":"/tmp"}"#,
+            "invalid_arguments",
         ),
         (
             "a line over 1 MiB".to_owned(),

@@ -260,6 +260,10 @@ pub struct LsArgs {
     pub passphrase: Option<Passphrase>,
 }
 
+/// The largest `id`, as JSON. Every event line of a `watch` or a run repeats it, so a
+/// larger one would multiply what the daemon queues for a slow reader.
+pub const MAX_ID_BYTES: usize = 1024;
+
 /// A request: an optional `id` the response echoes, and the command.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
@@ -326,6 +330,15 @@ impl Request {
             ));
         };
         let id = object.remove("id").filter(|id| !id.is_null());
+        if let Some(size) = id.as_ref().map(|id| id.to_string().len())
+            && size > MAX_ID_BYTES
+        {
+            return Err(RequestError::new(
+                None,
+                ErrorCode::InvalidRequest,
+                format!("\"id\" is {size} bytes of JSON; at most {MAX_ID_BYTES}"),
+            ));
+        }
         let command = Self::parse_command(object).map_err(|(code, message)| RequestError {
             id: id.clone(),
             code,
@@ -536,6 +549,23 @@ mod tests {
         let err = parse(r#"{"cmd":"prune","retention":{"days":1,"days":9}}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert!(err.message.contains("\"days\""), "{}", err.message);
+    }
+
+    #[test]
+    fn an_id_over_the_limit_is_refused_and_not_echoed() {
+        let at_limit = format!(
+            r#"{{"id":"{}","cmd":"hello"}}"#,
+            "i".repeat(MAX_ID_BYTES - 2)
+        );
+        assert!(parse(&at_limit).is_ok());
+        let over = format!(
+            r#"{{"id":"{}","cmd":"hello"}}"#,
+            "i".repeat(MAX_ID_BYTES - 1)
+        );
+        let err = parse(&over).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert_eq!(err.id, None);
+        assert!(err.message.contains("at most 1024"), "{}", err.message);
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub async fn handle(
                 "run a stored schedule, or sources, not both",
             ));
         }
+        if args.job != proto::JobOptions::default() {
+            // Taken silently, they would have been ignored: the run is the schedule's.
+            return Err(HandlerError::new(
+                ErrorCode::InvalidArguments,
+                "a stored schedule runs with its own settings; send sources for an ad-hoc run",
+            ));
+        }
         return run_schedule(daemon, name, args.dry_run, events).await;
     }
     let naming = args.name.clone().map_or(Naming::ByFolder, Naming::Fixed);

@@ -944,3 +944,31 @@ fn a_destination_inside_the_source_is_left_out_and_said_once() {
     let said = log.iter().filter(|l| l.contains(&note)).count();
     assert_eq!(said, 2, "once per run: {log:#?}");
 }
+
+#[test]
+fn a_source_that_is_where_archives_go_fails_and_writes_nothing() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let backups_arg = backups.display().to_string();
+    for (args, destination) in [
+        (vec!["--sources", "src", "--destination", "src"], &src),
+        (vec!["--sources", backups_arg.as_str()], &backups),
+    ] {
+        let before = listing(destination);
+        let (code, answer) = run_json(&t, &args);
+        assert_ne!(code, 0, "{answer}");
+        let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!(
+                "is where archives are written ({})",
+                destination.display()
+            )),
+            "{answer}"
+        );
+        assert_eq!(listing(destination), before, "{answer}");
+    }
+}

@@ -184,7 +184,7 @@ async fn claim_free_names(
     tokio::task::spawn_blocking(move || {
         let names = job.claim_free_names();
         let checked = if check_source {
-            engine::check_source(&job.source).map(drop)
+            engine::check_job_source(&job).map(drop)
         } else {
             Ok(())
         };

@@ -9,7 +9,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, openat, unlinkat};
 
 use super::background_sync::SyncedFile;
 use super::{
@@ -76,16 +76,28 @@ impl LocalFolder {
     }
 
     /// Deletes every partial archive (`<name>_<YYYYMMDD_HHMMSS>.tar….partial`) directly in the
-    /// folder and returns their paths. A user's own `thesis.partial` is not ours to delete.
+    /// folder that no one is writing, and returns their paths. A user's own `thesis.partial`
+    /// is not ours to delete, nor a partial another daemon sharing the folder still writes:
+    /// its writer holds a lock on it.
     pub fn remove_stale_partials(&self) -> io::Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
-            let is_ours = entry.file_name().to_str().is_some_and(is_partial_archive);
-            if is_ours && entry.file_type()?.is_file() {
-                fs::remove_file(entry.path())?;
-                removed.push(entry.path());
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_partial_archive(&name) || !entry.file_type()?.is_file() {
+                continue;
             }
+            // Held until the file is gone, so no writer can take it up meanwhile.
+            let Ok(partial) = self.open_regular(&name) else {
+                continue;
+            };
+            if flock(&partial, FlockOperation::NonBlockingLockExclusive).is_err() {
+                continue;
+            }
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
         }
         removed.sort();
         Ok(removed)
@@ -240,6 +252,9 @@ impl PartialFile {
             .create_new(true)
             .mode(0o600)
             .open(&partial)?;
+        // Until the file is closed: a daemon starting meanwhile on another home that shares
+        // this folder must not sweep it as stale. Best effort, as that sweep's check is.
+        let _ = flock(&file, FlockOperation::NonBlockingLockExclusive);
         let id = file.metadata().ok().map(|m| (m.dev(), m.ino()));
         Ok(Self {
             partial,
@@ -525,6 +540,23 @@ mod tests {
             "{short}"
         );
         assert_eq!(dir_names(dir.path()), ["a.tar"], "partials are removed");
+    }
+
+    #[test]
+    fn a_partial_still_being_written_is_not_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        let mut writing = folder.begin("docs_20250101_000000.tar").unwrap();
+        writing.write_all(b"data").unwrap();
+        touch(dir.path(), "old_20250101_000000.tar.partial", b"x");
+        // As a second daemon sharing the folder would at its start.
+        let removed = folder.remove_stale_partials().unwrap();
+        assert_eq!(
+            removed,
+            [dir.path().join("old_20250101_000000.tar.partial")]
+        );
+        writing.publish(4).unwrap();
+        assert_eq!(dir_names(dir.path()), ["docs_20250101_000000.tar"]);
     }
 
     #[test]

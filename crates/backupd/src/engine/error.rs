@@ -18,6 +18,12 @@ pub enum EngineError {
     #[error("Backup source not readable: {path}: {source}")]
     SourceUnreadable { path: PathBuf, source: io::Error },
 
+    /// Each archive would hold all the earlier ones.
+    #[error(
+        "Backup source {path} is where archives are written ({destination}); choose another destination"
+    )]
+    SourceIsDestination { path: PathBuf, destination: PathBuf },
+
     #[error("invalid exclude pattern {pattern:?}: {reason}")]
     InvalidPattern {
         pattern: String,

@@ -113,7 +113,7 @@ pub fn run_backup(
 ) -> Result<BackupOutcome, EngineError> {
     let started = Instant::now();
     validate_name(&job.name).map_err(|e| EngineError::InvalidName(e.to_string()))?;
-    let source = check_source(&job.source)?;
+    let (source, protected) = check_job_source(job)?;
     let top = top_level_name(&source, &job.name);
     let destination = &job.destination;
     let names = job.names();
@@ -172,7 +172,7 @@ pub fn run_backup(
         &location,
         archive_id,
     )
-    .protect(protected_dirs(job))
+    .protect(protected)
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
     stats.files += commands.len() as u64;
@@ -296,6 +296,25 @@ fn protected_dirs(job: &BackupJob) -> Vec<Protected> {
             })
         })
         .collect()
+}
+
+/// Checks a job's source as [`check_source`] does, and that it is not itself a folder
+/// archives are written to (the walk leaves those out only below the source); returns its
+/// absolute path and the folders the walk leaves out.
+pub(crate) fn check_job_source(job: &BackupJob) -> Result<(PathBuf, Vec<Protected>), EngineError> {
+    let source = check_source(&job.source)?;
+    let protected = protected_dirs(job);
+    let meta = fs::metadata(&source).map_err(|e| EngineError::SourceUnreadable {
+        path: source.clone(),
+        source: e,
+    })?;
+    if let Some(destination) = protected.iter().find(|p| p.id == (meta.dev(), meta.ino())) {
+        return Err(EngineError::SourceIsDestination {
+            path: source,
+            destination: destination.path.clone(),
+        });
+    }
+    Ok((source, protected))
 }
 
 /// Checks that a source is a readable directory and returns its absolute path; a dry run

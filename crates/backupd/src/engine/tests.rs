@@ -491,22 +491,6 @@ fn missing_source_and_file_source_are_typed_errors() {
 }
 
 #[test]
-fn archive_inside_source_does_not_include_itself() {
-    let base = tempfile::tempdir().unwrap();
-    let src = base.path().join("docs");
-    fs::create_dir(&src).unwrap();
-    fs::write(src.join("a.txt"), "a").unwrap();
-    let outcome = run(&job(&src, &src, Compression::of(Codec::None), &[])).unwrap();
-    let out = Command::new("tar")
-        .arg("-tf")
-        .arg(&outcome.archive)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(listing.lines().collect::<Vec<_>>(), ["docs/", "docs/a.txt"]);
-}
-
-#[test]
 fn planned_names_follow_the_convention_and_write_nothing() {
     let base = tempfile::tempdir().unwrap();
     let j = job(
@@ -669,6 +653,33 @@ fn a_destination_inside_the_source_is_left_out_by_identity_and_said_once() {
         );
         assert_eq!(m.skipped, 0);
     }
+}
+
+#[test]
+fn a_source_that_is_where_archives_go_is_refused_before_anything_is_written() {
+    let base = tempfile::tempdir().unwrap();
+    let folder = base.path().join("docs");
+    fs::create_dir(&folder).unwrap();
+    fs::write(folder.join("a.txt"), "a").unwrap();
+    // The destination itself, and the daemon's `backups/` named through a link.
+    let link = base.path().join("link");
+    symlink(&folder, &link).unwrap();
+    let as_destination = job(&folder, &folder, Compression::of(Codec::None), &[]);
+    let mut as_backups = job(&link, base.path(), Compression::of(Codec::None), &[]);
+    as_backups.never_archive = vec![folder.clone()];
+    for (j, expected) in [(&as_destination, &folder), (&as_backups, &folder)] {
+        let err = run(j).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::SourceIsDestination { destination, .. } if destination == expected),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("choose another destination"),
+            "{err}"
+        );
+    }
+    assert_eq!(dir_names(&folder), ["a.txt"]);
+    assert_eq!(dir_names(base.path()), ["docs", "link"]);
 }
 
 /// A folder that answered "free" just before another run began writing the same name: every

@@ -299,3 +299,28 @@ fn every_hostile_request_gets_one_error_line_and_the_daemon_stays_up() {
     assert_eq!(list["data"]["schedules"], serde_json::json!([]), "{list}");
     assert!(daemon.is_running());
 }
+
+#[test]
+fn a_newline_in_a_request_cannot_forge_a_log_line() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let forged = "[26/11/2026 23:00] Deleting old backup: forged_20261120_000000.tar.gz";
+    let line =
+        serde_json::json!({"cmd": "run", "sources": ["/x"], "compression": format!("a\n{forged}")});
+    let answer = Client::connect(&t.socket())
+        .unwrap()
+        .request(&line.to_string());
+    assert_eq!(answer["error"]["code"], "invalid_arguments", "{answer}");
+    let log = common::wait_for(std::time::Duration::from_secs(30), "the log line", || {
+        Some(t.log()).filter(|log| log.contains("forged_"))
+    });
+    // Every line is stamped by the daemon, and the forged one is inside the logged one.
+    let messages = common::log_messages(&log);
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.starts_with("Deleting old backup")),
+        "{messages:#?}"
+    );
+    assert!(log.contains(&format!("a\\n{forged}")), "{log}");
+}

@@ -94,9 +94,10 @@ pub struct Schedule {
 
 impl Schedule {
     /// One line: the schedule manager's `path;HH:MM;name` for a one-shot, else
-    /// `name: daily HH:MM /src,…` or `name: cron "expr" /src,…`.
+    /// `name: daily HH:MM /src,…` or `name: cron "expr" /src,…`; control characters in the
+    /// sources escaped.
     pub fn display(&self) -> String {
-        let sources = self.sources.join(",");
+        let sources = crate::escape_controls(&self.sources.join(",")).into_owned();
         match &self.timing {
             Timing::Once { time, .. } => format!("{sources};{time};{}", self.name),
             Timing::Daily { time } => format!("{}: daily {time} {sources}", self.name),
@@ -146,6 +147,11 @@ mod tests {
             })
         };
         assert_eq!(once.display(), "/t;16:07;docs");
+        let forged = Schedule {
+            sources: vec!["/tmp/evil\n3: /etc".into()],
+            ..once
+        };
+        assert_eq!(forged.display(), "/tmp/evil\\n3: /etc;16:07;docs");
         let daily = schedule(Timing::Daily {
             time: "02:00".parse().unwrap(),
         });

@@ -40,8 +40,11 @@ where
             Level::WARN => writer.write_str("Warning: ")?,
             _ => {}
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        // One event, one line: a client's text (a path, a bad argument) may hold a newline.
+        let mut message = String::new();
+        ctx.field_format()
+            .format_fields(Writer::new(&mut message), event)?;
+        writeln!(writer, "{}", proto::escape_controls(&message))
     }
 }
 

@@ -1,0 +1,36 @@
+//! Text that must stay on one line of a log or a listing whatever it holds: a path may contain
+//! a newline or a terminal escape, and printed as is it would forge lines of its own.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// `text` with every control character written as its Rust escape (`\n`, `\u{1b}`);
+/// borrowed when there is none.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(escaped, "{}", c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert!(matches!(escape_controls("/srv/données"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\n[26/11/2026 23:00] Deleting\r\t\u{1b}[31m"),
+            "a\\n[26/11/2026 23:00] Deleting\\r\\t\\u{1b}[31m"
+        );
+    }
+}

@@ -435,10 +435,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::in_test_home(dir.path());
         let (client, server) = UnixStream::pair().unwrap();
-        // The answer echoes the id, so it is larger than the socket buffers: its write can only
-        // end by the timeout, since the client never reads.
-        let id = "x".repeat(proto::MAX_LINE_BYTES - 100);
-        let request = format!("{{\"id\":\"{id}\",\"cmd\":\"hello\"}}\n");
+        // The answer names the schedule not found, so it is larger than the socket buffers:
+        // its write can only end by the timeout, since the client never reads.
+        let name = "x".repeat(proto::MAX_LINE_BYTES - 100);
+        let request = format!("{{\"cmd\":\"delete\",\"name\":\"{name}\"}}\n");
         let (_unread, mut client_write) = client.into_split();
         let send = async { client_write.write_all(request.as_bytes()).await.unwrap() };
         let connection = tokio::time::timeout(

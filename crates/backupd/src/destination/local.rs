@@ -114,6 +114,14 @@ impl Destination for LocalFolder {
     }
 
     fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        // Only the daemon's user and the folder's owner can have written our files, and they
+        // could delete them anyway. Anyone else's file is not ours whatever its name: in a
+        // folder others may write (sticky, as /tmp), a planted "newer archive" must never
+        // count towards what rotation keeps.
+        let trusted = [
+            rustix::process::geteuid().as_raw(),
+            fs::metadata(&self.dir)?.uid(),
+        ];
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -122,7 +130,9 @@ impl Destination for LocalFolder {
             };
             // A symlink or folder named like an archive was not written by backupd.
             match entry.metadata() {
-                Ok(meta) if meta.is_file() => files.push((name, meta.len())),
+                Ok(meta) if meta.is_file() && trusted.contains(&meta.uid()) => {
+                    files.push((name, meta.len()));
+                }
                 Ok(_) => {}
                 // Deleted between listing and stat: it is no longer there to list.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -540,6 +550,43 @@ mod tests {
             "{short}"
         );
         assert_eq!(dir_names(dir.path()), ["a.tar"], "partials are removed");
+    }
+
+    #[test]
+    fn files_of_another_user_are_not_listed_nor_read_as_manifests() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to give files to nobody");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ours = b"real";
+        touch(d, "docs_20250101_000000.tar", ours);
+        // Planted by another user where the folder lets them (sticky, as /tmp): a newer
+        // "archive", and a manifest for ours, which has lost its own.
+        let planted = |name: &str, bytes: &[u8]| {
+            touch(d, name, bytes);
+            std::os::unix::fs::chown(d.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+        };
+        planted("docs_20250102_000000.tar", b"fake");
+        let manifest = fake_manifest("docs", "20250101_000000", ours);
+        planted("docs_20250101_000000.json", &manifest.to_json().unwrap());
+
+        let folder = LocalFolder::new(d);
+        let names: Vec<_> = folder
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["docs_20250101_000000.tar"]);
+        let listed = list(&folder).unwrap();
+        assert_eq!(file_names(&listed), ["docs_20250101_000000.tar"]);
+        assert!(
+            listed[0].manifest.is_none(),
+            "a stranger's manifest is not ours"
+        );
     }
 
     #[test]

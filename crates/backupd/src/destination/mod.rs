@@ -167,14 +167,18 @@ pub struct ArchiveInfo {
 /// rotation can never touch it.
 pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
     let mut archives = Vec::new();
-    for (file_name, size_bytes) in destination.files()? {
-        let Some(parsed) = parse_archive_name(&file_name) else {
+    let files = destination.files()?;
+    // A manifest is read only if the destination lists it as one of its files.
+    let listed: std::collections::HashSet<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+    for (file_name, size_bytes) in &files {
+        let Some(parsed) = parse_archive_name(file_name) else {
             continue;
         };
-        let manifest_name = manifest_name_for(&file_name);
-        let manifest = destination
-            .get(&manifest_name)
-            .ok()
+        let manifest_name = manifest_name_for(file_name);
+        let manifest = listed
+            .contains(manifest_name.as_str())
+            .then(|| destination.get(&manifest_name).ok())
+            .flatten()
             .and_then(|bytes| Manifest::from_json(&bytes).ok());
         let timestamp = NaiveDateTime::parse_from_str(&parsed.stamp, TIMESTAMP_FORMAT)
             .ok()
@@ -186,15 +190,15 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
         let Some(timestamp) = timestamp else {
             continue;
         };
-        let identity = destination.identity(&file_name).ok();
+        let identity = destination.identity(file_name).ok();
         archives.push(ArchiveInfo {
             identity,
-            path: destination.path_of(&file_name),
-            file_name,
+            path: destination.path_of(file_name),
+            file_name: file_name.clone(),
             name: parsed.name,
             timestamp,
             compression: parsed.codec,
-            size_bytes,
+            size_bytes: *size_bytes,
             manifest_name,
             manifest,
         });

@@ -52,6 +52,17 @@ impl LocalFolder {
         Ok(rustix::fs::open(&self.dir, flags, Mode::empty())?)
     }
 
+    /// Who can have written our files: the daemon's user and the folder's owner, who could
+    /// delete them anyway. Anyone else's file is not ours whatever its name: in a folder
+    /// others may write (sticky, as /tmp), a planted "newer archive" must never count towards
+    /// what rotation keeps, nor a user's file named like a partial be swept.
+    fn trusted_owners(&self) -> io::Result<[u32; 2]> {
+        Ok([
+            rustix::process::geteuid().as_raw(),
+            fs::metadata(&self.dir)?.uid(),
+        ])
+    }
+
     /// Opens `file` in the folder for reading, only if it is a regular file: never through a
     /// link, and never waiting on a FIFO, which anyone able to write the folder could plant.
     fn open_regular(&self, file: &str) -> io::Result<File> {
@@ -80,13 +91,22 @@ impl LocalFolder {
     /// is not ours to delete, nor a partial another daemon sharing the folder still writes:
     /// its writer holds a lock on it.
     pub fn remove_stale_partials(&self) -> io::Result<Vec<PathBuf>> {
+        let trusted = self.trusted_owners()?;
         let mut removed = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if !is_partial_archive(&name) || !entry.file_type()?.is_file() {
+            if !is_partial_archive(&name) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if !meta.is_file() || !trusted.contains(&meta.uid()) {
                 continue;
             }
             // Held until the file is gone, so no writer can take it up meanwhile.
@@ -114,14 +134,7 @@ impl Destination for LocalFolder {
     }
 
     fn files(&self) -> io::Result<Vec<(String, u64)>> {
-        // Only the daemon's user and the folder's owner can have written our files, and they
-        // could delete them anyway. Anyone else's file is not ours whatever its name: in a
-        // folder others may write (sticky, as /tmp), a planted "newer archive" must never
-        // count towards what rotation keeps.
-        let trusted = [
-            rustix::process::geteuid().as_raw(),
-            fs::metadata(&self.dir)?.uid(),
-        ];
+        let trusted = self.trusted_owners()?;
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -553,7 +566,7 @@ mod tests {
     }
 
     #[test]
-    fn files_of_another_user_are_not_listed_nor_read_as_manifests() {
+    fn files_of_another_user_are_not_listed_read_as_manifests_or_swept() {
         if !rustix::process::geteuid().is_root() {
             println!("skipped: needs root to give files to nobody");
             return;
@@ -573,7 +586,12 @@ mod tests {
         let manifest = fake_manifest("docs", "20250101_000000", ours);
         planted("docs_20250101_000000.json", &manifest.to_json().unwrap());
 
+        planted("someone_20250101_000000.tar.partial", b"theirs");
         let folder = LocalFolder::new(d);
+        assert_eq!(
+            folder.remove_stale_partials().unwrap(),
+            Vec::<PathBuf>::new()
+        );
         let names: Vec<_> = folder
             .files()
             .unwrap()

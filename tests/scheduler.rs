@@ -402,6 +402,77 @@ fn a_running_one_shot_does_not_keep_the_scheduler_busy() {
 }
 
 #[test]
+fn a_one_shot_due_while_a_run_of_it_goes_on_counts_as_run_and_is_removed() {
+    let t = TestHome::new();
+    common::sparse_source(&t, "hog", common::ENDLESS);
+    let mut daemon = t.start_daemon();
+    // The run by name must begin before the next minute does.
+    if Local::now().second() >= 50 {
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    let next_minute = (Local::now() + TimeDelta::minutes(1))
+        .format("%H:%M")
+        .to_string();
+    t.ctl(&["create", &format!("hog;{next_minute};os1")]).ok();
+    t.ctl(&["run", "--name", "os1", "--detach"]).ok();
+    let skipped = wait_for(Duration::from_secs(90), "the one-shot's time", || {
+        log_messages(&t.log())
+            .into_iter()
+            .find(|l| l.starts_with("Warning: Skipped run of os1"))
+    });
+    wait_for(common::PATIENCE, "the one-shot to be removed", || {
+        list_json(&t).is_empty().then_some(())
+    });
+    assert!(
+        skipped.ends_with("a run of it is still going, which counts as its run; one-shot removed"),
+        "{skipped}"
+    );
+    assert!(
+        t.ctl(&["jobs"]).ok().contains("os1"),
+        "the run by name goes on"
+    );
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+}
+
+#[test]
+fn a_one_shot_an_older_version_skipped_and_kept_is_removed_at_start() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let due = Local::now() - TimeDelta::hours(2);
+    // Skipped as an overlap and marked dealt with, but never removed: `next_run: null`.
+    let file = serde_json::json!({
+        "version": 1,
+        "next_id": 2,
+        "schedules": [{
+            "id": 1, "name": "os1", "sources": [src],
+            "kind": "once", "time": due.format("%H:%M").to_string(),
+            "due": due.to_rfc3339(),
+            "created": (due - TimeDelta::minutes(5)).to_rfc3339(),
+            "last_due": due.to_rfc3339()
+        }]
+    });
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(t.home().join("schedules.json"), file.to_string()).unwrap();
+    let _daemon = t.start_daemon();
+    wait_for(common::PATIENCE, "the left-over one-shot to go", || {
+        list_json(&t).is_empty().then_some(())
+    });
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l.starts_with("Warning: Removed one-shot os1:")),
+        "{}",
+        t.log()
+    );
+    assert!(
+        archives(&t.home().join("backups")).is_empty(),
+        "nothing ran"
+    );
+}
+
+#[test]
 fn a_schedule_that_could_never_run_is_refused_at_create() {
     let t = TestHome::new();
     for dir in ["a/docs", "b/docs"] {

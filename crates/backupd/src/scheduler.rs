@@ -64,7 +64,7 @@ async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
                 schedule.name,
                 until.format(proto::LOG_TIME_FORMAT)
             ),
-            Decision::Idle | Decision::Overlap { .. } => tracing::warn!(
+            Decision::Idle | Decision::Overlap { .. } | Decision::Spent => tracing::warn!(
                 "Interrupted run of {} (due {due}, started {started}) will not run again",
                 schedule.name
             ),
@@ -107,26 +107,52 @@ async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<NextRun> {
                     latest.format(proto::LOG_TIME_FORMAT),
                     daemon.catch_up_grace.num_hours()
                 );
-                if schedule.is_once() {
-                    daemon.schedules.remove(schedule.id).await;
-                    deleted(daemon, &schedule);
-                } else {
-                    daemon.schedules.mark_handled(schedule.id, latest).await;
-                }
+                skip(daemon, &schedule, latest).await;
             }
             Decision::Overlap { latest } => skip_overlap(daemon, &schedule, latest).await,
+            Decision::Spent => {
+                tracing::warn!(
+                    "Removed one-shot {}: its time came while a run of it was going, which counted as its run",
+                    schedule.name
+                );
+                remove(daemon, &schedule).await;
+            }
         }
     }
     next_due
 }
 
 async fn skip_overlap(daemon: &Daemon, schedule: &Schedule, latest: DateTime<Local>) {
-    tracing::warn!(
-        "Skipped run of {} due {}: its previous run is still going",
-        schedule.name,
-        latest.format(proto::LOG_TIME_FORMAT)
-    );
-    daemon.schedules.mark_handled(schedule.id, latest).await;
+    let latest_text = latest.format(proto::LOG_TIME_FORMAT);
+    if schedule.is_once() {
+        // The run going on stands in for the one-shot's only run: marked as dealt with, it
+        // would wait for nothing and never be removed.
+        tracing::warn!(
+            "Skipped run of {} due {latest_text}: a run of it is still going, which counts as its run; one-shot removed",
+            schedule.name
+        );
+    } else {
+        tracing::warn!(
+            "Skipped run of {} due {latest_text}: its previous run is still going",
+            schedule.name
+        );
+    }
+    skip(daemon, schedule, latest).await;
+}
+
+/// Deals with every occurrence up to `latest` without running it: a one-shot, which has no
+/// other, is removed.
+async fn skip(daemon: &Daemon, schedule: &Schedule, latest: DateTime<Local>) {
+    if schedule.is_once() {
+        remove(daemon, schedule).await;
+    } else {
+        daemon.schedules.mark_handled(schedule.id, latest).await;
+    }
+}
+
+async fn remove(daemon: &Daemon, schedule: &Schedule) {
+    daemon.schedules.remove(schedule.id).await;
+    deleted(daemon, schedule);
 }
 
 /// Starts a due schedule in the background, once its run is recorded as started (so that a
@@ -174,11 +200,103 @@ async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<L
     });
 }
 
-/// Tells watchers that a one-shot is gone (it ran, failed, was cancelled by a user, or was
-/// missed).
+/// Tells watchers that a one-shot is gone (it ran, failed, was cancelled by a user, was
+/// missed, or was skipped while a run of it went on).
 fn deleted(daemon: &Daemon, schedule: &Schedule) {
     daemon.publish(Event::ScheduleChanged {
         name: schedule.name.clone(),
         change: ScheduleChange::Deleted,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::schedule::Timing;
+
+    /// A daemon on a fresh home holding one one-shot due at `due`, already dealt with up to
+    /// `last_due`; its id.
+    async fn daemon_with_one_shot(
+        home: &std::path::Path,
+        due: DateTime<Local>,
+        last_due: Option<DateTime<Local>>,
+    ) -> (Arc<Daemon>, u64) {
+        let daemon = Arc::new(Daemon::in_test_home(home));
+        let once = Schedule {
+            id: 0,
+            name: "os1".into(),
+            sources: vec![home.display().to_string()],
+            timing: Timing::Once {
+                time: due.format("%H:%M").to_string().parse().unwrap(),
+                due: due.fixed_offset(),
+            },
+            options: proto::JobOptions::default(),
+            created: (due - chrono::TimeDelta::minutes(5)).fixed_offset(),
+            last_due: last_due.map(|at| at.fixed_offset()),
+            last_run: None,
+            earlier_runs: Vec::new(),
+            started_run: None,
+        };
+        let position = daemon
+            .schedules
+            .update(|file| Ok::<_, crate::schedules::ScheduleFileError>(file.add(once)))
+            .await
+            .unwrap();
+        let id = daemon.schedules.snapshot().await.schedules[position].id;
+        (daemon, id)
+    }
+
+    fn names(file: &crate::schedules::ScheduleFile) -> Vec<String> {
+        file.schedules.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_due_while_a_run_of_it_goes_on_counts_as_run_and_is_removed() {
+        let home = tempfile::tempdir().unwrap();
+        let due = Local::now();
+        let (daemon, id) = daemon_with_one_shot(home.path(), due, None).await;
+        let mut events = daemon.subscribe();
+        let manual_run = daemon.try_mark_running(id).unwrap(); // `run --name os1`
+        let next = tick(&daemon, &(due + chrono::TimeDelta::milliseconds(300))).await;
+        assert!(next.is_none());
+        assert_eq!(
+            names(&daemon.schedules.snapshot().await),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            events.try_recv().unwrap(),
+            Event::ScheduleChanged {
+                name: "os1".into(),
+                change: ScheduleChange::Deleted,
+            }
+        );
+        drop(manual_run);
+        // Saved: a restart does not find it either.
+        let reloaded = crate::schedules::ScheduleStore::load(daemon.schedules.path().into());
+        assert!(reloaded.unwrap().snapshot().await.schedules.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_left_dealt_with_but_not_removed_is_removed_at_the_next_look() {
+        // As an older backupd left a one-shot it skipped while a run of it went on.
+        let home = tempfile::tempdir().unwrap();
+        let due = Local::now() - chrono::TimeDelta::hours(2);
+        let (daemon, _) = daemon_with_one_shot(home.path(), due, Some(due)).await;
+        tick(&daemon, &Local::now()).await;
+        assert_eq!(
+            names(&daemon.schedules.snapshot().await),
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_stays_while_its_timetabled_run_goes_on() {
+        let home = tempfile::tempdir().unwrap();
+        let due = Local::now();
+        let (daemon, id) = daemon_with_one_shot(home.path(), due, None).await;
+        let _run = daemon.try_mark_running(id).unwrap();
+        assert!(daemon.schedules.mark_started(id, due).await);
+        tick(&daemon, &(due + chrono::TimeDelta::seconds(30))).await;
+        assert_eq!(names(&daemon.schedules.snapshot().await), ["os1"]);
+    }
 }

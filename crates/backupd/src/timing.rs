@@ -87,12 +87,20 @@ pub fn first_once_due<Tz: TimeZone>(time: TimeOfDay, now: &DateTime<Tz>) -> Date
         .expect("a daily time always occurs again")
 }
 
+/// Whether `schedule` is a one-shot whose one occurrence has been dealt with.
+fn is_dealt_with_once(schedule: &Schedule) -> bool {
+    match &schedule.timing {
+        Timing::Once { due, .. } => schedule.last_due.is_some_and(|last| last >= *due),
+        Timing::Daily { .. } | Timing::Cron { .. } => false,
+    }
+}
+
 /// The occurrence a schedule waits for: its `due` for a one-shot; for a recurring one, the
 /// first occurrence after the last one dealt with (or after its creation).
 pub fn pending_due<Tz: TimeZone>(schedule: &Schedule, tz: &Tz) -> Option<DateTime<Tz>> {
     match &schedule.timing {
         // Once dealt with, a one-shot waits for nothing more (it is removed after its run).
-        Timing::Once { due, .. } if schedule.last_due.is_some_and(|last| last >= *due) => None,
+        Timing::Once { .. } if is_dealt_with_once(schedule) => None,
         Timing::Once { due, .. } => Some(due.with_timezone(tz)),
         timing => {
             let after = schedule
@@ -160,7 +168,12 @@ pub enum Decision<Tz: TimeZone> {
     /// [`ON_TIME`] late, so that a tiny grace never skips a punctual run): skip up to `latest`.
     Missed { latest: DateTime<Tz> },
     /// Due while its previous run still goes on: skip up to `latest` rather than run twice.
+    /// For a one-shot, that run stands in for its only one.
     Overlap { latest: DateTime<Tz> },
+    /// A one-shot dealt with, and not by a timetabled run still going: nothing of it is left
+    /// to run, so it goes. Left in the schedule file by older versions, which kept a one-shot
+    /// after skipping it as an overlap.
+    Spent,
 }
 
 pub fn decide<Tz: TimeZone>(
@@ -169,6 +182,11 @@ pub fn decide<Tz: TimeZone>(
     grace: TimeDelta,
     running: bool,
 ) -> Decision<Tz> {
+    // Its timetabled run holds `started_run` until it ends and removes it; a one-shot dealt
+    // with in any other way has nothing left to run.
+    if is_dealt_with_once(schedule) && schedule.started_run.is_none() {
+        return Decision::Spent;
+    }
     let Some(due) = pending_due(schedule, &now.timezone()) else {
         return Decision::Idle;
     };
@@ -382,15 +400,42 @@ mod tests {
             "2026-11-24T16:00:00+01:00",
             Some("2026-11-24T16:07:00+01:00"),
         );
+        once.started_run = Some(proto::schedule::StartedRun {
+            due: at("2026-11-24T16:07:00+01:00"),
+            at: at("2026-11-24T16:07:00.2+01:00"),
+            previous_due: None,
+        });
         // While its run goes on, it is neither due again nor overlapping itself.
         let during = at("2026-11-24T16:07:30+01:00");
         assert_eq!(decide(&once, &during, DAY, true), Decision::Idle);
         assert_eq!(decide(&once, &during, DAY, false), Decision::Idle);
+        // Dealt with but not by a run of its timetable (an older version skipped it while a
+        // run of it went on): nothing of it is left.
+        once.started_run = None;
+        assert_eq!(decide(&once, &during, DAY, false), Decision::Spent);
         once.last_due = None;
         assert!(matches!(
             decide(&once, &during, DAY, false),
             Decision::Run { .. }
         ));
+    }
+
+    #[test]
+    fn a_one_shot_due_while_a_run_of_it_goes_on_overlaps_it() {
+        let once = schedule(
+            Timing::Once {
+                time: "16:07".parse().unwrap(),
+                due: at("2026-11-24T16:07:00+01:00"),
+            },
+            "2026-11-24T16:00:00+01:00",
+            None,
+        );
+        assert_eq!(
+            decide(&once, &at("2026-11-24T16:07:00.3+01:00"), DAY, true),
+            Decision::Overlap {
+                latest: at("2026-11-24T16:07:00+01:00")
+            }
+        );
     }
 
     #[test]

@@ -398,7 +398,7 @@ mod tests {
         let fifo = |name: &str| {
             mknodat(
                 CWD,
-                &d.join(name),
+                d.join(name),
                 FileType::Fifo,
                 Mode::RUSR | Mode::WUSR,
                 0,

@@ -264,6 +264,25 @@ pub struct LsArgs {
 /// larger one would multiply what the daemon queues for a slow reader.
 pub const MAX_ID_BYTES: usize = 1024;
 
+/// Why `id` cannot be echoed as sent, if it cannot.
+fn id_problem(id: &Value) -> Option<String> {
+    let size = id.to_string().len();
+    if size > MAX_ID_BYTES {
+        return Some(format!(
+            "\"id\" is {size} bytes of JSON; at most {MAX_ID_BYTES}"
+        ));
+    }
+    // Read as a float, it would come back changed (`1.0`, `1.8446744073709552e19`).
+    if let Value::Number(n) = id
+        && !(n.is_i64() || n.is_u64())
+    {
+        return Some(format!(
+            "\"id\" {n} is not an integer a response can echo exactly; use a string or a 64-bit integer"
+        ));
+    }
+    None
+}
+
 /// A request: an optional `id` the response echoes, and the command.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
@@ -330,14 +349,8 @@ impl Request {
             ));
         };
         let id = object.remove("id").filter(|id| !id.is_null());
-        if let Some(size) = id.as_ref().map(|id| id.to_string().len())
-            && size > MAX_ID_BYTES
-        {
-            return Err(RequestError::new(
-                None,
-                ErrorCode::InvalidRequest,
-                format!("\"id\" is {size} bytes of JSON; at most {MAX_ID_BYTES}"),
-            ));
+        if let Some(problem) = id.as_ref().and_then(id_problem) {
+            return Err(RequestError::new(None, ErrorCode::InvalidRequest, problem));
         }
         let command = Self::parse_command(object).map_err(|(code, message)| RequestError {
             id: id.clone(),
@@ -566,6 +579,25 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert_eq!(err.id, None);
         assert!(err.message.contains("at most 1024"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_number_id_must_be_an_integer_echoed_exactly() {
+        assert_eq!(
+            parse(r#"{"id":-7,"cmd":"hello"}"#).unwrap().id,
+            Some(json!(-7))
+        );
+        let max = parse(r#"{"id":18446744073709551615,"cmd":"hello"}"#).unwrap();
+        assert_eq!(max.id, Some(json!(u64::MAX)));
+        for id in ["18446744073709551616", "1.5", "1.0", "-0", "1e3"] {
+            let err = parse(&format!(r#"{{"id":{id},"cmd":"hello"}}"#)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "{id}");
+            assert!(
+                err.message.contains("use a string"),
+                "{id}: {}",
+                err.message
+            );
+        }
     }
 
     #[test]

@@ -812,6 +812,110 @@ fn a_hard_link_to_a_file_outside_the_target_is_refused() {
     );
 }
 
+/// The audit's case: a file in a private folder of the target, linked from a public folder
+/// the archive makes, would be readable to anyone through the link.
+#[test]
+fn a_hard_link_to_a_file_the_restore_did_not_write_is_refused() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let target = t.work().join("out3");
+    let private = target.join("victim");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+    let victim = private.join("notes");
+    std::fs::write(&victim, b"private\n").unwrap();
+    use tar::EntryType::{Directory, Link};
+    hostile_archive(
+        &t,
+        "links_20250101_000000",
+        &[
+            ("pub/", Directory, b"", None),
+            ("pub/notes", Link, b"", Some("victim/notes")),
+        ],
+    );
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let mut args = vec![
+            "restore",
+            "links_20250101_000000.tar.gz",
+            "--to",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = t.ctl(&args);
+        let stdout = out.stdout();
+        assert_eq!(out.code(), 1, "stdout {stdout:?} stderr {:?}", out.stderr());
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l == "Refused: pub/notes: hard link target victim/notes was not restored"),
+            "{stdout}"
+        );
+        assert_eq!(names(&target.join("pub")), BTreeSet::new(), "{extra:?}");
+        assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1, "{extra:?}");
+    }
+}
+
+/// rename(2) between two links to one file does nothing and succeeds: the temporary name the
+/// new link was made under must not stay.
+#[test]
+fn overwrite_onto_a_link_to_the_same_file_leaves_no_temporary_file() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    use tar::EntryType::{Directory, Link, Regular};
+    hostile_archive(
+        &t,
+        "twice_20250101_000000",
+        &[
+            ("src1/", Directory, b"", None),
+            ("src1/a.txt", Regular, b"a\n", None),
+            ("src1/hard", Link, b"", Some("src1/a.txt")),
+            ("src1/hard", Link, b"", Some("src1/a.txt")),
+        ],
+    );
+    let target = t.work().join("r1");
+    let restore = |archive: &str, extra: &[&str]| {
+        let mut args = vec!["restore", archive, "--to", target.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        t.ctl(&args)
+    };
+    let linked = || {
+        assert_eq!(
+            names(&target.join("src1")),
+            BTreeSet::from(["a.txt".to_owned(), "hard".to_owned()])
+        );
+        let a = std::fs::metadata(target.join("src1/a.txt")).unwrap();
+        assert_eq!(a.nlink(), 2);
+        assert_eq!(
+            a.ino(),
+            std::fs::metadata(target.join("src1/hard")).unwrap().ino()
+        );
+    };
+    let out = restore("twice_20250101_000000.tar.gz", &["--overwrite"]).ok();
+    assert!(out.contains("Restored 3 files"), "{out}");
+    linked();
+
+    // As reported: only the link, over itself. Its target is outside the selection, so it
+    // is refused now, and leaves nothing either.
+    let src = t.work().join("src1");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a\n").unwrap();
+    std::fs::hard_link(src.join("a.txt"), src.join("hard")).unwrap();
+    let archive = backup(&t, &["--sources", "src1"]);
+    std::fs::remove_dir_all(&target).unwrap();
+    restore(archive.to_str().unwrap(), &[]).ok();
+    let out = restore(
+        archive.to_str().unwrap(),
+        &["--path", "hard", "--overwrite"],
+    );
+    let stdout = out.stdout();
+    assert_eq!(out.code(), 1, "stdout {stdout:?} stderr {:?}", out.stderr());
+    assert!(
+        stdout.contains("Refused: src1/hard: hard link target src1/a.txt was not restored"),
+        "{stdout}"
+    );
+    linked();
+}
+
 #[test]
 fn archives_of_the_original_backup_script_verify_restore_and_list() {
     let t = TestHome::new();

@@ -8,6 +8,7 @@
 //! file over them in the same folder handle. A restore that fails midway removes what it
 //! created and says what it could not remove.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -135,7 +136,8 @@ pub fn restore_with(
         owners: rustix::process::geteuid().is_root(),
         report: RestoreReport::default(),
         cache: None,
-        created_dirs: HashSet::new(),
+        created_dirs: HashMap::new(),
+        written: HashSet::new(),
         above: HashMap::new(),
         journal: Vec::new(),
         folders: Vec::new(),
@@ -452,8 +454,13 @@ struct Extractor<'a> {
     report: RestoreReport,
     /// The last parent folder used, as most entries share their predecessor's.
     cache: Option<(Vec<OsString>, OwnedFd)>,
-    /// Folders this restore made, so a folder entry after its contents still gets its mode.
-    created_dirs: HashSet<Vec<OsString>>,
+    /// Folders this restore made, so a folder entry after its contents still gets its mode,
+    /// with their device and inode: what is in them is this restore's own.
+    created_dirs: HashMap<Vec<OsString>, (u64, u64)>,
+    /// Device and inode of the regular files this restore wrote in folders it did not make:
+    /// with those in folders it made, the only files a hard link may point at (memory grows
+    /// with them as the journal does).
+    written: HashSet<(u64, u64)>,
     /// Attributes of the folders above a `paths` selection, for when they are made.
     above: HashMap<Vec<OsString>, Attributes>,
     journal: Vec<Made>,
@@ -640,7 +647,7 @@ impl Extractor<'_> {
                 folder: true,
                 identity: identity(stat),
             });
-            created_dirs.insert(owned(parts));
+            created_dirs.insert(owned(parts), identity(stat));
             if let Some(attributes) = above.get(&owned(parts)) {
                 folders.push(Folder {
                     parts: owned(parts),
@@ -666,7 +673,7 @@ impl Extractor<'_> {
         let name = parts[parts.len() - 1];
         let mine = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
-            Err(rustix::io::Errno::EXIST) => self.created_dirs.contains(&owned(parts)),
+            Err(rustix::io::Errno::EXIST) => self.created_dirs.contains_key(&owned(parts)),
             Err(e) => return Err(fatal(shown)(e.into())),
         };
         let fd = match beneath::open_dir(parent, name) {
@@ -677,7 +684,8 @@ impl Extractor<'_> {
             }
         };
         let stat = rustix::fs::fstat(&fd).map_err(|e| fatal(shown)(e.into()))?;
-        if mine && self.created_dirs.insert(owned(parts)) {
+        if mine && let Entry::Vacant(made) = self.created_dirs.entry(owned(parts)) {
+            made.insert(identity(&stat));
             self.journal.push(Made {
                 parts: owned(parts),
                 folder: true,
@@ -728,19 +736,24 @@ impl Extractor<'_> {
             }
         };
         let temporary = slot != *name;
+        let in_made_folder = self.created_dirs.contains_key(&owned(parents));
         let mut slot_parts = owned(parents);
         slot_parts.push(slot.clone());
         let made = make(parent, &slot);
         // Whatever `make` left under the slot name is this restore's, even on failure; in a
-        // folder this restore made, removing the folder removes it.
+        // folder this restore made, removing the folder removes it, so there it is looked at
+        // only under a temporary name, to tell whether the rename moved it.
+        let left = if in_made_folder && !temporary {
+            None
+        } else {
+            beneath::stat_of(parent, &slot).ok().flatten()
+        };
         let mut journalled = false;
-        if !self.created_dirs.contains(&owned(parents))
-            && let Ok(Some(stat)) = beneath::stat_of(parent, &slot)
-        {
+        if !in_made_folder && let Some(stat) = &left {
             self.journal.push(Made {
                 parts: slot_parts,
                 folder: false,
-                identity: identity(&stat),
+                identity: identity(stat),
             });
             journalled = true;
         }
@@ -755,20 +768,37 @@ impl Extractor<'_> {
             }
             Err(e) => return Err(fatal(shown)(e)),
         }
+        if !in_made_folder
+            && let Some(stat) = &left
+            && beneath::kind_of(stat) == FileType::RegularFile
+        {
+            self.written.insert(identity(stat));
+        }
         if temporary {
             rustix::fs::renameat(parent, &slot, parent, *name)
                 .map_err(|e| fatal(shown)(e.into()))?;
-            // Replaced: undoing it could not bring the old entry back.
+            // Onto another link to the same file rename(2) does nothing: the name already
+            // holds the entry, and the temporary name must go.
+            let unmoved = match (&left, beneath::stat_of(parent, &slot)) {
+                (Some(made), Ok(Some(still))) => identity(made) == identity(&still),
+                _ => false,
+            };
+            if unmoved {
+                beneath::remove_file(parent, &slot).map_err(fatal(shown))?;
+            } else {
+                self.replaced.push(shown.to_owned());
+            }
+            // Replaced (undoing it could not bring the old entry back), or nothing to undo.
             if journalled {
                 self.journal.pop();
             }
-            self.replaced.push(shown.to_owned());
         }
         Ok(true)
     }
 
-    /// The folder and name a hard link points at, if it is a regular file restored so far
-    /// beneath the root.
+    /// The folder and name a hard link points at, if it is a regular file this restore
+    /// wrote: a link to any other file in the target would show it in the archive's folders,
+    /// with their modes (a private folder's file made readable to all).
     fn link_source(&self, link: Option<&Path>) -> Result<(OwnedFd, OsString), String> {
         let link = link.ok_or("hard link without a target")?;
         let target = safe_components(link).map_err(|r| format!("hard link target: {r}"))?;
@@ -783,12 +813,21 @@ impl Extractor<'_> {
             Err(Blocked::Io(e)) => return Err(format!("hard link target: {e}")),
         };
         match beneath::stat_of(&dir, name) {
-            Ok(Some(stat)) if beneath::kind_of(&stat) == FileType::RegularFile => {
-                Ok((dir, (*name).to_owned()))
+            Ok(Some(stat)) if beneath::kind_of(&stat) != FileType::RegularFile => {
+                Err("hard link target is not a regular file".to_owned())
             }
-            Ok(Some(_)) => Err("hard link target is not a regular file".to_owned()),
+            Ok(Some(stat)) if self.wrote(&dir, parents, &stat) => Ok((dir, (*name).to_owned())),
             _ => Err(not_restored()),
         }
+    }
+
+    /// Whether `file`, found in `dir` (at `parents`), is one this restore wrote: remembered
+    /// as such, or in a folder it made (private until the end, so holding only its files).
+    fn wrote(&self, dir: &OwnedFd, parents: &[&OsStr], file: &Stat) -> bool {
+        self.written.contains(&identity(file))
+            || self.created_dirs.get(&owned(parents)).is_some_and(|made| {
+                rustix::fs::fstat(dir).is_ok_and(|found| identity(&found) == *made)
+            })
     }
 
     /// Sets the folders' attributes, deepest last-seen first, on each folder re-opened
@@ -1470,6 +1509,116 @@ mod tests {
         assert_eq!(dir_names(base.path()), ["outside", "work"]);
         assert!(!Path::new("/abs_store_test").exists());
         assert_eq!(dir_names(&target), ["top"]);
+    }
+
+    /// The audit's case: through a link in a folder the archive makes, a file in a private
+    /// folder of the target would be readable to anyone.
+    #[test]
+    fn a_hard_link_may_point_only_at_a_file_this_restore_wrote() {
+        let base = tempfile::tempdir().unwrap();
+        let target = base.path().join("target");
+        fs::create_dir_all(target.join("victim")).unwrap();
+        fs::set_permissions(target.join("victim"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(target.join("victim/notes"), "private").unwrap();
+        fs::create_dir(target.join("shared")).unwrap();
+        fs::write(target.join("shared/old"), "there before").unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::Dir(b"pub/"),
+                Hostile::HardLink(b"pub/notes", b"victim/notes"),
+                Hostile::HardLink(b"shared/to_old", b"shared/old"),
+                // Written by this restore, in a folder it did not make: a fine target.
+                Hostile::File(b"shared/new", b"new"),
+                Hostile::HardLink(b"shared/to_new", b"shared/new"),
+            ],
+        );
+        let nlink = |path: &str| fs::symlink_metadata(target.join(path)).unwrap().nlink();
+        let ino = |path: &str| fs::symlink_metadata(target.join(path)).unwrap().ino();
+        for overwrite in [false, true] {
+            let options = RestoreOptions {
+                paths: Vec::new(),
+                overwrite,
+            };
+            let report = restore_with(&archive, &target, &options).unwrap();
+            assert_eq!(
+                report.refused,
+                [
+                    "pub/notes: hard link target victim/notes was not restored",
+                    "shared/to_old: hard link target shared/old was not restored",
+                ],
+                "overwrite {overwrite}"
+            );
+            assert_eq!(dir_names(&target.join("pub")), Vec::<String>::new());
+            assert_eq!((nlink("victim/notes"), nlink("shared/old")), (1, 1));
+            assert_eq!(ino("shared/to_new"), ino("shared/new"), "{overwrite}");
+            assert_eq!(nlink("shared/new"), 2, "{overwrite}");
+        }
+
+        // A `--path` selection without the link's target: refused as in a fresh target,
+        // even when the target holds a file of that name (it may differ from the archive's).
+        let src = base.path().join("src1");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("a.txt"), "a").unwrap();
+        fs::hard_link(src.join("a.txt"), src.join("hard")).unwrap();
+        let dest = base.path().join("b");
+        fs::create_dir(&dest).unwrap();
+        let archive = backup(
+            &src,
+            &dest,
+            "src1",
+            Compression::of(Codec::None),
+            "20250102_030405",
+        )
+        .archive;
+        let out = base.path().join("r1");
+        restore(&archive, &out, &[]).unwrap();
+        let options = RestoreOptions {
+            paths: vec!["hard".to_owned()],
+            overwrite: true,
+        };
+        let report = restore_with(&archive, &out, &options).unwrap();
+        assert_eq!(
+            report.refused,
+            ["src1/hard: hard link target src1/a.txt was not restored"]
+        );
+        assert_eq!(dir_names(&out.join("src1")), ["a.txt", "hard"]);
+        let meta = fs::metadata(out.join("src1/a.txt")).unwrap();
+        assert_eq!(meta.nlink(), 2);
+        assert_eq!(
+            meta.ino(),
+            fs::metadata(out.join("src1/hard")).unwrap().ino()
+        );
+    }
+
+    /// rename(2) between two links to one file does nothing and succeeds.
+    #[test]
+    fn overwriting_a_hard_link_with_the_same_link_leaves_no_temporary_file() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::Dir(b"top/"),
+                Hostile::File(b"top/a", b"data"),
+                Hostile::HardLink(b"top/h", b"top/a"),
+                Hostile::HardLink(b"top/h", b"top/a"),
+            ],
+        );
+        let target = base.path().join("target");
+        let options = RestoreOptions {
+            paths: Vec::new(),
+            overwrite: true,
+        };
+        // Into a folder the restore makes, then into the same folder, now there before.
+        for round in 1..=2 {
+            let report = restore_with(&archive, &target, &options).unwrap();
+            assert_eq!(report.refused, Vec::<String>::new(), "round {round}");
+            assert_eq!(report.files, 3, "round {round}");
+            assert_eq!(dir_names(&target.join("top")), ["a", "h"], "round {round}");
+            let a = fs::metadata(target.join("top/a")).unwrap();
+            assert_eq!(a.nlink(), 2, "round {round}");
+            assert_eq!(a.ino(), fs::metadata(target.join("top/h")).unwrap().ino());
+        }
     }
 
     #[test]

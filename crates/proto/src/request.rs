@@ -334,13 +334,6 @@ impl Request {
                 format!("request is not valid JSON: {e}"),
             )
         })?;
-        if let Some(key) = crate::unique_keys::first_duplicate_key(text) {
-            return Err(RequestError::new(
-                None,
-                ErrorCode::InvalidRequest,
-                format!("duplicate key {key:?} in the request; each key may appear once"),
-            ));
-        }
         let Value::Object(mut object) = value else {
             return Err(RequestError::new(
                 None,
@@ -351,6 +344,15 @@ impl Request {
         let id = object.remove("id").filter(|id| !id.is_null());
         if let Some(problem) = id.as_ref().and_then(id_problem) {
             return Err(RequestError::new(None, ErrorCode::InvalidRequest, problem));
+        }
+        if let Some(key) = crate::unique_keys::first_duplicate_key(text) {
+            // Of two ids, which was meant is unknown; any other duplicate leaves the id clear.
+            let id = if key == "id" { None } else { id };
+            return Err(RequestError::new(
+                id,
+                ErrorCode::InvalidRequest,
+                format!("duplicate key {key:?} in the request; each key may appear once"),
+            ));
         }
         let command = Self::parse_command(object).map_err(|(code, message)| RequestError {
             id: id.clone(),
@@ -562,6 +564,11 @@ mod tests {
         let err = parse(r#"{"cmd":"prune","retention":{"days":1,"days":9}}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
         assert!(err.message.contains("\"days\""), "{}", err.message);
+        // The answer still carries an id that is not itself in doubt.
+        let err = parse(r#"{"id":5,"cmd":"hello","cmd":"stop"}"#).unwrap_err();
+        assert_eq!(err.id, Some(json!(5)));
+        let err = parse(r#"{"id":5,"cmd":"hello","id":6}"#).unwrap_err();
+        assert_eq!((err.code, err.id), (ErrorCode::InvalidRequest, None));
     }
 
     #[test]

@@ -671,9 +671,9 @@ impl Extractor<'_> {
         shown: &str,
     ) -> Result<(), Fatal> {
         let name = parts[parts.len() - 1];
-        let mine = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        let fresh = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
-            Err(rustix::io::Errno::EXIST) => self.created_dirs.contains_key(&owned(parts)),
+            Err(rustix::io::Errno::EXIST) => false,
             Err(e) => return Err(fatal(shown)(e.into())),
         };
         let fd = match beneath::open_dir(parent, name) {
@@ -684,6 +684,9 @@ impl Extractor<'_> {
             }
         };
         let stat = rustix::fs::fstat(&fd).map_err(|e| fatal(shown)(e.into()))?;
+        // One made earlier in this restore is its own only while it is that very folder: one
+        // swapped in under its name keeps its own owner and mode.
+        let mine = fresh || self.created_dirs.get(&owned(parts)) == Some(&identity(&stat));
         if mine && let Entry::Vacant(made) = self.created_dirs.entry(owned(parts)) {
             made.insert(identity(&stat));
             self.journal.push(Made {
@@ -1691,5 +1694,58 @@ mod tests {
             // Not root: whatever the archive says, the restorer owns the files.
             assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
         }
+    }
+
+    #[test]
+    fn a_folder_swapped_in_under_the_name_of_one_it_made_is_not_taken_for_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = LocalFolder::new(dir.path());
+        let filters = Filters::new(&[]);
+        let archive = Archive {
+            destination: &folder,
+            file: "unused.tar",
+            path: dir.path().join("unused.tar"),
+            identities: None,
+        };
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let root = beneath::open_dir(&rustix::fs::CWD, target.as_os_str()).unwrap();
+        let mut extractor = Extractor {
+            archive: &archive,
+            root,
+            made_target: Vec::new(),
+            filters: &filters,
+            overwrite: false,
+            owners: false,
+            report: RestoreReport::default(),
+            cache: None,
+            created_dirs: HashMap::new(),
+            written: HashSet::new(),
+            above: HashMap::new(),
+            journal: Vec::new(),
+            folders: Vec::new(),
+            replaced: Vec::new(),
+            temp_count: 0,
+        };
+        let attributes = Attributes {
+            mode: 0o755,
+            mtime: 0,
+            owner: None,
+        };
+        let parent = beneath::open_dir(&rustix::fs::CWD, target.as_os_str()).unwrap();
+        let parts = [OsStr::new("d")];
+        assert!(extractor.folder(&parent, &parts, attributes, "d").is_ok());
+        assert_eq!(extractor.folders.len(), 1, "made by this restore");
+        // Replaced by someone else's folder between two entries naming it (made while the
+        // first exists, so that it cannot get its inode).
+        fs::create_dir(target.join("theirs")).unwrap();
+        fs::remove_dir(target.join("d")).unwrap();
+        fs::rename(target.join("theirs"), target.join("d")).unwrap();
+        assert!(extractor.folder(&parent, &parts, attributes, "d").is_ok());
+        assert_eq!(
+            extractor.folders.len(),
+            1,
+            "the stranger keeps its own mode"
+        );
     }
 }

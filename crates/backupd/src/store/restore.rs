@@ -1709,7 +1709,7 @@ mod tests {
         };
         let target = dir.path().join("target");
         fs::create_dir(&target).unwrap();
-        let root = beneath::open_dir(&rustix::fs::CWD, target.as_os_str()).unwrap();
+        let root = beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap();
         let mut extractor = Extractor {
             archive: &archive,
             root,
@@ -1732,7 +1732,7 @@ mod tests {
             mtime: 0,
             owner: None,
         };
-        let parent = beneath::open_dir(&rustix::fs::CWD, target.as_os_str()).unwrap();
+        let parent = beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap();
         let parts = [OsStr::new("d")];
         assert!(extractor.folder(&parent, &parts, attributes, "d").is_ok());
         assert_eq!(extractor.folders.len(), 1, "made by this restore");

@@ -655,3 +655,43 @@ fn the_readme_example_dumps_sqlite_beside_the_folder_and_stores_the_postgresql_s
         "{schedule}"
     );
 }
+
+#[test]
+fn what_a_dump_leaves_running_is_killed_and_the_job_ends() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let pid_file = t.work().join("helper.pid");
+    // The helper keeps the dump's stderr open, and would for 1000 s.
+    let script = format!(
+        "sleep 1000 > /dev/null & echo $! > {}; echo data",
+        pid_file.display()
+    );
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("app")],
+        "source_commands": [{"name": "db.sql", "command": ["sh", "-c", script]}]
+    });
+    let socket = t.socket();
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let answer = Client::connect(&socket)
+            .unwrap()
+            .request(&request.to_string());
+        let _ = done.send(answer);
+    });
+    let answer = answered
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the job waited for what its dump left running");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let file = extract(archive, "db.sql", &t.work().join("out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "data\n");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+    // Gone, or a zombie waiting for a reaper.
+    assert!(
+        status.as_deref().map_or(true, |s| s.contains("State:\tZ")),
+        "the helper still runs: {status:?}"
+    );
+}

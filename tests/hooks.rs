@@ -463,3 +463,87 @@ fn metrics_say_down_once_the_daemon_has_stopped() {
     assert!(daemon.wait().success());
     assert_eq!(metrics(&t)["backupd_up"], "0");
 }
+
+#[test]
+fn hooks_and_dumps_inherit_the_environment_but_not_the_daemons_secrets() {
+    let t = TestHome::new();
+    source(&t);
+    std::fs::create_dir_all(t.home()).unwrap();
+    // Never reached: no email is sent, but the password is read at start.
+    std::fs::write(
+        t.home().join("backupd.toml"),
+        "[email]\nserver = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nfrom = \"b@example.org\"\n\
+         to = [\"a@example.org\"]\nusername = \"b\"\npassword_env = \"TEST_SMTP_PASSWORD\"\n",
+    )
+    .unwrap();
+    let secrets = [
+        ("AWS_ACCESS_KEY_ID", "AKIASECRETKEYID"),
+        ("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
+        ("AWS_SESSION_TOKEN", "session-token"),
+        ("TEST_SMTP_PASSWORD", "smtp-password"),
+    ];
+    let mut env: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.push(("PGPASSWORD".into(), "the-users-own".into()));
+    let _daemon = t.start_daemon_with_env(&env);
+    let hook_env = t.work().join("hook.env");
+    let before = format!("sh -c 'env > {}'", hook_env.display());
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "docs",
+            "--before",
+            &before,
+            "--source-command",
+            "env.txt=env",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let out = t.work().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xf", archive, "-C"])
+        .arg(&out)
+        .arg("env.txt")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for env in [env_file(&hook_env), env_file(&out.join("env.txt"))] {
+        assert_eq!(env["PGPASSWORD"], "the-users-own", "{env:?}");
+        for (name, value) in secrets {
+            assert!(!env.contains_key(name), "{name} passed on: {env:?}");
+            assert!(
+                !env.values().any(|v| v == value),
+                "{value} passed on: {env:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_hooks_odd_output_is_logged_whole_and_never_stops_the_hook() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    // Latin-1, not UTF-8, then more than a pipe holds; then one line of 100 kB.
+    let before = "sh -c 'printf \"caf\\351\\n\"; sleep 1; i=0; while [ $i -lt 3000 ]; do \
+                  echo line-$i; i=$((i+1)); done; head -c 100000 /dev/zero | tr \"\\0\" x; echo; \
+                  echo last-line'";
+    let (code, answer) = run_json(&t, &["--sources", "docs", "--before", before]);
+    assert_eq!(code, 0, "{answer}");
+    let log = wait_for(Duration::from_secs(30), "the hook's last line", || {
+        Some(t.log()).filter(|log| log.contains("before hook: last-line"))
+    });
+    assert!(log.contains("before hook: caf\u{fffd}"), "{log}");
+    assert!(log.contains("before hook: line-2999"));
+    let cut = log
+        .lines()
+        .find(|l| l.contains("before hook: xxx"))
+        .expect("the long line");
+    assert!(cut.ends_with(" [line cut at 4096 bytes]"), "{}", cut.len());
+    assert!(cut.len() < 4200, "{}", cut.len());
+}

@@ -45,8 +45,11 @@ pub enum HookError {
     Failed { kind: &'static str, status: String },
     #[error("{kind} hook timed out after {secs} s and was killed")]
     TimedOut { kind: &'static str, secs: u64 },
-    #[error("{kind} hook killed: backupd is stopping")]
-    Stopped { kind: &'static str },
+    #[error("{kind} hook killed: {why}")]
+    Stopped {
+        kind: &'static str,
+        why: &'static str,
+    },
 }
 
 /// How long a hook may finish after SIGTERM when the daemon stops.
@@ -65,14 +68,21 @@ pub struct Hook<'a> {
 
 impl Hook<'_> {
     /// Runs the hook to its end (or its kill); `Ok` only on exit status 0. Nothing to run is
-    /// success.
-    pub async fn run(self, shutdown: &CancellationToken) -> Result<(), HookError> {
+    /// success. The daemon stopping stops it, and so does cancelling `job`, if given.
+    pub async fn run(
+        self,
+        shutdown: &CancellationToken,
+        job: Option<&CancellationToken>,
+    ) -> Result<(), HookError> {
         let kind = self.kind.as_str();
         let Some((program, args)) = self.argv.split_first() else {
             return Ok(());
         };
         tracing::info!("{} Running {kind} hook: {}", self.tag, self.argv.join(" "));
         let mut command = Command::new(program);
+        for name in crate::child_env::withheld() {
+            command.env_remove(name);
+        }
         command
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -90,10 +100,19 @@ impl Hook<'_> {
         let out = child.stdout.take().map(|o| log_lines(o, self.tag, kind));
         let err = child.stderr.take().map(|e| log_lines(e, self.tag, kind));
 
+        let job_cancelled = async {
+            match job {
+                Some(job) => job.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        // A job's cancellation is a child of the shutdown: a stop sets both, and is named.
         let ended = tokio::select! {
+            biased;
             status = child.wait() => Ended::Exited(status),
             () = tokio::time::sleep(self.timeout) => Ended::TimedOut,
-            () = shutdown.cancelled() => Ended::Stopping,
+            () = shutdown.cancelled() => Ended::Stopping("backupd is stopping"),
+            () = job_cancelled => Ended::Stopping("its job was cancelled"),
         };
         let result = match ended {
             Ended::Exited(Ok(status)) if status.success() => Ok(()),
@@ -113,7 +132,7 @@ impl Hook<'_> {
                     secs: self.timeout.as_secs(),
                 })
             }
-            Ended::Stopping => {
+            Ended::Stopping(why) => {
                 signal_group(group, Signal::TERM);
                 if tokio::time::timeout(STOP_GRACE, child.wait())
                     .await
@@ -122,7 +141,7 @@ impl Hook<'_> {
                     signal_group(group, Signal::KILL);
                     let _ = child.wait().await;
                 }
-                Err(HookError::Stopped { kind })
+                Err(HookError::Stopped { kind, why })
             }
         };
         // What the hook left running in its group would hold its pipes open: it goes too.
@@ -141,7 +160,7 @@ impl Hook<'_> {
 enum Ended {
     Exited(std::io::Result<std::process::ExitStatus>),
     TimedOut,
-    Stopping,
+    Stopping(&'static str),
 }
 
 /// Signals the hook's process group; one already gone is fine.
@@ -151,7 +170,13 @@ fn signal_group(group: Option<Pid>, signal: Signal) {
     }
 }
 
-/// Logs each line of a hook's output under the job's tag.
+/// The most of one line of a hook's output that is logged; the rest of a longer line is left
+/// out, and the line says so.
+const MAX_LINE: usize = 4096;
+
+/// Logs each line of a hook's output under the job's tag, to the end of the output: bytes that
+/// are not UTF-8 are logged as U+FFFD and a line is cut at [`MAX_LINE`], so that neither stops
+/// the reading (the hook would die of SIGPIPE) nor fills the daemon's memory.
 fn log_lines(
     stream: impl AsyncRead + Unpin + Send + 'static,
     tag: &str,
@@ -159,9 +184,36 @@ fn log_lines(
 ) -> tokio::task::JoinHandle<()> {
     let tag = tag.to_owned();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!("{tag} {kind} hook: {line}");
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        let mut cut = false;
+        let log = |line: &[u8], cut: bool| {
+            let text = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line));
+            if cut {
+                tracing::info!("{tag} {kind} hook: {text} [line cut at {MAX_LINE} bytes]");
+            } else {
+                tracing::info!("{tag} {kind} hook: {text}");
+            }
+        };
+        while let Ok(buffer) = reader.fill_buf().await {
+            if buffer.is_empty() {
+                if !line.is_empty() {
+                    log(&line, cut);
+                }
+                break;
+            }
+            let end = buffer.iter().position(|&b| b == b'\n');
+            let part = &buffer[..end.unwrap_or(buffer.len())];
+            let room = MAX_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&part[..part.len().min(room)]);
+            cut |= part.len() > room;
+            let used = end.map_or(buffer.len(), |end| end + 1);
+            reader.consume(used);
+            if end.is_some() {
+                log(&line, cut);
+                line.clear();
+                cut = false;
+            }
         }
     })
 }
@@ -190,15 +242,17 @@ impl JobHooks {
         }
     }
 
-    /// The `before` hook, given the job's name and planned archive; its failure fails the job.
+    /// The `before` hook, given the job's name and planned archive; its failure fails the job,
+    /// and cancelling the job kills it.
     pub async fn before(
         &self,
         tag: &str,
         env: Vec<(&'static str, String)>,
         shutdown: &CancellationToken,
+        job: &CancellationToken,
     ) -> Result<(), HookError> {
         self.hook(HookKind::Before, &self.hooks.before, tag, env)
-            .run(shutdown)
+            .run(shutdown, Some(job))
             .await
     }
 
@@ -217,11 +271,11 @@ impl JobHooks {
         };
         let _ = self
             .hook(kind, argv, tag, outcome.env())
-            .run(shutdown)
+            .run(shutdown, None)
             .await;
         let _ = self
             .hook(HookKind::Finally, &self.hooks.finally, tag, outcome.env())
-            .run(shutdown)
+            .run(shutdown, None)
             .await;
     }
 }
@@ -248,7 +302,7 @@ mod tests {
             timeout,
             tag: "[docs #1]",
         }
-        .run(shutdown)
+        .run(shutdown, None)
         .await
     }
 
@@ -311,5 +365,29 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, HookError::Stopped { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn cancelling_its_job_stops_a_running_hook_and_says_so() {
+        let shutdown = CancellationToken::new();
+        let job = shutdown.child_token();
+        let canceller = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            canceller.cancel();
+        });
+        let argv = argv(&["sleep", "300"]);
+        let hook = Hook {
+            kind: HookKind::Before,
+            argv: &argv,
+            env: Vec::new(),
+            timeout: Duration::from_secs(600),
+            tag: "[docs #1]",
+        };
+        let started = Instant::now();
+        let err = hook.run(&shutdown, Some(&job)).await.unwrap_err();
+        assert_eq!(err.to_string(), "before hook killed: its job was cancelled");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(!shutdown.is_cancelled());
     }
 }

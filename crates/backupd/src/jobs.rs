@@ -139,6 +139,11 @@ impl Job {
         self.cancel.cancelled()
     }
 
+    /// The job's cancellation, for what must stop with it.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

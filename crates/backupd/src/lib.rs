@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod child_env;
 pub mod config;
 pub mod destination;
 pub mod engine;

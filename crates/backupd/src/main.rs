@@ -134,6 +134,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Before reading anything from the home, even its configuration file.
     home.check_trust()?;
     let config = Config::load(args.config.as_deref(), home.root())?;
+    if let Some(name) = config
+        .email
+        .as_ref()
+        .and_then(|e| e.password_env.as_deref())
+    {
+        backupd::child_env::withhold(name);
+    }
     // Reads the SMTP password now: a daemon that could not send its emails does not start.
     let mailer = config
         .email

@@ -378,9 +378,18 @@ async fn back_up_one(
         ("BACKUPD_MANIFEST", report.manifest.clone()),
         ("BACKUPD_STATUS", "running".to_owned()),
     ];
-    if let Err(e) = hooks.before(&tag, planned.to_vec(), &daemon.shutdown).await {
-        report.error = Some(format!("Backup failed for {source}: {e}"));
-        report.cancelled = matches!(e, crate::hooks::HookError::Stopped { .. });
+    let before = hooks.before(
+        &tag,
+        planned.to_vec(),
+        &daemon.shutdown,
+        registered.cancellation(),
+    );
+    if let Err(e) = before.await {
+        if matches!(e, crate::hooks::HookError::Stopped { .. }) {
+            cancelled(daemon, &tag, &source, &mut report);
+        } else {
+            report.error = Some(format!("Backup failed for {source}: {e}"));
+        }
         let ended = JobEnd {
             hooks,
             notify,

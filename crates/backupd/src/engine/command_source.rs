@@ -113,7 +113,11 @@ pub(crate) fn append_command(
         .command
         .split_first()
         .ok_or_else(|| failed("empty command".into()))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    for name in crate::child_env::withheld() {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -128,9 +132,23 @@ pub(crate) fn append_command(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
 
+    // Not a scoped thread: a process that left the command's group could hold stderr open
+    // for as long as it lives, and the job must not wait for it.
+    let (tail_sender, tail) = std::sync::mpsc::sync_channel(1);
+    let reader = std::thread::Builder::new()
+        .name("dump-stderr".to_owned())
+        .spawn(move || {
+            let _ = tail_sender.send(read_tail(&mut stderr));
+        });
+    if let Err(e) = reader {
+        if let Some(group) = group {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+        let _ = child.wait();
+        return Err(failed(format!("can't read its error output: {e}")));
+    }
     let done = AtomicBool::new(false);
-    let (copied, stderr_tail, status) = std::thread::scope(|scope| {
-        let tail = scope.spawn(move || read_tail(&mut stderr));
+    let (copied, status) = std::thread::scope(|scope| {
         // Cancelling kills the command's whole group; its pipes then close and the copy ends.
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
@@ -152,9 +170,16 @@ pub(crate) fn append_command(
         // A command still writing gets EPIPE (or SIGPIPE) instead of blocking forever.
         drop(stdout);
         let status = child.wait();
+        // What the command left running in its group would hold its stderr open: it goes too.
+        if let Some(group) = group {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
         done.store(true, Ordering::Relaxed);
-        (copied, tail.join().unwrap_or_default(), status)
+        (copied, status)
     });
+    let stderr_tail = tail
+        .recv_timeout(Duration::from_secs(1))
+        .unwrap_or_default();
     meter.check_cancel()?;
     // A failed write comes first: the command then died of the closed pipe, not of itself.
     let copied = copied.map_err(|e| {

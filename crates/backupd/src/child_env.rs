@@ -1,0 +1,28 @@
+//! What the commands backupd starts (hooks, command sources) inherit: its environment less the
+//! secrets it reads there itself. The README promises those are never logged, and a hook that
+//! prints its environment, or a tool that does so on error, would put them in the log or in an
+//! archive. Everything else (`PGPASSWORD` for a dump, say) is the user's to pass on.
+
+use std::sync::OnceLock;
+
+/// Where the daemon reads S3 credentials from, as the AWS tools do.
+const AWS_SECRETS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// The variable `[email] password_env` names, once the configuration is read.
+static EMAIL_PASSWORD: OnceLock<String> = OnceLock::new();
+
+/// Withholds `name` too from every command started from now on (set once, at start).
+pub fn withhold(name: &str) {
+    let _ = EMAIL_PASSWORD.set(name.to_owned());
+}
+
+/// The variables commands must not inherit.
+pub fn withheld() -> impl Iterator<Item = &'static str> {
+    AWS_SECRETS
+        .into_iter()
+        .chain(EMAIL_PASSWORD.get().map(String::as_str))
+}

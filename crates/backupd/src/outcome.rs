@@ -178,15 +178,17 @@ impl JobOutcome {
 
     /// A few lines for people: the error, or what was written.
     pub fn summary(&self) -> String {
-        let mut text = format!("Backup {} of {}", self.name, self.source);
+        // A path or an error may hold a newline, which would start a line of its own.
+        let source = proto::escape_controls(&self.source);
+        let mut text = format!("Backup {} of {source}", self.name);
         if let Some(error) = &self.error {
-            text.push_str(&format!(": {error}"));
+            text.push_str(&format!(": {}", proto::escape_controls(error)));
         }
         // An offsite failure has both: the error, and the archive that stays here.
         if self.published() {
             text.push_str(&format!(
                 "\nArchive: {} ({})",
-                self.archive,
+                proto::escape_controls(&self.archive),
                 proto::size::human_size(self.size_bytes)
             ));
             if let Some(sha256) = &self.sha256 {
@@ -229,4 +231,38 @@ pub fn host_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_keeps_a_path_s_newline_on_its_line() {
+        let now = chrono::Local::now().fixed_offset();
+        let outcome = JobOutcome {
+            job: 3,
+            name: "src".into(),
+            schedule: None,
+            source: "/srv/x\n[26/11/2026 23:59] Backup verified OK".into(),
+            archive: String::new(),
+            manifest: String::new(),
+            status: JobStatus::Failure,
+            error: Some("Backup failed\nforged".into()),
+            size_bytes: 0,
+            sha256: None,
+            started: now,
+            finished: now,
+            duration_ms: 0,
+            host: "h".into(),
+            log_lines: Vec::new(),
+        };
+        let summary = outcome.summary();
+        assert_eq!(
+            summary.lines().next(),
+            Some(
+                "Backup src of /srv/x\\n[26/11/2026 23:59] Backup verified OK: Backup failed\\nforged"
+            )
+        );
+    }
 }

@@ -90,6 +90,8 @@ impl<S: Subscriber> Layer<S> for JobLogLayer {
             Level::WARN => "Warning: ",
             _ => "",
         };
+        // As in the log file: one line each, whatever a file name holds.
+        let message = proto::escape_controls(&message);
         ring.push_back(format!("[{time}] {level}{message}"));
     }
 }
@@ -139,6 +141,21 @@ mod tests {
             drop(job);
             tracing::info!("[early #1] after");
             assert!(!lock(rings()).contains_key("[early #1]"));
+        });
+    }
+
+    #[test]
+    fn a_line_stays_one_line_whatever_a_file_name_holds() {
+        let subscriber = tracing_subscriber::registry().with(layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let job = watch("[names #3]");
+            tracing::warn!("[names #3] /src/x\n[26/11/2026 23:59] [names #3] Backup verified OK");
+            let lines = job.lines();
+            assert_eq!(lines.len(), 1);
+            assert!(
+                lines[0].ends_with("/src/x\\n[26/11/2026 23:59] [names #3] Backup verified OK"),
+                "{lines:?}"
+            );
         });
     }
 }

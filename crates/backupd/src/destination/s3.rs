@@ -23,12 +23,13 @@
 //!   `remove_if_same` reads the object's lock first and keeps a locked object
 //!   ([`Removal::Locked`]): in a versioned bucket a DELETE would only add a delete marker.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -37,8 +38,8 @@ use object_store::aws::AmazonS3;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload,
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload,
 };
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -63,6 +64,9 @@ pub struct S3Prefix {
     object_lock: OnceLock<Result<ObjectLock, String>>,
     /// Set once the bucket is known to have object lock.
     lockable: OnceLock<()>,
+    /// The ETag of each object as first read: a later read must find the same object, so a
+    /// restore extracts the very bytes its first pass checked against the manifest.
+    first_read: Mutex<HashMap<String, String>>,
 }
 
 impl fmt::Debug for S3Prefix {
@@ -84,6 +88,7 @@ impl S3Prefix {
             create_only: OnceLock::new(),
             object_lock: OnceLock::new(),
             lockable: OnceLock::new(),
+            first_read: Mutex::new(HashMap::new()),
         }
     }
 
@@ -269,10 +274,39 @@ impl Destination for S3Prefix {
 
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
         let key = self.key(file);
-        let result = self
-            .runtime
-            .block_on(self.store.get(&key))
-            .map_err(|e| self.io_error(e))?;
+        let mut first_read = self
+            .first_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pinned = first_read.get(file).cloned();
+        let replaced = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} was replaced since it was first read",
+                    self.path_of(file).display()
+                ),
+            )
+        };
+        let options = GetOptions {
+            if_match: pinned.clone(),
+            ..GetOptions::default()
+        };
+        let result = match self.runtime.block_on(self.store.get_opts(&key, options)) {
+            Ok(result) => result,
+            Err(object_store::Error::Precondition { .. }) => return Err(replaced()),
+            Err(e) => return Err(self.io_error(e)),
+        };
+        // Checked here too: not every S3 server honours If-Match.
+        match (&pinned, &result.meta.e_tag) {
+            (Some(pinned), Some(e_tag)) if pinned != e_tag => return Err(replaced()),
+            (Some(_), None) => return Err(replaced()),
+            (None, Some(e_tag)) => {
+                first_read.insert(file.to_owned(), e_tag.clone());
+            }
+            _ => {}
+        }
+        drop(first_read);
         Ok(Box::new(ObjectReader {
             stream: result.into_stream(),
             chunk: Bytes::new(),
@@ -689,6 +723,25 @@ mod tests {
         let mut back = Vec::new();
         prefix.open(name).unwrap().read_to_end(&mut back).unwrap();
         assert!(back == data, "the object read back differs");
+        // Replaced behind its back (by anyone who may write the bucket): a second read, as a
+        // restore's after its check, must not get the new bytes.
+        let replaced = noise(1000);
+        let other = prefix_on(&server, &runtime, SECRET_KEY);
+        let key = other.key(name);
+        let payload = PutPayload::from(replaced.clone());
+        runtime.block_on(other.store.put(&key, payload)).unwrap();
+        let mut fresh = Vec::new();
+        other.open(name).unwrap().read_to_end(&mut fresh).unwrap();
+        assert!(fresh == replaced, "another reader sees the new object");
+        let err = prefix
+            .open(name)
+            .err()
+            .expect("the replaced object was read");
+        assert!(
+            err.to_string()
+                .ends_with("was replaced since it was first read"),
+            "{err}"
+        );
 
         let manifest = "docs_20250101_120000.tar.gz.manifest.json";
         prefix.put_new(manifest, b"{}").unwrap();

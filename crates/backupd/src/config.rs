@@ -87,6 +87,12 @@ pub struct Config {
     pub email: Option<EmailSettings>,
 }
 
+/// The longest configuration file read; a real one is a few KiB.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The most rotated log files kept.
+const MAX_LOG_KEEP: usize = 1000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -95,7 +101,7 @@ struct File {
     log_level: Option<Spanned<String>>,
     log_format: Option<LogFormat>,
     log_max_bytes: Option<u64>,
-    log_keep: Option<usize>,
+    log_keep: Option<Spanned<usize>>,
     runs_kept: Option<Spanned<usize>>,
     socket_group: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -121,7 +127,8 @@ impl Config {
             Some(path) => (path.to_owned(), true),
             None => (home.join(CONFIG_FILE), false),
         };
-        match std::fs::read_to_string(&path) {
+        // It may name hooks, which the daemon runs as its user: root, often.
+        match crate::fsutil::read_trusted(&path, crate::fsutil::Links::Follow, MAX_CONFIG_BYTES) {
             Ok(text) => Self::parse(&path, &text),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !required => Ok(Self::default()),
             Err(cause) => Err(ConfigError::Read { path, cause }),
@@ -149,9 +156,18 @@ impl Config {
             path: Some(path.to_owned()),
             log_format: file.log_format,
             log_max_bytes: file.log_max_bytes,
-            log_keep: file.log_keep,
             ..Config::default()
         };
+        if let Some(keep) = file.log_keep {
+            // Rotation renames every kept file in turn: a huge count would never end.
+            if *keep.get_ref() > MAX_LOG_KEEP {
+                return Err(invalid(
+                    Some(keep.span()),
+                    format!("log_keep must be at most {MAX_LOG_KEEP}"),
+                ));
+            }
+            config.log_keep = Some(keep.into_inner());
+        }
         if let Some(max_jobs) = file.max_jobs {
             if *max_jobs.get_ref() == 0 {
                 return Err(invalid(
@@ -360,6 +376,7 @@ mod tests {
             ("log_level = \"loud\"\n", 1, "loud"),
             ("\nlog_format = \"xml\"\n", 2, "xml"),
             ("log_keep = -1\n", 1, "log_keep"),
+            ("\nlog_keep = 1001\n", 2, "log_keep must be at most 1000"),
             ("[defaults]\nlevel = 99\n", 1, "level 99"),
             ("[defaults]\ncompresion = \"zstd\"\n", 1, "compresion"),
             ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
@@ -436,6 +453,34 @@ mod tests {
         ));
         std::fs::write(dir.path().join(CONFIG_FILE), "max_jobs = 3\n").unwrap();
         assert_eq!(Config::load(None, dir.path()).unwrap().max_jobs, Some(3));
+    }
+
+    #[test]
+    fn a_file_others_could_have_written_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, "max_jobs = 3\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = Config::load(None, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("is writable by group or others (mode 664)"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A link is followed (configuration management links files into place): what counts
+        // is the file it names.
+        let link = dir.path().join("linked.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert_eq!(
+            Config::load(Some(&link), dir.path()).unwrap().max_jobs,
+            Some(3)
+        );
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = Config::load(None, dir.path()).unwrap_err().to_string();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
     }
 
     #[test]

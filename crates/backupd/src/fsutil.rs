@@ -140,6 +140,53 @@ pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>
     Ok(removed)
 }
 
+/// Whether [`read_trusted`] follows a symbolic link in the file's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    Follow,
+    Refuse,
+}
+
+/// The text of a file the daemon may trust with secrets or commands: a regular file owned by
+/// root or the daemon's user that neither group nor others may write, read up to `limit`
+/// bytes. A refusal is `PermissionDenied` and says why and how to fix it.
+pub fn read_trusted(path: &Path, links: Links, limit: u64) -> io::Result<String> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read;
+    let refused = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    if links == Links::Refuse {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) if links == Links::Refuse => {
+            return Err(refused("is a symlink; name the file itself".into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stat = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(refused("is not a regular file".into()));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if stat.st_uid != 0 && stat.st_uid != euid {
+        return Err(refused(format!(
+            "is owned by uid {}, neither root nor the daemon's user",
+            stat.st_uid
+        )));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(refused(format!(
+            "is writable by group or others (mode {:o}); chmod go-w it",
+            stat.st_mode & 0o7777
+        )));
+    }
+    let mut text = String::new();
+    File::from(fd).take(limit).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Reads a whole file without following a link in its place (`O_NOFOLLOW`): the daemon's
 /// own files are never links, and one planted there must not make it read someone else's.
 pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {

@@ -8,11 +8,7 @@
 //! never appear in a `Debug` output or an error message.
 
 use std::fmt;
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::Path;
-
-use rustix::fs::{Mode, OFlags};
 
 use super::{CredentialSource, RemoteConfig, RemoteError};
 
@@ -84,37 +80,8 @@ pub fn resolve(
 
 /// The file's text, if it is one the daemon may trust with secrets.
 fn read_trusted(path: &Path) -> Result<String, String> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
-        if e == rustix::io::Errno::LOOP {
-            "is a symlink; name the file itself".to_owned()
-        } else {
-            std::io::Error::from(e).to_string()
-        }
-    })?;
-    let stat = rustix::fs::fstat(fd.as_fd()).map_err(|e| std::io::Error::from(e).to_string())?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err("is not a regular file".into());
-    }
-    let euid = rustix::process::geteuid().as_raw();
-    if stat.st_uid != 0 && stat.st_uid != euid {
-        return Err(format!(
-            "is owned by uid {}, neither root nor the daemon's user",
-            stat.st_uid
-        ));
-    }
-    if stat.st_mode & 0o022 != 0 {
-        return Err(format!(
-            "is writable by group or others (mode {:o}); chmod go-w it",
-            stat.st_mode & 0o7777
-        ));
-    }
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(MAX_FILE)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    crate::fsutil::read_trusted(path, crate::fsutil::Links::Refuse, MAX_FILE)
+        .map_err(|e| e.to_string())
 }
 
 /// The keys of `[profile]` in the INI text of a credentials file. Errors name keys, never

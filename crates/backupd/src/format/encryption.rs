@@ -35,6 +35,11 @@ pub enum Encryption {
 pub enum KeyError {
     #[error("not an age X25519 recipient (age1…): {0:?}")]
     BadRecipient(String),
+    /// Never echoed: it would put the secret in the log and the answer.
+    #[error(
+        "a secret key (AGE-SECRET-KEY-1…) where a recipient goes: give its public key (age1…, from `age-keygen -y`)"
+    )]
+    SecretKeyAsRecipient,
     #[error("{source_name}, line {line}: not an age X25519 recipient (age1…)")]
     BadRecipientLine { source_name: String, line: usize },
     #[error("no recipients in {0}")]
@@ -115,6 +120,9 @@ impl Recipients {
         let mut parsed: Vec<x25519::Recipient> = Vec::new();
         for key in keys {
             let key = key.trim();
+            if key.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+                return Err(KeyError::SecretKeyAsRecipient);
+            }
             let recipient = x25519::Recipient::from_str(key)
                 .map_err(|_| KeyError::BadRecipient(key.to_owned()))?;
             if !parsed
@@ -374,6 +382,18 @@ mod tests {
         let cut = &sealed[..sealed.len() - 70_000];
         let read = open_sealed(&identity, cut).and_then(|mut r| r.read_to_end(&mut out));
         assert!(read.is_err());
+    }
+
+    #[test]
+    fn a_secret_key_given_as_a_recipient_is_refused_and_never_repeated() {
+        use age::secrecy::ExposeSecret;
+        let secret = x25519::Identity::generate().to_string();
+        let secret = secret.expose_secret();
+        for given in [secret.to_owned(), secret.to_ascii_lowercase()] {
+            let err = Recipients::parse([given.as_str()]).unwrap_err();
+            assert!(matches!(err, KeyError::SecretKeyAsRecipient), "{err}");
+            assert!(!err.to_string().contains(&secret[16..]), "{err}");
+        }
     }
 
     #[test]

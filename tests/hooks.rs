@@ -547,3 +547,58 @@ fn a_hooks_odd_output_is_logged_whole_and_never_stops_the_hook() {
     assert!(cut.ends_with(" [line cut at 4096 bytes]"), "{}", cut.len());
     assert!(cut.len() < 4200, "{}", cut.len());
 }
+
+/// The daemon's open file descriptors, once a closed connection's have gone: the same count
+/// three times in a row, 100 ms apart.
+fn settled_fds(pid: u32) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let mut seen = vec![count()];
+    while seen.len() < 3
+        || seen[seen.len() - 3..]
+            .iter()
+            .any(|&n| n != seen[seen.len() - 1])
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        seen.push(count());
+        assert!(
+            seen.len() < 300,
+            "the daemon's descriptors never settled: {seen:?}"
+        );
+    }
+    seen[seen.len() - 1]
+}
+
+#[test]
+fn a_process_that_leaves_the_hooks_group_does_not_keep_its_pipe_in_the_daemon() {
+    let t = TestHome::new();
+    source(&t);
+    let daemon = t.start_daemon();
+    let pid_file = t.work().join("escaped.pid");
+    // `setsid` takes the sleep out of the hook's group, beyond its kill; it keeps stdout.
+    let before = format!(
+        "sh -c 'setsid sh -c \"echo \\$\\$ > {}; exec sleep 60\" & sleep 0.5'",
+        pid_file.display()
+    );
+    let (code, answer) = run_json(&t, &["--sources", "docs"]);
+    assert_eq!(code, 0, "{answer}");
+    let fds = settled_fds(daemon.pid());
+    let (code, answer) = run_json(&t, &["--sources", "docs", "--before", &before]);
+    let escaped = std::fs::read_to_string(&pid_file).unwrap();
+    // Checked while it still runs (60 s); it goes when the test ends, passed or not.
+    struct KillOnDrop(String);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").arg(&self.0).status();
+        }
+    }
+    let _escaped = KillOnDrop(escaped.trim().to_owned());
+    assert_eq!(code, 0, "{answer}");
+    assert!(
+        settled_fds(daemon.pid()) <= fds,
+        "the daemon still holds the escaped process's pipe"
+    );
+}

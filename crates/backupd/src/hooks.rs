@@ -146,8 +146,14 @@ impl Hook<'_> {
         };
         // What the hook left running in its group would hold its pipes open: it goes too.
         signal_group(group, Signal::KILL);
-        for reader in out.into_iter().chain(err) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+        for mut reader in out.into_iter().chain(err) {
+            // One that left the group (`setsid`) may hold them for good: the pipe is let go.
+            if tokio::time::timeout(Duration::from_secs(1), &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+            }
         }
         match &result {
             Ok(()) => tracing::info!("{} {kind} hook done", self.tag),

@@ -52,12 +52,13 @@ impl LocalFolder {
         Ok(rustix::fs::open(&self.dir, flags, Mode::empty())?)
     }
 
-    /// Who can have written our files: the daemon's user and the folder's owner, who could
-    /// delete them anyway. Anyone else's file is not ours whatever its name: in a folder
+    /// Who can have written our files: the daemon's user, and root and the folder's owner, who
+    /// could delete them anyway. Anyone else's file is not ours whatever its name: in a folder
     /// others may write (sticky, as /tmp), a planted "newer archive" must never count towards
     /// what rotation keeps, nor a user's file named like a partial be swept.
-    fn trusted_owners(&self) -> io::Result<[u32; 2]> {
+    fn trusted_owners(&self) -> io::Result<[u32; 3]> {
         Ok([
+            0,
             rustix::process::geteuid().as_raw(),
             fs::metadata(&self.dir)?.uid(),
         ])

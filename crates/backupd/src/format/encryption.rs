@@ -35,9 +35,10 @@ pub enum Encryption {
 pub enum KeyError {
     #[error("not an age X25519 recipient (age1…): {0:?}")]
     BadRecipient(String),
-    /// Never echoed: it would put the secret in the log and the answer.
+    /// Never echoed: it would put the secret in the log and the answer. Nor is its prefix
+    /// named, which scanners look for to find leaked keys.
     #[error(
-        "a secret key (AGE-SECRET-KEY-1…) where a recipient goes: give its public key (age1…, from `age-keygen -y`)"
+        "a secret key where a recipient goes: give its public key (age1…, from `age-keygen -y`)"
     )]
     SecretKeyAsRecipient,
     #[error("{source_name}, line {line}: not an age X25519 recipient (age1…)")]

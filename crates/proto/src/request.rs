@@ -342,17 +342,18 @@ impl Request {
             ));
         };
         let id = object.remove("id").filter(|id| !id.is_null());
-        if let Some(problem) = id.as_ref().and_then(id_problem) {
-            return Err(RequestError::new(None, ErrorCode::InvalidRequest, problem));
-        }
+        let id_problem = id.as_ref().and_then(id_problem);
         if let Some(key) = crate::unique_keys::first_duplicate_key(text) {
-            // Of two ids, which was meant is unknown; any other duplicate leaves the id clear.
-            let id = if key == "id" { None } else { id };
+            // Of two ids, which was meant is unknown; any other duplicate leaves a good id clear.
+            let id = id.filter(|_| key != "id" && id_problem.is_none());
             return Err(RequestError::new(
                 id,
                 ErrorCode::InvalidRequest,
                 format!("duplicate key {key:?} in the request; each key may appear once"),
             ));
+        }
+        if let Some(problem) = id_problem {
+            return Err(RequestError::new(None, ErrorCode::InvalidRequest, problem));
         }
         let command = Self::parse_command(object).map_err(|(code, message)| RequestError {
             id: id.clone(),

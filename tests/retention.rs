@@ -742,3 +742,55 @@ fn a_runs_rotation_never_deletes_a_newer_archive_under_a_name_it_saw_before() {
     assert!(backups.join(manifest_of(reused)).exists());
     t.ctl(&["verify", reused]).ok();
 }
+
+#[test]
+fn a_decompressed_copy_counts_with_its_archive_and_never_takes_its_manifest() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("proj")).unwrap();
+    std::fs::write(t.work().join("proj/a.txt"), b"data\n").unwrap();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    let now = Local::now().naive_local();
+    let older: Vec<String> = [1, 2]
+        .map(|days| {
+            fabricate(
+                &backups,
+                "proj",
+                now - TimeDelta::days(days),
+                "tar.gz",
+                true,
+            )
+        })
+        .into();
+    ctl(&t, &["run", "--sources", "proj"]).ok();
+    let archive = dir_names(&backups)
+        .into_iter()
+        .find(|f| f.ends_with(".tar.gz") && !older.contains(f))
+        .unwrap();
+    // What a user gets from `gunzip -k` in the backups folder: same stem, same manifest name.
+    let gunzip = std::process::Command::new("gunzip")
+        .arg("-k")
+        .arg(backups.join(&archive))
+        .status()
+        .unwrap();
+    assert!(gunzip.success());
+    let copy = archive.strip_suffix(".gz").unwrap().to_owned();
+
+    let out = ctl(&t, &["verify", &copy]);
+    assert_ne!(out.code(), 0);
+    assert!(
+        out.stdout()
+            .contains(&format!("is that of {archive}, not of")),
+        "{}",
+        out.stdout()
+    );
+    assert!(ctl(&t, &["verify", &archive]).ok().contains("OK"));
+
+    // Two backups kept: the new one (both its files) and the newer fabricated one.
+    let out = ctl(&t, &["prune", "--retention-days", "0", "--min-keep", "2"]).ok();
+    assert_pruned(&out, &BTreeSet::from([older[1].clone()]));
+    let manifest = manifest_of(&archive);
+    let mut expected = BTreeSet::from([archive.clone(), copy.clone(), manifest.clone()]);
+    expected.extend([older[0].clone(), manifest_of(&older[0])]);
+    assert_eq!(dir_names(&backups), expected);
+}

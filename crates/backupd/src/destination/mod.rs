@@ -155,7 +155,8 @@ pub struct ArchiveInfo {
     pub compression: Codec,
     pub size_bytes: u64,
     pub manifest_name: String,
-    /// `None` when the manifest is missing or unreadable.
+    /// `None` when the manifest is missing or unreadable, or was written for another archive
+    /// of the same stem ([`Manifest::written_for_sibling_of`]).
     pub manifest: Option<Manifest>,
     /// The file as it was when listed; `None` if it could not be read. Rotation removes an
     /// archive only while it is still this file.
@@ -179,7 +180,8 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
             .contains(manifest_name.as_str())
             .then(|| destination.get(&manifest_name).ok())
             .flatten()
-            .and_then(|bytes| Manifest::from_json(&bytes).ok());
+            .and_then(|bytes| Manifest::from_json(&bytes).ok())
+            .filter(|manifest| manifest.written_for_sibling_of(file_name).is_none());
         let timestamp = NaiveDateTime::parse_from_str(&parsed.stamp, TIMESTAMP_FORMAT)
             .ok()
             .or_else(|| {

@@ -9,6 +9,7 @@ use proto::Codec;
 use serde::{Deserialize, Serialize};
 
 use super::encryption::Encryption;
+use super::naming::manifest_name_for;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -106,6 +107,15 @@ impl Manifest {
     pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
         serde_json::from_slice(bytes)
     }
+
+    /// The archive this manifest was written for, when that is not `archive` but another
+    /// file that shares its manifest name (`X.tar.zst` beside `X.tar` after `zstd -d` in
+    /// place): the manifest is that archive's, not this one's.
+    pub fn written_for_sibling_of(&self, archive: &str) -> Option<&str> {
+        let written_for = self.backup_file.file_name()?.to_str()?;
+        (written_for != archive && manifest_name_for(written_for) == manifest_name_for(archive))
+            .then_some(written_for)
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +178,31 @@ mod tests {
         assert_eq!(m.compression, Codec::Gzip);
         assert_eq!(m.size_bytes, 16065536);
         assert!(Manifest::from_json(br#"{"source": "/x"}"#).is_err());
+    }
+
+    #[test]
+    fn a_manifest_is_known_as_a_sibling_s_only_by_the_archive_it_names() {
+        let json = br#"{"backup_file": "/b/docs_20250101_120000.tar.zst", "source": "/s",
+            "created": "20250101_120000", "size_bytes": 1, "size_human": "1 B",
+            "checksum_sha256": ""}"#;
+        let m = Manifest::from_json(json).unwrap();
+        assert_eq!(
+            m.written_for_sibling_of("docs_20250101_120000.tar.zst"),
+            None
+        );
+        assert_eq!(
+            m.written_for_sibling_of("docs_20250101_120000.tar"),
+            Some("docs_20250101_120000.tar.zst")
+        );
+        assert_eq!(
+            m.written_for_sibling_of("docs_20250101_120000.tar.gz.age"),
+            Some("docs_20250101_120000.tar.zst")
+        );
+        // A pair renamed together keeps its manifest: only a file of the same stem is another's.
+        assert_eq!(
+            m.written_for_sibling_of("renamed_20250101_120000.tar.zst"),
+            None
+        );
     }
 
     #[test]

@@ -60,20 +60,27 @@ impl ArchiveNames {
     /// Every file that, if present, means a backup of this name and second exists or is being
     /// written, whatever its codec: they would all share the manifest name.
     pub fn claimed(&self) -> Vec<String> {
-        let stem = self
-            .manifest
-            .strip_suffix(MANIFEST_EXTENSION)
-            .unwrap_or(&self.manifest);
         let mut names = vec![self.manifest.clone()];
-        for codec in Codec::ALL {
-            for sealed in ["", AGE_EXTENSION] {
-                let archive = format!("{stem}{}{sealed}", extension(codec));
-                names.push(partial_name(&archive));
-                names.push(archive);
-            }
+        for archive in archives_sharing(&self.manifest) {
+            names.push(partial_name(&archive));
+            names.push(archive);
         }
         names
     }
+}
+
+/// Every archive name, whatever its codec and encryption, whose manifest is `manifest`.
+pub fn archives_sharing(manifest: &str) -> Vec<String> {
+    let stem = manifest
+        .strip_suffix(MANIFEST_EXTENSION)
+        .unwrap_or(manifest);
+    let mut names = Vec::new();
+    for codec in Codec::ALL {
+        for sealed in ["", AGE_EXTENSION] {
+            names.push(format!("{stem}{}{sealed}", extension(codec)));
+        }
+    }
+    names
 }
 
 /// The parts of a well-formed archive file name.

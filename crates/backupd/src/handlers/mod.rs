@@ -90,6 +90,7 @@ impl From<StoreError> for HandlerError {
             }
             StoreError::ReadArchive { .. } => ErrorCode::ArchiveNotFound,
             StoreError::ManifestMissing { .. }
+            | StoreError::ManifestOfSibling { .. }
             | StoreError::ManifestInvalid { .. }
             | StoreError::ChecksumMismatch { .. }
             | StoreError::Decrypt { .. } => ErrorCode::ArchiveInvalid,

@@ -19,6 +19,14 @@ pub enum StoreError {
     #[error("manifest missing for {archive}: expected {manifest}")]
     ManifestMissing { archive: PathBuf, manifest: PathBuf },
 
+    /// The manifest of the archive's name was written for another archive of the same stem.
+    #[error("manifest {manifest} is that of {written_for}, not of {archive}")]
+    ManifestOfSibling {
+        archive: PathBuf,
+        manifest: PathBuf,
+        written_for: String,
+    },
+
     #[error("manifest {path} is unreadable: {reason}")]
     ManifestInvalid { path: PathBuf, reason: String },
 

@@ -3,12 +3,13 @@
 //! Planning is a pure function of the listing, the policy and an injected `now`, so every
 //! rule is unit-tested without a clock or a disk; [`apply_rotation`] only executes a plan.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 
 use crate::destination::{ArchiveInfo, Destination, Removal, group_by_name};
+use crate::format::naming::archives_sharing;
 
 /// How many archives of each backup name to keep.
 ///
@@ -86,15 +87,19 @@ fn kept_indices(
     now: NaiveDateTime,
     max_age: TimeDelta,
 ) -> HashSet<usize> {
+    // One backup may be several files of one stem (`X.tar` beside `X.tar.zst` after a
+    // `zstd -d` in place): they count as one and are kept or deleted together.
+    let backups = backups_of(group);
+    let newest = |n: u32| backups.iter().take(n as usize).flatten().copied();
     let mut kept: HashSet<usize> = group
         .iter()
         .enumerate()
         .filter(|(_, a)| now - a.timestamp <= max_age)
         .map(|(i, _)| i)
         .collect();
-    kept.extend(0..(policy.min_keep as usize).min(group.len()));
+    kept.extend(newest(policy.min_keep));
     if let Some(n) = policy.keep_last {
-        kept.extend(0..(n as usize).min(group.len()));
+        kept.extend(newest(n));
     }
     let rules: [(Option<u32>, BucketOf); 3] = [
         (policy.keep_daily, Bucket::day),
@@ -106,7 +111,29 @@ fn kept_indices(
             kept.extend(newest_per_bucket(group, n, bucket_of));
         }
     }
+    for files in &backups {
+        if files.iter().any(|i| kept.contains(i)) {
+            kept.extend(files);
+        }
+    }
     kept
+}
+
+/// The indices of `group` (newest first) gathered by backup, newest first: the files that
+/// share a manifest name are one backup.
+fn backups_of(group: &[ArchiveInfo]) -> Vec<Vec<usize>> {
+    let mut backups: Vec<Vec<usize>> = Vec::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    for (i, archive) in group.iter().enumerate() {
+        match index_of.get(archive.manifest_name.as_str()) {
+            Some(&b) => backups[b].push(i),
+            None => {
+                index_of.insert(&archive.manifest_name, backups.len());
+                backups.push(vec![i]);
+            }
+        }
+    }
+    backups
 }
 
 /// A calendar period a GFS rule keeps one archive of.
@@ -177,6 +204,8 @@ pub struct RotationOutcome {
 /// still be verified.
 pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> RotationOutcome {
     let mut outcome = RotationOutcome::default();
+    // Manifests of deleted archives, removed once no archive of their stem is left.
+    let mut emptied: Vec<String> = Vec::new();
     for archive in &plan.delete {
         let Some(identity) = &archive.identity else {
             let reason = "cannot tell which file it is".to_owned();
@@ -199,9 +228,26 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
             }
         }
         outcome.deleted.push(archive.path.clone());
-        if let Err(e) = destination.remove(&archive.manifest_name) {
-            let manifest = destination.path_of(&archive.manifest_name);
-            outcome.failed.push((manifest, e.to_string()));
+        if !emptied.contains(&archive.manifest_name) {
+            emptied.push(archive.manifest_name.clone());
+        }
+    }
+    for manifest in emptied {
+        // Another archive of the same stem keeps the manifest (it may be the one it describes).
+        match destination.any_exists(&archives_sharing(&manifest)) {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                outcome
+                    .failed
+                    .push((destination.path_of(&manifest), e.to_string()));
+                continue;
+            }
+        }
+        if let Err(e) = destination.remove(&manifest) {
+            outcome
+                .failed
+                .push((destination.path_of(&manifest), e.to_string()));
         }
     }
     if !plan.delete.is_empty() {
@@ -458,6 +504,82 @@ mod tests {
         kept.sort_unstable();
         assert_eq!(kept, [0, 1, 40, 70, 100, 130]);
         assert_eq!(plan.delete.len(), 4);
+    }
+
+    /// `docs` archives 1 to 3 days old, and a decompressed copy beside the newest.
+    fn with_a_decompressed_copy() -> Vec<ArchiveInfo> {
+        let mut archives = aged("docs", &[1, 2, 3]);
+        let mut copy = archives[0].clone();
+        copy.file_name = copy.file_name.replace(".tar.gz", ".tar");
+        copy.path = copy.path.with_file_name(&copy.file_name);
+        copy.compression = proto::Codec::None;
+        archives.push(copy);
+        archives
+    }
+
+    #[test]
+    fn files_of_one_stem_count_as_one_backup_and_go_together() {
+        let policy = RetentionPolicy {
+            retention_days: 0,
+            min_keep: 2,
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation(&with_a_decompressed_copy(), &policy, now());
+        let days = |list: &[ArchiveInfo]| -> Vec<i64> {
+            list.iter()
+                .map(|a| (now() - a.timestamp).num_days())
+                .collect()
+        };
+        // Two backups kept (three files), not the newest's two files alone.
+        assert_eq!(days(&plan.keep), [2, 1, 1]);
+        assert_eq!(days(&plan.delete), [3]);
+
+        let older = RetentionPolicy {
+            keep_daily: Some(1),
+            min_keep: 0,
+            ..policy
+        };
+        let plan = plan_rotation(&with_a_decompressed_copy(), &older, now());
+        assert_eq!(
+            days(&plan.keep),
+            [1, 1],
+            "the GFS pick keeps its stem's other file"
+        );
+    }
+
+    #[test]
+    fn a_manifest_stays_while_an_archive_of_its_stem_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let zst = d.join("docs_20250101_000000.tar.zst");
+        fs::write(&zst, b"compressed").unwrap();
+        let manifest = crate::store::test_support::write_matching_manifest(&zst);
+        fs::write(d.join("docs_20250101_000000.tar"), b"decompressed").unwrap();
+        let folder = LocalFolder::new(d);
+        let listed = list(&folder).unwrap();
+        let only = |suffix: &str| RotationPlan {
+            delete: listed
+                .iter()
+                .filter(|a| a.file_name.ends_with(suffix))
+                .cloned()
+                .collect(),
+            keep: Vec::new(),
+        };
+        let tar = listed
+            .iter()
+            .find(|a| a.file_name.ends_with(".tar"))
+            .unwrap();
+        assert_eq!(tar.manifest, None, "the manifest is the .tar.zst's");
+
+        let outcome = apply_rotation(&folder, &only(".tar"));
+        assert_eq!(outcome.deleted.len(), 1);
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+        assert!(
+            manifest.exists(),
+            "removed with the other archive of its stem"
+        );
+        apply_rotation(&folder, &only(".tar.zst"));
+        assert_eq!(dir_names(d), Vec::<String>::new());
     }
 
     #[test]

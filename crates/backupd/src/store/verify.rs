@@ -92,7 +92,16 @@ pub fn read_manifest(
     };
     match destination.get(manifest) {
         Ok(bytes) => {
-            Manifest::from_json(&bytes).map_err(|e| invalid(manifest_error_without_content(&e)))
+            let parsed = Manifest::from_json(&bytes)
+                .map_err(|e| invalid(manifest_error_without_content(&e)))?;
+            match parsed.written_for_sibling_of(archive) {
+                None => Ok(parsed),
+                Some(written_for) => Err(StoreError::ManifestOfSibling {
+                    archive: destination.path_of(archive),
+                    manifest: destination.path_of(manifest),
+                    written_for: written_for.to_owned(),
+                }),
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::ManifestMissing {
             archive: destination.path_of(archive),

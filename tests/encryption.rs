@@ -114,6 +114,37 @@ fn keygen_writes_a_private_identity_once_and_prints_its_public_key() {
 }
 
 #[test]
+fn keygen_that_cannot_write_leaves_no_file_behind() {
+    let t = TestHome::new();
+    let keys = t.work().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = keys.join("key.txt");
+    // A file size limit of 0 makes every write to a file fail (EFBIG), as a full disk would,
+    // without root; SIGXFSZ ignored, so the write returns the error instead of killing.
+    let failed = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$@\"", "sh"])
+        .arg(common::backupctl_bin())
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(stderr.contains(key.to_str().unwrap()), "{stderr}");
+    assert!(is_empty_or_absent(&keys), "no partial identity left");
+
+    // So a second try is not refused by a half-written key.
+    let (made, public) = keygen(&t, "keys/key.txt");
+    assert_eq!(made, key);
+    assert!(public.starts_with("age1"), "{public}");
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("AGE-SECRET-KEY-1")
+    );
+}
+
+#[test]
 fn an_encrypted_run_round_trips_and_the_home_holds_no_secret_key() {
     let t = TestHome::new();
     let src = source(&t, "tree", 300_000);

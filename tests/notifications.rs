@@ -10,6 +10,7 @@ use common::http_receiver::HttpReceiver;
 use common::smtp::{SmtpServer, python_with_aiosmtpd};
 use common::{TestHome, base_tree};
 use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn write_config(t: &TestHome, text: &str) {
@@ -288,6 +289,7 @@ fn a_failure_is_emailed_with_the_error_and_the_jobs_last_log_lines() {
     );
     let password = t.work().join("smtp-password");
     std::fs::write(&password, "pa55word\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
     write_config(
         &t,
         &format!(
@@ -440,6 +442,53 @@ fn a_daemon_whose_smtp_password_is_missing_does_not_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+}
+
+#[test]
+fn a_daemon_whose_smtp_password_file_others_may_read_does_not_start() {
+    let t = TestHome::new();
+    let password = t.work().join("smtp-password");
+    std::fs::write(&password, "pa55word\n").unwrap();
+    write_config(
+        &t,
+        &format!(
+            "[email]\nserver = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"b@example.org\"\n\
+             to = [\"a@example.org\"]\nusername = \"u\"\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    );
+    let check_config = || {
+        std::process::Command::new(common::backupd_bin())
+            .arg("--home")
+            .arg(t.home())
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    // Group-readable is refused too, as ssh refuses such a private key.
+    for mode in [0o644, 0o640] {
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = check_config();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "can't read password_file {}: is readable by group or others (mode {mode:o})",
+                password.display()
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("chmod 600 it"), "{stderr}");
+        assert!(!stderr.contains("pa55word"), "{stderr}");
+    }
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = check_config();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The blocks of README's Notifications section, each named by the

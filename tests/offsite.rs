@@ -407,7 +407,7 @@ fn without_credentials_a_failed_upload_says_none_were_given() {
 }
 
 #[test]
-fn a_credentials_file_with_a_profile_works_and_is_refused_when_others_may_write_it() {
+fn a_credentials_file_with_a_profile_works_and_is_refused_when_others_may_write_or_read_it() {
     let server = S3Server::start();
     let t = TestHome::new();
     let creds = t.work().join("aws-credentials");
@@ -440,6 +440,24 @@ fn a_credentials_file_with_a_profile_works_and_is_refused_when_others_may_write_
     assert!(stderr.contains("remote off"), "{stderr}");
     assert!(stderr.contains("writable by group or others"), "{stderr}");
     assert!(!stderr.contains(SECRET_KEY) && !t.log().contains(SECRET_KEY));
+    assert_eq!(server.objects("host").len(), 2, "nothing more was written");
+
+    // Secret keys others may read, even only the file's group, are refused as well.
+    for mode in [0o644, 0o640] {
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = t.ctl(&["run", "--sources", "tree", "--offsite", "off"]);
+        assert_eq!(out.code(), 1, "refused before writing: {}", out.stdout());
+        let stderr = out.stderr();
+        assert!(
+            stderr.contains(&format!(
+                "credentials file {}: is readable by group or others (mode {mode:o})",
+                creds.display()
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("chmod 600 it"), "{stderr}");
+        assert!(!stderr.contains(SECRET_KEY) && !t.log().contains(SECRET_KEY));
+    }
     assert_eq!(server.objects("host").len(), 2, "nothing more was written");
 }
 

@@ -147,10 +147,32 @@ pub enum Links {
     Refuse,
 }
 
-/// The text of a file the daemon may trust with secrets or commands: a regular file owned by
-/// root or the daemon's user that neither group nor others may write, read up to `limit`
-/// bytes. A refusal is `PermissionDenied` and says why and how to fix it.
+/// Who besides its owner may read a file that [`read_trusted`] or [`read_secret`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readers {
+    /// Anyone: the file names commands (the configuration) but holds no secret.
+    Anyone,
+    /// Nobody: the file holds secret keys or passwords, so group or others reading is refused,
+    /// as ssh refuses a private key others can read.
+    OwnerOnly,
+}
+
+/// The text of a file the daemon may trust with commands: a regular file owned by root or the
+/// daemon's user that neither group nor others may write, read up to `limit` bytes. Others
+/// may read it: use [`read_secret`] for a file that holds secrets. A refusal is
+/// `PermissionDenied` and says why and how to fix it.
 pub fn read_trusted(path: &Path, links: Links, limit: u64) -> io::Result<String> {
+    read_checked(path, links, limit, Readers::Anyone)
+}
+
+/// Like [`read_trusted`], for a file holding secrets (credentials, a password): also refused
+/// if group or others may read it, even a group the owner chose (`root:backup`, mode 0640):
+/// such a file is for the daemon's user alone, mode 0600.
+pub fn read_secret(path: &Path, links: Links, limit: u64) -> io::Result<String> {
+    read_checked(path, links, limit, Readers::OwnerOnly)
+}
+
+fn read_checked(path: &Path, links: Links, limit: u64, readers: Readers) -> io::Result<String> {
     use rustix::fs::{FileType, Mode, OFlags};
     use std::io::Read;
     let refused = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
@@ -176,10 +198,20 @@ pub fn read_trusted(path: &Path, links: Links, limit: u64) -> io::Result<String>
             stat.st_uid
         )));
     }
-    if stat.st_mode & 0o022 != 0 {
+    let mode = stat.st_mode & 0o7777;
+    // For a secret, one fix that also ends the reading.
+    let fix = match readers {
+        Readers::Anyone => "chmod go-w it",
+        Readers::OwnerOnly => "chmod 600 it",
+    };
+    if mode & 0o022 != 0 {
         return Err(refused(format!(
-            "is writable by group or others (mode {:o}); chmod go-w it",
-            stat.st_mode & 0o7777
+            "is writable by group or others (mode {mode:o}); {fix}"
+        )));
+    }
+    if readers == Readers::OwnerOnly && mode & 0o044 != 0 {
+        return Err(refused(format!(
+            "is readable by group or others (mode {mode:o}) but holds secrets; {fix}"
         )));
     }
     let mut text = String::new();
@@ -315,6 +347,42 @@ mod tests {
                 "schedules.json"
             ]
         );
+    }
+
+    #[test]
+    fn a_secret_must_be_private_but_the_config_may_be_read_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        fs::write(&path, "key = 1\n").unwrap();
+        let chmod = |mode| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let read_secret = || read_secret(&path, Links::Refuse, 1024);
+        let read_trusted = || read_trusted(&path, Links::Refuse, 1024);
+
+        chmod(0o600);
+        assert_eq!(read_secret().unwrap(), "key = 1\n");
+        chmod(0o400);
+        assert!(read_secret().is_ok());
+        for mode in [0o644, 0o640, 0o604] {
+            chmod(mode);
+            assert_eq!(read_trusted().unwrap(), "key = 1\n", "{mode:o}");
+            let err = read_secret().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+            let why = err.to_string();
+            assert!(
+                why.contains(&format!("is readable by group or others (mode {mode:o})")),
+                "{why}"
+            );
+            assert!(why.ends_with("chmod 600 it"), "{why}");
+        }
+        chmod(0o660);
+        let why = read_secret().unwrap_err().to_string();
+        assert!(
+            why.contains("writable by group or others (mode 660); chmod 600 it"),
+            "{why}"
+        );
+        let why = read_trusted().unwrap_err().to_string();
+        assert!(why.ends_with("chmod go-w it"), "{why}");
     }
 
     #[test]

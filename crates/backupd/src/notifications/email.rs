@@ -1,6 +1,7 @@
 //! Email about a job, over SMTP (`lettre`): the `[email]` section of `backupd.toml` says the
 //! server, how to secure the connection, who writes and who reads, and where the password is
 //! (a file or an environment variable: never the configuration itself, never the schedules).
+//! A password file is refused unless it is the daemon user's (or root's) alone, mode 0600.
 //!
 //! ```toml
 //! [email]
@@ -13,6 +14,7 @@
 //! password_file = "/etc/backupd/smtp-password"   # or password_env = "BACKUPD_SMTP_PASSWORD"
 //! ```
 
+use crate::fsutil::Links;
 use crate::outcome::JobOutcome;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
@@ -118,6 +120,9 @@ impl std::fmt::Debug for Mailer {
 
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bound on a password file: it holds one line.
+const MAX_PASSWORD_FILE: u64 = 64 << 10;
+
 impl Mailer {
     /// Checks the settings and reads the password; the daemon does not start without it.
     pub fn new(settings: &EmailSettings) -> Result<Self, EmailError> {
@@ -192,10 +197,13 @@ impl Mailer {
 
 fn read_password(settings: &EmailSettings) -> Result<String, EmailError> {
     if let Some(path) = &settings.password_file {
-        let text = std::fs::read_to_string(path).map_err(|cause| EmailError::PasswordFile {
-            path: path.clone(),
-            cause,
-        })?;
+        // Checked as a credentials file is: not a symlink, root's or ours, mode 0600.
+        let text = crate::fsutil::read_secret(path, Links::Refuse, MAX_PASSWORD_FILE).map_err(
+            |cause| EmailError::PasswordFile {
+                path: path.clone(),
+                cause,
+            },
+        )?;
         // A file written by `echo` ends with a newline that is no part of the password.
         return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
     }
@@ -247,6 +255,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "s3cret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let mut s = settings();
         s.username = Some("backupd".into());
         s.password_file = Some(file.clone());
@@ -265,5 +275,24 @@ mod tests {
             err.contains("BACKUPD_TEST_SURELY_UNSET_PASSWORD is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_password_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut s = settings();
+        s.username = Some("backupd".into());
+        s.password_file = Some(file.clone());
+        for mode in [0o644, 0o640] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_password(&s).unwrap_err().to_string();
+            assert!(err.contains(&file.display().to_string()), "{err}");
+            assert!(err.contains("readable by group or others"), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
     }
 }

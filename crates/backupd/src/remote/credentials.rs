@@ -4,8 +4,8 @@
 //! (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, or its usual address).
 //!
 //! The file is trusted like the daemon's own: opened without following a symlink, a regular
-//! file owned by root or the daemon's user that neither group nor others may write. Secrets
-//! never appear in a `Debug` output or an error message.
+//! file owned by root or the daemon's user that neither group nor others may read or write
+//! (`fsutil::read_secret`). Secrets never appear in a `Debug` output or an error message.
 
 use std::fmt;
 use std::path::Path;
@@ -61,7 +61,7 @@ pub fn resolve(
         remote: remote.name.clone(),
         reason,
     };
-    let text = read_trusted(path)
+    let text = read_secret(path)
         .map_err(|reason| fail(format!("credentials file {}: {reason}", path.display())))?;
     let credentials = parse_profile(&text, &profile).map_err(|reason| {
         fail(format!(
@@ -79,8 +79,8 @@ pub fn resolve(
 }
 
 /// The file's text, if it is one the daemon may trust with secrets.
-fn read_trusted(path: &Path) -> Result<String, String> {
-    crate::fsutil::read_trusted(path, crate::fsutil::Links::Refuse, MAX_FILE)
+fn read_secret(path: &Path) -> Result<String, String> {
+    crate::fsutil::read_secret(path, crate::fsutil::Links::Refuse, MAX_FILE)
         .map_err(|e| e.to_string())
 }
 
@@ -164,14 +164,29 @@ mod tests {
         let path = dir.path().join("creds");
         std::fs::write(&path, FILE).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_trusted(&path).is_ok());
+        assert!(read_secret(&path).is_ok());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
-        let err = read_trusted(&path).unwrap_err();
+        let err = read_secret(&path).unwrap_err();
         assert!(err.contains("writable by group or others"), "{err}");
         assert!(!err.contains("sbak"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(read_trusted(&link).unwrap_err().contains("symlink"));
+        assert!(read_secret(&link).unwrap_err().contains("symlink"));
+    }
+
+    #[test]
+    fn a_file_group_or_others_may_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds");
+        std::fs::write(&path, FILE).unwrap();
+        // Group-readable too: a secret is the daemon user's alone, as ssh wants private keys.
+        for mode in [0o644, 0o640] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_secret(&path).unwrap_err();
+            assert!(err.contains("readable by group or others"), "{err}");
+            assert!(err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("sbak"));
+        }
     }
 }

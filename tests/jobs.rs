@@ -254,4 +254,13 @@ fn a_detached_run_prints_its_jobs_returns_and_goes_on_until_cancelled() {
         jobs["data"]["jobs"].as_array()?.is_empty().then_some(())
     });
     assert_eq!(files_in(&t.home().join("backups")), Vec::<PathBuf>::new());
+
+    // With --json the answer is the `run_started` line. Detached, a missing source is its
+    // job's failure, not the client's: a `before` hook may be what makes it.
+    let out = t
+        .ctl(&["--json", "run", "--sources", "gone", "--detach"])
+        .ok();
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["event"], "run_started", "{out}");
+    assert_eq!(line["jobs"][0]["name"], "gone", "{out}");
 }

@@ -241,6 +241,17 @@ fn one_missing_source_among_three_fails_alone() {
     assert_eq!(answer["error"]["code"], "backup_failed");
     assert_eq!(answer["data"]["failed"], 1);
     assert_eq!(answer["data"]["successful"], 1);
+    // Only the source that wrote its archive names files: the other's were never written.
+    let sources = answer["data"]["sources"].as_array().unwrap();
+    let (written, failed) = (&sources[0], &sources[1]);
+    let archive = written["archive"].as_str().unwrap();
+    assert!(Path::new(archive).is_file(), "{archive}");
+    assert!(Path::new(written["manifest"].as_str().unwrap()).is_file());
+    assert_eq!(failed["ok"], false);
+    assert!(failed.get("archive").is_none(), "{failed}");
+    assert!(failed.get("manifest").is_none(), "{failed}");
+    let (_, dry) = run_json(&t, &["--sources", "missing", "--dry-run"]);
+    assert!(dry["data"]["sources"][0].get("archive").is_none(), "{dry}");
 }
 
 fn listing(dir: &Path) -> Vec<PathBuf> {

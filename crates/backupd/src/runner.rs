@@ -114,7 +114,20 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     report
 }
 
-fn summarize(dry_run: bool, destination: &Path, sources: Vec<SourceReport>) -> RunReport {
+fn summarize(dry_run: bool, destination: &Path, mut sources: Vec<SourceReport>) -> RunReport {
+    for source in &mut sources {
+        // Names of files never written would send a script looking for them. Only a published
+        // archive has a checksum; one that failed after (verify, offsite) keeps its names.
+        let written = if dry_run {
+            source.ok
+        } else {
+            source.checksum_sha256.is_some()
+        };
+        if !written {
+            source.archive.clear();
+            source.manifest.clear();
+        }
+    }
     let successful = sources.iter().filter(|s| s.ok).count();
     let old_backups_deleted = sources.iter().map(|s| s.deleted.len()).sum();
     let total_size_bytes = sources.iter().filter(|s| s.ok).map(|s| s.size_bytes).sum();

@@ -485,8 +485,11 @@ pub struct SourceReport {
     pub source: String,
     pub name: String,
     pub ok: bool,
-    /// The archive written (or, in a dry run, that would be written).
+    /// The archive written (or, in a dry run, that would be written); absent (empty) when none
+    /// was.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub archive: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manifest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -1,5 +1,7 @@
 //! Crash-safe file operations the daemon's files share: renames that never replace, folder
-//! syncs, and small files (schedules, manifests, the verify ledger) replaced atomically.
+//! syncs, and small files (schedules, manifests, the verify ledger) replaced atomically; and
+//! the checked reads of files the daemon takes commands ([`read_trusted`]) or secrets
+//! ([`read_secret`]) from.
 
 use std::fs::{self, File};
 use std::io::{self, Write};

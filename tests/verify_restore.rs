@@ -35,11 +35,8 @@ fn file_name(path: &Path) -> String {
 
 fn manifest_path(archive: &Path) -> PathBuf {
     let name = file_name(archive);
-    let stem = name
-        .strip_suffix(".tar.gz")
-        .or_else(|| name.strip_suffix(".tar.zst"))
-        .or_else(|| name.strip_suffix(".tar"))
-        .unwrap();
+    // `.tar`, `.tar.gz`, `.tar.zst`, each maybe `.age`.
+    let (stem, _) = name.split_once(".tar").unwrap();
     archive.with_file_name(format!("{stem}.json"))
 }
 
@@ -59,11 +56,25 @@ fn truncate_with_matching_manifest(archive: &Path) {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
+    vouch_for_current_bytes(archive);
+}
+
+/// Makes the manifest's checksum and size those of the archive's current bytes, as someone
+/// who can write both would: only reading the archive itself can find the damage.
+fn vouch_for_current_bytes(archive: &Path) {
     let manifest = manifest_path(archive);
     let mut value: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     value["checksum_sha256"] = Value::String(sha256sum(archive));
-    value["size_bytes"] = Value::from(len / 2);
+    value["size_bytes"] = Value::from(std::fs::metadata(archive).unwrap().len());
     std::fs::write(&manifest, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
+
+/// Appends `tail` to the archive, with a manifest that vouches for the longer file.
+fn append_with_matching_manifest(archive: &Path, tail: &[u8]) {
+    let mut bytes = std::fs::read(archive).unwrap();
+    bytes.extend_from_slice(tail);
+    std::fs::write(archive, bytes).unwrap();
+    vouch_for_current_bytes(archive);
 }
 
 #[track_caller]
@@ -1066,4 +1077,178 @@ fn a_restore_that_fails_midway_removes_what_it_wrote_and_says_so() {
     wait_for(PATIENCE, "the read-ahead thread gone", || {
         (threads_of(daemon.pid(), "read-ahead") == 0).then_some(())
     });
+}
+
+/// Bytes that are neither a gzip member nor a zstd frame.
+const GARBAGE: &[u8] = b"trailing bytes that are no part of the archive\n";
+
+/// `restore ARCHIVE --to <work>/<target>` (with `extra` arguments), expected to fail: the
+/// error names the archive, and the restore left nothing behind.
+#[track_caller]
+fn assert_restore_fails(t: &TestHome, archive: &Path, target: &str, extra: &[&str]) -> String {
+    let target = t.work().join(target);
+    let mut args = vec![
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = t.ctl(&args);
+    let stderr = out.stderr();
+    assert_eq!(out.code(), 1, "stdout {:?}, stderr {stderr}", out.stdout());
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(stderr.contains(&file_name(archive)), "{stderr}");
+    assert!(
+        stderr.contains("everything this restore created was removed"),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "what the restore wrote is gone");
+    stderr
+}
+
+#[test]
+fn data_after_the_compressed_stream_fails_verify_and_restore_alike() {
+    let t = TestHome::new();
+    random_source(&t, "src", 300_000);
+    let _daemon = t.start_daemon();
+    for compression in ["gzip", "zstd"] {
+        // Bytes that are not the codec's, then the start of a member (or frame) that ends
+        // early: what the decoder sees only when it is read to the end.
+        let head = |archive: &Path| std::fs::read(archive).unwrap()[..200].to_vec();
+        for (tail, finding) in [("garbage", "unreadable"), ("cut member", "truncated")] {
+            let name = format!("{compression}-{}", tail.replace(' ', "-"));
+            let archive = backup(
+                &t,
+                &[
+                    "--sources",
+                    "src",
+                    "--name",
+                    &name,
+                    "--compression",
+                    compression,
+                ],
+            );
+            let bytes = match tail {
+                "garbage" => GARBAGE.to_vec(),
+                _ => head(&archive),
+            };
+            append_with_matching_manifest(&archive, &bytes);
+            let out = t.ctl(&["verify", archive.to_str().unwrap()]);
+            assert_verify_fails(&out, 1, 1);
+            assert!(
+                out.stdout()
+                    .starts_with(&format!("{}: {finding}", file_name(&archive))),
+                "{name}: {}",
+                out.stdout()
+            );
+            let stderr = assert_restore_fails(&t, &archive, &format!("out-{name}"), &[]);
+            assert!(
+                stderr.contains("does not decode to its end"),
+                "{name}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn data_after_the_compressed_stream_inside_the_encryption_fails_verify_and_restore() {
+    let t = TestHome::new();
+    random_source(&t, "src", 300_000);
+    let key = t.work().join("key.txt");
+    let public = t.ctl(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let public = public.trim();
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src", "--encrypt-to", public]);
+    // Sealed again around the longer plaintext, to the same recipient: every age chunk
+    // authenticates, and only the decompressor can find the garbage.
+    let identity: age::x25519::Identity = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sealed = std::fs::read(&archive).unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut age::Decryptor::new(&sealed[..])
+            .unwrap()
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .unwrap(),
+        &mut plain,
+    )
+    .unwrap();
+    plain.extend_from_slice(GARBAGE);
+    let recipient = identity.to_public();
+    let mut resealed = Vec::new();
+    let mut writer =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap()
+            .wrap_output(&mut resealed)
+            .unwrap();
+    std::io::Write::write_all(&mut writer, &plain).unwrap();
+    writer.finish().unwrap();
+    std::fs::write(&archive, resealed).unwrap();
+    vouch_for_current_bytes(&archive);
+
+    let key = key.to_str().unwrap();
+    let out = t.ctl(&["verify", archive.to_str().unwrap(), "--identity", key]);
+    assert_verify_fails(&out, 1, 1);
+    assert!(
+        out.stdout()
+            .starts_with(&format!("{}: unreadable", file_name(&archive))),
+        "{}",
+        out.stdout()
+    );
+    let stderr = assert_restore_fails(&t, &archive, "out", &["--identity", key]);
+    assert!(stderr.contains("does not decode to its end"), "{stderr}");
+}
+
+#[test]
+fn an_uncompressed_archive_cut_before_its_end_marker_fails_verify_and_restore() {
+    let t = TestHome::new();
+    random_source(&t, "src", 50_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src", "--compression", "none"]);
+    // Cut right after the last entry's padded data: every entry whole, no end-of-archive
+    // marker, as a copy cut on a block boundary would be.
+    let bytes = std::fs::read(&archive).unwrap();
+    let data_end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    std::fs::write(&archive, &bytes[..data_end.next_multiple_of(512)]).unwrap();
+    vouch_for_current_bytes(&archive);
+    let out = t.ctl(&["verify", archive.to_str().unwrap()]);
+    assert_verify_fails(&out, 1, 1);
+    assert!(
+        out.stdout()
+            .starts_with(&format!("{}: truncated", file_name(&archive))),
+        "{}",
+        out.stdout()
+    );
+    let stderr = assert_restore_fails(&t, &archive, "out", &[]);
+    assert!(stderr.contains("end-of-archive marker"), "{stderr}");
+}
+
+/// GNU tar stops reading at the end-of-archive marker and ignores what follows; so do verify
+/// and restore. Only a decoder can tell such bytes from the archive's, and `none` has none.
+#[test]
+fn bytes_after_the_end_marker_of_an_uncompressed_archive_are_ignored_by_verify_and_restore() {
+    let t = TestHome::new();
+    let src = random_source(&t, "src", 50_000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src", "--compression", "none"]);
+    append_with_matching_manifest(&archive, GARBAGE);
+    assert_eq!(
+        t.ctl(&["verify", archive.to_str().unwrap()]).ok(),
+        format!("{}: OK\n", file_name(&archive))
+    );
+    let target = t.work().join("out");
+    t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(snapshot(&target.join("src")), snapshot(&src));
 }

@@ -13,6 +13,7 @@ mod listing;
 mod repair;
 mod restore;
 mod rotation;
+mod tar_end;
 mod verify;
 
 #[cfg(test)]

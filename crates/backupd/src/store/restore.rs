@@ -6,7 +6,8 @@
 //! symlink during the restore makes that entry refused, never a write elsewhere. Existing
 //! entries are never replaced unless asked (`overwrite`), and then only by renaming a new
 //! file over them in the same folder handle. A restore that fails midway removes what it
-//! created and says what it could not remove.
+//! created and says what it could not remove; that includes an archive found damaged after its
+//! last entry, since it is read to its end as verify reads it ([`super::tar_end`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -23,10 +24,11 @@ use tar::EntryType;
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
+use super::tar_end::{EntriesEnd, read_past_entries};
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
-use crate::format::{Identities, Manifest, ReadAhead};
+use crate::format::{CountingReader, Identities, Manifest, ReadAhead};
 
 /// What a restore wrote and what it refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,16 +158,20 @@ struct Archive<'a> {
 }
 
 impl Archive<'_> {
-    /// The tar stream, decoded on a thread of its own while the entries are written.
-    fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<Box<dyn Read + Send>>> {
+    /// The tar stream, decoded on a thread of its own while the entries are written, and
+    /// counted where the tar reader takes it, to find the end-of-archive marker.
+    fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<TarStream>> {
         let stream = open_tar_stream(self.destination, self.file, Some(manifest), self.identities)?;
         let stream: Box<dyn Read + Send> = match ReadAhead::start(stream) {
             Ok(ahead) => Box::new(ahead),
             Err(stream) => Box::new(stream),
         };
-        Ok(tar::Archive::new(stream))
+        Ok(tar::Archive::new(CountingReader::new(stream)))
     }
 }
+
+/// What a restore's tar reader reads: the decoded stream, counted.
+type TarStream = CountingReader<Box<dyn Read + Send>>;
 
 /// The manifest, once the archive's bytes are known to match it.
 fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
@@ -281,8 +287,10 @@ fn scan(
     let mut matched = vec![false; filters.paths.len()];
     let mut found = Scan::default();
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
+    let mut end = EntriesEnd::default();
     for entry in tar.entries().map_err(stream_error)? {
         let entry = entry.map_err(stream_error)?;
+        end.past(&entry);
         let path = entry.path().map_err(stream_error)?;
         let Ok(parts) = safe_components(&path) else {
             continue;
@@ -314,6 +322,11 @@ fn scan(
             }
         }
     }
+    // Read to its end as verify reads it ([`super::tar_end`]), so a damaged end is refused
+    // before anything is written.
+    read_past_entries(tar, end)
+        .map_err(io::Error::from)
+        .map_err(stream_error)?;
     found.unmatched = filters
         .paths
         .iter()
@@ -495,8 +508,10 @@ impl Extractor<'_> {
     fn extract_all(&mut self, manifest: &Manifest) -> Result<(), Fatal> {
         let stream = "<archive stream>";
         let mut tar = self.archive.tar_stream(manifest).map_err(fatal(stream))?;
+        let mut end = EntriesEnd::default();
         for entry in tar.entries().map_err(fatal(stream))? {
             let mut entry = entry.map_err(fatal(stream))?;
+            end.past(&entry);
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
@@ -610,7 +625,11 @@ impl Extractor<'_> {
                 }
             }
         }
-        Ok(())
+        // Read to its end as verify reads it ([`super::tar_end`]): a damaged end undoes what
+        // was written, as any failure midway does.
+        read_past_entries(tar, end)
+            .map_err(io::Error::from)
+            .map_err(fatal(stream))
     }
 
     /// What a header says to give the entry (owners only when restoring as root).
@@ -918,8 +937,9 @@ mod tests {
 
     use super::*;
     use crate::destination::LocalFolder;
+    use crate::store::VerifyFinding;
     use crate::store::test_support::{
-        backup, build_tree, dir_names, manifest_of, write_matching_manifest,
+        backup, build_tree, dir_names, manifest_of, verify_path, write_matching_manifest,
     };
     use proto::{Codec, Compression};
 
@@ -1168,6 +1188,65 @@ mod tests {
         let err = restore_with(&flat, &existing, &options).unwrap_err();
         assert!(err.to_string().contains("was removed"), "{err}");
         assert_eq!(dir_names(&existing), ["mine"]);
+    }
+
+    #[test]
+    fn garbage_after_the_compressed_stream_fails_the_restore_as_verify_fails() {
+        for compression in [Compression::default(), Compression::of(Codec::Zstd)] {
+            let (dir, _src, archive) = made(compression);
+            let mut bytes = fs::read(&archive).unwrap();
+            bytes.extend_from_slice(b"no gzip member, no zstd frame");
+            fs::write(&archive, &bytes).unwrap();
+            write_matching_manifest(&archive);
+            let verified = verify_path(&archive).unwrap();
+            assert!(
+                matches!(verified.finding, VerifyFinding::Unreadable(_)),
+                "{verified:?}"
+            );
+
+            let fresh = dir.path().join("fresh/target");
+            let err = restore(&archive, &fresh, &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, StoreError::Extract { .. }), "{text}");
+            assert!(text.contains(archive.to_str().unwrap()), "{text}");
+            assert!(text.contains("does not decode to its end"), "{text}");
+            assert!(
+                text.contains("everything this restore created was removed"),
+                "{text}"
+            );
+            assert!(!dir.path().join("fresh").exists(), "{compression:?}");
+
+            // Into an existing folder the first pass reads to the end too.
+            let existing = dir.path().join("existing");
+            fs::create_dir(&existing).unwrap();
+            fs::write(existing.join("mine"), "mine").unwrap();
+            let err = restore(&archive, &existing, &[]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("does not decode to its end"), "{text}");
+            assert!(text.contains("nothing was written"), "{text}");
+            assert_eq!(dir_names(&existing), ["mine"]);
+            // With overwrite there is no first pass: the extraction's end undoes it.
+            let options = RestoreOptions {
+                paths: Vec::new(),
+                overwrite: true,
+            };
+            let err = restore_with(&archive, &existing, &options).unwrap_err();
+            assert!(err.to_string().contains("was removed"), "{err}");
+            assert_eq!(dir_names(&existing), ["mine"]);
+        }
+    }
+
+    #[test]
+    fn a_plain_tar_without_its_end_marker_is_not_restored() {
+        let (dir, _src, archive) = made(Compression::of(Codec::None));
+        let bytes = fs::read(&archive).unwrap();
+        let data_end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+        fs::write(&archive, &bytes[..data_end.next_multiple_of(512)]).unwrap();
+        write_matching_manifest(&archive);
+        let out = dir.path().join("out");
+        let err = restore(&archive, &out, &[]).unwrap_err();
+        assert!(err.to_string().contains("end-of-archive marker"), "{err}");
+        assert!(!out.exists());
     }
 
     /// A tar whose last entry (`<prefix>huge.bin`) claims 50 GB but has 1 KiB of data, after

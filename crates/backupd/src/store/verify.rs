@@ -11,13 +11,10 @@ use proto::VerifyStatus;
 
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
+use super::tar_end::{EntriesEnd, TarEndError, read_past_entries};
 use crate::destination::Destination;
 use crate::format::naming::{codec_from_name, is_encrypted_name, manifest_name_for};
 use crate::format::{CountingReader, Identities, Manifest, decoder, open_sealed};
-
-const BLOCK: u64 = 512;
-/// Two zero blocks end a tar archive.
-const END_MARKER: u64 = 2 * BLOCK;
 
 /// What verification found, with the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +256,7 @@ pub fn verify_with(
     Ok(report)
 }
 
-/// Reads every entry's data to the end and checks the end-of-archive marker. Returns the
+/// Reads every entry's data, then the stream to its end ([`super::tar_end`]). Returns the
 /// problem as a status.
 fn read_through(
     destination: &dyn Destination,
@@ -270,8 +267,7 @@ fn read_through(
 ) -> Result<(), VerifyFinding> {
     let stream = open_tar_stream(destination, archive, manifest, identities).map_err(classify)?;
     let mut tar = tar::Archive::new(stream);
-    // Where the last entry's padded data ends, in the decompressed stream.
-    let mut end = 0u64;
+    let mut end = EntriesEnd::default();
     for entry in tar.entries().map_err(classify)? {
         let mut entry = entry.map_err(classify)?;
         let size = entry.size();
@@ -282,22 +278,14 @@ fn read_through(
                 String::from_utf8_lossy(&entry.path_bytes())
             )));
         }
-        end = entry.raw_file_position() + size.next_multiple_of(BLOCK);
+        end.past(&entry);
         report.entries += 1;
         report.content_bytes += size;
     }
-    // The tar reader stops at the first zero block (or at a clean end of input, which a
-    // truncation on a block boundary looks like); the rest of the stream must still
-    // decompress, and the end marker must be there.
-    let mut stream = tar.into_inner();
-    io::copy(&mut stream, &mut io::sink()).map_err(classify)?;
-    if stream.count() < end + END_MARKER {
-        return Err(VerifyFinding::Truncated(format!(
-            "tar stream ends after {} bytes without its end-of-archive marker",
-            stream.count()
-        )));
-    }
-    Ok(())
+    read_past_entries(tar, end).map_err(|error| match error {
+        TarEndError::Undecodable(source) => classify(source),
+        missing @ TarEndError::NoEndMarker { .. } => VerifyFinding::Truncated(missing.to_string()),
+    })
 }
 
 /// Early end of input is truncation; anything else is corruption. The tar crate reports a

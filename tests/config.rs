@@ -34,17 +34,18 @@ fn check_config_names_the_file_the_line_and_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with(&format!(
-            "backupd: config file {}, line 2: ",
+            "backupd: config file {}, line 3: ",
             path.display()
         )),
         "{stderr}"
     );
     assert!(stderr.contains("invalid gzip level 42"), "{stderr}");
+    assert!(stderr.contains("(in `level = 42`)"), "{stderr}");
     // A daemon does not start on it either, and leaves no socket behind.
     let mut daemon = t.spawn_daemon(&[]);
     assert!(!daemon.wait().success());
     assert!(
-        t.daemon_stderr().contains("line 2"),
+        t.daemon_stderr().contains("line 3"),
         "{}",
         t.daemon_stderr()
     );

@@ -39,6 +39,7 @@ use proto::JobOptions;
 use proto::job::StrictFields;
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::engine::ExcludeSet;
 use crate::log::{LogFormat, Rotation};
@@ -143,14 +144,17 @@ impl Config {
             reason,
         };
         let file: File = toml::from_str(text).map_err(|e| {
-            // The parser's message may not name the key; the line does.
-            let at = e
+            let span = e
                 .span()
+                .map(|span| defaults_key_at_fault(text, &span, e.message()).unwrap_or(span));
+            // The parser's message may not name the key; the line does.
+            let at = span
+                .clone()
                 .and_then(|span| text.lines().nth(line_of(text, span.start) - 1))
                 .map(str::trim)
                 .filter(|line| !line.is_empty())
                 .map_or_else(String::new, |line| format!(" (in `{line}`)"));
-            invalid(e.span(), format!("{}{at}", e.message()))
+            invalid(span, format!("{}{at}", e.message()))
         })?;
         let mut config = Config {
             path: Some(path.to_owned()),
@@ -238,27 +242,28 @@ impl Config {
             config.log_level = Some(level.into_inner());
         }
         if let Some(defaults) = file.defaults {
-            let span = defaults.span();
+            let table = defaults.span();
+            let at = |key: &str| Some(defaults_key_span(text, key).unwrap_or(table.clone()));
             let job = defaults.into_inner().job;
             if let Some(destination) = &job.destination
                 && !destination.starts_with('/')
             {
                 return Err(invalid(
-                    Some(span),
+                    at("destination"),
                     format!("defaults.destination must be an absolute path: {destination}"),
                 ));
             }
             ExcludeSet::new(&job.exclude)
-                .map_err(|e| invalid(Some(span.clone()), format!("defaults.exclude: {e}")))?;
+                .map_err(|e| invalid(at("exclude"), format!("defaults.exclude: {e}")))?;
             crate::format::Recipients::parse(job.encrypt_to.iter().map(String::as_str))
-                .map_err(|e| invalid(Some(span.clone()), format!("defaults.encrypt_to: {e}")))?;
+                .map_err(|e| invalid(at("encrypt_to"), format!("defaults.encrypt_to: {e}")))?;
             JobNotifications::from_options(&job)
-                .map_err(|e| invalid(Some(span.clone()), format!("defaults.notify: {e}")))?;
+                .map_err(|e| invalid(at("notify"), format!("defaults.notify: {e}")))?;
             if let Some(file) = &job.encrypt_to_file
                 && !file.starts_with('/')
             {
                 return Err(invalid(
-                    Some(span),
+                    at("encrypt_to_file"),
                     format!("defaults.encrypt_to_file must be an absolute path: {file}"),
                 ));
             }
@@ -293,6 +298,62 @@ impl Config {
             keep: self.log_keep.unwrap_or(default.keep),
         }
     }
+}
+
+/// The `[defaults]` table's keys, each with the span of its name.
+fn defaults_table(text: &str) -> Option<(Range<usize>, DeTable<'_>)> {
+    let document = DeTable::parse(text).ok()?.into_inner();
+    let (_, defaults) = document
+        .into_iter()
+        .find(|(key, _)| key.get_ref() == "defaults")?;
+    let span = defaults.span();
+    match defaults.into_inner() {
+        DeValue::Table(table) => Some((span, table)),
+        _ => None,
+    }
+}
+
+/// Where `[defaults]` sets `key`.
+fn defaults_key_span(text: &str, key: &str) -> Option<Range<usize>> {
+    let (_, table) = defaults_table(text)?;
+    table
+        .keys()
+        .find(|name| name.get_ref() == key)
+        .map(Spanned::span)
+}
+
+/// The `[defaults]` key a parse error at `error_span` is about. Its fields are flattened into
+/// `JobOptions`, which leaves the parser only the table's header to report. The key at fault is
+/// the one whose removal lets the table parse (of several, the one the `message` names);
+/// failing that, the first that fails on its own.
+fn defaults_key_at_fault(
+    text: &str,
+    error_span: &Range<usize>,
+    message: &str,
+) -> Option<Range<usize>> {
+    let (span, table) = defaults_table(text)?;
+    if *error_span != span {
+        return None;
+    }
+    let parses = |keep: &dyn Fn(&str) -> bool| {
+        let mut part = DeTable::new();
+        for (key, value) in table.iter().filter(|(key, _)| keep(key.get_ref())) {
+            part.insert(key.clone(), value.clone());
+        }
+        let part = Spanned::new(span.clone(), part);
+        Defaults::deserialize(toml::de::Deserializer::from(part)).is_ok()
+    };
+    let names = || table.keys().map(|key| (key.get_ref().as_ref(), key.span()));
+    let culprits: Vec<(&str, Range<usize>)> = names()
+        .filter(|(name, _)| parses(&|other| other != *name))
+        .collect();
+    let named = culprits.iter().find(|(name, _)| message.contains(name));
+    if let Some((_, span)) = named.or(culprits.first()) {
+        return Some(span.clone());
+    }
+    names()
+        .find(|(name, _)| !parses(&|other| other == *name))
+        .map(|(_, span)| span)
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -377,14 +438,14 @@ mod tests {
             ("\nlog_format = \"xml\"\n", 2, "xml"),
             ("log_keep = -1\n", 1, "log_keep"),
             ("\nlog_keep = 1001\n", 2, "log_keep must be at most 1000"),
-            ("[defaults]\nlevel = 99\n", 1, "level 99"),
-            ("[defaults]\ncompresion = \"zstd\"\n", 1, "compresion"),
-            ("\n\n[defaults]\ndestination = \"rel\"\n", 3, "absolute"),
-            ("[defaults]\nexclude = [\"[x\"]\n", 1, "[x"),
-            ("[defaults]\nencrypt_to = [\"age1nope\"]\n", 1, "encrypt_to"),
+            ("[defaults]\nlevel = 99\n", 2, "level 99"),
+            ("[defaults]\ncompresion = \"zstd\"\n", 2, "compresion"),
+            ("\n\n[defaults]\ndestination = \"rel\"\n", 4, "absolute"),
+            ("[defaults]\nexclude = [\"[x\"]\n", 2, "[x"),
+            ("[defaults]\nencrypt_to = [\"age1nope\"]\n", 2, "encrypt_to"),
             (
                 "[defaults]\nencrypt_to_file = \"keys.txt\"\n",
-                1,
+                2,
                 "absolute",
             ),
             ("max_jobs = \"two\"\n", 1, "max_jobs"),
@@ -428,6 +489,22 @@ mod tests {
                 "[remote.x]\nbucket = \"bkt\"\nobject_lock_days = 1\nobject_lock_mode = \"x\"\n",
                 4,
                 "object_lock_mode",
+            ),
+            // The key at fault among others, in a flattened table whose error has no line.
+            (
+                "[defaults]\ncompression = \"zstd\"\nlevel = 19\nverify_after = 3\n",
+                4,
+                "in `verify_after = 3`",
+            ),
+            (
+                "[defaults]\ndestination = \"/b\"\n\nlevel = 99\n",
+                4,
+                "invalid gzip level 99",
+            ),
+            (
+                "[defaults]\ndestination = \"/b\"\nretention = { days = -1 }\n",
+                3,
+                "-1",
             ),
             ("not toml", 1, ""),
         ];
@@ -511,7 +588,7 @@ mod tests {
                 5,
                 "ssl",
             ),
-            ("[defaults]\nnotify = [\"ftp://x\"]\n", 1, "defaults.notify"),
+            ("[defaults]\nnotify = [\"ftp://x\"]\n", 2, "defaults.notify"),
         ];
         for (text, line, needle) in cases {
             let message = parse(text).unwrap_err().to_string();

@@ -536,11 +536,15 @@ async fn back_up_one(
                 }
             }
         }
-        Ok(Err(EngineError::Cancelled)) => cancelled(daemon, &tag, &source, &mut report),
+        Ok(Err(EngineError::Cancelled)) => {
+            cancelled(daemon, &tag, &source, &mut report);
+            read_before_it_ended(&mut report, &registered);
+        }
         Ok(Err(e)) => {
             let message = format!("Backup failed for {source}: {e}");
             tracing::error!("{tag} {message}");
             report.error = Some(message);
+            read_before_it_ended(&mut report, &registered);
         }
         Err(panic) => {
             let message = format!("Backup failed for {source}: internal error: {panic}");
@@ -555,6 +559,13 @@ async fn back_up_one(
         log,
     };
     finish_job(daemon, &registered, report, ended, events).await
+}
+
+/// What a job that wrote no archive had read, from its last progress: how far it got.
+fn read_before_it_ended(report: &mut SourceReport, job: &Job) {
+    let progress = job.info();
+    report.files = progress.files;
+    report.bytes_in = progress.bytes_in;
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.

@@ -12,14 +12,11 @@ use std::path::PathBuf;
 use proto::size::human_size;
 
 use super::checksum::sha256_of;
+use super::tar_end::{EntriesEnd, read_past_entries};
 use super::verify::open_tar_stream;
 use crate::destination::Destination;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
 use crate::format::{Encryption, FORMAT_VERSION, Manifest, sealed_with_passphrase};
-
-const BLOCK: u64 = 512;
-/// Two zero blocks end a tar archive.
-const END_MARKER: u64 = 2 * BLOCK;
 
 /// The warning a rebuilt manifest carries: what it cannot know.
 pub const REBUILT_WARNING: &str =
@@ -125,7 +122,7 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
     let stream = open_tar_stream(destination, file, None, None)?;
     let mut tar = tar::Archive::new(stream);
     let mut counts = Counts::default();
-    let mut end = 0u64;
+    let mut end = EntriesEnd::default();
     for entry in tar.entries()? {
         let mut entry = entry?;
         let size = entry.size();
@@ -136,7 +133,7 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
                 format!("an entry ends after {copied} of {size} bytes"),
             ));
         }
-        end = entry.raw_file_position() + size.next_multiple_of(BLOCK);
+        end.past(&entry);
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             counts.dirs += 1;
@@ -153,14 +150,7 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
             counts.files += 1;
         }
     }
-    let mut stream = tar.into_inner();
-    io::copy(&mut stream, &mut io::sink())?;
-    if stream.count() < end + END_MARKER {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the tar stream ends without its end-of-archive marker",
-        ));
-    }
+    read_past_entries(tar, end)?;
     Ok(counts)
 }
 

@@ -1,5 +1,6 @@
 //! The end of an archive's tar stream, which every reader that vouches for an archive checks
-//! the same way (verify, restore), so that they agree on what is whole.
+//! the same way (verify, restore, and the repair of a lost manifest), so that they agree on
+//! what is whole.
 //!
 //! The tar reader stops at the first zero block; a decoder sees trailing garbage, a cut or
 //! corrupt last gzip member or zstd frame, or a damaged last age chunk only when it is read

@@ -204,8 +204,6 @@ pub struct RotationOutcome {
 /// still be verified.
 pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> RotationOutcome {
     let mut outcome = RotationOutcome::default();
-    // Manifests of deleted archives, removed once no archive of their stem is left.
-    let mut emptied: Vec<String> = Vec::new();
     for archive in &plan.delete {
         let Some(identity) = &archive.identity else {
             let reason = "cannot tell which file it is".to_owned();
@@ -228,26 +226,18 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
             }
         }
         outcome.deleted.push(archive.path.clone());
-        if !emptied.contains(&archive.manifest_name) {
-            emptied.push(archive.manifest_name.clone());
-        }
-    }
-    for manifest in emptied {
-        // Another archive of the same stem keeps the manifest (it may be the one it describes).
-        match destination.any_exists(&archives_sharing(&manifest)) {
-            Ok(false) => {}
-            Ok(true) => continue,
-            Err(e) => {
-                outcome
-                    .failed
-                    .push((destination.path_of(&manifest), e.to_string()));
-                continue;
-            }
-        }
-        if let Err(e) = destination.remove(&manifest) {
+        // At once, so that a rotation killed midway leaves no manifest without its archive;
+        // but another archive of the same stem keeps it (it may be the one it describes).
+        let manifest = &archive.manifest_name;
+        let removed = match destination.any_exists(&archives_sharing(manifest)) {
+            Ok(true) => Ok(()),
+            Ok(false) => destination.remove(manifest),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
             outcome
                 .failed
-                .push((destination.path_of(&manifest), e.to_string()));
+                .push((destination.path_of(manifest), e.to_string()));
         }
     }
     if !plan.delete.is_empty() {
@@ -579,6 +569,93 @@ mod tests {
             "removed with the other archive of its stem"
         );
         apply_rotation(&folder, &only(".tar.zst"));
+        assert_eq!(dir_names(d), Vec::<String>::new());
+    }
+
+    /// A local folder that records each removal, in order.
+    #[derive(Debug)]
+    struct Recorded {
+        folder: LocalFolder,
+        removed: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Recorded {
+        fn note(&self, file: &str) {
+            self.removed.lock().unwrap().push(file.to_owned());
+        }
+    }
+
+    impl Destination for Recorded {
+        fn location(&self) -> PathBuf {
+            self.folder.location()
+        }
+        fn path_of(&self, file: &str) -> PathBuf {
+            self.folder.path_of(file)
+        }
+        fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+            self.folder.files()
+        }
+        fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
+            self.folder.any_exists(files)
+        }
+        fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            self.folder.open(file)
+        }
+        fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+            self.folder.get(file)
+        }
+        fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.folder.put_new(file, bytes)
+        }
+        fn begin(
+            &self,
+            archive: &str,
+        ) -> std::io::Result<Box<dyn crate::destination::PendingArchive>> {
+            self.folder.begin(archive)
+        }
+        fn remove(&self, file: &str) -> std::io::Result<()> {
+            self.note(file);
+            self.folder.remove(file)
+        }
+        fn identity(&self, file: &str) -> std::io::Result<crate::destination::FileIdentity> {
+            self.folder.identity(file)
+        }
+        fn remove_if_same(
+            &self,
+            file: &str,
+            expected: &crate::destination::FileIdentity,
+        ) -> std::io::Result<Removal> {
+            self.note(file);
+            self.folder.remove_if_same(file, expected)
+        }
+    }
+
+    #[test]
+    fn each_manifest_goes_right_after_its_archive() {
+        // A rotation killed midway then leaves at most one manifest without its archive.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let stems = ["docs_20250101_000000", "docs_20250102_000000"];
+        for stem in stems {
+            fs::write(d.join(format!("{stem}.tar.gz")), b"a").unwrap();
+            fs::write(d.join(format!("{stem}.json")), b"{}").unwrap();
+        }
+        let recorded = Recorded {
+            folder: LocalFolder::new(d),
+            removed: Default::default(),
+        };
+        let plan = RotationPlan {
+            delete: list(&recorded).unwrap(),
+            keep: Vec::new(),
+        };
+        apply_rotation(&recorded, &plan);
+        let order = [
+            "docs_20250101_000000.tar.gz",
+            "docs_20250101_000000.json",
+            "docs_20250102_000000.tar.gz",
+            "docs_20250102_000000.json",
+        ];
+        assert_eq!(*recorded.removed.lock().unwrap(), order);
         assert_eq!(dir_names(d), Vec::<String>::new());
     }
 

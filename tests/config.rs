@@ -154,3 +154,68 @@ fn the_log_rotates_by_size_writes_json_and_reopens_on_sighup() {
     t.ctl(&["list"]).ok();
     assert!(t.log().contains("Show schedules list"), "{}", t.log());
 }
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// Runs `backupctl ARGS`, which must exit within the tests' patience; its exit code.
+fn ctl_exits(t: &TestHome, args: &[&str]) -> Option<i32> {
+    let mut child = t
+        .ctl_command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("backupctl {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fifo_in_place_of_the_log_or_a_state_file_hangs_nothing() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    let logs = t.home().join("logs");
+    // Reopened on SIGHUP: refused, and the daemon goes on answering.
+    std::fs::rename(logs.join("backupd.log"), logs.join("moved.log")).unwrap();
+    mkfifo(&logs.join("backupd.log"));
+    daemon.signal("HUP");
+    for _ in 0..3 {
+        assert_eq!(ctl_exits(&t, &["list"]), Some(0));
+    }
+    assert_eq!(ctl_exits(&t, &["stop"]), Some(0));
+    assert!(daemon.wait().success());
+
+    // At start: the log and the schedules file refuse the start; the verify ledger, only a
+    // record of past checks, is left out with a warning.
+    std::fs::remove_file(logs.join("backupd.log")).unwrap();
+    for state in ["logs/backupd.log", "schedules.json"] {
+        let path = t.home().join(state);
+        mkfifo(&path);
+        let status = t.spawn_daemon(&[]).wait();
+        let stderr = t.daemon_stderr();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!status.success(), "{state}");
+        assert!(stderr.contains("not a regular file"), "{state}: {stderr}");
+    }
+    mkfifo(&t.home().join("verify-status.json"));
+    let daemon = t.start_daemon();
+    assert_eq!(ctl_exits(&t, &["list"]), Some(0));
+    assert!(t.log().contains("not a regular file"), "{}", t.log());
+    assert_eq!(ctl_exits(&t, &["stop"]), Some(0));
+    drop(daemon);
+
+    // backupctl, with no daemon to answer, logs its failure: not into a FIFO.
+    mkfifo(&logs.join("backupctl.log"));
+    assert_eq!(ctl_exits(&t, &["jobs"]), Some(3), "cannot reach backupd");
+}

@@ -31,10 +31,13 @@ fn append(home: Option<&Path>, message: &str) {
         .mode(0o600)
         .create(true)
         .append(true)
-        // A link planted in place of the log is never written through (backupctl may be root).
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        // A link planted in place of the log is never written through (backupctl may be
+        // root), nor a FIFO waited on.
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(logs.join(LOG_FILE));
-    if let Ok(mut file) = file {
+    if let Ok(mut file) = file
+        && file.metadata().is_ok_and(|meta| meta.is_file())
+    {
         let _ = file.write_all(line.as_bytes());
     }
 }

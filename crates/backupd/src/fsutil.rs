@@ -228,11 +228,31 @@ pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(not_waiting_not_following())
         .open(path)?;
+    ensure_regular(&file)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Open flags for a file of the daemon's own (state, log): a link in its place is not
+/// followed, and a FIFO or device in its place does not hold the open (O_NONBLOCK, without
+/// effect on a regular file's reads and writes) but fails [`ensure_regular`].
+pub fn not_waiting_not_following() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
+}
+
+/// Fails unless `file` is a regular file: a FIFO would hang whoever reads or writes it.
+pub fn ensure_regular(file: &fs::File) -> io::Result<()> {
+    if file.metadata()?.file_type().is_file() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -41,21 +41,25 @@ struct LogFile {
 
 impl LogFile {
     fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
-        // O_APPEND and one write per line keep lines whole even with several writers;
-        // O_NOFOLLOW: a link planted in place of the log is never written through.
+        // O_APPEND and one write per line keep lines whole even with several writers; a link
+        // planted in place of the log is never written through, nor a FIFO waited on.
         let file = OpenOptions::new()
             .mode(0o600)
             .create(true)
             .append(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(crate::fsutil::not_waiting_not_following())
             .open(path)
             .map_err(|e| {
                 if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
                     io::Error::other("it is a symbolic link, which backupd never writes through")
+                } else if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+                    // What a non-blocking open for writing says of a FIFO without a reader.
+                    io::Error::other("it is not a regular file")
                 } else {
                     e
                 }
             })?;
+        crate::fsutil::ensure_regular(&file)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_owned(),

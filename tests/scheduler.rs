@@ -308,7 +308,7 @@ fn missed_runs_within_the_grace_period_are_caught_up_once_at_start() {
 fn missed_runs_older_than_the_grace_period_are_skipped() {
     let t = TestHome::new();
     write_stale_schedules(&t);
-    let _daemon = t.spawn_daemon(&["--catch-up-grace", "1h"]);
+    let _daemon = t.spawn_daemon(&["--catch-up-grace", "90m"]);
     common::wait_until_answering(&t.socket());
     let schedules = wait_for(common::PATIENCE, "the missed runs to be handled", || {
         let schedules = list_json(&t);
@@ -322,7 +322,8 @@ fn missed_runs_older_than_the_grace_period_are_skipped() {
     let log = log_messages(&t.log());
     assert!(
         log.iter()
-            .any(|l| l.starts_with("Warning: Missed run of daily_job")),
+            .any(|l| l.starts_with("Warning: Missed run of daily_job")
+                && l.ends_with("older than the catch-up grace of 90m; skipped")),
         "{log:#?}"
     );
 }

@@ -55,9 +55,9 @@ async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
                 schedule.name
             ),
             Decision::Missed { .. } => tracing::warn!(
-                "Interrupted run of {} (due {due}, started {started}) missed, outside the catch-up grace of {}h",
+                "Interrupted run of {} (due {due}, started {started}) missed, outside the catch-up grace of {}",
                 schedule.name,
-                daemon.catch_up_grace.num_hours()
+                timing::format_duration(daemon.catch_up_grace)
             ),
             Decision::Wait { until } => tracing::warn!(
                 "Interrupted run of {} (due {due}, started {started}) will run at {}",
@@ -102,10 +102,10 @@ async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<NextRun> {
             }
             Decision::Missed { latest } => {
                 tracing::warn!(
-                    "Missed run of {} due {}, older than the catch-up grace of {}h; skipped",
+                    "Missed run of {} due {}, older than the catch-up grace of {}; skipped",
                     schedule.name,
                     latest.format(proto::LOG_TIME_FORMAT),
-                    daemon.catch_up_grace.num_hours()
+                    timing::format_duration(daemon.catch_up_grace)
                 );
                 skip(daemon, &schedule, latest).await;
             }

@@ -207,6 +207,17 @@ pub fn decide<Tz: TimeZone>(
     }
 }
 
+/// A duration as [`parse_duration`] reads it, in the largest of hours, minutes and seconds
+/// that keeps it exact: `24h`, `90m`, `30s`.
+pub fn format_duration(duration: TimeDelta) -> String {
+    let seconds = duration.num_seconds();
+    match seconds {
+        s if s != 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s != 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Parses `90s`, `30m`, `24h` or `2d`.
 pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
     let invalid =
@@ -234,6 +245,21 @@ mod tests {
     use super::*;
     use chrono::FixedOffset;
     use proto::JobOptions;
+
+    #[test]
+    fn durations_are_written_exactly_and_read_back() {
+        for (text, written) in [
+            ("30s", "30s"),
+            ("90m", "90m"),
+            ("24h", "24h"),
+            ("2d", "48h"),
+        ] {
+            let duration = parse_duration(text).unwrap();
+            assert_eq!(format_duration(duration), written);
+            assert_eq!(parse_duration(written).unwrap(), duration);
+        }
+        assert_eq!(format_duration(TimeDelta::seconds(3601)), "3601s");
+    }
 
     fn at(text: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(text).unwrap()

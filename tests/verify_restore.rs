@@ -1252,3 +1252,61 @@ fn bytes_after_the_end_marker_of_an_uncompressed_archive_are_ignored_by_verify_a
     .ok();
     assert_eq!(snapshot(&target.join("src")), snapshot(&src));
 }
+
+/// Regular files under `dir`, at any depth, with their sizes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) if meta.is_file() => found.push((entry.path(), meta.len())),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// The size of a file under `dir` that process `pid` has open, if any: what it is writing.
+fn writing_under(pid: u32, dir: &Path) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .find(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir)))
+        .and_then(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|meta| meta.len())
+}
+
+#[test]
+fn a_restore_killed_midway_leaves_no_partial_file_under_its_name() {
+    const SIZE: u64 = 512 << 20;
+    let t = TestHome::new();
+    common::sparse_source(&t, "big", SIZE);
+    let daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "big", "--compression", "none"]);
+    let target = t.work().join("target");
+    let mut restore = t
+        .ctl_command(&[
+            "restore",
+            archive.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while the file's bytes are being written, as a crash would.
+    wait_for(PATIENCE, "the file to be partly written", || {
+        writing_under(daemon.pid(), &target).filter(|size| (1..SIZE).contains(size))
+    });
+    daemon.signal("KILL");
+    let _ = restore.wait();
+    // What was being written has no name, its own or another.
+    assert_eq!(files_under(&target), Vec::new());
+}

@@ -9,11 +9,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Stat, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 
 /// Why a folder on the way to an entry cannot be used.
 #[derive(Debug)]
@@ -141,6 +142,44 @@ pub fn create_file(dir: impl AsFd, name: &OsStr) -> io::Result<std::fs::File> {
         .union(OFlags::CLOEXEC);
     let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
     Ok(std::fs::File::from(fd))
+}
+
+/// Makes the regular file `name` in `dir` with what `fill` writes, and gives it the name only
+/// once `fill` is done: the file is made unnamed (`O_TMPFILE`) and linked in, so a restore
+/// killed while writing it leaves nothing under any name. Where the file system has no
+/// unnamed files it is made under its name at once. Fails if anything (a symlink included)
+/// has the name.
+pub fn write_file(
+    dir: impl AsFd,
+    name: &OsStr,
+    fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = dir.as_fd();
+    let flags = OFlags::WRONLY.union(OFlags::TMPFILE).union(OFlags::CLOEXEC);
+    let unnamed = match rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => std::fs::File::from(fd),
+        // No unnamed files here (EISDIR: a kernel that predates them).
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
+            return fill(&mut create_file(dir, name)?);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = unnamed;
+    fill(&mut file)?;
+    // By the handle itself where allowed (root), else by its /proc name; both refuse to
+    // replace what has the name.
+    match rustix::fs::linkat(&file, "", dir, name, AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT) => {}
+        linked => return Ok(linked?),
+    }
+    let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(rustix::fs::linkat(
+        rustix::fs::CWD,
+        by_proc.as_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
 }
 
 /// Opens the FIFO `name` in `dir` to set its attributes: without following a symlink and

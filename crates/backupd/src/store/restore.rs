@@ -608,15 +608,16 @@ impl Extractor<'_> {
                 _ => {
                     let size = entry.size();
                     let placed = self.place(&parent, &parts, &shown, |dir, slot| {
-                        let mut file = beneath::create_file(dir, slot)?;
-                        let copied = io::copy(&mut (&mut entry).take(size), &mut file)?;
-                        if copied != size {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("the archive ends after {copied} of its {size} bytes"),
-                            ));
-                        }
-                        beneath::apply(&file, &attributes)
+                        beneath::write_file(dir, slot, |file| {
+                            let copied = io::copy(&mut (&mut entry).take(size), file)?;
+                            if copied != size {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    format!("the archive ends after {copied} of its {size} bytes"),
+                                ));
+                            }
+                            beneath::apply(&*file, &attributes)
+                        })
                     })?;
                     if placed {
                         self.report.files += 1;

@@ -143,3 +143,75 @@ fn a_schedule_change_that_cannot_be_saved_changes_nothing() {
     t.ctl(&["create", &format!("src;{hhmm};later")]).ok();
     assert_eq!(t.ctl(&["list"]).ok().lines().count(), 2);
 }
+
+/// Archives of `name` in `dir`.
+fn archives_of(dir: &Path, name: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                file.starts_with(&format!("{name}_")) && file.ends_with(".tar.gz")
+            })
+            .count()
+    })
+}
+
+#[test]
+fn schedules_go_on_running_while_the_home_is_full() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    // The archives go elsewhere, where there is room: only the home is full.
+    let destination = t.work().join("dest");
+    let _disk = SmallDisk::mount(&t.home(), "256k").expect("mount a tmpfs as root");
+    let _daemon = t.start_daemon();
+    let filler = t.home().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+
+    // Every second: the state of each run cannot be saved, and the runs go on.
+    let (src, dest) = (src.to_str().unwrap(), destination.to_str().unwrap());
+    let create = [
+        "create",
+        "--name",
+        "often",
+        "--source",
+        src,
+        "--destination",
+        dest,
+        "--cron",
+        "* * * * * *",
+    ];
+    // A new schedule is a change the user asked for: refused while it cannot be saved.
+    assert_eq!(t.ctl(&create).code(), 1);
+    std::fs::remove_file(&filler).unwrap();
+    t.ctl(&create).ok();
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let saved = || std::fs::read_to_string(t.home().join("schedules.json")).unwrap();
+    let when_full = saved();
+    let before = archives_of(&destination, "often");
+    common::wait_for(common::PATIENCE, "runs while the home is full", || {
+        (archives_of(&destination, "often") >= before + 2).then_some(())
+    });
+    let listed = t.ctl(&["list", "--json"]).ok();
+    assert!(listed.contains("\"last_run\""), "{listed}");
+
+    // Room again: the next change saves what was kept in memory.
+    assert_eq!(saved(), when_full, "nothing could be saved");
+    std::fs::remove_file(&filler).unwrap();
+    t.ctl(&["create", &format!("{src};{};later", common::far_time())])
+        .ok();
+    let runs = |file: &str| file.matches("\"finished\"").count();
+    assert!(runs(&saved()) > runs(&when_full), "{}", saved());
+    t.ctl(&["delete", "--name", "often"]).ok();
+}

@@ -156,16 +156,15 @@ async fn remove(daemon: &Daemon, schedule: &Schedule) {
 }
 
 /// Starts a due schedule in the background, once its run is recorded as started (so that a
-/// restart neither runs a finished run again nor loses an interrupted one).
+/// restart neither runs a finished run again nor loses an interrupted one; unsaved, a
+/// restart runs it again rather than lose it).
 async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<Local>) {
     let Some(guard) = daemon.try_mark_running(schedule.id) else {
         // A run outside the timetable (`run --name`) began since the decision.
         skip_overlap(daemon, &schedule, latest).await;
         return;
     };
-    if !daemon.schedules.mark_started(schedule.id, latest).await {
-        return; // logged; the next look tries again
-    }
+    daemon.schedules.mark_started(schedule.id, latest).await;
     let daemon_for_job = Arc::clone(daemon);
     daemon.jobs.spawn(async move {
         let daemon = daemon_for_job;
@@ -295,7 +294,7 @@ mod tests {
         let due = Local::now();
         let (daemon, id) = daemon_with_one_shot(home.path(), due, None).await;
         let _run = daemon.try_mark_running(id).unwrap();
-        assert!(daemon.schedules.mark_started(id, due).await);
+        daemon.schedules.mark_started(id, due).await;
         tick(&daemon, &(due + chrono::TimeDelta::seconds(30))).await;
         assert_eq!(names(&daemon.schedules.snapshot().await), ["os1"]);
     }

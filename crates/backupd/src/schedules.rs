@@ -159,6 +159,27 @@ impl ScheduleStore {
         Ok(outcome)
     }
 
+    /// Applies a change to the daemon's own bookkeeping (a run started or ended, occurrences
+    /// dealt with, a one-shot gone): in memory at once, on disk if it can be saved, else with
+    /// the next change that can. A full disk under the home must not stop the schedules:
+    /// until the change is saved a restart undoes it, so a run may be caught up twice, but
+    /// none is skipped for want of a few bytes.
+    async fn keep(&self, what: &str, change: impl FnOnce(&mut ScheduleFile)) {
+        let mut current = self.file.lock().await;
+        change(&mut current);
+        let (path, next) = (self.path.clone(), current.clone());
+        let written = tokio::task::spawn_blocking(move || save(&path, &next))
+            .await
+            .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
+        if let Err(e) = written {
+            tracing::error!(
+                "can't save the schedule state ({what}; kept in memory, saved with the next change): can't save schedule file {}: {e}",
+                self.path.display()
+            );
+        }
+        self.changed.notify_one();
+    }
+
     /// Resolves after the next saved change (or at once if one happened since the last call).
     pub async fn changed(&self) {
         self.changed.notified().await;
@@ -166,36 +187,32 @@ impl ScheduleStore {
 
     /// Records the outcome of a schedule's run; a timetabled run also ends its "started"
     /// record, and a one-shot that ran on its timetable is removed, as the schedule manager
-    /// does. A failure to save is logged (and the run then counts as interrupted at next start).
+    /// does.
     pub async fn record_run(&self, schedule: &Schedule, record: RunRecord, timetabled: bool) {
         let remove_once = timetabled && schedule.is_once();
-        let saved = self
-            .update(|file| {
-                if let Some(position) = file.position_of_id(schedule.id) {
-                    if remove_once {
-                        file.schedules.remove(position);
-                    } else {
-                        let schedule = Arc::make_mut(&mut file.schedules[position]);
-                        if timetabled {
-                            schedule.started_run = None;
-                        }
-                        if let Some(previous) = schedule.last_run.replace(record) {
-                            schedule.earlier_runs.insert(0, previous);
-                        }
-                        schedule.earlier_runs.truncate(self.runs_kept - 1);
-                    }
-                }
-                Ok::<_, ScheduleFileError>(())
-            })
-            .await;
-        if let Err(e) = saved {
-            tracing::error!("can't record the run of {}: {e}", schedule.name);
-        }
+        let what = format!("the run of {}", schedule.name);
+        self.keep(&what, |file| {
+            let Some(position) = file.position_of_id(schedule.id) else {
+                return;
+            };
+            if remove_once {
+                file.schedules.remove(position);
+                return;
+            }
+            let schedule = Arc::make_mut(&mut file.schedules[position]);
+            if timetabled {
+                schedule.started_run = None;
+            }
+            if let Some(previous) = schedule.last_run.replace(record) {
+                schedule.earlier_runs.insert(0, previous);
+            }
+            schedule.earlier_runs.truncate(self.runs_kept - 1);
+        })
+        .await;
     }
 
-    /// Saves that every occurrence of schedule `id` up to `latest` has been dealt with;
-    /// `false` (logged) if that could not be saved.
-    pub async fn mark_handled(&self, id: u64, latest: DateTime<Local>) -> bool {
+    /// Records that every occurrence of schedule `id` up to `latest` has been dealt with.
+    pub async fn mark_handled(&self, id: u64, latest: DateTime<Local>) {
         let latest = latest.fixed_offset();
         let unchanged = self
             .file
@@ -205,40 +222,30 @@ impl ScheduleStore {
             .iter()
             .any(|s| s.id == id && s.last_due == Some(latest));
         if unchanged {
-            return true; // nothing new: no write, no wake-up
+            return; // nothing new: no write, no wake-up
         }
-        let saved = self
-            .update(|file| {
-                if let Some(schedule) = file.by_id_mut(id) {
-                    schedule.last_due = Some(latest);
-                }
-                Ok::<_, ScheduleFileError>(())
-            })
-            .await;
-        saved
-            .inspect_err(|e| tracing::error!("can't save the schedule state: {e}"))
-            .is_ok()
+        self.keep("occurrences dealt with", |file| {
+            if let Some(schedule) = file.by_id_mut(id) {
+                schedule.last_due = Some(latest);
+            }
+        })
+        .await;
     }
 
-    /// Saves, before a timetabled run of schedule `id` begins, that it starts now for every
-    /// occurrence up to `latest`; `false` (logged) if that could not be saved.
-    pub async fn mark_started(&self, id: u64, latest: DateTime<Local>) -> bool {
-        let saved = self
-            .update(|file| {
-                if let Some(schedule) = file.by_id_mut(id) {
-                    let previous_due = schedule.last_due.replace(latest.fixed_offset());
-                    schedule.started_run = Some(StartedRun {
-                        due: latest.fixed_offset(),
-                        at: Local::now().fixed_offset(),
-                        previous_due,
-                    });
-                }
-                Ok::<_, ScheduleFileError>(())
-            })
-            .await;
-        saved
-            .inspect_err(|e| tracing::error!("can't save the schedule state: {e}"))
-            .is_ok()
+    /// Records, before a timetabled run of schedule `id` begins, that it starts now for every
+    /// occurrence up to `latest`.
+    pub async fn mark_started(&self, id: u64, latest: DateTime<Local>) {
+        self.keep("a run started", |file| {
+            if let Some(schedule) = file.by_id_mut(id) {
+                let previous_due = schedule.last_due.replace(latest.fixed_offset());
+                schedule.started_run = Some(StartedRun {
+                    due: latest.fixed_offset(),
+                    at: Local::now().fixed_offset(),
+                    previous_due,
+                });
+            }
+        })
+        .await;
     }
 
     /// The runs that started and never finished (the daemon was killed or stopped meanwhile):
@@ -256,36 +263,25 @@ impl ScheduleStore {
             .collect()
     }
 
-    /// At start: makes every run that started and never finished due again, as if missed;
-    /// `false` (logged) if that could not be saved.
-    pub async fn reopen_interrupted(&self) -> bool {
-        let saved = self
-            .update(|file| {
-                file.schedules
-                    .iter_mut()
-                    .filter(|s| s.started_run.is_some())
-                    .for_each(|s| reopen(Arc::make_mut(s)));
-                Ok::<_, ScheduleFileError>(())
-            })
-            .await;
-        saved
-            .inspect_err(|e| tracing::error!("can't reopen interrupted runs: {e}"))
-            .is_ok()
+    /// At start: makes every run that started and never finished due again, as if missed.
+    pub async fn reopen_interrupted(&self) {
+        self.keep("interrupted runs reopened", |file| {
+            file.schedules
+                .iter_mut()
+                .filter(|s| s.started_run.is_some())
+                .for_each(|s| reopen(Arc::make_mut(s)));
+        })
+        .await;
     }
 
-    /// Removes schedule `id`, if it is still there; a failure to save is logged.
+    /// Removes schedule `id` (a one-shot dealt with), if it is still there.
     pub async fn remove(&self, id: u64) {
-        let saved = self
-            .update(|file| {
-                if let Some(position) = file.position_of_id(id) {
-                    file.schedules.remove(position);
-                }
-                Ok::<_, ScheduleFileError>(())
-            })
-            .await;
-        if let Err(e) = saved {
-            tracing::error!("can't save the schedule state: {e}");
-        }
+        self.keep("a one-shot removed", |file| {
+            if let Some(position) = file.position_of_id(id) {
+                file.schedules.remove(position);
+            }
+        })
+        .await;
     }
 }
 
@@ -517,9 +513,9 @@ mod tests {
             .await
             .unwrap();
         let before = chrono::Local::now() - chrono::TimeDelta::days(1);
-        assert!(store.mark_handled(1, before).await);
+        store.mark_handled(1, before).await;
         let due = chrono::Local::now();
-        assert!(store.mark_started(1, due).await);
+        store.mark_started(1, due).await;
         // The daemon dies here: a fresh load finds the run started, not finished.
         let reloaded = ScheduleStore::load(path.clone()).unwrap();
         let interrupted = reloaded.interrupted().await;
@@ -528,14 +524,14 @@ mod tests {
         assert_eq!(run.due, due.fixed_offset());
         assert_eq!(schedule.last_due, Some(before.fixed_offset()), "due again");
         assert_eq!(schedule.started_run, None);
-        assert!(reloaded.reopen_interrupted().await);
+        reloaded.reopen_interrupted().await;
         assert_eq!(*reloaded.snapshot().await.schedules[0], *schedule);
         // Saved: a second start has nothing more to reopen.
         let again = ScheduleStore::load(path.clone()).unwrap();
         assert!(again.interrupted().await.is_empty());
 
         // A run that finished leaves nothing to reopen.
-        assert!(again.mark_started(1, due).await);
+        again.mark_started(1, due).await;
         let started = again.snapshot().await.schedules[0].clone();
         again
             .record_run(&started, run_record(due, Err("failed")), true)

@@ -56,7 +56,10 @@ fn check_config_names_the_file_the_line_and_the_reason() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("config file {} is valid\n", path.display())
+        format!(
+            "config file {} is valid; it sets defaults.compression, max_jobs\n",
+            path.display()
+        )
     );
 }
 

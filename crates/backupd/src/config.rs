@@ -86,6 +86,8 @@ pub struct Config {
     pub remotes: std::collections::BTreeMap<String, crate::remote::RemoteConfig>,
     /// How to send email about jobs (`[email]`).
     pub email: Option<EmailSettings>,
+    /// The keys the file sets (`max_jobs`, `defaults.level`, `remote.offsite`), sorted.
+    pub keys: Vec<String>,
 }
 
 /// The longest configuration file read; a real one is a few KiB.
@@ -158,6 +160,7 @@ impl Config {
         })?;
         let mut config = Config {
             path: Some(path.to_owned()),
+            keys: keys_set(text),
             log_format: file.log_format,
             log_max_bytes: file.log_max_bytes,
             ..Config::default()
@@ -300,6 +303,33 @@ impl Config {
     }
 }
 
+/// The keys a valid file sets: those of `[defaults]` and `[email]` one by one, a remote by
+/// its name.
+fn keys_set(text: &str) -> Vec<String> {
+    let Ok(document) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (key, value) in document.get_ref() {
+        let key = key.get_ref();
+        match value.get_ref() {
+            DeValue::Table(table) if key != "remote" || table.is_empty() => {
+                keys.extend(table.keys().map(|sub| format!("{key}.{}", sub.get_ref())));
+            }
+            DeValue::Table(remotes) => {
+                keys.extend(
+                    remotes
+                        .keys()
+                        .map(|name| format!("remote.{}", name.get_ref())),
+                );
+            }
+            _ => keys.push(key.to_string()),
+        }
+    }
+    keys.sort();
+    keys
+}
+
 /// The `[defaults]` table's keys, each with the span of its name.
 fn defaults_table(text: &str) -> Option<(Range<usize>, DeTable<'_>)> {
     let document = DeTable::parse(text).ok()?.into_inner();
@@ -393,6 +423,20 @@ mod tests {
         );
         assert_eq!(config.defaults.retention.unwrap().days, Some(14));
         assert!(config.defaults.verify_after);
+        assert_eq!(
+            config.keys,
+            [
+                "catch_up_grace",
+                "defaults.compression",
+                "defaults.destination",
+                "defaults.exclude",
+                "defaults.level",
+                "defaults.retention",
+                "defaults.verify_after",
+                "log_level",
+                "max_jobs",
+            ]
+        );
         assert_eq!(parse("").unwrap().defaults, JobOptions::default());
         let edge = parse(
             "socket_group = \"backup\"\nidle_timeout = \"2m\"\nline_timeout = \"3s\"\n\
@@ -412,6 +456,7 @@ mod tests {
         )
         .unwrap();
         let minio = &remote.remotes["minio"];
+        assert_eq!(remote.keys, ["remote.minio"]);
         assert_eq!(minio.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(minio.url(), "s3://bkt/host");
         assert_eq!(minio.part_size, 8 << 20);

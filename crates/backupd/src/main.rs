@@ -204,7 +204,14 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// `--check-config`: a valid file says so (and what it sets); an invalid one failed to load.
 fn check_config(config: &Config) -> anyhow::Result<()> {
     match &config.path {
-        Some(path) => println!("config file {} is valid", path.display()),
+        Some(path) if config.keys.is_empty() => {
+            println!("config file {} is valid; it sets nothing", path.display());
+        }
+        Some(path) => println!(
+            "config file {} is valid; it sets {}",
+            path.display(),
+            config.keys.join(", ")
+        ),
         None => println!("no config file: built-in defaults"),
     }
     Ok(())

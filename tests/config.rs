@@ -222,3 +222,33 @@ fn a_fifo_in_place_of_the_log_or_a_state_file_hangs_nothing() {
     mkfifo(&logs.join("backupctl.log"));
     assert_eq!(ctl_exits(&t, &["jobs"]), Some(3), "cannot reach backupd");
 }
+
+#[test]
+fn a_rotation_that_fails_is_said_once_per_rotation_not_per_line() {
+    let t = TestHome::new();
+    write_config(&t, "log_max_bytes = 500\nlog_keep = 1\n");
+    let _daemon = t.start_daemon();
+    let logs = t.home().join("logs");
+    // Where the log would be renamed to: a rename of the log onto a folder fails.
+    std::fs::create_dir(logs.join("backupd.log.1")).unwrap();
+    for _ in 0..60 {
+        t.ctl(&["list"]).ok();
+    }
+    let stderr = t.daemon_stderr();
+    let said = stderr.matches("can't rotate the log").count();
+    let grown = std::fs::metadata(logs.join("backupd.log")).unwrap().len();
+    assert!(grown > 1500, "{grown}");
+    assert!(
+        (1..=(grown / 500) as usize).contains(&said),
+        "{said} times for {grown} bytes: {stderr}"
+    );
+    assert!(!stderr.contains("can't write the log"), "{stderr}");
+    assert!(t.log().contains("Show schedules list"));
+
+    // Once it can, it rotates again.
+    std::fs::remove_dir(logs.join("backupd.log.1")).unwrap();
+    for _ in 0..60 {
+        t.ctl(&["list"]).ok();
+    }
+    assert!(logs.join("backupd.log.1").is_file());
+}

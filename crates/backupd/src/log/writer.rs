@@ -72,8 +72,18 @@ impl LogFile {
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.file.write_all(line)?;
         self.size += line.len() as u64;
-        if self.rotation.max_bytes.is_some_and(|max| self.size >= max) {
-            self.rotate()?;
+        if let Some(max) = self.rotation.max_bytes
+            && self.size >= max
+            && let Err(e) = self.rotate()
+        {
+            // The line is written: the file only grows on. Said once per `max` bytes, not
+            // on every line.
+            self.size = 0;
+            let _ = writeln!(
+                io::stderr(),
+                "backupd: can't rotate the log {}: {e}; it grows on, and is rotated again after another {max} bytes",
+                self.path.display()
+            );
         }
         Ok(())
     }

@@ -343,3 +343,46 @@ fn a_pretty_printed_schedule_file_of_older_daemons_loads_and_is_rewritten_compac
     assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
     assert_eq!(t.ctl(&["list"]).ok().lines().count(), 3);
 }
+
+#[test]
+fn a_next_run_in_a_spring_forward_gap_shows_the_time_the_clock_will_show() {
+    use chrono::Datelike;
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let berlin = [("TZ".to_owned(), "Europe/Berlin".to_owned())];
+    let _daemon = t.start_daemon_with_env(&berlin);
+    let ctl = |args: &[&str]| {
+        common::Ctl(
+            t.ctl_command(args)
+                .env("TZ", "Europe/Berlin")
+                .output()
+                .unwrap(),
+        )
+    };
+    // Clocks go from 02:00 to 03:00 on the last Sunday of March: the next such day's 02:00
+    // does not exist, and the run comes when the clock jumps, at 03:00 summer time.
+    let spring_forward = |year: i32| {
+        let last = chrono::NaiveDate::from_ymd_opt(year, 3, 31).unwrap();
+        last - chrono::TimeDelta::days(i64::from(last.weekday().num_days_from_sunday()))
+    };
+    let today = chrono::Local::now().date_naive();
+    let mut day = spring_forward(today.year());
+    if day <= today {
+        day = spring_forward(today.year() + 1);
+    }
+    let cron = format!("0 2 {} 3 *", day.day());
+    let src = t.work().join("src");
+    ctl(&[
+        "create",
+        "--name",
+        "gap",
+        "--source",
+        src.to_str().unwrap(),
+        "--cron",
+        &cron,
+    ])
+    .ok();
+    let listed = ctl(&["list"]).ok();
+    let expected = format!("next {} 03:00", day.format("%d/%m/%Y"));
+    assert!(listed.contains(&expected), "{expected}: {listed}");
+}

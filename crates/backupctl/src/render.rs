@@ -40,9 +40,18 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
     }
 }
 
+/// A moment as the log writes it, in this machine's local time: a daemon's timestamp keeps
+/// the offset it was computed with, which around a clock change is not the one the clock
+/// shows then (a cron's 02:00 in the gap of a spring-forward day happens at 03:00).
+fn local_time(at: &Timestamp) -> String {
+    at.with_timezone(&chrono::Local)
+        .format(proto::LOG_TIME_FORMAT)
+        .to_string()
+}
+
 /// `status`: the daemon, its jobs, its schedules and the space left where archives go.
 fn full_status(info: &StatusInfo) -> Vec<String> {
-    let when = |t: &Timestamp| t.format(proto::LOG_TIME_FORMAT).to_string();
+    let when = local_time;
     let mut lines = vec![
         format!(
             "backupd {} running (protocol {}, pid {}), up {}",
@@ -93,7 +102,7 @@ fn last_outcome(run: Option<&RunRecord>) -> String {
     let Some(run) = run else {
         return "never".to_owned();
     };
-    let at = run.started.format(proto::LOG_TIME_FORMAT);
+    let at = local_time(&run.started);
     match (&run.error, run.ok) {
         (_, true) if run.offsite_failed > 0 => format!("completed with offsite failure {at}"),
         (_, true) if run.skipped > 0 => format!("ok with warnings {at}: {}", skipped(run.skipped)),
@@ -273,7 +282,7 @@ fn skipped(n: u64) -> String {
 /// One run under `list --long`: `  ok 25/11/2026 02:00, 12s, 1 archive` or
 /// `  failed 25/11/2026 02:00, 3s: <error>`.
 fn run_line(run: &proto::schedule::RunRecord) -> String {
-    let started = run.started.format(proto::LOG_TIME_FORMAT);
+    let started = local_time(&run.started);
     let seconds = (run.finished - run.started).num_seconds().max(0);
     if !run.ok {
         let error = run.error.as_deref().unwrap_or("no reason recorded");
@@ -305,7 +314,7 @@ fn schedule_line(info: &ScheduleInfo) -> String {
             _ => line,
         };
     }
-    let when = |t: &Timestamp| t.format(proto::LOG_TIME_FORMAT).to_string();
+    let when = local_time;
     let next = info
         .next_run
         .as_ref()
@@ -353,7 +362,7 @@ fn backups(list: BackupList) -> Vec<String> {
                     format!(
                         "verified {} {}",
                         mark.status.as_str().replace('_', " "),
-                        mark.checked.format(proto::LOG_TIME_FORMAT)
+                        local_time(&mark.checked)
                     )
                 },
             );

@@ -39,6 +39,13 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Writes `filler` until the disk it is on has no byte left.
+fn fill_up(filler: &Path) {
+    let mut file = std::fs::File::create(filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+}
+
 fn is_root() -> bool {
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
@@ -116,10 +123,7 @@ fn a_schedule_change_that_cannot_be_saved_changes_nothing() {
 
     // Fill the disk to the last byte.
     let filler = t.home().join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-    drop(file);
+    fill_up(&filler);
 
     let out = t.ctl(&["create", &format!("src;{hhmm};lost")]);
     assert_eq!(out.code(), 1);
@@ -172,10 +176,7 @@ fn schedules_go_on_running_while_the_home_is_full() {
     let _disk = SmallDisk::mount(&t.home(), "256k").expect("mount a tmpfs as root");
     let _daemon = t.start_daemon();
     let filler = t.home().join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-    drop(file);
+    fill_up(&filler);
 
     // Every second: the state of each run cannot be saved, and the runs go on.
     let (src, dest) = (src.to_str().unwrap(), destination.to_str().unwrap());
@@ -194,9 +195,7 @@ fn schedules_go_on_running_while_the_home_is_full() {
     assert_eq!(t.ctl(&create).code(), 1);
     std::fs::remove_file(&filler).unwrap();
     t.ctl(&create).ok();
-    let mut file = std::fs::File::create(&filler).unwrap();
-    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-    drop(file);
+    fill_up(&filler);
     let saved = || std::fs::read_to_string(t.home().join("schedules.json")).unwrap();
     let when_full = saved();
     let before = archives_of(&destination, "often");

@@ -572,20 +572,30 @@ mod tests {
         assert_eq!(dir_names(d), Vec::<String>::new());
     }
 
-    /// A local folder that records each removal, in order.
+    /// A local folder that records each removal, in order, and whose archives a lock may
+    /// hold until `locked_until`, as an S3 object lock would.
     #[derive(Debug)]
-    struct Recorded {
+    struct Observed {
         folder: LocalFolder,
+        locked_until: Option<chrono::DateTime<chrono::Utc>>,
         removed: std::sync::Mutex<Vec<String>>,
     }
 
-    impl Recorded {
+    impl Observed {
+        fn new(folder: LocalFolder) -> Self {
+            Self {
+                folder,
+                locked_until: None,
+                removed: Default::default(),
+            }
+        }
+
         fn note(&self, file: &str) {
             self.removed.lock().unwrap().push(file.to_owned());
         }
     }
 
-    impl Destination for Recorded {
+    impl Destination for Observed {
         fn location(&self) -> PathBuf {
             self.folder.location()
         }
@@ -625,6 +635,9 @@ mod tests {
             file: &str,
             expected: &crate::destination::FileIdentity,
         ) -> std::io::Result<Removal> {
+            if let Some(until) = self.locked_until {
+                return Ok(Removal::Locked { until: Some(until) });
+            }
             self.note(file);
             self.folder.remove_if_same(file, expected)
         }
@@ -640,10 +653,7 @@ mod tests {
             fs::write(d.join(format!("{stem}.tar.gz")), b"a").unwrap();
             fs::write(d.join(format!("{stem}.json")), b"{}").unwrap();
         }
-        let recorded = Recorded {
-            folder: LocalFolder::new(d),
-            removed: Default::default(),
-        };
+        let recorded = Observed::new(LocalFolder::new(d));
         let plan = RotationPlan {
             delete: list(&recorded).unwrap(),
             keep: Vec::new(),
@@ -792,58 +802,6 @@ mod tests {
         assert!(dir_names(d).is_empty());
     }
 
-    /// A folder whose archives a lock holds until `until`, as an S3 object lock would.
-    #[derive(Debug)]
-    struct LockedFolder {
-        folder: LocalFolder,
-        until: chrono::DateTime<chrono::Utc>,
-    }
-
-    impl Destination for LockedFolder {
-        fn location(&self) -> PathBuf {
-            self.folder.location()
-        }
-        fn path_of(&self, file: &str) -> PathBuf {
-            self.folder.path_of(file)
-        }
-        fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
-            self.folder.files()
-        }
-        fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
-            self.folder.any_exists(files)
-        }
-        fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-            self.folder.open(file)
-        }
-        fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
-            self.folder.get(file)
-        }
-        fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
-            self.folder.put_new(file, bytes)
-        }
-        fn begin(
-            &self,
-            archive: &str,
-        ) -> std::io::Result<Box<dyn crate::destination::PendingArchive>> {
-            self.folder.begin(archive)
-        }
-        fn remove(&self, file: &str) -> std::io::Result<()> {
-            self.folder.remove(file)
-        }
-        fn identity(&self, file: &str) -> std::io::Result<crate::destination::FileIdentity> {
-            self.folder.identity(file)
-        }
-        fn remove_if_same(
-            &self,
-            _file: &str,
-            _expected: &crate::destination::FileIdentity,
-        ) -> std::io::Result<Removal> {
-            Ok(Removal::Locked {
-                until: Some(self.until),
-            })
-        }
-    }
-
     #[test]
     fn a_locked_archive_stays_with_its_manifest_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -851,9 +809,9 @@ mod tests {
         fs::write(d.join("docs_20250101_000000.tar.gz"), b"locked").unwrap();
         fs::write(d.join("docs_20250101_000000.json"), b"{}").unwrap();
         let until = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let locked = LockedFolder {
-            folder: LocalFolder::new(d),
-            until,
+        let locked = Observed {
+            locked_until: Some(until),
+            ..Observed::new(LocalFolder::new(d))
         };
         let policy = RetentionPolicy {
             retention_days: 0,

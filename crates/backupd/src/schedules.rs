@@ -138,23 +138,13 @@ impl ScheduleStore {
         let mut current = self.file.lock().await;
         let mut next = current.clone();
         let outcome = change(&mut next)?;
-        let path = self.path.clone();
-        // Serialized on the blocking thread, straight into the temporary file: compact JSON,
-        // no intermediate copy of the whole file.
-        let (next, written) = tokio::task::spawn_blocking(move || {
-            let written = save(&path, &next);
-            (next, written)
-        })
-        .await
-        .map_err(|join| ScheduleFileError::Write {
-            path: self.path.clone(),
-            source: io::Error::other(join.to_string()),
-        })?;
-        written.map_err(|source| ScheduleFileError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
-        *current = next;
+        *current = self
+            .save_off_thread(next)
+            .await
+            .map_err(|source| ScheduleFileError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.changed.notify_one();
         Ok(outcome)
     }
@@ -167,17 +157,22 @@ impl ScheduleStore {
     async fn keep(&self, what: &str, change: impl FnOnce(&mut ScheduleFile)) {
         let mut current = self.file.lock().await;
         change(&mut current);
-        let (path, next) = (self.path.clone(), current.clone());
-        let written = tokio::task::spawn_blocking(move || save(&path, &next))
-            .await
-            .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
-        if let Err(e) = written {
+        if let Err(e) = self.save_off_thread(current.clone()).await {
             tracing::error!(
                 "can't save the schedule state ({what}; kept in memory, saved with the next change): can't save schedule file {}: {e}",
                 self.path.display()
             );
         }
         self.changed.notify_one();
+    }
+
+    /// Saves `file`, serialized on a blocking thread straight into the temporary file (compact
+    /// JSON, no intermediate copy of the whole file); hands it back once saved.
+    async fn save_off_thread(&self, file: ScheduleFile) -> io::Result<ScheduleFile> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || save(&path, &file).map(|()| file))
+            .await
+            .unwrap_or_else(|join| Err(io::Error::other(join.to_string())))
     }
 
     /// Resolves after the next saved change (or at once if one happened since the last call).

@@ -313,15 +313,15 @@ fn keys_set(text: &str) -> Vec<String> {
     for (key, value) in document.get_ref() {
         let key = key.get_ref();
         match value.get_ref() {
-            DeValue::Table(table) if key != "remote" || table.is_empty() => {
-                keys.extend(table.keys().map(|sub| format!("{key}.{}", sub.get_ref())));
-            }
-            DeValue::Table(remotes) => {
+            DeValue::Table(remotes) if key == "remote" => {
                 keys.extend(
                     remotes
                         .keys()
                         .map(|name| format!("remote.{}", name.get_ref())),
                 );
+            }
+            DeValue::Table(table) => {
+                keys.extend(table.keys().map(|sub| format!("{key}.{}", sub.get_ref())));
             }
             _ => keys.push(key.to_string()),
         }

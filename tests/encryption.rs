@@ -113,6 +113,16 @@ fn keygen_writes_a_private_identity_once_and_prints_its_public_key() {
     );
 }
 
+/// `keygen --out key` under a file size limit of 0, after the shell's `trap` for SIGXFSZ.
+fn keygen_with_no_room(key: &Path, trap: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", &format!("{trap}; ulimit -f 0; exec \"$@\""), "sh"])
+        .arg(common::backupctl_bin())
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn keygen_that_cannot_write_leaves_no_file_behind() {
     let t = TestHome::new();
@@ -121,12 +131,7 @@ fn keygen_that_cannot_write_leaves_no_file_behind() {
     let key = keys.join("key.txt");
     // A file size limit of 0 makes every write to a file fail (EFBIG), as a full disk would,
     // without root; SIGXFSZ ignored, so the write returns the error instead of killing.
-    let failed = Command::new("sh")
-        .args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$@\"", "sh"])
-        .arg(common::backupctl_bin())
-        .args(["keygen", "--out", key.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let failed = keygen_with_no_room(&key, "trap '' XFSZ");
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("File too large"), "{stderr}");
@@ -141,6 +146,31 @@ fn keygen_that_cannot_write_leaves_no_file_behind() {
         std::fs::read_to_string(&key)
             .unwrap()
             .contains("AGE-SECRET-KEY-1")
+    );
+}
+
+#[test]
+fn keygen_killed_while_writing_leaves_no_copy_of_the_key() {
+    let t = TestHome::new();
+    let keys = t.work().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = keys.join("key.txt");
+    // With SIGXFSZ at its default, the first write past the size limit kills the process
+    // there, as a SIGKILL or a crash would: no destructor, no clean-up runs.
+    let killed = keygen_with_no_room(&key, "trap - XFSZ");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        killed.status.signal(),
+        Some(rustix::process::Signal::XFSZ.as_raw()),
+        "{killed:?}"
+    );
+    assert!(
+        is_empty_or_absent(&keys),
+        "no key, whole or partial, under any name: {:?}",
+        std::fs::read_dir(&keys)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
     );
 }
 

@@ -4,10 +4,13 @@
 
 use std::fs::{File, Permissions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use age::secrecy::ExposeSecret;
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::cli::{Cli, CliCommand};
 use crate::failure::Failure;
@@ -53,26 +56,64 @@ fn keygen(out: Option<&Path>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes `text` to a new file at `path`, mode 0600 from its creation. It is written and
-/// synced under a temporary name beside `path` and only then renamed into place, so that a
-/// failed write (a full disk) leaves no truncated key under the name: nothing at all.
+/// Writes `text` to a new file at `path`, mode 0600 from its creation, which gets its name only
+/// once written and synced: a failed write (a full disk) or a killed `keygen` leaves no
+/// truncated key under the name, and no copy of the key under another.
 fn write_new_private(path: &Path, text: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
+    let dir = File::open(folder_of(path))?;
+    let flags = OFlags::WRONLY.union(OFlags::TMPFILE).union(OFlags::CLOEXEC);
+    match rustix::fs::openat(&dir, ".", flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => {
+            let mut file = File::from(fd);
+            // Through the file itself: errors then read as the OS says them.
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            link_unnamed(&file, path)?;
+        }
+        // No unnamed files on this file system (EISDIR: a kernel that predates them).
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => write_under_temporary_name(path)
+            .and_then(|mut temp| {
+                temp.as_file_mut().write_all(text.as_bytes())?;
+                temp.as_file().sync_all()?;
+                // RENAME_NOREPLACE (or link + unlink): fails on any existing name, a symlink
+                // too. On any error the temporary file is removed when `temp` drops.
+                temp.persist_noclobber(path).map(drop).map_err(|e| e.error)
+            })?,
+        Err(e) => return Err(e.into()),
+    }
+    dir.sync_all()
+}
+
+/// Gives the unnamed `file` the name `path`, never replacing anything there (a symlink
+/// included): by the handle itself where allowed (root), else by its /proc name.
+fn link_unnamed(file: &File, path: &Path) -> io::Result<()> {
+    match rustix::fs::linkat(file, "", CWD, path, AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT) => {}
+        linked => return Ok(linked?),
+    }
+    let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(rustix::fs::linkat(
+        CWD,
+        by_proc.as_str(),
+        CWD,
+        path,
+        AtFlags::SYMLINK_FOLLOW,
+    )?)
+}
+
+fn write_under_temporary_name(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
         .prefix(".backupctl-keygen-")
         .suffix(".tmp")
         .permissions(Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
-    // Through the file itself: errors then read as the OS says them, without the temporary name.
-    temp.as_file_mut().write_all(text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    // RENAME_NOREPLACE (or link + unlink): fails on any existing name, a planted symlink too.
-    // On any error the temporary file is removed when `temp` drops.
-    temp.persist_noclobber(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+        .tempfile_in(folder_of(path))
+}
+
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 #[cfg(test)]

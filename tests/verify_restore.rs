@@ -560,20 +560,34 @@ fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -
 /// One entry of a hand-made archive: raw path, kind, content, link target.
 type RawEntry<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
 
-/// Writes `<home>/backups/<stem>.tar.gz` from raw entries, with a manifest that matches it.
-fn hostile_archive(t: &TestHome, stem: &str, entries: &[RawEntry]) {
-    let backups = t.home().join("backups");
-    let archive = backups.join(format!("{stem}.tar.gz"));
-    let gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(&archive).unwrap(),
-        flate2::Compression::default(),
-    );
-    let mut builder = tar::Builder::new(gz);
+/// A tar stream of raw entries, with its end-of-archive marker, into `out`.
+fn raw_tar<W: std::io::Write>(out: W, entries: &[RawEntry]) -> W {
+    let mut builder = tar::Builder::new(out);
     for (path, kind, data, link) in entries {
         let header = raw_header(path, *kind, data.len() as u64, *link);
         builder.append(&header, *data).unwrap();
     }
-    builder.into_inner().unwrap().finish().unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Writes `<home>/backups/<stem>.tar.gz` from raw entries, with a manifest that matches it.
+fn hostile_archive(t: &TestHome, stem: &str, entries: &[RawEntry]) {
+    hostile_archive_as(t, stem, ".tar.gz", entries);
+}
+
+/// [`hostile_archive`] as `<stem><suffix>`, `.tar.gz` or `.tar` (not compressed); returns its
+/// path.
+fn hostile_archive_as(t: &TestHome, stem: &str, suffix: &str, entries: &[RawEntry]) -> PathBuf {
+    let backups = t.home().join("backups");
+    let archive = backups.join(format!("{stem}{suffix}"));
+    let file = std::fs::File::create(&archive).unwrap();
+    let gzip = suffix == ".tar.gz";
+    if gzip {
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        raw_tar(gz, entries).finish().unwrap();
+    } else {
+        raw_tar(file, entries);
+    }
     let size = std::fs::metadata(&archive).unwrap().len();
     let (name, created) = stem.split_once('_').unwrap();
     let manifest = serde_json::json!({
@@ -584,7 +598,7 @@ fn hostile_archive(t: &TestHome, stem: &str, entries: &[RawEntry]) {
         "size_human": format!("{size} B"),
         "checksum_sha256": sha256sum(&archive),
         "name": name,
-        "compression": "gzip",
+        "compression": if gzip { "gzip" } else { "none" },
         "level": 6,
         "files": entries.len(),
         "dirs": 1,
@@ -601,6 +615,7 @@ fn hostile_archive(t: &TestHome, stem: &str, entries: &[RawEntry]) {
         serde_json::to_vec_pretty(&manifest).unwrap(),
     )
     .unwrap();
+    archive
 }
 
 #[test]
@@ -1045,6 +1060,86 @@ fn ls_lists_an_archive_or_one_path_in_it_as_text_and_json() {
     assert!(out.stderr().contains("nope"), "{}", out.stderr());
     let out = t.ctl(&["ls", "/etc/passwd"]);
     assert_eq!(out.code(), 1, "an archive without a manifest is not listed");
+}
+
+/// Entry names that would forge a line of output and send escape sequences to the terminal.
+const FORGED_OK: &str = "c/x\nctl_20250101_000000.tar.gz: OK\x1b]0;pwned\x07";
+const FORGED_RESTORED: &str = "../c/\nRestored 100 files\x1b[2K";
+
+#[track_caller]
+fn assert_no_controls(text: &str, lines: usize) {
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert_eq!(text.lines().count(), lines, "{text:?}");
+}
+
+#[test]
+fn ls_restore_and_verify_print_entry_names_and_errors_escaped() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    use tar::EntryType::{Directory, Regular, Symlink};
+    hostile_archive(
+        &t,
+        "ctl_20250101_000000",
+        &[
+            ("c/", Directory, b"", None),
+            (FORGED_OK, Regular, b"x", None),
+            ("c/l", Symlink, b"", Some("x\n\x1b[31mred")),
+            (FORGED_RESTORED, Regular, b"x", None),
+        ],
+    );
+
+    let listed = t.ctl(&["ls", "ctl_20250101_000000.tar.gz"]).ok();
+    assert_no_controls(&listed, 4);
+    assert!(
+        listed.contains(r" c/x\nctl_20250101_000000.tar.gz: OK\u{1b}]0;pwned\u{7}"),
+        "{listed}"
+    );
+    assert!(listed.contains(r" c/l -> x\n\u{1b}[31mred"), "{listed}");
+    // JSON escapes by itself: the names stay as they are.
+    let (code, answer) = common::ctl_json(&t, &["ls", "ctl_20250101_000000.tar.gz"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["entries"][1]["path"], FORGED_OK);
+
+    let target = t.work().join("out");
+    let out = t.ctl(&[
+        "restore",
+        "ctl_20250101_000000.tar.gz",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert_no_controls(&out.stdout(), 2);
+    assert!(
+        out.stdout()
+            .contains(r"Refused: ../c/\nRestored 100 files\u{1b}[2K: path contains '..'"),
+        "{}",
+        out.stdout()
+    );
+
+    // A cut archive's error quotes the entry it stops in: in verify's detail, and in the
+    // error restore fails with.
+    let archive = hostile_archive_as(
+        &t,
+        "cut_20250101_000000",
+        ".tar",
+        &[("c/big\nfake: OK\x1b[2K", Regular, &[7; 5000], None)],
+    );
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::write(&archive, &bytes[..512 + 1024]).unwrap();
+    vouch_for_current_bytes(&archive);
+    let out = t.ctl(&["verify", "cut_20250101_000000.tar"]);
+    assert_verify_fails(&out, 1, 1);
+    assert_no_controls(&out.stdout(), 1);
+    assert_eq!(
+        out.stdout(),
+        "cut_20250101_000000.tar: truncated (c/big\\nfake: OK\\u{1b}[2K: 1024 of 5000 bytes)\n"
+    );
+    let stderr = assert_restore_fails(&t, &archive, "cut", &[]);
+    assert_no_controls(&stderr, 1);
+    assert!(
+        stderr.contains(r"cannot restore c/big\nfake: OK\u{1b}[2K from "),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -26,7 +26,8 @@ fn append(home: Option<&Path>, message: &str) {
         return;
     }
     let now = chrono::Local::now().format(proto::LOG_TIME_FORMAT);
-    let line = format!("[{now}] {message}\n");
+    // One line per message, as in the daemon's log: a message may quote the daemon's text.
+    let line = format!("[{now}] {}\n", proto::escape_controls(message));
     let file = std::fs::OpenOptions::new()
         .mode(0o600)
         .create(true)

@@ -74,7 +74,9 @@ fn main() -> ExitCode {
             } else {
                 "Error"
             };
-            let _ = writeln!(std::io::stderr(), "{label}: {}", failure.message());
+            // The daemon's message may quote an archive's entry or a folder's file name.
+            let message = proto::escape_controls(failure.message());
+            let _ = writeln!(std::io::stderr(), "{label}: {message}");
             if failure.is_client_side() {
                 client_log::log_error(home.ok().as_deref(), failure.message());
             }

@@ -19,7 +19,7 @@ const CREATED_FORMAT: &str = "%d/%m/%Y %H:%M:%S";
 /// The lines to print for an answer's data; `socket` is named by `status`, `long` asks `list`
 /// for each schedule's recent runs.
 pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
-    match reply {
+    let lines = match reply {
         Reply::Hello(hello) => status(&hello, socket),
         Reply::Schedules(list) => schedules(&list, long),
         Reply::ScheduleChanged(_) => Vec::new(),
@@ -37,6 +37,19 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
         Reply::LogLevel(set) => vec![format!("log level: {}", set.level)],
         Reply::Listing(listing) => archive_listing(&listing),
         Reply::Synced(report) => synced(&report),
+    };
+    lines.into_iter().map(one_line).collect()
+}
+
+/// `line` with its control characters escaped, as the daemon's log writes them. Done once per
+/// line rather than per field: paths, link targets and error texts come from archives and
+/// folders anyone may have written, and one field missed would forge lines or reach the
+/// terminal as an escape sequence.
+fn one_line(line: String) -> String {
+    if line.chars().any(char::is_control) {
+        proto::escape_controls(&line).into_owned()
+    } else {
+        line
     }
 }
 
@@ -253,7 +266,7 @@ pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<Str
         | Event::RunStarted { .. }
         | Event::Unknown => return None,
     };
-    Some(format!("{} {text}", now.format("%H:%M:%S")))
+    Some(one_line(format!("{} {text}", now.format("%H:%M:%S"))))
 }
 
 /// Lines for `list`: the schedule manager's `0: path;HH:MM;name` for a one-shot; a recurring
@@ -633,7 +646,7 @@ impl ProgressView {
                 ..
             } => {
                 self.started.insert(source.clone(), (now, *expected_bytes));
-                Some(format!("{source}: starting"))
+                Some(one_line(format!("{source}: starting")))
             }
             Event::Progress {
                 source,
@@ -642,14 +655,14 @@ impl ProgressView {
                 bytes_out,
             } => {
                 let (since, expected) = self.started.get(source).copied().unwrap_or((now, None));
-                Some(progress_line(
+                Some(one_line(progress_line(
                     source,
                     *files,
                     *bytes_in,
                     *bytes_out,
                     now.saturating_duration_since(since),
                     expected,
-                ))
+                )))
             }
             _ => None,
         }

@@ -175,8 +175,14 @@ fn cancel(socket: &Path, jobs: &[u64]) {
         match client::call(socket, &request).map(|a| a.response.into_result()) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if e.code == ErrorCode::JobNotFound => {}
-            Ok(Err(e)) => eprintln!("can't cancel job {job}: {}", e.message),
-            Err(e) => eprintln!("can't cancel job {job}: {e}"),
+            Ok(Err(e)) => eprintln!(
+                "can't cancel job {job}: {}",
+                proto::escape_controls(&e.message)
+            ),
+            Err(e) => eprintln!(
+                "can't cancel job {job}: {}",
+                proto::escape_controls(&e.to_string())
+            ),
         }
     }
 }

@@ -203,7 +203,8 @@ pub fn open_fifo(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
 #[derive(Debug, Clone, Copy)]
 pub struct Attributes {
     pub mode: u32,
-    pub mtime: u64,
+    /// Seconds since 1970; before it, negative.
+    pub mtime: i64,
     /// Only applied when restoring as root.
     pub owner: Option<(u32, u32)>,
 }
@@ -238,9 +239,9 @@ pub fn apply_to_symlink(dir: impl AsFd, name: &OsStr, attributes: &Attributes) -
     Ok(())
 }
 
-fn times(mtime: u64) -> Timestamps {
+fn times(mtime: i64) -> Timestamps {
     let at = Timespec {
-        tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+        tv_sec: mtime,
         tv_nsec: 0,
     };
     Timestamps {

@@ -9,6 +9,7 @@
 mod beneath;
 mod checksum;
 mod error;
+mod header_limit;
 mod listing;
 mod repair;
 mod restore;

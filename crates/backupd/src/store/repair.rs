@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use proto::size::human_size;
 
 use super::checksum::sha256_of;
-use super::tar_end::{EntriesEnd, read_past_entries};
+use super::tar_end::read_past_entries;
 use super::verify::open_tar_stream;
 use crate::destination::Destination;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
@@ -122,7 +122,6 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
     let stream = open_tar_stream(destination, file, None, None)?;
     let mut tar = tar::Archive::new(stream);
     let mut counts = Counts::default();
-    let mut end = EntriesEnd::default();
     for entry in tar.entries()? {
         let mut entry = entry?;
         let size = entry.size();
@@ -133,7 +132,6 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
                 format!("an entry ends after {copied} of {size} bytes"),
             ));
         }
-        end.past(&entry);
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             counts.dirs += 1;
@@ -150,7 +148,7 @@ fn count_entries(destination: &dyn Destination, file: &str) -> io::Result<Counts
             counts.files += 1;
         }
     }
-    read_past_entries(tar, end)?;
+    read_past_entries(tar)?;
     Ok(counts)
 }
 

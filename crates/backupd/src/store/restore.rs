@@ -24,7 +24,7 @@ use tar::EntryType;
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
-use super::tar_end::{EntriesEnd, read_past_entries};
+use super::tar_end::read_past_entries;
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
@@ -170,6 +170,36 @@ impl Archive<'_> {
     }
 }
 
+/// Copies a GNU sparse entry, whose holes the tar reader gives as zeros, leaving each block
+/// of zeros a hole again, as GNU tar restores it.
+fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut block = vec![0; 64 << 10];
+    let mut copied = 0;
+    loop {
+        let n = match data.read(&mut block) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if block[..n].iter().all(|b| *b == 0) {
+            file.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            file.write_all(&block[..n])?;
+        }
+        copied += n as u64;
+    }
+    file.set_len(copied)?;
+    Ok(copied)
+}
+
+/// An entry's modification time in seconds since 1970. The tar reader gives it unsigned: a
+/// time before 1970, which GNU tar stores in base-256, comes as its two's complement.
+pub(super) fn entry_mtime(header: &tar::Header) -> i64 {
+    i64::from_ne_bytes(header.mtime().unwrap_or(0).to_ne_bytes())
+}
+
 /// What a restore's tar reader reads: the decoded stream, counted.
 type TarStream = CountingReader<Box<dyn Read + Send>>;
 
@@ -287,10 +317,8 @@ fn scan(
     let mut matched = vec![false; filters.paths.len()];
     let mut found = Scan::default();
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
-    let mut end = EntriesEnd::default();
     for entry in tar.entries().map_err(stream_error)? {
         let entry = entry.map_err(stream_error)?;
-        end.past(&entry);
         let path = entry.path().map_err(stream_error)?;
         let Ok(parts) = safe_components(&path) else {
             continue;
@@ -324,7 +352,7 @@ fn scan(
     }
     // Read to its end as verify reads it ([`super::tar_end`]), so a damaged end is refused
     // before anything is written.
-    read_past_entries(tar, end)
+    read_past_entries(tar)
         .map_err(io::Error::from)
         .map_err(stream_error)?;
     found.unmatched = filters
@@ -508,10 +536,8 @@ impl Extractor<'_> {
     fn extract_all(&mut self, manifest: &Manifest) -> Result<(), Fatal> {
         let stream = "<archive stream>";
         let mut tar = self.archive.tar_stream(manifest).map_err(fatal(stream))?;
-        let mut end = EntriesEnd::default();
         for entry in tar.entries().map_err(fatal(stream))? {
             let mut entry = entry.map_err(fatal(stream))?;
-            end.past(&entry);
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
@@ -544,6 +570,7 @@ impl Extractor<'_> {
                 kind,
                 EntryType::Regular
                     | EntryType::Continuous
+                    | EntryType::GNUSparse
                     | EntryType::Directory
                     | EntryType::Symlink
                     | EntryType::Link
@@ -609,7 +636,12 @@ impl Extractor<'_> {
                     let size = entry.size();
                     let placed = self.place(&parent, &parts, &shown, |dir, slot| {
                         beneath::write_file(dir, slot, |file| {
-                            let copied = io::copy(&mut (&mut entry).take(size), file)?;
+                            let data = &mut (&mut entry).take(size);
+                            let copied = if kind == EntryType::GNUSparse {
+                                copy_keeping_holes(data, file)?
+                            } else {
+                                io::copy(data, file)?
+                            };
                             if copied != size {
                                 return Err(io::Error::new(
                                     io::ErrorKind::UnexpectedEof,
@@ -628,7 +660,7 @@ impl Extractor<'_> {
         }
         // Read to its end as verify reads it ([`super::tar_end`]): a damaged end undoes what
         // was written, as any failure midway does.
-        read_past_entries(tar, end)
+        read_past_entries(tar)
             .map_err(io::Error::from)
             .map_err(fatal(stream))
     }
@@ -637,7 +669,7 @@ impl Extractor<'_> {
     fn attributes_of(&self, header: &tar::Header) -> io::Result<Attributes> {
         Ok(Attributes {
             mode: header.mode()?,
-            mtime: header.mtime().unwrap_or(0),
+            mtime: entry_mtime(header),
             owner: match (self.owners, header.uid(), header.gid()) {
                 (true, Ok(uid), Ok(gid)) => Some((
                     u32::try_from(uid).unwrap_or(u32::MAX),

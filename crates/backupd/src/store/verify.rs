@@ -11,7 +11,8 @@ use proto::VerifyStatus;
 
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
-use super::tar_end::{EntriesEnd, TarEndError, read_past_entries};
+use super::header_limit::HeaderLimit;
+use super::tar_end::{TarEndError, read_past_entries};
 use crate::destination::Destination;
 use crate::format::naming::{codec_from_name, is_encrypted_name, manifest_name_for};
 use crate::format::{CountingReader, Identities, Manifest, decoder, open_sealed};
@@ -117,9 +118,10 @@ pub fn is_encrypted(archive: &str, manifest: Option<&Manifest>) -> bool {
     is_encrypted_name(archive) || manifest.is_some_and(|m| m.encryption.is_some())
 }
 
-/// The decoded tar stream of an archive, counting the bytes it yields. The codec comes from
-/// the file name, then the manifest, then the magic bytes. An encrypted archive is decrypted
-/// with `identities`, and without them cannot be opened.
+/// The decoded tar stream of an archive, counting the bytes it yields and refusing absurd
+/// extension headers ([`HeaderLimit`]). The codec comes from the file name, then the
+/// manifest, then the magic bytes. An encrypted archive is decrypted with `identities`, and
+/// without them cannot be opened.
 pub(crate) fn open_tar_stream(
     destination: &dyn Destination,
     archive: &str,
@@ -129,7 +131,7 @@ pub(crate) fn open_tar_stream(
     let codec = codec_from_name(archive).or(manifest.map(|m| m.compression));
     let input = BufReader::new(destination.open(archive)?);
     if !is_encrypted(archive, manifest) {
-        return Ok(CountingReader::new(decoder(codec, input)?));
+        return Ok(limited(decoder(codec, input)?));
     }
     let Some(identities) = identities else {
         let how = if manifest.is_some_and(|m| m.passphrase) {
@@ -140,7 +142,11 @@ pub(crate) fn open_tar_stream(
         return Err(io::Error::new(io::ErrorKind::InvalidInput, how));
     };
     let plain = open_sealed(identities, input)?;
-    Ok(CountingReader::new(decoder(codec, plain)?))
+    Ok(limited(decoder(codec, plain)?))
+}
+
+fn limited(decoded: Box<dyn io::Read + Send>) -> CountingReader<Box<dyn io::Read + Send>> {
+    CountingReader::new(Box::new(HeaderLimit::new(decoded)))
 }
 
 /// The result of [`verify`].
@@ -267,7 +273,6 @@ fn read_through(
 ) -> Result<(), VerifyFinding> {
     let stream = open_tar_stream(destination, archive, manifest, identities).map_err(classify)?;
     let mut tar = tar::Archive::new(stream);
-    let mut end = EntriesEnd::default();
     for entry in tar.entries().map_err(classify)? {
         let mut entry = entry.map_err(classify)?;
         let size = entry.size();
@@ -278,11 +283,10 @@ fn read_through(
                 String::from_utf8_lossy(&entry.path_bytes())
             )));
         }
-        end.past(&entry);
         report.entries += 1;
         report.content_bytes += size;
     }
-    read_past_entries(tar, end).map_err(|error| match error {
+    read_past_entries(tar).map_err(|error| match error {
         TarEndError::Undecodable(source) => classify(source),
         missing @ TarEndError::NoEndMarker { .. } => VerifyFinding::Truncated(missing.to_string()),
     })

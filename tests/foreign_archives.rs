@@ -1,0 +1,214 @@
+//! Archives backupd did not write, read by `verify`, `restore`, `ls` and the repair of a
+//! lost manifest at start: GNU tar's own (sparse files, times before 1970), and one whose
+//! long-name header claims more memory than any archive needs.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{TestHome, sha256sum, wait_for};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const BLOCK: usize = 512;
+/// 1960-01-01 00:00:00 UTC.
+const BEFORE_1970: i64 = -315_619_200;
+
+/// Places `archive` in the home's `backups/` under `<stem><suffix>`, with the manifest the
+/// original backup script wrote for it (six fields).
+fn with_manifest(t: &TestHome, stem: &str, suffix: &str, bytes: &[u8]) -> PathBuf {
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let archive = backups.join(format!("{stem}{suffix}"));
+    std::fs::write(&archive, bytes).unwrap();
+    let manifest = serde_json::json!({
+        "backup_file": archive,
+        "source": "/somewhere/src",
+        "created": stem.split_once('_').unwrap().1,
+        "size_bytes": bytes.len(),
+        "size_human": format!("{} B", bytes.len()),
+        "checksum_sha256": sha256sum(&archive),
+    });
+    std::fs::write(
+        backups.join(format!("{stem}.json")),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    archive
+}
+
+/// `src/` with a sparse file of 40 data regions (more than a GNU sparse header holds, so
+/// GNU tar writes extension blocks), a file last changed in 1960, and a file whose name is
+/// long enough for a GNU long-name header.
+fn source(t: &TestHome) -> (PathBuf, String) {
+    let src = t.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let sparse = std::fs::File::create(src.join("sparse")).unwrap();
+    for region in 0..40u64 {
+        use std::os::unix::fs::FileExt;
+        sparse
+            .write_all_at(&[region as u8 + 1; 4096], region * 256 * 1024)
+            .unwrap();
+    }
+    sparse.set_len(40 * 256 * 1024).unwrap();
+    std::fs::write(src.join("old"), b"from before 1970\n").unwrap();
+    let touched = Command::new("touch")
+        .args(["-m", "-d", &format!("@{BEFORE_1970}")])
+        .arg(src.join("old"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let long = format!("{}.txt", "n".repeat(120));
+    std::fs::write(src.join(&long), b"long\n").unwrap();
+    (src, long)
+}
+
+/// GNU tar's archive of `members` of the work folder, uncompressed, sparse files kept sparse.
+fn gnu_tar(t: &TestHome, members: &[&str]) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args(["--sparse", "--format=gnu", "-cf", "-", "-C"])
+        .arg(t.work())
+        .args(members)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The offset of the first header block of `kind`.
+fn header_of_kind(tar: &[u8], kind: u8) -> usize {
+    (0..tar.len() / BLOCK)
+        .map(|block| block * BLOCK)
+        .find(|at| tar[at + 156] == kind && tar[at + 257..at + 262] == *b"ustar")
+        .unwrap_or_else(|| panic!("no {:?} header", kind as char))
+}
+
+/// Gives the header at `at` a size of `size` and its checksum again.
+fn set_size(tar: &mut [u8], at: usize, size: u64) {
+    let mut header = tar::Header::from_byte_slice(&tar[at..at + BLOCK]).clone();
+    header.set_size(size);
+    header.set_cksum();
+    tar[at..at + BLOCK].copy_from_slice(header.as_bytes());
+}
+
+#[test]
+fn gnu_tar_archives_with_sparse_files_and_times_before_1970_verify_and_restore() {
+    let t = TestHome::new();
+    let (src, _) = source(&t);
+    let plain = gnu_tar(&t, &["src/sparse", "src/old"]);
+    // The sparse entry's map does not fit its header: extension blocks follow it.
+    let sparse = header_of_kind(&plain, b'S');
+    assert_ne!(plain[sparse + 482], 0, "GNU tar wrote no extension block");
+    with_manifest(&t, "src_20250101_000000", ".tar.gz", &gzip(&plain));
+    let _daemon = t.start_daemon();
+
+    let verified = t.ctl(&["verify", "src_20250101_000000.tar.gz"]);
+    assert_eq!(
+        verified.stdout().trim(),
+        "src_20250101_000000.tar.gz: OK",
+        "{}",
+        verified.stderr()
+    );
+    assert_eq!(verified.code(), 0);
+
+    let to = t.work().join("restored");
+    t.ctl(&[
+        "restore",
+        "src_20250101_000000.tar.gz",
+        "--to",
+        to.to_str().unwrap(),
+    ])
+    .ok();
+    let restored = to.join("src/sparse");
+    assert_eq!(
+        std::fs::read(&restored).unwrap(),
+        std::fs::read(src.join("sparse")).unwrap()
+    );
+    // Its holes stay holes, as GNU tar keeps them: 40 blocks of data, not 10 MiB of zeros.
+    let blocks = std::fs::metadata(&restored).unwrap().blocks() * 512;
+    assert!(blocks < 1 << 20, "{blocks} bytes allocated");
+    let old = std::fs::metadata(to.join("src/old")).unwrap();
+    assert_eq!(
+        old.mtime(),
+        BEFORE_1970,
+        "restored as in 1960, as GNU tar does"
+    );
+}
+
+#[test]
+fn a_long_name_claiming_more_than_any_archive_needs_is_refused_unread() {
+    let t = TestHome::new();
+    let (_, long) = source(&t);
+    let long_member = format!("src/{long}");
+    let mut plain = gnu_tar(&t, &["src/sparse", &long_member]);
+    // After the sparse entry and its extension blocks, so the check must follow them.
+    let long_name = header_of_kind(&plain, b'L');
+    assert!(long_name > header_of_kind(&plain, b'S'));
+    // The name stays as it is; its header says 512 MiB, and the stream holds that many
+    // bytes: the tar reader alone would take them all into memory.
+    let claimed: u64 = 512 << 20;
+    set_size(&mut plain, long_name, claimed);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain[..long_name + BLOCK]).unwrap();
+    let zeros = vec![b'n'; 1 << 20];
+    for _ in 0..claimed / zeros.len() as u64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    gz.write_all(&[0; 2 * BLOCK]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 8 << 20, "{} bytes", bomb.len());
+    with_manifest(&t, "src_20250101_000000", ".tar.gz", &bomb);
+    // And the same without a manifest, for the repair at start.
+    let backups = t.home().join("backups");
+    std::fs::write(backups.join("lost_20250102_000000.tar.gz"), &bomb).unwrap();
+
+    let daemon = t.start_daemon();
+    let said = "says it is 536870912 bytes; no archive needs more than 1048576";
+    let verified = t.ctl(&["verify", "src_20250101_000000.tar.gz"]);
+    assert_eq!(verified.code(), 1);
+    assert!(verified.stdout().contains(said), "{}", verified.stdout());
+    for args in [
+        vec!["ls", "src_20250101_000000.tar.gz"],
+        vec!["restore", "src_20250101_000000.tar.gz", "--to"],
+    ] {
+        let mut args = args;
+        let to = t.work().join("restored");
+        if args[0] == "restore" {
+            args.push(to.to_str().unwrap());
+        }
+        let out = t.ctl(&args);
+        assert_eq!(out.code(), 1, "{args:?}");
+        assert!(out.stderr().contains(said), "{args:?}: {}", out.stderr());
+        assert!(!to.exists(), "nothing restored");
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the repair at start to refuse it too",
+        || {
+            let log = t.log();
+            log.lines()
+                .any(|line| line.contains("lost_20250102_000000.tar.gz") && line.contains(said))
+                .then_some(())
+        },
+    );
+    assert!(!backups.join("lost_20250102_000000.json").exists());
+
+    // Nothing close to the claimed size was ever held.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .map(|kib| kib.trim().parse().unwrap())
+        .unwrap();
+    assert!(peak_kib < 256 << 10, "peak RSS {peak_kib} KiB");
+}

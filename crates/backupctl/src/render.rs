@@ -1,8 +1,9 @@
 //! Human-readable text for each answer; `--json` bypasses this module.
 
 use proto::response::{
-    BackupList, CancelReport, DestinationSpace, Hello, JobInfo, JobList, JobState, PruneReport,
-    RestoreSummary, RunReport, ScheduleInfo, ScheduleList, StatusInfo, VerifyList,
+    ArchiveEntry, BackupList, CancelReport, DestinationSpace, DeviceKind, Hello, JobInfo, JobList,
+    JobState, PruneReport, RestoreSummary, RunReport, ScheduleInfo, ScheduleList, StatusInfo,
+    VerifyList,
 };
 use proto::schedule::RunRecord;
 use proto::schedule::Timestamp;
@@ -476,13 +477,7 @@ fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
         .entries
         .iter()
         .map(|entry| {
-            let kind = match entry.kind.as_str() {
-                "dir" => 'd',
-                "symlink" => 'l',
-                "hardlink" => 'h',
-                "file" => '-',
-                _ => '?',
-            };
+            let kind = kind_letter(entry);
             let when = chrono::DateTime::from_timestamp(i64::try_from(entry.mtime).unwrap_or(0), 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
@@ -502,9 +497,26 @@ fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
         .collect()
 }
 
-/// `rwxr-x---` for `0o750`.
+/// The type letter `tar -tv` shows before the mode; `?` for a kind this client does not know,
+/// and for a device from a daemon that did not say which kind.
+fn kind_letter(entry: &ArchiveEntry) -> char {
+    match (entry.kind.as_str(), entry.device) {
+        ("file", _) => '-',
+        ("dir", _) => 'd',
+        ("symlink", _) => 'l',
+        ("hardlink", _) => 'h',
+        ("fifo", _) => 'p',
+        ("device", Some(DeviceKind::Char)) => 'c',
+        ("device", Some(DeviceKind::Block)) => 'b',
+        _ => '?',
+    }
+}
+
+/// `rwxr-x---` for `0o750`, and as `tar -tv` shows set-id and sticky bits (`rwsr-xr-x` for
+/// `0o4755`, `rwxrwxrwt` for `0o1777`): in place of the execute bit they go with, capital
+/// when that bit is not set. A setuid file is what a restore as root must not hide.
 fn mode_text(mode: u32) -> String {
-    (0..9)
+    let mut text: Vec<char> = (0..9)
         .map(|i| {
             let bit = 0o400 >> i;
             match (mode & bit != 0, i % 3) {
@@ -514,7 +526,17 @@ fn mode_text(mode: u32) -> String {
                 (true, _) => 'x',
             }
         })
-        .collect()
+        .collect();
+    for (bit, at, letter) in [(0o4000, 2, 's'), (0o2000, 5, 's'), (0o1000, 8, 't')] {
+        if mode & bit != 0 {
+            text[at] = if text[at] == 'x' {
+                letter
+            } else {
+                letter.to_ascii_uppercase()
+            };
+        }
+    }
+    text.into_iter().collect()
 }
 
 /// `status`: who answers where.
@@ -788,6 +810,52 @@ mod tests {
             "/src: 2 files, 100.00 B read, 1.00 KB written"
         );
         assert_eq!(clock(3725), "1:02:05");
+    }
+
+    #[test]
+    fn modes_show_set_id_and_sticky_bits_as_tar_does() {
+        assert_eq!(mode_text(0o750), "rwxr-x---");
+        assert_eq!(mode_text(0o4755), "rwsr-xr-x");
+        assert_eq!(mode_text(0o4644), "rwSr--r--");
+        assert_eq!(mode_text(0o2755), "rwxr-sr-x");
+        assert_eq!(mode_text(0o2705), "rwx--Sr-x");
+        assert_eq!(mode_text(0o1777), "rwxrwxrwt");
+        assert_eq!(mode_text(0o1776), "rwxrwxrwT");
+        assert_eq!(mode_text(0o7000), "--S--S--T");
+    }
+
+    #[test]
+    fn fifos_and_devices_have_tar_s_letters() {
+        let entry = |kind: &str, device| ArchiveEntry {
+            kind: kind.into(),
+            mode: 0o620,
+            size: 0,
+            mtime: 0,
+            path: "dev/x".into(),
+            link: None,
+            device,
+        };
+        let letters: String = [
+            entry("file", None),
+            entry("fifo", None),
+            entry("device", Some(DeviceKind::Char)),
+            entry("device", Some(DeviceKind::Block)),
+            // An older daemon does not say which; nor can a kind this client does not know.
+            entry("device", None),
+            entry("whiteout", None),
+        ]
+        .iter()
+        .map(kind_letter)
+        .collect();
+        assert_eq!(letters, "-pcb??");
+        let listing = proto::response::ArchiveListing {
+            archive: "/b/a.tar".into(),
+            entries: vec![entry("device", Some(DeviceKind::Block))],
+        };
+        assert_eq!(
+            archive_listing(&listing),
+            ["brw--w----            0 1970-01-01 00:00:00 dev/x"]
+        );
     }
 
     #[test]

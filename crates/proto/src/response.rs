@@ -180,7 +180,7 @@ pub struct ArchiveListing {
 /// One entry of an archive, as its tar header says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveEntry {
-    /// `file`, `dir`, `symlink`, `hardlink` or `other`.
+    /// `file`, `dir`, `symlink`, `hardlink`, `fifo`, `device` or `other`.
     pub kind: String,
     /// Permission bits (`0o7777` at most).
     pub mode: u32,
@@ -192,6 +192,18 @@ pub struct ArchiveEntry {
     /// Where a symlink or hard link points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Which kind of `device`. A field beside `kind` rather than kinds of their own: a client
+    /// or script that knows `device` reads it still, and an older daemon's answer lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceKind>,
+}
+
+/// A device node's kind, as tar's header types `3` and `4` tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Char,
+    Block,
 }
 
 /// `data` of `log_level`.
@@ -694,6 +706,27 @@ mod tests {
         assert_eq!(mark.status, VerifyStatus::ChecksumMismatch);
         assert_eq!(mark.status.to_string(), "checksum mismatch");
         assert_eq!(VerifyStatus::Ok.to_string(), "OK");
+    }
+
+    #[test]
+    fn a_device_says_its_kind_beside_kind_and_older_answers_still_read() {
+        let older = json!({"kind": "device", "mode": 420, "size": 0, "mtime": 0, "path": "d/n"});
+        let entry: ArchiveEntry = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(entry.device, None);
+        assert_eq!(serde_json::to_value(&entry).unwrap(), older);
+        let block = ArchiveEntry {
+            device: Some(DeviceKind::Block),
+            ..entry
+        };
+        let newer = serde_json::to_value(&block).unwrap();
+        assert_eq!(
+            (&newer["kind"], &newer["device"]),
+            (&json!("device"), &json!("block"))
+        );
+        assert_eq!(
+            serde_json::from_value::<ArchiveEntry>(newer).unwrap(),
+            block
+        );
     }
 
     #[test]

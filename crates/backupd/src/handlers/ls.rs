@@ -42,6 +42,7 @@ pub async fn handle(
                 mtime: e.mtime,
                 path: e.path,
                 link: e.link,
+                device: e.device,
             })
             .collect(),
     })

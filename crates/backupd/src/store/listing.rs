@@ -8,6 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use proto::response::DeviceKind;
 use tar::EntryType;
 
 use super::error::StoreError;
@@ -29,6 +30,8 @@ pub struct ListedEntry {
     pub mtime: u64,
     pub path: String,
     pub link: Option<String>,
+    /// Of a `device`: char or block.
+    pub device: Option<DeviceKind>,
 }
 
 /// The entries of an archive, in order.
@@ -93,6 +96,11 @@ pub fn list_contents(
             link: entry
                 .link_name_bytes()
                 .map(|link| String::from_utf8_lossy(&link).into_owned()),
+            device: match header.entry_type() {
+                EntryType::Char => Some(DeviceKind::Char),
+                EntryType::Block => Some(DeviceKind::Block),
+                _ => None,
+            },
         });
     }
     if let Some(path) = path

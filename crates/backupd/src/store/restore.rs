@@ -103,19 +103,23 @@ pub fn restore_with(
         }
     }
     let existing = open_existing_target(to)?;
-    let filters = Filters::new(&options.paths);
+    let mut filters = Filters::new(&options.paths);
     let check_conflicts = match &existing {
         Some(_) if options.overwrite => None,
         Some(root) => (!is_empty(to)?).then_some(root),
         None => None,
     };
     if !filters.is_empty() || check_conflicts.is_some() {
-        let scan = scan(&archive, &manifest, &filters, check_conflicts)?;
-        if let Some(path) = scan.unmatched.into_iter().next() {
+        let mut scan = scan(&archive, &manifest, &filters, check_conflicts)?;
+        if let Some(path) = filters.unmatched(&scan.matched).into_iter().next() {
             return Err(StoreError::PathNotInArchive {
                 archive: archive.path,
                 path,
             });
+        }
+        if filters.settle(&scan.matched) && check_conflicts.is_some() {
+            // The conflicts were those of entries no longer selected too.
+            scan = self::scan(&archive, &manifest, &filters, check_conflicts)?;
         }
         if !scan.conflicts.is_empty() {
             return Err(StoreError::WouldOverwrite {
@@ -293,8 +297,8 @@ fn create_target(to: &Path) -> Result<(OwnedFd, Vec<PathBuf>), StoreError> {
 /// What a first pass over the archive found.
 #[derive(Debug, Default)]
 struct Scan {
-    /// Subpath filters that match no entry.
-    unmatched: Vec<String>,
+    /// Which meanings of each subpath filter named entries.
+    matched: Vec<Matched>,
     /// The first few entries whose name is taken in the target, and how many in all.
     conflicts: Vec<String>,
     conflicts_total: usize,
@@ -314,8 +318,10 @@ fn scan(
         source,
         cleanup: "nothing was written".to_owned(),
     };
-    let mut matched = vec![false; filters.paths.len()];
-    let mut found = Scan::default();
+    let mut found = Scan {
+        matched: vec![Matched::default(); filters.len()],
+        ..Scan::default()
+    };
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
     for entry in tar.entries().map_err(stream_error)? {
         let entry = entry.map_err(stream_error)?;
@@ -323,11 +329,13 @@ fn scan(
         let Ok(parts) = safe_components(&path) else {
             continue;
         };
-        let Some(i) = filters.select(&parts) else {
+        for (i, matched) in found.matched.iter_mut().enumerate() {
+            let now = filters.matches(i, &parts);
+            matched.below_top |= now.below_top;
+            matched.root_only |= now.root_only;
+        }
+        if filters.select(&parts).is_none() {
             continue;
-        };
-        if let Some(slot) = matched.get_mut(i) {
-            *slot = true;
         }
         let (Some(root), Some((name, parents))) = (root, parts.split_last()) else {
             continue;
@@ -355,13 +363,6 @@ fn scan(
     read_past_entries(tar)
         .map_err(io::Error::from)
         .map_err(stream_error)?;
-    found.unmatched = filters
-        .paths
-        .iter()
-        .zip(matched)
-        .filter(|(_, m)| !m)
-        .map(|((p, _), _)| p.clone())
-        .collect();
     Ok(found)
 }
 
@@ -380,19 +381,48 @@ pub(super) fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> 
     Ok(parts)
 }
 
-/// The subpaths a restore is limited to.
-#[derive(Debug)]
+/// The `--path` subpaths a restore or a listing selects. Each is relative to the backed-up
+/// folder (below the archive's top-level entry), or starts with the folder's name (from the
+/// archive's root). Where both name entries (`--path docs` in a backup of `docs/` that holds
+/// a `docs/` of its own), the relative meaning is the one: the other can be said relatively
+/// too, and [`Filters::settle`] fixes each subpath's meaning once the entries are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Filters {
-    /// As given, for messages; and split into components.
-    paths: Vec<(String, Vec<String>)>,
+    paths: Vec<Filter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Filter {
+    /// As given, for messages.
+    given: String,
+    parts: Vec<String>,
+    /// `None` until settled: either meaning, the relative one first.
+    anchor: Option<Anchor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    /// Relative to the backed-up folder.
+    BelowTop,
+    /// Starting with the backed-up folder's name.
+    Root,
+}
+
+/// Which meanings of one subpath named entries of an archive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Matched {
+    below_top: bool,
+    /// From the root, entries the relative meaning did not name.
+    root_only: bool,
 }
 
 impl Filters {
     pub(super) fn new(paths: &[String]) -> Self {
         let paths = paths
             .iter()
-            .map(|p| {
-                let parts = Path::new(p)
+            .map(|p| Filter {
+                given: p.clone(),
+                parts: Path::new(p)
                     .components()
                     .filter_map(|c| match c {
                         Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
@@ -400,8 +430,8 @@ impl Filters {
                         Component::ParentDir => Some("..".to_owned()),
                         _ => None,
                     })
-                    .collect();
-                (p.clone(), parts)
+                    .collect(),
+                anchor: None,
             })
             .collect();
         Filters { paths }
@@ -416,8 +446,13 @@ impl Filters {
         let above = |parts: &[&OsStr], prefix: &[String]| {
             parts.len() < prefix.len() && parts.iter().zip(prefix).all(|(a, b)| *a == OsStr::new(b))
         };
-        self.paths.iter().any(|(_, prefix)| {
-            above(parts, prefix) || (!parts.is_empty() && above(&parts[1..], prefix))
+        self.paths.iter().any(|filter| {
+            let below_top = !parts.is_empty() && above(&parts[1..], &filter.parts);
+            match filter.anchor {
+                Some(Anchor::BelowTop) => below_top,
+                Some(Anchor::Root) => above(parts, &filter.parts),
+                None => below_top || above(parts, &filter.parts),
+            }
         })
     }
 
@@ -427,15 +462,60 @@ impl Filters {
         if self.is_empty() {
             return Some(usize::MAX);
         }
+        (0..self.paths.len()).find(|i| {
+            let matched = self.matches(*i, parts);
+            matched.below_top || matched.root_only
+        })
+    }
+
+    /// Which meanings of filter `i` select `parts`, as far as it is settled.
+    pub(super) fn matches(&self, i: usize, parts: &[&OsStr]) -> Matched {
         let under = |prefix: &[String], parts: &[&OsStr]| {
             !prefix.is_empty()
                 && parts.len() >= prefix.len()
                 && prefix.iter().zip(parts).all(|(a, b)| OsStr::new(a) == *b)
         };
-        self.paths.iter().position(|(_, prefix)| {
-            // Relative to the source folder (below the top-level entry), or including it.
-            under(prefix, parts) || (!parts.is_empty() && under(prefix, &parts[1..]))
-        })
+        let Some(filter) = self.paths.get(i) else {
+            return Matched::default();
+        };
+        let below_top = filter.anchor != Some(Anchor::Root)
+            && !parts.is_empty()
+            && under(&filter.parts, &parts[1..]);
+        let root = filter.anchor != Some(Anchor::BelowTop) && under(&filter.parts, parts);
+        Matched {
+            below_top,
+            root_only: root && !below_top,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Gives each filter the meaning that named entries (`matched`, from a pass over them
+    /// all): the relative one if it did. True if that leaves out entries the unsettled
+    /// filters selected.
+    pub(super) fn settle(&mut self, matched: &[Matched]) -> bool {
+        let mut narrowed = false;
+        for (filter, matched) in self.paths.iter_mut().zip(matched) {
+            filter.anchor = if matched.below_top {
+                narrowed |= matched.root_only;
+                Some(Anchor::BelowTop)
+            } else {
+                Some(Anchor::Root)
+            };
+        }
+        narrowed
+    }
+
+    /// The filters, as given, that `matched` says named nothing.
+    pub(super) fn unmatched(&self, matched: &[Matched]) -> Vec<String> {
+        self.paths
+            .iter()
+            .zip(matched)
+            .filter(|(_, m)| !m.below_top && !m.root_only)
+            .map(|(filter, _)| filter.given.clone())
+            .collect()
     }
 }
 
@@ -1508,6 +1588,49 @@ mod tests {
         builder.into_inner().unwrap();
         write_matching_manifest(&archive);
         archive
+    }
+
+    #[test]
+    fn a_subpath_that_names_a_folder_both_ways_means_the_relative_one() {
+        let base = tempfile::tempdir().unwrap();
+        // A backup of `docs/` that holds a `docs/` of its own.
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::Dir(b"docs/"),
+                Hostile::Dir(b"docs/docs/"),
+                Hostile::File(b"docs/docs/inner.txt", b"inner"),
+                Hostile::Dir(b"docs/private/"),
+                Hostile::File(b"docs/private/p.txt", b"private"),
+            ],
+        );
+        let names = |dir: &Path| snapshot(dir).into_keys().collect::<Vec<_>>();
+        let target = base.path().join("fresh");
+        restore(&archive, &target, &["docs".into()]).unwrap();
+        assert_eq!(names(&target), ["docs", "docs/docs", "docs/docs/inner.txt"]);
+
+        // Into a folder already holding what only the other meaning would restore: no
+        // conflict, as that is not restored.
+        let target = base.path().join("taken");
+        fs::create_dir_all(target.join("docs/private")).unwrap();
+        fs::write(target.join("docs/private/p.txt"), b"mine").unwrap();
+        restore(&archive, &target, &["docs".into()]).unwrap();
+        assert_eq!(
+            fs::read(target.join("docs/private/p.txt")).unwrap(),
+            b"mine"
+        );
+        assert_eq!(
+            fs::read(target.join("docs/docs/inner.txt")).unwrap(),
+            b"inner"
+        );
+
+        // Where only the meaning from the root names anything, it is the one.
+        let target = base.path().join("from_root");
+        restore(&archive, &target, &["docs/private".into()]).unwrap();
+        assert_eq!(
+            names(&target),
+            ["docs", "docs/private", "docs/private/p.txt"]
+        );
     }
 
     #[test]

@@ -794,3 +794,40 @@ fn a_decompressed_copy_counts_with_its_archive_and_never_takes_its_manifest() {
     expected.extend([older[0].clone(), manifest_of(&older[0])]);
     assert_eq!(dir_names(&backups), expected);
 }
+
+#[test]
+fn a_new_backup_is_named_after_every_backup_of_its_name_so_rotation_keeps_it() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("proj")).unwrap();
+    std::fs::write(t.work().join("proj/a.txt"), b"data\n").unwrap();
+    let _daemon = t.start_daemon();
+    let backups = t.home().join("backups");
+    // A backup dated after now: written before the clock was set back, or in a second that
+    // a rotation freed since (rapid runs with --retention-days 0).
+    let later = Local::now().naive_local() + TimeDelta::hours(2);
+    let dated_later = fabricate(&backups, "proj", later, "tar.gz", true);
+
+    let out = ctl(&t, &["run", "--sources", "proj"]).ok();
+    let new_archive = dir_names(&backups)
+        .into_iter()
+        .find(|f| f.starts_with("proj_") && f.ends_with(".tar.gz") && *f != dated_later)
+        .unwrap();
+    let one_second_after = format!("proj_{}.tar.gz", stamp(later + TimeDelta::seconds(1)));
+    assert_eq!(new_archive, one_second_after, "{out}");
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|line| line.contains(&format!(
+                "a backup of it in {} is dated {} (was the clock set back?)",
+                backups.display(),
+                stamp(later)
+            ))),
+        "{}",
+        t.log()
+    );
+
+    // So the newest backup is the one `min-keep` keeps (the other, dated ahead of the
+    // clock, counts as young).
+    ctl(&t, &["prune", "--retention-days", "0", "--min-keep", "1"]).ok();
+    assert!(dir_names(&backups).contains(&new_archive));
+}

@@ -77,9 +77,34 @@ impl BackupJob {
         self.destination.any_exists(&self.names().claimed())
     }
 
-    /// Moves the timestamp to the first second from it on whose file names are all free, so
-    /// that two runs within one second never collide.
+    /// Moves the timestamp past the newest backup of this name in the destination, then to
+    /// the first second from it on whose file names are all free, so that two runs within one
+    /// second never collide and the newest backup always has the latest name: retention
+    /// orders backups by the time in their names, and a run that took a second its rotation
+    /// had just freed would have been the first to go.
     pub fn claim_free_names(&mut self) -> ArchiveNames {
+        let newest = crate::destination::list(&*self.destination)
+            .ok()
+            .and_then(|archives| {
+                (archives.into_iter())
+                    .filter(|archive| archive.name == self.name)
+                    .map(|archive| archive.timestamp)
+                    .max()
+            });
+        if let Some(newest) = newest.filter(|newest| *newest >= self.timestamp) {
+            let after = newest + chrono::TimeDelta::seconds(1);
+            if after - self.timestamp > chrono::TimeDelta::minutes(1) {
+                tracing::warn!(
+                    "Naming the backup of {} {}: a backup of it in {} is dated {} (was the \
+                     clock set back?)",
+                    self.name,
+                    after.format(crate::format::TIMESTAMP_FORMAT),
+                    self.destination.location().display(),
+                    newest.format(crate::format::TIMESTAMP_FORMAT)
+                );
+            }
+            self.timestamp = after;
+        }
         // Bounded: a destination cannot hold a backup for every second of an hour.
         for _ in 0..3600 {
             if !self.is_taken().unwrap_or(false) {

@@ -116,6 +116,7 @@ fn status_and_jobs_show_a_running_job_and_cancel_by_name_stops_it_cleanly() {
     assert_eq!(source["cancelled"], true);
     // How far it got, as its last progress said.
     assert!(source["bytes_in"].as_u64().unwrap() > 0, "{source}");
+    assert!(source["duration_ms"].as_u64().unwrap() > 0, "{source}");
     let error = source["error"].as_str().unwrap();
     assert_eq!(
         error,

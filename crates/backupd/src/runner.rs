@@ -440,6 +440,7 @@ async fn back_up_one(
         source: source.clone(),
     };
     let mut attempts = 1;
+    let writing = std::time::Instant::now();
     let outcome = loop {
         match write_archive(job, progress.clone(), Arc::clone(&cancel)).await {
             // Another run took these names between our check and our write.
@@ -538,13 +539,13 @@ async fn back_up_one(
         }
         Ok(Err(EngineError::Cancelled)) => {
             cancelled(daemon, &tag, &source, &mut report);
-            read_before_it_ended(&mut report, &registered);
+            read_before_it_ended(&mut report, &registered, writing);
         }
         Ok(Err(e)) => {
             let message = format!("Backup failed for {source}: {e}");
             tracing::error!("{tag} {message}");
             report.error = Some(message);
-            read_before_it_ended(&mut report, &registered);
+            read_before_it_ended(&mut report, &registered, writing);
         }
         Err(panic) => {
             let message = format!("Backup failed for {source}: internal error: {panic}");
@@ -561,11 +562,13 @@ async fn back_up_one(
     finish_job(daemon, &registered, report, ended, events).await
 }
 
-/// What a job that wrote no archive had read, from its last progress: how far it got.
-fn read_before_it_ended(report: &mut SourceReport, job: &Job) {
+/// What a job that wrote no archive had read, from its last progress, and for how long since
+/// it began writing: how far it got.
+fn read_before_it_ended(report: &mut SourceReport, job: &Job, writing: std::time::Instant) {
     let progress = job.info();
     report.files = progress.files;
     report.bytes_in = progress.bytes_in;
+    report.duration_ms = u64::try_from(writing.elapsed().as_millis()).unwrap_or(u64::MAX);
 }
 
 /// Marks the report of a cancelled job, saying who cancelled it.

@@ -198,6 +198,11 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u
     Ok(copied)
 }
 
+/// The longest file name Linux file systems hold, in bytes.
+const NAME_MAX: usize = 255;
+const NAME_TOO_LONG: &str =
+    "a name in its path is longer than 255 bytes, more than a file system holds";
+
 /// An entry's modification time in seconds since 1970. The tar reader gives it unsigned: a
 /// time before 1970, which GNU tar stores in base-256, comes as its two's complement.
 pub(super) fn entry_mtime(header: &tar::Header) -> i64 {
@@ -646,6 +651,10 @@ impl Extractor<'_> {
                 self.refuse(&shown, "device nodes are not restored");
                 continue;
             }
+            if parts.iter().any(|part| part.len() > NAME_MAX) {
+                self.refuse(&shown, NAME_TOO_LONG);
+                continue;
+            }
             if !matches!(
                 kind,
                 EntryType::Regular
@@ -899,6 +908,14 @@ impl Extractor<'_> {
                     self.journal.pop();
                 }
                 self.refuse(shown, "already exists (not overwritten)");
+                return Ok(false);
+            }
+            // A symlink's target longer than any path: that entry alone cannot be made.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
+                if journalled {
+                    self.journal.pop();
+                }
+                self.refuse(shown, "a name in it is longer than a file system holds");
                 return Ok(false);
             }
             Err(e) => return Err(fatal(shown)(e)),
@@ -1630,6 +1647,44 @@ mod tests {
         assert_eq!(
             names(&target),
             ["docs", "docs/private", "docs/private/p.txt"]
+        );
+    }
+
+    #[test]
+    fn a_name_no_file_system_holds_is_refused_alone() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = base.path().join("long_20250102_030405.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let header = |kind: EntryType, size: u64| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(size);
+            header.set_mode(0o644);
+            header
+        };
+        let long_name = format!("top/{}", "n".repeat(300));
+        let long_target = "t/".repeat(2500);
+        builder
+            .append_data(&mut header(EntryType::Regular, 2), "top/ok.txt", &b"ok"[..])
+            .unwrap();
+        builder
+            .append_data(&mut header(EntryType::Regular, 4), &long_name, &b"long"[..])
+            .unwrap();
+        builder
+            .append_link(&mut header(EntryType::Symlink, 0), "top/far", &long_target)
+            .unwrap();
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+
+        let target = base.path().join("target");
+        let report = restore(&archive, &target, &[]).unwrap();
+        assert_eq!(fs::read(target.join("top/ok.txt")).unwrap(), b"ok");
+        assert_eq!(
+            report.refused,
+            [
+                format!("{long_name}: {NAME_TOO_LONG}"),
+                "top/far: a name in it is longer than a file system holds".to_owned()
+            ]
         );
     }
 

@@ -552,6 +552,18 @@ struct Folder {
     parts: Vec<OsString>,
     attributes: Attributes,
     identity: (u64, u64),
+    /// From the archive; else made on the way to an entry, for want of one of its own.
+    archived: bool,
+}
+
+/// What a folder the archive has no entry for gets, as GNU tar gives it (0777 less the
+/// usual umask 022): not the 0700 it is made with.
+fn unarchived_folder() -> Attributes {
+    Attributes {
+        mode: 0o755,
+        mtime: chrono::Utc::now().timestamp(),
+        owner: None,
+    }
 }
 
 fn identity(stat: &Stat) -> (u64, u64) {
@@ -789,13 +801,13 @@ impl Extractor<'_> {
                 identity: identity(stat),
             });
             created_dirs.insert(owned(parts), identity(stat));
-            if let Some(attributes) = above.get(&owned(parts)) {
-                folders.push(Folder {
-                    parts: owned(parts),
-                    attributes: *attributes,
-                    identity: identity(stat),
-                });
-            }
+            let archived = above.get(&owned(parts));
+            folders.push(Folder {
+                parts: owned(parts),
+                attributes: archived.copied().unwrap_or_else(unarchived_folder),
+                identity: identity(stat),
+                archived: archived.is_some(),
+            });
         };
         let fd = beneath::walk(&self.root, parents, Some(&mut record))?;
         self.cache = Some((owned(parents), rustix::io::dup(&fd)?));
@@ -843,6 +855,7 @@ impl Extractor<'_> {
                 parts: owned(parts),
                 attributes,
                 identity: identity(&stat),
+                archived: true,
             });
         }
         Ok(())
@@ -985,7 +998,16 @@ impl Extractor<'_> {
     /// Sets the folders' attributes, deepest last-seen first, on each folder re-opened
     /// without following symlinks; a folder moved or replaced meanwhile is reported.
     fn finish_folders(&mut self) {
-        for folder in std::mem::take(&mut self.folders).into_iter().rev() {
+        let folders = std::mem::take(&mut self.folders);
+        // A folder made on the way whose entry came later has the entry's attributes.
+        let archived: HashSet<&[OsString]> = (folders.iter())
+            .filter(|folder| folder.archived)
+            .map(|folder| folder.parts.as_slice())
+            .collect();
+        let to_finish: Vec<&Folder> = (folders.iter())
+            .filter(|folder| folder.archived || !archived.contains(folder.parts.as_slice()))
+            .collect();
+        for folder in to_finish.into_iter().rev() {
             let parts = borrowed(&folder.parts);
             let shown = beneath::shown(&parts);
             let (name, parents) = parts.split_last().expect("not empty");
@@ -1686,6 +1708,26 @@ mod tests {
                 "top/far: a name in it is longer than a file system holds".to_owned()
             ]
         );
+    }
+
+    #[test]
+    fn folders_the_archive_has_no_entry_for_are_not_left_private() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::File(b"top/sub/file.txt", b"data"),
+                Hostile::File(b"top/later/file.txt", b"data"),
+                Hostile::Dir(b"top/later/"),
+            ],
+        );
+        let target = base.path().join("target");
+        restore(&archive, &target, &[]).unwrap();
+        let mode = |path: &str| fs::metadata(target.join(path)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("top"), 0o755, "as GNU tar makes it");
+        assert_eq!(mode("top/sub"), 0o755);
+        // Its entry came after its file: the archived mode (0644 from the test archive).
+        assert_eq!(mode("top/later"), 0o644);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub fn restore_with(
         Some(root) => (!is_empty(to)?).then_some(root),
         None => None,
     };
+    let mut stand_ins = HashMap::new();
     if !filters.is_empty() || check_conflicts.is_some() {
         let mut scan = scan(&archive, &manifest, &filters, check_conflicts)?;
         if let Some(path) = filters.unmatched(&scan.matched).into_iter().next() {
@@ -128,6 +129,9 @@ pub fn restore_with(
                 entries: scan.conflicts,
             });
         }
+        if !filters.is_empty() {
+            stand_ins = scan.stand_ins(&filters);
+        }
     }
     let (root, made) = match existing {
         Some(root) => (root, Vec::new()),
@@ -138,6 +142,8 @@ pub fn restore_with(
         root,
         made_target: made,
         filters: &filters,
+        stand_ins,
+        stood_in: HashMap::new(),
         overwrite: options.overwrite,
         owners: rustix::process::geteuid().is_root(),
         report: RestoreReport::default(),
@@ -196,6 +202,14 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u
     }
     file.set_len(copied)?;
     Ok(copied)
+}
+
+/// Whether entries of `kind` hold a file's data (a hard link may point at them).
+fn is_file_data(kind: EntryType) -> bool {
+    matches!(
+        kind,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+    )
 }
 
 /// The longest file name Linux file systems hold, in bytes.
@@ -307,6 +321,26 @@ struct Scan {
     /// The first few entries whose name is taken in the target, and how many in all.
     conflicts: Vec<String>,
     conflicts_total: usize,
+    /// Every hard link: its path, and that of the entry holding its data.
+    links: Vec<(Vec<OsString>, Vec<OsString>)>,
+}
+
+impl Scan {
+    /// For each file a `paths` selection leaves out that a selected hard link needs, the
+    /// first such link: the file's data is restored under that link's name instead.
+    fn stand_ins(&self, filters: &Filters) -> HashMap<Vec<OsString>, Vec<OsString>> {
+        let mut stand_ins = HashMap::new();
+        for (link, target) in &self.links {
+            if filters.select(&borrowed(link)).is_some()
+                && filters.select(&borrowed(target)).is_none()
+            {
+                stand_ins
+                    .entry(target.clone())
+                    .or_insert_with(|| link.clone());
+            }
+        }
+        stand_ins
+    }
 }
 
 /// Reads the archive's entry names: which filters match nothing and, with `root`, which
@@ -338,6 +372,12 @@ fn scan(
             let now = filters.matches(i, &parts);
             matched.below_top |= now.below_top;
             matched.root_only |= now.root_only;
+        }
+        if entry.header().entry_type() == EntryType::Link
+            && let Ok(Some(target)) = entry.link_name()
+            && let Ok(target) = safe_components(&target)
+        {
+            found.links.push((owned(&parts), owned(&target)));
         }
         if filters.select(&parts).is_none() {
             continue;
@@ -586,6 +626,11 @@ struct Extractor<'a> {
     /// The target folder and its parents, if this restore made them (deepest first).
     made_target: Vec<PathBuf>,
     filters: &'a Filters,
+    /// Files left out by `filters` whose data a selected hard link needs, with where to put
+    /// it: under the first such link's name ([`Scan::stand_ins`]).
+    stand_ins: HashMap<Vec<OsString>, Vec<OsString>>,
+    /// Such files once written, with the link name they were written under.
+    stood_in: HashMap<Vec<OsString>, Vec<OsString>>,
     overwrite: bool,
     /// Whether to give entries their archived owners (only root may).
     owners: bool,
@@ -645,7 +690,19 @@ impl Extractor<'_> {
                     continue;
                 }
             };
-            if self.filters.select(&parts).is_none() {
+            let kind = entry.header().entry_type();
+            let stand_in = match self.stand_ins.remove(&owned(&parts)) {
+                Some(link) if is_file_data(kind) => {
+                    self.stood_in.insert(owned(&parts), link.clone());
+                    Some(link)
+                }
+                _ => None,
+            };
+            let (parts, shown) = match &stand_in {
+                Some(link) => (borrowed(link), beneath::shown(&borrowed(link))),
+                None => (parts, shown),
+            };
+            if stand_in.is_none() && self.filters.select(&parts).is_none() {
                 // A folder above the selection keeps its archived attributes if this
                 // restore makes it on the way.
                 if entry.header().entry_type() == EntryType::Directory
@@ -656,7 +713,14 @@ impl Extractor<'_> {
                 }
                 continue;
             }
-            let kind = entry.header().entry_type();
+            if kind == EntryType::Link
+                && let Ok(Some(target)) = entry.link_name()
+                && let Ok(target) = safe_components(&target)
+                && self.stood_in.get(&owned(&target)) == Some(&owned(&parts))
+            {
+                // Its data is already here, restored under its name (and counted).
+                continue;
+            }
             if matches!(kind, EntryType::Char | EntryType::Block) {
                 // A device node from an archive would open that device to whoever its mode
                 // allows; `mknod` it by hand where it is wanted.
@@ -967,6 +1031,10 @@ impl Extractor<'_> {
     fn link_source(&self, link: Option<&Path>) -> Result<(OwnedFd, OsString), String> {
         let link = link.ok_or("hard link without a target")?;
         let target = safe_components(link).map_err(|r| format!("hard link target: {r}"))?;
+        let target = match self.stood_in.get(&owned(&target)) {
+            Some(stand_in) => borrowed(stand_in),
+            None => target,
+        };
         let Some((name, parents)) = target.split_last() else {
             return Err("hard link to the archive root".to_owned());
         };
@@ -1561,12 +1629,40 @@ mod tests {
         assert!(got.contains_key("tree/docs/deep/hard2"));
 
         // The engine walks in name order, so `docs/deep/hard2` holds the data and
-        // `docs/hard1` is a link to it: selected alone, it is reported, not silently lost.
+        // `docs/hard1` is a link to it: selected alone, it gets that data.
         let out = dir.path().join("out_link");
         let report = restore(&archive, &out, &["docs/hard1".into()]).unwrap();
-        assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
-        assert!(report.refused[0].starts_with("tree/docs/hard1: "));
-        assert!(report.refused[0].contains("not restored"));
+        assert_eq!(report.refused, Vec::<String>::new());
+        assert_eq!(report.files, 1);
+        assert_eq!(
+            fs::read(out.join("tree/docs/hard1")).unwrap(),
+            fs::read(src.join("docs/hard1")).unwrap()
+        );
+        assert!(!out.join("tree/docs/deep").exists());
+    }
+
+    #[test]
+    fn hard_links_selected_without_the_file_holding_their_data_share_it() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::File(b"top/a/x", b"data"),
+                Hostile::HardLink(b"top/b/r1", b"top/a/x"),
+                Hostile::HardLink(b"top/b/r2", b"top/a/x"),
+                Hostile::HardLink(b"top/c/r3", b"top/a/x"),
+            ],
+        );
+        let target = base.path().join("target");
+        let report = restore(&archive, &target, &["b".into()]).unwrap();
+        assert_eq!(report.refused, Vec::<String>::new());
+        assert_eq!(report.files, 2);
+        let r1 = fs::metadata(target.join("top/b/r1")).unwrap();
+        let r2 = fs::metadata(target.join("top/b/r2")).unwrap();
+        assert_eq!((r1.ino(), r1.nlink()), (r2.ino(), 2), "one file, two names");
+        assert_eq!(fs::read(target.join("top/b/r2")).unwrap(), b"data");
+        assert!(!target.join("top/a").exists());
+        assert!(!target.join("top/c").exists());
     }
 
     #[test]
@@ -1890,8 +1986,9 @@ mod tests {
             assert_eq!(nlink("shared/new"), 2, "{overwrite}");
         }
 
-        // A `--path` selection without the link's target: refused as in a fresh target,
-        // even when the target holds a file of that name (it may differ from the archive's).
+        // A `--path` selection without the link's target: the link gets the target's data
+        // from the archive, never a link to a file of that name in the target (it may differ
+        // from the archive's).
         let src = base.path().join("src1");
         fs::create_dir(&src).unwrap();
         fs::write(src.join("a.txt"), "a").unwrap();
@@ -1912,18 +2009,13 @@ mod tests {
             paths: vec!["hard".to_owned()],
             overwrite: true,
         };
+        fs::write(out.join("src1/a.txt"), "changed since").unwrap();
         let report = restore_with(&archive, &out, &options).unwrap();
-        assert_eq!(
-            report.refused,
-            ["src1/hard: hard link target src1/a.txt was not restored"]
-        );
+        assert_eq!(report.refused, Vec::<String>::new());
         assert_eq!(dir_names(&out.join("src1")), ["a.txt", "hard"]);
-        let meta = fs::metadata(out.join("src1/a.txt")).unwrap();
-        assert_eq!(meta.nlink(), 2);
-        assert_eq!(
-            meta.ino(),
-            fs::metadata(out.join("src1/hard")).unwrap().ino()
-        );
+        assert_eq!(fs::read(out.join("src1/hard")).unwrap(), b"a");
+        assert_eq!(fs::read(out.join("src1/a.txt")).unwrap(), b"changed since");
+        assert_eq!(fs::metadata(out.join("src1/a.txt")).unwrap().nlink(), 1);
     }
 
     /// rename(2) between two links to one file does nothing and succeeds.
@@ -2047,6 +2139,8 @@ mod tests {
             root,
             made_target: Vec::new(),
             filters: &filters,
+            stand_ins: HashMap::new(),
+            stood_in: HashMap::new(),
             overwrite: false,
             owners: false,
             report: RestoreReport::default(),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use chrono::{Local, TimeDelta, Timelike};
+use chrono::{Datelike, Local, TimeDelta, Timelike};
 use common::{StopOnDrop, TestHome, far_time, log_messages, wait_for};
 use serde_json::Value;
 use std::path::Path;
@@ -326,6 +326,163 @@ fn missed_runs_older_than_the_grace_period_are_skipped() {
                 && l.ends_with("older than the catch-up grace of 90m; skipped")),
         "{log:#?}"
     );
+}
+
+/// A `TZ` whose summer time (UTC+1) ends at `fall_back` (UTC seconds), for the daemon: the
+/// hour of wall times before it comes twice, without waiting for the clock. Summer time
+/// begins two days before, in the year before if that is in January.
+fn posix_tz_falling_back_at(fall_back: i64) -> String {
+    let end_wall = in_summer_time(fall_back);
+    let end_day = end_wall.ordinal0(); // POSIX `n`: 0-based, counting 29 February
+    let start_day = end_day.checked_sub(2).unwrap_or(363);
+    format!(
+        "STD0DST-1,{start_day}/0,{end_day}/{}",
+        end_wall.format("%H:%M:%S")
+    )
+}
+
+/// The wall time at `instant` (UTC seconds) in that summer time.
+fn in_summer_time(instant: i64) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp(instant + 3600, 0)
+        .unwrap()
+        .naive_utc()
+}
+
+/// `wall` in summer time, as the schedules file holds it.
+fn summer_rfc3339(wall: chrono::NaiveDateTime) -> String {
+    format!("{}+01:00", wall.format("%FT%T"))
+}
+
+/// Starts a daemon with `schedules` (ids from 1) and `TZ`, with a catch-up grace of 10 minutes.
+fn start_with_schedules_in(t: &TestHome, tz: &str, schedules: &[Value]) -> common::Daemon {
+    let mut schedules = schedules.to_vec();
+    for (id, schedule) in (1..).zip(&mut schedules) {
+        schedule["id"] = id.into();
+    }
+    let file = serde_json::json!({
+        "version": 1,
+        "next_id": schedules.len() + 1,
+        "schedules": schedules,
+    });
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(t.home().join("schedules.json"), file.to_string()).unwrap();
+    let tz_env = format!("TZ={tz}");
+    let daemon = t.spawn_daemon_via(&["env", &tz_env], &["--catch-up-grace", "10m"]);
+    common::wait_until_answering(&t.socket());
+    daemon
+}
+
+/// When a schedule was last due, in UTC seconds.
+fn last_due_of(schedule: &Value) -> Option<i64> {
+    let last_due = schedule["last_due"].as_str()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(last_due)
+            .unwrap()
+            .timestamp(),
+    )
+}
+
+#[test]
+fn a_run_in_the_repeated_hour_of_a_fall_back_is_on_time_not_missed() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // The clock went back at the start of the previous minute: this minute's wall time, in
+    // standard time (UTC+0), came an hour ago too, in summer time.
+    let now = chrono::Utc::now().timestamp();
+    let this_minute = now - now.rem_euclid(60);
+    let tz = posix_tz_falling_back_at(this_minute - 60);
+    let first_pass = in_summer_time(this_minute - 3600);
+    let cron = format!("{} * * * *", first_pass.minute());
+    let hourly = |name: &str, last_due: chrono::NaiveDateTime| {
+        serde_json::json!({
+            "name": name, "sources": [src], "kind": "cron", "cron": cron,
+            "created": summer_rfc3339(first_pass - TimeDelta::days(1)),
+            "last_due": summer_rfc3339(last_due)
+        })
+    };
+    let _daemon = start_with_schedules_in(
+        &t,
+        &tz,
+        &[
+            // Ran at the first pass: the second is due now.
+            hourly("ran_first", first_pass),
+            // Down at the first pass, an hour ago: the second, due now, still runs.
+            hourly("missed_first", first_pass - TimeDelta::hours(1)),
+        ],
+    );
+    let missed = |log: &[String]| log.iter().any(|l| l.starts_with("Warning: Missed run"));
+    let schedules = wait_for(common::PATIENCE, "both runs, or a miss", || {
+        let schedules = list_json(&t);
+        let ran = schedules.iter().all(|s| s["last_run"]["ok"] == true);
+        (ran || missed(&log_messages(&t.log()))).then_some(schedules)
+    });
+    let log = log_messages(&t.log());
+    assert!(!missed(&log), "TZ={tz}, cron {cron:?}: {log:#?}");
+    for schedule in &schedules {
+        assert_eq!(
+            last_due_of(schedule),
+            Some(this_minute),
+            "{} ran for the second pass; TZ={tz}: {log:#?}",
+            schedule["name"]
+        );
+    }
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("Catching up missed run of missed_first")),
+        "{log:#?}"
+    );
+}
+
+#[test]
+fn daily_and_cron_times_in_the_repeated_hour_of_a_fall_back_run_at_the_first_pass() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // The clock goes back at the start of the next minute: this minute's wall time comes
+    // again in an hour.
+    let now = chrono::Utc::now().timestamp();
+    let this_minute = now - now.rem_euclid(60);
+    let tz = posix_tz_falling_back_at(this_minute + 60);
+    let first_pass = in_summer_time(this_minute);
+    let created = summer_rfc3339(first_pass - TimeDelta::days(2));
+    let _daemon = start_with_schedules_in(
+        &t,
+        &tz,
+        &[
+            serde_json::json!({
+                "name": "daily", "sources": [src], "kind": "daily",
+                "time": first_pass.format("%H:%M").to_string(), "created": created,
+                "last_due": summer_rfc3339(first_pass - TimeDelta::days(1))
+            }),
+            serde_json::json!({
+                "name": "hourly", "sources": [src], "kind": "cron",
+                "cron": format!("{} * * * *", first_pass.minute()), "created": created,
+                "last_due": summer_rfc3339(first_pass - TimeDelta::hours(1))
+            }),
+        ],
+    );
+    let schedules = wait_for(common::PATIENCE, "both runs, or a wait of an hour", || {
+        let schedules = list_json(&t);
+        let settled = schedules.iter().all(|s| {
+            let next_run = s["next_run"].as_str().map(|next| {
+                chrono::DateTime::parse_from_rfc3339(next)
+                    .unwrap()
+                    .timestamp()
+            });
+            s["last_run"]["ok"] == true || next_run.is_some_and(|next| next > now + 1800)
+        });
+        settled.then_some(schedules)
+    });
+    let log = log_messages(&t.log());
+    for schedule in &schedules {
+        assert_eq!(
+            last_due_of(schedule),
+            Some(this_minute),
+            "{} ran at the first pass; TZ={tz}: {schedule:#} {log:#?}",
+            schedule["name"]
+        );
+    }
 }
 
 #[test]

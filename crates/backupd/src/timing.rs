@@ -1,15 +1,21 @@
 //! When schedules are due, as pure functions of an injected `now`: the next occurrence of a
 //! daily or cron timing, and what the scheduler should do with a schedule at a given instant.
 //! Daily and cron timings both follow `croner`, whose DST rules are documented: a time in a
-//! spring-forward gap runs right after the gap; a time repeated in a fall-back hour runs once.
+//! spring-forward gap runs right after the gap; a fixed time repeated in a fall-back hour runs
+//! once, at the first, and an interval (`*/20`) runs in both passes. croner searches in
+//! `EarliestFirst` of the caller's zone, which puts right what chrono's `Local` says there.
 //! A daily time away from any clock change is computed directly, which is all croner would do
 //! there, at a fraction of the cost (10,000 daily schedules are looked at on every change).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, LocalResult, NaiveTime, Offset, TimeDelta, TimeZone, Timelike};
+use chrono::{
+    DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone,
+    Timelike,
+};
 use croner::Cron;
+use croner::errors::CronError;
 use croner::parser::{CronParser, Seconds};
 use proto::schedule::{Schedule, Timing};
 use proto::schedule_spec::TimeOfDay;
@@ -34,8 +40,66 @@ pub fn parse_cron(expression: &str) -> Result<Cron, String> {
 /// February), which would otherwise be accepted and never run. croner searches every year up
 /// to 5000, so a leap day (`0 0 29 2 *`) is found even across a century's skipped leap year.
 pub fn next_fire<Tz: TimeZone>(cron: &Cron, now: &DateTime<Tz>) -> Result<DateTime<Tz>, String> {
-    cron.find_next_occurrence(now, false)
+    search(now, |now| cron.find_next_occurrence(now, false))
         .map_err(|_| "it never fires: no date matches it (such as 30 or 31 February)".to_owned())
+}
+
+/// `Tz` with a local time the clock shows twice (a fall-back) told as chrono documents: its
+/// instants earliest first, and only those the clock really shows. chrono 0.4's `Local` gives
+/// them latest first (chronotope/chrono#1625), and the time the clock goes back from (03:00 in
+/// Berlin) as shown twice; croner trusts the order, so fixed times ran at the second pass and
+/// the search back found the first pass when the second was due (a punctual run "missed").
+#[derive(Debug, Clone, Copy)]
+struct EarliestFirst<Tz>(Tz);
+
+impl<Tz: TimeZone> TimeZone for EarliestFirst<Tz> {
+    type Offset = Tz::Offset;
+
+    fn from_offset(offset: &Tz::Offset) -> Self {
+        Self(Tz::from_offset(offset))
+    }
+
+    fn offset_from_local_date(&self, local: &NaiveDate) -> LocalResult<Tz::Offset> {
+        self.0.offset_from_local_date(local)
+    }
+
+    fn offset_from_local_datetime(&self, local: &NaiveDateTime) -> LocalResult<Tz::Offset> {
+        let (one, other) = match self.0.offset_from_local_datetime(local) {
+            LocalResult::Ambiguous(one, other) => (one, other),
+            single_or_none => return single_or_none,
+        };
+        let shown = |offset: &Tz::Offset| {
+            local
+                .checked_sub_offset(offset.fix())
+                .is_some_and(|utc| self.0.offset_from_utc_datetime(&utc).fix() == offset.fix())
+        };
+        match (shown(&one), shown(&other)) {
+            (true, false) => LocalResult::Single(one),
+            (false, true) => LocalResult::Single(other),
+            // The offset further east is the earlier instant.
+            _ if one.fix().local_minus_utc() < other.fix().local_minus_utc() => {
+                LocalResult::Ambiguous(other, one)
+            }
+            _ => LocalResult::Ambiguous(one, other),
+        }
+    }
+
+    fn offset_from_utc_date(&self, utc: &NaiveDate) -> Tz::Offset {
+        self.0.offset_from_utc_date(utc)
+    }
+
+    fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> Tz::Offset {
+        self.0.offset_from_utc_datetime(utc)
+    }
+}
+
+/// A croner search from `from`, made in [`EarliestFirst`] of its zone.
+fn search<Tz: TimeZone>(
+    from: &DateTime<Tz>,
+    find: impl FnOnce(&DateTime<EarliestFirst<Tz>>) -> Result<DateTime<EarliestFirst<Tz>>, CronError>,
+) -> Result<DateTime<Tz>, CronError> {
+    let zone = from.timezone();
+    find(&from.with_timezone(&EarliestFirst(zone.clone()))).map(|found| found.with_timezone(&zone))
 }
 
 fn daily_cron(time: TimeOfDay) -> Cron {
@@ -82,9 +146,11 @@ pub fn first_once_due<Tz: TimeZone>(time: TimeOfDay, now: &DateTime<Tz>) -> Date
     let minute_start = now.clone()
         - TimeDelta::seconds(i64::from(now.second()))
         - TimeDelta::nanoseconds(i64::from(now.nanosecond()));
-    daily_cron(time)
-        .find_next_occurrence(&minute_start, true)
-        .expect("a daily time always occurs again")
+    let daily = daily_cron(time);
+    search(&minute_start, |start| {
+        daily.find_next_occurrence(start, true)
+    })
+    .expect("a daily time always occurs again")
 }
 
 /// Whether `schedule` is a one-shot whose one occurrence has been dealt with.
@@ -112,7 +178,8 @@ pub fn pending_due<Tz: TimeZone>(schedule: &Schedule, tz: &Tz) -> Option<DateTim
             {
                 return Some(next);
             }
-            cron_of(timing)?.find_next_occurrence(&after, false).ok()
+            let cron = cron_of(timing)?;
+            search(&after, |after| cron.find_next_occurrence(after, false)).ok()
         }
     }
 }
@@ -144,7 +211,10 @@ fn next_daily_off_clock_changes<Tz: TimeZone>(
 fn latest_due<Tz: TimeZone>(schedule: &Schedule, now: &DateTime<Tz>) -> Option<DateTime<Tz>> {
     match &schedule.timing {
         Timing::Once { due, .. } => Some(due.with_timezone(&now.timezone())),
-        timing => cron_of(timing)?.find_previous_occurrence(now, true).ok(),
+        timing => {
+            let cron = cron_of(timing)?;
+            search(now, |now| cron.find_previous_occurrence(now, true)).ok()
+        }
     }
 }
 
@@ -193,7 +263,9 @@ pub fn decide<Tz: TimeZone>(
     if due > *now {
         return Decision::Wait { until: due };
     }
-    let latest = latest_due(schedule, now).unwrap_or_else(|| due.clone());
+    // Late from the newest occurrence, never from one before the occurrence waited for.
+    let latest =
+        latest_due(schedule, now).map_or_else(|| due.clone(), |latest| latest.max(due.clone()));
     let late_by = now.clone() - latest.clone();
     if running {
         Decision::Overlap { latest }
@@ -597,11 +669,81 @@ mod tests {
         }
     }
 
+    /// [`Cet2026`] as chrono 0.4's `Local` tells it (chronotope/chrono#1625): a repeated local
+    /// time's two instants latest first, and 03:00 on 25 October, when the clock goes back, as
+    /// repeated too.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Cet2026AsLocal;
+
+    impl TimeZone for Cet2026AsLocal {
+        type Offset = FixedOffset;
+
+        fn from_offset(_: &FixedOffset) -> Self {
+            Cet2026AsLocal
+        }
+
+        fn offset_from_local_date(
+            &self,
+            local: &chrono::NaiveDate,
+        ) -> chrono::LocalResult<FixedOffset> {
+            Cet2026.offset_from_local_date(local)
+        }
+
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> chrono::LocalResult<FixedOffset> {
+            let goes_back_from = chrono::NaiveDate::from_ymd_opt(2026, 10, 25)
+                .unwrap()
+                .and_hms_opt(3, 0, 0)
+                .unwrap();
+            match Cet2026.offset_from_local_datetime(local) {
+                LocalResult::Ambiguous(earlier, later) => LocalResult::Ambiguous(later, earlier),
+                LocalResult::Single(_) if *local == goes_back_from => {
+                    LocalResult::Ambiguous(Cet2026::offset(1), Cet2026::offset(2))
+                }
+                single_or_none => single_or_none,
+            }
+        }
+
+        fn offset_from_utc_date(&self, utc: &chrono::NaiveDate) -> FixedOffset {
+            Cet2026.offset_from_utc_date(utc)
+        }
+
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> FixedOffset {
+            Cet2026.offset_from_utc_datetime(utc)
+        }
+    }
+
     #[test]
-    fn daily_times_follow_local_time_across_dst() {
+    fn the_test_zone_answers_as_chronos_local() {
+        let local = |h, m| {
+            chrono::NaiveDate::from_ymd_opt(2026, 10, 25)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap()
+        };
+        let (plus_1, plus_2) = (Cet2026::offset(1), Cet2026::offset(2));
+        for (h, m) in [(2, 30), (3, 0)] {
+            assert_eq!(
+                Cet2026AsLocal.offset_from_local_datetime(&local(h, m)),
+                LocalResult::Ambiguous(plus_1, plus_2)
+            );
+        }
+        assert_eq!(
+            EarliestFirst(Cet2026AsLocal).offset_from_local_datetime(&local(2, 30)),
+            LocalResult::Ambiguous(plus_2, plus_1)
+        );
+        assert_eq!(
+            EarliestFirst(Cet2026AsLocal).offset_from_local_datetime(&local(3, 0)),
+            LocalResult::Single(plus_1)
+        );
+    }
+
+    fn daily_times_follow_local_time_across_dst_in<Tz: TimeZone>(zone: Tz) {
         let next = |time: &str, after: &str| {
             let s = schedule(daily(time), "2026-01-01T00:00:00+01:00", Some(after));
-            pending_due(&s, &Cet2026).unwrap().fixed_offset()
+            pending_due(&s, &zone).unwrap().fixed_offset()
         };
         // Spring forward: 02:30 does not exist on 29 March; it runs right after the gap,
         // then at 02:30 local (now +02:00) again, not an hour off.
@@ -626,6 +768,112 @@ mod tests {
         assert_eq!(
             next("02:30", "2026-10-25T02:30:00+02:00"),
             at("2026-10-26T02:30:00+01:00")
+        );
+        // 03:00 comes once, an hour after the clock went back.
+        assert_eq!(
+            next("03:00", "2026-10-24T03:00:00+02:00"),
+            at("2026-10-25T03:00:00+01:00")
+        );
+        // A one-shot for 02:30 made before the change is due at the first 02:30 too.
+        let made = at("2026-10-25T01:50:00+02:00").with_timezone(&zone);
+        assert_eq!(
+            first_once_due("02:30".parse().unwrap(), &made).fixed_offset(),
+            at("2026-10-25T02:30:00+02:00")
+        );
+    }
+
+    #[test]
+    fn daily_times_follow_local_time_across_dst() {
+        daily_times_follow_local_time_across_dst_in(Cet2026);
+        daily_times_follow_local_time_across_dst_in(Cet2026AsLocal);
+    }
+
+    fn an_interval_cron_runs_in_both_passes_of_a_fall_back_in<Tz: TimeZone>(zone: Tz) {
+        let mut last_due = "2026-10-25T01:40:00+02:00".to_owned();
+        let mut runs = Vec::new();
+        for _ in 0..8 {
+            let every_20_minutes = Timing::Cron {
+                cron: "*/20 * * * *".into(),
+            };
+            let s = schedule(
+                every_20_minutes,
+                "2026-01-01T00:00:00+01:00",
+                Some(&last_due),
+            );
+            last_due = pending_due(&s, &zone).unwrap().to_rfc3339();
+            runs.push(last_due.clone());
+        }
+        assert_eq!(
+            runs,
+            [
+                "2026-10-25T02:00:00+02:00",
+                "2026-10-25T02:20:00+02:00",
+                "2026-10-25T02:40:00+02:00",
+                "2026-10-25T02:00:00+01:00",
+                "2026-10-25T02:20:00+01:00",
+                "2026-10-25T02:40:00+01:00",
+                "2026-10-25T03:00:00+01:00",
+                "2026-10-25T03:20:00+01:00",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_interval_cron_runs_in_both_passes_of_a_fall_back() {
+        an_interval_cron_runs_in_both_passes_of_a_fall_back_in(Cet2026);
+        an_interval_cron_runs_in_both_passes_of_a_fall_back_in(Cet2026AsLocal);
+    }
+
+    #[test]
+    fn a_punctual_run_in_the_repeated_hour_is_not_missed_with_a_short_grace() {
+        let zone = Cet2026AsLocal;
+        let in_zone = |text: &str| at(text).with_timezone(&zone);
+        let hourly = |last_due: &str| {
+            let timing = Timing::Cron {
+                cron: "30 * * * *".into(),
+            };
+            schedule(timing, "2026-01-01T00:00:00+01:00", Some(last_due))
+        };
+        let grace = TimeDelta::minutes(10);
+        let second_pass = in_zone("2026-10-25T02:30:00.500+01:00");
+        // The first 02:30 was missed an hour ago, but the second is due now: it runs, once.
+        assert_eq!(
+            decide(
+                &hourly("2026-10-25T01:30:00+02:00"),
+                &second_pass,
+                grace,
+                false
+            ),
+            Decision::Run {
+                latest: in_zone("2026-10-25T02:30:00+01:00"),
+                catch_up: true
+            }
+        );
+        // The first 02:30 was run: the second is due, on time.
+        assert_eq!(
+            decide(
+                &hourly("2026-10-25T02:30:00+02:00"),
+                &second_pass,
+                grace,
+                false
+            ),
+            Decision::Run {
+                latest: in_zone("2026-10-25T02:30:00+01:00"),
+                catch_up: false
+            }
+        );
+        // At the first pass, the first 02:30 is due.
+        assert_eq!(
+            decide(
+                &hourly("2026-10-25T01:30:00+02:00"),
+                &in_zone("2026-10-25T02:30:00.500+02:00"),
+                grace,
+                false
+            ),
+            Decision::Run {
+                latest: in_zone("2026-10-25T02:30:00+02:00"),
+                catch_up: false
+            }
         );
     }
 

@@ -150,3 +150,97 @@ fn a_closed_stdout_ends_the_output_quietly() {
         assert_eq!(stderr, "", "{args:?}");
     }
 }
+
+/// A `.env` that cannot be read as settings: a folder (unreadable for anyone, refused by root).
+fn unreadable_dotenv(t: &TestHome) -> std::path::PathBuf {
+    let dotenv = t.work().join(".env");
+    std::fs::create_dir(&dotenv).unwrap();
+    dotenv
+}
+
+#[test]
+fn only_the_commands_that_use_dotenv_read_it() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    let dotenv = unreadable_dotenv(&t);
+    let dotenv_text = dotenv.display().to_string();
+    for args in [
+        &["status"][..],
+        &["jobs"],
+        &["list"],
+        &["backups"],
+        &["log-level", "info"],
+        &["cancel", "1"],
+        &["delete", "0"],
+        &["verify", "--all"],
+        &["ls", "none.tar.gz"],
+        // A stored schedule runs with its own settings.
+        &["run", "--name", "none"],
+        &["start"],
+    ] {
+        let out = t.ctl(args);
+        assert_ne!(out.code(), 2, "{args:?}: {}", out.stderr());
+        assert!(!out.stderr().contains(".env"), "{args:?}: {}", out.stderr());
+    }
+    // What does read it still refuses it.
+    for args in [&["run"][..], &["prune", "--dry-run"]] {
+        let out = t.ctl(args);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(&dotenv_text),
+            "{args:?}: {}",
+            out.stderr()
+        );
+    }
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    // Starting a daemon reads LOG_LEVEL, also when a schedule command starts one.
+    for args in [&["start"][..], &["list"]] {
+        let out = t.ctl(args);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(&dotenv_text),
+            "{args:?}: {}",
+            out.stderr()
+        );
+        assert!(!t.socket().exists(), "{args:?} started a daemon");
+    }
+}
+
+#[test]
+fn commands_work_from_a_deleted_working_directory_unless_a_path_is_relative() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let source = t.work().join("src");
+    std::fs::create_dir(&source).unwrap();
+    let gone = t.work().join("gone");
+    let from_deleted_folder = |args: &[&str]| {
+        std::fs::create_dir(&gone).unwrap();
+        // The shell enters the folder and removes it: backupctl starts in a deleted folder.
+        let out = std::process::Command::new("sh")
+            .args(["-c", r#"cd "$1" && rmdir "$1" && shift && exec "$@""#, "sh"])
+            .arg(&gone)
+            .arg(common::backupctl_bin())
+            .args(args)
+            .env("BACKUPD_HOME", t.home())
+            .env_remove("BACKUPD_SOCKET")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::Ctl(out)
+    };
+    from_deleted_folder(&["status"]).ok();
+    from_deleted_folder(&["jobs"]).ok();
+    let source_text = source.display().to_string();
+    from_deleted_folder(&["run", "--sources", &source_text, "--dry-run"]).ok();
+    let relative = from_deleted_folder(&["run", "--sources", "src", "--dry-run"]);
+    assert_eq!(relative.code(), 2, "{}", relative.stderr());
+    assert!(
+        relative
+            .stderr()
+            .contains("can't read the working directory to resolve src"),
+        "{}",
+        relative.stderr()
+    );
+}

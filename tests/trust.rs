@@ -234,6 +234,10 @@ fn run_as_root_refuses_a_dotenv_another_user_could_have_written() {
         out.stderr()
     );
 
+    // `sudo backupctl status` in one's own project: only what uses `.env` reads it.
+    let out = t.ctl(&["status"]);
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+
     std::os::unix::fs::chown(&dotenv, Some(0), Some(0)).unwrap();
     chmod(&dotenv, 0o666);
     let out = t.ctl(&["run"]);

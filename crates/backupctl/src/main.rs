@@ -88,14 +88,13 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
     match &cli.command {
         CliCommand::Start => {
-            let log_level = Context::load()?.settings.get(settings::LOG_LEVEL);
-            let answer = start::start(home, socket, log_level.as_deref())?;
+            let answer = start::start(home, socket, log_level)?;
             return print(cli, &answer, |_| Ok(vec!["backupd started".to_owned()]));
         }
         CliCommand::Stop => return stop(cli, socket),
         _ => {}
     }
-    let command = requests::build(&cli.command, &Context::load()?)?;
+    let command = requests::build(&cli.command, &Context::here())?;
     let answer = match &command {
         Command::Run(args) => {
             let detach = matches!(&cli.command, CliCommand::Run(run) if run.detach);
@@ -208,8 +207,7 @@ pub(crate) fn write_out(bytes: &[u8]) -> Result<(), Failure> {
 /// Starts the daemon for a schedule command that found none, and says so on stderr (stdout
 /// stays the command's own) and in `backupctl.log`.
 fn start_for(command: &Command, home: &Path, socket: &Path) -> Result<(), Failure> {
-    let log_level = Context::load()?.settings.get(settings::LOG_LEVEL);
-    start::start(home, socket, log_level.as_deref())?;
+    start::start(home, socket, log_level)?;
     let name = match command {
         Command::Create(_) => "create",
         Command::Delete { .. } => "delete",
@@ -220,6 +218,14 @@ fn start_for(command: &Command, home: &Path, socket: &Path) -> Result<(), Failur
     let _ = writeln!(std::io::stderr(), "{note}");
     client_log::log_info(Some(home), &note);
     Ok(())
+}
+
+/// The original backup script's `LOG_LEVEL` for a daemon being started: from the environment
+/// or `.env`, which only a start reads (as root it may refuse it).
+fn log_level() -> Result<Option<String>, Failure> {
+    settings::Settings::here()
+        .get(settings::LOG_LEVEL)
+        .map_err(Failure::Usage)
 }
 
 /// Sends `stop`, then waits until the daemon is gone: its process has ended and, if it

@@ -11,24 +11,35 @@ use proto::request::{CreateArgs, PruneArgs, RestoreArgs, RunArgs, SyncArgs, Veri
 use proto::{Command, Compression, JobOptions, Passphrase, Retention, ScheduleSpec};
 use std::path::{Path, PathBuf};
 
-/// Where the client stands: its working directory and its settings.
+/// Where the client stands: its settings, and the working directory that relative paths are
+/// taken from. Each is read only when a request needs it.
 #[derive(Debug)]
 pub struct Context {
-    pub cwd: PathBuf,
     pub settings: Settings,
 }
 
 impl Context {
-    pub fn load() -> Result<Self, Failure> {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Failure::Usage(format!("can't read the working directory: {e}")))?;
-        let settings = Settings::load(&cwd).map_err(Failure::Usage)?;
-        Ok(Self { cwd, settings })
+    pub fn here() -> Self {
+        Self {
+            settings: Settings::here(),
+        }
     }
 
     /// A path as the daemon takes it: absolute, and UTF-8 to travel in JSON.
     fn absolute(&self, path: &Path) -> Result<String, Failure> {
-        let absolute = std::path::absolute(self.cwd.join(path))
+        let joined = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| {
+                    Failure::Usage(format!(
+                        "can't read the working directory to resolve {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .join(path)
+        };
+        let absolute = std::path::absolute(joined)
             .map_err(|e| Failure::Usage(format!("can't resolve {}: {e}", path.display())))?;
         absolute
             .into_os_string()
@@ -114,7 +125,7 @@ fn run_args(cli: &RunCli, ctx: &Context) -> Result<RunArgs, Failure> {
         });
     }
     let sources = if cli.sources.is_empty() {
-        ctx.settings.sources(&ctx.cwd)
+        ctx.settings.sources().map_err(Failure::Usage)?
     } else {
         cli.sources.clone()
     };
@@ -156,17 +167,12 @@ fn job_options(
         .and_then(|d| d.to_str())
         .filter(|d| d.starts_with("s3://"))
         .map(str::to_owned);
-    let local_destination = job
-        .destination
-        .clone()
-        .filter(|_| remote_destination.is_none());
-    let destination = local_destination
-        .or_else(|| {
-            settings
-                .and_then(|s| s.get(settings::DESTINATION))
-                .map(PathBuf::from)
-        })
-        .filter(|_| remote_destination.is_none());
+    let destination = match (&job.destination, settings) {
+        _ if remote_destination.is_some() => None,
+        (Some(local), _) => Some(local.clone()),
+        (None, Some(settings)) => setting(settings, settings::DESTINATION)?.map(PathBuf::from),
+        (None, None) => None,
+    };
     let compression = match (job.compression, job.level) {
         (None, None) => None,
         (codec, level) => Some(
@@ -289,10 +295,10 @@ fn absolutize_spec(text: &str, ctx: &Context) -> Result<String, Failure> {
 }
 
 fn prune_args(cli: &PruneCli, ctx: &Context) -> Result<PruneArgs, Failure> {
-    let destination = cli
-        .destination
-        .clone()
-        .or_else(|| ctx.settings.get(settings::DESTINATION).map(PathBuf::from));
+    let destination = match &cli.destination {
+        Some(destination) => Some(destination.clone()),
+        None => setting(&ctx.settings, settings::DESTINATION)?.map(PathBuf::from),
+    };
     Ok(PruneArgs {
         name: cli.name.clone(),
         destination: destination.map(|d| ctx.absolute(&d)).transpose()?,
@@ -364,8 +370,7 @@ fn sync_args(cli: &SyncCli, ctx: &Context) -> Result<SyncArgs, Failure> {
 /// An archive argument: a path that exists here is sent absolute; a bare file name that does
 /// not is sent as is, for the daemon to find in its backups directory.
 fn archive_arg(text: &str, ctx: &Context) -> Result<String, Failure> {
-    let here = ctx.cwd.join(text);
-    if text.contains('/') || here.exists() {
+    if text.contains('/') || Path::new(text).exists() {
         ctx.absolute(Path::new(text))
     } else {
         Ok(text.to_owned())
@@ -399,4 +404,9 @@ fn retention(
         keep_monthly: cli.keep_monthly,
     };
     Ok((retention != Retention::default()).then_some(retention))
+}
+
+/// A variable of the environment or `.env`, reading `.env` if this is the first one asked for.
+fn setting(settings: &Settings, key: &str) -> Result<Option<String>, Failure> {
+    settings.get(key).map_err(Failure::Usage)
 }

@@ -2,6 +2,7 @@
 //! `BACKUP_DESTINATION`, `LOG_LEVEL`, …), read from the environment and from a `.env` file in the working directory. A variable set
 //! in the environment wins over `.env`, as with python-dotenv; command-line flags win over both.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,43 +13,37 @@ pub const LOG_LEVEL: &str = "LOG_LEVEL";
 pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
 pub const MIN_BACKUPS_TO_KEEP: &str = "MIN_BACKUPS_TO_KEEP";
 
-#[derive(Debug, Default)]
+/// The variables of the environment and of `<dir>/.env`. The file is read the first time a
+/// variable is asked for, so that a command needing none works in any folder: as root it may
+/// refuse the file, and the working directory may be gone.
+#[derive(Debug)]
 pub struct Settings {
-    dotenv: HashMap<String, String>,
+    dir: PathBuf,
+    dotenv: OnceCell<HashMap<String, String>>,
 }
 
 impl Settings {
-    /// Reads `<dir>/.env` if there is one. As root, a `.env` someone else could have written
-    /// (see [`check_dotenv_owner`]) is refused rather than obeyed.
-    pub fn load(dir: &Path) -> Result<Self, String> {
-        let path = dir.join(".env");
-        let uid = rustix::process::geteuid().as_raw();
-        let read = if uid == 0 {
-            read_trusted(&path, uid)
-        } else {
-            std::fs::read_to_string(&path)
-        };
-        match read {
-            Ok(text) => Ok(Self {
-                dotenv: parse_dotenv(&text),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e.to_string()),
-            Err(e) => Err(format!("can't read {}: {e}", path.display())),
+    /// The settings of the working directory, whose `.env` is not read yet. A deleted one
+    /// holds no `.env`: looked for as `./.env`, none is found.
+    pub fn here() -> Self {
+        Self {
+            dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            dotenv: OnceCell::new(),
         }
     }
 
     /// The variable's value: the environment first, then `.env`; empty counts as unset.
-    pub fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key)
+    pub fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let dotenv = self.dotenv()?;
+        Ok(std::env::var(key)
             .ok()
-            .or_else(|| self.dotenv.get(key).cloned())
-            .filter(|value| !value.trim().is_empty())
+            .or_else(|| dotenv.get(key).cloned())
+            .filter(|value| !value.trim().is_empty()))
     }
 
     /// A whole-number variable, such as `RETENTION_DAYS`.
     pub fn number(&self, key: &str) -> Result<Option<u32>, String> {
-        self.get(key)
+        self.get(key)?
             .map(|value| {
                 value
                     .trim()
@@ -58,9 +53,37 @@ impl Settings {
             .transpose()
     }
 
-    /// `BACKUP_SOURCES` as absolute paths (relative ones taken from `cwd`).
-    pub fn sources(&self, cwd: &Path) -> Vec<PathBuf> {
-        split_sources(self.get(SOURCES).as_deref().unwrap_or_default(), cwd)
+    /// `BACKUP_SOURCES`, as written (a relative one is relative to the working directory).
+    pub fn sources(&self) -> Result<Vec<PathBuf>, String> {
+        Ok(split_sources(
+            self.get(SOURCES)?.as_deref().unwrap_or_default(),
+        ))
+    }
+
+    /// `.env`'s variables, read at the first call. As root, a `.env` someone else could have
+    /// written (see [`check_dotenv_owner`]) is refused rather than obeyed.
+    fn dotenv(&self) -> Result<&HashMap<String, String>, String> {
+        if let Some(vars) = self.dotenv.get() {
+            return Ok(vars);
+        }
+        let vars = read_dotenv(&self.dir.join(".env"))?;
+        Ok(self.dotenv.get_or_init(|| vars))
+    }
+}
+
+/// The variables of the `.env` at `path`; none if there is no such file.
+fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, String> {
+    let uid = rustix::process::geteuid().as_raw();
+    let read = if uid == 0 {
+        read_trusted(path, uid)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    match read {
+        Ok(text) => Ok(parse_dotenv(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(e.to_string()),
+        Err(e) => Err(format!("can't read {}: {e}", path.display())),
     }
 }
 
@@ -116,11 +139,11 @@ fn check_dotenv_owner(meta: &std::fs::Metadata, uid: u32) -> Result<(), String> 
     Ok(())
 }
 
-fn split_sources(list: &str, cwd: &Path) -> Vec<PathBuf> {
+fn split_sources(list: &str) -> Vec<PathBuf> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| cwd.join(s))
+        .map(PathBuf::from)
         .collect()
 }
 
@@ -211,11 +234,11 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_split_trimmed_and_made_absolute() {
+    fn sources_are_split_and_trimmed() {
         assert_eq!(
-            split_sources(" docs , /srv/data,,", Path::new("/home/me")),
-            [PathBuf::from("/home/me/docs"), PathBuf::from("/srv/data")]
+            split_sources(" docs , /srv/data,,"),
+            [PathBuf::from("docs"), PathBuf::from("/srv/data")]
         );
-        assert!(split_sources("", Path::new("/")).is_empty());
+        assert!(split_sources("").is_empty());
     }
 }

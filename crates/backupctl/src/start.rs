@@ -13,14 +13,19 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-/// `log_level` is the original backup script's `LOG_LEVEL`, handed to the daemon as `--log-level`.
-pub fn start(home: &Path, socket: &Path, log_level: Option<&str>) -> Result<Answer, Failure> {
+/// `log_level` gives the original backup script's `LOG_LEVEL`, handed to the daemon as
+/// `--log-level`; asked only when a daemon is to be launched, since it may read `.env`.
+pub fn start(
+    home: &Path,
+    socket: &Path,
+    log_level: impl FnOnce() -> Result<Option<String>, Failure>,
+) -> Result<Answer, Failure> {
     if hello(socket).is_some() {
         return Err(Failure::Local("backupd already running".to_owned()));
     }
     let binary = daemon_binary();
     let mut command = std::process::Command::new(&binary);
-    if let Some(level) = log_level {
+    if let Some(level) = log_level()? {
         command.arg("--log-level").arg(level.to_ascii_lowercase());
     }
     let mut child = command

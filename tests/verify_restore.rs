@@ -1151,6 +1151,42 @@ fn ls_shows_set_id_and_sticky_bits_fifos_and_devices_as_tar_does() {
     assert_eq!(entries[0].get("device"), None);
 }
 
+#[test]
+fn ls_past_the_listing_bound_says_how_many_entries_it_left_out() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let names: Vec<String> = (0..100_011).map(|i| format!("n/f{i:06}")).collect();
+    let entries: Vec<RawEntry> = names
+        .iter()
+        .map(|name| (name.as_str(), tar::EntryType::Regular, &b""[..], None))
+        .collect();
+    hostile_archive_as(&t, "lots_20250101_000000", ".tar", &entries);
+
+    let out = t.ctl(&["ls", "lots_20250101_000000.tar"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let stdout = out.stdout();
+    assert_eq!(stdout.lines().count(), 100_000);
+    assert!(
+        stdout.ends_with(" n/f099999\n"),
+        "{:?}",
+        &stdout[stdout.len() - 80..]
+    );
+    assert_eq!(
+        out.stderr(),
+        "Warning: listed the first 100000 entries; 11 more entries not listed, to keep the \
+         answer bounded (give a PATH to list part of the archive)\n"
+    );
+    let (code, answer) = common::ctl_json(&t, &["ls", "lots_20250101_000000.tar"]);
+    assert_eq!(code, 0);
+    assert_eq!(answer["data"]["entries"].as_array().unwrap().len(), 100_000);
+    assert_eq!(answer["data"]["not_listed"], 11);
+
+    // A listing that holds everything warns of nothing.
+    let out = t.ctl(&["ls", "lots_20250101_000000.tar", "n/f100010"]);
+    assert_eq!((out.code(), out.stderr().as_str()), (0, ""));
+    assert!(out.stdout().ends_with(" n/f100010\n"), "{}", out.stdout());
+}
+
 /// Entry names that would forge a line of output and send escape sequences to the terminal.
 const FORGED_OK: &str = "c/x\nctl_20250101_000000.tar.gz: OK\x1b]0;pwned\x07";
 const FORGED_RESTORED: &str = "../c/\nRestored 100 files\x1b[2K";

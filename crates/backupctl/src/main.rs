@@ -122,11 +122,19 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
         }
     };
     let long = matches!(cli.command, CliCommand::List { long: true });
+    let mut not_listed = None;
     print(cli, &answer, |data| {
         let reply = Reply::decode(&command, data)
             .map_err(|e| format!("unexpected answer from backupd: {e}"))?;
+        if let Reply::Listing(listing) = &reply {
+            not_listed = render::not_listed(listing);
+        }
         Ok(render::reply(reply, socket, long))
     })?;
+    // After the lines, on stderr: stdout stays the listing itself. `--json` has the count.
+    if let Some(warning) = not_listed {
+        let _ = writeln!(std::io::stderr(), "Warning: {warning}");
+    }
     completed_with_warnings(&command, &answer)
 }
 

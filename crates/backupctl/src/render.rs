@@ -497,6 +497,19 @@ fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
         .collect()
 }
 
+/// What an `ls` answer left out, to say after its lines: a listing cut short must not read as
+/// the whole archive.
+pub fn not_listed(listing: &proto::response::ArchiveListing) -> Option<String> {
+    (listing.not_listed > 0).then(|| {
+        one_line(format!(
+            "listed the first {} entries; {} more entries not listed, to keep the answer \
+             bounded (give a PATH to list part of the archive)",
+            listing.entries.len(),
+            listing.not_listed
+        ))
+    })
+}
+
 /// The type letter `tar -tv` shows before the mode; `?` for a kind this client does not know,
 /// and for a device from a daemon that did not say which kind.
 fn kind_letter(entry: &ArchiveEntry) -> char {
@@ -851,6 +864,7 @@ mod tests {
         let listing = proto::response::ArchiveListing {
             archive: "/b/a.tar".into(),
             entries: vec![entry("device", Some(DeviceKind::Block))],
+            not_listed: 0,
         };
         assert_eq!(
             archive_listing(&listing),

@@ -175,6 +175,11 @@ impl Reply {
 pub struct ArchiveListing {
     pub archive: String,
     pub entries: Vec<ArchiveEntry>,
+    /// Entries after those listed, left out to bound the answer (its entries, and the bytes
+    /// of their paths and links). Absent from an older daemon's answer, which said it only in
+    /// its log.
+    #[serde(default)]
+    pub not_listed: u64,
 }
 
 /// One entry of an archive, as its tar header says.
@@ -726,6 +731,17 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<ArchiveEntry>(newer).unwrap(),
             block
+        );
+    }
+
+    #[test]
+    fn a_listing_says_what_it_left_out_and_an_older_daemons_still_reads() {
+        let older = json!({"archive": "/b/a.tar", "entries": []});
+        let listing: ArchiveListing = serde_json::from_value(older).unwrap();
+        assert_eq!(listing.not_listed, 0);
+        assert_eq!(
+            serde_json::to_value(&listing).unwrap(),
+            json!({"archive": "/b/a.tar", "entries": [], "not_listed": 0})
         );
     }
 

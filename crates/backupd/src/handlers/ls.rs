@@ -25,13 +25,14 @@ pub async fn handle(
     if listing.not_listed > 0 {
         tracing::warn!(
             "Listed the first {} entries of {}; {} more not listed",
-            store::MAX_LISTED,
+            listing.entries.len(),
             archive.display(),
             listing.not_listed
         );
     }
     Ok(ArchiveListing {
         archive: archive.display().to_string(),
+        not_listed: listing.not_listed,
         entries: listing
             .entries
             .into_iter()

@@ -21,6 +21,17 @@ use crate::format::naming::manifest_name_for;
 /// Entries listed at most, so that one request's answer stays bounded.
 pub const MAX_LISTED: usize = 100_000;
 
+/// Bytes of paths and link targets listed at most: a hostile archive's names may be a MiB
+/// each, and [`MAX_LISTED`] of them would make an answer of 100 GB.
+pub const MAX_LISTED_BYTES: usize = 64 << 20;
+
+/// How much one listing holds.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    entries: usize,
+    bytes: usize,
+}
+
 /// One entry, as its header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedEntry {
@@ -38,7 +49,8 @@ pub struct ListedEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     pub entries: Vec<ListedEntry>,
-    /// Entries beyond [`MAX_LISTED`], counted but not listed.
+    /// Entries after the first that would pass [`MAX_LISTED`] or [`MAX_LISTED_BYTES`],
+    /// counted but not listed.
     pub not_listed: u64,
 }
 
@@ -49,6 +61,21 @@ pub fn list_contents(
     file: &str,
     path: Option<&str>,
     identities: Option<&Identities>,
+) -> Result<Listing, StoreError> {
+    let bounds = Bounds {
+        entries: MAX_LISTED,
+        bytes: MAX_LISTED_BYTES,
+    };
+    list_within(destination, file, path, identities, bounds)
+}
+
+/// [`list_contents`], holding at most `bounds`.
+fn list_within(
+    destination: &dyn Destination,
+    file: &str,
+    path: Option<&str>,
+    identities: Option<&Identities>,
+    bounds: Bounds,
 ) -> Result<Listing, StoreError> {
     let archive = destination.path_of(file);
     let manifest = read_manifest(destination, file, &manifest_name_for(file))?;
@@ -62,6 +89,7 @@ pub fn list_contents(
         open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?,
     );
     let mut listing = Listing::default();
+    let mut listed_bytes = 0;
     for entry in tar.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let entry_path = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).as_ref());
@@ -73,10 +101,22 @@ pub fn list_contents(
                 continue;
             }
         }
-        if listing.entries.len() >= MAX_LISTED {
+        // Once one entry is left out, so is every later one: the listing stays the archive's
+        // first entries, with no gap a shorter name after a long one would leave.
+        if listing.not_listed > 0 || listing.entries.len() >= bounds.entries {
             listing.not_listed += 1;
             continue;
         }
+        let name = entry_path.display().to_string();
+        let link = entry
+            .link_name_bytes()
+            .map(|link| String::from_utf8_lossy(&link).into_owned());
+        let bytes = name.len() + link.as_ref().map_or(0, String::len);
+        if listed_bytes + bytes > bounds.bytes {
+            listing.not_listed += 1;
+            continue;
+        }
+        listed_bytes += bytes;
         let header = entry.header();
         let kind = match header.entry_type() {
             EntryType::Regular | EntryType::Continuous => "file",
@@ -92,10 +132,8 @@ pub fn list_contents(
             mode: header.mode().unwrap_or(0) & 0o7777,
             size: entry.size(),
             mtime: header.mtime().unwrap_or(0),
-            path: entry_path.display().to_string(),
-            link: entry
-                .link_name_bytes()
-                .map(|link| String::from_utf8_lossy(&link).into_owned()),
+            path: name,
+            link,
             device: match header.entry_type() {
                 EntryType::Char => Some(DeviceKind::Char),
                 EntryType::Block => Some(DeviceKind::Block),
@@ -121,7 +159,7 @@ mod tests {
 
     use super::*;
     use crate::destination::LocalFolder;
-    use crate::store::test_support::{backup, build_tree, manifest_of};
+    use crate::store::test_support::{backup, build_tree, manifest_of, write_matching_manifest};
     use proto::Compression;
 
     fn listed(archive: &std::path::Path, path: Option<&str>) -> Result<Listing, StoreError> {
@@ -178,5 +216,68 @@ mod tests {
         fs::remove_file(manifest_of(&archive)).unwrap();
         let err = listed(&archive, None).unwrap_err();
         assert!(matches!(err, StoreError::ManifestMissing { .. }), "{err}");
+    }
+
+    /// A listing stops at its entry bound, or where the bytes of paths and link targets
+    /// would pass its byte bound, and counts every entry after.
+    #[test]
+    fn a_listing_stops_at_its_bounds_and_counts_what_it_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("names_20250102_030405.tar");
+        let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let entries: [(&str, Option<&str>); 5] = [
+            ("a", None),
+            ("b/", None),
+            ("l", Some("0123456789")),
+            ("long_name_0123456789", None),
+            ("c", None),
+        ];
+        for (path, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            match (path.ends_with('/'), link) {
+                (true, _) => header.set_entry_type(EntryType::Directory),
+                (false, Some(link)) => {
+                    header.set_entry_type(EntryType::Symlink);
+                    header.set_link_name(link).unwrap();
+                }
+                (false, None) => header.set_entry_type(EntryType::Regular),
+            }
+            tar.append_data(&mut header, path, io::empty()).unwrap();
+        }
+        tar.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let (folder, file) = LocalFolder::containing(&archive).unwrap();
+        let paths = |bounds| {
+            let listing = list_within(&folder, &file, None, None, bounds).unwrap();
+            let paths: Vec<String> = listing.entries.into_iter().map(|e| e.path).collect();
+            (paths.join(" "), listing.not_listed)
+        };
+        let unbounded = Bounds {
+            entries: 100,
+            bytes: 100,
+        };
+        assert_eq!(
+            paths(unbounded),
+            ("a b/ l long_name_0123456789 c".into(), 0)
+        );
+        let three = Bounds {
+            entries: 3,
+            ..unbounded
+        };
+        assert_eq!(paths(three), ("a b/ l".into(), 2));
+        // `l` and its link hold 11 bytes: 14 in all, exactly the bound.
+        let fourteen = Bounds {
+            entries: 100,
+            bytes: 14,
+        };
+        assert_eq!(paths(fourteen), ("a b/ l".into(), 2));
+        // One byte short: `l` is left out, and so is every entry after it, `c` too though it
+        // would fit: the listing stays the archive's first entries.
+        let thirteen = Bounds {
+            bytes: 13,
+            ..fourteen
+        };
+        assert_eq!(paths(thirteen), ("a b/".into(), 3));
     }
 }

@@ -941,7 +941,12 @@ fn overwrite_onto_a_link_to_the_same_file_leaves_no_temporary_file() {
         BTreeSet::from(["a.txt".to_owned(), "hard".to_owned()])
     );
     assert_eq!(std::fs::read(target.join("src1/hard")).unwrap(), b"a\n");
-    assert_eq!(std::fs::metadata(target.join("src1/a.txt")).unwrap().nlink(), 1);
+    assert_eq!(
+        std::fs::metadata(target.join("src1/a.txt"))
+            .unwrap()
+            .nlink(),
+        1
+    );
 }
 
 #[test]

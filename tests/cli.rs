@@ -244,3 +244,85 @@ fn commands_work_from_a_deleted_working_directory_unless_a_path_is_relative() {
         relative.stderr()
     );
 }
+
+#[test]
+fn json_prints_an_error_line_for_what_backupctl_refuses_itself() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let source = t.work().join("src");
+    std::fs::create_dir(&source).unwrap();
+    let src = source.display().to_string();
+    let run = |extra: &[&'static str]| {
+        let mut args = vec!["run", "--sources", src.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
+    for (args, code) in [
+        (run(&["--level", "99"]), "invalid_arguments"),
+        (run(&["--encrypt-to", "foo"]), "invalid_arguments"),
+        (run(&["--source-command", "noequals"]), "invalid_arguments"),
+        (run(&["--before", "'unclosed"]), "invalid_arguments"),
+        (
+            vec![
+                "create",
+                "--name",
+                "n",
+                "--source",
+                &src,
+                "--daily",
+                "01:00",
+                "--level",
+                "0",
+                "--compression",
+                "zstd",
+            ],
+            "invalid_arguments",
+        ),
+        (vec!["start"], "already_running"),
+    ] {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(&args);
+        let out = t.ctl(&full);
+        assert_eq!(out.code(), 1, "{args:?}: {}", out.stderr());
+        assert_eq!(
+            out.stdout().lines().count(),
+            1,
+            "{args:?}: {}",
+            out.stdout()
+        );
+        let answer: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+        let message = answer["error"]["message"].as_str().unwrap().to_owned();
+        assert_eq!(
+            answer,
+            serde_json::json!({"id": null, "ok": false, "error": {"code": code, "message": message}}),
+            "{args:?}"
+        );
+        assert_eq!(out.stderr(), format!("Error: {message}\n"), "{args:?}");
+    }
+    // The daemon answers the same request with the same code.
+    let request =
+        serde_json::json!({"cmd": "run", "sources": [src], "compression": "gzip", "level": 99});
+    let answer = common::Client::connect(&t.socket())
+        .unwrap()
+        .request(&request.to_string());
+    assert_eq!(answer["error"]["code"], "invalid_arguments", "{answer}");
+}
+
+#[test]
+fn json_prints_an_error_line_when_the_daemon_does_not_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestHome::new();
+    // A home others may write: the daemon refuses it and exits.
+    std::fs::create_dir(t.home()).unwrap();
+    std::fs::set_permissions(t.home(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = t.ctl(&["--json", "start"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"]["code"], "internal", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("backupd exited during start-up"),
+        "{message}"
+    );
+}

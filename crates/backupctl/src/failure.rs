@@ -1,6 +1,6 @@
 //! How a `backupctl` invocation can fail, and the exit code of each kind.
 
-use proto::ErrorBody;
+use proto::{ErrorBody, ErrorCode, Response};
 use std::process::ExitCode;
 
 /// A failed invocation.
@@ -14,6 +14,8 @@ pub enum Failure {
     Local(String),
     /// A request the daemon would refuse, caught by the shared rules before sending: exit 1.
     Invalid(String),
+    /// `start` found a daemon answering already: exit 1.
+    AlreadyRunning(String),
     /// No daemon answers at the socket: exit 3.
     Unreachable(String),
     /// A run succeeded but left entries out (the daemon logged them): exit 4.
@@ -25,7 +27,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Self::Refused(_) | Self::Local(_) | Self::Invalid(_) => 1,
+            Self::Refused(_) | Self::Local(_) | Self::Invalid(_) | Self::AlreadyRunning(_) => 1,
             Self::Usage(_) => 2,
             Self::Unreachable(_) => 3,
             Self::Warnings(_) => 4,
@@ -39,10 +41,29 @@ impl Failure {
             Self::Usage(m)
             | Self::Local(m)
             | Self::Invalid(m)
+            | Self::AlreadyRunning(m)
             | Self::Unreachable(m)
             | Self::Warnings(m)
             | Self::OffsiteFailed(m) => m,
         }
+    }
+
+    /// The line `--json` prints for a failure (exit 1) that no answer of the daemon's was
+    /// printed for, shaped as the daemon's answers: exit 1 always comes with one.
+    pub fn json_line(&self) -> Option<String> {
+        let code = match self {
+            // What the daemon answers to the same request.
+            Self::Invalid(_) => ErrorCode::InvalidArguments,
+            Self::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
+            // The daemon did not start, or the exchange with it broke.
+            Self::Local(_) => ErrorCode::Internal,
+            Self::Refused(_)
+            | Self::Usage(_)
+            | Self::Unreachable(_)
+            | Self::Warnings(_)
+            | Self::OffsiteFailed(_) => return None,
+        };
+        Some(Response::failure(None, code, self.message()).to_line())
     }
 
     /// Whether only this side knows of the failure (the daemon logs what it refuses).

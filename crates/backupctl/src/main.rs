@@ -77,6 +77,10 @@ fn main() -> ExitCode {
             // The daemon's message may quote an archive's entry or a folder's file name.
             let message = proto::escape_controls(failure.message());
             let _ = writeln!(std::io::stderr(), "{label}: {message}");
+            // Exit 1 comes with one answer line, also for what the daemon never answered.
+            if let Some(line) = failure.json_line().filter(|_| cli.json) {
+                let _ = write_out(line.as_bytes());
+            }
             if failure.is_client_side() {
                 client_log::log_error(home.ok().as_deref(), failure.message());
             }

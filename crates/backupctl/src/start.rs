@@ -21,7 +21,9 @@ pub fn start(
     log_level: impl FnOnce() -> Result<Option<String>, Failure>,
 ) -> Result<Answer, Failure> {
     if hello(socket).is_some() {
-        return Err(Failure::Local("backupd already running".to_owned()));
+        return Err(Failure::AlreadyRunning(
+            "backupd already running".to_owned(),
+        ));
     }
     let binary = daemon_binary();
     let mut command = std::process::Command::new(&binary);

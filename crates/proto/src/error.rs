@@ -64,6 +64,9 @@ pub enum ErrorCode {
     /// The daemon serves as many connections as it allows (for this user, or in all); the
     /// connection is closed. Try again later.
     TooManyConnections,
+    /// `backupctl start` found a daemon answering at the socket. Only backupctl's `--json`
+    /// output carries it; the daemon never sends it.
+    AlreadyRunning,
 }
 
 impl ErrorCode {
@@ -97,6 +100,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::RequestTimeout => "request_timeout",
             Self::TooManyConnections => "too_many_connections",
+            Self::AlreadyRunning => "already_running",
         }
     }
 }
@@ -141,6 +145,7 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::RequestTimeout,
             ErrorCode::TooManyConnections,
+            ErrorCode::AlreadyRunning,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -151,6 +151,50 @@ fn a_closed_stdout_ends_the_output_quietly() {
     }
 }
 
+#[test]
+fn usage_errors_log_what_is_wrong_and_not_the_help() {
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home().join("logs")).unwrap();
+    assert_eq!(t.ctl(&[]).code(), 2);
+    assert_eq!(t.ctl(&["run", "--level", "x"]).code(), 2);
+    assert_eq!(
+        log_messages(&t.client_log()),
+        [
+            "Error: bad usage: no command given",
+            "Error: bad usage: invalid value 'x' for '--level <LEVEL>': invalid digit found in \
+             string"
+        ]
+    );
+}
+
+#[test]
+fn a_home_flag_without_a_value_is_a_usage_error_logged_nowhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestHome::new();
+    // Private logs folders where backupctl runs and in the home the environment names.
+    for logs in [t.work().join("logs"), t.home().join("logs")] {
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    for args in [
+        &["--home", "", "status"][..],
+        &["--home=", "status"],
+        &["status", "--home"],
+        &["--home", "--json", "status"],
+    ] {
+        let out = t.ctl(args);
+        assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+        assert!(
+            out.stderr().contains("--home"),
+            "{args:?}: {}",
+            out.stderr()
+        );
+    }
+    // The user named a home but no folder: neither the working directory nor another home.
+    assert!(!t.work().join("logs/backupctl.log").exists());
+    assert_eq!(t.client_log(), "");
+}
+
 /// A `.env` that cannot be read as settings: a folder (unreadable for anyone, refused by root).
 fn unreadable_dotenv(t: &TestHome) -> std::path::PathBuf {
     let dotenv = t.work().join(".env");

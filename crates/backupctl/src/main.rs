@@ -39,10 +39,9 @@ fn main() -> ExitCode {
         Err(err) => {
             if err.use_stderr() {
                 let home = home_from_raw_args();
-                let rendered = err.render().to_string();
                 client_log::log_error(
                     home.as_deref(),
-                    &format!("bad usage: {}", usage_error_text(&rendered)),
+                    &format!("bad usage: {}", usage_error_text(&err)),
                 );
             }
             let _ = err.print();
@@ -339,10 +338,15 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
 
 /// clap's error without its usage and help lines, on one line: what is wrong, and what is
 /// missing when it lists the missing arguments on lines of their own.
-fn usage_error_text(rendered: &str) -> String {
-    rendered
+fn usage_error_text(err: &clap::Error) -> String {
+    // clap shows the whole help then, which says nothing of what is wrong.
+    if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no command given".to_owned();
+    }
+    err.render()
+        .to_string()
         .lines()
-        .take_while(|line| !line.starts_with("Usage:"))
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
         .map(str::trim)
         .filter(|line| !line.is_empty())
         .map(|line| line.strip_prefix("error: ").unwrap_or(line))
@@ -351,15 +355,31 @@ fn usage_error_text(rendered: &str) -> String {
 }
 
 /// The home for logging a usage error, which clap rejected before `--home` could be read.
+/// None when `--home` has no value (empty, missing, or the next option), which is the error
+/// clap reports: the user named a home, but no folder to log in.
 fn home_from_raw_args() -> Option<PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    let from_flag = args.iter().enumerate().find_map(|(i, arg)| {
-        arg.strip_prefix("--home=").map(str::to_owned).or_else(|| {
-            (arg == "--home")
-                .then(|| args.get(i + 1).cloned())
-                .flatten()
-        })
-    });
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut from_flag = None;
+    for (i, arg) in args.iter().enumerate() {
+        let arg = arg.as_bytes();
+        if arg == b"--" {
+            break;
+        }
+        if let Some(value) = arg.strip_prefix(b"--home=") {
+            from_flag = Some(OsStr::from_bytes(value).to_owned());
+            break;
+        }
+        if arg == b"--home" {
+            let value = args.get(i + 1).filter(|v| !v.as_bytes().starts_with(b"-"));
+            from_flag = Some(value.cloned().unwrap_or_default());
+            break;
+        }
+    }
+    if from_flag.as_ref().is_some_and(|home| home.is_empty()) {
+        return None;
+    }
     let env = proto::paths::Env::from_process();
     proto::paths::resolve_home(from_flag.as_deref().map(Path::new), &env).ok()
 }

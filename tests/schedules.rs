@@ -5,6 +5,7 @@
 mod common;
 
 use common::{StopOnDrop, TestHome, far_time, log_messages};
+use std::path::{Path, PathBuf};
 
 #[test]
 fn the_schedule_manager_scenario_works_end_to_end() {
@@ -385,4 +386,140 @@ fn a_next_run_in_a_spring_forward_gap_shows_the_time_the_clock_will_show() {
     let listed = ctl(&["list"]).ok();
     let expected = format!("next {} 03:00", day.format("%d/%m/%Y"));
     assert!(listed.contains(&expected), "{expected}: {listed}");
+}
+
+/// Writes `schedules` (one JSON object a line, as the daemon writes them) into a fresh home's
+/// schedule file under `next_id`; returns the file's path and text.
+fn hand_edited_file(t: &TestHome, next_id: u64, schedules: &[String]) -> (PathBuf, String) {
+    std::fs::create_dir_all(t.home()).unwrap();
+    let path = t.home().join("schedules.json");
+    let text = format!(
+        "{{\"version\":1,\"next_id\":{next_id},\"schedules\":[\n{}\n]}}\n",
+        schedules.join(",\n")
+    );
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
+/// A daily schedule's line, with `extra` keys appended.
+fn daily(t: &TestHome, id: u64, name: &str, extra: &str) -> String {
+    let src = t.work().join("src");
+    format!(
+        r#"{{"id":{id},"name":"{name}","sources":["{}"],"kind":"daily","time":"02:00","created":"2026-11-27T03:00:00Z"{extra}}}"#,
+        src.display()
+    )
+}
+
+/// Starts the daemon on a home whose schedule file it must refuse: it exits, names the file
+/// with `expected` in the reason, on stderr and to a `backupctl list`, and leaves the file
+/// as it was. Returns the reason.
+#[track_caller]
+fn refused_at_start(t: &TestHome, path: &Path, text: &str, expected: &str) -> String {
+    let mut daemon = t.spawn_daemon(&[]);
+    assert!(!daemon.wait().success(), "the daemon refuses to start");
+    let stderr = t.daemon_stderr();
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains(expected), "{expected}: {stderr}");
+    assert!(stderr.contains("backupd will not overwrite it"), "{stderr}");
+    assert!(!t.socket().exists(), "no socket left behind");
+    let out = t.ctl(&["list"]);
+    assert_eq!(out.code(), 1, "{}", out.stdout());
+    assert!(out.stderr().contains(expected), "{}", out.stderr());
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        text,
+        "left as it was"
+    );
+    stderr
+}
+
+#[test]
+fn a_schedule_file_giving_two_schedules_one_id_is_refused_and_left_untouched() {
+    // A line copied to make a second schedule, its id left as it was: the one-shot's run and
+    // removal used to act on the daily one (deleted without a word).
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let now = chrono::Local::now();
+    let once = format!(
+        r#"{{"id":1,"name":"once","sources":["{}"],"kind":"once","time":"{}","due":"{}","created":"{}"}}"#,
+        src.display(),
+        now.format("%H:%M"),
+        now.fixed_offset().to_rfc3339(),
+        now.fixed_offset().to_rfc3339()
+    );
+    let (path, text) = hand_edited_file(&t, 3, &[daily(&t, 1, "nightly", ""), once]);
+    let reason = refused_at_start(
+        &t,
+        &path,
+        &text,
+        r#"id 1 is shared by "nightly" and "once""#,
+    );
+    assert!(
+        reason.contains("give each schedule its own id (3 and up are free"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_schedule_file_giving_two_schedules_one_name_is_refused() {
+    let t = TestHome::new();
+    let (path, text) = hand_edited_file(
+        &t,
+        9,
+        &[
+            daily(&t, 1, "docs", ""),
+            daily(&t, 2, "mail", ""),
+            daily(&t, 5, "docs", ""),
+        ],
+    );
+    let reason = refused_at_start(
+        &t,
+        &path,
+        &text,
+        r#"the name "docs" is shared by ids 1 and 5"#,
+    );
+    assert!(
+        reason.contains("give each schedule its own name"),
+        "{reason}"
+    );
+    assert!(!reason.contains("own id"), "the ids are fine: {reason}");
+}
+
+#[test]
+fn a_next_id_not_above_every_id_is_raised_and_logged() {
+    // Left as it was, the next `create` got id 1 again.
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let (path, _) = hand_edited_file(&t, 1, &[daily(&t, 1, "a", ""), daily(&t, 4, "b", "")]);
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let expected = format!(
+        "Warning: Schedule file {}: next_id 1 was not above every id (the highest is 4); raised it to 5, so that a new schedule gets an id of its own",
+        path.display()
+    );
+    assert!(
+        log_messages(&t.log()).contains(&expected),
+        "{expected}: {}",
+        t.log()
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved["next_id"], 5, "saved: {saved}");
+    t.ctl(&[
+        "create", "--name", "c", "--source", "src", "--daily", "03:00",
+    ])
+    .ok();
+    let listed: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    let ids: Vec<u64> = listed["data"]["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 4, 5]);
+    // Said once: the next start finds nothing to raise.
+    t.ctl(&["stop"]).ok();
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    assert_eq!(t.log().matches("raised it to").count(), 1, "{}", t.log());
 }

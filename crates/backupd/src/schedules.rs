@@ -7,6 +7,8 @@ use chrono::{DateTime, Local};
 use proto::response::RunReport;
 use proto::schedule::{RunRecord, Schedule, StartedRun};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleFile {
     pub version: u32,
+    /// Above every id in the file: the id the next schedule gets.
     pub next_id: u64,
     pub schedules: Vec<Arc<Schedule>>,
 }
@@ -77,11 +80,144 @@ pub enum ScheduleFileError {
         source: serde_json::Error,
     },
     #[error(
+        "schedule file {path} has schedules that clash: {clashes}, or move the file away — backupd will not overwrite it"
+    )]
+    Clashes { path: PathBuf, clashes: Clashes },
+    #[error(
+        "schedule file {path} has a schedule with id {}, which leaves no id for a new one; renumber the schedules (and next_id) or move the file away — backupd will not overwrite it",
+        u64::MAX
+    )]
+    NoIdLeft { path: PathBuf },
+    #[error(
         "schedule file {path} has version {found}, this backupd reads version {FORMAT_VERSION}"
     )]
     UnknownVersion { path: PathBuf, found: u32 },
     #[error("can't save schedule file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+}
+
+/// Schedules of one file that share an id or a name: the daemon finds a schedule by its id
+/// (a run's record, a one-shot's removal) or its name (`run --name`, `delete --name`, the
+/// archives), so either would act on the first of them only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clashes {
+    /// Each shared id, with the names of the schedules that have it.
+    pub ids: Vec<(u64, Vec<String>)>,
+    /// Each shared name, with the ids of the schedules that have it.
+    pub names: Vec<(String, Vec<u64>)>,
+    /// The lowest id above `next_id` and every id: where free ids start.
+    pub free_from: u64,
+}
+
+impl Clashes {
+    /// The clashes in `file`, if any.
+    fn find(file: &ScheduleFile) -> Option<Self> {
+        let mut by_id: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        let mut by_name: HashMap<&str, Vec<u64>> = HashMap::new();
+        for schedule in &file.schedules {
+            by_id.entry(schedule.id).or_default().push(&schedule.name);
+            by_name.entry(&schedule.name).or_default().push(schedule.id);
+        }
+        let highest = by_id.last_key_value().map(|(&id, _)| id);
+        let ids: Vec<_> = by_id
+            .into_iter()
+            .filter(|(_, names)| names.len() > 1)
+            .map(|(id, names)| (id, names.into_iter().map(str::to_owned).collect()))
+            .collect();
+        let mut names: Vec<_> = by_name
+            .into_iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|(name, ids)| (name.to_owned(), ids))
+            .collect();
+        if ids.is_empty() && names.is_empty() {
+            return None;
+        }
+        names.sort();
+        let free_from = highest.map_or(file.next_id, |id| file.next_id.max(id.saturating_add(1)));
+        Some(Self {
+            ids,
+            names,
+            free_from,
+        })
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+impl fmt::Display for Clashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names quoted and escaped as Rust strings: they are the user's, control characters too.
+        let quoted = |names: &[String]| and_list(names.iter().map(|n| format!("{n:?}")));
+        let ids = self
+            .ids
+            .iter()
+            .map(|(id, names)| format!("id {id} is shared by {}", quoted(names)));
+        let names = self
+            .names
+            .iter()
+            .map(|(name, ids)| format!("the name {name:?} is shared by ids {}", and_list(ids)));
+        let clashes: Vec<String> = ids.chain(names).collect();
+        write!(
+            f,
+            "{}; backupd tells schedules apart by id and by name: give each schedule ",
+            clashes.join("; ")
+        )?;
+        let own_id = format!(
+            "its own id ({} and up are free; next_id must stay above every id)",
+            self.free_from
+        );
+        match (self.ids.is_empty(), self.names.is_empty()) {
+            (false, false) => write!(f, "{own_id} and its own name"),
+            (false, true) => f.write_str(&own_id),
+            _ => f.write_str("its own name"),
+        }
+    }
+}
+
+/// A `next_id` that was not above every id, raised: the next schedule would have shared an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextIdRaised {
+    pub from: u64,
+    pub to: u64,
+    pub highest_id: u64,
+}
+
+/// Checks what the daemon relies on and the file cannot say: ids and names unique, `next_id`
+/// above every id. Shared ids or names are refused, for only the user knows which schedule
+/// is which; a low `next_id` is raised, which loses nothing.
+fn check(path: &Path, file: &mut ScheduleFile) -> Result<Option<NextIdRaised>, ScheduleFileError> {
+    if let Some(clashes) = Clashes::find(file) {
+        return Err(ScheduleFileError::Clashes {
+            path: path.to_path_buf(),
+            clashes,
+        });
+    }
+    let Some(highest_id) = file.schedules.iter().map(|s| s.id).max() else {
+        return Ok(None);
+    };
+    if file.next_id > highest_id {
+        return Ok(None);
+    }
+    let to = highest_id
+        .checked_add(1)
+        .ok_or_else(|| ScheduleFileError::NoIdLeft {
+            path: path.to_path_buf(),
+        })?;
+    let raised = NextIdRaised {
+        from: file.next_id,
+        to,
+        highest_id,
+    };
+    file.next_id = to;
+    Ok(Some(raised))
 }
 
 /// The schedules, guarded so that changes are applied and saved one at a time.
@@ -96,10 +232,17 @@ pub struct ScheduleStore {
 }
 
 impl ScheduleStore {
-    /// Loads the file; a missing file is an empty list, an unreadable one an error.
+    /// Loads the file; a missing file is an empty list, an unreadable or inconsistent one an
+    /// error. A `next_id` not above every id is raised, logged and saved.
     pub fn load(path: PathBuf) -> Result<Self, ScheduleFileError> {
         let file = match crate::fsutil::read_nofollow(&path) {
-            Ok(bytes) => parse(&path, &bytes)?,
+            Ok(bytes) => {
+                let mut file = parse(&path, &bytes)?;
+                if let Some(raised) = check(&path, &mut file)? {
+                    repaired(&path, &file, raised);
+                }
+                file
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => ScheduleFile::default(),
             Err(source) => return Err(ScheduleFileError::Read { path, source }),
         };
@@ -355,6 +498,25 @@ fn save(path: &Path, file: &ScheduleFile) -> io::Result<()> {
     })
 }
 
+/// Logs a raised `next_id` and saves it (else the next change saves it).
+fn repaired(path: &Path, file: &ScheduleFile, raised: NextIdRaised) {
+    let NextIdRaised {
+        from,
+        to,
+        highest_id,
+    } = raised;
+    tracing::warn!(
+        "Schedule file {}: next_id {from} was not above every id (the highest is {highest_id}); raised it to {to}, so that a new schedule gets an id of its own",
+        path.display()
+    );
+    if let Err(e) = save(path, file) {
+        tracing::error!(
+            "can't save the raised next_id (kept in memory, saved with the next change): can't save schedule file {}: {e}",
+            path.display()
+        );
+    }
+}
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
     #[derive(Deserialize)]
     struct VersionOnly {
@@ -550,6 +712,89 @@ mod tests {
         let loaded = store.file.try_lock().unwrap().schedules[0].clone();
         assert_eq!(loaded.started_run, None);
         assert!(loaded.last_due.is_some());
+    }
+
+    fn file_with(next_id: u64, schedules: &[(u64, &str)]) -> String {
+        let lines: Vec<String> = schedules
+            .iter()
+            .map(|&(id, name)| {
+                let schedule = Schedule {
+                    id,
+                    ..schedule(name)
+                };
+                serde_json::to_string(&schedule).unwrap()
+            })
+            .collect();
+        format!(
+            "{{\"version\":1,\"next_id\":{next_id},\"schedules\":[\n{}\n]}}\n",
+            lines.join(",\n")
+        )
+    }
+
+    #[test]
+    fn shared_ids_and_names_are_refused_and_the_file_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let text = file_with(4, &[(1, "a"), (1, "b"), (2, "c"), (3, "c"), (3, "d")]);
+        std::fs::write(&path, &text).unwrap();
+        let Err(ScheduleFileError::Clashes { clashes, .. }) = ScheduleStore::load(path.clone())
+        else {
+            panic!("refused for its clashes");
+        };
+        assert_eq!(
+            clashes,
+            Clashes {
+                ids: vec![
+                    (1, vec!["a".into(), "b".into()]),
+                    (3, vec!["c".into(), "d".into()])
+                ],
+                names: vec![("c".into(), vec![2, 3])],
+                free_from: 4,
+            }
+        );
+        assert_eq!(
+            clashes.to_string(),
+            "id 1 is shared by \"a\" and \"b\"; id 3 is shared by \"c\" and \"d\"; \
+             the name \"c\" is shared by ids 2 and 3; backupd tells schedules apart by id and \
+             by name: give each schedule its own id (4 and up are free; next_id must stay above \
+             every id) and its own name"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+        // Free ids start above the highest id when next_id is lower.
+        std::fs::write(&path, file_with(2, &[(7, "a"), (7, "b")])).unwrap();
+        let err = ScheduleStore::load(path).unwrap_err().to_string();
+        assert!(err.contains("(8 and up are free"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_next_id_not_above_every_id_is_raised_and_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        std::fs::write(&path, file_with(2, &[(1, "a"), (3, "b")])).unwrap();
+        let store = ScheduleStore::load(path.clone()).unwrap();
+        assert_eq!(store.snapshot().await.next_id, 4);
+        let saved = ScheduleStore::load(path.clone()).unwrap().snapshot().await;
+        assert_eq!(saved, store.snapshot().await, "saved as raised");
+        store
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("c"))))
+            .await
+            .unwrap();
+        let ids: Vec<u64> = store
+            .snapshot()
+            .await
+            .schedules
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, [1, 3, 4]);
+
+        // No id is left above u64::MAX: refused rather than wrapped around.
+        std::fs::write(&path, file_with(1, &[(u64::MAX, "a")])).unwrap();
+        assert!(matches!(
+            ScheduleStore::load(path),
+            Err(ScheduleFileError::NoIdLeft { .. })
+        ));
     }
 
     #[test]

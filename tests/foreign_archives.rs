@@ -120,6 +120,22 @@ fn gnu_tar_archives_with_sparse_files_and_times_before_1970_verify_and_restore()
     );
     assert_eq!(verified.code(), 0);
 
+    // `ls` as `tar -tv` shows them: a file, and 1960.
+    let listed = t.ctl(&["ls", "src_20250101_000000.tar.gz"]).ok();
+    let line = |name: &str| {
+        listed
+            .lines()
+            .find(|line| line.ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {listed}"))
+            .to_owned()
+    };
+    assert!(line("src/sparse").starts_with("-rw"), "{listed}");
+    assert!(line("src/sparse").contains(" 10485760 "), "{listed}");
+    assert!(
+        line("src/old").contains(" 1960-01-01 00:00:00 "),
+        "{listed}"
+    );
+
     let to = t.work().join("restored");
     t.ctl(&[
         "restore",

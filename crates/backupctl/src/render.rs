@@ -478,7 +478,7 @@ fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
         .iter()
         .map(|entry| {
             let kind = kind_letter(entry);
-            let when = chrono::DateTime::from_timestamp(i64::try_from(entry.mtime).unwrap_or(0), 0)
+            let when = chrono::DateTime::from_timestamp(entry.mtime, 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
             let mut line = format!(

@@ -191,8 +191,8 @@ pub struct ArchiveEntry {
     pub mode: u32,
     /// Content bytes (0 but for files).
     pub size: u64,
-    /// Seconds since the Unix epoch.
-    pub mtime: u64,
+    /// Seconds since the Unix epoch; negative before it.
+    pub mtime: i64,
     pub path: String,
     /// Where a symlink or hard link points.
     #[serde(default, skip_serializing_if = "Option::is_none")]

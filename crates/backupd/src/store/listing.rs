@@ -12,7 +12,7 @@ use proto::response::DeviceKind;
 use tar::EntryType;
 
 use super::error::StoreError;
-use super::restore::{Filters, safe_components};
+use super::restore::{Filters, entry_mtime, safe_components};
 use super::verify::{open_tar_stream, read_manifest, without_quoted_bytes};
 use crate::destination::Destination;
 use crate::format::Identities;
@@ -32,13 +32,70 @@ struct Bounds {
     bytes: usize,
 }
 
+/// A listing being gathered within its bounds.
+#[derive(Debug, Default)]
+struct Collecting {
+    listing: Listing,
+    bytes: usize,
+}
+
+impl Collecting {
+    fn is_empty(&self) -> bool {
+        self.listing.entries.is_empty() && self.listing.not_listed == 0
+    }
+
+    /// Lists `entry` as `name`, or counts it as not listed past `bounds`.
+    fn add<R: io::Read>(&mut self, entry: &tar::Entry<'_, R>, name: String, bounds: Bounds) {
+        let listing = &mut self.listing;
+        // Once one entry is left out, so is every later one: the listing stays the archive's
+        // first entries, with no gap a shorter name after a long one would leave.
+        if listing.not_listed > 0 || listing.entries.len() >= bounds.entries {
+            listing.not_listed += 1;
+            return;
+        }
+        let link = entry
+            .link_name_bytes()
+            .map(|link| String::from_utf8_lossy(&link).into_owned());
+        let bytes = name.len() + link.as_ref().map_or(0, String::len);
+        if self.bytes + bytes > bounds.bytes {
+            listing.not_listed += 1;
+            return;
+        }
+        self.bytes += bytes;
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => "file",
+            EntryType::Directory => "dir",
+            EntryType::Symlink => "symlink",
+            EntryType::Link => "hardlink",
+            EntryType::Fifo => "fifo",
+            EntryType::Char | EntryType::Block => "device",
+            _ => "other",
+        };
+        listing.entries.push(ListedEntry {
+            kind,
+            mode: header.mode().unwrap_or(0) & 0o7777,
+            size: entry.size(),
+            mtime: entry_mtime(header),
+            path: name,
+            link,
+            device: match header.entry_type() {
+                EntryType::Char => Some(DeviceKind::Char),
+                EntryType::Block => Some(DeviceKind::Block),
+                _ => None,
+            },
+        });
+    }
+}
+
 /// One entry, as its header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedEntry {
     pub kind: &'static str,
     pub mode: u32,
     pub size: u64,
-    pub mtime: u64,
+    /// Seconds since 1970; before it, negative.
+    pub mtime: i64,
     pub path: String,
     pub link: Option<String>,
     /// Of a `device`: char or block.
@@ -88,59 +145,33 @@ fn list_within(
     let mut tar = tar::Archive::new(
         open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?,
     );
-    let mut listing = Listing::default();
-    let mut listed_bytes = 0;
+    // With a path, the entries it names relative to the backed-up folder, and those it names
+    // only from the archive's root: the first if there are any (as restore settles it).
+    let (mut relative, mut from_root) = (Collecting::default(), Collecting::default());
     for entry in tar.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let entry_path = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).as_ref());
-        if !filters.is_empty() {
-            let selected = safe_components(&entry_path)
-                .ok()
-                .and_then(|parts| filters.select(&parts));
-            if selected.is_none() {
+        let into = if filters.is_empty() {
+            &mut relative
+        } else {
+            let matched = safe_components(&entry_path)
+                .map(|parts| filters.matches(0, &parts))
+                .unwrap_or_default();
+            if matched.below_top {
+                &mut relative
+            } else if matched.root_only {
+                &mut from_root
+            } else {
                 continue;
             }
-        }
-        // Once one entry is left out, so is every later one: the listing stays the archive's
-        // first entries, with no gap a shorter name after a long one would leave.
-        if listing.not_listed > 0 || listing.entries.len() >= bounds.entries {
-            listing.not_listed += 1;
-            continue;
-        }
-        let name = entry_path.display().to_string();
-        let link = entry
-            .link_name_bytes()
-            .map(|link| String::from_utf8_lossy(&link).into_owned());
-        let bytes = name.len() + link.as_ref().map_or(0, String::len);
-        if listed_bytes + bytes > bounds.bytes {
-            listing.not_listed += 1;
-            continue;
-        }
-        listed_bytes += bytes;
-        let header = entry.header();
-        let kind = match header.entry_type() {
-            EntryType::Regular | EntryType::Continuous => "file",
-            EntryType::Directory => "dir",
-            EntryType::Symlink => "symlink",
-            EntryType::Link => "hardlink",
-            EntryType::Fifo => "fifo",
-            EntryType::Char | EntryType::Block => "device",
-            _ => "other",
         };
-        listing.entries.push(ListedEntry {
-            kind,
-            mode: header.mode().unwrap_or(0) & 0o7777,
-            size: entry.size(),
-            mtime: header.mtime().unwrap_or(0),
-            path: name,
-            link,
-            device: match header.entry_type() {
-                EntryType::Char => Some(DeviceKind::Char),
-                EntryType::Block => Some(DeviceKind::Block),
-                _ => None,
-            },
-        });
+        into.add(&entry, entry_path.display().to_string(), bounds);
     }
+    let listing = if relative.is_empty() {
+        from_root.listing
+    } else {
+        relative.listing
+    };
     if let Some(path) = path
         && listing.entries.is_empty()
         && listing.not_listed == 0
@@ -220,6 +251,33 @@ mod tests {
 
     /// A listing stops at its entry bound, or where the bytes of paths and link targets
     /// would pass its byte bound, and counts every entry after.
+    #[test]
+    fn a_path_naming_entries_both_ways_lists_the_relative_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("docs_20250101_000000.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        for path in ["docs/docs/inner.txt", "docs/private/p.txt"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(1);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, path, &b"x"[..]).unwrap();
+        }
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let paths = |listing: Listing| -> Vec<String> {
+            listing.entries.into_iter().map(|e| e.path).collect()
+        };
+        assert_eq!(
+            paths(listed(&archive, Some("docs")).unwrap()),
+            ["docs/docs/inner.txt"]
+        );
+        assert_eq!(
+            paths(listed(&archive, Some("docs/private")).unwrap()),
+            ["docs/private/p.txt"],
+            "named from the root only"
+        );
+    }
+
     #[test]
     fn a_listing_stops_at_its_bounds_and_counts_what_it_leaves_out() {
         let dir = tempfile::tempdir().unwrap();

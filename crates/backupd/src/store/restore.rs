@@ -456,9 +456,9 @@ enum Anchor {
 /// Which meanings of one subpath named entries of an archive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Matched {
-    below_top: bool,
+    pub(super) below_top: bool,
     /// From the root, entries the relative meaning did not name.
-    root_only: bool,
+    pub(super) root_only: bool,
 }
 
 impl Filters {

@@ -318,14 +318,21 @@ fn run_line(run: &proto::schedule::RunRecord) -> String {
 
 fn schedule_line(info: &ScheduleInfo) -> String {
     let line = format!("{}: {}", info.index, info.display);
-    if info.schedule.is_once() {
+    if let proto::schedule::Timing::Once { time, .. } = &info.schedule.timing {
+        let Some(due) = info.next_run.map(|due| due.with_timezone(&chrono::Local)) else {
+            return line;
+        };
+        // The `HH:MM` is the clock of the daemon that took it: another zone's (the daemon's,
+        // or this one's since), it is not when the run is due here.
+        if due.format("%H:%M").to_string() != time.to_string() {
+            let here = format!("{ONE_SHOT_DAY_FORMAT} %H:%M");
+            return format!("{line} (due {} here)", due.format(&here));
+        }
         // `HH:MM` alone reads as today; say the day when it is another one.
-        let today = chrono::Local::now().date_naive();
-        return match info.next_run.map(|due| due.with_timezone(&chrono::Local)) {
-            Some(due) if due.date_naive() != today => {
-                format!("{line} (on {})", due.format(ONE_SHOT_DAY_FORMAT))
-            }
-            _ => line,
+        return if due.date_naive() == chrono::Local::now().date_naive() {
+            line
+        } else {
+            format!("{line} (on {})", due.format(ONE_SHOT_DAY_FORMAT))
         };
     }
     let when = local_time;
@@ -348,7 +355,15 @@ fn schedule_line(info: &ScheduleInfo) -> String {
             )
         },
     );
-    format!("{line} (next {next}; last {last})")
+    // A daily time or a cron's fields are the daemon's clock; `next` and `last` this one's.
+    let zone = info.next_run.as_ref().and_then(|next| {
+        let here = chrono::Offset::fix(next.with_timezone(&chrono::Local).offset());
+        (here != *next.offset()).then(|| format!("; its times are backupd's, UTC{}", next.offset()))
+    });
+    format!(
+        "{line} (next {next}; last {last}{})",
+        zone.unwrap_or_default()
+    )
 }
 
 /// Lines for `backups`: one file name each; with `--long` (the daemon then sends groups), per

@@ -488,6 +488,37 @@ fn a_schedule_file_giving_two_schedules_one_name_is_refused() {
 }
 
 #[test]
+fn a_misspelled_key_in_a_schedule_is_refused_naming_it_and_the_schedule() {
+    // `retension` was ignored: the schedule ran with the 7-day default, and rotation deleted
+    // archives meant to be kept 30 days.
+    let t = TestHome::new();
+    let (path, text) = hand_edited_file(
+        &t,
+        3,
+        &[
+            daily(&t, 1, "docs", ""),
+            daily(&t, 2, "mail", r#","retension":{"days":30}"#),
+        ],
+    );
+    let reason = refused_at_start(&t, &path, &text, "unknown field `retension`");
+    assert!(reason.contains(r#"in schedule "mail" (id 2)"#), "{reason}");
+    assert!(reason.contains("at line 3 column"), "{reason}");
+
+    // A key of another kind of schedule is just as ignored: refused too.
+    let t = TestHome::new();
+    let (path, text) = hand_edited_file(&t, 2, &[daily(&t, 1, "docs", r#","cron":"0 3 * * *""#)]);
+    refused_at_start(&t, &path, &text, "unknown field `cron` for kind `daily`");
+
+    // And at the top of the file.
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home()).unwrap();
+    let path = t.home().join("schedules.json");
+    let text = r#"{"version":1,"next_id":1,"nextid":7,"schedules":[]}"#;
+    std::fs::write(&path, text).unwrap();
+    refused_at_start(&t, &path, text, "unknown field `nextid`");
+}
+
+#[test]
 fn a_next_id_not_above_every_id_is_raised_and_logged() {
     // Left as it was, the next `create` got id 1 again.
     let t = TestHome::new();
@@ -522,4 +553,84 @@ fn a_next_id_not_above_every_id_is_raised_and_logged() {
     t.ctl(&["stop"]).ok();
     assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
     assert_eq!(t.log().matches("raised it to").count(), 1, "{}", t.log());
+}
+
+#[test]
+fn every_key_the_daemon_writes_loads_again() {
+    // The file is read strictly now: what the daemon itself wrote (every option, run records,
+    // a run started and never finished, each kind) must still load, and load the same.
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let dest = t.work().join("dest");
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    t.ctl(&["create", &format!("src;{};once", far_time())]).ok();
+    t.ctl(&[
+        "create",
+        "--name",
+        "weekly",
+        "--source",
+        "src",
+        "--cron",
+        "0 3 * * 1",
+    ])
+    .ok();
+    t.ctl(&[
+        "create",
+        "--name",
+        "nightly",
+        "--source",
+        "src",
+        "--daily",
+        "03:00",
+        "--destination",
+        dest.to_str().unwrap(),
+        "--compression",
+        "zstd",
+        "--level",
+        "5",
+        "--exclude",
+        "*.tmp",
+        "--retention-days",
+        "30",
+        "--keep-last",
+        "4",
+        "--verify-after",
+        "--notify-on",
+        "always",
+        "--hook-timeout",
+        "60",
+        "--before",
+        "true",
+        "--finally",
+        "true",
+        "--source-command",
+        "db.sql=echo dump",
+    ])
+    .ok();
+    t.ctl(&["run", "--name", "nightly"]).ok();
+    t.ctl(&["run", "--name", "nightly"]).ok();
+    t.ctl(&["stop"]).ok();
+    // A run started and never finished, as the daemon saves it, and the last due time.
+    let path = t.home().join("schedules.json");
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let weekly = &mut file["schedules"][1];
+    assert_eq!(weekly["name"], "weekly");
+    weekly["last_due"] = "2026-11-23T03:00:00+01:00".into();
+    weekly["started_run"] = serde_json::json!({
+        "due": "2026-11-30T03:00:00+01:00", "at": "2026-11-30T03:00:01+01:00",
+        "previous_due": "2026-11-23T03:00:00+01:00"
+    });
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let nightly = &file["schedules"][2];
+    assert!(nightly["earlier_runs"].is_array(), "{nightly}");
+    assert!(nightly["retention"].is_object(), "{nightly}");
+
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let listed: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    let nightly_listed = &listed["data"]["schedules"][2];
+    for (key, value) in nightly.as_object().unwrap() {
+        assert_eq!(&nightly_listed[key], value, "{key} kept");
+    }
 }

@@ -5,8 +5,8 @@
 use crate::fsutil::write_atomically_with;
 use chrono::{DateTime, Local};
 use proto::response::RunReport;
-use proto::schedule::{RunRecord, Schedule, StartedRun};
-use serde::{Deserialize, Serialize};
+use proto::schedule::{RunRecord, Schedule, StartedRun, StrictSchedule};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, Write};
@@ -23,12 +23,24 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The schedule file's content. Each schedule is shared, so that a copy of the whole file
 /// (a snapshot, or the next state while a change is saved) copies pointers, not schedules:
 /// with 10,000 of them that copy was most of a `list` or a `create`.
+///
+/// Read strictly: a key the daemon does not know, at the top or in a schedule, is an error
+/// rather than ignored and dropped at the next save.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleFile {
     pub version: u32,
     /// Above every id in the file: the id the next schedule gets.
     pub next_id: u64,
+    #[serde(deserialize_with = "strict_schedules")]
     pub schedules: Vec<Arc<Schedule>>,
+}
+
+fn strict_schedules<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Arc<Schedule>>, D::Error> {
+    let schedules = Vec::<StrictSchedule>::deserialize(deserializer)?;
+    Ok(schedules.into_iter().map(|s| Arc::new(s.0)).collect())
 }
 
 impl Default for ScheduleFile {
@@ -73,11 +85,14 @@ pub enum ScheduleFileError {
     #[error("can't read schedule file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error(
-        "schedule file {path} is corrupt ({source}); fix or move it away — backupd will not overwrite it"
+        "schedule file {path} is corrupt ({source}{}); fix or move it away — backupd will not overwrite it",
+        in_schedule(.schedule.as_deref())
     )]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
+        /// Which schedule, when the fault is in one: `schedule "x" (id 1)`.
+        schedule: Option<String>,
     },
     #[error(
         "schedule file {path} has schedules that clash: {clashes}, or move the file away — backupd will not overwrite it"
@@ -94,6 +109,10 @@ pub enum ScheduleFileError {
     UnknownVersion { path: PathBuf, found: u32 },
     #[error("can't save schedule file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+}
+
+fn in_schedule(schedule: Option<&str>) -> String {
+    schedule.map_or_else(String::new, |s| format!(", in {s}"))
 }
 
 /// Schedules of one file that share an id or a name: the daemon finds a schedule by its id
@@ -525,6 +544,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
     let corrupt = |source| ScheduleFileError::Corrupt {
         path: path.to_path_buf(),
         source,
+        schedule: None,
     };
     let VersionOnly { version } = serde_json::from_slice(bytes).map_err(corrupt)?;
     if version != FORMAT_VERSION {
@@ -533,7 +553,34 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<ScheduleFile, ScheduleFileError> {
             found: version,
         });
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
+    serde_json::from_slice(bytes).map_err(|source| ScheduleFileError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+        schedule: faulty_schedule(bytes),
+    })
+}
+
+/// Which schedule of a file that failed to load is at fault, if one is: the error's line and
+/// column point into a line of JSON, this names the schedule (`schedule "x" (id 1)`). Only
+/// run on failure, so a good file is read once.
+fn faulty_schedule(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Loose {
+        schedules: Vec<serde_json::Value>,
+    }
+    let Loose { schedules } = serde_json::from_slice(bytes).ok()?;
+    let (number, faulty) = schedules
+        .into_iter()
+        .enumerate()
+        .find(|(_, s)| StrictSchedule::deserialize(s).is_err())?;
+    let name = faulty.get("name").and_then(serde_json::Value::as_str);
+    let id = faulty.get("id").and_then(serde_json::Value::as_u64);
+    Some(match (name, id) {
+        (Some(name), Some(id)) => format!("schedule {name:?} (id {id})"),
+        (Some(name), None) => format!("schedule {name:?}"),
+        (None, Some(id)) => format!("the schedule with id {id}"),
+        (None, None) => format!("schedule number {} of the file", number + 1),
+    })
 }
 
 #[cfg(test)]
@@ -794,6 +841,45 @@ mod tests {
         assert!(matches!(
             ScheduleStore::load(path),
             Err(ScheduleFileError::NoIdLeft { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_the_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let text = file_with(3, &[(1, "a"), (2, "b")]).replace(
+            "\"name\":\"b\",",
+            "\"name\":\"b\",\"retension\":{\"days\":30},",
+        );
+        std::fs::write(&path, &text).unwrap();
+        let err = ScheduleStore::load(path.clone()).unwrap_err();
+        assert!(
+            matches!(&err, ScheduleFileError::Corrupt { schedule: Some(s), .. } if s == "schedule \"b\" (id 2)"),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("unknown field `retension` at line 3 column"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                ", in schedule \"b\" (id 2)); fix or move it away — backupd will not overwrite it"
+            ),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+        // A fault outside any schedule names none.
+        std::fs::write(
+            &path,
+            br#"{"version":1,"next_id":1,"schedules":[],"extra":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            ScheduleStore::load(path),
+            Err(ScheduleFileError::Corrupt { schedule: None, .. })
         ));
     }
 

@@ -92,6 +92,145 @@ pub struct Schedule {
     pub started_run: Option<StartedRun>,
 }
 
+/// A schedule as the daemon reads it from its file. `Schedule`'s own `Deserialize` ignores
+/// keys it does not know, as a client reading `list` answers must (they carry keys of their
+/// own beside the schedule's); the file, edited by hand at times, must not: a misspelled
+/// `retension` would be dropped at the next save and the schedule run with the defaults.
+/// So a key no field takes, or one that does not belong to the schedule's kind, is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "strict::Schedule")]
+pub struct StrictSchedule(pub Schedule);
+
+/// A timing key missing from a stored schedule, or one its kind does not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimingKeyError {
+    #[error("missing field `{key}` (kind `{kind}` needs it)")]
+    Missing {
+        kind: &'static str,
+        key: &'static str,
+    },
+    #[error("unknown field `{key}` for kind `{kind}`")]
+    Foreign {
+        kind: &'static str,
+        key: &'static str,
+    },
+}
+
+/// The stored form with the timing's keys as fields of their own: serde cannot deny unknown
+/// keys across a flattened enum (it reads the keys without taking them), nor across a
+/// flattened struct that itself flattens.
+mod strict {
+    use super::{RunRecord, StartedRun, Timestamp, Timing, TimingKeyError};
+    use crate::job::{JobOptions, StrictFields};
+    use crate::schedule_spec::TimeOfDay;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Copy, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Once,
+        Daily,
+        Cron,
+    }
+
+    impl Kind {
+        fn as_str(self) -> &'static str {
+            match self {
+                Kind::Once => "once",
+                Kind::Daily => "daily",
+                Kind::Cron => "cron",
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Schedule {
+        id: u64,
+        name: String,
+        sources: Vec<String>,
+        kind: Kind,
+        #[serde(default)]
+        time: Option<TimeOfDay>,
+        #[serde(default)]
+        due: Option<Timestamp>,
+        #[serde(default)]
+        cron: Option<String>,
+        #[serde(flatten)]
+        options: JobOptions,
+        created: Timestamp,
+        #[serde(default)]
+        last_due: Option<Timestamp>,
+        #[serde(default)]
+        last_run: Option<RunRecord>,
+        #[serde(default)]
+        earlier_runs: Vec<RunRecord>,
+        #[serde(default)]
+        started_run: Option<StartedRun>,
+        #[serde(flatten)]
+        _strict: StrictFields,
+    }
+
+    fn need<T>(
+        kind: &'static str,
+        key: &'static str,
+        value: Option<T>,
+    ) -> Result<T, TimingKeyError> {
+        value.ok_or(TimingKeyError::Missing { kind, key })
+    }
+
+    fn refuse(kind: &'static str, key: &'static str, present: bool) -> Result<(), TimingKeyError> {
+        if present {
+            Err(TimingKeyError::Foreign { kind, key })
+        } else {
+            Ok(())
+        }
+    }
+
+    impl TryFrom<Schedule> for super::StrictSchedule {
+        type Error = TimingKeyError;
+
+        fn try_from(stored: Schedule) -> Result<Self, TimingKeyError> {
+            let kind = stored.kind.as_str();
+            let timing = match stored.kind {
+                Kind::Once => {
+                    refuse(kind, "cron", stored.cron.is_some())?;
+                    Timing::Once {
+                        time: need(kind, "time", stored.time)?,
+                        due: need(kind, "due", stored.due)?,
+                    }
+                }
+                Kind::Daily => {
+                    refuse(kind, "due", stored.due.is_some())?;
+                    refuse(kind, "cron", stored.cron.is_some())?;
+                    Timing::Daily {
+                        time: need(kind, "time", stored.time)?,
+                    }
+                }
+                Kind::Cron => {
+                    refuse(kind, "time", stored.time.is_some())?;
+                    refuse(kind, "due", stored.due.is_some())?;
+                    Timing::Cron {
+                        cron: need(kind, "cron", stored.cron)?,
+                    }
+                }
+            };
+            // Every field named: a new one must be read here too.
+            Ok(Self(super::Schedule {
+                id: stored.id,
+                name: stored.name,
+                sources: stored.sources,
+                timing,
+                options: stored.options,
+                created: stored.created,
+                last_due: stored.last_due,
+                last_run: stored.last_run,
+                earlier_runs: stored.earlier_runs,
+                started_run: stored.started_run,
+            }))
+        }
+    }
+}
+
 impl Schedule {
     /// One line: the schedule manager's `path;HH:MM;name` for a one-shot, else
     /// `name: daily HH:MM /src,…` or `name: cron "expr" /src,…`; control characters in the
@@ -181,5 +320,122 @@ mod tests {
         );
         let back: Schedule = serde_json::from_value(value).unwrap();
         assert_eq!(back, daily);
+    }
+
+    fn record(ok: bool) -> RunRecord {
+        RunRecord {
+            started: at("2026-11-25T02:00:00+01:00"),
+            finished: at("2026-11-25T02:01:00+01:00"),
+            ok,
+            archives: vec!["docs-20261125-020000.tar.zst".into()],
+            error: (!ok).then(|| "disk full".into()),
+            skipped: 2,
+            offsite_failed: 1,
+            size_bytes: 4096,
+        }
+    }
+
+    /// Every field set, so every key the daemon writes is in the stored form.
+    fn full(timing: Timing) -> Schedule {
+        Schedule {
+            last_due: Some(at("2026-11-25T02:00:00+01:00")),
+            last_run: Some(record(true)),
+            earlier_runs: vec![record(false)],
+            started_run: Some(StartedRun {
+                due: at("2026-11-26T02:00:00+01:00"),
+                at: at("2026-11-26T02:00:01+01:00"),
+                previous_due: Some(at("2026-11-25T02:00:00+01:00")),
+            }),
+            options: serde_json::from_value(json!({
+                "destination": "/srv/b", "compression": "zstd", "level": 19,
+                "exclude": ["*.tmp"], "retention": {"days": 30, "min_keep": 2},
+                "verify_after": true, "offsite": ["far"], "encrypt_to": ["age1x"],
+                "notify": ["https://example.com/hook"], "notify_on": "always",
+                "notify_email": true,
+                "source_commands": [{"name": "db.sql", "command": ["pg_dump"]}],
+                "hooks": {"before": ["true"]}, "hook_timeout": 60,
+                "offsite_retention": {"keep_last": 5}
+            }))
+            .unwrap(),
+            ..schedule(timing)
+        }
+    }
+
+    fn strict(value: serde_json::Value) -> Result<Schedule, String> {
+        serde_json::from_value::<StrictSchedule>(value)
+            .map(|strict| strict.0)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_strict_form_reads_back_everything_the_daemon_writes() {
+        let timings = [
+            Timing::Once {
+                time: "16:07".parse().unwrap(),
+                due: at("2026-11-24T16:07:00+01:00"),
+            },
+            Timing::Daily {
+                time: "02:00".parse().unwrap(),
+            },
+            Timing::Cron {
+                cron: "0 3 * * 1".into(),
+            },
+        ];
+        for timing in timings {
+            for written in [full(timing.clone()), schedule(timing.clone())] {
+                let value = serde_json::to_value(&written).unwrap();
+                assert_eq!(strict(value.clone()), Ok(written), "{value}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_strict_form_refuses_keys_it_does_not_know() {
+        let mut value = serde_json::to_value(full(Timing::Daily {
+            time: "02:00".parse().unwrap(),
+        }))
+        .unwrap();
+        value["retension"] = json!({"days": 30});
+        let err = strict(value.clone()).unwrap_err();
+        assert!(err.contains("unknown field `retension`"), "{err}");
+        // The lenient form, for `list` answers, still reads it.
+        assert!(serde_json::from_value::<Schedule>(value).is_ok());
+    }
+
+    #[test]
+    fn the_strict_form_refuses_timing_keys_of_another_kind() {
+        let base = json!({"id": 1, "name": "n", "sources": ["/a"],
+            "created": "2026-11-24T16:00:00+01:00"});
+        let with = |extra: serde_json::Value| {
+            let mut value = base.clone();
+            value
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            strict(value)
+        };
+        let due = "2026-11-24T16:07:00+01:00";
+        assert_eq!(
+            with(json!({"kind": "daily", "time": "02:00", "cron": "0 3 * * *"})).unwrap_err(),
+            "unknown field `cron` for kind `daily`"
+        );
+        assert_eq!(
+            with(json!({"kind": "daily", "time": "02:00", "due": due})).unwrap_err(),
+            "unknown field `due` for kind `daily`"
+        );
+        assert_eq!(
+            with(json!({"kind": "cron", "cron": "0 3 * * *", "time": "02:00"})).unwrap_err(),
+            "unknown field `time` for kind `cron`"
+        );
+        assert_eq!(
+            with(json!({"kind": "once", "time": "02:00"})).unwrap_err(),
+            "missing field `due` (kind `once` needs it)"
+        );
+        assert!(
+            with(json!({"kind": "weekly", "time": "02:00"}))
+                .unwrap_err()
+                .contains("unknown variant `weekly`")
+        );
+        assert!(with(json!({"kind": "once", "time": "02:00", "due": due})).is_ok());
     }
 }

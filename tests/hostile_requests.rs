@@ -259,6 +259,16 @@ fn corpus(t: &TestHome) -> Vec<(String, Vec<u8>, &'static str)> {
             "invalid_arguments",
         ),
         text(
+            "a name no backup can have, to prune",
+            r#"{"cmd":"prune","name":"../x","dry_run":true}"#,
+            "invalid_arguments",
+        ),
+        text(
+            "an empty name to verify",
+            r#"{"cmd":"verify","name":""}"#,
+            "invalid_arguments",
+        ),
+        text(
             "a remote as a number",
             r#"{"cmd":"restore","archive":"a.tar.gz","to":"/tmp/x","remote":7}"#,
             "invalid_arguments",

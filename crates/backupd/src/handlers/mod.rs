@@ -262,6 +262,18 @@ async fn resolve_archive(folder: &Path, text: &str) -> HandlerResult<(LocalFolde
     }
 }
 
+/// A backup name a request selects archives by: one no backup can have is refused, rather
+/// than selecting nothing.
+fn backup_name(name: Option<&str>) -> HandlerResult<()> {
+    match name.map(proto::schedule_spec::validate_name) {
+        Some(Err(e)) => Err(HandlerError::new(
+            ErrorCode::InvalidArguments,
+            e.to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A destination folder named by a client, or the home's backups folder.
 fn destination_or_default(
     daemon: &Daemon,

@@ -7,6 +7,7 @@ use proto::request::PruneArgs;
 use proto::response::PruneReport;
 
 pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneReport> {
+    super::backup_name(args.name.as_deref())?;
     if let Some(remote) = args.remote.clone() {
         super::remote::refuse_destination(args.destination.as_deref())?;
         return super::remote::prune(daemon, &remote, args).await;

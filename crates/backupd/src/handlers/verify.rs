@@ -20,6 +20,7 @@ pub async fn handle(
     args: VerifyArgs,
     requester: Requester,
 ) -> HandlerResult<VerifyList> {
+    super::backup_name(args.name.as_deref())?;
     let identities =
         identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
     if let Some(remote) = &args.remote {

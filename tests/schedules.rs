@@ -156,6 +156,17 @@ fn a_schedule_for_a_missing_directory_is_refused() {
     );
     assert_eq!(out.stderr(), expected);
     assert_eq!(t.ctl(&["list"]).ok(), "");
+
+    // A file is there, but it is not a folder to back up.
+    std::fs::write(t.work().join("afile"), b"x").unwrap();
+    let out = t.ctl(&["create", &format!("afile;{};x", far_time())]);
+    assert_eq!(out.code(), 1);
+    let expected = format!(
+        "Error: source is not a directory: {}\n",
+        t.work().join("afile").display()
+    );
+    assert_eq!(out.stderr(), expected);
+    assert_eq!(t.ctl(&["list"]).ok(), "");
 }
 
 #[test]

@@ -30,15 +30,15 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
     // now rather than failing at 02:00 (a dry run: nothing is created).
     plan::for_schedule(&daemon.plan_defaults(), &schedule, true).await?;
     for source in &schedule.sources {
-        let is_dir = tokio::fs::metadata(source)
-            .await
-            .is_ok_and(|meta| meta.is_dir());
-        if !is_dir {
-            return Err(HandlerError::new(
-                ErrorCode::SourceNotFound,
-                format!("can't find source directory: {source}"),
-            ));
-        }
+        let problem = match tokio::fs::metadata(source).await {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => "source is not a directory",
+            Err(_) => "can't find source directory",
+        };
+        return Err(HandlerError::new(
+            ErrorCode::SourceNotFound,
+            format!("{problem}: {source}"),
+        ));
     }
     let (index, schedule) = daemon
         .schedules

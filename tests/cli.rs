@@ -40,6 +40,17 @@ fn usage_errors_name_what_is_missing_in_the_log_and_both_timings_in_the_usage() 
           <--daily <HH:MM>|--cron <EXPR>>"
         ]
     );
+
+    // `verify` takes an archive, a name or all: the usage says all three.
+    let out = t.ctl(&["verify"]);
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr()
+            .contains("Usage: backupctl verify <ARCHIVE|--name <NAME>|--all>"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(t.ctl(&["verify", "a.tar.gz", "--all"]).code(), 2);
 }
 
 #[test]

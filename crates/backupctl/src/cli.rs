@@ -293,12 +293,14 @@ pub struct PruneCli {
 }
 
 #[derive(Debug, clap::Args)]
+// One of the three, so that a usage error names all three.
+#[command(group = clap::ArgGroup::new("which").required(true).args(["archive", "name", "all"]))]
 pub struct VerifyCli {
     /// An archive: a path, or a file name in the backups directory.
-    #[arg(value_name = "ARCHIVE", required_unless_present_any = ["name", "all"], conflicts_with_all = ["name", "all"])]
+    #[arg(value_name = "ARCHIVE")]
     pub archive: Option<String>,
     /// Every archive of this backup name.
-    #[arg(long, conflicts_with = "all")]
+    #[arg(long)]
     pub name: Option<String>,
     /// Every archive.
     #[arg(long)]

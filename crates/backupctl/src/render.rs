@@ -771,18 +771,20 @@ mod tests {
     use super::*;
     use proto::schedule::{Schedule, Timing};
 
+    /// A one-shot taken on this clock, due at `due`.
     fn one_shot(due: chrono::DateTime<chrono::Local>) -> ScheduleInfo {
+        let time = due.format("%H:%M").to_string();
         let due = due.fixed_offset();
         ScheduleInfo {
             index: 0,
-            display: "/src;16:33;docs".into(),
+            display: format!("/src;{time};docs"),
             next_run: Some(due),
             schedule: std::sync::Arc::new(Schedule {
                 id: 1,
                 name: "docs".into(),
                 sources: vec!["/src".into()],
                 timing: Timing::Once {
-                    time: "16:33".parse().unwrap(),
+                    time: time.parse().unwrap(),
                     due,
                 },
                 options: proto::JobOptions::default(),
@@ -890,11 +892,13 @@ mod tests {
     #[test]
     fn a_one_shot_on_another_day_says_which() {
         let now = chrono::Local::now();
-        assert_eq!(schedule_line(&one_shot(now)), "0: /src;16:33;docs");
+        let line =
+            |at: chrono::DateTime<chrono::Local>| format!("0: /src;{};docs", at.format("%H:%M"));
+        assert_eq!(schedule_line(&one_shot(now)), line(now));
         let later = now + chrono::TimeDelta::days(2);
         assert_eq!(
             schedule_line(&one_shot(later)),
-            format!("0: /src;16:33;docs (on {})", later.format("%d/%m/%Y"))
+            format!("{} (on {})", line(later), later.format("%d/%m/%Y"))
         );
     }
 }

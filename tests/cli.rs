@@ -381,3 +381,38 @@ fn json_prints_an_error_line_when_the_daemon_does_not_start() {
         "{message}"
     );
 }
+
+#[test]
+fn a_daemon_that_never_answers_is_exit_three_after_the_answer_timeout() {
+    let t = TestHome::new();
+    // Accepts, reads nothing, answers nothing: as a stopped (SIGSTOP) or hung daemon.
+    let socket = t.work().join("mute.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    for command in ["status", "list", "jobs"] {
+        // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
+        let out = common::Ctl(
+            std::process::Command::new("timeout")
+                .arg("60")
+                .arg(common::backupctl_bin())
+                .args(["--socket", socket.to_str().unwrap(), command])
+                .env("BACKUPD_HOME", t.home())
+                .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(out.code(), 3, "{command}: {}", out.stderr());
+        assert!(
+            out.stderr()
+                .contains("did not answer within 1s: is it stopped or hung?"),
+            "{command}: {}",
+            out.stderr()
+        );
+        assert_eq!(out.stdout(), "", "{command}");
+    }
+}

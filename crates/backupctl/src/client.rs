@@ -4,6 +4,7 @@ use proto::{EventLine, Incoming, Request, Response};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Why talking to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,14 @@ pub enum ClientError {
     Broken(io::Error),
     #[error("backupd closed the connection without answering")]
     NoAnswer,
+    /// Connected, but no answer came in time: a stopped (SIGSTOP) or hung daemon.
+    #[error(
+        "backupd at {} did not answer within {}s: is it stopped or hung? (give it longer with \
+         BACKUPCTL_ANSWER_TIMEOUT=SECONDS)",
+        socket.display(),
+        waited.as_secs()
+    )]
+    Silent { socket: PathBuf, waited: Duration },
     #[error("backupd sent an unreadable answer ({error}): {line}")]
     BadAnswer {
         line: String,
@@ -34,6 +43,9 @@ pub struct Answer {
 pub struct Connection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    socket: PathBuf,
+    /// How long to wait for each line, if not for ever.
+    patience: Option<Duration>,
 }
 
 impl Connection {
@@ -46,6 +58,19 @@ impl Connection {
         Ok(Self {
             reader: BufReader::new(stream),
             writer,
+            socket: socket.to_path_buf(),
+            patience: None,
+        })
+    }
+
+    /// Waits at most `patience` for each line from now on.
+    pub fn with_patience(self, patience: Duration) -> Result<Self, ClientError> {
+        (self.reader.get_ref())
+            .set_read_timeout(Some(patience))
+            .map_err(ClientError::Broken)?;
+        Ok(Self {
+            patience: Some(patience),
+            ..self
         })
     }
 
@@ -88,7 +113,13 @@ impl Connection {
         let read = self
             .reader
             .read_line(&mut line)
-            .map_err(ClientError::Broken)?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Silent {
+                    socket: self.socket.clone(),
+                    waited: self.patience.unwrap_or_default(),
+                },
+                _ => ClientError::Broken(e),
+            })?;
         if read == 0 {
             return Err(ClientError::NoAnswer);
         }
@@ -109,4 +140,23 @@ impl Connection {
 /// One request on a fresh connection.
 pub fn call(socket: &Path, request: &Request) -> Result<Answer, ClientError> {
     Connection::open(socket)?.request(request)
+}
+
+/// How long to wait for the answer to a request the daemon answers at once (`status`,
+/// `list`, …): `BACKUPCTL_ANSWER_TIMEOUT` seconds, else a minute.
+pub fn answer_patience() -> Duration {
+    let seconds = std::env::var("BACKUPCTL_ANSWER_TIMEOUT")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|seconds| *seconds > 0)
+        .unwrap_or(60);
+    Duration::from_secs(seconds)
+}
+
+/// [`call`] for a request answered at once: a daemon that does not answer within
+/// [`answer_patience`] is taken for gone.
+pub fn call_answered_at_once(socket: &Path, request: &Request) -> Result<Answer, ClientError> {
+    Connection::open(socket)?
+        .with_patience(answer_patience())?
+        .request(request)
 }

@@ -112,17 +112,14 @@ fn run(cli: &Cli, home: &Path, socket: &Path) -> Result<(), Failure> {
         command @ (Command::Create(_)
         | Command::Delete { .. }
         | Command::List {}
-        | Command::Backups { .. }) => match client::call(socket, &Request::new(command.clone())) {
+        | Command::Backups { .. }) => match call(socket, command) {
             Err(ClientError::Unreachable { .. }) => {
                 start_for(command, home, socket)?;
-                client::call(socket, &Request::new(command.clone()))
-                    .map_err(|e| reach_failure(&e))?
+                call(socket, command).map_err(|e| reach_failure(&e))?
             }
             answered => answered.map_err(|e| reach_failure(&e))?,
         },
-        command => {
-            client::call(socket, &Request::new(command.clone())).map_err(|e| reach_failure(&e))?
-        }
+        command => call(socket, command).map_err(|e| reach_failure(&e))?,
     };
     let long = matches!(cli.command, CliCommand::List { long: true });
     let mut not_listed = None;
@@ -327,11 +324,29 @@ fn wait_for_exit(pid: rustix::process::Pid, deadline: Instant) -> std::io::Resul
     }
 }
 
+/// `command` on a fresh connection; one the daemon answers at once waits a bounded time.
+fn call(socket: &Path, command: &Command) -> Result<Answer, ClientError> {
+    let request = Request::new(command.clone());
+    match command {
+        Command::Hello {}
+        | Command::Status {}
+        | Command::Jobs {}
+        | Command::Cancel { .. }
+        | Command::LogLevel { .. }
+        | Command::List {}
+        | Command::Create(_)
+        | Command::Delete { .. } => client::call_answered_at_once(socket, &request),
+        // Those read archives, or a remote: as long as that takes.
+        _ => client::call(socket, &request),
+    }
+}
+
 pub(crate) fn reach_failure(err: &ClientError) -> Failure {
     match err {
         ClientError::Unreachable { .. } => Failure::Unreachable(format!(
             "{err}; is it running? Start it with `backupctl start`"
         )),
+        ClientError::Silent { .. } => Failure::Unreachable(err.to_string()),
         other => Failure::Local(other.to_string()),
     }
 }

@@ -148,25 +148,18 @@ fn the_schedule_file_is_versioned_json_with_stable_ids() {
 fn a_schedule_for_a_missing_directory_is_refused() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();
-    let out = t.ctl(&["create", &format!("nowhere;{};x", far_time())]);
-    assert_eq!(out.code(), 1);
-    let expected = format!(
-        "Error: can't find source directory: {}\n",
-        t.work().join("nowhere").display()
-    );
-    assert_eq!(out.stderr(), expected);
-    assert_eq!(t.ctl(&["list"]).ok(), "");
-
     // A file is there, but it is not a folder to back up.
     std::fs::write(t.work().join("afile"), b"x").unwrap();
-    let out = t.ctl(&["create", &format!("afile;{};x", far_time())]);
-    assert_eq!(out.code(), 1);
-    let expected = format!(
-        "Error: source is not a directory: {}\n",
-        t.work().join("afile").display()
-    );
-    assert_eq!(out.stderr(), expected);
-    assert_eq!(t.ctl(&["list"]).ok(), "");
+    for (source, problem) in [
+        ("nowhere", "can't find source directory"),
+        ("afile", "source is not a directory"),
+    ] {
+        let out = t.ctl(&["create", &format!("{source};{};x", far_time())]);
+        assert_eq!(out.code(), 1);
+        let expected = format!("Error: {problem}: {}\n", t.work().join(source).display());
+        assert_eq!(out.stderr(), expected);
+        assert_eq!(t.ctl(&["list"]).ok(), "");
+    }
 }
 
 #[test]

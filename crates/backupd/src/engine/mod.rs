@@ -83,14 +83,17 @@ impl BackupJob {
     /// orders backups by the time in their names, and a run that took a second its rotation
     /// had just freed would have been the first to go.
     pub fn claim_free_names(&mut self) -> ArchiveNames {
-        let newest = crate::destination::list(&*self.destination)
-            .ok()
-            .and_then(|archives| {
-                (archives.into_iter())
-                    .filter(|archive| archive.name == self.name)
-                    .map(|archive| archive.timestamp)
-                    .max()
-            });
+        // By file name alone: reading every manifest would cost a read per archive.
+        let newest = self.destination.files().ok().and_then(|files| {
+            (files.iter())
+                .filter_map(|(file, _)| crate::format::naming::parse_archive_name(file))
+                .filter(|parsed| parsed.name == self.name)
+                .filter_map(|parsed| {
+                    NaiveDateTime::parse_from_str(&parsed.stamp, crate::format::TIMESTAMP_FORMAT)
+                        .ok()
+                })
+                .max()
+        });
         if let Some(newest) = newest.filter(|newest| *newest >= self.timestamp) {
             let after = newest + chrono::TimeDelta::seconds(1);
             if after - self.timestamp > chrono::TimeDelta::minutes(1) {

@@ -373,7 +373,9 @@ fn scan(
             matched.below_top |= now.below_top;
             matched.root_only |= now.root_only;
         }
-        if entry.header().entry_type() == EntryType::Link
+        // Only a `paths` selection can leave a link's file out.
+        if !filters.is_empty()
+            && entry.header().entry_type() == EntryType::Link
             && let Ok(Some(target)) = entry.link_name()
             && let Ok(target) = safe_components(&target)
         {

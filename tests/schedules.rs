@@ -638,3 +638,28 @@ fn every_key_the_daemon_writes_loads_again() {
         assert_eq!(&nightly_listed[key], value, "{key} kept");
     }
 }
+
+#[test]
+fn a_next_id_at_the_last_id_refuses_a_create_and_keeps_the_file() {
+    // It overflowed: a panic in the handler, or (release) id 0 and then ids already taken.
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let (path, text) = hand_edited_file(&t, u64::MAX, &[daily(&t, 1, "a", "")]);
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    for _ in 0..2 {
+        let out = t.ctl(&[
+            "create", "--name", "b", "--source", "src", "--daily", "03:00",
+        ]);
+        assert_eq!(out.code(), 1, "{}", out.stdout());
+        let expected = format!(
+            "no id left for a new schedule: next_id in {} is {}",
+            path.display(),
+            u64::MAX
+        );
+        assert!(out.stderr().contains(&expected), "{}", out.stderr());
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "unchanged");
+    let listed = t.ctl(&["list"]).ok();
+    assert!(listed.contains("a") && !listed.contains(" b "), "{listed}");
+}

@@ -238,7 +238,7 @@ mod tests {
         };
         let position = daemon
             .schedules
-            .update(|file| Ok::<_, crate::schedules::ScheduleFileError>(file.add(once)))
+            .update(|file| Ok::<_, crate::schedules::ScheduleFileError>(file.add(once).unwrap()))
             .await
             .unwrap();
         let id = daemon.schedules.snapshot().await.schedules[position].id;

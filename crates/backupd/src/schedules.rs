@@ -54,12 +54,13 @@ impl Default for ScheduleFile {
 }
 
 impl ScheduleFile {
-    /// Appends a schedule under a fresh id (whatever id it had) and returns its index.
-    pub fn add(&mut self, mut schedule: Schedule) -> usize {
+    /// Appends a schedule under a fresh id (whatever id it had) and returns its index; `None`
+    /// once `next_id` has reached the last id (only a hand-edited file gets there).
+    pub fn add(&mut self, mut schedule: Schedule) -> Option<usize> {
         schedule.id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.checked_add(1)?;
         self.schedules.push(Arc::new(schedule));
-        self.schedules.len() - 1
+        Some(self.schedules.len() - 1)
     }
 
     pub fn position_of_id(&self, id: u64) -> Option<usize> {
@@ -610,11 +611,11 @@ mod tests {
         let path = dir.path().join("schedules.json");
         let store = ScheduleStore::load(path.clone()).unwrap();
         store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a")).unwrap()))
             .await
             .unwrap();
         store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("b"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("b")).unwrap()))
             .await
             .unwrap();
         let reloaded = ScheduleStore::load(path).unwrap().snapshot().await;
@@ -635,7 +636,7 @@ mod tests {
         let store = ScheduleStore::load(path.clone()).unwrap();
         for name in ["a", "b", "c"] {
             store
-                .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule(name))))
+                .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule(name)).unwrap()))
                 .await
                 .unwrap();
         }
@@ -671,7 +672,7 @@ mod tests {
         let store = ScheduleStore::load(home.join("schedules.json")).unwrap();
         std::fs::remove_dir(&home).unwrap();
         let result = store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a")).unwrap()))
             .await;
         assert!(matches!(result, Err(ScheduleFileError::Write { .. })));
         assert!(store.snapshot().await.schedules.is_empty());
@@ -685,7 +686,7 @@ mod tests {
             .unwrap()
             .keep_runs(3);
         store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a")).unwrap()))
             .await
             .unwrap();
         let added = store.snapshot().await.schedules[0].clone();
@@ -713,7 +714,7 @@ mod tests {
         let path = dir.path().join("schedules.json");
         let store = ScheduleStore::load(path.clone()).unwrap();
         store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("a")).unwrap()))
             .await
             .unwrap();
         let before = chrono::Local::now() - chrono::TimeDelta::days(1);
@@ -824,7 +825,7 @@ mod tests {
         let saved = ScheduleStore::load(path.clone()).unwrap().snapshot().await;
         assert_eq!(saved, store.snapshot().await, "saved as raised");
         store
-            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("c"))))
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule("c")).unwrap()))
             .await
             .unwrap();
         let ids: Vec<u64> = store

@@ -49,7 +49,16 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
                     format!("a schedule named {} already exists", schedule.name),
                 ));
             }
-            let index = file.add(schedule);
+            let index = file.add(schedule).ok_or_else(|| {
+                HandlerError::new(
+                    ErrorCode::Io,
+                    format!(
+                        "no id left for a new schedule: next_id in {} is {}; stop the daemon and renumber the schedules and next_id",
+                        daemon.schedules.path().display(),
+                        u64::MAX
+                    ),
+                )
+            })?;
             Ok((index, file.schedules[index].clone()))
         })
         .await?;

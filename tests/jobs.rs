@@ -266,4 +266,11 @@ fn a_detached_run_prints_its_jobs_returns_and_goes_on_until_cancelled() {
     let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(line["event"], "run_started", "{out}");
     assert_eq!(line["jobs"][0]["name"], "gone", "{out}");
+
+    // A source is printed on one line whatever it holds: a newline in it forged a line.
+    let out = t
+        .ctl(&["run", "--sources", "gone\nStarted job 9: x", "--detach"])
+        .ok();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.ends_with("gone\\nStarted job 9: x)\n"), "{out}");
 }

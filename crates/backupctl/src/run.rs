@@ -85,8 +85,10 @@ fn detached(
     }
 }
 
+/// Escaped: the name and the source are the client's, but may hold a newline.
 fn started_line(job: &JobRef) -> String {
-    format!("Started job {}: {} ({})", job.job, job.name, job.source)
+    let line = format!("Started job {}: {} ({})", job.job, job.name, job.source);
+    proto::escape_controls(&line).into_owned()
 }
 
 /// Ctrl-C during a run: a thread waits for SIGINT and cancels the run's jobs once they are

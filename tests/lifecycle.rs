@@ -25,7 +25,7 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let mut first = t.start_daemon();
     let mut second = t.spawn_daemon(&[]);
     let status = second.wait();
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(3), "exit 3: another daemon runs");
     let expected = format!("backupd already running (socket {})", t.socket().display());
     assert!(
         t.daemon_stderr().contains(&expected),

@@ -6,6 +6,7 @@ mod common;
 
 use common::{StopOnDrop, TestHome, far_time, log_messages};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[test]
 fn the_schedule_manager_scenario_works_end_to_end() {
@@ -290,6 +291,50 @@ fn create_delete_list_and_backups_start_the_daemon_when_none_runs() {
         "backupd was not running; started it for backups\n"
     );
     t.ctl(&["stop"]).ok();
+}
+
+#[test]
+fn list_that_loses_the_race_to_start_the_daemon_uses_the_one_that_won() {
+    // Two clients on a home with no daemon each start one; the second daemon finds the home
+    // locked and exits. Its client failed, `backupd exited during start-up`. Here the test
+    // holds the lock, as the first daemon would while it starts.
+    use rustix::fs::inotify;
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home()).unwrap();
+    let lock_path = t.home().join("lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.lock().unwrap();
+    // The daemon opens the lock file to write, fails to take it, and closes it.
+    let closes =
+        inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+    inotify::add_watch(&closes, &lock_path, inotify::WatchFlags::CLOSE_WRITE).unwrap();
+    let mut list = t
+        .ctl_command(&["list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gave_up = common::wait_for(
+        Duration::from_secs(60),
+        "its daemon to try the lock",
+        || {
+            if list.try_wait().unwrap().is_some() {
+                return Some(true);
+            }
+            let mut event = [0u8; 1024];
+            rustix::io::read(&closes, &mut event).ok().map(|_| false)
+        },
+    );
+    if gave_up {
+        let out = list.wait_with_output().unwrap();
+        panic!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    drop(lock);
+    let _daemon = t.start_daemon();
+    let out = list.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "", "it started nothing");
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn a_second_daemon_on_the_same_home_is_refused_until_the_first_stops() {
     let other = t.work().join("other.sock");
     let other_arg = other.to_str().unwrap();
     let mut second = t.spawn_daemon(&["--socket", other_arg]);
-    assert!(!second.wait().success(), "{}", t.daemon_stderr());
+    assert_eq!(second.wait().code(), Some(3), "{}", t.daemon_stderr());
     let expected = format!(
         "backupd: another backupd holds {} (pid {})",
         t.home().join("lock").display(),

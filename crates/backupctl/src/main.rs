@@ -213,9 +213,14 @@ pub(crate) fn write_out(bytes: &[u8]) -> Result<(), Failure> {
 }
 
 /// Starts the daemon for a schedule command that found none, and says so on stderr (stdout
-/// stays the command's own) and in `backupctl.log`.
+/// stays the command's own) and in `backupctl.log`. One another client started meanwhile
+/// serves as well.
 fn start_for(command: &Command, home: &Path, socket: &Path) -> Result<(), Failure> {
-    start::start(home, socket, log_level)?;
+    match start::start(home, socket, log_level) {
+        Ok(_) => {}
+        Err(Failure::AlreadyRunning(_)) => return Ok(()),
+        Err(other) => return Err(other),
+    }
     let name = match command {
         Command::Create(_) => "create",
         Command::Delete { .. } => "delete",

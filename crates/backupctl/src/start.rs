@@ -6,12 +6,14 @@ use crate::failure::Failure;
 use proto::{Command, Request};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a starting daemon may take to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// `backupd`'s exit code when another daemon holds its home or socket.
+const DAEMON_ALREADY_RUNNING: i32 = 3;
 
 /// `log_level` gives the original backup script's `LOG_LEVEL`, handed to the daemon as
 /// `--log-level`; asked only when a daemon is to be launched, since it may read `.env`.
@@ -59,7 +61,19 @@ pub fn start(
         if let Some(answer) = hello(socket) {
             return Ok(answer);
         }
-        if let Some(status) = exited(&mut child) {
+        if let Some(ended) = child.try_wait().transpose() {
+            // Another client started a daemon on this home a moment before us: once it
+            // answers, it is the one running.
+            let code = ended.as_ref().ok().and_then(ExitStatus::code);
+            if code == Some(DAEMON_ALREADY_RUNNING) && answers_by(socket, deadline) {
+                return Err(Failure::AlreadyRunning(
+                    "backupd already running".to_owned(),
+                ));
+            }
+            let status = match ended {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("can't watch it: {e}"),
+            };
             let output = stderr
                 .and_then(|reader| reader.join().ok())
                 .unwrap_or_default();
@@ -88,11 +102,16 @@ fn hello(socket: &Path) -> Option<Answer> {
         .filter(|answer| answer.response.ok)
 }
 
-fn exited(child: &mut Child) -> Option<String> {
-    match child.try_wait() {
-        Ok(Some(status)) => Some(status.to_string()),
-        Ok(None) => None,
-        Err(e) => Some(format!("can't watch it: {e}")),
+/// Waits until a daemon answers at `socket`, or `deadline`.
+fn answers_by(socket: &Path, deadline: Instant) -> bool {
+    loop {
+        if hello(socket).is_some() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 

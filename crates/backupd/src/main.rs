@@ -82,8 +82,29 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("backupd: {message}");
             }
-            ExitCode::FAILURE
+            exit_code(&err)
         }
+    }
+}
+
+/// Another backupd holds the home or answers on the socket: exit 3, so that `backupctl`,
+/// which may have started us at the same moment as another client started that one, can
+/// tell it from a daemon that cannot start.
+const EXIT_ALREADY_RUNNING: u8 = 3;
+
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    let home_locked = matches!(
+        err.downcast_ref::<HomeError>(),
+        Some(HomeError::Locked { .. })
+    );
+    let socket_taken = matches!(
+        err.downcast_ref::<socket::BindError>(),
+        Some(socket::BindError::AlreadyRunning(_))
+    );
+    if home_locked || socket_taken {
+        ExitCode::from(EXIT_ALREADY_RUNNING)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

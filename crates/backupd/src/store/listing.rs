@@ -21,8 +21,9 @@ use crate::format::naming::manifest_name_for;
 /// Entries listed at most, so that one request's answer stays bounded.
 pub const MAX_LISTED: usize = 100_000;
 
-/// Bytes of paths and link targets listed at most: a hostile archive's names may be a MiB
-/// each, and [`MAX_LISTED`] of them would make an answer of 100 GB.
+/// Bytes of paths and link targets listed at most, as the answer writes them (JSON-escaped):
+/// a hostile archive's names may be a MiB each, and [`MAX_LISTED`] of them would make an
+/// answer of 100 GB.
 pub const MAX_LISTED_BYTES: usize = 64 << 20;
 
 /// How much one listing holds.
@@ -56,7 +57,7 @@ impl Collecting {
         let link = entry
             .link_name_bytes()
             .map(|link| String::from_utf8_lossy(&link).into_owned());
-        let bytes = name.len() + link.as_ref().map_or(0, String::len);
+        let bytes = json_len(&name) + link.as_deref().map_or(0, json_len);
         if self.bytes + bytes > bounds.bytes {
             listing.not_listed += 1;
             return;
@@ -86,6 +87,18 @@ impl Collecting {
             },
         });
     }
+}
+
+/// Bytes of `text` in a JSON string: a control character takes up to six (`\u001b`), so a name
+/// of them counted raw made an answer six times its bound.
+fn json_len(text: &str) -> usize {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum()
 }
 
 /// One entry, as its header says.
@@ -337,5 +350,36 @@ mod tests {
             ..fourteen
         };
         assert_eq!(paths(thirteen), ("a b/".into(), 3));
+    }
+
+    #[test]
+    fn names_are_bounded_as_the_answer_writes_them() {
+        for text in ["plain/é", "tab\tquote\"back\\", "\u{1}\u{1b}[31m\u{7f}"] {
+            let written = serde_json::to_string(text).unwrap();
+            assert_eq!(json_len(text), written.len() - 2, "{written}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("names_20250102_030405.tar");
+        let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
+        for path in ["\u{1}\u{1}", "a"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_entry_type(EntryType::Regular);
+            tar.append_data(&mut header, path, io::empty()).unwrap();
+        }
+        tar.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let (folder, file) = LocalFolder::containing(&archive).unwrap();
+        let listed = |bytes| {
+            let bounds = Bounds {
+                entries: 100,
+                bytes,
+            };
+            let listing = list_within(&folder, &file, None, None, bounds).unwrap();
+            (listing.entries.len(), listing.not_listed)
+        };
+        // Two raw bytes, twelve written: `\u0001\u0001`.
+        assert_eq!(listed(13), (2, 0));
+        assert_eq!(listed(11), (0, 2));
     }
 }

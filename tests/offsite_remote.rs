@@ -260,6 +260,59 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
 }
 
 #[test]
+fn prune_remote_never_keeps_a_copy_without_its_manifest_in_place_of_a_complete_one() {
+    // Two uploads cut short before their manifest, newer than three complete copies: with
+    // `--min-keep 2` the two were kept and the three complete ones deleted.
+    let (server, t, _daemon) = setup();
+    let newest = back_up(&t, true);
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(
+            server.object(&format!("host/{from}")),
+            server.object(&format!("host/{to}")),
+        )
+        .unwrap();
+    };
+    let complete = [
+        "tree_20200101_000000.tar.gz",
+        "tree_20200102_000000.tar.gz",
+        "tree_20200103_000000.tar.gz",
+    ];
+    let cut_short = ["tree_20200104_000000.tar.gz", "tree_20200105_000000.tar.gz"];
+    for name in complete {
+        copy(&newest, name);
+        copy(&manifest_of(&newest), &manifest_of(name));
+    }
+    for name in cut_short {
+        copy(&newest, name);
+    }
+    for own in [newest.clone(), manifest_of(&newest)] {
+        std::fs::remove_file(server.object(&format!("host/{own}"))).unwrap();
+    }
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "prune",
+            "--remote",
+            "off",
+            "--retention-days",
+            "7",
+            "--min-keep",
+            "2",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let mut left = Vec::new();
+    for name in &complete[1..] {
+        left.extend([name.to_string(), manifest_of(name)]);
+    }
+    left.sort();
+    assert_eq!(server.objects("host"), left, "{answer}");
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    assert!(answer.to_string().contains(complete[2]), "{answer}");
+}
+
+#[test]
 fn sync_uploads_what_the_remote_lacks_manifest_last() {
     let (server, t, _daemon) = setup();
     let first = back_up(&t, false);

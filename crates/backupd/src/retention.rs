@@ -80,7 +80,12 @@ pub fn rotate(
         .filter(|a| scope.is_none_or(|s| s.allows(a)))
         .collect();
     let now = chrono::Local::now().naive_local();
-    let plan = store::plan_rotation(&archives, policy, now);
+    let counted = if destination.whole_without_manifest() {
+        store::Counted::Every
+    } else {
+        store::Counted::WithManifest
+    };
+    let plan = store::plan_rotation_counting(&archives, policy, counted, now);
     let mut rotated = Rotated {
         kept: plan.keep.len(),
         ..Rotated::default()

@@ -77,6 +77,12 @@ pub trait Destination: fmt::Debug + Send + Sync {
     fn sync(&self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Whether an archive here is whole without its manifest: a local one is, being published
+    /// only once written; a remote copy is not, its manifest being the upload's last step.
+    fn whole_without_manifest(&self) -> bool {
+        true
+    }
 }
 
 /// An archive being written. Dropped without [`publish`](Self::publish), it leaves nothing

@@ -244,6 +244,10 @@ impl Destination for S3Prefix {
         PathBuf::from(self.config.url())
     }
 
+    fn whole_without_manifest(&self) -> bool {
+        false
+    }
+
     fn path_of(&self, file: &str) -> PathBuf {
         PathBuf::from(format!("{}/{file}", self.config.url()))
     }

@@ -25,5 +25,8 @@ pub use error::StoreError;
 pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_with};
-pub use rotation::{RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation};
+pub use rotation::{
+    Counted, RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation,
+    plan_rotation_counting,
+};
 pub use verify::{CHECKSUM_ONLY, VerifyFinding, VerifyReport, is_encrypted, verify, verify_with};

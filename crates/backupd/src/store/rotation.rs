@@ -52,7 +52,19 @@ pub struct RotationPlan {
     pub keep: Vec<ArchiveInfo>,
 }
 
-/// Plans a rotation of `archives` (any mix of backup names) as of `now`.
+/// Which archives the rules that count (`min_keep`, `keep_*`) may pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Every archive: a local one is whole once it has its name, manifest or not.
+    Every,
+    /// Only archives with their manifest: on a remote, the manifest is written last, so a
+    /// copy without one is an upload cut short. Such a copy is kept by its age alone; were it
+    /// counted, `min_keep` would keep it in place of a complete one and delete that.
+    WithManifest,
+}
+
+/// Plans a rotation of `archives` (any mix of backup names) as of `now`, every archive
+/// counted.
 ///
 /// Each backup name is planned on its own.
 pub fn plan_rotation(
@@ -60,10 +72,20 @@ pub fn plan_rotation(
     policy: &RetentionPolicy,
     now: NaiveDateTime,
 ) -> RotationPlan {
+    plan_rotation_counting(archives, policy, Counted::Every, now)
+}
+
+/// [`plan_rotation`], with the rules that count picking among `counted` archives only.
+pub fn plan_rotation_counting(
+    archives: &[ArchiveInfo],
+    policy: &RetentionPolicy,
+    counted: Counted,
+    now: NaiveDateTime,
+) -> RotationPlan {
     let mut plan = RotationPlan::default();
     let max_age = TimeDelta::days(i64::from(policy.retention_days));
     for group in group_by_name(archives).into_values() {
-        let kept = kept_indices(&group, policy, now, max_age);
+        let kept = kept_indices(&group, policy, counted, now, max_age);
         for (i, archive) in group.into_iter().enumerate() {
             if kept.contains(&i) {
                 plan.keep.push(archive);
@@ -84,13 +106,29 @@ pub fn plan_rotation(
 fn kept_indices(
     group: &[ArchiveInfo],
     policy: &RetentionPolicy,
+    counted: Counted,
     now: NaiveDateTime,
     max_age: TimeDelta,
 ) -> HashSet<usize> {
     // One backup may be several files of one stem (`X.tar` beside `X.tar.zst` after a
     // `zstd -d` in place): they count as one and are kept or deleted together.
     let backups = backups_of(group);
-    let newest = |n: u32| backups.iter().take(n as usize).flatten().copied();
+    let countable: Vec<&Vec<usize>> = backups
+        .iter()
+        .filter(|files| match counted {
+            Counted::Every => true,
+            Counted::WithManifest => files.iter().any(|&i| group[i].manifest.is_some()),
+        })
+        .collect();
+    let newest = |n: u32| {
+        countable
+            .iter()
+            .take(n as usize)
+            .copied()
+            .flatten()
+            .copied()
+    };
+    let eligible: HashSet<usize> = countable.iter().copied().flatten().copied().collect();
     let mut kept: HashSet<usize> = group
         .iter()
         .enumerate()
@@ -108,7 +146,7 @@ fn kept_indices(
     ];
     for (limit, bucket_of) in rules {
         if let Some(n) = limit {
-            kept.extend(newest_per_bucket(group, n, bucket_of));
+            kept.extend(newest_per_bucket(group, &eligible, n, bucket_of));
         }
     }
     for files in &backups {
@@ -163,15 +201,23 @@ impl Bucket {
     }
 }
 
-/// The newest archive of each of the `n` most recent periods that have archives; periods
-/// without archives do not use up the count (restic's semantics).
-fn newest_per_bucket(group: &[ArchiveInfo], n: u32, bucket_of: BucketOf) -> Vec<usize> {
+/// The newest `eligible` archive of each of the `n` most recent periods that have one;
+/// periods without one do not use up the count (restic's semantics).
+fn newest_per_bucket(
+    group: &[ArchiveInfo],
+    eligible: &HashSet<usize>,
+    n: u32,
+    bucket_of: BucketOf,
+) -> Vec<usize> {
     let mut seen = HashSet::new();
     let mut picked = Vec::new();
     // `group` is newest first, so the first archive met in a period is its newest.
     for (i, archive) in group.iter().enumerate() {
         if seen.len() >= n as usize {
             break;
+        }
+        if !eligible.contains(&i) {
+            continue;
         }
         if seen.insert(bucket_of(archive.timestamp)) {
             picked.push(i);
@@ -303,6 +349,44 @@ mod tests {
             .iter()
             .map(|a| a.timestamp.format(TIMESTAMP_FORMAT).to_string())
             .collect()
+    }
+
+    #[test]
+    fn copies_without_a_manifest_are_kept_by_age_alone_where_only_manifests_count() {
+        // Three complete remote copies, then two uploads cut short before their manifest.
+        let mut archives = aged("m", &[14, 13, 12, 11, 10]);
+        for (i, archive) in archives.iter_mut().enumerate().take(3) {
+            let created = archive.timestamp.format(TIMESTAMP_FORMAT).to_string();
+            archive.manifest = Some(crate::store::test_support::fake_manifest(
+                "m",
+                &created,
+                &[i as u8],
+            ));
+        }
+        let policy = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 2,
+            keep_daily: Some(2),
+            ..RetentionPolicy::default()
+        };
+        let kept = |counted| {
+            let plan = plan_rotation_counting(&archives, &policy, counted, now());
+            kept_stamps(&plan)
+        };
+        let day = |d: i64| {
+            (now() - TimeDelta::days(d))
+                .format(TIMESTAMP_FORMAT)
+                .to_string()
+        };
+        assert_eq!(kept(Counted::WithManifest), [day(13), day(12)]);
+        assert_eq!(kept(Counted::Every), [day(11), day(10)]);
+        // Young enough, a copy without one stays: a later upload may complete it.
+        let young = RetentionPolicy {
+            retention_days: 10,
+            ..policy
+        };
+        let plan = plan_rotation_counting(&archives, &young, Counted::WithManifest, now());
+        assert_eq!(kept_stamps(&plan), [day(13), day(12), day(10)]);
     }
 
     #[test]

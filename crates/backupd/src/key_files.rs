@@ -3,8 +3,9 @@
 //!
 //! The daemon may run as root, so a named path is hostile: it is opened without following
 //! any symlink on the way (`RESOLVE_NO_SYMLINKS`), must be a regular file owned by the
-//! requesting uid, the daemon's own uid or root, and an identity file must not be readable
-//! by group or others. Errors name the path and never quote the contents.
+//! requesting uid, the daemon's own uid or root; an identity file must not be readable by
+//! group or others, a recipients file not writable by them. Errors name the path and never
+//! quote the contents.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ pub enum KeyFileError {
     },
     #[error("identity file {path} is readable by group or others (mode {mode:04o}): chmod 600 it")]
     Exposed { path: PathBuf, mode: u32 },
+    #[error(
+        "recipients file {path} may be written by group or others (mode {mode:04o}), who could put their own key in it: chmod go-w it"
+    )]
+    Writable { path: PathBuf, mode: u32 },
     #[error("{what} {path} is larger than 1 MiB")]
     TooLarge { what: &'static str, path: PathBuf },
     #[error(transparent)]
@@ -120,6 +125,10 @@ fn read_checked(
     if private && mode & 0o077 != 0 {
         return Err(KeyFileError::Exposed { path, mode });
     }
+    // Whoever may write a recipients file decides who can read every later backup.
+    if mode & 0o022 != 0 {
+        return Err(KeyFileError::Writable { path, mode });
+    }
     let mut text = String::new();
     std::fs::File::from(fd)
         .take(MAX_KEY_FILE + 1)
@@ -186,6 +195,29 @@ mod tests {
             read_identities("key.txt", me()),
             Err(KeyFileError::NotAbsolute { .. })
         ));
+    }
+
+    #[test]
+    fn a_recipients_file_others_may_write_is_refused() {
+        // Another user wrote their own key into it, and the next backups were theirs to read.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recipients.txt");
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        let path_text = path.display().to_string();
+        write(&path, &format!("{key}\n"), 0o644);
+        assert_eq!(
+            read_recipients(&path_text, me()).unwrap(),
+            std::slice::from_ref(&key)
+        );
+        for mode in [0o666, 0o664, 0o646] {
+            write(&path, &format!("{key}\n"), mode);
+            let err = read_recipients(&path_text, me()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("may be written by group or others"),
+                "{mode:o}: {err}"
+            );
+        }
     }
 
     #[test]

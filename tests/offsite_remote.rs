@@ -462,6 +462,70 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
 }
 
 #[test]
+fn an_encrypted_copy_tells_the_provider_nothing_of_its_contents() {
+    // Its manifest went up as written locally: the source's path, warnings quoting paths
+    // inside the archive, the dump commands.
+    let (server, t, _daemon) = setup();
+    let public = t
+        .ctl(&[
+            "keygen",
+            "--out",
+            t.work().join("key.txt").to_str().unwrap(),
+        ])
+        .ok();
+    let private = t.work().join("tree/Medical records");
+    std::fs::create_dir(&private).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(private.join("agent.sock")).unwrap();
+    let source = t.work().canonicalize().unwrap().join("tree");
+    for only in [false, true] {
+        let mut args = vec![
+            "run",
+            "--sources",
+            "tree",
+            "--encrypt-to",
+            public.trim(),
+            "--offsite",
+            "off",
+            "--source-command",
+            "secret-db.sql=echo dump of secret-db",
+        ];
+        if only {
+            args.push("--offsite-only");
+        }
+        let placement = args.join(" ");
+        let (code, answer) = ctl_json(&t, &args);
+        assert!(code == 0 || code == 4, "{answer}");
+        let archive = common::first_archive_name(&answer);
+        let stored =
+            std::fs::read_to_string(server.object(&format!("host/{}", manifest_of(&archive))))
+                .unwrap();
+        for secret in ["Medical records", "secret-db", source.to_str().unwrap()] {
+            assert!(
+                !stored.contains(secret),
+                "{placement}: {secret} in {stored}"
+            );
+        }
+        let stored: Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored["backup_file"], archive.as_str(), "{stored}");
+        assert_eq!(stored["encryption"], "age", "{stored}");
+        assert_eq!(stored["recipients"][0], public.trim(), "{stored}");
+        if !only {
+            let local =
+                std::fs::read_to_string(t.home().join("backups").join(manifest_of(&archive)))
+                    .unwrap();
+            assert!(local.contains("Medical records"), "kept locally: {local}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&local).unwrap()["checksum_sha256"],
+                stored["checksum_sha256"]
+            );
+        }
+    }
+    let (code, answer) = ctl_json(&t, &["verify", "--remote", "off", "--all"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["ok"], 2, "{answer}");
+}
+
+#[test]
 fn an_encrypted_remote_copy_is_read_only_with_an_identity() {
     let (_server, t, _daemon) = setup();
     let key = t.work().join("key.txt");

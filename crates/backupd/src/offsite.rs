@@ -192,12 +192,21 @@ fn copy_once(
     if remote.any_exists(std::slice::from_ref(&manifest_name))? {
         return Ok(None);
     }
-    let manifest_bytes = local.get(&manifest_name)?;
-    let manifest = Manifest::from_json(&manifest_bytes).map_err(|e| {
+    let local_bytes = local.get(&manifest_name)?;
+    let unreadable = |e: serde_json::Error| {
         CopyError::Permanent(format!(
             "the local manifest {manifest_name} is unreadable: {e}"
         ))
-    })?;
+    };
+    let manifest = Manifest::from_json(&local_bytes).map_err(unreadable)?;
+    let manifest_bytes = if manifest.encryption.is_some() {
+        manifest
+            .as_a_provider_reads_it()
+            .to_json()
+            .map_err(unreadable)?
+    } else {
+        local_bytes
+    };
     // An archive without its manifest is a copy an earlier attempt left unfinished: not a
     // backup yet, so it is replaced.
     remote.remove(archive)?;

@@ -83,6 +83,12 @@ pub trait Destination: fmt::Debug + Send + Sync {
     fn whole_without_manifest(&self) -> bool {
         true
     }
+
+    /// Whether someone else holds what is stored here (a storage provider), who then gets an
+    /// encrypted archive's manifest only as [`Manifest::as_a_provider_reads_it`].
+    fn held_by_a_provider(&self) -> bool {
+        false
+    }
 }
 
 /// An archive being written. Dropped without [`publish`](Self::publish), it leaves nothing

@@ -248,6 +248,10 @@ impl Destination for S3Prefix {
         false
     }
 
+    fn held_by_a_provider(&self) -> bool {
+        true
+    }
+
     fn path_of(&self, file: &str) -> PathBuf {
         PathBuf::from(format!("{}/{file}", self.config.url()))
     }

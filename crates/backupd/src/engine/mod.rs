@@ -252,8 +252,12 @@ pub fn run_backup(
         commands,
     };
     let manifest_path = destination.path_of(&names.manifest);
-    let written = manifest
-        .to_json()
+    let stored = if destination.held_by_a_provider() {
+        manifest.as_a_provider_reads_it().to_json()
+    } else {
+        manifest.to_json()
+    };
+    let written = stored
         .map_err(io::Error::from)
         .and_then(|json| destination.put_new(&names.manifest, &json));
     if let Err(source) = written {

@@ -108,6 +108,25 @@ impl Manifest {
         serde_json::from_slice(bytes)
     }
 
+    /// This manifest as a storage provider may read it. A plain archive's provider reads its
+    /// contents anyway; for an encrypted one it keeps what checking and rotating the copy
+    /// need (name, time, sizes, checksum, recipients) and leaves out what would tell about
+    /// the contents: the source's path, the warnings (they quote paths inside the archive),
+    /// the dump commands, and the folder the archive was written in.
+    pub fn as_a_provider_reads_it(&self) -> Manifest {
+        if self.encryption.is_none() {
+            return self.clone();
+        }
+        let file_name = self.backup_file.file_name().map(PathBuf::from);
+        Manifest {
+            backup_file: file_name.unwrap_or_default(),
+            source: PathBuf::new(),
+            warnings: Vec::new(),
+            commands: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     /// The archive this manifest was written for, when that is not `archive` but another
     /// file that shares its manifest name (`X.tar.zst` beside `X.tar` after `zstd -d` in
     /// place): the manifest is that archive's, not this one's.

@@ -252,3 +252,45 @@ fn a_rotation_that_fails_is_said_once_per_rotation_not_per_line() {
     }
     assert!(logs.join("backupd.log.1").is_file());
 }
+
+#[test]
+fn an_endpoint_that_is_no_url_or_holds_a_user_is_refused_at_the_check() {
+    let t = TestHome::new();
+    for (endpoint, reason) in [
+        ("https://exa mple.com", "must not contain spaces"),
+        ("https://", "is not a URL: empty host"),
+        ("https://[::1", "is not a URL: invalid IPv6 address"),
+        (
+            "https://user:Secret9@minio.example.net",
+            "must not hold a user or password",
+        ),
+        ("https://minio.example.net/?x=1", "no query or fragment"),
+    ] {
+        let path = write_config(
+            &t,
+            &format!("[remote.bad]\nbucket = \"bkt\"\nendpoint = \"{endpoint}\"\n"),
+        );
+        let out = check_config(&t.home());
+        assert_eq!(out.status.code(), Some(1), "{endpoint}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "backupd: config file {}, line 3: remote.bad.endpoint: ",
+                path.display()
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(
+            !stderr.contains("Secret9"),
+            "the password is not shown: {stderr}"
+        );
+    }
+    // A path-style server with a port and a path is a URL like any other.
+    write_config(
+        &t,
+        "[remote.minio]\nbucket = \"bkt\"\nendpoint = \"https://minio.example.net:9000/s3/\"\n",
+    );
+    let out = check_config(&t.home());
+    assert!(out.status.success(), "{out:?}");
+}

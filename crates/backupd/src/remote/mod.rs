@@ -39,6 +39,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::Url;
+
 pub use credentials::Credentials;
 
 /// The smallest part S3 accepts (but for the last).
@@ -193,6 +195,17 @@ pub fn check_spec(spec: &str, remotes: &BTreeMap<String, RemoteConfig>) -> Resul
 }
 
 fn direct(spec: &str, rest: &str) -> Result<RemoteConfig, RemoteError> {
+    direct_with(spec, rest, |key| {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    })
+}
+
+/// [`direct`] with the environment given, for the tests.
+fn direct_with(
+    spec: &str,
+    rest: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<RemoteConfig, RemoteError> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     check_bucket(bucket).map_err(|reason| RemoteError::Invalid {
         spec: spec.to_owned(),
@@ -203,8 +216,13 @@ fn direct(spec: &str, rest: &str) -> Result<RemoteConfig, RemoteError> {
         reason,
     })?;
     let mut config = RemoteConfig::new(spec, bucket, prefix);
-    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-    config.endpoint = env("AWS_ENDPOINT_URL");
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL") {
+        let url = check_endpoint(&endpoint).map_err(|reason| RemoteError::Invalid {
+            spec: spec.to_owned(),
+            reason: format!("AWS_ENDPOINT_URL: {reason}"),
+        })?;
+        config.endpoint = Some(endpoint_text(&url));
+    }
     if let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
         config.region = region;
     }
@@ -243,6 +261,50 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An endpoint object_store can build requests on (it panics on a URL it cannot): an
+/// `https://` or `http://` URL with a host, and a port or a path if need be. No user info
+/// (the file holds no secret), query or fragment. The caller checks `allow_http`.
+pub fn check_endpoint(text: &str) -> Result<Url, String> {
+    if !(text.starts_with("https://") || text.starts_with("http://")) {
+        return Err(format!("{text:?} must start with https:// (or http://)"));
+    }
+    // Said without the text, which would show the password.
+    let authority = text.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '\\', '?', '#']).next().unwrap_or("")
+    });
+    if authority.contains('@') {
+        return Err(USER_INFO.to_owned());
+    }
+    // The URL parser would drop tabs and newlines silently, and encode spaces in a path.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{text:?} must not contain spaces or control characters"
+        ));
+    }
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(USER_INFO.to_owned());
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!(
+            "{text:?} must have no query or fragment (a path is fine)"
+        ));
+    }
+    Ok(url)
+}
+
+const USER_INFO: &str = "must not hold a user or password: give credentials by \
+    credentials_file or the environment";
+
+/// `url` as the remote's endpoint: as the URL parser writes it (percent-encoded, which
+/// object_store needs), without a trailing `/`.
+pub fn endpoint_text(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
 fn normalize_prefix(prefix: &str) -> String {
     prefix.trim_matches('/').to_owned()
 }
@@ -253,13 +315,13 @@ mod tests {
 
     #[test]
     fn a_direct_spec_resolves_to_defaults_and_a_name_to_its_table() {
-        let direct = super::direct("s3://my-bucket/a/b/", "my-bucket/a/b/").unwrap();
+        let direct = direct_with("s3://my-bucket/a/b/", "my-bucket/a/b/", |_| None).unwrap();
         assert_eq!(direct.bucket, "my-bucket");
         assert_eq!(direct.prefix, "a/b");
         assert_eq!(direct.url(), "s3://my-bucket/a/b");
         assert_eq!(direct.part_size, DEFAULT_PART_SIZE);
         assert!(!direct.virtual_hosted);
-        let bare = super::direct("s3://bkt", "bkt").unwrap();
+        let bare = direct_with("s3://bkt", "bkt", |_| None).unwrap();
         assert_eq!(bare.prefix, "");
         assert_eq!(bare.url(), "s3://bkt");
         let mut remotes = BTreeMap::new();
@@ -278,5 +340,28 @@ mod tests {
         ] {
             assert!(check_spec(bad, &remotes).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_direct_spec_takes_an_endpoint_from_the_environment_only_if_it_is_a_url() {
+        let with = |endpoint: &'static str| {
+            direct_with("s3://bkt/p", "bkt/p", move |key| {
+                (key == "AWS_ENDPOINT_URL").then(|| endpoint.to_owned())
+            })
+        };
+        let config = with("http://127.0.0.1:9000/").unwrap();
+        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        for bad in ["https://exa mple.com", "https://"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "invalid remote \"s3://bkt/p\": AWS_ENDPOINT_URL: {bad:?} "
+                )),
+                "{err}"
+            );
+        }
+        let err = with("https://key:Secret9@host").unwrap_err().to_string();
+        assert!(err.contains("must not hold a user or password"), "{err}");
+        assert!(!err.contains("Secret9"), "{err}");
     }
 }

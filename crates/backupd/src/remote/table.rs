@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::object_lock::LockMode;
 use super::{
-    MAX_PART_SIZE, MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, RemoteConfig, check_bucket, check_prefix,
+    MAX_PART_SIZE, MAX_UPLOAD_CONCURRENCY, MIN_PART_SIZE, RemoteConfig, check_bucket,
+    check_endpoint, check_prefix, endpoint_text,
 };
 
 /// One `[remote.NAME]` table as written.
@@ -85,21 +86,15 @@ fn one(name: &str, table: RemoteTable) -> Result<RemoteConfig, TableError> {
     }
     let mut remote = RemoteConfig::new(name, table.bucket.get_ref(), prefix);
     if let Some(endpoint) = table.endpoint {
-        let text = endpoint.get_ref();
-        let is_http = text.starts_with("http://");
-        if !(is_http || text.starts_with("https://")) {
-            return Err(at(
-                endpoint.span(),
-                format!("endpoint: {text:?} must start with https:// (or http://)"),
-            ));
-        }
-        if is_http && table.allow_http != Some(true) {
+        let url = check_endpoint(endpoint.get_ref())
+            .map_err(|r| at(endpoint.span(), format!("endpoint: {r}")))?;
+        if url.scheme() == "http" && table.allow_http != Some(true) {
             return Err(at(
                 endpoint.span(),
                 "endpoint: plain http:// needs allow_http = true (for a local server only)".into(),
             ));
         }
-        remote.endpoint = Some(endpoint.into_inner());
+        remote.endpoint = Some(endpoint_text(&url));
     }
     if let Some(region) = table.region {
         if region.get_ref().is_empty() {
@@ -259,6 +254,114 @@ fn parse_size(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `[remote.x]` table with `endpoint`: its endpoint as stored, or the error, whose
+    /// span must be the value's.
+    fn endpoint_of(endpoint: &str) -> Result<Option<String>, String> {
+        #[derive(Deserialize)]
+        struct File {
+            remote: BTreeMap<String, Spanned<RemoteTable>>,
+        }
+        // A JSON string is a TOML basic string, escapes included.
+        let literal = serde_json::to_string(endpoint).unwrap();
+        let text =
+            format!("[remote.x]\nbucket = \"bkt\"\nallow_http = true\nendpoint = {literal}\n");
+        let file: File = toml::from_str(&text).unwrap();
+        match read(file.remote) {
+            Ok(remotes) => Ok(remotes["x"].endpoint.clone()),
+            Err((span, reason)) => {
+                assert_eq!(text[span].trim(), literal, "{reason}");
+                Err(reason)
+            }
+        }
+    }
+
+    #[test]
+    fn an_endpoint_must_be_a_url_object_store_can_send_to() {
+        for (endpoint, reason) in [
+            ("https://exa mple.com", "must not contain spaces"),
+            ("https://exa\tmple.com", "must not contain spaces"),
+            ("https://", "is not a URL: empty host"),
+            ("https://[::1", "is not a URL: invalid IPv6 address"),
+            ("https://host:99999", "is not a URL: invalid port number"),
+            ("https://host/?x=1", "no query or fragment"),
+            ("https://host/#x", "no query or fragment"),
+            ("ftp://host", "must start with https://"),
+        ] {
+            let err = endpoint_of(endpoint).unwrap_err();
+            assert!(
+                err.starts_with(&format!("remote.x.endpoint: {endpoint:?} ")),
+                "{endpoint}: {err}"
+            );
+            assert!(err.contains(reason), "{endpoint}: {err}");
+        }
+        // Refused without showing the password.
+        for endpoint in [
+            "https://user:Secret9@host",
+            "https://AKIA@host",
+            "https://u:Secret9@exa mple.com/p",
+        ] {
+            let err = endpoint_of(endpoint).unwrap_err();
+            assert!(
+                err.starts_with("remote.x.endpoint: must not hold a user or password"),
+                "{err}"
+            );
+            assert!(!err.contains("Secret9") && !err.contains("AKIA"), "{err}");
+        }
+        // An `@` in the path is no user.
+        assert!(endpoint_of("https://host/a@b").is_ok());
+        // Kept as the URL parser writes it, so object_store gets what it can send.
+        for (endpoint, stored) in [
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+            (
+                "https://minio.example.net:9000/",
+                "https://minio.example.net:9000",
+            ),
+            ("https://Example.NET/minio/", "https://example.net/minio"),
+            ("https://[::1]:9000", "https://[::1]:9000"),
+            ("https://example.net/a<b>", "https://example.net/a%3Cb%3E"),
+        ] {
+            assert_eq!(
+                endpoint_of(endpoint).unwrap().as_deref(),
+                Some(stored),
+                "{endpoint}"
+            );
+        }
+    }
+
+    #[test]
+    fn object_store_sends_to_an_accepted_endpoint_instead_of_panicking() {
+        use crate::remote::test_server::ports::refusing_port;
+        use crate::remote::{CredentialSource, Credentials, ResolvedRemote};
+        use object_store::ObjectStoreExt;
+
+        let closed = refusing_port();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for path in ["", "/", "/minio", "/a<b>`c", "/%7B%7D", "/ü"] {
+            let endpoint = format!("http://127.0.0.1:{}{path}", closed.port);
+            let mut config = RemoteConfig::new("x", "bkt", "p");
+            config.endpoint = endpoint_of(&endpoint).unwrap();
+            config.allow_http = true;
+            config.retries = 0;
+            let remote = ResolvedRemote {
+                config,
+                source: CredentialSource::Environment,
+                credentials: Some(Credentials {
+                    key_id: "k".into(),
+                    secret_key: "s".into(),
+                    token: None,
+                }),
+            };
+            let store = crate::remote::store::build(&remote).unwrap();
+            let path = object_store::path::Path::from("p/f");
+            // A panic here fails the test; the refused connection is the expected answer.
+            let err = runtime.block_on(store.head(&path)).unwrap_err();
+            assert!(!err.to_string().contains("panic"), "{endpoint}: {err}");
+        }
+    }
 
     #[test]
     fn sizes_read_with_binary_units() {

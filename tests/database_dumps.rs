@@ -67,7 +67,7 @@ fn a_sqlite_dump_is_archived_and_restores_the_same_rows() {
         insert into t(name) values ('alpha'), ('bêta'), ('it''s');";
     sh(Command::new("sqlite3").arg(&db).arg(rows));
     let _daemon = t.start_daemon();
-    // The README's example, with this test's paths.
+    // A plain dump: nothing writes to the database meanwhile.
     let dump = format!("app.sql=sqlite3 {} .dump", db.display());
     let (code, answer) = run_json(
         &t,
@@ -603,6 +603,74 @@ fn a_postgresql_dump_is_archived_and_restores_the_same_rows() {
     let original = cluster.psql("app", rows);
     assert_eq!(cluster.psql("restored", rows), original);
     assert_eq!(original.lines().count(), 3);
+}
+
+#[test]
+fn the_readme_sqlite_example_fails_rather_than_archive_a_dump_a_writer_locked_out() {
+    // `sqlite3 app.db .dump` writes `database is locked` into the dump and exits 0: the
+    // backup succeeded with no data in it.
+    if !have("sqlite3") || !have("tar") || !have("python3") {
+        return;
+    }
+    let t = TestHome::new();
+    app_folder(&t);
+    let app = t.work().join("app");
+    let db = app.join("app.db");
+    sh(Command::new("sqlite3")
+        .arg(&db)
+        .arg("create table t(x); insert into t values (42);"));
+    let _daemon = t.start_daemon();
+    let example = &common::readme_examples("Database dumps")["dumps"];
+    let sqlite = &example[..example.find("\n# PostgreSQL").unwrap()];
+    assert!(sqlite.contains(".timeout 60000"), "{sqlite}");
+    let script = sqlite
+        .replace("/srv/app", &app.display().to_string())
+        .replace(".timeout 60000", ".timeout 500");
+    // A writer in the middle of its transaction, as the application may be.
+    let mut writer = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             db.execute('BEGIN EXCLUSIVE')\n\
+             db.execute('insert into t values (7)')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()",
+        ])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n");
+    let out = common::readme_example_output(&t, &script);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("database is locked"), "{said}");
+    let published: Vec<_> = std::fs::read_dir(t.home().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
+    drop(writer.stdin.take());
+    assert!(writer.wait().unwrap().success());
+    // The writer gone, the same command dumps.
+    let out = common::readme_example_output(&t, &script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -557,6 +557,17 @@ pub fn readme_examples(heading: &str) -> BTreeMap<String, String> {
 /// to the test's home, in the test's working folder.
 #[track_caller]
 pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
+    let out = readme_example_output(t, script);
+    assert!(
+        out.status.success(),
+        "README example {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What [`run_readme_example`] runs, however it ends.
+pub fn readme_example_output(t: &TestHome, script: &str) -> std::process::Output {
     let path = format!(
         "{}:{}",
         backupctl_bin()
@@ -565,20 +576,14 @@ pub fn run_readme_example(t: &TestHome, name: &str, script: &str) -> String {
             .display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
+    Command::new("bash")
         .args(["-euo", "pipefail", "-c", script])
         .current_dir(t.work())
         .env("HOME", t.work())
         .env("BACKUPD_HOME", t.home())
         .env("PATH", path)
         .output()
-        .expect("run bash");
-    assert!(
-        out.status.success(),
-        "README example {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("run bash")
 }
 
 /// `backupctl --json run ARGS`: the exit code and the answer line.

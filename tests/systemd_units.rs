@@ -229,6 +229,53 @@ fn the_system_service_is_rated_ok_by_systemd_analyze_security() {
 }
 
 #[test]
+fn both_services_may_reach_the_network_offsite_copies_and_notifications_need() {
+    // The units allowed Unix sockets only (the system one also `PrivateNetwork=yes` and
+    // `IPAddressDeny=any`): every S3 copy, webhook and email failed under them.
+    if !have_systemd_analyze() {
+        return;
+    }
+    for (set, _) in UNIT_SETS {
+        let scratch = tempfile::tempdir().unwrap();
+        let units = copy_units(set, scratch.path(), |_, text| text);
+        let service = units
+            .iter()
+            .find(|u| u.ends_with("backupd.service"))
+            .unwrap();
+        // systemd's own reading of the unit (the user unit read as a system one: only its
+        // settings matter here).
+        let out = analyze(&["security", "--no-pager", "--offline=true", "--json=short"])
+            .arg(service)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let restricted = |field: &str| {
+            checks
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["json_field"] == field)
+                .unwrap_or_else(|| panic!("no {field} in {checks}"))["set"]
+                .as_bool()
+                .unwrap()
+        };
+        for field in [
+            "RestrictAddressFamilies_AF_INET_INET6",
+            "PrivateNetwork",
+            "IPAddressDeny",
+        ] {
+            assert!(!restricted(field), "contrib/systemd/{set}: {field}");
+        }
+        assert!(restricted("RestrictAddressFamilies_AF_PACKET"), "{set}");
+    }
+}
+
+#[test]
 fn install_sh_puts_binaries_and_units_where_it_says() {
     let bin_dir = common::backupd_bin().parent().unwrap().to_path_buf();
     let install = |destdir: &Path, prefix: Option<&str>| {

@@ -452,6 +452,39 @@ fn a_failed_jobs_hook_and_webhook_tell_the_same_outcome() {
 }
 
 #[test]
+fn the_last_success_outlives_the_runs_kept() {
+    // It was read from the runs kept: `runs_kept` failures in a row made the series vanish,
+    // and an alert on its age went quiet for a schedule that keeps failing.
+    let t = TestHome::new();
+    let docs = source(&t);
+    t.append_config("runs_kept = 1\n");
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create", "--name", "nightly", "--source", "docs", "--daily", "03:00",
+    ])
+    .ok();
+    let success_metric = "backupd_schedule_last_success_timestamp_seconds{schedule=\"nightly\"}";
+    let answer = client_request(&t, &json!({"cmd": "run", "schedule": "nightly"}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let succeeded = metrics(&t)[success_metric].clone();
+    std::fs::remove_dir_all(&docs).unwrap();
+    for _ in 0..2 {
+        let answer = client_request(&t, &json!({"cmd": "run", "schedule": "nightly"}));
+        assert_eq!(answer["data"]["sources"][0]["ok"], false, "{answer}");
+    }
+    let m = metrics(&t);
+    assert_eq!(m["backupd_schedule_last_status{schedule=\"nightly\"}"], "0");
+    assert_eq!(m.get(success_metric), Some(&succeeded), "{m:?}");
+    let listed: Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    let schedule = &listed["data"]["schedules"][0];
+    assert!(
+        schedule["earlier_runs"].is_null(),
+        "one run kept: {schedule}"
+    );
+    assert!(schedule["last_success"].is_string(), "{schedule}");
+}
+
+#[test]
 fn metrics_say_down_once_the_daemon_has_stopped() {
     let t = TestHome::new();
     let mut daemon = t.start_daemon();

@@ -792,6 +792,7 @@ mod tests {
                 last_due: None,
                 last_run: None,
                 earlier_runs: Vec::new(),
+                last_success: None,
                 started_run: None,
             }),
         }

@@ -128,8 +128,14 @@ fn facts_of(
     default_destination: &Path,
     remote_count: Option<Option<usize>>,
 ) -> ScheduleFacts {
+    // Files of older daemons have only the runs kept to tell.
     let runs = schedule.last_run.iter().chain(&schedule.earlier_runs);
-    let last_success = runs.filter(|r| r.ok).map(|r| r.finished.timestamp()).max();
+    let last_success = runs
+        .filter(|r| r.ok)
+        .map(|r| r.finished)
+        .chain(schedule.last_success)
+        .map(|at| at.timestamp())
+        .max();
     let last_size_bytes = schedule.last_run.as_ref().map_or(0, |run| {
         if run.size_bytes > 0 {
             return run.size_bytes;

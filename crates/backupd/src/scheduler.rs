@@ -234,6 +234,7 @@ mod tests {
             last_due: last_due.map(|at| at.fixed_offset()),
             last_run: None,
             earlier_runs: Vec::new(),
+            last_success: None,
             started_run: None,
         };
         let position = daemon

@@ -361,6 +361,9 @@ impl ScheduleStore {
             if timetabled {
                 schedule.started_run = None;
             }
+            if record.ok {
+                schedule.last_success = Some(record.finished);
+            }
             if let Some(previous) = schedule.last_run.replace(record) {
                 schedule.earlier_runs.insert(0, previous);
             }
@@ -601,6 +604,7 @@ mod tests {
             last_due: None,
             last_run: None,
             earlier_runs: Vec::new(),
+            last_success: None,
             started_run: None,
         }
     }

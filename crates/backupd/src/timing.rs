@@ -348,6 +348,7 @@ mod tests {
             last_due: last_due.map(at),
             last_run: None,
             earlier_runs: Vec::new(),
+            last_success: None,
             started_run: None,
         }
     }
@@ -1038,6 +1039,7 @@ mod properties {
                 last_due: Some(last_due.fixed_offset()),
                 last_run: None,
                 earlier_runs: Vec::new(),
+                last_success: None,
                 started_run: None,
             };
             let expected = next_daily_by_croner(time, &last_due);

@@ -87,6 +87,10 @@ pub struct Schedule {
     /// The runs before `last_run`, newest first; the daemon keeps a bounded number.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_runs: Vec<RunRecord>,
+    /// When a run of it last succeeded, kept when that run is no longer among the runs kept
+    /// (absent in files of older daemons, and until the first success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<Timestamp>,
     /// The timetabled run going on, if any (absent in files of older daemons).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_run: Option<StartedRun>,
@@ -165,6 +169,8 @@ mod strict {
         #[serde(default)]
         earlier_runs: Vec<RunRecord>,
         #[serde(default)]
+        last_success: Option<Timestamp>,
+        #[serde(default)]
         started_run: Option<StartedRun>,
         #[serde(flatten)]
         _strict: StrictFields,
@@ -225,6 +231,7 @@ mod strict {
                 last_due: stored.last_due,
                 last_run: stored.last_run,
                 earlier_runs: stored.earlier_runs,
+                last_success: stored.last_success,
                 started_run: stored.started_run,
             }))
         }
@@ -272,6 +279,7 @@ mod tests {
             last_due: None,
             last_run: None,
             earlier_runs: Vec::new(),
+            last_success: None,
             started_run: None,
         }
     }
@@ -341,6 +349,7 @@ mod tests {
             last_due: Some(at("2026-11-25T02:00:00+01:00")),
             last_run: Some(record(true)),
             earlier_runs: vec![record(false)],
+            last_success: None,
             started_run: Some(StartedRun {
                 due: at("2026-11-26T02:00:00+01:00"),
                 at: at("2026-11-26T02:00:01+01:00"),

@@ -110,6 +110,7 @@ fn one_shot(text: &str, now: &chrono::DateTime<Local>) -> HandlerResult<Schedule
         last_due: None,
         last_run: None,
         earlier_runs: Vec::new(),
+        last_success: None,
         started_run: None,
     })
 }
@@ -153,6 +154,7 @@ fn recurring(args: CreateArgs, now: &chrono::DateTime<Local>) -> HandlerResult<S
         last_due: None,
         last_run: None,
         earlier_runs: Vec::new(),
+        last_success: None,
         started_run: None,
     })
 }

@@ -491,6 +491,48 @@ fn a_daemon_whose_smtp_password_file_others_may_read_does_not_start() {
     );
 }
 
+#[test]
+fn a_login_without_tls_is_refused_unless_the_smtp_server_is_on_loopback() {
+    let t = TestHome::new();
+    let check_config = |server: &str| {
+        write_config(
+            &t,
+            &format!(
+                "[email]\nserver = \"{server}\"\nfrom = \"b@example.org\"\n\
+                 to = [\"a@example.org\"]\ntls = \"none\"\nusername = \"u\"\n\
+                 password_env = \"BACKUPD_TEST_SMTP_PASSWORD\"\n"
+            ),
+        );
+        std::process::Command::new(common::backupd_bin())
+            .arg("--home")
+            .arg(t.home())
+            .arg("--check-config")
+            .env("BACKUPD_TEST_SMTP_PASSWORD", "pa55word")
+            .output()
+            .unwrap()
+    };
+    for server in ["192.0.2.2", "smtp.example.org"] {
+        let out = check_config(server);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let config = t.home().join("backupd.toml");
+        assert!(
+            stderr.contains(&format!(
+                "config file {}, line 5: email: tls = \"none\" would send the password in clear \
+                 text to {server}",
+                config.display()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("pa55word"), "{stderr}");
+    }
+    for server in ["127.0.0.1", "::1", "localhost"] {
+        let out = check_config(server);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{server}: {stderr}");
+    }
+}
+
 /// The blocks of README's Notifications section, each named by the
 /// `<!-- notifications-example: NAME -->` line above it.
 fn readme_examples() -> Vec<(String, String)> {

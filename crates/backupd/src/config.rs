@@ -44,7 +44,7 @@ use toml::de::{DeTable, DeValue};
 use crate::engine::ExcludeSet;
 use crate::log::{LogFormat, Rotation};
 use crate::notifications::JobNotifications;
-use crate::notifications::email::EmailSettings;
+use crate::notifications::email::{EmailError, EmailSettings};
 
 /// File name of the configuration inside the home.
 pub const CONFIG_FILE: &str = "backupd.toml";
@@ -246,7 +246,7 @@ impl Config {
         }
         if let Some(defaults) = file.defaults {
             let table = defaults.span();
-            let at = |key: &str| Some(defaults_key_span(text, key).unwrap_or(table.clone()));
+            let at = |key: &str| Some(key_span(text, "defaults", key).unwrap_or(table.clone()));
             let job = defaults.into_inner().job;
             if let Some(destination) = &job.destination
                 && !destination.starts_with('/')
@@ -279,9 +279,13 @@ impl Config {
         if let Some(email) = file.email {
             let span = email.span();
             let email = email.into_inner();
-            email
-                .check()
-                .map_err(|e| invalid(Some(span), e.to_string()))?;
+            email.check().map_err(|e| {
+                let at = match e {
+                    EmailError::CleartextLogin { .. } => key_span(text, "email", "tls"),
+                    _ => None,
+                };
+                invalid(Some(at.unwrap_or(span)), e.to_string())
+            })?;
             config.email = Some(email);
         }
         Ok(config)
@@ -330,22 +334,22 @@ fn keys_set(text: &str) -> Vec<String> {
     keys
 }
 
-/// The `[defaults]` table's keys, each with the span of its name.
-fn defaults_table(text: &str) -> Option<(Range<usize>, DeTable<'_>)> {
+/// The keys of the table `[name]`, each with the span of its name.
+fn table_of<'a>(text: &'a str, name: &str) -> Option<(Range<usize>, DeTable<'a>)> {
     let document = DeTable::parse(text).ok()?.into_inner();
-    let (_, defaults) = document
+    let (_, found) = document
         .into_iter()
-        .find(|(key, _)| key.get_ref() == "defaults")?;
-    let span = defaults.span();
-    match defaults.into_inner() {
+        .find(|(key, _)| key.get_ref() == name)?;
+    let span = found.span();
+    match found.into_inner() {
         DeValue::Table(table) => Some((span, table)),
         _ => None,
     }
 }
 
-/// Where `[defaults]` sets `key`.
-fn defaults_key_span(text: &str, key: &str) -> Option<Range<usize>> {
-    let (_, table) = defaults_table(text)?;
+/// Where the table `[table]` sets `key`.
+fn key_span(text: &str, table: &str, key: &str) -> Option<Range<usize>> {
+    let (_, table) = table_of(text, table)?;
     table
         .keys()
         .find(|name| name.get_ref() == key)
@@ -361,7 +365,7 @@ fn defaults_key_at_fault(
     error_span: &Range<usize>,
     message: &str,
 ) -> Option<Range<usize>> {
-    let (span, table) = defaults_table(text)?;
+    let (span, table) = table_of(text, "defaults")?;
     if *error_span != span {
         return None;
     }
@@ -634,6 +638,12 @@ mod tests {
                 "ssl",
             ),
             ("[defaults]\nnotify = [\"ftp://x\"]\n", 2, "defaults.notify"),
+            (
+                "[email]\nserver = \"192.0.2.2\"\nfrom = \"b@example.org\"\n\
+                 to = [\"a@example.org\"]\ntls = \"none\"\nusername = \"u\"\npassword_env = \"P\"\n",
+                5,
+                "tls = \"none\" would send the password in clear text to 192.0.2.2",
+            ),
         ];
         for (text, line, needle) in cases {
             let message = parse(text).unwrap_err().to_string();

@@ -7,7 +7,7 @@
 //! [email]
 //! server = "smtp.example.org"
 //! port = 587                   # default: 587 starttls, 465 tls, 25 none
-//! tls = "starttls"             # or "tls", or "none" (only for a server on loopback)
+//! tls = "starttls"             # or "tls", or "none" (no login unless the server is on loopback)
 //! from = "backupd <backupd@example.org>"
 //! to = ["admin@example.org"]
 //! username = "backupd"
@@ -33,7 +33,8 @@ pub enum TlsMode {
     Starttls,
     /// TLS from the first byte (SMTPS).
     Tls,
-    /// No encryption at all: a relay on loopback.
+    /// No encryption at all: a relay on loopback, or one that asks for no login (a password
+    /// would go in clear text).
     None,
 }
 
@@ -64,6 +65,11 @@ pub enum EmailError {
     },
     #[error("email: password_env {0} is not set")]
     PasswordEnv(String),
+    #[error(
+        "email: tls = \"none\" would send the password in clear text to {server}; use \"starttls\" \
+         or \"tls\", or a relay on loopback (127.0.0.1, ::1, localhost)"
+    )]
+    CleartextLogin { server: String },
     #[error("email to {to} via {server} failed: {reason}")]
     Send {
         to: String,
@@ -91,6 +97,29 @@ impl EmailSettings {
             (None, Some(_), _) | (None, _, Some(_)) => invalid("a password needs a username"),
             (Some(_), None, None) => invalid("a username needs password_file or password_env"),
             _ => Ok(()),
+        }?;
+        if self.tls == TlsMode::None && self.username.is_some() && !is_loopback(&self.server) {
+            return Err(EmailError::CleartextLogin {
+                server: self.server.trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `server` is this machine by address (127.0.0.0/8, ::1, an IPv4-mapped loopback)
+/// or by the name `localhost`, which resolvers keep on loopback (RFC 6761); any other name
+/// could resolve anywhere.
+fn is_loopback(server: &str) -> bool {
+    let server = server.trim();
+    match server.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.is_loopback(),
+        Ok(std::net::IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let name = server.strip_suffix('.').unwrap_or(server);
+            name.eq_ignore_ascii_case("localhost")
         }
     }
 }
@@ -248,6 +277,51 @@ mod tests {
             })
             .contains("not both")
         );
+    }
+
+    #[test]
+    fn a_login_without_tls_is_refused_unless_the_server_is_on_loopback() {
+        let with_login = |server: &str, tls| EmailSettings {
+            server: server.into(),
+            tls,
+            username: Some("backupd".into()),
+            password_env: Some("BACKUPD_SMTP_PASSWORD".into()),
+            ..settings()
+        };
+        for server in [
+            "192.0.2.2",
+            "smtp.example.org",
+            "localhost.example.org",
+            "::ffff:192.0.2.2",
+        ] {
+            let err = with_login(server, TlsMode::None).check().unwrap_err();
+            assert!(
+                matches!(err, EmailError::CleartextLogin { .. }),
+                "{server}: {err}"
+            );
+            assert!(err.to_string().contains(server), "{err}");
+            assert!(with_login(server, TlsMode::Starttls).check().is_ok());
+            assert!(with_login(server, TlsMode::Tls).check().is_ok());
+            // Without a login there is no password to give away.
+            let relay = EmailSettings {
+                server: server.into(),
+                ..settings()
+            };
+            assert!(relay.check().is_ok(), "{server}");
+        }
+        for server in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "LocalHost.",
+        ] {
+            assert!(
+                with_login(server, TlsMode::None).check().is_ok(),
+                "{server}"
+            );
+        }
     }
 
     #[test]

@@ -452,6 +452,41 @@ fn a_failed_jobs_hook_and_webhook_tell_the_same_outcome() {
 }
 
 #[test]
+fn the_hooks_of_a_job_that_published_nothing_get_no_archive_or_manifest() {
+    // The archive was named and begun, then the dump failed: neither file exists.
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let hook = |file: &str| {
+        let path = t.work().join(file);
+        let line = format!("sh -c 'env | grep ^BACKUPD_ > {}'", path.display());
+        (path, line)
+    };
+    let (failure_env, on_failure) = hook("failure.env");
+    let (finally_env, finally) = hook("finally.env");
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "docs",
+            "--source-command",
+            "db.sql=false",
+            "--on-failure",
+            &on_failure,
+            "--finally",
+            &finally,
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    for env in [env_file(&failure_env), env_file(&finally_env)] {
+        assert_eq!(env["BACKUPD_STATUS"], "failure", "{env:?}");
+        assert_eq!(env["BACKUPD_ARCHIVE"], "", "{env:?}");
+        assert_eq!(env["BACKUPD_MANIFEST"], "", "{env:?}");
+        assert_eq!(env["BACKUPD_SHA256"], "", "{env:?}");
+    }
+}
+
+#[test]
 fn the_last_success_outlives_the_runs_kept() {
     // It was read from the runs kept: `runs_kept` failures in a row made the series vanish,
     // and an alert on its age went quiet for a schedule that keeps failing.

@@ -132,10 +132,19 @@ impl JobOutcome {
 
     /// The facts as `BACKUPD_*` environment variables, for hooks (empty where unknown).
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        // As in the webhook: an archive not published does not exist, and a later run may
+        // take its name.
+        let if_published = |path: &str| {
+            if self.published() {
+                path.to_owned()
+            } else {
+                String::new()
+            }
+        };
         vec![
             ("BACKUPD_NAME", self.name.clone()),
-            ("BACKUPD_ARCHIVE", self.archive.clone()),
-            ("BACKUPD_MANIFEST", self.manifest.clone()),
+            ("BACKUPD_ARCHIVE", if_published(&self.archive)),
+            ("BACKUPD_MANIFEST", if_published(&self.manifest)),
             ("BACKUPD_STATUS", self.status.as_str().to_owned()),
             ("BACKUPD_ERROR", self.error.clone().unwrap_or_default()),
             ("BACKUPD_SIZE_BYTES", self.size_bytes.to_string()),

@@ -226,6 +226,45 @@ fn hooks_come_over_the_raw_protocol_and_from_the_configs_defaults() {
     );
 }
 
+#[test]
+fn a_hook_timeout_of_0_is_refused_by_the_client_and_the_daemon() {
+    // It would kill every hook as it starts.
+    let t = TestHome::new();
+    let docs = source(&t);
+    let _daemon = t.start_daemon();
+    let out = t.ctl(&[
+        "run",
+        "--sources",
+        "docs",
+        "--before",
+        "true",
+        "--hook-timeout",
+        "0",
+    ]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("--hook-timeout")
+            && out.stderr().contains("must be at least 1 second"),
+        "{}",
+        out.stderr()
+    );
+    let run = json!({"cmd": "run", "sources": [docs], "hooks": {"before": ["true"]},
+        "hook_timeout": 0});
+    let create = json!({"cmd": "create", "name": "docs", "sources": [docs],
+        "daily": common::far_time(), "hook_timeout": 0});
+    for request in [run, create] {
+        let answer = client_request(&t, &request);
+        assert_eq!(answer["error"]["code"], "invalid_arguments", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("hook_timeout must be at least 1 second"),
+            "{message}"
+        );
+    }
+    assert!(!t.log().contains("Running before hook"), "{}", t.log());
+    assert!(archives_in(&t.home().join("backups")).is_empty());
+}
+
 fn client_request(t: &TestHome, request: &Value) -> Value {
     Client::connect(&t.socket())
         .unwrap()

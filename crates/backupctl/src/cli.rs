@@ -237,8 +237,9 @@ pub struct JobCli {
     /// Run CMD after every job, last.
     #[arg(long, value_name = "CMD")]
     pub finally: Option<String>,
-    /// Seconds a hook may run before it is killed (default: the daemon's, else 600).
-    #[arg(long, value_name = "SECS")]
+    /// Seconds (at least 1) a hook may run before it is killed (default: the daemon's, else
+    /// 600).
+    #[arg(long, value_name = "SECS", value_parser = hook_timeout)]
     pub hook_timeout: Option<u64>,
     /// After an upload, remote copies older than N days are deleted (default: the job's
     /// retention).
@@ -394,6 +395,15 @@ pub enum ShellCli {
     Bash,
     Zsh,
     Fish,
+}
+
+/// `--hook-timeout`: whole seconds, at least 1.
+fn hook_timeout(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err(proto::job::ZERO_HOOK_TIMEOUT.to_owned()),
+        Ok(secs) => Ok(secs),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// When notifications go out.

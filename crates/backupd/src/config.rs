@@ -262,6 +262,12 @@ impl Config {
                 .map_err(|e| invalid(at("encrypt_to"), format!("defaults.encrypt_to: {e}")))?;
             JobNotifications::from_options(&job)
                 .map_err(|e| invalid(at("notify"), format!("defaults.notify: {e}")))?;
+            if job.hook_timeout == Some(0) {
+                return Err(invalid(
+                    at("hook_timeout"),
+                    format!("defaults.hook_timeout {}", proto::job::ZERO_HOOK_TIMEOUT),
+                ));
+            }
             if let Some(file) = &job.encrypt_to_file
                 && !file.starts_with('/')
             {
@@ -492,6 +498,11 @@ mod tests {
             ("\n\n[defaults]\ndestination = \"rel\"\n", 4, "absolute"),
             ("[defaults]\nexclude = [\"[x\"]\n", 2, "[x"),
             ("[defaults]\nencrypt_to = [\"age1nope\"]\n", 2, "encrypt_to"),
+            (
+                "[defaults]\nhook_timeout = 0\n",
+                2,
+                "defaults.hook_timeout must be at least 1 second",
+            ),
             (
                 "[defaults]\nencrypt_to_file = \"keys.txt\"\n",
                 2,

@@ -203,6 +203,12 @@ fn check_options(options: &JobOptions) -> Result<(ExcludeSet, Option<PathBuf>), 
         .map(|d| absolute(d, "destination"))
         .transpose()?;
     check_command_sources(&options.source_commands)?;
+    if options.hook_timeout == Some(0) {
+        return Err(PlanError::Invalid(format!(
+            "hook_timeout {}",
+            proto::job::ZERO_HOOK_TIMEOUT
+        )));
+    }
     Ok((excludes, destination))
 }
 

@@ -238,6 +238,10 @@ impl Hooks {
 /// Hook timeout when neither the job nor the configuration sets one: 10 minutes.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 600;
 
+/// Why a hook timeout of 0 is refused, after the name of the flag or key that set it.
+pub const ZERO_HOOK_TIMEOUT: &str =
+    "must be at least 1 second: with 0 every hook is killed as it starts";
+
 impl JobOptions {
     /// The compression to write with.
     pub fn compression(&self) -> Compression {

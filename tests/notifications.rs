@@ -352,6 +352,127 @@ fn a_failure_is_emailed_with_the_error_and_the_jobs_last_log_lines() {
     assert!(mail[1].contains(&subject), "{}", mail[1]);
 }
 
+/// An SMTP server on loopback that never finishes its greeting: it sends a `220-` line every
+/// 200 ms, to each connection, for as long as the client listens.
+struct DrippingSmtp {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DrippingSmtp {
+    fn start() -> Self {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::<std::sync::atomic::AtomicUsize>::default();
+        let counted = std::sync::Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    while stream.write_all(b"220-still greeting\r\n").is_ok() {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                });
+            }
+        });
+        Self { port, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Waits (within the tests' patience) for `child` to exit; its status and standard output.
+#[track_caller]
+fn exited(child: &mut std::process::Child, what: &str) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let status = common::wait_for(common::PATIENCE, what, || child.try_wait().unwrap());
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out).unwrap();
+    }
+    (status, out)
+}
+
+#[test]
+fn an_email_that_never_ends_holds_no_job_slot_and_gives_way_to_cancel_and_stop() {
+    let smtp = DrippingSmtp::start();
+    let t = TestHome::new();
+    write_config(
+        &t,
+        &format!(
+            "max_jobs = 1\n[email]\nserver = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             from = \"backupd <b@example.org>\"\nto = [\"a@example.org\"]\n",
+            smtp.port
+        ),
+    );
+    let _daemon = t.start_daemon();
+    let docs = docs(&t);
+    let other = t.work().join("other");
+    base_tree(&other);
+    let other = other.display().to_string();
+    let mailed_run = || {
+        t.ctl_command(&[
+            "run",
+            "--sources",
+            &docs,
+            "--email",
+            "--notify-on",
+            "always",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+
+    let mut first = mailed_run();
+    common::wait_for(common::PATIENCE, "job 1's email to begin", || {
+        (smtp.connections() == 1).then_some(())
+    });
+    // Its archive is written: with max_jobs = 1, another backup runs while the email goes on.
+    let mut second = t
+        .ctl_command(&["run", "--sources", &other])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, out) = exited(&mut second, "a backup while job 1 sends its email");
+    assert!(status.success() && out.contains("Successful: 1"), "{out}");
+    assert!(first.try_wait().unwrap().is_none(), "job 1's email ended");
+    // Cancelled, the job gives up its email and its run answers: the backup succeeded.
+    assert!(t.ctl(&["cancel", "1"]).ok().contains("Cancelled"));
+    let (status, out) = exited(&mut first, "job 1's run to answer once cancelled");
+    assert!(status.success() && out.contains("Successful: 1"), "{out}");
+    let log = t.log();
+    assert!(
+        log.contains(
+            "Warning: [docs #1] Notification failed: email: given up 5s after its job was \
+             cancelled"
+        ),
+        "{log}"
+    );
+
+    // A stop does not wait for an email either, and the run still gets its answer.
+    let mut third = mailed_run();
+    common::wait_for(common::PATIENCE, "job 3's email to begin", || {
+        (smtp.connections() == 2).then_some(())
+    });
+    let mut stop = t.ctl_command(&["stop"]).spawn().unwrap();
+    let (status, out) = exited(&mut third, "job 3's run to answer at the stop");
+    assert!(status.success() && out.contains("Successful: 1"), "{out}");
+    assert!(exited(&mut stop, "the stop").0.success());
+    let log = t.log();
+    assert!(
+        log.contains(
+            "Warning: [docs #3] Notification failed: email: given up 5s after backupd began to \
+             stop"
+        ),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_wrong_smtp_password_is_logged_and_the_daemon_never_stores_it() {
     let Some(python) = python_with_aiosmtpd() else {

@@ -368,7 +368,7 @@ async fn back_up_one(
         slot = daemon.job_slots.acquire() => Some(slot.expect("job slots are never closed")),
         () = registered.cancelled() => None,
     };
-    let Some(_slot) = slot else {
+    let Some(slot) = slot else {
         let mut report = empty_report(&job, &job.names());
         cancelled(daemon, &tag, &source, &mut report);
         let ended = JobEnd {
@@ -376,6 +376,7 @@ async fn back_up_one(
             notify,
             started: notifications::Started::default(),
             log,
+            slot: None,
         };
         return finish_job(daemon, &registered, report, ended, events).await;
     };
@@ -408,6 +409,7 @@ async fn back_up_one(
             notify,
             started: notified,
             log,
+            slot: Some(slot),
         };
         return finish_job(daemon, &registered, report, ended, events).await;
     }
@@ -558,6 +560,7 @@ async fn back_up_one(
         notify,
         started: notified,
         log,
+        slot: Some(slot),
     };
     finish_job(daemon, &registered, report, ended, events).await
 }
@@ -584,13 +587,14 @@ fn cancelled(daemon: &Daemon, tag: &str, source: &str, report: &mut SourceReport
     report.cancelled = true;
 }
 
-/// What follows a job of a real run: its hooks and notifications, and where its log lines
-/// were kept.
+/// What follows a job of a real run: its hooks and notifications, where its log lines were
+/// kept, and its job slot if it had one.
 struct JobEnd<'a> {
     hooks: &'a JobHooks,
     notify: &'a JobNotifications,
     started: notifications::Started,
     log: job_log::JobLog,
+    slot: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 /// Tells the run's client and the watchers how the job ended, then hands its one
@@ -638,12 +642,26 @@ async fn finish_job(
     let outcome = JobOutcome::new(job, &report, ended.log.lines(), host);
     drop(ended.log);
     let tag = job.tag();
+    let slot = ended.slot;
+    let hooks = async {
+        ended
+            .hooks
+            .after_job(&outcome, &tag, &daemon.shutdown)
+            .await;
+        // The archive is done with: another job may start while notifications are still sent.
+        drop(slot);
+    };
     // Side by side: a slow hook does not hold the notifications back, nor they the hook.
     futures_util::future::join(
-        ended.hooks.after_job(&outcome, &tag, &daemon.shutdown),
-        daemon
-            .notifications
-            .job_finished(ended.notify, ended.started, &tag, &outcome),
+        hooks,
+        daemon.notifications.job_finished(
+            ended.notify,
+            ended.started,
+            &tag,
+            &outcome,
+            job.cancellation(),
+            &daemon.shutdown,
+        ),
     )
     .await;
     report

@@ -136,6 +136,8 @@ pub struct Mailer {
     server: String,
     from: Mailbox,
     to: Vec<Mailbox>,
+    /// How long one email may take in all; [`EMAIL_DEADLINE`] but in tests.
+    deadline: Duration,
 }
 
 /// Neither the transport (it holds the credentials) nor its settings.
@@ -147,7 +149,12 @@ impl std::fmt::Debug for Mailer {
     }
 }
 
+/// Bound on each read and write of the SMTP conversation (lettre's timeout).
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bound on a whole email: a server that sends a line now and then never trips
+/// [`SMTP_TIMEOUT`].
+pub const EMAIL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Bound on a password file: it holds one line.
 const MAX_PASSWORD_FILE: u64 = 64 << 10;
@@ -184,6 +191,7 @@ impl Mailer {
                 .iter()
                 .map(|to| mailbox(to, "to"))
                 .collect::<Result<_, _>>()?,
+            deadline: EMAIL_DEADLINE,
         })
     }
 
@@ -216,11 +224,10 @@ impl Mailer {
             message = message.to(to.clone());
         }
         let message = message.body(body).map_err(|e| failed(e.to_string()))?;
-        self.transport
-            .send(message)
-            .await
-            .map(drop)
-            .map_err(|e| failed(e.to_string()))
+        match tokio::time::timeout(self.deadline, self.transport.send(message)).await {
+            Ok(sent) => sent.map(drop).map_err(|e| failed(e.to_string())),
+            Err(_) => Err(failed(format!("not sent within {:?}", self.deadline))),
+        }
     }
 }
 
@@ -347,6 +354,57 @@ mod tests {
         let err = Mailer::new(&s).unwrap_err().to_string();
         assert!(
             err.contains("BACKUPD_TEST_SURELY_UNSET_PASSWORD is not set"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_email_to_a_server_that_answers_a_line_at_a_time_ends_at_its_deadline() {
+        use tokio::io::AsyncWriteExt;
+        // A greeting that never ends: a `220-` line every 100 ms, far within each read's
+        // timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            while socket.write_all(b"220-still greeting\r\n").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut mailer = Mailer::new(&EmailSettings {
+            port: Some(port),
+            ..settings()
+        })
+        .unwrap();
+        assert_eq!(mailer.deadline, EMAIL_DEADLINE);
+        mailer.deadline = Duration::from_millis(500);
+        let now = chrono::Local::now().fixed_offset();
+        let outcome = JobOutcome {
+            job: 1,
+            name: "docs".into(),
+            schedule: None,
+            source: "/srv/docs".into(),
+            archive: String::new(),
+            manifest: String::new(),
+            status: crate::outcome::JobStatus::Failure,
+            error: Some("Backup failed".into()),
+            size_bytes: 0,
+            sha256: None,
+            started: now,
+            finished: now,
+            duration_ms: 0,
+            host: "h".into(),
+            log_lines: Vec::new(),
+        };
+        // Far past the deadline: only a send that never ends gets there.
+        let sent = tokio::time::timeout(Duration::from_secs(120), mailer.send(&outcome))
+            .await
+            .expect("the email is still being sent after 120 s");
+        let err = sent.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "via 127.0.0.1:{port} failed: not sent within 500ms"
+            )),
             "{err}"
         );
     }

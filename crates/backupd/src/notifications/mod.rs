@@ -2,7 +2,9 @@
 //! `plan` reads a job's options into [`JobNotifications`]; the runner calls
 //! [`Notifications::job_started`] when the job begins writing and
 //! [`Notifications::job_finished`] with its [`JobOutcome`] (`crate::outcome`). A notification
-//! that cannot be delivered is logged and never changes the job's outcome.
+//! that cannot be delivered is logged and never changes the job's outcome. Each has a bound
+//! (an HTTP request's timeout and attempts, an email's deadline), and one still going a few
+//! seconds after its job is cancelled, or the daemon begins to stop, is given up.
 
 pub mod email;
 pub mod http;
@@ -14,9 +16,16 @@ use email::Mailer;
 use proto::JobOptions;
 use proto::job::NotifyOn;
 use std::sync::Arc;
+use std::time::Duration;
 use target::Kind;
 pub use target::{Target, TargetError};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long notifications may go on once their job is cancelled or the daemon stops: enough
+/// for a receiver that answers (a cancelled job's own notification is sent then), not for one
+/// that hangs.
+const GRACE_AFTER_CANCEL: Duration = Duration::from_secs(5);
 
 /// Who hears of a job, and when: its options, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,21 +110,38 @@ impl Notifications {
 
     /// The job ended as `outcome` says: sends what is due and logs what could not be sent.
     /// Healthchecks are pinged after every run (a missing success ping is how they notice);
-    /// the others only on failure unless the job says `always`.
+    /// the others only on failure unless the job says `always`. What is still being sent
+    /// [`GRACE_AFTER_CANCEL`] after `cancel` (the job's cancellation, a child of `shutdown`) is
+    /// given up and logged.
     pub async fn job_finished(
         &self,
         plan: &JobNotifications,
         started: Started,
         tag: &str,
         outcome: &JobOutcome,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
     ) {
         if plan.is_empty() {
             return;
         }
         let due = !outcome.succeeded() || plan.on == NotifyOn::Always;
+        let given_up = |what: &str| {
+            let why = if shutdown.is_cancelled() {
+                "backupd began to stop"
+            } else {
+                "its job was cancelled"
+            };
+            tracing::warn!(
+                "{tag} Notification failed: {what}: given up {GRACE_AFTER_CANCEL:?} after {why}"
+            );
+        };
         // The start ping goes first, or healthchecks would see the run start after its end.
         if let Some(pings) = started.pings {
-            let _ = pings.await;
+            let abort = pings.abort_handle();
+            if unless_cancelled(pings, cancel).await.is_none() {
+                abort.abort();
+            }
         }
         let web = plan
             .targets
@@ -130,9 +156,10 @@ impl Notifications {
                         return;
                     }
                 };
-                match http::send_outcome(client, target, outcome).await {
-                    Ok(()) => tracing::info!("{tag} Notified {}", target.shown()),
-                    Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
+                match unless_cancelled(http::send_outcome(client, target, outcome), cancel).await {
+                    Some(Ok(())) => tracing::info!("{tag} Notified {}", target.shown()),
+                    Some(Err(e)) => tracing::warn!("{tag} Notification failed: {e}"),
+                    None => given_up(&target.shown()),
                 }
             });
         let mail = async {
@@ -146,11 +173,28 @@ impl Notifications {
                 );
                 return;
             };
-            match mailer.send(outcome).await {
-                Ok(()) => tracing::info!("{tag} Notified by email"),
-                Err(e) => tracing::warn!("{tag} Notification failed: {e}"),
+            match unless_cancelled(mailer.send(outcome), cancel).await {
+                Some(Ok(())) => tracing::info!("{tag} Notified by email"),
+                Some(Err(e)) => tracing::warn!("{tag} Notification failed: {e}"),
+                None => given_up("email"),
             }
         };
         futures_util::future::join(futures_util::future::join_all(web), mail).await;
+    }
+}
+
+/// `sending`'s result, or `None` once [`GRACE_AFTER_CANCEL`] has passed since `cancel`.
+async fn unless_cancelled<T>(
+    sending: impl Future<Output = T>,
+    cancel: &CancellationToken,
+) -> Option<T> {
+    let grace_over = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(GRACE_AFTER_CANCEL).await;
+    };
+    tokio::select! {
+        biased;
+        done = sending => Some(done),
+        () = grace_over => None,
     }
 }

@@ -763,3 +763,121 @@ fn what_a_dump_leaves_running_is_killed_and_the_job_ends() {
         "the helper still runs: {status:?}"
     );
 }
+
+/// Sends `request` on a connection of its own that waits for the answer as long as it takes;
+/// the answer comes on the channel.
+fn answer_of(t: &TestHome, request: &Value) -> std::sync::mpsc::Receiver<Value> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(t.socket()).unwrap();
+    writeln!(stream, "{request}").unwrap();
+    let (done, answered) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .unwrap();
+        let _ = done.send(serde_json::from_str(&line).unwrap());
+    });
+    answered
+}
+
+/// A shell line that leaves `sleep 1000` running outside its process group (`setsid`),
+/// holding its stdout, and goes on once that process has written its pid to `pid_file`.
+fn escape_holding_stdout(pid_file: &Path) -> String {
+    let pid_file = pid_file.display();
+    format!(
+        "setsid sh -c 'echo $$ > {pid_file}; exec sleep 1000' & \
+         while [ ! -s {pid_file} ]; do sleep 0.05; done"
+    )
+}
+
+/// Kills the process whose pid is in a file when the test ends, passed or not: it is out of
+/// the daemon's reach.
+struct KillOnDrop(String);
+
+impl KillOnDrop {
+    fn read(pid_file: &Path) -> Self {
+        Self(std::fs::read_to_string(pid_file).unwrap().trim().to_owned())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_dump_ends_when_its_command_exits_though_others_hold_its_output() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let helper = t.work().join("helper.pid");
+    let escaped = t.work().join("escaped.pid");
+    // Both would keep the dump's stdout open for 1000 s: the helper in the command's group,
+    // the escaped process out of it.
+    let script = format!(
+        "sleep 1000 & echo $! > {}; {}; echo data",
+        helper.display(),
+        escape_holding_stdout(&escaped)
+    );
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("app")],
+        "source_commands": [{"name": "db.sql", "command": ["sh", "-c", script]}]
+    });
+    let answered = answer_of(&t, &request);
+    let answer = answered.recv_timeout(std::time::Duration::from_secs(120));
+    let _escaped = KillOnDrop::read(&escaped);
+    let answer = answer.expect("the job waited for the processes holding its dump's output");
+    assert_eq!(answer["ok"], true, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+    let file = extract(archive, "db.sql", &t.work().join("out"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "data\n");
+    let pid = std::fs::read_to_string(&helper).unwrap();
+    common::wait_for(common::PATIENCE, "the helper to be killed", || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+        // Gone, or a zombie waiting for a reaper.
+        status
+            .map_or(true, |s| s.contains("State:\tZ"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn cancel_ends_a_dump_whose_output_a_process_out_of_its_group_holds() {
+    let t = TestHome::new();
+    app_folder(&t);
+    let _daemon = t.start_daemon();
+    let escaped = t.work().join("escaped.pid");
+    let script = format!(
+        "{}; echo data; exec sleep 1000",
+        escape_holding_stdout(&escaped)
+    );
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("app")],
+        "source_commands": [{"name": "db.sql", "command": ["sh", "-c", script]}]
+    });
+    let answered = answer_of(&t, &request);
+    common::wait_for(common::PATIENCE, "the dump to start", || {
+        std::fs::read_to_string(&escaped)
+            .is_ok_and(|pid| pid.ends_with('\n'))
+            .then_some(())
+    });
+    let _escaped = KillOnDrop::read(&escaped);
+    t.ctl(&["cancel", "--name", "app"]).ok();
+    let answer = answered
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the cancelled job waited for the process holding its dump's output");
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["data"]["sources"][0]["cancelled"], true, "{answer}");
+    let backups = t.home().join("backups");
+    assert!(archives_left(&backups).is_empty(), "{answer}");
+}
+
+fn archives_left(folder: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(folder)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}

@@ -11,14 +11,15 @@
 //!
 //! Either way a command that fails fails the run, so no archive with a truncated dump is ever
 //! published. The command runs without a shell, in a process group of its own that is killed
-//! when the backup is cancelled.
+//! when the backup is cancelled, and once the command has exited: its output ends there, though
+//! a process that left the group may still hold the pipe.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +30,7 @@ use tar::{Builder, EntryType, Header};
 
 use super::error::EngineError;
 use super::hashing_writer::HashingWriter;
-use super::progress::{Meter, MeteredReader, is_cancellation};
+use super::progress::{Meter, MeteredReader, cancelled_read, is_cancellation};
 use crate::destination::PendingArchive;
 use crate::format::stored_segment::{SEGMENT_LEN, StoredSegment};
 use crate::format::{CommandRecord, Encoder, Sealer};
@@ -126,7 +127,7 @@ pub(crate) fn append_command(
         .spawn()
         .map_err(|e| failed(format!("can't start {program}: {e}")))?;
     let group = Pid::from_raw(child.id().cast_signed());
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let mtime = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -149,7 +150,8 @@ pub(crate) fn append_command(
     }
     let done = AtomicBool::new(false);
     let (copied, status) = std::thread::scope(|scope| {
-        // Cancelling kills the command's whole group; its pipes then close and the copy ends.
+        // Cancelling kills the command's whole group, here too while it is waited for below;
+        // the copy stops by itself (see `CommandOutput`).
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 if cancel.load(Ordering::Relaxed) {
@@ -161,14 +163,21 @@ pub(crate) fn append_command(
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
+        let mut output = CommandOutput {
+            stdout,
+            command: &mut child,
+            group,
+            cancel,
+            left_after_exit: None,
+        };
         let copied = match route {
             Route::Stream(codec) => {
-                stream_into(builder, codec, &source.name, mtime, &mut stdout, meter)
+                stream_into(builder, codec, &source.name, mtime, &mut output, meter)
             }
-            Route::Spill(dir) => spill(&mut stdout, dir),
+            Route::Spill(dir) => spill(&mut output, dir),
         };
         // A command still writing gets EPIPE (or SIGPIPE) instead of blocking forever.
-        drop(stdout);
+        drop(output);
         let status = child.wait();
         // What the command left running in its group would hold its stderr open: it goes too.
         if let Some(group) = group {
@@ -225,6 +234,61 @@ pub(crate) fn append_command(
     })
 }
 
+/// How long a read of the command's output waits for bytes before it looks again whether the
+/// command has exited or the backup was cancelled.
+const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A command's standard output, read until the command has exited, not until every process
+/// holding the pipe has closed it: one the command left running in its group goes with the
+/// group, and one that left the group (`setsid`) may hold the pipe for as long as it lives.
+/// So on the command's exit its group is killed, what the pipe holds then is read, and the
+/// pipe is let go. Cancelling ends the reading at once.
+struct CommandOutput<'a> {
+    stdout: ChildStdout,
+    command: &'a mut Child,
+    group: Option<Pid>,
+    cancel: &'a AtomicBool,
+    /// Once the command has exited: the bytes still to read of those in the pipe then.
+    left_after_exit: Option<u64>,
+}
+
+impl Read for CommandOutput<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let interval = Timespec::try_from(EXIT_CHECK_INTERVAL).map_err(io::Error::other)?;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(cancelled_read());
+            }
+            if let Some(left) = self.left_after_exit {
+                let wanted = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+                if wanted == 0 {
+                    return Ok(0);
+                }
+                // Those bytes are in the pipe: the read does not wait.
+                let read = self.stdout.read(&mut buf[..wanted])?;
+                self.left_after_exit = Some(if read == 0 { 0 } else { left - read as u64 });
+                return Ok(read);
+            }
+            if self.command.try_wait()?.is_some() {
+                // Killed first, so that nothing of the group writes after the count.
+                if let Some(group) = self.group {
+                    let _ = kill_process_group(group, Signal::KILL);
+                }
+                self.left_after_exit = Some(rustix::io::ioctl_fionread(&self.stdout)?);
+                continue;
+            }
+            let mut fds = [PollFd::new(&self.stdout, PollFlags::IN)];
+            match poll(&mut fds, Some(&interval)) {
+                // Bytes, or the end: the read does not wait.
+                Ok(ready) if ready > 0 => return self.stdout.read(buf),
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// Writes a placeholder header as a stored segment, then the output through the compressor,
 /// padded to a whole tar block.
 fn stream_into(
@@ -232,7 +296,7 @@ fn stream_into(
     codec: Codec,
     name: &str,
     mtime: u64,
-    stdout: &mut ChildStdout,
+    stdout: &mut CommandOutput<'_>,
     meter: &mut Meter<'_>,
 ) -> io::Result<Copied> {
     let writer = builder.get_mut();
@@ -265,7 +329,7 @@ fn rewrite_header(
     Ok(())
 }
 
-fn spill(stdout: &mut ChildStdout, dir: &Path) -> io::Result<Copied> {
+fn spill(stdout: &mut CommandOutput<'_>, dir: &Path) -> io::Result<Copied> {
     let mut file = tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile())?;
     let bytes = io::copy(stdout, &mut file)?;
     Ok(Copied::Spilled { file, bytes })

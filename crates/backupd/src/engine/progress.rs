@@ -91,6 +91,11 @@ impl<'a> Meter<'a> {
 #[error("backup cancelled")]
 struct CancelledRead;
 
+/// The error a reader returns when the backup is cancelled mid-file.
+pub(crate) fn cancelled_read() -> io::Error {
+    io::Error::other(CancelledRead)
+}
+
 pub(crate) fn is_cancellation(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<CancelledRead>())
 }
@@ -109,7 +114,7 @@ impl<'m, 'a, R> MeteredReader<'m, 'a, R> {
 impl<R: Read> Read for MeteredReader<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.meter.check_cancel().is_err() {
-            return Err(io::Error::other(CancelledRead));
+            return Err(cancelled_read());
         }
         let n = self.inner.read(buf)?;
         self.meter.progress.bytes_in += n as u64;

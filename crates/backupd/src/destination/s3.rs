@@ -11,9 +11,10 @@
 //!   `publish` checks by HEAD that no object holds the name just before completing; two
 //!   writers of one archive name (names carry the second) could still race there.
 //! - Manifests are written create-only (`If-None-Match: *`). A server that ignores that header
-//!   would let a manifest be replaced silently, so the first `put_new` probes it (a probe
-//!   object written twice create-only must be refused the second time) and a remote that
-//!   fails the probe is refused.
+//!   would let a manifest be replaced silently, so the first `begin` or `put_new` probes it (a
+//!   probe object written twice create-only must be refused the second time) and a remote that
+//!   fails the probe is refused. A probe that gets no answer (the network) is made again by
+//!   the next call, so a whole copy's retry retries it too.
 //! - `identity` is the ETag (hashed into `ino`), size and last-modified time; `remove_if_same`
 //!   re-checks them by HEAD just before DELETE. S3 has no conditional DELETE everywhere, so an
 //!   object replaced between the HEAD and the DELETE (a window of one request) would go.
@@ -58,8 +59,9 @@ pub struct S3Prefix {
     store: Arc<AmazonS3>,
     config: RemoteConfig,
     runtime: Handle,
-    /// The outcome of the create-only probe, made once.
-    create_only: OnceLock<Result<(), String>>,
+    /// The create-only probe's answer once there is one (`Err`: the server ignores
+    /// If-None-Match). A probe that fails leaves it unknown, so the next attempt probes again.
+    create_only: Mutex<Option<Result<(), String>>>,
     /// Object lock calls, made when first needed (it reads the CA file).
     object_lock: OnceLock<Result<ObjectLock, String>>,
     /// Set once the bucket is known to have object lock.
@@ -85,7 +87,7 @@ impl S3Prefix {
             store,
             config,
             runtime,
-            create_only: OnceLock::new(),
+            create_only: Mutex::new(None),
             object_lock: OnceLock::new(),
             lockable: OnceLock::new(),
             first_read: Mutex::new(HashMap::new()),
@@ -152,37 +154,48 @@ impl S3Prefix {
     /// Whether the server honours `If-None-Match: *`: a second create-only put of one
     /// object must be refused.
     fn check_create_only(&self) -> io::Result<()> {
-        let outcome = self.create_only.get_or_init(|| {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let probe = self.key(&format!(".backupd-probe-{}-{stamp}", std::process::id()));
-            let create = || PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            self.runtime.block_on(async {
-                self.store
-                    .put_opts(&probe, PutPayload::from_static(b"probe"), create())
-                    .await
-                    .map_err(|e| to_io(&self.config.name, e).to_string())?;
-                let second = self
-                    .store
-                    .put_opts(&probe, PutPayload::from_static(b"probe"), create())
-                    .await;
-                let _ = self.store.delete(&probe).await;
-                match second {
-                    Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-                    Ok(_) => Err(format!(
-                        "remote {}: the server ignores If-None-Match, so a manifest could be \
-                         replaced; backupd refuses such a server",
-                        self.config.name
-                    )),
-                    Err(e) => Err(to_io(&self.config.name, e).to_string()),
-                }
-            })
-        });
-        outcome.clone().map_err(io::Error::other)
+        let mut known = self
+            .create_only
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let answer = match &*known {
+            Some(answer) => answer.clone(),
+            None => known.insert(self.probe_create_only()?).clone(),
+        };
+        answer.map_err(io::Error::other)
+    }
+
+    /// Puts a probe object twice create-only: the answer is whether the second put was
+    /// refused; `Err` if there is no answer (the network, the server, the credentials).
+    fn probe_create_only(&self) -> io::Result<Result<(), String>> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let probe = self.key(&format!(".backupd-probe-{}-{stamp}", std::process::id()));
+        let create = || PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        self.runtime.block_on(async {
+            self.store
+                .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                .await
+                .map_err(|e| self.io_error(e))?;
+            let second = self
+                .store
+                .put_opts(&probe, PutPayload::from_static(b"probe"), create())
+                .await;
+            let _ = self.store.delete(&probe).await;
+            match second {
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(Ok(())),
+                Ok(_) => Ok(Err(format!(
+                    "remote {}: the server ignores If-None-Match, so a manifest could be \
+                     replaced; backupd refuses such a server",
+                    self.config.name
+                ))),
+                Err(e) => Err(self.io_error(e)),
+            }
+        })
     }
 }
 
@@ -677,7 +690,7 @@ mod tests {
     use crate::remote::CredentialSource;
     use crate::remote::store::build;
     use crate::remote::test_server::ports::refusing_port;
-    use crate::remote::test_server::{SECRET_KEY, TestServer};
+    use crate::remote::test_server::{CuttingProxy, SECRET_KEY, TestServer};
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -821,6 +834,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains(wrong), "{err}");
+    }
+
+    #[test]
+    fn a_create_only_probe_cut_short_is_made_again_by_the_next_attempt() {
+        let server = TestServer::start();
+        let probe_put = "PUT /unit/host/a/.backupd-probe-";
+        let proxy = CuttingProxy::start(server.addr, probe_put, 1);
+        let runtime = runtime();
+        let mut remote = server.remote("host/a", SECRET_KEY);
+        remote.config.endpoint = Some(format!("http://{}", proxy.addr));
+        remote.config.retries = 0;
+        let prefix = S3Prefix::new(
+            build(&remote).unwrap(),
+            remote.config,
+            runtime.handle().clone(),
+        );
+        let name = "docs_20250101_120000.tar.gz";
+        let err = prefix.begin(name).unwrap_err();
+        assert_eq!(proxy.cut(), 1, "the probe's connection was cut: {err}");
+        assert!(err.to_string().starts_with("remote unit: "), "{err}");
+        assert!(!err.to_string().contains("If-None-Match"), "{err}");
+
+        // As the whole copy's next attempt does: it probes again, and this time gets through.
+        let mut pending = prefix.begin(name).unwrap();
+        pending.write_all(b"archive").unwrap();
+        pending.publish(7).unwrap();
+        let manifest = format!("{name}.manifest.json");
+        prefix.put_new(&manifest, b"{}").unwrap();
+        assert_eq!(prefix.get(&manifest).unwrap(), b"{}");
+        let mut files = prefix.files().unwrap();
+        files.sort();
+        assert_eq!(
+            files,
+            [(name.to_owned(), 7), (manifest, 2)],
+            "no probe left"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! integration tests' harness, `tests/common/s3.rs`, has the full one).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -91,6 +93,105 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A TCP proxy on loopback in front of a server that cuts the connection of the first `times`
+/// requests whose request line starts with `line_start`, before a byte of them is forwarded:
+/// a network that fails once. It sees only the first request of each connection.
+#[derive(Debug)]
+pub struct CuttingProxy {
+    pub addr: SocketAddr,
+    left: Arc<AtomicUsize>,
+    times: usize,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: SocketAddr, line_start: &str, times: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address");
+        let left = Arc::new(AtomicUsize::new(times));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (line_start, counter) = (line_start.as_bytes().to_vec(), Arc::clone(&left));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let socket = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((socket, _)) => socket,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => break,
+                    };
+                    let (line_start, left) = (line_start.clone(), Arc::clone(&counter));
+                    tokio::spawn(async move {
+                        let _ = forward(socket, upstream, &line_start, &left).await;
+                    });
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        Self {
+            addr,
+            left,
+            times,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections cut so far.
+    pub fn cut(&self) -> usize {
+        self.times - self.left.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    line_start: &[u8],
+    left: &AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buffer = [0; 4096];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = client.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    let take_one = |n: usize| n.checked_sub(1);
+    if head.starts_with(line_start)
+        && left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take_one)
+            .is_ok()
+    {
+        return Ok(()); // dropped: the connection is cut
+    }
+    let mut server = tokio::net::TcpStream::connect(upstream).await?;
+    server.write_all(&head).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+    Ok(())
+}
+
+impl Drop for CuttingProxy {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

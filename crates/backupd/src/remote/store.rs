@@ -14,6 +14,24 @@ use super::{CredentialSource, MAX_PART_SIZE, RemoteError, ResolvedRemote};
 /// Parts after which the part size doubles; S3 allows 10,000 parts per upload.
 const PARTS_PER_SIZE: usize = 1_000;
 
+/// `endpoint` as object_store takes it: for virtual-hosted requests it wants the bucket in the
+/// endpoint's host already (`https://BUCKET.host`); given `https://host`, it sent every
+/// request there, where the server took the prefix's first segment for the bucket.
+fn object_store_endpoint(
+    endpoint: &str,
+    bucket: &str,
+    virtual_hosted: bool,
+) -> Result<String, String> {
+    if !virtual_hosted {
+        return Ok(endpoint.to_owned());
+    }
+    let mut url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint: {e}"))?;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    url.set_host(Some(&format!("{bucket}.{host}")))
+        .map_err(|e| format!("endpoint: {e}"))?;
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// The client for `remote`.
 pub fn build(remote: &ResolvedRemote) -> Result<Arc<AmazonS3>, RemoteError> {
     let config = &remote.config;
@@ -57,6 +75,8 @@ pub fn build(remote: &ResolvedRemote) -> Result<Arc<AmazonS3>, RemoteError> {
         .with_retry(retry)
         .with_client_options(options);
     if let Some(endpoint) = &config.endpoint {
+        let endpoint =
+            object_store_endpoint(endpoint, &config.bucket, config.virtual_hosted).map_err(fail)?;
         builder = builder.with_endpoint(endpoint);
     }
     if config.checksums {
@@ -115,5 +135,33 @@ mod tests {
             "{}",
             total(DEFAULT_PART_SIZE)
         );
+    }
+
+    #[test]
+    fn a_virtual_hosted_endpoint_gets_the_bucket_in_its_host() {
+        let cases = [
+            (
+                "https://s3.example.com",
+                true,
+                "https://backups.s3.example.com",
+            ),
+            (
+                "http://minio.lan:9000",
+                true,
+                "http://backups.minio.lan:9000",
+            ),
+            ("https://s3.example.com", false, "https://s3.example.com"),
+            (
+                "http://127.0.0.1:9000/base",
+                false,
+                "http://127.0.0.1:9000/base",
+            ),
+        ];
+        for (endpoint, virtual_hosted, expected) in cases {
+            assert_eq!(
+                object_store_endpoint(endpoint, "backups", virtual_hosted).unwrap(),
+                expected
+            );
+        }
     }
 }

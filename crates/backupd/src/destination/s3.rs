@@ -274,7 +274,7 @@ impl Destination for S3Prefix {
         let listed = self
             .runtime
             .block_on(self.store.list_with_delimiter(prefix.as_ref()))
-            .map_err(|e| self.io_error(e))?;
+            .map_err(|e| listing_error(&self.config, e))?;
         Ok(listed
             .objects
             .into_iter()
@@ -446,6 +446,41 @@ impl S3Prefix {
         }
         attributes
     }
+}
+
+/// A listing's error; one naming the key object_store cannot parse as a path, which fails
+/// the whole listing (object_store 0.14 parses every key of a page and offers no raw listing).
+fn listing_error(config: &RemoteConfig, error: object_store::Error) -> io::Error {
+    use object_store::path::Error as PathError;
+    let key = match &error {
+        object_store::Error::InvalidPath {
+            source:
+                PathError::EmptySegment { path }
+                | PathError::BadSegment { path, .. }
+                | PathError::NonUnicode { path, .. },
+        } => Some(path),
+        _ => None,
+    };
+    let Some(key) = key else {
+        return to_io(&config.name, error);
+    };
+    // A common prefix (`host//` of `host//x`) stands for the objects under it.
+    let (objects, have, them) = if key.ends_with('/') {
+        (format!("the objects under {key:?}"), "have names", "them")
+    } else {
+        (format!("the object {key:?}"), "has a name", "it")
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "remote {}: {objects} in bucket {} {have} backupd's S3 client cannot read (a \
+             \".\", \"..\" or empty segment, or a control character), so nothing in {} can \
+             be listed: remove or rename {them}",
+            config.name,
+            config.bucket,
+            config.url()
+        ),
+    )
 }
 
 /// The retention each uploaded object gets.
@@ -720,6 +755,37 @@ mod tests {
                 state.to_le_bytes()[0]
             })
             .collect()
+    }
+
+    #[test]
+    fn a_key_object_store_cannot_parse_is_named_escaped_with_what_to_do() {
+        let config = RemoteConfig::new("far", "backups", "host");
+        for (key, named, fix) in [
+            ("host/..", r#"the object "host/..""#, "remove or rename it"),
+            (
+                "host/bad\u{1}name",
+                r#"the object "host/bad\u{1}name""#,
+                "remove or rename it",
+            ),
+            // A common prefix, as a listing with `/` returns for `host//x`.
+            (
+                "host//",
+                r#"the objects under "host//""#,
+                "remove or rename them",
+            ),
+        ] {
+            let source = ObjectPath::parse(key).unwrap_err();
+            let err = listing_error(&config, object_store::Error::InvalidPath { source });
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            let err = err.to_string();
+            let start = format!("remote far: {named} in bucket backups ");
+            assert!(err.starts_with(&start), "{err}");
+            assert!(err.ends_with(fix), "{err}");
+            assert!(
+                err.contains("nothing in s3://backups/host can be listed"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -190,6 +190,54 @@ fn stopping_the_daemon_kills_a_running_hook() {
 }
 
 #[test]
+fn a_job_the_stop_cancels_still_runs_its_on_failure_and_finally_hooks() {
+    // `--before "systemctl stop app"` / `--finally "systemctl start app"`: a stop during the
+    // backup must not leave the app stopped.
+    let t = TestHome::new();
+    source(&t);
+    let mut daemon = t.start_daemon();
+    let started = t.work().join("dump-started");
+    let dump = format!("touch {}; exec sleep 300", started.display());
+    // Each takes a second, so a kill as it starts cannot miss it.
+    let hook = |file: &str, what: &str| {
+        let path = t.work().join(file);
+        let argv = json!([
+            "sh",
+            "-c",
+            format!("sleep 1; echo {what} > {}", path.display())
+        ]);
+        (path, argv)
+    };
+    let (on_failure, on_failure_hook) = hook("on-failure", "$BACKUPD_STATUS");
+    let (finally, finally_hook) = hook("finally", "restarted");
+    let mut client = Client::connect(&t.socket()).unwrap();
+    let request = json!({
+        "cmd": "run",
+        "sources": [t.work().join("docs")],
+        "source_commands": [{"name": "db.sql", "command": ["sh", "-c", dump]}],
+        "hooks": {"on_failure": on_failure_hook, "finally": finally_hook}
+    });
+    client.send_bytes(format!("{request}\n").as_bytes());
+    wait_for(common::PATIENCE, "the job to start", || {
+        started.exists().then_some(())
+    });
+    t.ctl(&["stop"]).ok();
+    assert!(daemon.wait().success());
+    let log = t.log();
+    assert!(!log.contains("hook killed"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&on_failure).ok().as_deref(),
+        Some("cancelled\n"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&finally).ok().as_deref(),
+        Some("restarted\n"),
+        "{log}"
+    );
+}
+
+#[test]
 fn hooks_come_over_the_raw_protocol_and_from_the_configs_defaults() {
     let t = TestHome::new();
     source(&t);

@@ -2,7 +2,8 @@
 //! shell, in a process group of its own, with the job's facts in `BACKUPD_*` variables, its
 //! output line by line in the daemon's log under the job's tag, and a timeout after which the
 //! whole group is killed. When the daemon stops, a running hook gets SIGTERM and a short grace
-//! before SIGKILL, so shutdown never waits on a hook that hangs.
+//! before SIGKILL, so shutdown never waits on a hook that hangs; one that starts once the stop
+//! has begun (a cancelled job's `on_failure` and `finally`) gets a short time to run first.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -55,6 +56,17 @@ pub enum HookError {
 /// How long a hook may finish after SIGTERM when the daemon stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a hook that starts once the stop has begun runs (its timeout, if shorter) before
+/// it is stopped as a running one is: a job the stop cancelled still gets its `on_failure` and
+/// `finally` (`systemctl start app` after `before = systemctl stop app`).
+const LATE_HOOK_TIME: Duration = Duration::from_secs(5);
+
+/// The longest a job's hooks hold a stop up: a `before` hook stopped, then two hooks started
+/// late. Shutdown waits longer than this for jobs to end.
+pub const LONGEST_AT_STOP: Duration = Duration::from_secs(
+    STOP_GRACE.as_secs() + 2 * (LATE_HOOK_TIME.as_secs() + STOP_GRACE.as_secs()),
+);
+
 /// One hook to run.
 #[derive(Debug)]
 pub struct Hook<'a> {
@@ -106,13 +118,25 @@ impl Hook<'_> {
                 None => std::future::pending().await,
             }
         };
+        let started_late = shutdown.is_cancelled();
+        let stopping = async {
+            if started_late {
+                tokio::time::sleep(LATE_HOOK_TIME).await;
+            } else {
+                shutdown.cancelled().await;
+            }
+        };
         // A job's cancellation is a child of the shutdown: a stop sets both, and is named.
         let ended = tokio::select! {
             biased;
             status = child.wait() => Ended::Exited(status),
             () = tokio::time::sleep(self.timeout) => Ended::TimedOut,
-            () = shutdown.cancelled() => Ended::Stopping("backupd is stopping"),
-            () = job_cancelled => Ended::Stopping("its job was cancelled"),
+            () = stopping => Ended::Stopping("backupd is stopping"),
+            () = job_cancelled => Ended::Stopping(if shutdown.is_cancelled() {
+                "backupd is stopping"
+            } else {
+                "its job was cancelled"
+            }),
         };
         let result = match ended {
             Ended::Exited(Ok(status)) if status.success() => Ok(()),
@@ -371,6 +395,38 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, HookError::Stopped { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    /// A `finally` hook started once the stop has begun, as a cancelled job's is.
+    async fn finally_after_the_stop_began(words: &[&str]) -> Result<(), HookError> {
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        let argv = argv(words);
+        Hook {
+            kind: HookKind::Finally,
+            argv: &argv,
+            env: Vec::new(),
+            timeout: Duration::from_secs(600),
+            tag: "[docs #1]",
+        }
+        .run(&stopped, None)
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_starts_once_the_stop_has_begun_runs_to_its_end() {
+        // A second, against a kill at once: the stop's SIGTERM came as the hook started.
+        assert_eq!(finally_after_the_stop_began(&["sleep", "1"]).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_starts_once_the_stop_has_begun_is_stopped_after_its_time() {
+        let started = Instant::now();
+        let err = finally_after_the_stop_began(&["sleep", "300"])
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "finally hook killed: backupd is stopping");
+        assert!(started.elapsed() < LONGEST_AT_STOP * 2);
     }
 
     #[tokio::test]

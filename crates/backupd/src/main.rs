@@ -59,8 +59,10 @@ struct Args {
 /// How far back a missed run is still caught up at start, unless configured.
 const DEFAULT_CATCH_UP_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
-/// How long shutdown waits for cancelled scheduled runs to remove their partial files.
+/// How long shutdown waits for cancelled scheduled runs to remove their partial files and run
+/// their jobs' last hooks.
 const JOBS_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+const _: () = assert!(JOBS_GRACE.as_secs() > backupd::hooks::LONGEST_AT_STOP.as_secs());
 
 fn parse_grace(text: &str) -> Result<chrono::TimeDelta, String> {
     backupd::timing::parse_duration(text)

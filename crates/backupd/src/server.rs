@@ -18,8 +18,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-/// How long shutdown waits for open connections to finish their current request.
+/// How long shutdown waits for open connections to finish their current request (a run's,
+/// cancelled: its hooks included).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const _: () = assert!(SHUTDOWN_GRACE.as_secs() > crate::hooks::LONGEST_AT_STOP.as_secs());
 
 /// How long a connection in a reserved slot has to send its one request.
 const RESERVED_TIMEOUT: Duration = Duration::from_secs(2);

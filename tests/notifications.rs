@@ -474,6 +474,103 @@ fn an_email_that_never_ends_holds_no_job_slot_and_gives_way_to_cancel_and_stop()
 }
 
 #[test]
+fn a_schedule_run_that_fails_before_its_jobs_start_is_notified_hooked_and_recorded() {
+    let t = TestHome::new();
+    let hook = HttpReceiver::start();
+    let docs = docs(&t);
+    // The backup drive is gone: where its folder was, a file.
+    let usb = t.work().join("usb");
+    std::fs::write(&usb, b"not a folder").unwrap();
+    let work = t.work().display().to_string();
+    let now = chrono::Local::now();
+    let latest = now - chrono::TimeDelta::hours(2);
+    let schedule = |id: u64,
+                    name: &str,
+                    time: String,
+                    last_due: chrono::DateTime<chrono::Local>| {
+        serde_json::json!({
+            "id": id, "name": name, "sources": [docs], "kind": "daily", "time": time,
+            "created": (latest - chrono::TimeDelta::days(10)).to_rfc3339(),
+            "last_due": last_due.to_rfc3339(),
+            "destination": usb, "notify": [hook.url("/hook")],
+            "hooks": {
+                "on_failure": ["sh", "-c", format!(
+                    "echo \"$BACKUPD_STATUS|$BACKUPD_ARCHIVE|$BACKUPD_MANIFEST|$BACKUPD_ERROR\" \
+                     > {work}/on_failure_$BACKUPD_NAME"
+                )],
+                "finally": ["sh", "-c", format!("touch {work}/finally_$BACKUPD_NAME")]
+            }
+        })
+    };
+    // `nightly` missed its run while the daemon was down: caught up (on its timetable) at
+    // start. `manual` runs by `run --name`.
+    let file = serde_json::json!({
+        "version": 1,
+        "next_id": 3,
+        "schedules": [
+            schedule(
+                1,
+                "nightly",
+                latest.format("%H:%M").to_string(),
+                latest - chrono::TimeDelta::days(1)
+            ),
+            schedule(2, "manual", common::far_time(), now),
+        ]
+    });
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(t.home().join("schedules.json"), file.to_string()).unwrap();
+    let _daemon = t.start_daemon();
+
+    let out = t.ctl(&["run", "--name", "manual"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("Backup destination not writable"),
+        "{}",
+        out.stderr()
+    );
+    let last_status = |name: &str| format!("backupd_schedule_last_status{{schedule=\"{name}\"}} 0");
+    // The metrics are written last.
+    common::wait_for(common::PATIENCE, "both failures in the metrics", || {
+        let metrics = std::fs::read_to_string(t.home().join("metrics/backupd.prom")).ok()?;
+        let both =
+            metrics.contains(&last_status("nightly")) && metrics.contains(&last_status("manual"));
+        both.then_some(())
+    });
+    let list: Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    let schedules = list["data"]["schedules"].as_array().unwrap();
+    let received = hook.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    for name in ["nightly", "manual"] {
+        let why = format!(
+            "Schedule {name} can't run: Backup destination not writable: {}",
+            usb.display()
+        );
+        let recorded = schedules.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(recorded["last_run"]["ok"], false, "{recorded}");
+        let error = recorded["last_run"]["error"].as_str().unwrap();
+        assert!(error.starts_with(&why), "{error}");
+        // As a failed job tells it: what failed, why, and no archive.
+        let body = received
+            .iter()
+            .map(|post| serde_json::from_str::<Value>(&post.body).unwrap())
+            .find(|body| body["schedule"] == name)
+            .unwrap_or_else(|| panic!("no webhook for {name}: {received:?}"));
+        assert_eq!(body["name"], name);
+        assert_eq!(body["status"], "failure");
+        assert_eq!(body["source"], docs.as_str());
+        assert!(body["error"].as_str().unwrap().starts_with(&why), "{body}");
+        for unknown in ["archive", "size_bytes", "sha256"] {
+            assert!(body[unknown].is_null(), "{body}");
+        }
+        assert_eq!(body["host"], host_name().as_str());
+        // Its failure hooks ran, told of the failure and of no archive.
+        let told = std::fs::read_to_string(t.work().join(format!("on_failure_{name}"))).unwrap();
+        assert!(told.starts_with(&format!("failure|||{why}")), "{told}");
+        assert!(t.work().join(format!("finally_{name}")).exists());
+    }
+}
+
+#[test]
 fn a_wrong_smtp_password_is_logged_and_the_daemon_never_stores_it() {
     let Some(python) = python_with_aiosmtpd() else {
         return;

@@ -25,6 +25,7 @@ pub mod offsite_retention;
 pub mod outcome;
 pub mod peer;
 pub mod plan;
+pub mod plan_failure;
 pub mod remote;
 pub mod retention;
 pub mod rotation_locks;

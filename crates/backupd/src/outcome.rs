@@ -119,6 +119,37 @@ impl JobOutcome {
         }
     }
 
+    /// The `failure` of a job that never started, its run having failed before any job did
+    /// (see `crate::plan_failure`): no job id (0, which the registry never gives), no archive.
+    pub fn never_started(
+        name: &str,
+        schedule: &str,
+        source: &str,
+        error: &str,
+        started: Timestamp,
+        host: &str,
+    ) -> Self {
+        let finished = chrono::Local::now().fixed_offset();
+        let elapsed = (finished - started).num_milliseconds();
+        Self {
+            job: 0,
+            name: name.to_owned(),
+            schedule: Some(schedule.to_owned()),
+            source: source.to_owned(),
+            archive: String::new(),
+            manifest: String::new(),
+            status: JobStatus::Failure,
+            error: Some(error.to_owned()),
+            size_bytes: 0,
+            sha256: None,
+            started,
+            finished,
+            duration_ms: u64::try_from(elapsed).unwrap_or(0),
+            host: host.to_owned(),
+            log_lines: Vec::new(),
+        }
+    }
+
     /// Whether the job did all it was asked: published its archive (with or without
     /// warnings) and copied it to every remote. Notifications `on failure` go out otherwise.
     pub fn succeeded(&self) -> bool {

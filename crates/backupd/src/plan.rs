@@ -38,6 +38,31 @@ pub enum Naming {
     Prefixed(String),
 }
 
+impl Naming {
+    /// How a stored schedule names its archives: its single source under the schedule's name,
+    /// or each of its sources as `<name>-<folder>`.
+    pub fn of_schedule(schedule: &Schedule) -> Self {
+        if schedule.sources.len() == 1 {
+            Naming::Fixed(schedule.name.clone())
+        } else {
+            Naming::Prefixed(schedule.name.clone())
+        }
+    }
+
+    /// The name of `source`'s archives (a fixed name as given: [`plan`] checks it).
+    pub fn name_of(&self, source: &Path) -> String {
+        match self {
+            Naming::Fixed(name) => name.clone(),
+            Naming::ByFolder => folder_name(source),
+            Naming::Prefixed(prefix) => {
+                let mut name = format!("{prefix}-{}", folder_name(source));
+                name.truncate(MAX_NAME_LEN);
+                name
+            }
+        }
+    }
+}
+
 /// What a job falls back on where its options set nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Defaults {
@@ -99,18 +124,10 @@ pub async fn plan(
     let mut jobs = Vec::with_capacity(sources.len());
     for source in sources {
         let source = absolute(source, "source")?;
-        let name = match naming {
-            Naming::Fixed(name) => {
-                validate_name(name).map_err(|e| PlanError::Invalid(e.to_string()))?;
-                name.clone()
-            }
-            Naming::ByFolder => folder_name(&source),
-            Naming::Prefixed(prefix) => {
-                let mut name = format!("{prefix}-{}", folder_name(&source));
-                name.truncate(MAX_NAME_LEN);
-                name
-            }
-        };
+        if let Naming::Fixed(name) = naming {
+            validate_name(name).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        }
+        let name = naming.name_of(&source);
         let top = source.file_name().map(|n| n.to_string_lossy().into_owned());
         if let Some(clash) = options
             .source_commands
@@ -175,15 +192,10 @@ pub async fn for_schedule(
     schedule: &Schedule,
     dry_run: bool,
 ) -> Result<RunPlan, PlanError> {
-    let naming = if schedule.sources.len() == 1 {
-        Naming::Fixed(schedule.name.clone())
-    } else {
-        Naming::Prefixed(schedule.name.clone())
-    };
     let mut plan = plan(
         defaults,
         &schedule.sources,
-        &naming,
+        &Naming::of_schedule(schedule),
         &schedule.options,
         dry_run,
     )

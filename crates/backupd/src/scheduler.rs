@@ -184,11 +184,7 @@ async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<L
                 }
                 run_record(started, Ok(&report))
             }
-            Err(e) => {
-                let message = format!("Schedule {} can't run: {e}", schedule.name);
-                tracing::error!("{message}");
-                run_record(started, Err(&message))
-            }
+            Err(e) => crate::plan_failure::conclude(&daemon, &schedule, started, &e).await,
         };
         daemon.schedules.record_run(&schedule, record, true).await;
         crate::metrics::refresh(&daemon).await;

@@ -108,8 +108,8 @@ async fn run_schedule(
                 format!("can't find schedule named {name}"),
             )
         })?;
-    let plan = plan::for_schedule(&daemon.plan_defaults(), &schedule, dry_run).await?;
     if dry_run {
+        let plan = plan::for_schedule(&daemon.plan_defaults(), &schedule, true).await?;
         return finish(runner::execute(daemon, plan, events).await);
     }
     let _running = daemon.try_mark_running(schedule.id).ok_or_else(|| {
@@ -119,6 +119,16 @@ async fn run_schedule(
         )
     })?;
     let started = chrono::Local::now();
+    let plan = match plan::for_schedule(&daemon.plan_defaults(), &schedule, false).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            // Failed before any job started: told and recorded as a failed run all the same.
+            let record = crate::plan_failure::conclude(daemon, &schedule, started, &e).await;
+            daemon.schedules.record_run(&schedule, record, false).await;
+            crate::metrics::refresh(daemon).await;
+            return Err(e.into());
+        }
+    };
     let report = runner::execute(daemon, plan, events).await;
     let record = schedules::run_record(started, Ok(&report));
     daemon.schedules.record_run(&schedule, record, false).await;

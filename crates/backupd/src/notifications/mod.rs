@@ -48,6 +48,20 @@ impl JobNotifications {
         })
     }
 
+    /// Those of `options` that can be sent, leaving out a URL that does not parse: a run that
+    /// failed before its jobs started (on that URL, maybe) still tells the others.
+    pub fn sendable_of(options: &JobOptions) -> Self {
+        Self {
+            targets: options
+                .notify
+                .iter()
+                .filter_map(|url| Target::parse(url).ok())
+                .collect(),
+            on: options.notify_on.unwrap_or_default(),
+            email: options.notify_email,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty() && !self.email
     }

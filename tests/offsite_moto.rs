@@ -110,3 +110,159 @@ fn a_missing_bucket_is_an_offsite_failure_that_names_the_remote_and_keeps_the_ar
         "{error}"
     );
 }
+
+#[test]
+fn a_key_the_client_cannot_read_is_named_and_a_run_it_stops_ends_with_offsite_failure() {
+    let Some(moto) = MotoServer::start() else {
+        return;
+    };
+    moto.create_bucket("backups", false);
+    let t = TestHome::new();
+    t.append_config(&moto.remote_table("m", "backups", "host", ""));
+    source(&t);
+    let _daemon = t.start_daemon_with_env(&moto.env());
+    let run = [
+        "run",
+        "--sources",
+        "tree",
+        "--name",
+        "docs",
+        "--offsite",
+        "m",
+    ];
+    let (code, answer) = ctl_json(&t, &run);
+    assert_eq!(code, 0, "{answer}");
+
+    // Anyone who may write the bucket can add a key object_store cannot parse as a path,
+    // which fails every listing of the prefix.
+    let (status, body) = moto.request("PUT", "/backups/host/..");
+    assert_eq!(status, 200, "{body}");
+    let named = r#"remote m: the object "host/.." in bucket backups has a name"#;
+    for listing in [
+        &["backups", "--remote", "m"][..],
+        &[
+            "prune",
+            "--remote",
+            "m",
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "0",
+        ],
+        &["verify", "--remote", "m", "--all"],
+    ] {
+        let out = t.ctl(listing);
+        assert_ne!(out.code(), 0, "{listing:?}: {}", out.stdout());
+        let stderr = out.stderr();
+        assert!(stderr.contains(named), "{listing:?}: {stderr}");
+        assert!(stderr.contains("remove or rename it"), "{stderr}");
+    }
+
+    // A run still uploads its own archive, but can neither list what the remote lacks nor
+    // rotate its copies there: it says so and ends with an offsite failure.
+    let status_file = t.work().join("status");
+    let finally = format!(
+        "sh -c 'echo \"$BACKUPD_STATUS: $BACKUPD_ERROR\" > {}'",
+        status_file.display()
+    );
+    let rotating = [
+        &run[..],
+        &[
+            "--offsite-keep-days",
+            "0",
+            "--offsite-keep-min",
+            "0",
+            "--finally",
+            &finally,
+        ],
+    ]
+    .concat();
+    let (code, answer) = ctl_json(&t, &rotating);
+    assert_eq!(code, 5, "{answer}");
+    let data = &answer["data"];
+    assert_eq!(data["offsite_failed"], 2, "{data}");
+    let report = &data["sources"][0];
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["offsite"][0]["ok"], true,
+        "its own copy went: {report}"
+    );
+    let failed = &report["offsite_errors"];
+    assert_eq!(failed[0]["remote"], "m", "{failed}");
+    assert_eq!(failed[0]["step"], "catch_up", "{failed}");
+    assert_eq!(failed[1]["step"], "rotation", "{failed}");
+    for step in failed.as_array().unwrap() {
+        let error = step["error"].as_str().unwrap();
+        assert!(error.contains(named), "{error}");
+    }
+    let hook_saw = std::fs::read_to_string(&status_file).unwrap();
+    assert!(
+        hook_saw.starts_with("offsite_failure: offsite catch-up on m failed: "),
+        "{hook_saw}"
+    );
+
+    let out = t.ctl(&rotating);
+    assert_eq!(out.code(), 5, "{}", out.stderr());
+    let stdout = out.stdout();
+    assert!(
+        stdout.contains("Offsite catch-up on m failed: can't list what the remote lacks of docs: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Remote rotation on m failed: "), "{stdout}");
+    assert!(
+        out.stderr().contains(
+            "Completed with offsite failure: 1 catch-up listing failed, 1 remote rotation failed"
+        ),
+        "{}",
+        out.stderr()
+    );
+
+    // An --offsite-only job's own rotation is on the remote too.
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--name",
+            "docs",
+            "--offsite-only",
+            "--offsite",
+            "m",
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "0",
+        ],
+    );
+    assert_eq!(code, 5, "{answer}");
+    let failed = &answer["data"]["sources"][0]["offsite_errors"];
+    assert_eq!(failed[0]["remote"], "s3://backups/host", "{failed}");
+    assert_eq!(failed[0]["step"], "rotation", "{failed}");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains(named),
+        "{failed}"
+    );
+
+    // Once the key is gone, the next run rotates again: only its own copy stays. (moto
+    // refuses an unsigned DELETE of that key; awscli's goes.)
+    let Some(deleted) = moto.aws(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "backups",
+        "--key",
+        "host/..",
+    ]) else {
+        return;
+    };
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let (code, answer) = ctl_json(&t, &rotating);
+    assert_eq!(code, 0, "{answer}");
+    let own = file_name(&PathBuf::from(
+        answer["data"]["sources"][0]["archive"].as_str().unwrap(),
+    ));
+    let listed = t.ctl(&["backups", "--remote", "m"]);
+    assert_eq!(listed.code(), 0, "{}", listed.stderr());
+    assert_eq!(listed.stdout().lines().collect::<Vec<_>>(), [own]);
+}

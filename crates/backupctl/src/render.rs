@@ -613,6 +613,7 @@ fn run_report(report: &RunReport) -> Vec<String> {
                         .map(|f| format!("Deleting old backup: {f}")),
                 );
                 lines.extend(source.offsite.iter().map(offsite_line));
+                lines.extend(source.offsite_errors.iter().map(offsite_error_line));
             }
         }
     }
@@ -661,6 +662,15 @@ fn offsite_line(upload: &proto::response::OffsiteUpload) -> String {
             human_size(upload.rate())
         ),
     }
+}
+
+/// An offsite step of a run that failed besides its uploads.
+fn offsite_error_line(failed: &proto::response::OffsiteError) -> String {
+    let step = match failed.step {
+        proto::response::OffsiteStep::CatchUp => "Offsite catch-up",
+        proto::response::OffsiteStep::Rotation => "Remote rotation",
+    };
+    format!("{step} on {} failed: {}", failed.remote, failed.error)
 }
 
 /// Lines for `sync`: one per upload, then the totals.

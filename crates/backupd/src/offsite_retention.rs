@@ -64,7 +64,8 @@ pub fn rotate_remote(
 
 /// After a run copied `own` (an archive of `name`) to `offsite`: the remote copies of `name`
 /// older than `own` rotated by `policy`, under the name's remote lock. `own` and anything newer
-/// (another run's) are never deleted. Failures are logged; none fails the run.
+/// (another run's) are never deleted. A rotation that could not run is logged and its error
+/// returned, for the run's report: it fails no source.
 pub async fn after_upload(
     daemon: &Daemon,
     name: &str,
@@ -72,11 +73,11 @@ pub async fn after_upload(
     offsite: &Offsite,
     policy: &RetentionPolicy,
     tag: &str,
-) -> Rotated {
+) -> Result<Rotated, String> {
     let Some(own_timestamp) = parse_archive_name(own).and_then(|p| {
         NaiveDateTime::parse_from_str(&p.stamp, crate::format::TIMESTAMP_FORMAT).ok()
     }) else {
-        return Rotated::default();
+        return Ok(Rotated::default());
     };
     let url = offsite.remote.config().url();
     let _lock = daemon
@@ -124,18 +125,20 @@ pub async fn after_upload(
                     deleted: rotated.deleted.clone(),
                 });
             }
-            rotated
+            Ok(rotated)
         }
         Ok(Err(e)) => {
             tracing::error!("{tag} can't rotate the copies on {}: {e}", offsite.spec);
-            Rotated::default()
+            Err(format!("can't rotate the copies of {name}: {e}"))
         }
         Err(e) => {
             tracing::error!(
                 "{tag} can't rotate the copies on {}: internal error: {e}",
                 offsite.spec
             );
-            Rotated::default()
+            Err(format!(
+                "can't rotate the copies of {name}: internal error: {e}"
+            ))
         }
     }
 }

@@ -4,7 +4,7 @@
 //! never look at the report or the registry themselves.
 
 use crate::jobs::Job;
-use proto::response::SourceReport;
+use proto::response::{OffsiteStep, SourceReport};
 use proto::schedule::Timestamp;
 use serde::Serialize;
 
@@ -17,8 +17,9 @@ pub enum JobStatus {
     /// Published, but some entries were left out (`skipped` > 0).
     Warning,
     /// Published (and verified, when asked) here, but an offsite upload failed after its
-    /// retries: `completed with offsite failure`. The local archive counts; the copy is
-    /// missing until the next run or `sync`.
+    /// retries, or the catch-up or rotation of a remote could not run: `completed with
+    /// offsite failure`. The local archive counts; what the remote lacks waits for the next
+    /// run or `sync`.
     OffsiteFailure,
     Failure,
     /// Cancelled by `cancel` or by the daemon stopping.
@@ -84,6 +85,13 @@ impl JobOutcome {
                 let why = u.error.as_deref().unwrap_or("failed");
                 format!("offsite upload to {} failed: {why}", u.remote)
             })
+            .chain(report.offsite_errors.iter().map(|e| {
+                let step = match e.step {
+                    OffsiteStep::CatchUp => "offsite catch-up",
+                    OffsiteStep::Rotation => "remote rotation",
+                };
+                format!("{step} on {} failed: {}", e.remote, e.error)
+            }))
             .collect();
         let status = if report.ok && !failed_uploads.is_empty() {
             JobStatus::OffsiteFailure

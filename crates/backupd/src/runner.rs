@@ -17,7 +17,7 @@ use crate::store::{self, RetentionPolicy};
 use chrono::NaiveDateTime;
 use proto::Event;
 use proto::event::JobRef;
-use proto::response::{RunReport, SourceReport};
+use proto::response::{OffsiteError, OffsiteStep, RunReport, SourceReport};
 use proto::size::human_size;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,14 +46,15 @@ pub struct RunPlan {
 pub enum AfterWrite {
     /// Read the new archive back against its manifest; a failure fails the source.
     Verify,
-    /// Delete older archives of the name by this policy; never fails the source.
+    /// Delete older archives of the name by this policy; never fails the source (on a remote
+    /// destination, `--offsite-only`, a rotation that cannot run is an offsite failure).
     Rotate(RetentionPolicy),
     /// Copy the archive and its manifest to a remote (and any this remote lacks of the
     /// name); a failure marks the run `completed with offsite failure`, never fails the
     /// source.
     Offsite(crate::offsite::Offsite),
     /// Rotate the copies of the name on a remote by this policy, once this run's copies to it
-    /// all arrived; never fails the source.
+    /// all arrived; never fails the source, but one that cannot run is an offsite failure.
     RotateRemote(crate::offsite::Offsite, RetentionPolicy),
 }
 
@@ -134,9 +135,8 @@ fn summarize(dry_run: bool, destination: &Path, mut sources: Vec<SourceReport>) 
     let with_warnings = sources.iter().filter(|s| s.ok && s.skipped > 0).count();
     let offsite_failed = sources
         .iter()
-        .flat_map(|s| &s.offsite)
-        .filter(|u| !u.ok)
-        .count();
+        .map(|s| s.offsite.iter().filter(|u| !u.ok).count() + s.offsite_errors.len())
+        .sum();
     RunReport {
         dry_run,
         destination: destination.display().to_string(),
@@ -174,10 +174,10 @@ fn log_summary(report: &RunReport) {
         let uploads: Vec<_> = report.sources.iter().flat_map(|s| &s.offsite).collect();
         if !uploads.is_empty() {
             let sent: u64 = uploads.iter().map(|u| u.bytes).sum();
+            let failed = uploads.iter().filter(|u| !u.ok).count();
             tracing::info!(
-                "Offsite uploads: {} ok, {} failed, {} sent",
-                uploads.len() - report.offsite_failed,
-                report.offsite_failed,
+                "Offsite uploads: {} ok, {failed} failed, {} sent",
+                uploads.len() - failed,
                 human_size(sent)
             );
         }
@@ -230,7 +230,9 @@ async fn plan_one(daemon: &Daemon, job: BackupJob, after: &[AfterWrite]) -> Sour
     report.ok = true;
     for step in after {
         if let AfterWrite::Rotate(policy) = step {
-            report.deleted = rotate(daemon, &job, policy, None, true).await;
+            report.deleted = rotate(daemon, &job, policy, None, true)
+                .await
+                .unwrap_or_default();
         }
     }
     report
@@ -245,14 +247,14 @@ struct SeenBefore {
 
 /// Rotates the archives of the job's name under the name's rotation lock: those `seen`
 /// before the run (see [`RunScope`]), or all in a dry run. Returns the file names deleted
-/// (or that would be).
+/// (or that would be), or why the rotation could not run (logged).
 async fn rotate(
     daemon: &Daemon,
     job: &BackupJob,
     policy: &RetentionPolicy,
     seen: Option<SeenBefore>,
     dry_run: bool,
-) -> Vec<String> {
+) -> Result<Vec<String>, String> {
     let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     let policy = *policy;
@@ -274,17 +276,13 @@ async fn rotate(
         )
     })
     .await;
-    match rotated {
-        Ok(Ok(rotated)) => rotated.deleted,
-        Ok(Err(e)) => {
-            tracing::error!("can't rotate backups of {}: {e}", job.name);
-            Vec::new()
-        }
-        Err(panic) => {
-            tracing::error!("can't rotate backups of {}: {panic}", job.name);
-            Vec::new()
-        }
-    }
+    let error = match rotated {
+        Ok(Ok(rotated)) => return Ok(rotated.deleted),
+        Ok(Err(e)) => format!("can't rotate backups of {}: {e}", job.name),
+        Err(panic) => format!("can't rotate backups of {}: {panic}", job.name),
+    };
+    tracing::error!("{error}");
+    Err(error)
 }
 
 /// The archives of the job's name in its destination now (none if it cannot be read), and
@@ -477,7 +475,7 @@ async fn back_up_one(
                         }
                     }
                     AfterWrite::Offsite(offsite) => {
-                        let uploads = upload_offsite(
+                        let (uploads, catch_up) = upload_offsite(
                             &rotation_job,
                             &outcome.archive,
                             offsite,
@@ -493,12 +491,13 @@ async fn back_up_one(
                             });
                         }
                         report.offsite.extend(uploads);
+                        report.offsite_errors.extend(catch_up);
                     }
                     AfterWrite::RotateRemote(offsite, policy) => {
                         let mut sent = report.offsite.iter().filter(|u| u.remote == offsite.spec);
                         if sent.all(|u| u.ok) {
                             let own = file_name(&outcome.archive);
-                            crate::offsite_retention::after_upload(
+                            let rotated = crate::offsite_retention::after_upload(
                                 daemon,
                                 &rotation_job.name,
                                 &own,
@@ -507,6 +506,13 @@ async fn back_up_one(
                                 &tag,
                             )
                             .await;
+                            if let Err(error) = rotated {
+                                report.offsite_errors.push(OffsiteError {
+                                    remote: offsite.spec.clone(),
+                                    step: OffsiteStep::Rotation,
+                                    error,
+                                });
+                            }
                         }
                     }
                     AfterWrite::Rotate(policy) => {
@@ -520,8 +526,20 @@ async fn back_up_one(
                             archives: existed_before.clone(),
                             own_timestamp,
                         };
-                        report.deleted =
-                            rotate(daemon, &rotation_job, policy, Some(seen), false).await;
+                        let destination = &rotation_job.destination;
+                        match rotate(daemon, &rotation_job, policy, Some(seen), false).await {
+                            Ok(deleted) => report.deleted = deleted,
+                            // An --offsite-only job's archives are on a remote: its rotation
+                            // failing lets the bucket grow, as a remote rotation's would.
+                            Err(error) if destination.held_by_a_provider() => {
+                                report.offsite_errors.push(OffsiteError {
+                                    remote: destination.location().display().to_string(),
+                                    step: OffsiteStep::Rotation,
+                                    error,
+                                });
+                            }
+                            Err(_) => {}
+                        }
                         if !report.deleted.is_empty() {
                             daemon.publish(Event::Rotated {
                                 destination: rotation_job
@@ -755,6 +773,7 @@ fn empty_report(job: &BackupJob, names: &ArchiveNames) -> SourceReport {
         verified: None,
         cancelled: false,
         offsite: Vec::new(),
+        offsite_errors: Vec::new(),
     }
 }
 
@@ -775,14 +794,15 @@ fn fill_success(report: &mut SourceReport, outcome: &BackupOutcome) {
 
 /// Copies the new archive to `offsite`, then whatever archives of the name the remote still
 /// lacks, on a blocking thread; the job's cancellation stops the copy (its multipart upload is
-/// aborted). Logs one line per upload.
+/// aborted). Logs one line per upload. The uploads, and the error of the catch-up when what
+/// the remote lacks could not be listed.
 async fn upload_offsite(
     job: &BackupJob,
     archive: &Path,
     offsite: &crate::offsite::Offsite,
     registered: &Arc<Job>,
     tag: &str,
-) -> Vec<proto::response::OffsiteUpload> {
+) -> (Vec<proto::response::OffsiteUpload>, Option<OffsiteError>) {
     let cancel = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn({
         let cancel = Arc::clone(&cancel);
@@ -799,6 +819,7 @@ async fn upload_offsite(
         move || {
             let first = crate::offsite::copy(local.as_ref(), &file, &target, &cancel);
             let mut uploads = vec![first];
+            let mut catch_up = None;
             if uploads[0].ok {
                 match crate::offsite::missing(local.as_ref(), &name, &file, &target) {
                     Ok(files) => {
@@ -815,17 +836,22 @@ async fn upload_offsite(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!("can't list what {} lacks of {name}: {e}", target.spec)
+                        let error = format!("can't list what the remote lacks of {name}: {e}");
+                        catch_up = Some(OffsiteError {
+                            remote: target.spec.clone(),
+                            step: OffsiteStep::CatchUp,
+                            error,
+                        });
                     }
                 }
             }
-            uploads
+            (uploads, catch_up)
         }
     })
     .await;
     watcher.abort();
-    let uploads = copied.unwrap_or_else(|panic| {
-        vec![proto::response::OffsiteUpload {
+    let (uploads, catch_up) = copied.unwrap_or_else(|panic| {
+        let upload = proto::response::OffsiteUpload {
             remote: offsite.spec.clone(),
             url: offsite
                 .remote
@@ -838,7 +864,8 @@ async fn upload_offsite(
             retries: 0,
             error: Some(format!("internal error: {panic}")),
             already_there: false,
-        }]
+        };
+        (vec![upload], None)
     });
     for upload in &uploads {
         if upload.ok && upload.already_there {
@@ -866,7 +893,14 @@ async fn upload_offsite(
             );
         }
     }
-    uploads
+    if let Some(failed) = &catch_up {
+        tracing::error!(
+            "{tag} Offsite catch-up on {} failed: {}",
+            failed.remote,
+            failed.error
+        );
+    }
+    (uploads, catch_up)
 }
 
 fn file_name(path: &Path) -> String {

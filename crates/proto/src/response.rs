@@ -421,8 +421,9 @@ pub struct RunReport {
     /// warnings.
     #[serde(default)]
     pub with_warnings: usize,
-    /// Offsite uploads that failed after their retries: the run completed with offsite
-    /// failure (the local archives stay).
+    /// Offsite uploads that failed after their retries, and offsite steps that failed
+    /// (`SourceReport::offsite_errors`): the run completed with offsite failure (the local
+    /// archives stay).
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub offsite_failed: usize,
 }
@@ -446,20 +447,41 @@ impl RunReport {
             .then(|| format!("Completed with warnings: {skipped} {entries} skipped"))
     }
 
-    /// The summary's line when offsite uploads failed:
-    /// `Completed with offsite failure: 1 upload failed`.
+    /// The summary's line when offsite uploads or steps failed:
+    /// `Completed with offsite failure: 1 upload failed, 1 remote rotation failed`.
     pub fn offsite_summary(&self) -> Option<String> {
-        let uploads = if self.offsite_failed == 1 {
-            "upload"
-        } else {
-            "uploads"
-        };
-        (self.offsite_failed > 0).then(|| {
-            format!(
-                "Completed with offsite failure: {} {uploads} failed",
-                self.offsite_failed
-            )
-        })
+        if self.offsite_failed == 0 {
+            return None;
+        }
+        let steps: Vec<OffsiteStep> = self
+            .sources
+            .iter()
+            .flat_map(|s| &s.offsite_errors)
+            .map(|e| e.step)
+            .collect();
+        let count = |step| steps.iter().filter(|s| **s == step).count();
+        let uploads = self.offsite_failed.saturating_sub(steps.len());
+        let parts: Vec<String> = [
+            (uploads, "upload failed", "uploads failed"),
+            (
+                count(OffsiteStep::CatchUp),
+                "catch-up listing failed",
+                "catch-up listings failed",
+            ),
+            (
+                count(OffsiteStep::Rotation),
+                "remote rotation failed",
+                "remote rotations failed",
+            ),
+        ]
+        .into_iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+        .collect();
+        Some(format!(
+            "Completed with offsite failure: {}",
+            parts.join(", ")
+        ))
     }
 }
 
@@ -487,6 +509,26 @@ pub struct OffsiteUpload {
     /// The remote had this archive with its manifest already; nothing was sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already_there: bool,
+}
+
+/// An offsite step of a run other than an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsiteStep {
+    /// Listing what the remote lacks of the name, to upload what earlier runs could not.
+    CatchUp,
+    /// Rotating the copies of the name on the remote.
+    Rotation,
+}
+
+/// An offsite step that failed: its uploads, or its rotation, never happened. Counts as an
+/// offsite failure, as a failed upload does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsiteError {
+    /// The remote as the job names it (`NAME` or `s3://…`).
+    pub remote: String,
+    pub step: OffsiteStep,
+    pub error: String,
 }
 
 impl OffsiteUpload {
@@ -542,6 +584,10 @@ pub struct SourceReport {
     /// missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offsite: Vec<OffsiteUpload>,
+    /// The offsite steps besides uploads that failed (the catch-up listing, the remote
+    /// rotation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsite_errors: Vec<OffsiteError>,
 }
 
 /// Where a job is in its life.
@@ -682,6 +728,36 @@ pub struct SyncReport {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_offsite_summary_tells_failed_uploads_and_failed_steps_apart() {
+        let report = |offsite_failed: usize, offsite_errors: Value| -> RunReport {
+            serde_json::from_value(json!({
+                "dry_run": false, "destination": "/b", "total": 1, "successful": 1,
+                "failed": 0, "total_size_bytes": 0, "total_size_human": "0 B",
+                "offsite_failed": offsite_failed,
+                "sources": [{"source": "/s", "name": "s", "ok": true,
+                             "offsite_errors": offsite_errors}],
+            }))
+            .unwrap()
+        };
+        assert_eq!(report(0, json!([])).offsite_summary(), None);
+        assert_eq!(
+            report(1, json!([])).offsite_summary().as_deref(),
+            Some("Completed with offsite failure: 1 upload failed")
+        );
+        let steps = json!([
+            {"remote": "m", "step": "catch_up", "error": "x"},
+            {"remote": "m", "step": "rotation", "error": "x"},
+        ]);
+        assert_eq!(
+            report(4, steps).offsite_summary().as_deref(),
+            Some(
+                "Completed with offsite failure: 2 uploads failed, 1 catch-up listing failed, \
+                 1 remote rotation failed"
+            )
+        );
+    }
 
     #[test]
     fn replies_decode_by_the_command_sent_and_keep_their_json() {

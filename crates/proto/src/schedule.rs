@@ -38,7 +38,8 @@ pub struct RunRecord {
     /// warnings.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
-    /// Offsite uploads that failed: the run completed with offsite failure.
+    /// Offsite uploads (and catch-up listings, remote rotations) that failed: the run
+    /// completed with offsite failure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offsite_failed: u64,
     /// Bytes of the archives written, wherever they went (a remote, for offsite-only runs).

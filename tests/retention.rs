@@ -831,3 +831,58 @@ fn a_new_backup_is_named_after_every_backup_of_its_name_so_rotation_keeps_it() {
     ctl(&t, &["prune", "--retention-days", "0", "--min-keep", "1"]).ok();
     assert!(dir_names(&backups).contains(&new_archive));
 }
+
+#[test]
+fn a_rotation_that_cannot_delete_says_so_in_the_runs_report() {
+    // It was in the daemon's log only: the run said `Old backups deleted: 0` and nothing else
+    // while the destination kept filling.
+    let t = TestHome::new();
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    std::fs::create_dir_all(t.work().join("docs")).unwrap();
+    std::fs::write(t.work().join("docs/a.txt"), b"a\n").unwrap();
+    let old = fabricate(
+        &backups,
+        "docs",
+        Local::now().naive_local() - TimeDelta::days(30),
+        "tar.gz",
+        true,
+    );
+    // An immutable file: not even root may delete it (where the file system has the flag).
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(backups.join(&old))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !immutable {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true") || !cfg!(target_os = "linux"),
+            "chattr +i failed in CI"
+        );
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    }
+    let _daemon = t.start_daemon();
+    let out = ctl(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "docs",
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "0",
+        ],
+    );
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(backups.join(&old))
+        .status();
+    let stdout = out.stdout();
+    assert_eq!(out.code(), 0, "{stdout}{}", out.stderr());
+    assert!(
+        stdout.contains(&format!("can't delete old backup {old}: ")),
+        "{stdout}"
+    );
+}

@@ -11,7 +11,7 @@ use crate::hooks::JobHooks;
 use crate::jobs::{Job, JobGuard, NewJob};
 use crate::notifications::{self, JobNotifications, job_log};
 use crate::outcome::JobOutcome;
-use crate::retention::{self, RunScope};
+use crate::retention::{self, Rotated, RunScope};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
 use chrono::NaiveDateTime;
@@ -232,6 +232,7 @@ async fn plan_one(daemon: &Daemon, job: BackupJob, after: &[AfterWrite]) -> Sour
         if let AfterWrite::Rotate(policy) = step {
             report.deleted = rotate(daemon, &job, policy, None, true)
                 .await
+                .map(|rotated| rotated.deleted)
                 .unwrap_or_default();
         }
     }
@@ -254,7 +255,7 @@ async fn rotate(
     policy: &RetentionPolicy,
     seen: Option<SeenBefore>,
     dry_run: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<Rotated, String> {
     let destination = Arc::clone(&job.destination);
     let name = job.name.clone();
     let policy = *policy;
@@ -277,7 +278,7 @@ async fn rotate(
     })
     .await;
     let error = match rotated {
-        Ok(Ok(rotated)) => return Ok(rotated.deleted),
+        Ok(Ok(rotated)) => return Ok(rotated),
         Ok(Err(e)) => format!("can't rotate backups of {}: {e}", job.name),
         Err(panic) => format!("can't rotate backups of {}: {panic}", job.name),
     };
@@ -528,7 +529,17 @@ async fn back_up_one(
                         };
                         let destination = &rotation_job.destination;
                         match rotate(daemon, &rotation_job, policy, Some(seen), false).await {
-                            Ok(deleted) => report.deleted = deleted,
+                            // Said in the run's report, not only the log: an old archive
+                            // left behind fills the destination, run after run.
+                            Ok(rotated) => {
+                                report.deleted = rotated.deleted;
+                                report.warnings.extend(
+                                    rotated
+                                        .failed
+                                        .iter()
+                                        .map(|failed| format!("can't delete old backup {failed}")),
+                                );
+                            }
                             // An --offsite-only job's archives are on a remote: its rotation
                             // failing lets the bucket grow, as a remote rotation's would.
                             Err(error) if destination.held_by_a_provider() => {
@@ -538,7 +549,7 @@ async fn back_up_one(
                                     error,
                                 });
                             }
-                            Err(_) => {}
+                            Err(error) => report.warnings.push(error),
                         }
                         if !report.deleted.is_empty() {
                             daemon.publish(Event::Rotated {

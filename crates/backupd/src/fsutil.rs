@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// How the temporary files of [`write_atomically`] begin and end: `.backupd-XXXXXX.tmp`, a
@@ -118,19 +119,39 @@ pub fn is_temp_name(name: &str, names: TempNames) -> bool {
     ours || legacy
 }
 
+/// The owners whose files in `dir` can be ours: root, the daemon's user, and the folder's
+/// owner, who could delete them anyway. In a folder others may write (sticky, as `/tmp`),
+/// anyone else's file is theirs whatever its name.
+pub fn trusted_owners(dir: &Path) -> io::Result<[u32; 3]> {
+    Ok([
+        0,
+        rustix::process::geteuid().as_raw(),
+        fs::metadata(dir)?.uid(),
+    ])
+}
+
 /// Removes the temporary files an interrupted atomic write left directly in `dir` (regular
-/// files only, never through a symlink) and returns their paths. Call it only before anything
-/// else may write in `dir`: at daemon start.
+/// files of [`trusted_owners`] only, never through a symlink) and returns their paths. Call it
+/// only before anything else may write in `dir`: at daemon start.
 pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>> {
+    let trusted = trusted_owners(dir)?;
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let is_ours = entry
+        let is_temp = entry
             .file_name()
             .to_str()
             .is_some_and(|name| is_temp_name(name, names));
-        // `file_type` does not follow symlinks.
-        if is_ours && entry.file_type()?.is_file() {
+        if !is_temp {
+            continue;
+        }
+        // `metadata` of an entry does not follow symlinks.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_file() && trusted.contains(&meta.uid()) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed.push(entry.path()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -329,6 +350,27 @@ mod tests {
         ] {
             assert!(!is_temp_name(other, OursAndLegacy), "{other}");
         }
+    }
+
+    #[test]
+    fn the_sweep_leaves_another_user_s_temp_file_in_a_shared_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to give a file to nobody");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(d.join(".backupd-abc123.tmp"), b"theirs").unwrap();
+        std::os::unix::fs::chown(d.join(".backupd-abc123.tmp"), Some(NOBODY), Some(NOBODY))
+            .unwrap();
+        fs::write(d.join(".backupd-Ours12.tmp"), b"ours").unwrap();
+
+        let removed = sweep_temp_files(d, TempNames::Ours).unwrap();
+        assert_eq!(removed, [d.join(".backupd-Ours12.tmp")]);
+        assert!(d.join(".backupd-abc123.tmp").exists());
     }
 
     #[test]

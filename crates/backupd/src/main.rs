@@ -514,6 +514,16 @@ fn rebuild_missing_manifests(dir: &Path) {
                     ManifestRepair::Rebuilt { archive, .. } => {
                         tracing::warn!("Rebuilt manifest for {}", archive.display());
                     }
+                    ManifestRepair::NameHeld {
+                        archive,
+                        manifest,
+                        uid,
+                    } => tracing::error!(
+                        "{} has no manifest, and {} belongs to another user (uid {uid}); left \
+                         as it is: remove that file to have the manifest rebuilt at next start",
+                        archive.display(),
+                        manifest.display()
+                    ),
                     ManifestRepair::Undecodable { archive, reason } => tracing::error!(
                         "{} has no manifest and does not read as an archive ({reason}); left as it is",
                         archive.display()

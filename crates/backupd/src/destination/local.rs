@@ -13,11 +13,11 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, openat, unlinkat}
 
 use super::background_sync::SyncedFile;
 use super::{
-    Destination, FileIdentity, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
+    Destination, FileIdentity, Holder, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
     manifest_too_large,
 };
 use crate::format::naming::{is_partial_archive, partial_name};
-use crate::fsutil::{rename_noreplace, sync_dir, write_new_atomically};
+use crate::fsutil::{rename_noreplace, sync_dir, trusted_owners, write_new_atomically};
 
 /// Size of the buffer in front of an archive file: few, large writes.
 const FILE_BUFFER: usize = 1 << 20;
@@ -57,11 +57,7 @@ impl LocalFolder {
     /// others may write (sticky, as /tmp), a planted "newer archive" must never count towards
     /// what rotation keeps, nor a user's file named like a partial be swept.
     fn trusted_owners(&self) -> io::Result<[u32; 3]> {
-        Ok([
-            0,
-            rustix::process::geteuid().as_raw(),
-            fs::metadata(&self.dir)?.uid(),
-        ])
+        trusted_owners(&self.dir)
     }
 
     /// Opens `file` in the folder for reading, only if it is a regular file: never through a
@@ -157,14 +153,31 @@ impl Destination for LocalFolder {
     }
 
     fn any_exists(&self, files: &[String]) -> io::Result<bool> {
+        Ok(self.holder(files)? == Some(Holder::Ours))
+    }
+
+    fn holder(&self, files: &[String]) -> io::Result<Option<Holder>> {
+        let trusted = self.trusted_owners()?;
+        let mut stranger = None;
         for file in files {
             match fs::symlink_metadata(self.dir.join(file)) {
-                Ok(_) => return Ok(true),
+                Ok(meta) if trusted.contains(&meta.uid()) => return Ok(Some(Holder::Ours)),
+                Ok(meta) => {
+                    stranger.get_or_insert_with(|| Holder::Stranger {
+                        file: file.clone(),
+                        uid: meta.uid(),
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(false)
+        Ok(stranger)
+    }
+
+    fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        rename_noreplace(&self.dir.join(from), &self.dir.join(to))?;
+        sync_dir(&self.dir)
     }
 
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {

@@ -47,8 +47,20 @@ pub trait Destination: fmt::Debug + Send + Sync {
     /// The files directly in the destination, with their sizes; only regular files.
     fn files(&self) -> io::Result<Vec<(String, u64)>>;
 
-    /// Whether any of `files` exists (or is being written).
+    /// Whether any of `files` exists (or is being written) as one of ours: a file another user
+    /// planted in a shared folder is not (see [`Destination::holder`]).
     fn any_exists(&self, files: &[String]) -> io::Result<bool>;
+
+    /// Who holds the first of `files` that exists: ours wins over a stranger's.
+    fn holder(&self, files: &[String]) -> io::Result<Option<Holder>> {
+        Ok(self.any_exists(files)?.then_some(Holder::Ours))
+    }
+
+    /// Renames a published archive to a name nothing holds, never replacing a file;
+    /// `Unsupported` where the destination cannot.
+    fn rename_new(&self, _from: &str, _to: &str) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// Streams one file's bytes.
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>>;
@@ -89,6 +101,16 @@ pub trait Destination: fmt::Debug + Send + Sync {
     fn held_by_a_provider(&self) -> bool {
         false
     }
+}
+
+/// Whose file holds a name in a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A backup of ours, or one being written.
+    Ours,
+    /// A file of a user we do not trust, in a folder others may write (sticky, as `/tmp`): not a
+    /// backup, but the name is not free either.
+    Stranger { file: String, uid: u32 },
 }
 
 /// An archive being written. Dropped without [`publish`](Self::publish), it leaves nothing

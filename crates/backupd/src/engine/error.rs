@@ -37,6 +37,13 @@ pub enum EngineError {
     #[error("archive {path} already exists")]
     ArchiveExists { path: PathBuf },
 
+    /// Another user's file, in a destination others may write, holds a name this backup needs.
+    #[error(
+        "{path} belongs to another user (uid {uid}) and holds the name this backup needs; it \
+         is not a backup: remove it, or choose a destination others cannot write"
+    )]
+    NameHeld { path: PathBuf, uid: u32 },
+
     #[error("cannot create archive in {path}: {source}")]
     Destination { path: PathBuf, source: io::Error },
 

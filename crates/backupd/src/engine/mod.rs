@@ -36,7 +36,7 @@ pub use error::EngineError;
 pub use exclude::ExcludeSet;
 pub use progress::Progress;
 
-use crate::destination::{Destination, PendingArchive, PublishError};
+use crate::destination::{Destination, Holder, PendingArchive, PublishError};
 use crate::format::{
     ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer,
 };
@@ -72,9 +72,10 @@ impl BackupJob {
             .encrypted(self.recipients.is_some())
     }
 
-    /// Whether a backup of this name and second exists or is being written.
-    fn is_taken(&self) -> io::Result<bool> {
-        self.destination.any_exists(&self.names().claimed())
+    /// Who holds a name of this backup and second: one of ours exists or is being written, or
+    /// another user's file is in the way.
+    fn holder(&self) -> io::Result<Option<Holder>> {
+        self.destination.holder(&self.names().claimed())
     }
 
     /// Moves the timestamp past the newest backup of this name in the destination, then to
@@ -109,13 +110,53 @@ impl BackupJob {
             self.timestamp = after;
         }
         // Bounded: a destination cannot hold a backup for every second of an hour.
+        let mut stranger_seconds = 0;
+        let mut first_stranger = None;
         for _ in 0..3600 {
-            if !self.is_taken().unwrap_or(false) {
-                break;
+            match self.holder().unwrap_or(None) {
+                None => break,
+                Some(Holder::Ours) => {}
+                // Past a minute of them the name is left held: `run_backup` refuses it, naming
+                // the file, rather than date the backup further from its run.
+                Some(Holder::Stranger { .. }) if stranger_seconds == STRANGER_SECONDS => break,
+                Some(Holder::Stranger { file, uid }) => {
+                    stranger_seconds += 1;
+                    first_stranger.get_or_insert((file, uid));
+                }
             }
             self.timestamp += chrono::TimeDelta::seconds(1);
         }
+        if let Some((file, uid)) = first_stranger {
+            tracing::warn!(
+                "Naming the backup of {} {}: {} and other files of another user (uid {uid}) \
+                 held {stranger_seconds} s of its names",
+                self.name,
+                self.timestamp.format(crate::format::TIMESTAMP_FORMAT),
+                self.destination.path_of(&file).display()
+            );
+        }
         self.names()
+    }
+}
+
+/// How many seconds of names other users' files may push a backup past: a backup dated further
+/// from its run would mislead retention and restores.
+const STRANGER_SECONDS: usize = 60;
+
+/// How often a finished archive moves to new names when its manifest's name was taken while it
+/// was written.
+const MANIFEST_NAME_ATTEMPTS: usize = 5;
+
+/// The error for a name `holder` holds.
+fn held_error(destination: &dyn Destination, file: &str, holder: Holder) -> EngineError {
+    match holder {
+        Holder::Ours => EngineError::ArchiveExists {
+            path: destination.path_of(file),
+        },
+        Holder::Stranger { file, uid } => EngineError::NameHeld {
+            path: destination.path_of(&file),
+            uid,
+        },
     }
 }
 
@@ -131,9 +172,10 @@ pub struct BackupOutcome {
 ///
 /// `progress` is called at most every 100 ms and once at the end; `cancel` is checked
 /// between entries and between chunks of large files. On any error nothing is left under
-/// the final names and the partial archive is removed. If the archive name already exists
-/// (two runs in the same second) the run fails with [`EngineError::ArchiveExists`] rather
-/// than overwrite or invent a new name the manifest reader would not expect.
+/// the final names and the partial archive is removed. If a name is taken before the archive
+/// is written (two runs in the same second) the run fails with [`EngineError::ArchiveExists`],
+/// or [`EngineError::NameHeld`] for another user's file, rather than overwrite anything. A
+/// manifest name taken while the archive was written moves the archive to the next free names.
 pub fn run_backup(
     job: &BackupJob,
     progress: &mut dyn FnMut(&Progress),
@@ -149,10 +191,8 @@ pub fn run_backup(
         path: destination.location(),
         source,
     };
-    if job.is_taken().map_err(destination_error)? {
-        return Err(EngineError::ArchiveExists {
-            path: destination.path_of(&names.archive),
-        });
+    if let Some(holder) = job.holder().map_err(destination_error)? {
+        return Err(held_error(destination.as_ref(), &names.archive, holder));
     }
 
     // A partial of this name means a run started in the same second is writing it: the
@@ -217,15 +257,15 @@ pub fn run_backup(
         // A streamed dump's header was rewritten in place: the digest is the file's.
         None => rehash(pending.as_mut()).map_err(write_error)?,
     };
-    let archive = publish(pending, size_bytes)?;
+    let mut archive = publish(pending, size_bytes)?;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         backupd_version: env!("CARGO_PKG_VERSION").to_owned(),
         name: job.name.clone(),
         backup_file: archive.clone(),
         source,
-        created: names.created,
+        created: names.created.clone(),
         compression: job.compression.codec(),
         level: job.compression.level(),
         size_bytes,
@@ -251,35 +291,68 @@ pub fn run_backup(
             .is_some_and(Recipients::is_passphrase),
         commands,
     };
-    let manifest_path = destination.path_of(&names.manifest);
-    let stored = if destination.held_by_a_provider() {
-        manifest.as_a_provider_reads_it().to_json()
-    } else {
-        manifest.to_json()
-    };
-    let written = stored
-        .map_err(io::Error::from)
-        .and_then(|json| destination.put_new(&names.manifest, &json));
-    if let Err(source) = written {
+    let mut names = names;
+    let mut renamed = job.clone();
+    let mut attempts = 1;
+    let manifest_path = loop {
+        let manifest_path = destination.path_of(&names.manifest);
+        let Err(source) = put_manifest(destination.as_ref(), &names.manifest, &manifest) else {
+            break manifest_path;
+        };
+        // Taken while the archive was written (another user's file, a run of another
+        // compression): the archive is whole, so it moves to the next free names.
+        if source.kind() == io::ErrorKind::AlreadyExists && attempts < MANIFEST_NAME_ATTEMPTS {
+            attempts += 1;
+            renamed.timestamp += chrono::TimeDelta::seconds(1);
+            let next = renamed.claim_free_names();
+            if destination
+                .rename_new(&names.archive, &next.archive)
+                .is_ok()
+            {
+                tracing::warn!(
+                    "{} was taken while {} was written; the archive is now {}",
+                    manifest_path.display(),
+                    destination.path_of(&names.archive).display(),
+                    destination.path_of(&next.archive).display()
+                );
+                archive = destination.path_of(&next.archive);
+                manifest.backup_file = archive.clone();
+                manifest.created = next.created.clone();
+                names = next;
+                continue;
+            }
+        }
         // An archive without its manifest cannot be verified: take it back.
         let _ = destination.remove(&names.archive);
         if source.kind() == io::ErrorKind::AlreadyExists {
-            // A run of another compression, in the same second, got there first.
-            return Err(EngineError::ArchiveExists {
-                path: manifest_path,
-            });
+            let holder = destination.holder(std::slice::from_ref(&names.manifest));
+            return Err(held_error(
+                destination.as_ref(),
+                &names.manifest,
+                holder.ok().flatten().unwrap_or(Holder::Ours),
+            ));
         }
         return Err(EngineError::Manifest {
             path: manifest_path,
             source,
         });
-    }
+    };
     meter.report();
     Ok(BackupOutcome {
         archive,
         manifest_path,
         manifest,
     })
+}
+
+/// Writes `manifest` as `file`, as the destination's readers may see it.
+fn put_manifest(destination: &dyn Destination, file: &str, manifest: &Manifest) -> io::Result<()> {
+    let stored = if destination.held_by_a_provider() {
+        manifest.as_a_provider_reads_it().to_json()
+    } else {
+        manifest.to_json()
+    };
+    destination.put_new(file, &stored.map_err(io::Error::from)?)
 }
 
 /// The SHA-256 of the file written so far, read back from its start.

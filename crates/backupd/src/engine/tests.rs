@@ -722,3 +722,156 @@ impl Destination for LookedTooEarly {
         self.0.remove_if_same(file, expected)
     }
 }
+
+const NOBODY: u32 = 65534;
+
+/// A destination shared like `/tmp` (mode 1777), where `nobody` may plant files.
+fn shared_destination(base: &Path) -> PathBuf {
+    let dest = base.join("shared");
+    fs::create_dir(&dest).unwrap();
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o1777)).unwrap();
+    dest
+}
+
+/// An empty file of `nobody`'s, as another user would plant it.
+fn plant(dir: &Path, name: &str) {
+    fs::write(dir.join(name), "").unwrap();
+    std::os::unix::fs::chown(dir.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+fn manifest_at(offset: i64) -> String {
+    let at = timestamp() + chrono::TimeDelta::seconds(offset);
+    format!("docs_{}.json", at.format(crate::format::TIMESTAMP_FORMAT))
+}
+
+#[test]
+fn names_another_user_holds_are_skipped_for_a_minute_at_most() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root to give files to nobody");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = shared_destination(base.path());
+    for offset in 0..3 {
+        plant(&dest, &manifest_at(offset));
+    }
+    let mut j = job(&src, &dest, Compression::default(), &[]);
+    assert_eq!(j.claim_free_names().created, "20250102_030408");
+    run(&j).unwrap();
+
+    // More than a minute of them: the backup is refused, naming the file and its owner,
+    // rather than dated further from its run.
+    for offset in 4..70 {
+        plant(&dest, &manifest_at(offset));
+    }
+    let mut j = job(&src, &dest, Compression::default(), &[]);
+    j.claim_free_names();
+    let err = run(&j).unwrap_err();
+    let held = dest.join(manifest_at(64));
+    assert!(
+        matches!(&err, EngineError::NameHeld { path, uid: NOBODY } if *path == held),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("belongs to another user (uid 65534)"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("already exists"), "{err}");
+    assert!(!dest.join("docs_20250102_030504.tar.gz").exists());
+}
+
+/// A folder where, as a watcher would, another user takes the manifest's name as soon as the
+/// archive's partial appears.
+#[derive(Debug)]
+struct SquattedWhileWritten(LocalFolder);
+
+impl Destination for SquattedWhileWritten {
+    fn location(&self) -> PathBuf {
+        self.0.location()
+    }
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.0.path_of(file)
+    }
+    fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+        self.0.files()
+    }
+    fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
+        self.0.any_exists(files)
+    }
+    fn holder(&self, files: &[String]) -> std::io::Result<Option<Holder>> {
+        self.0.holder(files)
+    }
+    fn rename_new(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.0.rename_new(from, to)
+    }
+    fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        self.0.open(file)
+    }
+    fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+        self.0.get(file)
+    }
+    fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.put_new(file, bytes)
+    }
+    fn begin(&self, archive: &str) -> std::io::Result<Box<dyn PendingArchive>> {
+        let pending = self.0.begin(archive)?;
+        plant(
+            self.0.dir(),
+            &crate::format::naming::manifest_name_for(archive),
+        );
+        Ok(pending)
+    }
+    fn remove(&self, file: &str) -> std::io::Result<()> {
+        self.0.remove(file)
+    }
+    fn identity(&self, file: &str) -> std::io::Result<FileIdentity> {
+        self.0.identity(file)
+    }
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> std::io::Result<Removal> {
+        self.0.remove_if_same(file, expected)
+    }
+}
+
+#[test]
+fn a_manifest_name_taken_while_the_archive_is_written_moves_the_archive_instead_of_losing_it() {
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: needs root to give files to nobody");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let src = build_tree(base.path());
+    let dest = shared_destination(base.path());
+    let mut j = job(&src, &dest, Compression::default(), &[]);
+    j.destination = Arc::new(SquattedWhileWritten(LocalFolder::new(&dest)));
+
+    let outcome = run(&j).unwrap();
+    assert_eq!(outcome.archive, dest.join("docs_20250102_030406.tar.gz"));
+    assert_eq!(
+        outcome.manifest_path,
+        dest.join("docs_20250102_030406.json")
+    );
+    assert_eq!(outcome.manifest.backup_file, outcome.archive);
+    assert_eq!(outcome.manifest.created, "20250102_030406");
+    let stored = Manifest::from_json(&fs::read(&outcome.manifest_path).unwrap()).unwrap();
+    assert_eq!(stored, outcome.manifest);
+    assert_eq!(
+        sha256sum(&outcome.archive),
+        outcome.manifest.checksum_sha256
+    );
+    assert_eq!(
+        dir_names(&dest),
+        [
+            "docs_20250102_030405.json",
+            "docs_20250102_030406.json",
+            "docs_20250102_030406.tar.gz"
+        ]
+    );
+    let squatted = fs::metadata(dest.join("docs_20250102_030405.json")).unwrap();
+    assert_eq!(
+        (squatted.uid(), squatted.len()),
+        (NOBODY, 0),
+        "theirs, untouched"
+    );
+}

@@ -14,7 +14,7 @@ use proto::size::human_size;
 use super::checksum::sha256_of;
 use super::tar_end::read_past_entries;
 use super::verify::open_tar_stream;
-use crate::destination::Destination;
+use crate::destination::{Destination, Holder};
 use crate::format::naming::{manifest_name_for, parse_archive_name};
 use crate::format::{Encryption, FORMAT_VERSION, Manifest, sealed_with_passphrase};
 
@@ -29,6 +29,13 @@ pub enum ManifestRepair {
         archive: PathBuf,
         manifest: PathBuf,
     },
+    /// Another user's file holds the manifest's name (in a folder others may write); the
+    /// archive was left as it is, unread.
+    NameHeld {
+        archive: PathBuf,
+        manifest: PathBuf,
+        uid: u32,
+    },
     /// The archive does not read as a whole tar stream; it was left alone.
     Undecodable {
         archive: PathBuf,
@@ -37,8 +44,8 @@ pub enum ManifestRepair {
 }
 
 /// Rebuilds the manifest of every archive in `destination` that has none. Only names of the
-/// archive grammar are looked at; anything present under the manifest name (even an invalid
-/// manifest) is left for verify to report.
+/// archive grammar are looked at; anything of ours present under the manifest name (even an
+/// invalid manifest) is left for verify to report, another user's file there is reported.
 pub fn rebuild_missing_manifests(destination: &dyn Destination) -> io::Result<Vec<ManifestRepair>> {
     let mut repairs = Vec::new();
     let mut files = destination.files()?;
@@ -48,10 +55,19 @@ pub fn rebuild_missing_manifests(destination: &dyn Destination) -> io::Result<Ve
             continue;
         }
         let manifest_name = manifest_name_for(&file);
-        if destination.any_exists(std::slice::from_ref(&manifest_name))? {
-            continue;
-        }
         let archive = destination.path_of(&file);
+        match destination.holder(std::slice::from_ref(&manifest_name))? {
+            None => {}
+            Some(Holder::Ours) => continue,
+            Some(Holder::Stranger { file, uid }) => {
+                repairs.push(ManifestRepair::NameHeld {
+                    archive,
+                    manifest: destination.path_of(&file),
+                    uid,
+                });
+                continue;
+            }
+        }
         let repair = match rebuild(destination, &file, &manifest_name) {
             Ok(()) => ManifestRepair::Rebuilt {
                 archive,
@@ -216,6 +232,43 @@ mod tests {
             let again = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
             assert!(again.is_empty(), "{again:?}");
         }
+    }
+
+    #[test]
+    fn a_manifest_name_another_user_holds_is_reported_and_the_archive_left_unread() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to give files to nobody");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let src = build_tree(dir.path());
+        let dest = dir.path().join("shared");
+        fs::create_dir(&dest).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o1777)).unwrap();
+        let outcome = backup(
+            &src,
+            &dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        );
+        fs::remove_file(&outcome.manifest_path).unwrap();
+        fs::write(&outcome.manifest_path, b"").unwrap();
+        std::os::unix::fs::chown(&outcome.manifest_path, Some(NOBODY), Some(NOBODY)).unwrap();
+
+        let repairs = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
+        assert_eq!(
+            repairs,
+            [ManifestRepair::NameHeld {
+                archive: outcome.archive.clone(),
+                manifest: outcome.manifest_path.clone(),
+                uid: NOBODY,
+            }]
+        );
+        let theirs = fs::metadata(&outcome.manifest_path).unwrap();
+        assert_eq!((theirs.uid(), theirs.len()), (NOBODY, 0), "left as it is");
     }
 
     #[test]

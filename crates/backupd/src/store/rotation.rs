@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 
-use crate::destination::{ArchiveInfo, Destination, Removal, group_by_name};
+use crate::destination::{ArchiveInfo, Destination, Holder, Removal, group_by_name};
 use crate::format::naming::archives_sharing;
 
 /// How many archives of each backup name to keep.
@@ -273,11 +273,17 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
         }
         outcome.deleted.push(archive.path.clone());
         // At once, so that a rotation killed midway leaves no manifest without its archive;
-        // but another archive of the same stem keeps it (it may be the one it describes).
+        // but another archive of ours of the same stem keeps it (it may be the one it
+        // describes). Another user's file under either name is theirs: it neither keeps our
+        // manifest nor goes with it.
         let manifest = &archive.manifest_name;
         let removed = match destination.any_exists(&archives_sharing(manifest)) {
             Ok(true) => Ok(()),
-            Ok(false) => destination.remove(manifest),
+            Ok(false) => match destination.holder(std::slice::from_ref(manifest)) {
+                Ok(Some(Holder::Ours)) => destination.remove(manifest),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = removed {
@@ -654,6 +660,47 @@ mod tests {
         );
         apply_rotation(&folder, &only(".tar.zst"));
         assert_eq!(dir_names(d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn another_user_s_files_neither_keep_a_deleted_archive_s_manifest_nor_go_with_it() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to give files to nobody");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
+        let plant = |name: &str| {
+            fs::write(d.join(name), b"").unwrap();
+            std::os::unix::fs::chown(d.join(name), Some(NOBODY), Some(NOBODY)).unwrap();
+        };
+        // Ours with its manifest, and a stranger's file of the same stem.
+        let ours = d.join("docs_20250101_000000.tar.zst");
+        fs::write(&ours, b"compressed").unwrap();
+        let manifest = crate::store::test_support::write_matching_manifest(&ours);
+        plant("docs_20250101_000000.tar");
+        // Ours without a manifest, whose manifest name a stranger holds.
+        fs::write(d.join("docs_20250102_000000.tar.zst"), b"compressed").unwrap();
+        plant("docs_20250102_000000.json");
+        let folder = LocalFolder::new(d);
+        let plan = RotationPlan {
+            delete: list(&folder).unwrap(),
+            keep: Vec::new(),
+        };
+        assert_eq!(plan.delete.len(), 2, "{:?}", plan.delete);
+
+        let outcome = apply_rotation(&folder, &plan);
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+        assert!(!manifest.exists(), "a stranger's file kept our manifest");
+        assert_eq!(
+            dir_names(d),
+            ["docs_20250101_000000.tar", "docs_20250102_000000.json"]
+        );
+        let theirs = fs::metadata(d.join("docs_20250102_000000.json")).unwrap();
+        assert_eq!(theirs.uid(), NOBODY);
     }
 
     /// A local folder that records each removal, in order, and whose archives a lock may

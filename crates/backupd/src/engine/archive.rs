@@ -11,13 +11,18 @@
 //! as hard-link entries; FIFOs and devices are stored as headers (as GNU tar does), sockets
 //! skipped. Trouble with one entry is a warning, never the end of the backup: only write
 //! errors and cancellation stop the walk.
+//!
+//! The walk holds each folder's own name, never its full path (one shared buffer holds the
+//! current one), so its memory grows with the depth, not its square. An entry whose name in
+//! the archive would be longer than [`MAX_LONG_NAME`], which every reader refuses, is left
+//! out with a warning, and a folder with everything below it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
@@ -28,9 +33,16 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
+use crate::store::MAX_LONG_NAME;
 
 /// Directory handles a walk keeps open at most, far below the usual limit of 1024 fds.
 pub(crate) const OPEN_DIRS_LIMIT: usize = 128;
+
+/// Paths up to this long are shown whole in warnings; longer ones (only a tree deeper than
+/// `PATH_MAX` has them) by their two ends, so many warnings deep down stay small.
+const SHOWN_WHOLE: usize = 4096;
+/// Bytes kept of each end of a path shortened for a warning.
+const SHOWN_END: usize = 1024;
 
 /// Counts and warnings of one walk.
 #[derive(Debug, Default)]
@@ -77,10 +89,8 @@ struct Level {
     /// Name in the parent (empty for the root).
     name: OsString,
     id: FileId,
-    /// Full path, for messages only.
-    path: PathBuf,
-    /// Relative to the source root; what exclude patterns see and what names entries.
-    rel: PathBuf,
+    /// Length of its path relative to the source root: a prefix of the walk's `rel_buf`.
+    rel_len: usize,
     /// Children still to visit, reversed so that popping yields sorted order.
     pending: Vec<OsString>,
 }
@@ -91,6 +101,52 @@ enum Trouble {
     Vanished,
     /// Anything else: the run completes with warnings.
     Skipped(String),
+}
+
+/// Where an entry is on disk, for messages: the path is only built for one.
+#[derive(Clone, Copy)]
+struct Place<'p> {
+    root: &'p Path,
+    /// Relative to `root`; empty for the root itself.
+    rel: &'p [u8],
+}
+
+impl Place<'_> {
+    fn shown(self) -> String {
+        let full = if self.rel.is_empty() {
+            self.root.to_owned()
+        } else {
+            self.root.join(OsStr::from_bytes(self.rel))
+        };
+        shorten(&full.to_string_lossy())
+    }
+}
+
+/// `path` whole if short, else its first and last bytes around how many were left out.
+fn shorten(path: &str) -> String {
+    if path.len() <= SHOWN_WHOLE {
+        return path.to_owned();
+    }
+    let mut head = SHOWN_END;
+    while !path.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = path.len() - SHOWN_END;
+    while !path.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}…[{} bytes]…{}",
+        &path[..head],
+        tail - head,
+        &path[tail..]
+    )
+}
+
+/// Whether a GNU long name (or link) of `name_len` bytes is one every reader accepts: the
+/// tar writer adds a terminating NUL.
+fn fits_long_name(name_len: usize) -> bool {
+    u64::try_from(name_len).is_ok_and(|len| len < MAX_LONG_NAME)
 }
 
 impl Trouble {
@@ -150,11 +206,12 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             fd: Some(root_fd),
             name: OsString::new(),
             id: file_id(&meta),
-            path: root.to_owned(),
-            rel: PathBuf::new(),
+            rel_len: 0,
             pending: children,
         }];
         let mut announced = HashSet::new();
+        // The current entry's path relative to `root`; each level's is a prefix of it.
+        let mut rel_buf: Vec<u8> = Vec::new();
 
         while let Some(level) = levels.last_mut() {
             let Some(name) = level.pending.pop() else {
@@ -162,13 +219,23 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                 continue;
             };
             self.meter.check_cancel()?;
-            let path = level.path.join(&name);
-            let rel = level.rel.join(&name);
+            rel_buf.truncate(level.rel_len);
+            if !rel_buf.is_empty() {
+                rel_buf.push(b'/');
+            }
+            rel_buf.extend_from_slice(name.as_bytes());
+            let place = Place {
+                root,
+                rel: &rel_buf,
+            };
             if let Err((index, reason)) = reopen(&mut levels) {
                 // That folder and everything still to visit below it are left out.
-                let gone = levels[index].path.clone();
+                let gone = Place {
+                    root,
+                    rel: &rel_buf[..levels[index].rel_len],
+                };
                 levels.truncate(index);
-                self.skip(&gone, &reason);
+                self.skip(gone, &reason);
                 continue;
             }
             let dir = levels
@@ -179,18 +246,34 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             let meta = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(m) => m,
                 Err(e) => {
-                    self.trouble(&path, Trouble::from_errno(e, "unreadable"));
+                    self.trouble(place, Trouble::from_errno(e, "unreadable"));
                     continue;
                 }
             };
             let kind = FileType::from_raw_mode(meta.st_mode);
+            let rel = Path::new(OsStr::from_bytes(&rel_buf));
             if self
                 .excludes
                 .is_excluded(&rel.to_string_lossy(), kind == FileType::Directory)
             {
                 continue;
             }
-            let entry = top.join(&rel);
+            let entry = top.join(rel);
+            // A folder's name gets a trailing slash.
+            let entry_len = entry.as_os_str().len() + usize::from(kind == FileType::Directory);
+            if !fits_long_name(entry_len) {
+                let reason = format!(
+                    "its name in the archive would be {entry_len} bytes, more than the \
+                     {MAX_LONG_NAME} a reader accepts, skipped{}",
+                    if kind == FileType::Directory {
+                        " with everything in it"
+                    } else {
+                        ""
+                    }
+                );
+                self.skip(place, &reason);
+                continue;
+            }
             match kind {
                 FileType::Directory => {
                     let id = file_id(&meta);
@@ -212,21 +295,20 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                                 fd: Some(fd),
                                 name,
                                 id,
-                                path,
-                                rel,
+                                rel_len: rel_buf.len(),
                                 pending: children,
                             });
                             close_shallowest(&mut levels, OPEN_DIRS_LIMIT);
                         }
-                        Err(trouble) => self.trouble(&path, trouble),
+                        Err(trouble) => self.trouble(place, trouble),
                     }
                 }
-                FileType::Symlink => self.append_symlink(dir, &name, &path, &entry, &meta)?,
+                FileType::Symlink => self.append_symlink(dir, &name, place, &entry, &meta)?,
                 FileType::RegularFile => {
                     if self.archive_id == Some(file_id(&meta)) {
                         continue;
                     }
-                    self.append_file(dir, &name, &path, &entry)?;
+                    self.append_file(dir, &name, place, &entry)?;
                 }
                 FileType::Fifo => self.append_special(&entry, &meta, EntryType::Fifo)?,
                 FileType::CharacterDevice => self.append_special(&entry, &meta, EntryType::Char)?,
@@ -234,7 +316,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                 _ => {
                     // As GNU tar does: a socket is made anew by the program that listens on
                     // it, and holds nothing to lose, so it is not a skip that warns the run.
-                    self.warn(&path, "skipped: socket");
+                    self.warn(place, "skipped: socket");
                 }
             }
             self.meter.tick();
@@ -242,22 +324,22 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         Ok(self.stats)
     }
 
-    fn warn(&mut self, path: &Path, reason: &str) {
+    fn warn(&mut self, place: Place<'_>, reason: &str) {
         self.stats
             .warnings
-            .push(format!("{}: {reason}", path.display()));
+            .push(format!("{}: {reason}", place.shown()));
     }
 
     /// A warning that makes the run complete with warnings.
-    fn skip(&mut self, path: &Path, reason: &str) {
-        self.warn(path, reason);
+    fn skip(&mut self, place: Place<'_>, reason: &str) {
+        self.warn(place, reason);
         self.stats.skipped += 1;
     }
 
-    fn trouble(&mut self, path: &Path, trouble: Trouble) {
+    fn trouble(&mut self, place: Place<'_>, trouble: Trouble) {
         match trouble {
-            Trouble::Vanished => self.warn(path, "vanished during the backup"),
-            Trouble::Skipped(reason) => self.skip(path, &reason),
+            Trouble::Vanished => self.warn(place, "vanished during the backup"),
+            Trouble::Skipped(reason) => self.skip(place, &reason),
         }
     }
 
@@ -313,17 +395,27 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
-        path: &Path,
+        place: Place<'_>,
         entry: &Path,
         meta: &Stat,
     ) -> Result<(), EngineError> {
         let target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
             Ok(t) => PathBuf::from(OsString::from_vec(t.into_bytes())),
             Err(e) => {
-                self.trouble(path, Trouble::from_errno(e, "cannot read symlink"));
+                self.trouble(place, Trouble::from_errno(e, "cannot read symlink"));
                 return Ok(());
             }
         };
+        // Linux keeps targets far shorter; checked so the writer never outruns its readers.
+        let target_len = target.as_os_str().len();
+        if !fits_long_name(target_len) {
+            let reason = format!(
+                "its target is {target_len} bytes, more than the {MAX_LONG_NAME} a reader \
+                 accepts, skipped"
+            );
+            self.skip(place, &reason);
+            return Ok(());
+        }
         let mut header = header_for(meta, EntryType::Symlink, 0);
         self.builder
             .append_link(&mut header, entry, &target)
@@ -337,7 +429,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
-        path: &Path,
+        place: Place<'_>,
         entry: &Path,
     ) -> Result<(), EngineError> {
         // Opened without following links and without blocking, then checked with fstat,
@@ -345,11 +437,11 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         let (file, meta) = match open_regular(dir, name) {
             Ok(Some(pair)) => pair,
             Ok(None) | Err(Errno::LOOP) => {
-                self.skip(path, "changed type while being read, skipped");
+                self.skip(place, "changed type while being read, skipped");
                 return Ok(());
             }
             Err(e) => {
-                self.trouble(path, Trouble::from_errno(e, "unreadable"));
+                self.trouble(place, Trouble::from_errno(e, "unreadable"));
                 return Ok(());
             }
         };
@@ -380,8 +472,8 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         self.stats.bytes_in += sized.bytes_from_source();
         match sized.finish() {
             // Part of the content could not be read: zeros stand in for it.
-            Some(change @ SizeChange::Failed { .. }) => self.skip(path, &change.to_string()),
-            Some(change) => self.warn(path, &change.to_string()),
+            Some(change @ SizeChange::Failed { .. }) => self.skip(place, &change.to_string()),
+            Some(change) => self.warn(place, &change.to_string()),
             None => {}
         }
         self.stats.files += 1;
@@ -525,8 +617,7 @@ mod tests {
                 fd: Some(fd),
                 name: name.into(),
                 id,
-                path: path.to_owned(),
-                rel: PathBuf::new(),
+                rel_len: 0,
                 pending: Vec::new(),
             }
         };
@@ -542,6 +633,25 @@ mod tests {
 
     fn open_count(levels: &[Level]) -> usize {
         levels.iter().filter(|l| l.fd.is_some()).count()
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_are_shown_by_their_two_ends() {
+        assert_eq!(shorten("/src/a/b"), "/src/a/b");
+        let long = format!("/src/{}/end", "é".repeat(3000));
+        let shown = shorten(&long);
+        assert!(
+            shown.starts_with("/src/é") && shown.ends_with("é/end"),
+            "{shown}"
+        );
+        assert!(shown.contains(" bytes]…") && shown.len() < 2 * SHOWN_END + 32);
+    }
+
+    #[test]
+    fn the_longest_name_written_is_the_longest_every_reader_accepts() {
+        let bound = usize::try_from(MAX_LONG_NAME).unwrap();
+        assert!(fits_long_name(bound - 1));
+        assert!(!fits_long_name(bound));
     }
 
     #[test]

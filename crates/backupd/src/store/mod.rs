@@ -22,6 +22,7 @@ pub(crate) mod test_support;
 
 pub use checksum::sha256_of;
 pub use error::StoreError;
+pub use header_limit::MAX_LONG_NAME;
 pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
 pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_with};

@@ -567,8 +567,18 @@ fn header_for(meta: &Stat, kind: EntryType, size: u64) -> Header {
     header.set_entry_type(kind);
     header.set_size(size);
     header.set_mode(meta.st_mode & 0o7777);
-    // Times before 1970 cannot be stored in a tar header; clamp rather than fail.
-    header.set_mtime(u64::try_from(meta.st_mtime).unwrap_or(0));
+    match u64::try_from(meta.st_mtime) {
+        Ok(mtime) => header.set_mtime(mtime),
+        // Before 1970: GNU tar's base-256, the time's two's complement over the whole field
+        // (which restore reads back).
+        Err(_) => {
+            if let Some(gnu) = header.as_gnu_mut() {
+                let mut field = [0xff; 12];
+                field[4..].copy_from_slice(&meta.st_mtime.to_be_bytes());
+                gnu.mtime = field;
+            }
+        }
+    }
     header.set_uid(meta.st_uid.into());
     header.set_gid(meta.st_gid.into());
     header

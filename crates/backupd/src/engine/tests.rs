@@ -245,6 +245,43 @@ fn a_socket_is_left_out_with_a_warning_that_is_not_a_skip() {
 }
 
 #[test]
+fn a_time_before_1970_is_stored_as_gnu_tar_stores_it() {
+    // It was stored as 1970-01-01, the file's date lost.
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let old = fs::File::create(src.join("old.txt")).unwrap();
+    let june_1960 = std::time::UNIX_EPOCH - std::time::Duration::from_secs(302_313_600);
+    old.set_modified(june_1960).unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let outcome = run(&job(&src, &dest, Compression::of(Codec::None), &[])).unwrap();
+    let archive = outcome.archive.clone();
+    let mut tar = tar::Archive::new(fs::File::open(&archive).unwrap());
+    let mtimes: Vec<(String, i64)> = tar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mtime = i64::from_ne_bytes(e.header().mtime().unwrap().to_ne_bytes());
+            (e.path().unwrap().display().to_string(), mtime)
+        })
+        .collect();
+    assert!(
+        mtimes.contains(&("src/old.txt".into(), -302_313_600)),
+        "{mtimes:?}"
+    );
+    // And GNU tar reads the same date.
+    let listed = std::process::Command::new("tar")
+        .args(["--utc", "-tvf"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("1960-06-03"), "{listed}");
+}
+
+#[test]
 fn round_trip_gzip() {
     round_trip(Compression::default(), ".tar.gz");
 }

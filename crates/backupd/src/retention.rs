@@ -79,7 +79,10 @@ pub fn rotate(
         .filter(|a| name.is_none_or(|n| a.name == n))
         .filter(|a| scope.is_none_or(|s| s.allows(a)))
         .collect();
-    let now = chrono::Local::now().naive_local();
+    // A run's new archive may be named ahead of the clock (runs of one name faster than one a
+    // second): its time is "now" at least, so an archive older than it is never too young.
+    let clock = chrono::Local::now().naive_local();
+    let now = scope.map_or(clock, |s| clock.max(s.own_timestamp));
     let counted = if destination.whole_without_manifest() {
         store::Counted::Every
     } else {
@@ -210,6 +213,35 @@ mod tests {
                 "docs_20250301_000000.tar.gz",
             ]
         );
+    }
+
+    #[test]
+    fn a_run_named_ahead_of_the_clock_ages_the_others_from_its_own_time() {
+        // Runs faster than one a second are named ahead of the clock: an archive older than
+        // the run's own but still "in the future" looked younger than 0 days, and stayed.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let folder = LocalFolder::new(d);
+        let ahead = |seconds| {
+            (chrono::Local::now().naive_local() + chrono::TimeDelta::seconds(seconds))
+                .format(crate::format::TIMESTAMP_FORMAT)
+                .to_string()
+        };
+        let earlier = format!("docs_{}", ahead(60));
+        std::fs::write(d.join(format!("{earlier}.tar.gz")), b"earlier").unwrap();
+        let manifest = fake_manifest("docs", &earlier[5..], b"earlier");
+        std::fs::write(
+            d.join(format!("{earlier}.json")),
+            manifest.to_json().unwrap(),
+        )
+        .unwrap();
+        let seen = destination::list(&folder).unwrap();
+        let scope = RunScope {
+            existed_before: &seen,
+            own_timestamp: crate::store::test_support::stamp(&ahead(61)),
+        };
+        let rotated = rotate(&folder, Some("docs"), &keep_nothing(), Some(&scope), false).unwrap();
+        assert_eq!(rotated.deleted, [format!("{earlier}.tar.gz")]);
     }
 
     #[test]

@@ -571,6 +571,64 @@ fn a_schedule_run_that_fails_before_its_jobs_start_is_notified_hooked_and_record
 }
 
 #[test]
+fn a_one_off_run_whose_destination_is_gone_is_notified_and_hooked_but_a_bad_argument_is_not() {
+    let t = TestHome::new();
+    let hook = HttpReceiver::start();
+    let docs = docs(&t);
+    let usb = t.work().join("usb");
+    std::fs::write(&usb, b"not a folder").unwrap();
+    let told = t.work().join("told");
+    let on_failure = format!(
+        "sh -c 'echo \"$BACKUPD_STATUS|$BACKUPD_NAME|$BACKUPD_ARCHIVE|$BACKUPD_ERROR\" >> {}'",
+        told.display()
+    );
+    let url = hook.url("/hook");
+    let _daemon = t.start_daemon();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--sources", &docs, "--notify", &url];
+        args.extend(["--on-failure", &on_failure]);
+        args.extend(extra);
+        t.ctl(&args)
+    };
+
+    // Arguments the client got wrong are its own to see: nothing runs, nothing is sent.
+    let wrong = run(&["--name", "a/b", "--destination", usb.to_str().unwrap()]);
+    assert_ne!(wrong.code(), 0, "{}", wrong.stderr());
+    let dry = run(&["--dry-run", "--destination", usb.to_str().unwrap()]);
+    assert_ne!(dry.code(), 0, "{}", dry.stderr());
+
+    // The drive a cron line backs up to is gone: the run fails before any job starts, and
+    // is told as a failed job is.
+    let out = run(&["--destination", usb.to_str().unwrap()]);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("Backup destination not writable"),
+        "{}",
+        out.stderr()
+    );
+    let why = format!(
+        "Backup can't run: Backup destination not writable: {}",
+        usb.display()
+    );
+    let received = hook.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "sent before the run answered: {received:?}"
+    );
+    let body: Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(body["name"], "docs");
+    assert_eq!(body["status"], "failure");
+    assert_eq!(body["source"], docs.as_str());
+    assert!(body["schedule"].is_null(), "{body}");
+    assert!(body["archive"].is_null(), "{body}");
+    assert!(body["error"].as_str().unwrap().starts_with(&why), "{body}");
+    let told = std::fs::read_to_string(&told).unwrap();
+    assert_eq!(told.lines().count(), 1, "{told}");
+    assert!(told.starts_with(&format!("failure|docs||{why}")), "{told}");
+}
+
+#[test]
 fn a_wrong_smtp_password_is_logged_and_the_daemon_never_stores_it() {
     let Some(python) = python_with_aiosmtpd() else {
         return;

@@ -131,7 +131,7 @@ impl JobOutcome {
     /// (see `crate::plan_failure`): no job id (0, which the registry never gives), no archive.
     pub fn never_started(
         name: &str,
-        schedule: &str,
+        schedule: Option<&str>,
         source: &str,
         error: &str,
         started: Timestamp,
@@ -142,7 +142,7 @@ impl JobOutcome {
         Self {
             job: 0,
             name: name.to_owned(),
-            schedule: Some(schedule.to_owned()),
+            schedule: schedule.map(str::to_owned),
             source: source.to_owned(),
             archive: String::new(),
             manifest: String::new(),

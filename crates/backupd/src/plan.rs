@@ -96,6 +96,10 @@ pub async fn plan(
             "a name applies to one source only; run the sources separately to name each".into(),
         ));
     }
+    // Arguments first, the destination after: a mistake is the client's, not a failed run.
+    if let Naming::Fixed(name) = naming {
+        validate_name(name).map_err(|e| PlanError::Invalid(e.to_string()))?;
+    }
     let (options, offsite_only) = &crate::offsite::split(options)?;
     let offsites = crate::offsite::prepare_all(&options.offsite, &defaults.remotes).await?;
     let (excludes, destination) = check_options(options)?;
@@ -124,9 +128,6 @@ pub async fn plan(
     let mut jobs = Vec::with_capacity(sources.len());
     for source in sources {
         let source = absolute(source, "source")?;
-        if let Naming::Fixed(name) = naming {
-            validate_name(name).map_err(|e| PlanError::Invalid(e.to_string()))?;
-        }
         let name = naming.name_of(&source);
         let top = source.file_name().map(|n| n.to_string_lossy().into_owned());
         if let Some(clash) = options

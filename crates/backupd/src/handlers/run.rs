@@ -6,7 +6,8 @@ use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
 use crate::format::Passphrase;
 use crate::key_files::Requester;
-use crate::plan::{self, Naming};
+use crate::plan::{self, Naming, PlanError};
+use crate::plan_failure::{self, Unstarted};
 use crate::runner;
 use crate::schedules;
 use crate::state::Daemon;
@@ -58,7 +59,24 @@ pub async fn handle(
         passphrase,
         ..daemon.plan_defaults()
     };
-    let plan = plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await?;
+    let started = chrono::Local::now();
+    let plan = match plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await {
+        Ok(plan) => plan,
+        // A one-off run from cron whose drive is unplugged must not fail unheard; a mistake
+        // in its arguments is only the client's to see.
+        Err(e @ PlanError::DestinationNotWritable { .. }) if !args.dry_run => {
+            let run = Unstarted {
+                schedule: None,
+                sources: &args.sources,
+                naming,
+                options: args.job.clone().or(&daemon.job_defaults),
+                started,
+            };
+            plan_failure::tell(daemon, &run, &e).await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let report = runner::execute(daemon, plan, events).await;
     if !args.dry_run {
         // A one-off run may add or rotate archives a schedule counts.
@@ -123,7 +141,7 @@ async fn run_schedule(
         Ok(plan) => plan,
         Err(e) => {
             // Failed before any job started: told and recorded as a failed run all the same.
-            let record = crate::plan_failure::conclude(daemon, &schedule, started, &e).await;
+            let record = plan_failure::conclude(daemon, &schedule, started, &e).await;
             daemon.schedules.record_run(&schedule, record, false).await;
             crate::metrics::refresh(daemon).await;
             return Err(e.into());

@@ -260,6 +260,64 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
 }
 
 #[test]
+fn a_remote_listing_takes_no_request_per_copy_and_reads_manifests_several_at_once() {
+    let (server, t, _daemon) = setup();
+    let newest = back_up(&t, true);
+    // Twelve older complete copies, on the remote only.
+    let old: Vec<String> = (1..=12)
+        .map(|day| format!("tree_202001{day:02}_000000.tar.gz"))
+        .collect();
+    for name in &old {
+        for (from, to) in [
+            (newest.clone(), name.clone()),
+            (manifest_of(&newest), manifest_of(name)),
+        ] {
+            let to = server.object(&format!("host/{to}"));
+            std::fs::copy(server.object(&format!("host/{from}")), to).unwrap();
+        }
+    }
+
+    server.gate_manifest_reads();
+    let heads = server.heads();
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
+    assert_eq!(code, 0, "{answer}");
+    let listed = answer["data"]["groups"][0]["archives"].as_array().unwrap();
+    assert_eq!(listed.len(), 13, "{answer}");
+    assert!(
+        listed.iter().all(|a| a["incomplete"] != true),
+        "every manifest read: {answer}"
+    );
+    // The listing tells each copy's identity: one request per copy would be a round trip
+    // each, minutes for a thousand copies.
+    assert_eq!(server.heads(), heads, "HEAD requests while listing");
+    assert!(server.most_manifest_reads_at_once() >= 2);
+
+    // What rotation saw in the listing is what it checks before each removal: the listing
+    // and a `HEAD` tell the same copy alike.
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "prune",
+            "--remote",
+            "off",
+            "--retention-days",
+            "7",
+            "--min-keep",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        answer["data"]["deleted"],
+        serde_json::json!(old),
+        "{answer}"
+    );
+    let mut left = vec![newest.clone(), manifest_of(&newest)];
+    left.sort();
+    assert_eq!(server.objects("host"), left);
+}
+
+#[test]
 fn prune_remote_never_keeps_a_copy_without_its_manifest_in_place_of_a_complete_one() {
     // Two uploads cut short before their manifest, newer than three complete copies: with
     // `--min-keep 2` the two were kept and the three complete ones deleted.

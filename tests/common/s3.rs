@@ -37,7 +37,24 @@ pub struct S3Server {
     stop_after: Arc<AtomicU64>,
     /// Behave as servers that ignore `If-None-Match` do: overwrite instead of refusing.
     ignores_if_none_match: bool,
+    calls: Arc<Calls>,
 }
+
+/// What the daemon asked of the server, for tests of how many requests something takes.
+#[derive(Default)]
+struct Calls {
+    heads: AtomicU64,
+    /// Manifest (`.json`) reads under way, and the most there were at once.
+    manifest_reads: AtomicU64,
+    most_manifest_reads: AtomicU64,
+    /// Set: the first manifest read waits (up to [`GATE_PATIENCE`]) for a second one to
+    /// start, so that reads made several at once are seen as such, never by chance.
+    gate_manifest_reads: std::sync::atomic::AtomicBool,
+}
+
+/// How long a gated manifest read waits for a second one: reads made one after the other
+/// never see one, and the test then fails after this long.
+const GATE_PATIENCE: Duration = Duration::from_secs(10);
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -68,6 +85,7 @@ impl S3Server {
             running: None,
             stop_after: Arc::new(AtomicU64::new(u64::MAX)),
             ignores_if_none_match,
+            calls: Arc::default(),
         };
         server.run();
         server
@@ -83,6 +101,7 @@ impl S3Server {
         let limit_reached = Arc::new(tokio::sync::Notify::new());
         let stop_after = Arc::clone(&self.stop_after);
         let ignores_if_none_match = self.ignores_if_none_match;
+        let calls = Arc::clone(&self.calls);
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -94,6 +113,7 @@ impl S3Server {
                 let mut builder = S3ServiceBuilder::new(IfNoneMatch {
                     fs,
                     ignored: ignores_if_none_match,
+                    calls,
                 });
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
@@ -126,6 +146,22 @@ impl S3Server {
             runtime.shutdown_timeout(Duration::from_secs(2));
         });
         self.running = Some(Running { stop, thread });
+    }
+
+    /// How many `HEAD` requests of objects the server has answered.
+    pub fn heads(&self) -> u64 {
+        self.calls.heads.load(Ordering::SeqCst)
+    }
+
+    /// From now on, the first manifest read waits for a second one to start (see
+    /// [`Calls::gate_manifest_reads`]); [`S3Server::most_manifest_reads_at_once`] tells.
+    pub fn gate_manifest_reads(&self) {
+        self.calls.gate_manifest_reads.store(true, Ordering::SeqCst);
+    }
+
+    /// The most manifest reads the server has had under way at once.
+    pub fn most_manifest_reads_at_once(&self) -> u64 {
+        self.calls.most_manifest_reads.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -343,6 +379,29 @@ fn base64_url(bytes: &[u8]) -> String {
 struct IfNoneMatch {
     fs: s3s_fs::FileSystem,
     ignored: bool,
+    calls: Arc<Calls>,
+}
+
+impl IfNoneMatch {
+    /// Counts a manifest read under way for as long as `read` takes.
+    async fn manifest_read<T>(&self, read: impl std::future::Future<Output = T>) -> T {
+        let calls = &self.calls;
+        let now = calls.manifest_reads.fetch_add(1, Ordering::SeqCst) + 1;
+        calls.most_manifest_reads.fetch_max(now, Ordering::SeqCst);
+        if calls.gate_manifest_reads.load(Ordering::SeqCst) {
+            let deadline = tokio::time::Instant::now() + GATE_PATIENCE;
+            while calls.most_manifest_reads.load(Ordering::SeqCst) < 2
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Once: the rest go as they come.
+            calls.gate_manifest_reads.store(false, Ordering::SeqCst);
+        }
+        let result = read.await;
+        calls.manifest_reads.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
 }
 
 #[async_trait::async_trait]
@@ -371,13 +430,18 @@ impl S3 for IfNoneMatch {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        self.fs.get_object(req).await
+        if req.input.key.ends_with(".json") {
+            self.manifest_read(self.fs.get_object(req)).await
+        } else {
+            self.fs.get_object(req).await
+        }
     }
 
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.calls.heads.fetch_add(1, Ordering::SeqCst);
         self.fs.head_object(req).await
     }
 
@@ -399,7 +463,36 @@ impl S3 for IfNoneMatch {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.fs.list_objects_v2(req).await
+        // s3s-fs lists no ETags; AWS, MinIO, Ceph, Garage and B2 do, as a `HEAD` gives them.
+        let bucket = req.input.bucket.clone();
+        let (method, uri, headers) = (req.method.clone(), req.uri.clone(), req.headers.clone());
+        let (credentials, region) = (req.credentials.clone(), req.region.clone());
+        let service = req.service.clone();
+        let head = |key: String| S3Request {
+            input: HeadObjectInput {
+                bucket: bucket.clone(),
+                key,
+                ..Default::default()
+            },
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+            extensions: Default::default(),
+            credentials: credentials.clone(),
+            region: region.clone(),
+            service: service.clone(),
+            trailing_headers: None,
+        };
+        let mut listed = self.fs.list_objects_v2(req).await?;
+        for object in listed.output.contents.iter_mut().flatten() {
+            let Some(key) = object.key.clone() else {
+                continue;
+            };
+            if let Ok(answer) = self.fs.head_object(head(key)).await {
+                object.e_tag = answer.output.e_tag;
+            }
+        }
+        Ok(listed)
     }
 
     async fn create_multipart_upload(

@@ -47,6 +47,19 @@ pub trait Destination: fmt::Debug + Send + Sync {
     /// The files directly in the destination, with their sizes; only regular files.
     fn files(&self) -> io::Result<Vec<(String, u64)>>;
 
+    /// [`Destination::files`], with each file's identity where the listing itself tells it
+    /// (a bucket's does), so that listing archives costs no request per archive.
+    fn listing(&self) -> io::Result<Vec<Listed>> {
+        let files = self.files()?.into_iter();
+        Ok(files
+            .map(|(file, size)| Listed {
+                file,
+                size,
+                identity: None,
+            })
+            .collect())
+    }
+
     /// Whether any of `files` exists (or is being written) as one of ours: a file another user
     /// planted in a shared folder is not (see [`Destination::holder`]).
     fn any_exists(&self, files: &[String]) -> io::Result<bool>;
@@ -67,6 +80,12 @@ pub trait Destination: fmt::Debug + Send + Sync {
 
     /// Reads one small file (a manifest) whole; larger than [`MANIFEST_SIZE_LIMIT`] is an error.
     fn get(&self, file: &str) -> io::Result<Vec<u8>>;
+
+    /// Reads each of `files` as [`Destination::get`] does, in order; a remote reads several at
+    /// once, as a round trip each would make listing a thousand archives take minutes.
+    fn get_each(&self, files: &[String]) -> Vec<io::Result<Vec<u8>>> {
+        files.iter().map(|file| self.get(file)).collect()
+    }
 
     /// Writes one small file (a manifest) atomically; `AlreadyExists` if it is there.
     fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()>;
@@ -148,6 +167,15 @@ pub enum PublishError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// A file as a destination's listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub file: String,
+    pub size: u64,
+    /// Its identity, if the listing tells it.
+    pub identity: Option<FileIdentity>,
+}
+
 /// What a stored file is, beyond its name: device and inode, size and modification time in
 /// nanoseconds. A file written under a freed name differs in at least one of them even when
 /// the file system hands out the old inode again.
@@ -201,20 +229,29 @@ pub struct ArchiveInfo {
 /// archive grammar are listed; anything else (partials, manifests, strangers) is invisible, so
 /// rotation can never touch it.
 pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
-    let mut archives = Vec::new();
-    let files = destination.files()?;
+    let files = destination.listing()?;
     // A manifest is read only if the destination lists it as one of its files.
-    let listed: std::collections::HashSet<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
-    for (file_name, size_bytes) in &files {
-        let Some(parsed) = parse_archive_name(file_name) else {
-            continue;
-        };
-        let manifest_name = manifest_name_for(file_name);
-        let manifest = listed
-            .contains(manifest_name.as_str())
-            .then(|| destination.get(&manifest_name).ok())
-            .flatten()
-            .and_then(|bytes| Manifest::from_json(&bytes).ok())
+    let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.file.as_str()).collect();
+    let found: Vec<_> = files
+        .iter()
+        .filter_map(|listed| Some((listed, parse_archive_name(&listed.file)?)))
+        .map(|(listed, parsed)| (listed, parsed, manifest_name_for(&listed.file)))
+        .collect();
+    let manifest_names: Vec<String> = found
+        .iter()
+        .filter(|(_, _, manifest_name)| listed.contains(manifest_name.as_str()))
+        .map(|(_, _, manifest_name)| manifest_name.clone())
+        .collect();
+    let mut manifests: std::collections::HashMap<String, Manifest> = manifest_names
+        .iter()
+        .zip(destination.get_each(&manifest_names))
+        .filter_map(|(name, bytes)| Some((name.clone(), Manifest::from_json(&bytes.ok()?).ok()?)))
+        .collect();
+    let mut archives = Vec::new();
+    for (listed, parsed, manifest_name) in found {
+        let file_name = &listed.file;
+        let manifest = manifests
+            .remove(&manifest_name)
             .filter(|manifest| manifest.written_for_sibling_of(file_name).is_none());
         let timestamp = NaiveDateTime::parse_from_str(&parsed.stamp, TIMESTAMP_FORMAT)
             .ok()
@@ -226,7 +263,10 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
         let Some(timestamp) = timestamp else {
             continue;
         };
-        let identity = destination.identity(file_name).ok();
+        let identity = match &listed.identity {
+            Some(identity) => Some(*identity),
+            None => destination.identity(file_name).ok(),
+        };
         archives.push(ArchiveInfo {
             identity,
             path: destination.path_of(file_name),
@@ -234,7 +274,7 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
             name: parsed.name,
             timestamp,
             compression: parsed.codec,
-            size_bytes: *size_bytes,
+            size_bytes: listed.size,
             manifest_name,
             manifest,
         });

@@ -46,13 +46,17 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{
-    Destination, FileIdentity, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
+    Destination, FileIdentity, Listed, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
     manifest_too_large,
 };
 use crate::remote::RemoteConfig;
 use crate::remote::object_lock::{ObjectLock, ObjectState};
 use crate::remote::signed::SignedClient;
 use crate::remote::store::part_size_for;
+
+/// How many manifests a listing reads at once: enough to hide the round trips, few enough
+/// for any server's request limits.
+const SMALL_READS_AT_ONCE: usize = 8;
 
 /// A prefix of a bucket holding archives and manifests side by side.
 pub struct S3Prefix {
@@ -113,6 +117,17 @@ impl S3Prefix {
 
     fn io_error(&self, error: object_store::Error) -> io::Error {
         to_io(&self.config.name, error)
+    }
+
+    /// One small file (a manifest), whole.
+    async fn get_small(&self, file: &str) -> io::Result<Vec<u8>> {
+        let key = self.key(file);
+        let object = self.store.get(&key).await.map_err(|e| self.io_error(e))?;
+        if object.meta.size > MANIFEST_SIZE_LIMIT {
+            return Err(manifest_too_large(file, object.meta.size));
+        }
+        let bytes = object.bytes().await.map_err(|e| self.io_error(e))?;
+        Ok(bytes.to_vec())
     }
 
     fn head(&self, file: &str) -> io::Result<object_store::ObjectMeta> {
@@ -240,15 +255,14 @@ fn etag_hash(etag: Option<&str>) -> u64 {
     hasher.finish()
 }
 
+/// In whole seconds: a listing gives milliseconds, a `HEAD` (`Last-Modified`) only seconds,
+/// and a file listed then checked before its removal must be the same file.
 fn identity_of(meta: &object_store::ObjectMeta) -> FileIdentity {
     FileIdentity {
         dev: 0,
         ino: etag_hash(meta.e_tag.as_deref()),
         size: meta.size,
-        mtime_ns: meta
-            .last_modified
-            .timestamp_nanos_opt()
-            .map_or(0, i128::from),
+        mtime_ns: i128::from(meta.last_modified.timestamp()) * 1_000_000_000,
     }
 }
 
@@ -270,6 +284,11 @@ impl Destination for S3Prefix {
     }
 
     fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        let listed = self.listing()?.into_iter();
+        Ok(listed.map(|listed| (listed.file, listed.size)).collect())
+    }
+
+    fn listing(&self) -> io::Result<Vec<Listed>> {
         let prefix = self.prefix_path();
         let listed = self
             .runtime
@@ -278,7 +297,14 @@ impl Destination for S3Prefix {
         Ok(listed
             .objects
             .into_iter()
-            .filter_map(|meta| Some((meta.location.filename()?.to_owned(), meta.size)))
+            .filter_map(|meta| {
+                Some(Listed {
+                    file: meta.location.filename()?.to_owned(),
+                    size: meta.size,
+                    // Without its ETag (a server that lists none), a `HEAD` tells it.
+                    identity: meta.e_tag.is_some().then(|| identity_of(&meta)),
+                })
+            })
             .collect())
     }
 
@@ -337,18 +363,13 @@ impl Destination for S3Prefix {
     }
 
     fn get(&self, file: &str) -> io::Result<Vec<u8>> {
-        let key = self.key(file);
-        let object = self
-            .runtime
-            .block_on(self.store.get(&key))
-            .map_err(|e| self.io_error(e))?;
-        if object.meta.size > MANIFEST_SIZE_LIMIT {
-            return Err(manifest_too_large(file, object.meta.size));
-        }
+        self.runtime.block_on(self.get_small(file))
+    }
+
+    fn get_each(&self, files: &[String]) -> Vec<io::Result<Vec<u8>>> {
+        let reads = futures_util::stream::iter(files).map(|file| self.get_small(file));
         self.runtime
-            .block_on(object.bytes())
-            .map(|bytes| bytes.to_vec())
-            .map_err(|e| self.io_error(e))
+            .block_on(reads.buffered(SMALL_READS_AT_ONCE).collect())
     }
 
     fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {

@@ -1,20 +1,21 @@
-//! A tree far deeper than `PATH_MAX`: the walk's memory grows with the depth, not its
-//! square, and a name longer than any reader accepts (1 MiB) is left out with a warning, so
-//! that the archive stays readable by `verify` and `restore`.
+//! A tree far deeper than `PATH_MAX`: the walk's and a restore's memory grow with the depth,
+//! not its square, and a name longer than any reader accepts (1 MiB) is left out with a
+//! warning, so that the archive stays readable by `verify` and `restore`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
-use common::{TestHome, run_json};
+use common::{TestHome, ctl_json, run_json};
 use rustix::fs::{Mode, OFlags};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// The longest name a folder may have.
 const LONGEST: usize = 255;
-/// The daemon's peak memory allowed for a run of these trees: before the walk kept only
-/// each folder's own name, 2000 levels took 1 GB and 4096 levels 4.5 GB.
+/// The daemon's peak memory allowed for a run or a restore of these trees: before the walk
+/// kept only each folder's own name, 2000 levels took 1 GB and 4096 levels 4.5 GB; before a
+/// restore kept its folders as a tree of names, restoring 1500 levels took 1 GB.
 const PEAK_LIMIT: u64 = 256 << 20;
 /// The reader's bound on a long name (`MAX_LONG_NAME`), terminating NUL included.
 const MAX_LONG_NAME: usize = 1 << 20;
@@ -137,4 +138,56 @@ fn a_name_longer_than_any_reader_accepts_is_left_out_and_the_archive_stays_reada
     ])
     .ok();
     assert_eq!(std::fs::read(target.join("src/top.txt")).unwrap(), b"top\n");
+}
+
+/// Follows `depth` folders named `a` × 255 down from `top`, through each parent's handle.
+fn down_chain(top: &Path, depth: usize) -> OwnedFd {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    let name = "a".repeat(LONGEST);
+    let mut dir = rustix::fs::open(top, flags, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        dir = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_restores_memory_grows_with_the_depth_not_its_square() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let depth = 1500;
+    let bottom = deep_chain(&src, depth);
+    write_at(&bottom, "leaf.txt", b"bottom\n");
+    drop(bottom);
+    let mut daemon = t.start_daemon();
+    let (code, answer) = run_json(&t, &["--sources", "src", "--compression", "zstd"]);
+    assert_eq!(code, 0, "{answer}");
+    let archive = answer["data"]["sources"][0]["archive"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A daemon of its own, so that its peak is the restore's.
+    t.ctl(&["stop"]).ok();
+    daemon.wait();
+    let daemon = t.start_daemon();
+
+    let target = t.work().join("restored");
+    let to = target.to_str().unwrap();
+    let (code, answer) = ctl_json(&t, &["restore", &archive, "--to", to]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["dirs"], depth + 1, "{answer}");
+    assert_eq!(answer["data"]["files"], 1, "{answer}");
+    let peak = peak_memory(daemon.pid());
+    eprintln!("restore of {depth} levels: the daemon's peak memory was {peak} bytes");
+    assert!(
+        peak < PEAK_LIMIT,
+        "the daemon's peak memory was {peak} bytes"
+    );
+    let bottom = down_chain(&target.join("src"), depth);
+    let flags = OFlags::RDONLY;
+    let leaf = rustix::fs::openat(&bottom, "leaf.txt", flags, Mode::empty()).unwrap();
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(leaf), &mut content).unwrap();
+    assert_eq!(content, b"bottom\n");
 }

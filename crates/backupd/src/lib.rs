@@ -23,6 +23,7 @@ pub mod notify;
 pub mod offsite;
 pub mod offsite_retention;
 pub mod outcome;
+pub mod path_tree;
 pub mod peer;
 pub mod plan;
 pub mod plan_failure;

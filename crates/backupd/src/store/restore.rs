@@ -29,6 +29,7 @@ use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
 use crate::format::{CountingReader, Identities, Manifest, ReadAhead};
+use crate::path_tree::{NodeId, PathTree};
 
 /// What a restore wrote and what it refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,8 +111,9 @@ pub fn restore_with(
         None => None,
     };
     let mut stand_ins = HashMap::new();
+    let mut paths = PathTree::new();
     if !filters.is_empty() || check_conflicts.is_some() {
-        let mut scan = scan(&archive, &manifest, &filters, check_conflicts)?;
+        let mut scan = scan(&archive, &manifest, &filters, check_conflicts, &mut paths)?;
         if let Some(path) = filters.unmatched(&scan.matched).into_iter().next() {
             return Err(StoreError::PathNotInArchive {
                 archive: archive.path,
@@ -120,7 +122,7 @@ pub fn restore_with(
         }
         if filters.settle(&scan.matched) && check_conflicts.is_some() {
             // The conflicts were those of entries no longer selected too.
-            scan = self::scan(&archive, &manifest, &filters, check_conflicts)?;
+            scan = self::scan(&archive, &manifest, &filters, check_conflicts, &mut paths)?;
         }
         if !scan.conflicts.is_empty() {
             return Err(StoreError::WouldOverwrite {
@@ -130,7 +132,7 @@ pub fn restore_with(
             });
         }
         if !filters.is_empty() {
-            stand_ins = scan.stand_ins(&filters);
+            stand_ins = scan.stand_ins(&filters, &paths);
         }
     }
     let (root, made) = match existing {
@@ -142,6 +144,7 @@ pub fn restore_with(
         root,
         made_target: made,
         filters: &filters,
+        paths,
         stand_ins,
         stood_in: HashMap::new(),
         overwrite: options.overwrite,
@@ -322,21 +325,19 @@ struct Scan {
     conflicts: Vec<String>,
     conflicts_total: usize,
     /// Every hard link: its path, and that of the entry holding its data.
-    links: Vec<(Vec<OsString>, Vec<OsString>)>,
+    links: Vec<(NodeId, NodeId)>,
 }
 
 impl Scan {
     /// For each file a `paths` selection leaves out that a selected hard link needs, the
     /// first such link: the file's data is restored under that link's name instead.
-    fn stand_ins(&self, filters: &Filters) -> HashMap<Vec<OsString>, Vec<OsString>> {
+    fn stand_ins(&self, filters: &Filters, paths: &PathTree) -> HashMap<NodeId, NodeId> {
         let mut stand_ins = HashMap::new();
         for (link, target) in &self.links {
-            if filters.select(&borrowed(link)).is_some()
-                && filters.select(&borrowed(target)).is_none()
+            if filters.select(&paths.parts(*link)).is_some()
+                && filters.select(&paths.parts(*target)).is_none()
             {
-                stand_ins
-                    .entry(target.clone())
-                    .or_insert_with(|| link.clone());
+                stand_ins.entry(*target).or_insert(*link);
             }
         }
         stand_ins
@@ -344,12 +345,14 @@ impl Scan {
 }
 
 /// Reads the archive's entry names: which filters match nothing and, with `root`, which
-/// selected entries would land on a name already taken (a folder on a folder is fine).
+/// selected entries would land on a name already taken (a folder on a folder is fine). The
+/// paths of hard links and their files are added to `paths`.
 fn scan(
     archive: &Archive<'_>,
     manifest: &Manifest,
     filters: &Filters,
     root: Option<&OwnedFd>,
+    paths: &mut PathTree,
 ) -> Result<Scan, StoreError> {
     let stream_error = |source| StoreError::Extract {
         archive: archive.path.clone(),
@@ -379,7 +382,7 @@ fn scan(
             && let Ok(Some(target)) = entry.link_name()
             && let Ok(target) = safe_components(&target)
         {
-            found.links.push((owned(&parts), owned(&target)));
+            found.links.push((paths.add(&parts), paths.add(&target)));
         }
         if filters.select(&parts).is_none() {
             continue;
@@ -583,7 +586,7 @@ fn fatal(entry: &str) -> impl FnOnce(io::Error) -> Fatal + '_ {
 /// (0700) until the end, so what is in them is its own: they are removed whole, and files in
 /// them are not journalled (memory grows with folders, not files).
 struct Made {
-    parts: Vec<OsString>,
+    path: NodeId,
     folder: bool,
     identity: (u64, u64),
 }
@@ -591,7 +594,7 @@ struct Made {
 /// A folder whose own entry was restored: its attributes are set at the end, on the same
 /// folder (checked by device and inode).
 struct Folder {
-    parts: Vec<OsString>,
+    path: NodeId,
     attributes: Attributes,
     identity: (u64, u64),
     /// From the archive; else made on the way to an entry, for want of one of its own.
@@ -628,26 +631,29 @@ struct Extractor<'a> {
     /// The target folder and its parents, if this restore made them (deepest first).
     made_target: Vec<PathBuf>,
     filters: &'a Filters,
+    /// The paths the bookkeeping below names, as a tree: memory linear in their names, where
+    /// a full path each would grow with the square of a deep tree's depth.
+    paths: PathTree,
     /// Files left out by `filters` whose data a selected hard link needs, with where to put
     /// it: under the first such link's name ([`Scan::stand_ins`]).
-    stand_ins: HashMap<Vec<OsString>, Vec<OsString>>,
+    stand_ins: HashMap<NodeId, NodeId>,
     /// Such files once written, with the link name they were written under.
-    stood_in: HashMap<Vec<OsString>, Vec<OsString>>,
+    stood_in: HashMap<NodeId, NodeId>,
     overwrite: bool,
     /// Whether to give entries their archived owners (only root may).
     owners: bool,
     report: RestoreReport,
     /// The last parent folder used, as most entries share their predecessor's.
-    cache: Option<(Vec<OsString>, OwnedFd)>,
+    cache: Option<(NodeId, OwnedFd)>,
     /// Folders this restore made, so a folder entry after its contents still gets its mode,
     /// with their device and inode: what is in them is this restore's own.
-    created_dirs: HashMap<Vec<OsString>, (u64, u64)>,
+    created_dirs: HashMap<NodeId, (u64, u64)>,
     /// Device and inode of the regular files this restore wrote in folders it did not make:
     /// with those in folders it made, the only files a hard link may point at (memory grows
     /// with them as the journal does).
     written: HashSet<(u64, u64)>,
     /// Attributes of the folders above a `paths` selection, for when they are made.
-    above: HashMap<Vec<OsString>, Attributes>,
+    above: HashMap<NodeId, Attributes>,
     journal: Vec<Made>,
     folders: Vec<Folder>,
     /// Entries that replaced an existing one (cannot be undone).
@@ -693,10 +699,10 @@ impl Extractor<'_> {
                 }
             };
             let kind = entry.header().entry_type();
-            let stand_in = match self.stand_ins.remove(&owned(&parts)) {
-                Some(link) if is_file_data(kind) => {
-                    self.stood_in.insert(owned(&parts), link.clone());
-                    Some(link)
+            let stand_in = match self.take_stand_in(&parts) {
+                Some((file, link)) if is_file_data(kind) => {
+                    self.stood_in.insert(file, link);
+                    Some(owned(&self.paths.parts(link)))
                 }
                 _ => None,
             };
@@ -711,14 +717,17 @@ impl Extractor<'_> {
                     && self.filters.is_above(&parts)
                     && let Ok(attributes) = self.attributes_of(entry.header())
                 {
-                    self.above.insert(owned(&parts), attributes);
+                    self.above.insert(self.paths.add(&parts), attributes);
                 }
                 continue;
             }
             if kind == EntryType::Link
+                && !self.stood_in.is_empty()
                 && let Ok(Some(target)) = entry.link_name()
                 && let Ok(target) = safe_components(&target)
-                && self.stood_in.get(&owned(&target)) == Some(&owned(&parts))
+                && let Some(target) = self.paths.find(&target)
+                && let Some(stood_in) = self.stood_in.get(&target)
+                && Some(*stood_in) == self.paths.find(&parts)
             {
                 // Its data is already here, restored under its name (and counted).
                 continue;
@@ -748,8 +757,8 @@ impl Extractor<'_> {
             }
             let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
             let parents = &parts[..parts.len() - 1];
-            let parent = match self.parent(parents) {
-                Ok(fd) => fd,
+            let (parent_path, parent) = match self.parent(parents) {
+                Ok(found) => found,
                 Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => {
                     self.refuse(&shown, &reason);
                     continue;
@@ -757,17 +766,20 @@ impl Extractor<'_> {
                 Err(Blocked::Io(e)) => return Err(fatal(&shown)(e)),
             };
             match kind {
-                EntryType::Directory => self.folder(&parent, &parts, attributes, &shown)?,
+                EntryType::Directory => {
+                    self.folder(&parent, parent_path, &parts, attributes, &shown)?
+                }
                 EntryType::Symlink => {
                     let Some(link) = entry.link_name_bytes() else {
                         self.refuse(&shown, "symlink without a target");
                         continue;
                     };
                     let link = OsStr::from_bytes(&link);
-                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
-                        rustix::fs::symlinkat(link, dir, slot)?;
-                        beneath::apply_to_symlink(dir, slot, &attributes)
-                    })?;
+                    let placed =
+                        self.place(&parent, parent_path, &parts, &shown, |dir, slot| {
+                            rustix::fs::symlinkat(link, dir, slot)?;
+                            beneath::apply_to_symlink(dir, slot, &attributes)
+                        })?;
                     self.report.symlinks += u64::from(placed);
                 }
                 EntryType::Link => {
@@ -780,44 +792,49 @@ impl Extractor<'_> {
                         }
                     };
                     let (source_dir, source_name) = source;
-                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
-                        Ok(rustix::fs::linkat(
-                            &source_dir,
-                            &source_name,
-                            dir,
-                            slot,
-                            AtFlags::empty(),
-                        )?)
-                    })?;
+                    let placed =
+                        self.place(&parent, parent_path, &parts, &shown, |dir, slot| {
+                            Ok(rustix::fs::linkat(
+                                &source_dir,
+                                &source_name,
+                                dir,
+                                slot,
+                                AtFlags::empty(),
+                            )?)
+                        })?;
                     self.report.files += u64::from(placed);
                 }
                 EntryType::Fifo => {
-                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
-                        let mode = Mode::from_raw_mode(0o600);
-                        rustix::fs::mknodat(dir, slot, FileType::Fifo, mode, 0)?;
-                        beneath::apply(beneath::open_fifo(dir, slot)?, &attributes)
-                    })?;
+                    let placed =
+                        self.place(&parent, parent_path, &parts, &shown, |dir, slot| {
+                            let mode = Mode::from_raw_mode(0o600);
+                            rustix::fs::mknodat(dir, slot, FileType::Fifo, mode, 0)?;
+                            beneath::apply(beneath::open_fifo(dir, slot)?, &attributes)
+                        })?;
                     self.report.files += u64::from(placed);
                 }
                 _ => {
                     let size = entry.size();
-                    let placed = self.place(&parent, &parts, &shown, |dir, slot| {
-                        beneath::write_file(dir, slot, |file| {
-                            let data = &mut (&mut entry).take(size);
-                            let copied = if kind == EntryType::GNUSparse {
-                                copy_keeping_holes(data, file)?
-                            } else {
-                                io::copy(data, file)?
-                            };
-                            if copied != size {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    format!("the archive ends after {copied} of its {size} bytes"),
-                                ));
-                            }
-                            beneath::apply(&*file, &attributes)
-                        })
-                    })?;
+                    let placed =
+                        self.place(&parent, parent_path, &parts, &shown, |dir, slot| {
+                            beneath::write_file(dir, slot, |file| {
+                                let data = &mut (&mut entry).take(size);
+                                let copied = if kind == EntryType::GNUSparse {
+                                    copy_keeping_holes(data, file)?
+                                } else {
+                                    io::copy(data, file)?
+                                };
+                                if copied != size {
+                                    return Err(io::Error::new(
+                                        io::ErrorKind::UnexpectedEof,
+                                        format!(
+                                            "the archive ends after {copied} of its {size} bytes"
+                                        ),
+                                    ));
+                                }
+                                beneath::apply(&*file, &attributes)
+                            })
+                        })?;
                     if placed {
                         self.report.files += 1;
                         self.report.bytes += size;
@@ -847,37 +864,47 @@ impl Extractor<'_> {
         })
     }
 
-    /// The parent folder of an entry, made if missing; from the cache when it is the last
-    /// one used.
-    fn parent(&mut self, parents: &[&OsStr]) -> Result<OwnedFd, Blocked> {
+    /// A file a selected hard link stands in for, with that link, if `parts` is one.
+    fn take_stand_in(&mut self, parts: &[&OsStr]) -> Option<(NodeId, NodeId)> {
+        if self.stand_ins.is_empty() {
+            return None;
+        }
+        let file = self.paths.find(parts)?;
+        Some((file, self.stand_ins.remove(&file)?))
+    }
+
+    /// The parent folder of an entry (its path and a handle), made if missing; from the
+    /// cache when it is the last one used.
+    fn parent(&mut self, parents: &[&OsStr]) -> Result<(NodeId, OwnedFd), Blocked> {
+        let chain = self.paths.add_chain(parents);
+        let path = chain.last().copied().unwrap_or(PathTree::ROOT);
         if let Some((cached, fd)) = &self.cache
-            && cached
-                .iter()
-                .map(OsString::as_os_str)
-                .eq(parents.iter().copied())
+            && *cached == path
         {
-            return Ok(rustix::io::dup(fd)?);
+            return Ok((path, rustix::io::dup(fd)?));
         }
         let (journal, created_dirs) = (&mut self.journal, &mut self.created_dirs);
         let (above, folders) = (&self.above, &mut self.folders);
         let mut record = |parts: &[&OsStr], stat: &Stat| {
+            // `parts` is a prefix of `parents`, so never empty.
+            let made = chain[parts.len() - 1];
             journal.push(Made {
-                parts: owned(parts),
+                path: made,
                 folder: true,
                 identity: identity(stat),
             });
-            created_dirs.insert(owned(parts), identity(stat));
-            let archived = above.get(&owned(parts));
+            created_dirs.insert(made, identity(stat));
+            let archived = above.get(&made);
             folders.push(Folder {
-                parts: owned(parts),
+                path: made,
                 attributes: archived.copied().unwrap_or_else(unarchived_folder),
                 identity: identity(stat),
                 archived: archived.is_some(),
             });
         };
         let fd = beneath::walk(&self.root, parents, Some(&mut record))?;
-        self.cache = Some((owned(parents), rustix::io::dup(&fd)?));
-        Ok(fd)
+        self.cache = Some((path, rustix::io::dup(&fd)?));
+        Ok((path, fd))
     }
 
     /// A folder entry: made (or found, if this restore made it or it was there); its
@@ -885,11 +912,13 @@ impl Extractor<'_> {
     fn folder(
         &mut self,
         parent: &OwnedFd,
+        parent_path: NodeId,
         parts: &[&OsStr],
         attributes: Attributes,
         shown: &str,
     ) -> Result<(), Fatal> {
         let name = parts[parts.len() - 1];
+        let path = self.paths.add_child(parent_path, name);
         let fresh = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
             Err(rustix::io::Errno::EXIST) => false,
@@ -905,11 +934,11 @@ impl Extractor<'_> {
         let stat = rustix::fs::fstat(&fd).map_err(|e| fatal(shown)(e.into()))?;
         // One made earlier in this restore is its own only while it is that very folder: one
         // swapped in under its name keeps its own owner and mode.
-        let mine = fresh || self.created_dirs.get(&owned(parts)) == Some(&identity(&stat));
-        if mine && let Entry::Vacant(made) = self.created_dirs.entry(owned(parts)) {
+        let mine = fresh || self.created_dirs.get(&path) == Some(&identity(&stat));
+        if mine && let Entry::Vacant(made) = self.created_dirs.entry(path) {
             made.insert(identity(&stat));
             self.journal.push(Made {
-                parts: owned(parts),
+                path,
                 folder: true,
                 identity: identity(&stat),
             });
@@ -918,7 +947,7 @@ impl Extractor<'_> {
         // A folder that was there before keeps its own owner, mode and times.
         if mine {
             self.folders.push(Folder {
-                parts: owned(parts),
+                path,
                 attributes,
                 identity: identity(&stat),
                 archived: true,
@@ -933,11 +962,12 @@ impl Extractor<'_> {
     fn place(
         &mut self,
         parent: &OwnedFd,
+        parent_path: NodeId,
         parts: &[&OsStr],
         shown: &str,
         make: impl FnOnce(&OwnedFd, &OsStr) -> io::Result<()>,
     ) -> Result<bool, Fatal> {
-        let (name, parents) = parts.split_last().expect("not empty");
+        let name = parts.last().expect("not empty");
         let slot: OsString = match beneath::stat_of(parent, name).map_err(fatal(shown))? {
             None => (*name).to_owned(),
             Some(stat) if beneath::kind_of(&stat) == FileType::Directory => {
@@ -959,9 +989,7 @@ impl Extractor<'_> {
             }
         };
         let temporary = slot != *name;
-        let in_made_folder = self.created_dirs.contains_key(&owned(parents));
-        let mut slot_parts = owned(parents);
-        slot_parts.push(slot.clone());
+        let in_made_folder = self.created_dirs.contains_key(&parent_path);
         let made = make(parent, &slot);
         // Whatever `make` left under the slot name is this restore's, even on failure; in a
         // folder this restore made, removing the folder removes it, so there it is looked at
@@ -974,7 +1002,7 @@ impl Extractor<'_> {
         let mut journalled = false;
         if !in_made_folder && let Some(stat) = &left {
             self.journal.push(Made {
-                parts: slot_parts,
+                path: self.paths.add_child(parent_path, &slot),
                 folder: false,
                 identity: identity(stat),
             });
@@ -1033,8 +1061,9 @@ impl Extractor<'_> {
     fn link_source(&self, link: Option<&Path>) -> Result<(OwnedFd, OsString), String> {
         let link = link.ok_or("hard link without a target")?;
         let target = safe_components(link).map_err(|r| format!("hard link target: {r}"))?;
-        let target = match self.stood_in.get(&owned(&target)) {
-            Some(stand_in) => borrowed(stand_in),
+        let stand_in = (self.paths.find(&target)).and_then(|file| self.stood_in.get(&file));
+        let target = match stand_in {
+            Some(stand_in) => self.paths.parts(*stand_in),
             None => target,
         };
         let Some((name, parents)) = target.split_last() else {
@@ -1060,9 +1089,11 @@ impl Extractor<'_> {
     /// as such, or in a folder it made (private until the end, so holding only its files).
     fn wrote(&self, dir: &OwnedFd, parents: &[&OsStr], file: &Stat) -> bool {
         self.written.contains(&identity(file))
-            || self.created_dirs.get(&owned(parents)).is_some_and(|made| {
-                rustix::fs::fstat(dir).is_ok_and(|found| identity(&found) == *made)
-            })
+            || (self.paths.find(parents))
+                .and_then(|path| self.created_dirs.get(&path))
+                .is_some_and(|made| {
+                    rustix::fs::fstat(dir).is_ok_and(|found| identity(&found) == *made)
+                })
     }
 
     /// Sets the folders' attributes, deepest last-seen first, on each folder re-opened
@@ -1070,15 +1101,15 @@ impl Extractor<'_> {
     fn finish_folders(&mut self) {
         let folders = std::mem::take(&mut self.folders);
         // A folder made on the way whose entry came later has the entry's attributes.
-        let archived: HashSet<&[OsString]> = (folders.iter())
+        let archived: HashSet<NodeId> = (folders.iter())
             .filter(|folder| folder.archived)
-            .map(|folder| folder.parts.as_slice())
+            .map(|folder| folder.path)
             .collect();
         let to_finish: Vec<&Folder> = (folders.iter())
-            .filter(|folder| folder.archived || !archived.contains(folder.parts.as_slice()))
+            .filter(|folder| folder.archived || !archived.contains(&folder.path))
             .collect();
         for folder in to_finish.into_iter().rev() {
-            let parts = borrowed(&folder.parts);
+            let parts = self.paths.parts(folder.path);
             let shown = beneath::shown(&parts);
             let (name, parents) = parts.split_last().expect("not empty");
             let opened = match beneath::walk(&self.root, parents, None) {
@@ -1094,7 +1125,8 @@ impl Extractor<'_> {
                 beneath::apply(&fd, &folder.attributes).map_err(|e| e.to_string())
             });
             if let Err(reason) = applied {
-                self.refuse(&shown, &format!("mode and times not set: {reason}"));
+                let refused = format!("{shown}: mode and times not set: {reason}");
+                self.report.refused.push(refused);
             }
         }
     }
@@ -1103,7 +1135,7 @@ impl Extractor<'_> {
     fn undo(&mut self) -> String {
         let mut left = Vec::new();
         for made in std::mem::take(&mut self.journal).into_iter().rev() {
-            let parts = borrowed(&made.parts);
+            let parts = self.paths.parts(made.path);
             let shown = beneath::shown(&parts);
             let (name, parents) = parts.split_last().expect("not empty");
             let removed = match beneath::walk(&self.root, parents, None) {
@@ -2141,6 +2173,7 @@ mod tests {
             root,
             made_target: Vec::new(),
             filters: &filters,
+            paths: PathTree::new(),
             stand_ins: HashMap::new(),
             stood_in: HashMap::new(),
             overwrite: false,
@@ -2162,14 +2195,22 @@ mod tests {
         };
         let parent = beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap();
         let parts = [OsStr::new("d")];
-        assert!(extractor.folder(&parent, &parts, attributes, "d").is_ok());
+        assert!(
+            extractor
+                .folder(&parent, PathTree::ROOT, &parts, attributes, "d")
+                .is_ok()
+        );
         assert_eq!(extractor.folders.len(), 1, "made by this restore");
         // Replaced by someone else's folder between two entries naming it (made while the
         // first exists, so that it cannot get its inode).
         fs::create_dir(target.join("theirs")).unwrap();
         fs::remove_dir(target.join("d")).unwrap();
         fs::rename(target.join("theirs"), target.join("d")).unwrap();
-        assert!(extractor.folder(&parent, &parts, attributes, "d").is_ok());
+        assert!(
+            extractor
+                .folder(&parent, PathTree::ROOT, &parts, attributes, "d")
+                .is_ok()
+        );
         assert_eq!(
             extractor.folders.len(),
             1,

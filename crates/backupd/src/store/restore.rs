@@ -943,9 +943,10 @@ impl Extractor<'_> {
                 identity: identity(&stat),
             });
         }
-        self.report.dirs += 1;
-        // A folder that was there before keeps its own owner, mode and times.
+        // A folder that was there before keeps its own owner, mode and times: it is not one
+        // this restore restored.
         if mine {
+            self.report.dirs += 1;
             self.folders.push(Folder {
                 path,
                 attributes,
@@ -1277,6 +1278,28 @@ mod tests {
             let hard2 = fs::metadata(out.join("tree/docs/deep/hard2")).unwrap();
             assert_eq!(hard1.ino(), hard2.ino(), "hard link restored as a link");
         }
+    }
+
+    #[test]
+    fn folders_that_were_there_are_not_counted_as_restored() {
+        let (dir, _src, archive) = made(Compression::default());
+        let out = dir.path().join("out");
+        let first = restore(&archive, &out, &[]).unwrap();
+        assert_eq!((first.files, first.dirs), (7, 4));
+        // Again, replacing every file: each is restored anew, no folder is.
+        let overwrite = RestoreOptions {
+            paths: Vec::new(),
+            overwrite: true,
+        };
+        let again = restore_with(&archive, &out, &overwrite).unwrap();
+        assert_eq!(again.refused, Vec::<String>::new());
+        assert_eq!((again.files, again.symlinks, again.dirs), (7, 2, 0));
+        assert_eq!(again.replaced, 9, "its files and symlinks");
+        // Only the folder that went missing is restored.
+        fs::remove_dir(out.join("tree/empty")).unwrap();
+        let again = restore_with(&archive, &out, &overwrite).unwrap();
+        assert_eq!(again.dirs, 1);
+        assert!(out.join("tree/empty").is_dir());
     }
 
     #[test]
@@ -2216,5 +2239,6 @@ mod tests {
             1,
             "the stranger keeps its own mode"
         );
+        assert_eq!(extractor.report.dirs, 1, "nor is it counted as restored");
     }
 }

@@ -112,6 +112,17 @@ fn backups_verify_and_restore_read_the_remote_copies() {
     );
     let out = t.ctl(&["verify", "--remote", "off", &second]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
+    // `backups --long` remembers each copy's verification, not only the last one's.
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
+    assert_eq!(code, 0, "{answer}");
+    let archives = answer["data"]["groups"][0]["archives"].as_array().unwrap();
+    for copy in [&first, &second] {
+        let listed = archives
+            .iter()
+            .find(|a| a["file"] == copy.as_str())
+            .unwrap();
+        assert_eq!(listed["verify"]["status"], "ok", "{answer}");
+    }
 
     // restore: the copy, with no local archive, exactly as the source.
     let target = t.work().join("restored");

@@ -258,8 +258,10 @@ impl ScheduleStore {
         let file = match crate::fsutil::read_nofollow(&path) {
             Ok(bytes) => {
                 let mut file = parse(&path, &bytes)?;
-                if let Some(raised) = check(&path, &mut file)? {
-                    repaired(&path, &file, raised);
+                let raised = check(&path, &mut file)?;
+                let cleared = clear_zero_hook_timeouts(&mut file);
+                if raised.is_some() || !cleared.is_empty() {
+                    repaired(&path, &file, raised, &cleared);
                 }
                 file
             }
@@ -521,20 +523,43 @@ fn save(path: &Path, file: &ScheduleFile) -> io::Result<()> {
     })
 }
 
-/// Logs a raised `next_id` and saves it (else the next change saves it).
-fn repaired(path: &Path, file: &ScheduleFile, raised: NextIdRaised) {
-    let NextIdRaised {
+/// Earlier versions stored a hook timeout of 0, which killed every hook as it starts (and
+/// which 0 now refuses): such a schedule takes the default instead of failing every run.
+/// Returns the names of the schedules changed.
+fn clear_zero_hook_timeouts(file: &mut ScheduleFile) -> Vec<String> {
+    let zero = file
+        .schedules
+        .iter_mut()
+        .filter(|s| s.options.hook_timeout == Some(0));
+    zero.map(|schedule| {
+        std::sync::Arc::make_mut(schedule).options.hook_timeout = None;
+        schedule.name.clone()
+    })
+    .collect()
+}
+
+/// Logs what loading repaired, and saves it.
+fn repaired(path: &Path, file: &ScheduleFile, raised: Option<NextIdRaised>, cleared: &[String]) {
+    if let Some(NextIdRaised {
         from,
         to,
         highest_id,
-    } = raised;
-    tracing::warn!(
-        "Schedule file {}: next_id {from} was not above every id (the highest is {highest_id}); raised it to {to}, so that a new schedule gets an id of its own",
-        path.display()
-    );
+    }) = raised
+    {
+        tracing::warn!(
+            "Schedule file {}: next_id {from} was not above every id (the highest is {highest_id}); raised it to {to}, so that a new schedule gets an id of its own",
+            path.display()
+        );
+    }
+    for name in cleared {
+        tracing::warn!(
+            "Schedule {name}: hook_timeout 0 killed every hook as it started; it now takes the daemon's (hook_timeout in [defaults], else {} s)",
+            proto::job::DEFAULT_HOOK_TIMEOUT_SECS
+        );
+    }
     if let Err(e) = save(path, file) {
         tracing::error!(
-            "can't save the raised next_id (kept in memory, saved with the next change): can't save schedule file {}: {e}",
+            "can't save the repaired schedules (kept in memory, saved with the next change): can't save schedule file {}: {e}",
             path.display()
         );
     }
@@ -750,6 +775,28 @@ mod tests {
         let kept = finished.snapshot().await.schedules[0].clone();
         assert_eq!(kept.last_due, Some(due.fixed_offset()));
         assert!(kept.last_run.is_some());
+    }
+
+    #[test]
+    fn a_stored_hook_timeout_of_0_becomes_the_default_and_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let stored = br#"{"version":1,"next_id":3,"schedules":[
+            {"id":1,"name":"a","sources":["/a"],"kind":"daily","time":"01:00",
+             "created":"2026-11-24T16:00:00+01:00","hook_timeout":0},
+            {"id":2,"name":"b","sources":["/b"],"kind":"daily","time":"01:00",
+             "created":"2026-11-24T16:00:00+01:00","hook_timeout":30}]}"#;
+        std::fs::write(&path, stored).unwrap();
+        let store = ScheduleStore::load(path.clone()).unwrap();
+        let timeouts = |file: &ScheduleFile| -> Vec<Option<u64>> {
+            file.schedules
+                .iter()
+                .map(|s| s.options.hook_timeout)
+                .collect()
+        };
+        assert_eq!(timeouts(&store.file.try_lock().unwrap()), [None, Some(30)]);
+        let saved = ScheduleStore::load(path).unwrap();
+        assert_eq!(timeouts(&saved.file.try_lock().unwrap()), [None, Some(30)]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{TestHome, ctl_json, run_json};
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -15,7 +15,8 @@ use std::path::Path;
 const LONGEST: usize = 255;
 /// The daemon's peak memory allowed for a run or a restore of these trees: before the walk
 /// kept only each folder's own name, 2000 levels took 1 GB and 4096 levels 4.5 GB; before a
-/// restore kept its folders as a tree of names, restoring 1500 levels took 1 GB.
+/// restore kept its folders as a tree of names, restoring 1500 levels took 1 GB, and before
+/// the walk kept the first paths of linked files so, 2000 levels with a link each 548 MB.
 const PEAK_LIMIT: u64 = 256 << 20;
 /// The reader's bound on a long name (`MAX_LONG_NAME`), terminating NUL included.
 const MAX_LONG_NAME: usize = 1 << 20;
@@ -190,4 +191,72 @@ fn a_restores_memory_grows_with_the_depth_not_its_square() {
     let mut content = Vec::new();
     std::io::Read::read_to_end(&mut std::fs::File::from(leaf), &mut content).unwrap();
     assert_eq!(content, b"bottom\n");
+}
+
+#[test]
+fn hard_links_deep_down_take_memory_with_the_depth_not_its_square() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    // At each of 2000 levels a file `f` whose other link is `link<level>` at the top. The
+    // deep one is archived first (`a…` sorts before `link…`) and each link names it: 512 MB
+    // of paths summed over the levels.
+    let depth = 2000;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    let name = "a".repeat(LONGEST);
+    let top = rustix::fs::open(&src, flags, Mode::empty()).unwrap();
+    let mut dir = rustix::fs::open(&src, flags, Mode::empty()).unwrap();
+    for level in 1..=depth {
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+        write_at(&dir, "f", format!("{level}\n").as_bytes());
+        let link = format!("link{level:04}");
+        rustix::fs::linkat(&dir, "f", &top, link.as_str(), AtFlags::empty()).unwrap();
+    }
+    drop((top, dir));
+    let daemon = t.start_daemon();
+
+    let (code, answer) = run_json(&t, &["--sources", "src", "--compression", "none"]);
+    assert_eq!(code, 0, "{answer}");
+    let report = &answer["data"]["sources"][0];
+    assert_eq!(report["files"], 2 * depth, "{answer}");
+    let peak = peak_memory(daemon.pid());
+    eprintln!("backup of {depth} linked levels: the daemon's peak memory was {peak} bytes");
+    assert!(
+        peak < PEAK_LIMIT,
+        "the daemon's peak memory was {peak} bytes"
+    );
+
+    // GNU tar lists each top-level name as a link to the deep one.
+    let archive = report["archive"].as_str().unwrap().to_owned();
+    let mut tar = std::process::Command::new("tar")
+        .args(["-tvf", &archive])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut listing = std::io::BufReader::new(tar.stdout.take().unwrap());
+    let (mut links, mut line) = (0, Vec::new());
+    while std::io::BufRead::read_until(&mut listing, b'\n', &mut line).unwrap() > 0 {
+        let text = String::from_utf8_lossy(&line);
+        if text.starts_with('h') && text.contains(" src/link") && text.contains(" link to src/") {
+            links += 1;
+        }
+        line.clear();
+    }
+    assert!(tar.wait().unwrap().success());
+    assert_eq!(links, depth);
+
+    // Restored as links: each top-level name is the deep file.
+    let target = t.work().join("restored");
+    let (code, answer) = ctl_json(&t, &["restore", &archive, "--to", target.to_str().unwrap()]);
+    assert_eq!(code, 0, "{answer}");
+    let top = rustix::fs::open(target.join("src"), flags, Mode::empty()).unwrap();
+    let mut dir = rustix::fs::open(target.join("src"), flags, Mode::empty()).unwrap();
+    for level in 1..=depth {
+        dir = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+        let deep = rustix::fs::statat(&dir, "f", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        let link = format!("link{level:04}");
+        let linked = rustix::fs::statat(&top, link.as_str(), AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        assert_eq!((deep.st_ino, deep.st_nlink), (linked.st_ino, 2), "{link}");
+    }
 }

@@ -13,10 +13,12 @@
 //! errors and cancellation stop the walk.
 //!
 //! The walk holds each folder's own name, never its full path (one shared buffer holds the
-//! current one), so its memory grows with the depth, not its square. An entry whose name in
+//! current one), and the first paths of files with several links as nodes of a
+//! [`PathTree`], so its memory grows with the depth, not its square. An entry whose name in
 //! the archive would be longer than [`MAX_LONG_NAME`], which every reader refuses, is left
 //! out with a warning, and a folder with everything below it.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -33,6 +35,7 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
+use crate::path_tree::{NodeId, PathTree};
 use crate::store::MAX_LONG_NAME;
 
 /// Directory handles a walk keeps open at most, far below the usual limit of 1024 fds.
@@ -77,8 +80,11 @@ pub(crate) struct TreeWriter<'w, 'a, W: Write> {
     archive_id: Option<FileId>,
     /// Destination folders left out when they lie inside the source.
     protected: Vec<Protected>,
-    /// First archived path of each multiply-linked file.
-    links: HashMap<FileId, PathBuf>,
+    /// First archived path of each multiply-linked file, below the top-level name.
+    links: HashMap<FileId, NodeId>,
+    /// Those paths: only the folders holding such a file are added, so a tree without
+    /// links costs nothing, and one deep in links costs its names, not its paths.
+    link_paths: PathTree,
     stats: Stats,
 }
 
@@ -91,6 +97,9 @@ struct Level {
     id: FileId,
     /// Length of its path relative to the source root: a prefix of the walk's `rel_buf`.
     rel_len: usize,
+    /// Its path in `TreeWriter::link_paths`, once a file with several links in or below it
+    /// was archived (a `Cell`: set while the walk's handles are borrowed).
+    link_path: Cell<Option<NodeId>>,
     /// Children still to visit, reversed so that popping yields sorted order.
     pending: Vec<OsString>,
 }
@@ -175,6 +184,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             archive_id,
             protected: Vec::new(),
             links: HashMap::new(),
+            link_paths: PathTree::new(),
             stats: Stats::default(),
         }
     }
@@ -207,6 +217,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
             name: OsString::new(),
             id: file_id(&meta),
             rel_len: 0,
+            link_path: Cell::new(Some(PathTree::ROOT)),
             pending: children,
         }];
         let mut announced = HashSet::new();
@@ -296,6 +307,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                                 name,
                                 id,
                                 rel_len: rel_buf.len(),
+                                link_path: Cell::new(None),
                                 pending: children,
                             });
                             close_shallowest(&mut levels, OPEN_DIRS_LIMIT);
@@ -308,7 +320,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
                     if self.archive_id == Some(file_id(&meta)) {
                         continue;
                     }
-                    self.append_file(dir, &name, place, &entry)?;
+                    self.append_file(dir, &name, place, &entry, &levels, top)?;
                 }
                 FileType::Fifo => self.append_special(&entry, &meta, EntryType::Fifo)?,
                 FileType::CharacterDevice => self.append_special(&entry, &meta, EntryType::Char)?,
@@ -425,12 +437,16 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         Ok(())
     }
 
+    /// Archives the regular file `name` in `dir` (the innermost of `levels`) as `entry`, or
+    /// as a link to its first path (below `top`) if it has several links and was archived.
     fn append_file(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
         place: Place<'_>,
         entry: &Path,
+        levels: &[Level],
+        top: &Path,
     ) -> Result<(), EngineError> {
         // Opened without following links and without blocking, then checked with fstat,
         // so a file swapped for a symlink or FIFO since the stat is never read through.
@@ -449,7 +465,7 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         if meta.st_nlink > 1
             && let Some(first) = self.links.get(&id)
         {
-            let first = first.clone();
+            let first = top.join(self.link_paths.path(*first));
             let mut header = header_for(&meta, EntryType::Link, 0);
             self.builder
                 .append_link(&mut header, entry, &first)
@@ -479,10 +495,26 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         self.stats.files += 1;
         self.meter.progress.files += 1;
         if meta.st_nlink > 1 {
-            self.links.insert(id, entry.to_owned());
+            let folder = link_path_of(&mut self.link_paths, levels);
+            let first = self.link_paths.add_child(folder, name);
+            self.links.insert(id, first);
         }
         Ok(())
     }
+}
+
+/// The innermost of `levels` as a path of `paths`, adding the folders not yet in it.
+fn link_path_of(paths: &mut PathTree, levels: &[Level]) -> NodeId {
+    let known = levels.iter().rposition(|l| l.link_path.get().is_some());
+    let (mut path, below) = match known {
+        Some(i) => (levels[i].link_path.get().unwrap_or(PathTree::ROOT), i + 1),
+        None => (PathTree::ROOT, 1),
+    };
+    for level in levels.iter().skip(below) {
+        path = paths.add_child(path, &level.name);
+        level.link_path.set(Some(path));
+    }
+    path
 }
 
 fn file_id(meta: &Stat) -> FileId {
@@ -628,6 +660,7 @@ mod tests {
                 name: name.into(),
                 id,
                 rel_len: 0,
+                link_path: Cell::new(None),
                 pending: Vec::new(),
             }
         };
@@ -643,6 +676,41 @@ mod tests {
 
     fn open_count(levels: &[Level]) -> usize {
         levels.iter().filter(|l| l.fd.is_some()).count()
+    }
+
+    /// Walk levels named `names` below the root, without handles.
+    fn named_levels(names: &[&str]) -> Vec<Level> {
+        let level = |name: &str| Level {
+            fd: None,
+            name: name.into(),
+            id: (0, 0),
+            rel_len: 0,
+            link_path: Cell::new(None),
+            pending: Vec::new(),
+        };
+        std::iter::once("")
+            .chain(names.iter().copied())
+            .map(level)
+            .collect()
+    }
+
+    #[test]
+    fn a_linked_files_folder_is_added_to_the_link_paths_once() {
+        let levels = named_levels(&["0", "1", "2"]);
+        let mut paths = PathTree::new();
+        let folder = link_path_of(&mut paths, &levels);
+        assert_eq!(paths.path(folder), PathBuf::from("0/1/2"));
+        assert_eq!(link_path_of(&mut paths, &levels), folder);
+        assert_eq!(paths.len(), 4, "the root and the three folders");
+        // The walk moves on to a sibling of the innermost folder: only its name is added.
+        let sibling = named_levels(&["0", "1", "other"]);
+        for (level, known) in sibling.iter().zip(&levels).take(3) {
+            level.link_path.set(known.link_path.get());
+        }
+        let other = link_path_of(&mut paths, &sibling);
+        assert_eq!(paths.path(other), PathBuf::from("0/1/other"));
+        assert_eq!(paths.parent(other), paths.parent(folder));
+        assert_eq!(paths.len(), 5);
     }
 
     #[test]

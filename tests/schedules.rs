@@ -708,3 +708,366 @@ fn a_next_id_at_the_last_id_refuses_a_create_and_keeps_the_file() {
     let listed = t.ctl(&["list"]).ok();
     assert!(listed.contains("a") && !listed.contains(" b "), "{listed}");
 }
+
+/// `list --json`'s schedules.
+fn listed(t: &TestHome) -> Vec<serde_json::Value> {
+    let list: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    list["data"]["schedules"].as_array().unwrap().clone()
+}
+
+#[test]
+fn create_replace_changes_a_schedule_in_place_keeping_its_id_runs_and_place() {
+    let t = TestHome::new();
+    for dir in ["src", "src2"] {
+        std::fs::create_dir(t.work().join(dir)).unwrap();
+        std::fs::write(t.work().join(dir).join("f"), b"x").unwrap();
+    }
+    let _daemon = t.start_daemon();
+    let watcher = common::watcher::Watcher::start(&t);
+    watcher.wait_until_watching(&t, "src", "early");
+    let docs = [
+        "create", "--name", "docs", "--source", "src", "--daily", "03:00",
+    ];
+    t.ctl(&docs).ok();
+    t.ctl(&[
+        "create", "--name", "later", "--source", "src", "--daily", "04:00",
+    ])
+    .ok();
+    t.ctl(&["run", "--name", "docs"]).ok();
+    let before = listed(&t);
+    let (position, original) = before
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s["name"] == "docs")
+        .unwrap();
+
+    let refused = t.ctl(&docs);
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr().contains("already exists") && refused.stderr().contains("--replace"),
+        "{}",
+        refused.stderr()
+    );
+
+    let replace = [
+        "create",
+        "--replace",
+        "--name",
+        "docs",
+        "--source",
+        "src2",
+        "--daily",
+        "03:00",
+        "--exclude",
+        "*.tmp",
+        "--retention-days",
+        "30",
+    ];
+    assert_eq!(t.ctl(&replace).ok(), "Schedule docs replaced\n");
+    let after = listed(&t);
+    assert_eq!(after.len(), before.len(), "replaced, not added");
+    let replaced = &after[position];
+    assert_eq!(replaced["name"], "docs", "in its place");
+    for kept in ["id", "created", "last_run", "last_success", "last_due"] {
+        assert_eq!(replaced[kept], original[kept], "{kept}");
+    }
+    assert!(replaced["last_success"].is_string());
+    let src2 = t.work().join("src2").display().to_string();
+    assert_eq!(replaced["sources"], serde_json::json!([src2]));
+    assert_eq!(replaced["exclude"], serde_json::json!(["*.tmp"]));
+    assert_eq!(replaced["retention"]["days"], 30);
+    assert!(
+        log_messages(&t.log())
+            .iter()
+            .any(|m| m.starts_with("Schedule replaced: docs")),
+        "{}",
+        t.log()
+    );
+    // The probes of the watch's start may still come: skipped.
+    let next_change = || {
+        loop {
+            let event = watcher.next("schedule_changed");
+            if !event["name"].as_str().unwrap().starts_with("early_") {
+                return (event["name"].clone(), event["change"].clone());
+            }
+        }
+    };
+    assert_eq!(next_change(), ("docs".into(), "created".into()));
+    assert_eq!(next_change(), ("later".into(), "created".into()));
+    assert_eq!(next_change(), ("docs".into(), "replaced".into()));
+
+    // Validated as a create is: a bad definition changes nothing.
+    let bad = t.ctl(&[
+        "create",
+        "--replace",
+        "--name",
+        "docs",
+        "--source",
+        "nowhere",
+        "--daily",
+        "03:00",
+    ]);
+    assert_eq!(bad.code(), 1);
+    assert!(
+        bad.stderr().contains("can't find source directory"),
+        "{}",
+        bad.stderr()
+    );
+    assert_eq!(listed(&t), after);
+
+    // No schedule of that name: created, silently as a create, and said so in --json.
+    let (code, answer) = common::ctl_json(
+        &t,
+        &[
+            "create",
+            "--replace",
+            "--name",
+            "new",
+            "--source",
+            "src",
+            "--cron",
+            "0 5 * * *",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"].get("replaced"), None, "{answer}");
+    assert_eq!(next_change(), ("new".into(), "created".into()));
+    let (_, answer) = common::ctl_json(
+        &t,
+        &[
+            "create",
+            "--replace",
+            "--name",
+            "new",
+            "--source",
+            "src",
+            "--cron",
+            "0 6 * * *",
+        ],
+    );
+    assert_eq!(answer["data"]["replaced"], true, "{answer}");
+    assert_eq!(answer["data"]["schedule"]["cron"], "0 6 * * *");
+
+    // A one-shot too, by its name.
+    let spec = format!("src2;{};docs", far_time());
+    assert_eq!(
+        t.ctl(&["create", "--replace", &spec]).ok(),
+        "Schedule docs replaced\n"
+    );
+    let one_shot = &listed(&t)[position];
+    assert_eq!(one_shot["kind"], "once");
+    assert_eq!(one_shot["id"], original["id"]);
+    assert_eq!(one_shot["last_run"], original["last_run"]);
+}
+
+#[test]
+fn a_raw_create_with_replace_true_replaces_and_without_it_is_refused() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let _daemon = t.start_daemon();
+    let mut client = common::Client::connect(&t.socket()).unwrap();
+    let create = |replace: &str, time: &str| {
+        format!(
+            r#"{{"cmd":"create","name":"raw","sources":["{}"],"daily":"{time}"{replace}}}"#,
+            src.display()
+        )
+    };
+    let first = client.request(&create("", "01:00"));
+    assert_eq!(first["ok"], true, "{first}");
+    let id = first["data"]["schedule"]["id"].clone();
+    let again = client.request(&create("", "02:00"));
+    assert_eq!(again["ok"], false);
+    assert_eq!(again["error"]["code"], "schedule_exists", "{again}");
+    let replaced = client.request(&create(r#","replace":true"#, "02:00"));
+    assert_eq!(replaced["ok"], true, "{replaced}");
+    assert_eq!(replaced["data"]["replaced"], true);
+    assert_eq!(replaced["data"]["schedule"]["id"], id);
+    assert_eq!(replaced["data"]["schedule"]["time"], "02:00");
+}
+
+/// A fresh home holding schedule `docs`, daily an hour from now, dealt with up to two hours
+/// ago: not due yet. Returns its `last_due`.
+fn home_with_a_daily_due_in_an_hour(t: &TestHome) -> String {
+    std::fs::create_dir(t.work().join("src")).unwrap();
+    let now = chrono::Local::now();
+    let dealt_with = (now - chrono::TimeDelta::hours(2)).to_rfc3339();
+    let line = daily(t, 1, "docs", &format!(r#","last_due":"{dealt_with}""#)).replace(
+        r#""time":"02:00""#,
+        &format!(r#""time":"{}""#, in_an_hour()),
+    );
+    hand_edited_file(t, 2, &[line]);
+    dealt_with
+}
+
+fn in_an_hour() -> String {
+    (chrono::Local::now() + chrono::TimeDelta::hours(1))
+        .format("%H:%M")
+        .to_string()
+}
+
+#[test]
+fn a_replacement_with_the_same_timing_keeps_the_occurrences_dealt_with() {
+    let t = TestHome::new();
+    let dealt_with = home_with_a_daily_due_in_an_hour(&t);
+    let _daemon = t.start_daemon();
+    let time = listed(&t)[0]["time"].as_str().unwrap().to_owned();
+    let (code, answer) = common::ctl_json(
+        &t,
+        &[
+            "create",
+            "--replace",
+            "--name",
+            "docs",
+            "--source",
+            "src",
+            "--daily",
+            &time,
+            "--level",
+            "9",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let schedule = &answer["data"]["schedule"];
+    assert_eq!(schedule["level"], 9);
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(schedule["last_due"].as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&dealt_with).unwrap(),
+        "nothing dealt with, nothing skipped"
+    );
+}
+
+#[test]
+fn a_replacement_with_a_new_timing_counts_from_now_and_catches_nothing_up() {
+    let t = TestHome::new();
+    // Dealt with two hours ago: the new time, an hour ago, has come since, and would be
+    // caught up (or skipped as missed) at once if it counted from then.
+    home_with_a_daily_due_in_an_hour(&t);
+    let _daemon = t.start_daemon();
+    let an_hour_ago = (chrono::Local::now() - chrono::TimeDelta::hours(1))
+        .format("%H:%M")
+        .to_string();
+    let asked = chrono::Local::now();
+    let (code, answer) = common::ctl_json(
+        &t,
+        &[
+            "create",
+            "--replace",
+            "--name",
+            "docs",
+            "--source",
+            "src",
+            "--daily",
+            &an_hour_ago,
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let schedule = &answer["data"]["schedule"];
+    let last_due =
+        chrono::DateTime::parse_from_rfc3339(schedule["last_due"].as_str().unwrap()).unwrap();
+    assert!(
+        last_due >= asked - chrono::TimeDelta::seconds(1),
+        "{last_due} < {asked}"
+    );
+    let next =
+        chrono::DateTime::parse_from_rfc3339(schedule["next_run"].as_str().unwrap()).unwrap();
+    assert!(
+        next > asked + chrono::TimeDelta::hours(22),
+        "tomorrow: {next}"
+    );
+    // The scheduler, woken by the change, finds nothing to do.
+    t.ctl(&["status"]).ok();
+    let messages = log_messages(&t.log());
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.contains("Catching up") || m.contains("Missed run")),
+        "{messages:?}"
+    );
+    assert_eq!(listed(&t)[0]["last_run"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_run_going_on_finishes_with_its_settings_and_the_replacement_applies_next() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let (old_dest, new_dest) = (t.work().join("old"), t.work().join("new"));
+    let (started, release) = (t.work().join("STARTED"), t.work().join("FLAG"));
+    // Holds the run until the test releases it.
+    let hold = format!(
+        "sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+        started.display(),
+        release.display()
+    );
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create",
+        "--name",
+        "docs",
+        "--source",
+        "src",
+        "--daily",
+        &far_time(),
+        "--destination",
+        old_dest.to_str().unwrap(),
+        "--before",
+        &hold,
+    ])
+    .ok();
+    let id = listed(&t)[0]["id"].clone();
+    t.ctl(&["run", "--name", "docs", "--detach"]).ok();
+    common::wait_for(common::PATIENCE, "the run's before hook", || {
+        started.exists().then_some(())
+    });
+
+    let replace = [
+        "create",
+        "--replace",
+        "--name",
+        "docs",
+        "--source",
+        "src",
+        "--daily",
+        &far_time(),
+        "--destination",
+        new_dest.to_str().unwrap(),
+    ];
+    assert_eq!(t.ctl(&replace).ok(), "Schedule docs replaced\n");
+    std::fs::write(&release, b"").unwrap();
+    let recorded = common::wait_for(common::PATIENCE, "the run's record", || {
+        let schedule = listed(&t)[0].clone();
+        (!schedule["last_run"].is_null()).then_some(schedule)
+    });
+    assert_eq!(recorded["id"], id, "recorded into the same schedule");
+    assert_eq!(recorded["last_run"]["ok"], true, "{recorded}");
+    assert_eq!(recorded["destination"], new_dest.display().to_string());
+    let archives = |dir: &Path| {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".tar.gz")
+                })
+                .count()
+        })
+    };
+    assert_eq!(
+        archives(&old_dest),
+        1,
+        "written with the settings it began with"
+    );
+    assert_eq!(archives(&new_dest), 0);
+
+    // The next run has the new settings: no hook to hold it, the new destination.
+    std::fs::remove_file(&started).unwrap();
+    t.ctl(&["run", "--name", "docs"]).ok();
+    assert!(!started.exists(), "the old hook is gone");
+    assert_eq!(archives(&new_dest), 1);
+    let runs = listed(&t)[0].clone();
+    assert_eq!(runs["earlier_runs"].as_array().unwrap().len(), 1, "{runs}");
+}

@@ -171,6 +171,11 @@ pub struct CreateCli {
     /// Run on a cron expression: 5 fields ("0 2 * * *"), or 6 with seconds first.
     #[arg(long, value_name = "EXPR", requires = "name")]
     pub cron: Option<String>,
+    /// If a schedule of that name exists, replace its sources, timing and options by these,
+    /// keeping its id, its runs and its place in the list (a run going on finishes as it
+    /// began); else create it. Without it, an existing name is refused.
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub job: JobCli,
 }

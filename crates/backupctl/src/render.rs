@@ -23,6 +23,13 @@ pub fn reply(reply: Reply, socket: &Path, long: bool) -> Vec<String> {
     let lines = match reply {
         Reply::Hello(hello) => status(&hello, socket),
         Reply::Schedules(list) => schedules(&list, long),
+        // Silent when it adds one, as the schedule manager's `create`; a replacement says so.
+        Reply::ScheduleChanged(changed) if changed.replaced => {
+            vec![format!(
+                "Schedule {} replaced",
+                changed.schedule.schedule.name
+            )]
+        }
         Reply::ScheduleChanged(_) => Vec::new(),
         // Printed once the daemon is gone (see `stop` in main.rs).
         Reply::Stopping(_) => vec!["backupd stopped".to_owned()],
@@ -256,7 +263,9 @@ pub fn event(event: &Event, now: &chrono::DateTime<chrono::Local>) -> Option<Str
         Event::ScheduleChanged { name, change } => {
             let change = match change {
                 proto::event::ScheduleChange::Created => "created",
+                proto::event::ScheduleChange::Replaced => "replaced",
                 proto::event::ScheduleChange::Deleted => "deleted",
+                proto::event::ScheduleChange::Unknown => "changed",
             };
             format!("schedule {name} {change}")
         }
@@ -910,6 +919,28 @@ mod tests {
         assert_eq!(
             schedule_line(&one_shot(later)),
             format!("{} (on {})", line(later), later.format("%d/%m/%Y"))
+        );
+    }
+
+    #[test]
+    fn watch_names_each_schedule_change_and_one_it_does_not_know() {
+        use proto::event::ScheduleChange;
+        let now = chrono::Local::now();
+        let text = |change| {
+            let changed = Event::ScheduleChanged {
+                name: "docs".into(),
+                change,
+            };
+            event(&changed, &now).unwrap()
+        };
+        let at = now.format("%H:%M:%S");
+        assert_eq!(
+            text(ScheduleChange::Replaced),
+            format!("{at} schedule docs replaced")
+        );
+        assert_eq!(
+            text(ScheduleChange::Unknown),
+            format!("{at} schedule docs changed")
         );
     }
 }

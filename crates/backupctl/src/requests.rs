@@ -267,7 +267,10 @@ fn recipients(keys: &[String]) -> Result<Vec<String>, Failure> {
 
 fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure> {
     if let Some(spec) = &create.spec {
-        return Ok(CreateArgs::spec(absolutize_spec(spec, ctx)?));
+        return Ok(CreateArgs {
+            replace: create.replace,
+            ..CreateArgs::spec(absolutize_spec(spec, ctx)?)
+        });
     }
     Ok(CreateArgs {
         name: create.name.clone(),
@@ -278,6 +281,7 @@ fn create_args(create: &CreateCli, ctx: &Context) -> Result<CreateArgs, Failure>
             .collect::<Result<_, _>>()?,
         daily: create.daily.clone(),
         cron: create.cron.clone(),
+        replace: create.replace,
         // A schedule keeps what its flags say; the daemon's defaults fill the rest at run time.
         job: job_options(&create.job, ctx, None)?,
         ..CreateArgs::default()

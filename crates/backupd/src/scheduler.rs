@@ -186,9 +186,9 @@ async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<L
             }
             Err(e) => crate::plan_failure::conclude(&daemon, &schedule, started, &e).await,
         };
-        daemon.schedules.record_run(&schedule, record, true).await;
+        let removed = daemon.schedules.record_run(&schedule, record, true).await;
         crate::metrics::refresh(&daemon).await;
-        if schedule.is_once() {
+        if removed {
             deleted(&daemon, &schedule);
         }
         drop(guard);

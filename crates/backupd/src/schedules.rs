@@ -71,6 +71,40 @@ impl ScheduleFile {
         self.schedules.iter().position(|s| s.name == name)
     }
 
+    /// Gives the schedule at `position` the definition of `new` (name, sources, timing,
+    /// options) and keeps what the daemon knows of it: id, creation, runs, last success, the
+    /// run going on (which ends with the settings it started with). A new timing counts from
+    /// `now`: an occurrence of it before `now` is neither missed nor caught up.
+    pub fn replace(&mut self, position: usize, new: Schedule, now: DateTime<Local>) {
+        // Destructured so that a new field of the definition cannot be forgotten here.
+        let Schedule {
+            id: _,
+            name,
+            sources,
+            timing,
+            options,
+            created: _,
+            last_due: _,
+            last_run: _,
+            earlier_runs: _,
+            last_success: _,
+            started_run: _,
+        } = new;
+        let current = Arc::make_mut(&mut self.schedules[position]);
+        if current.timing != timing {
+            let from = Some(now.fixed_offset());
+            current.last_due = from;
+            // A run cut short by a crash is due again from there, not by the old timing.
+            if let Some(run) = &mut current.started_run {
+                run.previous_due = from;
+            }
+        }
+        current.name = name;
+        current.sources = sources;
+        current.timing = timing;
+        current.options = options;
+    }
+
     /// Schedule `id`, to change: copied first if a snapshot still shares it.
     pub fn by_id_mut(&mut self, id: u64) -> Option<&mut Schedule> {
         self.schedules
@@ -345,18 +379,26 @@ impl ScheduleStore {
         self.changed.notified().await;
     }
 
-    /// Records the outcome of a schedule's run; a timetabled run also ends its "started"
-    /// record, and a one-shot that ran on its timetable is removed, as the schedule manager
-    /// does.
-    pub async fn record_run(&self, schedule: &Schedule, record: RunRecord, timetabled: bool) {
-        let remove_once = timetabled && schedule.is_once();
+    /// Records the outcome of a run of `schedule` (as it was when the run started) into the
+    /// schedule of that id; a timetabled run also ends its "started" record, and a one-shot
+    /// that ran on its timetable is removed, as the schedule manager does, unless it was
+    /// replaced meanwhile by another timing. Returns whether it was removed.
+    pub async fn record_run(
+        &self,
+        schedule: &Schedule,
+        record: RunRecord,
+        timetabled: bool,
+    ) -> bool {
         let what = format!("the run of {}", schedule.name);
+        let mut removed = false;
         self.keep(&what, |file| {
             let Some(position) = file.position_of_id(schedule.id) else {
                 return;
             };
-            if remove_once {
+            let stored = &file.schedules[position];
+            if timetabled && stored.is_once() && stored.timing == schedule.timing {
                 file.schedules.remove(position);
+                removed = true;
                 return;
             }
             let schedule = Arc::make_mut(&mut file.schedules[position]);
@@ -372,6 +414,7 @@ impl ScheduleStore {
             schedule.earlier_runs.truncate(self.runs_kept - 1);
         })
         .await;
+        removed
     }
 
     /// Records that every occurrence of schedule `id` up to `latest` has been dealt with.
@@ -706,6 +749,117 @@ mod tests {
         assert!(matches!(result, Err(ScheduleFileError::Write { .. })));
         assert!(store.snapshot().await.schedules.is_empty());
         assert_eq!(store.snapshot().await.next_id, 1);
+    }
+
+    fn at(text: &str) -> DateTime<Local> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Local)
+    }
+
+    /// A file holding schedule `a` (daily 01:00), run once and dealt with up to `last_due`.
+    fn file_with_run_schedule(last_due: &str) -> ScheduleFile {
+        let mut file = ScheduleFile::default();
+        let mut a = schedule("a");
+        a.last_due = Some(at(last_due).fixed_offset());
+        a.last_run = Some(run_record(at(last_due), Err("failed")));
+        a.last_success = Some(at("2026-11-20T01:05:00+01:00").fixed_offset());
+        file.add(a).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_replacement_keeps_what_the_daemon_knows_and_takes_the_new_definition() {
+        let mut file = file_with_run_schedule("2026-11-25T01:00:00+01:00");
+        let before = Schedule::clone(&file.schedules[0]);
+        let mut new = schedule("a");
+        new.sources = vec!["/elsewhere".into()];
+        new.options.exclude = vec!["*.tmp".into()];
+        new.created = at("2026-11-25T10:00:00+01:00").fixed_offset();
+        file.replace(0, new, at("2026-11-25T10:00:00+01:00"));
+        let after = &file.schedules[0];
+        assert_eq!(after.sources, ["/elsewhere"]);
+        assert_eq!(after.options.exclude, ["*.tmp"]);
+        assert_eq!(
+            (after.id, after.created, &after.last_run, after.last_success),
+            (
+                before.id,
+                before.created,
+                &before.last_run,
+                before.last_success
+            )
+        );
+        // The same timing: the occurrences dealt with stay dealt with, none is added.
+        assert_eq!(after.last_due, before.last_due);
+        assert_eq!(file.next_id, 2, "no new id");
+    }
+
+    #[test]
+    fn a_new_timing_counts_from_the_replacement_so_nothing_past_is_caught_up() {
+        // Daily 01:00, dealt with up to last night; at 10:00 it becomes daily 09:00, whose
+        // 09:00 today would otherwise be an occurrence missed an hour ago, and run at once.
+        let mut file = file_with_run_schedule("2026-11-25T01:00:00+01:00");
+        let now = at("2026-11-25T10:00:00+01:00");
+        let mut new = schedule("a");
+        new.timing = proto::schedule::Timing::Daily {
+            time: "09:00".parse().unwrap(),
+        };
+        file.replace(0, new, now);
+        let after = &file.schedules[0];
+        assert_eq!(after.last_due, Some(now.fixed_offset()));
+        let grace = chrono::TimeDelta::hours(24);
+        let decision = crate::timing::decide(after, &now, grace, false);
+        assert!(
+            matches!(decision, crate::timing::Decision::Wait { until } if until > now),
+            "{decision:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_replaced_during_its_run_by_another_time_stays_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ScheduleStore::load(dir.path().join("schedules.json")).unwrap();
+        let due = at("2026-11-25T10:00:00+01:00");
+        let mut once = schedule("o");
+        once.timing = proto::schedule::Timing::Once {
+            time: "10:00".parse().unwrap(),
+            due: due.fixed_offset(),
+        };
+        store
+            .update(|f| Ok::<_, ScheduleFileError>(f.add(once).unwrap()))
+            .await
+            .unwrap();
+        store.mark_started(1, due).await;
+        let running = store.snapshot().await.schedules[0].clone();
+        let mut later = Schedule::clone(&running);
+        later.timing = proto::schedule::Timing::Once {
+            time: "11:00".parse().unwrap(),
+            due: (due + chrono::TimeDelta::hours(1)).fixed_offset(),
+        };
+        store
+            .update(|f| {
+                f.replace(0, later, due + chrono::TimeDelta::minutes(1));
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await
+            .unwrap();
+        let removed = store
+            .record_run(&running, run_record(due, Err("failed")), true)
+            .await;
+        assert!(!removed);
+        let kept = store.snapshot().await.schedules[0].clone();
+        assert!(kept.last_run.is_some(), "recorded into it");
+        assert_eq!(kept.started_run, None);
+
+        // Not replaced, the one-shot goes with its run.
+        store.mark_started(1, due).await;
+        let running = store.snapshot().await.schedules[0].clone();
+        assert!(
+            store
+                .record_run(&running, run_record(due, Err("failed")), true)
+                .await
+        );
+        assert!(store.snapshot().await.schedules.is_empty());
     }
 
     #[tokio::test]

@@ -104,7 +104,7 @@ pub enum Event {
         archive: String,
         status: VerifyStatus,
     },
-    /// `watch`: a schedule was added or removed.
+    /// `watch`: a schedule was added, replaced or removed.
     ScheduleChanged {
         name: String,
         change: ScheduleChange,
@@ -129,8 +129,13 @@ pub struct JobRef {
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleChange {
     Created,
+    /// By `create` with `replace`: a new definition, the same schedule (id, runs).
+    Replaced,
     /// By `delete`, or a one-shot that ran or was missed.
     Deleted,
+    /// A change this client does not know (from a newer daemon).
+    #[serde(other)]
+    Unknown,
 }
 
 impl EventLine {
@@ -211,6 +216,29 @@ mod tests {
             Incoming::Event(EventLine {
                 id: Some(json!(1)),
                 event: Event::Unknown
+            })
+        );
+    }
+
+    #[test]
+    fn a_replaced_schedule_has_its_own_change_and_unknown_changes_are_read() {
+        let replaced = Event::ScheduleChanged {
+            name: "n".into(),
+            change: ScheduleChange::Replaced,
+        };
+        assert_eq!(
+            serde_json::to_value(&replaced).unwrap(),
+            json!({"event": "schedule_changed", "name": "n", "change": "replaced"})
+        );
+        let future = r#"{"event":"schedule_changed","name":"n","change":"renamed"}"#;
+        assert_eq!(
+            Incoming::parse(future).unwrap(),
+            Incoming::Event(EventLine {
+                id: None,
+                event: Event::ScheduleChanged {
+                    name: "n".into(),
+                    change: ScheduleChange::Unknown,
+                },
             })
         );
     }

@@ -70,7 +70,8 @@ pub enum Command {
 }
 
 /// Arguments of `create`: either `spec` (the schedule manager's `/abs/path;HH:MM;name`, run
-/// once), or `name`, `sources` and one of `daily` / `cron` with optional job options.
+/// once), or `name`, `sources` and one of `daily` / `cron` with optional job options; either
+/// with `replace`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CreateArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +86,10 @@ pub struct CreateArgs {
     /// A cron expression: 5 fields, or 6 with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    /// A schedule of that name is replaced by this one (its definition: sources, timing,
+    /// options), keeping its id, creation time and runs; without it, such a name is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
     #[serde(flatten)]
     pub job: JobOptions,
     #[serde(flatten)]
@@ -447,6 +452,10 @@ mod tests {
                 cron: Some("0 2 * * *".into()),
                 ..CreateArgs::default()
             }),
+            Command::Create(CreateArgs {
+                replace: true,
+                ..CreateArgs::spec("s")
+            }),
             Command::List {},
             Command::Delete {
                 index: Some(1),
@@ -509,7 +518,7 @@ mod tests {
                 destination: None,
             }),
         ];
-        assert_eq!(commands.len(), Command::NAMES.len() + 1);
+        assert_eq!(commands.len(), Command::NAMES.len() + 2);
         for command in commands {
             let line = Request::new(command.clone()).to_line();
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
@@ -519,6 +528,30 @@ mod tests {
             let name = value["cmd"].as_str().unwrap();
             assert!(Command::NAMES.contains(&name), "{name}");
         }
+    }
+
+    #[test]
+    fn create_replace_is_read_when_given_and_left_out_when_false() {
+        let with = parse(r#"{"cmd":"create","spec":"/a;01:02;n","replace":true}"#).unwrap();
+        let Command::Create(args) = with.command else {
+            panic!("a create");
+        };
+        assert!(args.replace);
+        // Older clients send no `replace`: a plain create, as before.
+        let Command::Create(args) = parse(r#"{"cmd":"create","spec":"/a;01:02;n"}"#)
+            .unwrap()
+            .command
+        else {
+            panic!("a create");
+        };
+        assert!(!args.replace);
+        let line = Request::new(Command::Create(args)).to_line();
+        assert!(!line.contains("replace"), "{line}");
+        let code = |text: &str| parse(text).unwrap_err().code;
+        assert_eq!(
+            code(r#"{"cmd":"create","spec":"/a;01:02;n","replace":"yes"}"#),
+            ErrorCode::InvalidArguments
+        );
     }
 
     #[test]

@@ -256,10 +256,14 @@ pub struct ScheduleList {
     pub schedules: Vec<ScheduleInfo>,
 }
 
-/// `data` of `create` and `delete`: the schedule that was added or removed.
+/// `data` of `create` and `delete`: the schedule that was added, replaced or removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleChanged {
     pub schedule: ScheduleInfo,
+    /// `create` with `replace` found a schedule of that name and replaced it (absent when it
+    /// created one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 /// `data` of `backups`: archive file names in the backups directory, sorted; with `long`,

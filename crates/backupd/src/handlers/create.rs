@@ -1,5 +1,6 @@
 //! `create`: adds a schedule — the schedule manager's one-shot `path;HH:MM;name`, or a
-//! recurring one (`daily` or `cron`) with its job options.
+//! recurring one (`daily` or `cron`) with its job options; with `replace`, gives a schedule
+//! of that name this definition instead, checked the same way.
 
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
@@ -17,6 +18,7 @@ use proto::{ErrorCode, Event, ScheduleSpec};
 
 pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<ScheduleChanged> {
     let now = Local::now();
+    let replace = args.replace;
     let schedule = match args.spec.clone() {
         Some(spec) if is_spec_only(&args) => one_shot(&spec, &now)?,
         Some(_) => {
@@ -40,14 +42,21 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
             format!("{problem}: {source}"),
         ));
     }
-    let (index, schedule) = daemon
+    let (index, schedule, replaced) = daemon
         .schedules
         .update(|file| {
-            if file.position_of_name(&schedule.name).is_some() {
-                return Err(HandlerError::new(
-                    ErrorCode::ScheduleExists,
-                    format!("a schedule named {} already exists", schedule.name),
-                ));
+            if let Some(index) = file.position_of_name(&schedule.name) {
+                if !replace {
+                    return Err(HandlerError::new(
+                        ErrorCode::ScheduleExists,
+                        format!(
+                            "a schedule named {} already exists; create it with --replace to change it",
+                            schedule.name
+                        ),
+                    ));
+                }
+                file.replace(index, schedule, now);
+                return Ok((index, file.schedules[index].clone(), true));
             }
             let index = file.add(schedule).ok_or_else(|| {
                 HandlerError::new(
@@ -59,16 +68,23 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
                     ),
                 )
             })?;
-            Ok((index, file.schedules[index].clone()))
+            Ok((index, file.schedules[index].clone(), false))
         })
         .await?;
-    tracing::info!("New schedule added: {}", schedule.display());
+    let change = if replaced {
+        tracing::info!("Schedule replaced: {}", schedule.display());
+        ScheduleChange::Replaced
+    } else {
+        tracing::info!("New schedule added: {}", schedule.display());
+        ScheduleChange::Created
+    };
     daemon.publish(Event::ScheduleChanged {
         name: schedule.name.clone(),
-        change: ScheduleChange::Created,
+        change,
     });
     Ok(ScheduleChanged {
         schedule: schedule_info(index, schedule, &now),
+        replaced,
     })
 }
 
@@ -83,6 +99,7 @@ fn is_spec_only(args: &CreateArgs) -> bool {
         sources,
         daily,
         cron,
+        replace: _,
         job,
         strict: _,
     } = args;

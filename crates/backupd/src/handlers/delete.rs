@@ -46,5 +46,6 @@ pub async fn handle(
     });
     Ok(ScheduleChanged {
         schedule: schedule_info(index, removed, &chrono::Local::now()),
+        replaced: false,
     })
 }

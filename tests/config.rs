@@ -96,6 +96,31 @@ fn job_defaults_come_from_the_config_and_flags_win() {
         })
         .count();
     assert_eq!(plain, 1, "a flag wins over the configured codec");
+
+    // What reads archives looks where they went: the configured destination.
+    let zst = names.iter().find(|n| n.ends_with(".tar.zst")).unwrap();
+    let listed = t.ctl(&["backups"]).ok();
+    assert!(listed.lines().any(|l| l == zst), "{listed}");
+    t.ctl(&["verify", zst]).ok();
+    t.ctl(&["verify", "--name", "src"]).ok();
+    let to = t.work().join("restored");
+    t.ctl(&["restore", zst, "--to", to.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read(to.join("src/f")).unwrap(), b"data");
+    let ls = t.ctl(&["ls", zst]).ok();
+    assert!(ls.contains("src/f"), "{ls}");
+    let status = t.ctl(&["status"]).ok();
+    assert!(
+        status.contains(&format!("{}:", configured.display())),
+        "free space of the configured destination: {status}"
+    );
+    let pruned: serde_json::Value =
+        serde_json::from_str(&t.ctl(&["--json", "prune", "--dry-run"]).ok()).unwrap();
+    let destination = configured.display().to_string();
+    assert_eq!(
+        pruned["data"]["destination"],
+        destination.as_str(),
+        "{pruned}"
+    );
 }
 
 #[test]

@@ -55,11 +55,7 @@ async fn refresh_as(daemon: &Daemon, up: Up) {
     for schedule in &schedules {
         remote_counts.push(remote_archive_count(daemon, schedule).await);
     }
-    let default_destination = daemon
-        .job_defaults
-        .destination
-        .clone()
-        .map_or_else(|| daemon.home.backups_dir(), PathBuf::from);
+    let default_destination = daemon.default_destination();
     let dir = daemon.home.root().join(METRICS_DIR);
     let written = tokio::task::spawn_blocking(move || {
         let facts: Vec<_> = schedules

@@ -68,6 +68,14 @@ impl Daemon {
         Self::new(home, schedules, 1, TimeDelta::hours(1))
     }
 
+    /// Where archives go when neither a job nor a request names a folder: `[defaults]
+    /// destination`, else the home's backups folder. The commands that read archives
+    /// (`backups`, `verify`, `restore`, `ls`, `prune`) look there too.
+    pub fn default_destination(&self) -> PathBuf {
+        (self.job_defaults.destination.clone())
+            .map_or_else(|| self.home.backups_dir(), PathBuf::from)
+    }
+
     /// What jobs fall back on: the configured defaults, and the home's backups folder.
     pub fn plan_defaults(&self) -> crate::plan::Defaults {
         crate::plan::Defaults {

@@ -15,7 +15,7 @@ pub async fn handle(
 ) -> HandlerResult<ArchiveListing> {
     let identities =
         identities_of(args.identity.clone(), args.passphrase.clone(), requester).await?;
-    let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+    let (folder, file) = resolve_archive(&daemon.default_destination(), &args.archive).await?;
     let archive = folder.dir().join(&file);
     let path = args.path.clone();
     let listing = blocking(move || {

@@ -274,14 +274,14 @@ fn backup_name(name: Option<&str>) -> HandlerResult<()> {
     }
 }
 
-/// A destination folder named by a client, or the home's backups folder.
+/// A destination folder named by a client, or the default one.
 fn destination_or_default(
     daemon: &Daemon,
     destination: Option<&str>,
 ) -> HandlerResult<LocalFolder> {
     Ok(LocalFolder::new(match destination {
         Some(path) => crate::plan::absolute(path, "destination")?,
-        None => daemon.home.backups_dir(),
+        None => daemon.default_destination(),
     }))
 }
 

@@ -24,7 +24,8 @@ pub async fn handle(
     let (folder, file): (Arc<dyn Destination>, String) = match &args.remote {
         Some(remote) => super::remote::restore_source(daemon, remote, &args.archive).await?,
         None => {
-            let (folder, file) = resolve_archive(&daemon.home.backups_dir(), &args.archive).await?;
+            let (folder, file) =
+                resolve_archive(&daemon.default_destination(), &args.archive).await?;
             (Arc::new(folder) as Arc<dyn Destination>, file)
         }
     };

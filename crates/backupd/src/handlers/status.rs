@@ -1,6 +1,6 @@
 //! `status`: the daemon at a glance — versions, uptime, home and socket, the running jobs with
 //! their progress, the next due run, each schedule's last outcome, and the free space at every
-//! destination (the home's backups folder and each schedule's).
+//! destination (the default one and each schedule's).
 
 use super::{HandlerResult, blocking};
 use crate::state::Daemon;
@@ -13,7 +13,7 @@ pub async fn handle(daemon: &Daemon) -> HandlerResult<StatusInfo> {
     let now = Local::now();
     let schedules = daemon.schedules.snapshot().await.schedules;
     let mut next_run: Option<NextRun> = None;
-    let mut destinations = vec![daemon.home.backups_dir()];
+    let mut destinations = vec![daemon.default_destination()];
     let mut statuses = Vec::with_capacity(schedules.len());
     for schedule in schedules {
         let due = timing::pending_due(&schedule, &now.timezone()).map(|d| d.fixed_offset());

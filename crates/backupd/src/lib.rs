@@ -35,6 +35,7 @@ pub mod scheduler;
 pub mod schedules;
 pub mod server;
 pub mod socket;
+pub mod startup_repair;
 pub mod state;
 pub mod store;
 pub mod timing;

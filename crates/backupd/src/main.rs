@@ -7,7 +7,6 @@ use backupd::home::{Home, HomeError, HomeLock};
 use backupd::schedules::ScheduleStore;
 use backupd::socket::{self, ListenerSource, Previous};
 use backupd::state::Daemon;
-use backupd::store::ManifestRepair;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -378,10 +377,13 @@ async fn open_daemon(
             .filter(|d| d.starts_with('/'));
         destinations.extend(local.map(PathBuf::from));
     }
+    // Listings only, bounded by the folders' sizes: done before serving, so that nothing sees
+    // a partial or a temporary file of the daemon that crashed.
+    let mut repairs = Vec::new();
     for dir in &destinations {
         remove_stale_partials(dir);
         sweep_temp_files(dir, temp_names_in(&home, dir));
-        rebuild_missing_manifests(dir);
+        repairs.extend(backupd::startup_repair::plan(dir));
     }
     sweep_temp_files(home.root(), TempNames::OursAndLegacy);
     if let Some(path) = &config.path {
@@ -394,6 +396,9 @@ async fn open_daemon(
     daemon.socket = socket;
     daemon.notify = backupd::notify::Notifier::from_env();
     daemon.notifications = backupd::notifications::Notifications::new(mailer);
+    // A missing manifest is rebuilt from its archive, which may take hours: beside serving.
+    // Its names' rotation locks are taken here, before any run or rotation can start.
+    backupd::startup_repair::start(&daemon, repairs).await;
     Arc::new(daemon)
 }
 
@@ -500,39 +505,6 @@ fn sweep_temp_files(dir: &Path, names: TempNames) {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't clean temporary files in {}: {e}", dir.display()),
-    }
-}
-
-/// A daemon killed between publishing an archive and writing its manifest leaves a whole
-/// archive without one: rebuild it from the archive before any run or rotation starts.
-fn rebuild_missing_manifests(dir: &Path) {
-    let folder = backupd::destination::LocalFolder::new(dir);
-    match backupd::store::rebuild_missing_manifests(&folder) {
-        Ok(repairs) => {
-            for repair in repairs {
-                match repair {
-                    ManifestRepair::Rebuilt { archive, .. } => {
-                        tracing::warn!("Rebuilt manifest for {}", archive.display());
-                    }
-                    ManifestRepair::NameHeld {
-                        archive,
-                        manifest,
-                        uid,
-                    } => tracing::error!(
-                        "{} has no manifest, and {} belongs to another user (uid {uid}); left \
-                         as it is: remove that file to have the manifest rebuilt at next start",
-                        archive.display(),
-                        manifest.display()
-                    ),
-                    ManifestRepair::Undecodable { archive, reason } => tracing::error!(
-                        "{} has no manifest and does not read as an archive ({reason}); left as it is",
-                        archive.display()
-                    ),
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("can't check manifests in {}: {e}", dir.display()),
     }
 }
 

@@ -4,8 +4,12 @@
 //! the name's lock while listing, planning and deleting keeps two rotations from planning on
 //! the same listing. A folder is keyed by device and inode, so two spellings of one ad-hoc
 //! `--destination` (a symlink, `..`) share a lock.
+//!
+//! The start-up manifest repair holds the locks of the names it rebuilds while it runs beside
+//! serving ([`RotationLocks::hold_for_repair`]); whoever must not see an archive before its
+//! manifest is back waits for them ([`RotationLocks::wait_for_repair`]), and says so in the log.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,16 +41,40 @@ type LockKey = (FolderKey, String);
 #[derive(Debug, Default)]
 pub struct RotationLocks {
     locks: Mutex<HashMap<LockKey, Arc<AsyncMutex<()>>>>,
+    /// The locks the start-up manifest repair holds.
+    repairing: Arc<Mutex<HashSet<LockKey>>>,
 }
 
 /// Held while a rotation of one name runs.
 pub type RotationGuard = OwnedMutexGuard<()>;
 
+/// The locks of the names whose manifests the start-up repair rebuilds in one folder; dropping
+/// it ends the repair's hold.
+#[derive(Debug)]
+pub struct RepairHold {
+    keys: Vec<LockKey>,
+    repairing: Arc<Mutex<HashSet<LockKey>>>,
+    _guards: Vec<RotationGuard>,
+}
+
+impl Drop for RepairHold {
+    fn drop(&mut self) {
+        // Unmarked before the locks go (fields drop after this): nobody waits unannounced.
+        let mut repairing = self
+            .repairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            repairing.remove(key);
+        }
+    }
+}
+
 impl RotationLocks {
     /// Waits for the lock of `name` in `folder`.
     pub async fn lock(&self, folder: &Path, name: &str) -> RotationGuard {
-        let lock = self.entry(FolderKey::of(folder), name);
-        lock.lock_owned().await
+        self.acquire((FolderKey::of(folder), name.to_owned()), folder)
+            .await
     }
 
     /// Waits for the locks of every name in `names`, in order (a run holds one lock at a
@@ -55,9 +83,61 @@ impl RotationLocks {
         let key = FolderKey::of(folder);
         let mut guards = Vec::with_capacity(names.len());
         for name in names {
-            guards.push(self.entry(key.clone(), name).lock_owned().await);
+            guards.push(self.acquire((key.clone(), name.clone()), folder).await);
         }
         guards
+    }
+
+    /// Takes the locks of `names` in `folder` for the start-up manifest repair, until the
+    /// hold is dropped. Taken before the daemon serves, so nothing else holds them yet.
+    pub async fn hold_for_repair(&self, folder: &Path, names: &BTreeSet<String>) -> RepairHold {
+        let guards = self.lock_all(folder, names).await;
+        let key = FolderKey::of(folder);
+        let keys: Vec<LockKey> = names.iter().map(|n| (key.clone(), n.clone())).collect();
+        self.repairing_now().extend(keys.iter().cloned());
+        RepairHold {
+            keys,
+            repairing: Arc::clone(&self.repairing),
+            _guards: guards,
+        }
+    }
+
+    /// Returns once the start-up manifest repair is done with `name` in `folder` (with
+    /// `None`, with every name there): at once when it holds none of them.
+    pub async fn wait_for_repair(&self, folder: &Path, name: Option<&str>) {
+        if self.repairing_now().is_empty() {
+            return;
+        }
+        let folder_key = FolderKey::of(folder);
+        let held: Vec<LockKey> = self
+            .repairing_now()
+            .iter()
+            .filter(|(f, n)| *f == folder_key && name.is_none_or(|name| n == name))
+            .cloned()
+            .collect();
+        for key in held {
+            drop(self.acquire(key, folder).await);
+        }
+    }
+
+    /// Waits for the lock of `key`, saying so when the start-up repair holds it: that wait
+    /// may be long (the repair reads whole archives).
+    async fn acquire(&self, key: LockKey, folder: &Path) -> RotationGuard {
+        let lock = self.entry(key.0.clone(), &key.1);
+        if self.repairing_now().contains(&key) {
+            tracing::info!(
+                "Waiting for the manifests of {} in {} to be rebuilt (start-up repair)",
+                key.1,
+                folder.display()
+            );
+        }
+        lock.lock_owned().await
+    }
+
+    fn repairing_now(&self) -> std::sync::MutexGuard<'_, HashSet<LockKey>> {
+        self.repairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// As [`lock_all`](Self::lock_all), for the names of an offsite remote (`s3://…`).
@@ -100,5 +180,31 @@ mod tests {
         let names = BTreeSet::from(["docs".to_owned()]);
         let all = tokio::time::timeout(Duration::from_secs(5), locks.lock_all(&same, &names));
         assert_eq!(all.await.expect("free once released").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_repair_s_names_wait_for_it_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = RotationLocks::default();
+        let names = BTreeSet::from(["docs".to_owned()]);
+        let hold = locks.hold_for_repair(dir.path(), &names).await;
+        let short = Duration::from_millis(50);
+        let same = dir.path().join(".");
+        let waits = |name| tokio::time::timeout(short, locks.wait_for_repair(&same, name));
+        assert!(waits(Some("docs")).await.is_err(), "its name waits");
+        assert!(waits(None).await.is_err(), "every name of the folder waits");
+        let rotation = tokio::time::timeout(short, locks.lock(&same, "docs"));
+        assert!(rotation.await.is_err(), "a rotation of its name waits");
+        assert!(waits(Some("photos")).await.is_ok(), "another name does not");
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = locks.wait_for_repair(other.path(), Some("docs"));
+        assert!(tokio::time::timeout(short, elsewhere).await.is_ok());
+
+        drop(hold);
+        let patience = Duration::from_secs(5);
+        let done = tokio::time::timeout(patience, locks.wait_for_repair(&same, None));
+        done.await.expect("free once the repair is done");
+        let rotation = tokio::time::timeout(patience, locks.lock(&same, "docs"));
+        rotation.await.expect("free once the repair is done");
     }
 }

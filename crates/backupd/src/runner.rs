@@ -362,9 +362,18 @@ async fn back_up_one(
     // Its last lines, for the outcome (an email quotes them).
     let log = job_log::watch(&tag);
     let source = job.source.display().to_string();
-    // A job cancelled while it waits for a slot never starts.
+    // A job cancelled while it waits for a slot never starts. Before the slot, it waits for
+    // the start-up repair of its name's manifests, so that it lists and rotates the archives
+    // with them, without keeping other jobs from running meanwhile.
+    let repaired_then_slot = async {
+        daemon
+            .rotation_locks
+            .wait_for_repair(&job.destination.location(), Some(&job.name))
+            .await;
+        daemon.job_slots.acquire().await
+    };
     let slot = tokio::select! {
-        slot = daemon.job_slots.acquire() => Some(slot.expect("job slots are never closed")),
+        slot = repaired_then_slot => Some(slot.expect("job slots are never closed")),
         () = registered.cancelled() => None,
     };
     let Some(slot) = slot else {

@@ -5,6 +5,7 @@
 
 use super::{HandlerError, HandlerResult, blocking, identities_of, resolve_archive};
 use crate::destination::Destination;
+use crate::format::naming::parse_archive_name;
 use crate::key_files::Requester;
 use crate::plan;
 use crate::state::Daemon;
@@ -26,6 +27,13 @@ pub async fn handle(
         None => {
             let (folder, file) =
                 resolve_archive(&daemon.default_destination(), &args.archive).await?;
+            // Checked against the manifest the start-up repair may still be rebuilding.
+            if let Some(parsed) = parse_archive_name(&file) {
+                daemon
+                    .rotation_locks
+                    .wait_for_repair(folder.dir(), Some(&parsed.name))
+                    .await;
+            }
             (Arc::new(folder) as Arc<dyn Destination>, file)
         }
     };

@@ -21,6 +21,11 @@ use crate::store::StoreError;
 pub async fn handle(daemon: &Daemon, args: SyncArgs) -> HandlerResult<SyncReport> {
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let target = remote::open(daemon, &args.remote).await?;
+    // An archive whose manifest the start-up repair is rebuilding would be passed over.
+    daemon
+        .rotation_locks
+        .wait_for_repair(folder.dir(), args.name.as_deref())
+        .await;
     let url = target.remote.location().display().to_string();
     let (local, to, name) = (folder.clone(), target.clone(), args.name.clone());
     // Stops between uploads when the daemon shuts down; an upload under way is aborted.

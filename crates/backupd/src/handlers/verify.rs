@@ -7,6 +7,7 @@ use super::{
 };
 use crate::destination::{self, Destination, LocalFolder};
 use crate::format::Identities;
+use crate::format::naming::parse_archive_name;
 use crate::key_files::Requester;
 use crate::state::Daemon;
 use crate::store::{self, StoreError};
@@ -46,6 +47,14 @@ pub(super) async fn check(
         failed: 0,
     };
     for file in files {
+        // Not before the start-up repair has rebuilt its manifest: else "no manifest" would
+        // be recorded against it.
+        if let Some(parsed) = parse_archive_name(&file) {
+            daemon
+                .rotation_locks
+                .wait_for_repair(&folder.location(), Some(&parsed.name))
+                .await;
+        }
         let (from, name) = (Arc::clone(&folder), file.clone());
         let keys = identities.clone();
         let report =

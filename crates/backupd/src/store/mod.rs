@@ -24,7 +24,10 @@ pub use checksum::sha256_of;
 pub use error::StoreError;
 pub use header_limit::MAX_LONG_NAME;
 pub use listing::{ListedEntry, Listing, MAX_LISTED, list_contents};
-pub use repair::{ManifestRepair, REBUILT_WARNING, rebuild_missing_manifests};
+pub use repair::{
+    ManifestRepair, REBUILT_WARNING, RepairPlan, plan_manifest_repairs, rebuild_manifests,
+    rebuild_missing_manifests,
+};
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_with};
 pub use rotation::{
     Counted, RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation,

@@ -6,15 +6,18 @@
 //! end and counted. An archive that does not decode is left where it is and reported, never
 //! deleted.
 
-use std::io;
+use std::collections::BTreeSet;
+use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use proto::size::human_size;
 
 use super::checksum::sha256_of;
 use super::tar_end::read_past_entries;
 use super::verify::open_tar_stream;
-use crate::destination::{Destination, Holder};
+use crate::destination::{Destination, FileIdentity, Holder, PendingArchive, Removal};
 use crate::format::naming::{manifest_name_for, parse_archive_name};
 use crate::format::{Encryption, FORMAT_VERSION, Manifest, sealed_with_passphrase};
 
@@ -41,46 +44,227 @@ pub enum ManifestRepair {
         archive: PathBuf,
         reason: String,
     },
+    /// Asked to stop while reading this archive: nothing was written, and this archive and
+    /// those after it are left for the next start.
+    Stopped {
+        archive: PathBuf,
+    },
 }
 
-/// Rebuilds the manifest of every archive in `destination` that has none. Only names of the
+/// What start-up finds to repair in one destination, without reading any archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// File names of the archives whose manifest is missing, to rebuild.
+    pub rebuild: Vec<String>,
+    /// Archives whose manifest name another user's file holds ([`ManifestRepair::NameHeld`]).
+    pub held: Vec<ManifestRepair>,
+}
+
+impl RepairPlan {
+    /// The backup names of the archives to rebuild.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.rebuild
+            .iter()
+            .filter_map(|file| parse_archive_name(file))
+            .map(|parsed| parsed.name)
+            .collect()
+    }
+}
+
+/// Finds the archives in `destination` that have no manifest: cheap (the folder's listing and
+/// a look at each manifest name), so it can run before the daemon serves. Only names of the
 /// archive grammar are looked at; anything of ours present under the manifest name (even an
 /// invalid manifest) is left for verify to report, another user's file there is reported.
-pub fn rebuild_missing_manifests(destination: &dyn Destination) -> io::Result<Vec<ManifestRepair>> {
-    let mut repairs = Vec::new();
+pub fn plan_manifest_repairs(destination: &dyn Destination) -> io::Result<RepairPlan> {
+    let mut plan = RepairPlan::default();
     let mut files = destination.files()?;
     files.sort();
     for (file, _) in files {
         if parse_archive_name(&file).is_none() {
             continue;
         }
-        let manifest_name = manifest_name_for(&file);
-        let archive = destination.path_of(&file);
+        match manifest_state(destination, &file)? {
+            ManifestState::Present => {}
+            ManifestState::Missing => plan.rebuild.push(file),
+            ManifestState::Held(held) => plan.held.push(held),
+        }
+    }
+    Ok(plan)
+}
+
+enum ManifestState {
+    Present,
+    Missing,
+    Held(ManifestRepair),
+}
+
+fn manifest_state(destination: &dyn Destination, file: &str) -> io::Result<ManifestState> {
+    let manifest_name = manifest_name_for(file);
+    Ok(
         match destination.holder(std::slice::from_ref(&manifest_name))? {
-            None => {}
-            Some(Holder::Ours) => continue,
-            Some(Holder::Stranger { file, uid }) => {
-                repairs.push(ManifestRepair::NameHeld {
-                    archive,
-                    manifest: destination.path_of(&file),
+            None => ManifestState::Missing,
+            Some(Holder::Ours) => ManifestState::Present,
+            Some(Holder::Stranger { file: held, uid }) => {
+                ManifestState::Held(ManifestRepair::NameHeld {
+                    archive: destination.path_of(file),
+                    manifest: destination.path_of(&held),
                     uid,
+                })
+            }
+        },
+    )
+}
+
+/// Rebuilds the manifest of every archive in `destination` that has none: the plan, then
+/// every rebuild, at once.
+pub fn rebuild_missing_manifests(destination: &dyn Destination) -> io::Result<Vec<ManifestRepair>> {
+    let plan = plan_manifest_repairs(destination)?;
+    let mut repairs = plan.held;
+    rebuild_manifests(
+        destination,
+        &plan.rebuild,
+        &Arc::new(AtomicBool::new(false)),
+        &mut |repair| repairs.push(repair),
+    );
+    Ok(repairs)
+}
+
+/// Rebuilds the manifests of `files` (from [`plan_manifest_repairs`]) one after the other,
+/// telling `done` of each. A file whose state changed since the plan (gone, or its manifest
+/// there now) is passed over. Once `stop` is set, the archive being read fails at its next
+/// read and nothing more is done: the manifest is written whole (atomically) or not at all.
+pub fn rebuild_manifests(
+    destination: &dyn Destination,
+    files: &[String],
+    stop: &Arc<AtomicBool>,
+    done: &mut dyn FnMut(ManifestRepair),
+) {
+    let stoppable = Stoppable {
+        inner: destination,
+        stop: Arc::clone(stop),
+    };
+    for file in files {
+        let archive = destination.path_of(file);
+        if stop.load(Ordering::Relaxed) {
+            done(ManifestRepair::Stopped { archive });
+            return;
+        }
+        let state = destination
+            .any_exists(std::slice::from_ref(file))
+            .and_then(|exists| {
+                exists
+                    .then(|| manifest_state(destination, file))
+                    .transpose()
+            });
+        match state {
+            Ok(Some(ManifestState::Missing)) => {}
+            Ok(Some(ManifestState::Held(held))) => {
+                done(held);
+                continue;
+            }
+            Ok(None | Some(ManifestState::Present)) => continue,
+            Err(e) => {
+                done(ManifestRepair::Undecodable {
+                    archive,
+                    reason: e.to_string(),
                 });
                 continue;
             }
         }
-        let repair = match rebuild(destination, &file, &manifest_name) {
-            Ok(()) => ManifestRepair::Rebuilt {
+        let manifest_name = manifest_name_for(file);
+        match rebuild(&stoppable, file, &manifest_name) {
+            Ok(()) => done(ManifestRepair::Rebuilt {
                 archive,
                 manifest: destination.path_of(&manifest_name),
-            },
-            Err(e) => ManifestRepair::Undecodable {
+            }),
+            // Whatever the read failed with, it was cut short: not the archive's fault.
+            Err(_) if stop.load(Ordering::Relaxed) => {
+                done(ManifestRepair::Stopped { archive });
+                return;
+            }
+            Err(e) => done(ManifestRepair::Undecodable {
                 archive,
                 reason: e.to_string(),
-            },
-        };
-        repairs.push(repair);
+            }),
+        }
     }
-    Ok(repairs)
+}
+
+/// A destination whose archive reads fail once `stop` is set, so that a rebuild of a large
+/// archive ends within a read of the daemon being told to stop.
+#[derive(Debug)]
+struct Stoppable<'a> {
+    inner: &'a dyn Destination,
+    stop: Arc<AtomicBool>,
+}
+
+impl Destination for Stoppable<'_> {
+    fn location(&self) -> PathBuf {
+        self.inner.location()
+    }
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.inner.path_of(file)
+    }
+    fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        self.inner.files()
+    }
+    fn any_exists(&self, files: &[String]) -> io::Result<bool> {
+        self.inner.any_exists(files)
+    }
+    fn holder(&self, files: &[String]) -> io::Result<Option<Holder>> {
+        self.inner.holder(files)
+    }
+    fn rename_new(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename_new(from, to)
+    }
+    fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(StoppableRead {
+            inner: self.inner.open(file)?,
+            stop: Arc::clone(&self.stop),
+        }))
+    }
+    fn get(&self, file: &str) -> io::Result<Vec<u8>> {
+        self.inner.get(file)
+    }
+    fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
+        self.inner.put_new(file, bytes)
+    }
+    fn begin(&self, archive: &str) -> io::Result<Box<dyn PendingArchive>> {
+        self.inner.begin(archive)
+    }
+    fn remove(&self, file: &str) -> io::Result<()> {
+        self.inner.remove(file)
+    }
+    fn identity(&self, file: &str) -> io::Result<FileIdentity> {
+        self.inner.identity(file)
+    }
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> io::Result<Removal> {
+        self.inner.remove_if_same(file, expected)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+    fn whole_without_manifest(&self) -> bool {
+        self.inner.whole_without_manifest()
+    }
+    fn held_by_a_provider(&self) -> bool {
+        self.inner.held_by_a_provider()
+    }
+}
+
+struct StoppableRead {
+    inner: Box<dyn Read + Send>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Read for StoppableRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            // Not `Interrupted`: readers retry that.
+            return Err(io::Error::other("the daemon is stopping"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io::Result<()> {
@@ -232,6 +416,47 @@ mod tests {
             let again = rebuild_missing_manifests(&LocalFolder::new(&dest)).unwrap();
             assert!(again.is_empty(), "{again:?}");
         }
+    }
+
+    #[test]
+    fn a_stopped_rebuild_writes_nothing_and_leaves_the_rest_for_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = build_tree(dir.path());
+        let dest = dir.path().join("backups");
+        fs::create_dir(&dest).unwrap();
+        let outcome = backup(
+            &src,
+            &dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        );
+        fs::remove_file(&outcome.manifest_path).unwrap();
+        let folder = LocalFolder::new(&dest);
+        let plan = plan_manifest_repairs(&folder).unwrap();
+        assert_eq!(plan.names(), BTreeSet::from(["tree".to_owned()]));
+
+        let stop = Arc::new(AtomicBool::new(true));
+        let mut repairs = Vec::new();
+        rebuild_manifests(&folder, &plan.rebuild, &stop, &mut |r| repairs.push(r));
+        assert_eq!(
+            repairs,
+            [ManifestRepair::Stopped {
+                archive: outcome.archive.clone()
+            }]
+        );
+        assert_eq!(dir_names(&dest), ["tree_20250102_030405.tar.gz"]);
+
+        // A read under way fails at once, and not as `Interrupted`, which readers retry.
+        let stoppable = Stoppable {
+            inner: &folder,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let mut reader = stoppable.open("tree_20250102_030405.tar.gz").unwrap();
+        reader.read_exact(&mut [0; 16]).unwrap();
+        stoppable.stop.store(true, Ordering::Relaxed);
+        let err = reader.read(&mut [0; 16]).unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::Interrupted);
     }
 
     #[test]

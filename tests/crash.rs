@@ -504,7 +504,7 @@ fn check_after_restart(
         } else {
             let check = if status == "manifest_missing" {
                 // A kill between an archive's rename and its manifest write: the start-up
-                // repair must have rebuilt it before the socket answered.
+                // repair rebuilds it, and verify waits for that.
                 "final archive without manifest after the restart"
             } else {
                 "final archive fails verify"

@@ -449,7 +449,11 @@ fn multi_member_archives_are_read_whole_by_repair_and_the_remote_and_encrypted_r
     assert!(daemon.wait().success());
     std::fs::remove_file(&manifest).unwrap();
     let _restarted = t.start_daemon_with_env(&env);
-    let rebuilt: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    // Rebuilt beside serving, and written whole (renamed into place).
+    let rebuilt = common::wait_for(common::PATIENCE, "the rebuilt manifest", || {
+        std::fs::read(&manifest).ok()
+    });
+    let rebuilt: Value = serde_json::from_slice(&rebuilt).unwrap();
     for field in ["checksum_sha256", "size_bytes", "files", "dirs", "bytes_in"] {
         assert_eq!(rebuilt[field], written[field], "{field}");
     }

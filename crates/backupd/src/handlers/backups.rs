@@ -60,6 +60,9 @@ pub async fn handle(
 }
 
 async fn groups(daemon: &Daemon, folder: LocalFolder) -> HandlerResult<Vec<BackupGroup>> {
+    // Not waiting for the start-up manifest repair: a listing acts on nothing, and waiting
+    // would leave it unanswered for as long as a large archive takes to read. An archive
+    // still without its manifest shows as it is (no file count), as any such archive does.
     let path = folder.dir().to_owned();
     let archives = blocking(move || destination::list(&folder))
         .await?

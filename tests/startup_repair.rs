@@ -101,14 +101,16 @@ fn temporary_files_of_interrupted_writes_are_swept_at_start() {
     let t = TestHome::new();
     let elsewhere = common::stopped_with_a_schedule_elsewhere(&t);
 
-    // What interrupted writes of the schedule file, the verify ledger and manifests leave
+    // What interrupted writes of the schedule file, the verify ledger, metrics and manifests leave
     // (this version's names and the `.tmpXXXXXX` of earlier ones), next to users' files.
     let home = t.home();
     let backups = home.join("backups");
     std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(home.join("metrics")).unwrap();
     let ours = [
         home.join(".backupd-Ab12Cd.tmp"),
         home.join(".tmpQw3rTy"),
+        home.join("metrics/.backupd-Me7r1c.tmp"),
         backups.join(".backupd-Zz99Yy.tmp"),
         backups.join(".tmpX1y2Z3"),
         elsewhere.join(".backupd-Mn45Op.tmp"),

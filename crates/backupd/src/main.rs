@@ -386,6 +386,8 @@ async fn open_daemon(
         repairs.extend(backupd::startup_repair::plan(dir));
     }
     sweep_temp_files(home.root(), TempNames::OursAndLegacy);
+    let metrics = home.root().join(backupd::metrics::METRICS_DIR);
+    sweep_temp_files(&metrics, TempNames::OursAndLegacy);
     if let Some(path) = &config.path {
         tracing::debug!("configuration from {}", path.display());
     }

@@ -113,6 +113,50 @@ fn keygen_writes_a_private_identity_once_and_prints_its_public_key() {
     );
 }
 
+#[test]
+fn keygen_makes_the_missing_folders_of_its_file_private() {
+    // README's line on a fresh account, where ~/.config/backupd does not exist yet.
+    let t = TestHome::new();
+    let (key, public) = keygen(&t, "fresh/.config/backupd/key.txt");
+    assert!(public.starts_with("age1"), "{public}");
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("AGE-SECRET-KEY-1")
+    );
+    for folder in ["fresh", "fresh/.config", "fresh/.config/backupd"] {
+        let mode = std::fs::metadata(t.work().join(folder))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{folder}");
+    }
+    // An existing folder keeps its mode.
+    std::fs::set_permissions(t.work(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    keygen(&t, "second.txt");
+    let mode = std::fs::metadata(t.work()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+}
+
+#[test]
+fn the_readme_encryption_example_works_on_a_fresh_account() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    source(&t, "docs", 1000);
+    let example = &common::readme_examples("Commands")["keygen"];
+    common::run_readme_example(&t, "keygen", example);
+    let folder = t.work().join(".config/backupd");
+    let key = std::fs::read_to_string(folder.join("key.txt")).unwrap();
+    let recipients = std::fs::read_to_string(folder.join("recipients.txt")).unwrap();
+    assert!(recipients.starts_with("age1"), "{recipients}");
+    assert!(
+        key.contains(&format!("# public key: {recipients}")),
+        "{key}\n{recipients}"
+    );
+    let list = t.ctl(&["list"]).ok();
+    assert!(list.contains("nightly"), "{list}");
+}
+
 /// `keygen --out key` under a file size limit of 0, after the shell's `trap` for SIGXFSZ.
 fn keygen_with_no_room(key: &Path, trap: &str) -> std::process::Output {
     Command::new("sh")

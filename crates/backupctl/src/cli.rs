@@ -138,8 +138,9 @@ pub enum CliCommand {
     /// Make an age identity (a secret key) for --encrypt-to and --identity, as age-keygen
     /// does. Needs no daemon.
     ///
-    /// With --out FILE: writes it there (mode 0600, never over an existing file) and prints
-    /// the public key. Without: prints the identity, and the public key on stderr.
+    /// With --out FILE: writes it there (mode 0600, never over an existing file; missing
+    /// folders are made with mode 0700) and prints only the public key, which makes a
+    /// recipients file. Without: prints the identity, and the public key on stderr.
     Keygen {
         /// File to write the identity to.
         #[arg(long, short = 'o', value_name = "FILE")]

@@ -1,11 +1,11 @@
 //! `keygen`: makes an age identity in the client, as `age-keygen` does, so that a secret key
 //! never passes through the daemon. The file is written whole with mode 0600 and never
-//! replaces an existing one.
+//! replaces an existing one; missing folders on its path are made with mode 0700.
 
-use std::fs::{File, Permissions};
+use std::fs::{DirBuilder, File, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use age::secrecy::ExposeSecret;
@@ -60,6 +60,11 @@ fn keygen(out: Option<&Path>) -> Result<(), Failure> {
 /// once written and synced: a failed write (a full disk) or a killed `keygen` leaves no
 /// truncated key under the name, and no copy of the key under another.
 fn write_new_private(path: &Path, text: &str) -> io::Result<()> {
+    // A fresh account has no ~/.config/backupd; folders that hold a secret key are private.
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder_of(path))?;
     let dir = File::open(folder_of(path))?;
     let flags = OFlags::WRONLY.union(OFlags::TMPFILE).union(OFlags::CLOEXEC);
     match rustix::fs::openat(&dir, ".", flags, Mode::from_raw_mode(0o600)) {

@@ -156,19 +156,10 @@ fn the_readme_socat_example_works() {
     let script = &block[code_start..code_end];
     assert!(script.contains("socat"), "{script}");
 
-    let t = TestHome::new();
-    let _daemon = t.start_daemon();
-    let output = std::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .env("BACKUPD_HOME", t.home())
-        .output()
-        .expect("run bash");
-    assert!(
-        output.status.success(),
-        "the example failed (is socat installed? apt-get install socat): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    // As after the quick start: the default home, none of backupd's variables set.
+    let user = DefaultUser::new(false);
+    user.start();
+    let stdout = user.run_example("", "socat-example", script);
     assert_eq!(stdout.lines().count(), 1, "one response line: {stdout:?}");
     let answer: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["ok"], true);

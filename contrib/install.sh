@@ -117,8 +117,10 @@ if [ -z "$destdir" ]; then
 
 Next, for the system service (as root):
   getent group backup >/dev/null || groupadd --system backup
-  systemctl daemon-reload && systemctl enable --now backupd.socket
+  systemctl daemon-reload && systemctl enable --now backupd.socket backupd.service
 or for your user:
-  systemctl --user daemon-reload && systemctl --user enable --now backupd.socket
+  systemctl --user daemon-reload && systemctl --user enable --now backupd.socket backupd.service
+Both units: the socket alone starts backupd only at the first request, and schedules need it
+running from boot (or login) on.
 EOF
 fi

@@ -375,3 +375,35 @@ fn install_sh_puts_binaries_and_units_where_it_says() {
         }
     }
 }
+
+#[test]
+fn every_enable_advice_starts_both_units() {
+    // `--now` starts only the units named, and the socket alone starts backupd only at the
+    // first request: schedules need the service named too.
+    let mut files = vec![
+        contrib().join("install.sh"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+    ];
+    for (set, _) in UNIT_SETS {
+        for name in UNIT_NAMES {
+            files.push(contrib().join("systemd").join(set).join(name));
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let advice: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("enable --now"))
+            .collect();
+        if file.ends_with("install.sh") {
+            assert_eq!(advice.len(), 2, "system and user: {advice:?}");
+        }
+        for line in advice {
+            assert!(
+                line.contains("enable --now backupd.socket backupd.service"),
+                "{}: {line}",
+                file.display()
+            );
+        }
+    }
+}

@@ -354,3 +354,52 @@ fn run_with_json_on_a_terminal_prints_only_the_answer() {
     let value: Value = serde_json::from_str(line).unwrap();
     assert_eq!(value["ok"], true, "{value}");
 }
+
+#[test]
+fn readme_and_help_describe_every_command_and_argument() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.starts_with("| `backupctl "))
+        .collect();
+    for name in subcommands() {
+        let row = format!("| `backupctl {name}");
+        assert!(
+            table.iter().any(|line| line
+                .strip_prefix(&row)
+                .is_some_and(|rest| rest.starts_with([' ', '`']))),
+            "README's command table has no row for {name}"
+        );
+    }
+
+    let help = |args: &[&str]| String::from_utf8(ok(&mut homeless_ctl(args))).unwrap();
+    // Every positional argument says what it is.
+    for (args, argument) in [
+        (&["log-level", "-h"][..], "<LEVEL>"),
+        (&["ls", "-h"][..], "[PATH]"),
+    ] {
+        let text = help(args);
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with(argument))
+            .unwrap_or_else(|| panic!("{argument} in {text}"));
+        assert!(
+            line.trim().len() > argument.len(),
+            "{argument} has no description: {text}"
+        );
+    }
+    // The hooks' help says when they run, as crates/backupd/src/hooks.rs runs them.
+    let run = help(&["run", "-h"]);
+    // An option and its description, which clap puts on the line below when others are long.
+    let option = |name: &str| {
+        let lines: Vec<&str> = run.lines().collect();
+        let at = lines
+            .iter()
+            .position(|line| line.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {run}"));
+        lines[at..=at + 1].join(" ")
+    };
+    assert!(option("--after ").contains("offsite failure"), "{run}");
+    assert!(option("--on-failure ").contains("cancelled"), "{run}");
+}

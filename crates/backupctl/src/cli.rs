@@ -116,6 +116,8 @@ pub enum CliCommand {
     /// Change what the running daemon logs: error, warn, info, debug, trace, or
     /// target=level,... (until it restarts).
     LogLevel {
+        /// A level (error, warn, info, debug, trace), or target=level,... directives such
+        /// as backupd=debug.
         #[arg(value_name = "LEVEL")]
         level: String,
     },
@@ -125,6 +127,7 @@ pub enum CliCommand {
         /// The archive: a path, or a file name in the backups directory.
         #[arg(value_name = "ARCHIVE")]
         archive: String,
+        /// List only this entry and what is under it, relative to the source folder.
         #[arg(value_name = "PATH")]
         path: Option<String>,
         /// Decrypt an encrypted archive with this age identity file (yours, mode 0600),
@@ -234,10 +237,11 @@ pub struct JobCli {
     /// Run CMD before the job; if it fails, nothing is written and the job fails.
     #[arg(long, value_name = "CMD")]
     pub before: Option<String>,
-    /// Run CMD after a job that succeeded.
+    /// Run CMD after a job that published its archive (also with warnings or an offsite
+    /// failure: the archive is there).
     #[arg(long, value_name = "CMD")]
     pub after: Option<String>,
-    /// Run CMD after a job that failed.
+    /// Run CMD after a job that failed or was cancelled.
     #[arg(long, value_name = "CMD")]
     pub on_failure: Option<String>,
     /// Run CMD after every job, last.

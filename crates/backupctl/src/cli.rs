@@ -57,7 +57,8 @@ pub enum CliCommand {
         /// Group by backup name, newest first, with size, compression, files and last verify.
         #[arg(long)]
         long: bool,
-        /// List this folder instead of <home>/backups.
+        /// List this folder instead of the default one ([defaults] destination of
+        /// backupd.toml, else <home>/backups).
         #[arg(long, value_name = "DIR", conflicts_with = "remote")]
         destination: Option<PathBuf>,
         /// List the copies on this offsite remote ([remote.NAME] or s3://BUCKET/PREFIX);
@@ -187,7 +188,8 @@ pub struct CreateCli {
 /// How archives are written; shared by `create` and `run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobCli {
-    /// Destination folder (default: <home>/backups).
+    /// Destination folder (default: [defaults] destination of backupd.toml, else
+    /// <home>/backups).
     #[arg(long, value_name = "DIR")]
     pub destination: Option<PathBuf>,
     /// Compression (default: gzip).
@@ -290,7 +292,8 @@ pub struct PruneCli {
     /// Only archives of this backup name.
     #[arg(long)]
     pub name: Option<String>,
-    /// The folder to prune (default: $BACKUP_DESTINATION, else <home>/backups).
+    /// The folder to prune (default: $BACKUP_DESTINATION, else [defaults] destination of
+    /// backupd.toml, else <home>/backups).
     #[arg(long, value_name = "DIR")]
     pub destination: Option<PathBuf>,
     #[command(flatten)]
@@ -316,7 +319,8 @@ pub struct VerifyCli {
     /// Every archive.
     #[arg(long)]
     pub all: bool,
-    /// The folder holding the archives (default: <home>/backups).
+    /// The folder holding the archives (default: [defaults] destination of backupd.toml,
+    /// else <home>/backups).
     #[arg(long, value_name = "DIR", conflicts_with = "remote")]
     pub destination: Option<PathBuf>,
     /// Decrypt encrypted archives with this age identity file (yours, mode 0600), which the
@@ -440,7 +444,8 @@ pub struct SyncCli {
     /// Only archives of this backup name.
     #[arg(long)]
     pub name: Option<String>,
-    /// The local folder (default: <home>/backups).
+    /// The local folder (default: [defaults] destination of backupd.toml, else
+    /// <home>/backups).
     #[arg(long, value_name = "DIR")]
     pub destination: Option<PathBuf>,
 }

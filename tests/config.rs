@@ -64,6 +64,29 @@ fn check_config_names_the_file_the_line_and_the_reason() {
 }
 
 #[test]
+fn an_unknown_socket_group_fails_the_check_and_the_start_naming_file_and_line() {
+    let t = TestHome::new();
+    let path = write_config(&t, "max_jobs = 2\nsocket_group = \"no-such-group-here\"\n");
+    let expected = format!(
+        "config file {}, line 2: socket_group: no group named \"no-such-group-here\" in /etc/group",
+        path.display()
+    );
+    let out = check_config(&t.home());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("backupd: {expected}\n")
+    );
+    let mut daemon = t.spawn_daemon(&[]);
+    assert_eq!(daemon.wait().code(), Some(1));
+    assert!(
+        t.daemon_stderr().contains(&expected),
+        "{}",
+        t.daemon_stderr()
+    );
+}
+
+#[test]
 fn job_defaults_come_from_the_config_and_flags_win() {
     let t = TestHome::new();
     let configured = t.work().join("configured");

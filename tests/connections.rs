@@ -323,27 +323,31 @@ fn socket_group_admits_its_members_and_only_them() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let t = TestHome::new();
     let (group, gid) = a_group_nobody_lacks();
-    let _daemon = t.spawn_daemon(&["--socket-group", &group]);
-    common::wait_until_answering(&t.socket());
-    let meta = std::fs::metadata(t.socket()).unwrap();
+    let socket = t.work().join("backupd.sock");
+    let _daemon = t.spawn_daemon(&[
+        "--socket-group",
+        &group,
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    common::wait_until_answering(&socket);
+    let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
-    // The folders on the way are open to all; only the socket's mode and the peer check stand.
-    for dir in [t.work(), t.home().as_path()] {
-        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
-    }
+    // The folder on the way is open to all; only the socket's mode and the peer check stand.
+    std::fs::set_permissions(t.work(), PermissionsExt::from_mode(0o755)).unwrap();
 
-    let (answer, ok) = as_nobody(&t.socket(), Some(gid), b"{\"id\":1,\"cmd\":\"hello\"}\n");
+    let (answer, ok) = as_nobody(&socket, Some(gid), b"{\"id\":1,\"cmd\":\"hello\"}\n");
     assert!(ok, "{answer}");
     let answer: Value = serde_json::from_str(answer.trim()).unwrap();
     assert_eq!(answer["ok"], true, "a member is served: {answer}");
 
     // A non-member cannot even open the socket...
-    let (answer, ok) = as_nobody(&t.socket(), None, b"{\"cmd\":\"hello\"}\n");
+    let (answer, ok) = as_nobody(&socket, None, b"{\"cmd\":\"hello\"}\n");
     assert!(!ok && answer.is_empty(), "{answer}");
     // ...and when the file is opened to everyone, the daemon refuses it itself.
-    std::fs::set_permissions(t.socket(), PermissionsExt::from_mode(0o666)).unwrap();
-    let (answer, _) = as_nobody(&t.socket(), None, b"{\"id\":2,\"cmd\":\"list\"}\n");
+    std::fs::set_permissions(&socket, PermissionsExt::from_mode(0o666)).unwrap();
+    let (answer, _) = as_nobody(&socket, None, b"{\"id\":2,\"cmd\":\"list\"}\n");
     let answer: Value = serde_json::from_str(answer.trim()).unwrap();
     assert_eq!(answer["error"]["code"], "permission_denied", "{answer}");
     assert!(
@@ -353,6 +357,125 @@ fn socket_group_admits_its_members_and_only_them() {
             .contains(&format!("not in group {gid}")),
         "{answer}"
     );
+}
+
+/// `backupctl --socket SOCKET ARGS` as uid 65534 with the given supplementary groups, from
+/// `/` (the test's folder is not theirs): its exit code and stderr.
+fn backupctl_as_nobody(
+    socket: &std::path::Path,
+    groups: Option<u32>,
+    args: &[&str],
+) -> (i32, String) {
+    let groups = match groups {
+        Some(gid) => format!("--groups={gid}"),
+        None => "--clear-groups".to_owned(),
+    };
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &groups])
+        .arg(common::backupctl_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .current_dir("/")
+        .env("BACKUPD_HOME", "/nonexistent/backupd-test-home")
+        .env_remove("BACKUPD_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_socket_group_that_could_not_reach_the_socket_in_the_home_is_refused_naming_socket() {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let t = TestHome::new();
+    // As the daemon creates it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(t.home())
+        .unwrap();
+    let gid = std::fs::metadata(t.home()).unwrap().gid().to_string();
+    let check = std::process::Command::new(common::backupd_bin())
+        .args([
+            "--home",
+            t.home().to_str().unwrap(),
+            "--socket-group",
+            &gid,
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    let expected = format!(
+        "socket_group: the group's members could not reach the socket {}: it is inside {} \
+         (mode 0700), which that group may not enter; put the socket in a folder they can enter \
+         with --socket PATH",
+        t.socket().display(),
+        t.home().display()
+    );
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let mut daemon = t.spawn_daemon(&["--socket-group", &gid]);
+    assert_eq!(daemon.wait().code(), Some(1));
+    assert!(
+        t.daemon_stderr().contains(&expected),
+        "{}",
+        t.daemon_stderr()
+    );
+    assert!(!t.socket().exists(), "no socket is left behind");
+    assert_eq!(
+        std::fs::metadata(t.home()).unwrap().mode() & 0o777,
+        0o700,
+        "the home stays private"
+    );
+
+    // A socket outside the home is the admin's to open to the group.
+    let socket = t.work().join("backupd.sock");
+    let _daemon = t.spawn_daemon(&["--socket-group", &gid, "--socket", socket.to_str().unwrap()]);
+    common::wait_until_answering(&socket);
+}
+
+#[test]
+fn a_user_the_socket_turns_away_is_told_so_not_to_start_a_daemon() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestHome::new();
+    let (group, gid) = a_group_nobody_lacks();
+    let socket = t.work().join("backupd.sock");
+    let _daemon = t.spawn_daemon(&[
+        "--socket-group",
+        &group,
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    common::wait_until_answering(&socket);
+    std::fs::set_permissions(t.work(), PermissionsExt::from_mode(0o755)).unwrap();
+
+    let (code, stderr) = backupctl_as_nobody(&socket, Some(gid), &["status"]);
+    assert_eq!(code, 0, "a member is served: {stderr}");
+
+    let denied = format!("may not use backupd's socket {}: ", socket.display());
+    for command in ["status", "list", "start", "stop"] {
+        let (code, stderr) = backupctl_as_nobody(&socket, None, &[command]);
+        assert_eq!(
+            code, 1,
+            "{command}: a permission problem, not a missing daemon: {stderr}"
+        );
+        assert!(stderr.contains(&denied), "{command}: {stderr}");
+        assert!(stderr.contains("socket_group"), "{command}: {stderr}");
+        assert!(!stderr.contains("backupctl start"), "{command}: {stderr}");
+        assert!(!stderr.contains("started it"), "{command}: {stderr}");
+    }
+    // Still the one daemon, serving its members.
+    let (code, stderr) = backupctl_as_nobody(&socket, Some(gid), &["status"]);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

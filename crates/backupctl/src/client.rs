@@ -12,6 +12,15 @@ pub enum ClientError {
     /// Nothing answers at the socket: the daemon is not running (or elsewhere).
     #[error("can't reach backupd at {}: {source}", socket.display())]
     Unreachable { socket: PathBuf, source: io::Error },
+    /// The socket (or a folder on the way) is there but this user may not open it: a daemon
+    /// may well be running, for other users.
+    #[error(
+        "may not use backupd's socket {}: {source}; this user is not allowed to connect to it \
+         (ask the daemon's administrator to add you to its socket_group, or use a daemon of \
+         your own with --home or --socket)",
+        socket.display()
+    )]
+    Forbidden { socket: PathBuf, source: io::Error },
     /// The daemon answered, then the exchange broke.
     #[error("lost the connection to backupd: {0}")]
     Broken(io::Error),
@@ -50,9 +59,13 @@ pub struct Connection {
 
 impl Connection {
     pub fn open(socket: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
-            socket: socket.to_path_buf(),
-            source,
+        let stream = UnixStream::connect(socket).map_err(|source| {
+            let socket = socket.to_path_buf();
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                ClientError::Forbidden { socket, source }
+            } else {
+                ClientError::Unreachable { socket, source }
+            }
         })?;
         let writer = stream.try_clone().map_err(ClientError::Broken)?;
         Ok(Self {

@@ -16,6 +16,9 @@ pub enum Failure {
     Invalid(String),
     /// `start` found a daemon answering already: exit 1.
     AlreadyRunning(String),
+    /// This user may not open the socket (EACCES, EPERM): exit 1, as the daemon's own
+    /// `permission_denied` is; a daemon may be running there.
+    Denied(String),
     /// No daemon answers at the socket: exit 3.
     Unreachable(String),
     /// A run succeeded but left entries out (the daemon logged them): exit 4.
@@ -27,7 +30,11 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Self::Refused(_) | Self::Local(_) | Self::Invalid(_) | Self::AlreadyRunning(_) => 1,
+            Self::Refused(_)
+            | Self::Local(_)
+            | Self::Invalid(_)
+            | Self::AlreadyRunning(_)
+            | Self::Denied(_) => 1,
             Self::Usage(_) => 2,
             Self::Unreachable(_) => 3,
             Self::Warnings(_) => 4,
@@ -42,6 +49,7 @@ impl Failure {
             | Self::Local(m)
             | Self::Invalid(m)
             | Self::AlreadyRunning(m)
+            | Self::Denied(m)
             | Self::Unreachable(m)
             | Self::Warnings(m)
             | Self::OffsiteFailed(m) => m,
@@ -55,6 +63,7 @@ impl Failure {
             // What the daemon answers to the same request.
             Self::Invalid(_) => ErrorCode::InvalidArguments,
             Self::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
+            Self::Denied(_) => ErrorCode::PermissionDenied,
             // The daemon did not start, or the exchange with it broke.
             Self::Local(_) => ErrorCode::Internal,
             Self::Refused(_)

@@ -352,6 +352,7 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
             "{err}; is it running? Start it with `backupctl start`"
         )),
         ClientError::Silent { .. } => Failure::Unreachable(err.to_string()),
+        ClientError::Forbidden { .. } => Failure::Denied(err.to_string()),
         other => Failure::Local(other.to_string()),
     }
 }

@@ -22,10 +22,18 @@ pub fn start(
     socket: &Path,
     log_level: impl FnOnce() -> Result<Option<String>, Failure>,
 ) -> Result<Answer, Failure> {
-    if hello(socket).is_some() {
-        return Err(Failure::AlreadyRunning(
-            "backupd already running".to_owned(),
-        ));
+    // A socket this user may not open may well have a daemon behind it: starting one of our
+    // own there would not help.
+    match client::call(socket, &Request::new(Command::Hello {})) {
+        Ok(answer) if answer.response.ok => {
+            return Err(Failure::AlreadyRunning(
+                "backupd already running".to_owned(),
+            ));
+        }
+        Err(denied @ client::ClientError::Forbidden { .. }) => {
+            return Err(Failure::Denied(denied.to_string()));
+        }
+        _ => {}
     }
     let binary = daemon_binary();
     let mut command = std::process::Command::new(&binary);

@@ -77,6 +77,8 @@ pub struct Config {
     pub runs_kept: Option<usize>,
     /// The group whose members may use the socket (name or number, resolved at start).
     pub socket_group: Option<String>,
+    /// The line of `socket_group`, for the error of a group that cannot be resolved.
+    pub socket_group_line: Option<usize>,
     pub idle_timeout: Option<std::time::Duration>,
     pub line_timeout: Option<std::time::Duration>,
     pub max_connections_per_uid: Option<usize>,
@@ -200,6 +202,7 @@ impl Config {
                     "socket_group must name a group".into(),
                 ));
             }
+            config.socket_group_line = Some(line_of(text, group.span().start));
             config.socket_group = Some(group.into_inner());
         }
         for (key, value, slot) in [

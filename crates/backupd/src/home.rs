@@ -56,6 +56,18 @@ pub enum HomeError {
          (--home DIR)", path.display()
     )]
     UnsafeParent { path: PathBuf, why: String },
+    #[error(
+        "socket_group: the group's members could not reach the socket {}: it is inside {} \
+         (mode {mode:04o}), which that group may not enter; put the socket in a folder they can \
+         enter with --socket PATH (or BACKUPD_SOCKET), such as /run/backupd/backupd.sock, \
+         or use a socket unit (see \"Running as a service\")",
+        socket.display(), folder.display()
+    )]
+    SocketShut {
+        socket: PathBuf,
+        folder: PathBuf,
+        mode: u32,
+    },
     #[error("another backupd holds {} (pid {pid})", path.display())]
     Locked { path: PathBuf, pid: String },
     #[error("can't lock {}: {source}", path.display())]
@@ -165,6 +177,42 @@ impl Home {
                 FileType::Symlink => return Err(HomeError::Symlink { path }),
                 _ => return Err(HomeError::NotAFolder { path }),
             }
+        }
+        Ok(())
+    }
+
+    /// With `socket_group`, a socket inside the home must be reachable by that group
+    /// (`gid`): the folders from the home down to the socket must let the group in. backupd
+    /// does not open them itself: the home holds `backupd.toml`, the schedules and the
+    /// verification state under the user's umask, which its 0700 keeps private, and the
+    /// folders above it are not backupd's to change. A folder not created yet will be 0700.
+    pub fn check_socket_reachable(&self, socket: &Path, gid: u32) -> Result<(), HomeError> {
+        let Some(parent) = socket.parent().filter(|p| p.starts_with(&self.root)) else {
+            return Ok(());
+        };
+        let mut folders: Vec<&Path> = parent
+            .ancestors()
+            .take_while(|folder| folder.starts_with(&self.root))
+            .collect();
+        folders.reverse();
+        for folder in folders {
+            let mode = match rustix::fs::stat(folder) {
+                Ok(stat) => {
+                    let mode = stat.st_mode & 0o7777;
+                    let group_may_enter = stat.st_gid == gid && mode & 0o010 != 0;
+                    if mode & 0o001 != 0 || group_may_enter {
+                        continue;
+                    }
+                    mode
+                }
+                Err(Errno::NOENT) => 0o700,
+                Err(e) => return Err(self.open_error(folder, e)),
+            };
+            return Err(HomeError::SocketShut {
+                socket: socket.to_path_buf(),
+                folder: folder.to_path_buf(),
+                mode,
+            });
         }
         Ok(())
     }
@@ -348,6 +396,31 @@ mod tests {
         let (_dir, home) = home();
         home.check_trust().unwrap();
         assert!(!home.root().exists(), "checking creates nothing");
+    }
+
+    #[test]
+    fn a_socket_group_must_be_let_into_the_home_holding_the_socket() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, home) = home();
+        let socket = home.root().join("backupd.sock");
+        let err = home.check_socket_reachable(&socket, 4242).unwrap_err();
+        assert!(
+            matches!(err, HomeError::SocketShut { mode: 0o700, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--socket PATH"), "{err}");
+        home.prepare().unwrap();
+        assert!(home.check_socket_reachable(&socket, 4242).is_err());
+        let own_gid = std::fs::metadata(home.root()).unwrap().gid();
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o710)).unwrap();
+        home.check_socket_reachable(&socket, own_gid).unwrap();
+        assert!(home.check_socket_reachable(&socket, own_gid + 1).is_err());
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        home.check_socket_reachable(&socket, own_gid + 1).unwrap();
+        // Outside the home, the socket's folder is the admin's to open.
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        home.check_socket_reachable(&dir.path().join("backupd.sock"), 4242)
+            .unwrap();
     }
 
     #[test]

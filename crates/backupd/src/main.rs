@@ -1,7 +1,7 @@
 //! `backupd`: runs in the foreground until `backupctl stop`, SIGTERM or SIGINT.
 
 use anyhow::Context;
-use backupd::config::Config;
+use backupd::config::{Config, ConfigError};
 use backupd::fsutil::TempNames;
 use backupd::home::{Home, HomeError, HomeLock};
 use backupd::schedules::ScheduleStore;
@@ -169,6 +169,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .map(backupd::notifications::email::Mailer::new)
         .transpose()?;
+    // Resolving the group and checking its way to the socket belong to the check too: a
+    // config that passes it starts.
+    let settings = server_settings(&args, &config)?;
+    if let (None, Some(group)) = (&inherited, &settings.access.group) {
+        home.check_socket_reachable(&socket_path, group.gid)?;
+    }
     if args.check_config {
         return check_config(&config);
     }
@@ -183,7 +189,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         rotation: config.log_rotation(),
     };
     let (lock, _log) = set_up_home(&home, &log, &socket_path, inherited.is_some())?;
-    let settings = server_settings(&args, &config)?;
     let group = settings.access.group.map(|group| group.gid);
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited, group)?;
     // What `status` shows: the file bound, or the inherited socket's own address.
@@ -254,7 +259,17 @@ fn server_settings(args: &Args, config: &Config) -> anyhow::Result<backupd::serv
     if let Some(name) = args.socket_group.as_ref().or(config.socket_group.as_ref()) {
         let etc_group =
             std::fs::read_to_string("/etc/group").context("socket_group: can't read /etc/group")?;
-        let group = backupd::peer::resolve_group(name, &etc_group).map_err(anyhow::Error::msg)?;
+        let group = backupd::peer::resolve_group(name, &etc_group).map_err(|reason| {
+            // A name from the config file is pointed at there, as its other errors are.
+            match (&args.socket_group, &config.path, config.socket_group_line) {
+                (None, Some(path), Some(line)) => anyhow::Error::new(ConfigError::Invalid {
+                    path: path.clone(),
+                    line,
+                    reason,
+                }),
+                _ => anyhow::Error::msg(reason),
+            }
+        })?;
         settings.access.group = Some(group);
     }
     if let Some(idle) = config.idle_timeout {

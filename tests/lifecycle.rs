@@ -134,6 +134,38 @@ fn stop_answers_then_exits() {
 }
 
 #[test]
+fn stop_gives_up_on_a_stopped_daemon_after_the_answer_timeout() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    daemon.signal("STOP");
+    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
+    let command = t.ctl_command(&["stop"]);
+    let program = command.get_program().to_owned();
+    let out = common::Ctl(
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(program)
+            .args(command.get_args())
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(t.work())
+            .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
+            .output()
+            .unwrap(),
+    );
+    daemon.signal("CONT");
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("did not answer within 1s: is it stopped or hung?"),
+        "{}",
+        out.stderr()
+    );
+    // Resumed, it reads the `stop` waiting on the connection and shuts down as asked.
+    assert!(daemon.wait().success());
+    assert!(!t.socket().exists());
+}
+
+#[test]
 fn log_level_controls_what_is_logged_and_events_also_go_to_stderr() {
     let t = TestHome::new();
     let mut quiet = t.spawn_daemon(&["--log-level", "error"]);

@@ -271,11 +271,21 @@ fn a_dry_run_writes_nothing_and_names_what_it_would_create() {
     let stdout = out.ok();
     assert_eq!(listing(&t.home().join("backups")), before);
     assert!(before.is_empty());
-    let lines: Vec<&str> = stdout.lines().collect();
+    let all: Vec<&str> = stdout.lines().collect();
+    // The original backup script's header: what the run resolved to, defaults filled in.
     assert_eq!(
-        lines[0],
-        "[DRY-RUN MODE] No files will be created or deleted"
+        all[..4],
+        [
+            "[DRY-RUN MODE] No files will be created or deleted".to_owned(),
+            format!(
+                "Backup sources: [PosixPath('{}')]",
+                t.work().join("src").display()
+            ),
+            format!("Destination: {}", t.home().join("backups").display()),
+            "Retention: 7 days".to_owned(),
+        ]
     );
+    let lines = &all[3..];
     assert_eq!(
         lines[1],
         format!(
@@ -304,16 +314,28 @@ fn a_dry_run_writes_nothing_and_names_what_it_would_create() {
     );
     // A destination that does not exist yet is not created by a dry run.
     let elsewhere = t.work().join("new/dest");
-    t.ctl(&[
-        "run",
-        "--sources",
-        "src",
-        "--dry-run",
-        "--destination",
-        elsewhere.to_str().unwrap(),
-    ])
-    .ok();
+    let stdout = t
+        .ctl(&[
+            "run",
+            "--sources",
+            "src",
+            "--dry-run",
+            "--destination",
+            elsewhere.to_str().unwrap(),
+            "--retention-days",
+            "30",
+        ])
+        .ok();
     assert!(!t.work().join("new").exists());
+    let header = [
+        format!("Destination: {}", elsewhere.display()),
+        "Retention: 30 days".to_owned(),
+    ];
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[2..4], header, "{stdout}");
+    // The daemon's log says it too, as the original's did.
+    let log = common::log_messages(&t.log());
+    assert!(header.iter().all(|line| log.contains(line)), "{log:?}");
 }
 
 #[test]

@@ -591,6 +591,11 @@ fn run_report(report: &RunReport) -> Vec<String> {
     let mut lines = Vec::new();
     if report.dry_run {
         lines.push("[DRY-RUN MODE] No files will be created or deleted".to_owned());
+        lines.extend(proto::response::dry_run_header(
+            report.sources.iter().map(|source| source.source.as_str()),
+            &report.destination,
+            report.retention_days,
+        ));
     }
     for source in &report.sources {
         match (&source.error, report.dry_run) {

@@ -68,6 +68,16 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let hooks = &plan.hooks;
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
+        let sources: Vec<String> = (plan.jobs.iter())
+            .map(|job| job.source.display().to_string())
+            .collect();
+        for line in proto::response::dry_run_header(
+            sources.iter().map(String::as_str),
+            &plan.destination.location().display().to_string(),
+            retention_days(after),
+        ) {
+            tracing::info!("{line}");
+        }
         let runs = plan
             .jobs
             .into_iter()
@@ -110,9 +120,18 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
             .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, hooks, events));
         futures_util::future::join_all(runs).await
     };
-    let report = summarize(dry_run, &plan.destination.location(), sources);
+    let mut report = summarize(dry_run, &plan.destination.location(), sources);
+    report.retention_days = retention_days(after);
     log_summary(&report);
     report
+}
+
+/// The local rotation's `retention_days`, which every run has.
+fn retention_days(after: &[AfterWrite]) -> Option<u32> {
+    after.iter().find_map(|step| match step {
+        AfterWrite::Rotate(policy) => Some(policy.retention_days),
+        _ => None,
+    })
 }
 
 fn summarize(dry_run: bool, destination: &Path, mut sources: Vec<SourceReport>) -> RunReport {
@@ -140,6 +159,7 @@ fn summarize(dry_run: bool, destination: &Path, mut sources: Vec<SourceReport>) 
     RunReport {
         dry_run,
         destination: destination.display().to_string(),
+        retention_days: None,
         total: sources.len(),
         successful,
         failed: sources.len() - successful,

@@ -411,6 +411,9 @@ pub struct RestoreSummary {
 pub struct RunReport {
     pub dry_run: bool,
     pub destination: String,
+    /// The rotation's `retention_days`, defaults filled in (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
     pub sources: Vec<SourceReport>,
     pub total: usize,
     pub successful: usize,
@@ -430,6 +433,51 @@ pub struct RunReport {
     /// archives stay).
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub offsite_failed: usize,
+}
+
+/// The original backup script's dry-run header, after `[DRY-RUN MODE] …`: its sources as
+/// Python printed its list of paths, the destination and the retention.
+pub fn dry_run_header<'a>(
+    sources: impl IntoIterator<Item = &'a str>,
+    destination: &str,
+    retention_days: Option<u32>,
+) -> Vec<String> {
+    let sources: Vec<String> = sources
+        .into_iter()
+        .map(|source| format!("PosixPath({})", python_str_repr(source)))
+        .collect();
+    let mut lines = vec![
+        format!("Backup sources: [{}]", sources.join(", ")),
+        format!("Destination: {destination}"),
+    ];
+    lines.extend(retention_days.map(|days| format!("Retention: {days} days")));
+    lines
+}
+
+/// A string as Python's `repr` writes it: single quotes unless it holds one and no double.
+fn python_str_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 impl RunReport {
@@ -732,6 +780,23 @@ pub struct SyncReport {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_dry_run_header_is_the_original_scripts() {
+        assert_eq!(
+            dry_run_header(["/home/user/projects"], "/home/user/backups", Some(7)),
+            [
+                "Backup sources: [PosixPath('/home/user/projects')]",
+                "Destination: /home/user/backups",
+                "Retention: 7 days",
+            ]
+        );
+        assert_eq!(
+            dry_run_header(["/a", "/it's", "/q'\"", "/b\\"], "/d", None)[0],
+            "Backup sources: [PosixPath('/a'), PosixPath(\"/it's\"), \
+             PosixPath('/q\\'\"'), PosixPath('/b\\\\')]"
+        );
+    }
 
     #[test]
     fn the_offsite_summary_tells_failed_uploads_and_failed_steps_apart() {

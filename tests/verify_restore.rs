@@ -375,6 +375,17 @@ fn restore_round_trips_a_tree() {
         OLD as i64,
         "folder mtimes are restored too"
     );
+
+    // Without waiting for the disk, as `tar -x`: the same tree, replacing as asked.
+    let quick = t.work().join("quick");
+    let _unlock = Unlock(vec![quick.clone()]);
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let mut args = vec!["restore", archive.to_str().unwrap(), "--no-sync"];
+        args.extend(["--to", quick.to_str().unwrap()]);
+        args.extend(extra);
+        t.ctl(&args).ok();
+        assert_eq!(snapshot(&quick.join("tree")), snapshot(&tree), "{extra:?}");
+    }
 }
 
 #[test]

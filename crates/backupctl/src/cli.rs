@@ -350,6 +350,10 @@ pub struct RestoreCli {
     /// Replace existing files, symlinks and hard links of the same name (never a folder).
     #[arg(long)]
     pub overwrite: bool,
+    /// Answer without waiting for the restored files to reach the disk, as `tar -x` does
+    /// (faster; a power loss soon after may leave files empty).
+    #[arg(long)]
+    pub no_sync: bool,
     /// Decrypt an encrypted archive with this age identity file (yours, mode 0600), which
     /// the daemon reads.
     #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]

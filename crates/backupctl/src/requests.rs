@@ -349,6 +349,7 @@ fn restore_args(cli: &RestoreCli, ctx: &Context) -> Result<RestoreArgs, Failure>
         to: ctx.absolute(&cli.to)?,
         paths: cli.paths.clone(),
         overwrite: cli.overwrite,
+        no_sync: cli.no_sync,
         identity: cli
             .identity
             .as_deref()

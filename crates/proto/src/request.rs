@@ -218,6 +218,9 @@ pub struct RestoreArgs {
     /// Replace existing files of the same name; without it, any would fail the restore.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overwrite: bool,
+    /// Answer without waiting for what was written to reach the disk, as `tar -x` does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_sync: bool,
     /// Absolute path of an age identity file the daemon reads to decrypt an encrypted
     /// archive (the key itself never travels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -483,6 +486,7 @@ mod tests {
                 to: "/r".into(),
                 paths: vec!["docs".into()],
                 overwrite: true,
+                no_sync: true,
                 identity: None,
                 remote: Some("off".into()),
                 passphrase: Some(Passphrase::new("p")),

@@ -259,18 +259,19 @@ fn command() -> impl Strategy<Value = Command> {
             text(),
             text(),
             prop::collection::vec(text(), 0..3),
-            any::<bool>(),
+            (any::<bool>(), any::<bool>()),
             maybe_text(),
             maybe_text(),
             maybe_text()
         )
             .prop_map(
-                |(archive, to, paths, overwrite, identity, remote, passphrase)| {
+                |(archive, to, paths, (overwrite, no_sync), identity, remote, passphrase)| {
                     Command::Restore(RestoreArgs {
                         archive,
                         to,
                         paths,
                         overwrite,
+                        no_sync,
                         identity,
                         passphrase: passphrase.map(Passphrase::new),
                         remote,

@@ -43,6 +43,7 @@ pub async fn handle(
     let options = store::RestoreOptions {
         paths: args.paths.clone(),
         overwrite: args.overwrite,
+        no_sync: args.no_sync,
     };
     let report = blocking(move || {
         store::restore_with(

@@ -56,6 +56,9 @@ pub struct RestoreOptions {
     pub paths: Vec<String>,
     /// Replace existing files, symlinks and hard links of the same name (never a folder).
     pub overwrite: bool,
+    /// Answer without waiting for the disk, as `tar -x` does: a power loss soon after may
+    /// leave files empty, and with `overwrite`, neither the old content nor the new.
+    pub no_sync: bool,
 }
 
 /// How many conflicting entries a refusal names.
@@ -151,6 +154,7 @@ pub fn restore_with(
         stand_ins,
         stood_in: HashMap::new(),
         overwrite: options.overwrite,
+        sync: !options.no_sync,
         owners: rustix::process::geteuid().is_root(),
         report: RestoreReport::default(),
         cache: None,
@@ -646,6 +650,8 @@ struct Extractor<'a> {
     /// Such files once written, with the link name they were written under.
     stood_in: HashMap<NodeId, NodeId>,
     overwrite: bool,
+    /// Whether to sync what is written before answering (see [`RestoreOptions::no_sync`]).
+    sync: bool,
     /// Whether to give entries their archived owners (only root may).
     owners: bool,
     report: RestoreReport,
@@ -956,6 +962,9 @@ impl Extractor<'_> {
     /// attributes. One sync of the file system, not one per file: as fast as `tar -x`
     /// followed by `sync`.
     fn sync_to_disk(&self) -> io::Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
         for folder in self.file_systems.values() {
             rustix::fs::syncfs(folder)?;
         }
@@ -1048,7 +1057,7 @@ impl Extractor<'_> {
         };
         let temporary = slot != *name;
         let in_made_folder = self.created_dirs.contains_key(&parent_path);
-        let made = make(parent, &slot, temporary);
+        let made = make(parent, &slot, temporary && self.sync);
         // Whatever `make` left under the slot name is this restore's, even on failure; in a
         // folder this restore made, removing the folder removes it, so there it is looked at
         // only under a temporary name, to tell whether the rename moved it.
@@ -1260,6 +1269,7 @@ mod tests {
         let options = RestoreOptions {
             paths: paths.to_vec(),
             overwrite: false,
+            ..RestoreOptions::default()
         };
         restore_with(archive, to, &options)
     }
@@ -1347,6 +1357,7 @@ mod tests {
         let overwrite = RestoreOptions {
             paths: Vec::new(),
             overwrite: true,
+            ..RestoreOptions::default()
         };
         let again = restore_with(&archive, &out, &overwrite).unwrap();
         assert_eq!(again.refused, Vec::<String>::new());
@@ -1415,6 +1426,7 @@ mod tests {
         let options = RestoreOptions {
             paths: one(),
             overwrite: true,
+            ..RestoreOptions::default()
         };
         let report = restore_with(&archive, &busy, &options).unwrap();
         assert_eq!((report.files, report.replaced), (1, 1), "{report:?}");
@@ -1441,6 +1453,7 @@ mod tests {
         let options = RestoreOptions {
             paths: vec!["top.txt".to_owned()],
             overwrite: true,
+            ..RestoreOptions::default()
         };
         restore_with(&archive, &target, &options).unwrap();
         assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
@@ -1472,6 +1485,7 @@ mod tests {
         let options = RestoreOptions {
             paths: Vec::new(),
             overwrite: true,
+            ..RestoreOptions::default()
         };
         let report = restore_with(&archive, &target, &options).unwrap();
         assert_eq!(report.replaced, 1);
@@ -1512,6 +1526,7 @@ mod tests {
         let options = RestoreOptions {
             paths: Vec::new(),
             overwrite: true,
+            ..RestoreOptions::default()
         };
         let err = restore_with(&archive, &existing, &options).unwrap_err();
         assert!(err.to_string().contains("was removed"), "{err}");
@@ -1563,6 +1578,7 @@ mod tests {
             let options = RestoreOptions {
                 paths: Vec::new(),
                 overwrite: true,
+                ..RestoreOptions::default()
             };
             let err = restore_with(&archive, &existing, &options).unwrap_err();
             assert!(err.to_string().contains("was removed"), "{err}");
@@ -2084,6 +2100,7 @@ mod tests {
             let options = RestoreOptions {
                 paths: Vec::new(),
                 overwrite,
+                ..RestoreOptions::default()
             };
             let report = restore_with(&archive, &target, &options).unwrap();
             assert_eq!(
@@ -2122,6 +2139,7 @@ mod tests {
         let options = RestoreOptions {
             paths: vec!["hard".to_owned()],
             overwrite: true,
+            ..RestoreOptions::default()
         };
         fs::write(out.join("src1/a.txt"), "changed since").unwrap();
         let report = restore_with(&archive, &out, &options).unwrap();
@@ -2149,6 +2167,7 @@ mod tests {
         let options = RestoreOptions {
             paths: Vec::new(),
             overwrite: true,
+            ..RestoreOptions::default()
         };
         // Into a folder the restore makes, then into the same folder, now there before.
         for round in 1..=2 {
@@ -2258,6 +2277,7 @@ mod tests {
             stand_ins: HashMap::new(),
             stood_in: HashMap::new(),
             overwrite: false,
+            sync: true,
             owners: false,
             report: RestoreReport::default(),
             cache: None,

@@ -195,6 +195,8 @@ M_BVE="backupd verify (gzip)"
 M_TTZ="tar -tzf"
 M_BRE="backupd restore (gzip)"
 M_TXZ="tar -xzf"
+M_BRN="backupd restore --no-sync (gzip)"
+M_TXS="tar -xzf + sync"
 M_BRM="backupd restore (gzip, tmpfs)"
 M_TXM="tar -xzf (tmpfs)"
 M_RES="restic backup"
@@ -368,6 +370,7 @@ bench_read_back() {  # bench_read_back REP: verify vs tar -tzf, restore vs tar -
     # inode tables, so a restore right after deleting the previous one's 17,000 files took
     # 10-18 s instead of 2 s, for backupd and tar alike.
     local restored="$WORK/restored.$rep" extracted="$WORK/extracted.$rep"
+    local unsynced="$WORK/restored-nosync.$rep" synced="$WORK/extracted-sync.$rep"
     rm -rf "$dest"; mkdir -p "$dest"
     ctl gzip --json run --sources "$CORPUS" --destination "$dest" \
         --compression gzip --level "$GZIP_LEVEL" >"$json" || die "backupctl run (read-back) failed"
@@ -375,16 +378,23 @@ bench_read_back() {  # bench_read_back REP: verify vs tar -tzf, restore vs tar -
     size=$(file_size "$archive")
     timed "$M_BVE" "$rep" "$size" ctl gzip verify "$archive"
     timed "$M_TTZ" "$rep" "$size" tar -tzf "$archive"
-    mkdir -p "$restored" "$extracted"
-    # The second restore's writes land beside the first one's writeback: the two take turns
-    # at going first.
-    if ((rep % 2)); then
-        timed "$M_BRE" "$rep" "$size" ctl gzip restore "$archive" --to "$restored"
-        timed "$M_TXZ" "$rep" "$size" tar -xzf "$archive" -C "$extracted"
-    else
-        timed "$M_TXZ" "$rep" "$size" tar -xzf "$archive" -C "$extracted"
-        timed "$M_BRE" "$rep" "$size" ctl gzip restore "$archive" --to "$restored"
-    fi
+    mkdir -p "$restored" "$extracted" "$unsynced" "$synced"
+    # backupd's restore answers once what it wrote is on disk (one syncfs), tar -x never
+    # syncs: each is timed against both `tar -xzf` and `tar -xzf` followed by `sync -f` of
+    # its file system, and `restore --no-sync` against `tar -xzf`. A restore's writes land
+    # beside the one before's writeback: each repeat starts with the next method.
+    local methods=(restore tar nosync tarsync) i m
+    for ((i = 0; i < ${#methods[@]}; i++)); do
+        m=${methods[(i + rep) % ${#methods[@]}]}
+        case $m in
+            restore) timed "$M_BRE" "$rep" "$size" ctl gzip restore "$archive" --to "$restored" ;;
+            tar) timed "$M_TXZ" "$rep" "$size" tar -xzf "$archive" -C "$extracted" ;;
+            nosync) timed "$M_BRN" "$rep" "$size" ctl gzip restore "$archive" --no-sync \
+                --to "$unsynced" ;;
+            tarsync) timed "$M_TXS" "$rep" "$size" bash -c 'tar -xzf "$1" -C "$2" && sync -f "$2"' \
+                _ "$archive" "$synced" ;;
+        esac
+    done
     if [[ -n "$TMPFS_WORK" ]]; then
         # Into memory: the restore path itself, with the disk's write speed taken out.
         mkdir -p "$TMPFS_WORK/restored" "$TMPFS_WORK/extracted"
@@ -516,7 +526,7 @@ done
 for ((rep = 1; rep <= REPEAT; rep++)); do
     bench_read_back "$rep"
 done
-rm -rf "$WORK"/restored.* "$WORK"/extracted.*
+rm -rf "$WORK"/restored.* "$WORK"/extracted.* "$WORK"/restored-nosync.* "$WORK"/extracted-sync.*
 ((HAVE_RESTIC)) || log "restic not found: its row is skipped"
 ((HAVE_BORG)) || log "borg not found: its row is skipped"
 
@@ -560,12 +570,12 @@ python3 - "$RAW" "$CORPUS_BYTES" "$HWM_GZ" "$HWM_ZS" "$M_BGZ" "$M_TGZ" "$M_BZS" 
     "$HWM_NO" "$M_PGZ" "$M_BNO" "$M_TAR" "$M_BVE" "$M_TTZ" "$M_BRE" "$M_TXZ" "$M_BGA" \
     "$M_RES" "$M_BORG" "$M_SBG" "$M_STG" "$M_LBZ" "$M_LTZ" "$SMALL_FILES" "$SMALL_BYTES" \
     "$LARGE_BYTES" "$M_TSY" "$M_BRM" "$M_TXM" "$M_HSH" "$M_HPL" "$M_BNM" "$M_TAM" \
-    >"$WORK/table.txt" <<'EOF'
+    "$M_BRN" "$M_TXS" >"$WORK/table.txt" <<'EOF'
 import statistics, sys
 raw, corpus_bytes, hwm_gz, hwm_zs, m_bgz, m_tgz, m_bzs, m_tzs = sys.argv[1:9]
 hwm_no, m_pgz, m_bno, m_tar, m_bve, m_ttz, m_bre, m_txz, m_bga = sys.argv[9:18]
 (m_res, m_borg, m_sbg, m_stg, m_lbz, m_ltz, small_files, small_bytes, large_bytes,
- m_tsy, m_brm, m_txm, m_hsh, m_hpl, m_bnm, m_tam) = sys.argv[18:]
+ m_tsy, m_brm, m_txm, m_hsh, m_hpl, m_bnm, m_tam, m_brn, m_txs) = sys.argv[18:]
 corpus_bytes = int(corpus_bytes)
 # The rows of the extra cases read their own data, not the corpus.
 data_bytes = {m_sbg: int(small_bytes), m_stg: int(small_bytes),
@@ -578,6 +588,7 @@ order = [(m_bgz, m_tgz, hwm_gz), (m_bga, m_bgz, None), (m_tgz, m_tgz, None), (m_
          (m_bzs, m_tzs, hwm_zs), (m_tzs, m_tzs, None), (m_bno, m_tar, hwm_no), (m_tar, m_tar, None),
          (m_tsy, m_tar, None), (m_bnm, m_tam, None), (m_tam, m_tam, None), (m_hsh, m_hpl, None), (m_hpl, m_hpl, None),
          (m_bve, m_ttz, None), (m_ttz, m_ttz, None), (m_bre, m_txz, None), (m_txz, m_txz, None),
+         (m_brn, m_txz, None), (m_txs, m_txz, None),
          (m_brm, m_txm, None), (m_txm, m_txm, None),
          (m_res, m_bzs, None), (m_borg, m_bzs, None),
          (m_sbg, m_stg, None), (m_stg, m_stg, None), (m_lbz, m_ltz, None), (m_ltz, m_ltz, None)]
@@ -648,6 +659,9 @@ if m_hsh in med and m_hpl in med and m_bno in med:
           100 * cost, "met" if cost <= 0.05 else "NOT met", pairs))
 target("verify vs %s (same archive)" % m_ttz, m_bve, m_ttz, "<= 1.00x", lambda r: r <= 1.0)
 target("restore vs %s (same archive)" % m_txz, m_bre, m_txz, "<= 1.00x", lambda r: r <= 1.0)
+# Not issue targets: like with like, durable against durable and unsynced against unsynced.
+target("restore vs %s (both on disk)" % m_txs, m_bre, m_txs, "<= 1.00x", lambda r: r <= 1.0)
+target("restore --no-sync vs %s" % m_txz, m_brn, m_txz, "<= 1.00x", lambda r: r <= 1.0)
 target("restore vs %s (same archive)" % m_txm, m_brm, m_txm, "<= 1.00x", lambda r: r <= 1.0)
 for tool in (m_res, m_borg):
     # Run in a loop of their own, not beside backupd's.

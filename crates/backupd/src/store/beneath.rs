@@ -146,8 +146,7 @@ pub fn create_file(dir: impl AsFd, name: &OsStr) -> io::Result<std::fs::File> {
 
 /// Makes the regular file `name` in `dir` with what `fill` writes, and gives it the name only
 /// once `fill` is done: the file is made unnamed (`O_TMPFILE`) and linked in, so a restore
-/// killed while writing it leaves nothing under any name. Its write to disk is started
-/// before the name is given ([`start_writeback`]), but not waited for: the caller syncs.
+/// killed while writing it leaves nothing under any name.
 /// Where the file system has no unnamed files it is made under its name at once. Fails if
 /// anything (a symlink included) has the name.
 pub fn write_file(
@@ -163,14 +162,12 @@ pub fn write_file(
         Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {
             let mut file = create_file(dir, name)?;
             fill(&mut file)?;
-            start_writeback(&file);
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
     let mut file = unnamed;
     fill(&mut file)?;
-    start_writeback(&file);
     // By the handle itself where allowed (root), else by its /proc name; both refuse to
     // replace what has the name.
     match rustix::fs::linkat(&file, "", dir, name, AtFlags::EMPTY_PATH) {
@@ -185,16 +182,6 @@ pub fn write_file(
         name,
         AtFlags::SYMLINK_FOLLOW,
     )?)
-}
-
-/// Starts writing `file`'s data to disk, without waiting for it: the disk works while the
-/// next entries are decoded, and a final sync of the file system finds little left. On ext4
-/// (`data=ordered`) the data is then allocated before the file is named, so the journal
-/// commits the two together. `posix_fadvise(DONTNEED)` starts the same writeback as
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`, which rustix lacks (it also drops from the cache
-/// pages already on disk). Advice only: a failed write is reported by the final sync.
-pub fn start_writeback(file: &std::fs::File) {
-    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 /// Syncs the data of the regular file `name` in `dir`, written but maybe not yet on disk:

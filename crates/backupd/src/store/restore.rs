@@ -8,8 +8,7 @@
 //! file over them in the same folder handle. A restore that fails midway removes what it
 //! created and says what it could not remove; that includes an archive found damaged after its
 //! last entry, since it is read to its end as verify reads it ([`super::tar_end`]). One that
-//! succeeds returns only once what it wrote is on disk: each file's writeback starts as it is
-//! written, and one `syncfs` at the end waits for it all.
+//! succeeds returns only once what it wrote is on disk: one `syncfs` at the end writes it all.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -56,8 +55,8 @@ pub struct RestoreOptions {
     pub paths: Vec<String>,
     /// Replace existing files, symlinks and hard links of the same name (never a folder).
     pub overwrite: bool,
-    /// Answer without waiting for the disk, as `tar -x` does: a power loss soon after may
-    /// leave files empty, and with `overwrite`, neither the old content nor the new.
+    /// Leave writing to disk to the kernel, as `tar -x` does (no sync): a power loss soon
+    /// after may leave files empty, and with `overwrite`, neither the old content nor the new.
     pub no_sync: bool,
 }
 
@@ -957,8 +956,8 @@ impl Extractor<'_> {
         Ok((path, fd))
     }
 
-    /// Syncs every file system written to (`syncfs`): the files' data (its writeback started
-    /// as each was written, [`beneath::start_writeback`]), their names, the folders and their
+    /// Syncs every file system written to (`syncfs`): the files' data, their names, the
+    /// folders and their
     /// attributes. One sync of the file system, not one per file: as fast as `tar -x`
     /// followed by `sync`.
     fn sync_to_disk(&self) -> io::Result<()> {

@@ -183,6 +183,8 @@ fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
     // The per-source lines name their job (the first of this daemon); the summary is as the
     // original backup script writes it.
     let expected = [
+        "Starting backup process".to_owned(),
+        "Configuration loaded successfully".to_owned(),
         format!("[projects #1] Compressing {source}"),
         format!("[projects #1] Backup created {}", archive.display()),
         format!("[projects #1] Archive size: {size_human}"),
@@ -196,7 +198,9 @@ fn a_run_writes_the_manifest_and_logs_the_backup_script_lines() {
         "Old backups deleted: 0".to_owned(),
         format!("Total backup size: {size_human}"),
     ];
-    let start = log.iter().position(|l| l.contains("Compressing")).unwrap();
+    let start = (log.iter())
+        .position(|l| l == "Starting backup process")
+        .unwrap();
     assert_eq!(log[start..], expected);
 }
 

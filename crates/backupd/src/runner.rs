@@ -66,6 +66,9 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let after = &plan.after;
     let notify = &plan.notify;
     let hooks = &plan.hooks;
+    // The original backup script's first two lines; the plan is this run's configuration.
+    tracing::info!("Starting backup process");
+    tracing::info!("Configuration loaded successfully");
     let sources = if dry_run {
         tracing::info!("[DRY-RUN MODE] No files will be created or deleted");
         let sources: Vec<String> = (plan.jobs.iter())

@@ -67,6 +67,13 @@ pub async fn handle(
         report.symlinks,
         report.replaced
     );
+    if report.swept > 0 {
+        tracing::info!(
+            "Removed {} temporary files an interrupted restore had left in {}",
+            report.swept,
+            to.display()
+        );
+    }
     let summary = RestoreSummary {
         archive: archive.display().to_string(),
         to: to.display().to_string(),

@@ -13,6 +13,7 @@ mod header_limit;
 mod listing;
 mod repair;
 mod restore;
+mod restore_temp;
 mod rotation;
 mod tar_end;
 mod verify;

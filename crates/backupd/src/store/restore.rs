@@ -5,10 +5,12 @@
 //! handles opened without following symlinks ([`super::beneath`]): a folder swapped for a
 //! symlink during the restore makes that entry refused, never a write elsewhere. Existing
 //! entries are never replaced unless asked (`overwrite`), and then only by renaming a new
-//! file over them in the same folder handle. A restore that fails midway removes what it
-//! created and says what it could not remove; that includes an archive found damaged after its
-//! last entry, since it is read to its end as verify reads it ([`super::tar_end`]). One that
-//! succeeds returns only once what it wrote is on disk: one `syncfs` at the end writes it all.
+//! file over them in the same folder handle (the temporary names an interrupted restore left
+//! are swept by the next one writing in that folder: [`super::restore_temp`]). A restore that
+//! fails midway removes what it created and says what it could not remove; that includes an
+//! archive found damaged after its last entry, since it is read to its end as verify reads it
+//! ([`super::tar_end`]). One that succeeds returns only once what it wrote is on disk: one
+//! `syncfs` at the end writes it all.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -25,6 +27,7 @@ use tar::EntryType;
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
+use super::restore_temp::{self, Sweeper};
 use super::tar_end::read_past_entries;
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
@@ -45,6 +48,9 @@ pub struct RestoreReport {
     pub refused: Vec<String>,
     /// Existing entries replaced (only with `overwrite`).
     pub replaced: u64,
+    /// Temporary names an interrupted restore left in the folders written into, removed
+    /// ([`super::restore_temp`]).
+    pub swept: u64,
 }
 
 /// What to restore and how.
@@ -165,6 +171,8 @@ pub fn restore_with(
         replaced: Vec::new(),
         temp_count: 0,
         file_systems: HashMap::new(),
+        sweeper: Sweeper::new(),
+        swept: HashSet::new(),
     }
     .run(&manifest)
 }
@@ -673,6 +681,10 @@ struct Extractor<'a> {
     /// A folder written in on each file system (by device), to sync them all at the end:
     /// the target may hold another file system's mount point.
     file_systems: HashMap<u64, OwnedFd>,
+    sweeper: Sweeper,
+    /// Device and inode of the folders that were there before and have been swept of
+    /// temporary names an interrupted restore left (once each).
+    swept: HashSet<(u64, u64)>,
 }
 
 impl Extractor<'_> {
@@ -947,8 +959,15 @@ impl Extractor<'_> {
             });
         };
         let fd = beneath::walk(&self.root, parents, Some(&mut record))?;
+        let stat = rustix::fs::fstat(&fd)?;
+        // A folder this restore made holds only its own entries; one that was there may hold
+        // what an interrupted restore left.
+        let made = self.created_dirs.get(&path) == Some(&identity(&stat));
+        if !made && self.swept.insert(identity(&stat)) {
+            self.report.swept += self.sweeper.sweep(&fd);
+        }
         #[allow(clippy::unnecessary_cast)] // `st_dev`'s width differs by target
-        let device = rustix::fs::fstat(&fd)?.st_dev as u64;
+        let device = stat.st_dev as u64;
         if let Entry::Vacant(new) = self.file_systems.entry(device) {
             new.insert(rustix::io::dup(&fd)?);
         }
@@ -1044,15 +1063,18 @@ impl Extractor<'_> {
                 self.refuse(shown, "already exists (not overwritten)");
                 return Ok(false);
             }
-            Some(_) => {
-                // Short whatever the name's length, so it always fits NAME_MAX.
+            Some(_) => loop {
+                // One taken (a leftover a live restore may be using, or anyone's file) is
+                // skipped: never made over, nor removed by an undo as this restore's.
                 self.temp_count += 1;
-                OsString::from(format!(
-                    ".backupd-restore-{}-{}",
-                    std::process::id(),
-                    self.temp_count
-                ))
-            }
+                let temp = restore_temp::temp_name(self.temp_count);
+                if beneath::stat_of(parent, &temp)
+                    .map_err(fatal(shown))?
+                    .is_none()
+                {
+                    break temp;
+                }
+            },
         };
         let temporary = slot != *name;
         let in_made_folder = self.created_dirs.contains_key(&parent_path);
@@ -2288,6 +2310,8 @@ mod tests {
             replaced: Vec::new(),
             temp_count: 0,
             file_systems: HashMap::new(),
+            sweeper: Sweeper::new(),
+            swept: HashSet::new(),
         };
         let attributes = Attributes {
             mode: 0o755,

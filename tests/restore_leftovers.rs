@@ -139,3 +139,110 @@ fn leftovers_of_a_killed_restore_are_swept_and_those_a_live_one_may_use_are_kept
     });
     drop(alive);
 }
+
+/// A tar header with a raw name, which `Header::set_path` would refuse (`..`).
+fn raw_header(path: &str, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    let old = header.as_old_mut();
+    old.name[..path.len()].copy_from_slice(path.as_bytes());
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    header
+}
+
+/// `<home>/backups/many_20250101_000000.tar` with a manifest that matches it: `top/ok.txt`,
+/// a name too long for any file system, then `count` entries `../escape<i>`, all refused.
+fn many_refusals(t: &TestHome, long: &str, count: usize) -> String {
+    let backups = t.home().join("backups");
+    let stem = "many_20250101_000000";
+    let archive = backups.join(format!("{stem}.tar"));
+    let mut builder = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(3);
+    builder
+        .append_data(&mut header.clone(), "top/ok.txt", &b"ok\n"[..])
+        .unwrap();
+    builder
+        .append_data(&mut header, long, &b"no\n"[..])
+        .unwrap();
+    for i in 0..count {
+        let name = format!("../escape{i}");
+        builder.append(&raw_header(&name, 1), &b"x"[..]).unwrap();
+    }
+    builder.into_inner().unwrap();
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let manifest = serde_json::json!({
+        "backup_file": archive,
+        "source": "/evil/top",
+        "created": "20250101_000000",
+        "size_bytes": size,
+        "size_human": format!("{size} B"),
+        "checksum_sha256": common::sha256sum(&archive),
+        "name": "many",
+        "compression": "none",
+        "level": 6,
+        "files": count + 2,
+        "dirs": 0,
+        "symlinks": 0,
+        "hardlinks": 0,
+        "bytes_in": 6 + count,
+        "duration_ms": 1,
+        "warnings": [],
+        "backupd_version": "0.1.0",
+        "format_version": 1,
+    });
+    std::fs::write(
+        backups.join(format!("{stem}.json")),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    format!("{stem}.tar")
+}
+
+#[test]
+fn a_restore_refusing_many_entries_names_the_first_hundred_and_counts_the_rest() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let long = format!("top/{}", "x".repeat(5000));
+    let archive = many_refusals(&t, &long, 250);
+    let target = t.work().join("target");
+    let to = target.to_str().unwrap();
+
+    let out = t.ctl(&["restore", &archive, "--to", to]);
+    let stdout = out.stdout();
+    assert_eq!(out.code(), 1, "stdout {stdout:?} stderr {:?}", out.stderr());
+    assert_eq!(out.stderr(), "Error: 251 entries refused\n");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("Restored 1 files"), "{stdout}");
+    let refused: Vec<&str> = lines[1..lines.len() - 1].to_vec();
+    assert_eq!(refused.len(), 100, "{stdout}");
+    // The long name is cut, with how long it was.
+    let first = refused[0];
+    assert!(first.starts_with("Refused: top/xxxx"), "{first}");
+    assert!(first.contains("… (5004 bytes): "), "{first}");
+    assert!(first.len() < 4096 + 200, "{}", first.len());
+    for (i, line) in refused[1..].iter().enumerate() {
+        assert_eq!(*line, format!("Refused: ../escape{i}: path contains '..'"));
+    }
+    assert_eq!(
+        lines[lines.len() - 1],
+        "… and 151 more entries refused, not listed (251 in all)"
+    );
+    assert_eq!(std::fs::read(target.join("top/ok.txt")).unwrap(), b"ok\n");
+
+    let (code, answer) = common::ctl_json(&t, &["restore", &archive, "--to", to, "--overwrite"]);
+    assert_eq!(code, 1, "{answer}");
+    let data = &answer["data"];
+    assert_eq!(data["refused"].as_array().unwrap().len(), 100, "{answer}");
+    assert_eq!(data["refused"][99], "../escape98: path contains '..'");
+    assert_eq!(data["refused_not_listed"], 151, "{answer}");
+    assert!(
+        answer.to_string().len() < 100 * 200 + 10_000,
+        "the answer is bounded"
+    );
+}

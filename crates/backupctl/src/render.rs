@@ -492,6 +492,13 @@ fn restore(summary: &RestoreSummary) -> Vec<String> {
         summary.to
     )];
     lines.extend(summary.refused.iter().map(|r| format!("Refused: {r}")));
+    if summary.refused_not_listed > 0 {
+        lines.push(format!(
+            "… and {} more entries refused, not listed ({} in all)",
+            summary.refused_not_listed,
+            summary.refused.len() as u64 + summary.refused_not_listed
+        ));
+    }
     lines
 }
 

@@ -402,8 +402,13 @@ pub struct RestoreSummary {
     pub dirs: u64,
     pub symlinks: u64,
     pub bytes: u64,
-    /// `<entry>: <reason>` for each entry not restored because it was unsafe.
+    /// `<entry>: <reason>` for each entry not restored because it was unsafe: the first 100,
+    /// each part cut at 4096 bytes.
     pub refused: Vec<String>,
+    /// Refused entries after those in `refused`, counted only. Absent from an older
+    /// daemon's answer, which listed them all.
+    #[serde(default)]
+    pub refused_not_listed: u64,
 }
 
 /// `data` of `run`: one entry per source, then the summary the original backup script logs.
@@ -888,6 +893,17 @@ mod tests {
             serde_json::to_value(&listing).unwrap(),
             json!({"archive": "/b/a.tar", "entries": [], "not_listed": 0})
         );
+    }
+
+    #[test]
+    fn a_restore_says_how_many_refusals_it_left_out_and_an_older_daemons_still_reads() {
+        let older = json!({"archive": "/b/a.tar", "to": "/r", "files": 1, "dirs": 0,
+            "symlinks": 0, "bytes": 2, "refused": ["../x: path contains '..'"]});
+        let summary: RestoreSummary = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(summary.refused_not_listed, 0);
+        let mut newer = older;
+        newer["refused_not_listed"] = json!(0);
+        assert_eq!(serde_json::to_value(&summary).unwrap(), newer);
     }
 
     #[test]

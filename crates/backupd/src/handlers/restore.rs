@@ -58,6 +58,12 @@ pub async fn handle(
     for refused in &report.refused {
         tracing::warn!("Refused to restore {refused}");
     }
+    if report.refused_not_listed > 0 {
+        tracing::warn!(
+            "Refused to restore {} more entries, not listed",
+            report.refused_not_listed
+        );
+    }
     tracing::info!(
         "Restored {} to {}: {} files, {} dirs, {} symlinks, {} replaced",
         archive.display(),
@@ -82,11 +88,13 @@ pub async fn handle(
         symlinks: report.symlinks,
         bytes: report.bytes,
         refused: report.refused,
+        refused_not_listed: report.refused_not_listed,
     };
     if summary.refused.is_empty() {
         return Ok(summary);
     }
-    let message = format!("{} entries refused", summary.refused.len());
+    let refused = summary.refused.len() as u64 + summary.refused_not_listed;
+    let message = format!("{refused} entries refused");
     Err(HandlerError::partial(
         ErrorCode::RestoreRefused,
         message,

@@ -44,8 +44,12 @@ pub struct RestoreReport {
     pub symlinks: u64,
     /// Content bytes of the regular files.
     pub bytes: u64,
-    /// `<entry path>: <reason>` for every entry not restored for safety.
+    /// `<entry path>: <reason>` for the first [`REFUSED_LISTED`] entries not restored for
+    /// safety (each part cut at [`REFUSED_TEXT_MAX`] bytes): a hostile archive may hold
+    /// millions, with names of up to a MiB.
     pub refused: Vec<String>,
+    /// Refused entries after those in `refused`, counted only.
+    pub refused_not_listed: u64,
     /// Existing entries replaced (only with `overwrite`).
     pub replaced: u64,
     /// Temporary names an interrupted restore left in the folders written into, removed
@@ -68,6 +72,12 @@ pub struct RestoreOptions {
 
 /// How many conflicting entries a refusal names.
 const CONFLICTS_SHOWN: usize = 5;
+
+/// How many refused entries a report names; the rest are counted.
+const REFUSED_LISTED: usize = 100;
+/// The longest entry path (and reason) a refusal shows, in bytes: the longest path Linux
+/// takes (`PATH_MAX`).
+const REFUSED_TEXT_MAX: usize = 4096;
 
 /// Restores `archive` into `to`, which is created if it does not exist. An existing `to`
 /// may hold other things; unless `options.overwrite`, an entry whose name is taken fails the
@@ -220,6 +230,19 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u
     }
     file.set_len(copied)?;
     Ok(copied)
+}
+
+/// `text`, or its first [`REFUSED_TEXT_MAX`] bytes (at a character's boundary) and how long
+/// it was.
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= REFUSED_TEXT_MAX {
+        return text.into();
+    }
+    let end = (0..=REFUSED_TEXT_MAX)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}… ({} bytes)", &text[..end], text.len()).into()
 }
 
 /// Whether entries of `kind` hold a file's data (a hard link may point at them).
@@ -1213,8 +1236,7 @@ impl Extractor<'_> {
                 beneath::apply(&fd, &folder.attributes).map_err(|e| e.to_string())
             });
             if let Err(reason) = applied {
-                let refused = format!("{shown}: mode and times not set: {reason}");
-                self.report.refused.push(refused);
+                self.refuse(&shown, &format!("mode and times not set: {reason}"));
             }
         }
     }
@@ -1268,7 +1290,12 @@ impl Extractor<'_> {
     }
 
     fn refuse(&mut self, entry: &str, reason: &str) {
-        self.report.refused.push(format!("{entry}: {reason}"));
+        if self.report.refused.len() < REFUSED_LISTED {
+            let (entry, reason) = (cut(entry), cut(reason));
+            self.report.refused.push(format!("{entry}: {reason}"));
+        } else {
+            self.report.refused_not_listed += 1;
+        }
     }
 }
 
@@ -2272,6 +2299,24 @@ mod tests {
             // Not root: whatever the archive says, the restorer owns the files.
             assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
         }
+    }
+
+    #[test]
+    fn a_refusal_cuts_a_long_name_at_a_character_s_boundary() {
+        assert_eq!(cut("short"), "short");
+        let exact = "x".repeat(REFUSED_TEXT_MAX);
+        assert_eq!(cut(&exact), exact);
+        // A two-byte character across the limit is left out whole.
+        let long = format!("{}é{}", "x".repeat(REFUSED_TEXT_MAX - 1), "y".repeat(10));
+        let shown = cut(&long);
+        assert_eq!(
+            shown,
+            format!(
+                "{}… ({} bytes)",
+                "x".repeat(REFUSED_TEXT_MAX - 1),
+                long.len()
+            )
+        );
     }
 
     #[test]

@@ -795,6 +795,38 @@ fn backups_long_groups_by_name_newest_first_with_the_verify_status() {
 }
 
 #[test]
+fn a_file_put_under_a_verified_archive_s_name_is_not_shown_as_verified() {
+    let t = TestHome::new();
+    random_source(&t, "src", 5_000);
+    let daemon = t.start_daemon();
+    let kept = backup(&t, &["--sources", "src"]);
+    let replaced = backup(&t, &["--sources", "src"]);
+    t.ctl(&["verify", "--all"]).ok();
+    // Another file, written beside and renamed into the verified archive's name.
+    let other = replaced.with_file_name(".other");
+    std::fs::write(&other, std::fs::read(&kept).unwrap()).unwrap();
+    std::fs::rename(&other, &replaced).unwrap();
+
+    let verify_of = |archive: &Path| -> Value {
+        let json = t.ctl(&["--json", "backups", "--long"]).ok();
+        let answer: Value = serde_json::from_str(json.trim()).unwrap();
+        let entries = answer["data"]["groups"][0]["archives"].as_array().unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e["file"] == file_name(archive).as_str())
+            .unwrap();
+        entry["verify"].clone()
+    };
+    assert_eq!(verify_of(&kept)["status"], "ok");
+    assert!(verify_of(&replaced).is_null(), "{}", verify_of(&replaced));
+    // And after a restart, from the saved marks.
+    drop(daemon);
+    let _daemon = t.start_daemon();
+    assert_eq!(verify_of(&kept)["status"], "ok");
+    assert!(verify_of(&replaced).is_null(), "{}", verify_of(&replaced));
+}
+
+#[test]
 fn a_hard_link_to_a_file_outside_the_target_is_refused() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();

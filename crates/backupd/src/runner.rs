@@ -341,16 +341,20 @@ async fn verify_new(
 ) -> Result<(), String> {
     let destination = Arc::clone(&job.destination);
     let file = file_name(archive);
-    let checked =
-        tokio::task::spawn_blocking(move || store::verify(destination.as_ref(), &file)).await;
-    let report = match checked {
-        Ok(Ok(report)) => report,
+    let checked = tokio::task::spawn_blocking(move || {
+        // Before the check, as `verify` does.
+        let identity = destination.identity(&file).ok();
+        store::verify(destination.as_ref(), &file).map(|report| (identity, report))
+    })
+    .await;
+    let (identity, report) = match checked {
+        Ok(Ok(checked)) => checked,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(panic) => return Err(panic.to_string()),
     };
     daemon
         .verify_ledger
-        .record(archive, report.finding.status())
+        .record(archive, identity, report.finding.status())
         .await;
     daemon.publish(Event::Verified {
         archive: archive.display().to_string(),

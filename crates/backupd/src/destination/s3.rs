@@ -27,7 +27,6 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -248,11 +247,15 @@ const NO_CREDENTIALS: &str = " (no credentials were given: neither AWS_ACCESS_KE
     AWS_SECRET_ACCESS_KEY in backupd's environment nor a credentials_file for the remote, so \
     they were asked of the EC2 instance metadata service, which gave none)";
 
-/// A stable number for an ETag, to stand in `FileIdentity::ino`.
+/// A number for an ETag, to stand in `FileIdentity::ino`; the same in every build, as the
+/// verify ledger keeps it on disk (`DefaultHasher` may change between Rust releases).
 fn etag_hash(etag: Option<&str>) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    etag.hash(&mut hasher);
-    hasher.finish()
+    use sha2::Digest;
+    let Some(etag) = etag else { return 0 };
+    let digest = sha2::Sha256::digest(etag.as_bytes());
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// In whole seconds: a listing gives milliseconds, a `HEAD` (`Last-Modified`) only seconds,

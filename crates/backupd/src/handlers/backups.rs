@@ -92,7 +92,9 @@ pub(super) async fn groups_of(
                     .as_ref()
                     .filter(|m| m.format_version > 0)
                     .map(|m| m.files),
-                verify: daemon.verify_ledger.get(&archive.path).await,
+                verify: (daemon.verify_ledger)
+                    .get(&archive.path, archive.identity.as_ref())
+                    .await,
                 encrypted: store::is_encrypted(&archive.file_name, archive.manifest.as_ref()),
                 recipients: archive
                     .manifest

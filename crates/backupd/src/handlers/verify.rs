@@ -57,12 +57,16 @@ pub(super) async fn check(
         }
         let (from, name) = (Arc::clone(&folder), file.clone());
         let keys = identities.clone();
-        let report =
-            blocking(move || store::verify_with(from.as_ref(), &name, keys.as_deref())).await??;
+        // Taken before the check: a file put under the name meanwhile then gets no mark.
+        let (identity, report) = blocking(move || {
+            let identity = from.identity(&name).ok();
+            store::verify_with(from.as_ref(), &name, keys.as_deref()).map(|r| (identity, r))
+        })
+        .await??;
         let finding = &report.finding;
         daemon
             .verify_ledger
-            .record(&report.archive, finding.status())
+            .record(&report.archive, identity, finding.status())
             .await;
         daemon.publish(proto::Event::Verified {
             archive: report.archive.display().to_string(),

@@ -14,6 +14,8 @@ const TEMP_PREFIX: &str = ".backupd-";
 const TEMP_SUFFIX: &str = ".tmp";
 /// Random characters between them, as `tempfile` makes them.
 const TEMP_RANDOM_LEN: usize = 6;
+/// Temporary files created for one write before giving up, each swept before it was locked.
+const TEMP_ATTEMPTS: usize = 3;
 
 /// Renames without ever replacing `to`: `renameat2(RENAME_NOREPLACE)`, falling back to
 /// `link` + `unlink` on file systems that lack it (both fail if `to` exists).
@@ -55,16 +57,54 @@ pub fn write_new_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_via_temp(path, bytes, false)
 }
 
-/// A temporary file of ours in `path`'s folder, and that folder.
+/// A temporary file of ours in `path`'s folder, and that folder. The file is locked until it
+/// is closed (after its rename, or its removal): a daemon starting meanwhile on another home
+/// that shares the folder must not sweep it as a crash's leftover ([`sweep_temp_files`]).
 fn temp_beside(path: &Path) -> io::Result<(&Path, tempfile::NamedTempFile)> {
     let dir = parent_dir(path)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(TEMP_SUFFIX)
-        .rand_bytes(TEMP_RANDOM_LEN)
-        .tempfile_in(dir)?;
-    Ok((dir, tmp))
+    for _ in 0..TEMP_ATTEMPTS {
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM_LEN)
+            .tempfile_in(dir)?;
+        if lock_as_writer(tmp.as_file())? {
+            return Ok((dir, tmp));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "every temporary file created was swept before it could be locked",
+    ))
+}
+
+/// Locks a file just created, as its writer. `false` when a sweep took it between its
+/// creation and the lock (it holds the lock, or has removed the file): the caller starts
+/// again under a new name. Where the file system has no `flock`, the file is written
+/// unlocked, as before there was a lock.
+fn lock_as_writer(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file.metadata()?.nlink() > 0),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(_) => Ok(true),
+    }
+}
+
+/// `path` opened and locked, if it is a regular file nobody holds locked: a temporary file
+/// whose writer is gone. `None` when its writer still holds it, and when it cannot be opened
+/// to know (another user's, mode 0600: their daemon sweeps it). No link is followed, no
+/// FIFO waited on.
+fn lock_abandoned(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(not_waiting_not_following())
+        .open(path)
+        .ok()?;
+    ensure_regular(&file).ok()?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(file)
 }
 
 fn write_via_temp(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
@@ -132,7 +172,8 @@ pub fn trusted_owners(dir: &Path) -> io::Result<[u32; 3]> {
 
 /// Removes the temporary files an interrupted atomic write left directly in `dir` (regular
 /// files of [`trusted_owners`] only, never through a symlink) and returns their paths. Call it
-/// only before anything else may write in `dir`: at daemon start.
+/// only before anything of this daemon may write in `dir`: at daemon start. A temporary file
+/// whose writer still holds its lock (another daemon sharing the folder) is left.
 pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>> {
     let trusted = trusted_owners(dir)?;
     let mut removed = Vec::new();
@@ -151,12 +192,17 @@ pub fn sweep_temp_files(dir: &Path, names: TempNames) -> io::Result<Vec<PathBuf>
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if meta.is_file() && trusted.contains(&meta.uid()) {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => removed.push(entry.path()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        if !meta.is_file() || !trusted.contains(&meta.uid()) {
+            continue;
+        }
+        // Held until the file is gone, so that no writer takes it up meanwhile.
+        let Some(_abandoned) = lock_abandoned(&entry.path()) else {
+            continue;
+        };
+        match fs::remove_file(entry.path()) {
+            Ok(()) => removed.push(entry.path()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     removed.sort();
@@ -411,6 +457,48 @@ mod tests {
                 "schedules.json"
             ]
         );
+    }
+
+    #[test]
+    fn the_sweep_leaves_a_temp_file_its_writer_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (held, abandoned) = (d.join(".backupd-HeLd12.tmp"), d.join(".backupd-G0ne12.tmp"));
+        fs::write(&held, b"being written").unwrap();
+        fs::write(&abandoned, b"half a file").unwrap();
+        // As another daemon sharing the folder holds the file it is writing.
+        let writer = File::open(&held).unwrap();
+        rustix::fs::flock(
+            &writer,
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .unwrap();
+
+        assert_eq!(sweep_temp_files(d, TempNames::Ours).unwrap(), [abandoned]);
+        assert!(held.exists());
+        drop(writer);
+        assert_eq!(sweep_temp_files(d, TempNames::Ours).unwrap(), [held]);
+    }
+
+    #[test]
+    fn an_atomic_write_under_way_is_not_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let swept = |what: &str| {
+            let removed = sweep_temp_files(d, TempNames::Ours).unwrap();
+            assert_eq!(removed, Vec::<PathBuf>::new(), "{what}");
+        };
+        write_atomically_with(&d.join("schedules.json"), |w| {
+            w.write_all(b"{")?;
+            swept("streamed");
+            w.write_all(b"}")
+        })
+        .unwrap();
+        assert_eq!(fs::read(d.join("schedules.json")).unwrap(), b"{}");
+        // The short forms lock from the same creation; the sweep sees their file mid-write.
+        let (_, tmp) = temp_beside(&d.join("manifest.json")).unwrap();
+        swept("created");
+        assert!(tmp.path().exists());
     }
 
     #[test]

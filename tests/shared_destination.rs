@@ -1,5 +1,7 @@
-//! What a daemon's start-up sweep of a destination folder leaves alone: the temporary file
-//! another daemon sharing the folder is writing stays.
+//! What a daemon's start-up sweep of a destination folder leaves alone and what it removes:
+//! the temporary file another daemon sharing the folder is writing stays; the manifest a
+//! rotation killed between an archive and its manifest left behind goes, another user's
+//! never.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -44,4 +46,64 @@ fn a_temporary_file_another_daemon_is_writing_is_left_at_start() {
     assert!(log.contains(&removed(&abandoned)), "{log:#?}");
     assert!(!log.contains(&removed(&writing)), "{log:#?}");
     drop(writer);
+}
+
+/// `<stem>.json` beside an archive.
+fn manifest_of(archive: &Path) -> std::path::PathBuf {
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    let stem = name.strip_suffix(".tar.gz").unwrap();
+    archive.with_file_name(format!("{stem}.json"))
+}
+
+#[test]
+fn a_manifest_whose_archive_a_cut_rotation_removed_is_removed_at_start() {
+    const NOBODY: u32 = 65534;
+    let t = TestHome::new();
+    common::base_tree(&t.work().join("src"));
+    let mut daemon = t.start_daemon();
+    let cut = common::run_for_archive(&t, &["--sources", "src", "--name", "docs"]);
+    let kept = common::run_for_archive(&t, &["--sources", "src", "--name", "photos"]);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+
+    // What a rotation killed between the archive's unlink and its manifest's leaves.
+    std::fs::remove_file(&cut).unwrap();
+    let backups = t.home().join("backups");
+    // Another user's manifest without an archive is theirs, not ours to remove.
+    let theirs = backups.join("docs_20200101_000000.json");
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        std::fs::copy(manifest_of(&cut), &theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    } else {
+        println!("not root: the part with another user's manifest is skipped");
+    }
+
+    // The sweep runs before the daemon answers.
+    let _restarted = t.start_daemon();
+    let name = |path: &Path| path.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut expected = vec![name(&manifest_of(&kept)), name(&kept)];
+    if root {
+        expected.insert(0, name(&theirs));
+    }
+    assert_eq!(dir_names(&backups), expected);
+    let log = log_messages(&t.log());
+    let removed = |path: &Path| {
+        format!(
+            "Removed stale manifest {}: its archive is gone",
+            path.display()
+        )
+    };
+    assert!(log.contains(&removed(&manifest_of(&cut))), "{log:#?}");
+    assert!(!log.contains(&removed(&theirs)), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("Rebuilt manifest")),
+        "{log:#?}"
+    );
+    // What remains is whole: the other backup still verifies.
+    let file = name(&kept);
+    assert_eq!(
+        t.ctl(&["verify", kept.to_str().unwrap()]).ok(),
+        format!("{file}: OK\n")
+    );
 }

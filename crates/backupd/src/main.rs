@@ -393,11 +393,12 @@ async fn open_daemon(
         destinations.extend(local.map(PathBuf::from));
     }
     // Listings only, bounded by the folders' sizes: done before serving, so that nothing sees
-    // a partial or a temporary file of the daemon that crashed.
+    // a partial, a temporary file or a manifest without its archive of the daemon that crashed.
     let mut repairs = Vec::new();
     for dir in &destinations {
         remove_stale_partials(dir);
         sweep_temp_files(dir, temp_names_in(&home, dir));
+        remove_stale_manifests(dir);
         repairs.extend(backupd::startup_repair::plan(dir));
     }
     sweep_temp_files(home.root(), TempNames::OursAndLegacy);
@@ -498,6 +499,23 @@ fn remove_stale_partials(dir: &Path) {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't clean partial archives in {}: {e}", dir.display()),
+    }
+}
+
+/// A daemon killed while rotating, between an archive and its manifest, leaves the manifest
+/// of an archive that is gone: nothing would ever delete it.
+fn remove_stale_manifests(dir: &Path) {
+    match backupd::destination::LocalFolder::new(dir).remove_stale_manifests() {
+        Ok(removed) => {
+            for path in removed {
+                tracing::info!(
+                    "Removed stale manifest {}: its archive is gone",
+                    path.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("can't clean stale manifests in {}: {e}", dir.display()),
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! An archive is written as `<final>.partial` and only renamed to its final name once
 //! complete and synced, so a final name always means a whole archive; a crash leaves at
-//! most a `.partial`, which [`LocalFolder::remove_stale_partials`] sweeps at daemon start.
+//! most a `.partial`, which [`LocalFolder::remove_stale_partials`] sweeps at daemon start. A
+//! rotation killed between an archive and its manifest leaves the manifest, which
+//! [`LocalFolder::remove_stale_manifests`] sweeps then.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -16,7 +18,10 @@ use super::{
     Destination, FileIdentity, Holder, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
     manifest_too_large,
 };
-use crate::format::naming::{is_partial_archive, partial_name};
+use crate::format::Manifest;
+use crate::format::naming::{
+    archives_sharing, is_partial_archive, parse_archive_name, partial_name,
+};
 use crate::fsutil::{rename_noreplace, sync_dir, trusted_owners, write_new_atomically};
 
 /// Size of the buffer in front of an archive file: few, large writes.
@@ -115,6 +120,56 @@ impl LocalFolder {
             }
             fs::remove_file(entry.path())?;
             removed.push(entry.path());
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// Deletes every manifest of ours directly in the folder whose archive is gone, and
+    /// returns their paths: what a rotation killed between unlinking an archive and its
+    /// manifest leaves. A manifest is written only once its archive is published, so no live
+    /// backup lacks it. Ours means named `<name>_<YYYYMMDD_HHMMSS>.json`, a regular file of
+    /// [`Self::trusted_owners`] that reads as a manifest (a user's own JSON file named so is
+    /// not). Any entry under a name of its stem's archives (whatever codec, encrypted or not,
+    /// whoever's) keeps it.
+    pub fn remove_stale_manifests(&self) -> io::Result<Vec<PathBuf>> {
+        let trusted = self.trusted_owners()?;
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let archives = archives_sharing(&name);
+            let named_as_manifest = name.ends_with(".json")
+                && archives
+                    .first()
+                    .is_some_and(|a| parse_archive_name(a).is_some());
+            if !named_as_manifest {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if !meta.is_file() || !trusted.contains(&meta.uid()) {
+                continue;
+            }
+            if self.holder(&archives)?.is_some() {
+                continue;
+            }
+            let reads_as_manifest = self
+                .get(&name)
+                .is_ok_and(|bytes| Manifest::from_json(&bytes).is_ok());
+            if !reads_as_manifest {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         removed.sort();
         Ok(removed)
@@ -636,6 +691,71 @@ mod tests {
         );
         writing.publish(4).unwrap();
         assert_eq!(dir_names(dir.path()), ["docs_20250101_000000.tar"]);
+    }
+
+    #[test]
+    fn only_a_manifest_of_ours_without_any_archive_of_its_stem_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let manifest = |name: &str, stamp: &str| {
+            let json = fake_manifest(name, stamp, b"x").to_json().unwrap();
+            touch(d, &format!("{name}_{stamp}.json"), &json);
+        };
+        // Cut between the archive and its manifest.
+        manifest("cut", "20250101_000000");
+        manifest("my_cut", "20250102_000000");
+        // Archives of the stem, under any codec or sealed: the manifest stays.
+        for (name, archive) in [
+            ("kept", "kept_20250101_000000.tar.gz"),
+            ("unpacked", "unpacked_20250101_000000.tar"),
+            ("sealed", "sealed_20250101_000000.tar.zst.age"),
+        ] {
+            manifest(name, "20250101_000000");
+            touch(d, archive, b"x");
+        }
+        manifest("linked", "20250101_000000");
+        std::os::unix::fs::symlink("elsewhere", d.join("linked_20250101_000000.tar")).unwrap();
+        // Not ours: a user's JSON named like a manifest, names outside the grammar, a link.
+        touch(d, "notes_20250101_000000.json", b"{\"notes\": true}");
+        touch(
+            d,
+            "settings.json",
+            &fake_manifest("s", "20250101_000000", b"x")
+                .to_json()
+                .unwrap(),
+        );
+        std::os::unix::fs::symlink(
+            "cut_20250101_000000.json",
+            d.join("link_20250101_000000.json"),
+        )
+        .unwrap();
+        fs::create_dir(d.join("dir_20250101_000000.json")).unwrap();
+
+        let removed = LocalFolder::new(d).remove_stale_manifests().unwrap();
+        assert_eq!(
+            removed,
+            [
+                d.join("cut_20250101_000000.json"),
+                d.join("my_cut_20250102_000000.json")
+            ]
+        );
+        assert_eq!(
+            dir_names(d),
+            [
+                "dir_20250101_000000.json",
+                "kept_20250101_000000.json",
+                "kept_20250101_000000.tar.gz",
+                "link_20250101_000000.json",
+                "linked_20250101_000000.json",
+                "linked_20250101_000000.tar",
+                "notes_20250101_000000.json",
+                "sealed_20250101_000000.json",
+                "sealed_20250101_000000.tar.zst.age",
+                "settings.json",
+                "unpacked_20250101_000000.json",
+                "unpacked_20250101_000000.tar",
+            ]
+        );
     }
 
     #[test]

@@ -179,7 +179,6 @@ pub fn restore_with(
         journal: Vec::new(),
         folders: Vec::new(),
         replaced: Vec::new(),
-        temp_count: 0,
         file_systems: HashMap::new(),
         sweeper: Sweeper::new(),
         swept: HashSet::new(),
@@ -700,7 +699,6 @@ struct Extractor<'a> {
     folders: Vec<Folder>,
     /// Entries that replaced an existing one (cannot be undone).
     replaced: Vec<String>,
-    temp_count: u64,
     /// A folder written in on each file system (by device), to sync them all at the end:
     /// the target may hold another file system's mount point.
     file_systems: HashMap<u64, OwnedFd>,
@@ -1089,8 +1087,7 @@ impl Extractor<'_> {
             Some(_) => loop {
                 // One taken (a leftover a live restore may be using, or anyone's file) is
                 // skipped: never made over, nor removed by an undo as this restore's.
-                self.temp_count += 1;
-                let temp = restore_temp::temp_name(self.temp_count);
+                let temp = restore_temp::next_temp_name();
                 if beneath::stat_of(parent, &temp)
                     .map_err(fatal(shown))?
                     .is_none()
@@ -2353,7 +2350,6 @@ mod tests {
             journal: Vec::new(),
             folders: Vec::new(),
             replaced: Vec::new(),
-            temp_count: 0,
             file_systems: HashMap::new(),
             sweeper: Sweeper::new(),
             swept: HashSet::new(),

@@ -11,6 +11,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Stat};
 use rustix::io::Errno;
@@ -19,9 +20,12 @@ use super::beneath;
 
 const PREFIX: &str = ".backupd-restore-";
 
-/// The `n`th temporary name of this process: short whatever the entry's name, so it always
-/// fits a file system's name limit.
-pub fn temp_name(n: u64) -> OsString {
+/// A temporary name no other restore of this process uses, even one writing in the same
+/// folder at the same time: short whatever the entry's name, so it always fits a file
+/// system's name limit.
+pub fn next_temp_name() -> OsString {
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
+    let n = TAKEN.fetch_add(1, Ordering::Relaxed) + 1;
     OsString::from(format!("{PREFIX}{}-{n}", std::process::id()))
 }
 
@@ -134,10 +138,22 @@ fn parse_boot_time(proc_stat: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn restores_at_once_never_share_a_temporary_name() {
+        let names: HashSet<OsString> = std::thread::scope(|s| {
+            let each = || (0..1000).map(|_| next_temp_name()).collect::<Vec<_>>();
+            let (a, b) = (s.spawn(each), s.spawn(each));
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            a.into_iter().chain(b).collect()
+        });
+        assert_eq!(names.len(), 2000);
+    }
 
     #[test]
     fn names_are_parsed_strictly() {
-        assert_eq!(pid_of(&temp_name(7)), Some(std::process::id()));
+        assert_eq!(pid_of(&next_temp_name()), Some(std::process::id()));
         assert_eq!(pid_of(OsStr::new(".backupd-restore-123-4")), Some(123));
         for not_ours in [
             ".backupd-restore-123",

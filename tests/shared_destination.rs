@@ -1,7 +1,7 @@
 //! What a daemon's start-up sweep of a destination folder leaves alone and what it removes:
 //! the temporary file another daemon sharing the folder is writing stays; the manifest a
-//! rotation killed between an archive and its manifest left behind goes, another user's
-//! never.
+//! rotation killed between an archive and its manifest had marked goes, a manifest a user
+//! kept without its archive, or another user's, never.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -63,12 +63,20 @@ fn a_manifest_whose_archive_a_cut_rotation_removed_is_removed_at_start() {
     let mut daemon = t.start_daemon();
     let cut = common::run_for_archive(&t, &["--sources", "src", "--name", "docs"]);
     let kept = common::run_for_archive(&t, &["--sources", "src", "--name", "photos"]);
+    let taped = common::run_for_archive(&t, &["--sources", "src", "--name", "music"]);
     daemon.signal("TERM");
     assert!(daemon.wait().success());
 
-    // What a rotation killed between the archive's unlink and its manifest's leaves.
-    std::fs::remove_file(&cut).unwrap();
+    // What a rotation killed between the archive's unlink and its manifest's leaves: the
+    // manifest, and the mark it condemned the manifest by, a second link to it.
+    let name = |path: &Path| path.file_name().unwrap().to_str().unwrap().to_owned();
     let backups = t.home().join("backups");
+    let mark = backups.join(format!(".backupd-deleting-{}", name(&manifest_of(&cut))));
+    std::fs::hard_link(manifest_of(&cut), &mark).unwrap();
+    std::fs::remove_file(&cut).unwrap();
+    // A user moved an archive to tape and kept its manifest to check the tape by.
+    std::fs::rename(&taped, t.work().join(name(&taped))).unwrap();
+    let taped_manifest = std::fs::read(manifest_of(&taped)).unwrap();
     // Another user's manifest without an archive is theirs, not ours to remove.
     let theirs = backups.join("docs_20200101_000000.json");
     let root = rustix::process::geteuid().is_root();
@@ -81,8 +89,11 @@ fn a_manifest_whose_archive_a_cut_rotation_removed_is_removed_at_start() {
 
     // The sweep runs before the daemon answers.
     let _restarted = t.start_daemon();
-    let name = |path: &Path| path.file_name().unwrap().to_str().unwrap().to_owned();
-    let mut expected = vec![name(&manifest_of(&kept)), name(&kept)];
+    let mut expected = vec![
+        name(&manifest_of(&taped)),
+        name(&manifest_of(&kept)),
+        name(&kept),
+    ];
     if root {
         expected.insert(0, name(&theirs));
     }
@@ -90,15 +101,22 @@ fn a_manifest_whose_archive_a_cut_rotation_removed_is_removed_at_start() {
     let log = log_messages(&t.log());
     let removed = |path: &Path| {
         format!(
-            "Removed stale manifest {}: its archive is gone",
+            "Removed stale manifest {}: a rotation cut short had deleted its archive",
             path.display()
         )
     };
     assert!(log.contains(&removed(&manifest_of(&cut))), "{log:#?}");
-    assert!(!log.contains(&removed(&theirs)), "{log:#?}");
+    for left in [manifest_of(&taped), theirs] {
+        assert!(!log.contains(&removed(&left)), "{log:#?}");
+    }
     assert!(
         !log.iter().any(|l| l.contains("Rebuilt manifest")),
         "{log:#?}"
+    );
+    assert_eq!(
+        std::fs::read(manifest_of(&taped)).unwrap(),
+        taped_manifest,
+        "the kept manifest is as it was"
     );
     // What remains is whole: the other backup still verifies.
     let file = name(&kept);

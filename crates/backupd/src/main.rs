@@ -393,12 +393,12 @@ async fn open_daemon(
         destinations.extend(local.map(PathBuf::from));
     }
     // Listings only, bounded by the folders' sizes: done before serving, so that nothing sees
-    // a partial, a temporary file or a manifest without its archive of the daemon that crashed.
+    // a partial, a temporary file or a manifest a rotation cut short condemned with its archive.
     let mut repairs = Vec::new();
     for dir in &destinations {
         remove_stale_partials(dir);
         sweep_temp_files(dir, temp_names_in(&home, dir));
-        remove_stale_manifests(dir);
+        finish_cut_rotations(dir);
         repairs.extend(backupd::startup_repair::plan(dir));
     }
     sweep_temp_files(home.root(), TempNames::OursAndLegacy);
@@ -503,19 +503,26 @@ fn remove_stale_partials(dir: &Path) {
 }
 
 /// A daemon killed while rotating, between an archive and its manifest, leaves the manifest
-/// of an archive that is gone: nothing would ever delete it.
-fn remove_stale_manifests(dir: &Path) {
-    match backupd::destination::LocalFolder::new(dir).remove_stale_manifests() {
-        Ok(removed) => {
-            for path in removed {
+/// of an archive that is gone, and the mark the rotation condemned it by: nothing else would
+/// ever delete it. A manifest without a mark is a user's to keep.
+fn finish_cut_rotations(dir: &Path) {
+    match backupd::destination::LocalFolder::new(dir).finish_cut_rotations() {
+        Ok(finished) => {
+            for path in finished.manifests {
                 tracing::info!(
-                    "Removed stale manifest {}: its archive is gone",
+                    "Removed stale manifest {}: a rotation cut short had deleted its archive",
+                    path.display()
+                );
+            }
+            for path in finished.marks {
+                tracing::info!(
+                    "Removed the mark of a rotation cut short {}",
                     path.display()
                 );
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("can't clean stale manifests in {}: {e}", dir.display()),
+        Err(e) => tracing::warn!("can't finish cut rotations in {}: {e}", dir.display()),
     }
 }
 

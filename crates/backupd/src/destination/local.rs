@@ -3,22 +3,22 @@
 //! An archive is written as `<final>.partial` and only renamed to its final name once
 //! complete and synced, so a final name always means a whole archive; a crash leaves at
 //! most a `.partial`, which [`LocalFolder::remove_stale_partials`] sweeps at daemon start. A
-//! rotation killed between an archive and its manifest leaves the manifest, which
-//! [`LocalFolder::remove_stale_manifests`] sweeps then.
+//! rotation marks the manifest it condemns before deleting its archive, so that one killed
+//! between the two leaves a mark, by which [`LocalFolder::finish_cut_rotations`] removes that
+//! manifest then, and no other.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, openat, unlinkat};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, linkat, openat, statat, unlinkat};
 
 use super::background_sync::SyncedFile;
 use super::{
     Destination, FileIdentity, Holder, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
     manifest_too_large,
 };
-use crate::format::Manifest;
 use crate::format::naming::{
     archives_sharing, is_partial_archive, parse_archive_name, partial_name,
 };
@@ -125,54 +125,104 @@ impl LocalFolder {
         Ok(removed)
     }
 
-    /// Deletes every manifest of ours directly in the folder whose archive is gone, and
-    /// returns their paths: what a rotation killed between unlinking an archive and its
-    /// manifest leaves. A manifest is written only once its archive is published, so no live
-    /// backup lacks it. Ours means named `<name>_<YYYYMMDD_HHMMSS>.json`, a regular file of
-    /// [`Self::trusted_owners`] that reads as a manifest (a user's own JSON file named so is
-    /// not). Any entry under a name of its stem's archives (whatever codec, encrypted or not,
-    /// whoever's) keeps it.
-    pub fn remove_stale_manifests(&self) -> io::Result<Vec<PathBuf>> {
+    /// Finishes what rotations killed midway had decided, from their marks directly in the
+    /// folder ([`condemned_mark`]: regular files of [`Self::trusted_owners`], no link
+    /// followed). A mark whose manifest still holds the same file while no archive of ours of
+    /// its stem is left goes with that manifest: the rotation had deleted the archive and
+    /// condemned exactly that file. Any other mark goes alone: the archive is still there
+    /// (the rotation had not deleted it), or the name holds another file, or nothing. A
+    /// manifest without a mark is never touched: nothing tells one a cut rotation left from
+    /// one a user kept on purpose (beside archives moved to tape, say).
+    ///
+    /// A daemon sharing the folder mid-rotation loses nothing by it: its manifest goes only
+    /// once its archive has, as it would itself remove it next; a mark taken before that
+    /// only leaves its cut unfinished.
+    pub fn finish_cut_rotations(&self) -> io::Result<FinishedRotations> {
         let trusted = self.trusted_owners()?;
-        let mut removed = Vec::new();
+        let dir = self.open_dir()?;
+        let mut finished = FinishedRotations::default();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            let Some(mark) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let archives = archives_sharing(&name);
-            let named_as_manifest = name.ends_with(".json")
-                && archives
-                    .first()
-                    .is_some_and(|a| parse_archive_name(a).is_some());
-            if !named_as_manifest {
+            let Some(manifest) = manifest_condemned_by(&mark) else {
                 continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
             };
-            if !meta.is_file() || !trusted.contains(&meta.uid()) {
+            let Some(marked) = regular_file_of(&dir, &mark, &trusted)? else {
                 continue;
+            };
+            // By the rule the rotation itself keeps a manifest by (another user's file keeps
+            // nothing).
+            let archive_left = self.any_exists(&archives_sharing(manifest))?;
+            let condemned =
+                !archive_left && regular_file_of(&dir, manifest, &trusted)? == Some(marked);
+            // The manifest first: should its removal fail, the mark stays for the next start.
+            if condemned && remove_at(&dir, manifest)? {
+                finished.manifests.push(self.dir.join(manifest));
             }
-            if self.holder(&archives)?.is_some() {
-                continue;
-            }
-            let reads_as_manifest = self
-                .get(&name)
-                .is_ok_and(|bytes| Manifest::from_json(&bytes).is_ok());
-            if !reads_as_manifest {
-                continue;
-            }
-            match fs::remove_file(entry.path()) {
-                Ok(()) => removed.push(entry.path()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            if remove_at(&dir, &mark)? {
+                finished.marks.push(self.dir.join(&mark));
             }
         }
-        removed.sort();
-        Ok(removed)
+        finished.manifests.sort();
+        finished.marks.sort();
+        Ok(finished)
+    }
+}
+
+/// What [`LocalFolder::finish_cut_rotations`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinishedRotations {
+    /// Manifests a rotation had condemned, their archive deleted.
+    pub manifests: Vec<PathBuf>,
+    /// Every mark, whatever became of its manifest.
+    pub marks: Vec<PathBuf>,
+}
+
+/// How a rotation marks the manifest it condemns: a second link to it, made before its
+/// archive is deleted and removed after the manifest.
+const CONDEMNED_PREFIX: &str = ".backupd-deleting-";
+
+/// `.backupd-deleting-<manifest>`
+fn condemned_mark(manifest: &str) -> String {
+    format!("{CONDEMNED_PREFIX}{manifest}")
+}
+
+/// The manifest name a mark holds, if `file` is one: `.backupd-deleting-` and a name of the
+/// manifest grammar.
+fn manifest_condemned_by(file: &str) -> Option<&str> {
+    let manifest = file.strip_prefix(CONDEMNED_PREFIX)?;
+    let named_as_manifest = manifest.ends_with(".json")
+        && archives_sharing(manifest)
+            .first()
+            .is_some_and(|archive| parse_archive_name(archive).is_some());
+    named_as_manifest.then_some(manifest)
+}
+
+/// Device and inode of `file` in `dir` if it is a regular file of `trusted`, no link
+/// followed; `None` for anything else, and for nothing there.
+fn regular_file_of(
+    dir: &std::os::fd::OwnedFd,
+    file: &str,
+    trusted: &[u32],
+) -> io::Result<Option<(u64, u64)>> {
+    let stat = match statat(dir, file, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let regular =
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+    Ok((regular && trusted.contains(&stat.st_uid)).then_some((stat.st_dev, stat.st_ino)))
+}
+
+/// Unlinks `file` in `dir`; `false` if it was gone already.
+fn remove_at(dir: &std::os::fd::OwnedFd, file: &str) -> io::Result<bool> {
+    match unlinkat(dir, file, AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -274,6 +324,56 @@ impl Destination for LocalFolder {
 
     fn sync(&self) -> io::Result<()> {
         sync_dir(&self.dir)
+    }
+
+    /// Links `manifest`, if a regular file of ours, to [`condemned_mark`]. No fsync: a killed
+    /// daemon's calls all stand, in order; after a power cut, any subset of the rotation's
+    /// changes to the folder leaves at worst the manifest (its mark lost, as before marks
+    /// existed) or a mark beside its archive, which goes alone. The start removes a manifest
+    /// only under a mark of the same file with no archive left: the rotation's own decision.
+    fn mark_condemned(&self, manifest: &str) -> io::Result<bool> {
+        let trusted = self.trusted_owners()?;
+        let dir = self.open_dir()?;
+        let Some(condemned) = regular_file_of(&dir, manifest, &trusted)? else {
+            return Ok(false);
+        };
+        let mark = condemned_mark(manifest);
+        // Twice at most: the name may hold a leftover mark of ours, removed first.
+        for _ in 0..2 {
+            match linkat(&dir, manifest, &dir, &mark, AtFlags::empty()) {
+                Ok(()) => return Ok(true),
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match regular_file_of(&dir, &mark, &trusted)? {
+                // Another rotation of the same archive (a daemon sharing the folder) marked it.
+                Some(marked) if marked == condemned => return Ok(true),
+                // A mark for an earlier file under the name, which the start would remove too.
+                Some(_) => {
+                    remove_at(&dir, &mark)?;
+                }
+                // Gone meanwhile, or not ours: tried again, then left.
+                None => {}
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} holds a file that is not ours",
+                self.dir.join(&mark).display()
+            ),
+        ))
+    }
+
+    fn unmark_condemned(&self, manifest: &str) -> io::Result<()> {
+        let mark = condemned_mark(manifest);
+        let dir = self.open_dir()?;
+        // Only ever our own link: in a folder others may write, another user's file may hold
+        // the name whenever marking failed.
+        if regular_file_of(&dir, &mark, &self.trusted_owners()?)?.is_some() {
+            remove_at(&dir, &mark)?;
+        }
+        Ok(())
     }
 
     fn identity(&self, file: &str) -> io::Result<FileIdentity> {
@@ -693,69 +793,139 @@ mod tests {
         assert_eq!(dir_names(dir.path()), ["docs_20250101_000000.tar"]);
     }
 
+    const CUT: &str = "docs_20250101_000000";
+
+    /// `<CUT>.json`, a manifest as a run writes it.
+    fn manifest_in(d: &Path) -> PathBuf {
+        let json = fake_manifest("docs", "20250101_000000", b"x")
+            .to_json()
+            .unwrap();
+        touch(d, &format!("{CUT}.json"), &json);
+        d.join(format!("{CUT}.json"))
+    }
+
+    /// The mark a rotation condemns `<CUT>.json` by: a second link to it.
+    fn mark_in(d: &Path) -> PathBuf {
+        let mark = d.join(format!(".backupd-deleting-{CUT}.json"));
+        fs::hard_link(d.join(format!("{CUT}.json")), &mark).unwrap();
+        mark
+    }
+
     #[test]
-    fn only_a_manifest_of_ours_without_any_archive_of_its_stem_is_removed() {
+    fn a_marked_manifest_without_its_archive_goes_with_its_mark_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let manifest = |name: &str, stamp: &str| {
-            let json = fake_manifest(name, stamp, b"x").to_json().unwrap();
-            touch(d, &format!("{name}_{stamp}.json"), &json);
-        };
-        // Cut between the archive and its manifest.
-        manifest("cut", "20250101_000000");
-        manifest("my_cut", "20250102_000000");
-        // Archives of the stem, under any codec or sealed: the manifest stays.
-        for (name, archive) in [
-            ("kept", "kept_20250101_000000.tar.gz"),
-            ("unpacked", "unpacked_20250101_000000.tar"),
-            ("sealed", "sealed_20250101_000000.tar.zst.age"),
-        ] {
-            manifest(name, "20250101_000000");
-            touch(d, archive, b"x");
-        }
-        manifest("linked", "20250101_000000");
-        std::os::unix::fs::symlink("elsewhere", d.join("linked_20250101_000000.tar")).unwrap();
-        // Not ours: a user's JSON named like a manifest, names outside the grammar, a link.
-        touch(d, "notes_20250101_000000.json", b"{\"notes\": true}");
-        touch(
-            d,
-            "settings.json",
-            &fake_manifest("s", "20250101_000000", b"x")
-                .to_json()
-                .unwrap(),
-        );
-        std::os::unix::fs::symlink(
-            "cut_20250101_000000.json",
-            d.join("link_20250101_000000.json"),
-        )
-        .unwrap();
-        fs::create_dir(d.join("dir_20250101_000000.json")).unwrap();
+        let manifest = manifest_in(d);
+        let mark = mark_in(d);
+        // Cut after the archive's unlink: what the rotation had condemned goes.
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished.manifests, [manifest]);
+        assert_eq!(finished.marks, [mark]);
+        assert_eq!(dir_names(d), Vec::<String>::new());
+    }
 
-        let removed = LocalFolder::new(d).remove_stale_manifests().unwrap();
-        assert_eq!(
-            removed,
-            [
-                d.join("cut_20250101_000000.json"),
-                d.join("my_cut_20250102_000000.json")
-            ]
-        );
+    #[test]
+    fn a_mark_beside_an_archive_of_its_stem_goes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for archive in [".tar.gz", ".tar.zst.age"] {
+            manifest_in(d);
+            let mark = mark_in(d);
+            // Cut before the archive's unlink: the rotation had not happened.
+            touch(d, &format!("{CUT}{archive}"), b"x");
+            let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+            assert_eq!(finished.manifests, Vec::<PathBuf>::new());
+            assert_eq!(finished.marks, [mark]);
+            assert_eq!(
+                dir_names(d),
+                [format!("{CUT}.json"), format!("{CUT}{archive}")]
+            );
+            fs::remove_file(d.join(format!("{CUT}{archive}"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_mark_goes_alone_when_another_file_holds_the_manifest_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        manifest_in(d);
+        let mark = mark_in(d);
+        // The condemned manifest gone, another one under its name (the same bytes even).
+        fs::remove_file(d.join(format!("{CUT}.json"))).unwrap();
+        fs::copy(&mark, d.join(format!("{CUT}.json"))).unwrap();
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished.manifests, Vec::<PathBuf>::new());
+        assert_eq!(finished.marks, [mark]);
+        assert_eq!(dir_names(d), [format!("{CUT}.json")]);
+    }
+
+    #[test]
+    fn a_mark_alone_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        manifest_in(d);
+        let mark = mark_in(d);
+        // Cut after the manifest's unlink.
+        fs::remove_file(d.join(format!("{CUT}.json"))).unwrap();
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished.manifests, Vec::<PathBuf>::new());
+        assert_eq!(finished.marks, [mark]);
+        assert_eq!(dir_names(d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_manifest_without_a_mark_stays_whatever_archive_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A user moved the archive to tape and kept its manifest to check the tape by.
+        manifest_in(d);
+        // Names like a mark's that are not one: no manifest name after the prefix.
+        let json = fs::read(d.join(format!("{CUT}.json"))).unwrap();
+        touch(d, ".backupd-deleting-notes.json", &json);
+        touch(d, ".backupd-deleting-", &json);
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished, FinishedRotations::default());
         assert_eq!(
             dir_names(d),
             [
-                "dir_20250101_000000.json",
-                "kept_20250101_000000.json",
-                "kept_20250101_000000.tar.gz",
-                "link_20250101_000000.json",
-                "linked_20250101_000000.json",
-                "linked_20250101_000000.tar",
-                "notes_20250101_000000.json",
-                "sealed_20250101_000000.json",
-                "sealed_20250101_000000.tar.zst.age",
-                "settings.json",
-                "unpacked_20250101_000000.json",
-                "unpacked_20250101_000000.tar",
+                ".backupd-deleting-",
+                ".backupd-deleting-notes.json",
+                &format!("{CUT}.json")
             ]
         );
+    }
+
+    #[test]
+    fn a_mark_that_is_a_link_is_not_followed_nor_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let manifest = manifest_in(d);
+        let mark = d.join(format!(".backupd-deleting-{CUT}.json"));
+        std::os::unix::fs::symlink(&manifest, &mark).unwrap();
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished, FinishedRotations::default());
+        assert!(manifest.exists());
+        assert!(fs::symlink_metadata(&mark).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn another_user_s_mark_is_not_ours_to_act_on() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to give files to nobody");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
+        let manifest = manifest_in(d);
+        let mark = mark_in(d);
+        // Both names one file of nobody's: neither the mark nor the manifest is ours.
+        std::os::unix::fs::chown(&mark, Some(NOBODY), Some(NOBODY)).unwrap();
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished, FinishedRotations::default());
+        assert!(manifest.exists() && mark.exists());
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod background_sync;
 mod local;
 mod s3;
 
-pub use local::LocalFolder;
+pub use local::{FinishedRotations, LocalFolder};
 pub use s3::S3Prefix;
 
 use std::collections::BTreeMap;
@@ -106,6 +106,19 @@ pub trait Destination: fmt::Debug + Send + Sync {
 
     /// Makes earlier removals durable; best effort.
     fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Before a rotation deletes an archive, marks `manifest` as going with it, so that a
+    /// start after a rotation cut between the two removes that very file and no other;
+    /// whether it did. Unmarked (nothing of ours there, or a bucket, where this does
+    /// nothing), a cut leaves the manifest.
+    fn mark_condemned(&self, _manifest: &str) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// Once a rotation is done with a manifest it marked, removed or kept: the mark goes.
+    fn unmark_condemned(&self, _manifest: &str) -> io::Result<()> {
         Ok(())
     }
 

@@ -247,7 +247,9 @@ pub struct RotationOutcome {
 /// ([`ArchiveInfo::identity`]); one replaced meanwhile is left with its manifest. An archive
 /// already gone counts as deleted (another rotation got there first); a missing manifest is
 /// not an error. When an archive cannot be deleted its manifest is left, so what remains can
-/// still be verified.
+/// still be verified. A manifest is marked as going with its archive before the archive goes
+/// ([`Destination::mark_condemned`]), and unmarked once done with, so that a start after a
+/// kill between the two finishes the job, and touches no manifest it did not mark.
 pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> RotationOutcome {
     let mut outcome = RotationOutcome::default();
     for archive in &plan.delete {
@@ -256,27 +258,40 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
             outcome.failed.push((archive.path.clone(), reason));
             continue;
         };
+        let manifest = &archive.manifest_name;
+        // Before the archive goes: a start after a kill between it and its manifest removes a
+        // manifest only by this mark, as nothing else tells it from one a user kept. Best
+        // effort: unmarked (no hard links there, a full disk), a cut leaves the manifest.
+        let marked = destination.mark_condemned(manifest).unwrap_or(false);
+        let unmark = || {
+            if marked {
+                // Left, it goes at the next start, alone, or with a manifest condemned still.
+                let _ = destination.unmark_condemned(manifest);
+            }
+        };
         match destination.remove_if_same(&archive.file_name, identity) {
             Ok(Removal::Removed | Removal::Gone) => {}
             Ok(Removal::Replaced) => {
+                unmark();
                 outcome.replaced.push(archive.path.clone());
                 continue;
             }
             Ok(Removal::Locked { until }) => {
+                unmark();
                 outcome.locked.push((archive.path.clone(), until));
                 continue;
             }
             Err(e) => {
+                unmark();
                 outcome.failed.push((archive.path.clone(), e.to_string()));
                 continue;
             }
         }
         outcome.deleted.push(archive.path.clone());
-        // At once, so that a rotation killed midway leaves no manifest without its archive;
-        // but another archive of ours of the same stem keeps it (it may be the one it
-        // describes). Another user's file under either name is theirs: it neither keeps our
-        // manifest nor goes with it.
-        let manifest = &archive.manifest_name;
+        // At once, so that a rotation killed midway leaves at most one marked manifest without
+        // its archive; but another archive of ours of the same stem keeps it (it may be the
+        // one it describes). Another user's file under either name is theirs: it neither
+        // keeps our manifest nor goes with it.
         let removed = match destination.any_exists(&archives_sharing(manifest)) {
             Ok(true) => Ok(()),
             Ok(false) => match destination.holder(std::slice::from_ref(manifest)) {
@@ -286,10 +301,12 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = removed {
-            outcome
+        match removed {
+            Ok(()) => unmark(),
+            // The mark stays: the next start removes the manifest it condemned.
+            Err(e) => outcome
                 .failed
-                .push((destination.path_of(manifest), e.to_string()));
+                .push((destination.path_of(manifest), e.to_string())),
         }
     }
     if !plan.delete.is_empty() {
@@ -703,12 +720,14 @@ mod tests {
         assert_eq!(theirs.uid(), NOBODY);
     }
 
-    /// A local folder that records each removal, in order, and whose archives a lock may
-    /// hold until `locked_until`, as an S3 object lock would.
+    /// A local folder that records each removal and mark, in order, whose archives a lock may
+    /// hold until `locked_until`, as an S3 object lock would, and whose rotation may be cut
+    /// (`cut`) right after an archive's removal, as a kill would: nothing else is removed.
     #[derive(Debug)]
     struct Observed {
         folder: LocalFolder,
         locked_until: Option<chrono::DateTime<chrono::Utc>>,
+        cut: bool,
         removed: std::sync::Mutex<Vec<String>>,
     }
 
@@ -717,6 +736,7 @@ mod tests {
             Self {
                 folder,
                 locked_until: None,
+                cut: false,
                 removed: Default::default(),
             }
         }
@@ -755,8 +775,22 @@ mod tests {
             self.folder.begin(archive)
         }
         fn remove(&self, file: &str) -> std::io::Result<()> {
+            if self.cut {
+                return Err(std::io::Error::other("killed"));
+            }
             self.note(file);
             self.folder.remove(file)
+        }
+        fn mark_condemned(&self, manifest: &str) -> std::io::Result<bool> {
+            self.note(&format!("mark {manifest}"));
+            self.folder.mark_condemned(manifest)
+        }
+        fn unmark_condemned(&self, manifest: &str) -> std::io::Result<()> {
+            if self.cut {
+                return Err(std::io::Error::other("killed"));
+            }
+            self.note(&format!("unmark {manifest}"));
+            self.folder.unmark_condemned(manifest)
         }
         fn identity(&self, file: &str) -> std::io::Result<crate::destination::FileIdentity> {
             self.folder.identity(file)
@@ -791,13 +825,118 @@ mod tests {
         };
         apply_rotation(&recorded, &plan);
         let order = [
+            "mark docs_20250101_000000.json",
             "docs_20250101_000000.tar.gz",
             "docs_20250101_000000.json",
+            "unmark docs_20250101_000000.json",
+            "mark docs_20250102_000000.json",
             "docs_20250102_000000.tar.gz",
             "docs_20250102_000000.json",
+            "unmark docs_20250102_000000.json",
         ];
         assert_eq!(*recorded.removed.lock().unwrap(), order);
         assert_eq!(dir_names(d), Vec::<String>::new());
+    }
+
+    /// `<stem>.tar.gz` and its manifest in `d`.
+    fn backup_in(d: &std::path::Path, stem: &str) {
+        fs::write(d.join(format!("{stem}.tar.gz")), b"a").unwrap();
+        fs::write(d.join(format!("{stem}.json")), b"{}").unwrap();
+    }
+
+    fn delete_all(destination: &dyn Destination) -> RotationOutcome {
+        let plan = RotationPlan {
+            delete: list(destination).unwrap(),
+            keep: Vec::new(),
+        };
+        apply_rotation(destination, &plan)
+    }
+
+    #[test]
+    fn a_rotation_cut_after_an_archive_leaves_its_manifest_marked_and_the_start_finishes_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let stem = "docs_20250101_000000";
+        backup_in(d, stem);
+        // A user's manifest whose archive went to tape: not the rotation's.
+        fs::write(d.join("docs_20240101_000000.json"), b"{}").unwrap();
+        let cut = Observed {
+            cut: true,
+            ..Observed::new(LocalFolder::new(d))
+        };
+        delete_all(&cut);
+        let mark = d.join(format!(".backupd-deleting-{stem}.json"));
+        assert_eq!(
+            dir_names(d),
+            [
+                format!(".backupd-deleting-{stem}.json"),
+                "docs_20240101_000000.json".to_owned(),
+                format!("{stem}.json"),
+            ]
+        );
+        let inode = |path: &std::path::Path| fs::metadata(path).unwrap().ino();
+        assert_eq!(inode(&mark), inode(&d.join(format!("{stem}.json"))));
+
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished.manifests, [d.join(format!("{stem}.json"))]);
+        assert_eq!(dir_names(d), ["docs_20240101_000000.json"]);
+    }
+
+    #[test]
+    fn a_leftover_mark_under_the_name_is_replaced_and_the_rotation_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let stem = "docs_20250101_000000";
+        backup_in(d, stem);
+        // A mark an earlier cut left, for another file of that name.
+        fs::write(d.join(format!(".backupd-deleting-{stem}.json")), b"{}").unwrap();
+        let recorded = Observed::new(LocalFolder::new(d));
+        let outcome = delete_all(&recorded);
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(dir_names(d), Vec::<String>::new());
+        // Marked indeed: the rotation, cut, leaves the mark the start acts by.
+        backup_in(d, stem);
+        fs::write(d.join(format!(".backupd-deleting-{stem}.json")), b"{}").unwrap();
+        let cut = Observed {
+            cut: true,
+            ..Observed::new(LocalFolder::new(d))
+        };
+        delete_all(&cut);
+        let finished = LocalFolder::new(d).finish_cut_rotations().unwrap();
+        assert_eq!(finished.manifests, [d.join(format!("{stem}.json"))]);
+        assert_eq!(dir_names(d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_mark_name_held_by_what_is_not_ours_stays_and_the_rotation_goes_on_unmarked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let stem = "docs_20250101_000000";
+        let mark = d.join(format!(".backupd-deleting-{stem}.json"));
+        let mut planted = vec![format!(".backupd-deleting-{stem}.json")];
+        backup_in(d, stem);
+        std::os::unix::fs::symlink("elsewhere", &mark).unwrap();
+        let outcome = delete_all(&LocalFolder::new(d));
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(dir_names(d), planted, "a link under the mark's name stays");
+        fs::remove_file(&mark).unwrap();
+
+        if !rustix::process::geteuid().is_root() {
+            println!("not root: the part with another user's file is skipped");
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
+        backup_in(d, stem);
+        fs::write(&mark, b"theirs").unwrap();
+        std::os::unix::fs::chown(&mark, Some(NOBODY), Some(NOBODY)).unwrap();
+        let outcome = delete_all(&LocalFolder::new(d));
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        planted.sort();
+        assert_eq!(dir_names(d), planted, "another user's file stays");
+        assert_eq!(fs::read(&mark).unwrap(), b"theirs");
     }
 
     #[test]
@@ -898,6 +1037,11 @@ mod tests {
         assert_eq!(outcome.failed[0].0, stuck.path);
         assert!(stuck_manifest.exists());
         assert!(!fine.path.exists());
+        // Unmarked again: the next start has nothing to act on.
+        assert_eq!(
+            dir_names(d),
+            ["docs_20250101_000000.json", "docs_20250101_000000.tar.gz"]
+        );
     }
 
     #[test]
@@ -924,7 +1068,7 @@ mod tests {
         assert!(outcome.deleted.is_empty(), "{outcome:?}");
         assert_eq!(outcome.replaced, [d.join(old)]);
         assert_eq!(fs::read(d.join(old)).unwrap(), b"a newer archive");
-        assert!(d.join("docs_20250101_000000.json").exists());
+        assert_eq!(dir_names(d), ["docs_20250101_000000.json", old]);
 
         // The same file, still there: deleted with its manifest.
         let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));

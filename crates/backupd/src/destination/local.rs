@@ -548,7 +548,9 @@ impl Drop for PartialFile {
 mod tests {
     use super::*;
     use crate::destination::{ArchiveInfo, group_by_name, list};
-    use crate::store::test_support::{dir_names, fake_manifest, stamp};
+    use crate::store::test_support::{
+        NOBODY, can_give_files_away, dir_names, fake_manifest, stamp,
+    };
     use proto::Codec;
 
     fn touch(dir: &Path, name: &str, bytes: &[u8]) {
@@ -736,11 +738,9 @@ mod tests {
 
     #[test]
     fn files_of_another_user_are_not_listed_read_as_manifests_or_swept() {
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to give files to nobody");
+        if !can_give_files_away() {
             return;
         }
-        const NOBODY: u32 = 65534;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ours = b"real";
@@ -911,11 +911,9 @@ mod tests {
     #[test]
     fn another_user_s_mark_is_not_ours_to_act_on() {
         use std::os::unix::fs::PermissionsExt;
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to give files to nobody");
+        if !can_give_files_away() {
             return;
         }
-        const NOBODY: u32 = 65534;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();

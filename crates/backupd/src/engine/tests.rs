@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 
 use super::*;
 use crate::destination::{Destination, FileIdentity, LocalFolder, PendingArchive, Removal};
-use crate::store::test_support::dir_names;
+use crate::store::test_support::{NOBODY, can_give_files_away, dir_names};
 use proto::Codec;
 
 fn timestamp() -> NaiveDateTime {
@@ -760,8 +760,6 @@ impl Destination for LookedTooEarly {
     }
 }
 
-const NOBODY: u32 = 65534;
-
 /// A destination shared like `/tmp` (mode 1777), where `nobody` may plant files.
 fn shared_destination(base: &Path) -> PathBuf {
     let dest = base.join("shared");
@@ -783,8 +781,7 @@ fn manifest_at(offset: i64) -> String {
 
 #[test]
 fn names_another_user_holds_are_skipped_for_a_minute_at_most() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root to give files to nobody");
+    if !can_give_files_away() {
         return;
     }
     let base = tempfile::tempdir().unwrap();
@@ -873,8 +870,7 @@ impl Destination for SquattedWhileWritten {
 
 #[test]
 fn a_manifest_name_taken_while_the_archive_is_written_moves_the_archive_instead_of_losing_it() {
-    if !rustix::process::geteuid().is_root() {
-        println!("skipped: needs root to give files to nobody");
+    if !can_give_files_away() {
         return;
     }
     let base = tempfile::tempdir().unwrap();

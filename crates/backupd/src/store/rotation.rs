@@ -321,7 +321,7 @@ mod tests {
     use super::*;
     use crate::destination::{LocalFolder, list};
     use crate::format::TIMESTAMP_FORMAT;
-    use crate::store::test_support::{dir_names, stamp};
+    use crate::store::test_support::{NOBODY, can_give_files_away, dir_names, stamp};
     use std::fs;
 
     fn archive(name: &str, when: NaiveDateTime) -> ArchiveInfo {
@@ -682,11 +682,9 @@ mod tests {
     #[test]
     fn another_user_s_files_neither_keep_a_deleted_archive_s_manifest_nor_go_with_it() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !rustix::process::geteuid().is_root() {
-            println!("skipped: needs root to give files to nobody");
+        if !can_give_files_away() {
             return;
         }
-        const NOBODY: u32 = 65534;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
@@ -927,7 +925,6 @@ mod tests {
             println!("not root: the part with another user's file is skipped");
             return;
         }
-        const NOBODY: u32 = 65534;
         fs::set_permissions(d, fs::Permissions::from_mode(0o1777)).unwrap();
         backup_in(d, stem);
         fs::write(&mark, b"theirs").unwrap();

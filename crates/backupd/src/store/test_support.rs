@@ -137,3 +137,15 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The uid tests give files to as another user.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test may give files to [`NOBODY`] (it runs as root); says it is skipped if not.
+pub fn can_give_files_away() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        println!("skipped: needs root to give files to nobody");
+    }
+    root
+}

@@ -479,6 +479,39 @@ fn a_user_the_socket_turns_away_is_told_so_not_to_start_a_daemon() {
 }
 
 #[test]
+fn a_member_kept_out_by_a_folder_is_told_which_not_to_join_the_group() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to connect as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestHome::new();
+    let (group, gid) = a_group_nobody_lacks();
+    std::fs::set_permissions(t.work(), PermissionsExt::from_mode(0o755)).unwrap();
+    // The administrator's own folder, outside the home, shut to everyone else.
+    let private = t.work().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+    let socket = private.join("backupd.sock");
+    let _daemon = t.spawn_daemon(&[
+        "--socket-group",
+        &group,
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    common::wait_until_answering(&socket);
+
+    let (code, stderr) = backupctl_as_nobody(&socket, Some(gid), &["status"]);
+    assert_eq!(code, 1, "{stderr}");
+    let shut = format!(
+        "this user may not enter {}, on the way to it",
+        private.display()
+    );
+    assert!(stderr.contains(&shut), "{stderr}");
+    assert!(!stderr.contains("add you to its socket_group"), "{stderr}");
+}
+
+#[test]
 fn an_unknown_socket_group_stops_the_daemon_at_start() {
     let t = TestHome::new();
     let mut daemon = t.spawn_daemon(&["--socket-group", "no-such-group-here"]);

@@ -12,15 +12,19 @@ pub enum ClientError {
     /// Nothing answers at the socket: the daemon is not running (or elsewhere).
     #[error("can't reach backupd at {}: {source}", socket.display())]
     Unreachable { socket: PathBuf, source: io::Error },
-    /// The socket (or a folder on the way) is there but this user may not open it: a daemon
-    /// may well be running, for other users.
+    /// The socket (or a folder on the way, `shut`) is there but this user may not open it: a
+    /// daemon may well be running, for other users.
     #[error(
-        "may not use backupd's socket {}: {source}; this user is not allowed to connect to it \
-         (ask the daemon's administrator to add you to its socket_group, or use a daemon of \
-         your own with --home or --socket)",
-        socket.display()
+        "may not use backupd's socket {}: {source}; {}, or use a daemon of your own with \
+         --home or --socket",
+        socket.display(),
+        forbidden_advice(shut.as_deref())
     )]
-    Forbidden { socket: PathBuf, source: io::Error },
+    Forbidden {
+        socket: PathBuf,
+        source: io::Error,
+        shut: Option<PathBuf>,
+    },
     /// The daemon answered, then the exchange broke.
     #[error("lost the connection to backupd: {0}")]
     Broken(io::Error),
@@ -39,6 +43,32 @@ pub enum ClientError {
         line: String,
         error: serde_json::Error,
     },
+}
+
+/// What a user turned away at the socket can ask for: the way in, or the group.
+fn forbidden_advice(shut: Option<&Path>) -> String {
+    match shut {
+        // Membership of the group would not help: the folder keeps everyone out.
+        Some(folder) => format!(
+            "this user may not enter {}, on the way to it: ask the daemon's administrator to \
+             open it to the socket_group",
+            folder.display()
+        ),
+        None => "this user is not allowed to connect to it: ask the daemon's administrator to \
+                 add you to its socket_group"
+            .to_owned(),
+    }
+}
+
+/// The first folder on the way to `socket` this user may not pass through, if any.
+fn first_shut_folder(socket: &Path) -> Option<PathBuf> {
+    let mut folders: Vec<&Path> = socket.ancestors().skip(1).collect();
+    folders.reverse();
+    folders
+        .into_iter()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .find(|folder| rustix::fs::access(*folder, rustix::fs::Access::EXEC_OK).is_err())
+        .map(Path::to_path_buf)
 }
 
 /// A response and the exact line it came in, for `--json`.
@@ -62,7 +92,12 @@ impl Connection {
         let stream = UnixStream::connect(socket).map_err(|source| {
             let socket = socket.to_path_buf();
             if source.kind() == io::ErrorKind::PermissionDenied {
-                ClientError::Forbidden { socket, source }
+                let shut = first_shut_folder(&socket);
+                ClientError::Forbidden {
+                    socket,
+                    source,
+                    shut,
+                }
             } else {
                 ClientError::Unreachable { socket, source }
             }

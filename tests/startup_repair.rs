@@ -390,3 +390,61 @@ fn a_stop_during_the_repair_leaves_no_manifest_and_the_next_start_rebuilds_it() 
         format!("{file}: OK\n")
     );
 }
+
+#[test]
+fn a_folder_named_twice_a_link_and_its_path_is_repaired_once_and_the_daemon_answers() {
+    let t = TestHome::new();
+    common::base_tree(&t.work().join("src"));
+    let folder = t.work().join("shared");
+    let link = t.work().join("link");
+    std::fs::create_dir(&folder).unwrap();
+    std::os::unix::fs::symlink(&folder, &link).unwrap();
+    let mut daemon = t.start_daemon();
+    for (name, destination) in [("docs", &folder), ("other", &link)] {
+        t.ctl(&[
+            "create",
+            "--source",
+            "src",
+            "--name",
+            name,
+            "--daily",
+            &common::far_time(),
+            "--destination",
+            destination.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    let archive = common::run_for_archive(
+        &t,
+        &[
+            "--sources",
+            "src",
+            "--name",
+            "docs",
+            "--destination",
+            folder.to_str().unwrap(),
+        ],
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    std::fs::remove_file(manifest_of(&archive)).unwrap();
+
+    // Planned once per folder: two plans took the same rotation locks, the second waiting
+    // for the first before serving, for ever.
+    let _restarted = t.start_daemon();
+    t.ctl(&["list"]).ok();
+    common::wait_for(common::PATIENCE, "the rebuilt manifest", || {
+        manifest_of(&archive).exists().then_some(())
+    });
+    let file = archive.file_name().unwrap().to_str().unwrap();
+    let via_link = link.join(file);
+    assert_eq!(
+        t.ctl(&["verify", via_link.to_str().unwrap()]).ok(),
+        format!("{file}: OK\n")
+    );
+    let rebuilt = log_messages(&t.log())
+        .iter()
+        .filter(|l| l.starts_with("Warning: Rebuilt manifest for ") && l.ends_with(file))
+        .count();
+    assert_eq!(rebuilt, 1, "{:#?}", log_messages(&t.log()));
+}

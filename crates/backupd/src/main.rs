@@ -381,7 +381,7 @@ async fn open_daemon(
         .catch_up_grace
         .or(config.catch_up_grace)
         .unwrap_or(DEFAULT_CATCH_UP_GRACE);
-    let mut destinations = std::collections::BTreeSet::from([home.backups_dir()]);
+    let mut destinations = vec![home.backups_dir()];
     destinations.extend(config.defaults.destination.iter().map(PathBuf::from));
     for schedule in schedules.snapshot().await.schedules {
         // An `s3://…` destination is a remote: nothing local to clean.
@@ -395,7 +395,7 @@ async fn open_daemon(
     // Listings only, bounded by the folders' sizes: done before serving, so that nothing sees
     // a partial, a temporary file or a manifest a rotation cut short condemned with its archive.
     let mut repairs = Vec::new();
-    for dir in &destinations {
+    for dir in &distinct_folders(destinations) {
         remove_stale_partials(dir);
         sweep_temp_files(dir, temp_names_in(&home, dir));
         finish_cut_rotations(dir);
@@ -486,6 +486,16 @@ fn shut_down(
     outcome?;
     tracing::info!("backupd stopped");
     Ok(())
+}
+
+/// `dirs` without the later spellings of a folder already there (a symlink to it, in another
+/// schedule or `[defaults]`): one folder is swept once, and its repair planned once, for two
+/// repairs of one folder would each wait for the other's rotation locks, before serving.
+fn distinct_folders(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    dirs.into_iter()
+        .filter(|dir| seen.insert(backupd::rotation_locks::FolderKey::of(dir)))
+        .collect()
 }
 
 /// A daemon killed while writing leaves `<archive>.partial`; it is never a valid archive.

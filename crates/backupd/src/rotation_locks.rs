@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-/// Which folder: its device and inode, or its path when it cannot be read.
+/// Which folder: its device and inode, or its path when it cannot be read. Two spellings of
+/// one folder (a symlink and its target) have one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum FolderKey {
+pub enum FolderKey {
     Inode(u64, u64),
     Path(PathBuf),
     /// An offsite remote's `s3://BUCKET/PREFIX`.
@@ -26,7 +27,7 @@ enum FolderKey {
 }
 
 impl FolderKey {
-    fn of(folder: &Path) -> Self {
+    pub fn of(folder: &Path) -> Self {
         match std::fs::metadata(folder) {
             Ok(meta) => FolderKey::Inode(meta.dev(), meta.ino()),
             Err(_) => FolderKey::Path(folder.to_owned()),

@@ -166,6 +166,45 @@ fn stop_gives_up_on_a_stopped_daemon_after_the_answer_timeout() {
 }
 
 #[test]
+fn start_gives_up_on_a_daemon_that_does_not_answer_after_the_answer_timeout() {
+    let t = TestHome::new();
+    let mut daemon = t.start_daemon();
+    daemon.signal("STOP");
+    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
+    let command = t.ctl_command(&["start"]);
+    let out = common::Ctl(
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(t.work())
+            .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
+            .output()
+            .unwrap(),
+    );
+    daemon.signal("CONT");
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("did not answer within 1s: is it stopped or hung?"),
+        "{}",
+        out.stderr()
+    );
+    // No second daemon was started beside it.
+    t.ctl(&["status"]).ok();
+    assert_eq!(
+        t.ctl(&["--json", "status"])
+            .ok()
+            .matches(&format!("\"pid\":{}", daemon.pid()))
+            .count(),
+        1
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+}
+
+#[test]
 fn log_level_controls_what_is_logged_and_events_also_go_to_stderr() {
     let t = TestHome::new();
     let mut quiet = t.spawn_daemon(&["--log-level", "error"]);

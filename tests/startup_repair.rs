@@ -448,3 +448,39 @@ fn a_folder_named_twice_a_link_and_its_path_is_repaired_once_and_the_daemon_answ
         .count();
     assert_eq!(rebuilt, 1, "{:#?}", log_messages(&t.log()));
 }
+
+#[test]
+fn start_gives_up_on_a_daemon_that_binds_its_socket_but_does_not_answer() {
+    let t = TestHome::new();
+    common::stopped_with_a_schedule_elsewhere(&t);
+    // The daemon binds its socket, then reads its schedules: held there, it never answers.
+    let Some(held) = HeldOpen::hold(&t.home().join("schedules.json")) else {
+        return;
+    };
+    let _stop = common::StopOnDrop(&t);
+    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
+    let command = t.ctl_command(&["start"]);
+    let out = common::Ctl(
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(t.work())
+            .env("BACKUPCTL_ANSWER_TIMEOUT", "2")
+            .output()
+            .unwrap(),
+    );
+    held.release();
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    assert!(
+        out.stderr()
+            .contains("did not answer within 2s: is it stopped or hung?"),
+        "{}",
+        out.stderr()
+    );
+    let log = t.home().join("logs/backupd.log");
+    assert!(out.stderr().contains(&format!("see {}", log.display())));
+    // Once let through, it serves.
+    common::wait_until_answering(&t.socket());
+}

@@ -24,7 +24,7 @@ pub fn start(
 ) -> Result<Answer, Failure> {
     // A socket this user may not open may well have a daemon behind it: starting one of our
     // own there would not help.
-    match client::call(socket, &Request::new(Command::Hello {})) {
+    match client::call_answered_at_once(socket, &Request::new(Command::Hello {})) {
         Ok(answer) if answer.response.ok => {
             return Err(Failure::AlreadyRunning(
                 "backupd already running".to_owned(),
@@ -32,6 +32,10 @@ pub fn start(
         }
         Err(denied @ client::ClientError::Forbidden { .. }) => {
             return Err(Failure::Denied(denied.to_string()));
+        }
+        // Something holds the socket and does not answer: a second daemon would not help.
+        Err(silent @ client::ClientError::Silent { .. }) => {
+            return Err(silent_daemon(&silent, home));
         }
         _ => {}
     }
@@ -66,14 +70,14 @@ pub fn start(
     });
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Some(answer) = hello(socket) {
+        if let Some(answer) = hello(socket, home)? {
             return Ok(answer);
         }
         if let Some(ended) = child.try_wait().transpose() {
             // Another client started a daemon on this home a moment before us: once it
             // answers, it is the one running.
             let code = ended.as_ref().ok().and_then(ExitStatus::code);
-            if code == Some(DAEMON_ALREADY_RUNNING) && answers_by(socket, deadline) {
+            if code == Some(DAEMON_ALREADY_RUNNING) && answers_by(socket, home, deadline) {
                 return Err(Failure::AlreadyRunning(
                     "backupd already running".to_owned(),
                 ));
@@ -104,16 +108,28 @@ pub fn start(
     }
 }
 
-fn hello(socket: &Path) -> Option<Answer> {
-    client::call(socket, &Request::new(Command::Hello {}))
-        .ok()
-        .filter(|answer| answer.response.ok)
+/// The daemon's answer to `hello`, if it gave one; an error when it took the connection but
+/// did not answer within the answer timeout (bound its socket, then stalled or hung), which
+/// waiting longer would not mend.
+fn hello(socket: &Path, home: &Path) -> Result<Option<Answer>, Failure> {
+    match client::call_answered_at_once(socket, &Request::new(Command::Hello {})) {
+        Ok(answer) => Ok(Some(answer).filter(|answer| answer.response.ok)),
+        Err(silent @ client::ClientError::Silent { .. }) => Err(silent_daemon(&silent, home)),
+        Err(_) => Ok(None),
+    }
+}
+
+fn silent_daemon(silent: &client::ClientError, home: &Path) -> Failure {
+    Failure::Unreachable(format!(
+        "{silent}; see {}",
+        home.join("logs/backupd.log").display()
+    ))
 }
 
 /// Waits until a daemon answers at `socket`, or `deadline`.
-fn answers_by(socket: &Path, deadline: Instant) -> bool {
+fn answers_by(socket: &Path, home: &Path, deadline: Instant) -> bool {
     loop {
-        if hello(socket).is_some() {
+        if matches!(hello(socket, home), Ok(Some(_))) {
             return true;
         }
         if Instant::now() >= deadline {

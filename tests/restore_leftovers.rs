@@ -41,8 +41,21 @@ impl Drop for Alive {
     }
 }
 
+/// A temporary name as earlier versions made them.
 fn temp(pid: u32, n: u32) -> String {
     format!(".backupd-restore-{pid}-{n}")
+}
+
+/// A temporary name of the process `pid` that started at `started`.
+fn temp_of(pid: u32, started: u64, n: u32) -> String {
+    format!(".backupd-restore-{pid}-{started}-{n}")
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn started(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, fields) = stat.rsplit_once(')').unwrap();
+    fields.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -71,15 +84,23 @@ fn leftovers_of_a_killed_restore_are_swept_and_those_a_live_one_may_use_are_kept
     let dead = dead_pid();
     let alive = Alive(Command::new("sleep").arg("1000").spawn().unwrap());
     let live = alive.0.id();
-    // Left by a killed daemon: swept, in every folder the restore writes in.
+    let (ours, ours_started) = (daemon.pid(), started(daemon.pid()));
+    // Left by a killed daemon: swept, in every folder the restore writes in. So is one
+    // carrying a pid in use again: this daemon's (a container's PID 1 restarted; an earlier
+    // version's name, without a start time) or another process's.
     let swept = [
         restored.join(temp(dead, 1)),
         restored.join("sub").join(temp(dead, 2)),
         restored.join(temp(dead, 3)),
         restored.join(temp(dead, 4)),
+        restored.join(temp_of(dead, 1, 8)),
+        restored.join(temp_of(ours, ours_started - 1, 9)),
+        restored.join(temp(ours, 10)),
+        restored.join(temp_of(live, started(live) + 1, 11)),
     ];
-    std::fs::write(&swept[0], b"half\n").unwrap();
-    std::fs::write(&swept[1], b"half\n").unwrap();
+    for file in [&swept[0], &swept[1]].into_iter().chain(&swept[4..]) {
+        std::fs::write(file, b"half\n").unwrap();
+    }
     // A symlink is removed itself, never what it points to.
     symlink(outside.join("keep"), &swept[2]).unwrap();
     symlink(&outside, &swept[3]).unwrap();
@@ -87,19 +108,20 @@ fn leftovers_of_a_killed_restore_are_swept_and_those_a_live_one_may_use_are_kept
     // restore makes, someone else's file, and a folder the restore does not write in: kept.
     let kept = [
         restored.join(temp(live, 1)),
-        restored.join(temp(daemon.pid(), 1)),
+        restored.join(temp_of(ours, ours_started, 1)),
         restored.join(temp(dead, 5)),
         restored.join(temp(dead, 6)),
         restored.join(".backupd-restore-x-1"),
+        restored.join(temp_of(live, started(live), 2)),
         target.join("untouched").join(temp(dead, 7)),
     ];
-    for file in [&kept[0], &kept[1], &kept[3], &kept[4]] {
+    for file in [&kept[0], &kept[1], &kept[3], &kept[4], &kept[5]] {
         std::fs::write(file, b"in use\n").unwrap();
     }
     std::fs::create_dir(&kept[2]).unwrap();
     std::os::unix::fs::chown(&kept[3], Some(54321), Some(54321)).unwrap();
     std::fs::create_dir(target.join("untouched")).unwrap();
-    std::fs::write(&kept[5], b"elsewhere\n").unwrap();
+    std::fs::write(&kept[6], b"elsewhere\n").unwrap();
 
     let out = restore(&["--overwrite"]);
     assert!(out.contains("Restored 2 files"), "{out}");
@@ -126,7 +148,7 @@ fn leftovers_of_a_killed_restore_are_swept_and_those_a_live_one_may_use_are_kept
     );
     let mut expected = before;
     expected.extend(
-        kept[..5]
+        kept[..6]
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned()),
     );
@@ -134,7 +156,7 @@ fn leftovers_of_a_killed_restore_are_swept_and_those_a_live_one_may_use_are_kept
     assert_eq!(std::fs::read(restored.join("a.txt")).unwrap(), b"a\n");
     wait_for(PATIENCE, "the sweep in the log", || {
         t.log()
-            .contains("Removed 4 temporary files an interrupted restore had left in")
+            .contains("Removed 8 temporary files an interrupted restore had left in")
             .then_some(())
     });
     drop(alive);

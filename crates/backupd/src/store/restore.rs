@@ -178,7 +178,7 @@ pub fn restore_with(
         above: HashMap::new(),
         journal: Vec::new(),
         folders: Vec::new(),
-        replaced: Vec::new(),
+        replaced: FirstFew::default(),
         file_systems: HashMap::new(),
         sweeper: Sweeper::new(),
         swept: HashSet::new(),
@@ -661,6 +661,95 @@ fn borrowed(parts: &[OsString]) -> Vec<&OsStr> {
     parts.iter().map(OsString::as_os_str).collect()
 }
 
+/// How many temporary names in a row an entry tries before its restore fails: each taken
+/// one is another restore's, or a file someone put under the next name.
+const TEMP_NAME_TRIES: u32 = 100;
+
+/// The name a non-folder entry is made under: its own, or a temporary one to rename over
+/// the existing entry. A temporary name found taken (`EEXIST`) is never made over: the next
+/// one is tried.
+struct Slot {
+    name: OsString,
+    temporary: bool,
+    /// Whether [`Slot::create`] made something under `name`: a temporary name is this
+    /// restore's only then.
+    created: bool,
+}
+
+impl Slot {
+    fn own(name: &OsStr) -> Self {
+        Slot {
+            name: name.to_owned(),
+            temporary: false,
+            created: false,
+        }
+    }
+
+    fn temporary() -> Self {
+        Slot {
+            name: restore_temp::next_temp_name(),
+            temporary: true,
+            created: false,
+        }
+    }
+
+    /// Makes something under the slot's name with `create`, which must fail with `EEXIST`,
+    /// having made nothing, when the name is taken.
+    fn create<T>(&mut self, mut create: impl FnMut(&OsStr) -> io::Result<T>) -> io::Result<T> {
+        let mut tries = 1;
+        loop {
+            match create(&self.name) {
+                Ok(made) => {
+                    self.created = true;
+                    return Ok(made);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.temporary => {
+                    if tries == TEMP_NAME_TRIES {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "no free temporary name in its folder: the {tries} tried, up to \
+                                 {}, were all taken",
+                                self.name.to_string_lossy()
+                            ),
+                        ));
+                    }
+                    tries += 1;
+                    self.name = restore_temp::next_temp_name();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The first few of a list for a message ([`CONFLICTS_SHOWN`]), and how long it is: a
+/// restore may replace millions of entries, with paths as long as a deep tree's.
+#[derive(Default)]
+struct FirstFew {
+    shown: Vec<String>,
+    total: usize,
+}
+
+impl FirstFew {
+    /// Counts one more; `text` is made only if it is shown.
+    fn add(&mut self, text: impl FnOnce() -> String) {
+        if self.shown.len() < CONFLICTS_SHOWN {
+            self.shown.push(text());
+        }
+        self.total += 1;
+    }
+
+    /// All of `other` after these.
+    fn extend(&mut self, other: FirstFew) {
+        let more = other.total - other.shown.len();
+        for text in other.shown {
+            self.add(|| text);
+        }
+        self.total += more;
+    }
+}
+
 /// One pass over the archive, writing beneath `root`.
 struct Extractor<'a> {
     archive: &'a Archive<'a>,
@@ -697,8 +786,8 @@ struct Extractor<'a> {
     above: HashMap<NodeId, Attributes>,
     journal: Vec<Made>,
     folders: Vec<Folder>,
-    /// Entries that replaced an existing one (cannot be undone).
-    replaced: Vec<String>,
+    /// Entries that replaced an existing one (cannot be undone), for a failure's message.
+    replaced: FirstFew,
     /// A folder written in on each file system (by device), to sync them all at the end:
     /// the target may hold another file system's mount point.
     file_systems: HashMap<u64, OwnedFd>,
@@ -714,7 +803,7 @@ impl Extractor<'_> {
             Ok(()) => {
                 self.cache = None;
                 self.finish_folders();
-                self.report.replaced = self.replaced.len() as u64;
+                self.report.replaced = self.replaced.total as u64;
                 // Only now is the answer "restored" true across a power loss. Undoing would
                 // not make anything safer: what is written stays.
                 self.sync_to_disk().map_err(|e| StoreError::Extract {
@@ -837,8 +926,8 @@ impl Extractor<'_> {
                     let link = OsStr::from_bytes(&link);
                     let placed =
                         self.place(&parent, parent_path, &parts, &shown, |dir, slot, _| {
-                            rustix::fs::symlinkat(link, dir, slot)?;
-                            beneath::apply_to_symlink(dir, slot, &attributes)
+                            slot.create(|name| Ok(rustix::fs::symlinkat(link, dir, name)?))?;
+                            beneath::apply_to_symlink(dir, &slot.name, &attributes)
                         })?;
                     self.report.symlinks += u64::from(placed);
                 }
@@ -861,13 +950,15 @@ impl Extractor<'_> {
                             if replacing {
                                 beneath::sync_data_of(&source_dir, &source_name)?;
                             }
-                            Ok(rustix::fs::linkat(
-                                &source_dir,
-                                &source_name,
-                                dir,
-                                slot,
-                                AtFlags::empty(),
-                            )?)
+                            slot.create(|name| {
+                                Ok(rustix::fs::linkat(
+                                    &source_dir,
+                                    &source_name,
+                                    dir,
+                                    name,
+                                    AtFlags::empty(),
+                                )?)
+                            })
                         },
                     )?;
                     self.report.files += u64::from(placed);
@@ -876,8 +967,10 @@ impl Extractor<'_> {
                     let placed =
                         self.place(&parent, parent_path, &parts, &shown, |dir, slot, _| {
                             let mode = Mode::from_raw_mode(0o600);
-                            rustix::fs::mknodat(dir, slot, FileType::Fifo, mode, 0)?;
-                            beneath::apply(beneath::open_fifo(dir, slot)?, &attributes)
+                            slot.create(|name| {
+                                Ok(rustix::fs::mknodat(dir, name, FileType::Fifo, mode, 0)?)
+                            })?;
+                            beneath::apply(beneath::open_fifo(dir, &slot.name)?, &attributes)
                         })?;
                     self.report.files += u64::from(placed);
                 }
@@ -889,7 +982,7 @@ impl Extractor<'_> {
                         &parts,
                         &shown,
                         |dir, slot, replacing| {
-                            beneath::write_file(dir, slot, |file| {
+                            let mut fill = |file: &mut fs::File| {
                                 let data = &mut (&mut entry).take(size);
                                 let copied = if kind == EntryType::GNUSparse {
                                     copy_keeping_holes(data, file)?
@@ -909,7 +1002,14 @@ impl Extractor<'_> {
                                     file.sync_data()?;
                                 }
                                 Ok(())
-                            })
+                            };
+                            if !slot.temporary {
+                                return beneath::write_file(dir, &slot.name, fill);
+                            }
+                            // Named at once, so that a taken name is skipped before anything
+                            // is read; the rename names it for good once it is whole.
+                            let mut file = slot.create(|name| beneath::create_file(dir, name))?;
+                            fill(&mut file)
                         },
                     )?;
                     if placed {
@@ -1060,7 +1160,7 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// Makes a non-folder entry with `make(dir, name, replacing)`: under its own name when
+    /// Makes a non-folder entry with `make(dir, slot, replacing)`: under its own name when
     /// free, else (with `overwrite`) under a temporary name renamed over the existing entry,
     /// once `make` has synced its data (`replacing`): the rename must not reach the disk
     /// before the data it names. A name taken without `overwrite`, or by a folder, refuses
@@ -1071,11 +1171,11 @@ impl Extractor<'_> {
         parent_path: NodeId,
         parts: &[&OsStr],
         shown: &str,
-        make: impl FnOnce(&OwnedFd, &OsStr, bool) -> io::Result<()>,
+        make: impl FnOnce(&OwnedFd, &mut Slot, bool) -> io::Result<()>,
     ) -> Result<bool, Fatal> {
         let name = parts.last().expect("not empty");
-        let slot: OsString = match beneath::stat_of(parent, name).map_err(fatal(shown))? {
-            None => (*name).to_owned(),
+        let mut slot = match beneath::stat_of(parent, name).map_err(fatal(shown))? {
+            None => Slot::own(name),
             Some(stat) if beneath::kind_of(&stat) == FileType::Directory => {
                 self.refuse(shown, "a folder of that name exists");
                 return Ok(false);
@@ -1084,33 +1184,24 @@ impl Extractor<'_> {
                 self.refuse(shown, "already exists (not overwritten)");
                 return Ok(false);
             }
-            Some(_) => loop {
-                // One taken (a leftover a live restore may be using, or anyone's file) is
-                // skipped: never made over, nor removed by an undo as this restore's.
-                let temp = restore_temp::next_temp_name();
-                if beneath::stat_of(parent, &temp)
-                    .map_err(fatal(shown))?
-                    .is_none()
-                {
-                    break temp;
-                }
-            },
+            Some(_) => Slot::temporary(),
         };
-        let temporary = slot != *name;
         let in_made_folder = self.created_dirs.contains_key(&parent_path);
-        let made = make(parent, &slot, temporary && self.sync);
-        // Whatever `make` left under the slot name is this restore's, even on failure; in a
+        let replacing = slot.temporary && self.sync;
+        let made = make(parent, &mut slot, replacing);
+        // Whatever `make` left under its own name is this restore's, even on failure; in a
         // folder this restore made, removing the folder removes it, so there it is looked at
-        // only under a temporary name, to tell whether the rename moved it.
-        let left = if in_made_folder && !temporary {
+        // only under a temporary name, to tell whether the rename moved it. A temporary name
+        // is this restore's only once it made it: one found taken is someone else's.
+        let left = if (in_made_folder && !slot.temporary) || (slot.temporary && !slot.created) {
             None
         } else {
-            beneath::stat_of(parent, &slot).ok().flatten()
+            beneath::stat_of(parent, &slot.name).ok().flatten()
         };
         let mut journalled = false;
         if !in_made_folder && let Some(stat) = &left {
             self.journal.push(Made {
-                path: self.paths.add_child(parent_path, &slot),
+                path: self.paths.add_child(parent_path, &slot.name),
                 folder: false,
                 identity: identity(stat),
             });
@@ -1118,7 +1209,7 @@ impl Extractor<'_> {
         }
         match made {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !temporary => {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !slot.temporary => {
                 if journalled {
                     self.journal.pop();
                 }
@@ -1141,19 +1232,20 @@ impl Extractor<'_> {
         {
             self.written.insert(identity(stat));
         }
-        if temporary {
-            rustix::fs::renameat(parent, &slot, parent, *name)
+        if slot.temporary {
+            rustix::fs::renameat(parent, &slot.name, parent, *name)
                 .map_err(|e| fatal(shown)(e.into()))?;
             // Onto another link to the same file rename(2) does nothing: the name already
             // holds the entry, and the temporary name must go.
-            let unmoved = match (&left, beneath::stat_of(parent, &slot)) {
+            let unmoved = match (&left, beneath::stat_of(parent, &slot.name)) {
                 (Some(made), Ok(Some(still))) => identity(made) == identity(&still),
                 _ => false,
             };
             if unmoved {
-                beneath::remove_file(parent, &slot).map_err(fatal(shown))?;
+                beneath::remove_file(parent, &slot.name).map_err(fatal(shown))?;
             } else {
-                self.replaced.push(shown.to_owned());
+                self.replaced
+                    .add(|| format!("{shown} (replaced an existing entry)"));
             }
             // Replaced (undoing it could not bring the old entry back), or nothing to undo.
             if journalled {
@@ -1240,10 +1332,9 @@ impl Extractor<'_> {
 
     /// Removes, newest first, everything this restore created, and says what is left.
     fn undo(&mut self) -> String {
-        let mut left = Vec::new();
+        let mut left = FirstFew::default();
         for made in std::mem::take(&mut self.journal).into_iter().rev() {
             let parts = self.paths.parts(made.path);
-            let shown = beneath::shown(&parts);
             let (name, parents) = parts.split_last().expect("not empty");
             let removed = match beneath::walk(&self.root, parents, None) {
                 Ok(dir) => match beneath::stat_of(&dir, name) {
@@ -1262,24 +1353,20 @@ impl Extractor<'_> {
                 Err(Blocked::Io(e)) => Err(e.to_string()),
             };
             if let Err(reason) = removed {
-                left.push(format!("{shown} ({reason})"));
+                left.add(|| format!("{} ({reason})", beneath::shown(&parts)));
             }
         }
         for folder in std::mem::take(&mut self.made_target) {
             if let Err(e) = fs::remove_dir(&folder) {
-                left.push(format!("{} ({e})", folder.display()));
+                left.add(|| format!("{} ({e})", folder.display()));
             }
         }
-        for replaced in &self.replaced {
-            left.push(format!("{replaced} (replaced an existing entry)"));
-        }
-        if left.is_empty() {
+        left.extend(std::mem::take(&mut self.replaced));
+        if left.total == 0 {
             return "everything this restore created was removed".to_owned();
         }
-        let total = left.len();
-        left.truncate(CONFLICTS_SHOWN);
-        let more = total - left.len();
-        let mut words = format!("left behind: {}", left.join(", "));
+        let more = left.total - left.shown.len();
+        let mut words = format!("left behind: {}", left.shown.join(", "));
         if more > 0 {
             words.push_str(&format!(" and {more} more"));
         }
@@ -1299,6 +1386,7 @@ impl Extractor<'_> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::io::Write as _;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
@@ -2316,30 +2404,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_folder_swapped_in_under_the_name_of_one_it_made_is_not_taken_for_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = LocalFolder::new(dir.path());
-        let filters = Filters::new(&[]);
-        let archive = Archive {
-            destination: &folder,
-            file: "unused.tar",
-            path: dir.path().join("unused.tar"),
-            identities: None,
-        };
-        let target = dir.path().join("target");
-        fs::create_dir(&target).unwrap();
-        let root = beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap();
-        let mut extractor = Extractor {
-            archive: &archive,
-            target: &target,
-            root,
+    /// An extractor writing into `target` (an existing folder), whose steps a test calls
+    /// one by one.
+    fn stepwise<'a>(
+        archive: &'a Archive<'a>,
+        filters: &'a Filters,
+        target: &'a Path,
+        overwrite: bool,
+    ) -> Extractor<'a> {
+        Extractor {
+            archive,
+            target,
+            root: beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap(),
             made_target: Vec::new(),
-            filters: &filters,
+            filters,
             paths: PathTree::new(),
             stand_ins: HashMap::new(),
             stood_in: HashMap::new(),
-            overwrite: false,
+            overwrite,
             sync: true,
             owners: false,
             report: RestoreReport::default(),
@@ -2349,11 +2431,27 @@ mod tests {
             above: HashMap::new(),
             journal: Vec::new(),
             folders: Vec::new(),
-            replaced: Vec::new(),
+            replaced: FirstFew::default(),
             file_systems: HashMap::new(),
             sweeper: Sweeper::new(),
             swept: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_folder_swapped_in_under_the_name_of_one_it_made_is_not_taken_for_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let folder = LocalFolder::new(dir.path());
+        let filters = Filters::new(&[]);
+        let archive = Archive {
+            destination: &folder,
+            file: "unused.tar",
+            path: dir.path().join("unused.tar"),
+            identities: None,
         };
+        let mut extractor = stepwise(&archive, &filters, &target, false);
         let attributes = Attributes {
             mode: 0o755,
             mtime: 0,
@@ -2383,5 +2481,203 @@ mod tests {
             "the stranger keeps its own mode"
         );
         assert_eq!(extractor.report.dirs, 1, "nor is it counted as restored");
+    }
+
+    /// `target` with a file `f` holding `old`, and an extractor that overwrites in it.
+    fn overwriting_into(dir: &Path) -> (PathBuf, OwnedFd) {
+        let target = dir.join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("f"), "old").unwrap();
+        let parent = beneath::open_dir(rustix::fs::CWD, target.as_os_str()).unwrap();
+        (target, parent)
+    }
+
+    #[test]
+    fn a_temporary_name_taken_as_it_is_made_is_skipped_and_never_undone_as_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, parent) = overwriting_into(dir.path());
+        let folder = LocalFolder::new(dir.path());
+        let filters = Filters::new(&[]);
+        let archive = Archive {
+            destination: &folder,
+            file: "unused.tar",
+            path: dir.path().join("unused.tar"),
+            identities: None,
+        };
+        let mut extractor = stepwise(&archive, &filters, &target, true);
+        let parts = [OsStr::new("f")];
+        // Another restore, or a user, makes each of the first two names tried just before
+        // this restore does.
+        let mut theirs = Vec::new();
+        let placed = extractor.place(&parent, PathTree::ROOT, &parts, "f", |dir, slot, _| {
+            let mut file = slot.create(|name| {
+                if theirs.len() < 2 {
+                    fs::write(target.join(name), "theirs").unwrap();
+                    theirs.push(name.to_owned());
+                }
+                beneath::create_file(dir, name)
+            })?;
+            file.write_all(b"new")
+        });
+        assert!(matches!(placed, Ok(true)));
+        assert_eq!(fs::read_to_string(target.join("f")).unwrap(), "new");
+        assert_eq!(extractor.replaced.total, 1);
+
+        // A name taken, then a failure making the next, which someone makes just after:
+        // neither is this restore's, and its undo leaves them.
+        fs::write(target.join("g"), "old").unwrap();
+        let parts = [OsStr::new("g")];
+        let mut taken = false;
+        let placed = extractor.place(&parent, PathTree::ROOT, &parts, "g", |dir, slot, _| {
+            slot.create(|name| {
+                fs::write(target.join(name), "theirs").unwrap();
+                theirs.push(name.to_owned());
+                if taken {
+                    return Err(io::Error::other("no space left"));
+                }
+                taken = true;
+                beneath::create_file(dir, name)
+            })?;
+            Ok(())
+        });
+        assert!(matches!(placed, Err(Fatal { .. })));
+        let left = extractor.undo();
+        assert_eq!(left, "left behind: f (replaced an existing entry)");
+        assert_eq!(theirs.len(), 4);
+        for name in &theirs {
+            assert_eq!(
+                fs::read_to_string(target.join(name)).unwrap(),
+                "theirs",
+                "{name:?}"
+            );
+        }
+        assert_eq!(fs::read_to_string(target.join("g")).unwrap(), "old");
+        assert_eq!(dir_names(&target).len(), 2 + theirs.len(), "nothing else");
+    }
+
+    #[test]
+    fn an_overwriting_restore_skips_temporary_names_already_taken() {
+        use restore_temp::test_names::name;
+        let (dir, src, archive) = made(Compression::default());
+        let out = dir.path().join("out");
+        restore(&archive, &out, &[]).unwrap();
+        let tree = out.join("tree");
+        fs::write(tree.join("top.txt"), "changed").unwrap();
+        // The next names this thread's restore would try, taken by someone else.
+        let first = 1 << 40;
+        let planted: Vec<PathBuf> = (first..first + 3)
+            .flat_map(|n| [tree.clone(), tree.join("docs")].map(|dir| dir.join(name(n))))
+            .collect();
+        for file in &planted {
+            fs::write(file, "theirs").unwrap();
+        }
+        let overwrite = RestoreOptions {
+            paths: vec!["top.txt".to_owned(), "docs/link_rel".to_owned()],
+            overwrite: true,
+            ..RestoreOptions::default()
+        };
+        restore_temp::test_names::start_at(first);
+        let report = restore_with(&archive, &out, &overwrite).unwrap();
+        assert_eq!(report.replaced, 2);
+        assert_eq!(
+            fs::read_link(tree.join("docs/link_rel")).unwrap(),
+            fs::read_link(src.join("docs/link_rel")).unwrap()
+        );
+        assert_eq!(fs::read(tree.join("top.txt")).unwrap(), b"top\n");
+        for file in &planted {
+            assert_eq!(fs::read_to_string(file).unwrap(), "theirs");
+        }
+
+        // As many taken in a row as a restore tries: it fails, saying so, and leaves them.
+        fs::write(tree.join("top.txt"), "changed").unwrap();
+        let next = first + 3;
+        let planted: Vec<PathBuf> = (next..next + u64::from(TEMP_NAME_TRIES))
+            .map(|n| tree.join(name(n)))
+            .collect();
+        for file in &planted {
+            fs::write(file, "theirs").unwrap();
+        }
+        let top = RestoreOptions {
+            paths: vec!["top.txt".to_owned()],
+            ..overwrite
+        };
+        restore_temp::test_names::start_at(next);
+        let err = restore_with(&archive, &out, &top).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no free temporary name in its folder: the 100 tried"),
+            "{text}"
+        );
+        assert!(text.contains("tree/top.txt"), "{text}");
+        assert_eq!(fs::read_to_string(tree.join("top.txt")).unwrap(), "changed");
+        for file in &planted {
+            assert_eq!(fs::read_to_string(file).unwrap(), "theirs");
+        }
+    }
+
+    #[test]
+    fn a_list_for_a_message_keeps_the_first_few_and_counts_the_rest() {
+        let mut few = FirstFew::default();
+        let mut made = 0;
+        for i in 0..1000 {
+            few.add(|| {
+                made += 1;
+                format!("e{i}")
+            });
+        }
+        assert_eq!(few.total, 1000);
+        assert_eq!(few.shown, ["e0", "e1", "e2", "e3", "e4"]);
+        assert_eq!(made, CONFLICTS_SHOWN, "the rest are never formatted");
+        let mut two = FirstFew::default();
+        two.add(|| "a".to_owned());
+        two.add(|| "b".to_owned());
+        two.extend(few);
+        assert_eq!(two.total, 1002);
+        assert_eq!(two.shown, ["a", "b", "e0", "e1", "e2"]);
+    }
+
+    #[test]
+    fn a_failed_overwrite_names_the_first_entries_it_replaced_and_counts_the_rest() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = base.path().join("many_20250102_030405.tar");
+        let mut builder = tar::Builder::new(Vec::new());
+        for i in 0..12 {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(3);
+            builder
+                .append_data(&mut header, format!("f{i:02}"), &b"new"[..])
+                .unwrap();
+        }
+        let mut bytes = builder.into_inner().unwrap();
+        bytes.truncate(bytes.len() - 1024); // the end-of-archive marker
+        // A last entry cut short: the restore fails after replacing the twelve.
+        let mut huge = tar::Header::new_gnu();
+        huge.set_path("huge.bin").unwrap();
+        huge.set_mode(0o644);
+        huge.set_size(1 << 20);
+        huge.set_cksum();
+        bytes.extend_from_slice(huge.as_bytes());
+        bytes.extend_from_slice(&[7u8; 1024]);
+        fs::write(&archive, &bytes).unwrap();
+        write_matching_manifest(&archive);
+        let target = base.path().join("target");
+        fs::create_dir(&target).unwrap();
+        for i in 0..12 {
+            fs::write(target.join(format!("f{i:02}")), "old").unwrap();
+        }
+        let overwrite = RestoreOptions {
+            overwrite: true,
+            ..RestoreOptions::default()
+        };
+        let err = restore_with(&archive, &target, &overwrite).unwrap_err();
+        let text = err.to_string();
+        let listed: Vec<String> = (0..5)
+            .map(|i| format!("f{i:02} (replaced an existing entry)"))
+            .collect();
+        let expected = format!("left behind: {} and 7 more", listed.join(", "));
+        assert!(text.ends_with(&expected), "{text}");
+        assert!(!target.join("huge.bin").exists());
+        assert_eq!(fs::read_to_string(target.join("f11")).unwrap(), "new");
     }
 }

@@ -484,3 +484,75 @@ fn start_gives_up_on_a_daemon_that_binds_its_socket_but_does_not_answer() {
     // Once let through, it serves.
     common::wait_until_answering(&t.socket());
 }
+
+#[test]
+fn a_stop_during_the_repair_fails_the_verify_and_prune_waiting_for_it_which_act_on_nothing() {
+    let t = TestHome::new();
+    let archive = an_archive_without_its_manifest(&t);
+    let Some(held) = HeldOpen::hold(&archive) else {
+        return;
+    };
+
+    let mut daemon = t.start_daemon();
+    let queued = |args: &[&str]| {
+        t.ctl_command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let verify = queued(&["--json", "verify", archive.to_str().unwrap()]);
+    common::wait_for(common::PATIENCE, "verify to wait", || {
+        (waiting_for_repair(&t) == 1).then_some(())
+    });
+    // Would delete every archive of the name, the one without its manifest too.
+    let prune = queued(&[
+        "--json",
+        "prune",
+        "--name",
+        "docs",
+        "--retention-days",
+        "0",
+        "--min-keep",
+        "0",
+    ]);
+    common::wait_for(common::PATIENCE, "prune to wait", || {
+        (waiting_for_repair(&t) == 2).then_some(())
+    });
+    let stop = t.ctl_command(&["stop"]).spawn().unwrap();
+    common::wait_for(common::PATIENCE, "the repair to be told to stop", || {
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l == "Stopping the manifest repair: the daemon is stopping")
+            .then_some(())
+    });
+    held.release();
+    assert!(daemon.wait().success());
+    assert!(stop.wait_with_output().unwrap().status.success());
+
+    // Both end with the daemon stopping, having acted on nothing.
+    for (what, waiter) in [("verify", verify), ("prune", prune)] {
+        let out = waiter.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{what}: {out:?}");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {out:?}"));
+        assert_eq!(answer["error"]["code"], "shutting_down", "{what}: {answer}");
+    }
+    let file = archive.file_name().unwrap().to_str().unwrap();
+    assert_eq!(dir_names(&t.home().join("backups")), [file]);
+    let log = log_messages(&t.log());
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("Verify failed") || l.starts_with("Deleting old backup")),
+        "{log:#?}"
+    );
+
+    // Rebuilt at the next start, it carries no mark of a verify that never was.
+    let _restarted = t.start_daemon();
+    common::wait_for(common::PATIENCE, "the rebuilt manifest", || {
+        manifest_of(&archive).exists().then_some(())
+    });
+    let long = t.ctl(&["backups", "--long"]).ok();
+    assert!(long.contains(file), "{long}");
+    assert!(!long.contains("manifest missing"), "{long}");
+}

@@ -8,6 +8,7 @@
 //! The start-up manifest repair holds the locks of the names it rebuilds while it runs beside
 //! serving ([`RotationLocks::hold_for_repair`]); whoever must not see an archive before its
 //! manifest is back waits for them ([`RotationLocks::wait_for_repair`]), and says so in the log.
+//! A repair a stop cut short leaves its names unrepaired: their waiters fail, acting on nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +45,20 @@ pub struct RotationLocks {
     locks: Mutex<HashMap<LockKey, Arc<AsyncMutex<()>>>>,
     /// The locks the start-up manifest repair holds.
     repairing: Arc<Mutex<HashSet<LockKey>>>,
+    /// The names whose repair a stop cut short: still without their manifests, to the end.
+    unrepaired: Arc<Mutex<HashSet<LockKey>>>,
+}
+
+/// The start-up repair of a name was stopped with the daemon before its manifests were back.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the daemon is stopping: the manifests of {name} in {} were not rebuilt (they are at next \
+     start)",
+    folder.display()
+)]
+pub struct RepairStopped {
+    pub name: String,
+    pub folder: PathBuf,
 }
 
 /// Held while a rotation of one name runs.
@@ -55,7 +70,21 @@ pub type RotationGuard = OwnedMutexGuard<()>;
 pub struct RepairHold {
     keys: Vec<LockKey>,
     repairing: Arc<Mutex<HashSet<LockKey>>>,
+    unrepaired: Arc<Mutex<HashSet<LockKey>>>,
     _guards: Vec<RotationGuard>,
+}
+
+impl RepairHold {
+    /// Ends the hold of a repair that a stop cut short: its waiters then fail rather than
+    /// act on archives still without manifests.
+    pub fn stopped(self) {
+        // Marked before the locks go: no waiter sees them free and the names unmarked.
+        let mut unrepaired = self
+            .unrepaired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        unrepaired.extend(self.keys.iter().cloned());
+    }
 }
 
 impl Drop for RepairHold {
@@ -99,25 +128,39 @@ impl RotationLocks {
         RepairHold {
             keys,
             repairing: Arc::clone(&self.repairing),
+            unrepaired: Arc::clone(&self.unrepaired),
             _guards: guards,
         }
     }
 
     /// Returns once the start-up manifest repair is done with `name` in `folder` (with
-    /// `None`, with every name there): at once when it holds none of them.
-    pub async fn wait_for_repair(&self, folder: &Path, name: Option<&str>) {
-        if self.repairing_now().is_empty() {
-            return;
+    /// `None`, with every name there): at once when it holds none of them. Fails when a stop
+    /// cut that repair short: the archives are still without their manifests.
+    pub async fn wait_for_repair(
+        &self,
+        folder: &Path,
+        name: Option<&str>,
+    ) -> Result<(), RepairStopped> {
+        if self.repairing_now().is_empty() && self.unrepaired_now().is_empty() {
+            return Ok(());
         }
         let folder_key = FolderKey::of(folder);
+        let concerned = |(f, n): &&LockKey| *f == folder_key && name.is_none_or(|name| n == name);
         let held: Vec<LockKey> = self
             .repairing_now()
             .iter()
-            .filter(|(f, n)| *f == folder_key && name.is_none_or(|name| n == name))
+            .filter(concerned)
             .cloned()
             .collect();
         for key in held {
             drop(self.acquire(key, folder).await);
+        }
+        match self.unrepaired_now().iter().find(concerned) {
+            Some((_, name)) => Err(RepairStopped {
+                name: name.clone(),
+                folder: folder.to_owned(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -137,6 +180,12 @@ impl RotationLocks {
 
     fn repairing_now(&self) -> std::sync::MutexGuard<'_, HashSet<LockKey>> {
         self.repairing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unrepaired_now(&self) -> std::sync::MutexGuard<'_, HashSet<LockKey>> {
+        self.unrepaired
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -196,16 +245,43 @@ mod tests {
         assert!(waits(None).await.is_err(), "every name of the folder waits");
         let rotation = tokio::time::timeout(short, locks.lock(&same, "docs"));
         assert!(rotation.await.is_err(), "a rotation of its name waits");
-        assert!(waits(Some("photos")).await.is_ok(), "another name does not");
+        let photos = waits(Some("photos")).await;
+        assert!(photos.unwrap().is_ok(), "another name does not");
         let other = tempfile::tempdir().unwrap();
         let elsewhere = locks.wait_for_repair(other.path(), Some("docs"));
-        assert!(tokio::time::timeout(short, elsewhere).await.is_ok());
+        let elsewhere = tokio::time::timeout(short, elsewhere).await;
+        assert!(elsewhere.unwrap().is_ok());
 
         drop(hold);
         let patience = Duration::from_secs(5);
         let done = tokio::time::timeout(patience, locks.wait_for_repair(&same, None));
-        done.await.expect("free once the repair is done");
+        let done = done.await.expect("free once the repair is done");
+        assert!(done.is_ok(), "done, not stopped");
         let rotation = tokio::time::timeout(patience, locks.lock(&same, "docs"));
         rotation.await.expect("free once the repair is done");
+    }
+
+    #[tokio::test]
+    async fn the_waiters_of_a_stopped_repair_fail_before_and_after_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = Arc::new(RotationLocks::default());
+        let names = BTreeSet::from(["docs".to_owned()]);
+        let hold = locks.hold_for_repair(dir.path(), &names).await;
+        let folder = dir.path().to_owned();
+        let waiting = tokio::spawn({
+            let (locks, folder) = (Arc::clone(&locks), folder.clone());
+            async move { locks.wait_for_repair(&folder, Some("docs")).await }
+        });
+        tokio::task::yield_now().await;
+        hold.stopped();
+
+        let patience = Duration::from_secs(5);
+        let waited = tokio::time::timeout(patience, waiting).await.unwrap();
+        let stopped = waited.unwrap().expect_err("released as stopped, not done");
+        assert_eq!(stopped.name, "docs");
+        let later = locks.wait_for_repair(&folder.join("."), None).await;
+        assert!(later.is_err(), "a later waiter fails too");
+        let photos = locks.wait_for_repair(&folder, Some("photos")).await;
+        assert!(photos.is_ok(), "another name was never repaired");
     }
 }

@@ -392,15 +392,20 @@ async fn back_up_one(
     // A job cancelled while it waits for a slot never starts. Before the slot, it waits for
     // the start-up repair of its name's manifests, so that it lists and rotates the archives
     // with them, without keeping other jobs from running meanwhile.
+    // A repair a stop cut short leaves the name's archives without manifests: the run ends
+    // as cancelled, as the stop would end it.
     let repaired_then_slot = async {
-        daemon
+        let repaired = daemon
             .rotation_locks
             .wait_for_repair(&job.destination.location(), Some(&job.name))
             .await;
-        daemon.job_slots.acquire().await
+        match repaired {
+            Ok(()) => Some(daemon.job_slots.acquire().await),
+            Err(_) => None,
+        }
     };
     let slot = tokio::select! {
-        slot = repaired_then_slot => Some(slot.expect("job slots are never closed")),
+        slot = repaired_then_slot => slot.map(|slot| slot.expect("job slots are never closed")),
         () = registered.cancelled() => None,
     };
     let Some(slot) = slot else {

@@ -7,7 +7,8 @@
 //! the rebuilds then run on a blocking thread, releasing a destination's locks once it is
 //! done. Runs, rotations, `prune`, `verify`, `restore` and `sync` of those names wait for
 //! them, so none acts on an archive whose manifest is still missing; `backups` and `ls`, which
-//! only show what is there, do not wait.
+//! only show what is there, do not wait. A stop ends the rebuilds at their next read; the
+//! names they owed are left unrepaired, and their waiters fail with the daemon stopping.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +50,8 @@ pub fn plan(dir: &Path) -> Option<Planned> {
 /// Takes the rotation locks of every name `planned` rebuilds, then rebuilds in the background,
 /// one destination after the other, releasing each destination's locks when it is done.
 /// Returns once the locks are held: call it before serving, so that nothing can come first.
-/// Shutdown stops a rebuild at its next read, writing nothing for that archive.
+/// Shutdown stops a rebuild at its next read, writing nothing for that archive; that
+/// destination's names, and those of the destinations after it, stay unrepaired.
 pub async fn start(daemon: &Daemon, planned: Vec<Planned>) {
     if planned.is_empty() {
         return;
@@ -78,15 +80,23 @@ pub async fn start(daemon: &Daemon, planned: Vec<Planned>) {
             let stop = Arc::clone(&stop);
             let rebuilt = tokio::task::spawn_blocking(move || {
                 let folder = LocalFolder::new(&repair.dir);
+                let mut stopped = false;
                 crate::store::rebuild_manifests(&folder, &repair.plan.rebuild, &stop, &mut |r| {
+                    stopped |= matches!(r, ManifestRepair::Stopped { .. });
                     log(&r);
                 });
+                stopped
             })
             .await;
-            if let Err(panic) = rebuilt {
-                tracing::error!("the manifest repair stopped: {panic}");
+            match rebuilt {
+                // Its waiters must not take the archives left without manifests as repaired.
+                Ok(true) => hold.stopped(),
+                Ok(false) => drop(hold),
+                Err(panic) => {
+                    tracing::error!("the manifest repair stopped: {panic}");
+                    drop(hold);
+                }
             }
-            drop(hold);
         }
         watcher.abort();
     });

@@ -75,6 +75,12 @@ impl From<crate::plan::PlanError> for HandlerError {
     }
 }
 
+impl From<crate::rotation_locks::RepairStopped> for HandlerError {
+    fn from(err: crate::rotation_locks::RepairStopped) -> Self {
+        Self::new(ErrorCode::ShuttingDown, err.to_string())
+    }
+}
+
 impl From<ScheduleFileError> for HandlerError {
     fn from(err: ScheduleFileError) -> Self {
         Self::new(ErrorCode::Io, err.to_string())

@@ -30,6 +30,11 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
                 .collect()
         }
     };
+    // Not on archives whose manifests a stop kept the start-up repair from rebuilding.
+    daemon
+        .rotation_locks
+        .wait_for_repair(folder.dir(), name.as_deref())
+        .await?;
     let _locks = daemon.rotation_locks.lock_all(folder.dir(), &names).await;
     let rotated =
         blocking(move || retention::rotate(&folder, name.as_deref(), &policy, None, dry_run))

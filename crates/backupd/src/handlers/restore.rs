@@ -32,7 +32,7 @@ pub async fn handle(
                 daemon
                     .rotation_locks
                     .wait_for_repair(folder.dir(), Some(&parsed.name))
-                    .await;
+                    .await?;
             }
             (Arc::new(folder) as Arc<dyn Destination>, file)
         }

@@ -25,7 +25,7 @@ pub async fn handle(daemon: &Daemon, args: SyncArgs) -> HandlerResult<SyncReport
     daemon
         .rotation_locks
         .wait_for_repair(folder.dir(), args.name.as_deref())
-        .await;
+        .await?;
     let url = target.remote.location().display().to_string();
     let (local, to, name) = (folder.clone(), target.clone(), args.name.clone());
     // Stops between uploads when the daemon shuts down; an upload under way is aborted.

@@ -48,12 +48,12 @@ pub(super) async fn check(
     };
     for file in files {
         // Not before the start-up repair has rebuilt its manifest: else "no manifest" would
-        // be recorded against it.
+        // be recorded against it. Nor at all when a stop cut the repair short.
         if let Some(parsed) = parse_archive_name(&file) {
             daemon
                 .rotation_locks
                 .wait_for_repair(&folder.location(), Some(&parsed.name))
-                .await;
+                .await?;
         }
         let (from, name) = (Arc::clone(&folder), file.clone());
         let keys = identities.clone();

@@ -395,17 +395,7 @@ fn a_daemon_that_never_answers_is_exit_three_after_the_answer_timeout() {
         }
     });
     for command in ["status", "list", "jobs"] {
-        // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
-        let out = common::Ctl(
-            std::process::Command::new("timeout")
-                .arg("60")
-                .arg(common::backupctl_bin())
-                .args(["--socket", socket.to_str().unwrap(), command])
-                .env("BACKUPD_HOME", t.home())
-                .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
-                .output()
-                .unwrap(),
-        );
+        let out = t.ctl_impatient(&["--socket", socket.to_str().unwrap(), command], 1);
         assert_eq!(out.code(), 3, "{command}: {}", out.stderr());
         assert!(
             out.stderr()

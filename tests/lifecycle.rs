@@ -138,20 +138,7 @@ fn stop_gives_up_on_a_stopped_daemon_after_the_answer_timeout() {
     let t = TestHome::new();
     let mut daemon = t.start_daemon();
     daemon.signal("STOP");
-    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
-    let command = t.ctl_command(&["stop"]);
-    let program = command.get_program().to_owned();
-    let out = common::Ctl(
-        std::process::Command::new("timeout")
-            .arg("60")
-            .arg(program)
-            .args(command.get_args())
-            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .current_dir(t.work())
-            .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
-            .output()
-            .unwrap(),
-    );
+    let out = t.ctl_impatient(&["stop"], 1);
     daemon.signal("CONT");
     assert_eq!(out.code(), 3, "{}", out.stderr());
     assert!(
@@ -170,19 +157,7 @@ fn start_gives_up_on_a_daemon_that_does_not_answer_after_the_answer_timeout() {
     let t = TestHome::new();
     let mut daemon = t.start_daemon();
     daemon.signal("STOP");
-    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
-    let command = t.ctl_command(&["start"]);
-    let out = common::Ctl(
-        std::process::Command::new("timeout")
-            .arg("60")
-            .arg(command.get_program())
-            .args(command.get_args())
-            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .current_dir(t.work())
-            .env("BACKUPCTL_ANSWER_TIMEOUT", "1")
-            .output()
-            .unwrap(),
-    );
+    let out = t.ctl_impatient(&["start"], 1);
     daemon.signal("CONT");
     assert_eq!(out.code(), 3, "{}", out.stderr());
     assert!(

@@ -458,19 +458,7 @@ fn start_gives_up_on_a_daemon_that_binds_its_socket_but_does_not_answer() {
         return;
     };
     let _stop = common::StopOnDrop(&t);
-    // Under `timeout`, so that a client waiting for ever fails the test (exit 124).
-    let command = t.ctl_command(&["start"]);
-    let out = common::Ctl(
-        std::process::Command::new("timeout")
-            .arg("60")
-            .arg(command.get_program())
-            .args(command.get_args())
-            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .current_dir(t.work())
-            .env("BACKUPCTL_ANSWER_TIMEOUT", "2")
-            .output()
-            .unwrap(),
-    );
+    let out = t.ctl_impatient(&["start"], 2);
     held.release();
     assert_eq!(out.code(), 3, "{}", out.stderr());
     assert!(

@@ -126,6 +126,24 @@ impl TestHome {
         Ctl(self.ctl_command(args).output().expect("run backupctl"))
     }
 
+    /// `backupctl ARGS` giving the daemon `answer_timeout` seconds to answer
+    /// (`BACKUPCTL_ANSWER_TIMEOUT`), under `timeout 60`: a client waiting for ever fails the
+    /// test with exit 124.
+    pub fn ctl_impatient(&self, args: &[&str], answer_timeout: u64) -> Ctl {
+        let command = self.ctl_command(args);
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .current_dir(self.work())
+            .env("BACKUPCTL_ANSWER_TIMEOUT", answer_timeout.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run backupctl under timeout");
+        Ctl(out)
+    }
+
     /// Starts `backupd` in the foreground as a child of the test, and waits until it answers.
     pub fn start_daemon(&self) -> Daemon {
         let daemon = self.spawn_daemon(&[]);

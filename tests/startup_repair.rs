@@ -207,6 +207,21 @@ impl Drop for HeldOpen {
     }
 }
 
+/// `stop` while the repair is held on its archive, then the hold let go: the daemon ends the
+/// repair and exits, and `stop` succeeds.
+fn stop_during_the_repair(t: &TestHome, mut daemon: common::Daemon, held: HeldOpen) {
+    let stop = t.ctl_command(&["stop"]).spawn().unwrap();
+    common::wait_for(common::PATIENCE, "the repair to be told to stop", || {
+        log_messages(&t.log())
+            .iter()
+            .any(|l| l == "Stopping the manifest repair: the daemon is stopping")
+            .then_some(())
+    });
+    held.release();
+    assert!(daemon.wait().success());
+    assert!(stop.wait_with_output().unwrap().status.success());
+}
+
 /// `<stem>.json` beside an archive.
 fn manifest_of(archive: &Path) -> PathBuf {
     let name = archive.file_name().unwrap().to_str().unwrap();
@@ -357,17 +372,8 @@ fn a_stop_during_the_repair_leaves_no_manifest_and_the_next_start_rebuilds_it() 
         return;
     };
 
-    let mut daemon = t.start_daemon();
-    let stop = t.ctl_command(&["stop"]).spawn().unwrap();
-    common::wait_for(common::PATIENCE, "the repair to be told to stop", || {
-        log_messages(&t.log())
-            .iter()
-            .any(|l| l == "Stopping the manifest repair: the daemon is stopping")
-            .then_some(())
-    });
-    held.release();
-    assert!(daemon.wait().success());
-    assert!(stop.wait_with_output().unwrap().status.success());
+    let daemon = t.start_daemon();
+    stop_during_the_repair(&t, daemon, held);
     let log = log_messages(&t.log());
     assert!(
         log.contains(&format!(
@@ -481,7 +487,7 @@ fn a_stop_during_the_repair_fails_the_verify_and_prune_waiting_for_it_which_act_
         return;
     };
 
-    let mut daemon = t.start_daemon();
+    let daemon = t.start_daemon();
     let queued = |args: &[&str]| {
         t.ctl_command(args)
             .stdout(std::process::Stdio::piped())
@@ -507,16 +513,7 @@ fn a_stop_during_the_repair_fails_the_verify_and_prune_waiting_for_it_which_act_
     common::wait_for(common::PATIENCE, "prune to wait", || {
         (waiting_for_repair(&t) == 2).then_some(())
     });
-    let stop = t.ctl_command(&["stop"]).spawn().unwrap();
-    common::wait_for(common::PATIENCE, "the repair to be told to stop", || {
-        log_messages(&t.log())
-            .iter()
-            .any(|l| l == "Stopping the manifest repair: the daemon is stopping")
-            .then_some(())
-    });
-    held.release();
-    assert!(daemon.wait().success());
-    assert!(stop.wait_with_output().unwrap().status.success());
+    stop_during_the_repair(&t, daemon, held);
 
     // Both end with the daemon stopping, having acted on nothing.
     for (what, waiter) in [("verify", verify), ("prune", prune)] {

@@ -8,9 +8,11 @@
 //! The start-up manifest repair holds the locks of the names it rebuilds while it runs beside
 //! serving ([`RotationLocks::hold_for_repair`]); whoever must not see an archive before its
 //! manifest is back waits for them ([`RotationLocks::wait_for_repair`]), and says so in the log.
-//! A repair a stop cut short leaves its names unrepaired: their waiters fail, acting on nothing.
+//! A repair a stop cut short, or one that failed, leaves its names unrepaired: their waiters
+//! fail, acting on nothing, until the next start repairs them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,20 +47,45 @@ pub struct RotationLocks {
     locks: Mutex<HashMap<LockKey, Arc<AsyncMutex<()>>>>,
     /// The locks the start-up manifest repair holds.
     repairing: Arc<Mutex<HashSet<LockKey>>>,
-    /// The names whose repair a stop cut short: still without their manifests, to the end.
-    unrepaired: Arc<Mutex<HashSet<LockKey>>>,
+    /// The names whose repair ended before their manifests were back, and why: still without
+    /// them, to the end.
+    unrepaired: Arc<Mutex<HashMap<LockKey, Unfinished>>>,
 }
 
-/// The start-up repair of a name was stopped with the daemon before its manifests were back.
+/// Why the start-up repair of a name ended before its manifests were back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The daemon is stopping.
+    Stopped,
+    /// The repair itself failed (a bug: its thread panicked); the log says how.
+    Failed,
+}
+
+/// The start-up repair of a name ended before its manifests were back.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the daemon is stopping: the manifests of {name} in {} were not rebuilt (they are at next \
-     start)",
-    folder.display()
-)]
-pub struct RepairStopped {
+pub struct RepairUnfinished {
     pub name: String,
     pub folder: PathBuf,
+    pub why: Unfinished,
+}
+
+impl fmt::Display for RepairUnfinished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, folder) = (&self.name, self.folder.display());
+        match self.why {
+            Unfinished::Stopped => write!(
+                f,
+                "the daemon is stopping: the manifests of {name} in {folder} were not rebuilt \
+                 (they are at next start)"
+            ),
+            Unfinished::Failed => write!(
+                f,
+                "the start-up repair of the manifests of {name} in {folder} failed (see the \
+                 daemon's log); nothing was done, so as not to act on archives without their \
+                 manifests: restart the daemon to repair them again"
+            ),
+        }
+    }
 }
 
 /// Held while a rotation of one name runs.
@@ -70,20 +97,20 @@ pub type RotationGuard = OwnedMutexGuard<()>;
 pub struct RepairHold {
     keys: Vec<LockKey>,
     repairing: Arc<Mutex<HashSet<LockKey>>>,
-    unrepaired: Arc<Mutex<HashSet<LockKey>>>,
+    unrepaired: Arc<Mutex<HashMap<LockKey, Unfinished>>>,
     _guards: Vec<RotationGuard>,
 }
 
 impl RepairHold {
-    /// Ends the hold of a repair that a stop cut short: its waiters then fail rather than
-    /// act on archives still without manifests.
-    pub fn stopped(self) {
+    /// Ends the hold of a repair that ended before its manifests were back (`why`): its
+    /// waiters then fail rather than act on archives still without manifests.
+    pub fn unfinished(self, why: Unfinished) {
         // Marked before the locks go: no waiter sees them free and the names unmarked.
         let mut unrepaired = self
             .unrepaired
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        unrepaired.extend(self.keys.iter().cloned());
+        unrepaired.extend(self.keys.iter().map(|key| (key.clone(), why)));
     }
 }
 
@@ -134,13 +161,13 @@ impl RotationLocks {
     }
 
     /// Returns once the start-up manifest repair is done with `name` in `folder` (with
-    /// `None`, with every name there): at once when it holds none of them. Fails when a stop
-    /// cut that repair short: the archives are still without their manifests.
+    /// `None`, with every name there): at once when it holds none of them. Fails when that
+    /// repair was cut short or failed: the archives are still without their manifests.
     pub async fn wait_for_repair(
         &self,
         folder: &Path,
         name: Option<&str>,
-    ) -> Result<(), RepairStopped> {
+    ) -> Result<(), RepairUnfinished> {
         if self.repairing_now().is_empty() && self.unrepaired_now().is_empty() {
             return Ok(());
         }
@@ -155,10 +182,11 @@ impl RotationLocks {
         for key in held {
             drop(self.acquire(key, folder).await);
         }
-        match self.unrepaired_now().iter().find(concerned) {
-            Some((_, name)) => Err(RepairStopped {
+        match self.unrepaired_now().iter().find(|(key, _)| concerned(key)) {
+            Some(((_, name), why)) => Err(RepairUnfinished {
                 name: name.clone(),
                 folder: folder.to_owned(),
+                why: *why,
             }),
             None => Ok(()),
         }
@@ -184,7 +212,7 @@ impl RotationLocks {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn unrepaired_now(&self) -> std::sync::MutexGuard<'_, HashSet<LockKey>> {
+    fn unrepaired_now(&self) -> std::sync::MutexGuard<'_, HashMap<LockKey, Unfinished>> {
         self.unrepaired
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -273,12 +301,13 @@ mod tests {
             async move { locks.wait_for_repair(&folder, Some("docs")).await }
         });
         tokio::task::yield_now().await;
-        hold.stopped();
+        hold.unfinished(Unfinished::Stopped);
 
         let patience = Duration::from_secs(5);
         let waited = tokio::time::timeout(patience, waiting).await.unwrap();
         let stopped = waited.unwrap().expect_err("released as stopped, not done");
         assert_eq!(stopped.name, "docs");
+        assert_eq!(stopped.why, Unfinished::Stopped);
         let later = locks.wait_for_repair(&folder.join("."), None).await;
         assert!(later.is_err(), "a later waiter fails too");
         let photos = locks.wait_for_repair(&folder, Some("photos")).await;

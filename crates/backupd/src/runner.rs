@@ -12,6 +12,7 @@ use crate::jobs::{Job, JobGuard, NewJob};
 use crate::notifications::{self, JobNotifications, job_log};
 use crate::outcome::JobOutcome;
 use crate::retention::{self, Rotated, RunScope};
+use crate::rotation_locks::{RepairUnfinished, Unfinished};
 use crate::state::Daemon;
 use crate::store::{self, RetentionPolicy};
 use chrono::NaiveDateTime;
@@ -393,32 +394,39 @@ async fn back_up_one(
     // the start-up repair of its name's manifests, so that it lists and rotates the archives
     // with them, without keeping other jobs from running meanwhile.
     // A repair a stop cut short leaves the name's archives without manifests: the run ends
-    // as cancelled, as the stop would end it.
+    // as cancelled, as the stop would end it. One that failed fails the run.
     let repaired_then_slot = async {
-        let repaired = daemon
+        daemon
             .rotation_locks
             .wait_for_repair(&job.destination.location(), Some(&job.name))
-            .await;
-        match repaired {
-            Ok(()) => Some(daemon.job_slots.acquire().await),
-            Err(_) => None,
-        }
+            .await?;
+        Ok::<_, Option<RepairUnfinished>>(daemon.job_slots.acquire().await)
     };
     let slot = tokio::select! {
         slot = repaired_then_slot => slot.map(|slot| slot.expect("job slots are never closed")),
-        () = registered.cancelled() => None,
+        () = registered.cancelled() => Err(None),
     };
-    let Some(slot) = slot else {
-        let mut report = empty_report(&job, &job.names());
-        cancelled(daemon, &tag, &source, &mut report);
-        let ended = JobEnd {
-            hooks,
-            notify,
-            started: notifications::Started::default(),
-            log,
-            slot: None,
-        };
-        return finish_job(daemon, &registered, report, ended, events).await;
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(unfinished) => {
+            let mut report = empty_report(&job, &job.names());
+            match unfinished {
+                Some(failed) if failed.why == Unfinished::Failed => {
+                    let message = format!("Backup failed for {source}: {failed}");
+                    tracing::error!("{tag} {message}");
+                    report.error = Some(message);
+                }
+                _ => cancelled(daemon, &tag, &source, &mut report),
+            }
+            let ended = JobEnd {
+                hooks,
+                notify,
+                started: notifications::Started::default(),
+                log,
+                slot: None,
+            };
+            return finish_job(daemon, &registered, report, ended, events).await;
+        }
     };
     let _counted = daemon.notify.backup_started();
     let (mut job, names, _) = claim_free_names(job, false).await;

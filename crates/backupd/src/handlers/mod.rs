@@ -75,9 +75,13 @@ impl From<crate::plan::PlanError> for HandlerError {
     }
 }
 
-impl From<crate::rotation_locks::RepairStopped> for HandlerError {
-    fn from(err: crate::rotation_locks::RepairStopped) -> Self {
-        Self::new(ErrorCode::ShuttingDown, err.to_string())
+impl From<crate::rotation_locks::RepairUnfinished> for HandlerError {
+    fn from(err: crate::rotation_locks::RepairUnfinished) -> Self {
+        let code = match err.why {
+            crate::rotation_locks::Unfinished::Stopped => ErrorCode::ShuttingDown,
+            crate::rotation_locks::Unfinished::Failed => ErrorCode::Internal,
+        };
+        Self::new(code, err.to_string())
     }
 }
 

@@ -440,6 +440,56 @@ fn a_socket_group_that_could_not_reach_the_socket_in_the_home_is_refused_naming_
 }
 
 #[test]
+fn a_socket_outside_the_home_in_a_folder_shut_to_the_group_is_warned_of() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = TestHome::new();
+    std::fs::set_permissions(t.work(), PermissionsExt::from_mode(0o755)).unwrap();
+    let private = t.work().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+    let gid = std::fs::metadata(&private).unwrap().gid().to_string();
+    let socket = private.join("backupd.sock");
+    let args = ["--socket-group", &gid, "--socket", socket.to_str().unwrap()];
+    let check_config = || {
+        let out = std::process::Command::new(common::backupd_bin())
+            .args(["--home", t.home().to_str().unwrap()])
+            .args(args)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a warning, not a refusal: {stderr}"
+        );
+        stderr
+    };
+    let warning = format!(
+        "socket_group: the group's members may not reach the socket {}: {}, on the way to it \
+         (mode 0700, group {gid}), lets neither that group nor others in; unless an ACL lets \
+         them in",
+        socket.display(),
+        private.display()
+    );
+    let stderr = check_config();
+    assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
+
+    // The daemon starts (an ACL may let the group in) and says it in its log.
+    let daemon = t.spawn_daemon(&args);
+    common::wait_until_answering(&socket);
+    common::wait_for(Duration::from_secs(30), "the warning in the log", || {
+        t.log().contains(&warning).then_some(())
+    });
+    drop(daemon);
+
+    // Opened to the group, it is not warned of.
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o710)).unwrap();
+    let stderr = check_config();
+    assert!(!stderr.contains("may not reach"), "{stderr}");
+}
+
+#[test]
 fn a_user_the_socket_turns_away_is_told_so_not_to_start_a_daemon() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: needs root to connect as another user");

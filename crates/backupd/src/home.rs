@@ -74,6 +74,23 @@ pub enum HomeError {
     Lock { path: PathBuf, source: io::Error },
 }
 
+/// A folder on the way to the socket lets neither the `socket_group` nor others in: the group's
+/// members may not reach the socket (see [`Home::socket_maybe_shut`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "socket_group: the group's members may not reach the socket {}: {}, on the way to it \
+     (mode {mode:04o}, group {folder_gid}), lets neither that group nor others in; unless an \
+     ACL lets them in, open it to the group (chgrp and chmod g+x) or put the socket in a folder \
+     they can enter with --socket PATH",
+    socket.display(), folder.display()
+)]
+pub struct SocketMaybeShut {
+    pub socket: PathBuf,
+    pub folder: PathBuf,
+    pub mode: u32,
+    pub folder_gid: u32,
+}
+
 /// The exclusive lock on `<home>/lock`: released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct HomeLock {
@@ -215,6 +232,30 @@ impl Home {
             });
         }
         Ok(())
+    }
+
+    /// With `socket_group`, the first folder outside the home on the way to the socket that
+    /// lets neither that group (`gid`) nor others in, if any. Only a warning: an ACL, which
+    /// backupd does not read, may let the group in, and these folders are the administrator's.
+    /// Folders that do not exist yet are skipped.
+    pub fn socket_maybe_shut(&self, socket: &Path, gid: u32) -> Option<SocketMaybeShut> {
+        let parent = socket.parent()?;
+        let mut folders: Vec<&Path> = parent
+            .ancestors()
+            .filter(|folder| !folder.starts_with(&self.root))
+            .collect();
+        folders.reverse();
+        folders.into_iter().find_map(|folder| {
+            let stat = rustix::fs::stat(folder).ok()?;
+            let mode = stat.st_mode & 0o7777;
+            let group_may_enter = stat.st_gid == gid && mode & 0o010 != 0;
+            (mode & 0o001 == 0 && !group_may_enter).then(|| SocketMaybeShut {
+                socket: socket.to_path_buf(),
+                folder: folder.to_path_buf(),
+                mode,
+                folder_gid: stat.st_gid,
+            })
+        })
     }
 
     /// Takes the exclusive lock on `<home>/lock` (created 0600, never through a link) and

@@ -172,10 +172,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Resolving the group and checking its way to the socket belong to the check too: a
     // config that passes it starts.
     let settings = server_settings(&args, &config)?;
+    let mut socket_warning = None;
     if let (None, Some(group)) = (&inherited, &settings.access.group) {
         home.check_socket_reachable(&socket_path, group.gid)?;
+        socket_warning = home.socket_maybe_shut(&socket_path, group.gid);
     }
     if args.check_config {
+        if let Some(warning) = &socket_warning {
+            eprintln!("warning: {warning}");
+        }
         return check_config(&config);
     }
     if args.detach {
@@ -189,6 +194,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         rotation: config.log_rotation(),
     };
     let (lock, _log) = set_up_home(&home, &log, &socket_path, inherited.is_some())?;
+    if let Some(warning) = socket_warning {
+        tracing::warn!("{warning}");
+    }
     let group = settings.access.group.map(|group| group.gid);
     let socket::Listener { socket, source } = claim_listener(&socket_path, inherited, group)?;
     // What `status` shows: the file bound, or the inherited socket's own address.

@@ -16,11 +16,11 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, linkat, openat, s
 
 use super::background_sync::SyncedFile;
 use super::{
-    Destination, FileIdentity, Holder, MANIFEST_SIZE_LIMIT, PendingArchive, PublishError, Removal,
-    manifest_too_large,
+    Destination, FileIdentity, FinishedRotations, Holder, MANIFEST_SIZE_LIMIT, PendingArchive,
+    PublishError, Removal, manifest_too_large,
 };
 use crate::format::naming::{
-    archives_sharing, is_partial_archive, parse_archive_name, partial_name,
+    archives_sharing, condemned_mark, is_partial_archive, manifest_condemned_by, partial_name,
 };
 use crate::fsutil::{rename_noreplace, sync_dir, trusted_owners, write_new_atomically};
 
@@ -169,35 +169,6 @@ impl LocalFolder {
         finished.marks.sort();
         Ok(finished)
     }
-}
-
-/// What [`LocalFolder::finish_cut_rotations`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FinishedRotations {
-    /// Manifests a rotation had condemned, their archive deleted.
-    pub manifests: Vec<PathBuf>,
-    /// Every mark, whatever became of its manifest.
-    pub marks: Vec<PathBuf>,
-}
-
-/// How a rotation marks the manifest it condemns: a second link to it, made before its
-/// archive is deleted and removed after the manifest.
-const CONDEMNED_PREFIX: &str = ".backupd-deleting-";
-
-/// `.backupd-deleting-<manifest>`
-fn condemned_mark(manifest: &str) -> String {
-    format!("{CONDEMNED_PREFIX}{manifest}")
-}
-
-/// The manifest name a mark holds, if `file` is one: `.backupd-deleting-` and a name of the
-/// manifest grammar.
-fn manifest_condemned_by(file: &str) -> Option<&str> {
-    let manifest = file.strip_prefix(CONDEMNED_PREFIX)?;
-    let named_as_manifest = manifest.ends_with(".json")
-        && archives_sharing(manifest)
-            .first()
-            .is_some_and(|archive| parse_archive_name(archive).is_some());
-    named_as_manifest.then_some(manifest)
 }
 
 /// Device and inode of `file` in `dir` if it is a regular file of `trusted`, no link

@@ -9,7 +9,7 @@ mod background_sync;
 mod local;
 mod s3;
 
-pub use local::{FinishedRotations, LocalFolder};
+pub use local::LocalFolder;
 pub use s3::S3Prefix;
 
 use std::collections::BTreeMap;
@@ -109,10 +109,10 @@ pub trait Destination: fmt::Debug + Send + Sync {
         Ok(())
     }
 
-    /// Before a rotation deletes an archive, marks `manifest` as going with it, so that a
-    /// start after a rotation cut between the two removes that very file and no other;
-    /// whether it did. Unmarked (nothing of ours there, or a bucket, where this does
-    /// nothing), a cut leaves the manifest.
+    /// Before a rotation deletes an archive, marks `manifest` as going with it, so that
+    /// whoever finishes a rotation cut between the two (a folder's start, a bucket's next
+    /// rotation) removes that very file and no other; whether it did. Unmarked (nothing of
+    /// ours there, or a destination that cannot mark), a cut leaves the manifest.
     fn mark_condemned(&self, _manifest: &str) -> io::Result<bool> {
         Ok(false)
     }
@@ -133,6 +133,15 @@ pub trait Destination: fmt::Debug + Send + Sync {
     fn held_by_a_provider(&self) -> bool {
         false
     }
+}
+
+/// What finishing the rotations cut short in a destination removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinishedRotations {
+    /// Manifests a rotation had condemned, their archive deleted.
+    pub manifests: Vec<PathBuf>,
+    /// Every mark, whatever became of its manifest.
+    pub marks: Vec<PathBuf>,
 }
 
 /// Whose file holds a name in a destination.

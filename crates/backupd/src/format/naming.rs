@@ -1,6 +1,7 @@
 //! The archive file-name grammar: `<name>_<YYYYMMDD_HHMMSS><extension>` beside
 //! `<name>_<YYYYMMDD_HHMMSS>.json`, and `<archive>.partial` while it is being written. An
-//! encrypted archive adds `.age` after its codec's extension (`.tar.gz.age`).
+//! encrypted archive adds `.age` after its codec's extension (`.tar.gz.age`). A rotation marks
+//! the manifest it is deleting with `.backupd-deleting-<manifest>`.
 //!
 //! Names may contain `_`, so a file name is parsed from the right: extension, then the
 //! fixed-width timestamp, then whatever is left is the backup name.
@@ -17,6 +18,7 @@ pub const TIMESTAMP_FORMAT: &str = proto::ARCHIVE_TIME_FORMAT;
 const STAMP_LEN: usize = 15;
 const MANIFEST_EXTENSION: &str = ".json";
 const PARTIAL_SUFFIX: &str = ".partial";
+const CONDEMNED_PREFIX: &str = ".backupd-deleting-";
 
 /// File name suffix of an archive, including the `.tar` part.
 pub fn extension(codec: Codec) -> &'static str {
@@ -146,6 +148,26 @@ pub fn is_partial_archive(file_name: &str) -> bool {
     file_name
         .strip_suffix(PARTIAL_SUFFIX)
         .is_some_and(|archive| parse_archive_name(archive).is_some())
+}
+
+/// The backup name of a manifest named by the grammar (`<name>_<YYYYMMDD_HHMMSS>.json`).
+pub fn name_of_manifest(manifest: &str) -> Option<String> {
+    let stem = manifest.strip_suffix(MANIFEST_EXTENSION)?;
+    let archive = format!("{stem}{}", extension(Codec::None));
+    parse_archive_name(&archive).map(|parsed| parsed.name)
+}
+
+/// `.backupd-deleting-<manifest>`: the mark a rotation sets on the manifest it condemns before
+/// deleting its archive, and removes after the manifest.
+pub fn condemned_mark(manifest: &str) -> String {
+    format!("{CONDEMNED_PREFIX}{manifest}")
+}
+
+/// The manifest name a mark holds, if `file` is one: `.backupd-deleting-` and a name of the
+/// manifest grammar.
+pub fn manifest_condemned_by(file: &str) -> Option<&str> {
+    let manifest = file.strip_prefix(CONDEMNED_PREFIX)?;
+    name_of_manifest(manifest).is_some().then_some(manifest)
 }
 
 /// The stem, the codec and whether the name ends in `.age`.
@@ -291,5 +313,29 @@ mod tests {
         assert!(claimed.contains(&"docs_20250102_030405.tar.gz.partial".to_owned()));
         assert!(is_partial_archive("docs_20250102_030405.tar.gz.partial"));
         assert!(!is_partial_archive("thesis.partial"));
+    }
+
+    #[test]
+    fn a_mark_names_its_manifest_and_is_never_an_archive_partial_or_manifest() {
+        let mark = condemned_mark("my_docs_20250102_030405.json");
+        assert_eq!(mark, ".backupd-deleting-my_docs_20250102_030405.json");
+        assert_eq!(
+            manifest_condemned_by(&mark),
+            Some("my_docs_20250102_030405.json")
+        );
+        assert_eq!(
+            name_of_manifest("my_docs_20250102_030405.json").as_deref(),
+            Some("my_docs")
+        );
+        assert_eq!(parse_archive_name(&mark), None);
+        assert!(!has_archive_extension(&mark) && !is_partial_archive(&mark));
+        assert_eq!(name_of_manifest(&mark), None);
+        for not_a_mark in [
+            ".backupd-deleting-notes.json",
+            ".backupd-deleting-docs_20250102_030405.tar.gz",
+            "docs_20250102_030405.json",
+        ] {
+            assert_eq!(manifest_condemned_by(not_a_mark), None, "{not_a_mark}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! through the same rotation code as a folder (`retention::rotate` → `store::plan_rotation`,
 //! identity re-checked by HEAD just before each DELETE). `prune --remote` calls
 //! [`rotate_remote`]; a run rotates each remote after its uploads ([`after_upload`]) by the
-//! job's `offsite_retention`, or its `retention` where that sets nothing.
+//! job's `offsite_retention`, or its `retention` where that sets nothing. Each first finishes
+//! the rotations of its names cut short between an archive and its manifest
+//! ([`S3Prefix::finish_cut_rotations`]): a bucket has no start-up to do it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,7 +61,36 @@ pub fn rotate_remote(
         remote.config().name,
         remote.config().url()
     );
+    if !dry_run {
+        finish_cut_rotations(remote, name);
+    }
     retention::rotate(remote, name, policy, None, dry_run)
+}
+
+/// A rotation cut between an archive and its manifest leaves the manifest under its mark:
+/// removed here, with the mark, before the rotation plans. A manifest without a mark is a
+/// user's to keep. Best effort: what fails stays for the next rotation.
+fn finish_cut_rotations(remote: &S3Prefix, name: Option<&str>) {
+    match remote.finish_cut_rotations(name) {
+        Ok(finished) => {
+            for path in finished.manifests {
+                tracing::info!(
+                    "Removed stale manifest {}: a rotation cut short had deleted its archive",
+                    path.display()
+                );
+            }
+            for path in finished.marks {
+                tracing::info!(
+                    "Removed the mark of a rotation cut short {}",
+                    path.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            "can't finish the rotations cut short on remote {}: {e}",
+            remote.config().name
+        ),
+    }
 }
 
 /// After a run copied `own` (an archive of `name`) to `offsite`: the remote copies of `name`
@@ -91,6 +122,7 @@ pub async fn after_upload(
         *policy,
     );
     let rotated = tokio::task::spawn_blocking(move || -> Result<Rotated, StoreError> {
+        finish_cut_rotations(&remote, Some(&name_owned));
         let before: Vec<_> = destination::list(remote.as_ref())
             .map_err(|source| StoreError::ReadDir {
                 path: destination::Destination::location(remote.as_ref()),

@@ -23,6 +23,8 @@
 //!   once put) gets its retention before it counts, and one that cannot is removed again.
 //!   `remove_if_same` reads the object's lock first and keeps a locked object
 //!   ([`Removal::Locked`]): in a versioned bucket a DELETE would only add a delete marker.
+//! - A rotation marks the manifest it condemns with an object naming it by ETag and size
+//!   ([`condemned`]), so that the next rotation finishes one cut between the archive and it.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -52,6 +54,8 @@ use crate::remote::RemoteConfig;
 use crate::remote::object_lock::{ObjectLock, ObjectState};
 use crate::remote::signed::SignedClient;
 use crate::remote::store::part_size_for;
+
+mod condemned;
 
 /// How many manifests a listing reads at once: enough to hide the round trips, few enough
 /// for any server's request limits.
@@ -442,6 +446,14 @@ impl Destination for S3Prefix {
         self.head(file).map(|meta| identity_of(&meta))
     }
 
+    fn mark_condemned(&self, manifest: &str) -> io::Result<bool> {
+        self.mark(manifest)
+    }
+
+    fn unmark_condemned(&self, manifest: &str) -> io::Result<()> {
+        self.unmark(manifest)
+    }
+
     fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> io::Result<Removal> {
         match self.head(file) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removal::Gone),
@@ -751,7 +763,7 @@ mod tests {
     use crate::remote::test_server::ports::refusing_port;
     use crate::remote::test_server::{CuttingProxy, SECRET_KEY, TestServer};
 
-    fn runtime() -> tokio::runtime::Runtime {
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -759,7 +771,11 @@ mod tests {
             .unwrap()
     }
 
-    fn prefix_on(server: &TestServer, runtime: &tokio::runtime::Runtime, secret: &str) -> S3Prefix {
+    pub(super) fn prefix_on(
+        server: &TestServer,
+        runtime: &tokio::runtime::Runtime,
+        secret: &str,
+    ) -> S3Prefix {
         let remote = server.remote("host/a", secret);
         S3Prefix::new(
             build(&remote).unwrap(),

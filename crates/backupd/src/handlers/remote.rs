@@ -13,7 +13,7 @@ use proto::response::{BackupList, PruneReport, VerifyList};
 use super::{HandlerError, HandlerResult, backups, blocking, verify};
 use crate::destination::{self, ArchiveInfo, Destination, S3Prefix};
 use crate::format::Identities;
-use crate::format::naming::parse_archive_name;
+use crate::format::naming::{manifest_condemned_by, name_of_manifest, parse_archive_name};
 use crate::offsite::{self, Offsite};
 use crate::offsite_retention;
 use crate::remote::RemoteError;
@@ -61,6 +61,26 @@ async fn list(remote: &Arc<S3Prefix>) -> HandlerResult<Vec<ArchiveInfo>> {
             path: location,
             source,
         })?)
+}
+
+/// The backup names on `remote`: of its archives, and of the manifests that marks of cut
+/// rotations condemn, which a rotation of every name finishes under their names' locks too.
+async fn names_on(remote: &Arc<S3Prefix>) -> HandlerResult<BTreeSet<String>> {
+    let listed = Arc::clone(remote);
+    let location = remote.location();
+    let files = blocking(move || listed.files())
+        .await?
+        .map_err(|source| StoreError::ReadDir {
+            path: location,
+            source,
+        })?;
+    Ok(files
+        .iter()
+        .filter_map(|(file, _)| match manifest_condemned_by(file) {
+            Some(manifest) => name_of_manifest(manifest),
+            None => parse_archive_name(file).map(|parsed| parsed.name),
+        })
+        .collect())
 }
 
 /// `archive` as a file name on the remote: an archive name, no path.
@@ -162,11 +182,7 @@ pub async fn prune(daemon: &Daemon, spec: &str, args: PruneArgs) -> HandlerResul
     let policy = retention::policy(args.retention.as_ref());
     let names: BTreeSet<String> = match &args.name {
         Some(name) => BTreeSet::from([name.clone()]),
-        None => list(&target.remote)
-            .await?
-            .into_iter()
-            .map(|a| a.name)
-            .collect(),
+        None => names_on(&target.remote).await?,
     };
     let _locks = daemon.rotation_locks.lock_all_remote(&url, &names).await;
     let (remote, name, dry_run) = (Arc::clone(&target.remote), args.name.clone(), args.dry_run);

@@ -2,7 +2,8 @@
 //! `backups --remote` lists complete copies (and incomplete ones with `--long`), `verify
 //! --remote` streams copies back and catches a corrupted one, `restore --remote` restores a
 //! copy with no local archive left and writes nothing from a bad one, `prune --remote` applies
-//! a retention policy to the remote set only, `sync --remote` uploads what the remote lacks,
+//! a retention policy to the remote set only (and finishes a rotation cut between an archive
+//! and its manifest by the manifest's mark), `sync --remote` uploads what the remote lacks,
 //! and an encrypted copy is read (verified, restored) only with `--identity` or, encrypted to
 //! one, `--passphrase`.
 
@@ -379,6 +380,168 @@ fn prune_remote_never_keeps_a_copy_without_its_manifest_in_place_of_a_complete_o
     let (code, answer) = ctl_json(&t, &["backups", "--remote", "off"]);
     assert_eq!(code, 0, "{answer}");
     assert!(answer.to_string().contains(complete[2]), "{answer}");
+}
+
+/// The mark a rotation sets on the manifest it is deleting.
+fn mark_of(manifest: &str) -> String {
+    format!(".backupd-deleting-{manifest}")
+}
+
+/// `names`, sorted.
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_remote_rotation_cut_before_a_manifest_is_finished_by_the_next_and_a_user_s_manifest_stays() {
+    // The server refuses the manifest's DELETE, as a kill or a lost network right after the
+    // archive's leaves the rotation: the manifest stayed for good, without its archive.
+    let (server, t, _daemon) = setup();
+    let newest = back_up(&t, true);
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(
+            server.object(&format!("host/{from}")),
+            server.object(&format!("host/{to}")),
+        )
+        .unwrap();
+    };
+    // A manifest its user keeps after moving the archive to tape: never the rotation's.
+    let kept = "tree_20190101_000000.json";
+    copy(&manifest_of(&newest), kept);
+    let prune = |extra: &[&str]| {
+        let mut args = vec!["prune", "--remote", "off", "--retention-days", "7"];
+        args.extend(["--min-keep", "1"]);
+        args.extend(extra);
+        ctl_json(&t, &args)
+    };
+    let cut = |old: &str| {
+        copy(&newest, old);
+        copy(&manifest_of(&newest), &manifest_of(old));
+        server.refuse_deletes_of(Some(&format!("host/{}", manifest_of(old))));
+        let (_, answer) = prune(&[]);
+        server.refuse_deletes_of(None);
+        assert_eq!(
+            answer["data"]["deleted"],
+            serde_json::json!([old]),
+            "{answer}"
+        );
+        let manifest = manifest_of(old);
+        let objects = [
+            newest.as_str(),
+            &manifest_of(&newest),
+            kept,
+            &manifest,
+            &mark_of(&manifest),
+        ];
+        assert_eq!(
+            server.objects("host"),
+            sorted(&objects),
+            "the archive gone, its manifest left marked"
+        );
+    };
+    let old = "tree_20200101_000000.tar.gz";
+    cut(old);
+
+    // Neither the mark nor the manifest without its archive is a backup.
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["backups"], serde_json::json!([newest]));
+    let groups = answer["data"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{answer}");
+    assert_eq!(
+        groups[0]["archives"].as_array().unwrap().len(),
+        1,
+        "{answer}"
+    );
+    let cut_state = server.objects("host");
+    let (code, answer) = prune(&["--dry-run"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        server.objects("host"),
+        cut_state,
+        "a dry run removes nothing"
+    );
+
+    // The next rotation removes the manifest with its mark before it plans.
+    let (code, answer) = prune(&[]);
+    assert_eq!(code, 0, "{answer}");
+    let complete = [newest.as_str(), &manifest_of(&newest), kept];
+    assert_eq!(server.objects("host"), sorted(&complete));
+    let removed = |manifest: &str| {
+        format!(
+            "Removed stale manifest s3://backups/host/{manifest}: a rotation cut short had \
+             deleted its archive"
+        )
+    };
+    assert!(t.log().contains(&removed(&manifest_of(old))), "{}", t.log());
+    assert!(!t.log().contains(&removed(kept)), "{}", t.log());
+
+    // So does the rotation after a run's upload.
+    let older = "tree_20200102_000000.tar.gz";
+    cut(older);
+    let newer = back_up(&t, true);
+    let complete = [
+        newest.as_str(),
+        &manifest_of(&newest),
+        &newer,
+        &manifest_of(&newer),
+        kept,
+    ];
+    assert_eq!(server.objects("host"), sorted(&complete));
+    assert!(
+        t.log().contains(&removed(&manifest_of(older))),
+        "{}",
+        t.log()
+    );
+}
+
+#[test]
+fn a_mark_left_alone_is_no_manifest_to_sync_and_goes_alone_once_the_copy_is_back() {
+    // Cut after the manifest's DELETE: the mark alone is left, and the local archive stays.
+    let (server, t, _daemon) = setup();
+    let archive = back_up(&t, true);
+    let mark = mark_of(&manifest_of(&archive));
+    server.refuse_deletes_of(Some(&format!("host/{mark}")));
+    let args = [
+        "prune",
+        "--remote",
+        "off",
+        "--retention-days",
+        "0",
+        "--min-keep",
+        "0",
+    ];
+    let (code, answer) = ctl_json(&t, &args);
+    server.refuse_deletes_of(None);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(server.objects("host"), sorted(&[&mark]));
+    let (code, answer) = ctl_json(&t, &["backups", "--remote", "off", "--long"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["backups"], serde_json::json!([]), "{answer}");
+    assert_eq!(answer["data"]["groups"], serde_json::json!([]), "{answer}");
+
+    // The mark is not the manifest: the copy is sent again, the same bytes.
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["uploads"].as_array().unwrap().len(), 1);
+    let copy = [archive.as_str(), &manifest_of(&archive), &mark];
+    assert_eq!(server.objects("host"), sorted(&copy));
+
+    // Its archive is there: the mark goes, and the copy stays.
+    let (code, answer) = ctl_json(&t, &["prune", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["deleted"], serde_json::json!([]), "{answer}");
+    let complete = [archive.as_str(), &manifest_of(&archive)];
+    assert_eq!(server.objects("host"), sorted(&complete));
+    assert!(
+        t.log().contains(&format!(
+            "Removed the mark of a rotation cut short s3://backups/host/{mark}"
+        )),
+        "{}",
+        t.log()
+    );
 }
 
 #[test]

@@ -50,6 +50,8 @@ struct Calls {
     /// Set: the first manifest read waits (up to [`GATE_PATIENCE`]) for a second one to
     /// start, so that reads made several at once are seen as such, never by chance.
     gate_manifest_reads: std::sync::atomic::AtomicBool,
+    /// The key whose DELETE the server refuses, if any.
+    refused_delete: std::sync::Mutex<Option<String>>,
 }
 
 /// How long a gated manifest read waits for a second one: reads made one after the other
@@ -162,6 +164,12 @@ impl S3Server {
     /// The most manifest reads the server has had under way at once.
     pub fn most_manifest_reads_at_once(&self) -> u64 {
         self.calls.most_manifest_reads.load(Ordering::SeqCst)
+    }
+
+    /// From now on, refuses (`AccessDenied`) every DELETE of object `key` of [`BUCKET`], as a
+    /// kill or a lost network stops a rotation between two deletions; `None`: refuses none.
+    pub fn refuse_deletes_of(&self, key: Option<&str>) {
+        *self.calls.refused_delete.lock().expect("refused deletes") = key.map(str::to_owned);
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -383,6 +391,15 @@ struct IfNoneMatch {
 }
 
 impl IfNoneMatch {
+    /// Refuses the DELETE of the key the test named ([`S3Server::refuse_deletes_of`]).
+    fn check_delete(&self, key: &str) -> S3Result<()> {
+        let refused = self.calls.refused_delete.lock().expect("refused deletes");
+        if refused.as_deref() == Some(key) {
+            return Err(s3s::s3_error!(AccessDenied, "the test refuses this DELETE"));
+        }
+        Ok(())
+    }
+
     /// Counts a manifest read under way for as long as `read` takes.
     async fn manifest_read<T>(&self, read: impl std::future::Future<Output = T>) -> T {
         let calls = &self.calls;
@@ -456,6 +473,7 @@ impl S3 for IfNoneMatch {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.check_delete(&req.input.key)?;
         self.fs.delete_object(req).await
     }
 
@@ -520,6 +538,10 @@ impl S3 for IfNoneMatch {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        // object_store deletes one object this way too.
+        for object in &req.input.delete.objects {
+            self.check_delete(&object.key)?;
+        }
         self.fs.delete_objects(req).await
     }
 

@@ -8,6 +8,7 @@
 
 mod beneath;
 mod checksum;
+mod early_sync;
 mod error;
 mod header_limit;
 mod listing;

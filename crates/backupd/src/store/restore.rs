@@ -10,7 +10,7 @@
 //! fails midway removes what it created and says what it could not remove; that includes an
 //! archive found damaged after its last entry, since it is read to its end as verify reads it
 //! ([`super::tar_end`]). One that succeeds returns only once what it wrote is on disk: one
-//! `syncfs` at the end writes it all.
+//! `syncfs` at the end, after those made every so often on the way ([`super::early_sync`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -26,6 +26,7 @@ use tar::EntryType;
 
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
+use super::early_sync::EarlySync;
 use super::error::StoreError;
 use super::restore_temp::{self, Sweeper};
 use super::tar_end::read_past_entries;
@@ -159,6 +160,10 @@ pub fn restore_with(
         Some(root) => (root, Vec::new()),
         None => create_target(to)?,
     };
+    // Best effort: without a handle of its own, the final sync does it all.
+    let early_sync = (!options.no_sync)
+        .then(|| rustix::io::dup(&root).ok().map(EarlySync::start))
+        .flatten();
     Extractor {
         archive: &archive,
         target: to,
@@ -182,6 +187,7 @@ pub fn restore_with(
         file_systems: HashMap::new(),
         sweeper: Sweeper::new(),
         swept: HashSet::new(),
+        early_sync,
     }
     .run(&manifest)
 }
@@ -795,6 +801,8 @@ struct Extractor<'a> {
     /// Device and inode of the folders that were there before and have been swept of
     /// temporary names an interrupted restore left (once each).
     swept: HashSet<(u64, u64)>,
+    /// Syncs the target's file system as the restore goes on, when it syncs at all.
+    early_sync: Option<EarlySync>,
 }
 
 impl Extractor<'_> {
@@ -802,6 +810,8 @@ impl Extractor<'_> {
         match self.extract_all(manifest) {
             Ok(()) => {
                 self.cache = None;
+                // Ends its last sync: the final one below is the one that answers.
+                self.early_sync = None;
                 self.finish_folders();
                 self.report.replaced = self.replaced.total as u64;
                 // Only now is the answer "restored" true across a power loss. Undoing would
@@ -1015,6 +1025,9 @@ impl Extractor<'_> {
                     if placed {
                         self.report.files += 1;
                         self.report.bytes += size;
+                        if let Some(early) = &mut self.early_sync {
+                            early.written(size);
+                        }
                     }
                 }
             }
@@ -2435,6 +2448,7 @@ mod tests {
             file_systems: HashMap::new(),
             sweeper: Sweeper::new(),
             swept: HashSet::new(),
+            early_sync: None,
         }
     }
 

@@ -68,11 +68,7 @@ fn backups_verify_and_restore_read_the_remote_copies() {
     let second = back_up(&t, true);
     // An upload cut short before its manifest: an archive object alone.
     let cut = "tree_20200101_000000.tar.gz";
-    std::fs::copy(
-        server.object(&format!("host/{first}")),
-        server.object(&format!("host/{cut}")),
-    )
-    .unwrap();
+    server.copy_object(&format!("host/{first}"), &format!("host/{cut}"));
     // Nothing local any more: everything below reads the bucket.
     for entry in std::fs::read_dir(t.home().join("backups")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
@@ -223,16 +219,11 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
     // Two old copies of the same backup, complete, on the remote only.
     let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
     for name in old {
-        std::fs::copy(
-            server.object(&format!("host/{newest}")),
-            server.object(&format!("host/{name}")),
-        )
-        .unwrap();
-        std::fs::copy(
-            server.object(&format!("host/{}", manifest_of(&newest))),
-            server.object(&format!("host/{}", manifest_of(name))),
-        )
-        .unwrap();
+        server.copy_object(&format!("host/{newest}"), &format!("host/{name}"));
+        server.copy_object(
+            &format!("host/{}", manifest_of(&newest)),
+            &format!("host/{}", manifest_of(name)),
+        );
     }
     let policy = ["--retention-days", "7", "--min-keep", "1"];
     let mut args = vec!["prune", "--remote", "off", "--dry-run"];
@@ -335,13 +326,8 @@ fn prune_remote_never_keeps_a_copy_without_its_manifest_in_place_of_a_complete_o
     // `--min-keep 2` the two were kept and the three complete ones deleted.
     let (server, t, _daemon) = setup();
     let newest = back_up(&t, true);
-    let copy = |from: &str, to: &str| {
-        std::fs::copy(
-            server.object(&format!("host/{from}")),
-            server.object(&format!("host/{to}")),
-        )
-        .unwrap();
-    };
+    let copy =
+        |from: &str, to: &str| server.copy_object(&format!("host/{from}"), &format!("host/{to}"));
     let complete = [
         "tree_20200101_000000.tar.gz",
         "tree_20200102_000000.tar.gz",
@@ -400,13 +386,8 @@ fn a_remote_rotation_cut_before_a_manifest_is_finished_by_the_next_and_a_user_s_
     // archive's leaves the rotation: the manifest stayed for good, without its archive.
     let (server, t, _daemon) = setup();
     let newest = back_up(&t, true);
-    let copy = |from: &str, to: &str| {
-        std::fs::copy(
-            server.object(&format!("host/{from}")),
-            server.object(&format!("host/{to}")),
-        )
-        .unwrap();
-    };
+    let copy =
+        |from: &str, to: &str| server.copy_object(&format!("host/{from}"), &format!("host/{to}"));
     // A manifest its user keeps after moving the archive to tape: never the rotation's.
     let kept = "tree_20190101_000000.json";
     copy(&manifest_of(&newest), kept);
@@ -611,16 +592,11 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
     // Old copies on the remote only (the local folder never had them).
     let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
     for name in old {
-        std::fs::copy(
-            server.object(&format!("host/{first}")),
-            server.object(&format!("host/{name}")),
-        )
-        .unwrap();
-        std::fs::copy(
-            server.object(&format!("host/{}", manifest_of(&first))),
-            server.object(&format!("host/{}", manifest_of(name))),
-        )
-        .unwrap();
+        server.copy_object(&format!("host/{first}"), &format!("host/{name}"));
+        server.copy_object(
+            &format!("host/{}", manifest_of(&first)),
+            &format!("host/{}", manifest_of(name)),
+        );
     }
     // As a local rotation, a run counts only the copies there before its own: kept is the
     // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from

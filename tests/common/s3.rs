@@ -187,6 +187,11 @@ impl S3Server {
         self.root.path().join(BUCKET).join(key)
     }
 
+    /// Copies object `from` to `to` behind the server's back, as another client's PUT would.
+    pub fn copy_object(&self, from: &str, to: &str) {
+        std::fs::copy(self.object(from), self.object(to)).expect("an object to copy");
+    }
+
     /// Objects (regular files) under `prefix` of [`BUCKET`], sorted, relative to the prefix.
     pub fn objects(&self, prefix: &str) -> Vec<String> {
         let dir = self.root.path().join(BUCKET).join(prefix);

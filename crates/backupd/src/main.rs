@@ -525,20 +525,7 @@ fn remove_stale_partials(dir: &Path) {
 /// ever delete it. A manifest without a mark is a user's to keep.
 fn finish_cut_rotations(dir: &Path) {
     match backupd::destination::LocalFolder::new(dir).finish_cut_rotations() {
-        Ok(finished) => {
-            for path in finished.manifests {
-                tracing::info!(
-                    "Removed stale manifest {}: a rotation cut short had deleted its archive",
-                    path.display()
-                );
-            }
-            for path in finished.marks {
-                tracing::info!(
-                    "Removed the mark of a rotation cut short {}",
-                    path.display()
-                );
-            }
-        }
+        Ok(finished) => finished.log(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("can't finish cut rotations in {}: {e}", dir.display()),
     }

@@ -72,20 +72,7 @@ pub fn rotate_remote(
 /// user's to keep. Best effort: what fails stays for the next rotation.
 fn finish_cut_rotations(remote: &S3Prefix, name: Option<&str>) {
     match remote.finish_cut_rotations(name) {
-        Ok(finished) => {
-            for path in finished.manifests {
-                tracing::info!(
-                    "Removed stale manifest {}: a rotation cut short had deleted its archive",
-                    path.display()
-                );
-            }
-            for path in finished.marks {
-                tracing::info!(
-                    "Removed the mark of a rotation cut short {}",
-                    path.display()
-                );
-            }
-        }
+        Ok(finished) => finished.log(),
         Err(e) => tracing::warn!(
             "can't finish the rotations cut short on remote {}: {e}",
             remote.config().name

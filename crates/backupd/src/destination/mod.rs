@@ -144,6 +144,24 @@ pub struct FinishedRotations {
     pub marks: Vec<PathBuf>,
 }
 
+impl FinishedRotations {
+    /// Says in the log what was removed, the same for a folder and a bucket.
+    pub fn log(&self) {
+        for path in &self.manifests {
+            tracing::info!(
+                "Removed stale manifest {}: a rotation cut short had deleted its archive",
+                path.display()
+            );
+        }
+        for path in &self.marks {
+            tracing::info!(
+                "Removed the mark of a rotation cut short {}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Whose file holds a name in a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {

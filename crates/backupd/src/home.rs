@@ -91,6 +91,13 @@ pub struct SocketMaybeShut {
     pub folder_gid: u32,
 }
 
+/// Whether members of group `gid` may enter a folder: by its others' search bit, or its
+/// group's when the folder is that group's (its ACL, if any, is not read).
+fn lets_group_in(folder: &rustix::fs::Stat, gid: u32) -> bool {
+    let mode = folder.st_mode & 0o7777;
+    mode & 0o001 != 0 || (folder.st_gid == gid && mode & 0o010 != 0)
+}
+
 /// The exclusive lock on `<home>/lock`: released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct HomeLock {
@@ -214,14 +221,8 @@ impl Home {
         folders.reverse();
         for folder in folders {
             let mode = match rustix::fs::stat(folder) {
-                Ok(stat) => {
-                    let mode = stat.st_mode & 0o7777;
-                    let group_may_enter = stat.st_gid == gid && mode & 0o010 != 0;
-                    if mode & 0o001 != 0 || group_may_enter {
-                        continue;
-                    }
-                    mode
-                }
+                Ok(stat) if lets_group_in(&stat, gid) => continue,
+                Ok(stat) => stat.st_mode & 0o7777,
                 Err(Errno::NOENT) => 0o700,
                 Err(e) => return Err(self.open_error(folder, e)),
             };
@@ -247,12 +248,10 @@ impl Home {
         folders.reverse();
         folders.into_iter().find_map(|folder| {
             let stat = rustix::fs::stat(folder).ok()?;
-            let mode = stat.st_mode & 0o7777;
-            let group_may_enter = stat.st_gid == gid && mode & 0o010 != 0;
-            (mode & 0o001 == 0 && !group_may_enter).then(|| SocketMaybeShut {
+            (!lets_group_in(&stat, gid)).then(|| SocketMaybeShut {
                 socket: socket.to_path_buf(),
                 folder: folder.to_path_buf(),
-                mode,
+                mode: stat.st_mode & 0o7777,
                 folder_gid: stat.st_gid,
             })
         })

@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,7 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
+use crate::format::WriteFrom;
 use crate::path_tree::{NodeId, PathTree};
 use crate::store::MAX_LONG_NAME;
 
@@ -71,7 +72,7 @@ pub(crate) struct Protected {
     pub path: PathBuf,
 }
 
-pub(crate) struct TreeWriter<'w, 'a, W: Write> {
+pub(crate) struct TreeWriter<'w, 'a, W: WriteFrom> {
     builder: &'w mut Builder<W>,
     excludes: &'w ExcludeSet,
     meter: &'w mut Meter<'a>,
@@ -168,7 +169,7 @@ impl Trouble {
     }
 }
 
-impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
+impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
     pub(crate) fn new(
         builder: &'w mut Builder<W>,
         excludes: &'w ExcludeSet,
@@ -479,10 +480,12 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         let size = u64::try_from(meta.st_size).unwrap_or(0);
         let mut header = header_for(&meta, EntryType::Regular, size);
         let mut sized = SizedReader::new(file, size);
-        let result = self.builder.append_data(
+        let result = append_body(
+            self.builder,
             &mut header,
             entry,
-            MeteredReader::new(&mut sized, &mut *self.meter),
+            &mut MeteredReader::new(&mut sized, &mut *self.meter),
+            size,
         );
         result.map_err(|e| self.write_error(e))?;
         self.stats.bytes_in += sized.bytes_from_source();
@@ -501,6 +504,36 @@ impl<'w, 'a, W: Write> TreeWriter<'w, 'a, W> {
         }
         Ok(())
     }
+}
+
+/// Appends the entry `header` with its `size` bytes of `data` read into the writer's own
+/// buffer ([`WriteFrom`]), not through `tar`'s 8 KiB copy.
+pub fn append_body<W: WriteFrom>(
+    builder: &mut Builder<W>,
+    header: &mut Header,
+    entry: &Path,
+    data: &mut dyn Read,
+    size: u64,
+) -> io::Result<()> {
+    // `tar` writes the header (and a long name's extra entry) and, from no data, nothing.
+    builder.append_data(header, entry, io::empty())?;
+    let writer = builder.get_mut();
+    let written = writer.write_from(data, size)?;
+    if written != size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{written} bytes of data for a header of {size}"),
+        ));
+    }
+    writer.write_all(&TAR_PADDING[..padding_after(size)])
+}
+
+/// Zeros that fill an entry's data up to a whole tar block.
+const TAR_PADDING: [u8; 512] = [0; 512];
+
+fn padding_after(size: u64) -> usize {
+    // Below 512: the cast cannot truncate.
+    ((512 - size % 512) % 512) as usize
 }
 
 /// The innermost of `levels` as a path of `paths`, adding the folders not yet in it.
@@ -646,6 +679,80 @@ fn read_sorted(dir: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the size of each read of `inner`.
+    struct ReadSizes<R> {
+        inner: R,
+        largest: usize,
+    }
+    impl<R: Read> Read for ReadSizes<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.inner.read(buf)
+        }
+    }
+
+    /// An archive of one entry appended by [`append_body`] through the daemon's writers,
+    /// decoded again; and the largest read of its data.
+    fn through_the_writers(codec: proto::Codec, name: &str, data: &[u8]) -> (Vec<u8>, usize) {
+        use crate::engine::HashingWriter;
+        use crate::format::{Encoder, Sealer};
+        let sealer = Sealer::new(None, HashingWriter::new(Vec::new())).unwrap();
+        let encoder = Encoder::new(proto::Compression::of(codec), sealer).unwrap();
+        let mut builder = Builder::new(encoder);
+        let mut header = Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        let mut source = ReadSizes {
+            inner: data,
+            largest: 0,
+        };
+        let size = data.len() as u64;
+        append_body(
+            &mut builder,
+            &mut header,
+            Path::new(name),
+            &mut source,
+            size,
+        )
+        .unwrap();
+        let sealer = builder.into_inner().unwrap().finish().unwrap();
+        let (stored, _, _) = sealer.finish().unwrap().finish().unwrap();
+        let mut tar = Vec::new();
+        crate::format::decoder(Some(codec), &stored[..])
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap();
+        (tar, source.largest)
+    }
+
+    #[test]
+    fn a_file_is_appended_whole_with_its_long_name_and_padding_by_every_codec() {
+        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 253) as u8).collect();
+        let name = format!("top/{}/file.bin", "long".repeat(40));
+        for codec in [proto::Codec::None, proto::Codec::Gzip, proto::Codec::Zstd] {
+            let (tar, largest) = through_the_writers(codec, &name, &data);
+            // A whole number of blocks: the data's padding is there.
+            assert_eq!(tar.len() % 512, 0, "{codec}");
+            let mut archive = tar::Archive::new(&tar[..]);
+            let mut entries = archive.entries().unwrap();
+            let mut entry = entries.next().unwrap().unwrap();
+            assert_eq!(
+                entry.path().unwrap().to_str(),
+                Some(name.as_str()),
+                "{codec}"
+            );
+            let mut read = Vec::new();
+            entry.read_to_end(&mut read).unwrap();
+            assert!(read == data, "{codec}: the data came back changed");
+            drop(entry);
+            assert!(entries.next().is_none(), "{codec}");
+            if codec == proto::Codec::None {
+                // Read into the hashing writer's chunks, not through an 8 KiB buffer.
+                assert!(largest > 64 * 1024, "reads of at most {largest} bytes");
+            }
+        }
+    }
 
     /// `depth` nested folders `0/1/2/…` under `top`, each as a walk level with its handle.
     fn chain(top: &Path, depth: usize) -> Vec<Level> {

@@ -3,20 +3,23 @@
 //! Sitting between the compressor and the file, it yields the SHA-256 and size of exactly
 //! the bytes stored, in the same pass, so the archive is never read back to be hashed.
 //!
-//! The bytes are gathered in [`CHUNK`]-sized buffers. Once an archive fills one, SHA-256 runs
+//! The bytes are gathered in [`CHUNK`]-sized buffers, a file's read straight into them
+//! ([`WriteFrom`]). Once an archive fills one, SHA-256 runs
 //! on a thread of its own, a few chunks behind the writes, so hashing overlaps copying instead
 //! of adding to it (it is most of the work of an uncompressed backup besides the copy). At
 //! most [`CHUNKS`] buffers exist; a small archive is hashed inline and starts no thread.
 //! An archive whose bytes are rewritten after being written only counts them
 //! ([`HashingWriter::count_only`]): its digest is taken from the file.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
+
+use crate::format::WriteFrom;
 
 /// Bytes per buffer handed to the hashing thread.
 pub const CHUNK: usize = 1 << 20;
@@ -30,8 +33,10 @@ const CHUNKS: usize = 8;
 #[derive(Debug)]
 pub struct HashingWriter<W> {
     inner: W,
-    /// Bytes not yet written to `inner` nor hashed.
+    /// [`CHUNK`] bytes long once anything was written (zeroed once, then reused, so that a
+    /// file can be read into it): the first `filled` are not yet written to `inner` nor hashed.
     buffer: Vec<u8>,
+    filled: usize,
     hasher: Hasher,
     // Shared so progress reports can read it while the tar builder owns this writer.
     written: Arc<AtomicU64>,
@@ -82,19 +87,20 @@ impl HashThread {
         })
     }
 
-    /// Queues `chunk` for hashing and returns an empty buffer to fill next.
+    /// Queues `chunk` (all of it is hashed) and returns a [`CHUNK`]-long buffer to fill next.
     fn hash(&mut self, chunk: Vec<u8>) -> io::Result<Vec<u8>> {
         self.chunks.send(chunk).map_err(|_| hash_thread_stopped())?;
         let mut next = match self.hashed.try_recv() {
             Ok(buffer) => buffer,
             Err(_) if self.allocated < CHUNKS => {
                 self.allocated += 1;
-                Vec::with_capacity(CHUNK)
+                vec![0; CHUNK]
             }
             // Bounded: wait for the thread to hand a buffer back.
             Err(_) => self.hashed.recv().map_err(|_| hash_thread_stopped())?,
         };
-        next.clear();
+        // Only a partial chunk (written out early by `get_mut`) comes back shorter.
+        next.resize(CHUNK, 0);
         Ok(next)
     }
 
@@ -130,6 +136,7 @@ impl<W: Write> HashingWriter<W> {
         HashingWriter {
             inner,
             buffer: Vec::new(),
+            filled: 0,
             hasher: Hasher::Inline(Sha256::new()),
             written: Arc::new(AtomicU64::new(0)),
         }
@@ -167,15 +174,34 @@ impl<W: Write> HashingWriter<W> {
         Ok((self.inner, hex, self.written.load(Ordering::Relaxed)))
     }
 
-    /// Writes the buffer to `inner` and hashes it.
-    fn write_buffer(&mut self) -> io::Result<()> {
+    /// The part of the buffer still free, allocating the buffer on first use.
+    fn room(&mut self) -> &mut [u8] {
         if self.buffer.is_empty() {
+            self.buffer = vec![0; CHUNK];
+        }
+        &mut self.buffer[self.filled..]
+    }
+
+    /// Counts `n` more bytes put in the buffer, writing it out once full.
+    fn filled_by(&mut self, n: usize) -> io::Result<()> {
+        self.filled += n;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        if self.filled == CHUNK {
+            self.write_buffer()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the filled part of the buffer to `inner` and hashes it.
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if self.filled == 0 {
             return Ok(());
         }
-        self.inner.write_all(&self.buffer)?;
+        let filled = std::mem::take(&mut self.filled);
+        self.inner.write_all(&self.buffer[..filled])?;
         if let Hasher::Inline(hasher) = &self.hasher {
             // A full chunk: the archive is large enough to be worth a thread.
-            let thread = (self.buffer.len() == CHUNK)
+            let thread = (filled == CHUNK)
                 .then(|| HashThread::start(hasher.clone()))
                 .flatten();
             if let Some(thread) = thread {
@@ -183,15 +209,13 @@ impl<W: Write> HashingWriter<W> {
             }
         }
         match &mut self.hasher {
-            Hasher::Inline(hasher) => {
-                hasher.update(&self.buffer);
-                self.buffer.clear();
-            }
+            Hasher::Inline(hasher) => hasher.update(&self.buffer[..filled]),
             Hasher::Thread(thread) => {
-                let chunk = std::mem::take(&mut self.buffer);
+                let mut chunk = std::mem::take(&mut self.buffer);
+                chunk.truncate(filled);
                 self.buffer = thread.hash(chunk)?;
             }
-            Hasher::Off => self.buffer.clear(),
+            Hasher::Off => {}
         }
         Ok(())
     }
@@ -199,21 +223,36 @@ impl<W: Write> HashingWriter<W> {
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.buffer.capacity() == 0 {
-            self.buffer.reserve_exact(CHUNK);
-        }
-        let n = buf.len().min(CHUNK - self.buffer.len());
-        self.buffer.extend_from_slice(&buf[..n]);
-        self.written.fetch_add(n as u64, Ordering::Relaxed);
-        if self.buffer.len() == CHUNK {
-            self.write_buffer()?;
-        }
+        let room = self.room();
+        let n = buf.len().min(room.len());
+        room[..n].copy_from_slice(&buf[..n]);
+        self.filled_by(n)?;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.write_buffer()?;
         self.inner.flush()
+    }
+}
+
+impl<W: Write> WriteFrom for HashingWriter<W> {
+    /// Reads `source` into the buffer itself, up to a whole chunk per `read`.
+    fn write_from(&mut self, source: &mut dyn Read, len: u64) -> io::Result<u64> {
+        let mut done = 0;
+        while done < len {
+            let room = self.room();
+            let want = usize::try_from(len - done).map_or(room.len(), |left| left.min(room.len()));
+            let n = match source.read(&mut room[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.filled_by(n)?;
+            done += n as u64;
+        }
+        Ok(done)
     }
 }
 
@@ -316,6 +355,21 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_written_out_early_comes_back_whole_for_reuse() {
+        let data: Vec<u8> = (0..((CHUNKS + 2) * CHUNK) as u32)
+            .map(|i| (i / 3) as u8)
+            .collect();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data[..CHUNK + 10]).unwrap();
+        // A partial chunk of 10 bytes goes to the thread; its buffer returns full length.
+        w.get_mut().unwrap();
+        w.write_all(&data[CHUNK + 10..]).unwrap();
+        let (inner, hex, _) = w.finish().unwrap();
+        assert_eq!(inner, data);
+        assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&data))));
+    }
+
+    #[test]
     fn an_archive_dropped_unfinished_ends_its_hashing_thread() {
         // A sink, so that only the hashing takes time.
         let mut w = HashingWriter::new(io::sink());
@@ -334,6 +388,81 @@ mod tests {
                 Err(TryRecvError::Empty) => panic!("the SHA-256 thread outlived its archive"),
             }
         }
+    }
+
+    /// Gives out `data` at most `most` bytes per read and records each read's size.
+    struct Pieces<'d> {
+        data: &'d [u8],
+        most: usize,
+        reads: Vec<usize>,
+    }
+    impl<'d> Pieces<'d> {
+        fn new(data: &'d [u8], most: usize) -> Self {
+            Pieces {
+                data,
+                most,
+                reads: Vec::new(),
+            }
+        }
+    }
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.most).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.reads.push(buf.len());
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_straight_into_the_chunks_a_chunk_at_a_time() {
+        let data: Vec<u8> = (0..(2 * CHUNK + 1000) as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut w = HashingWriter::new(Vec::new());
+        let counter = w.counter();
+        w.write_all(b"header").unwrap();
+        let mut source = Pieces::new(&data, usize::MAX);
+        let len = data.len() as u64;
+        assert_eq!(w.write_from(&mut source, len).unwrap(), len);
+        // Each read fills what is left of a chunk: no 8 KiB copies in between.
+        assert_eq!(source.reads, [CHUNK - 6, CHUNK, 1006]);
+        assert_eq!(counter.load(Ordering::Relaxed), 6 + len);
+        w.write_all(b"tail").unwrap();
+        let (inner, hex, n) = w.finish().unwrap();
+        let expected = [&b"header"[..], &data, b"tail"].concat();
+        assert_eq!(inner, expected);
+        assert_eq!(n, expected.len() as u64);
+        assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&expected))));
+    }
+
+    #[test]
+    fn reading_a_file_stops_at_its_length_or_its_end_whatever_its_reads_give() {
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        // Short reads: 7 bytes at a time, and only the 100 asked for.
+        let mut source = Pieces::new(&data, 7);
+        assert_eq!(w.write_from(&mut source, 100).unwrap(), 100);
+        assert_eq!(source.reads.iter().max(), Some(&100));
+        // The source ends before the length asked for: what it had is written.
+        assert_eq!(w.write_from(&mut source, 10_000).unwrap(), 4900);
+        let (inner, hex, n) = w.finish().unwrap();
+        assert_eq!((inner.as_slice(), n), (&data[..], 5000));
+        assert_eq!(hex, Some(crate::format::hex(&Sha256::digest(&data))));
+    }
+
+    #[test]
+    fn a_failing_read_fails_the_write_from() {
+        struct Unreadable;
+        impl Read for Unreadable {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("bad sector"))
+            }
+        }
+        let mut w = HashingWriter::new(Vec::new());
+        let err = w.write_from(&mut Unreadable, 10).unwrap_err();
+        assert_eq!(err.to_string(), "bad sector");
     }
 
     /// Fails every write.

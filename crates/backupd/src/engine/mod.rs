@@ -40,6 +40,7 @@ use crate::destination::{Destination, Holder, PendingArchive, PublishError};
 use crate::format::{
     ArchiveNames, Encoder, Encryption, FORMAT_VERSION, Manifest, Recipients, Sealer,
 };
+pub use archive::append_body;
 use archive::{Protected, TreeWriter};
 use command_source::Route;
 pub use hashing_writer::HashingWriter;

@@ -10,6 +10,7 @@ use std::io::{self, BufRead, Read, Write};
 use proto::{Codec, Compression};
 
 use super::parallel_gzip::{ParallelGzEncoder, available_workers};
+use super::write_from::{WriteFrom, copy_from};
 
 /// Why a codec could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +131,16 @@ fn start_zstd<W: Write>(
 
 fn zstd_or_lost<T>(encoder: Option<T>) -> io::Result<T> {
     encoder.ok_or_else(|| io::Error::other("the zstd stream was lost to an earlier error"))
+}
+
+impl<W: WriteFrom> WriteFrom for Encoder<W> {
+    fn write_from(&mut self, source: &mut dyn Read, len: u64) -> io::Result<u64> {
+        match self {
+            // Nothing to compress: the bytes go straight into the layer below.
+            Encoder::Plain(w) => w.write_from(source, len),
+            _ => copy_from(self, source, len),
+        }
+    }
 }
 
 impl<W: Write> Write for Encoder<W> {

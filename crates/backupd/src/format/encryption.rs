@@ -19,6 +19,8 @@ use age::stream::StreamWriter;
 use age::{scrypt, x25519};
 use serde::{Deserialize, Serialize};
 
+use super::write_from::{WriteFrom, copy_from};
+
 /// The file-name suffix an encrypted archive adds after its codec's (`.tar.gz.age`).
 pub const EXTENSION: &str = ".age";
 
@@ -278,6 +280,15 @@ impl<W: Write> Sealer<W> {
         match self {
             Sealer::Plain(w) => Ok(w),
             Sealer::Age(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: WriteFrom> WriteFrom for Sealer<W> {
+    fn write_from(&mut self, source: &mut dyn Read, len: u64) -> io::Result<u64> {
+        match self {
+            Sealer::Plain(w) => w.write_from(source, len),
+            Sealer::Age(_) => copy_from(self, source, len),
         }
     }
 }

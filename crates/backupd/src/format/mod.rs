@@ -2,7 +2,8 @@
 //! their manifests are named ([`naming`]), what a manifest records ([`manifest`]), and the
 //! codec layers between the tar stream and the stored bytes ([`codec`], with gzip compressed on
 //! every core by [`parallel_gzip`] and decoded ahead of a restore by [`read_ahead`]), and the
-//! [`stored_segment`] a header rewritten in place goes in.
+//! [`stored_segment`] a header rewritten in place goes in. A file's bytes reach the innermost
+//! buffer in one copy through [`write_from`].
 //!
 //! Encryption ([`encryption`], age) is the outermost layer: one more extension and the
 //! manifest's `encryption` and `recipients`.
@@ -14,6 +15,7 @@ pub mod naming;
 pub mod parallel_gzip;
 pub mod read_ahead;
 pub mod stored_segment;
+pub mod write_from;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
 pub use encryption::{
@@ -23,3 +25,4 @@ pub use encryption::{
 pub use manifest::{CommandRecord, FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};
 pub use read_ahead::ReadAhead;
+pub use write_from::WriteFrom;

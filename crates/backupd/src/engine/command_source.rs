@@ -28,12 +28,13 @@ use proto::job::CommandSource;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tar::{Builder, EntryType, Header};
 
+use super::archive::append_body;
 use super::error::EngineError;
 use super::hashing_writer::HashingWriter;
 use super::progress::{Meter, MeteredReader, cancelled_read, is_cancellation};
 use crate::destination::PendingArchive;
 use crate::format::stored_segment::{SEGMENT_LEN, StoredSegment};
-use crate::format::{CommandRecord, Encoder, Sealer};
+use crate::format::{CommandRecord, Encoder, Sealer, WriteFrom};
 
 /// Bytes of a failed command's stderr quoted in the error: its end, where the reason is.
 const STDERR_TAIL: usize = 2048;
@@ -304,7 +305,7 @@ fn stream_into(
     let start = meter.bytes_out();
     let placeholder = entry_header(name, 0, mtime)?;
     let segment = StoredSegment::write(codec, placeholder.as_bytes(), writer.get_mut()?)?;
-    let bytes = io::copy(&mut MeteredReader::new(stdout, meter), writer)?;
+    let bytes = writer.write_from(&mut MeteredReader::new(stdout, meter), u64::MAX)?;
     let padding = (SEGMENT_LEN as u64 - bytes % SEGMENT_LEN as u64) % SEGMENT_LEN as u64;
     writer.write_all(&[0u8; SEGMENT_LEN][..usize::try_from(padding).unwrap_or(0)])?;
     Ok(Copied::Streamed {
@@ -345,8 +346,8 @@ fn append_spilled(
 ) -> io::Result<()> {
     file.rewind()?;
     let mut header = entry_header(name, bytes, mtime)?;
-    let mut limited = file.take(bytes);
-    builder.append_data(&mut header, name, MeteredReader::new(&mut limited, meter))
+    let mut output = MeteredReader::new(&mut file, meter);
+    append_body(builder, &mut header, Path::new(name), &mut output, bytes)
 }
 
 /// The tar header of a command's output: a private regular file owned by the daemon's user.

@@ -35,7 +35,7 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
-use crate::format::WriteFrom;
+use crate::format::{TAR_BLOCK, WriteFrom, tar_padding};
 use crate::path_tree::{NodeId, PathTree};
 use crate::store::MAX_LONG_NAME;
 
@@ -525,15 +525,9 @@ pub fn append_body<W: WriteFrom>(
             format!("{written} bytes of data for a header of {size}"),
         ));
     }
-    writer.write_all(&TAR_PADDING[..padding_after(size)])
-}
-
-/// Zeros that fill an entry's data up to a whole tar block.
-const TAR_PADDING: [u8; 512] = [0; 512];
-
-fn padding_after(size: u64) -> usize {
-    // Below 512: the cast cannot truncate.
-    ((512 - size % 512) % 512) as usize
+    let zeros = [0; TAR_BLOCK];
+    // Below a block: the cast cannot truncate.
+    writer.write_all(&zeros[..tar_padding(size) as usize])
 }
 
 /// The innermost of `levels` as a path of `paths`, adding the folders not yet in it.

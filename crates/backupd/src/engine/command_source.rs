@@ -34,7 +34,7 @@ use super::hashing_writer::HashingWriter;
 use super::progress::{Meter, MeteredReader, cancelled_read, is_cancellation};
 use crate::destination::PendingArchive;
 use crate::format::stored_segment::{SEGMENT_LEN, StoredSegment};
-use crate::format::{CommandRecord, Encoder, Sealer, WriteFrom};
+use crate::format::{CommandRecord, Encoder, Sealer, WriteFrom, tar_padding};
 
 /// Bytes of a failed command's stderr quoted in the error: its end, where the reason is.
 const STDERR_TAIL: usize = 2048;
@@ -306,8 +306,8 @@ fn stream_into(
     let placeholder = entry_header(name, 0, mtime)?;
     let segment = StoredSegment::write(codec, placeholder.as_bytes(), writer.get_mut()?)?;
     let bytes = writer.write_from(&mut MeteredReader::new(stdout, meter), u64::MAX)?;
-    let padding = (SEGMENT_LEN as u64 - bytes % SEGMENT_LEN as u64) % SEGMENT_LEN as u64;
-    writer.write_all(&[0u8; SEGMENT_LEN][..usize::try_from(padding).unwrap_or(0)])?;
+    let padding = usize::try_from(tar_padding(bytes)).unwrap_or(0);
+    writer.write_all(&[0u8; SEGMENT_LEN][..padding])?;
     Ok(Copied::Streamed {
         segment,
         start,

@@ -26,3 +26,11 @@ pub use manifest::{CommandRecord, FORMAT_VERSION, Manifest, hex};
 pub use naming::{ArchiveNames, TIMESTAMP_FORMAT};
 pub use read_ahead::ReadAhead;
 pub use write_from::WriteFrom;
+
+/// Bytes in a tar block: a header is one, and an entry's data is padded to whole ones.
+pub const TAR_BLOCK: usize = 512;
+
+/// How many zeros follow `size` bytes of an entry's data, up to a whole tar block.
+pub fn tar_padding(size: u64) -> u64 {
+    (TAR_BLOCK as u64 - size % TAR_BLOCK as u64) % TAR_BLOCK as u64
+}

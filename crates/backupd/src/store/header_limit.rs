@@ -13,7 +13,9 @@
 
 use std::io::{self, Read};
 
-const BLOCK: usize = 512;
+use crate::format::{TAR_BLOCK, tar_padding};
+
+const BLOCK: usize = TAR_BLOCK;
 /// A long name or link: far beyond any path (`PATH_MAX` is 4096), small enough to hold.
 pub const MAX_LONG_NAME: u64 = 1 << 20;
 /// A pax header: paths and times, and extended attributes, which may be larger.
@@ -168,7 +170,7 @@ impl<R> HeaderLimit<R> {
                 ));
             }
         }
-        let padding = padding_of(size);
+        let padding = tar_padding(size);
         if recognized && kind.is_pax_local_extensions() {
             return Ok(match size {
                 0 => data(padding),
@@ -208,17 +210,13 @@ fn data(left: u64) -> At {
     }
 }
 
-fn padding_of(size: u64) -> u64 {
-    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
-}
-
 /// Where a GNU sparse entry's extension block leads: another one, or the entry's data.
 fn after_sparse_extension(block: &[u8; BLOCK], size: u64) -> At {
     // `isextended`, after 21 sparse descriptors of 24 bytes.
     if block[504] != 0 {
         At::SparseExtension { size }
     } else {
-        data(size.saturating_add(padding_of(size)))
+        data(size.saturating_add(tar_padding(size)))
     }
 }
 

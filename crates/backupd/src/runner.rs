@@ -969,3 +969,64 @@ fn file_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::plan::Naming;
+
+    /// The run of `docs` from a one-file source into `daemon`'s backups folder, after the
+    /// start-up repair of that name ended unfinished (`why`).
+    async fn run_after_unfinished_repair(why: Unfinished) -> (RunReport, Vec<String>) {
+        let home = tempfile::tempdir().unwrap();
+        let source = tempfile::tempdir().unwrap();
+        std::fs::write(source.path().join("a.txt"), b"kept").unwrap();
+        let daemon = Daemon::in_test_home(home.path());
+        let backups = daemon.home.backups_dir();
+        let names = BTreeSet::from(["docs".to_owned()]);
+        let hold = daemon
+            .rotation_locks
+            .hold_for_repair(&backups, &names)
+            .await;
+        hold.unfinished(why);
+        let plan = crate::plan::plan(
+            &daemon.plan_defaults(),
+            &[source.path().display().to_string()],
+            &Naming::Fixed("docs".to_owned()),
+            &proto::JobOptions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+        let report = execute(&daemon, plan, &EventSink::disabled()).await;
+        let written = std::fs::read_dir(&backups)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        (report, written)
+    }
+
+    #[tokio::test]
+    async fn a_run_of_a_name_whose_repair_failed_fails_and_writes_nothing() {
+        let (report, written) = run_after_unfinished_repair(Unfinished::Failed).await;
+        assert_eq!((report.total, report.failed), (1, 1));
+        let source = &report.sources[0];
+        let error = source.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("Backup failed for "), "{error}");
+        assert!(error.contains("restart the daemon"), "{error}");
+        assert!(!source.cancelled);
+        assert!(written.is_empty(), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_of_a_name_whose_repair_a_stop_cut_short_ends_cancelled() {
+        let (report, written) = run_after_unfinished_repair(Unfinished::Stopped).await;
+        let source = &report.sources[0];
+        assert!(source.cancelled, "{source:?}");
+        let error = source.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("Backup cancelled for "), "{error}");
+        assert!(written.is_empty(), "{written:?}");
+    }
+}

@@ -519,6 +519,7 @@ impl Drop for PartialFile {
 mod tests {
     use super::*;
     use crate::destination::{ArchiveInfo, group_by_name, list};
+    use crate::format::Manifest;
     use crate::store::test_support::{
         NOBODY, can_give_files_away, dir_names, fake_manifest, stamp,
     };
@@ -639,6 +640,25 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].timestamp, stamp("20260101_120000"));
         assert_eq!(list[0].manifest.as_ref(), Some(&manifest));
+    }
+
+    #[test]
+    fn a_manifest_goes_to_the_archive_it_was_written_for_not_a_sibling_listed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let archive = "x_20260101_120000.tar.gz";
+        touch(d, archive, b"gz");
+        // Decompressed beside it (`gunzip -k`), and sorting before it.
+        touch(d, "x_20260101_120000.tar", b"tar");
+        let manifest = Manifest {
+            backup_file: d.join(archive),
+            ..fake_manifest("x", "20260101_120000", b"gz")
+        };
+        touch(d, "x_20260101_120000.json", &manifest.to_json().unwrap());
+        let list = list(&LocalFolder::new(d)).unwrap();
+        assert_eq!(file_names(&list), ["x_20260101_120000.tar", archive]);
+        assert_eq!(list[0].manifest, None, "not the decompressed copy's");
+        assert_eq!(list[1].manifest.as_ref(), Some(&manifest));
     }
 
     #[test]

@@ -269,7 +269,9 @@ pub struct ArchiveInfo {
 /// archive grammar are listed; anything else (partials, manifests, strangers) is invisible, so
 /// rotation can never touch it.
 pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
-    let files = destination.listing()?;
+    let mut files = destination.listing()?;
+    // In name order, whatever the folder's: the same files list the same way everywhere.
+    files.sort_by(|a, b| a.file.cmp(&b.file));
     // A manifest is read only if the destination lists it as one of its files.
     let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.file.as_str()).collect();
     let found: Vec<_> = files
@@ -290,9 +292,14 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
     let mut archives = Vec::new();
     for (listed, parsed, manifest_name) in found {
         let file_name = &listed.file;
-        let manifest = manifests
-            .remove(&manifest_name)
-            .filter(|manifest| manifest.written_for_sibling_of(file_name).is_none());
+        // Taken by the archive it was written for only, whichever of the stem's files
+        // (`X.tar` beside `X.tar.gz` after `gunzip -k`) is listed first.
+        let manifest = match manifests.get(&manifest_name) {
+            Some(manifest) if manifest.written_for_sibling_of(file_name).is_none() => {
+                manifests.remove(&manifest_name)
+            }
+            _ => None,
+        };
         let timestamp = NaiveDateTime::parse_from_str(&parsed.stamp, TIMESTAMP_FORMAT)
             .ok()
             .or_else(|| {

@@ -81,8 +81,15 @@ pub fn rotate(
         .collect();
     // A run's new archive may be named ahead of the clock (runs of one name faster than one a
     // second): its time is "now" at least, so an archive older than it is never too young.
+    // Named further ahead, it follows an archive dated in the future (a clock set back): the
+    // others are aged by the clock, or a year's error would delete a year's archives.
     let clock = chrono::Local::now().naive_local();
-    let now = scope.map_or(clock, |s| clock.max(s.own_timestamp));
+    let now = match scope {
+        Some(s) if s.own_timestamp - clock <= crate::engine::NAMED_AHEAD_AT_MOST => {
+            clock.max(s.own_timestamp)
+        }
+        _ => clock,
+    };
     let counted = if destination.whole_without_manifest() {
         store::Counted::Every
     } else {
@@ -227,7 +234,7 @@ mod tests {
                 .format(crate::format::TIMESTAMP_FORMAT)
                 .to_string()
         };
-        let earlier = format!("docs_{}", ahead(60));
+        let earlier = format!("docs_{}", ahead(30));
         std::fs::write(d.join(format!("{earlier}.tar.gz")), b"earlier").unwrap();
         let manifest = fake_manifest("docs", &earlier[5..], b"earlier");
         std::fs::write(
@@ -238,10 +245,56 @@ mod tests {
         let seen = destination::list(&folder).unwrap();
         let scope = RunScope {
             existed_before: &seen,
-            own_timestamp: crate::store::test_support::stamp(&ahead(61)),
+            own_timestamp: crate::store::test_support::stamp(&ahead(31)),
         };
         let rotated = rotate(&folder, Some("docs"), &keep_nothing(), Some(&scope), false).unwrap();
         assert_eq!(rotated.deleted, [format!("{earlier}.tar.gz")]);
+    }
+
+    #[test]
+    fn a_run_named_after_an_archive_dated_in_the_future_ages_the_others_by_the_clock() {
+        // The clock was a year fast for one run, then set right: the next run is named a
+        // second after that archive, and the archives of the last days must not look a year
+        // old.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let folder = LocalFolder::new(d);
+        let stem = |days: i64| {
+            let when = chrono::Local::now().naive_local() + chrono::TimeDelta::days(days);
+            format!("docs_{}", when.format(crate::format::TIMESTAMP_FORMAT))
+        };
+        let stems: Vec<String> = [-5, -4, -3, -2, -1, 365].map(stem).to_vec();
+        for stem in &stems {
+            std::fs::write(d.join(format!("{stem}.tar.gz")), stem).unwrap();
+            let manifest = fake_manifest("docs", &stem[5..], stem.as_bytes());
+            std::fs::write(d.join(format!("{stem}.json")), manifest.to_json().unwrap()).unwrap();
+        }
+        let seen = destination::list(&folder).unwrap();
+        let future = seen.last().unwrap().timestamp;
+        let scope = RunScope {
+            existed_before: &seen,
+            own_timestamp: future + chrono::TimeDelta::seconds(1),
+        };
+        let week_one_kept = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 1,
+            ..RetentionPolicy::default()
+        };
+        let rotated = rotate(&folder, Some("docs"), &week_one_kept, Some(&scope), false).unwrap();
+        assert_eq!(rotated.deleted, Vec::<String>::new());
+        assert_eq!(rotated.kept, stems.len());
+        // Still: what is older than the week goes.
+        let old = stem(-30);
+        std::fs::write(d.join(format!("{old}.tar.gz")), b"old").unwrap();
+        let manifest = fake_manifest("docs", &old[5..], b"old");
+        std::fs::write(d.join(format!("{old}.json")), manifest.to_json().unwrap()).unwrap();
+        let seen = destination::list(&folder).unwrap();
+        let scope = RunScope {
+            existed_before: &seen,
+            ..scope
+        };
+        let rotated = rotate(&folder, Some("docs"), &week_one_kept, Some(&scope), false).unwrap();
+        assert_eq!(rotated.deleted, [format!("{old}.tar.gz")]);
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl BackupJob {
         });
         if let Some(newest) = newest.filter(|newest| *newest >= self.timestamp) {
             let after = newest + chrono::TimeDelta::seconds(1);
-            if after - self.timestamp > chrono::TimeDelta::minutes(1) {
+            if after - self.timestamp > NAMED_AHEAD_AT_MOST {
                 tracing::warn!(
                     "Naming the backup of {} {}: a backup of it in {} is dated {} (was the \
                      clock set back?)",
@@ -139,6 +139,11 @@ impl BackupJob {
         self.names()
     }
 }
+
+/// How far ahead of the clock runs of one name faster than one a second may name their
+/// archives (a second each). A new archive named further ahead follows one dated in the
+/// future: the clock was set back, and its name says nothing of the time.
+pub const NAMED_AHEAD_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// How many seconds of names other users' files may push a backup past: a backup dated further
 /// from its run would mislead retention and restores.

@@ -537,6 +537,94 @@ fn a_schedule_file_giving_two_schedules_one_name_is_refused() {
 }
 
 #[test]
+fn a_schedule_writing_archives_under_another_schedule_s_name_is_refused() {
+    // `web` with sources `…/prod` and `…/other` names its archives `web-prod` and
+    // `web-other`: its rotation deleted every backup of the schedule `web-prod`.
+    let t = TestHome::new();
+    for dir in ["prodsite", "web/prod", "web/other"] {
+        std::fs::create_dir_all(t.work().join(dir)).unwrap();
+    }
+    let _daemon = t.start_daemon();
+    t.ctl(&[
+        "create", "--name", "web-prod", "--source", "prodsite", "--daily", "03:00",
+    ])
+    .ok();
+    let two_sources = [
+        "create",
+        "--name",
+        "web",
+        "--source",
+        "web/prod",
+        "web/other",
+        "--daily",
+        "04:00",
+    ];
+    let refused = t.ctl(&two_sources);
+    assert_eq!(refused.code(), 1);
+    let expected = "schedule web would write archives named web-prod, as schedule web-prod \
+                    does: the rotation of each would delete the other's backups";
+    assert!(refused.stderr().contains(expected), "{}", refused.stderr());
+    let names = |t: &TestHome| -> Vec<String> {
+        listed(t)
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&t), ["web-prod"]);
+    // A replacement is checked the same way, against the others only.
+    t.ctl(&[
+        "create",
+        "--name",
+        "web",
+        "--source",
+        "web/other",
+        "--daily",
+        "04:00",
+    ])
+    .ok();
+    let mut replace = two_sources.to_vec();
+    replace.push("--replace");
+    let refused = t.ctl(&replace);
+    assert_eq!(refused.code(), 1);
+    assert!(refused.stderr().contains(expected), "{}", refused.stderr());
+    t.ctl(&[
+        "create",
+        "--replace",
+        "--name",
+        "web-prod",
+        "--source",
+        "prodsite",
+        "--daily",
+        "05:00",
+    ])
+    .ok();
+    assert_eq!(names(&t), ["web-prod", "web"]);
+}
+
+#[test]
+fn schedules_of_a_file_writing_archives_under_one_name_are_named_at_start() {
+    let t = TestHome::new();
+    let _stop = StopOnDrop(&t);
+    for dir in ["src", "web/prod", "web/other"] {
+        std::fs::create_dir_all(t.work().join(dir)).unwrap();
+    }
+    let two_sources = format!(
+        r#"{{"id":2,"name":"web","sources":["{}","{}"],"kind":"daily","time":"02:00","created":"2026-11-27T03:00:00Z"}}"#,
+        t.work().join("web/prod").display(),
+        t.work().join("web/other").display()
+    );
+    hand_edited_file(&t, 3, &[daily(&t, 1, "web-prod", ""), two_sources]);
+    assert_eq!(t.ctl(&["start"]).ok(), "backupd started\n");
+    let expected = "Error: Schedules web-prod and web both write archives named web-prod: the \
+                    rotation of each deletes the other's backups; rename one (create --replace)";
+    assert!(
+        log_messages(&t.log()).iter().any(|m| m == expected),
+        "{expected}: {}",
+        t.log()
+    );
+}
+
+#[test]
 fn a_misspelled_key_in_a_schedule_is_refused_naming_it_and_the_schedule() {
     // `retension` was ignored: the schedule ran with the 7-day default, and rotation deleted
     // archives meant to be kept 30 days.

@@ -295,6 +295,31 @@ pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
     }
 }
 
+/// The names of the archives `schedule` writes, one per source.
+pub fn archive_names(schedule: &Schedule) -> Vec<String> {
+    let naming = Naming::of_schedule(schedule);
+    (schedule.sources.iter())
+        .map(|source| naming.name_of(Path::new(source)))
+        .collect()
+}
+
+/// The first of `others` that writes archives under a name `schedule` writes too, with that
+/// name. Rotation goes by name, so each schedule's rotation would delete the other's backups
+/// (`web` with sources `…/prod` and `…/other` writes `web-prod`, as a schedule `web-prod`
+/// does).
+pub fn shares_archive_names<'a>(
+    schedule: &Schedule,
+    others: impl IntoIterator<Item = &'a Schedule>,
+) -> Option<(&'a Schedule, String)> {
+    let names = archive_names(schedule);
+    others.into_iter().find_map(|other| {
+        let shared = archive_names(other)
+            .into_iter()
+            .find(|name| names.contains(name))?;
+        Some((other, shared))
+    })
+}
+
 /// The archive name for a source: its folder name, with characters a name may not hold
 /// replaced by `_` (`my docs` → `my_docs`).
 pub fn folder_name(source: &Path) -> String {

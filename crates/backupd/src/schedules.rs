@@ -297,6 +297,7 @@ impl ScheduleStore {
                 if raised.is_some() || !cleared.is_empty() {
                     repaired(&path, &file, raised, &cleared);
                 }
+                warn_of_shared_archive_names(&file);
                 file
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => ScheduleFile::default(),
@@ -605,6 +606,27 @@ fn repaired(path: &Path, file: &ScheduleFile, raised: Option<NextIdRaised>, clea
             "can't save the repaired schedules (kept in memory, saved with the next change): can't save schedule file {}: {e}",
             path.display()
         );
+    }
+}
+
+/// Says which schedules write archives under one name (a file from before `create` refused
+/// that, or edited by hand): each one's rotation deletes the other's backups.
+fn warn_of_shared_archive_names(file: &ScheduleFile) {
+    let mut writers: HashMap<String, &str> = HashMap::new();
+    for schedule in &file.schedules {
+        for name in crate::plan::archive_names(schedule) {
+            match writers.get(&name) {
+                Some(&other) if other != schedule.name => tracing::error!(
+                    "Schedules {other} and {} both write archives named {name}: the rotation of \
+                     each deletes the other's backups; rename one (create --replace)",
+                    schedule.name
+                ),
+                Some(_) => {}
+                None => {
+                    writers.insert(name, &schedule.name);
+                }
+            }
+        }
     }
 }
 

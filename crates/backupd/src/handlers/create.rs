@@ -5,6 +5,7 @@
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult};
 use crate::plan;
+use crate::schedules::ScheduleFile;
 use crate::state::Daemon;
 use crate::timing;
 use chrono::Local;
@@ -55,9 +56,11 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
                         ),
                     ));
                 }
+                refuse_shared_archive_names(&schedule, file, Some(index))?;
                 file.replace(index, schedule, now);
                 return Ok((index, file.schedules[index].clone(), true));
             }
+            refuse_shared_archive_names(&schedule, file, None)?;
             let index = file.add(schedule).ok_or_else(|| {
                 HandlerError::new(
                     ErrorCode::Io,
@@ -86,6 +89,26 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
         schedule: schedule_info(index, schedule, &now),
         replaced,
     })
+}
+
+/// Refuses `schedule` when it would write archives under a name another schedule than the one
+/// at `replaced` writes: their rotations would delete each other's backups.
+fn refuse_shared_archive_names(
+    schedule: &Schedule,
+    file: &ScheduleFile,
+    replaced: Option<usize>,
+) -> HandlerResult<()> {
+    let others = (file.schedules.iter().enumerate())
+        .filter(|(index, _)| Some(*index) != replaced)
+        .map(|(_, other)| other.as_ref());
+    match plan::shares_archive_names(schedule, others) {
+        None => Ok(()),
+        Some((other, name)) => Err(invalid(format!(
+            "schedule {} would write archives named {name}, as schedule {} does: the rotation \
+             of each would delete the other's backups; give it another name",
+            schedule.name, other.name
+        ))),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> HandlerError {

@@ -1,6 +1,7 @@
 //! Archives backupd did not write, read by `verify`, `restore`, `ls` and the repair of a
-//! lost manifest at start: GNU tar's own (sparse files, times before 1970), and one whose
-//! long-name header claims more memory than any archive needs.
+//! lost manifest at start: GNU tar's own (sparse files, times before 1970), pax archives with
+//! a global header (`git archive`'s kind) or names no file can have, and one whose long-name
+//! header claims more memory than any archive needs.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -227,4 +228,103 @@ fn a_long_name_claiming_more_than_any_archive_needs_is_refused_unread() {
         .map(|kib| kib.trim().parse().unwrap())
         .unwrap();
     assert!(peak_kib < 256 << 10, "peak RSS {peak_kib} KiB");
+}
+
+/// A pax archive written by Python's `tarfile`, as `git archive` writes them: a global header
+/// first, then `src/` with `ok.txt`, and `hostile` entries named by raw pax records.
+fn pax_archive(t: &TestHome, hostile: &str) -> Vec<u8> {
+    let script = format!(
+        r#"
+import io, sys, tarfile
+out = io.BytesIO()
+with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                  pax_headers={{"comment": "a commit id"}}) as tar:
+    def add(name, data=b"", kind=tarfile.REGTYPE, link="", pax=None):
+        info = tarfile.TarInfo(name)
+        info.type, info.size, info.linkname, info.mode = kind, len(data), link, 0o644
+        if pax:
+            info.pax_headers = pax
+        tar.addfile(info, io.BytesIO(data))
+    add("src", kind=tarfile.DIRTYPE)
+    add("src/ok.txt", b"kept\n")
+{hostile}
+sys.stdout.buffer.write(out.getvalue())
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(t.work())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn a_pax_global_header_is_no_entry_and_a_name_with_a_nul_byte_is_refused_alone() {
+    let t = TestHome::new();
+    let plain = pax_archive(&t, "");
+    assert_eq!(plain[156], b'g', "a global header first");
+    with_manifest(&t, "git_20250101_000000", ".tar", &plain);
+    let hostile = pax_archive(
+        &t,
+        r#"    add("src/nul", pax={"path": "src/a\x00b"})
+    add("src/link", kind=tarfile.SYMTYPE, pax={"linkpath": "x\x00y"})
+    add("src/after.txt", b"after\n")"#,
+    );
+    with_manifest(&t, "nul_20250101_000000", ".tar", &hostile);
+    let _daemon = t.start_daemon();
+
+    // Restored whole and quietly, as GNU tar restores it; `ls` lists no `@PaxHeader`.
+    let to = t.work().join("git");
+    let restored = t.ctl(&[
+        "restore",
+        "git_20250101_000000.tar",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(restored.code(), 0, "{}", restored.stderr());
+    assert!(
+        !restored.stdout().contains("Refused"),
+        "{}",
+        restored.stdout()
+    );
+    assert_eq!(std::fs::read(to.join("src/ok.txt")).unwrap(), b"kept\n");
+    assert_eq!(
+        std::fs::read_dir(&to).unwrap().count(),
+        1,
+        "only src/ in the target"
+    );
+    let listed = t.ctl(&["ls", "git_20250101_000000.tar"]).ok();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(!listed.contains("PaxHeader"), "{listed}");
+
+    // Each entry no file name can hold is refused; the others are restored.
+    let to = t.work().join("nul");
+    let refused = t.ctl(&[
+        "restore",
+        "nul_20250101_000000.tar",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.code(), 1, "{}", refused.stderr());
+    let said = format!("{}{}", refused.stdout(), refused.stderr());
+    assert!(said.contains("name contains a NUL byte"), "{said}");
+    assert!(
+        said.contains("symlink target contains a NUL byte"),
+        "{said}"
+    );
+    assert!(!said.contains("removed"), "nothing undone: {said}");
+    assert_eq!(std::fs::read(to.join("src/ok.txt")).unwrap(), b"kept\n");
+    assert_eq!(std::fs::read(to.join("src/after.txt")).unwrap(), b"after\n");
+    let mut names: Vec<_> = std::fs::read_dir(to.join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["after.txt", "ok.txt"]);
 }

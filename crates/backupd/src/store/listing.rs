@@ -12,7 +12,7 @@ use proto::response::DeviceKind;
 use tar::EntryType;
 
 use super::error::StoreError;
-use super::restore::{Filters, entry_mtime, safe_components};
+use super::restore::{Filters, entry_mtime, is_global_header, safe_components};
 use super::verify::{open_tar_stream, read_manifest, without_quoted_bytes};
 use crate::destination::Destination;
 use crate::format::Identities;
@@ -163,6 +163,9 @@ fn list_within(
     let (mut relative, mut from_root) = (Collecting::default(), Collecting::default());
     for entry in tar.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
+        if is_global_header(&entry) {
+            continue;
+        }
         let entry_path = PathBuf::from(String::from_utf8_lossy(&entry.path_bytes()).as_ref());
         let into = if filters.is_empty() {
             &mut relative

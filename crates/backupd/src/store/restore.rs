@@ -436,6 +436,9 @@ fn scan(
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
     for entry in tar.entries().map_err(stream_error)? {
         let entry = entry.map_err(stream_error)?;
+        if is_global_header(&entry) {
+            continue;
+        }
         let path = entry.path().map_err(stream_error)?;
         let Ok(parts) = safe_components(&path) else {
             continue;
@@ -485,12 +488,22 @@ fn scan(
     Ok(found)
 }
 
+/// A pax global header (`git archive` writes one, holding the commit): defaults for the
+/// entries after it, not an entry. GNU tar and Python's `tarfile` take it the same way.
+pub(super) fn is_global_header<R: io::Read>(entry: &tar::Entry<'_, R>) -> bool {
+    entry.header().entry_type() == EntryType::XGlobalHeader
+}
+
 /// The relative, `..`-free components of an archive path, or why it is refused. An empty
 /// result is the archive root itself (`./`).
 pub(super) fn safe_components(path: &Path) -> Result<Vec<&OsStr>, &'static str> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
+            // No file name can hold one: the system call would fail, not refuse the entry.
+            Component::Normal(part) if part.as_bytes().contains(&0) => {
+                return Err("name contains a NUL byte");
+            }
             Component::Normal(part) => parts.push(part),
             Component::CurDir => {}
             Component::ParentDir => return Err("path contains '..'"),
@@ -875,6 +888,9 @@ impl Extractor<'_> {
         let mut tar = self.archive.tar_stream(manifest).map_err(fatal(stream))?;
         for entry in tar.entries().map_err(fatal(stream))? {
             let mut entry = entry.map_err(fatal(stream))?;
+            if is_global_header(&entry) {
+                continue;
+            }
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
@@ -961,6 +977,10 @@ impl Extractor<'_> {
                         self.refuse(&shown, "symlink without a target");
                         continue;
                     };
+                    if link.contains(&0) {
+                        self.refuse(&shown, "symlink target contains a NUL byte");
+                        continue;
+                    }
                     let link = OsStr::from_bytes(&link);
                     let placed =
                         self.place(&parent, parent_path, &parts, &shown, |dir, slot, _| {

@@ -328,3 +328,99 @@ fn a_pax_global_header_is_no_entry_and_a_name_with_a_nul_byte_is_refused_alone()
     names.sort();
     assert_eq!(names, ["after.txt", "ok.txt"]);
 }
+
+/// A 12-byte tar number field holding `value` in base 256, as GNU tar writes sizes past 8 GiB.
+fn base256(value: u64) -> [u8; 12] {
+    let mut field = [0; 12];
+    field[4..].copy_from_slice(&value.to_be_bytes());
+    field[0] = 0x80;
+    field
+}
+
+/// An uncompressed tar of `top/sparse`, a GNU sparse entry whose last `stored` bytes are the
+/// only data, claiming `real` bytes in all: the rest is a hole.
+fn sparse_claiming(real: u64, stored: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    let mut folder = tar::Header::new_gnu();
+    folder.set_path("top/").unwrap();
+    folder.set_entry_type(tar::EntryType::Directory);
+    folder.set_mode(0o755);
+    folder.set_size(0);
+    folder.set_cksum();
+    tar.extend_from_slice(folder.as_bytes());
+    let mut sparse = tar::Header::new_gnu();
+    sparse.set_path("top/sparse").unwrap();
+    sparse.set_entry_type(tar::EntryType::GNUSparse);
+    sparse.set_mode(0o644);
+    sparse.set_size(stored.len() as u64);
+    let gnu = sparse.as_gnu_mut().unwrap();
+    gnu.sparse[0].offset = base256(real - stored.len() as u64);
+    gnu.sparse[0].numbytes = base256(stored.len() as u64);
+    gnu.realsize = base256(real);
+    sparse.set_cksum();
+    tar.extend_from_slice(sparse.as_bytes());
+    tar.extend_from_slice(stored);
+    tar.resize(tar.len().next_multiple_of(BLOCK) + 2 * BLOCK, 0);
+    tar
+}
+
+#[test]
+fn a_sparse_entry_claiming_exabytes_is_verified_unread_and_refused_by_restore_at_once() {
+    // 126 bytes gzipped: verify read the zeros of its hole, for years, and restore too.
+    let t = TestHome::new();
+    let stored = [b'Z'; BLOCK];
+    with_manifest(
+        &t,
+        "huge_20250101_000000",
+        ".tar.gz",
+        &gzip(&sparse_claiming(1 << 63, &stored)),
+    );
+    // And without a manifest, for the repair at start.
+    let backups = t.home().join("backups");
+    let lost = gzip(&sparse_claiming(1 << 63, &stored));
+    std::fs::write(backups.join("lost_20250102_000000.tar.gz"), lost).unwrap();
+    // The same entry of 64 GiB, its data cut short.
+    let mut cut = sparse_claiming(64 << 30, &stored);
+    cut.truncate(3 * BLOCK - 100);
+    with_manifest(&t, "cut_20250101_000000", ".tar", &cut);
+    let _daemon = t.start_daemon();
+    wait_for(Duration::from_secs(30), "the repair at start", || {
+        t.log().contains("Rebuilt manifest for").then_some(())
+    });
+    assert!(backups.join("lost_20250102_000000.json").exists());
+
+    let verified = t.ctl(&["verify", "huge_20250101_000000.tar.gz"]);
+    assert_eq!(
+        verified.stdout().trim(),
+        "huge_20250101_000000.tar.gz: OK",
+        "{}",
+        verified.stderr()
+    );
+    let verified = t.ctl(&["verify", "cut_20250101_000000.tar"]);
+    assert_eq!(verified.code(), 1);
+    assert!(
+        verified
+            .stdout()
+            .contains("cut_20250101_000000.tar: truncated"),
+        "{}",
+        verified.stdout()
+    );
+
+    // No file can be that large: refused before a byte is read, nothing left.
+    let to = t.work().join("restored");
+    let refused = t.ctl(&[
+        "restore",
+        "huge_20250101_000000.tar.gz",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused
+            .stderr()
+            .contains("the entry claims 9223372036854775808 bytes, more than any file can hold"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(!to.exists(), "everything it made is removed");
+}

@@ -241,8 +241,18 @@ fn copy_through(
     }
 }
 
-fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u64> {
+/// Copies a GNU sparse entry's `size` bytes, its holes (read as zeros) left as holes.
+fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File, size: u64) -> io::Result<u64> {
     use std::io::{Seek, SeekFrom, Write};
+    // Sized first: a size the file system cannot hold (a tiny archive may claim a PiB) fails
+    // now, not after reading as many zeros.
+    if i64::try_from(size).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("the entry claims {size} bytes, more than any file can hold"),
+        ));
+    }
+    file.set_len(size)?;
     let mut block = vec![0; 64 << 10];
     let mut copied = 0;
     loop {
@@ -252,7 +262,7 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if block[..n].iter().all(|b| *b == 0) {
+        if is_zeros(&block[..n]) {
             file.seek(SeekFrom::Current(n as i64))?;
         } else {
             file.write_all(&block[..n])?;
@@ -261,6 +271,14 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File) -> io::Result<u
     }
     file.set_len(copied)?;
     Ok(copied)
+}
+
+/// Whether `bytes` are all zeros: a page at a time, whose check (no early exit) vectorizes,
+/// where a byte at a time read a hole's zeros at a tenth of the speed.
+fn is_zeros(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .all(|page| page.iter().fold(0, |any, byte| any | byte) == 0)
 }
 
 /// `text`, or its first [`REFUSED_TEXT_MAX`] bytes (at a character's boundary) and how long
@@ -1044,7 +1062,7 @@ impl Extractor<'_> {
                             let mut fill = |file: &mut fs::File| {
                                 let data = &mut (&mut entry).take(size);
                                 let copied = if kind == EntryType::GNUSparse {
-                                    copy_keeping_holes(data, file)?
+                                    copy_keeping_holes(data, file, size)?
                                 } else {
                                     copy_through(data, file, &mut buffer)?
                                 };

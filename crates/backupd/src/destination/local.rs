@@ -7,10 +7,12 @@
 //! between the two leaves a mark, by which [`LocalFolder::finish_cut_rotations`] removes that
 //! manifest then, and no other.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, flock, linkat, openat, statat, unlinkat};
 
@@ -30,14 +32,53 @@ const FILE_BUFFER: usize = 1 << 20;
 const READ_BUFFER: usize = 256 * 1024;
 
 /// A folder holding archives and manifests side by side.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LocalFolder {
     dir: PathBuf,
+    /// Each file as [`Destination::open`] first found it (shared by clones): a later `open`
+    /// must find the very same file, so that a restore extracts, and a verify reads, the bytes
+    /// its first pass checked against the manifest, not a file renamed over it since.
+    first_opened: Arc<Mutex<HashMap<String, Opened>>>,
+}
+
+/// Two folders are one whatever they opened.
+impl PartialEq for LocalFolder {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for LocalFolder {}
+
+/// A file as opened: which file, and its size and times. The change time moves on any write,
+/// even one that puts the modification time back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Opened {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Opened {
+    fn of(meta: &fs::Metadata) -> Self {
+        Opened {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 impl LocalFolder {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            first_opened: Arc::default(),
+        }
     }
 
     /// The folder of an archive given by path, and the archive's file name in it.
@@ -257,8 +298,21 @@ impl Destination for LocalFolder {
     }
 
     fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
-        let file = self.open_regular(file)?;
-        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
+        let opened = self.open_regular(file)?;
+        let found = Opened::of(&opened.metadata()?);
+        let mut first_opened = (self.first_opened.lock()).unwrap_or_else(PoisonError::into_inner);
+        let first = *first_opened.entry(file.to_owned()).or_insert(found);
+        drop(first_opened);
+        if first != found {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} was replaced or changed since it was first read",
+                    self.dir.join(file).display()
+                ),
+            ));
+        }
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, opened)))
     }
 
     fn get(&self, file: &str) -> io::Result<Vec<u8>> {
@@ -659,6 +713,74 @@ mod tests {
         assert_eq!(file_names(&list), ["x_20260101_120000.tar", archive]);
         assert_eq!(list[0].manifest, None, "not the decompressed copy's");
         assert_eq!(list[1].manifest.as_ref(), Some(&manifest));
+    }
+
+    /// Returns once a file written now gets a change time after `file`'s: file times come from
+    /// a clock that moves a few milliseconds at a time.
+    fn past_change_time_of(file: &Path) {
+        let then = fs::metadata(file).unwrap();
+        let probe = file.with_extension("probe");
+        loop {
+            fs::write(&probe, b"").unwrap();
+            let now = fs::metadata(&probe).unwrap();
+            if (now.ctime(), now.ctime_nsec()) > (then.ctime(), then.ctime_nsec()) {
+                fs::remove_file(&probe).unwrap();
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_file_opened_again_must_be_the_file_first_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let archive = "docs_20250101_000000.tar";
+        touch(d, archive, b"checked bytes");
+        let folder = LocalFolder::new(d);
+        let mut first = String::new();
+        folder
+            .open(archive)
+            .unwrap()
+            .read_to_string(&mut first)
+            .unwrap();
+        assert_eq!(first, "checked bytes");
+        // The same file again, by this folder or a clone of it.
+        folder.clone().open(archive).unwrap();
+        let replaced = |folder: &LocalFolder, file: &str| {
+            let Err(err) = folder.open(file) else {
+                panic!("a changed file was opened")
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert!(
+                err.to_string().ends_with(&format!(
+                    "{file} was replaced or changed since it was first read"
+                )),
+                "{err}"
+            );
+        };
+        // Another file renamed over it, of the same size.
+        touch(d, "swap", b"planted bytes");
+        fs::rename(d.join("swap"), d.join(archive)).unwrap();
+        replaced(&folder, archive);
+
+        // Rewritten in place, same size, its modification time put back.
+        let other = "docs_20250102_000000.tar";
+        touch(d, other, b"checked bytes");
+        let folder = LocalFolder::new(d);
+        folder.open(other).unwrap();
+        let mtime = fs::metadata(d.join(other)).unwrap().modified().unwrap();
+        past_change_time_of(&d.join(other));
+        let file = OpenOptions::new().write(true).open(d.join(other)).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"planted", 0).unwrap();
+        file.set_modified(mtime).unwrap();
+        assert_eq!(
+            fs::metadata(d.join(other)).unwrap().modified().unwrap(),
+            mtime
+        );
+        replaced(&folder, other);
+        // A new folder value starts afresh.
+        LocalFolder::new(d).open(other).unwrap();
     }
 
     #[test]

@@ -1603,6 +1603,95 @@ mod tests {
         }
     }
 
+    /// A folder where another archive is renamed over `archive` right after its first open:
+    /// after the restore's first pass checked it against its manifest.
+    #[derive(Debug)]
+    struct SwappedAfterFirstOpen {
+        folder: LocalFolder,
+        archive: String,
+        swap_in: PathBuf,
+        swapped: std::sync::atomic::AtomicBool,
+    }
+
+    impl Destination for SwappedAfterFirstOpen {
+        fn location(&self) -> PathBuf {
+            self.folder.location()
+        }
+        fn path_of(&self, file: &str) -> PathBuf {
+            self.folder.path_of(file)
+        }
+        fn files(&self) -> io::Result<Vec<(String, u64)>> {
+            self.folder.files()
+        }
+        fn any_exists(&self, files: &[String]) -> io::Result<bool> {
+            self.folder.any_exists(files)
+        }
+        fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
+            let opened = self.folder.open(file)?;
+            let first = !self.swapped.swap(true, std::sync::atomic::Ordering::SeqCst);
+            if file == self.archive && first {
+                fs::rename(&self.swap_in, self.folder.path_of(file))?;
+            }
+            Ok(opened)
+        }
+        fn get(&self, file: &str) -> io::Result<Vec<u8>> {
+            self.folder.get(file)
+        }
+        fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
+            self.folder.put_new(file, bytes)
+        }
+        fn begin(&self, archive: &str) -> io::Result<Box<dyn crate::destination::PendingArchive>> {
+            self.folder.begin(archive)
+        }
+        fn remove(&self, file: &str) -> io::Result<()> {
+            self.folder.remove(file)
+        }
+        fn identity(&self, file: &str) -> io::Result<crate::destination::FileIdentity> {
+            self.folder.identity(file)
+        }
+        fn remove_if_same(
+            &self,
+            file: &str,
+            expected: &crate::destination::FileIdentity,
+        ) -> io::Result<crate::destination::Removal> {
+            self.folder.remove_if_same(file, expected)
+        }
+    }
+
+    #[test]
+    fn an_archive_replaced_after_it_was_checked_is_not_restored() {
+        let (dir, _src, archive) = made(Compression::default());
+        // Another archive of the same name, of another tree.
+        let other = tempfile::tempdir().unwrap();
+        fs::write(build_tree(other.path()).join("planted"), b"not checked").unwrap();
+        let other_dest = other.path().join("backups");
+        fs::create_dir(&other_dest).unwrap();
+        let planted = backup(
+            &other.path().join("tree"),
+            &other_dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        );
+        let (folder, file) = LocalFolder::containing(&archive).unwrap();
+        let swap_in = archive.with_file_name("swap-in");
+        fs::copy(&planted.archive, &swap_in).unwrap();
+        let swapped = SwappedAfterFirstOpen {
+            folder,
+            archive: file.clone(),
+            swap_in,
+            swapped: std::sync::atomic::AtomicBool::new(false),
+        };
+        let out = dir.path().join("out");
+        let err = super::restore(&swapped, &file, &out, &RestoreOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("was replaced or changed since it was first read"),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing restored");
+    }
+
     #[test]
     fn folders_that_were_there_are_not_counted_as_restored() {
         let (dir, _src, archive) = made(Compression::default());

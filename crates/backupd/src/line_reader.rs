@@ -143,19 +143,22 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 .map_err(|_| timed_out(limit))??;
             if n == 0 {
                 self.eof = true;
-            } else if !in_line {
+            } else if self.line_started.is_none() {
                 self.line_started = Some(Instant::now());
             }
         }
     }
 
     /// After a frame (or the end): gives back a big buffer and the budget it no longer needs.
-    /// Bytes of the next line already read start its clock now.
+    /// Bytes of the next line already read start its clock now. The rest of a line too long
+    /// to keep, still to be skipped, is that line: its clock goes on.
     fn line_read(&mut self) {
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::from(&self.buf[..]);
         }
-        self.line_started = (!self.buf.is_empty()).then(Instant::now);
+        if !self.codec.is_discarding() {
+            self.line_started = (!self.buf.is_empty()).then(Instant::now);
+        }
         let keep = self.charge(self.buf.len());
         if keep < self.held {
             self.budget.0.add_permits(self.held - keep);
@@ -242,6 +245,32 @@ mod tests {
         assert!(matches!(err, ReadError::LineTimeout(_)), "{err}");
         assert!(started.elapsed() <= QUICK.line + Duration::from_secs(1));
         trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rest_of_a_line_too_long_is_still_bounded_by_its_start() {
+        // Once told it was too long, a client streaming on held its connection for as long
+        // as it sent: the idle clock began again with every chunk.
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut lines = LineReader::new(server, Budget::default());
+        let stream = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            // 30 s of it, then the end of the line.
+            for _ in 0..300 {
+                if client.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = client.write_all(b"\n").await;
+        });
+        let started = Instant::now();
+        assert_eq!(lines.next(QUICK).await.unwrap(), Some(Frame::TooLong));
+        let ended = lines.next(QUICK).await;
+        assert!(matches!(ended, Err(ReadError::LineTimeout(_))), "{ended:?}");
+        assert!(started.elapsed() <= QUICK.line, "{:?}", started.elapsed());
+        drop(lines);
+        stream.await.unwrap();
     }
 
     #[tokio::test]

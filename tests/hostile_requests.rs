@@ -334,3 +334,30 @@ fn a_newline_in_a_request_cannot_forge_a_log_line() {
     );
     assert!(log.contains(&format!("a\\n{forged}")), "{log}");
 }
+
+#[test]
+fn the_log_keeps_a_bounded_part_of_what_a_refused_request_quotes() {
+    // Logged whole, 200 refused specs of 1 MiB rotated every earlier line out of the log.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let spec = "x".repeat(512 * 1024);
+    let line = serde_json::json!({"cmd": "create", "spec": spec});
+    let answer = Client::connect(&t.socket())
+        .unwrap()
+        .request(&line.to_string());
+    assert_eq!(answer["error"]["code"], "malformed_schedule", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&spec), "the client is told all of it");
+    let log = common::wait_for(std::time::Duration::from_secs(30), "the log line", || {
+        Some(t.log()).filter(|log| log.contains("malformed schedule: xxx"))
+    });
+    let logged = log
+        .lines()
+        .find(|line| line.contains("malformed schedule: xxx"))
+        .unwrap();
+    assert!(logged.len() < 1200, "{} bytes logged", logged.len());
+    assert!(
+        logged.ends_with(&format!("… ({} bytes)", message.len())),
+        "{logged}"
+    );
+}

@@ -118,6 +118,15 @@ impl From<StoreError> for HandlerError {
 
 type HandlerResult<T> = Result<T, HandlerError>;
 
+/// Bytes of a refusal's message the log keeps. Messages quote what the client sent (a 1 MiB
+/// schedule spec, a command name): logged whole, a few hundred requests rotated the whole
+/// history out of the log. The client's answer has it all.
+const LOGGED_MESSAGE_MAX: usize = 1024;
+
+fn logged(message: &str) -> std::borrow::Cow<'_, str> {
+    proto::one_line::cut(message, LOGGED_MESSAGE_MAX)
+}
+
 /// Parses and answers one request line with the response line; event lines, if the request
 /// asks for them, go to `events`.
 /// `requester` is the peer, whose key files (`--identity`, `--encrypt-to-file`) may be read.
@@ -130,7 +139,7 @@ pub async fn handle_line(
     match Request::parse(line) {
         Ok(request) => handle(daemon, request, events, requester).await,
         Err(err) => {
-            tracing::error!("bad request: {}", err.message);
+            tracing::error!("bad request: {}", logged(&err.message));
             Response::failure(err.id, err.code, err.message).to_line()
         }
     }
@@ -197,7 +206,7 @@ pub async fn handle(
         Ok(data) => Response::success_line(request.id, &data),
         Err(err) => {
             if !err.logged {
-                tracing::error!("{}", err.message);
+                tracing::error!("{}", logged(&err.message));
             }
             match err.data {
                 Some(data) => Response::failure_with_data(request.id, err.code, err.message, *data),

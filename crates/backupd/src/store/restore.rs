@@ -281,17 +281,9 @@ fn is_zeros(bytes: &[u8]) -> bool {
         .all(|page| page.iter().fold(0, |any, byte| any | byte) == 0)
 }
 
-/// `text`, or its first [`REFUSED_TEXT_MAX`] bytes (at a character's boundary) and how long
-/// it was.
+/// `text`, or its first [`REFUSED_TEXT_MAX`] bytes and how long it was.
 fn cut(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= REFUSED_TEXT_MAX {
-        return text.into();
-    }
-    let end = (0..=REFUSED_TEXT_MAX)
-        .rev()
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(0);
-    format!("{}… ({} bytes)", &text[..end], text.len()).into()
+    proto::one_line::cut(text, REFUSED_TEXT_MAX)
 }
 
 /// Whether entries of `kind` hold a file's data (a hard link may point at them).

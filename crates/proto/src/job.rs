@@ -121,7 +121,8 @@ impl Compression {
 /// `keep_*` rules keep (the newest of each of the last N days, ISO weeks, months); the rest
 /// is deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Read from an object only: see `object_only!`.
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
@@ -191,7 +192,8 @@ pub struct JobOptions {
 
 /// A command source: `command` (an argv, run without a shell) writes the file `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Read from an object only: see `object_only!`.
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct CommandSource {
     /// The file's name in the archive: one path component, by the backup name rule.
     pub name: String,
@@ -200,7 +202,8 @@ pub struct CommandSource {
 
 /// The hooks of a job, each an argv run without a shell; empty: none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Read from an object only: see `object_only!`.
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Hooks {
     /// Before anything is written; its failure fails the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -438,6 +441,29 @@ mod wire {
     }
 }
 
+/// Gives a struct whose derived (de)serializers are its own functions (`remote = "Self"`) the
+/// `Deserialize` that reads it from an object (a map) only, and the derived `Serialize`. The
+/// derived reader alone also takes an array, its fields by position: `"retention": [0, 0]`
+/// was read as `days` 0 and `min_keep` 0, a policy that deletes everything.
+macro_rules! object_only {
+    ($($name:ident),+) => {$(
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let object = serde_json::Map::deserialize(deserializer)?;
+                $name::deserialize(serde_json::Value::Object(object)).map_err(de::Error::custom)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $name::serialize(self, serializer)
+            }
+        }
+    )+};
+}
+
+object_only!(Retention, CommandSource, Hooks);
+
 /// The last field of an object whose other fields include a flattened one: it takes whatever
 /// key no field took and refuses it, so a typo like `levl` is an error rather than ignored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -472,6 +498,34 @@ mod tests {
         job: JobOptions,
         #[serde(flatten)]
         strict: StrictFields,
+    }
+
+    #[test]
+    fn retention_hooks_and_command_sources_are_objects_never_arrays() {
+        // Each read positionally from an array before: a retention of days 0, min_keep 0.
+        for (field, array) in [
+            ("retention", json!([0, 0])),
+            ("offsite_retention", json!([0, 0])),
+            ("hooks", json!([["/bin/touch", "/tmp/x"]])),
+            ("source_commands", json!([["dump", ["/bin/echo"]]])),
+        ] {
+            let err = serde_json::from_value::<Args>(json!({ field: array })).unwrap_err();
+            assert!(err.to_string().contains("expected a map"), "{field}: {err}");
+        }
+        let value = json!({
+            "name": "n",
+            "retention": {"days": 0, "min_keep": 1},
+            "hooks": {"before": ["/bin/true"]},
+            "source_commands": [{"name": "db.sql", "command": ["/bin/echo"]}]
+        });
+        let args: Args = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(args.job.retention.unwrap().min_keep, Some(1));
+        assert_eq!(args.job.hooks.before, ["/bin/true"]);
+        assert_eq!(args.job.source_commands[0].name, "db.sql");
+        assert_eq!(serde_json::to_value(&args).unwrap(), value);
+        // Unknown keys are still refused.
+        let err = serde_json::from_value::<Args>(json!({"retention": {"dayz": 1}})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `dayz`"), "{err}");
     }
 
     #[test]

@@ -983,6 +983,38 @@ fn a_destination_inside_the_source_is_left_out_and_said_once() {
 }
 
 #[test]
+fn a_schedule_whose_source_is_where_its_archives_go_is_refused() {
+    // Accepted before, it failed at every run.
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let _daemon = t.start_daemon();
+    let refused = t.ctl(&[
+        "create",
+        "--name",
+        "self",
+        "--source",
+        "src",
+        "--destination",
+        "src",
+        "--daily",
+        "03:00",
+    ]);
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr().contains(&format!(
+            "Backup source {} is where archives are written ({})",
+            src.display(),
+            src.display()
+        )),
+        "{}",
+        refused.stderr()
+    );
+    let listed: serde_json::Value = serde_json::from_str(&t.ctl(&["--json", "list"]).ok()).unwrap();
+    assert_eq!(listed["data"]["schedules"], serde_json::json!([]));
+}
+
+#[test]
 fn a_source_that_is_where_archives_go_fails_and_writes_nothing() {
     let t = TestHome::new();
     let src = t.work().join("src");

@@ -3,7 +3,8 @@
 //! of that name this definition instead, checked the same way.
 
 use super::list::schedule_info;
-use super::{HandlerError, HandlerResult};
+use super::{HandlerError, HandlerResult, blocking};
+use crate::engine::{self, EngineError};
 use crate::plan;
 use crate::schedules::ScheduleFile;
 use crate::state::Daemon;
@@ -31,7 +32,7 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
     };
     // Everything a run of it would check, so that a schedule that can never run is refused
     // now rather than failing at 02:00 (a dry run: nothing is created).
-    plan::for_schedule(&daemon.plan_defaults(), &schedule, true).await?;
+    let planned = plan::for_schedule(&daemon.plan_defaults(), &schedule, true).await?;
     for source in &schedule.sources {
         let problem = match tokio::fs::metadata(source).await {
             Ok(meta) if meta.is_dir() => continue,
@@ -42,6 +43,19 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
             ErrorCode::SourceNotFound,
             format!("{problem}: {source}"),
         ));
+    }
+    // A source its own archives would go into: every run of it would fail.
+    let jobs = planned.jobs;
+    let source_is_destination = blocking(move || {
+        jobs.iter()
+            .find_map(|job| match engine::check_job_source(job) {
+                Err(e @ EngineError::SourceIsDestination { .. }) => Some(e.to_string()),
+                _ => None,
+            })
+    })
+    .await?;
+    if let Some(message) = source_is_destination {
+        return Err(invalid(message));
     }
     let (index, schedule, replaced) = daemon
         .schedules

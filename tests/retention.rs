@@ -324,6 +324,67 @@ fn names_are_rotated_apart_and_prune_name_touches_one_name() {
 }
 
 #[test]
+fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
+    // `prune` took the defaults (7 days, 3 kept) for every name: a schedule keeping a year of
+    // archives lost all but three to a bare `prune`.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    ctl(
+        &t,
+        &[
+            "create",
+            "--name",
+            "yearly",
+            "--source",
+            "src",
+            "--daily",
+            "03:00",
+            "--retention-days",
+            "365",
+            "--min-keep",
+            "1",
+        ],
+    )
+    .ok();
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let now = Local::now().naive_local();
+    let ages = [10, 40, 70, 100];
+    let make = |name: &str| -> Vec<String> {
+        let at = |days: i64| now - TimeDelta::days(days);
+        (ages.iter())
+            .map(|days| fabricate(&backups, name, at(*days), "tar.gz", true))
+            .collect()
+    };
+    let yearly = make("yearly");
+    let other = make("other");
+    let deleted = |files: &[String]| -> BTreeSet<String> { files.iter().cloned().collect() };
+
+    // `other` has no schedule: the defaults keep its newest 3.
+    let out = ctl(&t, &["prune"]).ok();
+    assert_pruned(&out, &deleted(&other[3..]));
+    let out = ctl(&t, &["prune", "--name", "yearly"]).ok();
+    assert_pruned(&out, &BTreeSet::new());
+    // A policy given wins over the schedule's.
+    let out = ctl(
+        &t,
+        &[
+            "prune",
+            "--name",
+            "yearly",
+            "--retention-days",
+            "30",
+            "--min-keep",
+            "1",
+        ],
+    )
+    .ok();
+    assert_pruned(&out, &deleted(&yearly[1..]));
+}
+
+#[test]
 fn files_that_are_not_archives_are_never_touched() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();

@@ -3,10 +3,14 @@
 //! lists) and logs that script's lines. Blocking: call it on a blocking thread.
 
 use crate::destination::{self, ArchiveInfo, Destination};
+use crate::plan::Defaults;
+use crate::rotation_locks::FolderKey;
 use crate::store::{self, RetentionPolicy, StoreError};
 use chrono::NaiveDateTime;
 use proto::Retention;
-use std::path::Path;
+use proto::schedule::Schedule;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A policy from request or schedule settings; unset fields take the defaults.
 pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
@@ -21,6 +25,47 @@ pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
         keep_daily: r.keep_daily,
         keep_weekly: r.keep_weekly,
         keep_monthly: r.keep_monthly,
+    }
+}
+
+/// The retention by which the archives of `name` in `folder` are rotated where a request
+/// gives none: that of the stored schedule writing them there (its own, else the
+/// configuration's `[defaults]`), else the `[defaults]`' (`None`: the original backup
+/// script's). So a `prune`, or a one-off run of a schedule's name, keeps what the schedule
+/// keeps. Blocking: each schedule's destination is looked up.
+#[derive(Debug, Clone, Default)]
+pub struct NameRetention {
+    by_name: std::collections::HashMap<String, Option<Retention>>,
+    default: Option<Retention>,
+}
+
+impl NameRetention {
+    pub fn in_folder(schedules: &[Arc<Schedule>], defaults: &Defaults, folder: &Path) -> Self {
+        let folder = FolderKey::of(folder);
+        let mut by_name = std::collections::HashMap::new();
+        for schedule in schedules {
+            let options = &schedule.options;
+            let destination = (options.destination.as_ref())
+                .or(defaults.job.destination.as_ref())
+                .map_or_else(|| defaults.destination.clone(), PathBuf::from);
+            if FolderKey::of(&destination) != folder {
+                continue;
+            }
+            let retention = options.retention.or(defaults.job.retention);
+            for name in crate::plan::archive_names(schedule) {
+                by_name.insert(name, retention);
+            }
+        }
+        NameRetention {
+            by_name,
+            default: defaults.job.retention,
+        }
+    }
+
+    /// The policy of `name`: `given` (a request's), else the schedule's or the defaults'.
+    pub fn policy(&self, name: &str, given: Option<&Retention>) -> RetentionPolicy {
+        let own = self.by_name.get(name).copied().unwrap_or(self.default);
+        policy(given.or(own.as_ref()))
     }
 }
 
@@ -70,6 +115,17 @@ pub fn rotate(
     scope: Option<&RunScope<'_>>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
+    rotate_by(destination, name, &|_| *policy, scope, dry_run)
+}
+
+/// [`rotate`], each backup name by the policy `policy_of` gives it.
+pub fn rotate_by(
+    destination: &dyn Destination,
+    name: Option<&str>,
+    policy_of: &dyn Fn(&str) -> RetentionPolicy,
+    scope: Option<&RunScope<'_>>,
+    dry_run: bool,
+) -> Result<Rotated, StoreError> {
     let archives: Vec<_> = destination::list(destination)
         .map_err(|source| StoreError::ReadDir {
             path: destination.location(),
@@ -95,7 +151,7 @@ pub fn rotate(
     } else {
         store::Counted::WithManifest
     };
-    let plan = store::plan_rotation_counting(&archives, policy, counted, now);
+    let plan = store::plan_rotation_by(&archives, policy_of, counted, now);
     let mut rotated = Rotated {
         kept: plan.keep.len(),
         ..Rotated::default()

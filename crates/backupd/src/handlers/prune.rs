@@ -1,7 +1,8 @@
-//! `prune`: applies a retention policy to a destination now, for every backup name or one.
+//! `prune`: applies a retention policy to a destination now, for every backup name or one:
+//! the request's, else each name's schedule's (its own, else `[defaults]`).
 
 use super::{HandlerResult, blocking, destination_or_default};
-use crate::retention;
+use crate::retention::{self, NameRetention};
 use crate::state::Daemon;
 use proto::request::PruneArgs;
 use proto::response::PruneReport;
@@ -14,7 +15,11 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
     }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let destination = folder.dir().display().to_string();
-    let policy = retention::policy(args.retention.as_ref());
+    // Each name by its schedule's retention unless the request gives one.
+    let schedules = daemon.schedules.snapshot().await.schedules;
+    let (defaults, dir) = (daemon.plan_defaults(), folder.dir().to_owned());
+    let retention = blocking(move || NameRetention::in_folder(&schedules, &defaults, &dir)).await?;
+    let given = args.retention;
     let name = args.name.clone();
     let dry_run = args.dry_run;
     // The names this prune may touch, each locked against a run's rotation.
@@ -36,9 +41,11 @@ pub async fn handle(daemon: &Daemon, args: PruneArgs) -> HandlerResult<PruneRepo
         .wait_for_repair(folder.dir(), name.as_deref())
         .await?;
     let _locks = daemon.rotation_locks.lock_all(folder.dir(), &names).await;
-    let rotated =
-        blocking(move || retention::rotate(&folder, name.as_deref(), &policy, None, dry_run))
-            .await??;
+    let rotated = blocking(move || {
+        let policy_of = |name: &str| retention.policy(name, given.as_ref());
+        retention::rotate_by(&folder, name.as_deref(), &policy_of, None, dry_run)
+    })
+    .await??;
     if dry_run {
         tracing::info!("Would delete: {} old backups", rotated.deleted.len());
     } else {

@@ -33,6 +33,6 @@ pub use repair::{
 pub use restore::{RestoreOptions, RestoreReport, restore, restore_with};
 pub use rotation::{
     Counted, RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation,
-    plan_rotation_counting,
+    plan_rotation_by, plan_rotation_counting,
 };
 pub use verify::{CHECKSUM_ONLY, VerifyFinding, VerifyReport, is_encrypted, verify, verify_with};

@@ -82,10 +82,21 @@ pub fn plan_rotation_counting(
     counted: Counted,
     now: NaiveDateTime,
 ) -> RotationPlan {
+    plan_rotation_by(archives, &|_| *policy, counted, now)
+}
+
+/// [`plan_rotation_counting`], each backup name by the policy `policy_of` gives it.
+pub fn plan_rotation_by(
+    archives: &[ArchiveInfo],
+    policy_of: &dyn Fn(&str) -> RetentionPolicy,
+    counted: Counted,
+    now: NaiveDateTime,
+) -> RotationPlan {
     let mut plan = RotationPlan::default();
-    let max_age = TimeDelta::days(i64::from(policy.retention_days));
-    for group in group_by_name(archives).into_values() {
-        let kept = kept_indices(&group, policy, counted, now, max_age);
+    for (name, group) in group_by_name(archives) {
+        let policy = policy_of(&name);
+        let max_age = TimeDelta::days(i64::from(policy.retention_days));
+        let kept = kept_indices(&group, &policy, counted, now, max_age);
         for (i, archive) in group.into_iter().enumerate() {
             if kept.contains(&i) {
                 plan.keep.push(archive);

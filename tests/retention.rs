@@ -385,6 +385,60 @@ fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
 }
 
 #[test]
+fn a_one_off_run_of_a_schedule_s_name_keeps_what_the_schedule_keeps() {
+    // Its rotation took the defaults: `run --sources ~/docs` deleted all but three of the
+    // archives the schedule `docs` keeps for a year.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let src = t.work().join("docs");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let yearly = [
+        "create",
+        "--name",
+        "docs",
+        "--source",
+        "docs",
+        "--daily",
+        "03:00",
+        "--retention-days",
+        "365",
+        "--min-keep",
+        "1",
+    ];
+    ctl(&t, &yearly).ok();
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let now = Local::now().naive_local();
+    let planted: Vec<String> = [10, 40, 70, 100, 130]
+        .iter()
+        .map(|days| {
+            fabricate(
+                &backups,
+                "docs",
+                now - TimeDelta::days(*days),
+                "tar.gz",
+                true,
+            )
+        })
+        .collect();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "run", "--sources", "docs"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ctl(&t, &args).ok()).unwrap()
+    };
+    let deleted = |answer: &serde_json::Value| answer["data"]["old_backups_deleted"].clone();
+    // Named after the folder, as the schedule names them.
+    let answer = run(&[]);
+    assert_eq!(deleted(&answer), 0, "{answer}");
+    assert!(planted.iter().all(|f| backups.join(f).exists()));
+    // A policy given wins.
+    let answer = run(&["--retention-days", "30", "--min-keep", "1"]);
+    assert_eq!(deleted(&answer), 4, "{answer}");
+    assert!(backups.join(&planted[0]).exists());
+}
+
+#[test]
 fn files_that_are_not_archives_are_never_touched() {
     let t = TestHome::new();
     let _daemon = t.start_daemon();

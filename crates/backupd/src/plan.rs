@@ -183,6 +183,7 @@ pub async fn plan(
             hooks: options.hooks.clone(),
             timeout: std::time::Duration::from_secs(options.hook_timeout_secs()),
         },
+        rotation_by_name: BTreeMap::new(),
     })
 }
 

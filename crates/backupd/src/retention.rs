@@ -67,6 +67,12 @@ impl NameRetention {
         let own = self.by_name.get(name).copied().unwrap_or(self.default);
         policy(given.or(own.as_ref()))
     }
+
+    /// The policy of the schedule writing `name` into the folder, if one does.
+    pub fn of_schedule(&self, name: &str) -> Option<RetentionPolicy> {
+        let own = self.by_name.get(name)?;
+        Some(policy(own.as_ref()))
+    }
 }
 
 /// What a rotation did (or would do).

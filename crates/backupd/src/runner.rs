@@ -40,6 +40,22 @@ pub struct RunPlan {
     pub notify: JobNotifications,
     /// Commands run before and after each job.
     pub hooks: JobHooks,
+    /// Names whose rotation keeps another policy than `after`'s: those a stored schedule
+    /// writes into the destination, for a one-off run given no retention of its own.
+    pub rotation_by_name: std::collections::BTreeMap<String, RetentionPolicy>,
+}
+
+impl RunPlan {
+    /// The steps after a job of `name`'s archive is written.
+    fn after_for(&self, name: &str) -> Vec<AfterWrite> {
+        let own = self.rotation_by_name.get(name);
+        (self.after.iter())
+            .map(|step| match (step, own) {
+                (AfterWrite::Rotate(_), Some(policy)) => AfterWrite::Rotate(*policy),
+                _ => step.clone(),
+            })
+            .collect()
+    }
 }
 
 /// A step after an archive is published. Offsite copies and hooks are more of these.
@@ -65,6 +81,10 @@ pub enum AfterWrite {
 pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunReport {
     let dry_run = plan.dry_run;
     let after = &plan.after;
+    // Each job's own, in the order of the jobs.
+    let afters: Vec<_> = (plan.jobs.iter())
+        .map(|job| plan.after_for(&job.name))
+        .collect();
     let notify = &plan.notify;
     let hooks = &plan.hooks;
     // The original backup script's first two lines; the plan is this run's configuration.
@@ -82,10 +102,9 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         ) {
             tracing::info!("{line}");
         }
-        let runs = plan
-            .jobs
-            .into_iter()
-            .map(|job| plan_one(daemon, job, after));
+        let runs = (plan.jobs.into_iter())
+            .zip(&afters)
+            .map(|(job, after)| plan_one(daemon, job, after));
         futures_util::future::join_all(runs).await
     } else {
         let registered: Vec<(BackupJob, JobGuard)> = plan
@@ -119,9 +138,11 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
                 source: job.source.clone(),
             });
         }
-        let runs = registered
-            .into_iter()
-            .map(|(job, guard)| back_up_one(daemon, job, guard, after, notify, hooks, events));
+        let runs = (registered.into_iter())
+            .zip(&afters)
+            .map(|((job, guard), after)| {
+                back_up_one(daemon, job, guard, after, notify, hooks, events)
+            });
         futures_util::future::join_all(runs).await
     };
     let mut report = summarize(dry_run, &plan.destination.location(), sources);

@@ -8,6 +8,7 @@ use crate::format::Passphrase;
 use crate::key_files::Requester;
 use crate::plan::{self, Naming, PlanError};
 use crate::plan_failure::{self, Unstarted};
+use crate::retention::NameRetention;
 use crate::runner;
 use crate::schedules;
 use crate::state::Daemon;
@@ -77,12 +78,36 @@ pub async fn handle(
         }
         Err(e) => return Err(e.into()),
     };
+    let plan = if args.job.retention.is_none() {
+        keeping_schedules_retention(daemon, plan).await?
+    } else {
+        plan
+    };
     let report = runner::execute(daemon, plan, events).await;
     if !args.dry_run {
         // A one-off run may add or rotate archives a schedule counts.
         crate::metrics::refresh(daemon).await;
     }
     finish(report)
+}
+
+/// `plan` (a one-off run given no retention), rotating each name a stored schedule writes
+/// into its destination by that schedule's retention: a one-off backup of a schedule's folder
+/// must not delete what the schedule keeps.
+async fn keeping_schedules_retention(
+    daemon: &Daemon,
+    mut plan: runner::RunPlan,
+) -> HandlerResult<runner::RunPlan> {
+    let schedules = daemon.schedules.snapshot().await.schedules;
+    let (defaults, folder) = (daemon.plan_defaults(), plan.destination.location());
+    let retention =
+        super::blocking(move || NameRetention::in_folder(&schedules, &defaults, &folder)).await?;
+    for job in &plan.jobs {
+        if let Some(policy) = retention.of_schedule(&job.name) {
+            plan.rotation_by_name.insert(job.name.clone(), policy);
+        }
+    }
+    Ok(plan)
 }
 
 /// A run in which some sources failed still answers with its report; the message says when

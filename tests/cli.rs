@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestHome, log_messages};
+use common::{Ctl, TestHome, log_messages};
 
 #[test]
 fn an_unknown_command_is_a_usage_error_and_is_logged() {
@@ -404,5 +404,21 @@ fn a_daemon_that_never_answers_is_exit_three_after_the_answer_timeout() {
             out.stderr()
         );
         assert_eq!(out.stdout(), "", "{command}");
+    }
+    // A timeout that is no number of seconds is said, not taken for a minute.
+    for bad in ["abc", "-1", "0", "1.5"] {
+        let out = Ctl(t
+            .ctl_command(&["--socket", socket.to_str().unwrap(), "status"])
+            .env("BACKUPCTL_ANSWER_TIMEOUT", bad)
+            .output()
+            .unwrap());
+        assert_eq!(out.code(), 1, "{bad}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(&format!(
+                "BACKUPCTL_ANSWER_TIMEOUT must be a whole number of seconds above 0, not \"{bad}\""
+            )),
+            "{bad}: {}",
+            out.stderr()
+        );
     }
 }

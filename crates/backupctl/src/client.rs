@@ -38,6 +38,8 @@ pub enum ClientError {
         waited.as_secs()
     )]
     Silent { socket: PathBuf, waited: Duration },
+    #[error("BACKUPCTL_ANSWER_TIMEOUT must be a whole number of seconds above 0, not {0:?}")]
+    BadAnswerTimeout(String),
     #[error("backupd sent an unreadable answer ({error}): {line}")]
     BadAnswer {
         line: String,
@@ -191,20 +193,24 @@ pub fn call(socket: &Path, request: &Request) -> Result<Answer, ClientError> {
 }
 
 /// How long to wait for the answer to a request the daemon answers at once (`status`,
-/// `list`, …): `BACKUPCTL_ANSWER_TIMEOUT` seconds, else a minute.
-pub fn answer_patience() -> Duration {
-    let seconds = std::env::var("BACKUPCTL_ANSWER_TIMEOUT")
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .filter(|seconds| *seconds > 0)
-        .unwrap_or(60);
-    Duration::from_secs(seconds)
+/// `list`, …): `BACKUPCTL_ANSWER_TIMEOUT` seconds, else (unset or empty) a minute. A value
+/// that is not a number of seconds is an error, not a minute: `abc` or `-1` was a typo.
+pub fn answer_patience() -> Result<Duration, ClientError> {
+    let text = std::env::var_os("BACKUPCTL_ANSWER_TIMEOUT").unwrap_or_default();
+    let text = text.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(Duration::from_secs(60));
+    }
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(ClientError::BadAnswerTimeout(text.into_owned())),
+    }
 }
 
 /// [`call`] for a request answered at once: a daemon that does not answer within
 /// [`answer_patience`] is taken for gone.
 pub fn call_answered_at_once(socket: &Path, request: &Request) -> Result<Answer, ClientError> {
     Connection::open(socket)?
-        .with_patience(answer_patience())?
+        .with_patience(answer_patience()?)?
         .request(request)
 }

@@ -255,7 +255,7 @@ fn stop(cli: &Cli, socket: &Path) -> Result<(), Failure> {
     // The daemon answers `stop` at once (then shuts down): a stopped or hung one is not
     // waited for without end.
     let mut connection = client::Connection::open(socket)
-        .and_then(|connection| connection.with_patience(client::answer_patience()))
+        .and_then(|connection| connection.with_patience(client::answer_patience()?))
         .map_err(|e| not_running(&e))?;
     let answer = connection
         .request(&Request::new(Command::Stop {}))

@@ -263,6 +263,65 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
 }
 
 #[test]
+fn prune_remote_keeps_what_the_schedule_copying_there_keeps_unless_told_otherwise() {
+    // A bare `prune --remote` took the defaults (7 days, 3 copies) for every name.
+    let (server, t, _daemon) = setup();
+    let newest = back_up(&t, true);
+    let old = [
+        "tree_20200101_000000.tar.gz",
+        "tree_20200102_000000.tar.gz",
+        "tree_20200103_000000.tar.gz",
+        "tree_20200104_000000.tar.gz",
+    ];
+    for name in old {
+        server.copy_object(&format!("host/{newest}"), &format!("host/{name}"));
+        server.copy_object(
+            &format!("host/{}", manifest_of(&newest)),
+            &format!("host/{}", manifest_of(name)),
+        );
+    }
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "create",
+            "--name",
+            "tree",
+            "--source",
+            "tree",
+            "--offsite",
+            "off",
+            "--daily",
+            "03:00",
+            "--retention-days",
+            "36500",
+            "--min-keep",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let (code, answer) = ctl_json(&t, &["prune", "--remote", "off", "--dry-run"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["deleted"], serde_json::json!([]), "{answer}");
+    let given = [
+        "prune",
+        "--remote",
+        "off",
+        "--dry-run",
+        "--retention-days",
+        "7",
+        "--min-keep",
+        "1",
+    ];
+    let (code, answer) = ctl_json(&t, &given);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        answer["data"]["deleted"],
+        serde_json::json!(old),
+        "{answer}"
+    );
+}
+
+#[test]
 fn a_remote_listing_takes_no_request_per_copy_and_reads_manifests_several_at_once() {
     let (server, t, _daemon) = setup();
     let newest = back_up(&t, true);

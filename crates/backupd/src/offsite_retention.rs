@@ -1,21 +1,24 @@
 //! Remote retention: a retention policy applied to one backup set on an offsite remote,
 //! through the same rotation code as a folder (`retention::rotate` → `store::plan_rotation`,
 //! identity re-checked by HEAD just before each DELETE). `prune --remote` calls
-//! [`rotate_remote`]; a run rotates each remote after its uploads ([`after_upload`]) by the
+//! [`rotate_remote`], each name by its schedule's policy unless it gives one
+//! ([`names_on_remote`]); a run rotates each remote after its uploads ([`after_upload`]) by the
 //! job's `offsite_retention`, or its `retention` where that sets nothing. Each first finishes
 //! the rotations of its names cut short between an archive and its manifest
 //! ([`S3Prefix::finish_cut_rotations`]): a bucket has no start-up to do it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
+use proto::schedule::Schedule;
 use proto::{JobOptions, Retention};
 
 use crate::destination::{self, S3Prefix};
 use crate::format::naming::parse_archive_name;
 use crate::offsite::Offsite;
-use crate::retention::{self, Rotated, RunScope};
+use crate::remote::RemoteConfig;
+use crate::retention::{self, NameRetention, Rotated, RunScope};
 use crate::runner::AfterWrite;
 use crate::state::Daemon;
 use crate::store::{RetentionPolicy, StoreError};
@@ -47,13 +50,46 @@ pub fn steps(after: &[AfterWrite], options: &JobOptions) -> Vec<AfterWrite> {
         .collect()
 }
 
-/// Rotates the archives of `name` (or of every name) on `remote` by `policy`; in a dry run,
-/// says what would go and deletes nothing. Blocking; callers hold the names' locks
-/// (`RotationLocks::lock_all_remote`).
+/// The retention of each name on the remote at `url`, where a request gives none: that of
+/// the stored schedule copying it there (its copies', or its own for an offsite-only
+/// schedule), else the `[defaults]`' copies'.
+pub fn names_on_remote(
+    schedules: &[Arc<Schedule>],
+    defaults: &JobOptions,
+    remotes: &BTreeMap<String, RemoteConfig>,
+    url: &str,
+) -> NameRetention {
+    let mut by_name = HashMap::new();
+    for schedule in schedules {
+        let Ok((options, offsite_only)) =
+            crate::offsite::split(&schedule.options.clone().or(defaults))
+        else {
+            continue;
+        };
+        let copies_there = (options.offsite.iter())
+            .any(|spec| crate::remote::url_of(spec, remotes).as_deref() == Some(url));
+        if !copies_there {
+            continue;
+        }
+        let policy = if offsite_only {
+            retention::policy(options.retention.as_ref())
+        } else {
+            policy(&options)
+        };
+        for name in crate::plan::archive_names(schedule) {
+            by_name.insert(name, policy);
+        }
+    }
+    NameRetention::new(by_name, policy(defaults))
+}
+
+/// Rotates the archives of `name` (or of every name) on `remote`, each name by the policy
+/// `policy_of` gives it; in a dry run, says what would go and deletes nothing. Blocking;
+/// callers hold the names' locks (`RotationLocks::lock_all_remote`).
 pub fn rotate_remote(
     remote: &S3Prefix,
     name: Option<&str>,
-    policy: &RetentionPolicy,
+    policy_of: &dyn Fn(&str) -> RetentionPolicy,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
     tracing::info!(
@@ -64,7 +100,7 @@ pub fn rotate_remote(
     if !dry_run {
         finish_cut_rotations(remote, name);
     }
-    retention::rotate(remote, name, policy, None, dry_run)
+    retention::rotate_by(remote, name, policy_of, None, dry_run)
 }
 
 /// A rotation cut between an archive and its manifest leaves the manifest under its mark:

@@ -9,6 +9,7 @@ use crate::store::{self, RetentionPolicy, StoreError};
 use chrono::NaiveDateTime;
 use proto::Retention;
 use proto::schedule::Schedule;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,50 +29,56 @@ pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
     }
 }
 
-/// The retention by which the archives of `name` in `folder` are rotated where a request
-/// gives none: that of the stored schedule writing them there (its own, else the
-/// configuration's `[defaults]`), else the `[defaults]`' (`None`: the original backup
-/// script's). So a `prune`, or a one-off run of a schedule's name, keeps what the schedule
-/// keeps. Blocking: each schedule's destination is looked up.
+/// The retention by which the archives of each name in one destination are rotated where a
+/// request gives none: that of the stored schedule writing the name there (its own, else the
+/// configuration's `[defaults]`), else the `[defaults]`', else the original backup script's.
+/// So a `prune`, or a one-off run of a schedule's name, keeps what the schedule keeps.
 #[derive(Debug, Clone, Default)]
 pub struct NameRetention {
-    by_name: std::collections::HashMap<String, Option<Retention>>,
-    default: Option<Retention>,
+    by_name: HashMap<String, RetentionPolicy>,
+    default: RetentionPolicy,
 }
 
 impl NameRetention {
+    /// From the policies of the names schedules write there, and that of any other name.
+    pub fn new(by_name: HashMap<String, RetentionPolicy>, default: RetentionPolicy) -> Self {
+        NameRetention { by_name, default }
+    }
+
+    /// For the local `folder`. Blocking: each schedule's destination is looked up.
     pub fn in_folder(schedules: &[Arc<Schedule>], defaults: &Defaults, folder: &Path) -> Self {
         let folder = FolderKey::of(folder);
-        let mut by_name = std::collections::HashMap::new();
+        let mut by_name = HashMap::new();
         for schedule in schedules {
-            let options = &schedule.options;
+            let options = schedule.options.clone().or(&defaults.job);
+            // An offsite-only schedule writes nothing into a folder.
+            let Ok((options, false)) = crate::offsite::split(&options) else {
+                continue;
+            };
             let destination = (options.destination.as_ref())
-                .or(defaults.job.destination.as_ref())
                 .map_or_else(|| defaults.destination.clone(), PathBuf::from);
             if FolderKey::of(&destination) != folder {
                 continue;
             }
-            let retention = options.retention.or(defaults.job.retention);
+            let policy = policy(options.retention.as_ref());
             for name in crate::plan::archive_names(schedule) {
-                by_name.insert(name, retention);
+                by_name.insert(name, policy);
             }
         }
-        NameRetention {
-            by_name,
-            default: defaults.job.retention,
+        NameRetention::new(by_name, policy(defaults.job.retention.as_ref()))
+    }
+
+    /// The policy of `name`: `given` (a request's), else the schedule's or the default.
+    pub fn policy(&self, name: &str, given: Option<&Retention>) -> RetentionPolicy {
+        match given {
+            Some(given) => policy(Some(given)),
+            None => self.of_schedule(name).unwrap_or(self.default),
         }
     }
 
-    /// The policy of `name`: `given` (a request's), else the schedule's or the defaults'.
-    pub fn policy(&self, name: &str, given: Option<&Retention>) -> RetentionPolicy {
-        let own = self.by_name.get(name).copied().unwrap_or(self.default);
-        policy(given.or(own.as_ref()))
-    }
-
-    /// The policy of the schedule writing `name` into the folder, if one does.
+    /// The policy of the schedule writing `name` there, if one does.
     pub fn of_schedule(&self, name: &str) -> Option<RetentionPolicy> {
-        let own = self.by_name.get(name)?;
-        Some(policy(own.as_ref()))
+        self.by_name.get(name).copied()
     }
 }
 

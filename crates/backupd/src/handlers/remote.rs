@@ -17,7 +17,6 @@ use crate::format::naming::{manifest_condemned_by, name_of_manifest, parse_archi
 use crate::offsite::{self, Offsite};
 use crate::offsite_retention;
 use crate::remote::RemoteError;
-use crate::retention;
 use crate::state::Daemon;
 use crate::store::StoreError;
 
@@ -179,7 +178,11 @@ pub async fn restore_source(
 pub async fn prune(daemon: &Daemon, spec: &str, args: PruneArgs) -> HandlerResult<PruneReport> {
     let target = open(daemon, spec).await?;
     let url = target.remote.location().display().to_string();
-    let policy = retention::policy(args.retention.as_ref());
+    // Each name by its schedule's retention of copies there unless the request gives one.
+    let schedules = daemon.schedules.snapshot().await.schedules;
+    let retention =
+        offsite_retention::names_on_remote(&schedules, &daemon.job_defaults, &daemon.remotes, &url);
+    let given = args.retention;
     let names: BTreeSet<String> = match &args.name {
         Some(name) => BTreeSet::from([name.clone()]),
         None => names_on(&target.remote).await?,
@@ -187,7 +190,8 @@ pub async fn prune(daemon: &Daemon, spec: &str, args: PruneArgs) -> HandlerResul
     let _locks = daemon.rotation_locks.lock_all_remote(&url, &names).await;
     let (remote, name, dry_run) = (Arc::clone(&target.remote), args.name.clone(), args.dry_run);
     let rotated = blocking(move || {
-        offsite_retention::rotate_remote(&remote, name.as_deref(), &policy, dry_run)
+        let policy_of = |name: &str| retention.policy(name, given.as_ref());
+        offsite_retention::rotate_remote(&remote, name.as_deref(), &policy_of, dry_run)
     })
     .await??;
     if !dry_run && !rotated.deleted.is_empty() {

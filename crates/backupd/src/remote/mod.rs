@@ -185,6 +185,15 @@ pub fn resolve(
     })
 }
 
+/// The `s3://BUCKET/PREFIX` that `spec` names, as [`resolve`] reads it, without reading any
+/// credentials; `None` when it names none.
+pub fn url_of(spec: &str, remotes: &BTreeMap<String, RemoteConfig>) -> Option<String> {
+    match spec.strip_prefix("s3://") {
+        Some(rest) => direct(spec, rest).ok().map(|config| config.url()),
+        None => remotes.get(spec).map(RemoteConfig::url),
+    }
+}
+
 /// Whether `spec` is one that [`resolve`] may accept without reading anything.
 pub fn check_spec(spec: &str, remotes: &BTreeMap<String, RemoteConfig>) -> Result<(), RemoteError> {
     match spec.strip_prefix("s3://") {

@@ -729,6 +729,71 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
 }
 
 #[test]
+fn a_one_off_run_keeps_the_remote_copies_the_schedule_copying_there_keeps() {
+    // Its remote rotation took the run's defaults (7 days, 3 copies).
+    let (server, t, _daemon) = setup();
+    let first = back_up(&t, true);
+    let old = [
+        "tree_20200101_000000.tar.gz",
+        "tree_20200102_000000.tar.gz",
+        "tree_20200103_000000.tar.gz",
+        "tree_20200104_000000.tar.gz",
+    ];
+    for name in old {
+        server.copy_object(&format!("host/{first}"), &format!("host/{name}"));
+        server.copy_object(
+            &format!("host/{}", manifest_of(&first)),
+            &format!("host/{}", manifest_of(name)),
+        );
+    }
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "create",
+            "--name",
+            "tree",
+            "--source",
+            "tree",
+            "--offsite",
+            "off",
+            "--daily",
+            "03:00",
+            "--retention-days",
+            "36500",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let second = back_up(&t, true);
+    let mut kept: Vec<String> = old
+        .iter()
+        .chain([&first.as_str(), &second.as_str()])
+        .flat_map(|a| [a.to_string(), manifest_of(a)])
+        .collect();
+    kept.sort();
+    assert_eq!(server.objects("host"), kept, "every copy stays");
+    // A policy the run gives wins.
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "run",
+            "--sources",
+            "tree",
+            "--offsite",
+            "off",
+            "--offsite-keep-min",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    assert!(
+        old.iter()
+            .all(|a| !server.objects("host").contains(&a.to_string())),
+        "{:?}",
+        server.objects("host")
+    );
+}
+
+#[test]
 fn an_encrypted_copy_tells_the_provider_nothing_of_its_contents() {
     // Its manifest went up as written locally: the source's path, warnings quoting paths
     // inside the archive, the dump commands.

@@ -184,6 +184,7 @@ pub async fn plan(
             timeout: std::time::Duration::from_secs(options.hook_timeout_secs()),
         },
         rotation_by_name: BTreeMap::new(),
+        remote_rotation_by_name: BTreeMap::new(),
     })
 }
 

@@ -43,15 +43,26 @@ pub struct RunPlan {
     /// Names whose rotation keeps another policy than `after`'s: those a stored schedule
     /// writes into the destination, for a one-off run given no retention of its own.
     pub rotation_by_name: std::collections::BTreeMap<String, RetentionPolicy>,
+    /// The same for the copies on a remote (by its `s3://` URL) a stored schedule copies
+    /// the name to.
+    pub remote_rotation_by_name: std::collections::BTreeMap<(String, String), RetentionPolicy>,
 }
 
 impl RunPlan {
     /// The steps after a job of `name`'s archive is written.
     fn after_for(&self, name: &str) -> Vec<AfterWrite> {
         let own = self.rotation_by_name.get(name);
+        let own_remote = |offsite: &crate::offsite::Offsite| {
+            let key = (offsite.remote.config().url(), name.to_owned());
+            self.remote_rotation_by_name.get(&key).copied()
+        };
         (self.after.iter())
             .map(|step| match (step, own) {
                 (AfterWrite::Rotate(_), Some(policy)) => AfterWrite::Rotate(*policy),
+                (AfterWrite::RotateRemote(offsite, policy), _) => AfterWrite::RotateRemote(
+                    offsite.clone(),
+                    own_remote(offsite).unwrap_or(*policy),
+                ),
                 _ => step.clone(),
             })
             .collect()

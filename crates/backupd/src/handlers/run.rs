@@ -6,6 +6,7 @@ use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
 use crate::format::Passphrase;
 use crate::key_files::Requester;
+use crate::offsite_retention;
 use crate::plan::{self, Naming, PlanError};
 use crate::plan_failure::{self, Unstarted};
 use crate::retention::NameRetention;
@@ -78,11 +79,7 @@ pub async fn handle(
         }
         Err(e) => return Err(e.into()),
     };
-    let plan = if args.job.retention.is_none() {
-        keeping_schedules_retention(daemon, plan).await?
-    } else {
-        plan
-    };
+    let plan = keeping_schedules_retention(daemon, plan, &args.job).await?;
     let report = runner::execute(daemon, plan, events).await;
     if !args.dry_run {
         // A one-off run may add or rotate archives a schedule counts.
@@ -91,20 +88,49 @@ pub async fn handle(
     finish(report)
 }
 
-/// `plan` (a one-off run given no retention), rotating each name a stored schedule writes
-/// into its destination by that schedule's retention: a one-off backup of a schedule's folder
-/// must not delete what the schedule keeps.
+/// `plan` (a one-off run with `options`), rotating each name a stored schedule writes into
+/// its destination, or copies to one of its remotes, by that schedule's policy there where
+/// the run gives none: a one-off backup of a schedule's folder must not delete what the
+/// schedule keeps.
 async fn keeping_schedules_retention(
     daemon: &Daemon,
     mut plan: runner::RunPlan,
+    options: &proto::JobOptions,
 ) -> HandlerResult<runner::RunPlan> {
+    if options.retention.is_some() {
+        return Ok(plan);
+    }
     let schedules = daemon.schedules.snapshot().await.schedules;
     let (defaults, folder) = (daemon.plan_defaults(), plan.destination.location());
+    let in_folder = schedules.clone();
     let retention =
-        super::blocking(move || NameRetention::in_folder(&schedules, &defaults, &folder)).await?;
+        super::blocking(move || NameRetention::in_folder(&in_folder, &defaults, &folder)).await?;
     for job in &plan.jobs {
         if let Some(policy) = retention.of_schedule(&job.name) {
             plan.rotation_by_name.insert(job.name.clone(), policy);
+        }
+    }
+    if options.offsite_retention.is_some() {
+        return Ok(plan);
+    }
+    let remotes: Vec<String> = (plan.after.iter())
+        .filter_map(|step| match step {
+            runner::AfterWrite::RotateRemote(offsite, _) => Some(offsite.remote.config().url()),
+            _ => None,
+        })
+        .collect();
+    for url in remotes {
+        let retention = offsite_retention::names_on_remote(
+            &schedules,
+            &daemon.job_defaults,
+            &daemon.remotes,
+            &url,
+        );
+        for job in &plan.jobs {
+            if let Some(policy) = retention.of_schedule(&job.name) {
+                let key = (url.clone(), job.name.clone());
+                plan.remote_rotation_by_name.insert(key, policy);
+            }
         }
     }
     Ok(plan)

@@ -51,6 +51,49 @@ fn manifest_of(archive: &str) -> String {
     format!("{stem}.json")
 }
 
+/// Copies of the remote copy `copy` and its manifest under each of the older names `old`, as
+/// earlier runs would have left them.
+fn plant_old_copies(server: &S3Server, copy: &str, old: &[&str]) {
+    for name in old {
+        server.copy_object(&format!("host/{copy}"), &format!("host/{name}"));
+        server.copy_object(
+            &format!("host/{}", manifest_of(copy)),
+            &format!("host/{}", manifest_of(name)),
+        );
+    }
+}
+
+/// Four copies from 2020, more than the defaults' three kept.
+const FOUR_OLD: [&str; 4] = [
+    "tree_20200101_000000.tar.gz",
+    "tree_20200102_000000.tar.gz",
+    "tree_20200103_000000.tar.gz",
+    "tree_20200104_000000.tar.gz",
+];
+
+/// Stores the schedule `tree`, copied to `off` and kept for a century.
+fn create_century_schedule(t: &TestHome) {
+    let (code, answer) = ctl_json(
+        t,
+        &[
+            "create",
+            "--name",
+            "tree",
+            "--source",
+            "tree",
+            "--offsite",
+            "off",
+            "--daily",
+            "03:00",
+            "--retention-days",
+            "36500",
+            "--min-keep",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+}
+
 /// A server with the remote `off` (prefix `host`), a daemon that reaches it, and `tree`.
 fn setup() -> (S3Server, TestHome, common::Daemon) {
     let server = S3Server::start();
@@ -218,13 +261,7 @@ fn prune_remote_applies_the_policy_to_the_remote_set_only() {
     let newest = back_up(&t, true);
     // Two old copies of the same backup, complete, on the remote only.
     let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
-    for name in old {
-        server.copy_object(&format!("host/{newest}"), &format!("host/{name}"));
-        server.copy_object(
-            &format!("host/{}", manifest_of(&newest)),
-            &format!("host/{}", manifest_of(name)),
-        );
-    }
+    plant_old_copies(&server, &newest, &old);
     let policy = ["--retention-days", "7", "--min-keep", "1"];
     let mut args = vec!["prune", "--remote", "off", "--dry-run"];
     args.extend(policy);
@@ -267,38 +304,9 @@ fn prune_remote_keeps_what_the_schedule_copying_there_keeps_unless_told_otherwis
     // A bare `prune --remote` took the defaults (7 days, 3 copies) for every name.
     let (server, t, _daemon) = setup();
     let newest = back_up(&t, true);
-    let old = [
-        "tree_20200101_000000.tar.gz",
-        "tree_20200102_000000.tar.gz",
-        "tree_20200103_000000.tar.gz",
-        "tree_20200104_000000.tar.gz",
-    ];
-    for name in old {
-        server.copy_object(&format!("host/{newest}"), &format!("host/{name}"));
-        server.copy_object(
-            &format!("host/{}", manifest_of(&newest)),
-            &format!("host/{}", manifest_of(name)),
-        );
-    }
-    let (code, answer) = ctl_json(
-        &t,
-        &[
-            "create",
-            "--name",
-            "tree",
-            "--source",
-            "tree",
-            "--offsite",
-            "off",
-            "--daily",
-            "03:00",
-            "--retention-days",
-            "36500",
-            "--min-keep",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{answer}");
+    let old = FOUR_OLD;
+    plant_old_copies(&server, &newest, &old);
+    create_century_schedule(&t);
     let (code, answer) = ctl_json(&t, &["prune", "--remote", "off", "--dry-run"]);
     assert_eq!(code, 0, "{answer}");
     assert_eq!(answer["data"]["deleted"], serde_json::json!([]), "{answer}");
@@ -650,13 +658,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
     let first = back_up(&t, true);
     // Old copies on the remote only (the local folder never had them).
     let old = ["tree_20200101_000000.tar.gz", "tree_20200102_000000.tar.gz"];
-    for name in old {
-        server.copy_object(&format!("host/{first}"), &format!("host/{name}"));
-        server.copy_object(
-            &format!("host/{}", manifest_of(&first)),
-            &format!("host/{}", manifest_of(name)),
-        );
-    }
+    plant_old_copies(&server, &first, &old);
     // As a local rotation, a run counts only the copies there before its own: kept is the
     // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from
     // the job's retention (7 by default), and the run's own copy.
@@ -733,36 +735,9 @@ fn a_one_off_run_keeps_the_remote_copies_the_schedule_copying_there_keeps() {
     // Its remote rotation took the run's defaults (7 days, 3 copies).
     let (server, t, _daemon) = setup();
     let first = back_up(&t, true);
-    let old = [
-        "tree_20200101_000000.tar.gz",
-        "tree_20200102_000000.tar.gz",
-        "tree_20200103_000000.tar.gz",
-        "tree_20200104_000000.tar.gz",
-    ];
-    for name in old {
-        server.copy_object(&format!("host/{first}"), &format!("host/{name}"));
-        server.copy_object(
-            &format!("host/{}", manifest_of(&first)),
-            &format!("host/{}", manifest_of(name)),
-        );
-    }
-    let (code, answer) = ctl_json(
-        &t,
-        &[
-            "create",
-            "--name",
-            "tree",
-            "--source",
-            "tree",
-            "--offsite",
-            "off",
-            "--daily",
-            "03:00",
-            "--retention-days",
-            "36500",
-        ],
-    );
-    assert_eq!(code, 0, "{answer}");
+    let old = FOUR_OLD;
+    plant_old_copies(&server, &first, &old);
+    create_century_schedule(&t);
     let second = back_up(&t, true);
     let mut kept: Vec<String> = old
         .iter()

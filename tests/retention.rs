@@ -323,22 +323,16 @@ fn names_are_rotated_apart_and_prune_name_touches_one_name() {
     assert_eq!(dir_names(&dest), expected);
 }
 
-#[test]
-fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
-    // `prune` took the defaults (7 days, 3 kept) for every name: a schedule keeping a year of
-    // archives lost all but three to a bare `prune`.
-    let t = TestHome::new();
-    let _daemon = t.start_daemon();
-    let src = t.work().join("src");
-    std::fs::create_dir(&src).unwrap();
+/// Stores the schedule `name` of the folder `source`, keeping a year (and at least one).
+fn create_yearly(t: &TestHome, name: &str, source: &str) {
     ctl(
-        &t,
+        t,
         &[
             "create",
             "--name",
-            "yearly",
+            name,
             "--source",
-            "src",
+            source,
             "--daily",
             "03:00",
             "--retention-days",
@@ -348,6 +342,17 @@ fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
         ],
     )
     .ok();
+}
+
+#[test]
+fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
+    // `prune` took the defaults (7 days, 3 kept) for every name: a schedule keeping a year of
+    // archives lost all but three to a bare `prune`.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    create_yearly(&t, "yearly", "src");
     let backups = t.home().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
     let now = Local::now().naive_local();
@@ -393,20 +398,7 @@ fn a_one_off_run_of_a_schedule_s_name_keeps_what_the_schedule_keeps() {
     let src = t.work().join("docs");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"a").unwrap();
-    let yearly = [
-        "create",
-        "--name",
-        "docs",
-        "--source",
-        "docs",
-        "--daily",
-        "03:00",
-        "--retention-days",
-        "365",
-        "--min-keep",
-        "1",
-    ];
-    ctl(&t, &yearly).ok();
+    create_yearly(&t, "docs", "docs");
     let backups = t.home().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
     let now = Local::now().naive_local();

@@ -152,6 +152,13 @@ pub async fn handle(
     events: mpsc::Sender<String>,
     requester: Requester,
 ) -> String {
+    // Held until the answer's line is made: most of its memory is that line.
+    let _turn = match &request.command {
+        Command::Backups { long: true, .. } | Command::Ls(_) => {
+            daemon.listings.acquire().await.ok()
+        }
+        _ => None,
+    };
     let outcome = match request.command {
         Command::Hello {} => Ok(Reply::Hello(hello::handle())),
         Command::Create(args) => create::handle(daemon, args)
@@ -308,6 +315,40 @@ fn destination_or_default(
 mod tests {
     use super::*;
     use std::path::PathBuf;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn listings_built_whole_in_memory_take_turns_and_others_do_not_wait() {
+        let home = tempfile::tempdir().unwrap();
+        let daemon = Daemon::in_test_home(home.path());
+        // Waiting for a turn held here cannot end, whatever the load: a second shows it.
+        let answer = |line: &'static str, within: u64| {
+            let daemon = &daemon;
+            async move {
+                let (events, _) = mpsc::channel(1);
+                let line = handle_line(daemon, line.as_bytes(), events, Requester::daemon());
+                tokio::time::timeout(Duration::from_secs(within), line).await
+            }
+        };
+        let held = daemon
+            .listings
+            .acquire_many(crate::state::LISTINGS_AT_ONCE as u32)
+            .await
+            .unwrap();
+        let long = r#"{"cmd":"backups","long":true}"#;
+        let ls = r#"{"cmd":"ls","archive":"x_20250101_000000.tar.gz"}"#;
+        for waiting in [long, ls] {
+            assert!(
+                answer(waiting, 1).await.is_err(),
+                "{waiting} waits its turn"
+            );
+        }
+        let short = (answer(r#"{"cmd":"backups"}"#, 30).await).expect("answered without a turn");
+        assert!(short.contains(r#""ok":true"#), "{short}");
+        drop(held);
+        let long = answer(long, 30).await.expect("its turn came");
+        assert!(long.contains(r#""ok":true"#), "{long}");
+    }
 
     #[test]
     fn store_errors_map_to_one_code_each() {

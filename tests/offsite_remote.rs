@@ -35,6 +35,15 @@ fn back_up(t: &TestHome, offsite: bool) -> String {
     common::first_archive_name(&answer)
 }
 
+/// Runs a backup of `tree` uploaded to `off`, with `extra` options; the archive's file name.
+fn back_up_offsite_with(t: &TestHome, extra: &[&str]) -> String {
+    let mut args = vec!["run", "--sources", "tree", "--offsite", "off"];
+    args.extend_from_slice(extra);
+    let (code, answer) = ctl_json(t, &args);
+    assert_eq!(code, 0, "{answer}");
+    common::first_archive_name(&answer)
+}
+
 /// The manifest beside an archive: its stem with `.json`.
 fn manifest_of(archive: &str) -> String {
     let stem = [
@@ -662,20 +671,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
     // As a local rotation, a run counts only the copies there before its own: kept is the
     // newest 1 of those (--offsite-keep-min 1, where the job's default would keep 3), days from
     // the job's retention (7 by default), and the run's own copy.
-    let (code, answer) = ctl_json(
-        &t,
-        &[
-            "run",
-            "--sources",
-            "tree",
-            "--offsite",
-            "off",
-            "--offsite-keep-min",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{answer}");
-    let second = common::first_archive_name(&answer);
+    let second = back_up_offsite_with(&t, &["--offsite-keep-min", "1"]);
     let mut left = vec![
         first.clone(),
         manifest_of(&first),
@@ -704,22 +700,7 @@ fn a_run_rotates_the_remote_copies_after_its_upload_by_the_offsite_policy() {
                 .then_some(())
         },
     );
-    let (code, answer) = ctl_json(
-        &t,
-        &[
-            "run",
-            "--sources",
-            "tree",
-            "--offsite",
-            "off",
-            "--offsite-keep-days",
-            "0",
-            "--offsite-keep-min",
-            "0",
-        ],
-    );
-    assert_eq!(code, 0, "{answer}");
-    let third = common::first_archive_name(&answer);
+    let third = back_up_offsite_with(&t, &["--offsite-keep-days", "0", "--offsite-keep-min", "0"]);
     let mut left = vec![third.clone(), manifest_of(&third)];
     left.sort();
     assert_eq!(server.objects("host"), left);
@@ -747,19 +728,7 @@ fn a_one_off_run_keeps_the_remote_copies_the_schedule_copying_there_keeps() {
     kept.sort();
     assert_eq!(server.objects("host"), kept, "every copy stays");
     // A policy the run gives wins.
-    let (code, answer) = ctl_json(
-        &t,
-        &[
-            "run",
-            "--sources",
-            "tree",
-            "--offsite",
-            "off",
-            "--offsite-keep-min",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{answer}");
+    back_up_offsite_with(&t, &["--offsite-keep-min", "1"]);
     assert!(
         old.iter()
             .all(|a| !server.objects("host").contains(&a.to_string())),

@@ -420,6 +420,10 @@ fn a_one_off_run_of_a_schedule_s_name_keeps_what_the_schedule_keeps() {
         serde_json::from_str(&ctl(&t, &args).ok()).unwrap()
     };
     let deleted = |answer: &serde_json::Value| answer["data"]["old_backups_deleted"].clone();
+    // A dry run says so, and would delete nothing.
+    let answer = run(&["--dry-run"]);
+    assert_eq!(answer["data"]["retention_days"], 365, "{answer}");
+    assert_eq!(deleted(&answer), 0, "{answer}");
     // Named after the folder, as the schedule names them.
     let answer = run(&[]);
     assert_eq!(deleted(&answer), 0, "{answer}");

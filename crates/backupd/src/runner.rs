@@ -96,6 +96,9 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
     let afters: Vec<_> = (plan.jobs.iter())
         .map(|job| plan.after_for(&job.name))
         .collect();
+    // The retention the summary names: the first job's (a stored schedule's, for a one-off
+    // run of its name), as most runs have one.
+    let shown_retention = retention_days(afters.first().map_or(after, Vec::as_slice));
     let notify = &plan.notify;
     let hooks = &plan.hooks;
     // The original backup script's first two lines; the plan is this run's configuration.
@@ -109,7 +112,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         for line in proto::response::dry_run_header(
             sources.iter().map(String::as_str),
             &plan.destination.location().display().to_string(),
-            retention_days(after),
+            shown_retention,
         ) {
             tracing::info!("{line}");
         }
@@ -157,7 +160,7 @@ pub async fn execute(daemon: &Daemon, plan: RunPlan, events: &EventSink) -> RunR
         futures_util::future::join_all(runs).await
     };
     let mut report = summarize(dry_run, &plan.destination.location(), sources);
-    report.retention_days = retention_days(after);
+    report.retention_days = shown_retention;
     log_summary(&report);
     report
 }

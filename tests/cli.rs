@@ -383,6 +383,30 @@ fn json_prints_an_error_line_when_the_daemon_does_not_start() {
 }
 
 #[test]
+fn a_socket_path_that_is_a_regular_file_is_named_as_such_and_left_alone() {
+    // It advised `backupctl start`, which then refused to replace the file.
+    let t = TestHome::new();
+    let file = t.work().join("not.sock");
+    std::fs::write(&file, b"mine").unwrap();
+    let out = t.ctl(&["--socket", file.to_str().unwrap(), "status"]);
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    assert!(
+        out.stderr().contains(&format!(
+            "{} is not a socket, so no daemon listens there",
+            file.display()
+        )),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        !out.stderr().contains("backupctl start"),
+        "{}",
+        out.stderr()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
 fn a_daemon_that_never_answers_is_exit_three_after_the_answer_timeout() {
     let t = TestHome::new();
     // Accepts, reads nothing, answers nothing: as a stopped (SIGSTOP) or hung daemon.

@@ -352,6 +352,14 @@ fn call(socket: &Path, command: &Command) -> Result<Answer, ClientError> {
 
 pub(crate) fn reach_failure(err: &ClientError) -> Failure {
     match err {
+        // `start` would refuse to replace it: advising it would lead nowhere.
+        ClientError::Unreachable { socket, .. } if is_not_a_socket(socket) => {
+            Failure::Unreachable(format!(
+                "{err}; {} is not a socket, so no daemon listens there: give --socket the \
+                 daemon's socket",
+                socket.display()
+            ))
+        }
         ClientError::Unreachable { .. } => Failure::Unreachable(format!(
             "{err}; is it running? Start it with `backupctl start`"
         )),
@@ -359,6 +367,12 @@ pub(crate) fn reach_failure(err: &ClientError) -> Failure {
         ClientError::Forbidden { .. } => Failure::Denied(err.to_string()),
         other => Failure::Local(other.to_string()),
     }
+}
+
+/// Whether something other than a socket (a regular file, a folder) is at `path`.
+fn is_not_a_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.file_type().is_socket())
 }
 
 /// clap's error without its usage and help lines, on one line: what is wrong, and what is

@@ -214,8 +214,6 @@ impl Archive<'_> {
     }
 }
 
-/// Copies a GNU sparse entry, whose holes the tar reader gives as zeros, leaving each block
-/// of zeros a hole again, as GNU tar restores it.
 /// Bytes a file's data is read and written in: a 16th of the `write` calls of `io::copy`'s
 /// 8 KiB, and still within the core's cache between the read and the write.
 const COPY_BUFFER: usize = 128 << 10;

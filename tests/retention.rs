@@ -997,3 +997,42 @@ fn a_rotation_that_cannot_delete_says_so_in_the_runs_report() {
         "{stdout}"
     );
 }
+
+#[test]
+fn folders_named_in_another_script_are_not_rotated_as_one_name() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let photos = t.work().join("照片");
+    let documents = t.work().join("文档");
+    for (dir, file) in [(&photos, "p.jpg"), (&documents, "t.pdf")] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join(file), file).unwrap();
+    }
+    let photos_archive = common::run_for_archive(&t, &["--sources", photos.to_str().unwrap()]);
+    // A policy that keeps nothing old: it would delete every other archive of its name.
+    let documents_archive = common::run_for_archive(
+        &t,
+        &[
+            "--sources",
+            documents.to_str().unwrap(),
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "0",
+        ],
+    );
+    assert!(photos_archive.exists(), "{}", photos_archive.display());
+    assert!(documents_archive.exists());
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name(&photos_archive).starts_with("__-7b50017a_"),
+        "{photos_archive:?}"
+    );
+
+    // `..` is the folder it names, not `backup`.
+    let nested = t.work().join("photos_again").join("sub");
+    std::fs::create_dir_all(&nested).unwrap();
+    let up = format!("{}/..", nested.display());
+    let archive = common::run_for_archive(&t, &["--sources", &up]);
+    assert!(name(&archive).starts_with("photos_again_"), "{archive:?}");
+}

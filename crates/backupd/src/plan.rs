@@ -323,13 +323,15 @@ pub fn shares_archive_names<'a>(
 }
 
 /// The archive name for a source: its folder name, with characters a name may not hold
-/// replaced by `_` (`my docs` → `my_docs`).
+/// replaced by `_` (`my docs` → `my_docs`). A name with characters beyond ASCII also gets 8
+/// hex digits of its SHA-256 (`照片` → `__-7b50017a`): otherwise every folder named in another
+/// script of the same length would share one name, and so one rotation.
 pub fn folder_name(source: &Path) -> String {
-    let folder = source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    use std::os::unix::ffi::OsStrExt;
+    let folder = last_folder(source);
+    let bytes = folder.as_bytes();
     let cleaned: String = folder
+        .to_string_lossy()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
@@ -339,16 +341,44 @@ pub fn folder_name(source: &Path) -> String {
             }
         })
         .collect();
-    let trimmed: String = cleaned
-        .trim_start_matches('.')
-        .chars()
-        .take(MAX_NAME_LEN)
-        .collect();
-    if trimmed.is_empty() {
-        "backup".to_owned()
-    } else {
-        trimmed
+    let trimmed = cleaned.trim_start_matches('.');
+    if bytes.is_ascii() {
+        let name: String = trimmed.chars().take(MAX_NAME_LEN).collect();
+        return if name.is_empty() {
+            "backup".to_owned()
+        } else {
+            name
+        };
     }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let kept: String = trimmed.chars().take(MAX_NAME_LEN - tag.len() - 1).collect();
+    if kept.is_empty() {
+        tag
+    } else {
+        format!("{kept}-{tag}")
+    }
+}
+
+/// The last folder `source` names, `..` and `.` resolved as written (`/srv/a/..` → `srv`);
+/// empty for `/`.
+fn last_folder(source: &Path) -> std::ffi::OsString {
+    use std::path::Component;
+    let mut folders = Vec::new();
+    for part in source.components() {
+        match part {
+            Component::Normal(name) => folders.push(name),
+            Component::ParentDir => {
+                folders.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    folders
+        .last()
+        .map(|name| name.to_os_string())
+        .unwrap_or_default()
 }
 
 /// Fails fast when the destination cannot take archives. A real run creates it when missing
@@ -390,10 +420,35 @@ mod tests {
         assert_eq!(folder_name(Path::new("/")), "backup");
         let long = format!("/{}", "x".repeat(100));
         assert_eq!(folder_name(Path::new(&long)).len(), MAX_NAME_LEN);
-        for path in ["/a/é", "/a/...", "/srv/data"] {
+        assert_eq!(folder_name(Path::new("/srv/a/sub/..")), "a");
+        assert_eq!(folder_name(Path::new("/srv/a/./")), "a");
+        for path in ["/a/é", "/a/...", "/srv/data", "/a/照片", "/a/\u{e9}t\u{e9}"] {
             let name = folder_name(Path::new(path));
             assert!(validate_name(&name).is_ok(), "{path} -> {name}");
         }
+    }
+
+    #[test]
+    fn folders_named_beyond_ascii_keep_names_of_their_own() {
+        use std::os::unix::ffi::OsStrExt;
+        // Same length, every character replaced: one name (and one rotation) before.
+        let photos = folder_name(Path::new("/home/me/照片"));
+        let documents = folder_name(Path::new("/home/me/文档"));
+        assert_ne!(photos, documents);
+        assert_eq!(photos, "__-7b50017a", "as README shows");
+        let cafe = folder_name(Path::new("/srv/Café"));
+        assert!(cafe.starts_with("Caf_-"), "{cafe}");
+        assert_ne!(cafe, folder_name(Path::new("/srv/Cafè")));
+        // Bytes that are not UTF-8 are told apart by the bytes, not by their lossy text.
+        let ff = std::ffi::OsStr::from_bytes(b"/srv/x\xff");
+        let fe = std::ffi::OsStr::from_bytes(b"/srv/x\xfe");
+        assert_ne!(folder_name(Path::new(ff)), folder_name(Path::new(fe)));
+        let long = format!("/{}", "é".repeat(100));
+        let name = folder_name(Path::new(&long));
+        assert!(
+            name.len() <= MAX_NAME_LEN && validate_name(&name).is_ok(),
+            "{name}"
+        );
     }
 
     #[test]

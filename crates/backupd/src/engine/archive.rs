@@ -81,8 +81,9 @@ pub(crate) struct TreeWriter<'w, 'a, W: WriteFrom> {
     archive_id: Option<FileId>,
     /// Destination folders left out when they lie inside the source.
     protected: Vec<Protected>,
-    /// First archived path of each multiply-linked file, below the top-level name.
-    links: HashMap<FileId, NodeId>,
+    /// First archived path of each multiply-linked file, below the top-level name, with the
+    /// version of the file archived there.
+    links: HashMap<FileId, (NodeId, Version)>,
     /// Those paths: only the folders holding such a file are added, so a tree without
     /// links costs nothing, and one deep in links costs its names, not its paths.
     link_paths: PathTree,
@@ -464,7 +465,9 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         };
         let id = file_id(&meta);
         if meta.st_nlink > 1
-            && let Some(first) = self.links.get(&id)
+            && let Some((first, version)) = self.links.get(&id)
+            // Else a file made since took the number of one deleted: it is not that file.
+            && *version == Version::of(&meta)
         {
             let first = top.join(self.link_paths.path(*first));
             let mut header = header_for(&meta, EntryType::Link, 0);
@@ -479,7 +482,7 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
 
         let size = u64::try_from(meta.st_size).unwrap_or(0);
         let mut header = header_for(&meta, EntryType::Regular, size);
-        let mut sized = SizedReader::new(file, size);
+        let mut sized = SizedReader::new(&file, size);
         let result = append_body(
             self.builder,
             &mut header,
@@ -489,10 +492,16 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         );
         result.map_err(|e| self.write_error(e))?;
         self.stats.bytes_in += sized.bytes_from_source();
+        #[cfg(test)]
+        AFTER_READ.with_borrow_mut(|hook| hook.as_mut().map(|hook| hook(entry)));
+        let read = Version::of(&meta);
+        let after = rustix::fs::fstat(&file).map_or(read, |meta| Version::of(&meta));
         match sized.finish() {
             // Part of the content could not be read: zeros stand in for it.
             Some(change @ SizeChange::Failed { .. }) => self.skip(place, &change.to_string()),
             Some(change) => self.warn(place, &change.to_string()),
+            // Written to in place as it was read: what is stored may be part old, part new.
+            None if after != read => self.warn(place, SizeChange::REWRITTEN),
             None => {}
         }
         self.stats.files += 1;
@@ -500,7 +509,8 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         if meta.st_nlink > 1 {
             let folder = link_path_of(&mut self.link_paths, levels);
             let first = self.link_paths.add_child(folder, name);
-            self.links.insert(id, first);
+            // A later link is this file only if nothing changed since it was first read.
+            self.links.insert(id, (first, read));
         }
         Ok(())
     }
@@ -546,6 +556,34 @@ fn link_path_of(paths: &mut PathTree, levels: &[Level]) -> NodeId {
 
 fn file_id(meta: &Stat) -> FileId {
     (meta.st_dev, meta.st_ino)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Run once each regular file's data is read, with its path in the archive: a test's way
+    /// to change the tree mid-walk.
+    pub(crate) static AFTER_READ: std::cell::RefCell<Option<Box<dyn FnMut(&Path)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What changes when a file is written to, or when a new file takes the inode number of a
+/// deleted one: its change time (with its modification time and size, should two fall in
+/// one clock tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    changed: (i64, u64),
+    modified: (i64, u64),
+    size: i64,
+}
+
+impl Version {
+    fn of(meta: &Stat) -> Self {
+        Version {
+            changed: (meta.st_ctime, meta.st_ctime_nsec),
+            modified: (meta.st_mtime, meta.st_mtime_nsec),
+            size: meta.st_size,
+        }
+    }
 }
 
 /// Opens the folder `name` in `parent` without following a symlink, checks it is still the

@@ -17,6 +17,12 @@ pub enum SizeChange {
     Failed { read: u64, error: io::Error },
 }
 
+impl SizeChange {
+    /// The warning for a file written to in place while it was read, its size unchanged.
+    pub const REWRITTEN: &'static str =
+        "changed while being read (written to in place; what is stored may mix old and new)";
+}
+
 impl std::fmt::Display for SizeChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -908,3 +908,61 @@ fn a_manifest_name_taken_while_the_archive_is_written_moves_the_archive_instead_
         "theirs, untouched"
     );
 }
+
+/// Rewrites `file` until its change time moves off `before`'s (a clock tick at most).
+fn rewrite_until_changed(file: &Path, before: &fs::Metadata, content: &str) {
+    loop {
+        fs::write(file, content).unwrap();
+        let now = fs::metadata(file).unwrap();
+        if (now.ctime(), now.ctime_nsec()) != (before.ctime(), before.ctime_nsec()) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_file_written_to_after_its_first_link_was_read_is_stored_again_with_a_warning() {
+    // The same as a file made mid-walk on the inode number of one deleted: a later path with
+    // the first's inode number is not that archived file.
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("docs");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("c")).unwrap();
+    fs::write(src.join("a/x"), "old").unwrap();
+    fs::hard_link(src.join("a/x"), src.join("a/y")).unwrap();
+    fs::hard_link(src.join("a/x"), src.join("c/z")).unwrap();
+    let before = fs::metadata(src.join("a/x")).unwrap();
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+
+    let rewritten = src.join("a/x");
+    archive::AFTER_READ.with_borrow_mut(|hook| {
+        *hook = Some(Box::new(move |entry: &Path| {
+            if entry == Path::new("docs/a/x") {
+                rewrite_until_changed(&rewritten, &before, "new");
+            }
+        }))
+    });
+    let outcome = run(&job(&src, &dest, Compression::default(), &[]));
+    archive::AFTER_READ.with_borrow_mut(|hook| *hook = None);
+    let outcome = outcome.unwrap();
+
+    let out = base.path().join("out");
+    fs::create_dir(&out).unwrap();
+    extract(&outcome.archive, Compression::default(), &out);
+    let read = |p: &str| fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("docs/a/x"), "old", "as it was read");
+    assert_eq!(read("docs/a/y"), "new", "not a link to what a/x was");
+    assert_eq!(read("docs/c/z"), "new");
+    let z = fs::metadata(out.join("docs/c/z")).unwrap();
+    assert_eq!(z.ino(), fs::metadata(out.join("docs/a/y")).unwrap().ino());
+    assert_eq!(
+        outcome.manifest.warnings,
+        [format!(
+            "{}: {}",
+            src.join("a/x").display(),
+            sized_reader::SizeChange::REWRITTEN
+        )]
+    );
+    assert_eq!(outcome.manifest.skipped, 0);
+}

@@ -558,11 +558,14 @@ fn file_id(meta: &Stat) -> FileId {
     (meta.st_dev, meta.st_ino)
 }
 
+/// What a test runs once each regular file's data is read, given its path in the archive.
+#[cfg(test)]
+pub(crate) type AfterRead = Option<Box<dyn FnMut(&Path)>>;
+
 #[cfg(test)]
 thread_local! {
-    /// Run once each regular file's data is read, with its path in the archive: a test's way
-    /// to change the tree mid-walk.
-    pub(crate) static AFTER_READ: std::cell::RefCell<Option<Box<dyn FnMut(&Path)>>> =
+    /// A test's way to change the tree mid-walk.
+    pub(crate) static AFTER_READ: std::cell::RefCell<AfterRead> =
         const { std::cell::RefCell::new(None) };
 }
 

@@ -431,9 +431,18 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             return Ok(());
         }
         let mut header = header_for(meta, EntryType::Symlink, 0);
-        self.builder
-            .append_link(&mut header, entry, &target)
-            .map_err(|e| self.write_error(e))?;
+        let bytes = target.as_os_str().as_bytes();
+        let appended = if bytes.len() <= LINK_NAME_FIELD {
+            // Byte for byte: `append_link` rebuilds a short target from its parts (`file/.`
+            // becomes `file`, `a//b` `a/b`), which may resolve to something else.
+            header
+                .set_link_name_literal(bytes)
+                .and_then(|()| self.builder.append_data(&mut header, entry, io::empty()))
+        } else {
+            // Longer targets go whole into a GNU long-link entry.
+            self.builder.append_link(&mut header, entry, &target)
+        };
+        appended.map_err(|e| self.write_error(e))?;
         self.stats.symlinks += 1;
         self.meter.progress.files += 1;
         Ok(())
@@ -557,6 +566,9 @@ fn link_path_of(paths: &mut PathTree, levels: &[Level]) -> NodeId {
 fn file_id(meta: &Stat) -> FileId {
     (meta.st_dev, meta.st_ino)
 }
+
+/// Bytes of a tar header's link name field.
+const LINK_NAME_FIELD: usize = 100;
 
 /// What a test runs once each regular file's data is read, given its path in the archive.
 #[cfg(test)]

@@ -502,6 +502,16 @@ fn restore(summary: &RestoreSummary) -> Vec<String> {
     lines
 }
 
+/// A name as `tar -tv` shows it: a backslash doubled, so that a name holding a backslash and
+/// an `n` (shown `\\n`) is told apart from one holding a newline ([`one_line`] shows `\n`).
+fn listed_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('\\') {
+        name.replace('\\', "\\\\").into()
+    } else {
+        name.into()
+    }
+}
+
 /// Lines for `ls`, as `tar -tv` shows them: type and mode, size, mtime (UTC), path.
 fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
     listing
@@ -516,11 +526,13 @@ fn archive_listing(listing: &proto::response::ArchiveListing) -> Vec<String> {
                 "{kind}{} {:>12} {when} {}",
                 mode_text(entry.mode),
                 entry.size,
-                entry.path
+                listed_name(&entry.path)
             );
             match (entry.kind.as_str(), &entry.link) {
-                ("symlink", Some(link)) => line.push_str(&format!(" -> {link}")),
-                ("hardlink", Some(link)) => line.push_str(&format!(" link to {link}")),
+                ("symlink", Some(link)) => line.push_str(&format!(" -> {}", listed_name(link))),
+                ("hardlink", Some(link)) => {
+                    line.push_str(&format!(" link to {}", listed_name(link)));
+                }
                 _ => {}
             }
             line
@@ -919,6 +931,30 @@ mod tests {
             archive_listing(&listing),
             ["brw--w----            0 1970-01-01 00:00:00 dev/x"]
         );
+    }
+
+    #[test]
+    fn listed_names_with_a_backslash_are_told_from_names_with_a_newline() {
+        let entry = |path: &str| ArchiveEntry {
+            kind: "symlink".into(),
+            mode: 0o777,
+            size: 0,
+            mtime: 0,
+            path: path.into(),
+            link: Some(path.into()),
+            device: None,
+        };
+        let listing = proto::response::ArchiveListing {
+            archive: "/b/a.tar".into(),
+            entries: vec![entry("src/a\\nb"), entry("src/a\nb")],
+            not_listed: 0,
+        };
+        let lines = reply(Reply::Listing(listing), Path::new("/s"), false);
+        let names: Vec<&str> = lines
+            .iter()
+            .map(|l| &l[l.find("src/").unwrap()..])
+            .collect();
+        assert_eq!(names, [r"src/a\\nb -> src/a\\nb", r"src/a\nb -> src/a\nb"]);
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub fn restore_with(
         above: HashMap::new(),
         journal: Vec::new(),
         folders: Vec::new(),
+        kept_folders: HashMap::new(),
         replaced: FirstFew::default(),
         file_systems: HashMap::new(),
         sweeper: Sweeper::new(),
@@ -691,6 +692,28 @@ struct Folder {
     archived: bool,
 }
 
+/// A folder that was there before the restore, and the times it had.
+struct KeptFolder {
+    identity: (u64, u64),
+    times: rustix::fs::Timestamps,
+}
+
+impl KeptFolder {
+    fn of(stat: &Stat) -> Self {
+        let at = |tv_sec, tv_nsec: u64| rustix::fs::Timespec {
+            tv_sec,
+            tv_nsec: tv_nsec.try_into().unwrap_or(0),
+        };
+        KeptFolder {
+            identity: identity(stat),
+            times: rustix::fs::Timestamps {
+                last_access: at(stat.st_atime, stat.st_atime_nsec),
+                last_modification: at(stat.st_mtime, stat.st_mtime_nsec),
+            },
+        }
+    }
+}
+
 /// What a folder the archive has no entry for gets, as GNU tar gives it (0777 less the
 /// usual umask 022): not the 0700 it is made with.
 fn unarchived_folder() -> Attributes {
@@ -839,6 +862,9 @@ struct Extractor<'a> {
     above: HashMap<NodeId, Attributes>,
     journal: Vec<Made>,
     folders: Vec<Folder>,
+    /// Folders of the archive that were there before, with their own times to put back once
+    /// the entries written in them have moved those.
+    kept_folders: HashMap<NodeId, KeptFolder>,
     /// Entries that replaced an existing one (cannot be undone), for a failure's message.
     replaced: FirstFew,
     /// A folder written in on each file system (by device), to sync them all at the end:
@@ -1219,6 +1245,11 @@ impl Extractor<'_> {
         }
         // A folder that was there before keeps its own owner, mode and times: it is not one
         // this restore restored.
+        if !mine {
+            self.kept_folders
+                .entry(path)
+                .or_insert_with(|| KeptFolder::of(&stat));
+        }
         if mine {
             self.report.dirs += 1;
             self.folders.push(Folder {
@@ -1397,6 +1428,27 @@ impl Extractor<'_> {
             });
             if let Err(reason) = applied {
                 self.refuse(&shown, &format!("mode and times not set: {reason}"));
+            }
+        }
+        for (path, kept) in std::mem::take(&mut self.kept_folders) {
+            let parts = self.paths.parts(path);
+            let (name, parents) = parts.split_last().expect("not empty");
+            let put_back = match beneath::walk(&self.root, parents, None) {
+                Ok(dir) => beneath::open_dir(&dir, name)
+                    .and_then(|fd| {
+                        if identity(&rustix::fs::fstat(&fd)?) != kept.identity {
+                            return Ok(()); // Not that folder any more: not ours to touch.
+                        }
+                        Ok(rustix::fs::futimens(&fd, &kept.times)?)
+                    })
+                    .map_err(|e| e.to_string()),
+                Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => Err(reason),
+                Err(Blocked::Io(e)) => Err(e.to_string()),
+            };
+            // Logged, not refused: the entries in it are restored, only its times moved.
+            if let Err(reason) = put_back {
+                let shown = beneath::shown(&parts);
+                tracing::warn!("Restore: the times of {shown} not put back: {reason}");
             }
         }
     }
@@ -1798,6 +1850,38 @@ mod tests {
             fs::read(target.join("tree/top.txt")).unwrap(),
             fs::read(src.join("top.txt")).unwrap()
         );
+    }
+
+    #[test]
+    fn folders_that_were_there_keep_their_own_times() {
+        let (dir, _src, archive) = made(Compression::default());
+        let target = dir.path().join("t");
+        restore(&archive, &target, &[]).unwrap();
+        let tree = target.join("tree");
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_533_686_400);
+        let set_long_ago = |path: &Path| {
+            let times = fs::FileTimes::new()
+                .set_accessed(long_ago)
+                .set_modified(long_ago);
+            fs::File::open(path).unwrap().set_times(times).unwrap();
+        };
+        // A file to write again, so the restore writes into the folder that is there.
+        fs::remove_file(tree.join("top.txt")).unwrap();
+        set_long_ago(&tree);
+        let options = RestoreOptions {
+            overwrite: true,
+            ..RestoreOptions::default()
+        };
+        let report = restore_with(&archive, &target, &options).unwrap();
+        assert_eq!(report.refused, Vec::<String>::new());
+        assert!(tree.join("top.txt").is_file(), "written into the folder");
+        let meta = fs::metadata(&tree).unwrap();
+        assert_eq!(
+            meta.modified().unwrap(),
+            long_ago,
+            "its own time, as README says"
+        );
+        assert_eq!(meta.accessed().unwrap(), long_ago);
     }
 
     #[test]
@@ -2633,6 +2717,7 @@ mod tests {
             above: HashMap::new(),
             journal: Vec::new(),
             folders: Vec::new(),
+            kept_folders: HashMap::new(),
             replaced: FirstFew::default(),
             file_systems: HashMap::new(),
             sweeper: Sweeper::new(),

@@ -35,6 +35,7 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
+use crate::format::xattrs::{self, XattrReader};
 use crate::format::{TAR_BLOCK, WriteFrom, tar_padding};
 use crate::path_tree::{NodeId, PathTree};
 use crate::store::MAX_LONG_NAME;
@@ -87,6 +88,7 @@ pub(crate) struct TreeWriter<'w, 'a, W: WriteFrom> {
     /// Those paths: only the folders holding such a file are added, so a tree without
     /// links costs nothing, and one deep in links costs its names, not its paths.
     link_paths: PathTree,
+    xattrs: XattrReader,
     stats: Stats,
 }
 
@@ -187,6 +189,7 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             protected: Vec::new(),
             links: HashMap::new(),
             link_paths: PathTree::new(),
+            xattrs: XattrReader::default(),
             stats: Stats::default(),
         }
     }
@@ -213,6 +216,8 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         let meta = rustix::fs::fstat(&root_fd).map_err(|e| unreadable(e.into()))?;
         let children = read_sorted(root_fd.as_fd()).map_err(|e| unreadable(e.into()))?;
         let top = Path::new(top);
+        let place = Place { root, rel: &[] };
+        self.append_xattrs(root_fd.as_fd(), place)?;
         self.append_dir(top, &meta)?;
         let mut levels = vec![Level {
             fd: Some(root_fd),
@@ -301,8 +306,12 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
                         }
                         continue;
                     }
+                    let opened = open_dir(dir, &name, id);
+                    if let Ok((fd, _)) = &opened {
+                        self.append_xattrs(fd.as_fd(), place)?;
+                    }
                     self.append_dir(&entry, &meta)?;
-                    match open_dir(dir, &name, id) {
+                    match opened {
                         Ok((fd, children)) => {
                             levels.push(Level {
                                 fd: Some(fd),
@@ -366,6 +375,29 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
                 source: e,
             }
         }
+    }
+
+    /// Appends the extended attributes of `fd`'s file, if it has any, as a pax header: the
+    /// next entry appended is theirs.
+    fn append_xattrs(&mut self, fd: BorrowedFd<'_>, place: Place<'_>) -> Result<(), EngineError> {
+        let xattrs = match self.xattrs.read(fd) {
+            Ok(xattrs) if xattrs.is_empty() => return Ok(()),
+            Ok(xattrs) => xattrs,
+            Err(e) => {
+                self.warn(
+                    place,
+                    &format!("extended attributes unreadable ({e}), stored without them"),
+                );
+                return Ok(());
+            }
+        };
+        let records = xattrs::pax_records(&xattrs);
+        let records = records
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_slice()));
+        self.builder
+            .append_pax_extensions(records)
+            .map_err(|e| self.write_error(e))
     }
 
     fn append_dir(&mut self, name: &Path, meta: &Stat) -> Result<(), EngineError> {
@@ -489,6 +521,7 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             return Ok(());
         }
 
+        self.append_xattrs(file.as_fd(), place)?;
         let size = u64::try_from(meta.st_size).unwrap_or(0);
         let mut header = header_for(&meta, EntryType::Regular, size);
         let mut sized = SizedReader::new(&file, size);

@@ -16,6 +16,7 @@ pub mod parallel_gzip;
 pub mod read_ahead;
 pub mod stored_segment;
 pub mod write_from;
+pub mod xattrs;
 
 pub use codec::{CodecError, CountingReader, Encoder, decoder};
 pub use encryption::{

@@ -33,6 +33,7 @@ use super::tar_end::read_past_entries;
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
+use crate::format::xattrs::{self, Xattr};
 use crate::format::{CountingReader, Identities, Manifest, ReadAhead};
 use crate::path_tree::{NodeId, PathTree};
 
@@ -687,6 +688,9 @@ struct Made {
 struct Folder {
     path: NodeId,
     attributes: Attributes,
+    /// Set after the attributes (and after its entries: a default ACL is not inherited by
+    /// files that had none of their own).
+    xattrs: Vec<Xattr>,
     identity: (u64, u64),
     /// From the archive; else made on the way to an entry, for want of one of its own.
     archived: bool,
@@ -993,6 +997,12 @@ impl Extractor<'_> {
                 continue;
             }
             let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
+            let xattrs = match kind {
+                EntryType::Directory | EntryType::Regular | EntryType::Continuous => {
+                    self.xattrs_of(&mut entry, &shown)
+                }
+                _ => Vec::new(),
+            };
             let parents = &parts[..parts.len() - 1];
             let (parent_path, parent) = match self.parent(parents) {
                 Ok(found) => found,
@@ -1004,7 +1014,7 @@ impl Extractor<'_> {
             };
             match kind {
                 EntryType::Directory => {
-                    self.folder(&parent, parent_path, &parts, attributes, &shown)?
+                    self.folder(&parent, parent_path, &parts, attributes, xattrs, &shown)?
                 }
                 EntryType::Symlink => {
                     let Some(link) = entry.link_name_bytes() else {
@@ -1069,6 +1079,7 @@ impl Extractor<'_> {
                 _ => {
                     let size = entry.size();
                     let mut buffer = std::mem::take(&mut self.copy_buffer);
+                    let mut xattrs_not_set = Vec::new();
                     let placed = self.place(
                         &parent,
                         parent_path,
@@ -1091,6 +1102,7 @@ impl Extractor<'_> {
                                     ));
                                 }
                                 beneath::apply(&*file, &attributes)?;
+                                xattrs_not_set = xattrs::set_all(&*file, &xattrs);
                                 if replacing {
                                     file.sync_data()?;
                                 }
@@ -1106,6 +1118,7 @@ impl Extractor<'_> {
                         },
                     )?;
                     self.copy_buffer = buffer;
+                    self.xattrs_not_set(&shown, &xattrs_not_set);
                     if placed {
                         self.report.files += 1;
                         self.report.bytes += size;
@@ -1121,6 +1134,33 @@ impl Extractor<'_> {
         read_past_entries(tar)
             .map_err(io::Error::from)
             .map_err(fatal(stream))
+    }
+
+    /// The extended attributes to give the entry: when not restoring as root, only those its
+    /// owner may set (as with owners). One the archive holds in a form not read is refused.
+    fn xattrs_of<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, shown: &str) -> Vec<Xattr> {
+        match xattrs::of_entry(entry) {
+            Ok(mut all) => {
+                if !self.owners {
+                    all.retain(|xattr| xattrs::settable_by_owner(&xattr.name));
+                }
+                all
+            }
+            Err(e) => {
+                self.refuse(shown, &format!("extended attributes not read: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reports the attributes that could not be set on an entry restored otherwise whole.
+    fn xattrs_not_set(&mut self, shown: &str, not_set: &[String]) {
+        if !not_set.is_empty() {
+            self.refuse(
+                shown,
+                &format!("extended attributes not set: {}", not_set.join(", ")),
+            );
+        }
     }
 
     /// What a header says to give the entry (owners only when restoring as root).
@@ -1172,6 +1212,7 @@ impl Extractor<'_> {
             folders.push(Folder {
                 path: made,
                 attributes: archived.copied().unwrap_or_else(unarchived_folder),
+                xattrs: Vec::new(),
                 identity: identity(stat),
                 archived: archived.is_some(),
             });
@@ -1215,6 +1256,7 @@ impl Extractor<'_> {
         parent_path: NodeId,
         parts: &[&OsStr],
         attributes: Attributes,
+        xattrs: Vec<Xattr>,
         shown: &str,
     ) -> Result<(), Fatal> {
         let name = parts[parts.len() - 1];
@@ -1255,6 +1297,7 @@ impl Extractor<'_> {
             self.folders.push(Folder {
                 path,
                 attributes,
+                xattrs,
                 identity: identity(&stat),
                 archived: true,
             });
@@ -1424,10 +1467,12 @@ impl Extractor<'_> {
                 if identity(&stat) != folder.identity {
                     return Err("replaced during the restore".to_owned());
                 }
-                beneath::apply(&fd, &folder.attributes).map_err(|e| e.to_string())
+                beneath::apply(&fd, &folder.attributes).map_err(|e| e.to_string())?;
+                Ok(xattrs::set_all(&fd, &folder.xattrs))
             });
-            if let Err(reason) = applied {
-                self.refuse(&shown, &format!("mode and times not set: {reason}"));
+            match applied {
+                Ok(not_set) => self.xattrs_not_set(&shown, &not_set),
+                Err(reason) => self.refuse(&shown, &format!("mode and times not set: {reason}")),
             }
         }
         for (path, kept) in std::mem::take(&mut self.kept_folders) {
@@ -1850,6 +1895,89 @@ mod tests {
             fs::read(target.join("tree/top.txt")).unwrap(),
             fs::read(src.join("top.txt")).unwrap()
         );
+    }
+
+    /// A POSIX ACL as the kernel takes it: version 2, then (tag, permissions, id) entries.
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            bytes.extend_from_slice(&tag.to_le_bytes());
+            bytes.extend_from_slice(&perm.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(path, name, value, flags)
+            .unwrap_or_else(|e| panic!("{name} on {}: {e}", path.display()));
+    }
+
+    fn xattrs_at(path: &Path) -> Vec<Xattr> {
+        let file = fs::File::open(path).unwrap();
+        let mut all = xattrs::XattrReader::default().read(&file).unwrap();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    #[test]
+    fn acls_and_extended_attributes_come_back() {
+        const ANY: u32 = u32::MAX;
+        let base = tempfile::tempdir().unwrap();
+        let src = base.path().join("tree");
+        fs::create_dir_all(src.join("shared")).unwrap();
+        // 0640 with user 1034 (0x40a: a newline byte in the value) allowed to write: the
+        // group bits show the mask, rw, where the owning group may only read.
+        let with_acl = src.join("report.txt");
+        fs::write(&with_acl, "figures").unwrap();
+        fs::set_permissions(&with_acl, fs::Permissions::from_mode(0o640)).unwrap();
+        let access = acl(&[
+            (0x01, 6, ANY),
+            (0x02, 6, 1034),
+            (0x04, 4, ANY),
+            (0x10, 6, ANY),
+            (0x20, 0, ANY),
+        ]);
+        set_xattr(&with_acl, "system.posix_acl_access", &access);
+        set_xattr(&with_acl, "user.note", b"two\nlines");
+        set_xattr(&with_acl, "user.plain", b"kept");
+        let default = acl(&[(0x01, 7, ANY), (0x04, 5, ANY), (0x20, 0, ANY)]);
+        set_xattr(&src.join("shared"), "system.posix_acl_default", &default);
+        fs::write(src.join("shared/plain.txt"), "no acl").unwrap();
+        let dest = base.path().join("backups");
+        fs::create_dir(&dest).unwrap();
+        let outcome = backup(
+            &src,
+            &dest,
+            "tree",
+            Compression::default(),
+            "20250102_030405",
+        );
+        assert_eq!(outcome.manifest.warnings, Vec::<String>::new());
+
+        let out = base.path().join("out");
+        let report = restore(&outcome.archive, &out, &[]).unwrap();
+        assert_eq!(report.refused, Vec::<String>::new());
+        for path in ["report.txt", "shared", "shared/plain.txt"] {
+            assert_eq!(
+                xattrs_at(&out.join("tree").join(path)),
+                xattrs_at(&src.join(path)),
+                "{path}"
+            );
+        }
+        let mode = fs::metadata(out.join("tree/report.txt")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o660, "the mask, as the source shows it");
+        // Made before its folder's default ACL was set: it has no ACL of its own.
+        assert!(xattrs_at(&out.join("tree/shared/plain.txt")).is_empty());
+        // GNU tar reads the archive, the attributes' headers included.
+        let listed = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(&outcome.archive)
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
+        assert!(String::from_utf8_lossy(&listed.stdout).contains("tree/report.txt"));
     }
 
     #[test]
@@ -2750,7 +2878,7 @@ mod tests {
         let parts = [OsStr::new("d")];
         assert!(
             extractor
-                .folder(&parent, PathTree::ROOT, &parts, attributes, "d")
+                .folder(&parent, PathTree::ROOT, &parts, attributes, Vec::new(), "d")
                 .is_ok()
         );
         assert_eq!(extractor.folders.len(), 1, "made by this restore");
@@ -2761,7 +2889,7 @@ mod tests {
         fs::rename(target.join("theirs"), target.join("d")).unwrap();
         assert!(
             extractor
-                .folder(&parent, PathTree::ROOT, &parts, attributes, "d")
+                .folder(&parent, PathTree::ROOT, &parts, attributes, Vec::new(), "d")
                 .is_ok()
         );
         assert_eq!(

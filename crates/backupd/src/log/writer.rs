@@ -94,6 +94,18 @@ impl LogFile {
             name.push(format!(".{n}"));
             PathBuf::from(name)
         };
+        // Deleted or moved away with no SIGHUP (a logrotate without `postrotate`): a new file
+        // starts there. Shifting the numbered ones would push the history out with nothing
+        // to take its place.
+        if !self.still_at_its_path()? {
+            return self.reopen();
+        }
+        for past in self.rotated_past_keep()? {
+            match fs::remove_file(past) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         if self.rotation.keep == 0 {
             fs::remove_file(&self.path)?;
         } else {
@@ -106,6 +118,40 @@ impl LogFile {
             fs::rename(&self.path, numbered(1))?;
         }
         self.reopen()
+    }
+
+    /// The rotated files numbered past `keep`: left by a larger `log_keep` before.
+    fn rotated_past_keep(&self) -> io::Result<Vec<PathBuf>> {
+        let (Some(folder), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Ok(Vec::new());
+        };
+        let mut prefix = name.to_owned();
+        prefix.push(".");
+        let mut past = Vec::new();
+        for entry in fs::read_dir(folder)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let number = (name.as_encoded_bytes())
+                .strip_prefix(prefix.as_encoded_bytes())
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<usize>().ok());
+            if number.is_some_and(|n| n > self.rotation.keep) {
+                past.push(entry.path());
+            }
+        }
+        Ok(past)
+    }
+
+    /// Whether the open file is still the one its path names.
+    fn still_at_its_path(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.file.metadata()?;
+        match fs::symlink_metadata(&self.path) {
+            Ok(named) => Ok((named.dev(), named.ino()) == (open.dev(), open.ino())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the file at its path again: after a rotation, or after someone moved it away.
@@ -374,6 +420,38 @@ mod tests {
             !dir.path().join("backupd.log.3").exists(),
             "only 2 are kept"
         );
+    }
+
+    #[test]
+    fn a_log_deleted_or_moved_without_a_sighup_starts_anew_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let rotation = Rotation {
+            max_bytes: Some(100),
+            keep: 2,
+        };
+        let line = |n: usize| format!("line {n:02} {}\n", "x".repeat(31));
+        // Left from a time `log_keep` was larger.
+        std::fs::write(dir.path().join("backupd.log.4"), "long ago").unwrap();
+        let mut file = LogFile::open(&path, rotation).unwrap();
+        for n in 0..6 {
+            file.write_line(line(n).as_bytes()).unwrap();
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(read("backupd.log.2").starts_with("line 00"));
+        assert!(
+            !dir.path().join("backupd.log.4").exists(),
+            "only 2 are kept"
+        );
+        std::fs::remove_file(&path).unwrap();
+        for n in 6..9 {
+            file.write_line(line(n).as_bytes()).unwrap();
+        }
+        // The history stays; the next line starts a new file.
+        assert!(read("backupd.log.1").starts_with("line 03"));
+        assert!(read("backupd.log.2").starts_with("line 00"));
+        file.write_line(line(9).as_bytes()).unwrap();
+        assert_eq!(read(LOG_FILE), line(9));
     }
 
     #[test]

@@ -64,7 +64,10 @@ async fn reopen_interrupted(daemon: &Daemon, now: &DateTime<Local>) {
                 schedule.name,
                 until.format(proto::LOG_TIME_FORMAT)
             ),
-            Decision::Idle | Decision::Overlap { .. } | Decision::Spent => tracing::warn!(
+            Decision::Idle
+            | Decision::Overlap { .. }
+            | Decision::Spent
+            | Decision::SetBack { .. } => tracing::warn!(
                 "Interrupted run of {} (due {due}, started {started}) will not run again",
                 schedule.name
             ),
@@ -116,6 +119,15 @@ async fn tick(daemon: &Arc<Daemon>, now: &DateTime<Local>) -> Option<NextRun> {
                     schedule.name
                 );
                 remove(daemon, &schedule).await;
+            }
+            Decision::SetBack { last } => {
+                tracing::warn!(
+                    "The last run of {} was due {}, ahead of the clock (was it set back?); its runs are counted from now",
+                    schedule.name,
+                    last.format(proto::LOG_TIME_FORMAT)
+                );
+                // Saved, it wakes the loop to look again, counted from now.
+                daemon.schedules.mark_handled(schedule.id, *now).await;
             }
         }
     }
@@ -270,6 +282,49 @@ mod tests {
         // Saved: a restart does not find it either.
         let reloaded = crate::schedules::ScheduleStore::load(daemon.schedules.path().into());
         assert!(reloaded.unwrap().snapshot().await.schedules.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_schedule_that_ran_while_the_clock_was_ahead_counts_from_now_once_it_is_set_back() {
+        let home = tempfile::tempdir().unwrap();
+        let daemon = Arc::new(Daemon::in_test_home(home.path()));
+        let now = Local::now();
+        let ran_ahead = (now + chrono::TimeDelta::days(2)).fixed_offset();
+        let every_minute = Schedule {
+            id: 0,
+            name: "minutely".into(),
+            sources: vec![home.path().display().to_string()],
+            timing: Timing::Cron {
+                cron: "* * * * *".into(),
+            },
+            options: proto::JobOptions::default(),
+            created: (now - chrono::TimeDelta::days(1)).fixed_offset(),
+            last_due: Some(ran_ahead),
+            last_run: None,
+            earlier_runs: Vec::new(),
+            last_success: None,
+            started_run: None,
+        };
+        daemon
+            .schedules
+            .update(|file| Ok::<_, crate::schedules::ScheduleFileError>(file.add(every_minute)))
+            .await
+            .unwrap()
+            .unwrap();
+        tick(&daemon, &now).await;
+        let saved = daemon.schedules.snapshot().await.schedules[0].last_due;
+        assert_eq!(
+            saved,
+            Some(now.fixed_offset()),
+            "counted from now, and saved"
+        );
+        // The next look waits for the next minute, not for two days.
+        let next = tick(&daemon, &now).await.unwrap();
+        assert!(
+            next.at <= now + chrono::TimeDelta::minutes(1),
+            "{:?}",
+            next.at
+        );
     }
 
     #[tokio::test]

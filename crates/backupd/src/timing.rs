@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{
-    DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone,
-    Timelike,
+    DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta,
+    TimeZone, Timelike,
 };
 use croner::Cron;
 use croner::errors::CronError;
@@ -221,6 +221,11 @@ fn latest_due<Tz: TimeZone>(schedule: &Schedule, now: &DateTime<Tz>) -> Option<D
 /// How late a run may start and still count as on time rather than as catching up.
 pub const ON_TIME: TimeDelta = TimeDelta::seconds(60);
 
+/// How far ahead of the clock a recurring schedule's last occurrence dealt with may be before
+/// the clock counts as set back since. Less is the clock's small corrections, and counting
+/// from now would run the occurrence just dealt with again.
+pub const SET_BACK_BY_MORE_THAN: TimeDelta = TimeDelta::minutes(10);
+
 /// What to do with a schedule now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision<Tz: TimeZone> {
@@ -244,6 +249,11 @@ pub enum Decision<Tz: TimeZone> {
     /// to run, so it goes. Left in the schedule file by older versions, which kept a one-shot
     /// after skipping it as an overlap.
     Spent,
+    /// A recurring schedule's last occurrence dealt with, `last`, is more than
+    /// [`SET_BACK_BY_MORE_THAN`] ahead of the clock: it ran while the clock was ahead, since
+    /// set back. Counted from it, nothing would run until the clock passed it again: count
+    /// from now instead.
+    SetBack { last: DateTime<FixedOffset> },
 }
 
 pub fn decide<Tz: TimeZone>(
@@ -256,6 +266,12 @@ pub fn decide<Tz: TimeZone>(
     // with in any other way has nothing left to run.
     if is_dealt_with_once(schedule) && schedule.started_run.is_none() {
         return Decision::Spent;
+    }
+    if !schedule.is_once()
+        && let Some(last) = schedule.last_due
+        && last > now.clone() + SET_BACK_BY_MORE_THAN
+    {
+        return Decision::SetBack { last };
     }
     let Some(due) = pending_due(schedule, &now.timezone()) else {
         return Decision::Idle;
@@ -360,6 +376,50 @@ mod tests {
     }
 
     const DAY: TimeDelta = TimeDelta::hours(24);
+
+    #[test]
+    fn a_last_run_dated_well_ahead_of_the_clock_says_the_clock_was_set_back() {
+        let grace = TimeDelta::hours(1);
+        let every_minute = Timing::Cron {
+            cron: "* * * * *".into(),
+        };
+        // It ran while the clock was two days ahead; since set back.
+        let ahead = schedule(
+            every_minute.clone(),
+            "2026-11-01T00:00:00+01:00",
+            Some("2026-11-26T12:00:00+01:00"),
+        );
+        let now = at("2026-11-24T12:00:30+01:00");
+        assert_eq!(
+            decide(&ahead, &now, grace, false),
+            Decision::SetBack {
+                last: at("2026-11-26T12:00:00+01:00")
+            }
+        );
+        // Counted from now, as the scheduler then records, the next minute is due.
+        let mut counted_from_now = ahead.clone();
+        counted_from_now.last_due = Some(now);
+        assert_eq!(
+            decide(&counted_from_now, &now, grace, false),
+            Decision::Wait {
+                until: at("2026-11-24T12:01:00+01:00")
+            }
+        );
+        // A small correction of the clock just after a run waits for the next occurrence
+        // rather than run the one just dealt with again.
+        let just_ran = schedule(
+            daily("12:00"),
+            "2026-11-01T00:00:00+01:00",
+            Some("2026-11-24T12:00:00+01:00"),
+        );
+        let slightly_back = at("2026-11-24T11:59:00+01:00");
+        assert_eq!(
+            decide(&just_ran, &slightly_back, grace, false),
+            Decision::Wait {
+                until: at("2026-11-25T12:00:00+01:00")
+            }
+        );
+    }
 
     #[test]
     fn a_one_shot_is_due_today_if_its_minute_has_not_passed_else_tomorrow() {

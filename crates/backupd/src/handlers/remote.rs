@@ -159,7 +159,8 @@ pub async fn verify(
         }
     };
     let from: Arc<dyn Destination> = Arc::clone(remote) as Arc<dyn Destination>;
-    verify::check(daemon, from, files, identities).await
+    let listed = verify::Listed::from_selection(args.archive.is_none());
+    verify::check(daemon, from, files, identities, listed).await
 }
 
 /// The archive a `restore --remote` names, on its remote.

@@ -30,7 +30,28 @@ pub async fn handle(
     }
     let folder = destination_or_default(daemon, args.destination.as_deref())?;
     let (folder, files) = select(folder, &args).await?;
-    check(daemon, Arc::new(folder), files, identities).await
+    let listed = Listed::from_selection(args.archive.is_none());
+    check(daemon, Arc::new(folder), files, identities, listed).await
+}
+
+/// How the archives to verify were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listed {
+    /// The one archive the request named: its absence is the answer.
+    Named,
+    /// Those of a name, or all, as listed when the verify began: one deleted since (by a
+    /// rotation) is left out, neither OK nor failed.
+    FromFolder,
+}
+
+impl Listed {
+    pub(super) fn from_selection(listed: bool) -> Self {
+        if listed {
+            Listed::FromFolder
+        } else {
+            Listed::Named
+        }
+    }
 }
 
 /// Verifies `files` of `folder` one after the other, recording each in the ledger; an
@@ -40,6 +61,7 @@ pub(super) async fn check(
     folder: Arc<dyn Destination>,
     files: Vec<String>,
     identities: Option<Arc<Identities>>,
+    listed: Listed,
 ) -> HandlerResult<VerifyList> {
     let mut list = VerifyList {
         archives: Vec::with_capacity(files.len()),
@@ -58,11 +80,19 @@ pub(super) async fn check(
         let (from, name) = (Arc::clone(&folder), file.clone());
         let keys = identities.clone();
         // Taken before the check: a file put under the name meanwhile then gets no mark.
-        let (identity, report) = blocking(move || {
+        let checked = blocking(move || {
             let identity = from.identity(&name).ok();
             store::verify_with(from.as_ref(), &name, keys.as_deref()).map(|r| (identity, r))
         })
-        .await??;
+        .await?;
+        let failed = checked
+            .as_ref()
+            .map_or(true, |(_, report)| !report.finding.is_ok());
+        if failed && listed == Listed::FromFolder && gone(&folder, &file).await? {
+            tracing::warn!("Verify left out {file}: deleted since it was listed (by a rotation?)");
+            continue;
+        }
+        let (identity, report) = checked?;
         let finding = &report.finding;
         daemon
             .verify_ledger
@@ -110,6 +140,13 @@ pub(super) async fn check(
     Ok(list)
 }
 
+/// Whether `file` is no longer in `folder`.
+async fn gone(folder: &Arc<dyn Destination>, file: &str) -> HandlerResult<bool> {
+    let (folder, file) = (Arc::clone(folder), file.to_owned());
+    let identity = blocking(move || folder.identity(&file)).await?;
+    Ok(identity.is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound))
+}
+
 /// The folder and the file names of the archives the request names.
 async fn select(
     folder: LocalFolder,
@@ -145,5 +182,50 @@ async fn select(
             Ok((folder, selected))
         }
         _ => Err(invalid("verify takes an archive, a name, or all")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{backup, build_tree};
+    use proto::Compression;
+
+    #[tokio::test]
+    async fn an_archive_rotated_away_after_the_listing_is_left_out_not_failed() {
+        let home = tempfile::tempdir().unwrap();
+        let daemon = Daemon::in_test_home(home.path());
+        let src = build_tree(home.path());
+        let dest = home.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let stamps = ["20250101_000000", "20250102_000000"];
+        let files: Vec<String> = stamps
+            .iter()
+            .map(|stamp| {
+                let outcome = backup(&src, &dest, "docs", Compression::default(), stamp);
+                let name = outcome.archive.file_name().unwrap();
+                name.to_str().unwrap().to_owned()
+            })
+            .collect();
+        // As a prune between the listing and the check leaves it.
+        std::fs::remove_file(dest.join(&files[0])).unwrap();
+        let folder: Arc<dyn Destination> = Arc::new(LocalFolder::new(&dest));
+
+        let list = check(
+            &daemon,
+            Arc::clone(&folder),
+            files.clone(),
+            None,
+            Listed::FromFolder,
+        )
+        .await
+        .unwrap();
+        assert_eq!((list.ok, list.failed), (1, 0));
+        assert_eq!(list.archives.len(), 1);
+        assert!(list.archives[0].archive.ends_with(&files[1]));
+
+        // Named on its own, its absence is the answer.
+        let named = check(&daemon, folder, vec![files[0].clone()], None, Listed::Named).await;
+        assert_eq!(named.unwrap_err().code, ErrorCode::ArchiveNotFound);
     }
 }

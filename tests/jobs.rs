@@ -274,3 +274,45 @@ fn a_detached_run_prints_its_jobs_returns_and_goes_on_until_cancelled() {
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.ends_with("gone\\nStarted job 9: x)\n"), "{out}");
 }
+
+#[test]
+fn a_cancel_after_the_archive_is_written_says_the_archive_stays() {
+    let t = TestHome::new();
+    std::fs::create_dir(t.work().join("docs")).unwrap();
+    std::fs::write(t.work().join("docs/a.txt"), "a").unwrap();
+    let _daemon = t.start_daemon();
+    let (started, release) = (t.work().join("started"), t.work().join("release"));
+    // An after hook that holds the job, its archive written, until the test lets it go.
+    let hold = format!(
+        "sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+        started.display(),
+        release.display()
+    );
+    let run = t
+        .ctl_command(&["--json", "run", "--sources", "docs", "--after", &hold])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(PATIENCE, "the after hook", || {
+        started.exists().then_some(())
+    });
+
+    let jobs = json(&t, &["jobs"]);
+    assert_eq!(jobs["data"]["jobs"][0]["state"], "finishing", "{jobs}");
+    let out = t.ctl(&["--json", "cancel", "--name", "docs"]);
+    let answer: Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(
+        answer["data"]["cancelled"][0]["state"], "finishing",
+        "{answer}"
+    );
+    let text = t.ctl(&["cancel", "--name", "docs"]).ok();
+    assert!(text.contains("which is kept"), "{text}");
+
+    std::fs::write(&release, "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = report["data"]["sources"][0]["archive"].as_str().unwrap();
+    assert!(Path::new(archive).exists(), "{report}");
+}

@@ -174,6 +174,7 @@ fn job_line(job: &JobInfo) -> String {
         JobState::Waiting => "waiting",
         JobState::Running => "running",
         JobState::Cancelling => "cancelling",
+        JobState::Finishing => "finishing",
     };
     let schedule = job
         .schedule
@@ -196,7 +197,13 @@ fn cancelled(report: &CancelReport) -> Vec<String> {
     report
         .cancelled
         .iter()
-        .map(|job| format!("Cancelled job {} ({}): {}", job.id, job.name, job.source))
+        .map(|job| match (job.state, &job.archive) {
+            (JobState::Finishing, Some(archive)) => format!(
+                "Job {} ({}) had already written {archive}, which is kept; only its upload, if one goes on, is stopped",
+                job.id, job.name
+            ),
+            _ => format!("Cancelled job {} ({}): {}", job.id, job.name, job.source),
+        })
         .collect()
 }
 

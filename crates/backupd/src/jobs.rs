@@ -44,6 +44,7 @@ impl JobRegistry {
             started: Local::now().fixed_offset(),
             cancel: shutdown.child_token(),
             running: AtomicBool::new(false),
+            written: AtomicBool::new(false),
             archive: Mutex::new(None),
             files: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -89,6 +90,8 @@ pub struct Job {
     pub started: Timestamp,
     cancel: CancellationToken,
     running: AtomicBool,
+    /// Its archive is published: a cancel can no longer take it back.
+    written: AtomicBool,
     archive: Mutex<Option<String>>,
     files: AtomicU64,
     bytes_in: AtomicU64,
@@ -97,7 +100,9 @@ pub struct Job {
 
 impl Job {
     pub fn info(&self) -> JobInfo {
-        let state = if self.cancel.is_cancelled() {
+        let state = if self.written.load(Ordering::Relaxed) {
+            JobState::Finishing
+        } else if self.cancel.is_cancelled() {
             JobState::Cancelling
         } else if self.running.load(Ordering::Relaxed) {
             JobState::Running
@@ -126,6 +131,11 @@ impl Job {
     pub fn set_running(&self, archive: &str) {
         *self.archive.lock().unwrap_or_else(PoisonError::into_inner) = Some(archive.to_owned());
         self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// The job's archive is published; what is left is after it (verify, rotation, upload).
+    pub fn set_written(&self) {
+        self.written.store(true, Ordering::Relaxed);
     }
 
     pub fn record_progress(&self, progress: &Progress) {

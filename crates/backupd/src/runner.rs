@@ -541,6 +541,7 @@ async fn back_up_one(
 
     match outcome {
         Ok(Ok(outcome)) => {
+            registered.set_written();
             log_success(daemon, &tag, &source, &outcome);
             fill_success(&mut report, &outcome);
             for step in after {

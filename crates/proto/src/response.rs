@@ -653,10 +653,13 @@ pub struct SourceReport {
 pub enum JobState {
     /// Waiting for a job slot (`backupd --max-jobs`).
     Waiting,
-    /// Writing its archive, or verifying and rotating after it.
+    /// Writing its archive.
     Running,
     /// Cancelled; removing its partial file.
     Cancelling,
+    /// Its archive written and kept: verifying, rotating or uploading after it. A `cancel`
+    /// now stops only what is left (an upload), never the archive.
+    Finishing,
 }
 
 /// A running job: one source of a run or of a schedule's run, being written.

@@ -32,12 +32,20 @@ pub fn handle(
         return Err(HandlerError::new(ErrorCode::JobNotFound, message));
     }
     for job in &cancelled {
-        tracing::info!(
-            "[{} #{}] Cancelling backup of {}",
-            job.name,
-            job.id,
-            job.source
-        );
+        if job.state == proto::response::JobState::Finishing {
+            tracing::info!(
+                "[{} #{}] Cancel asked once its archive was written: the archive stays, only an upload going on stops",
+                job.name,
+                job.id
+            );
+        } else {
+            tracing::info!(
+                "[{} #{}] Cancelling backup of {}",
+                job.name,
+                job.id,
+                job.source
+            );
+        }
     }
     Ok(CancelReport { cancelled })
 }

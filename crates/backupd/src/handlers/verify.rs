@@ -68,7 +68,22 @@ pub(super) async fn check(
         ok: 0,
         failed: 0,
     };
+    let total = files.len();
     for file in files {
+        // A stop waits for the archive being read, not for the rest: the answer says how far
+        // it got.
+        if daemon.shutdown.is_cancelled() {
+            let message = format!(
+                "backupd is stopping: verify stopped after {} of {total} archives ({} failed)",
+                list.ok + list.failed,
+                list.failed
+            );
+            return Err(HandlerError::partial(
+                ErrorCode::ShuttingDown,
+                message,
+                Reply::Verify(list),
+            ));
+        }
         // Not before the start-up repair has rebuilt its manifest: else "no manifest" would
         // be recorded against it. Nor at all when a stop cut the repair short.
         if let Some(parsed) = parse_archive_name(&file) {
@@ -227,5 +242,40 @@ mod tests {
         // Named on its own, its absence is the answer.
         let named = check(&daemon, folder, vec![files[0].clone()], None, Listed::Named).await;
         assert_eq!(named.unwrap_err().code, ErrorCode::ArchiveNotFound);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_a_verify_of_many_between_archives_with_what_it_found() {
+        let home = tempfile::tempdir().unwrap();
+        let daemon = Daemon::in_test_home(home.path());
+        let src = build_tree(home.path());
+        let dest = home.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let outcome = backup(
+            &src,
+            &dest,
+            "docs",
+            Compression::default(),
+            "20250101_000000",
+        );
+        let file = outcome.archive.file_name().unwrap().to_str().unwrap();
+        let folder: Arc<dyn Destination> = Arc::new(LocalFolder::new(&dest));
+        daemon.shutdown.cancel();
+        let stopped = check(
+            &daemon,
+            folder,
+            vec![file.to_owned()],
+            None,
+            Listed::FromFolder,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(stopped.code, ErrorCode::ShuttingDown);
+        assert!(
+            stopped.message.contains("after 0 of 1 archives"),
+            "{}",
+            stopped.message
+        );
+        assert!(matches!(stopped.data.as_deref(), Some(Reply::Verify(_))));
     }
 }

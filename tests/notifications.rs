@@ -441,8 +441,9 @@ fn an_email_that_never_ends_holds_no_job_slot_and_gives_way_to_cancel_and_stop()
     let (status, out) = exited(&mut second, "a backup while job 1 sends its email");
     assert!(status.success() && out.contains("Successful: 1"), "{out}");
     assert!(first.try_wait().unwrap().is_none(), "job 1's email ended");
-    // Cancelled, the job gives up its email and its run answers: the backup succeeded.
-    assert!(t.ctl(&["cancel", "1"]).ok().contains("Cancelled"));
+    // Cancelled, the job gives up its email and its run answers: the backup succeeded, and
+    // the cancel says its archive is kept.
+    assert!(t.ctl(&["cancel", "1"]).ok().contains("which is kept"));
     let (status, out) = exited(&mut first, "job 1's run to answer once cancelled");
     assert!(status.success() && out.contains("Successful: 1"), "{out}");
     let log = t.log();

@@ -657,8 +657,9 @@ pub enum JobState {
     Running,
     /// Cancelled; removing its partial file.
     Cancelling,
-    /// Its archive written and kept: verifying, rotating or uploading after it. A `cancel`
-    /// now stops only what is left (an upload), never the archive.
+    /// Its archive written and kept: verifying, rotating, uploading or notifying after it. A
+    /// `cancel` now stops what can stop of that (an upload, a notification), never the
+    /// archive.
     Finishing,
 }
 

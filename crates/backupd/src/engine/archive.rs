@@ -384,10 +384,7 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             Ok(xattrs) if xattrs.is_empty() => return Ok(()),
             Ok(xattrs) => xattrs,
             Err(e) => {
-                self.warn(
-                    place,
-                    &format!("extended attributes unreadable ({e}), stored without them"),
-                );
+                self.warn(place, &format!("extended attributes not stored ({e})"));
                 return Ok(());
             }
         };

@@ -27,6 +27,11 @@ const LEFT_OUT: &[u8] = b"security.selinux";
 /// The most bytes Linux gives a list of names, and a value (`XATTR_LIST_MAX`, `XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
 
+/// The most bytes of names and values one file's attributes are stored with. Some file
+/// systems hold thousands of 64 KiB values: stored whole, a file's owner could make a header
+/// past what the readers take (`store::header_limit`), and so the archive unrestorable.
+pub const STORED_AT_MOST: usize = 1 << 20;
+
 /// One extended attribute: its name (`user.note`) and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Xattr {
@@ -35,14 +40,25 @@ pub struct Xattr {
 }
 
 /// Reads the extended attributes of open files, through one buffer reused from file to file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct XattrReader {
     buffer: Vec<u8>,
+    at_most: usize,
+}
+
+impl Default for XattrReader {
+    fn default() -> Self {
+        XattrReader {
+            buffer: Vec::new(),
+            at_most: STORED_AT_MOST,
+        }
+    }
 }
 
 impl XattrReader {
     /// The attributes of `fd`'s file, in the order the file system lists them. A file system
-    /// without them gives none; an attribute removed since the listing is left out.
+    /// without them gives none; an attribute removed since the listing is left out. More than
+    /// [`STORED_AT_MOST`] bytes of them in all is an error.
     pub fn read(&mut self, fd: impl AsFd) -> io::Result<Vec<Xattr>> {
         if self.buffer.is_empty() {
             self.buffer = vec![0; XATTR_MAX];
@@ -58,12 +74,22 @@ impl XattrReader {
             .map(<[u8]>::to_vec)
             .collect();
         let mut xattrs = Vec::with_capacity(names.len());
+        let mut stored = 0;
         for name in names.into_iter().filter(|name| name != LEFT_OUT) {
             match rustix::fs::fgetxattr(&fd, OsStr::from_bytes(&name), &mut self.buffer[..]) {
-                Ok(size) => xattrs.push(Xattr {
-                    value: self.buffer[..size].to_vec(),
-                    name,
-                }),
+                Ok(size) => {
+                    stored += name.len() + size;
+                    if stored > self.at_most {
+                        return Err(io::Error::new(
+                            io::ErrorKind::FileTooLarge,
+                            format!("more than {} bytes in all", self.at_most),
+                        ));
+                    }
+                    xattrs.push(Xattr {
+                        value: self.buffer[..size].to_vec(),
+                        name,
+                    });
+                }
                 Err(Errno::NODATA) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -267,5 +293,13 @@ mod tests {
         assert!(reader.read(&to).unwrap().contains(&note));
         assert!(settable_by_owner(b"user.note") && settable_by_owner(b"system.posix_acl_access"));
         assert!(!settable_by_owner(b"security.capability") && !settable_by_owner(b"trusted.x"));
+
+        // Past the bound, none is stored: a header no reader refuses.
+        let mut small = XattrReader {
+            buffer: Vec::new(),
+            at_most: "user.note".len() + 5,
+        };
+        let err = small.read(&from).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge, "{err}");
     }
 }

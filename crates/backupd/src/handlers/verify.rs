@@ -206,25 +206,33 @@ mod tests {
     use crate::store::test_support::{backup, build_tree};
     use proto::Compression;
 
-    #[tokio::test]
-    async fn an_archive_rotated_away_after_the_listing_is_left_out_not_failed() {
-        let home = tempfile::tempdir().unwrap();
-        let daemon = Daemon::in_test_home(home.path());
-        let src = build_tree(home.path());
-        let dest = home.path().join("dest");
+    /// A daemon on a fresh home and a folder with an archive of `docs` for each of `stamps`;
+    /// the folder and the archives' file names.
+    fn folder_with_archives(
+        home: &std::path::Path,
+        stamps: &[&str],
+    ) -> (Daemon, Arc<dyn Destination>, Vec<String>) {
+        let daemon = Daemon::in_test_home(home);
+        let src = build_tree(home);
+        let dest = home.join("dest");
         std::fs::create_dir(&dest).unwrap();
-        let stamps = ["20250101_000000", "20250102_000000"];
-        let files: Vec<String> = stamps
-            .iter()
+        let files = (stamps.iter())
             .map(|stamp| {
                 let outcome = backup(&src, &dest, "docs", Compression::default(), stamp);
                 let name = outcome.archive.file_name().unwrap();
                 name.to_str().unwrap().to_owned()
             })
             .collect();
+        (daemon, Arc::new(LocalFolder::new(&dest)), files)
+    }
+
+    #[tokio::test]
+    async fn an_archive_rotated_away_after_the_listing_is_left_out_not_failed() {
+        let home = tempfile::tempdir().unwrap();
+        let stamps = ["20250101_000000", "20250102_000000"];
+        let (daemon, folder, files) = folder_with_archives(home.path(), &stamps);
         // As a prune between the listing and the check leaves it.
-        std::fs::remove_file(dest.join(&files[0])).unwrap();
-        let folder: Arc<dyn Destination> = Arc::new(LocalFolder::new(&dest));
+        std::fs::remove_file(home.path().join("dest").join(&files[0])).unwrap();
 
         let list = check(
             &daemon,
@@ -247,29 +255,11 @@ mod tests {
     #[tokio::test]
     async fn a_stop_ends_a_verify_of_many_between_archives_with_what_it_found() {
         let home = tempfile::tempdir().unwrap();
-        let daemon = Daemon::in_test_home(home.path());
-        let src = build_tree(home.path());
-        let dest = home.path().join("dest");
-        std::fs::create_dir(&dest).unwrap();
-        let outcome = backup(
-            &src,
-            &dest,
-            "docs",
-            Compression::default(),
-            "20250101_000000",
-        );
-        let file = outcome.archive.file_name().unwrap().to_str().unwrap();
-        let folder: Arc<dyn Destination> = Arc::new(LocalFolder::new(&dest));
+        let (daemon, folder, files) = folder_with_archives(home.path(), &["20250101_000000"]);
         daemon.shutdown.cancel();
-        let stopped = check(
-            &daemon,
-            folder,
-            vec![file.to_owned()],
-            None,
-            Listed::FromFolder,
-        )
-        .await
-        .unwrap_err();
+        let stopped = check(&daemon, folder, files, None, Listed::FromFolder)
+            .await
+            .unwrap_err();
         assert_eq!(stopped.code, ErrorCode::ShuttingDown);
         assert!(
             stopped.message.contains("after 0 of 1 archives"),

@@ -8,7 +8,8 @@
 //! write it; one whose name is not plain text or whose value holds a newline (which the tar
 //! reader cannot take back raw) goes in a `LIBARCHIVE.xattr.NAME` record, its name
 //! %-escaped and its value in base64, as bsdtar writes it. SELinux labels are left out, as
-//! GNU tar leaves them without `--selinux`: the policy labels restored files (`restorecon`).
+//! GNU tar leaves them without `--selinux`: the policy labels restored files (`restorecon`);
+//! so is EVM's `security.evm`, an HMAC keyed by the machine, which no other could set.
 
 use std::ffi::OsStr;
 use std::io;
@@ -21,8 +22,12 @@ use rustix::io::Errno;
 pub const PAX_PREFIX: &str = "SCHILY.xattr.";
 /// The pax key prefix of an attribute stored escaped and in base64.
 pub const ENCODED_PAX_PREFIX: &str = "LIBARCHIVE.xattr.";
-/// Labels the security policy gives, never carried from one system to another.
-const LEFT_OUT: &[u8] = b"security.selinux";
+/// What the machine's security policy gives a file, never carried to another.
+const LEFT_OUT: &[&[u8]] = &[b"security.selinux", b"security.evm"];
+
+fn is_left_out(name: &[u8]) -> bool {
+    LEFT_OUT.contains(&name)
+}
 
 /// The most bytes Linux gives a list of names, and a value (`XATTR_LIST_MAX`, `XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
@@ -75,7 +80,7 @@ impl XattrReader {
             .collect();
         let mut xattrs = Vec::with_capacity(names.len());
         let mut stored = 0;
-        for name in names.into_iter().filter(|name| name != LEFT_OUT) {
+        for name in names.into_iter().filter(|name| !is_left_out(name)) {
             match rustix::fs::fgetxattr(&fd, OsStr::from_bytes(&name), &mut self.buffer[..]) {
                 Ok(size) => {
                     stored += name.len() + size;
@@ -161,7 +166,7 @@ pub fn of_entry<R: io::Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<Xa
     }
     raw.retain(|xattr| !encoded.iter().any(|e| e.name == xattr.name));
     encoded.extend(raw);
-    encoded.retain(|xattr| xattr.name != LEFT_OUT);
+    encoded.retain(|xattr| !is_left_out(&xattr.name));
     Ok(encoded)
 }
 
@@ -230,7 +235,7 @@ mod tests {
             value: b"two\nlines".to_vec(),
         };
         let label = Xattr {
-            name: LEFT_OUT.to_vec(),
+            name: LEFT_OUT[0].to_vec(),
             value: b"system_u:object_r:etc_t:s0".to_vec(),
         };
         let xattrs = [

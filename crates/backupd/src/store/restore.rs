@@ -1454,16 +1454,8 @@ impl Extractor<'_> {
             .filter(|folder| folder.archived || !archived.contains(&folder.path))
             .collect();
         for folder in to_finish.into_iter().rev() {
-            let parts = self.paths.parts(folder.path);
-            let shown = beneath::shown(&parts);
-            let (name, parents) = parts.split_last().expect("not empty");
-            let opened = match beneath::walk(&self.root, parents, None) {
-                Ok(dir) => beneath::open_dir(&dir, name).map_err(|e| e.to_string()),
-                Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => Err(reason),
-                Err(Blocked::Io(e)) => Err(e.to_string()),
-            };
-            let applied = opened.and_then(|fd| {
-                let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+            let shown = beneath::shown(&self.paths.parts(folder.path));
+            let applied = self.reopen_folder(folder.path).and_then(|(fd, stat)| {
                 if identity(&stat) != folder.identity {
                     return Err("replaced during the restore".to_owned());
                 }
@@ -1476,26 +1468,32 @@ impl Extractor<'_> {
             }
         }
         for (path, kept) in std::mem::take(&mut self.kept_folders) {
-            let parts = self.paths.parts(path);
-            let (name, parents) = parts.split_last().expect("not empty");
-            let put_back = match beneath::walk(&self.root, parents, None) {
-                Ok(dir) => beneath::open_dir(&dir, name)
-                    .and_then(|fd| {
-                        if identity(&rustix::fs::fstat(&fd)?) != kept.identity {
-                            return Ok(()); // Not that folder any more: not ours to touch.
-                        }
-                        Ok(rustix::fs::futimens(&fd, &kept.times)?)
-                    })
-                    .map_err(|e| e.to_string()),
-                Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => Err(reason),
-                Err(Blocked::Io(e)) => Err(e.to_string()),
-            };
+            let put_back = self.reopen_folder(path).and_then(|(fd, stat)| {
+                // Not that folder any more: not ours to touch.
+                if identity(&stat) == kept.identity {
+                    rustix::fs::futimens(&fd, &kept.times).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
             // Logged, not refused: the entries in it are restored, only its times moved.
             if let Err(reason) = put_back {
-                let shown = beneath::shown(&parts);
+                let shown = beneath::shown(&self.paths.parts(path));
                 tracing::warn!("Restore: the times of {shown} not put back: {reason}");
             }
         }
+    }
+
+    /// Opens the folder at `path` again, one level at a time from the target, with its stat.
+    fn reopen_folder(&self, path: NodeId) -> Result<(OwnedFd, Stat), String> {
+        let parts = self.paths.parts(path);
+        let (name, parents) = parts.split_last().expect("not empty");
+        let fd = match beneath::walk(&self.root, parents, None) {
+            Ok(dir) => beneath::open_dir(&dir, name).map_err(|e| e.to_string())?,
+            Err(Blocked::NotAFolder(reason) | Blocked::Missing(reason)) => return Err(reason),
+            Err(Blocked::Io(e)) => return Err(e.to_string()),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+        Ok((fd, stat))
     }
 
     /// Removes, newest first, everything this restore created, and says what is left.

@@ -273,12 +273,12 @@ fn copy_keeping_holes(data: &mut impl Read, file: &mut fs::File, size: u64) -> i
     Ok(copied)
 }
 
-/// Whether `bytes` are all zeros: a page at a time, whose check (no early exit) vectorizes,
-/// where a byte at a time read a hole's zeros at a tenth of the speed.
+/// Whether `bytes` are all zeros: a page at a time against a page of zeros (`memcmp`, as
+/// fast in a debug build), where a byte at a time read a hole's zeros at a tenth of the speed.
 fn is_zeros(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(4096)
-        .all(|page| page.iter().fold(0, |any, byte| any | byte) == 0)
+    const PAGE: usize = 4096;
+    static ZEROS: [u8; PAGE] = [0; PAGE];
+    bytes.chunks(PAGE).all(|page| page == &ZEROS[..page.len()])
 }
 
 /// `text`, or its first [`REFUSED_TEXT_MAX`] bytes and how long it was.

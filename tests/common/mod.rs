@@ -371,8 +371,21 @@ pub fn base_tree(root: &Path) {
 }
 
 /// A source folder `<work>/<dir>` whose one file is `size` bytes of sparse zeros: as slow to
-/// archive as its size, without using the disk.
+/// archive as its size, without using the disk. The home's configuration (written here:
+/// call this before the daemon starts) has backups read holes as zeros (`sparse_files =
+/// false`), else the file would be stored as a sparse entry of no data, at once.
 pub fn sparse_source(t: &TestHome, dir: &str, size: u64) -> PathBuf {
+    assert!(
+        !t.socket().exists(),
+        "sparse_source configures the daemon: call it before the daemon starts"
+    );
+    std::fs::create_dir_all(t.home()).expect("create the home");
+    let config = t.home().join("backupd.toml");
+    let rest = std::fs::read_to_string(&config).unwrap_or_default();
+    if !rest.starts_with("sparse_files = false\n") {
+        // First: a top-level key after a table would belong to the table.
+        std::fs::write(&config, format!("sparse_files = false\n{rest}")).expect("configure");
+    }
     let src = t.work().join(dir);
     std::fs::create_dir_all(&src).expect("create source");
     std::fs::File::create(src.join("sparse"))

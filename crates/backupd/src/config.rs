@@ -15,6 +15,7 @@
 //! idle_timeout = "60s"       # a connection that sends nothing is closed after this
 //! line_timeout = "5s"        # a request line, once begun, must end within this
 //! max_connections_per_uid = 64
+//! sparse_files = true        # files with holes stored sparse; false: holes read as zeros
 //!
 //! [defaults]            # what a run or schedule uses where it sets nothing
 //! destination = "/srv/backups"
@@ -82,6 +83,8 @@ pub struct Config {
     pub idle_timeout: Option<std::time::Duration>,
     pub line_timeout: Option<std::time::Duration>,
     pub max_connections_per_uid: Option<usize>,
+    /// `Some(false)`: a file's holes are read and stored as zeros, no GNU sparse entries.
+    pub sparse_files: Option<bool>,
     /// What jobs fall back on.
     pub defaults: JobOptions,
     /// The `[remote.NAME]` tables: S3 remotes for offsite copies.
@@ -112,6 +115,7 @@ struct File {
     idle_timeout: Option<Spanned<String>>,
     line_timeout: Option<Spanned<String>>,
     max_connections_per_uid: Option<Spanned<usize>>,
+    sparse_files: Option<bool>,
     defaults: Option<Spanned<Defaults>>,
     remote: Option<std::collections::BTreeMap<String, Spanned<crate::remote::table::RemoteTable>>>,
     email: Option<Spanned<EmailSettings>>,
@@ -165,6 +169,7 @@ impl Config {
             keys: keys_set(text),
             log_format: file.log_format,
             log_max_bytes: file.log_max_bytes,
+            sparse_files: file.sparse_files,
             ..Config::default()
         };
         if let Some(keep) = file.log_keep {

@@ -417,6 +417,9 @@ async fn open_daemon(
     }
     let mut daemon = Daemon::new(home, schedules, max_jobs, catch_up_grace);
     daemon.job_defaults = config.defaults;
+    if config.sparse_files == Some(false) {
+        daemon.holes = backupd::engine::Holes::ReadAsZeros;
+    }
     daemon.remotes = std::sync::Arc::new(config.remotes);
     daemon.removes_socket = matches!(source, ListenerSource::Bound { .. });
     daemon.socket = socket;

@@ -2,7 +2,7 @@
 //! can be wrong with the configuration is found here, before a single byte is written.
 
 use crate::destination::{Destination, LocalFolder};
-use crate::engine::{BackupJob, ExcludeSet};
+use crate::engine::{BackupJob, ExcludeSet, Holes};
 use crate::format::{Passphrase, Recipients};
 use crate::hooks::JobHooks;
 use crate::key_files::{self, Requester};
@@ -76,6 +76,8 @@ pub struct Defaults {
     pub requester: Requester,
     /// The passphrase a client typed for this one-off run, to encrypt to instead of keys.
     pub passphrase: Option<Passphrase>,
+    /// Whether files with holes are stored as GNU sparse entries.
+    pub holes: Holes,
 }
 
 /// A run of `sources` (absolute paths) with `options`. The destination is checked (and, for a
@@ -156,6 +158,7 @@ pub async fn plan(
             never_archive: vec![defaults.destination.clone()],
             recipients: recipients.clone(),
             commands: options.source_commands.clone(),
+            holes: defaults.holes,
         });
     }
     // In this order: an archive that does not verify must not push older ones out.
@@ -478,6 +481,7 @@ mod tests {
             remotes: Arc::default(),
             requester: Requester::daemon(),
             passphrase: None,
+            holes: Holes::Kept,
         }
     }
 
@@ -496,6 +500,7 @@ mod tests {
             remotes: Arc::default(),
             requester: Requester::daemon(),
             passphrase: None,
+            holes: Holes::Kept,
         };
         let sources = ["/srv/a".to_owned()];
         let planned = plan(

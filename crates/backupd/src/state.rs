@@ -39,6 +39,8 @@ pub struct Daemon {
     pub removes_socket: bool,
     /// The job options of the configuration file, under each job's own.
     pub job_defaults: proto::JobOptions,
+    /// Whether backups store files with holes as GNU sparse entries (`sparse_files`).
+    pub holes: crate::engine::Holes,
     /// Readiness and status for a service manager; disabled unless `main` enables it.
     pub notify: Notifier,
     /// Every archive being written, with its progress and cancellation.
@@ -91,6 +93,7 @@ impl Daemon {
             remotes: Arc::clone(&self.remotes),
             requester: crate::key_files::Requester::daemon(),
             passphrase: None,
+            holes: self.holes,
         }
     }
 
@@ -111,6 +114,7 @@ impl Daemon {
             home,
             removes_socket: true,
             job_defaults: proto::JobOptions::default(),
+            holes: crate::engine::Holes::default(),
             notify: Notifier::disabled(),
             registry: JobRegistry::default(),
             socket: None,

@@ -35,6 +35,7 @@ use super::error::EngineError;
 use super::exclude::ExcludeSet;
 use super::progress::{Meter, MeteredReader, is_cancellation};
 use super::sized_reader::{SizeChange, SizedReader};
+use super::sparse::{self, DataReader, Holes};
 use crate::format::xattrs::{self, XattrReader};
 use crate::format::{TAR_BLOCK, WriteFrom, tar_padding};
 use crate::path_tree::{NodeId, PathTree};
@@ -89,6 +90,7 @@ pub(crate) struct TreeWriter<'w, 'a, W: WriteFrom> {
     /// links costs nothing, and one deep in links costs its names, not its paths.
     link_paths: PathTree,
     xattrs: XattrReader,
+    holes: Holes,
     stats: Stats,
 }
 
@@ -190,8 +192,15 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             links: HashMap::new(),
             link_paths: PathTree::new(),
             xattrs: XattrReader::default(),
+            holes: Holes::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Whether files with holes are stored as GNU sparse entries.
+    pub(crate) fn holes(mut self, holes: Holes) -> Self {
+        self.holes = holes;
+        self
     }
 
     /// Folders never archived (the destination, the daemon's `backups/`), by identity.
@@ -521,14 +530,31 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         self.append_xattrs(file.as_fd(), place)?;
         let size = u64::try_from(meta.st_size).unwrap_or(0);
         let mut header = header_for(&meta, EntryType::Regular, size);
-        let mut sized = SizedReader::new(&file, size);
-        let result = append_body(
-            self.builder,
-            &mut header,
-            entry,
-            &mut MeteredReader::new(&mut sized, &mut *self.meter),
-            size,
-        );
+        let regions = match self.holes {
+            Holes::Kept => sparse::data_regions(&file, &meta),
+            Holes::ReadAsZeros => None,
+        };
+        let (stored, extensions, data) = match regions {
+            Some(regions) => {
+                let (stored, extensions) = sparse::make_sparse(&mut header, &regions, size);
+                (
+                    stored,
+                    extensions,
+                    DataReader::regions(&file, regions, size),
+                )
+            }
+            None => (size, Vec::new(), DataReader::whole(&file)),
+        };
+        let mut sized = SizedReader::new(data, stored);
+        let result = append_header(self.builder, &mut header, entry).and_then(|()| {
+            let writer = self.builder.get_mut();
+            writer.write_all(&extensions)?;
+            append_data(
+                writer,
+                &mut MeteredReader::new(&mut sized, &mut *self.meter),
+                stored,
+            )
+        });
         result.map_err(|e| self.write_error(e))?;
         self.stats.bytes_in += sized.bytes_from_source();
         #[cfg(test)]
@@ -564,9 +590,22 @@ pub fn append_body<W: WriteFrom>(
     data: &mut dyn Read,
     size: u64,
 ) -> io::Result<()> {
-    // `tar` writes the header (and a long name's extra entry) and, from no data, nothing.
-    builder.append_data(header, entry, io::empty())?;
-    let writer = builder.get_mut();
+    append_header(builder, header, entry)?;
+    append_data(builder.get_mut(), data, size)
+}
+
+/// Appends the header of `entry` (and a long name's extra entry), none of its data.
+fn append_header<W: WriteFrom>(
+    builder: &mut Builder<W>,
+    header: &mut Header,
+    entry: &Path,
+) -> io::Result<()> {
+    // `tar` writes the header and, from no data, nothing.
+    builder.append_data(header, entry, io::empty())
+}
+
+/// Appends an entry's `size` bytes of `data`, and its padding to a whole block.
+fn append_data<W: WriteFrom>(writer: &mut W, data: &mut dyn Read, size: u64) -> io::Result<()> {
     let written = writer.write_from(data, size)?;
     if written != size {
         return Err(io::Error::new(

@@ -14,6 +14,7 @@ mod exclude;
 mod hashing_writer;
 mod progress;
 mod sized_reader;
+mod sparse;
 
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ use proto::size::human_size;
 pub use error::EngineError;
 pub use exclude::ExcludeSet;
 pub use progress::Progress;
+pub use sparse::Holes;
 
 use crate::destination::{Destination, Holder, PendingArchive, PublishError};
 use crate::format::{
@@ -64,6 +66,8 @@ pub struct BackupJob {
     pub recipients: Option<Recipients>,
     /// Commands whose output is archived as files beside the folder.
     pub commands: Vec<proto::job::CommandSource>,
+    /// Whether files with holes are stored as GNU sparse entries.
+    pub holes: Holes,
 }
 
 impl BackupJob {
@@ -247,6 +251,7 @@ pub fn run_backup(
         archive_id,
     )
     .protect(protected)
+    .holes(job.holes)
     .write_tree(&source, &top)?;
     meter.check_cancel()?;
     stats.files += commands.len() as u64;

@@ -35,6 +35,7 @@ fn job(
         excludes: ExcludeSet::new(excludes).unwrap(),
         timestamp: timestamp(),
         never_archive: Vec::new(),
+        holes: Holes::Kept,
         recipients: None,
         commands: Vec::new(),
     }
@@ -442,8 +443,8 @@ fn an_error_in_a_compression_worker_fails_the_run_and_publishes_nothing() {
     );
 }
 
-/// Cancels a backup of an 8 GiB sparse file (seconds of reading and compressing, no disk)
-/// at its first progress report.
+/// Cancels a backup of an 8 GiB sparse file, its holes read as zeros (seconds of reading and
+/// compressing, no disk), at its first progress report.
 fn cancel_mid_stream(compression: Compression) {
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("big");
@@ -460,7 +461,10 @@ fn cancel_mid_stream(compression: Compression) {
         reports.push(*p);
         cancel.store(true, Ordering::Relaxed);
     };
-    let j = job(&src, &dest, compression, &[]);
+    let j = BackupJob {
+        holes: Holes::ReadAsZeros,
+        ..job(&src, &dest, compression, &[])
+    };
     let err = run_backup(&j, &mut on_progress, &cancel).unwrap_err();
     assert!(matches!(err, EngineError::Cancelled), "{err}");
     assert_eq!(reports.len(), 1);

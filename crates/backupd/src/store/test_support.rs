@@ -16,7 +16,7 @@ use proto::{Codec, Compression};
 use super::checksum::sha256_of;
 use super::{StoreError, VerifyReport};
 use crate::destination::LocalFolder;
-use crate::engine::{self, BackupJob, BackupOutcome, ExcludeSet};
+use crate::engine::{self, BackupJob, BackupOutcome, ExcludeSet, Holes};
 use crate::format::naming::manifest_name_for;
 use crate::format::{FORMAT_VERSION, Manifest, TIMESTAMP_FORMAT, hex};
 use crate::fsutil::write_atomically;
@@ -122,6 +122,7 @@ pub fn backup(
         excludes: ExcludeSet::new::<&str>(&[]).unwrap(),
         timestamp: stamp(when),
         never_archive: Vec::new(),
+        holes: Holes::Kept,
         recipients: None,
         commands: Vec::new(),
     };

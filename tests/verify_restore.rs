@@ -1578,3 +1578,47 @@ fn a_restore_killed_midway_leaves_no_partial_file_under_its_name() {
     // What was being written has no name, its own or another.
     assert_eq!(files_under(&target), Vec::new());
 }
+
+#[test]
+fn a_stop_during_a_restore_ends_it_removes_what_it_wrote_and_says_so() {
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), b"restored first\n").unwrap();
+    // Stored as a sparse entry of no data; its restore reads 2 TiB of hole, minutes of it.
+    std::fs::File::create(src.join("huge"))
+        .unwrap()
+        .set_len(2 << 40)
+        .unwrap();
+    let mut daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    let target = t.work().join("target");
+    let restore = t
+        .ctl_command(&[
+            "restore",
+            archive.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(PATIENCE, "the restore to write the large file", || {
+        writing_under(daemon.pid(), &target)
+    });
+    t.ctl(&["stop"]).ok();
+    let out = restore.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "backupd is stopping: the restore from {} stopped; everything this restore created \
+             was removed",
+            archive.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!target.exists(), "{:?}", files_under(&target));
+    assert!(daemon.wait().success());
+}

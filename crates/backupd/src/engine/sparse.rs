@@ -250,7 +250,10 @@ mod tests {
         let regions = regions_of(&file).unwrap();
         assert_eq!(regions.len(), MOST_REGIONS);
         let last = regions[MOST_REGIONS - 1];
-        assert_eq!((last.offset, last.end()), (8192 * (count - 11), count * 8192));
+        assert_eq!(
+            (last.offset, last.end()),
+            (8192 * (count - 11), count * 8192)
+        );
         assert!(regions[..MOST_REGIONS - 1].iter().all(|r| r.len == 4096));
     }
 

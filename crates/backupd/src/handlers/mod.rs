@@ -105,6 +105,7 @@ impl From<StoreError> for HandlerError {
             | StoreError::ChecksumMismatch { .. }
             | StoreError::Decrypt { .. } => ErrorCode::ArchiveInvalid,
             StoreError::WouldOverwrite { .. } => ErrorCode::TargetNotEmpty,
+            StoreError::Stopped { .. } => ErrorCode::ShuttingDown,
             StoreError::PathNotInArchive { .. }
             | StoreError::TargetNotDirectory { .. }
             | StoreError::TargetIsSymlink { .. } => ErrorCode::InvalidArguments,

@@ -45,6 +45,7 @@ pub async fn handle(
         overwrite: args.overwrite,
         no_sync: args.no_sync,
     };
+    let shutdown = daemon.shutdown.clone();
     let report = blocking(move || {
         store::restore_with(
             folder.as_ref(),
@@ -52,6 +53,7 @@ pub async fn handle(
             &into,
             &options,
             identities.as_deref(),
+            &|| shutdown.is_cancelled(),
         )
     })
     .await??;

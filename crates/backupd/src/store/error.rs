@@ -61,6 +61,11 @@ pub enum StoreError {
     #[error("cannot decrypt archive {path}: {source}; nothing was written")]
     Decrypt { path: PathBuf, source: io::Error },
 
+    /// The daemon is stopping: the restore ended where it was; `cleanup` says what became
+    /// of what it had written.
+    #[error("backupd is stopping: the restore from {archive} stopped; {cleanup}")]
+    Stopped { archive: PathBuf, cleanup: String },
+
     /// The restore stopped; `cleanup` says what became of what it had written.
     #[error("cannot restore {entry} from {archive}: {source}; {cleanup}")]
     Extract {

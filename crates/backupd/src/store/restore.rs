@@ -92,7 +92,7 @@ pub fn restore(
     to: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, StoreError> {
-    restore_with(destination, file, to, options, None)
+    restore_with(destination, file, to, options, None, &|| false)
 }
 
 /// [`restore`], decrypting an encrypted archive with `identities`. age authenticates each
@@ -100,18 +100,24 @@ pub fn restore(
 /// written is then removed as for any failed restore. Entries that `overwrite` would replace
 /// cannot be put back, so with it the whole archive is authenticated before anything is
 /// written.
+///
+/// Once `stopping` says so (the daemon is stopping), the restore ends at its next entry or
+/// its next read of a file's data, undoes what it wrote as a failed restore does, and fails
+/// with [`StoreError::Stopped`].
 pub fn restore_with(
     destination: &dyn Destination,
     file: &str,
     to: &Path,
     options: &RestoreOptions,
     identities: Option<&Identities>,
+    stopping: &(dyn Fn() -> bool + Sync),
 ) -> Result<RestoreReport, StoreError> {
     let archive = Archive {
         destination,
         file,
         path: destination.path_of(file),
         identities,
+        stopping,
     };
     let manifest = checked_manifest(&archive)?;
     if is_encrypted(file, Some(&manifest)) {
@@ -119,10 +125,18 @@ pub fn restore_with(
             path: archive.path.clone(),
             source,
         };
-        let mut stream =
+        let stream =
             open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?;
         if options.overwrite {
-            io::copy(&mut stream, &mut io::sink()).map_err(unreadable)?;
+            let mut stream = UntilStopped {
+                inner: stream,
+                stopping,
+            };
+            let read = io::copy(&mut stream, &mut io::sink());
+            if stopping() {
+                return Err(archive.stopped("nothing was written".to_owned()));
+            }
+            read.map_err(unreadable)?;
         }
     }
     let existing = open_existing_target(to)?;
@@ -201,9 +215,20 @@ struct Archive<'a> {
     file: &'a str,
     path: PathBuf,
     identities: Option<&'a Identities>,
+    /// Whether the daemon is stopping, which ends the restore.
+    stopping: &'a (dyn Fn() -> bool + Sync),
 }
 
 impl Archive<'_> {
+    /// The failure of a restore that `stopping` ended, `cleanup` saying what became of what
+    /// it wrote.
+    fn stopped(&self, cleanup: String) -> StoreError {
+        StoreError::Stopped {
+            archive: self.path.clone(),
+            cleanup,
+        }
+    }
+
     /// The tar stream, decoded on a thread of its own while the entries are written, and
     /// counted where the tar reader takes it, to find the end-of-archive marker.
     fn tar_stream(&self, manifest: &Manifest) -> io::Result<tar::Archive<TarStream>> {
@@ -238,6 +263,22 @@ fn copy_through(
         };
         file.write_all(&buffer[..n])?;
         copied += n as u64;
+    }
+}
+
+/// A reader that fails once `stopping` says so: a long read (a file of many GiB, the hole of
+/// a sparse one, the checksum of the archive) ends within one read of the daemon's stop.
+struct UntilStopped<'s, R> {
+    inner: R,
+    stopping: &'s (dyn Fn() -> bool + Sync),
+}
+
+impl<R: Read> Read for UntilStopped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.stopping)() {
+            return Err(io::Error::other("backupd is stopping"));
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -320,7 +361,15 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
         source,
     };
     let bytes = archive.destination.open(archive.file).map_err(unreadable)?;
-    match check_integrity(bytes, &manifest).map_err(unreadable)? {
+    let bytes = UntilStopped {
+        inner: bytes,
+        stopping: archive.stopping,
+    };
+    let checked = check_integrity(bytes, &manifest);
+    if (archive.stopping)() {
+        return Err(archive.stopped("nothing was written".to_owned()));
+    }
+    match checked.map_err(unreadable)? {
         Integrity::Matches => Ok(manifest),
         differs => Err(StoreError::ChecksumMismatch {
             path: archive.path.clone(),
@@ -445,6 +494,9 @@ fn scan(
     };
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
     for entry in tar.entries().map_err(stream_error)? {
+        if (archive.stopping)() {
+            return Err(archive.stopped("nothing was written".to_owned()));
+        }
         let entry = entry.map_err(stream_error)?;
         if is_global_header(&entry) {
             continue;
@@ -906,11 +958,15 @@ impl Extractor<'_> {
                 Ok(self.report)
             }
             Err(Fatal { entry, source }) => {
+                let stopped = (self.archive.stopping)();
                 self.cache = None;
                 let cleanup = self.undo();
                 // So that a power loss does not bring back what was removed (best effort: the
                 // answer is an error anyway).
                 let _ = self.sync_to_disk();
+                if stopped {
+                    return Err(self.archive.stopped(cleanup));
+                }
                 Err(StoreError::Extract {
                     archive: self.archive.path.clone(),
                     entry,
@@ -930,6 +986,9 @@ impl Extractor<'_> {
                 continue;
             }
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if (self.archive.stopping)() {
+                return Err(fatal(&shown)(io::Error::other("backupd is stopping")));
+            }
             let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
                 Ok(parts) if parts.is_empty() => continue,
@@ -1078,6 +1137,7 @@ impl Extractor<'_> {
                 }
                 _ => {
                     let size = entry.size();
+                    let stopping = self.archive.stopping;
                     let mut buffer = std::mem::take(&mut self.copy_buffer);
                     let mut xattrs_not_set = Vec::new();
                     let placed = self.place(
@@ -1087,7 +1147,10 @@ impl Extractor<'_> {
                         &shown,
                         |dir, slot, replacing| {
                             let mut fill = |file: &mut fs::File| {
-                                let data = &mut (&mut entry).take(size);
+                                let data = &mut UntilStopped {
+                                    inner: (&mut entry).take(size),
+                                    stopping,
+                                };
                                 let copied = if kind == EntryType::GNUSparse {
                                     copy_keeping_holes(data, file, size)?
                                 } else {
@@ -1686,6 +1749,33 @@ mod tests {
             let hard2 = fs::metadata(out.join("tree/docs/deep/hard2")).unwrap();
             assert_eq!(hard1.ino(), hard2.ino(), "hard link restored as a link");
         }
+    }
+
+    #[test]
+    fn a_stop_ends_the_restore_at_the_next_entry_and_undoes_it() {
+        let (dir, _, archive) = made(Compression::default());
+        let (folder, file) = LocalFolder::containing(&archive).unwrap();
+        let out = dir.path().join("out/nested");
+        // The daemon stops once the first file is restored.
+        let first = out.join("tree/docs/a.txt");
+        let stopping = || first.exists();
+        let options = RestoreOptions::default();
+        let err = super::restore_with(&folder, &file, &out, &options, None, &stopping).unwrap_err();
+        assert!(matches!(err, StoreError::Stopped { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("stopped; everything this restore created was removed"),
+            "{err}"
+        );
+        assert!(!dir.path().join("out").exists());
+
+        // Stopping from the start: the archive's check ends, nothing is made.
+        let err = super::restore_with(&folder, &file, &out, &options, None, &|| true).unwrap_err();
+        assert!(
+            err.to_string().ends_with("stopped; nothing was written"),
+            "{err}"
+        );
+        assert!(!dir.path().join("out").exists());
     }
 
     /// A folder where another archive is renamed over `archive` right after its first open:
@@ -2865,6 +2955,7 @@ mod tests {
             file: "unused.tar",
             path: dir.path().join("unused.tar"),
             identities: None,
+            stopping: &|| false,
         };
         let mut extractor = stepwise(&archive, &filters, &target, false);
         let attributes = Attributes {
@@ -2918,6 +3009,7 @@ mod tests {
             file: "unused.tar",
             path: dir.path().join("unused.tar"),
             identities: None,
+            stopping: &|| false,
         };
         let mut extractor = stepwise(&archive, &filters, &target, true);
         let parts = [OsStr::new("f")];

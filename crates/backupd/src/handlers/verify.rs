@@ -69,20 +69,23 @@ pub(super) async fn check(
         failed: 0,
     };
     let total = files.len();
+    // A stop ends the archive being read at its next read, unrecorded, and the rest unread:
+    // the answer says how far it got.
+    let stopped = |list: VerifyList| {
+        let message = format!(
+            "backupd is stopping: verify stopped after {} of {total} archives ({} failed)",
+            list.ok + list.failed,
+            list.failed
+        );
+        Err(HandlerError::partial(
+            ErrorCode::ShuttingDown,
+            message,
+            Reply::Verify(list),
+        ))
+    };
     for file in files {
-        // A stop waits for the archive being read, not for the rest: the answer says how far
-        // it got.
         if daemon.shutdown.is_cancelled() {
-            let message = format!(
-                "backupd is stopping: verify stopped after {} of {total} archives ({} failed)",
-                list.ok + list.failed,
-                list.failed
-            );
-            return Err(HandlerError::partial(
-                ErrorCode::ShuttingDown,
-                message,
-                Reply::Verify(list),
-            ));
+            return stopped(list);
         }
         // Not before the start-up repair has rebuilt its manifest: else "no manifest" would
         // be recorded against it. Nor at all when a stop cut the repair short.
@@ -94,12 +97,18 @@ pub(super) async fn check(
         }
         let (from, name) = (Arc::clone(&folder), file.clone());
         let keys = identities.clone();
+        let shutdown = daemon.shutdown.clone();
         // Taken before the check: a file put under the name meanwhile then gets no mark.
         let checked = blocking(move || {
             let identity = from.identity(&name).ok();
-            store::verify_with(from.as_ref(), &name, keys.as_deref()).map(|r| (identity, r))
+            let stopping = || shutdown.is_cancelled();
+            store::verify_with(from.as_ref(), &name, keys.as_deref(), &stopping)
+                .map(|r| (identity, r))
         })
         .await?;
+        if daemon.shutdown.is_cancelled() {
+            return stopped(list);
+        }
         let failed = checked
             .as_ref()
             .map_or(true, |(_, report)| !report.finding.is_ok());
@@ -267,5 +276,89 @@ mod tests {
             stopped.message
         );
         assert!(matches!(stopped.data.as_deref(), Some(Reply::Verify(_))));
+    }
+
+    /// A folder whose archives, once opened, stop the daemon at their first read.
+    #[derive(Debug)]
+    struct StopsAtFirstRead {
+        folder: LocalFolder,
+        shutdown: tokio_util::sync::CancellationToken,
+    }
+
+    struct Stopper {
+        inner: Box<dyn std::io::Read + Send>,
+        shutdown: tokio_util::sync::CancellationToken,
+    }
+
+    impl std::io::Read for Stopper {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.shutdown.cancel();
+            Ok(n)
+        }
+    }
+
+    impl Destination for StopsAtFirstRead {
+        fn location(&self) -> std::path::PathBuf {
+            self.folder.location()
+        }
+        fn path_of(&self, file: &str) -> std::path::PathBuf {
+            self.folder.path_of(file)
+        }
+        fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+            self.folder.files()
+        }
+        fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
+            self.folder.any_exists(files)
+        }
+        fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            Ok(Box::new(Stopper {
+                inner: self.folder.open(file)?,
+                shutdown: self.shutdown.clone(),
+            }))
+        }
+        fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+            self.folder.get(file)
+        }
+        fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.folder.put_new(file, bytes)
+        }
+        fn begin(&self, archive: &str) -> std::io::Result<Box<dyn destination::PendingArchive>> {
+            self.folder.begin(archive)
+        }
+        fn remove(&self, file: &str) -> std::io::Result<()> {
+            self.folder.remove(file)
+        }
+        fn identity(&self, file: &str) -> std::io::Result<destination::FileIdentity> {
+            self.folder.identity(file)
+        }
+        fn remove_if_same(
+            &self,
+            file: &str,
+            expected: &destination::FileIdentity,
+        ) -> std::io::Result<destination::Removal> {
+            self.folder.remove_if_same(file, expected)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_an_archive_is_read_ends_it_unrecorded() {
+        let home = tempfile::tempdir().unwrap();
+        let (daemon, _, files) = folder_with_archives(home.path(), &["20250101_000000"]);
+        let folder = Arc::new(StopsAtFirstRead {
+            folder: LocalFolder::new(home.path().join("dest")),
+            shutdown: daemon.shutdown.clone(),
+        });
+        let stopped = check(&daemon, folder, files.clone(), None, Listed::Named)
+            .await
+            .unwrap_err();
+        assert_eq!(stopped.code, ErrorCode::ShuttingDown);
+        assert!(
+            stopped.message.contains("after 0 of 1 archives (0 failed)"),
+            "{}",
+            stopped.message
+        );
+        let archive = home.path().join("dest").join(&files[0]);
+        assert!(daemon.verify_ledger.get(&archive, None).await.is_none());
     }
 }

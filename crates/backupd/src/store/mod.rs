@@ -17,6 +17,7 @@ mod restore;
 mod restore_temp;
 mod rotation;
 mod tar_end;
+mod until_stopped;
 mod verify;
 
 #[cfg(test)]
@@ -35,4 +36,5 @@ pub use rotation::{
     Counted, RetentionPolicy, RotationOutcome, RotationPlan, apply_rotation, plan_rotation,
     plan_rotation_by, plan_rotation_counting,
 };
+pub use until_stopped::{NEVER, Stopping};
 pub use verify::{CHECKSUM_ONLY, VerifyFinding, VerifyReport, is_encrypted, verify, verify_with};

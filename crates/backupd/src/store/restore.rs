@@ -30,6 +30,7 @@ use super::early_sync::EarlySync;
 use super::error::StoreError;
 use super::restore_temp::{self, Sweeper};
 use super::tar_end::read_past_entries;
+use super::until_stopped::{NEVER, Stopping, UntilStopped};
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
@@ -92,7 +93,7 @@ pub fn restore(
     to: &Path,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, StoreError> {
-    restore_with(destination, file, to, options, None, &|| false)
+    restore_with(destination, file, to, options, None, NEVER)
 }
 
 /// [`restore`], decrypting an encrypted archive with `identities`. age authenticates each
@@ -110,7 +111,7 @@ pub fn restore_with(
     to: &Path,
     options: &RestoreOptions,
     identities: Option<&Identities>,
-    stopping: &(dyn Fn() -> bool + Sync),
+    stopping: Stopping<'_>,
 ) -> Result<RestoreReport, StoreError> {
     let archive = Archive {
         destination,
@@ -128,10 +129,7 @@ pub fn restore_with(
         let stream =
             open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?;
         if options.overwrite {
-            let mut stream = UntilStopped {
-                inner: stream,
-                stopping,
-            };
+            let mut stream = UntilStopped::new(stream, stopping);
             let read = io::copy(&mut stream, &mut io::sink());
             if stopping() {
                 return Err(archive.stopped("nothing was written".to_owned()));
@@ -216,7 +214,7 @@ struct Archive<'a> {
     path: PathBuf,
     identities: Option<&'a Identities>,
     /// Whether the daemon is stopping, which ends the restore.
-    stopping: &'a (dyn Fn() -> bool + Sync),
+    stopping: Stopping<'a>,
 }
 
 impl Archive<'_> {
@@ -263,22 +261,6 @@ fn copy_through(
         };
         file.write_all(&buffer[..n])?;
         copied += n as u64;
-    }
-}
-
-/// A reader that fails once `stopping` says so: a long read (a file of many GiB, the hole of
-/// a sparse one, the checksum of the archive) ends within one read of the daemon's stop.
-struct UntilStopped<'s, R> {
-    inner: R,
-    stopping: &'s (dyn Fn() -> bool + Sync),
-}
-
-impl<R: Read> Read for UntilStopped<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if (self.stopping)() {
-            return Err(io::Error::other("backupd is stopping"));
-        }
-        self.inner.read(buf)
     }
 }
 
@@ -361,10 +343,7 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
         source,
     };
     let bytes = archive.destination.open(archive.file).map_err(unreadable)?;
-    let bytes = UntilStopped {
-        inner: bytes,
-        stopping: archive.stopping,
-    };
+    let bytes = UntilStopped::new(bytes, archive.stopping);
     let checked = check_integrity(bytes, &manifest);
     if (archive.stopping)() {
         return Err(archive.stopped("nothing was written".to_owned()));
@@ -1147,10 +1126,8 @@ impl Extractor<'_> {
                         &shown,
                         |dir, slot, replacing| {
                             let mut fill = |file: &mut fs::File| {
-                                let data = &mut UntilStopped {
-                                    inner: (&mut entry).take(size),
-                                    stopping,
-                                };
+                                let data =
+                                    &mut UntilStopped::new((&mut entry).take(size), stopping);
                                 let copied = if kind == EntryType::GNUSparse {
                                     copy_keeping_holes(data, file, size)?
                                 } else {
@@ -2955,7 +2932,7 @@ mod tests {
             file: "unused.tar",
             path: dir.path().join("unused.tar"),
             identities: None,
-            stopping: &|| false,
+            stopping: NEVER,
         };
         let mut extractor = stepwise(&archive, &filters, &target, false);
         let attributes = Attributes {
@@ -3009,7 +2986,7 @@ mod tests {
             file: "unused.tar",
             path: dir.path().join("unused.tar"),
             identities: None,
-            stopping: &|| false,
+            stopping: NEVER,
         };
         let mut extractor = stepwise(&archive, &filters, &target, true);
         let parts = [OsStr::new("f")];

@@ -13,6 +13,7 @@ use super::checksum::{Integrity, check_integrity};
 use super::error::StoreError;
 use super::header_limit::HeaderLimit;
 use super::tar_end::{TarEndError, read_past_entries};
+use super::until_stopped::{NEVER, Stopping, UntilStopped};
 use crate::destination::Destination;
 use crate::format::naming::{codec_from_name, is_encrypted_name, manifest_name_for};
 use crate::format::{CountingReader, Identities, Manifest, decoder, open_sealed};
@@ -166,22 +167,26 @@ pub struct VerifyReport {
 
 /// Verifies one archive of `destination`. Fails only when the archive itself cannot be read.
 pub fn verify(destination: &dyn Destination, archive: &str) -> Result<VerifyReport, StoreError> {
-    verify_with(destination, archive, None)
+    verify_with(destination, archive, None, NEVER)
 }
 
 /// [`verify`], decrypting an encrypted archive with `identities` to read it to the end;
 /// without them its bytes are only checked against the manifest ([`CHECKSUM_ONLY`]).
+///
+/// Once `stopping` says so, every read fails: what is then reported is not a finding about
+/// the archive, and the caller, which is stopping, drops it.
 pub fn verify_with(
     destination: &dyn Destination,
     archive: &str,
     identities: Option<&Identities>,
+    stopping: Stopping<'_>,
 ) -> Result<VerifyReport, StoreError> {
     let path = destination.path_of(archive);
     let unreadable = |source| StoreError::ReadArchive {
         path: path.clone(),
         source,
     };
-    let bytes = destination.open(archive).map_err(unreadable)?;
+    let bytes = UntilStopped::new(destination.open(archive).map_err(unreadable)?, stopping);
     let manifest_name = manifest_name_for(archive);
     let mut report = VerifyReport {
         archive: path.clone(),
@@ -239,6 +244,7 @@ pub fn verify_with(
         archive,
         manifest.as_ref(),
         identities,
+        stopping,
         &mut report,
     );
     match (&report.finding, read) {
@@ -269,10 +275,12 @@ fn read_through(
     archive: &str,
     manifest: Option<&Manifest>,
     identities: Option<&Identities>,
+    stopping: Stopping<'_>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyFinding> {
     let stream = open_tar_stream(destination, archive, manifest, identities).map_err(classify)?;
-    let mut tar = tar::Archive::new(stream);
+    // Every read of the stream (data, and what the tar reader skips) ends with a stop.
+    let mut tar = tar::Archive::new(CountingReader::new(UntilStopped::new(stream, stopping)));
     for entry in tar.entries().map_err(classify)? {
         let mut entry = entry.map_err(classify)?;
         let size = entry.size();

@@ -13,6 +13,7 @@ use tar::EntryType;
 
 use super::error::StoreError;
 use super::restore::{Filters, entry_mtime, is_global_header, safe_components};
+use super::until_stopped::{Stopping, UntilStopped};
 use super::verify::{open_tar_stream, read_manifest, without_quoted_bytes};
 use crate::destination::Destination;
 use crate::format::Identities;
@@ -131,12 +132,13 @@ pub fn list_contents(
     file: &str,
     path: Option<&str>,
     identities: Option<&Identities>,
+    stopping: Stopping<'_>,
 ) -> Result<Listing, StoreError> {
     let bounds = Bounds {
         entries: MAX_LISTED,
         bytes: MAX_LISTED_BYTES,
     };
-    list_within(destination, file, path, identities, bounds)
+    list_within(destination, file, path, identities, bounds, stopping)
 }
 
 /// [`list_contents`], holding at most `bounds`.
@@ -146,6 +148,7 @@ fn list_within(
     path: Option<&str>,
     identities: Option<&Identities>,
     bounds: Bounds,
+    stopping: Stopping<'_>,
 ) -> Result<Listing, StoreError> {
     let archive = destination.path_of(file);
     let manifest = read_manifest(destination, file, &manifest_name_for(file))?;
@@ -155,9 +158,9 @@ fn list_within(
     };
     let wanted: Vec<String> = path.map(str::to_owned).into_iter().collect();
     let filters = Filters::new(&wanted);
-    let mut tar = tar::Archive::new(
-        open_tar_stream(destination, file, Some(&manifest), identities).map_err(unreadable)?,
-    );
+    let stream = open_tar_stream(destination, file, Some(&manifest), identities);
+    // Every read of a long archive ends with a stop.
+    let mut tar = tar::Archive::new(UntilStopped::new(stream.map_err(unreadable)?, stopping));
     // With a path, the entries it names relative to the backed-up folder, and those it names
     // only from the archive's root: the first if there are any (as restore settles it).
     let (mut relative, mut from_root) = (Collecting::default(), Collecting::default());
@@ -206,12 +209,13 @@ mod tests {
 
     use super::*;
     use crate::destination::LocalFolder;
+    use crate::store::NEVER;
     use crate::store::test_support::{backup, build_tree, manifest_of, write_matching_manifest};
     use proto::Compression;
 
     fn listed(archive: &std::path::Path, path: Option<&str>) -> Result<Listing, StoreError> {
         let (folder, file) = LocalFolder::containing(archive).unwrap();
-        list_contents(&folder, &file, path, None)
+        list_contents(&folder, &file, path, None, NEVER)
     }
 
     #[test]
@@ -323,7 +327,7 @@ mod tests {
         write_matching_manifest(&archive);
         let (folder, file) = LocalFolder::containing(&archive).unwrap();
         let paths = |bounds| {
-            let listing = list_within(&folder, &file, None, None, bounds).unwrap();
+            let listing = list_within(&folder, &file, None, None, bounds, NEVER).unwrap();
             let paths: Vec<String> = listing.entries.into_iter().map(|e| e.path).collect();
             (paths.join(" "), listing.not_listed)
         };
@@ -378,11 +382,25 @@ mod tests {
                 entries: 100,
                 bytes,
             };
-            let listing = list_within(&folder, &file, None, None, bounds).unwrap();
+            let listing = list_within(&folder, &file, None, None, bounds, NEVER).unwrap();
             (listing.entries.len(), listing.not_listed)
         };
         // Two raw bytes, twelve written: `\u0001\u0001`.
         assert_eq!(listed(13), (2, 0));
         assert_eq!(listed(11), (0, 2));
+    }
+
+    #[test]
+    fn a_listing_ends_at_its_next_read_once_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = crate::store::test_support::build_tree(dir.path());
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let compression = proto::Compression::default();
+        let outcome =
+            crate::store::test_support::backup(&src, &dest, "t", compression, "20250101_000000");
+        let (folder, file) = LocalFolder::containing(&outcome.archive).unwrap();
+        let err = list_contents(&folder, &file, None, None, &|| true).unwrap_err();
+        assert!(err.to_string().ends_with("backupd is stopping"), "{err}");
     }
 }

@@ -53,12 +53,20 @@ pub fn data_regions(file: &File, meta: &Stat) -> Option<Vec<Region>> {
     if allocated >= size {
         return None;
     }
+    regions_within(file, size)
+}
+
+/// The data regions of the first `size` bytes of `file`, which may have grown or shrunk
+/// since `size` was taken: what lies past it is not looked at.
+fn regions_within(file: &File, size: u64) -> Option<Vec<Region>> {
     let mut regions: Vec<Region> = Vec::new();
     let mut from = 0;
     while from < size {
         let data = match rustix::fs::seek(file, SeekFrom::Data(from)) {
+            // Data only past `size` (the file grew since), or none past `from` (it may have
+            // shrunk): the rest is a hole.
+            Ok(data) if data >= size => break,
             Ok(data) => data,
-            // No data past `from`: the rest is a hole.
             Err(Errno::NXIO) => break,
             Err(_) => return None,
         };
@@ -242,6 +250,21 @@ mod tests {
     }
 
     #[test]
+    fn data_past_the_size_taken_is_not_mapped() {
+        // As when the file grows between its `fstat` and its map.
+        let dir = tempfile::tempdir().unwrap();
+        let mib = 1 << 20;
+        let file = holey(dir.path(), "grown", 4 * mib, &[mib, 3 * mib], &[1; 4096]);
+        let regions = regions_within(&file, 2 * mib).unwrap();
+        assert_eq!(regions.len(), 1, "{regions:?}");
+        assert!(regions[0].offset <= mib && regions[0].end() <= 2 * mib);
+        // Past its data, at a size inside a data region: cut there.
+        let regions = regions_within(&file, 3 * mib + 100).unwrap();
+        assert_eq!(regions.last().map(|r| r.end()), Some(3 * mib + 100));
+        assert!(regions.iter().all(|r| r.len > 0), "{regions:?}");
+    }
+
+    #[test]
     fn past_the_most_regions_a_map_holds_the_rest_is_one_region() {
         let dir = tempfile::tempdir().unwrap();
         let count = MOST_REGIONS as u64 + 10;
@@ -264,18 +287,20 @@ mod tests {
         let bytes: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
-        let regions = vec![
-            Region {
-                offset: 512,
-                len: 1024,
-            },
-            Region {
-                offset: 3072,
-                len: 512,
-            },
-        ];
+        let regions_again = || {
+            vec![
+                Region {
+                    offset: 512,
+                    len: 1024,
+                },
+                Region {
+                    offset: 3072,
+                    len: 512,
+                },
+            ]
+        };
         let mut read = Vec::new();
-        DataReader::regions(&file, regions, 3584)
+        DataReader::regions(&file, regions_again(), 3584)
             .read_to_end(&mut read)
             .unwrap();
         let mut expected = bytes[512..1536].to_vec();

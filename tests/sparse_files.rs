@@ -1,6 +1,6 @@
 //! Files with holes (disk images): stored as GNU sparse entries, their holes neither read
-//! nor stored, and restored as holes by `backupctl restore`, GNU tar and Python's `tarfile`;
-//! with `sparse_files = false`, stored whole as before.
+//! nor stored, and restored as holes (with their extended attributes) by `backupctl
+//! restore`, GNU tar and Python's `tarfile`; with `sparse_files = false`, stored whole.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -36,6 +36,13 @@ fn source(t: &TestHome) -> PathBuf {
     disk.write_all_at(&common::incompressible(8192, 2), 8 * GIB + 512 * KIB)
         .unwrap();
     disk.set_len(9 * GIB + 100).unwrap();
+    rustix::fs::setxattr(
+        src.join("disk.img"),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     let many = File::create(src.join("many")).unwrap();
     for region in 0..40 {
         many.write_all_at(&[region as u8 + 1; 4096], region * 256 * KIB)
@@ -150,6 +157,9 @@ fn files_with_holes_are_stored_sparse_and_come_back_with_their_holes() {
     ])
     .ok();
     assert_restored(&src, &ours.join("src"), "backupctl restore");
+    let mut note = [0; 16];
+    let len = rustix::fs::getxattr(ours.join("src/disk.img"), "user.note", &mut note).unwrap();
+    assert_eq!(&note[..len], b"kept", "its extended attributes too");
 
     let gnu = t.work().join("gnu");
     std::fs::create_dir(&gnu).unwrap();

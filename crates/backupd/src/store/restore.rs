@@ -1036,9 +1036,10 @@ impl Extractor<'_> {
             }
             let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
             let xattrs = match kind {
-                EntryType::Directory | EntryType::Regular | EntryType::Continuous => {
-                    self.xattrs_of(&mut entry, &shown)
-                }
+                EntryType::Directory
+                | EntryType::Regular
+                | EntryType::Continuous
+                | EntryType::GNUSparse => self.xattrs_of(&mut entry, &shown),
                 _ => Vec::new(),
             };
             let parents = &parts[..parts.len() - 1];

@@ -561,7 +561,12 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
         AFTER_READ.with_borrow_mut(|hook| hook.as_mut().map(|hook| hook(entry)));
         let read = Version::of(&meta);
         let after = rustix::fs::fstat(&file).map_or(read, |meta| Version::of(&meta));
+        // Where the file ended, for a file with holes more than the bytes read.
+        let end = sized.get_ref().position();
         match sized.finish() {
+            Some(SizeChange::Shrank { .. }) => {
+                self.warn(place, &SizeChange::Shrank { read: end }.to_string());
+            }
             // Part of the content could not be read: zeros stand in for it.
             Some(change @ SizeChange::Failed { .. }) => self.skip(place, &change.to_string()),
             Some(change) => self.warn(place, &change.to_string()),

@@ -67,6 +67,10 @@ impl<R: Read> SizedReader<R> {
         self.from_source
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Call after the declared size was consumed: reports a shrink, a failed read, or
     /// (probing one byte past the end) a file that grew.
     pub fn finish(mut self) -> Option<SizeChange> {

@@ -162,6 +162,15 @@ impl<'f> DataReader<'f> {
             then: size,
         }
     }
+
+    /// Where in the file the next read starts: once a read found the end of the file, its
+    /// size then.
+    pub fn position(&self) -> u64 {
+        match self.regions.get(self.next) {
+            Some(region) => region.offset + self.done,
+            None => self.then,
+        }
+    }
 }
 
 impl Read for DataReader<'_> {
@@ -311,5 +320,14 @@ mod tests {
         let mut whole = Vec::new();
         DataReader::whole(&file).read_to_end(&mut whole).unwrap();
         assert_eq!(whole, bytes);
+
+        // Cut short inside the last region: the reads end where the file does.
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        writer.set_len(3200).unwrap();
+        let mut cut = DataReader::regions(&file, regions_again(), 3584);
+        let mut read = Vec::new();
+        cut.read_to_end(&mut read).unwrap();
+        assert_eq!(read.len(), 1024 + 128);
+        assert_eq!(cut.position(), 3200);
     }
 }

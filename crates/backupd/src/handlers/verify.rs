@@ -212,7 +212,7 @@ async fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{backup, build_tree};
+    use crate::store::test_support::{OpenHooked, Opened, backup, build_tree};
     use proto::Compression;
 
     /// A daemon on a fresh home and a folder with an archive of `docs` for each of `stamps`;
@@ -278,15 +278,9 @@ mod tests {
         assert!(matches!(stopped.data.as_deref(), Some(Reply::Verify(_))));
     }
 
-    /// A folder whose archives, once opened, stop the daemon at their first read.
-    #[derive(Debug)]
-    struct StopsAtFirstRead {
-        folder: LocalFolder,
-        shutdown: tokio_util::sync::CancellationToken,
-    }
-
+    /// Stops the daemon at its first read of `inner`.
     struct Stopper {
-        inner: Box<dyn std::io::Read + Send>,
+        inner: Opened,
         shutdown: tokio_util::sync::CancellationToken,
     }
 
@@ -298,56 +292,17 @@ mod tests {
         }
     }
 
-    impl Destination for StopsAtFirstRead {
-        fn location(&self) -> std::path::PathBuf {
-            self.folder.location()
-        }
-        fn path_of(&self, file: &str) -> std::path::PathBuf {
-            self.folder.path_of(file)
-        }
-        fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
-            self.folder.files()
-        }
-        fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
-            self.folder.any_exists(files)
-        }
-        fn open(&self, file: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-            Ok(Box::new(Stopper {
-                inner: self.folder.open(file)?,
-                shutdown: self.shutdown.clone(),
-            }))
-        }
-        fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
-            self.folder.get(file)
-        }
-        fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
-            self.folder.put_new(file, bytes)
-        }
-        fn begin(&self, archive: &str) -> std::io::Result<Box<dyn destination::PendingArchive>> {
-            self.folder.begin(archive)
-        }
-        fn remove(&self, file: &str) -> std::io::Result<()> {
-            self.folder.remove(file)
-        }
-        fn identity(&self, file: &str) -> std::io::Result<destination::FileIdentity> {
-            self.folder.identity(file)
-        }
-        fn remove_if_same(
-            &self,
-            file: &str,
-            expected: &destination::FileIdentity,
-        ) -> std::io::Result<destination::Removal> {
-            self.folder.remove_if_same(file, expected)
-        }
-    }
-
     #[tokio::test]
     async fn a_stop_while_an_archive_is_read_ends_it_unrecorded() {
         let home = tempfile::tempdir().unwrap();
         let (daemon, _, files) = folder_with_archives(home.path(), &["20250101_000000"]);
-        let folder = Arc::new(StopsAtFirstRead {
+        let shutdown = daemon.shutdown.clone();
+        let folder = Arc::new(OpenHooked {
             folder: LocalFolder::new(home.path().join("dest")),
-            shutdown: daemon.shutdown.clone(),
+            hook: move |_: &str, inner| -> std::io::Result<Opened> {
+                let shutdown = shutdown.clone();
+                Ok(Box::new(Stopper { inner, shutdown }))
+            },
         });
         let stopped = check(&daemon, folder, files.clone(), None, Listed::Named)
             .await

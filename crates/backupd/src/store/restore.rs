@@ -1600,7 +1600,8 @@ mod tests {
     use crate::destination::LocalFolder;
     use crate::store::VerifyFinding;
     use crate::store::test_support::{
-        backup, build_tree, dir_names, manifest_of, verify_path, write_matching_manifest,
+        OpenHooked, backup, build_tree, dir_names, manifest_of, verify_path,
+        write_matching_manifest,
     };
     use proto::{Codec, Compression};
 
@@ -1756,61 +1757,6 @@ mod tests {
         assert!(!dir.path().join("out").exists());
     }
 
-    /// A folder where another archive is renamed over `archive` right after its first open:
-    /// after the restore's first pass checked it against its manifest.
-    #[derive(Debug)]
-    struct SwappedAfterFirstOpen {
-        folder: LocalFolder,
-        archive: String,
-        swap_in: PathBuf,
-        swapped: std::sync::atomic::AtomicBool,
-    }
-
-    impl Destination for SwappedAfterFirstOpen {
-        fn location(&self) -> PathBuf {
-            self.folder.location()
-        }
-        fn path_of(&self, file: &str) -> PathBuf {
-            self.folder.path_of(file)
-        }
-        fn files(&self) -> io::Result<Vec<(String, u64)>> {
-            self.folder.files()
-        }
-        fn any_exists(&self, files: &[String]) -> io::Result<bool> {
-            self.folder.any_exists(files)
-        }
-        fn open(&self, file: &str) -> io::Result<Box<dyn Read + Send>> {
-            let opened = self.folder.open(file)?;
-            let first = !self.swapped.swap(true, std::sync::atomic::Ordering::SeqCst);
-            if file == self.archive && first {
-                fs::rename(&self.swap_in, self.folder.path_of(file))?;
-            }
-            Ok(opened)
-        }
-        fn get(&self, file: &str) -> io::Result<Vec<u8>> {
-            self.folder.get(file)
-        }
-        fn put_new(&self, file: &str, bytes: &[u8]) -> io::Result<()> {
-            self.folder.put_new(file, bytes)
-        }
-        fn begin(&self, archive: &str) -> io::Result<Box<dyn crate::destination::PendingArchive>> {
-            self.folder.begin(archive)
-        }
-        fn remove(&self, file: &str) -> io::Result<()> {
-            self.folder.remove(file)
-        }
-        fn identity(&self, file: &str) -> io::Result<crate::destination::FileIdentity> {
-            self.folder.identity(file)
-        }
-        fn remove_if_same(
-            &self,
-            file: &str,
-            expected: &crate::destination::FileIdentity,
-        ) -> io::Result<crate::destination::Removal> {
-            self.folder.remove_if_same(file, expected)
-        }
-    }
-
     #[test]
     fn an_archive_replaced_after_it_was_checked_is_not_restored() {
         let (dir, _src, archive) = made(Compression::default());
@@ -1829,11 +1775,16 @@ mod tests {
         let (folder, file) = LocalFolder::containing(&archive).unwrap();
         let swap_in = archive.with_file_name("swap-in");
         fs::copy(&planted.archive, &swap_in).unwrap();
-        let swapped = SwappedAfterFirstOpen {
-            folder,
-            archive: file.clone(),
-            swap_in,
-            swapped: std::sync::atomic::AtomicBool::new(false),
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let swapped = OpenHooked {
+            folder: folder.clone(),
+            // Right after the first open: once the first pass checked it against its manifest.
+            hook: |name: &str, opened| {
+                if name == file && first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    fs::rename(&swap_in, folder.path_of(name))?;
+                }
+                Ok(opened)
+            },
         };
         let out = dir.path().join("out");
         let err = super::restore(&swapped, &file, &out, &RestoreOptions::default()).unwrap_err();

@@ -15,7 +15,7 @@ use proto::{Codec, Compression};
 
 use super::checksum::sha256_of;
 use super::{StoreError, VerifyReport};
-use crate::destination::LocalFolder;
+use crate::destination::{Destination, FileIdentity, LocalFolder, PendingArchive, Removal};
 use crate::engine::{self, BackupJob, BackupOutcome, ExcludeSet, Holes};
 use crate::format::naming::manifest_name_for;
 use crate::format::{FORMAT_VERSION, Manifest, TIMESTAMP_FORMAT, hex};
@@ -149,4 +149,61 @@ pub fn can_give_files_away() -> bool {
         println!("skipped: needs root to give files to nobody");
     }
     root
+}
+
+/// What a file opened from an [`OpenHooked`] folder is read through.
+pub type Opened = Box<dyn std::io::Read + Send>;
+
+/// A local folder whose `open` goes through `hook` (the file's name and what the folder
+/// opened): for tests that act as a file is opened or read, the rest as the folder does.
+pub struct OpenHooked<F> {
+    pub folder: LocalFolder,
+    pub hook: F,
+}
+
+impl<F> std::fmt::Debug for OpenHooked<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenHooked")
+            .field("folder", &self.folder)
+            .finish()
+    }
+}
+
+impl<F> Destination for OpenHooked<F>
+where
+    F: Fn(&str, Opened) -> std::io::Result<Opened> + Send + Sync,
+{
+    fn location(&self) -> PathBuf {
+        self.folder.location()
+    }
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.folder.path_of(file)
+    }
+    fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+        self.folder.files()
+    }
+    fn any_exists(&self, files: &[String]) -> std::io::Result<bool> {
+        self.folder.any_exists(files)
+    }
+    fn open(&self, file: &str) -> std::io::Result<Opened> {
+        (self.hook)(file, self.folder.open(file)?)
+    }
+    fn get(&self, file: &str) -> std::io::Result<Vec<u8>> {
+        self.folder.get(file)
+    }
+    fn put_new(&self, file: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.folder.put_new(file, bytes)
+    }
+    fn begin(&self, archive: &str) -> std::io::Result<Box<dyn PendingArchive>> {
+        self.folder.begin(archive)
+    }
+    fn remove(&self, file: &str) -> std::io::Result<()> {
+        self.folder.remove(file)
+    }
+    fn identity(&self, file: &str) -> std::io::Result<FileIdentity> {
+        self.folder.identity(file)
+    }
+    fn remove_if_same(&self, file: &str, expected: &FileIdentity) -> std::io::Result<Removal> {
+        self.folder.remove_if_same(file, expected)
+    }
 }

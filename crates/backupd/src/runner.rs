@@ -368,25 +368,41 @@ async fn existing_archives(job: &BackupJob) -> (Vec<ArchiveInfo>, Option<u64>) {
     .unwrap_or_default()
 }
 
-/// Verifies a new archive; `Err` says why it failed.
+/// Why a new archive is not verified.
+enum Unverified {
+    /// It does not verify, for this reason.
+    Failed(String),
+    /// The job was cancelled (or the daemon stopped) while it was read.
+    Stopped,
+}
+
+/// Verifies a new archive, until `registered` is cancelled.
 async fn verify_new(
     daemon: &Daemon,
     job: &BackupJob,
     archive: &Path,
     tag: &str,
-) -> Result<(), String> {
+    registered: &Arc<Job>,
+) -> Result<(), Unverified> {
     let destination = Arc::clone(&job.destination);
     let file = file_name(archive);
+    let watched = Arc::clone(registered);
     let checked = tokio::task::spawn_blocking(move || {
         // Before the check, as `verify` does.
         let identity = destination.identity(&file).ok();
-        store::verify(destination.as_ref(), &file).map(|report| (identity, report))
+        let stopping = || watched.is_cancelled();
+        store::verify_with(destination.as_ref(), &file, None, &stopping)
+            .map(|report| (identity, report))
     })
     .await;
+    // What a stopped read found says nothing of the archive: not recorded.
+    if registered.is_cancelled() {
+        return Err(Unverified::Stopped);
+    }
     let (identity, report) = match checked {
         Ok(Ok(checked)) => checked,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(panic) => return Err(panic.to_string()),
+        Ok(Err(e)) => return Err(Unverified::Failed(e.to_string())),
+        Err(panic) => return Err(Unverified::Failed(panic.to_string())),
     };
     daemon
         .verify_ledger
@@ -404,7 +420,7 @@ async fn verify_new(
         }
         Ok(())
     } else {
-        Err(report.finding.to_string())
+        Err(Unverified::Failed(report.finding.to_string()))
     }
 }
 
@@ -547,17 +563,28 @@ async fn back_up_one(
             for step in after {
                 match step {
                     AfterWrite::Verify => {
-                        let verified =
-                            verify_new(daemon, &rotation_job, &outcome.archive, &tag).await;
-                        report.verified = Some(verified.is_ok());
-                        if let Err(reason) = verified {
-                            let message = format!(
-                                "Verify failed for {}: {reason}",
-                                outcome.archive.display()
-                            );
-                            tracing::error!("{tag} {message}");
-                            report.ok = false;
-                            report.error = Some(message);
+                        let archive = &outcome.archive;
+                        match verify_new(daemon, &rotation_job, archive, &tag, &registered).await {
+                            Ok(()) => report.verified = Some(true),
+                            Err(Unverified::Failed(reason)) => {
+                                report.verified = Some(false);
+                                let message =
+                                    format!("Verify failed for {}: {reason}", archive.display());
+                                tracing::error!("{tag} {message}");
+                                report.ok = false;
+                                report.error = Some(message);
+                            }
+                            // Unverified, it must not push older archives out: nothing after.
+                            Err(Unverified::Stopped) => {
+                                cancelled(daemon, &tag, &source, &mut report);
+                                report.ok = false;
+                                let kept = format!(
+                                    "{} is kept, unverified; older archives were not rotated",
+                                    file_name(archive)
+                                );
+                                tracing::warn!("{tag} {kept}");
+                                report.warnings.push(kept);
+                            }
                         }
                     }
                     AfterWrite::Offsite(offsite) => {
@@ -1064,5 +1091,65 @@ mod tests {
         let error = source.error.as_deref().unwrap_or_default();
         assert!(error.starts_with("Backup cancelled for "), "{error}");
         assert!(written.is_empty(), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_the_verify_after_a_write_keeps_the_archive_and_rotates_nothing() {
+        use crate::store::test_support::{OpenHooked, backup};
+        let home = tempfile::tempdir().unwrap();
+        let source = tempfile::tempdir().unwrap();
+        std::fs::write(source.path().join("a.txt"), b"kept").unwrap();
+        let daemon = Daemon::in_test_home(home.path());
+        let backups = daemon.home.backups_dir();
+        // An older archive of the name, which a rotation keeping nothing would delete.
+        let older = backup(
+            source.path(),
+            &backups,
+            "docs",
+            proto::Compression::default(),
+            "20200101_000000",
+        );
+        let options = proto::JobOptions {
+            verify_after: true,
+            retention: Some(proto::job::Retention {
+                days: Some(0),
+                min_keep: Some(0),
+                ..proto::job::Retention::default()
+            }),
+            ..proto::JobOptions::default()
+        };
+        let mut plan = crate::plan::plan(
+            &daemon.plan_defaults(),
+            &[source.path().display().to_string()],
+            &Naming::Fixed("docs".to_owned()),
+            &options,
+            false,
+        )
+        .await
+        .unwrap();
+        // The daemon stops as the verify opens the new archive.
+        for job in &mut plan.jobs {
+            let shutdown = daemon.shutdown.clone();
+            job.destination = Arc::new(OpenHooked {
+                folder: crate::destination::LocalFolder::new(&backups),
+                hook: move |_: &str, opened| {
+                    shutdown.cancel();
+                    Ok(opened)
+                },
+            });
+        }
+        let report = execute(&daemon, plan, &EventSink::disabled()).await;
+        let source = &report.sources[0];
+        assert!(source.cancelled, "{source:?}");
+        assert_eq!(source.verified, None);
+        let kept = "is kept, unverified; older archives were not rotated";
+        assert!(
+            source.warnings.iter().any(|w| w.ends_with(kept)),
+            "{source:?}"
+        );
+        assert!(std::path::Path::new(&source.archive).exists());
+        assert!(older.archive.exists(), "not rotated");
+        let new = std::path::Path::new(&source.archive);
+        assert!(daemon.verify_ledger.get(new, None).await.is_none());
     }
 }

@@ -199,7 +199,7 @@ fn cancelled(report: &CancelReport) -> Vec<String> {
         .iter()
         .map(|job| match (job.state, &job.archive) {
             (JobState::Finishing, Some(archive)) => format!(
-                "Job {} ({}) had already written {archive}, which is kept; what goes on after it (an upload, a notification) is stopped",
+                "Job {} ({}) had already written {archive}, which is kept; what goes on after it (a verify, an upload, a notification) is stopped",
                 job.id, job.name
             ),
             _ => format!("Cancelled job {} ({}): {}", job.id, job.name, job.source),

@@ -658,7 +658,7 @@ pub enum JobState {
     /// Cancelled; removing its partial file.
     Cancelling,
     /// Its archive written and kept: verifying, rotating, uploading or notifying after it. A
-    /// `cancel` now stops what can stop of that (an upload, a notification), never the
+    /// `cancel` now stops what can stop of that (a verify, an upload, a notification), never the
     /// archive.
     Finishing,
 }

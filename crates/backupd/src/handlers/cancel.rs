@@ -34,7 +34,7 @@ pub fn handle(
     for job in &cancelled {
         if job.state == proto::response::JobState::Finishing {
             tracing::info!(
-                "[{} #{}] Cancel asked once its archive was written: the archive stays; what goes on after it (an upload, a notification) stops",
+                "[{} #{}] Cancel asked once its archive was written: the archive stays; what goes on after it (a verify, an upload, a notification) stops",
                 job.name,
                 job.id
             );

@@ -30,7 +30,7 @@ use super::early_sync::EarlySync;
 use super::error::StoreError;
 use super::restore_temp::{self, Sweeper};
 use super::tar_end::read_past_entries;
-use super::until_stopped::{NEVER, Stopping, UntilStopped};
+use super::until_stopped::{self, NEVER, Stopping, UntilStopped};
 use super::verify::{is_encrypted, open_tar_stream, read_manifest};
 use crate::destination::Destination;
 use crate::format::naming::manifest_name_for;
@@ -131,9 +131,7 @@ pub fn restore_with(
         if options.overwrite {
             let mut stream = UntilStopped::new(stream, stopping);
             let read = io::copy(&mut stream, &mut io::sink());
-            if stopping() {
-                return Err(archive.stopped("nothing was written".to_owned()));
-            }
+            archive.unless_stopped()?;
             read.map_err(unreadable)?;
         }
     }
@@ -225,6 +223,14 @@ impl Archive<'_> {
             archive: self.path.clone(),
             cleanup,
         }
+    }
+
+    /// Fails once `stopping` says so, before the restore has written anything.
+    fn unless_stopped(&self) -> Result<(), StoreError> {
+        if (self.stopping)() {
+            return Err(self.stopped("nothing was written".to_owned()));
+        }
+        Ok(())
     }
 
     /// The tar stream, decoded on a thread of its own while the entries are written, and
@@ -345,9 +351,7 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
     let bytes = archive.destination.open(archive.file).map_err(unreadable)?;
     let bytes = UntilStopped::new(bytes, archive.stopping);
     let checked = check_integrity(bytes, &manifest);
-    if (archive.stopping)() {
-        return Err(archive.stopped("nothing was written".to_owned()));
-    }
+    archive.unless_stopped()?;
     match checked.map_err(unreadable)? {
         Integrity::Matches => Ok(manifest),
         differs => Err(StoreError::ChecksumMismatch {
@@ -473,9 +477,7 @@ fn scan(
     };
     let mut tar = archive.tar_stream(manifest).map_err(stream_error)?;
     for entry in tar.entries().map_err(stream_error)? {
-        if (archive.stopping)() {
-            return Err(archive.stopped("nothing was written".to_owned()));
-        }
+        archive.unless_stopped()?;
         let entry = entry.map_err(stream_error)?;
         if is_global_header(&entry) {
             continue;
@@ -965,9 +967,7 @@ impl Extractor<'_> {
                 continue;
             }
             let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            if (self.archive.stopping)() {
-                return Err(fatal(&shown)(io::Error::other("backupd is stopping")));
-            }
+            until_stopped::check(self.archive.stopping).map_err(fatal(&shown))?;
             let path = entry.path().map_err(fatal(&shown))?.into_owned();
             let parts = match safe_components(&path) {
                 Ok(parts) if parts.is_empty() => continue,

@@ -22,11 +22,17 @@ impl<'s, R> UntilStopped<'s, R> {
     }
 }
 
+/// Fails once `stopping` says so, as an [`UntilStopped`] read then does.
+pub fn check(stopping: Stopping<'_>) -> io::Result<()> {
+    if stopping() {
+        return Err(io::Error::other("backupd is stopping"));
+    }
+    Ok(())
+}
+
 impl<R: Read> Read for UntilStopped<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if (self.stopping)() {
-            return Err(io::Error::other("backupd is stopping"));
-        }
+        check(self.stopping)?;
         self.inner.read(buf)
     }
 }

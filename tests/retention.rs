@@ -1036,3 +1036,108 @@ fn folders_named_in_another_script_are_not_rotated_as_one_name() {
     let archive = common::run_for_archive(&t, &["--sources", &up]);
     assert!(name(&archive).starts_with("photos_again_"), "{archive:?}");
 }
+
+/// `DIR/data` holding one file, under the test's work folder.
+fn data_folder(t: &TestHome, parent: &str) -> std::path::PathBuf {
+    let dir = t.work().join(parent).join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{parent}.txt")), parent).unwrap();
+    dir
+}
+
+#[test]
+fn a_folder_of_the_same_name_elsewhere_never_rotates_the_first_folder_s_backups() {
+    // `run --sources /a/data` and `run --sources /b/data` both named their archives `data`:
+    // the second run's rotation took the first folder's backups for its own and deleted them.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let a = data_folder(&t, "a");
+    let b = data_folder(&t, "b");
+    let (a_path, b_path) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let backups = t.home().join("backups");
+    let first = common::run_for_archive(&t, &["--sources", a_path]);
+    let before = dir_names(&backups);
+    let keep_nothing = ["--retention-days", "0", "--min-keep", "0"];
+
+    // Refused before anything is written, saying why and what to do.
+    let mut args = vec!["run", "--sources", b_path];
+    args.extend_from_slice(&keep_nothing);
+    let refused = ctl(&t, &args);
+    assert_eq!(refused.code(), 1, "{refused:?}");
+    let expected = format!(
+        "the archives named \"data\" in {} are backups of {a_path}, not {b_path}, and this \
+         run's rotation would delete them as its own older archives: give it a name of its \
+         own (--name b-data), or --name data if {a_path} is now {b_path}",
+        backups.display()
+    );
+    assert!(refused.stderr().contains(&expected), "{refused:?}");
+    assert_eq!(dir_names(&backups), before);
+    assert!(first.exists());
+    let (code, answer) = common::run_json(&t, &["--sources", b_path, "--dry-run"]);
+    assert_eq!((code, &answer["error"]["code"]), (1, &"name_in_use".into()));
+    assert!(
+        t.log().contains(&format!("Backup can't run: {expected}")),
+        "the refusal is logged and told as a run that could not start"
+    );
+
+    // The name it suggests is free; a policy that keeps nothing leaves `data` alone.
+    let mut args = vec!["--sources", b_path, "--name", "b-data"];
+    args.extend_from_slice(&keep_nothing);
+    common::run_for_archive(&t, &args);
+    assert!(first.exists());
+
+    // The first folder under other spellings is the same folder: its set carries on.
+    std::fs::create_dir(t.work().join("a/sub")).unwrap();
+    std::os::unix::fs::symlink(t.work().join("a"), t.work().join("alias")).unwrap();
+    let via_dots = format!("{}/a/sub/../data", t.work().display());
+    let via_link = format!("{}/alias/data", t.work().display());
+    for spelling in [&via_dots, &via_link] {
+        let archive = common::run_for_archive(&t, &["--sources", spelling]);
+        assert!(first_name_is(&archive, "data_"), "{archive:?}");
+    }
+
+    // A folder moved elsewhere takes the set over with --name: after that its runs go on
+    // under the folder's name, and the old folder's are the ones refused.
+    common::run_for_archive(&t, &["--sources", b_path, "--name", "data"]);
+    common::run_for_archive(&t, &["--sources", b_path]);
+    let (code, answer) = common::run_json(&t, &["--sources", a_path]);
+    assert_eq!((code, &answer["error"]["code"]), (1, &"name_in_use".into()));
+    assert!(first.exists(), "{:?}", dir_names(&backups));
+}
+
+#[test]
+fn a_folder_named_as_a_schedule_writing_there_from_elsewhere_is_refused() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let a = data_folder(&t, "a");
+    let b = data_folder(&t, "b");
+    create_yearly(&t, "data", a.to_str().unwrap());
+    let refused = ctl(&t, &["run", "--sources", b.to_str().unwrap()]);
+    assert_eq!(refused.code(), 1, "{refused:?}");
+    let expected = format!(
+        "schedule \"data\" writes archives named \"data\" into {}, from {}, not {}, and this \
+         run's rotation would delete them as its own older archives: give it a name of its \
+         own (--name b-data)\n",
+        t.home().join("backups").display(),
+        a.display(),
+        b.display()
+    );
+    assert!(refused.stderr().contains(&expected), "{refused:?}");
+    // Its own folder, and another destination, are the schedule's business no more.
+    common::run_for_archive(&t, &["--sources", a.to_str().unwrap()]);
+    let elsewhere = t.work().join("elsewhere");
+    let other = common::run_for_archive(
+        &t,
+        &[
+            "--sources",
+            b.to_str().unwrap(),
+            "--destination",
+            elsewhere.to_str().unwrap(),
+        ],
+    );
+    assert!(other.starts_with(&elsewhere));
+}
+
+fn first_name_is(archive: &Path, prefix: &str) -> bool {
+    (archive.file_name().and_then(|n| n.to_str())).is_some_and(|n| n.starts_with(prefix))
+}

@@ -18,6 +18,7 @@ pub mod key_files;
 pub mod line_reader;
 pub mod log;
 pub mod metrics;
+pub mod name_owner;
 pub mod notifications;
 pub mod notify;
 pub mod offsite;

@@ -9,6 +9,7 @@ use crate::key_files::{self, Requester};
 use crate::notifications::JobNotifications;
 use crate::remote::RemoteConfig;
 use crate::retention;
+use crate::rotation_locks::FolderKey;
 use crate::runner::{AfterWrite, RunPlan};
 use proto::JobOptions;
 use proto::schedule::Schedule;
@@ -25,6 +26,8 @@ pub enum PlanError {
     Invalid(String),
     #[error("Backup destination not writable: {path} ({reason})")]
     DestinationNotWritable { path: String, reason: String },
+    #[error(transparent)]
+    NameInUse(Box<crate::name_owner::NameInUse>),
 }
 
 /// How the archives of a run are named.
@@ -298,6 +301,31 @@ pub fn absolute(path: &str, what: &str) -> Result<PathBuf, PlanError> {
             "{what} must be an absolute path: {path}"
         )))
     }
+}
+
+/// The stored schedules that write archives into the local `folder` (however it is spelled),
+/// each with its options, the configured defaults filled in. Blocking: each schedule's
+/// destination is looked up.
+pub fn schedules_writing_into<'a>(
+    schedules: &'a [Arc<Schedule>],
+    defaults: &Defaults,
+    folder: &Path,
+) -> Vec<(&'a Schedule, JobOptions)> {
+    let folder = FolderKey::of(folder);
+    let mut writing = Vec::new();
+    for schedule in schedules {
+        let options = schedule.options.clone().or(&defaults.job);
+        // An offsite-only schedule writes nothing into a folder.
+        let Ok((options, false)) = crate::offsite::split(&options) else {
+            continue;
+        };
+        let destination = (options.destination.as_ref())
+            .map_or_else(|| defaults.destination.clone(), PathBuf::from);
+        if FolderKey::of(&destination) == folder {
+            writing.push((schedule.as_ref(), options));
+        }
+    }
+    writing
 }
 
 /// The names of the archives `schedule` writes, one per source.

@@ -4,13 +4,12 @@
 
 use crate::destination::{self, ArchiveInfo, Destination};
 use crate::plan::Defaults;
-use crate::rotation_locks::FolderKey;
 use crate::store::{self, RetentionPolicy, StoreError};
 use chrono::NaiveDateTime;
 use proto::Retention;
 use proto::schedule::Schedule;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// A policy from request or schedule settings; unset fields take the defaults.
@@ -47,19 +46,9 @@ impl NameRetention {
 
     /// For the local `folder`. Blocking: each schedule's destination is looked up.
     pub fn in_folder(schedules: &[Arc<Schedule>], defaults: &Defaults, folder: &Path) -> Self {
-        let folder = FolderKey::of(folder);
         let mut by_name = HashMap::new();
-        for schedule in schedules {
-            let options = schedule.options.clone().or(&defaults.job);
-            // An offsite-only schedule writes nothing into a folder.
-            let Ok((options, false)) = crate::offsite::split(&options) else {
-                continue;
-            };
-            let destination = (options.destination.as_ref())
-                .map_or_else(|| defaults.destination.clone(), PathBuf::from);
-            if FolderKey::of(&destination) != folder {
-                continue;
-            }
+        for (schedule, options) in crate::plan::schedules_writing_into(schedules, defaults, folder)
+        {
             let policy = policy(options.retention.as_ref());
             for name in crate::plan::archive_names(schedule) {
                 by_name.insert(name, policy);

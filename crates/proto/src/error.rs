@@ -35,6 +35,10 @@ pub enum ErrorCode {
     BackupsDirMissing,
     /// The destination folder cannot be created or written; nothing was written.
     DestinationNotWritable,
+    /// A one-off run's archives would be named after its folder, but that name already holds
+    /// the backups of another folder in the destination (rotation would delete them); nothing
+    /// was written.
+    NameInUse,
     /// At least one source of a run failed; `data` holds the full report.
     BackupFailed,
     /// No archive at the given path or name.
@@ -87,6 +91,7 @@ impl ErrorCode {
             Self::SourceNotFound => "source_not_found",
             Self::BackupsDirMissing => "backups_dir_missing",
             Self::DestinationNotWritable => "destination_not_writable",
+            Self::NameInUse => "name_in_use",
             Self::BackupFailed => "backup_failed",
             Self::ArchiveNotFound => "archive_not_found",
             Self::VerifyFailed => "verify_failed",
@@ -132,6 +137,7 @@ mod tests {
             ErrorCode::SourceNotFound,
             ErrorCode::BackupsDirMissing,
             ErrorCode::DestinationNotWritable,
+            ErrorCode::NameInUse,
             ErrorCode::BackupFailed,
             ErrorCode::ArchiveNotFound,
             ErrorCode::VerifyFailed,

@@ -70,6 +70,7 @@ impl From<crate::plan::PlanError> for HandlerError {
             crate::plan::PlanError::DestinationNotWritable { .. } => {
                 ErrorCode::DestinationNotWritable
             }
+            crate::plan::PlanError::NameInUse(_) => ErrorCode::NameInUse,
         };
         Self::new(code, err.to_string())
     }

@@ -6,6 +6,7 @@ use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
 use crate::format::Passphrase;
 use crate::key_files::Requester;
+use crate::name_owner;
 use crate::offsite_retention;
 use crate::plan::{self, Naming, PlanError};
 use crate::plan_failure::{self, Unstarted};
@@ -62,11 +63,19 @@ pub async fn handle(
         ..daemon.plan_defaults()
     };
     let started = chrono::Local::now();
-    let plan = match plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await {
+    let planned = match plan::plan(&defaults, &args.sources, &naming, &args.job, args.dry_run).await
+    {
+        Ok(plan) => name_not_in_use(daemon, plan, &naming).await,
+        Err(e) => Err(e),
+    };
+    let plan = match planned {
         Ok(plan) => plan,
-        // A one-off run from cron whose drive is unplugged must not fail unheard; a mistake
-        // in its arguments is only the client's to see.
-        Err(e @ PlanError::DestinationNotWritable { .. }) if !args.dry_run => {
+        // A one-off run from cron whose drive is unplugged, or whose name another folder's
+        // backups took meanwhile, must not fail unheard; a mistake in its arguments is only
+        // the client's to see.
+        Err(e @ (PlanError::DestinationNotWritable { .. } | PlanError::NameInUse(_)))
+            if !args.dry_run =>
+        {
             let run = Unstarted {
                 schedule: None,
                 sources: &args.sources,
@@ -86,6 +95,26 @@ pub async fn handle(
         crate::metrics::refresh(daemon).await;
     }
     finish(report)
+}
+
+/// `plan`, unless a job named after its folder would write under a name that holds another
+/// folder's backups in its destination (see [`crate::name_owner`]).
+async fn name_not_in_use(
+    daemon: &Daemon,
+    plan: runner::RunPlan,
+    naming: &Naming,
+) -> Result<runner::RunPlan, PlanError> {
+    let schedules = daemon.schedules.snapshot().await.schedules;
+    let defaults = daemon.plan_defaults();
+    let naming = naming.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let destination = plan.destination.as_ref();
+        name_owner::check(&plan.jobs, &naming, destination, &schedules, &defaults)
+            .map_err(|e| PlanError::NameInUse(Box::new(e)))
+            .map(|()| plan)
+    })
+    .await;
+    checked.map_err(|e| PlanError::Invalid(format!("internal error: {e}")))?
 }
 
 /// `plan` (a one-off run with `options`), rotating each name a stored schedule writes into

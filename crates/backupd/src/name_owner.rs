@@ -1,0 +1,216 @@
+//! Whose backups a name holds. Rotation goes by name within a destination, and a one-off run
+//! names its archives after its source's folder: `run --sources /a/data` and `run --sources
+//! /b/data` would both write `data` archives, and each run's rotation would take the other's
+//! backups for its own older ones and delete them. So a run named after its folder may use
+//! the name only where the name's newest archive that tells its source backs up that same
+//! folder, and no stored schedule writes the name there from another one. A name given with
+//! `--name` is the client's choice and is not checked: it is how a moved folder carries on
+//! its set.
+
+use crate::destination::{Destination, Listed};
+use crate::engine::BackupJob;
+use crate::format::Manifest;
+use crate::format::naming::{manifest_name_for, parse_archive_name};
+use crate::plan::{self, Defaults, Naming};
+use proto::schedule::Schedule;
+use proto::schedule_spec::MAX_NAME_LEN;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Who already writes a name into a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A stored schedule, by its name.
+    Schedule(String),
+    /// The archives of the name, as their newest manifest that tells a source says.
+    Archives,
+}
+
+/// A name that already holds the backups of another folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct NameInUse {
+    pub name: String,
+    pub destination: PathBuf,
+    pub owner: Owner,
+    /// The folder the name's backups are of.
+    pub theirs: PathBuf,
+    /// The folder this run backs up.
+    pub ours: PathBuf,
+}
+
+impl NameInUse {
+    fn message(&self) -> String {
+        let Self {
+            name,
+            destination,
+            theirs,
+            ours,
+            ..
+        } = self;
+        let whose = match &self.owner {
+            Owner::Schedule(schedule) => format!(
+                "schedule {schedule:?} writes archives named {name:?} into {}, from {}",
+                destination.display(),
+                theirs.display()
+            ),
+            Owner::Archives => format!(
+                "the archives named {name:?} in {} are backups of {}",
+                destination.display(),
+                theirs.display()
+            ),
+        };
+        let own_name = match suggested_name(ours, name) {
+            Some(suggested) => format!("give it a name of its own (--name {suggested})"),
+            None => "give it a name of its own with --name".to_owned(),
+        };
+        let moved = match self.owner {
+            Owner::Archives => format!(
+                ", or --name {name} if {} is now {}",
+                theirs.display(),
+                ours.display()
+            ),
+            Owner::Schedule(_) => String::new(),
+        };
+        format!(
+            "{whose}, not {}, and this run's rotation would delete them as its own older \
+             archives: {own_name}{moved}",
+            ours.display()
+        )
+    }
+}
+
+/// Checks each job of a run whose archives are named after their folders (`naming`) against
+/// the stored `schedules` and the archives in its destination. Blocking: it lists the
+/// destination and reads a manifest or two per name. A destination that cannot be listed is
+/// not checked here: the run fails on it by itself.
+pub fn check(
+    jobs: &[BackupJob],
+    naming: &Naming,
+    destination: &dyn Destination,
+    schedules: &[Arc<Schedule>],
+    defaults: &Defaults,
+) -> Result<(), NameInUse> {
+    if *naming != Naming::ByFolder || jobs.is_empty() {
+        return Ok(());
+    }
+    let location = destination.location();
+    let writing = plan::schedules_writing_into(schedules, defaults, &location);
+    let listing = destination.listing().unwrap_or_default();
+    for job in jobs {
+        let in_use = |owner, theirs| NameInUse {
+            name: job.name.clone(),
+            destination: location.clone(),
+            owner,
+            theirs,
+            ours: job.source.clone(),
+        };
+        for (schedule, _) in &writing {
+            let naming = Naming::of_schedule(schedule);
+            for source in schedule.sources.iter().map(PathBuf::from) {
+                if naming.name_of(&source) == job.name && !same_folder(&source, &job.source) {
+                    return Err(in_use(Owner::Schedule(schedule.name.clone()), source));
+                }
+            }
+        }
+        if let Some(theirs) = newest_source(destination, &listing, &job.name)
+            && !same_folder(&theirs, &job.source)
+        {
+            return Err(in_use(Owner::Archives, theirs));
+        }
+    }
+    Ok(())
+}
+
+/// The source the newest manifest of `name`'s archives names. Manifests rebuilt at start, and
+/// a remote copy's of an encrypted archive, name none and are passed over.
+fn newest_source(destination: &dyn Destination, listing: &[Listed], name: &str) -> Option<PathBuf> {
+    let files: HashSet<&str> = listing.iter().map(|f| f.file.as_str()).collect();
+    let mut archives: Vec<(String, &str)> = (listing.iter())
+        .filter_map(|f| {
+            let parsed = parse_archive_name(&f.file)?;
+            (parsed.name == name).then_some((parsed.stamp, f.file.as_str()))
+        })
+        .collect();
+    // Newest first: the stamp sorts as the time it tells.
+    archives.sort_unstable_by(|a, b| b.cmp(a));
+    archives
+        .into_iter()
+        .map(|(_, archive)| manifest_name_for(archive))
+        .filter(|manifest| files.contains(manifest.as_str()))
+        .filter_map(|manifest| Manifest::from_json(&destination.get(&manifest).ok()?).ok())
+        .map(|manifest| manifest.source)
+        .find(|source| !source.as_os_str().is_empty())
+}
+
+/// Whether two paths name one folder: spelled alike once `.` and `..` are resolved, or the
+/// same directory on disk (a symlinked spelling of it). A folder gone since is another.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    if resolved(a) == resolved(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_dir() && (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// `path` with `.` and `..` resolved as written.
+fn resolved(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `<parent>-<name>` for a source under a named folder (`/b/data` → `b-data`).
+fn suggested_name(source: &Path, name: &str) -> Option<String> {
+    let parent = resolved(source).parent()?.to_owned();
+    parent.file_name()?;
+    let mut suggested = format!("{}-{name}", plan::folder_name(&parent));
+    suggested.truncate(MAX_NAME_LEN);
+    Some(suggested)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_the_same_however_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("link")).unwrap();
+        assert!(same_folder(&data, &dir.path().join("link")));
+        assert!(same_folder(&data, &dir.path().join("x/../data/.")));
+        assert!(same_folder(
+            Path::new("/gone/data"),
+            Path::new("/gone/./data/")
+        ));
+        assert!(!same_folder(&data, Path::new("/gone/data")));
+        assert!(!same_folder(Path::new("/a/data"), Path::new("/b/data")));
+    }
+
+    #[test]
+    fn the_suggested_name_adds_the_parent_folder() {
+        assert_eq!(
+            suggested_name(Path::new("/srv/b/data"), "data").as_deref(),
+            Some("b-data")
+        );
+        assert_eq!(
+            suggested_name(Path::new("/home/my docs/x/../data"), "data").as_deref(),
+            Some("my_docs-data")
+        );
+        assert_eq!(suggested_name(Path::new("/data"), "data"), None);
+    }
+}

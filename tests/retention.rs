@@ -10,6 +10,7 @@ use chrono::{Datelike, Local, NaiveDateTime, TimeDelta, Timelike};
 use common::{Ctl, TestHome, log_messages};
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 /// `backupctl` without retention settings inherited from the test runner's environment.
 fn ctl(t: &TestHome, args: &[&str]) -> Ctl {
@@ -1140,4 +1141,93 @@ fn a_folder_named_as_a_schedule_writing_there_from_elsewhere_is_refused() {
 
 fn first_name_is(archive: &Path, prefix: &str) -> bool {
     (archive.file_name().and_then(|n| n.to_str())).is_some_and(|n| n.starts_with(prefix))
+}
+
+#[test]
+fn a_new_schedule_never_takes_another_folder_s_backups_for_its_own() {
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let a = data_folder(&t, "a");
+    let b = data_folder(&t, "b");
+    let first = common::run_for_archive(&t, &["--sources", a.to_str().unwrap()]);
+    let create = |source: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "create",
+            "--name",
+            "data",
+            "--source",
+            source.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&["--daily", "03:00"]);
+        args.extend_from_slice(extra);
+        ctl(&t, &args)
+    };
+    let refused = create(&b, &[]);
+    assert_eq!(refused.code(), 1, "{refused:?}");
+    let (a, b) = (a.display(), b.display());
+    let expected = format!(
+        "the archives named \"data\" in {} are backups of {a}, not {b}, and schedule \"data\"'s \
+         rotation would delete them as its own older archives: give it another name, or, if \
+         {a} is now {b}, back it up once with run --name data --sources {b} first\n",
+        t.home().join("backups").display(),
+    );
+    assert!(refused.stderr().contains(&expected), "{refused:?}");
+    assert_eq!(ctl(&t, &["list"]).ok(), "", "nothing was stored");
+
+    // The folder's own schedule carries its set on, and so does a new definition of it.
+    create(Path::new(&a.to_string()), &[]).ok();
+    create(Path::new(&b.to_string()), &["--replace"]).ok();
+    assert!(first.exists());
+}
+
+#[test]
+fn a_run_of_another_folder_that_wrote_while_this_one_waited_is_not_rotated() {
+    // Both runs were planned into an empty destination; the first waited in its before
+    // hook while the second wrote, then rotated the second folder's only backup away.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let a = data_folder(&t, "a");
+    let b = data_folder(&t, "b");
+    let (waiting, go) = (t.work().join("waiting"), t.work().join("go"));
+    let hook = format!(
+        "sh -c 'touch {}; while [ ! -e {} ]; do sleep 0.05; done'",
+        waiting.display(),
+        go.display()
+    );
+    let first = t
+        .ctl_command(&["--json", "run", "--sources", a.to_str().unwrap()])
+        .args([
+            "--before",
+            &hook,
+            "--retention-days",
+            "0",
+            "--min-keep",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for(Duration::from_secs(60), "the first run's hook", || {
+        waiting.exists().then_some(())
+    });
+    let second = common::run_for_archive(&t, &["--sources", b.to_str().unwrap()]);
+    std::fs::write(&go, b"").unwrap();
+    let out = first.wait_with_output().unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{answer}");
+    let error = answer["data"]["sources"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "the archives named \"data\" in {} are backups of {}, not {}",
+            t.home().join("backups").display(),
+            b.display(),
+            a.display()
+        )),
+        "{error}"
+    );
+    assert!(second.exists());
+    assert_eq!(
+        answer["data"]["sources"][0]["archive"],
+        serde_json::Value::Null
+    );
 }

@@ -3,11 +3,11 @@
 //! /b/data` would both write `data` archives, and each run's rotation would take the other's
 //! backups for its own older ones and delete them. So a run named after its folder may use
 //! the name only where the name's newest archive that tells its source backs up that same
-//! folder, and no stored schedule writes the name there from another one. A name given with
-//! `--name` is the client's choice and is not checked: it is how a moved folder carries on
-//! its set.
+//! folder, and no stored schedule writes the name there from another one; a new schedule
+//! likewise. A name given to a one-off run with `--name` is the client's choice and is not
+//! checked, nor is a schedule replaced: that is how a moved folder carries on its set.
 
-use crate::destination::{Destination, Listed};
+use crate::destination::{ArchiveInfo, Destination, Listed};
 use crate::engine::BackupJob;
 use crate::format::Manifest;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
@@ -28,10 +28,20 @@ pub enum Owner {
     Archives,
 }
 
+/// What would write under the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writer {
+    /// A one-off run, its archives named after its folder.
+    Run,
+    /// A new schedule, by its name.
+    Schedule(String),
+}
+
 /// A name that already holds the backups of another folder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.message())]
 pub struct NameInUse {
+    pub writer: Writer,
     pub name: String,
     pub destination: PathBuf,
     pub owner: Owner,
@@ -62,50 +72,69 @@ impl NameInUse {
                 theirs.display()
             ),
         };
-        let own_name = match suggested_name(ours, name) {
-            Some(suggested) => format!("give it a name of its own (--name {suggested})"),
-            None => "give it a name of its own with --name".to_owned(),
+        let (rotation, own_name, moved) = match &self.writer {
+            Writer::Run => (
+                "this run's".to_owned(),
+                match suggested_name(ours, name) {
+                    Some(suggested) => format!("give it a name of its own (--name {suggested})"),
+                    None => "give it a name of its own with --name".to_owned(),
+                },
+                format!(
+                    ", or --name {name} if {} is now {}",
+                    theirs.display(),
+                    ours.display()
+                ),
+            ),
+            Writer::Schedule(schedule) => (
+                format!("schedule {schedule:?}'s"),
+                "give it another name".to_owned(),
+                format!(
+                    ", or, if {} is now {}, back it up once with run --name {name} --sources {} \
+                     first",
+                    theirs.display(),
+                    ours.display(),
+                    ours.display()
+                ),
+            ),
         };
         let moved = match self.owner {
-            Owner::Archives => format!(
-                ", or --name {name} if {} is now {}",
-                theirs.display(),
-                ours.display()
-            ),
+            Owner::Archives => moved,
             Owner::Schedule(_) => String::new(),
         };
         format!(
-            "{whose}, not {}, and this run's rotation would delete them as its own older \
+            "{whose}, not {}, and {rotation} rotation would delete them as its own older \
              archives: {own_name}{moved}",
             ours.display()
         )
     }
 }
 
-/// Checks each job of a run whose archives are named after their folders (`naming`) against
-/// the stored `schedules` and the archives in its destination. Blocking: it lists the
-/// destination and reads a manifest or two per name. A destination that cannot be listed is
-/// not checked here: the run fails on it by itself.
+/// Checks each of `writer`'s jobs against the stored `schedules` and the archives in its
+/// destination. Blocking: it lists the destination and reads a manifest or two per name. A
+/// destination that cannot be listed is not checked here: the run fails on it by itself.
 pub fn check(
+    writer: &Writer,
     jobs: &[BackupJob],
-    naming: &Naming,
     destination: &dyn Destination,
     schedules: &[Arc<Schedule>],
     defaults: &Defaults,
-) -> Result<(), NameInUse> {
-    if *naming != Naming::ByFolder || jobs.is_empty() {
+) -> Result<(), Box<NameInUse>> {
+    if jobs.is_empty() {
         return Ok(());
     }
     let location = destination.location();
     let writing = plan::schedules_writing_into(schedules, defaults, &location);
     let listing = destination.listing().unwrap_or_default();
     for job in jobs {
-        let in_use = |owner, theirs| NameInUse {
-            name: job.name.clone(),
-            destination: location.clone(),
-            owner,
-            theirs,
-            ours: job.source.clone(),
+        let in_use = |owner, theirs| {
+            Box::new(NameInUse {
+                writer: writer.clone(),
+                name: job.name.clone(),
+                destination: location.clone(),
+                owner,
+                theirs,
+                ours: job.source.clone(),
+            })
         };
         for (schedule, _) in &writing {
             let naming = Naming::of_schedule(schedule);
@@ -122,6 +151,29 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Why `job` may not write among `archives`, the archives of its name listed just before it
+/// writes (oldest first): the newest that tells its source backs up another folder. Checked
+/// again there, as another run of that folder may have written since the run was planned.
+pub fn among(job: &BackupJob, archives: &[ArchiveInfo]) -> Option<Box<NameInUse>> {
+    if !job.name_from_folder {
+        return None;
+    }
+    let theirs = (archives.iter().rev())
+        .filter_map(|archive| archive.manifest.as_ref())
+        .map(|manifest| manifest.source.clone())
+        .find(|source| !source.as_os_str().is_empty())?;
+    (!same_folder(&theirs, &job.source)).then(|| {
+        Box::new(NameInUse {
+            writer: Writer::Run,
+            name: job.name.clone(),
+            destination: job.destination.location(),
+            owner: Owner::Archives,
+            theirs,
+            ours: job.source.clone(),
+        })
+    })
 }
 
 /// The source the newest manifest of `name`'s archives names. Manifests rebuilt at start, and
@@ -145,10 +197,12 @@ fn newest_source(destination: &dyn Destination, listing: &[Listed], name: &str) 
         .find(|source| !source.as_os_str().is_empty())
 }
 
-/// Whether two paths name one folder: spelled alike once `.` and `..` are resolved, or the
-/// same directory on disk (a symlinked spelling of it). A folder gone since is another.
+/// Whether two paths name one folder: spelled alike (but for `.` and trailing slashes), or the
+/// same directory on disk. `..` is not resolved by text: after a symlink it leads where the
+/// link's target is (`/a/link/../data` is `/b/data` with `/a/link -> /b/sub`). A folder gone
+/// since is another.
 fn same_folder(a: &Path, b: &Path) -> bool {
-    if resolved(a) == resolved(b) {
+    if a == b {
         return true;
     }
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -189,16 +243,24 @@ mod tests {
     fn folders_are_the_same_however_spelled() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
         std::fs::create_dir(&data).unwrap();
         std::os::unix::fs::symlink(&data, dir.path().join("link")).unwrap();
         assert!(same_folder(&data, &dir.path().join("link")));
         assert!(same_folder(&data, &dir.path().join("x/../data/.")));
-        assert!(same_folder(
-            Path::new("/gone/data"),
-            Path::new("/gone/./data/")
-        ));
-        assert!(!same_folder(&data, Path::new("/gone/data")));
+        let gone = Path::new("/gone/data");
+        assert!(same_folder(gone, Path::new("/gone/./data/")));
+        assert!(!same_folder(&data, gone));
         assert!(!same_folder(Path::new("/a/data"), Path::new("/b/data")));
+        // By the folders the kernel finds, not by text.
+        let b = dir.path().join("b");
+        std::fs::create_dir_all(b.join("sub")).unwrap();
+        std::fs::create_dir(b.join("data")).unwrap();
+        std::os::unix::fs::symlink(b.join("sub"), dir.path().join("to_b")).unwrap();
+        let via_link = dir.path().join("to_b/../data");
+        assert!(!same_folder(&data, &via_link));
+        assert!(same_folder(&b.join("data"), &via_link));
+        assert!(!same_folder(Path::new("/gone/x/../data"), gone));
     }
 
     #[test]

@@ -162,6 +162,7 @@ pub async fn plan(
             recipients: recipients.clone(),
             commands: options.source_commands.clone(),
             holes: defaults.holes,
+            name_from_folder: *naming == Naming::ByFolder,
         });
     }
     // In this order: an archive that does not verify must not push older ones out.

@@ -514,6 +514,19 @@ async fn back_up_one(
     }
     tracing::info!("{tag} Compressing {source}");
     let (existed_before, expected_bytes) = existing_archives(&job).await;
+    if let Some(in_use) = crate::name_owner::among(&job, &existed_before) {
+        let message = format!("Backup failed for {source}: {in_use}");
+        tracing::error!("{tag} {message}");
+        report.error = Some(message);
+        let ended = JobEnd {
+            hooks,
+            notify,
+            started: notified,
+            log,
+            slot: Some(slot),
+        };
+        return finish_job(daemon, &registered, report, ended, events).await;
+    }
     events
         .send(Event::SourceStarted {
             source: source.clone(),

@@ -68,6 +68,9 @@ pub struct BackupJob {
     pub commands: Vec<proto::job::CommandSource>,
     /// Whether files with holes are stored as GNU sparse entries.
     pub holes: Holes,
+    /// Its name was taken from its folder's (a one-off run given no name): it may write only
+    /// where the name's archives are that folder's (see [`crate::name_owner`]).
+    pub name_from_folder: bool,
 }
 
 impl BackupJob {

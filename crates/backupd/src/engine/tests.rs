@@ -38,6 +38,7 @@ fn job(
         holes: Holes::Kept,
         recipients: None,
         commands: Vec::new(),
+        name_from_folder: false,
     }
 }
 

@@ -5,7 +5,8 @@
 use super::list::schedule_info;
 use super::{HandlerError, HandlerResult, blocking};
 use crate::engine::{self, EngineError};
-use crate::plan;
+use crate::name_owner::{self, Writer};
+use crate::plan::{self, PlanError};
 use crate::schedules::ScheduleFile;
 use crate::state::Daemon;
 use crate::timing;
@@ -44,18 +45,35 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
             format!("{problem}: {source}"),
         ));
     }
-    // A source its own archives would go into: every run of it would fail.
-    let jobs = planned.jobs;
-    let source_is_destination = blocking(move || {
-        jobs.iter()
+    // A schedule given a new definition carries on its set, whatever folder it now backs up.
+    let is_new =
+        !(daemon.schedules.snapshot().await.schedules.iter()).any(|s| s.name == schedule.name);
+    let (defaults, writer) = (
+        daemon.plan_defaults(),
+        Writer::Schedule(schedule.name.clone()),
+    );
+    let refusal = blocking(move || {
+        // A source its own archives would go into: every run of it would fail.
+        let jobs = &planned.jobs;
+        if let Some(e) = jobs
+            .iter()
             .find_map(|job| match engine::check_job_source(job) {
-                Err(e @ EngineError::SourceIsDestination { .. }) => Some(e.to_string()),
+                Err(e @ EngineError::SourceIsDestination { .. }) => Some(e),
                 _ => None,
             })
+        {
+            return Some(invalid(e.to_string()));
+        }
+        // Another schedule's names are refused wherever it writes, once the file is locked.
+        let destination = planned.destination.as_ref();
+        let in_use = is_new
+            .then(|| name_owner::check(&writer, jobs, destination, &[], &defaults))
+            .and_then(Result::err)?;
+        Some(PlanError::NameInUse(in_use).into())
     })
     .await?;
-    if let Some(message) = source_is_destination {
-        return Err(invalid(message));
+    if let Some(refusal) = refusal {
+        return Err(refusal);
     }
     let (index, schedule, replaced) = daemon
         .schedules

@@ -6,7 +6,7 @@ use super::{HandlerError, HandlerResult};
 use crate::events::EventSink;
 use crate::format::Passphrase;
 use crate::key_files::Requester;
-use crate::name_owner;
+use crate::name_owner::{self, Writer};
 use crate::offsite_retention;
 use crate::plan::{self, Naming, PlanError};
 use crate::plan_failure::{self, Unstarted};
@@ -104,13 +104,15 @@ async fn name_not_in_use(
     plan: runner::RunPlan,
     naming: &Naming,
 ) -> Result<runner::RunPlan, PlanError> {
+    if *naming != Naming::ByFolder {
+        return Ok(plan);
+    }
     let schedules = daemon.schedules.snapshot().await.schedules;
     let defaults = daemon.plan_defaults();
-    let naming = naming.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let destination = plan.destination.as_ref();
-        name_owner::check(&plan.jobs, &naming, destination, &schedules, &defaults)
-            .map_err(|e| PlanError::NameInUse(Box::new(e)))
+        let (jobs, destination) = (&plan.jobs, plan.destination.as_ref());
+        name_owner::check(&Writer::Run, jobs, destination, &schedules, &defaults)
+            .map_err(PlanError::NameInUse)
             .map(|()| plan)
     })
     .await;

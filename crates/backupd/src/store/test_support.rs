@@ -125,6 +125,7 @@ pub fn backup(
         holes: Holes::Kept,
         recipients: None,
         commands: Vec::new(),
+        name_from_folder: false,
     };
     engine::run_backup(&job, &mut |_| {}, &AtomicBool::new(false)).unwrap()
 }

@@ -1231,3 +1231,46 @@ fn a_run_of_another_folder_that_wrote_while_this_one_waited_is_not_rotated() {
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn a_rule_a_job_adds_keeps_the_configured_others() {
+    // `--keep-last 1` replaced the whole `[defaults] retention`: its `days = 30` fell back to
+    // 7, and the run deleted archives 12-25 days old that the configuration keeps.
+    let t = TestHome::new();
+    std::fs::create_dir_all(t.home()).unwrap();
+    std::fs::write(
+        t.home().join("backupd.toml"),
+        "[defaults]\nretention = { days = 30, min_keep = 1 }\n",
+    )
+    .unwrap();
+    let _daemon = t.start_daemon();
+    let src = t.work().join("docs");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let backups = t.home().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let now = Local::now().naive_local();
+    let planted: Vec<String> = [12, 15, 20, 25, 40]
+        .iter()
+        .map(|days| {
+            fabricate(
+                &backups,
+                "docs",
+                now - TimeDelta::days(*days),
+                "tar.gz",
+                true,
+            )
+        })
+        .collect();
+    let prune = ctl(&t, &["prune", "--dry-run", "--keep-last", "1"]).ok();
+    assert_dry_block(&prune, &[planted[4].clone()].into());
+    let (code, answer) = common::run_json(&t, &["--sources", "docs", "--keep-last", "1"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["retention_days"], 30, "{answer}");
+    assert_eq!(
+        answer["data"]["sources"][0]["deleted"],
+        serde_json::json!([planted[4]]),
+        "{answer}"
+    );
+    assert!(planted[..4].iter().all(|f| backups.join(f).exists()));
+}

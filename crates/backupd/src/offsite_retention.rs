@@ -26,16 +26,13 @@ use crate::store::{RetentionPolicy, StoreError};
 /// The policy of a job's remote copies: `offsite_retention`'s fields, else `retention`'s,
 /// else the defaults.
 pub fn policy(options: &JobOptions) -> RetentionPolicy {
+    retention::policy(Some(&rules(options)))
+}
+
+/// The rules of a job's remote copies, before the built-in defaults fill in the rest.
+fn rules(options: &JobOptions) -> Retention {
     let own = options.offsite_retention.unwrap_or_default();
-    let job = options.retention.unwrap_or_default();
-    retention::policy(Some(&Retention {
-        days: own.days.or(job.days),
-        min_keep: own.min_keep.or(job.min_keep),
-        keep_last: own.keep_last.or(job.keep_last),
-        keep_daily: own.keep_daily.or(job.keep_daily),
-        keep_weekly: own.keep_weekly.or(job.keep_weekly),
-        keep_monthly: own.keep_monthly.or(job.keep_monthly),
-    }))
+    own.or(options.retention.unwrap_or_default())
 }
 
 /// One remote rotation after each offsite copy among `after`.
@@ -80,7 +77,7 @@ pub fn names_on_remote(
             by_name.insert(name, policy);
         }
     }
-    NameRetention::new(by_name, policy(defaults))
+    NameRetention::new(by_name, Some(rules(defaults)))
 }
 
 /// Rotates the archives of `name` (or of every name) on `remote`, each name by the policy

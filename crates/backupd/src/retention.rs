@@ -35,13 +35,18 @@ pub fn policy(retention: Option<&Retention>) -> RetentionPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct NameRetention {
     by_name: HashMap<String, RetentionPolicy>,
-    default: RetentionPolicy,
+    /// The configured rules, which fill in what a request's policy leaves unset.
+    configured: Option<Retention>,
 }
 
 impl NameRetention {
-    /// From the policies of the names schedules write there, and that of any other name.
-    pub fn new(by_name: HashMap<String, RetentionPolicy>, default: RetentionPolicy) -> Self {
-        NameRetention { by_name, default }
+    /// From the policies of the names schedules write there, and the configured rules for any
+    /// other name.
+    pub fn new(by_name: HashMap<String, RetentionPolicy>, configured: Option<Retention>) -> Self {
+        NameRetention {
+            by_name,
+            configured,
+        }
     }
 
     /// For the local `folder`. Blocking: each schedule's destination is looked up.
@@ -54,14 +59,15 @@ impl NameRetention {
                 by_name.insert(name, policy);
             }
         }
-        NameRetention::new(by_name, policy(defaults.job.retention.as_ref()))
+        NameRetention::new(by_name, defaults.job.retention)
     }
 
-    /// The policy of `name`: `given` (a request's), else the schedule's or the default.
+    /// The policy of `name`: `given` (a request's, the configured rules filling in what it
+    /// leaves unset), else the schedule's or the configured one.
     pub fn policy(&self, name: &str, given: Option<&Retention>) -> RetentionPolicy {
         match given {
-            Some(given) => policy(Some(given)),
-            None => self.of_schedule(name).unwrap_or(self.default),
+            Some(given) => policy(Retention::merged(Some(*given), self.configured).as_ref()),
+            None => (self.of_schedule(name)).unwrap_or_else(|| policy(self.configured.as_ref())),
         }
     }
 

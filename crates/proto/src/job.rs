@@ -138,6 +138,29 @@ pub struct Retention {
     pub keep_monthly: Option<u32>,
 }
 
+impl Retention {
+    /// These rules, with `defaults`' where they set none: a job that adds one rule keeps the
+    /// configured others.
+    pub fn or(self, defaults: Retention) -> Retention {
+        Retention {
+            days: self.days.or(defaults.days),
+            min_keep: self.min_keep.or(defaults.min_keep),
+            keep_last: self.keep_last.or(defaults.keep_last),
+            keep_daily: self.keep_daily.or(defaults.keep_daily),
+            keep_weekly: self.keep_weekly.or(defaults.keep_weekly),
+            keep_monthly: self.keep_monthly.or(defaults.keep_monthly),
+        }
+    }
+
+    /// `own`, with `defaults`' rules where it sets none.
+    pub fn merged(own: Option<Retention>, defaults: Option<Retention>) -> Option<Retention> {
+        match (own, defaults) {
+            (Some(own), Some(defaults)) => Some(own.or(defaults)),
+            (own, defaults) => own.or(defaults),
+        }
+    }
+}
+
 /// When a job's notifications go out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,7 +312,7 @@ impl JobOptions {
             } else {
                 exclude
             },
-            retention: retention.or(defaults.retention),
+            retention: Retention::merged(retention, defaults.retention),
             verify_after: verify_after || defaults.verify_after,
             offsite: if offsite.is_empty() {
                 defaults.offsite.clone()
@@ -313,7 +336,7 @@ impl JobOptions {
             },
             hooks: hooks.or(&defaults.hooks),
             hook_timeout: hook_timeout.or(defaults.hook_timeout),
-            offsite_retention: offsite_retention.or(defaults.offsite_retention),
+            offsite_retention: Retention::merged(offsite_retention, defaults.offsite_retention),
         }
     }
 
@@ -488,6 +511,43 @@ impl Serialize for StrictFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_rule_given_keeps_the_default_others() {
+        let defaults = Retention {
+            days: Some(30),
+            min_keep: Some(1),
+            keep_last: Some(5),
+            ..Retention::default()
+        };
+        let own = Retention {
+            keep_last: Some(1),
+            keep_monthly: Some(12),
+            ..Retention::default()
+        };
+        let merged = Retention {
+            days: Some(30),
+            min_keep: Some(1),
+            keep_last: Some(1),
+            keep_monthly: Some(12),
+            ..Retention::default()
+        };
+        assert_eq!(Retention::merged(Some(own), Some(defaults)), Some(merged));
+        assert_eq!(Retention::merged(None, Some(defaults)), Some(defaults));
+        assert_eq!(Retention::merged(Some(own), None), Some(own));
+        let options = JobOptions {
+            retention: Some(own),
+            ..JobOptions::default()
+        };
+        let configured = JobOptions {
+            retention: Some(defaults),
+            offsite_retention: Some(defaults),
+            ..JobOptions::default()
+        };
+        let filled = options.or(&configured);
+        assert_eq!(filled.retention, Some(merged));
+        assert_eq!(filled.offsite_retention, Some(defaults));
+    }
     use serde_json::json;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

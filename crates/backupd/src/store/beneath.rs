@@ -106,8 +106,13 @@ pub fn walk(
 }
 
 /// A failed `open_dir` in words: a symlink or a non-folder blocks the way, anything else is
-/// an error.
+/// an error. `ENOTDIR` or `ELOOP` say the name was no folder when it was opened, whatever it
+/// is by the time it is looked at again: a folder swapped for a symlink and back blocks the
+/// way as the symlink did.
 fn blocked(dir: &OwnedFd, name: &OsStr, error: io::Error, shown: String) -> Blocked {
+    let was_not_a_folder = [Errno::NOTDIR, Errno::LOOP]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()));
     match stat_of(dir, name) {
         Ok(Some(stat)) if kind_of(&stat) == FileType::Symlink => {
             Blocked::NotAFolder(format!("{shown} is a symlink"))
@@ -115,6 +120,9 @@ fn blocked(dir: &OwnedFd, name: &OsStr, error: io::Error, shown: String) -> Bloc
         Ok(Some(stat)) if kind_of(&stat) != FileType::Directory => {
             Blocked::NotAFolder(format!("{shown} is not a folder"))
         }
+        _ if was_not_a_folder => Blocked::NotAFolder(format!(
+            "{shown} was not a folder when opened (changed meanwhile)"
+        )),
         Ok(None) => Blocked::Missing(shown),
         _ => Blocked::Io(error),
     }
@@ -315,6 +323,23 @@ pub fn remove_tree(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_name_that_was_no_folder_when_opened_blocks_the_way_though_it_is_one_again() {
+        // A folder swapped for a symlink and back between the open and the look after it.
+        let base = tempfile::tempdir().unwrap();
+        fs::create_dir(base.path().join("a")).unwrap();
+        let dir: OwnedFd = fs::File::open(base.path()).unwrap().into();
+        for errno in [Errno::NOTDIR, Errno::LOOP] {
+            let blocked = blocked(&dir, OsStr::new("a"), errno.into(), "a".into());
+            assert!(
+                matches!(&blocked, Blocked::NotAFolder(reason) if reason.contains("changed meanwhile")),
+                "{blocked:?}"
+            );
+        }
+        let other = blocked(&dir, OsStr::new("a"), Errno::ACCESS.into(), "a".into());
+        assert!(matches!(other, Blocked::Io(_)), "{other:?}");
+    }
 
     #[test]
     fn remove_tree_removes_a_deep_tree_and_never_follows_a_symlink() {

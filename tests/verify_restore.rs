@@ -1622,3 +1622,52 @@ fn a_stop_during_a_restore_ends_it_removes_what_it_wrote_and_says_so() {
     assert!(!target.exists(), "{:?}", files_under(&target));
     assert!(daemon.wait().success());
 }
+
+#[test]
+fn a_restore_never_follows_another_user_s_link_on_the_way_to_its_target() {
+    // A user who owns a folder above the target swapped it for a link to a folder of root's
+    // while the restore began: the target's path was opened whole, and followed the link.
+    let t = TestHome::new();
+    random_source(&t, "src", 1000);
+    let _daemon = t.start_daemon();
+    let archive = backup(&t, &["--sources", "src"]);
+    let (theirs, roots) = (t.work().join("alice"), t.work().join("roots"));
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::create_dir(&roots).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(54321), Some(54321)).unwrap();
+    let swapped = theirs.join("restored");
+    std::os::unix::fs::symlink(&roots, &swapped).unwrap();
+    std::os::unix::fs::lchown(&swapped, Some(54321), Some(54321)).unwrap();
+    for target in [swapped.join("docs"), swapped.join("docs/deeper")] {
+        let out = t.ctl(&[
+            "restore",
+            archive.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code(), 1, "{out:?}");
+        let expected = format!(
+            "Error: restore target {}: {} on the way to it is a symlink owned by uid 54321, \
+             which backupd does not follow (only root's and its own user's); give the path it \
+             leads to\n",
+            target.display(),
+            swapped.display()
+        );
+        assert_eq!(out.stderr(), expected);
+    }
+    assert!(names(&roots).is_empty(), "nothing written through the link");
+    // Root's own links are followed, as the system's are.
+    let ours = t.work().join("ours");
+    std::os::unix::fs::symlink(&roots, &ours).unwrap();
+    t.ctl(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        ours.join("docs").to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        names(&roots.join("docs")),
+        BTreeSet::from(["src".to_owned()])
+    );
+}

@@ -109,7 +109,8 @@ impl From<StoreError> for HandlerError {
             StoreError::Stopped { .. } => ErrorCode::ShuttingDown,
             StoreError::PathNotInArchive { .. }
             | StoreError::TargetNotDirectory { .. }
-            | StoreError::TargetIsSymlink { .. } => ErrorCode::InvalidArguments,
+            | StoreError::TargetIsSymlink { .. }
+            | StoreError::TargetUntrustedLink { .. } => ErrorCode::InvalidArguments,
             StoreError::ReadDir { .. } | StoreError::Target { .. } | StoreError::Extract { .. } => {
                 ErrorCode::Io
             }

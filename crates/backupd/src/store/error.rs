@@ -47,6 +47,17 @@ pub enum StoreError {
     #[error("restore target {path} is a symlink")]
     TargetIsSymlink { path: PathBuf },
 
+    #[error(
+        "restore target {path}: {link} on the way to it is a symlink owned by uid {uid}, \
+         which backupd does not follow (only root's and its own user's); give the path it \
+         leads to"
+    )]
+    TargetUntrustedLink {
+        path: PathBuf,
+        link: PathBuf,
+        uid: u32,
+    },
+
     #[error("restore target {path} is not a directory")]
     TargetNotDirectory { path: PathBuf },
 

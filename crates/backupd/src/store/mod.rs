@@ -14,6 +14,7 @@ mod header_limit;
 mod listing;
 mod repair;
 mod restore;
+mod restore_target;
 mod restore_temp;
 mod rotation;
 mod tar_end;

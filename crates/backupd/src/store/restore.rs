@@ -21,13 +21,14 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, Stat};
 use tar::EntryType;
 
 use super::beneath::{self, Attributes, Blocked};
 use super::checksum::{Integrity, check_integrity};
 use super::early_sync::EarlySync;
 use super::error::StoreError;
+use super::restore_target::{self, MadeFolder};
 use super::restore_temp::{self, Sweeper};
 use super::tar_end::read_past_entries;
 use super::until_stopped::{self, NEVER, Stopping, UntilStopped};
@@ -135,11 +136,11 @@ pub fn restore_with(
             read.map_err(unreadable)?;
         }
     }
-    let existing = open_existing_target(to)?;
+    let existing = restore_target::open_existing(to)?;
     let mut filters = Filters::new(&options.paths);
     let check_conflicts = match &existing {
         Some(_) if options.overwrite => None,
-        Some(root) => (!is_empty(to)?).then_some(root),
+        Some(root) => (!restore_target::is_empty(root, to)?).then_some(root),
         None => None,
     };
     let mut stand_ins = HashMap::new();
@@ -169,7 +170,7 @@ pub fn restore_with(
     }
     let (root, made) = match existing {
         Some(root) => (root, Vec::new()),
-        None => create_target(to)?,
+        None => restore_target::create(to)?,
     };
     // Best effort: without a handle of its own, the final sync does it all.
     let early_sync = (!options.no_sync)
@@ -358,72 +359,6 @@ fn checked_manifest(archive: &Archive<'_>) -> Result<Manifest, StoreError> {
             path: archive.path.clone(),
             reason: differs.describe(&manifest).unwrap_or_default(),
         }),
-    }
-}
-
-/// The target folder, opened without following a symlink at its last component, if it
-/// exists. The path up to it is the client's to choose.
-fn open_existing_target(to: &Path) -> Result<Option<OwnedFd>, StoreError> {
-    let target_error = |source| StoreError::Target {
-        path: to.to_owned(),
-        source,
-    };
-    let (Some(parent), Some(name)) = (to.parent(), to.file_name()) else {
-        // `/`: it exists and cannot be a symlink.
-        return open_path_dir(to).map(Some).map_err(target_error);
-    };
-    let parent = match open_path_dir(parent) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(target_error(e)),
-    };
-    match beneath::stat_of(&parent, name).map_err(target_error)? {
-        None => Ok(None),
-        Some(stat) if beneath::kind_of(&stat) == FileType::Symlink => {
-            Err(StoreError::TargetIsSymlink {
-                path: to.to_owned(),
-            })
-        }
-        Some(stat) if beneath::kind_of(&stat) != FileType::Directory => {
-            Err(StoreError::TargetNotDirectory {
-                path: to.to_owned(),
-            })
-        }
-        Some(_) => beneath::open_dir(&parent, name)
-            .map(Some)
-            .map_err(target_error),
-    }
-}
-
-fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    Ok(rustix::fs::open(path, flags, Mode::empty())?)
-}
-
-fn is_empty(to: &Path) -> Result<bool, StoreError> {
-    let mut entries = fs::read_dir(to).map_err(|source| StoreError::Target {
-        path: to.to_owned(),
-        source,
-    })?;
-    Ok(entries.next().is_none())
-}
-
-/// Creates a missing target (and its missing parents), returning it opened and the folders
-/// made, deepest first, so a failed restore can remove them.
-fn create_target(to: &Path) -> Result<(OwnedFd, Vec<PathBuf>), StoreError> {
-    let target_error = |source| StoreError::Target {
-        path: to.to_owned(),
-        source,
-    };
-    let made: Vec<PathBuf> = to
-        .ancestors()
-        .take_while(|p| fs::symlink_metadata(p).is_err())
-        .map(Path::to_owned)
-        .collect();
-    fs::create_dir_all(to).map_err(target_error)?;
-    match open_existing_target(to)? {
-        Some(root) => Ok((root, made)),
-        None => Err(target_error(io::ErrorKind::NotFound.into())),
     }
 }
 
@@ -870,7 +805,7 @@ struct Extractor<'a> {
     target: &'a Path,
     root: OwnedFd,
     /// The target folder and its parents, if this restore made them (deepest first).
-    made_target: Vec<PathBuf>,
+    made_target: Vec<MadeFolder>,
     filters: &'a Filters,
     /// The paths the bookkeeping below names, as a tree: memory linear in their names, where
     /// a full path each would grow with the square of a deep tree's depth.
@@ -1564,8 +1499,8 @@ impl Extractor<'_> {
             }
         }
         for folder in std::mem::take(&mut self.made_target) {
-            if let Err(e) = fs::remove_dir(&folder) {
-                left.add(|| format!("{} ({e})", folder.display()));
+            if let Err(e) = folder.remove() {
+                left.add(|| format!("{} ({e})", folder.shown.display()));
             }
         }
         left.extend(std::mem::take(&mut self.replaced));

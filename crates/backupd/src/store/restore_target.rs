@@ -1,0 +1,352 @@
+//! A restore's target folder, reached from `/` one component at a time. The daemon often runs
+//! as root and the client names the target, but a folder on the way may be another user's:
+//! whoever owns `/home/alice/restored` can swap it for a symlink to `/etc` between any two
+//! looks at the path, and a path opened whole would follow it. So each component is opened
+//! on its own with `O_NOFOLLOW`; a symlink on the way is followed only when root or the
+//! daemon's user owns it (as the system's own are: `/var/run` → `/run`), and the target itself
+//! must not be one. Folders made for a missing target are kept as their parent's handle and
+//! their identity, so that a failed restore removes those very folders and nothing a swap put
+//! under their names.
+
+use super::beneath;
+use super::error::StoreError;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Symlinks followed, and folders made again after they vanished, on the way at most: the
+/// kernel's own limit for links (`ELOOP`).
+const MOST_DETOURS: usize = 40;
+
+/// A folder made for a missing target: removed by [`MadeFolder::remove`] only while it is
+/// still that folder.
+#[derive(Debug)]
+pub struct MadeFolder {
+    parent: OwnedFd,
+    name: OsString,
+    identity: (u64, u64),
+    /// Its path, for messages.
+    pub shown: PathBuf,
+}
+
+impl MadeFolder {
+    /// Removes the folder if it is still the one made and empty.
+    pub fn remove(&self) -> io::Result<()> {
+        match beneath::stat_of(&self.parent, &self.name)? {
+            None => Ok(()),
+            Some(stat) if (stat.st_dev, stat.st_ino) == self.identity => Ok(rustix::fs::unlinkat(
+                &self.parent,
+                &self.name,
+                AtFlags::REMOVEDIR,
+            )?),
+            Some(_) => Err(io::Error::other("replaced by something else")),
+        }
+    }
+}
+
+/// The target folder opened, if it exists.
+pub fn open_existing(to: &Path) -> Result<Option<OwnedFd>, StoreError> {
+    Ok(walk(to, false)?.map(|(root, _)| root))
+}
+
+/// The target opened, made first if missing (with its missing parents), and the folders made,
+/// deepest first.
+pub fn create(to: &Path) -> Result<(OwnedFd, Vec<MadeFolder>), StoreError> {
+    walk(to, true)?.ok_or_else(|| StoreError::Target {
+        path: to.to_owned(),
+        source: io::ErrorKind::NotFound.into(),
+    })
+}
+
+/// Whether the opened target holds nothing.
+pub fn is_empty(root: &OwnedFd, to: &Path) -> Result<bool, StoreError> {
+    let target_error = |source: io::Error| StoreError::Target {
+        path: to.to_owned(),
+        source,
+    };
+    // A description of its own: reading the handle's would move its offset.
+    let entries = rustix::fs::Dir::read_from(root).map_err(|e| target_error(e.into()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| target_error(e.into()))?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Walks `to` from `/`; `None` when a component is missing and `create` is not asked.
+fn walk(to: &Path, create: bool) -> Result<Option<(OwnedFd, Vec<MadeFolder>)>, StoreError> {
+    let target_error = |source: io::Error| StoreError::Target {
+        path: to.to_owned(),
+        source,
+    };
+    let mut made = Vec::new();
+    let walked = walk_making(to, create, &mut made).map_err(|e| match e {
+        Walk::Store(e) => e,
+        Walk::Io(e) => target_error(e),
+    });
+    if walked.is_err() {
+        // Deepest first: a half-made target goes as a failed restore's would.
+        for folder in made.iter().rev() {
+            let _ = folder.remove();
+        }
+    }
+    made.reverse();
+    Ok(walked?.map(|root| (root, made)))
+}
+
+enum Walk {
+    Store(StoreError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Walk {
+    fn from(e: io::Error) -> Self {
+        Walk::Io(e)
+    }
+}
+
+impl From<Errno> for Walk {
+    fn from(e: Errno) -> Self {
+        Walk::Io(e.into())
+    }
+}
+
+fn walk_making(
+    to: &Path,
+    create: bool,
+    made: &mut Vec<MadeFolder>,
+) -> Result<Option<OwnedFd>, Walk> {
+    let trusted = [0, rustix::process::geteuid().as_raw()];
+    let mut pending = components(to);
+    let mut current = open_root()?;
+    let mut walked = PathBuf::from("/");
+    let mut detours = 0;
+    while let Some(name) = pending.pop_front() {
+        let last = pending.is_empty();
+        if name == ".." {
+            // Never a symlink: the parent of the folder held, as the kernel takes it.
+            current = rustix::fs::openat(&current, "..", PATH_FLAGS, Mode::empty())?;
+            walked.pop();
+            continue;
+        }
+        let opened = if last {
+            beneath::open_dir(&current, &name)
+        } else {
+            rustix::fs::openat(&current, &name, PATH_FLAGS, Mode::empty()).map_err(Into::into)
+        };
+        let error = match opened {
+            Ok(fd) => {
+                current = fd;
+                walked.push(&name);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let here = walked.join(&name);
+        match beneath::stat_of(&current, &name)? {
+            None if create => {
+                let fresh = match rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o777)) {
+                    Ok(()) => true,
+                    // Made meanwhile: used as any folder found on the way.
+                    Err(Errno::EXIST) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                detours += 1;
+                if detours > MOST_DETOURS {
+                    return Err(Errno::LOOP.into());
+                }
+                // Back in the list, to be opened as found (what is there may be a swap).
+                pending.push_front(name.clone());
+                if fresh {
+                    let stat = beneath::stat_of(&current, &name)?
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                    made.push(MadeFolder {
+                        parent: rustix::io::dup(&current)?,
+                        name,
+                        identity: (stat.st_dev, stat.st_ino),
+                        shown: here,
+                    });
+                }
+            }
+            None => return Ok(None),
+            Some(stat) if beneath::kind_of(&stat) == FileType::Symlink => {
+                if last {
+                    return Err(Walk::Store(StoreError::TargetIsSymlink {
+                        path: to.to_owned(),
+                    }));
+                }
+                if !trusted.contains(&stat.st_uid) {
+                    return Err(Walk::Store(StoreError::TargetUntrustedLink {
+                        path: to.to_owned(),
+                        link: here,
+                        uid: stat.st_uid,
+                    }));
+                }
+                detours += 1;
+                if detours > MOST_DETOURS {
+                    return Err(Errno::LOOP.into());
+                }
+                let target = rustix::fs::readlinkat(&current, &name, Vec::new())?;
+                let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    current = open_root()?;
+                    walked = PathBuf::from("/");
+                }
+                for part in components(target).into_iter().rev() {
+                    pending.push_front(part);
+                }
+            }
+            Some(stat) if beneath::kind_of(&stat) != FileType::Directory => {
+                return Err(if last {
+                    Walk::Store(StoreError::TargetNotDirectory {
+                        path: to.to_owned(),
+                    })
+                } else {
+                    Errno::NOTDIR.into()
+                });
+            }
+            // A folder now that was none at the open: swapped meanwhile.
+            Some(_) => return Err(error.into()),
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Folders on the way are held without being read (a folder one may only pass through is
+/// passed through as the kernel passes it).
+const PATH_FLAGS: OFlags = OFlags::PATH
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn open_root() -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open("/", flags, Mode::empty())?)
+}
+
+/// The names to walk: `.` dropped, `..` kept, the root left out.
+fn components(path: &Path) -> VecDeque<OsString> {
+    (path.components())
+        .filter_map(|part| match part {
+            Component::Normal(name) => Some(name.to_owned()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    fn same(fd: &OwnedFd, path: &Path) -> bool {
+        let stat = rustix::fs::fstat(fd).unwrap();
+        let meta = fs::metadata(path).unwrap();
+        (stat.st_dev, stat.st_ino) == (meta.dev(), meta.ino())
+    }
+
+    #[test]
+    fn the_target_is_found_through_trusted_links_and_dots() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real/target");
+        fs::create_dir_all(&real).unwrap();
+        symlink(base.path().join("real"), base.path().join("abs")).unwrap();
+        symlink("real", base.path().join("rel")).unwrap();
+        for spelling in [
+            "abs/target",
+            "rel/target",
+            "rel/../real/./target",
+            "real/target/",
+        ] {
+            let fd = open_existing(&base.path().join(spelling)).unwrap().unwrap();
+            assert!(same(&fd, &real), "{spelling}");
+            assert!(is_empty(&fd, &real).unwrap());
+        }
+        assert!(
+            open_existing(&base.path().join("rel/missing"))
+                .unwrap()
+                .is_none()
+        );
+        fs::write(real.join("f"), b"x").unwrap();
+        let fd = open_existing(&real).unwrap().unwrap();
+        assert!(!is_empty(&fd, &real).unwrap());
+    }
+
+    #[test]
+    fn the_target_itself_may_not_be_a_link_nor_a_file() {
+        let base = tempfile::tempdir().unwrap();
+        fs::create_dir(base.path().join("real")).unwrap();
+        fs::write(base.path().join("file"), b"x").unwrap();
+        symlink(base.path().join("real"), base.path().join("link")).unwrap();
+        let link = open_existing(&base.path().join("link"));
+        assert!(
+            matches!(link, Err(StoreError::TargetIsSymlink { .. })),
+            "{link:?}"
+        );
+        let file = open_existing(&base.path().join("file"));
+        assert!(
+            matches!(file, Err(StoreError::TargetNotDirectory { .. })),
+            "{file:?}"
+        );
+        let under_file = open_existing(&base.path().join("file/x"));
+        assert!(
+            matches!(under_file, Err(StoreError::Target { .. })),
+            "{under_file:?}"
+        );
+    }
+
+    #[test]
+    fn a_link_another_user_owns_is_never_followed() {
+        let base = tempfile::tempdir().unwrap();
+        let outside = base.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let link = base.path().join("theirs");
+        symlink(&outside, &link).unwrap();
+        let uid = rustix::process::geteuid().as_raw() + 4242;
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            &link,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            None,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap_or_else(|e| panic!("this test needs root to give a link away: {e}"));
+        let target = link.join("docs");
+        for made in [open_existing(&target).map(drop), create(&target).map(drop)] {
+            assert!(
+                matches!(&made, Err(StoreError::TargetUntrustedLink { uid: u, .. }) if *u == uid),
+                "{made:?}"
+            );
+        }
+        assert!(fs::read_dir(&outside).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn made_folders_are_removed_only_while_they_are_the_ones_made() {
+        let base = tempfile::tempdir().unwrap();
+        let target = base.path().join("a/b/c");
+        let (fd, made) = create(&target).unwrap();
+        assert!(same(&fd, &target));
+        let shown: Vec<_> = made.iter().map(|m| m.shown.clone()).collect();
+        let expected = ["a/b/c", "a/b", "a"].map(|p| base.path().join(p));
+        assert_eq!(shown, expected);
+        // `a/b` swapped for another folder: it stays, and so does what is in it.
+        fs::remove_dir(&target).unwrap();
+        fs::rename(base.path().join("a/b"), base.path().join("elsewhere")).unwrap();
+        fs::create_dir_all(base.path().join("a/b/kept")).unwrap();
+        let results: Vec<_> = made.iter().map(MadeFolder::remove).collect();
+        assert!(results[0].is_ok(), "c is gone already: {results:?}");
+        assert!(results[1].is_err(), "{results:?}");
+        assert!(base.path().join("a/b/kept").is_dir());
+        assert!(base.path().join("elsewhere").is_dir());
+    }
+}

@@ -316,6 +316,23 @@ fn cut(text: &str) -> std::borrow::Cow<'_, str> {
     proto::one_line::cut(text, REFUSED_TEXT_MAX)
 }
 
+/// Why an entry that is a sparse file in the pax form (`GNU.sparse.*` records: what bsdtar
+/// and `tar --sparse --format=pax` write) is not restored. The tar reader takes it for a plain
+/// file under a made-up name (`GNUSparseFile.0/NAME`) holding the map and the data regions:
+/// written so, the file would be wrong under a wrong name.
+const PAX_SPARSE: &str = "a sparse file in the pax format (GNU.sparse records, as bsdtar \
+                          writes them), which backupd cannot restore: extract it with tar or bsdtar";
+
+/// Whether the entry's pax header describes a sparse file.
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    let Ok(Some(extensions)) = entry.pax_extensions() else {
+        return false;
+    };
+    extensions
+        .flatten()
+        .any(|extension| extension.key_bytes().starts_with(b"GNU.sparse."))
+}
+
 /// Whether entries of `kind` hold a file's data (a hard link may point at them).
 fn is_file_data(kind: EntryType) -> bool {
     matches!(
@@ -967,6 +984,12 @@ impl Extractor<'_> {
                     | EntryType::Fifo
             ) {
                 self.refuse(&shown, &format!("unsupported entry type {kind:?}"));
+                continue;
+            }
+            if matches!(kind, EntryType::Regular | EntryType::Continuous)
+                && is_pax_sparse(&mut entry)
+            {
+                self.refuse(&shown, PAX_SPARSE);
                 continue;
             }
             let attributes = self.attributes_of(entry.header()).map_err(fatal(&shown))?;
@@ -2352,6 +2375,49 @@ mod tests {
         builder.into_inner().unwrap();
         write_matching_manifest(&archive);
         archive
+    }
+
+    #[test]
+    fn a_sparse_file_in_the_pax_format_is_refused_not_written_under_its_made_up_name() {
+        // As `tar --sparse --format=pax` and bsdtar write a 10 MiB file holding 5 bytes: a
+        // pax header naming it, then the map (1 region) and the region's data.
+        let base = tempfile::tempdir().unwrap();
+        let archive = base.path().join("sp_20250102_030405.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        let records: [(&str, &[u8]); 4] = [
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.name", b"sp/disk.img"),
+            ("GNU.sparse.realsize", b"10485760"),
+        ];
+        builder.append_pax_extensions(records).unwrap();
+        let mut data = b"1\n5242880\n5\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"hello");
+        let mut header = tar::Header::new_ustar();
+        header.set_path("sp/GNUSparseFile.0/disk.img").unwrap();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data.as_slice()).unwrap();
+        let mut plain = tar::Header::new_ustar();
+        plain.set_path("sp/plain.txt").unwrap();
+        plain.set_mode(0o644);
+        plain.set_size(2);
+        plain.set_cksum();
+        builder.append(&plain, &b"ok"[..]).unwrap();
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+
+        let out = base.path().join("out");
+        let report = restore(&archive, &out, &[]).unwrap();
+        assert_eq!(
+            report.refused,
+            [format!("sp/GNUSparseFile.0/disk.img: {PAX_SPARSE}")]
+        );
+        assert_eq!(report.files, 1);
+        assert_eq!(fs::read(out.join("sp/plain.txt")).unwrap(), b"ok");
+        assert!(!out.join("sp/GNUSparseFile.0").exists());
     }
 
     #[test]

@@ -983,7 +983,11 @@ impl Extractor<'_> {
                     | EntryType::Link
                     | EntryType::Fifo
             ) {
-                self.refuse(&shown, &format!("unsupported entry type {kind:?}"));
+                // By its type flag, as the header has it: the reader's names for the types it
+                // does not know are its own.
+                let flag = kind.as_byte();
+                let type_flag = format!("unsupported entry type {:?} ({flag:#04x})", flag as char);
+                self.refuse(&shown, &type_flag);
                 continue;
             }
             if matches!(kind, EntryType::Regular | EntryType::Continuous)
@@ -2418,6 +2422,32 @@ mod tests {
         assert_eq!(report.files, 1);
         assert_eq!(fs::read(out.join("sp/plain.txt")).unwrap(), b"ok");
         assert!(!out.join("sp/GNUSparseFile.0").exists());
+    }
+
+    #[test]
+    fn an_unknown_entry_type_is_refused_by_its_type_flag() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = base.path().join("odd_20250102_030405.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+        for (name, flag) in [("odd/z", b'Z'), ("odd/volume", b'V')] {
+            let mut header = tar::Header::new_gnu();
+            header.set_path(name).unwrap();
+            header.set_entry_type(EntryType::new(flag));
+            header.set_mode(0o644);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append(&header, io::empty()).unwrap();
+        }
+        builder.into_inner().unwrap();
+        write_matching_manifest(&archive);
+        let report = restore(&archive, &base.path().join("out"), &[]).unwrap();
+        assert_eq!(
+            report.refused,
+            [
+                "odd/z: unsupported entry type 'Z' (0x5a)",
+                "odd/volume: unsupported entry type 'V' (0x56)"
+            ]
+        );
     }
 
     #[test]

@@ -924,6 +924,8 @@ impl Extractor<'_> {
             let parts = match safe_components(&path) {
                 Ok(parts) if parts.is_empty() => continue,
                 Ok(parts) => parts,
+                // No subpath selects it: a restore of a part says nothing of the rest.
+                Err(_) if !self.filters.is_empty() => continue,
                 Err(reason) => {
                     self.refuse(&shown, reason);
                     continue;
@@ -2422,6 +2424,27 @@ mod tests {
         assert_eq!(report.files, 1);
         assert_eq!(fs::read(out.join("sp/plain.txt")).unwrap(), b"ok");
         assert!(!out.join("sp/GNUSparseFile.0").exists());
+    }
+
+    #[test]
+    fn a_restore_of_a_part_says_nothing_of_unsafe_entries_it_did_not_select() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::Dir(b"top/"),
+                Hostile::File(b"top/good", b"fine"),
+                Hostile::File(b"../evil", b"x"),
+                Hostile::File(b"top/../../evil2", b"x"),
+            ],
+        );
+        let out = base.path().join("out");
+        let report = restore(&archive, &out, &["good".into()]).unwrap();
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        assert_eq!(fs::read(out.join("top/good")).unwrap(), b"fine");
+        // Restored whole, they are refused and said.
+        let all = restore(&archive, &base.path().join("all"), &[]).unwrap();
+        assert_eq!(all.refused.len(), 2, "{:?}", all.refused);
     }
 
     #[test]

@@ -1204,7 +1204,10 @@ impl Extractor<'_> {
         }
         let (journal, created_dirs) = (&mut self.journal, &mut self.created_dirs);
         let (above, folders) = (&self.above, &mut self.folders);
+        // Counted as restored as a folder entry is: the restore made it.
+        let dirs = &mut self.report.dirs;
         let mut record = |parts: &[&OsStr], stat: &Stat| {
+            *dirs += 1;
             // `parts` is a prefix of `parents`, so never empty.
             let made = chain[parts.len() - 1];
             journal.push(Made {
@@ -1289,6 +1292,7 @@ impl Extractor<'_> {
                 folder: true,
                 identity: identity(&stat),
             });
+            self.report.dirs += 1;
         }
         // A folder that was there before keeps its own owner, mode and times: it is not one
         // this restore restored.
@@ -1298,7 +1302,6 @@ impl Extractor<'_> {
                 .or_insert_with(|| KeptFolder::of(&stat));
         }
         if mine {
-            self.report.dirs += 1;
             self.folders.push(Folder {
                 path,
                 attributes,
@@ -2445,6 +2448,26 @@ mod tests {
         // Restored whole, they are refused and said.
         let all = restore(&archive, &base.path().join("all"), &[]).unwrap();
         assert_eq!(all.refused.len(), 2, "{:?}", all.refused);
+    }
+
+    #[test]
+    fn folders_made_for_want_of_an_entry_count_once_as_made() {
+        let base = tempfile::tempdir().unwrap();
+        let archive = hostile_archive(
+            base.path(),
+            &[
+                Hostile::File(b"top/sub/f", b"x"),
+                // Its entry after its file, as appending tools write it.
+                Hostile::Dir(b"top/sub/"),
+                Hostile::Dir(b"top/other/"),
+            ],
+        );
+        let report = restore(&archive, &base.path().join("out"), &[]).unwrap();
+        assert_eq!(
+            (report.files, report.dirs),
+            (1, 3),
+            "top, top/sub, top/other"
+        );
     }
 
     #[test]

@@ -672,6 +672,8 @@ mod tests {
             merged,
             JobOptions {
                 verify_after: true,
+                // Rule by rule: a retention that sets none keeps the configured ones.
+                retention: defaults.retention,
                 offsite_retention: defaults.offsite_retention,
                 ..own
             }

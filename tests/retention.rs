@@ -38,6 +38,14 @@ fn fabricate(dir: &Path, name: &str, at: NaiveDateTime, ext: &str, manifest: boo
     file
 }
 
+/// Archives of `name` (with manifests) made the given numbers of days ago, in that order.
+fn days_old(dir: &Path, name: &str, days: &[i64]) -> Vec<String> {
+    let now = Local::now().naive_local();
+    (days.iter())
+        .map(|days| fabricate(dir, name, now - TimeDelta::days(*days), "tar.gz", true))
+        .collect()
+}
+
 /// One fabricated archive and whether it is older than 7 days.
 struct Fake {
     file: String,
@@ -356,16 +364,8 @@ fn prune_keeps_what_each_name_s_schedule_keeps_unless_told_otherwise() {
     create_yearly(&t, "yearly", "src");
     let backups = t.home().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
-    let now = Local::now().naive_local();
-    let ages = [10, 40, 70, 100];
-    let make = |name: &str| -> Vec<String> {
-        let at = |days: i64| now - TimeDelta::days(days);
-        (ages.iter())
-            .map(|days| fabricate(&backups, name, at(*days), "tar.gz", true))
-            .collect()
-    };
-    let yearly = make("yearly");
-    let other = make("other");
+    let yearly = days_old(&backups, "yearly", &[10, 40, 70, 100]);
+    let other = days_old(&backups, "other", &[10, 40, 70, 100]);
     let deleted = |files: &[String]| -> BTreeSet<String> { files.iter().cloned().collect() };
 
     // `other` has no schedule: the defaults keep its newest 3.
@@ -402,19 +402,7 @@ fn a_one_off_run_of_a_schedule_s_name_keeps_what_the_schedule_keeps() {
     create_yearly(&t, "docs", "docs");
     let backups = t.home().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
-    let now = Local::now().naive_local();
-    let planted: Vec<String> = [10, 40, 70, 100, 130]
-        .iter()
-        .map(|days| {
-            fabricate(
-                &backups,
-                "docs",
-                now - TimeDelta::days(*days),
-                "tar.gz",
-                true,
-            )
-        })
-        .collect();
+    let planted = days_old(&backups, "docs", &[10, 40, 70, 100, 130]);
     let run = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec!["--json", "run", "--sources", "docs"];
         args.extend_from_slice(extra);
@@ -1249,19 +1237,7 @@ fn a_rule_a_job_adds_keeps_the_configured_others() {
     std::fs::write(src.join("a.txt"), b"a").unwrap();
     let backups = t.home().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
-    let now = Local::now().naive_local();
-    let planted: Vec<String> = [12, 15, 20, 25, 40]
-        .iter()
-        .map(|days| {
-            fabricate(
-                &backups,
-                "docs",
-                now - TimeDelta::days(*days),
-                "tar.gz",
-                true,
-            )
-        })
-        .collect();
+    let planted = days_old(&backups, "docs", &[12, 15, 20, 25, 40]);
     let prune = ctl(&t, &["prune", "--dry-run", "--keep-last", "1"]).ok();
     assert_dry_block(&prune, &[planted[4].clone()].into());
     let (code, answer) = common::run_json(&t, &["--sources", "docs", "--keep-last", "1"]);

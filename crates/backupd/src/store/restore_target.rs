@@ -136,18 +136,13 @@ fn walk_making(
             walked.pop();
             continue;
         }
-        let opened = if last {
-            beneath::open_dir(&current, &name)
-        } else {
-            rustix::fs::openat(&current, &name, PATH_FLAGS, Mode::empty()).map_err(Into::into)
-        };
-        let error = match opened {
+        let error = match rustix::fs::openat(&current, &name, PATH_FLAGS, Mode::empty()) {
             Ok(fd) => {
                 current = fd;
                 walked.push(&name);
                 continue;
             }
-            Err(e) => e,
+            Err(e) => io::Error::from(e),
         };
         let here = walked.join(&name);
         match beneath::stat_of(&current, &name)? {
@@ -216,7 +211,15 @@ fn walk_making(
             Some(_) => return Err(error.into()),
         }
     }
-    Ok(Some(current))
+    // Held to be read and written in, whatever the last step was (`..` gives a handle that
+    // only passes through): `.` of a folder held is that folder.
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(Some(rustix::fs::openat(
+        &current,
+        ".",
+        flags,
+        Mode::empty(),
+    )?))
 }
 
 /// Folders on the way are held without being read (a folder one may only pass through is
@@ -261,16 +264,24 @@ mod tests {
         fs::create_dir_all(&real).unwrap();
         symlink(base.path().join("real"), base.path().join("abs")).unwrap();
         symlink("real", base.path().join("rel")).unwrap();
+        fs::create_dir(real.join("sub")).unwrap();
         for spelling in [
             "abs/target",
             "rel/target",
             "rel/../real/./target",
             "real/target/",
+            "real/target/sub/..",
         ] {
             let fd = open_existing(&base.path().join(spelling)).unwrap().unwrap();
             assert!(same(&fd, &real), "{spelling}");
-            assert!(is_empty(&fd, &real).unwrap());
+            assert!(!is_empty(&fd, &real).unwrap(), "sub is there");
+            // A handle to read and write in, not one that only passes through.
+            let flags = rustix::fs::fcntl_getfl(&fd).unwrap();
+            assert!(!flags.contains(OFlags::PATH), "{spelling}");
         }
+        fs::remove_dir(real.join("sub")).unwrap();
+        let fd = open_existing(&real).unwrap().unwrap();
+        assert!(is_empty(&fd, &real).unwrap());
         assert!(
             open_existing(&base.path().join("rel/missing"))
                 .unwrap()

@@ -48,14 +48,14 @@ pub enum StoreError {
     TargetIsSymlink { path: PathBuf },
 
     #[error(
-        "restore target {path}: {link} on the way to it is a symlink owned by uid {uid}, \
-         which backupd does not follow (only root's and its own user's); give the path it \
-         leads to"
+        "restore target {path}: {link} on the way to it is a symlink {why}, which backupd does \
+         not follow (only root's and its own user's, in folders no other user may change); \
+         give the path it leads to"
     )]
     TargetUntrustedLink {
         path: PathBuf,
         link: PathBuf,
-        uid: u32,
+        why: String,
     },
 
     #[error("restore target {path} is not a directory")]

@@ -125,102 +125,136 @@ fn walk_making(
 ) -> Result<Option<OwnedFd>, Walk> {
     let trusted = [0, rustix::process::geteuid().as_raw()];
     let mut pending = components(to);
-    let mut current = open_root()?;
-    let mut walked = PathBuf::from("/");
+    let root = open_root()?;
+    // The folders walked into, each with its name: `..` goes back to the one before, as the
+    // path is written, not to wherever a folder walked through has since been moved.
+    let mut held: Vec<(OwnedFd, OsString)> = Vec::new();
     let mut detours = 0;
     while let Some(name) = pending.pop_front() {
         let last = pending.is_empty();
         if name == ".." {
-            // Never a symlink: the parent of the folder held, as the kernel takes it.
-            current = rustix::fs::openat(&current, "..", PATH_FLAGS, Mode::empty())?;
-            walked.pop();
+            held.pop();
             continue;
         }
-        let error = match rustix::fs::openat(&current, &name, PATH_FLAGS, Mode::empty()) {
+        let current = held.last().map_or(&root, |(fd, _)| fd);
+        let walked = || {
+            let mut walked = PathBuf::from("/");
+            walked.extend(held.iter().map(|(_, name)| name));
+            walked.join(&name)
+        };
+        let error = match rustix::fs::openat(current, &name, PATH_FLAGS, Mode::empty()) {
             Ok(fd) => {
-                current = fd;
-                walked.push(&name);
+                held.push((fd, name));
                 continue;
             }
             Err(e) => io::Error::from(e),
         };
-        let here = walked.join(&name);
-        match beneath::stat_of(&current, &name)? {
-            None if create => {
-                let fresh = match rustix::fs::mkdirat(&current, &name, Mode::from_raw_mode(0o777)) {
-                    Ok(()) => true,
-                    // Made meanwhile: used as any folder found on the way.
-                    Err(Errno::EXIST) => false,
-                    Err(e) => return Err(e.into()),
-                };
-                detours += 1;
-                if detours > MOST_DETOURS {
-                    return Err(Errno::LOOP.into());
-                }
-                // Back in the list, to be opened as found (what is there may be a swap).
-                pending.push_front(name.clone());
-                if fresh {
-                    let stat = beneath::stat_of(&current, &name)?
-                        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-                    made.push(MadeFolder {
-                        parent: rustix::io::dup(&current)?,
-                        name,
-                        identity: (stat.st_dev, stat.st_ino),
-                        shown: here,
-                    });
-                }
+        // The name itself, held: what is checked below is what is followed.
+        let itself = match rustix::fs::openat(current, &name, LINK_FLAGS, Mode::empty()) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(itself) = itself else {
+            if !create {
+                return Ok(None);
             }
-            None => return Ok(None),
-            Some(stat) if beneath::kind_of(&stat) == FileType::Symlink => {
-                if last {
-                    return Err(Walk::Store(StoreError::TargetIsSymlink {
-                        path: to.to_owned(),
-                    }));
-                }
-                if !trusted.contains(&stat.st_uid) {
+            let fresh = match rustix::fs::mkdirat(current, &name, Mode::from_raw_mode(0o777)) {
+                Ok(()) => true,
+                // Made meanwhile: used as any folder found on the way.
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(e.into()),
+            };
+            detours += 1;
+            if detours > MOST_DETOURS {
+                return Err(Errno::LOOP.into());
+            }
+            if fresh && let Some(stat) = beneath::stat_of(current, &name)? {
+                made.push(MadeFolder {
+                    parent: rustix::io::dup(current)?,
+                    name: name.clone(),
+                    identity: (stat.st_dev, stat.st_ino),
+                    shown: walked(),
+                });
+            }
+            // Back in the list, to be opened as found (what is there may be a swap).
+            pending.push_front(name);
+            continue;
+        };
+        let stat = rustix::fs::fstat(&itself)?;
+        match beneath::kind_of(&stat) {
+            FileType::Symlink if last => {
+                return Err(Walk::Store(StoreError::TargetIsSymlink {
+                    path: to.to_owned(),
+                }));
+            }
+            FileType::Symlink => {
+                let folder = rustix::fs::fstat(current)?;
+                let distrusted = if !trusted.contains(&stat.st_uid) {
+                    Some(format!("owned by uid {}", stat.st_uid))
+                } else if others_may_rename_in(&folder, &trusted) {
+                    Some(format!(
+                        "in a folder other users may change (mode {:o}, owner uid {})",
+                        folder.st_mode & 0o7777,
+                        folder.st_uid
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = distrusted {
                     return Err(Walk::Store(StoreError::TargetUntrustedLink {
                         path: to.to_owned(),
-                        link: here,
-                        uid: stat.st_uid,
+                        link: walked(),
+                        why,
                     }));
                 }
                 detours += 1;
                 if detours > MOST_DETOURS {
                     return Err(Errno::LOOP.into());
                 }
-                let target = rustix::fs::readlinkat(&current, &name, Vec::new())?;
+                let target = rustix::fs::readlinkat(&itself, "", Vec::new())?;
                 let target = Path::new(OsStr::from_bytes(target.as_bytes()));
                 if target.is_absolute() {
-                    current = open_root()?;
-                    walked = PathBuf::from("/");
+                    held.clear();
                 }
                 for part in components(target).into_iter().rev() {
                     pending.push_front(part);
                 }
             }
-            Some(stat) if beneath::kind_of(&stat) != FileType::Directory => {
-                return Err(if last {
-                    Walk::Store(StoreError::TargetNotDirectory {
-                        path: to.to_owned(),
-                    })
-                } else {
-                    Errno::NOTDIR.into()
-                });
+            FileType::Directory => {
+                // A folder now that was none at the open: swapped meanwhile.
+                return Err(error.into());
             }
-            // A folder now that was none at the open: swapped meanwhile.
-            Some(_) => return Err(error.into()),
+            _ if last => {
+                return Err(Walk::Store(StoreError::TargetNotDirectory {
+                    path: to.to_owned(),
+                }));
+            }
+            _ => return Err(Errno::NOTDIR.into()),
         }
     }
-    // Held to be read and written in, whatever the last step was (`..` gives a handle that
-    // only passes through): `.` of a folder held is that folder.
+    // Held to be read and written in: `.` of a folder held is that folder.
+    let current = held.last().map_or(&root, |(fd, _)| fd);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     Ok(Some(rustix::fs::openat(
-        &current,
+        current,
         ".",
         flags,
         Mode::empty(),
     )?))
 }
+
+/// Whether users other than `trusted` may rename or replace entries of `folder`: it is
+/// another's, or writable by its group or others without the sticky bit (which keeps them
+/// from renaming entries not theirs, as in `/tmp`).
+fn others_may_rename_in(folder: &rustix::fs::Stat, trusted: &[u32]) -> bool {
+    let writable_by_others = folder.st_mode & 0o022 != 0;
+    let sticky = folder.st_mode & 0o1000 != 0;
+    !trusted.contains(&folder.st_uid) || (writable_by_others && !sticky)
+}
+
+/// A name opened as itself, a symlink included, to be looked at and read through one handle.
+const LINK_FLAGS: OFlags = OFlags::PATH.union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// Folders on the way are held without being read (a folder one may only pass through is
 /// passed through as the kernel passes it).
@@ -249,7 +283,7 @@ fn components(path: &Path) -> VecDeque<OsString> {
 mod tests {
     use super::*;
     use std::fs;
-    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     fn same(fd: &OwnedFd, path: &Path) -> bool {
         let stat = rustix::fs::fstat(fd).unwrap();
@@ -332,13 +366,66 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("this test needs root to give a link away: {e}"));
         let target = link.join("docs");
+        let owned_by = format!("owned by uid {uid}");
         for made in [open_existing(&target).map(drop), create(&target).map(drop)] {
             assert!(
-                matches!(&made, Err(StoreError::TargetUntrustedLink { uid: u, .. }) if *u == uid),
+                matches!(&made, Err(StoreError::TargetUntrustedLink { why, .. }) if *why == owned_by),
                 "{made:?}"
             );
         }
         assert!(fs::read_dir(&outside).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_trusted_link_is_not_followed_where_others_may_rename_it() {
+        // Root's link in a user's folder: the user may move it onto the target's path.
+        let base = tempfile::tempdir().unwrap();
+        let outside = base.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let open = base.path().join("open");
+        fs::create_dir(&open).unwrap();
+        symlink(&outside, open.join("link")).unwrap();
+        let target = open.join("link/docs");
+        for (mode, followed) in [
+            (0o777, false),
+            (0o775, false),
+            (0o1777, true),
+            (0o755, true),
+        ] {
+            fs::set_permissions(&open, fs::Permissions::from_mode(mode)).unwrap();
+            let found = open_existing(&target);
+            if followed {
+                assert!(matches!(found, Ok(None)), "{mode:o}: {found:?}");
+            } else {
+                let why = format!(
+                    "in a folder other users may change (mode {mode:o}, owner uid {})",
+                    rustix::process::geteuid().as_raw()
+                );
+                assert!(
+                    matches!(&found, Err(StoreError::TargetUntrustedLink { why: w, .. }) if *w == why),
+                    "{mode:o}: {found:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dot_dot_goes_back_the_way_the_path_came() {
+        // After a link, as the kernel takes it: to the parent of where the link led.
+        let base = tempfile::tempdir().unwrap();
+        let deep = base.path().join("real/deep");
+        fs::create_dir_all(&deep).unwrap();
+        symlink(&deep, base.path().join("link")).unwrap();
+        let fd = open_existing(&base.path().join("link/.."))
+            .unwrap()
+            .unwrap();
+        assert!(same(&fd, &base.path().join("real")));
+        let fd = open_existing(&base.path().join("real/deep/../.."))
+            .unwrap()
+            .unwrap();
+        assert!(same(&fd, base.path()));
+        let fd = open_existing(Path::new("/../..")).unwrap().unwrap();
+        assert!(same(&fd, Path::new("/")));
     }
 
     #[test]

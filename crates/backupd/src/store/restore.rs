@@ -595,6 +595,20 @@ impl Filters {
         })
     }
 
+    /// Whether the folders an unsafe `path` names before its first `..` are selected
+    /// (`top/sub/../../x` or `/top/x` by `top`).
+    fn select_leading(&self, path: &Path) -> bool {
+        use std::path::Component;
+        let leading: Vec<&OsStr> = (path.components())
+            .take_while(|part| *part != Component::ParentDir)
+            .filter_map(|part| match part {
+                Component::Normal(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        !leading.is_empty() && self.select(&leading).is_some()
+    }
+
     /// Which meanings of filter `i` select `parts`, as far as it is settled.
     pub(super) fn matches(&self, i: usize, parts: &[&OsStr]) -> Matched {
         let under = |prefix: &[String], parts: &[&OsStr]| {
@@ -924,8 +938,11 @@ impl Extractor<'_> {
             let parts = match safe_components(&path) {
                 Ok(parts) if parts.is_empty() => continue,
                 Ok(parts) => parts,
-                // No subpath selects it: a restore of a part says nothing of the rest.
-                Err(_) if !self.filters.is_empty() => continue,
+                // A restore of a part says nothing of the rest: an unsafe name is said only
+                // when the folders it names before its first `..` are selected.
+                Err(_) if !self.filters.is_empty() && !self.filters.select_leading(&path) => {
+                    continue;
+                }
                 Err(reason) => {
                     self.refuse(&shown, reason);
                     continue;
@@ -2439,15 +2456,25 @@ mod tests {
                 Hostile::File(b"top/good", b"fine"),
                 Hostile::File(b"../evil", b"x"),
                 Hostile::File(b"top/../../evil2", b"x"),
+                Hostile::File(b"/top/abs", b"x"),
             ],
         );
         let out = base.path().join("out");
         let report = restore(&archive, &out, &["good".into()]).unwrap();
         assert!(report.refused.is_empty(), "{:?}", report.refused);
         assert_eq!(fs::read(out.join("top/good")).unwrap(), b"fine");
+        // Named under the selection, it is said.
+        let under = restore(&archive, &base.path().join("under"), &["top".into()]).unwrap();
+        assert_eq!(under.refused.len(), 2, "{:?}", under.refused);
+        assert_eq!(under.refused[0], "top/../../evil2: path contains '..'");
+        assert!(
+            under.refused[1].starts_with("/top/abs: "),
+            "{:?}",
+            under.refused
+        );
         // Restored whole, they are refused and said.
         let all = restore(&archive, &base.path().join("all"), &[]).unwrap();
-        assert_eq!(all.refused.len(), 2, "{:?}", all.refused);
+        assert_eq!(all.refused.len(), 3, "{:?}", all.refused);
     }
 
     #[test]

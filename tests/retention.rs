@@ -1250,3 +1250,32 @@ fn a_rule_a_job_adds_keeps_the_configured_others() {
     );
     assert!(planted[..4].iter().all(|f| backups.join(f).exists()));
 }
+
+#[test]
+fn a_run_named_after_its_folder_never_rotates_another_folder_s_archive_under_its_name() {
+    // Two runs that wrote at once each passed the check before the other's archive existed;
+    // the name then held both folders' backups, and the next run deleted the other's.
+    let t = TestHome::new();
+    let _daemon = t.start_daemon();
+    let a = data_folder(&t, "a");
+    let b = data_folder(&t, "b");
+    let theirs = common::run_for_archive(&t, &["--sources", b.to_str().unwrap()]);
+    // Taken over by name, as a moved folder carries its set on: the name now holds both.
+    let (a_path, keep_nothing) = (
+        a.to_str().unwrap(),
+        ["--retention-days", "0", "--min-keep", "0"],
+    );
+    let first = common::run_for_archive(&t, &["--sources", a_path, "--name", "data"]);
+    assert!(theirs.exists());
+    let mut args = vec!["--sources", a_path];
+    args.extend_from_slice(&keep_nothing);
+    let (code, answer) = common::run_json(&t, &args);
+    assert_eq!(code, 0, "{answer}");
+    let deleted = &answer["data"]["sources"][0]["deleted"];
+    assert_eq!(deleted, &serde_json::json!([file_of(&first)]), "{answer}");
+    assert!(theirs.exists(), "{answer}");
+}
+
+fn file_of(path: &Path) -> String {
+    path.file_name().unwrap().to_str().unwrap().to_owned()
+}

@@ -176,6 +176,24 @@ pub fn among(job: &BackupJob, archives: &[ArchiveInfo]) -> Option<Box<NameInUse>
     })
 }
 
+/// The archives `job`'s rotation may delete of those listed before it wrote: for a job named
+/// after its folder, not those whose manifest names another folder. Two runs that wrote at
+/// once (each checked before the other's archive existed) leave both folders' archives under
+/// the name; neither's later runs delete the other's.
+pub fn rotatable(job: &BackupJob, archives: &[ArchiveInfo]) -> Vec<ArchiveInfo> {
+    let ours = |archive: &&ArchiveInfo| {
+        let source = archive.manifest.as_ref().map(|m| m.source.as_path());
+        match source {
+            Some(theirs) if !theirs.as_os_str().is_empty() => same_folder(theirs, &job.source),
+            _ => true,
+        }
+    };
+    if !job.name_from_folder {
+        return archives.to_vec();
+    }
+    archives.iter().filter(ours).cloned().collect()
+}
+
 /// The source the newest manifest of `name`'s archives names. Manifests rebuilt at start, and
 /// a remote copy's of an encrypted archive, name none and are passed over.
 fn newest_source(destination: &dyn Destination, listing: &[Listed], name: &str) -> Option<PathBuf> {

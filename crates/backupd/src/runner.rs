@@ -649,7 +649,7 @@ async fn back_up_one(
                         )
                         .unwrap_or(NaiveDateTime::MIN);
                         let seen = SeenBefore {
-                            archives: existed_before.clone(),
+                            archives: crate::name_owner::rotatable(&rotation_job, &existed_before),
                             own_timestamp,
                         };
                         let destination = &rotation_job.destination;

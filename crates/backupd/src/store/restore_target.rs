@@ -19,8 +19,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-/// Symlinks followed, and folders made again after they vanished, on the way at most: the
-/// kernel's own limit for links (`ELOOP`).
+/// Symlinks followed on the way, and tries at making one folder that keeps vanishing, at
+/// most: the kernel's own limit for links (`ELOOP`).
 const MOST_DETOURS: usize = 40;
 
 /// A folder made for a missing target: removed by [`MadeFolder::remove`] only while it is
@@ -125,59 +125,63 @@ fn walk_making(
 ) -> Result<Option<OwnedFd>, Walk> {
     let trusted = [0, rustix::process::geteuid().as_raw()];
     let mut pending = components(to);
-    let root = open_root()?;
-    // The folders walked into, each with its name: `..` goes back to the one before, as the
-    // path is written, not to wherever a folder walked through has since been moved.
-    let mut held: Vec<(OwnedFd, OsString)> = Vec::new();
-    let mut detours = 0;
+    let root = Held::root(&trusted)?;
+    // The folders walked into: `..` goes back to the one before, as the path is written, not
+    // to wherever a folder walked through has since been moved.
+    let mut held: Vec<Held> = Vec::new();
+    let (mut links, mut tries) = (0, 0);
     while let Some(name) = pending.pop_front() {
         let last = pending.is_empty();
         if name == ".." {
             held.pop();
             continue;
         }
-        let current = held.last().map_or(&root, |(fd, _)| fd);
-        let walked = || {
-            let mut walked = PathBuf::from("/");
-            walked.extend(held.iter().map(|(_, name)| name));
-            walked.join(&name)
-        };
-        let error = match rustix::fs::openat(current, &name, PATH_FLAGS, Mode::empty()) {
+        let current = held.last().unwrap_or(&root);
+        let here = current.path.join(&name);
+        let error = match rustix::fs::openat(&current.fd, &name, PATH_FLAGS, Mode::empty()) {
             Ok(fd) => {
-                held.push((fd, name));
+                held.push(current.child(fd, &name, &trusted)?);
+                tries = 0;
                 continue;
             }
             Err(e) => io::Error::from(e),
         };
         // The name itself, held: what is checked below is what is followed.
-        let itself = match rustix::fs::openat(current, &name, LINK_FLAGS, Mode::empty()) {
+        let itself = match rustix::fs::openat(&current.fd, &name, LINK_FLAGS, Mode::empty()) {
             Ok(fd) => Some(fd),
             Err(Errno::NOENT) => None,
             Err(e) => return Err(e.into()),
         };
         let Some(itself) = itself else {
+            // `missing/..` is where the path was: nothing to make, nothing missing.
+            if let Some(back) = returns_above(&pending) {
+                pending.drain(..back);
+                continue;
+            }
             if !create {
                 return Ok(None);
             }
-            let fresh = match rustix::fs::mkdirat(current, &name, Mode::from_raw_mode(0o777)) {
-                Ok(()) => true,
-                // Made meanwhile: used as any folder found on the way.
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(e.into()),
-            };
-            detours += 1;
-            if detours > MOST_DETOURS {
+            // Made, then opened as found: what is there by then may be a swap. A name that
+            // keeps vanishing as it is made is given up on.
+            tries += 1;
+            if tries > MOST_DETOURS {
                 return Err(Errno::LOOP.into());
             }
-            if fresh && let Some(stat) = beneath::stat_of(current, &name)? {
-                made.push(MadeFolder {
-                    parent: rustix::io::dup(current)?,
-                    name: name.clone(),
-                    identity: (stat.st_dev, stat.st_ino),
-                    shown: walked(),
-                });
+            match rustix::fs::mkdirat(&current.fd, &name, Mode::from_raw_mode(0o777)) {
+                Ok(()) => {
+                    if let Some(stat) = beneath::stat_of(&current.fd, &name)? {
+                        made.push(MadeFolder {
+                            parent: rustix::io::dup(&current.fd)?,
+                            name: name.clone(),
+                            identity: (stat.st_dev, stat.st_ino),
+                            shown: here,
+                        });
+                    }
+                }
+                // Made meanwhile: used as any folder found on the way.
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
             }
-            // Back in the list, to be opened as found (what is there may be a swap).
             pending.push_front(name);
             continue;
         };
@@ -189,27 +193,20 @@ fn walk_making(
                 }));
             }
             FileType::Symlink => {
-                let folder = rustix::fs::fstat(current)?;
                 let distrusted = if !trusted.contains(&stat.st_uid) {
                     Some(format!("owned by uid {}", stat.st_uid))
-                } else if others_may_rename_in(&folder, &trusted) {
-                    Some(format!(
-                        "in a folder other users may change (mode {:o}, owner uid {})",
-                        folder.st_mode & 0o7777,
-                        folder.st_uid
-                    ))
                 } else {
-                    None
+                    current.changeable.clone()
                 };
                 if let Some(why) = distrusted {
                     return Err(Walk::Store(StoreError::TargetUntrustedLink {
                         path: to.to_owned(),
-                        link: walked(),
+                        link: here,
                         why,
                     }));
                 }
-                detours += 1;
-                if detours > MOST_DETOURS {
+                links += 1;
+                if links > MOST_DETOURS {
                     return Err(Errno::LOOP.into());
                 }
                 let target = rustix::fs::readlinkat(&itself, "", Vec::new())?;
@@ -234,14 +231,65 @@ fn walk_making(
         }
     }
     // Held to be read and written in: `.` of a folder held is that folder.
-    let current = held.last().map_or(&root, |(fd, _)| fd);
+    let current = held.last().unwrap_or(&root);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     Ok(Some(rustix::fs::openat(
-        current,
+        &current.fd,
         ".",
         flags,
         Mode::empty(),
     )?))
+}
+
+/// A folder on the way, held.
+struct Held {
+    fd: OwnedFd,
+    /// Its path as walked, for messages.
+    path: PathBuf,
+    /// Why a symlink in it may not be followed: the first folder from `/` down to it whose
+    /// entries another user may rename or replace. Another user could then move a folder
+    /// holding a link of root's, or the link itself, onto the path.
+    changeable: Option<String>,
+}
+
+impl Held {
+    fn root(trusted: &[u32]) -> io::Result<Self> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open("/", flags, Mode::empty())?;
+        let path = PathBuf::from("/");
+        let changeable = changeable(&fd, &path, trusted)?;
+        Ok(Held {
+            fd,
+            path,
+            changeable,
+        })
+    }
+
+    fn child(&self, fd: OwnedFd, name: &OsStr, trusted: &[u32]) -> io::Result<Self> {
+        let path = self.path.join(name);
+        let changeable = match &self.changeable {
+            Some(above) => Some(above.clone()),
+            None => changeable(&fd, &path, trusted)?,
+        };
+        Ok(Held {
+            fd,
+            path,
+            changeable,
+        })
+    }
+}
+
+/// Why other users may change the entries of the folder held as `fd`, if they may.
+fn changeable(fd: &OwnedFd, path: &Path, trusted: &[u32]) -> io::Result<Option<String>> {
+    let folder = rustix::fs::fstat(fd)?;
+    Ok(others_may_rename_in(&folder, trusted).then(|| {
+        format!(
+            "below {}, which other users may change (mode {:o}, owner uid {})",
+            path.display(),
+            folder.st_mode & 0o7777,
+            folder.st_uid
+        )
+    }))
 }
 
 /// Whether users other than `trusted` may rename or replace entries of `folder`: it is
@@ -263,9 +311,21 @@ const PATH_FLAGS: OFlags = OFlags::PATH
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-fn open_root() -> io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    Ok(rustix::fs::open("/", flags, Mode::empty())?)
+/// How many of `pending`, the names after a folder, it takes to come back above that folder
+/// (`sub/../..` takes 3), if they do.
+fn returns_above(pending: &VecDeque<OsString>) -> Option<usize> {
+    let mut depth = 1usize;
+    for (i, name) in pending.iter().enumerate() {
+        if name == ".." {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i + 1);
+            }
+        } else {
+            depth += 1;
+        }
+    }
+    None
 }
 
 /// The names to walk: `.` dropped, `..` kept, the root left out.
@@ -378,34 +438,43 @@ mod tests {
 
     #[test]
     fn a_trusted_link_is_not_followed_where_others_may_rename_it() {
-        // Root's link in a user's folder: the user may move it onto the target's path.
+        // Root's link in a user's folder: the user may move it onto the target's path, or
+        // move a folder of root's holding root's link there.
         let base = tempfile::tempdir().unwrap();
         let outside = base.path().join("outside");
         fs::create_dir(&outside).unwrap();
         let open = base.path().join("open");
         fs::create_dir(&open).unwrap();
         symlink(&outside, open.join("link")).unwrap();
-        let target = open.join("link/docs");
-        for (mode, followed) in [
+        let srv = open.join("srv");
+        fs::create_dir(&srv).unwrap();
+        symlink(&outside, srv.join("www")).unwrap();
+        let targets = [open.join("link/docs"), srv.join("www/docs")];
+        let modes = [
             (0o777, false),
             (0o775, false),
             (0o1777, true),
             (0o755, true),
-        ] {
-            fs::set_permissions(&open, fs::Permissions::from_mode(mode)).unwrap();
-            let found = open_existing(&target);
-            if followed {
+        ];
+        for ((mode, followed), target) in modes
+            .iter()
+            .flat_map(|m| targets.iter().map(move |t| (m, t)))
+        {
+            fs::set_permissions(&open, fs::Permissions::from_mode(*mode)).unwrap();
+            let found = open_existing(target);
+            if *followed {
                 assert!(matches!(found, Ok(None)), "{mode:o}: {found:?}");
-            } else {
-                let why = format!(
-                    "in a folder other users may change (mode {mode:o}, owner uid {})",
-                    rustix::process::geteuid().as_raw()
-                );
-                assert!(
-                    matches!(&found, Err(StoreError::TargetUntrustedLink { why: w, .. }) if *w == why),
-                    "{mode:o}: {found:?}"
-                );
+                continue;
             }
+            let why = format!(
+                "below {}, which other users may change (mode {mode:o}, owner uid {})",
+                open.display(),
+                rustix::process::geteuid().as_raw()
+            );
+            assert!(
+                matches!(&found, Err(StoreError::TargetUntrustedLink { why: w, .. }) if *w == why),
+                "{mode:o}: {found:?}"
+            );
         }
     }
 
@@ -426,6 +495,43 @@ mod tests {
         assert!(same(&fd, base.path()));
         let fd = open_existing(Path::new("/../..")).unwrap().unwrap();
         assert!(same(&fd, Path::new("/")));
+    }
+
+    #[test]
+    fn a_missing_folder_the_path_comes_back_from_is_neither_made_nor_missing() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("f"), b"x").unwrap();
+        for spelling in [
+            "real/missing/..",
+            "real/missing/sub/../..",
+            "missing/../real",
+        ] {
+            let fd = open_existing(&base.path().join(spelling)).unwrap().unwrap();
+            assert!(same(&fd, &real), "{spelling}");
+            assert!(!is_empty(&fd, &real).unwrap(), "{spelling}");
+            let (fd, made) = create(&base.path().join(spelling)).unwrap();
+            assert!(same(&fd, &real) && made.is_empty(), "{spelling}");
+        }
+        assert!(!real.join("missing").exists() && !base.path().join("missing").exists());
+        assert!(
+            open_existing(&base.path().join("real/missing/../x"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_deep_new_target_is_made_whole() {
+        let base = tempfile::tempdir().unwrap();
+        let mut deep = base.path().to_path_buf();
+        for i in 0..(MOST_DETOURS + 20) {
+            deep.push(format!("d{i}"));
+        }
+        let (fd, made) = create(&deep).unwrap();
+        assert!(same(&fd, &deep));
+        assert_eq!(made.len(), MOST_DETOURS + 20);
     }
 
     #[test]

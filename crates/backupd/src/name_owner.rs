@@ -4,8 +4,10 @@
 //! backups for its own older ones and delete them. So a run named after its folder may use
 //! the name only where the name's newest archive that tells its source backs up that same
 //! folder, and no stored schedule writes the name there from another one; a new schedule
-//! likewise. A name given to a one-off run with `--name` is the client's choice and is not
-//! checked, nor is a schedule replaced: that is how a moved folder carries on its set.
+//! likewise. The job checks again against what it lists before writing ([`among`]), and its
+//! rotation leaves out archives of another folder ([`rotatable`]). A name given to a one-off
+//! run with `--name` is the client's choice and is not checked, nor is a schedule replaced:
+//! that is how a moved folder carries on its set.
 
 use crate::destination::{ArchiveInfo, Destination, Listed};
 use crate::engine::BackupJob;
@@ -72,39 +74,34 @@ impl NameInUse {
                 theirs.display()
             ),
         };
-        let (rotation, own_name, moved) = match &self.writer {
+        let (rotation, own_name) = match &self.writer {
             Writer::Run => (
                 "this run's".to_owned(),
                 match suggested_name(ours, name) {
                     Some(suggested) => format!("give it a name of its own (--name {suggested})"),
                     None => "give it a name of its own with --name".to_owned(),
                 },
-                format!(
-                    ", or --name {name} if {} is now {}",
-                    theirs.display(),
-                    ours.display()
-                ),
             ),
             Writer::Schedule(schedule) => (
                 format!("schedule {schedule:?}'s"),
                 "give it another name".to_owned(),
-                format!(
-                    ", or, if {} is now {}, back it up once with run --name {name} --sources {} \
-                     first",
-                    theirs.display(),
-                    ours.display(),
-                    ours.display()
-                ),
             ),
         };
-        let moved = match self.owner {
-            Owner::Archives => moved,
-            Owner::Schedule(_) => String::new(),
+        // How a folder that moved carries its set on (a schedule's name stays its own).
+        let (theirs, ours) = (theirs.display(), ours.display());
+        let moved = match (&self.owner, &self.writer) {
+            (Owner::Schedule(_), _) => String::new(),
+            (Owner::Archives, Writer::Run) => {
+                format!(", or --name {name} if {theirs} is now {ours}")
+            }
+            (Owner::Archives, Writer::Schedule(_)) => format!(
+                ", or, if {theirs} is now {ours}, back it up once with run --name {name} \
+                 --sources {ours} first"
+            ),
         };
         format!(
-            "{whose}, not {}, and {rotation} rotation would delete them as its own older \
-             archives: {own_name}{moved}",
-            ours.display()
+            "{whose}, not {ours}, and {rotation} rotation would delete them as its own older \
+             archives: {own_name}{moved}"
         )
     }
 }

@@ -193,8 +193,15 @@ fn walk_making(
                 }));
             }
             FileType::Symlink => {
+                let folder = rustix::fs::fstat(&current.fd)?;
                 let distrusted = if !trusted.contains(&stat.st_uid) {
                     Some(format!("owned by uid {}", stat.st_uid))
+                } else if current.changeable.is_none() && others_may_add_to(&folder) {
+                    Some(format!(
+                        "in {}, where other users may move it in (mode {:o})",
+                        current.path.display(),
+                        folder.st_mode & 0o7777
+                    ))
                 } else {
                     current.changeable.clone()
                 };
@@ -292,13 +299,19 @@ fn changeable(fd: &OwnedFd, path: &Path, trusted: &[u32]) -> io::Result<Option<S
     }))
 }
 
-/// Whether users other than `trusted` may rename or replace entries of `folder`: it is
-/// another's, or writable by its group or others without the sticky bit (which keeps them
-/// from renaming entries not theirs, as in `/tmp`).
+/// Whether users other than `trusted` may rename or replace the entries of `folder` that are
+/// not theirs: it is another's, or writable by its group or others without the sticky bit
+/// (which keeps them from renaming entries not theirs, as in `/tmp`).
 fn others_may_rename_in(folder: &rustix::fs::Stat, trusted: &[u32]) -> bool {
-    let writable_by_others = folder.st_mode & 0o022 != 0;
     let sticky = folder.st_mode & 0o1000 != 0;
-    !trusted.contains(&folder.st_uid) || (writable_by_others && !sticky)
+    !trusted.contains(&folder.st_uid) || (others_may_add_to(folder) && !sticky)
+}
+
+/// Whether users other than its owner may add entries to `folder`, sticky or not: there they
+/// may move in root's symlink from a folder of theirs, under the name a restore walks
+/// through (a folder of root's they cannot move: that takes writing in it).
+fn others_may_add_to(folder: &rustix::fs::Stat) -> bool {
+    folder.st_mode & 0o022 != 0
 }
 
 /// A name opened as itself, a symlink included, to be looked at and read through one handle.
@@ -449,32 +462,39 @@ mod tests {
         let srv = open.join("srv");
         fs::create_dir(&srv).unwrap();
         symlink(&outside, srv.join("www")).unwrap();
-        let targets = [open.join("link/docs"), srv.join("www/docs")];
-        let modes = [
-            (0o777, false),
-            (0o775, false),
-            (0o1777, true),
-            (0o755, true),
+        let (link, through_srv) = (open.join("link/docs"), srv.join("www/docs"));
+        let uid = rustix::process::geteuid().as_raw();
+        let below = |mode: u32| {
+            let open = open.display();
+            Some(format!(
+                "below {open}, which other users may change (mode {mode:o}, owner uid {uid})"
+            ))
+        };
+        let moved_in = Some(format!(
+            "in {}, where other users may move it in (mode 1777)",
+            open.display()
+        ));
+        // Sticky, root's folder cannot be moved in (that takes writing in it), its link can.
+        let cases = [
+            (0o777, &link, below(0o777)),
+            (0o777, &through_srv, below(0o777)),
+            (0o775, &link, below(0o775)),
+            (0o775, &through_srv, below(0o775)),
+            (0o1777, &link, moved_in),
+            (0o1777, &through_srv, None),
+            (0o755, &link, None),
+            (0o755, &through_srv, None),
         ];
-        for ((mode, followed), target) in modes
-            .iter()
-            .flat_map(|m| targets.iter().map(move |t| (m, t)))
-        {
-            fs::set_permissions(&open, fs::Permissions::from_mode(*mode)).unwrap();
+        for (mode, target, refused) in cases {
+            fs::set_permissions(&open, fs::Permissions::from_mode(mode)).unwrap();
             let found = open_existing(target);
-            if *followed {
-                assert!(matches!(found, Ok(None)), "{mode:o}: {found:?}");
-                continue;
+            match refused {
+                None => assert!(matches!(found, Ok(None)), "{mode:o}: {found:?}"),
+                Some(why) => assert!(
+                    matches!(&found, Err(StoreError::TargetUntrustedLink { why: w, .. }) if *w == why),
+                    "{mode:o}: {found:?}"
+                ),
             }
-            let why = format!(
-                "below {}, which other users may change (mode {mode:o}, owner uid {})",
-                open.display(),
-                rustix::process::geteuid().as_raw()
-            );
-            assert!(
-                matches!(&found, Err(StoreError::TargetUntrustedLink { why: w, .. }) if *w == why),
-                "{mode:o}: {found:?}"
-            );
         }
     }
 

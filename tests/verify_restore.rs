@@ -1647,9 +1647,9 @@ fn a_restore_never_follows_another_user_s_link_on_the_way_to_its_target() {
         ]);
         assert_eq!(out.code(), 1, "{out:?}");
         let expected = format!(
-            "Error: restore target {}: {} on the way to it is a symlink owned by uid 54321, \
-             which backupd does not follow (only root's and its own user's, in folders no other \
-             user may change); give the path it leads to\n",
+            "Error: restore target {}: {} on the way to it is a symlink owned by uid 54321; \
+             backupd follows only root's and its own user's symlinks, in folders no other user \
+             may change: give the path it leads to\n",
             target.display(),
             swapped.display()
         );

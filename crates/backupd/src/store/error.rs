@@ -48,9 +48,9 @@ pub enum StoreError {
     TargetIsSymlink { path: PathBuf },
 
     #[error(
-        "restore target {path}: {link} on the way to it is a symlink {why}, which backupd does \
-         not follow (only root's and its own user's, in folders no other user may change); \
-         give the path it leads to"
+        "restore target {path}: {link} on the way to it is a symlink {why}; backupd follows \
+         only root's and its own user's symlinks, in folders no other user may change: give \
+         the path it leads to"
     )]
     TargetUntrustedLink {
         path: PathBuf,

@@ -77,3 +77,37 @@ fn offset_of(zone: &str, at: chrono::DateTime<Utc>) -> chrono::FixedOffset {
     let minutes: i32 = text[3..5].parse().unwrap();
     chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).unwrap()
 }
+
+#[test]
+fn a_backup_of_a_minute_ago_stays_young_when_the_daemon_s_zone_moves_east() {
+    // A laptop flown east, a container given a `TZ`: archive names are local time, so under
+    // UTC+14 a backup made under UTC-12 a minute ago is named 26 hours back, and a one-day
+    // retention deleted it.
+    let t = TestHome::new();
+    let src = t.work().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), "f").unwrap();
+    let src = src.to_str().unwrap();
+    let mut west = t.spawn_daemon_via(&["env", "TZ=Etc/GMT+12"], &[]);
+    wait_until_answering(&t.socket());
+    let first = common::run_for_archive(&t, &["--sources", src]);
+    let manifest = first.to_str().unwrap().replace(".tar.gz", ".json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(manifest["utc_offset"], "-12:00", "{manifest}");
+    t.ctl(&["stop"]).ok();
+    west.wait();
+
+    let _east = t.spawn_daemon_via(&["env", "TZ=Etc/GMT-14"], &[]);
+    wait_until_answering(&t.socket());
+    let keep_a_day = ["--retention-days", "1", "--min-keep", "0"];
+    let mut prune = vec!["prune"];
+    prune.extend(keep_a_day);
+    t.ctl(&prune).ok();
+    assert!(first.exists(), "pruned: {}", t.log());
+    let mut run = vec!["run", "--sources", src];
+    run.extend(keep_a_day);
+    let second = common::run_for_archive(&t, &run[1..]);
+    assert!(first.exists(), "rotated away: {}", t.log());
+    assert!(second.exists());
+}

@@ -128,7 +128,8 @@ pub async fn plan(
         ));
     }
 
-    let timestamp = chrono::Local::now().naive_local();
+    let now = chrono::Local::now();
+    let (timestamp, utc_offset) = (now.naive_local(), chrono::Offset::fix(now.offset()));
     let mut names = HashSet::new();
     let mut jobs = Vec::with_capacity(sources.len());
     for source in sources {
@@ -157,6 +158,7 @@ pub async fn plan(
             compression: options.compression(),
             excludes: excludes.clone(),
             timestamp,
+            utc_offset,
             // The home's backups folder, whatever the destination.
             never_archive: vec![defaults.destination.clone()],
             recipients: recipients.clone(),

@@ -147,10 +147,11 @@ pub fn rotate_by(
     // second): its time is "now" at least, so an archive older than it is never too young.
     // Named further ahead, it follows an archive dated in the future (a clock set back): the
     // others are aged by the clock, or a year's error would delete a year's archives.
-    let clock = chrono::Local::now().naive_local();
+    let clock = chrono::Local::now().fixed_offset();
     let now = match scope {
-        Some(s) if s.own_timestamp - clock <= crate::engine::NAMED_AHEAD_AT_MOST => {
-            clock.max(s.own_timestamp)
+        Some(s) if s.own_timestamp - clock.naive_local() <= crate::engine::NAMED_AHEAD_AT_MOST => {
+            (s.own_timestamp.and_local_timezone(*clock.offset()).single())
+                .map_or(clock, |own| clock.max(own))
         }
         _ => clock,
     };

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use chrono::NaiveDateTime;
+use chrono::{FixedOffset, NaiveDateTime};
 use proto::Compression;
 use proto::schedule_spec::validate_name;
 use proto::size::human_size;
@@ -59,6 +59,8 @@ pub struct BackupJob {
     pub excludes: ExcludeSet,
     /// Local time of the run; it names the files.
     pub timestamp: NaiveDateTime,
+    /// The UTC offset of that local time, which the manifest records.
+    pub utc_offset: FixedOffset,
     /// Folders never archived when they lie inside the source (the daemon's `backups/`);
     /// the job's destination is always one of them.
     pub never_archive: Vec<PathBuf>,
@@ -280,6 +282,7 @@ pub fn run_backup(
         backup_file: archive.clone(),
         source,
         created: names.created.clone(),
+        utc_offset: Some(job.utc_offset.to_string()),
         compression: job.compression.codec(),
         level: job.compression.level(),
         size_bytes,

@@ -34,6 +34,7 @@ fn job(
         compression,
         excludes: ExcludeSet::new(excludes).unwrap(),
         timestamp: timestamp(),
+        utc_offset: chrono::FixedOffset::east_opt(0).unwrap(),
         never_archive: Vec::new(),
         holes: Holes::Kept,
         recipients: None,

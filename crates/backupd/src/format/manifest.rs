@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use chrono::FixedOffset;
 use proto::Codec;
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +41,13 @@ pub struct Manifest {
     pub backup_file: PathBuf,
     /// Absolute path of the source folder.
     pub source: PathBuf,
-    /// `YYYYMMDD_HHMMSS`, the timestamp in the file names.
+    /// `YYYYMMDD_HHMMSS`, the timestamp in the file names: local time.
     pub created: String,
+    /// The UTC offset that local time had (`+01:00`), so that an archive's age stays right
+    /// when the daemon's time zone changes (a moved laptop, a container given a `TZ`, DST).
+    /// Absent from older manifests and the original backup script's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<String>,
     #[serde(default)]
     pub compression: Codec,
     /// `None` for uncompressed archives.
@@ -108,6 +114,11 @@ impl Manifest {
         serde_json::from_slice(bytes)
     }
 
+    /// The offset `created` is in, when the manifest records a valid one.
+    pub fn created_offset(&self) -> Option<FixedOffset> {
+        self.utc_offset.as_deref()?.parse().ok()
+    }
+
     /// This manifest as a storage provider may read it. A plain archive's provider reads its
     /// contents anyway; for an encrypted one it keeps what checking and rotating the copy
     /// need (name, time, sizes, checksum, recipients) and leaves out what would tell about
@@ -151,6 +162,7 @@ mod tests {
             backup_file: "/b/docs_20250101_120000.tar.gz".into(),
             source: "/home/u/docs".into(),
             created: "20250101_120000".into(),
+            utc_offset: Some("+01:00".into()),
             compression: Codec::Gzip,
             level: Some(6),
             size_bytes: 10,
@@ -179,7 +191,26 @@ mod tests {
         assert_eq!(v["size_human"], "10.00 B");
         assert_eq!(v["checksum_sha256"], "00".repeat(32));
         assert_eq!(v["encryption"], "age");
+        assert_eq!(v["utc_offset"], "+01:00");
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn the_offset_of_created_reads_when_valid_only() {
+        let with = |offset: &str| {
+            let json = format!(
+                r#"{{"backup_file": "/b/d_20250101_120000.tar", "source": "/s",
+                "created": "20250101_120000", "size_bytes": 1, "size_human": "1 B",
+                "checksum_sha256": "", "utc_offset": "{offset}"}}"#
+            );
+            Manifest::from_json(json.as_bytes())
+                .unwrap()
+                .created_offset()
+        };
+        assert_eq!(with("+05:30"), FixedOffset::east_opt(5 * 3600 + 30 * 60));
+        assert_eq!(with("-12:00"), FixedOffset::west_opt(12 * 3600));
+        assert_eq!(with("local"), None);
+        assert_eq!(with("+25:00"), None);
     }
 
     #[test]
@@ -196,6 +227,7 @@ mod tests {
         assert_eq!(m.format_version, 0);
         assert_eq!(m.compression, Codec::Gzip);
         assert_eq!(m.size_bytes, 16065536);
+        assert_eq!(m.created_offset(), None);
         assert!(Manifest::from_json(br#"{"source": "/x"}"#).is_err());
     }
 

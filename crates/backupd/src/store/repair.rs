@@ -285,6 +285,8 @@ fn rebuild(destination: &dyn Destination, file: &str, manifest_name: &str) -> io
         backup_file: destination.path_of(file),
         source: PathBuf::new(),
         created: parsed.stamp,
+        // Unknown: the daemon may have restarted in another time zone.
+        utc_offset: None,
         compression: parsed.codec,
         level: None,
         size_bytes,

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeDelta};
 
 use crate::destination::{ArchiveInfo, Destination, Holder, Removal, group_by_name};
 use crate::format::naming::archives_sharing;
@@ -70,7 +70,7 @@ pub enum Counted {
 pub fn plan_rotation(
     archives: &[ArchiveInfo],
     policy: &RetentionPolicy,
-    now: NaiveDateTime,
+    now: DateTime<FixedOffset>,
 ) -> RotationPlan {
     plan_rotation_counting(archives, policy, Counted::Every, now)
 }
@@ -80,7 +80,7 @@ pub fn plan_rotation_counting(
     archives: &[ArchiveInfo],
     policy: &RetentionPolicy,
     counted: Counted,
-    now: NaiveDateTime,
+    now: DateTime<FixedOffset>,
 ) -> RotationPlan {
     plan_rotation_by(archives, &|_| *policy, counted, now)
 }
@@ -90,7 +90,7 @@ pub fn plan_rotation_by(
     archives: &[ArchiveInfo],
     policy_of: &dyn Fn(&str) -> RetentionPolicy,
     counted: Counted,
-    now: NaiveDateTime,
+    now: DateTime<FixedOffset>,
 ) -> RotationPlan {
     let mut plan = RotationPlan::default();
     for (name, group) in group_by_name(archives) {
@@ -118,7 +118,7 @@ fn kept_indices(
     group: &[ArchiveInfo],
     policy: &RetentionPolicy,
     counted: Counted,
-    now: NaiveDateTime,
+    now: DateTime<FixedOffset>,
     max_age: TimeDelta,
 ) -> HashSet<usize> {
     // One backup may be several files of one stem (`X.tar` beside `X.tar.zst` after a
@@ -143,7 +143,7 @@ fn kept_indices(
     let mut kept: HashSet<usize> = group
         .iter()
         .enumerate()
-        .filter(|(_, a)| now - a.timestamp <= max_age)
+        .filter(|(_, a)| age(a, now) <= max_age)
         .map(|(i, _)| i)
         .collect();
     kept.extend(newest(policy.min_keep));
@@ -166,6 +166,17 @@ fn kept_indices(
         }
     }
     kept
+}
+
+/// How long before `now` `archive` was made. Its name is in local time: that of the offset its
+/// manifest records, else taken to be `now`'s (older manifests, the original backup script's),
+/// so a daemon whose time zone moved east does not see a backup of a minute ago as a day old.
+fn age(archive: &ArchiveInfo, now: DateTime<FixedOffset>) -> TimeDelta {
+    let offset = (archive.manifest.as_ref())
+        .and_then(|m| m.created_offset())
+        .unwrap_or(*now.offset());
+    let made_utc = archive.timestamp - TimeDelta::seconds(offset.local_minus_utc().into());
+    now.naive_utc() - made_utc
 }
 
 /// The indices of `group` (newest first) gathered by backup, newest first: the files that
@@ -331,7 +342,7 @@ pub fn apply_rotation(destination: &dyn Destination, plan: &RotationPlan) -> Rot
 mod tests {
     use super::*;
     use crate::destination::{LocalFolder, list};
-    use crate::format::TIMESTAMP_FORMAT;
+    use crate::format::{Manifest, TIMESTAMP_FORMAT};
     use crate::store::test_support::{NOBODY, can_give_files_away, dir_names, stamp};
     use std::fs;
 
@@ -352,6 +363,11 @@ mod tests {
 
     fn now() -> NaiveDateTime {
         stamp("20250615_120000")
+    }
+
+    /// The daemon's clock reading `local`, in UTC.
+    fn clock(local: NaiveDateTime) -> DateTime<FixedOffset> {
+        local.and_utc().fixed_offset()
     }
 
     /// `ages` in days before `now`, one archive each.
@@ -404,7 +420,7 @@ mod tests {
             ..RetentionPolicy::default()
         };
         let kept = |counted| {
-            let plan = plan_rotation_counting(&archives, &policy, counted, now());
+            let plan = plan_rotation_counting(&archives, &policy, counted, clock(now()));
             kept_stamps(&plan)
         };
         let day = |d: i64| {
@@ -419,8 +435,42 @@ mod tests {
             retention_days: 10,
             ..policy
         };
-        let plan = plan_rotation_counting(&archives, &young, Counted::WithManifest, now());
+        let plan = plan_rotation_counting(&archives, &young, Counted::WithManifest, clock(now()));
         assert_eq!(kept_stamps(&plan), [day(13), day(12), day(10)]);
+    }
+
+    #[test]
+    fn an_archive_is_aged_in_the_time_zone_its_manifest_records() {
+        // The daemon ran at UTC-12, then restarted at UTC+14: a backup of a minute ago is named
+        // 26 hours before the clock's new local time.
+        let now = clock(now()).with_timezone(&FixedOffset::east_opt(14 * 3600).unwrap());
+        let local = |minutes_ago: i64, hours: i32| {
+            let offset = FixedOffset::east_opt(hours * 3600).unwrap();
+            let when = now.with_timezone(&offset) - TimeDelta::minutes(minutes_ago);
+            let mut archive = archive("m", when.naive_local());
+            let created = when.format(TIMESTAMP_FORMAT).to_string();
+            let manifest = crate::store::test_support::fake_manifest("m", &created, b"m");
+            archive.manifest = Some(Manifest {
+                utc_offset: Some(offset.to_string()),
+                ..manifest
+            });
+            archive
+        };
+        let policy = RetentionPolicy {
+            retention_days: 1,
+            min_keep: 0,
+            ..RetentionPolicy::default()
+        };
+        let minute_ago = local(1, -12);
+        let days_ago = local(2 * 24 * 60, 14);
+        let plan = plan_rotation(&[days_ago.clone(), minute_ago.clone()], &policy, now);
+        assert_eq!(plan.keep, std::slice::from_ref(&minute_ago));
+        assert_eq!(plan.delete, [days_ago]);
+        // Without the offset it is taken to be in the clock's zone, as before manifests had one.
+        let mut unknown = minute_ago;
+        unknown.manifest.as_mut().unwrap().utc_offset = None;
+        let plan = plan_rotation(&[unknown.clone()], &policy, now);
+        assert_eq!(plan.delete, [unknown]);
     }
 
     #[test]
@@ -434,7 +484,7 @@ mod tests {
     fn eight_old_of_ten_deletes_seven() {
         // Ages 1, 2 are recent; 8..=15 are old. Newest 3 = the 2 recent + the newest old one.
         let archives = aged("docs", &[1, 2, 8, 9, 10, 11, 12, 13, 14, 15]);
-        let plan = plan_rotation(&archives, &default_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), clock(now()));
         assert_eq!(plan.delete.len(), 7);
         assert_eq!(plan.keep.len(), 3);
         assert!(
@@ -447,7 +497,7 @@ mod tests {
     #[test]
     fn two_old_of_ten_deletes_both() {
         let archives = aged("docs", &[0, 1, 2, 3, 4, 5, 6, 7, 20, 30]);
-        let plan = plan_rotation(&archives, &default_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), clock(now()));
         let deleted: Vec<_> = plan.delete.iter().map(|a| a.timestamp).collect();
         assert_eq!(
             deleted,
@@ -463,7 +513,7 @@ mod tests {
             min_keep: 0,
             ..default_policy()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         assert_eq!(plan.keep.len(), 1);
         assert_eq!(plan.keep[0].timestamp, now() - TimeDelta::days(7));
     }
@@ -471,7 +521,7 @@ mod tests {
     #[test]
     fn all_ten_old_keeps_the_newest_three() {
         let archives = aged("docs", &[30, 31, 32, 33, 34, 35, 36, 37, 38, 39]);
-        let plan = plan_rotation(&archives, &default_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), clock(now()));
         assert_eq!(plan.delete.len(), 7);
         let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
         assert_eq!(
@@ -485,7 +535,7 @@ mod tests {
         let mut archives = aged("docs", &[30, 31, 32, 33, 34]);
         archives.extend(aged("docs_old", &[40, 41]));
         archives.extend(aged("photos", &[1, 2, 3, 4, 5, 6]));
-        let plan = plan_rotation(&archives, &default_policy(), now());
+        let plan = plan_rotation(&archives, &default_policy(), clock(now()));
         let count =
             |list: &[ArchiveInfo], name: &str| list.iter().filter(|a| a.name == name).count();
         assert_eq!(count(&plan.keep, "docs"), 3);
@@ -514,7 +564,7 @@ mod tests {
             keep_daily: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         assert_eq!(
             kept_stamps(&plan),
             ["20250610_200000", "20250611_230000", "20250613_020000"]
@@ -541,7 +591,7 @@ mod tests {
             keep_weekly: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         assert_eq!(
             kept_stamps(&plan),
             ["20241229_120000", "20250105_120000", "20250106_120000"]
@@ -550,7 +600,7 @@ mod tests {
             keep_weekly: Some(2),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &two, now());
+        let plan = plan_rotation(&archives, &two, clock(now()));
         assert_eq!(kept_stamps(&plan), ["20250105_120000", "20250106_120000"]);
     }
 
@@ -571,7 +621,7 @@ mod tests {
             keep_monthly: Some(3),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         assert_eq!(
             kept_stamps(&plan),
             ["20241231_235959", "20250131_120000", "20250301_120000"]
@@ -585,7 +635,7 @@ mod tests {
             keep_last: Some(2),
             ..gfs_only()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         let kept: Vec<_> = plan.keep.iter().map(|a| a.timestamp).collect();
         assert_eq!(kept, [21, 20].map(|d| now() - TimeDelta::days(d)).to_vec());
     }
@@ -601,7 +651,7 @@ mod tests {
             keep_monthly: Some(5),
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&archives, &policy, now());
+        let plan = plan_rotation(&archives, &policy, clock(now()));
         // Monthly: the 5 newest months are those of ages 0/1 (June), 40, 70, 100, 130.
         // min_keep adds age 40 (already in). Age keeps 0 and 1.
         let mut kept: Vec<i64> = plan
@@ -632,7 +682,7 @@ mod tests {
             min_keep: 2,
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&with_a_decompressed_copy(), &policy, now());
+        let plan = plan_rotation(&with_a_decompressed_copy(), &policy, clock(now()));
         let days = |list: &[ArchiveInfo]| -> Vec<i64> {
             list.iter()
                 .map(|a| (now() - a.timestamp).num_days())
@@ -647,7 +697,7 @@ mod tests {
             min_keep: 0,
             ..policy
         };
-        let plan = plan_rotation(&with_a_decompressed_copy(), &older, now());
+        let plan = plan_rotation(&with_a_decompressed_copy(), &older, clock(now()));
         assert_eq!(
             days(&plan.keep),
             [1, 1],
@@ -974,7 +1024,11 @@ mod tests {
             ..RetentionPolicy::default()
         };
         let folder = LocalFolder::new(d);
-        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
+        let plan = plan_rotation(
+            &list(&folder).unwrap(),
+            &policy,
+            clock(stamp("20250201_000000")),
+        );
         assert_eq!(plan.delete.len(), 3);
         // One archive disappears before the rotation runs: already gone counts as deleted.
         fs::remove_file(d.join("docs_20250103_000000.tar.gz")).unwrap();
@@ -1065,7 +1119,11 @@ mod tests {
             min_keep: 0,
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
+        let plan = plan_rotation(
+            &list(&folder).unwrap(),
+            &policy,
+            clock(stamp("20250201_000000")),
+        );
         assert_eq!(plan.delete.len(), 1);
 
         // Between planning and deleting, the name is freed and a new archive published under
@@ -1079,7 +1137,11 @@ mod tests {
         assert_eq!(dir_names(d), ["docs_20250101_000000.json", old]);
 
         // The same file, still there: deleted with its manifest.
-        let plan = plan_rotation(&list(&folder).unwrap(), &policy, stamp("20250201_000000"));
+        let plan = plan_rotation(
+            &list(&folder).unwrap(),
+            &policy,
+            clock(stamp("20250201_000000")),
+        );
         let outcome = apply_rotation(&folder, &plan);
         assert_eq!(outcome.deleted, [d.join(old)]);
         assert!(dir_names(d).is_empty());
@@ -1101,7 +1163,11 @@ mod tests {
             min_keep: 0,
             ..RetentionPolicy::default()
         };
-        let plan = plan_rotation(&list(&locked).unwrap(), &policy, stamp("20250201_000000"));
+        let plan = plan_rotation(
+            &list(&locked).unwrap(),
+            &policy,
+            clock(stamp("20250201_000000")),
+        );
         assert_eq!(plan.delete.len(), 1);
         let outcome = apply_rotation(&locked, &plan);
         assert!(outcome.deleted.is_empty(), "{outcome:?}");

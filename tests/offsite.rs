@@ -658,3 +658,91 @@ fn a_server_that_ignores_if_none_match_is_refused_before_anything_is_uploaded() 
     // Refused at the first request that would write: no archive, no manifest, no probe left.
     assert_eq!(server.objects("host1"), Vec::<String>::new());
 }
+
+#[test]
+fn a_one_off_run_never_takes_a_remote_s_copies_of_another_folder_of_its_name_for_its_own() {
+    // Schedule "data" copies a/data's backups to a remote. A one-off run of b/data into
+    // another folder, copying there too, is named `data` as well: nothing in its own folder
+    // refused it, and its rotation on the remote deleted the schedule's copies.
+    let server = S3Server::start();
+    let t = TestHome::new();
+    let a = source(&t, "a/data", 1_000);
+    let b = source(&t, "b/data", 1_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let remote = "s3://backups/r";
+    let schedule = ["--name", "data", "--source", a, "--daily", "03:00"];
+    t.ctl(&[&["create"], &schedule[..], &["--offsite", remote]].concat())
+        .ok();
+    let answer = Client::connect(&t.socket())
+        .unwrap()
+        .request(r#"{"cmd":"run","schedule":"data"}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let copies = server.objects("r");
+    assert_eq!(copies.len(), 2, "{copies:?}");
+
+    let elsewhere = t.work().join("elsewhere");
+    let keep_nothing = ["--retention-days", "0", "--min-keep", "0"];
+    let one_off = |offsite: &[&str]| {
+        let to = ["--sources", b, "--destination", elsewhere.to_str().unwrap()];
+        run(&t, &[&to[..], offsite, &keep_nothing[..]].concat())
+    };
+    let refused = |(code, answer, stderr): (i32, Value, String), owner: &str| {
+        assert_eq!(code, 1, "{answer} {stderr}");
+        assert_eq!(answer["error"]["code"], "name_in_use", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(owner), "{message}");
+        let whose = [remote, &format!(" {a}, not {b}, ")];
+        assert!(whose.iter().all(|part| message.contains(part)), "{message}");
+    };
+    refused(one_off(&["--offsite", remote]), "schedule \"data\" writes");
+    let only = ["--offsite-only", "--offsite", remote];
+    refused(
+        run(&t, &[&["--sources", b][..], &only, &keep_nothing].concat()),
+        "schedule",
+    );
+    assert_eq!(server.objects("r"), copies);
+
+    // With the schedule gone, the copies themselves still say whose they are.
+    t.ctl(&["delete", "--name", "data"]).ok();
+    refused(
+        one_off(&["--offsite", remote]),
+        "the archives named \"data\"",
+    );
+    assert_eq!(server.objects("r"), copies);
+    // A remote that holds no other folder's copies of the name takes the run.
+    let (code, answer, stderr) = one_off(&["--offsite", "s3://backups/free"]);
+    assert_eq!(code, 0, "{answer} {stderr}");
+    assert_eq!(server.objects("free").len(), 2);
+}
+
+#[test]
+fn a_run_named_after_its_folder_never_rotates_another_folder_s_copy_on_a_remote() {
+    // b/data took the name over with --name (a moved folder), so its runs may use it; the
+    // copy a/data left there under the name is not b/data's to rotate.
+    let server = S3Server::start();
+    let t = TestHome::new();
+    let a = source(&t, "a/data", 1_000);
+    let b = source(&t, "b/data", 1_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let elsewhere = t.work().join("elsewhere");
+    let to = [
+        "--destination",
+        elsewhere.to_str().unwrap(),
+        "--offsite",
+        "s3://backups/moved",
+    ];
+    let run_ok = |source: &Path, extra: &[&str]| {
+        let args = [&["--sources", source.to_str().unwrap()][..], &to, extra].concat();
+        let (code, answer, stderr) = run(&t, &args);
+        assert_eq!(code, 0, "{answer} {stderr}");
+        file_name(answer["data"]["sources"][0]["archive"].as_str().unwrap())
+    };
+    let a_copy = run_ok(&a, &["--name", "data"]);
+    let b_first = run_ok(&b, &["--name", "data"]);
+    let b_last = run_ok(&b, &["--retention-days", "0", "--min-keep", "0"]);
+    let left = server.objects("moved");
+    assert!(left.contains(&a_copy), "{left:?}");
+    assert!(!left.contains(&b_first), "{left:?}");
+    assert!(left.contains(&b_last), "{left:?}");
+}

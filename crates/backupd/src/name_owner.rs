@@ -13,10 +13,13 @@ use crate::destination::{ArchiveInfo, Destination, Listed};
 use crate::engine::BackupJob;
 use crate::format::Manifest;
 use crate::format::naming::{manifest_name_for, parse_archive_name};
+use crate::offsite_retention::schedules_copying_to;
 use crate::plan::{self, Defaults, Naming};
+use crate::remote::RemoteConfig;
+use crate::runner::{AfterWrite, RunPlan};
 use proto::schedule::Schedule;
 use proto::schedule_spec::MAX_NAME_LEN;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -106,21 +109,54 @@ impl NameInUse {
     }
 }
 
-/// Checks each of `writer`'s jobs against the stored `schedules` and the archives in its
-/// destination. Blocking: it lists the destination and reads a manifest or two per name. A
-/// destination that cannot be listed is not checked here: the run fails on it by itself.
+/// The stored schedules, and what tells where they write.
+#[derive(Debug)]
+pub struct Stored<'a> {
+    pub schedules: &'a [Arc<Schedule>],
+    pub defaults: &'a Defaults,
+    pub remotes: &'a BTreeMap<String, RemoteConfig>,
+}
+
+/// [`check`] in `plan`'s destination and on each remote it copies to: a remote's rotation
+/// after the upload goes by name too. Blocking, as `check`; each remote is listed.
+pub fn check_plan(writer: &Writer, plan: &RunPlan, stored: &Stored) -> Result<(), Box<NameInUse>> {
+    let copies = (plan.after.iter()).filter_map(|step| match step {
+        AfterWrite::Offsite(offsite) => Some(offsite.remote.as_ref() as &dyn Destination),
+        _ => None,
+    });
+    for destination in std::iter::once(plan.destination.as_ref()).chain(copies) {
+        let location = destination.location();
+        let writing: Vec<&Schedule> = if destination.held_by_a_provider() {
+            let url = location.to_string_lossy();
+            let job_defaults = &stored.defaults.job;
+            (schedules_copying_to(stored.schedules, job_defaults, stored.remotes, &url).into_iter())
+                .map(|(schedule, _, _)| schedule)
+                .collect()
+        } else {
+            (plan::schedules_writing_into(stored.schedules, stored.defaults, &location).into_iter())
+                .map(|(schedule, _)| schedule)
+                .collect()
+        };
+        check(writer, &plan.jobs, destination, &writing)?;
+    }
+    Ok(())
+}
+
+/// Checks each of `writer`'s jobs against the archives in `destination` and the stored
+/// schedules `writing` there ([`plan::schedules_writing_into`] a folder,
+/// [`crate::offsite_retention::schedules_copying_to`] a remote). Blocking: it lists the
+/// destination and reads a manifest or two per name. A destination that cannot be listed is
+/// not checked here: the run fails on it by itself.
 pub fn check(
     writer: &Writer,
     jobs: &[BackupJob],
     destination: &dyn Destination,
-    schedules: &[Arc<Schedule>],
-    defaults: &Defaults,
+    writing: &[&Schedule],
 ) -> Result<(), Box<NameInUse>> {
     if jobs.is_empty() {
         return Ok(());
     }
     let location = destination.location();
-    let writing = plan::schedules_writing_into(schedules, defaults, &location);
     let listing = destination.listing().unwrap_or_default();
     for job in jobs {
         let in_use = |owner, theirs| {
@@ -133,7 +169,7 @@ pub fn check(
                 ours: job.source.clone(),
             })
         };
-        for (schedule, _) in &writing {
+        for schedule in writing {
             let naming = Naming::of_schedule(schedule);
             for source in schedule.sources.iter().map(PathBuf::from) {
                 if naming.name_of(&source) == job.name && !same_folder(&source, &job.source) {

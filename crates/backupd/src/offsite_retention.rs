@@ -15,6 +15,7 @@ use proto::schedule::Schedule;
 use proto::{JobOptions, Retention};
 
 use crate::destination::{self, S3Prefix};
+use crate::engine::BackupJob;
 use crate::format::naming::parse_archive_name;
 use crate::offsite::Offsite;
 use crate::remote::RemoteConfig;
@@ -57,17 +58,8 @@ pub fn names_on_remote(
     url: &str,
 ) -> NameRetention {
     let mut by_name = HashMap::new();
-    for schedule in schedules {
-        let Ok((options, offsite_only)) =
-            crate::offsite::split(&schedule.options.clone().or(defaults))
-        else {
-            continue;
-        };
-        let copies_there = (options.offsite.iter())
-            .any(|spec| crate::remote::url_of(spec, remotes).as_deref() == Some(url));
-        if !copies_there {
-            continue;
-        }
+    for (schedule, options, offsite_only) in schedules_copying_to(schedules, defaults, remotes, url)
+    {
         let policy = if offsite_only {
             retention::policy(options.retention.as_ref())
         } else {
@@ -78,6 +70,31 @@ pub fn names_on_remote(
         }
     }
     NameRetention::new(by_name, Some(rules(defaults)))
+}
+
+/// The stored schedules whose archives go to the remote at `url` (copies, or an offsite-only
+/// schedule's own), each with its options (`defaults` filled in) and whether it is
+/// offsite-only.
+pub fn schedules_copying_to<'a>(
+    schedules: &'a [Arc<Schedule>],
+    defaults: &JobOptions,
+    remotes: &BTreeMap<String, RemoteConfig>,
+    url: &str,
+) -> Vec<(&'a Schedule, JobOptions, bool)> {
+    let mut copying = Vec::new();
+    for schedule in schedules {
+        let Ok((options, offsite_only)) =
+            crate::offsite::split(&schedule.options.clone().or(defaults))
+        else {
+            continue;
+        };
+        let copies_there = (options.offsite.iter())
+            .any(|spec| crate::remote::url_of(spec, remotes).as_deref() == Some(url));
+        if copies_there {
+            copying.push((schedule.as_ref(), options, offsite_only));
+        }
+    }
+    copying
 }
 
 /// Rotates the archives of `name` (or of every name) on `remote`, each name by the policy
@@ -113,13 +130,14 @@ fn finish_cut_rotations(remote: &S3Prefix, name: Option<&str>) {
     }
 }
 
-/// After a run copied `own` (an archive of `name`) to `offsite`: the remote copies of `name`
-/// older than `own` rotated by `policy`, under the name's remote lock. `own` and anything newer
-/// (another run's) are never deleted. A rotation that could not run is logged and its error
+/// After `job` copied `own` to `offsite`: the remote copies of its name older than `own`
+/// rotated by `policy`, under the name's remote lock. `own` and anything newer (another
+/// run's) are never deleted, nor, for a job named after its folder, a plain copy of another
+/// folder ([`crate::name_owner::rotatable`]). A rotation that could not run is logged and its error
 /// returned, for the run's report: it fails no source.
 pub async fn after_upload(
     daemon: &Daemon,
-    name: &str,
+    job: &BackupJob,
     own: &str,
     offsite: &Offsite,
     policy: &RetentionPolicy,
@@ -133,31 +151,32 @@ pub async fn after_upload(
     let url = offsite.remote.config().url();
     let _lock = daemon
         .rotation_locks
-        .lock_all_remote(&url, &BTreeSet::from([name.to_owned()]))
+        .lock_all_remote(&url, &BTreeSet::from([job.name.clone()]))
         .await;
-    let (remote, name_owned, own_owned, policy) = (
+    let (remote, job_owned, own_owned, policy) = (
         Arc::clone(&offsite.remote),
-        name.to_owned(),
+        job.clone(),
         own.to_owned(),
         *policy,
     );
     let rotated = tokio::task::spawn_blocking(move || -> Result<Rotated, StoreError> {
-        finish_cut_rotations(&remote, Some(&name_owned));
-        let before: Vec<_> = destination::list(remote.as_ref())
+        finish_cut_rotations(&remote, Some(&job_owned.name));
+        let listed: Vec<_> = destination::list(remote.as_ref())
             .map_err(|source| StoreError::ReadDir {
                 path: destination::Destination::location(remote.as_ref()),
                 source,
             })?
             .into_iter()
-            .filter(|a| a.name == name_owned && a.file_name != own_owned)
+            .filter(|a| a.name == job_owned.name && a.file_name != own_owned)
             .collect();
+        let before = crate::name_owner::rotatable(&job_owned, &listed);
         let scope = RunScope {
             existed_before: &before,
             own_timestamp,
         };
         retention::rotate(
             remote.as_ref(),
-            Some(name_owned.as_str()),
+            Some(job_owned.name.as_str()),
             &policy,
             Some(&scope),
             false,
@@ -181,7 +200,7 @@ pub async fn after_upload(
         }
         Ok(Err(e)) => {
             tracing::error!("{tag} can't rotate the copies on {}: {e}", offsite.spec);
-            Err(format!("can't rotate the copies of {name}: {e}"))
+            Err(format!("can't rotate the copies of {}: {e}", job.name))
         }
         Err(e) => {
             tracing::error!(
@@ -189,7 +208,8 @@ pub async fn after_upload(
                 offsite.spec
             );
             Err(format!(
-                "can't rotate the copies of {name}: internal error: {e}"
+                "can't rotate the copies of {}: internal error: {e}",
+                job.name
             ))
         }
     }

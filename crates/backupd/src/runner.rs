@@ -625,7 +625,7 @@ async fn back_up_one(
                             let own = file_name(&outcome.archive);
                             let rotated = crate::offsite_retention::after_upload(
                                 daemon,
-                                &rotation_job.name,
+                                &rotation_job,
                                 &own,
                                 offsite,
                                 policy,

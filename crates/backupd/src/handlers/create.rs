@@ -18,6 +18,7 @@ use proto::response::ScheduleChanged;
 use proto::schedule::{Schedule, Timing};
 use proto::schedule_spec::{TimeOfDay, validate_name};
 use proto::{ErrorCode, Event, ScheduleSpec};
+use std::sync::Arc;
 
 pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<ScheduleChanged> {
     let now = Local::now();
@@ -48,10 +49,8 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
     // A schedule given a new definition carries on its set, whatever folder it now backs up.
     let is_new =
         !(daemon.schedules.snapshot().await.schedules.iter()).any(|s| s.name == schedule.name);
-    let (defaults, writer) = (
-        daemon.plan_defaults(),
-        Writer::Schedule(schedule.name.clone()),
-    );
+    let (defaults, remotes) = (daemon.plan_defaults(), Arc::clone(&daemon.remotes));
+    let writer = Writer::Schedule(schedule.name.clone());
     let refusal = blocking(move || {
         // A source its own archives would go into: every run of it would fail.
         let jobs = &planned.jobs;
@@ -65,9 +64,13 @@ pub async fn handle(daemon: &Daemon, args: CreateArgs) -> HandlerResult<Schedule
             return Some(invalid(e.to_string()));
         }
         // Another schedule's names are refused wherever it writes, once the file is locked.
-        let destination = planned.destination.as_ref();
+        let stored = name_owner::Stored {
+            schedules: &[],
+            defaults: &defaults,
+            remotes: &remotes,
+        };
         let in_use = is_new
-            .then(|| name_owner::check(&writer, jobs, destination, &[], &defaults))
+            .then(|| name_owner::check_plan(&writer, &planned, &stored))
             .and_then(Result::err)?;
         Some(PlanError::NameInUse(in_use).into())
     })

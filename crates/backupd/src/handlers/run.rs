@@ -17,6 +17,7 @@ use crate::state::Daemon;
 use proto::ErrorCode;
 use proto::request::RunArgs;
 use proto::response::RunReport;
+use std::sync::Arc;
 
 pub async fn handle(
     daemon: &Daemon,
@@ -98,7 +99,8 @@ pub async fn handle(
 }
 
 /// `plan`, unless a job named after its folder would write under a name that holds another
-/// folder's backups in its destination (see [`crate::name_owner`]).
+/// folder's backups in its destination or on a remote it copies to, whose rotation would
+/// then delete them (see [`crate::name_owner`]).
 async fn name_not_in_use(
     daemon: &Daemon,
     plan: runner::RunPlan,
@@ -108,10 +110,14 @@ async fn name_not_in_use(
         return Ok(plan);
     }
     let schedules = daemon.schedules.snapshot().await.schedules;
-    let defaults = daemon.plan_defaults();
+    let (defaults, remotes) = (daemon.plan_defaults(), Arc::clone(&daemon.remotes));
     let checked = tokio::task::spawn_blocking(move || {
-        let (jobs, destination) = (&plan.jobs, plan.destination.as_ref());
-        name_owner::check(&Writer::Run, jobs, destination, &schedules, &defaults)
+        let stored = name_owner::Stored {
+            schedules: &schedules,
+            defaults: &defaults,
+            remotes: &remotes,
+        };
+        name_owner::check_plan(&Writer::Run, &plan, &stored)
             .map_err(PlanError::NameInUse)
             .map(|()| plan)
     })

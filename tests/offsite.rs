@@ -746,3 +746,42 @@ fn a_run_named_after_its_folder_never_rotates_another_folder_s_copy_on_a_remote(
     assert!(!left.contains(&b_first), "{left:?}");
     assert!(left.contains(&b_last), "{left:?}");
 }
+
+#[test]
+fn a_backup_of_the_same_name_and_second_from_elsewhere_is_not_taken_for_this_one() {
+    // Two daemons sharing a prefix, their schedules of one name run in the same second: the
+    // second's upload found the first's manifest under its name, reported its archive
+    // "already there" and never copied it.
+    let server = S3Server::start();
+    let t = TestHome::new();
+    source(&t, "tree", 1_000);
+    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    // The other daemon's backups of `tree`, one for every second of the next two minutes.
+    std::fs::create_dir_all(server.object("shared")).unwrap();
+    let now = chrono::Local::now().naive_local();
+    for second in 0..120 {
+        let stamp = (now + chrono::TimeDelta::seconds(second)).format("%Y%m%d_%H%M%S");
+        let theirs = serde_json::json!({
+            "backup_file": format!("/elsewhere/tree_{stamp}.tar.gz"),
+            "source": "/elsewhere/tree", "created": stamp.to_string(), "size_bytes": 1,
+            "size_human": "1 B", "checksum_sha256": "00".repeat(32)});
+        let key = format!("shared/tree_{stamp}.json");
+        std::fs::write(server.object(&key), theirs.to_string()).unwrap();
+    }
+    let (code, answer, stderr) = run(
+        &t,
+        &["--sources", "tree", "--offsite", "s3://backups/shared"],
+    );
+    assert_eq!(code, 5, "{answer} {stderr}");
+    let report = &answer["data"]["sources"][0];
+    let upload = &report["offsite"][0];
+    assert_eq!(upload["ok"], false, "{upload}");
+    assert_ne!(upload["already_there"], true, "{upload}");
+    let error = upload["error"].as_str().unwrap();
+    assert!(
+        error.contains("already holds another backup named tree_"),
+        "{error}"
+    );
+    let archive = file_name(report["archive"].as_str().unwrap());
+    assert!(!server.objects("shared").contains(&archive));
+}

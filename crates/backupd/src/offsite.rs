@@ -189,9 +189,6 @@ fn copy_once(
     cancel: &AtomicBool,
 ) -> Result<Option<u64>, CopyError> {
     let manifest_name = manifest_name_for(archive);
-    if remote.any_exists(std::slice::from_ref(&manifest_name))? {
-        return Ok(None);
-    }
     let local_bytes = local.get(&manifest_name)?;
     let unreadable = |e: serde_json::Error| {
         CopyError::Permanent(format!(
@@ -199,6 +196,9 @@ fn copy_once(
         ))
     };
     let manifest = Manifest::from_json(&local_bytes).map_err(unreadable)?;
+    if remote.any_exists(std::slice::from_ref(&manifest_name))? {
+        return already_there(remote, &manifest_name, &manifest).map(|()| None);
+    }
     let manifest_bytes = if manifest.encryption.is_some() {
         manifest
             .as_a_provider_reads_it()
@@ -237,6 +237,25 @@ fn copy_once(
         Err(e) => return Err(e.into()),
     }
     Ok(Some(sent.0))
+}
+
+/// Whether the backup whose manifest the remote holds under `manifest_name` is `ours`: a
+/// backup of the same name and second from elsewhere (another daemon or destination sharing
+/// the prefix) is not this one, and this one is not on the remote.
+fn already_there(remote: &S3Prefix, manifest_name: &str, ours: &Manifest) -> Result<(), CopyError> {
+    let theirs = Manifest::from_json(&remote.get(manifest_name)?).ok();
+    let same = theirs.is_some_and(|theirs| {
+        (theirs.checksum_sha256.as_str(), theirs.size_bytes)
+            == (ours.checksum_sha256.as_str(), ours.size_bytes)
+    });
+    if same {
+        return Ok(());
+    }
+    Err(CopyError::Permanent(format!(
+        "the remote already holds another backup named {manifest_name} (another daemon, or a \
+         run into another folder, wrote that name there: give each a prefix of its own); this \
+         one was not copied"
+    )))
 }
 
 /// Copies `reader` into `pending`, hashing; `(bytes, sha256 hex)`.

@@ -659,6 +659,89 @@ fn sync_uploads_what_the_remote_lacks_manifest_last() {
         "{answer}"
     );
     assert_eq!(server.objects("host"), expected);
+
+    // So is one whose manifest outlived its archive (removed by hand, a lifecycle rule): a
+    // manifest alone is no copy.
+    std::fs::remove_file(server.object(&format!("host/{first}"))).unwrap();
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        answer["data"]["uploads"][0]["bytes"].as_u64(),
+        Some(
+            std::fs::metadata(t.home().join("backups").join(&first))
+                .unwrap()
+                .len()
+        ),
+        "{answer}"
+    );
+    assert_eq!(server.objects("host"), expected);
+    assert_eq!(
+        sha256sum(&server.object(&format!("host/{first}"))),
+        sha256sum(&t.home().join("backups").join(&first))
+    );
+
+    // Another backup's manifest under its name (a daemon sharing the prefix) is not its copy
+    // either: that upload fails, saying so, and the other's is left alone.
+    let theirs = server.object(&format!("host/{}", manifest_of(&second)));
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&theirs).unwrap()).unwrap();
+    manifest["checksum_sha256"] = "00".repeat(32).into();
+    std::fs::write(&theirs, manifest.to_string()).unwrap();
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 1, "{answer}");
+    let upload = &answer["data"]["uploads"][0];
+    assert_eq!(upload["ok"], false, "{answer}");
+    let error = upload["error"].as_str().unwrap();
+    assert!(
+        error.contains("already holds another backup named"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        manifest.to_string().as_bytes()
+    );
+}
+
+#[test]
+fn a_run_never_sends_again_what_the_remote_s_rotation_deleted() {
+    // The folder keeps 10 backups, the remote 1: each run's catch-up sent the remote every
+    // older backup its rotation had deleted, for the rotation to delete them again.
+    let (server, t, _daemon) = setup();
+    let keep = [
+        "--retention-days",
+        "30",
+        "--min-keep",
+        "10",
+        "--offsite-keep-days",
+        "0",
+        "--offsite-keep-min",
+        "1",
+    ];
+    // The remote keeps a run's own copy and the newest 1 of those before it.
+    let mut previous = None;
+    for run in 0..4 {
+        let args = [&["run", "--sources", "tree", "--offsite", "off"][..], &keep].concat();
+        let (code, answer) = ctl_json(&t, &args);
+        assert_eq!(code, 0, "{answer}");
+        let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
+        assert_eq!(uploads.len(), 1, "run {run}: {uploads:?}");
+        let own = common::first_archive_name(&answer);
+        let mut kept = vec![own.clone(), manifest_of(&own)];
+        if let Some(previous) = previous.replace(own) {
+            kept.extend([manifest_of(&previous), previous]);
+        }
+        kept.sort();
+        assert_eq!(server.objects("host"), kept, "run {run}");
+    }
+    // What the remote's rotation keeps is still caught up: here, once it keeps them all, the
+    // two oldest.
+    let mut all = keep.to_vec();
+    all[7] = "30";
+    let args = [&["run", "--sources", "tree", "--offsite", "off"][..], &all].concat();
+    let (code, answer) = ctl_json(&t, &args);
+    assert_eq!(code, 0, "{answer}");
+    let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
+    assert_eq!(uploads.len(), 3, "{uploads:?}");
+    assert_eq!(server.objects("host").len(), 10);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! times, its multipart upload aborted each time. The local archive stays whatever happens.
 //!
 //! The same step also sends archives of the job's name that an earlier run could not send
-//! (their manifest is missing remotely), so a failed upload is caught up by the next run.
+//! (the remote lacks them whole) and the remote's retention keeps, so a failed upload is caught
+//! up by the next run.
 //!
 //! Synchronous, on the blocking thread the runner gives it, like the engine.
 
@@ -19,11 +20,12 @@ use std::time::{Duration, Instant};
 use proto::response::OffsiteUpload;
 use sha2::{Digest, Sha256};
 
-use crate::destination::{Destination, PendingArchive, S3Prefix};
+use crate::destination::{ArchiveInfo, Destination, PendingArchive, S3Prefix, list_named};
 use crate::format::Manifest;
 use crate::format::naming::manifest_name_for;
 use crate::plan::PlanError;
 use crate::remote::{self, RemoteConfig, RemoteError};
+use crate::store::{self, Counted, RetentionPolicy};
 
 /// Attempts of a whole copy (the first and the retries).
 const COPY_ATTEMPTS: u32 = 3;
@@ -157,27 +159,60 @@ pub fn copy(
     report
 }
 
-/// The archives of `name` in `local` whose manifest `offsite` lacks, newest first, leaving
-/// out `except` (this run's own, copied already). Errors listing either side: none.
+/// The archives of `name` in `local` that `offsite` lacks whole ([`is_there`]), newest first,
+/// leaving out `except` (this run's own, copied already) and, given the policy the remote's
+/// rotation `keeps` by, those it would delete again at once: a remote that keeps fewer
+/// backups than the folder is not sent the older ones every run. Errors listing either side:
+/// none.
 pub fn missing(
     local: &dyn Destination,
     name: &str,
     except: &str,
     offsite: &Offsite,
+    keeps: Option<&RetentionPolicy>,
 ) -> io::Result<Vec<String>> {
-    let remote_files: std::collections::HashSet<String> = offsite
-        .remote
-        .files()?
+    let copies = list_named(offsite.remote.as_ref(), Some(name))?;
+    let mut lacking: Vec<ArchiveInfo> = list_named(local, Some(name))?
         .into_iter()
-        .map(|(file, _)| file)
+        .filter(|a| a.file_name != except && a.manifest.is_some())
+        .filter(|a| !is_there(a, &copies))
         .collect();
-    let mut archives: Vec<_> = crate::destination::list(local)?
-        .into_iter()
-        .filter(|a| a.name == name && a.file_name != except && a.manifest.is_some())
-        .filter(|a| !remote_files.contains(&a.manifest_name))
-        .collect();
-    archives.reverse();
-    Ok(archives.into_iter().map(|a| a.file_name).collect())
+    if let Some(policy) = keeps {
+        // As that rotation plans: the run's own copy is kept, and the others count.
+        let mut after_sending: Vec<ArchiveInfo> = (copies.into_iter())
+            .filter(|c| c.file_name != except)
+            .collect();
+        after_sending.extend(lacking.iter().cloned());
+        let now = chrono::Local::now().fixed_offset();
+        let plan =
+            store::plan_rotation_by(&after_sending, &|_| *policy, Counted::WithManifest, now);
+        lacking.retain(|a| plan.keep.iter().any(|kept| kept.path == a.path));
+    }
+    lacking.reverse();
+    Ok(lacking.into_iter().map(|a| a.file_name).collect())
+}
+
+/// Whether `archive` (a local one, with its manifest) is on the remote whole, among `copies`
+/// (the remote's archives of its name): under its name, with a manifest of the same backup
+/// and an object of the size that records. A manifest alone (its archive removed by hand or
+/// by a lifecycle rule), or another backup's of the same name, is no copy of it.
+pub fn is_there(archive: &ArchiveInfo, copies: &[ArchiveInfo]) -> bool {
+    let Some(ours) = &archive.manifest else {
+        return false;
+    };
+    copies.iter().any(|copy| {
+        copy.file_name == archive.file_name
+            && copy.size_bytes == ours.size_bytes
+            && copy
+                .manifest
+                .as_ref()
+                .is_some_and(|theirs| same_backup(theirs, ours))
+    })
+}
+
+/// Whether two manifests (a local one, and one as the provider reads it) are of one backup.
+fn same_backup(a: &Manifest, b: &Manifest) -> bool {
+    (a.checksum_sha256.as_str(), a.size_bytes) == (b.checksum_sha256.as_str(), b.size_bytes)
 }
 
 /// One attempt: `Ok(None)` when the remote has the archive and its manifest already,
@@ -197,7 +232,12 @@ fn copy_once(
     };
     let manifest = Manifest::from_json(&local_bytes).map_err(unreadable)?;
     if remote.any_exists(std::slice::from_ref(&manifest_name))? {
-        return already_there(remote, &manifest_name, &manifest).map(|()| None);
+        already_there(remote, &manifest_name, &manifest)?;
+        let archive_there = remote.identity(archive).map(|object| object.size);
+        if archive_there.is_ok_and(|size| size == manifest.size_bytes) {
+            return Ok(None);
+        }
+        // The manifest outlived its archive: the archive is sent again, under it.
     }
     let manifest_bytes = if manifest.encryption.is_some() {
         manifest
@@ -226,13 +266,9 @@ fn copy_once(
     })?;
     match remote.put_new(&manifest_name, &manifest_bytes) {
         Ok(()) => {}
-        // Another run sent the same manifest meanwhile.
+        // Another run sent the same manifest meanwhile, or it was there already.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if remote.get(&manifest_name)? != manifest_bytes {
-                return Err(CopyError::Permanent(format!(
-                    "the remote holds another manifest named {manifest_name}"
-                )));
-            }
+            already_there(remote, &manifest_name, &manifest)?;
         }
         Err(e) => return Err(e.into()),
     }
@@ -244,11 +280,7 @@ fn copy_once(
 /// the prefix) is not this one, and this one is not on the remote.
 fn already_there(remote: &S3Prefix, manifest_name: &str, ours: &Manifest) -> Result<(), CopyError> {
     let theirs = Manifest::from_json(&remote.get(manifest_name)?).ok();
-    let same = theirs.is_some_and(|theirs| {
-        (theirs.checksum_sha256.as_str(), theirs.size_bytes)
-            == (ours.checksum_sha256.as_str(), ours.size_bytes)
-    });
-    if same {
+    if theirs.is_some_and(|theirs| same_backup(&theirs, ours)) {
         return Ok(());
     }
     Err(CopyError::Permanent(format!(

@@ -161,7 +161,7 @@ pub async fn after_upload(
     );
     let rotated = tokio::task::spawn_blocking(move || -> Result<Rotated, StoreError> {
         finish_cut_rotations(&remote, Some(&job_owned.name));
-        let listed: Vec<_> = destination::list(remote.as_ref())
+        let listed: Vec<_> = destination::list_named(remote.as_ref(), Some(&job_owned.name))
             .map_err(|source| StoreError::ReadDir {
                 path: destination::Destination::location(remote.as_ref()),
                 source,

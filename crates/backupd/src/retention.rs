@@ -134,13 +134,12 @@ pub fn rotate_by(
     scope: Option<&RunScope<'_>>,
     dry_run: bool,
 ) -> Result<Rotated, StoreError> {
-    let archives: Vec<_> = destination::list(destination)
+    let archives: Vec<_> = destination::list_named(destination, name)
         .map_err(|source| StoreError::ReadDir {
             path: destination.location(),
             source,
         })?
         .into_iter()
-        .filter(|a| name.is_none_or(|n| a.name == n))
         .filter(|a| scope.is_none_or(|s| s.allows(a)))
         .collect();
     // A run's new archive may be named ahead of the clock (runs of one name faster than one a

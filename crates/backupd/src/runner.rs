@@ -601,10 +601,18 @@ async fn back_up_one(
                         }
                     }
                     AfterWrite::Offsite(offsite) => {
+                        // What the remote's rotation after the uploads keeps.
+                        let keeps = after.iter().find_map(|later| match later {
+                            AfterWrite::RotateRemote(remote, policy) if remote == offsite => {
+                                Some(*policy)
+                            }
+                            _ => None,
+                        });
                         let (uploads, catch_up) = upload_offsite(
                             &rotation_job,
                             &outcome.archive,
                             offsite,
+                            keeps,
                             &registered,
                             &tag,
                         )
@@ -929,13 +937,14 @@ fn fill_success(report: &mut SourceReport, outcome: &BackupOutcome) {
 }
 
 /// Copies the new archive to `offsite`, then whatever archives of the name the remote still
-/// lacks, on a blocking thread; the job's cancellation stops the copy (its multipart upload is
+/// lacks and its rotation `keeps`, on a blocking thread; the job's cancellation stops the copy (its multipart upload is
 /// aborted). Logs one line per upload. The uploads, and the error of the catch-up when what
 /// the remote lacks could not be listed.
 async fn upload_offsite(
     job: &BackupJob,
     archive: &Path,
     offsite: &crate::offsite::Offsite,
+    keeps: Option<RetentionPolicy>,
     registered: &Arc<Job>,
     tag: &str,
 ) -> (Vec<proto::response::OffsiteUpload>, Option<OffsiteError>) {
@@ -957,7 +966,8 @@ async fn upload_offsite(
             let mut uploads = vec![first];
             let mut catch_up = None;
             if uploads[0].ok {
-                match crate::offsite::missing(local.as_ref(), &name, &file, &target) {
+                let keeps = keeps.as_ref();
+                match crate::offsite::missing(local.as_ref(), &name, &file, &target, keeps) {
                     Ok(files) => {
                         for missing in files {
                             if cancel.load(Ordering::Relaxed) {

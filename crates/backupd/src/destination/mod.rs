@@ -269,6 +269,15 @@ pub struct ArchiveInfo {
 /// archive grammar are listed; anything else (partials, manifests, strangers) is invisible, so
 /// rotation can never touch it.
 pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
+    list_named(destination, None)
+}
+
+/// [`list`], of the archives of `name` only (all with `None`): only their manifests are read,
+/// a request each on a remote.
+pub fn list_named(
+    destination: &dyn Destination,
+    name: Option<&str>,
+) -> io::Result<Vec<ArchiveInfo>> {
     let mut files = destination.listing()?;
     // In name order, whatever the folder's: the same files list the same way everywhere.
     files.sort_by(|a, b| a.file.cmp(&b.file));
@@ -277,6 +286,7 @@ pub fn list(destination: &dyn Destination) -> io::Result<Vec<ArchiveInfo>> {
     let found: Vec<_> = files
         .iter()
         .filter_map(|listed| Some((listed, parse_archive_name(&listed.file)?)))
+        .filter(|(_, parsed)| name.is_none_or(|name| parsed.name == name))
         .map(|(listed, parsed)| (listed, parsed, manifest_name_for(&listed.file)))
         .collect();
     let manifest_names: Vec<String> = found

@@ -1,9 +1,8 @@
-//! `sync`: uploads to an offsite remote every local archive (of one name, or all) whose
-//! manifest the remote lacks, oldest first, each as the offsite step copies it (the archive,
+//! `sync`: uploads to an offsite remote every local archive (of one name, or all) it lacks
+//! whole ([`offsite::is_there`]), oldest first, each as the offsite step copies it (the archive,
 //! then its manifest, create-only). A local archive without its manifest is not a backup and
 //! is not sent.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -39,23 +38,17 @@ pub async fn handle(daemon: &Daemon, args: SyncArgs) -> HandlerResult<SyncReport
     });
     let outcome = blocking(move || -> Result<_, StoreError> {
         let read_dir = |path, source| StoreError::ReadDir { path, source };
-        let there: HashSet<String> = to
-            .remote
-            .files()
-            .map_err(|e| read_dir(to.remote.location(), e))?
-            .into_iter()
-            .map(|(file, _)| file)
-            .collect();
-        let archives: Vec<_> = destination::list(&local)
+        let copies = destination::list_named(to.remote.as_ref(), name.as_deref())
+            .map_err(|e| read_dir(to.remote.location(), e))?;
+        let archives: Vec<_> = destination::list_named(&local, name.as_deref())
             .map_err(|e| read_dir(local.location(), e))?
             .into_iter()
             .filter(|a| a.manifest.is_some())
-            .filter(|a| name.as_ref().is_none_or(|n| &a.name == n))
             .collect();
         let mut already_there = 0;
         let mut uploads = Vec::new();
         for archive in archives {
-            if there.contains(&archive.manifest_name) {
+            if offsite::is_there(&archive, &copies) {
                 already_there += 1;
                 continue;
             }

@@ -1058,3 +1058,93 @@ fn a_copy_encrypted_to_a_passphrase_is_read_from_the_remote_with_it() {
     );
     assert!(!t.log().contains(PASSPHRASE));
 }
+
+/// `run ARGS` of `tree` straight to `off` (`--offsite-only`), which must succeed.
+fn offsite_only(t: &TestHome, extra: &[&str]) -> Value {
+    let to = [
+        "run",
+        "--sources",
+        "tree",
+        "--offsite-only",
+        "--offsite",
+        "off",
+    ];
+    let (code, answer) = ctl_json(t, &[&to[..], extra].concat());
+    assert_eq!(code, 0, "{answer}");
+    answer
+}
+
+#[test]
+fn an_offsite_only_set_is_kept_by_its_offsite_retention_whoever_runs_it() {
+    // With --offsite-only the remote's copies are the archives: --offsite-keep-days was
+    // stored and ignored, and they went by the job's 7 days / 3; a one-off offsite-only run of
+    // the schedule's folder rotated them by the defaults, not by the schedule's policy.
+    let (server, t, _daemon) = setup();
+    let (code, answer) = ctl_json(
+        &t,
+        &[
+            "create",
+            "--name",
+            "tree",
+            "--source",
+            "tree",
+            "--offsite-only",
+            "--offsite",
+            "off",
+            "--daily",
+            "03:00",
+            "--offsite-keep-days",
+            "36500",
+            "--offsite-keep-min",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{answer}");
+    let (code, answer) = ctl_json(&t, &["run", "--name", "tree"]);
+    assert_eq!(code, 0, "{answer}");
+    let first = common::first_archive_name(&answer);
+    plant_old_copies(&server, &first, &FOUR_OLD);
+    let all_there = |objects: Vec<String>| {
+        FOUR_OLD
+            .iter()
+            .all(|old| objects.contains(&old.to_string()))
+    };
+
+    let (code, answer) = ctl_json(&t, &["run", "--name", "tree"]);
+    assert_eq!(code, 0, "{answer}");
+    assert!(all_there(server.objects("host")), "{answer}");
+    let answer = offsite_only(&t, &[]);
+    assert!(all_there(server.objects("host")), "{answer}");
+    // A run's own offsite retention is its own to give.
+    let answer = offsite_only(&t, &["--offsite-keep-days", "0", "--offsite-keep-min", "1"]);
+    let left = server.objects("host");
+    assert!(
+        FOUR_OLD.iter().all(|old| !left.contains(&old.to_string())),
+        "{answer}"
+    );
+}
+
+#[test]
+fn an_offsite_only_run_finishes_a_rotation_cut_before_a_manifest() {
+    // Only `prune --remote` and a copying run's remote rotation finished a cut rotation: an
+    // offsite-only set kept the manifest without its archive, and its mark, for good.
+    let (server, t, _daemon) = setup();
+    let newest = common::first_archive_name(&offsite_only(&t, &[]));
+    let old = FOUR_OLD[0];
+    plant_old_copies(&server, &newest, &[old]);
+    server.refuse_deletes_of(Some(&format!("host/{}", manifest_of(old))));
+    let keep_one = ["--retention-days", "0", "--min-keep", "1"];
+    let answer = offsite_only(&t, &keep_one);
+    server.refuse_deletes_of(None);
+    let left = server.objects("host");
+    assert!(
+        left.contains(&mark_of(&manifest_of(old))),
+        "{left:?} {answer}"
+    );
+    assert!(!left.contains(&old.to_string()), "{left:?}");
+
+    offsite_only(&t, &keep_one);
+    let left = server.objects("host");
+    let cut = [manifest_of(old), mark_of(&manifest_of(old))];
+    assert!(cut.iter().all(|file| !left.contains(file)), "{left:?}");
+}

@@ -49,8 +49,8 @@ pub fn steps(after: &[AfterWrite], options: &JobOptions) -> Vec<AfterWrite> {
 }
 
 /// The retention of each name on the remote at `url`, where a request gives none: that of
-/// the stored schedule copying it there (its copies', or its own for an offsite-only
-/// schedule), else the `[defaults]`' copies'.
+/// the stored schedule copying it there (its copies', which an offsite-only schedule's
+/// archives are), else the `[defaults]`' copies'.
 pub fn names_on_remote(
     schedules: &[Arc<Schedule>],
     defaults: &JobOptions,
@@ -58,13 +58,8 @@ pub fn names_on_remote(
     url: &str,
 ) -> NameRetention {
     let mut by_name = HashMap::new();
-    for (schedule, options, offsite_only) in schedules_copying_to(schedules, defaults, remotes, url)
-    {
-        let policy = if offsite_only {
-            retention::policy(options.retention.as_ref())
-        } else {
-            policy(&options)
-        };
+    for (schedule, options, _) in schedules_copying_to(schedules, defaults, remotes, url) {
+        let policy = policy(&options);
         for name in crate::plan::archive_names(schedule) {
             by_name.insert(name, policy);
         }
@@ -112,22 +107,9 @@ pub fn rotate_remote(
         remote.config().url()
     );
     if !dry_run {
-        finish_cut_rotations(remote, name);
+        remote.finish_cut_rotations_logged(name);
     }
     retention::rotate_by(remote, name, policy_of, None, dry_run)
-}
-
-/// A rotation cut between an archive and its manifest leaves the manifest under its mark:
-/// removed here, with the mark, before the rotation plans. A manifest without a mark is a
-/// user's to keep. Best effort: what fails stays for the next rotation.
-fn finish_cut_rotations(remote: &S3Prefix, name: Option<&str>) {
-    match remote.finish_cut_rotations(name) {
-        Ok(finished) => finished.log(),
-        Err(e) => tracing::warn!(
-            "can't finish the rotations cut short on remote {}: {e}",
-            remote.config().name
-        ),
-    }
 }
 
 /// After `job` copied `own` to `offsite`: the remote copies of its name older than `own`
@@ -160,7 +142,7 @@ pub async fn after_upload(
         *policy,
     );
     let rotated = tokio::task::spawn_blocking(move || -> Result<Rotated, StoreError> {
-        finish_cut_rotations(&remote, Some(&job_owned.name));
+        remote.finish_cut_rotations_logged(Some(&job_owned.name));
         let listed: Vec<_> = destination::list_named(remote.as_ref(), Some(&job_owned.name))
             .map_err(|source| StoreError::ReadDir {
                 path: destination::Destination::location(remote.as_ref()),

@@ -178,9 +178,12 @@ pub async fn plan(
         after.extend(offsites.into_iter().map(AfterWrite::Offsite));
     }
     after.extend(crate::offsite_retention::steps(&after, options));
-    after.push(AfterWrite::Rotate(retention::policy(
-        options.retention.as_ref(),
-    )));
+    // An offsite-only run's archives are the remote's copies: kept by their policy.
+    after.push(AfterWrite::Rotate(if *offsite_only {
+        crate::offsite_retention::policy(options)
+    } else {
+        retention::policy(options.retention.as_ref())
+    }));
     Ok(RunPlan {
         jobs,
         destination,

@@ -31,6 +31,10 @@ pub enum FolderKey {
 
 impl FolderKey {
     pub fn of(folder: &Path) -> Self {
+        // A remote's location (an offsite-only run's) is its URL, never a path to look up.
+        if let Some(url) = folder.to_str().filter(|text| text.starts_with("s3://")) {
+            return FolderKey::Remote(url.to_owned());
+        }
         match std::fs::metadata(folder) {
             Ok(meta) => FolderKey::Inode(meta.dev(), meta.ino()),
             Err(_) => FolderKey::Path(folder.to_owned()),
@@ -240,6 +244,19 @@ impl RotationLocks {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_offsite_only_run_s_rotation_and_a_remote_one_share_a_lock() {
+        let locks = RotationLocks::default();
+        let url = "s3://bucket/host";
+        let held = locks.lock(Path::new(url), "docs").await;
+        let names = BTreeSet::from(["docs".to_owned()]);
+        let remote = locks.lock_all_remote(url, &names);
+        let waited = tokio::time::timeout(Duration::from_millis(50), remote);
+        assert!(waited.await.is_err(), "a remote rotation of the name waits");
+        drop(held);
+        let _remote = locks.lock_all_remote(url, &names).await;
+    }
 
     #[tokio::test]
     async fn one_rotation_per_name_and_folder() {

@@ -327,6 +327,9 @@ async fn rotate(
             existed_before: &seen.archives,
             own_timestamp: seen.own_timestamp,
         });
+        if !dry_run {
+            destination.finish_cut_rotations_of(&name);
+        }
         retention::rotate(
             destination.as_ref(),
             Some(&name),

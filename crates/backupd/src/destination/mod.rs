@@ -133,6 +133,11 @@ pub trait Destination: fmt::Debug + Send + Sync {
     fn held_by_a_provider(&self) -> bool {
         false
     }
+
+    /// Before a rotation of `name`: finishes its rotations cut short between an archive and
+    /// its manifest, where no start-up does (a bucket). Best effort, logged; callers hold the
+    /// name's rotation lock.
+    fn finish_cut_rotations_of(&self, _name: &str) {}
 }
 
 /// What finishing the rotations cut short in a destination removed.

@@ -286,6 +286,10 @@ impl Destination for S3Prefix {
         true
     }
 
+    fn finish_cut_rotations_of(&self, name: &str) {
+        self.finish_cut_rotations_logged(Some(name));
+    }
+
     fn path_of(&self, file: &str) -> PathBuf {
         PathBuf::from(format!("{}/{file}", self.config.url()))
     }

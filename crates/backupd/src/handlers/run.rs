@@ -134,6 +134,9 @@ async fn keeping_schedules_retention(
     mut plan: runner::RunPlan,
     options: &proto::JobOptions,
 ) -> HandlerResult<runner::RunPlan> {
+    if plan.destination.held_by_a_provider() {
+        return Ok(keeping_remote_schedules_retention(daemon, plan, options).await);
+    }
     if options.retention.is_some() {
         return Ok(plan);
     }
@@ -171,6 +174,29 @@ async fn keeping_schedules_retention(
         }
     }
     Ok(plan)
+}
+
+/// [`keeping_schedules_retention`] for an offsite-only run: its archives are copies on the
+/// remote, rotated by the policy of the schedule copying the name there where the run gives
+/// none (neither retention nor offsite retention).
+async fn keeping_remote_schedules_retention(
+    daemon: &Daemon,
+    mut plan: runner::RunPlan,
+    options: &proto::JobOptions,
+) -> runner::RunPlan {
+    if options.retention.is_some() || options.offsite_retention.is_some() {
+        return plan;
+    }
+    let schedules = daemon.schedules.snapshot().await.schedules;
+    let url = plan.destination.location().to_string_lossy().into_owned();
+    let retention =
+        offsite_retention::names_on_remote(&schedules, &daemon.job_defaults, &daemon.remotes, &url);
+    for job in &plan.jobs {
+        if let Some(policy) = retention.of_schedule(&job.name) {
+            plan.rotation_by_name.insert(job.name.clone(), policy);
+        }
+    }
+    plan
 }
 
 /// A run in which some sources failed still answers with its report; the message says when

@@ -70,6 +70,18 @@ impl S3Prefix {
         self.remove(&condemned_mark(manifest))
     }
 
+    /// [`Self::finish_cut_rotations`], best effort: what it did is logged, and what fails
+    /// stays for the next rotation.
+    pub fn finish_cut_rotations_logged(&self, name: Option<&str>) {
+        match self.finish_cut_rotations(name) {
+            Ok(finished) => finished.log(),
+            Err(e) => tracing::warn!(
+                "can't finish the rotations cut short on remote {}: {e}",
+                self.config().name
+            ),
+        }
+    }
+
     /// Finishes the rotations of `name` (or of every name) cut short between an archive and
     /// its manifest, by their marks. Callers hold the names' rotation locks, as the rotation
     /// that follows does.

@@ -757,3 +757,85 @@ fn a_process_that_leaves_the_hooks_group_does_not_keep_its_pipe_in_the_daemon() 
         "the daemon still holds the escaped process's pipe"
     );
 }
+
+/// Kills the process whose pid `file` holds when the test ends, passed or not.
+struct KillPidIn(std::path::PathBuf);
+
+impl Drop for KillPidIn {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+fn alive(pid_file: &Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn what_a_hook_starts_in_the_background_outlives_it_as_from_a_shell() {
+    // An `after` hook restarting a service without systemd (`nohup app &`): the daemon killed
+    // the hook's whole group as it exited, so the service was down after every backup.
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let pid_file = t.work().join("service.pid");
+    let _service = KillPidIn(pid_file.clone());
+    let after = format!(
+        "sh -c 'nohup sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {}'",
+        pid_file.display()
+    );
+    let (code, answer) = run_json(&t, &["--sources", "docs", "--after", &after]);
+    assert_eq!(code, 0, "{answer}");
+    wait_for(Duration::from_secs(30), "the after hook to end", || {
+        t.log().contains("after hook done").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(&pid_file), "{}", t.log());
+}
+
+#[test]
+fn a_hook_that_cannot_start_says_why_in_the_log() {
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let missing = t.work().join("no-such-hook");
+    let missing = missing.to_str().unwrap();
+    let (code, answer) = run_json(&t, &["--sources", "docs", "--before", missing]);
+    assert_eq!(code, 1, "{answer}");
+    let expected = format!("before hook could not start ({missing}): No such file or directory");
+    assert!(t.log().contains(&expected), "{}", t.log());
+}
+
+#[test]
+fn every_hook_gets_every_variable_and_an_error_with_a_nul_still_reaches_them() {
+    // A dump's stderr with a NUL made BACKUPD_ERROR one no environment can hold: neither the
+    // on-failure nor the finally hook could start (`systemctl start app` never ran). And the
+    // before hook lacked BACKUPD_ERROR, BACKUPD_SIZE_BYTES and BACKUPD_SHA256 (`set -u`).
+    let t = TestHome::new();
+    source(&t);
+    let _daemon = t.start_daemon();
+    let before = "sh -c 'set -u; : $BACKUPD_ERROR $BACKUPD_SIZE_BYTES $BACKUPD_SHA256'";
+    let ran = t.work().join("finally-ran");
+    let finally = format!("sh -c 'printf %s \"$BACKUPD_ERROR\" > {}'", ran.display());
+    let dump = "db.sql=sh -c 'printf \"bad\\000byte\" >&2; exit 1'";
+    let (code, answer) = run_json(
+        &t,
+        &[
+            "--sources",
+            "docs",
+            "--before",
+            before,
+            "--source-command",
+            dump,
+            "--finally",
+            &finally,
+        ],
+    );
+    assert_eq!(code, 1, "{answer}");
+    let error = std::fs::read_to_string(&ran).unwrap_or_else(|e| panic!("{e}: {}", t.log()));
+    assert!(error.contains("bad\\0byte"), "{error:?}");
+    assert!(!t.log().contains("before hook failed"), "{}", t.log());
+}

@@ -97,17 +97,25 @@ impl Hook<'_> {
         }
         command
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, env_value(v))))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| HookError::Spawn {
-            kind,
-            program: program.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let error = HookError::Spawn {
+                    kind,
+                    program: program.clone(),
+                    reason: e.to_string(),
+                };
+                // A timetabled run has no client to read why.
+                tracing::error!("{} {error}", self.tag);
+                return Err(error);
+            }
+        };
         let group = child.id().and_then(|id| Pid::from_raw(id.cast_signed()));
         let out = child.stdout.take().map(|o| log_lines(o, self.tag, kind));
         let err = child.stderr.take().map(|e| log_lines(e, self.tag, kind));
@@ -148,6 +156,7 @@ impl Hook<'_> {
                 kind,
                 status: e.to_string(),
             }),
+            // The whole group goes, what the hook left running included.
             Ended::TimedOut => {
                 signal_group(group, Signal::KILL);
                 let _ = child.wait().await;
@@ -165,13 +174,14 @@ impl Hook<'_> {
                     signal_group(group, Signal::KILL);
                     let _ = child.wait().await;
                 }
+                signal_group(group, Signal::KILL);
                 Err(HookError::Stopped { kind, why })
             }
         };
-        // What the hook left running in its group would hold its pipes open: it goes too.
-        signal_group(group, Signal::KILL);
+        // A hook that ended by itself may have started something meant to outlive it (`nohup
+        // app &` in an `after` hook restarting a service), as from a shell: it stays. What
+        // still holds the hook's output may hold it for good: the pipe is let go.
         for mut reader in out.into_iter().chain(err) {
-            // One that left the group (`setsid`) may hold them for good: the pipe is let go.
             if tokio::time::timeout(Duration::from_secs(1), &mut reader)
                 .await
                 .is_err()
@@ -185,6 +195,22 @@ impl Hook<'_> {
         }
         result
     }
+}
+
+/// `value` as an environment variable can hold it: a NUL (a dump's stderr in an error)
+/// would make the hook fail to start, and so would a value past the kernel's 128 KiB.
+fn env_value(value: &str) -> String {
+    const MOST: usize = 64 << 10;
+    let mut value = value.replace('\0', "\\0");
+    if value.len() > MOST {
+        let mut end = MOST;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push_str(" [cut]");
+    }
+    value
 }
 
 enum Ended {

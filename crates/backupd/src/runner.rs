@@ -493,6 +493,9 @@ async fn back_up_one(
         ("BACKUPD_ARCHIVE", report.archive.clone()),
         ("BACKUPD_MANIFEST", report.manifest.clone()),
         ("BACKUPD_STATUS", "running".to_owned()),
+        ("BACKUPD_ERROR", String::new()),
+        ("BACKUPD_SIZE_BYTES", String::new()),
+        ("BACKUPD_SHA256", String::new()),
     ];
     let before = hooks.before(
         &tag,

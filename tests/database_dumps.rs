@@ -881,3 +881,41 @@ fn archives_left(folder: &Path) -> Vec<std::ffi::OsString> {
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default()
 }
+
+#[test]
+fn a_dump_named_relative_to_its_folder_reads_that_folder_wherever_the_daemon_runs() {
+    // `cd app && backupctl run --sources . --source-command "app.sql=sqlite3 app.db .dump"`:
+    // the command ran in the daemon's working directory, where sqlite3 made an empty app.db,
+    // and an empty dump was archived as a good backup.
+    if !have("sqlite3") || !have("tar") {
+        return;
+    }
+    let t = TestHome::new();
+    app_folder(&t);
+    let app = t.work().join("app");
+    sh(Command::new("sqlite3")
+        .arg(app.join("app.db"))
+        .arg("create table t(name text); insert into t values ('kept');"));
+    std::fs::write(
+        app.join("dump.sh"),
+        "#!/bin/sh\nexec sqlite3 -bail app.db .dump\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(app.join("dump.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The daemon runs elsewhere: in a folder of its own.
+    let elsewhere = t.work().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let _daemon = t.spawn_daemon_via(&["env", "-C", elsewhere.to_str().unwrap()], &[]);
+    common::wait_until_answering(&t.socket());
+    let dumps = ["app.sql=sqlite3 -bail app.db .dump", "script.sql=./dump.sh"];
+    for dump in dumps {
+        let (code, answer) = run_json(&t, &["--sources", "app", "--source-command", dump]);
+        assert_eq!(code, 0, "{answer}");
+        let archive = answer["data"]["sources"][0]["archive"].as_str().unwrap();
+        let member = dump.split('=').next().unwrap();
+        let sql = extract(archive, member, &t.work().join("out"));
+        let text = std::fs::read_to_string(sql).unwrap();
+        assert!(text.contains("'kept'"), "{dump}: {text}");
+    }
+    assert!(!elsewhere.join("app.db").exists());
+}

@@ -101,6 +101,8 @@ impl Hook<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // The same wherever the daemon was started (a service's is `/`).
+            .current_dir("/")
             .process_group(0)
             .kill_on_drop(true);
         let mut child = match command.spawn() {

@@ -98,11 +98,14 @@ enum Copied {
     },
 }
 
-/// Runs `source` and archives its output as the file `source.name`, by `route`. Fails if the
+/// Runs `source` in `folder` (the job's source folder, so that `sqlite3 app.db .dump` given
+/// beside `--sources .` reads that folder's `app.db`, not one the daemon's working directory
+/// would make) and archives its output as the file `source.name`, by `route`. Fails if the
 /// command cannot start, exits non-zero or dies of a signal.
 pub(crate) fn append_command(
     builder: &mut Builder<ArchiveWriter>,
     source: &CommandSource,
+    folder: &Path,
     route: Route<'_>,
     meter: &mut Meter<'_>,
     cancel: &AtomicBool,
@@ -115,11 +118,19 @@ pub(crate) fn append_command(
         .command
         .split_first()
         .ok_or_else(|| failed("empty command".into()))?;
-    let mut command = Command::new(program);
+    // `./dump.sh` is the folder's too: which directory a relative program path is taken in
+    // once the working directory changes is not defined otherwise.
+    let program_path = Path::new(program);
+    let mut command = if program.contains('/') && program_path.is_relative() {
+        Command::new(folder.join(program_path))
+    } else {
+        Command::new(program)
+    };
     for name in crate::child_env::withheld() {
         command.env_remove(name);
     }
     let mut child = command
+        .current_dir(folder)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -243,6 +243,7 @@ pub fn run_backup(
         commands.push(command_source::append_command(
             &mut builder,
             command,
+            &source,
             route,
             &mut meter,
             cancel,

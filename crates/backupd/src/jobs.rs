@@ -138,6 +138,12 @@ impl Job {
         self.written.store(true, Ordering::Relaxed);
     }
 
+    /// Whether its archive was published, whatever came after (a failed or stopped verify
+    /// keeps it).
+    pub fn is_written(&self) -> bool {
+        self.written.load(Ordering::Relaxed)
+    }
+
     pub fn record_progress(&self, progress: &Progress) {
         self.files.store(progress.files, Ordering::Relaxed);
         self.bytes_in.store(progress.bytes_in, Ordering::Relaxed);

@@ -61,6 +61,9 @@ pub struct JobOutcome {
     pub manifest: String,
     pub status: JobStatus,
     pub error: Option<String>,
+    /// Its archive was published (and so exists), whatever came after: a verify that failed
+    /// or was stopped keeps it.
+    pub published: bool,
     /// Bytes of the published archive; 0 when none was published.
     pub size_bytes: u64,
     pub sha256: Option<String>,
@@ -105,6 +108,7 @@ impl JobOutcome {
             JobStatus::Failure
         };
         let elapsed = (finished - job.started).num_milliseconds();
+        let published = job.is_written();
         Self {
             job: job.id,
             name: job.name.clone(),
@@ -117,8 +121,9 @@ impl JobOutcome {
                 .error
                 .clone()
                 .or_else(|| (!failed_uploads.is_empty()).then(|| failed_uploads.join("; "))),
-            size_bytes: if report.ok { report.size_bytes } else { 0 },
-            sha256: report.checksum_sha256.clone().filter(|_| report.ok),
+            published,
+            size_bytes: if published { report.size_bytes } else { 0 },
+            sha256: report.checksum_sha256.clone().filter(|_| published),
             started: job.started,
             finished,
             duration_ms: u64::try_from(elapsed).unwrap_or(0),
@@ -148,6 +153,7 @@ impl JobOutcome {
             manifest: String::new(),
             status: JobStatus::Failure,
             error: Some(error.to_owned()),
+            published: false,
             size_bytes: 0,
             sha256: None,
             started,
@@ -164,9 +170,10 @@ impl JobOutcome {
         matches!(self.status, JobStatus::Success | JobStatus::Warning)
     }
 
-    /// Whether the job published its archive here, whatever became of its offsite copies.
+    /// Whether the job published its archive here, whatever became of its offsite copies or
+    /// its verify.
     pub fn published(&self) -> bool {
-        self.status.is_ok()
+        self.published
     }
 
     /// The facts as `BACKUPD_*` environment variables, for hooks (empty where unknown).
@@ -297,6 +304,7 @@ mod tests {
             manifest: String::new(),
             status: JobStatus::Failure,
             error: Some("Backup failed\nforged".into()),
+            published: false,
             size_bytes: 0,
             sha256: None,
             started: now,

@@ -1130,6 +1130,9 @@ mod tests {
         std::fs::write(source.path().join("a.txt"), b"kept").unwrap();
         let daemon = Daemon::in_test_home(home.path());
         let backups = daemon.home.backups_dir();
+        // The finally hook hears of the archive kept: it exists.
+        let told = home.path().join("told");
+        let tell = format!("printf %s \"$BACKUPD_ARCHIVE\" > {}", told.display());
         // An older archive of the name, which a rotation keeping nothing would delete.
         let older = backup(
             source.path(),
@@ -1145,6 +1148,10 @@ mod tests {
                 min_keep: Some(0),
                 ..proto::job::Retention::default()
             }),
+            hooks: proto::job::Hooks {
+                finally: vec!["sh".into(), "-c".into(), tell],
+                ..proto::job::Hooks::default()
+            },
             ..proto::JobOptions::default()
         };
         let mut plan = crate::plan::plan(
@@ -1180,5 +1187,6 @@ mod tests {
         assert!(older.archive.exists(), "not rotated");
         let new = std::path::Path::new(&source.archive);
         assert!(daemon.verify_ledger.get(new, None).await.is_none());
+        assert_eq!(std::fs::read_to_string(&told).unwrap(), source.archive);
     }
 }

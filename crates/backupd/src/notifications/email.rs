@@ -388,6 +388,7 @@ mod tests {
             manifest: String::new(),
             status: crate::outcome::JobStatus::Failure,
             error: Some("Backup failed".into()),
+            published: false,
             size_bytes: 0,
             sha256: None,
             started: now,

@@ -839,3 +839,38 @@ fn every_hook_gets_every_variable_and_an_error_with_a_nul_still_reaches_them() {
     assert!(error.contains("bad\\0byte"), "{error:?}");
     assert!(!t.log().contains("before hook failed"), "{}", t.log());
 }
+
+#[test]
+fn hooks_get_the_allocator_tunables_the_user_set_not_the_daemon_s() {
+    // The daemon re-executes itself with a fixed malloc threshold for its own memory: every
+    // hook and dump inherited it.
+    for users in [None, Some("glibc.malloc.arena_max=2")] {
+        let t = TestHome::new();
+        source(&t);
+        let wrapper = match users {
+            Some(tunables) => vec!["env".to_owned(), format!("GLIBC_TUNABLES={tunables}")],
+            None => vec![
+                "env".to_owned(),
+                "-u".to_owned(),
+                "GLIBC_TUNABLES".to_owned(),
+            ],
+        };
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let _daemon = t.spawn_daemon_via(&wrapper, &[]);
+        common::wait_until_answering(&t.socket());
+        let env_out = t.work().join("hook.env");
+        let after = format!("sh -c 'env > {}'", env_out.display());
+        let (code, answer) = run_json(&t, &["--sources", "docs", "--after", &after]);
+        assert_eq!(code, 0, "{answer}");
+        let env = env_file(&env_out);
+        assert_eq!(
+            env.get("GLIBC_TUNABLES").map(String::as_str),
+            users,
+            "{env:?}"
+        );
+        assert!(
+            !env.keys().any(|k| k.starts_with("BACKUPD_USERS")),
+            "{env:?}"
+        );
+    }
+}

@@ -10,7 +10,10 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 
-const TUNABLES: &str = "GLIBC_TUNABLES";
+pub const TUNABLES: &str = "GLIBC_TUNABLES";
+/// `GLIBC_TUNABLES` as it was before the re-execution (empty: unset): the commands the
+/// daemon starts get the user's back, not the daemon's allocator setting.
+pub const USERS_TUNABLES: &str = "BACKUPD_USERS_GLIBC_TUNABLES";
 /// glibc's own starting threshold, kept fixed.
 const MMAP_THRESHOLD: &str = "glibc.malloc.mmap_threshold=131072";
 
@@ -21,7 +24,8 @@ pub fn fix_mmap_threshold() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
-    let Some(tunables) = tunables_with_threshold(std::env::var_os(TUNABLES)) else {
+    let users = std::env::var_os(TUNABLES);
+    let Some(tunables) = tunables_with_threshold(users.clone()) else {
         return;
     };
     let Ok(exe) = std::env::current_exe() else {
@@ -34,6 +38,7 @@ pub fn fix_mmap_threshold() {
         .arg0(arg0)
         .args(args)
         .env(TUNABLES, tunables)
+        .env(USERS_TUNABLES, users.unwrap_or_default())
         .exec();
 }
 

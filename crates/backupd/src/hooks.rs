@@ -92,9 +92,7 @@ impl Hook<'_> {
         };
         tracing::info!("{} Running {kind} hook: {}", self.tag, self.argv.join(" "));
         let mut command = Command::new(program);
-        for name in crate::child_env::withheld() {
-            command.env_remove(name);
-        }
+        crate::child_env::prepare(command.as_std_mut());
         command
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, env_value(v))))

@@ -126,9 +126,7 @@ pub(crate) fn append_command(
     } else {
         Command::new(program)
     };
-    for name in crate::child_env::withheld() {
-        command.env_remove(name);
-    }
+    crate::child_env::prepare(&mut command);
     let mut child = command
         .current_dir(folder)
         .args(args)

@@ -1,7 +1,9 @@
 //! Splits a command line typed as one argument (`--before 'pg_dump -U app app'`) into the argv
-//! the daemon runs without a shell: words part at unquoted blanks; `'…'` keeps everything
-//! literally, `"…"` keeps everything but `\"` and `\\`, and a backslash outside quotes takes
-//! the next character as it is. No variables, globs or pipes: write `sh -c '…'` for those.
+//! the daemon runs without a shell, as a POSIX shell would split it: words part at unquoted
+//! blanks; `'…'` keeps everything literally; in `"…"` a backslash takes only `$`, `` ` ``, `"`,
+//! `\` and a newline; a backslash outside quotes takes the next character as it is (a newline:
+//! none); a `#` beginning a word comments out the rest of its line. No variables, globs or
+//! pipes: write `sh -c '…'` for those.
 
 /// Why a command line cannot be split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +38,8 @@ pub fn split(line: &str) -> Result<Vec<String>, WordsError> {
                     match chars.next().ok_or_else(unterminated)? {
                         '"' => break,
                         '\\' => match chars.next().ok_or_else(unterminated)? {
-                            c @ ('"' | '\\') => current.push(c),
+                            c @ ('"' | '\\' | '$' | '`') => current.push(c),
+                            '\n' => {}
                             c => {
                                 current.push('\\');
                                 current.push(c);
@@ -46,9 +49,16 @@ pub fn split(line: &str) -> Result<Vec<String>, WordsError> {
                     }
                 }
             }
-            '\\' => {
-                let next = chars.next().ok_or_else(unterminated)?;
-                word.get_or_insert_with(String::new).push(next);
+            '\\' => match chars.next().ok_or_else(unterminated)? {
+                '\n' => {}
+                next => word.get_or_insert_with(String::new).push(next),
+            },
+            '#' if word.is_none() => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
             }
             c => word.get_or_insert_with(String::new).push(c),
         }
@@ -87,5 +97,16 @@ mod tests {
             WordsError::Unterminated("x 'unterminated".into())
         );
         assert_eq!(split("  ").unwrap_err(), WordsError::Empty);
+    }
+
+    #[test]
+    fn backslashes_in_double_quotes_and_comments_are_a_shell_s() {
+        // `printf [%s] "price \$5" "\`x\`" # comment` in sh prints `[price $5][`x`]`.
+        assert_eq!(
+            split(r#"printf [%s] "price \$5" "\`x\`" # comment"#).unwrap(),
+            ["printf", "[%s]", "price $5", "`x`"]
+        );
+        assert_eq!(split("a#b '#c' #d\ne").unwrap(), ["a#b", "#c", "e"]);
+        assert_eq!(split("a\\\nb \"c\\\nd\"").unwrap(), ["ab", "cd"]);
     }
 }

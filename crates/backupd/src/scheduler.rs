@@ -176,7 +176,14 @@ async fn start(daemon: &Arc<Daemon>, schedule: Arc<Schedule>, latest: DateTime<L
         skip_overlap(daemon, &schedule, latest).await;
         return;
     };
-    daemon.schedules.mark_started(schedule.id, latest).await;
+    if !daemon.schedules.mark_started(&schedule, latest).await {
+        tracing::info!(
+            "Not starting the run of {} due {}: the schedule was deleted or changed meanwhile",
+            schedule.name,
+            latest.format(proto::LOG_TIME_FORMAT)
+        );
+        return;
+    }
     let daemon_for_job = Arc::clone(daemon);
     daemon.jobs.spawn(async move {
         let daemon = daemon_for_job;
@@ -346,7 +353,8 @@ mod tests {
         let due = Local::now();
         let (daemon, id) = daemon_with_one_shot(home.path(), due, None).await;
         let _run = daemon.try_mark_running(id).unwrap();
-        daemon.schedules.mark_started(id, due).await;
+        let schedule = Arc::clone(&daemon.schedules.snapshot().await.schedules[0]);
+        assert!(daemon.schedules.mark_started(&schedule, due).await);
         tick(&daemon, &(due + chrono::TimeDelta::seconds(30))).await;
         assert_eq!(names(&daemon.schedules.snapshot().await), ["os1"]);
     }

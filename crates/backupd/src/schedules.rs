@@ -439,11 +439,18 @@ impl ScheduleStore {
         .await;
     }
 
-    /// Records, before a timetabled run of schedule `id` begins, that it starts now for every
-    /// occurrence up to `latest`.
-    pub async fn mark_started(&self, id: u64, latest: DateTime<Local>) {
+    /// Records, before a timetabled run of `schedule` begins, that it starts now for every
+    /// occurrence up to `latest`. Records nothing and answers `false` when the schedule was
+    /// deleted or given a new definition since `schedule` was read (a due run waiting its
+    /// turn among many): that run must not start, least of all as it was.
+    pub async fn mark_started(&self, schedule: &Schedule, latest: DateTime<Local>) -> bool {
+        let mut started = false;
         self.keep("a run started", |file| {
-            if let Some(schedule) = file.by_id_mut(id) {
+            let unchanged = file
+                .by_id_mut(schedule.id)
+                .filter(|current| same_definition(current, schedule));
+            if let Some(schedule) = unchanged {
+                started = true;
                 let previous_due = schedule.last_due.replace(latest.fixed_offset());
                 schedule.started_run = Some(StartedRun {
                     due: latest.fixed_offset(),
@@ -453,6 +460,7 @@ impl ScheduleStore {
             }
         })
         .await;
+        started
     }
 
     /// The runs that started and never finished (the daemon was killed or stopped meanwhile):
@@ -490,6 +498,28 @@ impl ScheduleStore {
         })
         .await;
     }
+}
+
+/// Whether `a` and `b` define the same schedule, whatever their runs.
+fn same_definition(a: &Schedule, b: &Schedule) -> bool {
+    // Destructured so that a new field of the definition cannot be forgotten here.
+    let Schedule {
+        id,
+        name,
+        sources,
+        timing,
+        options,
+        created,
+        last_due: _,
+        last_run: _,
+        earlier_runs: _,
+        last_success: _,
+        started_run: _,
+    } = a;
+    (id, name, sources, timing, options, created)
+        == (
+            &b.id, &b.name, &b.sources, &b.timing, &b.options, &b.created,
+        )
 }
 
 /// The record of a run that started at `started` and ended now: its report, or why it could
@@ -838,6 +868,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_due_run_read_before_its_schedule_was_deleted_or_replaced_does_not_start() {
+        // Hundreds due at once are started one by one from the list read as they fell due:
+        // one deleted, or given other sources, meanwhile ran as it had been.
+        let dir = tempfile::tempdir().unwrap();
+        let store = ScheduleStore::load(dir.path().join("schedules.json")).unwrap();
+        for name in ["gone", "changed"] {
+            store
+                .update(|f| Ok::<_, ScheduleFileError>(f.add(schedule(name)).unwrap()))
+                .await
+                .unwrap();
+        }
+        let due = chrono::Local::now();
+        let read = store.snapshot().await.schedules;
+        let mut changed = Schedule::clone(&read[1]);
+        changed.sources = vec!["/elsewhere".into()];
+        store
+            .update(|f| {
+                f.schedules.remove(0);
+                f.replace(0, changed, due);
+                Ok::<_, ScheduleFileError>(())
+            })
+            .await
+            .unwrap();
+        assert!(!store.mark_started(&read[0], due).await);
+        assert!(!store.mark_started(&read[1], due).await);
+        let now = store.snapshot().await.schedules;
+        assert_eq!(now[0].started_run, None);
+        assert!(store.mark_started(&now[0], due).await);
+        assert!(store.snapshot().await.schedules[0].started_run.is_some());
+    }
+
+    #[tokio::test]
     async fn a_one_shot_replaced_during_its_run_by_another_time_stays_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = ScheduleStore::load(dir.path().join("schedules.json")).unwrap();
@@ -851,7 +913,9 @@ mod tests {
             .update(|f| Ok::<_, ScheduleFileError>(f.add(once).unwrap()))
             .await
             .unwrap();
-        store.mark_started(1, due).await;
+        store
+            .mark_started(&store.snapshot().await.schedules[0], due)
+            .await;
         let running = store.snapshot().await.schedules[0].clone();
         let mut later = Schedule::clone(&running);
         later.timing = proto::schedule::Timing::Once {
@@ -874,7 +938,9 @@ mod tests {
         assert_eq!(kept.started_run, None);
 
         // Not replaced, the one-shot goes with its run.
-        store.mark_started(1, due).await;
+        store
+            .mark_started(&store.snapshot().await.schedules[0], due)
+            .await;
         let running = store.snapshot().await.schedules[0].clone();
         assert!(
             store
@@ -925,7 +991,9 @@ mod tests {
         let before = chrono::Local::now() - chrono::TimeDelta::days(1);
         store.mark_handled(1, before).await;
         let due = chrono::Local::now();
-        store.mark_started(1, due).await;
+        store
+            .mark_started(&store.snapshot().await.schedules[0], due)
+            .await;
         // The daemon dies here: a fresh load finds the run started, not finished.
         let reloaded = ScheduleStore::load(path.clone()).unwrap();
         let interrupted = reloaded.interrupted().await;
@@ -941,7 +1009,9 @@ mod tests {
         assert!(again.interrupted().await.is_empty());
 
         // A run that finished leaves nothing to reopen.
-        again.mark_started(1, due).await;
+        again
+            .mark_started(&again.snapshot().await.schedules[0], due)
+            .await;
         let started = again.snapshot().await.schedules[0].clone();
         again
             .record_run(&started, run_record(due, Err("failed")), true)

@@ -5,7 +5,7 @@
 use crate::fsutil::write_atomically_with;
 use chrono::{DateTime, Local};
 use proto::response::RunReport;
-use proto::schedule::{RunRecord, Schedule, StartedRun, StrictSchedule};
+use proto::schedule::{RunRecord, Schedule, StartedRun, StrictSchedule, Timing};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -134,6 +134,16 @@ pub enum ScheduleFileError {
     )]
     Clashes { path: PathBuf, clashes: Clashes },
     #[error(
+        "schedule file {path} is corrupt (invalid cron expression {cron:?} in {schedule}: {reason}); fix or move it away — backupd will not overwrite it"
+    )]
+    BadCron {
+        path: PathBuf,
+        /// `schedule "x" (id 1)`
+        schedule: String,
+        cron: String,
+        reason: String,
+    },
+    #[error(
         "schedule file {path} has a schedule with id {}, which leaves no id for a new one; renumber the schedules (and next_id) or move the file away — backupd will not overwrite it",
         u64::MAX
     )]
@@ -244,10 +254,23 @@ pub struct NextIdRaised {
     pub highest_id: u64,
 }
 
-/// Checks what the daemon relies on and the file cannot say: ids and names unique, `next_id`
-/// above every id. Shared ids or names are refused, for only the user knows which schedule
-/// is which; a low `next_id` is raised, which loses nothing.
+/// Checks what the daemon relies on and the file cannot say: cron expressions valid (one
+/// that is not would never fire, and the backup never happen, without a word), ids and names
+/// unique, `next_id` above every id. Shared ids or names are refused, for only the user knows
+/// which schedule is which; a low `next_id` is raised, which loses nothing.
 fn check(path: &Path, file: &mut ScheduleFile) -> Result<Option<NextIdRaised>, ScheduleFileError> {
+    for schedule in &file.schedules {
+        if let Timing::Cron { cron } = &schedule.timing
+            && let Err(reason) = crate::timing::parse_cron(cron)
+        {
+            return Err(ScheduleFileError::BadCron {
+                path: path.to_path_buf(),
+                schedule: format!("schedule {:?} (id {})", schedule.name, schedule.id),
+                cron: cron.clone(),
+                reason,
+            });
+        }
+    }
     if let Some(clashes) = Clashes::find(file) {
         return Err(ScheduleFileError::Clashes {
             path: path.to_path_buf(),
@@ -1140,6 +1163,26 @@ mod tests {
             ScheduleStore::load(path),
             Err(ScheduleFileError::NoIdLeft { .. })
         ));
+    }
+
+    #[test]
+    fn a_cron_expression_that_would_never_fire_is_refused_naming_the_schedule() {
+        // Edited by hand to hour 25: loaded without a word, the schedule never ran.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let text = file_with(3, &[(1, "a"), (2, "b")]);
+        let daily = serde_json::to_string(&schedule("b").timing).unwrap();
+        let daily = &daily[1..daily.len() - 1];
+        assert!(text.contains(daily), "{daily} in {text}");
+        let text = text.replacen(daily, r#""kind":"cron","cron":"0 25 * * *""#, 1);
+        std::fs::write(&path, &text).unwrap();
+        let message = ScheduleStore::load(path.clone()).unwrap_err().to_string();
+        assert!(
+            message.contains("(invalid cron expression \"0 25 * * *\" in schedule \"a\" (id 1): "),
+            "{message}"
+        );
+        assert!(message.ends_with("; fix or move it away — backupd will not overwrite it"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 
     #[test]

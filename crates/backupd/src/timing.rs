@@ -112,7 +112,7 @@ fn cron_of(timing: &Timing) -> Option<Cron> {
     match timing {
         Timing::Once { .. } => None,
         Timing::Daily { time } => Some(daily_cron(*time)),
-        // Validated at creation; a file edited by hand to hold a bad one never fires.
+        // Validated at creation and when the file is loaded.
         Timing::Cron { cron } => parsed_cron(cron),
     }
 }

@@ -6,10 +6,9 @@
 //! one); and the daemon's `backupd_up` and `backupd_build_info`.
 
 use crate::destination::{self, LocalFolder};
-use crate::plan::folder_name;
 use crate::state::Daemon;
 use proto::schedule::{RunRecord, Schedule};
-use proto::schedule_spec::MAX_NAME_LEN;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -51,17 +50,29 @@ pub async fn write_down(daemon: &Daemon) {
 
 async fn refresh_as(daemon: &Daemon, up: Up) {
     let schedules = daemon.schedules.snapshot().await.schedules;
+    // Each folder and remote listed once, however many schedules keep archives there: a
+    // refresh follows every run.
+    let mut remotes_listed = HashMap::new();
     let mut remote_counts = Vec::with_capacity(schedules.len());
     for schedule in &schedules {
-        remote_counts.push(remote_archive_count(daemon, schedule).await);
+        remote_counts.push(remote_archive_count(daemon, schedule, &mut remotes_listed).await);
     }
     let default_destination = daemon.default_destination();
     let dir = daemon.home.root().join(METRICS_DIR);
     let written = tokio::task::spawn_blocking(move || {
-        let facts: Vec<_> = schedules
-            .iter()
-            .zip(remote_counts)
-            .map(|(s, remote)| facts_of(s, &default_destination, remote))
+        let mut folders_listed = HashMap::new();
+        let facts: Vec<_> = (schedules.iter().zip(remote_counts))
+            .map(|(schedule, remote)| {
+                let archives = remote.unwrap_or_else(|| {
+                    let folder = (schedule.options.destination.as_ref())
+                        .map_or_else(|| default_destination.clone(), PathBuf::from);
+                    let counts = folders_listed.entry(folder).or_insert_with_key(|folder| {
+                        destination::archive_counts(&LocalFolder::new(folder)).ok()
+                    });
+                    count_of(schedule, counts.as_ref())
+                });
+                facts_of(schedule, archives)
+            })
             .collect();
         write(&dir, &render(up, &facts))
     })
@@ -73,57 +84,59 @@ async fn refresh_as(daemon: &Daemon, up: Up) {
     }
 }
 
+/// The archives of `schedule` among `counts` (by name), if its place could be listed.
+fn count_of(schedule: &Schedule, counts: Option<&HashMap<String, usize>>) -> Option<usize> {
+    let counts = counts?;
+    let names = crate::plan::archive_names(schedule);
+    Some(names.iter().filter_map(|name| counts.get(name)).sum())
+}
+
+/// Archives counted by name on each remote listed so far, by its spec; `None` where it could
+/// not be listed.
+type RemoteCounts = HashMap<String, Option<HashMap<String, usize>>>;
+
 /// Where an offsite-only schedule keeps its archives: on its remote, listed there.
 /// `Some(None)` when that remote cannot be listed now; `None` for a schedule with local archives.
-async fn remote_archive_count(daemon: &Daemon, schedule: &Schedule) -> Option<Option<usize>> {
+async fn remote_archive_count(
+    daemon: &Daemon,
+    schedule: &Schedule,
+    listed: &mut RemoteCounts,
+) -> Option<Option<usize>> {
     let options = schedule.options.clone().or(&daemon.job_defaults);
     let (options, offsite_only) = crate::offsite::split(&options).ok()?;
     if !offsite_only {
         return None;
     }
-    let names = archive_names(schedule);
-    let count = async {
-        let first = options.offsite.first()?.clone();
-        let offsites = crate::offsite::prepare_all(&[first], &daemon.remotes)
-            .await
-            .ok()?;
-        let remote = offsites.into_iter().next()?.remote;
-        let listed = tokio::task::spawn_blocking(move || destination::list(remote.as_ref()))
-            .await
-            .ok()?;
-        match listed {
-            Ok(all) => Some(all.iter().filter(|a| names.contains(&a.name)).count()),
-            Err(e) => {
-                tracing::warn!("metrics: can't list {}'s remote: {e}", schedule.name);
-                None
-            }
-        }
+    let Some(first) = options.offsite.first().cloned() else {
+        return Some(None);
     };
-    Some(count.await)
-}
-
-/// The archive names `plan` gives the schedule's sources.
-fn archive_names(schedule: &Schedule) -> Vec<String> {
-    if schedule.sources.len() == 1 {
-        vec![schedule.name.clone()]
-    } else {
-        schedule
-            .sources
-            .iter()
-            .map(|s| {
-                let mut name = format!("{}-{}", schedule.name, folder_name(Path::new(s)));
-                name.truncate(MAX_NAME_LEN);
-                name
-            })
-            .collect()
+    if !listed.contains_key(&first) {
+        let counts = remote_counts(daemon, &first, &schedule.name).await;
+        listed.insert(first.clone(), counts);
     }
+    Some(count_of(schedule, listed.get(&first)?.as_ref()))
 }
 
-fn facts_of(
-    schedule: &Schedule,
-    default_destination: &Path,
-    remote_count: Option<Option<usize>>,
-) -> ScheduleFacts {
+/// The archives on the remote `spec` counted by name, or `None` (logged) when it cannot be
+/// listed now.
+async fn remote_counts(
+    daemon: &Daemon,
+    spec: &str,
+    schedule: &str,
+) -> Option<HashMap<String, usize>> {
+    let offsites = crate::offsite::prepare_all(&[spec.to_owned()], &daemon.remotes)
+        .await
+        .ok()?;
+    let remote = offsites.into_iter().next()?.remote;
+    let listed = tokio::task::spawn_blocking(move || destination::archive_counts(remote.as_ref()))
+        .await
+        .ok()?;
+    listed
+        .inspect_err(|e| tracing::warn!("metrics: can't list {schedule}'s remote: {e}"))
+        .ok()
+}
+
+fn facts_of(schedule: &Schedule, archives: Option<usize>) -> ScheduleFacts {
     // Files of older daemons have only the runs kept to tell.
     let runs = schedule.last_run.iter().chain(&schedule.earlier_runs);
     let last_success = runs
@@ -142,17 +155,6 @@ fn facts_of(
             .filter_map(|a| std::fs::metadata(a).ok())
             .map(|m| m.len())
             .sum()
-    });
-    let archives = remote_count.unwrap_or_else(|| {
-        let folder = schedule
-            .options
-            .destination
-            .as_ref()
-            .map_or_else(|| default_destination.to_owned(), PathBuf::from);
-        let names = archive_names(schedule);
-        destination::list(&LocalFolder::new(folder))
-            .map(|all| all.iter().filter(|a| names.contains(&a.name)).count())
-            .ok()
     });
     ScheduleFacts {
         name: schedule.name.clone(),

@@ -588,6 +588,27 @@ mod tests {
     }
 
     #[test]
+    fn archives_are_counted_by_name_from_the_file_names_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for file in [
+            "docs_20250101_000000.tar.gz",
+            "docs_20250102_000000.tar.zst.age",
+            "docs_20250102_000000.json",
+            "my_docs_20250101_000000.tar",
+            "docs_20250103_000000.tar.gz.partial",
+            "notes.txt",
+        ] {
+            touch(d, file, b"x");
+        }
+        // A manifest nobody could read is never opened.
+        touch(d, "docs_20250101_000000.json", b"{not json");
+        let counts = crate::destination::archive_counts(&LocalFolder::new(d)).unwrap();
+        let expected = [("docs".to_owned(), 2), ("my_docs".to_owned(), 1)];
+        assert_eq!(counts, expected.into_iter().collect());
+    }
+
+    #[test]
     fn a_fifo_or_a_link_in_a_manifest_s_place_is_refused_without_waiting() {
         use rustix::fs::{CWD, FileType, mknodat};
         let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ mod s3;
 pub use local::LocalFolder;
 pub use s3::S3Prefix;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -343,6 +343,18 @@ pub fn list_named(
     }
     archives.sort_by(|a, b| (a.timestamp, &a.path).cmp(&(b.timestamp, &b.path)));
     Ok(archives)
+}
+
+/// How many archive files of each backup name `destination` holds, by file name alone: no
+/// manifest is read, so counting costs one listing however many archives there are.
+pub fn archive_counts(destination: &dyn Destination) -> io::Result<HashMap<String, usize>> {
+    let mut counts = HashMap::new();
+    for (file, _) in destination.files()? {
+        if let Some(parsed) = parse_archive_name(&file) {
+            *counts.entry(parsed.name).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// Groups archives by backup name (names in order), each group newest first.

@@ -588,6 +588,30 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_keeps_manifests_small_and_skips_one_too_large_to_be_backupd_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut manifest = fake_manifest("many", "20260101_120000", b"x");
+        manifest.warnings = vec!["x".repeat(1000); 2000];
+        touch(d, "many_20260101_120000.tar", b"x");
+        touch(d, "many_20260101_120000.json", &manifest.to_json().unwrap());
+        // Someone else's, its source alone 2 MiB long.
+        let mut planted = fake_manifest("huge", "20260101_120000", b"x");
+        planted.source = PathBuf::from("/".repeat(2 << 20));
+        touch(d, "huge_20260101_120000.tar", b"x");
+        touch(d, "huge_20260101_120000.json", &planted.to_json().unwrap());
+        let listed = list(&LocalFolder::new(d)).unwrap();
+        assert_eq!(
+            file_names(&listed),
+            ["huge_20260101_120000.tar", "many_20260101_120000.tar"]
+        );
+        assert_eq!(listed[0].manifest, None);
+        let kept = listed[1].manifest.as_ref().unwrap();
+        assert!(kept.warnings.is_empty());
+        assert_eq!(kept.checksum_sha256, manifest.checksum_sha256);
+    }
+
+    #[test]
     fn archives_are_counted_by_name_from_the_file_names_alone() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

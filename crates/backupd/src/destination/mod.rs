@@ -263,7 +263,8 @@ pub struct ArchiveInfo {
     pub size_bytes: u64,
     pub manifest_name: String,
     /// `None` when the manifest is missing or unreadable, or was written for another archive
-    /// of the same stem ([`Manifest::written_for_sibling_of`]).
+    /// of the same stem ([`Manifest::written_for_sibling_of`]). Without its `warnings` and
+    /// `commands`, which no listing reads.
     pub manifest: Option<Manifest>,
     /// The file as it was when listed; `None` if it could not be read. Rotation removes an
     /// archive only while it is still this file.
@@ -294,16 +295,24 @@ pub fn list_named(
         .filter(|(_, parsed)| name.is_none_or(|name| parsed.name == name))
         .map(|(listed, parsed)| (listed, parsed, manifest_name_for(&listed.file)))
         .collect();
+    let sizes: HashMap<&str, u64> = files.iter().map(|f| (f.file.as_str(), f.size)).collect();
     let manifest_names: Vec<String> = found
         .iter()
         .filter(|(_, _, manifest_name)| listed.contains(manifest_name.as_str()))
         .map(|(_, _, manifest_name)| manifest_name.clone())
         .collect();
-    let mut manifests: std::collections::HashMap<String, Manifest> = manifest_names
-        .iter()
-        .zip(destination.get_each(&manifest_names))
-        .filter_map(|(name, bytes)| Some((name.clone(), Manifest::from_json(&bytes.ok()?).ok()?)))
-        .collect();
+    // Read a few at a time, each kept without what no listing needs: manifests put there by
+    // someone else, each as large as a manifest may be, must not all be in memory at once.
+    let mut manifests: HashMap<String, Manifest> = HashMap::new();
+    for batch in batches(&manifest_names, |name| {
+        sizes.get(name).copied().unwrap_or(0)
+    }) {
+        for (name, bytes) in batch.iter().zip(destination.get_each(batch)) {
+            if let Some(manifest) = bytes.ok().and_then(|bytes| listed_manifest(&bytes)) {
+                manifests.insert(name.clone(), manifest);
+            }
+        }
+    }
     let mut archives = Vec::new();
     for (listed, parsed, manifest_name) in found {
         let file_name = &listed.file;
@@ -345,6 +354,45 @@ pub fn list_named(
     Ok(archives)
 }
 
+/// The most manifest bytes a listing reads at once (a single larger manifest is read alone).
+const LISTING_READ_BYTES: u64 = 16 << 20;
+/// The most a manifest held by a listing may take, without its warnings and dump commands;
+/// backupd's own take a few KiB.
+const LISTED_MANIFEST_BYTES: usize = 1 << 20;
+
+/// `names` in order, cut into runs whose sizes (by `size_of`) add up to at most
+/// [`LISTING_READ_BYTES`], each at least one name long.
+fn batches(names: &[String], size_of: impl Fn(&str) -> u64) -> Vec<&[String]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, name) in names.iter().enumerate() {
+        let size = size_of(name);
+        if i > start && bytes + size > LISTING_READ_BYTES {
+            batches.push(&names[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < names.len() {
+        batches.push(&names[start..]);
+    }
+    batches
+}
+
+/// A manifest as a listing keeps it: without its warnings and dump commands, which no
+/// listing reads; `None` if it is not JSON of a manifest, or holds more than one of backupd's
+/// would (it was not written by backupd).
+fn listed_manifest(bytes: &[u8]) -> Option<Manifest> {
+    let mut manifest = Manifest::from_json(bytes).ok()?;
+    manifest.warnings = Vec::new();
+    manifest.commands = Vec::new();
+    let too_large = bytes.len() > LISTED_MANIFEST_BYTES
+        && manifest
+            .to_json()
+            .map_or(true, |kept| kept.len() > LISTED_MANIFEST_BYTES);
+    (!too_large).then_some(manifest)
+}
+
 /// How many archive files of each backup name `destination` holds, by file name alone: no
 /// manifest is read, so counting costs one listing however many archives there are.
 pub fn archive_counts(destination: &dyn Destination) -> io::Result<HashMap<String, usize>> {
@@ -371,4 +419,24 @@ pub fn group_by_name(archives: &[ArchiveInfo]) -> BTreeMap<String, Vec<ArchiveIn
         group.sort_by(|a, b| (b.timestamp, &b.path).cmp(&(a.timestamp, &a.path)));
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_are_read_in_batches_of_bounded_bytes_each_at_least_one() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let mib = |name: &str| match name {
+            "b" => 40 << 20,
+            _ => 6 << 20,
+        };
+        let batches = batches(&names, mib);
+        let cut: Vec<Vec<&str>> = (batches.iter())
+            .map(|batch| batch.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(cut, [vec!["a"], vec!["b"], vec!["c", "d"], vec!["e"]]);
+        assert!(super::batches(&[], mib).is_empty());
+    }
 }

@@ -55,6 +55,14 @@ fn app_folder(t: &TestHome) {
     std::fs::write(t.work().join("app/config.ini"), b"[app]\n").unwrap();
 }
 
+/// `app_folder` with `app.db` beside its config, made by `sql`; the folder.
+fn app_with_database(t: &TestHome, sql: &str) -> PathBuf {
+    app_folder(t);
+    let app = t.work().join("app");
+    sh(Command::new("sqlite3").arg(app.join("app.db")).arg(sql));
+    app
+}
+
 #[test]
 fn a_sqlite_dump_is_archived_and_restores_the_same_rows() {
     if !have("sqlite3") || !have("tar") {
@@ -679,11 +687,7 @@ fn the_readme_example_dumps_sqlite_beside_the_folder_and_stores_the_postgresql_s
         return;
     }
     let t = TestHome::new();
-    app_folder(&t);
-    let app = t.work().join("app");
-    sh(Command::new("sqlite3")
-        .arg(app.join("app.db"))
-        .arg("create table t(x); insert into t values (42);"));
+    let app = app_with_database(&t, "create table t(x); insert into t values (42);");
     let _daemon = t.start_daemon();
     let example = &common::readme_examples("Database dumps")["dumps"];
     // The example's folder is this test's.
@@ -891,11 +895,10 @@ fn a_dump_named_relative_to_its_folder_reads_that_folder_wherever_the_daemon_run
         return;
     }
     let t = TestHome::new();
-    app_folder(&t);
-    let app = t.work().join("app");
-    sh(Command::new("sqlite3")
-        .arg(app.join("app.db"))
-        .arg("create table t(name text); insert into t values ('kept');"));
+    let app = app_with_database(
+        &t,
+        "create table t(name text); insert into t values ('kept');",
+    );
     std::fs::write(
         app.join("dump.sh"),
         "#!/bin/sh\nexec sqlite3 -bail app.db .dump\n",

@@ -659,16 +659,22 @@ fn a_server_that_ignores_if_none_match_is_refused_before_anything_is_uploaded() 
     assert_eq!(server.objects("host1"), Vec::<String>::new());
 }
 
+/// A server, and a daemon reaching it with `a/data` and `b/data` to back up.
+fn two_folders_named_data() -> (S3Server, TestHome, common::Daemon, PathBuf, PathBuf) {
+    let server = S3Server::start();
+    let t = TestHome::new();
+    let a = source(&t, "a/data", 1_000);
+    let b = source(&t, "b/data", 1_000);
+    let daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    (server, t, daemon, a, b)
+}
+
 #[test]
 fn a_one_off_run_never_takes_a_remote_s_copies_of_another_folder_of_its_name_for_its_own() {
     // Schedule "data" copies a/data's backups to a remote. A one-off run of b/data into
     // another folder, copying there too, is named `data` as well: nothing in its own folder
     // refused it, and its rotation on the remote deleted the schedule's copies.
-    let server = S3Server::start();
-    let t = TestHome::new();
-    let a = source(&t, "a/data", 1_000);
-    let b = source(&t, "b/data", 1_000);
-    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let (server, t, _daemon, a, b) = two_folders_named_data();
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let remote = "s3://backups/r";
     let schedule = ["--name", "data", "--source", a, "--daily", "03:00"];
@@ -720,11 +726,7 @@ fn a_one_off_run_never_takes_a_remote_s_copies_of_another_folder_of_its_name_for
 fn a_run_named_after_its_folder_never_rotates_another_folder_s_copy_on_a_remote() {
     // b/data took the name over with --name (a moved folder), so its runs may use it; the
     // copy a/data left there under the name is not b/data's to rotate.
-    let server = S3Server::start();
-    let t = TestHome::new();
-    let a = source(&t, "a/data", 1_000);
-    let b = source(&t, "b/data", 1_000);
-    let _daemon = t.start_daemon_with_env(&env_for(&server, SECRET_KEY));
+    let (server, t, _daemon, a, b) = two_folders_named_data();
     let elsewhere = t.work().join("elsewhere");
     let to = [
         "--destination",

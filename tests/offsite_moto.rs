@@ -266,3 +266,70 @@ fn a_key_the_client_cannot_read_is_named_and_a_run_it_stops_ends_with_offsite_fa
     assert_eq!(listed.code(), 0, "{}", listed.stderr());
     assert_eq!(listed.stdout().lines().collect::<Vec<_>>(), [own]);
 }
+
+#[test]
+fn archives_take_the_remote_s_storage_class_and_manifests_stay_readable() {
+    // With `storage_class = "GLACIER"` the manifests went there too, where S3 refuses to read
+    // them: every run took the earlier copies for missing, sent each again and failed (exit 5).
+    let Some(moto) = MotoServer::start() else {
+        return;
+    };
+    moto.create_bucket("backups", false);
+    let t = TestHome::new();
+    let class = "storage_class = \"GLACIER\"";
+    t.append_config(&moto.remote_table("cold", "backups", "host1", class));
+    source(&t);
+    let _daemon = t.start_daemon_with_env(&moto.env());
+    let mut archive = String::new();
+    for run in 0..3 {
+        let (code, answer) = ctl_json(&t, &["run", "--sources", "tree", "--offsite", "cold"]);
+        assert_eq!(code, 0, "run {run}: {answer}");
+        let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
+        assert_eq!(uploads.len(), 1, "run {run}: {uploads:?}");
+        archive = common::first_archive_name(&answer);
+    }
+    let class_of = |key: &str| {
+        let key = format!("host1/{key}");
+        let head = ["s3api", "head-object", "--bucket", "backups", "--key", &key];
+        let out = moto.aws(&head)?;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let head: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Some(
+            head["StorageClass"]
+                .as_str()
+                .unwrap_or("STANDARD")
+                .to_owned(),
+        )
+    };
+    let Some(archive_class) = class_of(&archive) else {
+        return;
+    };
+    assert_eq!(archive_class, "GLACIER");
+    let manifest = archive.replace(".tar.gz", ".json");
+    assert_eq!(class_of(&manifest).unwrap(), "STANDARD");
+
+    // A lifecycle rule moves the manifest there anyway: what cannot be read is taken on the
+    // listing's word, neither sent again nor taken for an upload cut short by rotation.
+    let key = format!("s3://backups/host1/{manifest}");
+    let moved = moto
+        .aws(&["s3", "cp", &key, &key, "--storage-class", "GLACIER"])
+        .unwrap();
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
+    assert_eq!(class_of(&manifest).unwrap(), "GLACIER");
+    let (code, answer) = ctl_json(&t, &["run", "--sources", "tree", "--offsite", "cold"]);
+    assert_eq!(code, 0, "{answer}");
+    let uploads = answer["data"]["sources"][0]["offsite"].as_array().unwrap();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    let prune = [
+        "prune",
+        "--remote",
+        "cold",
+        "--retention-days",
+        "0",
+        "--min-keep",
+        "4",
+    ];
+    let (code, answer) = ctl_json(&t, &prune);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["data"]["deleted"], serde_json::json!([]), "{answer}");
+}

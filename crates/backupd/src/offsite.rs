@@ -195,18 +195,19 @@ pub fn missing(
 /// Whether `archive` (a local one, with its manifest) is on the remote whole, among `copies`
 /// (the remote's archives of its name): under its name, with a manifest of the same backup
 /// and an object of the size that records. A manifest alone (its archive removed by hand or
-/// by a lifecycle rule), or another backup's of the same name, is no copy of it.
+/// by a lifecycle rule), or another backup's of the same name, is no copy of it; one that
+/// cannot be read beside an object of the right size is.
 pub fn is_there(archive: &ArchiveInfo, copies: &[ArchiveInfo]) -> bool {
     let Some(ours) = &archive.manifest else {
         return false;
     };
     copies.iter().any(|copy| {
-        copy.file_name == archive.file_name
-            && copy.size_bytes == ours.size_bytes
-            && copy
-                .manifest
-                .as_ref()
-                .is_some_and(|theirs| same_backup(theirs, ours))
+        let same = match &copy.manifest {
+            Some(theirs) => same_backup(theirs, ours),
+            // One it cannot read (an archive storage class) is taken on the listing's word.
+            None => copy.manifest_unread,
+        };
+        copy.file_name == archive.file_name && copy.size_bytes == ours.size_bytes && same
     })
 }
 

@@ -266,6 +266,10 @@ pub struct ArchiveInfo {
     /// of the same stem ([`Manifest::written_for_sibling_of`]). Without its `warnings` and
     /// `commands`, which no listing reads.
     pub manifest: Option<Manifest>,
+    /// Its manifest is there but could not be read or taken for backupd's (an archive storage
+    /// class a lifecycle rule moved it to, a request that failed, another program's file):
+    /// the backup is complete, as its manifest is written last, but what it records is unknown.
+    pub manifest_unread: bool,
     /// The file as it was when listed; `None` if it could not be read. Rotation removes an
     /// archive only while it is still this file.
     pub identity: Option<FileIdentity>,
@@ -304,13 +308,17 @@ pub fn list_named(
     // Read a few at a time, each kept without what no listing needs: manifests put there by
     // someone else, each as large as a manifest may be, must not all be in memory at once.
     let mut manifests: HashMap<String, Manifest> = HashMap::new();
-    for batch in batches(&manifest_names, |name| {
-        sizes.get(name).copied().unwrap_or(0)
-    }) {
+    let mut unread = std::collections::HashSet::new();
+    let size_of = |name: &str| sizes.get(name).copied().unwrap_or(0);
+    for batch in batches(&manifest_names, size_of) {
         for (name, bytes) in batch.iter().zip(destination.get_each(batch)) {
-            if let Some(manifest) = bytes.ok().and_then(|bytes| listed_manifest(&bytes)) {
-                manifests.insert(name.clone(), manifest);
-            }
+            match bytes.ok().and_then(|bytes| listed_manifest(&bytes)) {
+                Some(manifest) => manifests.insert(name.clone(), manifest),
+                None => {
+                    unread.insert(name.clone());
+                    None
+                }
+            };
         }
     }
     let mut archives = Vec::new();
@@ -346,6 +354,7 @@ pub fn list_named(
             timestamp,
             compression: parsed.codec,
             size_bytes: listed.size,
+            manifest_unread: unread.contains(&manifest_name),
             manifest_name,
             manifest,
         });

@@ -388,7 +388,8 @@ impl Destination for S3Prefix {
         let key = self.key(file);
         let options = PutOptions {
             mode: PutMode::Create,
-            attributes: self.attributes(),
+            // Not the storage class of the archives: a manifest in an archive class (GLACIER)
+            // could not be read back, and every listing needs it.
             ..PutOptions::default()
         };
         let retention = self.retention()?;

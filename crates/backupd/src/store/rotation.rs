@@ -57,8 +57,9 @@ pub struct RotationPlan {
 pub enum Counted {
     /// Every archive: a local one is whole once it has its name, manifest or not.
     Every,
-    /// Only archives with their manifest: on a remote, the manifest is written last, so a
-    /// copy without one is an upload cut short. Such a copy is kept by its age alone; were it
+    /// Only archives with their manifest (read or not: one a lifecycle rule moved out of
+    /// reach, or a request failed to read, is there): on a remote, the manifest is written
+    /// last, so a copy without one is an upload cut short. Such a copy is kept by its age alone; were it
     /// counted, `min_keep` would keep it in place of a complete one and delete that.
     WithManifest,
 }
@@ -128,7 +129,9 @@ fn kept_indices(
         .iter()
         .filter(|files| match counted {
             Counted::Every => true,
-            Counted::WithManifest => files.iter().any(|&i| group[i].manifest.is_some()),
+            Counted::WithManifest => {
+                (files.iter()).any(|&i| group[i].manifest.is_some() || group[i].manifest_unread)
+            }
         })
         .collect();
     let newest = |n: u32| {
@@ -357,6 +360,7 @@ mod tests {
             size_bytes: 0,
             manifest_name: format!("{stem}.json"),
             manifest: None,
+            manifest_unread: false,
             identity: None,
         }
     }
@@ -471,6 +475,29 @@ mod tests {
         unknown.manifest.as_mut().unwrap().utc_offset = None;
         let plan = plan_rotation(&[unknown.clone()], &policy, now);
         assert_eq!(plan.delete, [unknown]);
+    }
+
+    #[test]
+    fn copies_whose_manifest_is_there_but_unread_count_toward_the_minimum() {
+        // A lifecycle rule moved the manifests to an archive storage class, or a request to
+        // read them failed: taken for uploads cut short, copies past the retention were all
+        // deleted, whatever the minimum kept.
+        let mut archives = aged("m", &[14, 13, 12]);
+        for archive in &mut archives {
+            archive.manifest_unread = true;
+        }
+        let policy = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 2,
+            ..RetentionPolicy::default()
+        };
+        let plan = plan_rotation_counting(&archives, &policy, Counted::WithManifest, clock(now()));
+        let day = |d: i64| {
+            (now() - TimeDelta::days(d))
+                .format(TIMESTAMP_FORMAT)
+                .to_string()
+        };
+        assert_eq!(kept_stamps(&plan), [day(13), day(12)]);
     }
 
     #[test]

@@ -117,14 +117,19 @@ pub struct Stored<'a> {
     pub remotes: &'a BTreeMap<String, RemoteConfig>,
 }
 
-/// [`check`] in `plan`'s destination and on each remote it copies to: a remote's rotation
-/// after the upload goes by name too. Blocking, as `check`; each remote is listed.
+/// [`check`] in `plan`'s destination, and against the schedules copying to each remote it
+/// copies to: a remote's rotation after the upload goes by name too. The remotes themselves
+/// are not listed: the local archive must not wait for a remote (one down, or stalled), and
+/// a remote rotation leaves out plain copies of another folder by itself
+/// ([`rotatable`]). Blocking, as `check`.
 pub fn check_plan(writer: &Writer, plan: &RunPlan, stored: &Stored) -> Result<(), Box<NameInUse>> {
     let copies = (plan.after.iter()).filter_map(|step| match step {
         AfterWrite::Offsite(offsite) => Some(offsite.remote.as_ref() as &dyn Destination),
         _ => None,
     });
-    for destination in std::iter::once(plan.destination.as_ref()).chain(copies) {
+    let destination = std::iter::once((plan.destination.as_ref(), Looked::Archives));
+    let copies = copies.map(|copy| (copy, Looked::SchedulesOnly));
+    for (destination, looked) in destination.chain(copies) {
         let location = destination.location();
         let writing: Vec<&Schedule> = if destination.held_by_a_provider() {
             let url = location.to_string_lossy();
@@ -137,9 +142,17 @@ pub fn check_plan(writer: &Writer, plan: &RunPlan, stored: &Stored) -> Result<()
                 .map(|(schedule, _)| schedule)
                 .collect()
         };
-        check(writer, &plan.jobs, destination, &writing)?;
+        check(writer, &plan.jobs, destination, &writing, looked)?;
     }
     Ok(())
+}
+
+/// What [`check`] looks at besides the schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    /// The destination's archives too.
+    Archives,
+    SchedulesOnly,
 }
 
 /// Checks each of `writer`'s jobs against the archives in `destination` and the stored
@@ -152,12 +165,16 @@ pub fn check(
     jobs: &[BackupJob],
     destination: &dyn Destination,
     writing: &[&Schedule],
+    looked: Looked,
 ) -> Result<(), Box<NameInUse>> {
     if jobs.is_empty() {
         return Ok(());
     }
     let location = destination.location();
-    let listing = destination.listing().unwrap_or_default();
+    let listing = match looked {
+        Looked::Archives => destination.listing().unwrap_or_default(),
+        Looked::SchedulesOnly => Vec::new(),
+    };
     for job in jobs {
         let in_use = |owner, theirs| {
             Box::new(NameInUse {

@@ -1148,3 +1148,79 @@ fn an_offsite_only_run_finishes_a_rotation_cut_before_a_manifest() {
     let cut = [manifest_of(old), mark_of(&manifest_of(old))];
     assert!(cut.iter().all(|file| !left.contains(file)), "{left:?}");
 }
+
+#[test]
+fn the_catch_up_sends_what_the_rotation_keeps_whatever_newer_copies_are_there() {
+    // The catch-up planned the remote's rotation counting a copy newer than the run's own
+    // (another run's, or a clock set back), which that rotation leaves out: keeping one, it
+    // counted that one and sent nothing of what the rotation would have kept.
+    let (server, t, _daemon) = setup();
+    let made = back_up(&t, false);
+    let backups = t.home().join("backups");
+    // Older backups: one copied to the remote, a newer one never (the remote was down), and
+    // on the remote a copy dated ahead of every run.
+    let put = |stem: &str, folder: &std::path::Path| {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::copy(backups.join(&made), folder.join(format!("{stem}.tar.gz"))).unwrap();
+        let manifest = backups.join(manifest_of(&made));
+        std::fs::copy(manifest, folder.join(format!("{stem}.json"))).unwrap();
+    };
+    let remote = server.object("host");
+    for (stem, places) in [
+        ("tree_20200101_000000", vec![&backups, &remote]),
+        ("tree_20200102_000000", vec![&backups]),
+        ("tree_29990101_000000", vec![&remote]),
+    ] {
+        places.into_iter().for_each(|folder| put(stem, folder));
+    }
+    std::fs::remove_file(backups.join(manifest_of(&made))).unwrap();
+    std::fs::remove_file(backups.join(&made)).unwrap();
+    let keep_one = ["--offsite-keep-days", "0", "--offsite-keep-min", "1"];
+    let args = [
+        &["run", "--sources", "tree", "--offsite", "off"][..],
+        &keep_one,
+    ]
+    .concat();
+    let (code, answer) = ctl_json(&t, &args);
+    assert_eq!(code, 0, "{answer}");
+    let sent: Vec<&str> = (answer["data"]["sources"][0]["offsite"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|upload| upload["url"].as_str().unwrap())
+    .collect();
+    assert!(
+        sent.iter()
+            .any(|url| url.ends_with("tree_20200102_000000.tar.gz")),
+        "{sent:?}"
+    );
+    let left = server.objects("host");
+    assert!(
+        left.contains(&"tree_20200102_000000.tar.gz".to_owned()),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn a_copy_cut_short_is_replaced_only_by_a_whole_one() {
+    // An archive whose manifest never arrived was deleted before the local archive was read:
+    // a local archive rotten since left neither.
+    let (server, t, _daemon) = setup();
+    let archive = back_up(&t, true);
+    std::fs::remove_file(server.object(&format!("host/{}", manifest_of(&archive)))).unwrap();
+    let remote_copy = server.object(&format!("host/{archive}"));
+    let before = sha256sum(&remote_copy);
+    let local = t.home().join("backups").join(&archive);
+    let mut rotten = std::fs::read(&local).unwrap();
+    let middle = rotten.len() / 2;
+    rotten[middle] ^= 0xff;
+    std::fs::write(&local, rotten).unwrap();
+    let (code, answer) = ctl_json(&t, &["sync", "--remote", "off"]);
+    assert_eq!(code, 1, "{answer}");
+    let error = answer["data"]["uploads"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("no longer matches its manifest's SHA-256"),
+        "{error}"
+    );
+    assert_eq!(sha256sum(&remote_copy), before);
+}

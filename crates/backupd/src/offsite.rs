@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDateTime;
 use proto::response::OffsiteUpload;
 use sha2::{Digest, Sha256};
 
 use crate::destination::{ArchiveInfo, Destination, PendingArchive, S3Prefix, list_named};
-use crate::format::Manifest;
 use crate::format::naming::manifest_name_for;
+use crate::format::{Manifest, TIMESTAMP_FORMAT};
 use crate::plan::PlanError;
 use crate::remote::{self, RemoteConfig, RemoteError};
 use crate::store::{self, Counted, RetentionPolicy};
@@ -178,9 +179,11 @@ pub fn missing(
         .filter(|a| !is_there(a, &copies))
         .collect();
     if let Some(policy) = keeps {
-        // As that rotation plans: the run's own copy is kept, and the others count.
+        // As that rotation plans: the run's own copy is kept, and only those older count.
+        let own = crate::format::naming::parse_archive_name(except)
+            .and_then(|own| NaiveDateTime::parse_from_str(&own.stamp, TIMESTAMP_FORMAT).ok());
         let mut after_sending: Vec<ArchiveInfo> = (copies.into_iter())
-            .filter(|c| c.file_name != except)
+            .filter(|c| c.file_name != except && own.is_none_or(|own| c.timestamp < own))
             .collect();
         after_sending.extend(lacking.iter().cloned());
         let now = chrono::Local::now().fixed_offset();
@@ -248,9 +251,6 @@ fn copy_once(
     } else {
         local_bytes
     };
-    // An archive without its manifest is a copy an earlier attempt left unfinished: not a
-    // backup yet, so it is replaced.
-    remote.remove(archive)?;
     let mut reader = local.open(archive)?;
     let mut pending = remote.begin(archive)?;
     let sent = stream(&mut *reader, pending.as_mut(), cancel)?;
@@ -259,6 +259,10 @@ fn copy_once(
             "the local archive {archive} no longer matches its manifest's SHA-256"
         )));
     }
+    // An archive without its manifest is a copy an earlier attempt left unfinished: not a
+    // backup yet, so it is replaced, but only by one that is whole (the local archive may
+    // have rotted since; that copy may be the better one).
+    remote.remove(archive)?;
     pending.publish(sent.0).map_err(|e| match &e {
         crate::destination::PublishError::Io { source, .. } if is_permanent(source.kind()) => {
             CopyError::Permanent(e.to_string())

@@ -50,6 +50,11 @@ const SHOWN_WHOLE: usize = 4096;
 /// Bytes kept of each end of a path shortened for a warning.
 const SHOWN_END: usize = 1024;
 
+/// The most warnings a backup lists (in its manifest, its answer and the log); past them it
+/// says how many more there were. A tree of a million unreadable files must not make a
+/// manifest too large to be read back, nor hold them all in memory.
+pub(crate) const MOST_WARNINGS: usize = 10_000;
+
 /// Counts and warnings of one walk.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -59,9 +64,30 @@ pub(crate) struct Stats {
     pub hardlinks: u64,
     pub bytes_in: u64,
     pub warnings: Vec<String>,
+    /// Warnings past [`MOST_WARNINGS`], counted only.
+    unlisted: u64,
     /// Entries left out (or whose content is incomplete) for a reason other than vanishing
     /// or being a socket: the run completed with warnings.
     pub skipped: u64,
+}
+
+impl Stats {
+    fn note(&mut self, warning: String) {
+        if self.warnings.len() < MOST_WARNINGS {
+            self.warnings.push(warning);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    /// The walk is over: the warnings not listed are said in one more.
+    fn finished(mut self) -> Self {
+        if self.unlisted > 0 {
+            let more = format!("and {} more warnings, not listed", self.unlisted);
+            self.warnings.push(more);
+        }
+        self
+    }
 }
 
 /// Identity of a file on disk.
@@ -311,7 +337,7 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
                                 dest.path.display(),
                                 root.display()
                             );
-                            self.stats.warnings.push(note);
+                            self.stats.note(note);
                         }
                         continue;
                     }
@@ -353,13 +379,11 @@ impl<'w, 'a, W: WriteFrom> TreeWriter<'w, 'a, W> {
             }
             self.meter.tick();
         }
-        Ok(self.stats)
+        Ok(self.stats.finished())
     }
 
     fn warn(&mut self, place: Place<'_>, reason: &str) {
-        self.stats
-            .warnings
-            .push(format!("{}: {reason}", place.shown()));
+        self.stats.note(format!("{}: {reason}", place.shown()));
     }
 
     /// A warning that makes the run complete with warnings.

@@ -232,6 +232,28 @@ fn round_trip(compression: Compression, extension: &str) {
 }
 
 #[test]
+fn warnings_past_the_most_listed_are_counted_in_one_more() {
+    // A tree of a million unreadable entries made a manifest too large to be read back.
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..archive::MOST_WARNINGS + 2 {
+        drop(std::os::unix::net::UnixListener::bind(src.join(format!("{i}.sock"))).unwrap());
+    }
+    let dest = base.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let outcome = run(&job(&src, &dest, Compression::default(), &[])).unwrap();
+    let warnings = &outcome.manifest.warnings;
+    assert_eq!(warnings.len(), archive::MOST_WARNINGS + 1);
+    assert!(
+        warnings[0].ends_with(": skipped: socket"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(warnings.last().unwrap(), "and 2 more warnings, not listed");
+}
+
+#[test]
 fn a_socket_is_left_out_with_a_warning_that_is_not_a_skip() {
     let base = tempfile::tempdir().unwrap();
     let src = build_tree(base.path());

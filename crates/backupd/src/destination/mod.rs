@@ -312,13 +312,11 @@ pub fn list_named(
     let size_of = |name: &str| sizes.get(name).copied().unwrap_or(0);
     for batch in batches(&manifest_names, size_of) {
         for (name, bytes) in batch.iter().zip(destination.get_each(batch)) {
-            match bytes.ok().and_then(|bytes| listed_manifest(&bytes)) {
-                Some(manifest) => manifests.insert(name.clone(), manifest),
-                None => {
-                    unread.insert(name.clone());
-                    None
-                }
-            };
+            if let Some(manifest) = bytes.ok().and_then(|bytes| listed_manifest(&bytes)) {
+                manifests.insert(name.clone(), manifest);
+            } else {
+                unread.insert(name.clone());
+            }
         }
     }
     let mut archives = Vec::new();
